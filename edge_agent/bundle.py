@@ -1,0 +1,393 @@
+"""The model bundle: one versioned, checksummed file holding everything the agent runs.
+
+File layout (all integers little-endian)::
+
+    magic    8 bytes  b"EDGEAGB\\x00"
+    version  u16      FORMAT_VERSION
+    flags    u16      0 (reserved)
+    length   u64      payload length in bytes
+    sha256   32 bytes digest of the payload
+    payload  msgpack  a map (see ``_to_payload``); arrays as {dtype, shape, data}
+
+No pickle anywhere: arrays are raw little-endian bytes with a whitelisted dtype. Saving
+is atomic (temp file in the same directory, fsync, rename, directory fsync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from kernels.packing import check_bits, row_bytes
+
+MAGIC = b"EDGEAGB\x00"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHHQ32s")
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+_DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float32", "float64", "bool"}
+WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
+
+
+class BundleError(ValueError):
+    """A bundle file or object is unreadable, corrupt, of the wrong version or invalid."""
+
+
+@dataclass
+class LayerQuant:
+    """Integer parameters of one weighted layer (see docs/quantization.md)."""
+
+    bits: int
+    k: int  # codes per output row
+    packed: np.ndarray  # (out, row_bytes) uint8
+    w_scale: np.ndarray  # (out,) float32
+    bias_q: np.ndarray  # (out,) int32
+    in_scale: float
+    in_zp: int
+    out_scale: float | None  # None for the last layer
+    out_zp: int | None
+    m0: np.ndarray | None  # (out,) int32, hidden layers
+    shift: np.ndarray | None  # (out,) int32, hidden layers
+    out_mult: np.ndarray | None  # (out,) float32, last layer
+
+    @property
+    def out_features(self) -> int:
+        """Number of output channels."""
+        return int(self.packed.shape[0])
+
+
+@dataclass
+class QuantModel:
+    """A model quantized at one weight bit-width."""
+
+    weight_bits: int
+    act_bits: int
+    input_scale: float
+    input_zp: int
+    layers: list[LayerQuant]
+
+    def weight_bytes(self) -> int:
+        """Bytes of packed integer weights."""
+        return int(sum(layer.packed.nbytes for layer in self.layers))
+
+
+@dataclass
+class Bundle:
+    """Everything needed to run, recalibrate and describe one model."""
+
+    arch: dict[str, Any]  # name, input_shape, num_classes, layers (op dicts)
+    fp_weights: list[tuple[np.ndarray, np.ndarray]]  # (W, b) per weighted layer, BN folded
+    label_names: list[str]
+    norm_mean: np.ndarray  # (C,) float32
+    norm_std: np.ndarray  # (C,) float32
+    quant: dict[int, QuantModel]
+    default_bits: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, channels first."""
+        return tuple(int(v) for v in self.arch["input_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return int(self.arch["num_classes"])
+
+    @property
+    def model_version(self) -> str:
+        """Short content hash of the integer weights: changes with every accepted update."""
+        h = hashlib.sha256()
+        for bits in sorted(self.quant):
+            for layer in self.quant[bits].layers:
+                h.update(layer.packed.tobytes())
+                h.update(layer.bias_q.tobytes())
+        return h.hexdigest()[:12]
+
+    def weighted_ops(self) -> list[dict[str, Any]]:
+        """The conv/linear entries of the layer list, in order."""
+        return [op for op in self.arch["layers"] if op["op"] in WEIGHTED_OPS]
+
+
+# ---------------------------------------------------------------- serialization
+
+
+def _arr(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    if a.dtype.name not in _DTYPES:
+        raise BundleError(f"array dtype {a.dtype} cannot be stored in a bundle")
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.astype(a.dtype.newbyteorder("<")).tobytes()}
+
+
+def _unarr(obj: Any, where: str) -> np.ndarray:
+    if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
+        raise BundleError(f"{where}: expected an array record")
+    dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if dtype not in _DTYPES:
+        raise BundleError(f"{where}: dtype {dtype!r} not allowed")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise BundleError(f"{where}: bad shape {shape!r}")
+    dt = np.dtype(dtype).newbyteorder("<")
+    if not isinstance(data, bytes) or len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+        raise BundleError(f"{where}: data length does not match shape {shape} and dtype {dtype}")
+    return np.frombuffer(data, dtype=dt).astype(np.dtype(dtype)).reshape(shape)
+
+
+def _layer_to_payload(layer: LayerQuant) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "bits": layer.bits,
+        "k": layer.k,
+        "packed": _arr(layer.packed),
+        "w_scale": _arr(layer.w_scale),
+        "bias_q": _arr(layer.bias_q),
+        "in_scale": float(layer.in_scale),
+        "in_zp": int(layer.in_zp),
+    }
+    if layer.out_mult is None:
+        assert layer.m0 is not None and layer.shift is not None
+        out.update(out_scale=float(layer.out_scale or 0.0), out_zp=int(layer.out_zp or 0),
+                   m0=_arr(layer.m0), shift=_arr(layer.shift))
+    else:
+        out["out_mult"] = _arr(layer.out_mult)
+    return out
+
+
+def _layer_from_payload(obj: Any, where: str) -> LayerQuant:
+    if not isinstance(obj, dict):
+        raise BundleError(f"{where}: expected a map")
+    try:
+        hidden = "m0" in obj
+        layer = LayerQuant(
+            bits=int(obj["bits"]),
+            k=int(obj["k"]),
+            packed=_unarr(obj["packed"], f"{where}.packed"),
+            w_scale=_unarr(obj["w_scale"], f"{where}.w_scale"),
+            bias_q=_unarr(obj["bias_q"], f"{where}.bias_q"),
+            in_scale=float(obj["in_scale"]),
+            in_zp=int(obj["in_zp"]),
+            out_scale=float(obj["out_scale"]) if hidden else None,
+            out_zp=int(obj["out_zp"]) if hidden else None,
+            m0=_unarr(obj["m0"], f"{where}.m0") if hidden else None,
+            shift=_unarr(obj["shift"], f"{where}.shift") if hidden else None,
+            out_mult=None if hidden else _unarr(obj["out_mult"], f"{where}.out_mult"),
+        )
+    except KeyError as exc:
+        raise BundleError(f"{where}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    return layer
+
+
+def _to_payload(b: Bundle) -> dict[str, Any]:
+    return {
+        "arch": b.arch,
+        "fp_weights": [[_arr(w), _arr(bias)] for w, bias in b.fp_weights],
+        "label_names": list(b.label_names),
+        "norm_mean": _arr(b.norm_mean.astype(np.float32)),
+        "norm_std": _arr(b.norm_std.astype(np.float32)),
+        "quant": {
+            str(bits): {
+                "weight_bits": q.weight_bits,
+                "act_bits": q.act_bits,
+                "input_scale": float(q.input_scale),
+                "input_zp": int(q.input_zp),
+                "layers": [_layer_to_payload(layer) for layer in q.layers],
+            }
+            for bits, q in b.quant.items()
+        },
+        "default_bits": b.default_bits,
+        "meta": b.meta,
+        "extras": {name: _arr(a) for name, a in b.extras.items()},
+    }
+
+
+def _from_payload(p: Any) -> Bundle:
+    if not isinstance(p, dict):
+        raise BundleError("payload is not a map")
+    try:
+        quant: dict[int, QuantModel] = {}
+        for key, q in p["quant"].items():
+            quant[int(key)] = QuantModel(
+                weight_bits=int(q["weight_bits"]),
+                act_bits=int(q["act_bits"]),
+                input_scale=float(q["input_scale"]),
+                input_zp=int(q["input_zp"]),
+                layers=[_layer_from_payload(lq, f"quant[{key}].layers[{i}]")
+                        for i, lq in enumerate(q["layers"])],
+            )
+        bundle = Bundle(
+            arch=p["arch"],
+            fp_weights=[(_unarr(w, f"fp_weights[{i}].W"), _unarr(b, f"fp_weights[{i}].b"))
+                        for i, (w, b) in enumerate(p["fp_weights"])],
+            label_names=[str(n) for n in p["label_names"]],
+            norm_mean=_unarr(p["norm_mean"], "norm_mean"),
+            norm_std=_unarr(p["norm_std"], "norm_std"),
+            quant=quant,
+            default_bits=int(p["default_bits"]),
+            meta=dict(p.get("meta", {})),
+            extras={str(k): _unarr(v, f"extras[{k}]") for k, v in p.get("extras", {}).items()},
+        )
+    except KeyError as exc:
+        raise BundleError(f"bundle is missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"bundle has a malformed field: {exc}") from None
+    validate(bundle)
+    return bundle
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(b: Bundle) -> None:
+    """Check internal consistency; raise BundleError naming the first problem."""
+    arch = b.arch
+    for key in ("name", "input_shape", "num_classes", "layers"):
+        if key not in arch:
+            raise BundleError(f"arch is missing {key!r}")
+    ops = b.weighted_ops()
+    if not ops:
+        raise BundleError("arch has no conv or linear layer")
+    if len(b.fp_weights) != len(ops):
+        raise BundleError(f"fp_weights has {len(b.fp_weights)} entries for {len(ops)} weighted layers")
+    channels = b.input_shape[0]
+    if b.norm_mean.shape != (channels,) or b.norm_std.shape != (channels,):
+        raise BundleError(f"normalization stats must have shape ({channels},)")
+    if not (np.all(np.isfinite(b.norm_std)) and np.all(b.norm_std > 0)):
+        raise BundleError("normalization std must be finite and positive")
+    if len(b.label_names) != b.num_classes:
+        raise BundleError(f"{len(b.label_names)} label names for {b.num_classes} classes")
+    if b.default_bits not in b.quant:
+        raise BundleError(f"default_bits {b.default_bits} has no quantized model in the bundle")
+    for bits, q in b.quant.items():
+        where = f"quant[{bits}]"
+        try:
+            check_bits(q.weight_bits)
+        except ValueError as exc:
+            raise BundleError(f"{where}: {exc}") from None
+        if q.weight_bits != bits:
+            raise BundleError(f"{where}: weight_bits is {q.weight_bits}")
+        if not 2 <= q.act_bits <= 8:
+            raise BundleError(f"{where}: act_bits {q.act_bits} outside 2..8")
+        if len(q.layers) != len(ops):
+            raise BundleError(f"{where}: {len(q.layers)} layers for {len(ops)} weighted ops")
+        for i, (layer, op, (w, _)) in enumerate(zip(q.layers, ops, b.fp_weights, strict=True)):
+            _validate_layer(layer, op, w, last=i == len(ops) - 1, where=f"{where}.layers[{i}]")
+
+
+def _validate_layer(layer: LayerQuant, op: dict[str, Any], w: np.ndarray, last: bool,
+                    where: str) -> None:
+    out_ch = int(w.shape[0])
+    k = int(np.prod(w.shape[1:]))
+    if layer.k != k or layer.packed.shape != (out_ch, row_bytes(k, layer.bits)):
+        raise BundleError(f"{where}: packed weights {layer.packed.shape} do not fit W {w.shape}")
+    if layer.packed.dtype != np.uint8:
+        raise BundleError(f"{where}: packed weights must be uint8")
+    for name in ("w_scale", "bias_q"):
+        if getattr(layer, name).shape != (out_ch,):
+            raise BundleError(f"{where}: {name} must have shape ({out_ch},)")
+    if not (np.all(np.isfinite(layer.w_scale)) and np.all(layer.w_scale > 0)):
+        raise BundleError(f"{where}: weight scales must be finite and positive")
+    if not (np.isfinite(layer.in_scale) and layer.in_scale > 0):
+        raise BundleError(f"{where}: input scale must be finite and positive")
+    if last != (layer.out_mult is not None):
+        raise BundleError(f"{where}: only the last layer gives float logits")
+    if not last:
+        if layer.m0 is None or layer.shift is None or layer.m0.shape != (out_ch,):
+            raise BundleError(f"{where}: requantization multipliers missing or mis-shaped")
+        if np.any(layer.shift < 1) or np.any(layer.shift > 62):
+            raise BundleError(f"{where}: requantization shift outside 1..62")
+        if np.any(layer.m0 < 0):
+            raise BundleError(f"{where}: negative requantization multiplier")
+    expected = {"conv1d": 3, "conv2d": 4, "linear": 2}[op["op"]]
+    if w.ndim != expected:
+        raise BundleError(f"{where}: {op['op']} weight must be {expected}-D, got {w.shape}")
+
+
+# ---------------------------------------------------------------- file I/O
+
+
+def to_bytes(bundle: Bundle) -> bytes:
+    """Serialize a bundle to the file format (header + checksummed msgpack payload)."""
+    validate(bundle)
+    payload = msgpack.packb(_to_payload(bundle), use_bin_type=True)
+    digest = hashlib.sha256(payload).digest()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), digest) + payload
+
+
+def from_bytes(data: bytes, source: str = "bundle") -> Bundle:
+    """Parse and validate bundle bytes; raise BundleError naming the problem."""
+    if len(data) < _HEADER.size:
+        raise BundleError(f"{source}: truncated: {len(data)} bytes is shorter than the header")
+    magic, version, _flags, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BundleError(f"{source}: not an edge-agent bundle (bad magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{source}: bundle format version {version} is not supported "
+            f"(this edge-agent reads version {FORMAT_VERSION})"
+        )
+    payload = data[_HEADER.size:]
+    if len(payload) < length:
+        raise BundleError(f"{source}: truncated: payload has {len(payload)} of {length} bytes")
+    if len(payload) > length:
+        raise BundleError(f"{source}: {len(payload) - length} unexpected bytes after the payload")
+    if hashlib.sha256(payload).digest() != digest:
+        raise BundleError(f"{source}: checksum mismatch: the file is corrupt or was modified")
+    try:
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False,
+                              max_buffer_size=MAX_BUNDLE_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated exception types
+        raise BundleError(f"{source}: payload is not valid msgpack: {exc}") from None
+    try:
+        return _from_payload(obj)
+    except BundleError as exc:
+        raise BundleError(f"{source}: {exc}") from None
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read a bundle file; raise BundleError for any unreadable, corrupt or invalid file."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_BUNDLE_BYTES + _HEADER.size:
+            raise BundleError(f"{p}: {size} bytes is larger than the {MAX_BUNDLE_BYTES} limit")
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{p}: cannot read bundle: {exc.strerror or exc}") from None
+    return from_bytes(data, source=str(p))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, directory fsync."""
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> None:
+    """Validate and atomically write a bundle file."""
+    atomic_write_bytes(path, to_bytes(bundle))

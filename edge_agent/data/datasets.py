@@ -1,0 +1,140 @@
+"""Named data sets and loading from users' own files.
+
+``basicmotions``, ``gunpoint`` and ``digits`` are vendored inside the package as compact
+``.npz`` files (see ``vendored/PROVENANCE.md``), so the product works on a board with no
+other data. A path to a ``.ts`` training file (its ``_TEST`` twin beside it), a
+``digits``-style ``.csv``/``.csv.gz`` or an ``.npz`` with X_train/y_train/X_test/y_test
+loads users' own data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.data.ts_format import load_ts
+
+VENDORED_DIR = Path(__file__).parent / "vendored"
+NAMED = ("basicmotions", "gunpoint", "digits")
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test split of channels-first samples with class names."""
+
+    name: str
+    X_train: np.ndarray  # (n, C, ...) float32
+    y_train: np.ndarray  # (n,) int64
+    X_test: np.ndarray
+    y_test: np.ndarray
+    label_names: list[str]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample."""
+        return tuple(int(v) for v in self.X_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+    def normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std over the training split only (std floored at 1e-6)."""
+        axes = (0, *range(2, self.X_train.ndim))
+        mean = self.X_train.mean(axis=axes, dtype=np.float64)
+        std = self.X_train.std(axis=axes, dtype=np.float64)
+        return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with every class split in the same proportion."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_test = round(len(idx) * test_fraction)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_digits_csv(path: str | Path) -> Dataset:
+    """Read a digits-style CSV (64 pixel columns, label last) into 1x8x8 images."""
+    raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[1] != 65:
+        raise ValueError(f"{path}: expected 65 columns (8x8 pixels + label), got {raw.shape}")
+    X = raw[:, :64].reshape(-1, 1, 8, 8)
+    y = raw[:, 64].astype(np.int64)
+    tr, te = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    names = [str(c) for c in range(int(y.max()) + 1)]
+    return Dataset("digits", X[tr], y[tr], X[te], y[te], names)
+
+
+def load_ts_pair(train_path: str | Path) -> Dataset:
+    """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin."""
+    train_path = Path(train_path)
+    if "_TRAIN" not in train_path.name:
+        raise ValueError(f"{train_path}: give the *_TRAIN.ts file; its *_TEST.ts twin is read too")
+    test_path = train_path.with_name(train_path.name.replace("_TRAIN", "_TEST"))
+    X_tr, y_tr, names = load_ts(train_path)
+    X_te, y_te_raw, names_te = load_ts(test_path)
+    if names_te != names:
+        y_te = np.asarray([names.index(names_te[i]) for i in y_te_raw], dtype=np.int64)
+    else:
+        y_te = y_te_raw
+    if X_te.shape[1:] != X_tr.shape[1:]:
+        raise ValueError(f"{test_path}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}")
+    name = train_path.name.split("_TRAIN")[0].lower()
+    return Dataset(name, X_tr, y_tr, X_te, y_te, names)
+
+
+def load_npz(path: str | Path, name: str | None = None) -> Dataset:
+    """Read an ``.npz`` with X_train, y_train, X_test, y_test and a label_names JSON."""
+    with np.load(path, allow_pickle=False) as z:
+        names = json.loads(bytes(z["label_names_json"]).decode()) if "label_names_json" in z else None
+        y_train = z["y_train"].astype(np.int64)
+        if names is None:
+            names = [str(c) for c in range(int(y_train.max()) + 1)]
+        return Dataset(
+            name or Path(path).stem,
+            z["X_train"].astype(np.float32),
+            y_train,
+            z["X_test"].astype(np.float32),
+            z["y_test"].astype(np.int64),
+            [str(n) for n in names],
+        )
+
+
+def save_npz(ds: Dataset, path: str | Path) -> None:
+    """Write a data set in the vendored ``.npz`` form (compressed, no pickle)."""
+    np.savez_compressed(
+        path,
+        X_train=ds.X_train.astype(np.float32),
+        y_train=ds.y_train.astype(np.int8),
+        X_test=ds.X_test.astype(np.float32),
+        y_test=ds.y_test.astype(np.int8),
+        label_names_json=np.frombuffer(json.dumps(ds.label_names).encode(), dtype=np.uint8),
+    )
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Load a named vendored data set or a user file (``.ts``, ``.csv[.gz]``, ``.npz``)."""
+    key = spec.lower()
+    if key in NAMED:
+        return load_npz(VENDORED_DIR / f"{key}.npz", name=key)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"data set {spec!r}: not one of {NAMED} and no such file")
+    if path.suffix == ".ts":
+        return load_ts_pair(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return load_digits_csv(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    raise ValueError(f"{spec}: unknown data file type (use .ts, .csv, .csv.gz or .npz)")
