@@ -1,0 +1,287 @@
+"""Agent configuration: a TOML file validated into typed sections.
+
+Every problem is reported as :class:`ConfigError` naming the offending key
+(``ingest.endpoints[1]: ...``), including unknown keys, so a typo never passes silently.
+Paths left empty fall back to the directories systemd provides (``STATE_DIRECTORY``,
+``RUNTIME_DIRECTORY``) and then to the usual ``/var/lib`` and ``/run`` locations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model bundle the agent runs."""
+
+    bundle: str = "/etc/edge-agent/model.eab"
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Optional CURVE encryption and authentication of the ingest socket (zmq.auth)."""
+
+    enabled: bool = False
+    secret_key: str = ""         # the agent's certificate (zmq.auth.create_certificates)
+    authorized_keys: str = ""    # bind mode: directory of accepted publisher .key files
+    server_public_key: str = ""  # connect mode: the publisher's public certificate
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The ZeroMQ ingest socket and the bounded queue behind it."""
+
+    socket: str = "sub"  # "sub" or "pull"
+    mode: str = "bind"   # "bind" or "connect"
+    endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
+    rcvhwm: int = 10000
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    queue_capacity: int = 1024
+    curve: CurveConfig = field(default_factory=CurveConfig)
+
+
+@dataclass(frozen=True)
+class SerialConfig:
+    """An optional serial sensor feeding the same queue."""
+
+    enabled: bool = False
+    port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
+    baud: int = 115200
+    framing: str = "line"       # "line" (text values) or "frame" (binary, see protocol.md)
+    sensor: str = "serial0"
+    reconnect_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where predictions are published."""
+
+    endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5557"])
+    sndhwm: int = 10000
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """The status socket: ipc under the runtime directory, optional tcp."""
+
+    ipc: bool = True
+    tcp: str = ""  # e.g. "tcp://127.0.0.1:5558"; empty disables
+    allow_remote: bool = False  # permit a tcp address other than loopback
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The inference loop."""
+
+    batch_max: int = 64
+    feedback_window: int = 4096   # recent samples kept to match late labels
+    accuracy_window: int = 200    # labelled predictions in the rolling accuracy
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The crash-safe state store."""
+
+    dir: str = ""                    # empty: $STATE_DIRECTORY or /var/lib/edge-agent
+    runtime_dir: str = ""            # empty: $RUNTIME_DIRECTORY or /run/edge-agent
+    checkpoint_interval_s: float = 30.0
+    keep: int = 3
+    labelled_capacity: int = 4096    # labelled samples kept (the QCore buffer's source)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    serial: SerialConfig = field(default_factory=SerialConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def state_dir(self) -> Path:
+        """The resolved state directory."""
+        return _resolve_dir(self.state.dir, "STATE_DIRECTORY", "/var/lib/edge-agent")
+
+    @property
+    def runtime_dir(self) -> Path:
+        """The resolved runtime directory (status socket lives here)."""
+        return _resolve_dir(self.state.runtime_dir, "RUNTIME_DIRECTORY", "/run/edge-agent")
+
+    @property
+    def status_ipc(self) -> str:
+        """The ipc endpoint of the status socket."""
+        return f"ipc://{self.runtime_dir / 'status.sock'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-data view (for the ``config`` status command)."""
+        return dataclasses.asdict(self)
+
+
+def _resolve_dir(value: str, env: str, default: str) -> Path:
+    if value:
+        return Path(value)
+    from_env = os.environ.get(env, "").split(":")[0]
+    return Path(from_env or default)
+
+
+def _build(cls: type[Any], table: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys and types."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{_join(where, key)}: unknown key (known: {known})")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in table:
+            values[f.name] = _convert(hints[f.name], table[f.name], _join(where, f.name))
+    return cls(**values)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type, hint), value, where)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type) and not isinstance(hint, types.GenericAlias):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} "
+                          f"{value!r}")
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
+
+
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _one_of(value: str, key: str, options: tuple[str, ...]) -> None:
+    _need(value in options, key, f"must be one of {', '.join(options)}, not {value!r}")
+
+
+def _in_range(value: float, key: str, lo: float, hi: float) -> None:
+    _need(lo <= value <= hi, key, f"must be in {lo:g}..{hi:g}, not {value!r}")
+
+
+def _endpoints(eps: list[str], key: str) -> None:
+    for i, ep in enumerate(eps):
+        _need(ep.startswith(("tcp://", "ipc://", "inproc://")), f"{key}[{i}]",
+              f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint")
+
+
+def _check(cfg: AgentConfig) -> None:
+    """Range and consistency checks beyond types."""
+    ing, ser, st, inf, s = cfg.ingest, cfg.serial, cfg.status, cfg.inference, cfg.state
+    _one_of(ing.socket, "ingest.socket", ("sub", "pull"))
+    _one_of(ing.mode, "ingest.mode", ("bind", "connect"))
+    _need(bool(ing.endpoints) or ser.enabled, "ingest.endpoints",
+          "needs at least one endpoint (or enable [serial])")
+    _endpoints(ing.endpoints, "ingest.endpoints")
+    _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
+    _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
+    _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
+    if ing.curve.enabled:
+        _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
+        if ing.mode == "bind":
+            _need(bool(ing.curve.authorized_keys), "ingest.curve.authorized_keys",
+                  "required with CURVE in bind mode")
+        else:
+            _need(bool(ing.curve.server_public_key), "ingest.curve.server_public_key",
+                  "required with CURVE in connect mode")
+    _one_of(ser.framing, "serial.framing", ("line", "frame"))
+    _in_range(ser.baud, "serial.baud", 1, 100_000_000)
+    _in_range(ser.reconnect_s, "serial.reconnect_s", 0.01, 3600)
+    _in_range(len(ser.sensor), "serial.sensor (length)", 1, 64)
+    _endpoints(cfg.output.endpoints, "output.endpoints")
+    _in_range(cfg.output.sndhwm, "output.sndhwm", 1, 10_000_000)
+    if st.tcp:
+        _need(st.tcp.startswith("tcp://"), "status.tcp", f"{st.tcp!r} is not a tcp:// endpoint")
+        host = st.tcp[len("tcp://"):].rsplit(":", 1)[0]
+        _need(st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"), "status.tcp",
+              f"host {host!r} is not loopback; set status.allow_remote = true to expose it")
+    _need(st.ipc or bool(st.tcp), "status", "enable ipc or give a tcp endpoint")
+    _in_range(inf.batch_max, "inference.batch_max", 1, 4096)
+    _in_range(inf.feedback_window, "inference.feedback_window", 0, 1_000_000)
+    _in_range(inf.accuracy_window, "inference.accuracy_window", 1, 1_000_000)
+    _in_range(s.checkpoint_interval_s, "state.checkpoint_interval_s", 0.1, 86400)
+    _in_range(s.keep, "state.keep", 1, 100)
+    _in_range(s.labelled_capacity, "state.labelled_capacity", 0, 10_000_000)
+    _one_of(cfg.log.level, "log.level", LOG_LEVELS)
+
+
+def parse_config(text: str, source: str = "<config>") -> AgentConfig:
+    """Parse and validate TOML text."""
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        cfg = typing.cast(AgentConfig, _build(AgentConfig, table, ""))
+        _check(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and validate a TOML configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    cfg = parse_config(text, str(path))
+    base = Path(path).resolve().parent
+
+    def anchored(value: str) -> str:
+        return str(base / value) if value and not Path(value).is_absolute() else value
+
+    # Relative paths in the file are relative to the file, not to the working directory.
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
+        state=dataclasses.replace(cfg.state, dir=anchored(cfg.state.dir),
+                                  runtime_dir=anchored(cfg.state.runtime_dir)),
+    )

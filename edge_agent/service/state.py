@@ -1,0 +1,260 @@
+"""The crash-safe state store under the state directory.
+
+Two kinds of file:
+
+* ``checkpoint-<generation>.eas`` — counters, sequence positions and model version,
+  written atomically (temp file, fsync, rename, directory fsync) every checkpoint
+  interval and at shutdown; the newest ``keep`` are kept. On start the newest one that
+  reads back intact is used; a corrupt one is moved to ``corrupt/`` with a log line.
+* ``labelled-<segment>.log`` — an append-only log of accepted labelled samples (the
+  source of the QCore buffer). Each record is ``u32 length, u32 crc32, msgpack``; records
+  are written as they are accepted and fsynced at every checkpoint, so a ``kill -9``
+  loses none and a power cut none older than the checkpoint interval. A torn tail is cut
+  off on start. Old segments are removed once ``capacity`` newer records exist.
+
+File header of a checkpoint (little-endian): magic ``b"EDGEAGS\\0"``, u16 version, u16
+flags, u64 payload length, 32-byte sha256 of the payload, then the msgpack payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import struct
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from edge_agent.bundle import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"EDGEAGS\x00"
+STATE_VERSION = 1
+_HEADER = struct.Struct("<8sHHQ32s")
+_RECORD = struct.Struct("<II")
+MAX_CHECKPOINT_BYTES = 64 << 20
+MAX_RECORD_BYTES = 16 << 20
+_CKPT_RE = re.compile(r"^checkpoint-(\d{12})\.eas$")
+_SEG_RE = re.compile(r"^labelled-(\d{12})\.log$")
+
+
+class StateError(ValueError):
+    """A state file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class LabelledSample:
+    """An accepted sample with its true label (and the prediction made for it, or -1)."""
+
+    sensor: str
+    seq: int
+    ts: float
+    label: int
+    pred: int
+    x: np.ndarray
+
+    def to_record(self) -> bytes:
+        """Serialize as one log record (length, crc32, msgpack)."""
+        x = np.ascontiguousarray(self.x, dtype="<f4")
+        body = msgpack.packb({"sensor": self.sensor, "seq": self.seq, "ts": self.ts,
+                              "label": self.label, "pred": self.pred, "shape": list(x.shape),
+                              "data": x.tobytes()}, use_bin_type=True)
+        return _RECORD.pack(len(body), zlib.crc32(body)) + body
+
+    @classmethod
+    def from_body(cls, body: bytes) -> LabelledSample:
+        """Parse a record body; raise StateError if it is not a labelled sample."""
+        try:
+            r = msgpack.unpackb(body, raw=False, max_buffer_size=MAX_RECORD_BYTES)
+            shape = tuple(int(s) for s in r["shape"])
+            x = np.frombuffer(r["data"], dtype="<f4").reshape(shape).astype(np.float32)
+            return cls(str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]),
+                       int(r["pred"]), x)
+        except Exception as exc:  # any malformed content is the same failure
+            raise StateError(f"bad labelled record: {exc}") from None
+
+
+def encode_checkpoint(payload: dict[str, Any]) -> bytes:
+    """Serialize a checkpoint payload with header and checksum."""
+    body = msgpack.packb(payload, use_bin_type=True)
+    return _HEADER.pack(MAGIC, STATE_VERSION, 0, len(body), hashlib.sha256(body).digest()) + body
+
+
+def decode_checkpoint(data: bytes, source: str) -> dict[str, Any]:
+    """Parse a checkpoint file's bytes; raise StateError naming the problem."""
+    if len(data) < _HEADER.size:
+        raise StateError(f"{source}: truncated ({len(data)} bytes)")
+    magic, version, _flags, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise StateError(f"{source}: not a checkpoint (bad magic)")
+    if version != STATE_VERSION:
+        raise StateError(f"{source}: checkpoint version {version} is not supported")
+    body = data[_HEADER.size:]
+    if len(body) != length:
+        raise StateError(f"{source}: payload is {len(body)} bytes, header says {length}")
+    if hashlib.sha256(body).digest() != digest:
+        raise StateError(f"{source}: checksum mismatch")
+    try:
+        payload = msgpack.unpackb(body, raw=False, strict_map_key=False,
+                                  max_buffer_size=MAX_CHECKPOINT_BYTES)
+    except Exception as exc:
+        raise StateError(f"{source}: payload is not msgpack: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("generation"), int):
+        raise StateError(f"{source}: payload lacks a generation")
+    return payload
+
+
+class StateStore:
+    """Checkpoints and the labelled-sample log in one directory (single-threaded use)."""
+
+    def __init__(self, directory: Path, keep: int = 3, capacity: int = 4096) -> None:
+        self.dir = Path(directory)
+        self.keep = keep
+        self.capacity = capacity
+        self.generation = 0
+        self._seg_index = 0
+        self._seg_records = 0
+        self._seg_fd: int | None = None
+        self.corrupt_found = 0
+
+    # ------------------------------------------------------------ restore
+
+    def restore(self) -> tuple[dict[str, Any] | None, list[LabelledSample]]:
+        """Load the newest valid checkpoint and the newest labelled samples (up to
+        ``capacity``); set corrupt checkpoints aside and cut torn log tails."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        payload = None
+        for path in sorted(self._files(_CKPT_RE), reverse=True):
+            try:
+                if path.stat().st_size > MAX_CHECKPOINT_BYTES + _HEADER.size:
+                    raise StateError(f"{path}: larger than {MAX_CHECKPOINT_BYTES} bytes")
+                payload = decode_checkpoint(path.read_bytes(), str(path))
+            except (OSError, StateError) as exc:
+                self._set_aside(path, str(exc))
+                continue
+            self.generation = int(payload["generation"])
+            log.info("restored checkpoint %s (generation %d)", path.name, self.generation)
+            break
+        for path in self._files(_CKPT_RE):  # generations must keep increasing
+            self.generation = max(self.generation, _number(path, _CKPT_RE))
+        samples: deque[LabelledSample] = deque(maxlen=max(self.capacity, 1))
+        segments = sorted(self._files(_SEG_RE))
+        for path in segments:
+            samples.extend(self._read_segment(path))
+        if segments:
+            last = segments[-1]
+            self._seg_index = _number(last, _SEG_RE)
+            self._seg_records = sum(1 for _ in self._read_segment(last, repair=False))
+        if samples:
+            log.info("restored %d labelled samples from %d log segment(s)", len(samples),
+                     len(segments))
+        return payload, list(samples) if self.capacity else []
+
+    def _files(self, pattern: re.Pattern[str]) -> list[Path]:
+        return [p for p in self.dir.iterdir() if pattern.match(p.name)]
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        self.corrupt_found += 1
+        aside = self.dir / "corrupt"
+        aside.mkdir(exist_ok=True)
+        target = aside / f"{path.name}.{int(time.time())}"
+        try:
+            os.replace(path, target)
+        except OSError as exc:
+            log.error("corrupt state file %s (%s); cannot move it aside: %s", path, why, exc)
+            return
+        log.error("corrupt state file set aside as %s: %s", target, why)
+
+    def _read_segment(self, path: Path, repair: bool = True) -> list[LabelledSample]:
+        data = path.read_bytes()
+        out: list[LabelledSample] = []
+        pos = 0
+        while pos + _RECORD.size <= len(data):
+            length, crc = _RECORD.unpack_from(data, pos)
+            body = data[pos + _RECORD.size: pos + _RECORD.size + length]
+            if length > MAX_RECORD_BYTES or len(body) != length or zlib.crc32(body) != crc:
+                break
+            try:
+                out.append(LabelledSample.from_body(body))
+            except StateError:
+                break
+            pos += _RECORD.size + length
+        if pos != len(data) and repair:
+            log.warning("%s: cut %d bytes of torn or corrupt tail after %d records", path.name,
+                        len(data) - pos, len(out))
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+                os.fsync(f.fileno())
+        return out
+
+    # ------------------------------------------------------------ writing
+
+    def append_labelled(self, samples: list[LabelledSample]) -> None:
+        """Append accepted labelled samples to the log (one write; durable against a
+        process kill at once, against power loss at the next checkpoint)."""
+        if not samples or not self.capacity:
+            return
+        if self._seg_fd is None or self._seg_records >= self.capacity:
+            self._rotate()
+        assert self._seg_fd is not None
+        data = b"".join(s.to_record() for s in samples)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._seg_fd, view):]
+        self._seg_records += len(samples)
+
+    def _rotate(self) -> None:
+        if self._seg_fd is not None:
+            os.fsync(self._seg_fd)
+            os.close(self._seg_fd)
+            self._seg_index += 1
+            self._seg_records = 0
+        path = self.dir / f"labelled-{self._seg_index:012d}.log"
+        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self.dir)
+        for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
+            if _number(old, _SEG_RE) < self._seg_index - 1:
+                old.unlink(missing_ok=True)
+
+    def checkpoint(self, payload: dict[str, Any]) -> Path:
+        """Make the log durable, then write the next checkpoint generation atomically and
+        remove checkpoints beyond ``keep``."""
+        if self._seg_fd is not None:
+            os.fsync(self._seg_fd)
+        self.generation += 1
+        body = dict(payload, generation=self.generation, written=time.time())
+        path = self.dir / f"checkpoint-{self.generation:012d}.eas"
+        atomic_write_bytes(path, encode_checkpoint(body))
+        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep:]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def close(self) -> None:
+        """Flush and close the log."""
+        if self._seg_fd is not None:
+            os.fsync(self._seg_fd)
+            os.close(self._seg_fd)
+            self._seg_fd = None
+
+
+def _number(path: Path, pattern: re.Pattern[str]) -> int:
+    m = pattern.match(path.name)
+    assert m is not None
+    return int(m.group(1))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
