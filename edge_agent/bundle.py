@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from kernels.packing import check_bits, row_bytes
+from kernels.packing import check_bits, pack_flat, pack_rows, row_bytes, unpack_flat, unpack_rows
 
 MAGIC = b"EDGEAGB\x00"
 FORMAT_VERSION = 1
@@ -74,8 +74,10 @@ class QuantModel:
     layers: list[LayerQuant]
 
     def weight_bytes(self) -> int:
-        """Bytes of packed integer weights."""
-        return int(sum(layer.packed.nbytes for layer in self.layers))
+        """Bytes of integer weights as stored in the bundle (one bit stream per layer)."""
+        return int(
+            sum(row_bytes(layer.out_features * layer.k, layer.bits) for layer in self.layers)
+        )
 
 
 @dataclass
@@ -124,7 +126,11 @@ def _arr(a: np.ndarray) -> dict[str, Any]:
     a = np.ascontiguousarray(a)
     if a.dtype.name not in _DTYPES:
         raise BundleError(f"array dtype {a.dtype} cannot be stored in a bundle")
-    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.astype(a.dtype.newbyteorder("<")).tobytes()}
+    return {
+        "dtype": a.dtype.name,
+        "shape": list(a.shape),
+        "data": a.astype(a.dtype.newbyteorder("<")).tobytes(),
+    }
 
 
 def _unarr(obj: Any, where: str) -> np.ndarray:
@@ -136,7 +142,10 @@ def _unarr(obj: Any, where: str) -> np.ndarray:
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise BundleError(f"{where}: bad shape {shape!r}")
     dt = np.dtype(dtype).newbyteorder("<")
-    if not isinstance(data, bytes) or len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+    if (
+        not isinstance(data, bytes)
+        or len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    ):
         raise BundleError(f"{where}: data length does not match shape {shape} and dtype {dtype}")
     return np.frombuffer(data, dtype=dt).astype(np.dtype(dtype)).reshape(shape)
 
@@ -145,7 +154,8 @@ def _layer_to_payload(layer: LayerQuant) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bits": layer.bits,
         "k": layer.k,
-        "packed": _arr(layer.packed),
+        "out": layer.out_features,
+        "codes": _arr(pack_flat(unpack_rows(layer.packed, layer.k, layer.bits), layer.bits)),
         "w_scale": _arr(layer.w_scale),
         "bias_q": _arr(layer.bias_q),
         "in_scale": float(layer.in_scale),
@@ -153,8 +163,12 @@ def _layer_to_payload(layer: LayerQuant) -> dict[str, Any]:
     }
     if layer.out_mult is None:
         assert layer.m0 is not None and layer.shift is not None
-        out.update(out_scale=float(layer.out_scale or 0.0), out_zp=int(layer.out_zp or 0),
-                   m0=_arr(layer.m0), shift=_arr(layer.shift))
+        out.update(
+            out_scale=float(layer.out_scale or 0.0),
+            out_zp=int(layer.out_zp or 0),
+            m0=_arr(layer.m0),
+            shift=_arr(layer.shift),
+        )
     else:
         out["out_mult"] = _arr(layer.out_mult)
     return out
@@ -165,10 +179,17 @@ def _layer_from_payload(obj: Any, where: str) -> LayerQuant:
         raise BundleError(f"{where}: expected a map")
     try:
         hidden = "m0" in obj
+        bits, k, out = int(obj["bits"]), int(obj["k"]), int(obj["out"])
+        check_bits(bits)
+        codes = _unarr(obj["codes"], f"{where}.codes")
+        if codes.dtype != np.uint8 or codes.shape != (row_bytes(out * k, bits),):
+            raise BundleError(
+                f"{where}: {codes.shape} {codes.dtype} codes for {out}x{k} {bits}-bit weights"
+            )
         layer = LayerQuant(
-            bits=int(obj["bits"]),
-            k=int(obj["k"]),
-            packed=_unarr(obj["packed"], f"{where}.packed"),
+            bits=bits,
+            k=k,
+            packed=pack_rows(unpack_flat(codes, out * k, bits).reshape(out, k), bits),
             w_scale=_unarr(obj["w_scale"], f"{where}.w_scale"),
             bias_q=_unarr(obj["bias_q"], f"{where}.bias_q"),
             in_scale=float(obj["in_scale"]),
@@ -220,13 +241,17 @@ def _from_payload(p: Any) -> Bundle:
                 act_bits=int(q["act_bits"]),
                 input_scale=float(q["input_scale"]),
                 input_zp=int(q["input_zp"]),
-                layers=[_layer_from_payload(lq, f"quant[{key}].layers[{i}]")
-                        for i, lq in enumerate(q["layers"])],
+                layers=[
+                    _layer_from_payload(lq, f"quant[{key}].layers[{i}]")
+                    for i, lq in enumerate(q["layers"])
+                ],
             )
         bundle = Bundle(
             arch=p["arch"],
-            fp_weights=[(_unarr(w, f"fp_weights[{i}].W"), _unarr(b, f"fp_weights[{i}].b"))
-                        for i, (w, b) in enumerate(p["fp_weights"])],
+            fp_weights=[
+                (_unarr(w, f"fp_weights[{i}].W"), _unarr(b, f"fp_weights[{i}].b"))
+                for i, (w, b) in enumerate(p["fp_weights"])
+            ],
             label_names=[str(n) for n in p["label_names"]],
             norm_mean=_unarr(p["norm_mean"], "norm_mean"),
             norm_std=_unarr(p["norm_std"], "norm_std"),
@@ -258,7 +283,9 @@ def validate(b: Bundle) -> None:
     if not ops:
         raise BundleError("arch has no conv or linear layer")
     if len(b.fp_weights) != len(ops):
-        raise BundleError(f"fp_weights has {len(b.fp_weights)} entries for {len(ops)} weighted layers")
+        raise BundleError(
+            f"fp_weights has {len(b.fp_weights)} entries for {len(ops)} weighted layers"
+        )
     channels = b.input_shape[0]
     if b.norm_mean.shape != (channels,) or b.norm_std.shape != (channels,):
         raise BundleError(f"normalization stats must have shape ({channels},)")
@@ -284,8 +311,9 @@ def validate(b: Bundle) -> None:
             _validate_layer(layer, op, w, last=i == len(ops) - 1, where=f"{where}.layers[{i}]")
 
 
-def _validate_layer(layer: LayerQuant, op: dict[str, Any], w: np.ndarray, last: bool,
-                    where: str) -> None:
+def _validate_layer(
+    layer: LayerQuant, op: dict[str, Any], w: np.ndarray, last: bool, where: str
+) -> None:
     out_ch = int(w.shape[0])
     k = int(np.prod(w.shape[1:]))
     if layer.k != k or layer.packed.shape != (out_ch, row_bytes(k, layer.bits)):
@@ -336,7 +364,7 @@ def from_bytes(data: bytes, source: str = "bundle") -> Bundle:
             f"{source}: bundle format version {version} is not supported "
             f"(this edge-agent reads version {FORMAT_VERSION})"
         )
-    payload = data[_HEADER.size:]
+    payload = data[_HEADER.size :]
     if len(payload) < length:
         raise BundleError(f"{source}: truncated: payload has {len(payload)} of {length} bytes")
     if len(payload) > length:
@@ -344,8 +372,7 @@ def from_bytes(data: bytes, source: str = "bundle") -> Bundle:
     if hashlib.sha256(payload).digest() != digest:
         raise BundleError(f"{source}: checksum mismatch: the file is corrupt or was modified")
     try:
-        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False,
-                              max_buffer_size=MAX_BUNDLE_BYTES)
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise BundleError(f"{source}: payload is not valid msgpack: {exc}") from None
     try:
@@ -367,12 +394,13 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     return from_bytes(data, source=str(p))
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically: temp file, fsync, rename, directory fsync."""
     p = Path(path)
     directory = p.parent if str(p.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -66,3 +66,13 @@ def unpack_rows(packed: np.ndarray, k: int, bits: int) -> np.ndarray:
         weights = (1 << np.arange(bits, dtype=np.uint16)).astype(np.uint16)
         codes = (stream.reshape(o, k, bits).astype(np.uint16) * weights).sum(axis=2)
     return (codes.astype(np.int16) + qmin).astype(np.int8)
+
+
+def pack_flat(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack a whole weight tensor as one bit stream (the compact form stored in bundles)."""
+    return pack_rows(np.asarray(q).reshape(1, -1), bits)[0]
+
+
+def unpack_flat(packed: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_flat`: ``n`` int8 weights."""
+    return unpack_rows(np.asarray(packed, dtype=np.uint8).reshape(1, -1), n, bits)[0]

@@ -52,7 +52,9 @@ class Dataset:
         return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test) with every class split in the same proportion."""
     rng = np.random.default_rng(seed)
     train, test = [], []
@@ -89,7 +91,9 @@ def load_ts_pair(train_path: str | Path) -> Dataset:
     else:
         y_te = y_te_raw
     if X_te.shape[1:] != X_tr.shape[1:]:
-        raise ValueError(f"{test_path}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}")
+        raise ValueError(
+            f"{test_path}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}"
+        )
     name = train_path.name.split("_TRAIN")[0].lower()
     return Dataset(name, X_tr, y_tr, X_te, y_te, names)
 
@@ -97,7 +101,9 @@ def load_ts_pair(train_path: str | Path) -> Dataset:
 def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     """Read an ``.npz`` with X_train, y_train, X_test, y_test and a label_names JSON."""
     with np.load(path, allow_pickle=False) as z:
-        names = json.loads(bytes(z["label_names_json"]).decode()) if "label_names_json" in z else None
+        names = (
+            json.loads(bytes(z["label_names_json"]).decode()) if "label_names_json" in z else None
+        )
         y_train = z["y_train"].astype(np.int64)
         if names is None:
             names = [str(c) for c in range(int(y_train.max()) + 1)]

@@ -32,7 +32,9 @@ def load_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                 if low.startswith("@classlabel"):
                     parts = line.split()
                     if len(parts) < 3 or parts[1].lower() != "true":
-                        raise TsFormatError(f"{path}:{lineno}: only labelled data sets are supported")
+                        raise TsFormatError(
+                            f"{path}:{lineno}: only labelled data sets are supported"
+                        )
                     class_names = parts[2:]
                 elif low.startswith("@data"):
                     in_data = True

@@ -1,0 +1,170 @@
+"""The ``edge-agent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent import __version__
+
+DATA_HELP = (
+    "data set: one of basicmotions, gunpoint, digits (bundled), or a path to your own "
+    "NAME_TRAIN.ts (its NAME_TEST.ts beside it), a digits-style .csv/.csv.gz "
+    "(64 pixels + label per row) or an .npz with X_train, y_train, X_test, y_test"
+)
+
+
+def _bits_list(text: str) -> list[int]:
+    try:
+        bits = [int(b) for b in text.split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bits wants numbers like 4 or 8,4,2, got {text!r}"
+        ) from None
+    bad = [b for b in bits if b not in (2, 3, 4, 8)]
+    if not bits or bad:
+        raise argparse.ArgumentTypeError(f"weight bit-widths must be 2, 3, 4 or 8, got {text!r}")
+    return bits
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train FP + QAT models and write a bundle."""
+    from edge_agent.bundle import save_bundle
+    from edge_agent.data import load_dataset
+    from edge_agent.model.arch import default_spec
+    from edge_agent.model.export import build_bundle
+    from edge_agent.model.train import TrainConfig, fit
+
+    ds = load_dataset(args.data)
+    spec = default_spec(ds.input_shape, ds.num_classes)
+    cfg = TrainConfig(
+        fp_steps=args.fp_steps,
+        qat_steps=args.qat_steps,
+        act_bits=args.act_bits,
+        progress=not args.quiet,
+    )
+    fp, qnets, metrics = fit(ds, spec, args.bits, args.seed, cfg)
+    bundle = build_bundle(
+        ds, spec, fp, qnets, {"seed": args.seed, "metrics": metrics, "train_config": cfg.__dict__}
+    )
+    save_bundle(bundle, args.out)
+    print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
+    print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")
+    for b in args.bits:
+        print(f"  {b}-bit test accuracy    {metrics[f'q{b}_test_accuracy']:.4f} (torch fake-quant)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a bundle with the integer engine on a data set's test split."""
+    import numpy as np
+
+    from edge_agent.bundle import load_bundle
+    from edge_agent.data import load_dataset
+    from edge_agent.engine import Engine
+
+    bundle = load_bundle(args.bundle)
+    ds = load_dataset(args.data or bundle.meta.get("dataset", "basicmotions"))
+    if ds.input_shape != bundle.input_shape:
+        print(
+            f"error: data samples have shape {ds.input_shape}, the model expects "
+            f"{bundle.input_shape}",
+            file=sys.stderr,
+        )
+        return 2
+    bits_list = args.bits or sorted(bundle.quant, reverse=True)
+    print(
+        f"{args.bundle}: {bundle.arch['name']} on {ds.name} test split ({len(ds.y_test)} samples)"
+    )
+    for bits in bits_list:
+        if bits not in bundle.quant:
+            print(
+                f"error: the bundle has no {bits}-bit model (it has {sorted(bundle.quant)})",
+                file=sys.stderr,
+            )
+            return 2
+        engine = Engine(bundle, bits=bits)
+        pred, _ = engine.predict(ds.X_test)
+        acc = float(np.mean(pred == ds.y_test))
+        print(f"  {bits}-bit integer engine accuracy {acc:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="On-device continual calibration of low-bit quantized classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a model bundle",
+        description="Train a full-precision model on a data set, fine-tune "
+        "quantized copies with LSQ+ quantization-aware training distilled from "
+        "it, and write everything to one bundle file the agent loads.",
+    )
+    p.add_argument("--data", default="basicmotions", help=DATA_HELP)
+    p.add_argument(
+        "--bits",
+        type=_bits_list,
+        default=[4],
+        help="weight bit-width(s), e.g. 4 or 8,4,2 (the first is the default the "
+        "agent runs; the others let it switch at run time). Default: 4",
+    )
+    p.add_argument(
+        "--act-bits",
+        type=int,
+        default=8,
+        choices=range(2, 9),
+        metavar="{2..8}",
+        help="activation bit-width (default 8)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--fp-steps", type=int, default=1200, help="FP training steps (default 1200)")
+    p.add_argument(
+        "--qat-steps", type=int, default=600, help="QAT steps per bit-width (default 600)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="bundle file to write (e.g. model.eab)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a bundle's accuracy with the integer engine",
+        description="Run a bundle's quantized model(s) on the integer engine "
+        "over a data set's test split and print the accuracy per bit-width.",
+    )
+    p.add_argument("bundle", type=Path, help="bundle file written by 'edge-agent train'")
+    p.add_argument("--data", help=DATA_HELP + " (default: the data set the bundle was trained on)")
+    p.add_argument(
+        "--bits", type=_bits_list, help="bit-width(s) to evaluate (default: all in the bundle)"
+    )
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edge-agent`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
