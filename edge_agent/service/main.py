@@ -1,0 +1,503 @@
+"""The agent's main loop: load the model, restore state, run ingest -> inference -> outputs.
+
+Threads: one per ingest source, one for the status socket; the main thread runs the
+inference loop, checkpoints, reloads and watchdog pings, so everything that touches the
+engine, the labelled buffer or the state store happens in one place.
+
+Signals: SIGTERM/SIGINT stop ingest, finish queued work, checkpoint and exit 0;
+SIGHUP reloads the configuration file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge_agent import __version__
+from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.engine import Engine
+from edge_agent.service.config import AgentConfig, ConfigError, load_config
+from edge_agent.service.intake import Intake, Item
+from edge_agent.service.metrics import Metrics
+from edge_agent.service.notify import Notifier
+from edge_agent.service.protocol import Feedback, Sample, encode_prediction
+from edge_agent.service.queue import DropQueue
+from edge_agent.service.serial_source import SerialSource
+from edge_agent.service.state import LabelledSample, StateStore
+from edge_agent.service.status import StatusServer
+from edge_agent.service.zmq_source import ZmqSource
+
+log = logging.getLogger("edge_agent.agent")
+
+EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus keeps it from looping
+DRAIN_DEADLINE_S = 5.0
+STATUS_EVERY_S = 5.0
+IDLE_WAIT_S = 0.1
+
+
+@dataclass
+class Model:
+    """The running model: its engine and what the agent reports about it."""
+
+    engine: Engine
+    path: str
+    mtime: float
+    label_names: list[str]
+
+    @classmethod
+    def load(cls, path: str, batch: int) -> Model:
+        """Load a bundle, build the engine and run it once so the JIT is warm."""
+        bundle = load_bundle(path)
+        engine = Engine(bundle)
+        for n in {1, batch}:
+            engine.predict(np.zeros((n, *engine.input_shape), dtype=np.float32))
+        return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names))
+
+
+class Agent:
+    """One agent process: owns the sockets, threads, engine and state."""
+
+    def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.metrics = Metrics(cfg.inference.accuracy_window)
+        self.queue: DropQueue[Item] = DropQueue(cfg.ingest.queue_capacity)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.store = StateStore(cfg.state_dir, cfg.state.keep, cfg.state.labelled_capacity)
+        # Accepted labelled samples, newest last: the QCore buffer's source (persisted by
+        # the state store's log).
+        self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
+        self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
+        self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
+        self._stopping = False
+        self._reload = False
+        self._last_ckpt: dict[str, Any] = {}
+        self.model: Model
+        self.intake: Intake
+        self.sources: list[ZmqSource | SerialSource] = []
+        self.status_server: StatusServer | None = None
+        self.pub: zmq.Socket[bytes] | None = None
+
+    # ------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Load, restore, open sockets, start threads and tell systemd we are ready."""
+        t0 = time.monotonic()
+        self.notifier.status("loading model")
+        self.model = Model.load(self.cfg.model.bundle, self.cfg.inference.batch_max)
+        eng = self.model.engine
+        log.info("model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
+                 eng.model_version, self.model.path, list(eng.input_shape), eng.num_classes,
+                 time.monotonic() - t0)
+        self.intake = Intake(self.queue, self.metrics, tuple(eng.input_shape),
+                             eng.num_classes, self.cfg.ingest.max_message_bytes)
+        self._restore()
+        self._open_io(self.cfg)
+        self.notifier.ready(self._status_line())
+        log.info("ready in %.1f s: ingest %s, predictions %s, status %s",
+                 time.monotonic() - t0, self._ingest_endpoints(),
+                 ", ".join(self.cfg.output.endpoints), ", ".join(self._status_endpoints(self.cfg)))
+
+    def _restore(self) -> None:
+        payload, samples = self.store.restore()
+        self.labelled.extend(samples)
+        if payload is None:
+            return
+        counts = payload.get("counts", {})
+        self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
+                             counts.get("dropped", {}))
+        self.intake.restore_sequences(payload.get("sequences", {}))
+        if payload.get("model_version") != self.model.engine.model_version:
+            log.info("checkpoint was taken with model %s, now running %s",
+                     payload.get("model_version"), self.model.engine.model_version)
+
+    def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
+        return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
+                                                              else [])
+
+    def _ingest_endpoints(self) -> str:
+        eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
+        eps += [f"serial {s.cfg.port}" for s in self.sources if isinstance(s, SerialSource)]
+        return ", ".join(eps) or "none"
+
+    def _open_io(self, cfg: AgentConfig) -> None:
+        """Open ingest, output and status sockets for ``cfg`` and start their threads."""
+        try:
+            pub = self.ctx.socket(zmq.PUB)
+            self.pub = pub
+            pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
+            pub.setsockopt(zmq.LINGER, 0)
+            for ep in cfg.output.endpoints:
+                try:
+                    pub.bind(ep)
+                except zmq.ZMQError as exc:
+                    raise RuntimeError(f"output socket {ep}: {exc}") from None
+            if cfg.ingest.endpoints:
+                self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
+            if cfg.serial.enabled:
+                self.sources.append(SerialSource(cfg.serial, self.intake))
+            self.status_server = StatusServer(
+                self.ctx, self._status_endpoints(cfg),
+                {"ping": self._ping, "status": self.status, "metrics": self._metrics,
+                 "config": self._config},
+                self._request_checkpoint, self._count_control_error)
+        except BaseException:
+            self._close_io()
+            raise
+        for src in self.sources:
+            src.start()
+        self.status_server.start()
+
+    def _close_io(self) -> None:
+        for src in self.sources:
+            src.stop()
+        self.sources = []
+        if self.status_server is not None:
+            self.status_server.stop()
+            self.status_server = None
+        if self.pub is not None:
+            self.pub.close(linger=0)
+            self.pub = None
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`)."""
+        cfg_interval = self.cfg.state.checkpoint_interval_s
+        next_ckpt = time.monotonic() + cfg_interval
+        next_status = time.monotonic() + STATUS_EVERY_S
+        next_watchdog = time.monotonic()
+        while not self._stopping:
+            batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
+            if batch:
+                self._process(batch)
+            # Calibration rounds (QCore buffer from self.labelled, calibrator, energy policy;
+            # later issues) run here, between batches, in this thread.
+            now = time.monotonic()
+            if now >= next_ckpt or not self._ckpt_requests.empty():
+                self._checkpoint()
+                next_ckpt = now + self.cfg.state.checkpoint_interval_s
+            if self._reload:
+                self._reload = False
+                self._reload_config()
+            if now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + STATUS_EVERY_S
+            if self.notifier.watchdog_interval_s is not None and now >= next_watchdog:
+                if self._threads_alive():
+                    self.notifier.watchdog()
+                next_watchdog = now + self.notifier.watchdog_interval_s
+
+    def _threads_alive(self) -> bool:
+        dead = [type(s).__name__ for s in self.sources if not s.alive()]
+        if self.status_server is not None and not self.status_server.alive():
+            dead.append("StatusServer")
+        if dead:
+            log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
+        return not dead
+
+    def _process(self, batch: list[Item]) -> None:
+        engine = self.model.engine
+        samples = [it for it in batch if isinstance(it.msg, Sample)]
+        preds: dict[int, int] = {}
+        if samples:
+            X = np.stack([it.msg.x for it in samples])  # type: ignore[union-attr]
+            t0 = time.perf_counter()
+            classes, conf = engine.predict(X)
+            done = time.perf_counter()
+            latencies = self._publish(samples, classes, conf, done)
+            self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
+            preds = {id(it): int(c) for it, c in zip(samples, classes, strict=True)}
+        fresh: list[LabelledSample] = []
+        window = self.cfg.inference.feedback_window
+        for it in batch:
+            msg = it.msg
+            if isinstance(msg, Sample):
+                pred = preds[id(it)]
+                if msg.label is not None:
+                    fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred,
+                                                msg.x))
+                elif window:
+                    self._recent[(msg.sensor, msg.seq)] = (msg.x, pred)
+                    if len(self._recent) > window:
+                        self._recent.popitem(last=False)
+            else:
+                fresh.extend(self._feedback(msg))
+        if fresh:
+            self.store.append_labelled(fresh)
+            self.labelled.extend(fresh)
+
+    def _publish(self, samples: list[Item], classes: np.ndarray, conf: np.ndarray,
+                 done: float) -> list[float]:
+        names = self.model.label_names
+        version = self.model.engine.model_version
+        latencies = []
+        assert self.pub is not None
+        for it, c, p in zip(samples, classes, conf, strict=True):
+            s = it.msg
+            assert isinstance(s, Sample)
+            lat = (done - it.arrived) * 1e3
+            latencies.append(lat)
+            payload = encode_prediction(s.sensor, s.seq, s.ts, int(c), names[int(c)], float(p),
+                                        version, lat, s.label)
+            self.pub.send_multipart([b"pred/" + s.sensor.encode(), payload])
+        return latencies
+
+    def _labelled(self, sensor: str, seq: int, ts: float, label: int, pred: int,
+                  x: np.ndarray) -> LabelledSample:
+        self.metrics.record_outcome(pred == label)
+        return LabelledSample(sensor, seq, ts, label, pred, x)
+
+    def _feedback(self, fb: Feedback) -> list[LabelledSample]:
+        hit = self._recent.pop((fb.sensor, fb.seq), None)
+        if hit is None:
+            self.metrics.inc("feedback_unmatched")
+            return []
+        x, pred = hit
+        return [self._labelled(fb.sensor, fb.seq, time.time(), fb.label, pred, x)]
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _request_checkpoint(self) -> Future[dict[str, Any]]:
+        fut: Future[dict[str, Any]] = Future()
+        self._ckpt_requests.put(fut)
+        return fut
+
+    def _checkpoint(self) -> None:
+        waiting = []
+        while not self._ckpt_requests.empty():
+            waiting.append(self._ckpt_requests.get())
+        try:
+            t0 = time.perf_counter()
+            path = self.store.checkpoint({
+                "model_version": self.model.engine.model_version,
+                "counts": self.metrics.counts(),
+                "sequences": self.intake.sequences(),
+                "labelled": len(self.labelled),
+            })
+            info = {"path": str(path), "generation": self.store.generation,
+                    "labelled": len(self.labelled), "ms": (time.perf_counter() - t0) * 1e3,
+                    "time": time.time()}
+            self._last_ckpt = info
+            self.metrics.inc("checkpoints")
+            log.debug("checkpoint %s written in %.1f ms", path.name, info["ms"])
+            for fut in waiting:
+                fut.set_result(info)
+        except OSError as exc:
+            self.metrics.inc("checkpoint_errors")
+            log.error("checkpoint failed: %s", exc)
+            for fut in waiting:
+                fut.set_exception(exc)
+
+    # ------------------------------------------------------------ reload
+
+    def _reload_config(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP: no configuration file to reload")
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status_line())
+            return
+        old = self.cfg
+        logging.getLogger().setLevel(new.log.level.upper())
+        self.metrics.set_accuracy_window(new.inference.accuracy_window)
+        if new.state != old.state:
+            log.warning("[state] changes take effect at the next restart")
+            new = replace(new, state=old.state)
+        try:
+            if new.model.bundle != old.model.bundle or \
+                    os.stat(new.model.bundle).st_mtime != self.model.mtime:
+                self._swap_model(new)
+            if (new.ingest, new.serial, new.output, new.status) != \
+                    (old.ingest, old.serial, old.output, old.status):
+                self._reopen_io(new, old)
+        except (BundleError, OSError, RuntimeError) as exc:
+            log.error("reload failed, keeping the running model and sockets: %s", exc)
+            self.notifier.ready(self._status_line())
+            return
+        self.cfg = new
+        log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready(self._status_line())
+
+    def _swap_model(self, new: AgentConfig) -> None:
+        model = Model.load(new.model.bundle, new.inference.batch_max)
+        eng = model.engine
+        self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
+        self.model = model  # one reference assignment: the next batch uses the new engine
+        log.info("model %s loaded from %s", eng.model_version, model.path)
+
+    def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
+        self._close_io()
+        try:
+            self._open_io(new)
+        except (RuntimeError, zmq.ZMQError, OSError):
+            self._open_io(old)
+            raise
+        log.info("sockets reopened: ingest %s", self._ingest_endpoints())
+
+    # ------------------------------------------------------------ status
+
+    def _ping(self) -> dict[str, Any]:
+        return {"pong": True, "pid": os.getpid(), "version": __version__}
+
+    def _metrics(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        snap["queue"] = {"depth": len(self.queue), "capacity": self.queue.capacity}
+        return snap
+
+    def _config(self) -> dict[str, Any]:
+        return {"path": str(self.config_path) if self.config_path else None,
+                "config": self.cfg.to_dict()}
+
+    def _count_control_error(self, reason: str) -> None:
+        self.metrics.inc(f"control_errors_{reason}")
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``edge-agent status`` shows."""
+        snap = self.metrics.snapshot()
+        c = snap["counters"]
+        eng = self.model.engine
+        return {
+            "agent": {"version": __version__, "pid": os.getpid(), "uptime_s": snap["uptime_s"],
+                      "stopping": self._stopping},
+            "model": {"version": eng.model_version, "path": self.model.path,
+                      "input_shape": list(eng.input_shape), "num_classes": eng.num_classes,
+                      "label_names": self.model.label_names},
+            "samples": {
+                "received": c.get("received", 0),
+                "accepted": c.get("accepted", 0) + c.get("accepted_labelled", 0),
+                "accepted_labelled": c.get("accepted_labelled", 0),
+                "feedback": c.get("accepted_feedback", 0),
+                "feedback_unmatched": c.get("feedback_unmatched", 0),
+                "rejected": snap["rejected"],
+                "rejected_total": sum(snap["rejected"].values()),
+                "dropped": snap["dropped"],
+                "predicted": c.get("predicted", 0),
+                "seq_gaps": c.get("seq_gaps", 0),
+                "seq_missing": c.get("seq_missing", 0),
+            },
+            "accuracy": {"rolling": snap["rolling_accuracy"], "n": snap["rolling_accuracy_n"],
+                         "labelled_total": c.get("labelled_predictions", 0)},
+            "prediction_rate_per_s": snap["prediction_rate_per_s"],
+            "latency_ms": snap["latency_ms"],
+            "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
+            "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
+            "calibration": {"done": c.get("calibrations", 0),
+                            "accepted": c.get("calibrations_accepted", 0),
+                            "rolled_back": c.get("calibrations_rolled_back", 0)},
+            "energy": None,
+            "checkpoint": self._last_ckpt,
+            "rss_bytes": snap["rss_bytes"],
+        }
+
+    def _status_line(self) -> str:
+        snap = self.metrics.snapshot()
+        acc = snap["rolling_accuracy"]
+        return (f"{snap['counters'].get('predicted', 0)} predicted, "
+                f"{snap['prediction_rate_per_s']:.0f}/s, "
+                f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}, "
+                f"queue {len(self.queue)}/{self.queue.capacity}, "
+                f"model {self.model.engine.model_version}")
+
+    # ------------------------------------------------------------ shutdown
+
+    def request_stop(self, *_: object) -> None:
+        """Ask the main loop to stop (signal-handler safe)."""
+        self._stopping = True
+
+    def request_reload(self, *_: object) -> None:
+        """Ask the main loop to reload the configuration (signal-handler safe)."""
+        self._reload = True
+
+    def shutdown(self) -> None:
+        """Stop ingest, finish queued work, checkpoint and close everything."""
+        t0 = time.monotonic()
+        self.notifier.stopping()
+        for src in self.sources:
+            src.stop()
+        deadline = t0 + DRAIN_DEADLINE_S
+        while time.monotonic() < deadline:
+            batch = self.queue.get_batch(self.cfg.inference.batch_max, 0)
+            if not batch:
+                break
+            self._process(batch)
+        left = len(self.queue)
+        if left:
+            log.warning("shutdown: %d queued items not processed within %.0f s", left,
+                        DRAIN_DEADLINE_S)
+        self._checkpoint()
+        self._close_io()
+        self.store.close()
+        self.ctx.term()
+        self.notifier.close()
+        log.info("stopped cleanly in %.2f s (checkpoint generation %d)",
+                 time.monotonic() - t0, self.store.generation)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-agent run``."""
+    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
+                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration and the model bundle, then exit")
+
+
+def run_agent(config_path: Path, check_only: bool = False) -> int:
+    """Run the agent until SIGTERM; return the process exit status."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EX_CONFIG
+    logging.getLogger().setLevel(cfg.log.level.upper())
+    if check_only:
+        try:
+            load_bundle(cfg.model.bundle)
+        except BundleError as exc:
+            log.error("%s", exc)
+            return EX_CONFIG
+        print(f"{config_path}: configuration and model bundle are valid")
+        return 0
+    agent = Agent(cfg, config_path)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGHUP, agent.request_reload)
+    try:
+        agent.start()
+    except (BundleError, RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        agent.notifier.status(f"failed: {exc}")
+        return EX_CONFIG if isinstance(exc, BundleError) else 1
+    try:
+        agent.run()
+    finally:
+        agent.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_agent.service``: the agent without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="edge-agent run", description="Run the agent.")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return run_agent(args.config, args.check)

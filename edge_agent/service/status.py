@@ -1,0 +1,147 @@
+"""The status server: a ROUTER socket answering control requests in its own thread.
+
+Works with REQ and DEALER clients alike (the reply repeats the request's envelope).
+Every request gets a reply: malformed, oversized or unknown ones an error reply with a
+code and message. ``checkpoint`` is carried out by the main loop; its reply is sent
+when the main loop has written the checkpoint (or failed to).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from edge_agent.service.protocol import (
+    MAX_REQUEST_BYTES,
+    ProtocolError,
+    decode_request,
+    encode_error,
+    encode_reply,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50
+HARD_MAX_BYTES = 1 << 20  # libzmq disconnects a peer sending more than this
+
+
+class StatusServer:
+    """Answers ``ping``, ``status``, ``metrics``, ``config`` and ``checkpoint``."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoints: list[str],
+                 handlers: dict[str, Callable[[], dict[str, Any]]],
+                 request_checkpoint: Callable[[], Future[dict[str, Any]]],
+                 on_error: Callable[[str], None]) -> None:
+        self.handlers = handlers
+        self.request_checkpoint = request_checkpoint
+        self.on_error = on_error
+        self._stop = threading.Event()
+        self._pending: list[tuple[list[bytes], Any, Future[dict[str, Any]]]] = []
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_BYTES)
+        self.sock.setsockopt(zmq.SNDHWM, 1000)
+        try:
+            for ep in endpoints:
+                if ep.startswith("ipc://"):
+                    _prepare_ipc(Path(ep[len("ipc://"):]))
+                self.sock.bind(ep)
+        except (zmq.ZMQError, OSError) as exc:
+            self.sock.close(linger=0)
+            raise RuntimeError(f"status socket {', '.join(endpoints)}: {exc}") from None
+        self.endpoints = endpoints
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+
+    def start(self) -> None:
+        """Start answering."""
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """Whether the server thread runs."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop answering and close the socket (removing the ipc file)."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        else:
+            self.sock.close(linger=0)
+        for ep in self.endpoints:
+            if ep.startswith("ipc://"):
+                Path(ep[len("ipc://"):]).unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._finish_pending()
+                if not self.sock.poll(POLL_MS):
+                    continue
+                while True:
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+        except zmq.ZMQError as exc:
+            if not self._stop.is_set():
+                log.error("status socket failed: %s", exc)
+        finally:
+            self.sock.close(linger=0)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return  # nothing to reply to
+        envelope, payload = frames[:-1], frames[-1]
+        try:
+            req = decode_request(payload, MAX_REQUEST_BYTES)
+        except ProtocolError as exc:
+            self.on_error(exc.reason)
+            self._send(envelope, encode_error(None, exc.reason, exc.detail))
+            return
+        if req.cmd == "checkpoint":
+            self._pending.append((envelope, req.id, self.request_checkpoint()))
+            return
+        try:
+            result = self.handlers[req.cmd]()
+        except Exception as exc:  # a failing handler must not kill the status thread
+            log.exception("status command %s failed", req.cmd)
+            self._send(envelope, encode_error(req.id, "internal", f"{type(exc).__name__}: {exc}"))
+            return
+        self._send(envelope, encode_reply(req.id, req.cmd, result))
+
+    def _finish_pending(self) -> None:
+        still = []
+        for envelope, req_id, fut in self._pending:
+            if not fut.done():
+                still.append((envelope, req_id, fut))
+                continue
+            exc = fut.exception()
+            if exc is None:
+                self._send(envelope, encode_reply(req_id, "checkpoint", fut.result()))
+            else:
+                self._send(envelope, encode_error(req_id, "checkpoint_failed", str(exc)))
+        self._pending = still
+
+    def _send(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self.sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("status reply dropped: client not reading")
+
+
+def _prepare_ipc(path: Path) -> None:
+    """Make room for an ipc socket file: create the directory, remove a stale socket."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_socket():
+        raise OSError(f"{path} exists and is not a socket")
+    if len(os.fsencode(path)) > 107:
+        raise OSError(f"{path} is too long for a unix socket path (max 107 bytes)")
+    path.unlink(missing_ok=True)
