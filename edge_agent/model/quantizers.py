@@ -89,7 +89,8 @@ class ActQuantizer(nn.Module):
 
     def grid(self) -> tuple[float, int]:
         """The exported ``(scale, zero_point)``."""
-        return float(self.effective_scale()), int(self.zero_point().item())
+        with torch.no_grad():
+            return float(self.effective_scale()), int(self.zero_point().item())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = 1.0 / math.sqrt(x[0].numel() * self.qmax)

@@ -1,0 +1,119 @@
+"""Data loading: the .ts parser on the real archive files, digits, vendored sets, drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.data import load_dataset
+from edge_agent.data.datasets import load_digits_csv, load_ts_pair, stratified_split
+from edge_agent.data.drift import Drift
+from edge_agent.data.ts_format import TsFormatError, load_ts
+
+
+def test_ts_parser_basicmotions(shared_data: Path) -> None:
+    X, y, names = load_ts(shared_data / "uea" / "BasicMotions_TRAIN.ts")
+    assert X.shape == (40, 6, 100) and X.dtype == np.float32
+    assert names == ["Standing", "Running", "Walking", "Badminton"]
+    assert sorted(set(y.tolist())) == [0, 1, 2, 3]
+    assert np.bincount(y).tolist() == [10, 10, 10, 10]
+    # first value of the first case, first channel, as written in the file
+    assert X[0, 0, 0] == pytest.approx(0.079106)
+    assert X[0, 0, 2] == pytest.approx(-0.903497)
+
+
+def test_ts_parser_gunpoint(shared_data: Path) -> None:
+    ds = load_ts_pair(shared_data / "uea" / "GunPoint_TRAIN.ts")
+    assert ds.X_train.shape == (50, 1, 150) and ds.X_test.shape == (150, 1, 150)
+    assert ds.label_names == ["1", "2"]
+
+
+def test_ts_parser_rejects_bad_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x_TRAIN.ts"
+    bad.write_text("@classLabel true a b\n@data\n1,2,3:a\n1,2:b\n")
+    with pytest.raises(TsFormatError, match="unequal series lengths"):
+        load_ts(bad)
+    bad.write_text("@classLabel true a b\n@data\n1,2,x:a\n")
+    with pytest.raises(TsFormatError, match=":3: bad value"):
+        load_ts(bad)
+    bad.write_text("@classLabel true a b\n@data\n1,2,3:c\n")
+    with pytest.raises(TsFormatError, match="not declared"):
+        load_ts(bad)
+    bad.write_text("@data\n1,2,3:c\n")
+    with pytest.raises(TsFormatError, match="no @classLabel"):
+        load_ts(bad)
+
+
+def test_digits_csv_split_is_stratified_and_deterministic(shared_data: Path) -> None:
+    a = load_digits_csv(shared_data / "digits.csv.gz")
+    b = load_digits_csv(shared_data / "digits.csv.gz")
+    assert a.X_train.shape[1:] == (1, 8, 8)
+    assert len(a.y_train) + len(a.y_test) == 1797
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    frac = np.bincount(a.y_test) / (np.bincount(a.y_test) + np.bincount(a.y_train))
+    assert np.all(np.abs(frac - 0.3) < 0.02)
+
+
+def test_vendored_sets_equal_the_raw_files(shared_data: Path) -> None:
+    raw = load_ts_pair(shared_data / "uea" / "BasicMotions_TRAIN.ts")
+    vendored = load_dataset("basicmotions")
+    np.testing.assert_array_equal(raw.X_train, vendored.X_train)
+    np.testing.assert_array_equal(raw.y_test, vendored.y_test)
+    assert raw.label_names == vendored.label_names
+    digits = load_dataset("digits")
+    np.testing.assert_array_equal(
+        digits.X_test, load_digits_csv(shared_data / "digits.csv.gz").X_test
+    )
+
+
+def test_normalization_uses_training_split_only() -> None:
+    ds = load_dataset("basicmotions")
+    mean, std = ds.normalization()
+    np.testing.assert_allclose(mean, ds.X_train.mean(axis=(0, 2)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mean, ds.X_test.mean(axis=(0, 2)), atol=1e-3)
+    assert std.shape == (6,) and np.all(std > 0)
+
+
+def test_stratified_split_partitions() -> None:
+    y = np.repeat(np.arange(3), 10)
+    tr, te = stratified_split(y, 0.3, 1)
+    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(30))
+    assert np.bincount(y[te]).tolist() == [3, 3, 3]
+
+
+def test_unknown_dataset_is_a_clear_error() -> None:
+    with pytest.raises(FileNotFoundError, match="not one of"):
+        load_dataset("nosuchset")
+
+
+@pytest.mark.parametrize("kind", ["rotation", "gain", "offset", "noise", "dropout", "timewarp"])
+def test_sensor_drifts_change_only_the_tail(kind: str) -> None:
+    X = load_dataset("basicmotions").X_test[:10]
+    out = Drift.parse(f"{kind}@4").apply_stream(X)
+    np.testing.assert_array_equal(out[:4], X[:4])
+    assert out.shape == X.shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    assert not np.allclose(out[4:], X[4:])
+
+
+def test_rotation_preserves_triplet_norms() -> None:
+    x = load_dataset("basicmotions").X_test[0]
+    y = Drift.parse("rotation:45@0").transform()(x)
+    np.testing.assert_allclose(
+        np.linalg.norm(y[:3], axis=0), np.linalg.norm(x[:3], axis=0), rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("kind", ["shift", "rotate", "contrast"])
+def test_image_drifts(kind: str) -> None:
+    X = load_dataset("digits").X_test[:5]
+    out = Drift.parse(f"{kind}@0").apply_stream(X)
+    assert out.shape == X.shape and not np.allclose(out, X)
+
+
+@pytest.mark.parametrize("spec", ["rotation", "bogus@3", "gain:x@1", "gain@-1", "gain@"])
+def test_bad_drift_specs_are_rejected(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad drift"):
+        Drift.parse(spec)

@@ -1,0 +1,122 @@
+"""FP training and QAT: sane accuracy in a short run, determinism, BN folding, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_agent.bundle import load_bundle
+from edge_agent.data import load_dataset
+from edge_agent.model.arch import FPNet, default_spec, fold_batchnorm
+from edge_agent.model.train import TrainConfig, accuracy, normalize, train_fp
+
+
+def test_short_training_reaches_sane_accuracy(basicmotions_bundle: Path) -> None:
+    metrics = load_bundle(basicmotions_bundle).meta["metrics"]
+    assert metrics["fp_test_accuracy"] >= 0.85
+    assert metrics["q8_test_accuracy"] >= 0.85
+    assert metrics["q4_test_accuracy"] >= 0.85
+
+
+def test_training_is_deterministic() -> None:
+    ds = load_dataset("gunpoint")
+    mean, std = ds.normalization()
+    x, y = normalize(ds.X_train, mean, std), torch.from_numpy(ds.y_train)
+    cfg = TrainConfig(fp_steps=15, progress=False)
+    spec = default_spec(ds.input_shape, ds.num_classes)
+    a, b = train_fp(spec, x, y, 3, cfg), train_fp(spec, x, y, 3, cfg)
+    for la, lb in zip(a.weighted_layers(), b.weighted_layers(), strict=True):
+        assert torch.equal(la.weight, lb.weight)
+    c = train_fp(spec, x, y, 4, cfg)
+    assert not torch.equal(a.weighted_layers()[0].weight, c.weighted_layers()[0].weight)
+
+
+def test_batchnorm_folding_preserves_outputs() -> None:
+    torch.manual_seed(0)
+    spec = default_spec((6, 100), 4)
+    net = FPNet(spec)
+    net.train()
+    for _ in range(3):  # give BN non-trivial running statistics
+        net(torch.randn(16, 6, 100) * 2 + 1)
+    net.eval()
+    x = torch.randn(8, 6, 100)
+    folded = fold_batchnorm(net)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_accuracy_helper() -> None:
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x[:, 0], -x[:, 0]], dim=1)
+
+    x = torch.tensor([[1.0], [-1.0], [2.0], [3.0]])
+    assert accuracy(Fixed(), x, torch.tensor([0, 1, 1, 0])) == 0.75
+
+
+def test_cli_train_writes_a_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "m.eab"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "train",
+            "--data",
+            "digits",
+            "--bits",
+            "4,2",
+            "--fp-steps",
+            "20",
+            "--qat-steps",
+            "10",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "wrote" in res.stdout and "2-bit test accuracy" in res.stdout
+    b = load_bundle(out)
+    assert sorted(b.quant) == [2, 4] and b.default_bits == 4
+    assert b.input_shape == (1, 8, 8)
+    assert np.all(b.norm_std > 0)
+
+
+def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "train",
+            "--bits",
+            "5",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and "must be 2, 3, 4 or 8" in res.stderr
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "train",
+            "--data",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1 and "not one of" in res.stderr
