@@ -24,6 +24,7 @@ MAX_MAP_KEYS = 32
 MAX_SEQ = (1 << 64) - 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 MAX_REQUEST_BYTES = 4096
+MAX_STR_LEN = 256
 
 # Wire dtype names (all little-endian on the wire) -> numpy dtype.
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -146,17 +147,25 @@ def encode_prediction(sensor: str, seq: int, ts: float, cls: int, class_name: st
 # ---------------------------------------------------------------- decoding
 
 
+def unpack_one(raw: bytes, max_bytes: int, strict_map_key: bool = True, **limits: int) -> Any:
+    """Unpack exactly one msgpack object with an Unpacker bounded by ``max_buffer_size``
+    (and any per-type ``limits``); raises on truncation or trailing bytes."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=strict_map_key,
+                                max_buffer_size=max(max_bytes, 1), **limits)
+    unpacker.feed(raw)
+    obj = unpacker.unpack()  # OutOfData when truncated
+    if unpacker.tell() != len(raw):
+        raise msgpack.ExtraData(obj, raw[unpacker.tell():])
+    return obj
+
+
 def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
     """Unpack one msgpack map under strict size limits and check its version."""
     if len(raw) > max_bytes:
         raise ProtocolError("oversized", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        obj = msgpack.unpackb(
-            raw, raw=False, use_list=True, strict_map_key=True,
-            max_buffer_size=max_bytes, max_str_len=max(256, MAX_SENSOR_LEN * 4),
-            max_bin_len=max_bytes, max_array_len=MAX_DIMS, max_map_len=MAX_MAP_KEYS,
-            max_ext_len=0,
-        )
+        obj = unpack_one(raw, max_bytes, max_str_len=MAX_STR_LEN, max_bin_len=max_bytes,
+                         max_array_len=MAX_DIMS, max_map_len=MAX_MAP_KEYS, max_ext_len=0)
     except Exception as exc:  # msgpack raises many unrelated types for bad input
         raise ProtocolError("msgpack", f"cannot decode msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
@@ -233,7 +242,8 @@ def decode_sample_fields(obj: dict[str, Any], input_shape: tuple[int, ...],
     if len(data) != expected:
         raise ProtocolError("size", f"data has {len(data)} bytes, shape x {dtype_name} needs "
                                     f"{expected}")
-    x = np.frombuffer(data, dtype=dt).reshape(input_shape).astype(np.float32)
+    with np.errstate(over="ignore"):
+        x = np.frombuffer(data, dtype=dt).reshape(input_shape).astype(np.float32)
     if dt.kind == "f" and not np.isfinite(x).all():  # float64 beyond float32 range -> inf
         raise ProtocolError("nonfinite", "data holds NaN or infinity (or overflows float32)")
     return Sample(sensor, seq, ts, x, _label(obj, num_classes, required=False))
@@ -270,7 +280,7 @@ def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
 def decode_reply(raw: bytes, max_bytes: int = 16 << 20) -> dict[str, Any]:
     """Decode a reply from the status socket (client side; generous limits)."""
     try:
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False, max_buffer_size=max_bytes)
+        obj = unpack_one(raw, max_bytes, strict_map_key=False)
     except Exception as exc:
         raise ProtocolError("msgpack", f"cannot decode reply: {type(exc).__name__}") from None
     if not isinstance(obj, dict) or obj.get("v") != VERSION or obj.get("type") != "reply":

@@ -34,6 +34,7 @@ import msgpack
 import numpy as np
 
 from edge_agent.bundle import atomic_write_bytes
+from edge_agent.service.protocol import unpack_one
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class LabelledSample:
     def from_body(cls, body: bytes) -> LabelledSample:
         """Parse a record body; raise StateError if it is not a labelled sample."""
         try:
-            r = msgpack.unpackb(body, raw=False, max_buffer_size=MAX_RECORD_BYTES)
+            r = unpack_one(body, MAX_RECORD_BYTES)
             shape = tuple(int(s) for s in r["shape"])
             x = np.frombuffer(r["data"], dtype="<f4").reshape(shape).astype(np.float32)
             return cls(str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]),
@@ -104,8 +105,7 @@ def decode_checkpoint(data: bytes, source: str) -> dict[str, Any]:
     if hashlib.sha256(body).digest() != digest:
         raise StateError(f"{source}: checksum mismatch")
     try:
-        payload = msgpack.unpackb(body, raw=False, strict_map_key=False,
-                                  max_buffer_size=MAX_CHECKPOINT_BYTES)
+        payload = unpack_one(body, MAX_CHECKPOINT_BYTES, strict_map_key=False)
     except Exception as exc:
         raise StateError(f"{source}: payload is not msgpack: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("generation"), int):
