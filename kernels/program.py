@@ -1,0 +1,279 @@
+"""Turn a layer list (docs/quantization.md) and integer parameters into a runnable model.
+
+:func:`build_model` checks shapes, lays the weights out as panels and writes the op
+table the compiled interpreter (:mod:`kernels.runner`) walks. The weights live in a
+frozen :class:`Weights` object; :func:`replace_layers` makes a new one with some layers'
+codes changed, so a swap is one reference assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kernels import layout, runner
+from kernels.packing import check_bits
+
+_SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """Integer parameters of one weighted layer; ``q`` (O, K) int8 in torch column order."""
+
+    q: np.ndarray
+    bits: int
+    bias_q: np.ndarray  # (O,) int32
+    in_zp: int
+    out_zp: int | None = None  # hidden layers
+    m0: np.ndarray | None = None  # (O,) int32, hidden layers
+    shift: np.ndarray | None = None  # (O,) int32, hidden layers
+    out_mult: np.ndarray | None = None  # (O,) float32, last layer
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a weighted layer sits and how its columns are reordered for the kernels."""
+
+    kind: str
+    out_ch: int
+    k: int
+    reorder: tuple[str, int, tuple[int, ...]]  # ("none"|"conv"|"flatten", channels, dims)
+    centred: bool  # input is the int32 output of gap
+    relu: bool
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Immutable flat weight arrays of one model (replace, never modify)."""
+
+    panel: np.ndarray  # uint8, all layers' panels
+    bias: np.ndarray  # int32, bias_q - in_zp * rowsum(q) (bias_q after gap)
+    m0: np.ndarray  # int32
+    shift: np.ndarray  # int32
+    out_mult: np.ndarray  # float32
+    ltab: np.ndarray  # int64 (layers, runner.LAYER_FIELDS)
+
+
+@dataclass(frozen=True)
+class Model:
+    """Structure of a compiled model; pair it with a :class:`Weights` to run."""
+
+    ops: np.ndarray  # int64 (ops, runner.OP_FIELDS)
+    sizes: np.ndarray  # int64 scratch sizes
+    slots: tuple[_Slot, ...]
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    mean: np.ndarray  # float32 (C,)
+    std: np.ndarray  # float32 (C,)
+    in_scale: np.float32
+    in_zp: int
+    act_hi: int
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
+
+
+def _conv_geometry(op: dict[str, Any], h: int, w: int) -> tuple[int, ...]:
+    """(kh, kw, sh, sw, ph, pw, oh, ow) of a conv or pooling op on an (h, w) input."""
+    if op["op"] in ("conv1d", "maxpool1d", "avgpool1d"):
+        if h != 1:
+            raise ValueError(f"{op['op']} needs a 1-D input")
+        kh, kw = 1, int(op["kernel"])
+        sh, sw = 1, int(op.get("stride") or (1 if op["op"] == "conv1d" else kw))
+        ph, pw = 0, int(op.get("padding", 0))
+    else:
+        default = 1 if op["op"] == "conv2d" else op["kernel"]
+        (kh, kw), (sh, sw) = _pair(op["kernel"]), _pair(op.get("stride") or default)
+        ph, pw = _pair(op.get("padding", 0))
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{op['op']} does not fit its {h}x{w} input")
+    return kh, kw, sh, sw, ph, pw, oh, ow
+
+
+def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
+                params: Sequence[LayerParams], mean: np.ndarray, std: np.ndarray,
+                in_scale: float, in_zp: int, act_bits: int) -> tuple[Model, Weights]:
+    """Check the layer list against ``input_shape`` and the parameters; plan and pack."""
+    shape = tuple(int(v) for v in input_shape)
+    if not 1 <= len(shape) <= 3:
+        raise ValueError(f"input shape {shape} must be (C,), (C, T) or (C, H, W)")
+    c = shape[0]
+    h, w = (1, 1) if len(shape) == 1 else ((1, shape[1]) if len(shape) == 2 else shape[1:])
+    zp = int(in_zp)  # zero point of the current activation grid
+    ops: list[list[int]] = []
+    slots: list[_Slot] = []
+    act = col = pad = vec = h * w * c
+    centred = False
+    flat_from: tuple[int, int] | None = None
+    n_weighted = sum(op["op"] in ("conv1d", "conv2d", "linear") for op in layers)
+    if len(params) != n_weighted:
+        raise ValueError(f"{len(params)} parameter sets for {n_weighted} weighted layers")
+    for op in layers:
+        kind = op["op"]
+        row = [0] * runner.OP_FIELDS
+        row[runner.F_H:runner.F_C + 1] = [h, w, c]
+        if centred and kind != "linear":
+            raise ValueError(f"only a linear layer may follow gap, not {kind}")
+        if kind in ("conv1d", "conv2d", "linear"):
+            p = params[len(slots)]
+            last = len(slots) == n_weighted - 1
+            if kind == "linear":
+                k_in = c if centred else h * w * c
+                if int(op["in_features"]) != k_in:
+                    raise ValueError(f"linear expects {op['in_features']} inputs, gets {k_in}")
+                if not centred and h * w > 1 and flat_from is None:
+                    raise ValueError("linear on a spatial input needs flatten or gap first")
+                out = int(op["out_features"])
+                reorder = ("flatten", flat_from[0], (flat_from[1],)) if (
+                    flat_from and flat_from[1] > 1) else ("none", 0, ())
+                row[runner.F_OP] = runner.OP_LINEAR
+                oh = ow = 1
+            else:
+                if int(op["in_ch"]) != c:
+                    raise ValueError(f"{kind} expects {op['in_ch']} channels, gets {c}")
+                kh, kw, sh, sw, ph, pw, oh, ow = _conv_geometry(op, h, w)
+                out = int(op["out_ch"])
+                spatial = (kw,) if kind == "conv1d" else (kh, kw)
+                reorder = ("conv", c, spatial)
+                k_in = kh * kw * c
+                row[runner.F_OP] = runner.OP_CONV
+                row[runner.F_KH:runner.F_PW + 1] = [kh, kw, sh, sw, ph, pw]
+                pad = max(pad, (h + 2 * ph) * (w + 2 * pw) * c)
+                col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
+            _check_params(p, out, k_in, last, len(slots))
+            if last and oh * ow != 1:
+                raise ValueError("the last weighted layer must have one output position")
+            row[runner.F_OH:runner.F_OC + 1] = [oh, ow, out]
+            row[runner.F_LAYER] = len(slots)
+            row[runner.F_LAST] = int(last)
+            slots.append(_Slot(kind, out, k_in, reorder, centred, bool(op.get("relu", False))))
+            h, w, c = oh, ow, out
+            zp = p.out_zp if p.out_zp is not None else 0
+            centred, flat_from = False, None
+        elif kind in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+            kh, kw, sh, sw, _, _, oh, ow = _conv_geometry({**op, "padding": 0}, h, w)
+            row[runner.F_OP] = runner.OP_MAXPOOL if kind.startswith("max") else runner.OP_AVGPOOL
+            row[runner.F_KH:runner.F_SW + 1] = [kh, kw, sh, sw]
+            row[runner.F_OH:runner.F_OC + 1] = [oh, ow, c]
+            h, w = oh, ow
+        elif kind == "gap":
+            row[runner.F_OP] = runner.OP_GAP
+            row[runner.F_OH:runner.F_OC + 1] = [1, 1, c]
+            row[runner.F_ZP] = zp
+            h = w = 1
+            centred = True
+        elif kind == "flatten":
+            row[runner.F_OP] = runner.OP_FLATTEN
+            flat_from = (c, h * w)
+            h, w, c = 1, 1, h * w * c
+            row[runner.F_OH:runner.F_OC + 1] = [1, 1, c]
+        else:
+            raise ValueError(f"unknown layer op {kind!r}")
+        act = max(act, h * w * c)
+        vec = max(vec, c)
+        ops.append(row)
+    if not slots or ops[-1][runner.F_OP] not in (runner.OP_LINEAR, runner.OP_CONV):
+        raise ValueError("the layer list must end with a weighted layer")
+    sizes = np.array([act + _SLACK, pad + _SLACK, col + _SLACK, vec], dtype=np.int64)
+    model = Model(
+        ops=np.array(ops, dtype=np.int64), sizes=sizes, slots=tuple(slots), input_shape=shape,
+        num_outputs=slots[-1].out_ch,
+        mean=np.ascontiguousarray(mean, dtype=np.float32),
+        std=np.ascontiguousarray(std, dtype=np.float32),
+        in_scale=np.float32(in_scale), in_zp=int(in_zp), act_hi=(1 << int(act_bits)) - 1,
+    )
+    if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
+        raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
+    return model, pack_weights(model, params)
+
+
+def _check_params(p: LayerParams, out: int, k: int, last: bool, index: int) -> None:
+    check_bits(p.bits)
+    where = f"weighted layer {index}"
+    if p.q.shape != (out, k):
+        raise ValueError(f"{where}: weights have shape {p.q.shape}, expected {(out, k)}")
+    if p.bias_q.shape != (out,):
+        raise ValueError(f"{where}: bias must have shape ({out},)")
+    if last and (p.out_mult is None or p.out_mult.shape != (out,)):
+        raise ValueError(f"{where}: the last layer needs out_mult of shape ({out},)")
+    if not last and (p.m0 is None or p.shift is None or p.out_zp is None
+                     or p.m0.shape != (out,) or p.shift.shape != (out,)):
+        raise ValueError(f"{where}: a hidden layer needs out_zp, m0 and shift of shape ({out},)")
+
+
+def kernel_order(slot: _Slot, q: np.ndarray) -> np.ndarray:
+    """Columns of ``q`` reordered from torch order to the kernels' channels-last order."""
+    kind, channels, dims = slot.reorder
+    if kind == "conv":
+        return layout.conv_to_kernel_order(q, channels, dims)
+    if kind == "flatten":
+        return layout.flatten_to_kernel_order(q, channels, dims[0])
+    return np.ascontiguousarray(q)
+
+
+def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray) -> np.ndarray:
+    """``bias_q - in_zp * rowsum(q)`` (int32, wrapping), or ``bias_q`` after gap."""
+    bias = np.asarray(p.bias_q, dtype=np.int32)
+    if slot.centred:
+        return bias.copy()
+    rowsum = q.astype(np.int64).sum(axis=1)
+    return (bias.astype(np.int64) - int(p.in_zp) * rowsum).astype(np.int32)
+
+
+def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
+    """Lay out every layer's parameters into a fresh :class:`Weights`."""
+    panels, biases, m0s, shifts, mults, rows = [], [], [], [], [], []
+    w_off = p0 = 0
+    for slot, p in zip(model.slots, params, strict=True):
+        q = np.asarray(p.q, dtype=np.int8)
+        panel = layout.to_panel(kernel_order(slot, q), p.bits)
+        o = slot.out_ch
+        panels.append(panel)
+        biases.append(_folded_bias(slot, p, q))
+        m0s.append(np.zeros(o, np.int32) if p.m0 is None else np.asarray(p.m0, np.int32))
+        shifts.append(np.ones(o, np.int32) if p.shift is None else np.asarray(p.shift, np.int32))
+        mults.append(np.zeros(o, np.float32) if p.out_mult is None
+                     else np.asarray(p.out_mult, np.float32))
+        zo = 0 if p.out_zp is None else int(p.out_zp)
+        rows.append([w_off, p.bits, slot.k, o, p0, int(p.in_zp), zo, zo if slot.relu else 0,
+                     layout.padded_k(slot.k, p.bits)])
+        w_off += panel.size
+        p0 += o
+    ltab = np.array(rows, dtype=np.int64)
+    return Weights(panel=np.concatenate(panels), bias=np.concatenate(biases),
+                   m0=np.concatenate(m0s), shift=np.concatenate(shifts),
+                   out_mult=np.concatenate(mults), ltab=ltab)
+
+
+def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarray]) -> Weights:
+    """A new :class:`Weights` with the codes of some layers replaced (bit-widths unchanged).
+
+    ``codes`` maps a weighted-layer index to its new (O, K) signed weights in torch order.
+    The folded biases of those layers are recomputed; ``weights`` is not modified.
+    """
+    panel = weights.panel.copy()
+    bias = weights.bias.copy()
+    for index, q_new in codes.items():
+        if not 0 <= index < len(model.slots):
+            raise IndexError(f"no weighted layer {index}")
+        slot = model.slots[index]
+        w_off, bits, _, o, p0, in_zp = (int(v) for v in weights.ltab[index, :6])
+        q = np.asarray(q_new)
+        if q.shape != (o, slot.k):
+            raise ValueError(f"layer {index}: new weights {q.shape}, expected {(o, slot.k)}")
+        new_panel = layout.to_panel(kernel_order(slot, q), bits)
+        panel[w_off:w_off + new_panel.size] = new_panel
+        old_bias = bias[p0:p0 + o].astype(np.int64)
+        old_q = layout.from_panel(weights.panel[w_off:w_off + new_panel.size], o, slot.k, bits)
+        if not slot.centred:  # bias_q = folded + in_zp * rowsum(old): refold with the new rows
+            delta = q.astype(np.int64).sum(axis=1) - old_q.astype(np.int64).sum(axis=1)
+            bias[p0:p0 + o] = (old_bias - in_zp * delta).astype(np.int32)
+    return Weights(panel=panel, bias=bias, m0=weights.m0, shift=weights.shift,
+                   out_mult=weights.out_mult, ltab=weights.ltab)
