@@ -76,17 +76,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         return 2
     bits_list = args.bits or sorted(bundle.quant, reverse=True)
+    missing = [b for b in bits_list if b not in bundle.quant]
+    if missing:
+        print(
+            f"error: the bundle has no {missing} bit model (it has {sorted(bundle.quant)})",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"{args.bundle}: {bundle.arch['name']} on {ds.name} test split ({len(ds.y_test)} samples)"
     )
+    engine = Engine(bundle)
     for bits in bits_list:
-        if bits not in bundle.quant:
-            print(
-                f"error: the bundle has no {bits}-bit model (it has {sorted(bundle.quant)})",
-                file=sys.stderr,
-            )
-            return 2
-        engine = Engine(bundle, bits=bits)
+        engine.set_bits(bits)
         pred, _ = engine.predict(ds.X_test)
         acc = float(np.mean(pred == ds.y_test))
         print(f"  {bits}-bit integer engine accuracy {acc:.4f}")
