@@ -58,12 +58,11 @@ class Model:
     label_names: list[str]
 
     @classmethod
-    def load(cls, path: str, batch: int) -> Model:
+    def load(cls, path: str) -> Model:
         """Load a bundle, build the engine and run it once so the JIT is warm."""
         bundle = load_bundle(path)
         engine = Engine(bundle)
-        for n in {1, batch}:
-            engine.predict(np.zeros((n, *engine.input_shape), dtype=np.float32))
+        engine.warmup()
         return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names))
 
 
@@ -98,7 +97,7 @@ class Agent:
         """Load, restore, open sockets, start threads and tell systemd we are ready."""
         t0 = time.monotonic()
         self.notifier.status("loading model")
-        self.model = Model.load(self.cfg.model.bundle, self.cfg.inference.batch_max)
+        self.model = Model.load(self.cfg.model.bundle)
         eng = self.model.engine
         log.info("model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
                  eng.model_version, self.model.path, list(eng.input_shape), eng.num_classes,
@@ -128,6 +127,15 @@ class Agent:
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
                                                               else [])
+
+    def endpoints(self) -> dict[str, list[str]]:
+        """Where the agent listens, with wildcard tcp ports resolved."""
+        out: list[str] = []
+        if self.pub is not None:
+            out = [*self.cfg.output.endpoints[:-1],
+                   self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
+        ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
+        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
 
     def _ingest_endpoints(self) -> str:
         eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
@@ -338,7 +346,7 @@ class Agent:
         self.notifier.ready(self._status_line())
 
     def _swap_model(self, new: AgentConfig) -> None:
-        model = Model.load(new.model.bundle, new.inference.batch_max)
+        model = Model.load(new.model.bundle)
         eng = model.engine
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
@@ -404,6 +412,7 @@ class Agent:
                             "accepted": c.get("calibrations_accepted", 0),
                             "rolled_back": c.get("calibrations_rolled_back", 0)},
             "energy": None,
+            "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
             "rss_bytes": snap["rss_bytes"],
         }

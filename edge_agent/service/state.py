@@ -132,6 +132,9 @@ class StateStore:
         """Load the newest valid checkpoint and the newest labelled samples (up to
         ``capacity``); set corrupt checkpoints aside and cut torn log tails."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob(".checkpoint-*.tmp"):  # a write cut short by a crash
+            log.info("removing unfinished checkpoint %s", tmp.name)
+            tmp.unlink(missing_ok=True)
         payload = None
         for path in sorted(self._files(_CKPT_RE), reverse=True):
             try:
