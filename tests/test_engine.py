@@ -1,0 +1,252 @@
+"""Engine vs the numpy reference, bit for bit; swaps, bit-width switching, no torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_agent import reference
+from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.engine import Engine
+from kernels.fixedpoint import quantize_multipliers
+from kernels.packing import pack_rows, qrange
+
+ROOT = Path(__file__).resolve().parents[1]
+BITS = (8, 4, 3, 2)
+
+SENSOR = {"name": "sensor", "input_shape": [6, 37], "num_classes": 5, "layers": [
+    {"op": "conv1d", "in_ch": 6, "out_ch": 19, "kernel": 5, "stride": 1, "padding": 2, "relu": True},
+    {"op": "maxpool1d", "kernel": 2, "stride": 2},
+    {"op": "conv1d", "in_ch": 19, "out_ch": 33, "kernel": 3, "stride": 2, "padding": 1, "relu": False},
+    {"op": "avgpool1d", "kernel": 3, "stride": 2},
+    {"op": "conv1d", "in_ch": 33, "out_ch": 20, "kernel": 3, "stride": 1, "padding": 1, "relu": True},
+    {"op": "gap"},
+    {"op": "linear", "in_features": 20, "out_features": 5, "relu": False},
+]}
+IMAGE = {"name": "image", "input_shape": [3, 9, 7], "num_classes": 3, "layers": [
+    {"op": "conv2d", "in_ch": 3, "out_ch": 17, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "relu": True},
+    {"op": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+    {"op": "conv2d", "in_ch": 17, "out_ch": 9, "kernel": [2, 3], "stride": [1, 2], "padding": [0, 1], "relu": False},
+    {"op": "avgpool2d", "kernel": [2, 1], "stride": [1, 1]},
+    {"op": "flatten"},
+    {"op": "linear", "in_features": 36, "out_features": 21, "relu": True},
+    {"op": "linear", "in_features": 21, "out_features": 3, "relu": False},
+]}
+CONV_HEAD = {"name": "convhead", "input_shape": [4, 11], "num_classes": 6, "layers": [
+    {"op": "conv1d", "in_ch": 4, "out_ch": 8, "kernel": 3, "stride": 1, "padding": 0, "relu": True},
+    {"op": "conv1d", "in_ch": 8, "out_ch": 6, "kernel": 9, "stride": 1, "padding": 0, "relu": False},
+]}
+ARCHS = {"sensor": SENSOR, "image": IMAGE, "convhead": CONV_HEAD}
+
+
+def _weighted(spec: dict[str, Any]) -> list[tuple[int, tuple[int, ...]]]:
+    out = []
+    for op in spec["layers"]:
+        if op["op"] == "linear":
+            out.append((op["out_features"], (op["out_features"], op["in_features"])))
+        elif op["op"] in ("conv1d", "conv2d"):
+            ks = op["kernel"] if isinstance(op["kernel"], list) else [op["kernel"]]
+            out.append((op["out_ch"], (op["out_ch"], op["in_ch"], *ks)))
+    return out
+
+
+def random_bundle(spec: dict[str, Any], seed: int = 0, act_bits: int = 8,
+                  bits: tuple[int, ...] = BITS) -> Bundle:
+    """A valid bundle with random integer parameters at every bit-width."""
+    rng = np.random.default_rng(seed)
+    top = (1 << act_bits) - 1
+    quant = {}
+    ops = _weighted(spec)
+    for b in bits:
+        layers = []
+        zp = int(rng.integers(0, top + 1))
+        in_scale = 0.05
+        for i, (o, shape) in enumerate(ops):
+            k = int(np.prod(shape[1:]))
+            lo, hi = qrange(b)
+            q = rng.integers(lo, hi + 1, (o, k)).astype(np.int8)
+            ws = rng.uniform(0.01, 0.05, o).astype(np.float32)
+            bias = rng.integers(-3000, 3000, o).astype(np.int32)
+            if i == len(ops) - 1:
+                mult = (ws * in_scale).astype(np.float32)
+                layers.append(LayerQuant(b, k, pack_rows(q, b), ws, bias, in_scale, zp, None,
+                                         None, None, None, mult))
+            else:
+                out_zp = int(rng.integers(0, top // 3))
+                m0, sh = quantize_multipliers(rng.uniform(2e-4, 3e-2, o) * 8 / (8 + k))
+                layers.append(LayerQuant(b, k, pack_rows(q, b), ws, bias, in_scale, zp, 0.1,
+                                         out_zp, m0, sh, None))
+                zp = out_zp
+        quant[b] = QuantModel(b, act_bits, 0.05, int(rng.integers(0, top + 1)), layers)
+    c = spec["input_shape"][0]
+    fp = [(np.zeros(shape, np.float32), np.zeros(o, np.float32)) for o, shape in ops]
+    return Bundle(spec, fp, [f"c{i}" for i in range(spec["num_classes"])],
+                  rng.normal(0, 0.2, c).astype(np.float32),
+                  rng.uniform(0.5, 2.0, c).astype(np.float32), quant, bits[0])
+
+
+def _inputs(spec: dict[str, Any], n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 4, (n, *spec["input_shape"])).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def engines() -> dict[str, tuple[Bundle, Engine]]:
+    out = {}
+    for name, spec in ARCHS.items():
+        bundle = random_bundle(spec, act_bits=6 if name == "convhead" else 8)
+        out[name] = (bundle, Engine(bundle))
+    return out
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch: str,
+                                 bits: int, batch: int) -> None:
+    bundle, engine = engines[arch]
+    engine.set_bits(bits)
+    x = _inputs(ARCHS[arch], batch, seed=bits * 10 + batch)
+    got = engine.predict_logits(x)
+    want = reference.forward(bundle.arch["layers"], bundle.quant[bits], bundle.norm_mean,
+                             bundle.norm_std, x)
+    assert got.dtype == np.float32 and got.shape == (batch, bundle.num_classes)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_predict_and_single_sample(engines: dict[str, tuple[Bundle, Engine]]) -> None:
+    _, engine = engines["sensor"]
+    x = _inputs(SENSOR, 4)
+    logits = engine.predict_logits(x)
+    classes, conf = engine.predict(x)
+    np.testing.assert_array_equal(classes, logits.argmax(axis=1))
+    assert classes.dtype == np.int64 and conf.dtype == np.float32
+    assert np.all((conf > 0) & (conf <= 1))
+    np.testing.assert_array_equal(engine.predict_logits(x[0]), logits[:1])
+    with pytest.raises(ValueError):
+        engine.predict_logits(np.zeros((2, 6, 36), np.float32))
+    with pytest.raises(ValueError):
+        engine.predict_logits(np.full((1, 6, 37), np.nan, np.float32))
+
+
+def test_properties_and_bit_switch(engines: dict[str, tuple[Bundle, Engine]]) -> None:
+    bundle, engine = engines["image"]
+    engine.set_bits(4)
+    assert engine.bits == 4 and engine.available_bits == tuple(sorted(BITS))
+    assert engine.input_shape == (3, 9, 7) and engine.num_classes == 3
+    assert engine.model_version == bundle.model_version
+    assert engine.weight_bytes(4) * 2 <= engine.weight_bytes(8) + 64 * 4
+    with pytest.raises(ValueError):
+        engine.set_bits(5)
+
+
+def test_swap_weights_matches_reference_and_layer_codes() -> None:
+    bundle = random_bundle(IMAGE, seed=3, bits=(4,))
+    engine = Engine(bundle)
+    rng = np.random.default_rng(5)
+    before = engine.model_version
+    new_q = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
+             for lq in bundle.quant[4].layers]
+    version = engine.swap_weights({0: new_q[0], 3: pack_rows(new_q[3], 4)})
+    assert version != before and engine.model_version == version
+    np.testing.assert_array_equal(engine.layer_codes(0), new_q[0])
+    np.testing.assert_array_equal(engine.layer_codes(3), new_q[3])
+    for i in (0, 3):  # the reference sees the same update through the bundle
+        bundle.quant[4].layers[i].packed = pack_rows(new_q[i], 4)
+    x = _inputs(IMAGE, 3)
+    want = reference.forward(IMAGE["layers"], bundle.quant[4], bundle.norm_mean,
+                             bundle.norm_std, x)
+    np.testing.assert_array_equal(engine.predict_logits(x), want)
+    with pytest.raises(ValueError):
+        engine.swap_weights({1: np.full((9, 17 * 6), 8, np.int16)})
+    with pytest.raises(IndexError):
+        engine.swap_weights({7: new_q[0]})
+
+
+def test_swap_is_atomic_under_concurrent_inference() -> None:
+    bundle = random_bundle(SENSOR, seed=7, bits=(8,))
+    engine = Engine(bundle)
+    x = _inputs(SENSOR, 2)
+    rng = np.random.default_rng(9)
+    sets = [[rng.integers(-128, 128, (lq.out_features, lq.k)).astype(np.int8)
+             for lq in bundle.quant[8].layers] for _ in range(3)]
+    expected = []
+    for codes in sets:
+        engine.swap_weights(list(codes))
+        expected.append(engine.predict_logits(x))
+    stop = threading.Event()
+    seen: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def infer() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(engine.predict_logits(x))
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=infer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(60):
+        engine.swap_weights(list(sets[i % 3]))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors and seen
+    for out in seen:  # every result comes from exactly one complete set of weights
+        assert any(np.array_equal(out, e) for e in expected)
+
+
+def _run_snippet(code: str, env: dict[str, str]) -> str:
+    full_env = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_engine_never_imports_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_engine import random_bundle, SENSOR\n"
+        "from edge_agent.bundle import save_bundle\n"
+        f"save_bundle(random_bundle(SENSOR, bits=(8,)), {str(tmp_path / 'b.eab')!r})\n"
+        "for m in [m for m in sys.modules if m.startswith(('test_engine', 'pytest', '_pytest'))]:\n"
+        "    del sys.modules[m]\n"
+        "from edge_agent.engine import Engine\n"
+        f"e = Engine.from_path({str(tmp_path / 'b.eab')!r})\n"
+        "e.predict(np.zeros((1, 6, 37), np.float32))\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    assert _run_snippet(code, {}).strip() == "[]"
+
+
+def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
+    """The portable (non-VNNI) micro-kernel path, compiled in a child process."""
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_engine import random_bundle, _inputs, ARCHS\n"
+        "from edge_agent import reference\n"
+        "from edge_agent.engine import Engine\n"
+        "b = random_bundle(ARCHS['image'])\n"
+        "e = Engine(b)\n"
+        "assert e.isa == 'generic', e.isa\n"
+        "x = _inputs(ARCHS['image'], 3)\n"
+        "for bits in (8, 4, 3, 2):\n"
+        "    e.set_bits(bits)\n"
+        "    want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean, b.norm_std, x)\n"
+        "    assert np.array_equal(e.predict_logits(x), want), bits\n"
+        "print('ok')\n"
+    )
+    env = {"EDGE_AGENT_KERNEL_ISA": "generic", "EDGE_AGENT_JIT_CACHE": str(tmp_path / "jit")}
+    assert _run_snippet(code, env).strip() == "ok"
