@@ -1,0 +1,1 @@
+"""Recalibration: the accept-or-rollback gate, bit-flipping rounds and QAT bursts."""
