@@ -22,7 +22,7 @@ def quantize_input(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: floa
                    act_bits: int) -> np.ndarray:
     """Float (N, C, ...) -> uint8 codes: normalize, rint half-even, clamp (all float32)."""
     x = np.asarray(x, dtype=np.float32)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
+    shape = (1, -1, *(1,) * (x.ndim - 2))
     xn = (x - mean.astype(np.float32).reshape(shape)) / std.astype(np.float32).reshape(shape)
     q = np.rint(xn / np.float32(scale)) + np.float32(zp)
     return np.clip(q, 0, (1 << act_bits) - 1).astype(np.uint8)
@@ -37,16 +37,16 @@ def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
     """int32 accumulators of a 1-D or 2-D convolution: (N, C, *S) codes -> (N, O, *S')."""
     nd = len(stride)
     centred = xq.astype(np.int64) - in_zp  # padding holds code z: centred value 0
-    pads = ((0, 0), (0, 0)) + tuple((p, p) for p in padding)
+    pads = ((0, 0), (0, 0), *((p, p) for p in padding))
     centred = np.pad(centred, pads)
     kernel = q.shape[2:]
     win = sliding_window_view(centred, kernel, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
     # win: (N, C, *S', *kernel); contract C and kernel axes with q (O, C, *kernel)
     axes_win = [1, *range(2 + nd, 2 + 2 * nd)]
     acc = np.tensordot(win, q.astype(np.int64), axes=(axes_win, [1, *range(2, 2 + nd)]))
     acc = np.moveaxis(acc, -1, 1)  # (N, O, *S')
-    bias = bias_q.astype(np.int64).reshape((1, -1) + (1,) * nd)
+    bias = bias_q.astype(np.int64).reshape((1, -1, *(1,) * nd))
     return _wrap32(acc + bias)
 
 
@@ -59,7 +59,7 @@ def linear(x: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int) -> np.n
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool,
                act_bits: int) -> np.ndarray:
     """Fixed-point requantization to uint8 codes, per output channel on axis 1."""
-    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    shape = (1, -1, *(1,) * (acc.ndim - 2))
     r = requantize_reference(acc, m0.reshape(shape), shift.reshape(shape))
     lo = out_zp if relu else 0
     return np.clip(out_zp + r, lo, (1 << act_bits) - 1).astype(np.uint8)
@@ -69,7 +69,7 @@ def pool(xq: np.ndarray, kernel: Sequence[int], stride: Sequence[int], kind: str
     """Max pooling of codes, or average pooling ``(sum + n // 2) // n``."""
     nd = len(kernel)
     win = sliding_window_view(xq, tuple(kernel), axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in stride)]
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
     axes = tuple(range(2 + nd, 2 + 2 * nd))
     if kind == "max":
         return win.max(axis=axes)
@@ -114,7 +114,7 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
                 acc = conv(h, q, lq.bias_q, lq.in_zp, _tuple(op, "stride", nd, 1),
                            _tuple(op, "padding", nd, 0))
             if lq.out_mult is not None:  # last layer: float logits
-                shape = (1, -1) + (1,) * (acc.ndim - 2)
+                shape = (1, -1, *(1,) * (acc.ndim - 2))
                 return (acc.astype(np.float32) * lq.out_mult.reshape(shape)).reshape(len(acc), -1)
             assert lq.m0 is not None and lq.shift is not None and lq.out_zp is not None
             h = requantize(acc, lq.m0, lq.shift, lq.out_zp, bool(op.get("relu")), a)

@@ -22,10 +22,7 @@ ENV_VAR = "EDGE_AGENT_KERNEL_ISA"
 
 def host_features() -> set[str]:
     """CPU features numba compiles for (the host's, unless overridden by NUMBA_CPU_*)."""
-    if numba.config.CPU_FEATURES:
-        text = numba.config.CPU_FEATURES
-    else:
-        text = llvm.get_host_cpu_features().flatten()
+    text = getattr(numba.config, "CPU_FEATURES", None) or llvm.get_host_cpu_features().flatten()
     return {f[1:] for f in text.split(",") if f.startswith("+")}
 
 

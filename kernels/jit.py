@@ -21,4 +21,4 @@ CACHE_DIR = jitcache.configure(ACTIVE_ISA)
 
 def kernel(fn: F) -> F:
     """``numba.njit(cache=True, nogil=True)``: compiled once, cached on disk, GIL released."""
-    return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
+    return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[return-value]

@@ -51,7 +51,7 @@ def configure(isa: str, root: str | os.PathLike[str] | None = None) -> Path:
     except OSError as exc:  # caching is an optimization, never a reason to fail
         log.warning("JIT cache directory %s is not usable (%s); using numba's default", path, exc)
         return path
-    numba.config.CACHE_DIR = str(path)
+    numba.config.CACHE_DIR = str(path)  # type: ignore[attr-defined]
     os.environ["EDGE_AGENT_JIT_CACHE"] = str(base)
     log.debug("numba cache directory: %s", path)
     return path

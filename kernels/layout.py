@@ -96,6 +96,7 @@ def from_panel(panel: np.ndarray, out_ch: int, k: int, bits: int) -> np.ndarray:
     blocks, nchunks = panel_dims(out_ch, k, bits)
     tiles_per_chunk, chunk_bytes = CHUNK[bits]
     c = np.asarray(panel, dtype=np.uint8).reshape(blocks, nchunks, chunk_bytes)
+    t: np.ndarray
     if bits == 8:
         t = c[:, :, None, :]
     elif bits in (4, 2):
@@ -121,7 +122,7 @@ def conv_to_kernel_order(q: np.ndarray, in_ch: int, spatial: tuple[int, ...]) ->
 
 
 def flatten_to_kernel_order(q: np.ndarray, channels: int, positions: int) -> np.ndarray:
-    """Reorder linear columns after ``flatten`` from torch ``[c, pos]`` to channels-last ``[pos, c]``."""
+    """Reorder linear columns after ``flatten``: torch ``[c, pos]`` -> ``[pos, c]``."""
     out_ch = q.shape[0]
     w = q.reshape(out_ch, channels, positions).transpose(0, 2, 1)
     return np.ascontiguousarray(w.reshape(out_ch, -1))

@@ -143,11 +143,7 @@ def _epilogue(acc: np.ndarray, rows: int, m: int, o0: int, o1: int, bias: np.nda
                 logits[base + o] = np.float32(v) * out_mult[p0 + o]
             else:
                 y = zo + requantize(v, m0[p0 + o], shift[p0 + o])
-                if y < lo:
-                    y = lo
-                elif y > hi:
-                    y = hi
-                out[base + o] = np.uint8(y)
+                out[base + o] = np.uint8(lo if y < lo else (hi if y > hi else y))
 
 
 @kernel
@@ -190,6 +186,7 @@ def panel_code(w: np.ndarray, w_off: int, bits: int, k: int, o: int, j: int) -> 
     g = k4 % tiles
     n = 4 * (o % 16) + j % 4
     base = w_off + ((o // 16) * nchunks + chunk) * cb
+    u = np.int32(0)
     if bits == 8:
         u = np.int32(w[base + n])
     elif bits == 3:

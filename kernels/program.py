@@ -117,6 +117,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
         raise ValueError(f"{len(params)} parameter sets for {n_weighted} weighted layers")
     for op in layers:
         kind = op["op"]
+        reorder: tuple[str, int, tuple[int, ...]]
         row = [0] * runner.OP_FIELDS
         row[runner.F_H:runner.F_C + 1] = [h, w, c]
         if centred and kind != "linear":

@@ -61,7 +61,7 @@ def run_program(x: np.ndarray, ops: np.ndarray, ltab: np.ndarray, panel: np.ndar
             oh = ops[i, F_OH]
             ow = ops[i, F_OW]
             last = ops[i, F_LAST] != 0
-            if op == OP_CONV or op == OP_LINEAR:
+            if op in (OP_CONV, OP_LINEAR):
                 lay = ops[i, F_LAYER]
                 w_off = ltab[lay, L_WOFF]
                 bits = ltab[lay, L_BITS]

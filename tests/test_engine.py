@@ -22,26 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 BITS = (8, 4, 3, 2)
 
 SENSOR = {"name": "sensor", "input_shape": [6, 37], "num_classes": 5, "layers": [
-    {"op": "conv1d", "in_ch": 6, "out_ch": 19, "kernel": 5, "stride": 1, "padding": 2, "relu": True},
+    {"op": "conv1d", "in_ch": 6, "out_ch": 19, "kernel": 5, "stride": 1, "padding": 2,
+     "relu": True},
     {"op": "maxpool1d", "kernel": 2, "stride": 2},
-    {"op": "conv1d", "in_ch": 19, "out_ch": 33, "kernel": 3, "stride": 2, "padding": 1, "relu": False},
+    {"op": "conv1d", "in_ch": 19, "out_ch": 33, "kernel": 3, "stride": 2, "padding": 1,
+     "relu": False},
     {"op": "avgpool1d", "kernel": 3, "stride": 2},
-    {"op": "conv1d", "in_ch": 33, "out_ch": 20, "kernel": 3, "stride": 1, "padding": 1, "relu": True},
+    {"op": "conv1d", "in_ch": 33, "out_ch": 20, "kernel": 3, "stride": 1, "padding": 1,
+     "relu": True},
     {"op": "gap"},
     {"op": "linear", "in_features": 20, "out_features": 5, "relu": False},
 ]}
 IMAGE = {"name": "image", "input_shape": [3, 9, 7], "num_classes": 3, "layers": [
-    {"op": "conv2d", "in_ch": 3, "out_ch": 17, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "relu": True},
+    {"op": "conv2d", "in_ch": 3, "out_ch": 17, "kernel": [3, 3], "stride": [1, 1],
+     "padding": [1, 1], "relu": True},
     {"op": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
-    {"op": "conv2d", "in_ch": 17, "out_ch": 9, "kernel": [2, 3], "stride": [1, 2], "padding": [0, 1], "relu": False},
+    {"op": "conv2d", "in_ch": 17, "out_ch": 9, "kernel": [2, 3], "stride": [1, 2],
+     "padding": [0, 1], "relu": False},
     {"op": "avgpool2d", "kernel": [2, 1], "stride": [1, 1]},
     {"op": "flatten"},
     {"op": "linear", "in_features": 36, "out_features": 21, "relu": True},
     {"op": "linear", "in_features": 21, "out_features": 3, "relu": False},
 ]}
 CONV_HEAD = {"name": "convhead", "input_shape": [4, 11], "num_classes": 6, "layers": [
-    {"op": "conv1d", "in_ch": 4, "out_ch": 8, "kernel": 3, "stride": 1, "padding": 0, "relu": True},
-    {"op": "conv1d", "in_ch": 8, "out_ch": 6, "kernel": 9, "stride": 1, "padding": 0, "relu": False},
+    {"op": "conv1d", "in_ch": 4, "out_ch": 8, "kernel": 3, "stride": 1, "padding": 0,
+     "relu": True},
+    {"op": "conv1d", "in_ch": 8, "out_ch": 6, "kernel": 9, "stride": 1, "padding": 0,
+     "relu": False},
 ]}
 ARCHS = {"sensor": SENSOR, "image": IMAGE, "convhead": CONV_HEAD}
 
@@ -244,7 +251,8 @@ def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
         "x = _inputs(ARCHS['image'], 3)\n"
         "for bits in (8, 4, 3, 2):\n"
         "    e.set_bits(bits)\n"
-        "    want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean, b.norm_std, x)\n"
+        "    want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
+        "                             b.norm_std, x)\n"
         "    assert np.array_equal(e.predict_logits(x), want), bits\n"
         "print('ok')\n"
     )
