@@ -1,0 +1,319 @@
+"""Inference benchmark: the numba engine against torch and onnxruntime, one thread.
+
+    python bench/inference.py [--bundle PATH] [--data basicmotions] [--seconds 1.0] [--json]
+
+Without ``--bundle`` a small BasicMotions model (8/4/2 bits) is trained first. Every
+runtime runs the same trained model: torch FP32 eager (the folded FP network), torch int8
+(torch.ao FX static quantization, x86 backend), onnxruntime FP32 and int8 (static,
+QOperator), and the engine at each bit-width, at batch 1 and 64. Also reported: peak RSS
+and first-sample latency of an engine-only child process (torch never imported), model
+bytes per bit-width, and a 256x256x256 GEMM in GMAC/s.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.bundle import Bundle, load_bundle, save_bundle  # noqa: E402
+from edge_agent.data import load_dataset  # noqa: E402
+from edge_agent.engine import Engine  # noqa: E402
+
+log = logging.getLogger("bench.inference")
+BATCHES = (1, 64)
+
+
+def timed(fn: Callable[[], Any], samples: int, seconds: float) -> float:
+    """Samples per second of ``fn`` (which handles ``samples`` samples): best of 3 runs."""
+    fn()
+    best = 0.0
+    for _ in range(3):
+        n = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds / 3 or n < 3:
+            fn()
+            n += 1
+        best = max(best, n * samples / elapsed)
+    return best
+
+
+def train_bundle(data: str, path: Path) -> Bundle:
+    """Train a small model at 8, 4 and 2 bits (the lead's training API) and save it."""
+    from edge_agent.model.arch import default_spec
+    from edge_agent.model.export import build_bundle
+    from edge_agent.model.train import TrainConfig, fit
+
+    ds = load_dataset(data)
+    spec = default_spec(ds.input_shape, ds.num_classes)
+    fp, qnets, metrics = fit(ds, spec, [8, 4, 2], seed=0,
+                             cfg=TrainConfig(fp_steps=300, qat_steps=100, progress=False))
+    bundle = build_bundle(ds, spec, fp, qnets, {"seed": 0, "metrics": metrics})
+    save_bundle(bundle, path)
+    return bundle
+
+
+def fp_net(bundle: Bundle) -> Any:
+    """The folded FP32 torch network of a bundle."""
+    import torch
+
+    from edge_agent.model.arch import FPNet
+
+    net = FPNet(bundle.arch, folded=True).eval()
+    with torch.no_grad():
+        for layer, (w, b) in zip(net.weighted_layers(), bundle.fp_weights, strict=True):
+            layer.weight.copy_(torch.from_numpy(w))
+            layer.bias.copy_(torch.from_numpy(b))
+    return net
+
+
+def torch_runners(net: Any, calib: np.ndarray) -> dict[str, Callable[[np.ndarray], Any]]:
+    """torch FP32 eager and torch.ao int8 (FX static, x86 backend) forward functions."""
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.set_num_threads(1)
+    torch.backends.quantized.engine = "x86"
+    example = (torch.from_numpy(calib[:1]),)
+    prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), example)
+    with torch.no_grad():
+        prepared(torch.from_numpy(calib))
+    qnet = convert_fx(prepared).eval()
+
+    def run(model: Any) -> Callable[[np.ndarray], Any]:
+        def f(x: np.ndarray) -> Any:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x))
+        return f
+
+    return {"torch_fp32": run(net), "torch_int8": run(qnet)}
+
+
+def onnx_runners(net: Any, calib: np.ndarray, tmp: Path) -> dict[str, Callable[[np.ndarray], Any]]:
+    """onnxruntime FP32 and int8 (static, QOperator) sessions on one thread."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    fp32 = tmp / "model.onnx"
+    int8 = tmp / "model.int8.onnx"
+    torch.onnx.export(net, (torch.from_numpy(calib[:1]),), str(fp32), input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                      opset_version=17, dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    runners = {}
+    for name, path in (("ort_fp32", fp32), ("ort_int8", int8)):
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        runners[name] = (lambda s: lambda x: s.run(None, {"x": x}))(sess)
+    return runners
+
+
+def gemm_bench(seconds: float) -> dict[str, float]:
+    """GMAC/s of a 256x256x256 product: engine kernel (8/4/2 bits), numpy FP32, ORT int8."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from kernels import layout
+    from kernels.ops import gemm_requant
+
+    m = k = o = 256
+    macs = m * k * o
+    rng = np.random.default_rng(0)
+    out: dict[str, float] = {}
+    for bits in (8, 4, 2):
+        lim = 1 << (bits - 1)
+        q = rng.integers(-lim, lim, (o, k)).astype(np.int8)
+        panel = layout.to_panel(q, bits)
+        kp = layout.padded_k(k, bits)
+        a = rng.integers(0, 256, m * kp + 64).astype(np.uint8)
+        zeros_i = np.zeros(o, np.int32)
+        ones_f = np.ones(o, np.float32)
+        logits = np.empty(m * o, np.float32)
+        dummy = np.empty(1, np.uint8)
+        acc = np.empty(128, np.int32)
+
+        def run(a: np.ndarray = a, panel: np.ndarray = panel, bits: int = bits,
+                kp: int = kp) -> None:
+            gemm_requant(a, kp, m, panel, 0, bits, k, o, zeros_i, zeros_i, zeros_i + 1, ones_f,
+                         0, 0, 0, 255, True, dummy, logits, acc)
+
+        out[f"engine_{bits}bit"] = timed(run, macs, seconds) / 1e9
+    fa = rng.normal(size=(m, k)).astype(np.float32)
+    fb = rng.normal(size=(k, o)).astype(np.float32)
+    out["numpy_fp32"] = timed(lambda: fa @ fb, macs, seconds) / 1e9
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, o])],
+        [helper.make_tensor("b", TensorProto.INT8, [k, o],
+                            rng.integers(-128, 128, k * o).astype(np.int8).tobytes(), raw=True)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(onnx._serialize(model) if hasattr(onnx, "_serialize")
+                                else model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    ua = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    out["ort_matmulinteger"] = timed(lambda: sess.run(None, {"a": ua}), macs, seconds) / 1e9
+    return out
+
+
+_CHILD = """
+import resource, sys, time, json
+t0 = time.perf_counter()
+import numpy as np
+from edge_agent.engine import Engine
+e = Engine.from_path(sys.argv[1])
+t1 = time.perf_counter()
+x = np.zeros((1, *e.input_shape), np.float32)
+e.predict(x)
+t2 = time.perf_counter()
+xb = np.random.default_rng(0).normal(size=(64, *e.input_shape)).astype(np.float32)
+for b in e.available_bits:
+    e.set_bits(b)
+    for _ in range(20):
+        e.predict(xb)
+        e.predict(xb[:1])
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "start_s": t1 - t0, "first_sample_ms": (t2 - t1) * 1e3,
+                  "torch_imported": any(m == "torch" or m.startswith("torch.")
+                                        for m in sys.modules)}))
+"""
+
+
+def engine_child(bundle_path: Path) -> dict[str, Any]:
+    """Peak RSS, start time and first-sample latency of an engine-only process."""
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(bundle_path)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table (or one JSON object with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", type=Path, help="bundle file (default: train one)")
+    parser.add_argument("--data", default="basicmotions", help="data set for calibration")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        bundle_path = args.bundle or tmp / "bench.eab"
+        bundle = load_bundle(bundle_path) if args.bundle else train_bundle(args.data, bundle_path)
+        ds = load_dataset(args.data)
+        mean = bundle.norm_mean.reshape(1, -1, *(1,) * (len(bundle.input_shape) - 1))
+        std = bundle.norm_std.reshape(mean.shape)
+        raw = ds.X_test.astype(np.float32)
+        reps = -(-64 // len(raw))
+        raw = np.concatenate([raw] * reps)[:64]
+        normed = ((raw - mean) / std).astype(np.float32)
+        calib = ((ds.X_train[:64].astype(np.float32) - mean) / std).astype(np.float32)
+
+        child = engine_child(bundle_path)
+        engine = Engine(bundle)
+        engine.warmup()
+        runners: dict[str, tuple[Callable[[np.ndarray], Any], np.ndarray]] = {}
+        for b in sorted(engine.available_bits, reverse=True):
+            runners[f"engine_{b}bit"] = (Engine(bundle, bits=b).predict_logits, raw)
+        net = fp_net(bundle)
+        for name, fn in torch_runners(net, calib).items():
+            runners[name] = (fn, normed)
+        for name, fn in onnx_runners(net, calib, tmp).items():
+            runners[name] = (fn, normed)
+
+        sps: dict[str, dict[str, float]] = {}
+        for name, (fn, data) in runners.items():
+            sps[name] = {}
+            for n in BATCHES:
+                batch = np.ascontiguousarray(data[:n])
+                sps[name][f"b{n}"] = timed(lambda fn=fn, batch=batch: fn(batch), n, args.seconds)
+        gemm = gemm_bench(args.seconds)
+
+    main_engine = f"engine_{max(engine.available_bits)}bit"
+    result: dict[str, Any] = {
+        "model": bundle.arch.get("name"), "input_shape": list(bundle.input_shape),
+        "kernel_isa": engine.isa, "samples_per_s": sps,
+        "ratio_vs_ort_int8_b1": sps[main_engine]["b1"] / sps["ort_int8"]["b1"],
+        "ratio_vs_ort_int8_b64": sps[main_engine]["b64"] / sps["ort_int8"]["b64"],
+        "ratio_vs_torch_fp32_b1": sps[main_engine]["b1"] / sps["torch_fp32"]["b1"],
+        "ratios_per_bits": {
+            name: {f"vs_{peer}_b{n}": sps[name][f"b{n}"] / sps[peer][f"b{n}"]
+                   for peer in ("ort_int8", "torch_fp32", "torch_int8") for n in BATCHES}
+            for name in sps if name.startswith("engine_")},
+        "engine_rss_mb": child["rss_mb"], "engine_start_s": child["start_s"],
+        "engine_first_sample_ms": child["first_sample_ms"],
+        "engine_imports_torch": child["torch_imported"],
+        "model_bytes": {str(b): q.weight_bytes() for b, q in sorted(bundle.quant.items())},
+        "kernel_panel_bytes": {str(b): engine.weight_bytes(b) for b in engine.available_bits},
+        "gemm_256_gmac_s": gemm,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    """Human-readable report."""
+    sps = r["samples_per_s"]
+    lines = [f"model {r['model']} {r['input_shape']}, one thread, kernels: {r['kernel_isa']}",
+             f"{'runtime':<14}{'batch 1 /s':>14}{'batch 64 /s':>14}"]
+    lines += [f"{name:<14}{v['b1']:>14,.0f}{v['b64']:>14,.0f}" for name, v in sps.items()]
+    lines.append(f"engine / ort int8: b1 {r['ratio_vs_ort_int8_b1']:.2f}x, "
+                 f"b64 {r['ratio_vs_ort_int8_b64']:.2f}x; engine / torch fp32 b1 "
+                 f"{r['ratio_vs_torch_fp32_b1']:.2f}x")
+    for name, ratios in r["ratios_per_bits"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    lines.append(f"engine-only process: peak RSS {r['engine_rss_mb']:.1f} MB, start "
+                 f"{r['engine_start_s']:.2f} s, first sample {r['engine_first_sample_ms']:.2f} ms,"
+                 f" torch imported: {r['engine_imports_torch']}")
+    lines.append("model bytes (bundle packed rows): " + ", ".join(
+        f"{b}-bit {n:,}" for b, n in r["model_bytes"].items()))
+    lines.append("GEMM 256^3 GMAC/s: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in r["gemm_256_gmac_s"].items()))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

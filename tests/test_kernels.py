@@ -1,0 +1,107 @@
+"""Kernel building blocks: panel layout, rounding of requantization and input quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent import reference
+from kernels import jitcache, layout
+from kernels.fixedpoint import quantize_multiplier, requantize_reference
+from kernels.ops import gemm_requant, quantize_input, requantize
+from kernels.packing import qrange
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.sampled_from([2, 3, 4, 8]), out_ch=st.integers(1, 40), k=st.integers(1, 70),
+       seed=st.integers(0, 2**32 - 1))
+def test_panel_round_trip_and_size(bits: int, out_ch: int, k: int, seed: int) -> None:
+    lo, hi = qrange(bits)
+    q = np.random.default_rng(seed).integers(lo, hi + 1, (out_ch, k)).astype(np.int8)
+    panel = layout.to_panel(q, bits)
+    assert panel.dtype == np.uint8 and panel.size == layout.panel_nbytes(out_ch, k, bits)
+    np.testing.assert_array_equal(layout.from_panel(panel, out_ch, k, bits), q)
+
+
+def test_panel_bytes_scale_with_bits() -> None:
+    sizes = {b: layout.panel_nbytes(64, 320, b) for b in (2, 3, 4, 8)}
+    assert sizes == {8: 64 * 320, 4: 64 * 320 // 2, 3: 64 * 320 * 3 // 8, 2: 64 * 320 // 4}
+
+
+def test_panel_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        layout.to_panel(np.array([[8]], np.int8), 4)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+def test_gemm_equals_numpy(bits: int, rows: int) -> None:
+    """Micro-kernel GEMM (all row-block sizes, odd K and O) against an int64 product."""
+    rng = np.random.default_rng(bits * 100 + rows)
+    out_ch, k = 37, 61
+    lo, hi = qrange(bits)
+    q = rng.integers(lo, hi + 1, (out_ch, k)).astype(np.int8)
+    kp = layout.padded_k(k, bits)
+    a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
+    logits = np.empty(rows * out_ch, np.float32)
+    zeros = np.zeros(out_ch, np.int32)
+    gemm_requant(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, zeros, zeros,
+                 zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True,
+                 np.empty(1, np.uint8), logits, np.empty(128, np.int32))
+    want = a[:rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
+    np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
+
+
+def test_requantize_rounds_half_away_from_zero() -> None:
+    m0, shift = 1 << 30, 31  # multiplier 0.5: every odd accumulator is a tie
+    for acc, want in [(1, 1), (-1, -1), (3, 2), (-3, -2), (2, 1), (-2, -1), (0, 0)]:
+        assert requantize(np.int32(acc), np.int32(m0), np.int32(shift)) == want
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-(2**31), 2**31, 2000, dtype=np.int64).astype(np.int32)
+    m0s = rng.integers(2**30, 2**31, 2000).astype(np.int32)
+    shifts = rng.integers(1, 63, 2000).astype(np.int32)
+    got = np.array([requantize(a, m, s) for a, m, s in zip(acc, m0s, shifts, strict=True)])
+    np.testing.assert_array_equal(got, requantize_reference(acc, m0s, shifts))
+
+
+def test_requantize_extremes() -> None:
+    m0, shift = quantize_multiplier(0.999)
+    lo = np.int32(-(2**31))
+    assert requantize(lo, np.int32(m0), np.int32(shift)) == requantize_reference(
+        np.array([lo]), np.array([m0]), np.array([shift]))[0]
+    assert requantize(np.int32(12345), np.int32(0), np.int32(1)) == 0
+
+
+def test_input_quantization_ties_round_half_even() -> None:
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 300.0, -300.0, 0.49999997], np.float32)
+    mean = np.zeros(1, np.float32)
+    std = np.ones(1, np.float32)
+    out = np.empty(x.size, np.uint8)
+    quantize_input(x, 1, x.size, mean, std, np.float32(1.0), 10, 255, out)
+    np.testing.assert_array_equal(out, [10, 12, 12, 10, 8, 255, 0, 10])
+    want = reference.quantize_input(x[None, None], mean, std, 1.0, 10, 8)
+    np.testing.assert_array_equal(out, want.ravel())
+
+
+def test_input_quantization_matches_reference_random() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 3, (3, 50)).astype(np.float32)
+    mean = rng.normal(0, 1, 3).astype(np.float32)
+    std = rng.uniform(0.3, 2, 3).astype(np.float32)
+    out = np.empty(x.size, np.uint8)
+    quantize_input(x.ravel(), 3, 50, mean, std, np.float32(0.037), 77, 127, out)
+    want = reference.quantize_input(x[None], mean, std, 0.037, 77, 7)[0]
+    np.testing.assert_array_equal(out.reshape(50, 3).T, want)  # kernels are channels-last
+
+
+def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("EDGE_AGENT_JIT_CACHE", "NUMBA_CACHE_DIR", "CACHE_DIRECTORY", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}/svc:{tmp_path}/other")
+    assert jitcache.default_cache_root() == tmp_path / "svc" / "numba"
+    monkeypatch.setenv("EDGE_AGENT_JIT_CACHE", str(tmp_path / "explicit"))
+    assert jitcache.default_cache_root() == tmp_path / "explicit"
