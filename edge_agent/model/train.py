@@ -75,6 +75,7 @@ def _loop(
     cfg: TrainConfig,
     gen: torch.Generator,
     desc: str,
+    on_step: Callable[[int], None] | None = None,
 ) -> None:
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -93,14 +94,39 @@ def _loop(
         sched.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if on_step is not None:
+            on_step(bar.n)
     bar.close()
     model.eval()
 
 
-def train_fp(spec: Spec, x: torch.Tensor, y: torch.Tensor, seed: int, cfg: TrainConfig) -> FPNet:
-    """Train the FP network (with BatchNorm) and return it folded (conv + bias)."""
+SnapshotCallback = Callable[[int, FPNet], None]
+
+
+def train_fp(
+    spec: Spec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    cfg: TrainConfig,
+    on_snapshot: SnapshotCallback | None = None,
+    snapshot_every: int = 0,
+) -> FPNet:
+    """Train the FP network (with BatchNorm) and return it folded (conv + bias).
+
+    With ``on_snapshot``, every ``snapshot_every`` steps a folded eval-mode copy of the
+    network is handed to it (QCore's miss tracking); training is not otherwise affected.
+    """
     gen = set_seed(seed)
     net = FPNet(spec)
+
+    def snapshot(step: int) -> None:
+        if on_snapshot is not None and snapshot_every > 0 and step % snapshot_every == 0:
+            net.eval()
+            folded = fold_batchnorm(net)
+            net.train()
+            on_snapshot(step, folded)
+
     _loop(
         net,
         [{"params": net.parameters(), "lr": cfg.fp_lr}],
@@ -111,6 +137,7 @@ def train_fp(spec: Spec, x: torch.Tensor, y: torch.Tensor, seed: int, cfg: Train
         cfg,
         gen,
         "FP training",
+        on_step=snapshot,
     )
     return fold_batchnorm(net)
 
