@@ -7,7 +7,7 @@ Accumulators are int32 and wrap modulo 2^32, as in the kernels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,26 +93,37 @@ def _weights(layer: LayerQuant, shape: tuple[int, ...]) -> np.ndarray:
     return unpack_rows(layer.packed, layer.k, layer.bits).astype(np.int64).reshape(shape)
 
 
+LayerHook = Callable[[int, np.ndarray, np.ndarray], None]
+
+
 def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarray,
-            std: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Float logits (N, classes) of float inputs ``x`` (N, *input_shape)."""
+            std: np.ndarray, x: np.ndarray, on_weighted: LayerHook | None = None) -> np.ndarray:
+    """Float logits (N, classes) of float inputs ``x`` (N, *input_shape).
+
+    ``on_weighted(i, centred_input, acc)``, if given, sees every weighted layer's input
+    with its zero point subtracted (int64) and its int32 accumulators (the calibrator's
+    forward-only features).
+    """
     a = quant.act_bits
     h: np.ndarray = quantize_input(x, mean, std, quant.input_scale, quant.input_zp, a)
     zp = quant.input_zp
-    weighted = iter(quant.layers)
+    weighted = iter(enumerate(quant.layers))
     for op in layers:
         kind = op["op"]
         if kind in ("conv1d", "conv2d", "linear"):
-            lq = next(weighted)
+            index, lq = next(weighted)
+            in_zp = 0 if h.dtype == np.int32 else lq.in_zp
             if kind == "linear":
                 q = _weights(lq, (int(op["out_features"]), int(op["in_features"])))
-                acc = linear(h, q, lq.bias_q, 0 if h.dtype == np.int32 else lq.in_zp)
+                acc = linear(h, q, lq.bias_q, in_zp)
             else:
                 nd = 1 if kind == "conv1d" else 2
                 kernel = _tuple(op, "kernel", nd)
                 q = _weights(lq, (int(op["out_ch"]), int(op["in_ch"]), *kernel))
                 acc = conv(h, q, lq.bias_q, lq.in_zp, _tuple(op, "stride", nd, 1),
                            _tuple(op, "padding", nd, 0))
+            if on_weighted is not None:
+                on_weighted(index, h.astype(np.int64) - in_zp, acc)
             if lq.out_mult is not None:  # last layer: float logits
                 shape = (1, -1, *(1,) * (acc.ndim - 2))
                 return (acc.astype(np.float32) * lq.out_mult.reshape(shape)).reshape(len(acc), -1)
