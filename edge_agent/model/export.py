@@ -111,10 +111,44 @@ def quant_model(qnet: QuantNet) -> QuantModel:
     return QuantModel(qnet.weight_bits, qnet.act_bits, layers[0].in_scale, layers[0].in_zp, layers)
 
 
+RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] stored as int8 in units of 1/254
+
+
+def residual_key(bits: int, layer: int) -> str:
+    """Bundle extras key of one layer's rounding residuals at one bit-width."""
+    return f"flip.residual.{bits}.{layer}"
+
+
+@torch.no_grad()
+def rounding_residuals(qnet: QuantNet) -> dict[str, np.ndarray]:
+    """``W/s - round(W/s)`` of the QAT latent weights, int8 in 1/254 steps, per layer.
+
+    The device keeps these instead of float weights: they tell the bit flipper which
+    integer weights sit near a rounding boundary.
+    """
+    out = {}
+    for i, ql in enumerate(qnet.quant_layers()):
+        w = ql.layer.weight.detach().float()
+        s = ql.wq.effective_scale().reshape(-1, *([1] * (w.ndim - 1)))
+        r = (w / s - ql.wq.integers(w)).clamp(-0.5, 0.5).reshape(w.shape[0], -1)
+        out[residual_key(qnet.weight_bits, i)] = (
+            torch.round(r * RESIDUAL_SCALE).numpy().astype(np.int8)
+        )
+    return out
+
+
 def build_bundle(
-    ds: Dataset, spec: Spec, fp: FPNet, qnets: dict[int, QuantNet], meta: dict[str, Any]
+    ds: Dataset,
+    spec: Spec,
+    fp: FPNet,
+    qnets: dict[int, QuantNet],
+    meta: dict[str, Any],
+    extras: dict[str, np.ndarray] | None = None,
 ) -> Bundle:
-    """Assemble a bundle from a folded FP model and its QAT models (first bit-width default)."""
+    """Assemble a bundle from a folded FP model and its QAT models (first bit-width default).
+
+    Rounding residuals of every QAT model are added to the extras, beside ``extras``.
+    """
     mean, std = ds.normalization()
     fp_weights = [
         (
@@ -139,4 +173,8 @@ def build_bundle(
         quant={b: quant_model(q) for b, q in qnets.items()},
         default_bits=next(iter(qnets)),
         meta=full_meta,
+        extras={
+            **{k: v for q in qnets.values() for k, v in rounding_residuals(q).items()},
+            **(extras or {}),
+        },
     )
