@@ -24,6 +24,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -91,6 +92,7 @@ def torch_runners(net: Any, calib: np.ndarray) -> dict[str, Callable[[np.ndarray
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)  # training turns it on; quantized ops lack it
     torch.backends.quantized.engine = "x86"
     example = (torch.from_numpy(calib[:1]),)
     prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), example)
@@ -169,12 +171,10 @@ def gemm_bench(seconds: float) -> dict[str, float]:
         dummy = np.empty(1, np.uint8)
         acc = np.empty(128, np.int32)
 
-        def run(a: np.ndarray = a, panel: np.ndarray = panel, bits: int = bits,
-                kp: int = kp) -> None:
-            gemm_requant(a, kp, m, panel, 0, bits, k, o, zeros_i, zeros_i, zeros_i + 1, ones_f,
-                         0, 0, 0, 255, True, dummy, logits, acc)
-
-        out[f"engine_{bits}bit"] = timed(run, macs, seconds) / 1e9
+        args = (a, kp, m, panel, 0, bits, k, o, zeros_i, zeros_i, zeros_i + 1, ones_f, 0, 0, 0,
+                255, True, dummy, logits, acc)
+        out[f"engine_{bits}bit"] = timed(lambda args=args: gemm_requant(*args), macs,
+                                         seconds) / 1e9
     fa = rng.normal(size=(m, k)).astype(np.float32)
     fb = rng.normal(size=(k, o)).astype(np.float32)
     out["numpy_fp32"] = timed(lambda: fa @ fb, macs, seconds) / 1e9
@@ -229,17 +229,22 @@ def engine_child(bundle_path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table (or one JSON object with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path, help="bundle file (default: train one)")
+    parser.add_argument("--bundle", type=Path,
+                        help="bundle file; trained (BasicMotions, 8/4/2 bits) and saved if missing")
     parser.add_argument("--data", default="basicmotions", help="data set for calibration")
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    warnings.filterwarnings("ignore")  # deprecation chatter of torch.ao and the ONNX exporter
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         bundle_path = args.bundle or tmp / "bench.eab"
-        bundle = load_bundle(bundle_path) if args.bundle else train_bundle(args.data, bundle_path)
+        if bundle_path.exists():
+            bundle = load_bundle(bundle_path)
+        else:
+            bundle = train_bundle(args.data, bundle_path)
         ds = load_dataset(args.data)
         mean = bundle.norm_mean.reshape(1, -1, *(1,) * (len(bundle.input_shape) - 1))
         std = bundle.norm_std.reshape(mean.shape)

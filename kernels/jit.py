@@ -1,12 +1,17 @@
 """The decorator every numba kernel uses; importing it fixes the ISA and the cache directory.
 
 Set ``EDGE_AGENT_JIT_CACHE`` before the first import of a kernel module to place the
-on-disk cache elsewhere (see :mod:`kernels.jitcache`).
+on-disk cache elsewhere (see :mod:`kernels.jitcache`). numba checks only the timestamp of
+the file that defines a cached function, not of the kernels it calls from other modules,
+so the cache subdirectory is named after a hash of every kernel source file: editing or
+upgrading any of them starts a fresh cache instead of loading stale machine code.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numba
@@ -16,7 +21,16 @@ from kernels.isa import ACTIVE_ISA
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CACHE_DIR = jitcache.configure(ACTIVE_ISA)
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+CACHE_DIR = jitcache.configure(f"{ACTIVE_ISA}/{_sources_digest()}")
 
 
 def kernel(fn: F) -> F:
