@@ -1,0 +1,196 @@
+"""End-to-end smoke test of an installed edge-agent (run on the emulated arm64 board).
+
+Starts the agent from the installed ``edge-agent`` entry point with the installed
+configuration, subscribes to its predictions, replays the bundled BasicMotions test
+split with ``edge-agent publish`` over ZeroMQ, and checks that every sample comes back
+as a prediction equal to the engine's own prediction for it, that ``edge-agent status
+--json`` answers with the counts, and that SIGTERM makes the agent exit 0 after writing
+a new checkpoint. Exits 1 with a reason on the first failure.
+
+Usage: python -P smoke.py [--config /etc/edge-agent/agent.toml] [--count N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+READY_TIMEOUT_S = 600.0  # the first start compiles the kernels, slow under emulation
+SENSOR = "arm64-smoke"
+
+
+class SmokeError(Exception):
+    """A failed check."""
+
+
+def run(cmd: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run a command; raise with its output unless it exits 0."""
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if p.returncode != 0:
+        raise SmokeError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
+    return p
+
+
+def status(exe: str, endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``edge-agent status --json`` parsed."""
+    p = run([exe, "status", "--json", "--endpoint", endpoint, "--timeout", str(timeout)],
+            timeout=timeout + 60)
+    try:
+        reply: dict[str, Any] = json.loads(p.stdout)
+    except json.JSONDecodeError as exc:
+        raise SmokeError(f"edge-agent status --json printed no JSON ({exc}):\n{p.stdout}") from None
+    return reply
+
+
+def checkpoints(state_dir: Path) -> list[Path]:
+    """Checkpoint files of the state store, oldest first."""
+    return sorted(state_dir.glob("checkpoint-*.eas")) if state_dir.is_dir() else []
+
+
+def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
+    """The engine's predictions for the stream ``edge-agent publish`` sends."""
+    from edge_agent.client import stream
+    from edge_agent.data import load_dataset
+    from edge_agent.engine import Engine
+
+    ds = load_dataset("basicmotions")
+    xs = np.stack([it.x for it in stream(ds.X_test, ds.y_test, count, seed)])
+    classes, _ = Engine.from_path(bundle).predict(xs)
+    return classes
+
+
+def smoke(config_path: Path, count: int, log_path: Path) -> None:
+    from edge_agent.service.config import load_config
+    from edge_agent.service.state import decode_checkpoint
+
+    exe = shutil.which("edge-agent")
+    if exe is None:
+        raise SmokeError("no edge-agent command on PATH")
+    cfg = load_config(config_path)
+    status_ep = cfg.status_ipc
+    ingest_ep = cfg.ingest.endpoints[0]
+    if cfg.ingest.mode != "bind" or cfg.ingest.socket != "sub":
+        raise SmokeError(f"the installed config's ingest is {cfg.ingest.mode}/"
+                         f"{cfg.ingest.socket}; this test publishes to a binding SUB socket")
+    print(f"smoke: {exe}, config {config_path}, model {cfg.model.bundle}, ingest {ingest_ep}, "
+          f"predictions {cfg.output.endpoints[0]}, state {cfg.state_dir}", flush=True)
+    run([exe, "run", "--config", str(config_path), "--check"])
+    before = checkpoints(cfg.state_dir)
+
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"pred/")
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.connect(cfg.output.endpoints[0])
+    t0 = time.monotonic()
+    with log_path.open("w") as log:
+        agent = subprocess.Popen([exe, "run", "--config", str(config_path)], stdout=log,
+                                 stderr=subprocess.STDOUT)
+    try:
+        while True:  # ready when the status socket answers
+            if agent.poll() is not None:
+                raise SmokeError(f"the agent exited {agent.returncode} while starting")
+            try:
+                st = status(exe, status_ep, timeout=2.0)
+                break
+            except SmokeError as exc:
+                if time.monotonic() - t0 > READY_TIMEOUT_S:
+                    raise SmokeError(f"no status in {READY_TIMEOUT_S:.0f} s: {exc}") from None
+                time.sleep(1.0)
+        print(f"smoke: agent answering status after {time.monotonic() - t0:.1f} s "
+              f"(model {st['model']['version']})", flush=True)
+        time.sleep(0.5)  # let the prediction subscription reach the agent's PUB socket
+
+        t1 = time.monotonic()
+        out = run([exe, "publish", "--endpoint", ingest_ep, "--count", str(count), "--rate", "0",
+                   "--sensor", SENSOR, "--seed", "0"])
+        print("smoke: " + out.stdout.strip(), flush=True)
+        got: dict[int, int] = {}
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        while len(got) < count and time.monotonic() - t1 < 300:
+            if not poller.poll(1000):
+                continue
+            topic, payload = sub.recv_multipart()
+            msg = msgpack.unpackb(payload, raw=False)
+            if topic != f"pred/{SENSOR}".encode() or msg.get("type") != "prediction":
+                raise SmokeError(f"unexpected message on the prediction socket: {topic!r} {msg}")
+            if msg["seq"] in got:
+                raise SmokeError(f"prediction for seq {msg['seq']} received twice")
+            got[int(msg["seq"])] = int(msg["class"])
+        print(f"smoke: {len(got)} predictions received in {time.monotonic() - t1:.1f} s",
+              flush=True)
+        if sorted(got) != list(range(count)):
+            missing = sorted(set(range(count)) - set(got))
+            raise SmokeError(f"{len(missing)} of {count} predictions missing "
+                             f"(first: {missing[:5]})")
+        want = expected_classes(cfg.model.bundle, count, seed=0)
+        wrong = [s for s in range(count) if got[s] != int(want[s])]
+        if wrong:
+            raise SmokeError(f"{len(wrong)} predictions differ from the engine's own, first seq "
+                             f"{wrong[0]}: {got[wrong[0]]} vs {int(want[wrong[0]])}")
+
+        st = status(exe, status_ep)
+        samples = st["samples"]
+        print("smoke: status " + json.dumps({k: st[k] for k in ("agent", "samples")}), flush=True)
+        if samples["predicted"] != count or samples["accepted"] != count:
+            raise SmokeError(f"status counts {samples}, expected {count} accepted and predicted")
+        if samples["rejected_total"] or samples["seq_gaps"]:
+            raise SmokeError(f"status reports rejected samples or sequence gaps: {samples}")
+
+        agent.send_signal(signal.SIGTERM)
+        try:
+            rc = agent.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise SmokeError("the agent did not exit within 120 s of SIGTERM") from None
+        if rc != 0:
+            raise SmokeError(f"the agent exited {rc} after SIGTERM")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        sub.close(linger=0)
+    after = checkpoints(cfg.state_dir)
+    new = [p for p in after if p not in before]
+    if not new:
+        raise SmokeError(f"no new checkpoint in {cfg.state_dir} after SIGTERM")
+    ckpt = decode_checkpoint(new[-1].read_bytes(), str(new[-1]))
+    if ckpt.get("counts", {}).get("predicted") != count:
+        raise SmokeError(f"{new[-1].name}: counts {ckpt.get('counts')}, expected {count} predicted")
+    print(f"smoke: SIGTERM -> exit 0, checkpoint {new[-1].name} (generation "
+          f"{ckpt['generation']}, {count} predicted)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"))
+    p.add_argument("--count", type=int, default=300)
+    args = p.parse_args(argv)
+    log_path = Path(tempfile.gettempdir()) / "edge-agent-smoke.log"
+    try:
+        smoke(args.config, args.count, log_path)
+    except (SmokeError, subprocess.TimeoutExpired, OSError) as exc:
+        print(f"smoke: FAIL: {exc}", file=sys.stderr)
+        if log_path.exists():
+            tail = log_path.read_text()[-6000:]
+            print(f"--- agent log ({log_path}) ---\n{tail}", file=sys.stderr)
+        return 1
+    print(f"smoke: OK (agent log {log_path}, {os.path.getsize(log_path)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
