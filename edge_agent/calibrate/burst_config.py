@@ -1,0 +1,48 @@
+"""Hyper-parameters of a QAT burst (no torch: the agent builds and sends them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.calibrate.res import coreset_size
+
+SELECTIONS = ("combined", "res", "random", "all")
+CLC_MODES = ("none", "independent", "cascaded")
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    """Hyper-parameters of one burst (JSON-serializable; the runner passes it as a file)."""
+
+    bits: int | None = None  # bit-width to train; None: the bundle's default
+    steps: int = 120
+    batch_size: int = 32
+    lr: float = 1e-3  # weights and biases
+    quantizer_lr: float = 1e-4  # LSQ+ scales and offsets
+    coreset_fraction: float = 0.05
+    selection: str = "combined"  # combined (d(t) of methods.md), res (RES alone), random, all
+    reselect_every: int = 40
+    score_temperature: float = 1.0
+    normalize_scores: bool = True
+    balanced: bool = True  # class-balanced top-S (labels, else FP predictions)
+    kd_weight: float = 1.0
+    kd_temperature: float = 4.0
+    ce_weight: float = 1.0
+    clc: str = "cascaded"  # none, independent, cascaded
+    clc_beta: float = 10.0
+    clc_temperature: float = 1.0
+    cr_weight: float = 0.0  # lambda_max of consistency regularization; 0 turns CR off
+    cr_momentum: float = 0.99
+    cr_ramp_steps: int = 40
+    cr_temperature: float = 1.0
+    augment_strength: float = 1.0  # 0 turns training augmentation off
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.clc not in CLC_MODES:
+            raise ValueError(f"clc must be one of {CLC_MODES}, got {self.clc!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.reselect_every < 1:
+            raise ValueError("steps, batch_size and reselect_every must be positive")
+        coreset_size(1, self.coreset_fraction)  # validates the fraction
