@@ -189,12 +189,17 @@ def fit(
     bits: list[int],
     seed: int,
     cfg: TrainConfig,
+    on_snapshot: SnapshotCallback | None = None,
+    snapshot_every: int = 0,
 ) -> tuple[FPNet, dict[int, QuantNet], dict[str, float]]:
-    """Train FP then QAT at every bit-width; return models and test accuracies."""
+    """Train FP then QAT at every bit-width; return models and test accuracies.
+
+    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking).
+    """
     mean, std = ds.normalization()
     x_tr, y_tr = normalize(ds.X_train, mean, std), torch.from_numpy(ds.y_train)
     x_te, y_te = normalize(ds.X_test, mean, std), torch.from_numpy(ds.y_test)
-    fp = train_fp(spec, x_tr, y_tr, seed, cfg)
+    fp = train_fp(spec, x_tr, y_tr, seed, cfg, on_snapshot, snapshot_every)
     metrics = {"fp_test_accuracy": accuracy(fp, x_te, y_te)}
     log.info("%s seed %d: FP test accuracy %.4f", ds.name, seed, metrics["fp_test_accuracy"])
     qnets: dict[int, QuantNet] = {}
