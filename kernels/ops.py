@@ -66,15 +66,11 @@ def pad_copy(src: np.ndarray, h: int, w: int, c: int, dst: np.ndarray, ph: int, 
              fill: int) -> None:
     """Copy an (h, w, c) buffer into the middle of an (h+2ph, w+2pw, c) one filled with ``fill``."""
     wp = w + 2 * pw
-    total = (h + 2 * ph) * wp * c
-    f = np.uint8(fill)
-    for i in range(total):
-        dst[i] = f
+    dst[:(h + 2 * ph) * wp * c] = np.uint8(fill)
+    n = w * c
     for i in range(h):
         base = ((i + ph) * wp + pw) * c
-        row = i * w * c
-        for j in range(w * c):
-            dst[base + j] = src[row + j]
+        dst[base:base + n] = src[i * n:(i + 1) * n]
 
 
 @kernel
@@ -210,19 +206,20 @@ def gemm_requant(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w
 @kernel
 def panel_code(w: np.ndarray, w_off: int, bits: int, k: int, o: int, j: int) -> np.int32:
     """Signed weight ``q[o, j]`` read from a panel (for small layers off the fast path)."""
-    tiles = TILES_PER_CHUNK[bits]
-    cb = CHUNK_BYTES[bits]
-    nchunks = (((k + 3) // 4) + tiles - 1) // tiles
-    k4 = j // 4
-    chunk = k4 // tiles
-    g = k4 % tiles
-    n = 4 * (o % 16) + j % 4
-    base = w_off + ((o // 16) * nchunks + chunk) * cb
+    log_tiles = 0 if bits == 8 else (1 if bits == 4 else (2 if bits == 2 else 3))
+    tiles = 1 << log_tiles
+    cb = 192 if bits == 3 else 64
+    nchunks = (((k + 3) >> 2) + tiles - 1) >> log_tiles
+    k4 = j >> 2
+    chunk = k4 >> log_tiles
+    g = k4 & (tiles - 1)
+    n = 4 * (o & 15) + (j & 3)
+    base = w_off + ((o >> 4) * nchunks + chunk) * cb
     u = np.int32(0)
     if bits == 8:
         u = np.int32(w[base + n])
     elif bits == 3:
-        low = (np.int32(w[base + 64 * (g // 4) + n]) >> (2 * (g % 4))) & 3
+        low = (np.int32(w[base + 64 * (g >> 2) + n]) >> (2 * (g & 3))) & 3
         high = (np.int32(w[base + 128 + n]) >> g) & 1
         u = low | (high << 2)
     else:
@@ -261,9 +258,7 @@ def max_pool(src: np.ndarray, c: int, w: int, oh: int, ow: int, kh: int, kw: int
                 for t in range(kw):
                     s = ((i * sh + r) * w + j * sw + t) * c
                     for ch in range(c):
-                        v = src[s + ch]
-                        if v > dst[d + ch]:
-                            dst[d + ch] = v
+                        dst[d + ch] = max(dst[d + ch], src[s + ch])
 
 
 @kernel
