@@ -18,7 +18,7 @@ from edge_agent.data import load_dataset
 from edge_agent.engine import Engine
 from kernels.packing import pack_rows
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_agent/defaults/basicmotions.eab"
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,7 @@ def test_gate_refuses_a_worse_model_and_accepts_an_equal_one(
     assert kept.decision.accepted and kept.engine is not None
     assert kept.engine.model_version == current.model_version
     (tmp_path / "corrupt.eab").write_bytes(b"not a bundle")
-    bad = gate_candidate(predict, tmp_path / "corrupt.eab", data.X_test, data.y_test,
-                         "accuracy", bits=4)
+    bad = gate_candidate(
+        predict, tmp_path / "corrupt.eab", data.X_test, data.y_test, "accuracy", bits=4
+    )
     assert not bad.decision.accepted and "bad candidate" in bad.decision.reason

@@ -48,7 +48,7 @@ def test_clc_zero_when_models_identical() -> None:
 def test_quant_block_reproduces_the_quantized_forward() -> None:
     for spec, shape in ((sensor_cnn((3, 40), 4), (3, 40)), (image_cnn((1, 8, 8), 5), (1, 8, 8))):
         x = torch.randn(5, *shape)
-        fp, q = _nets(spec, x)
+        _, q = _nets(spec, x)
         with torch.no_grad():
             _, q_feats = q(x, return_features=True)
             for layer in range(1, len(q_feats)):

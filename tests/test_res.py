@@ -16,7 +16,7 @@ KL = 0.7 * math.log(1.4) + 0.2 * math.log(2 / 3) + 0.1 * math.log(0.5)
 
 
 def test_res_matches_hand_computation() -> None:
-    assert KL == pytest.approx(0.0851227, abs=1e-6)
+    assert abs(KL - 0.0851227) < 1e-6
     assert res.relative_entropy(P_Q, P_F)[0] == pytest.approx(KL, rel=1e-9)
     # from logits: log-probabilities shifted by any constant give the same softmax
     scores = res.res_scores(np.log(P_Q) + 3.0, np.log(P_F) - 1.0)
