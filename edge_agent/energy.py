@@ -45,6 +45,8 @@ THROTTLE_BITS = {
 }
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _WITH_UNIT = re.compile(rf"({_NUM})\s*(mV|V|mA|A|mW|W)(?![A-Za-z])")
+_KEY_ANY = re.compile(r"([A-Za-z_]+)\s*[:=]\s*([^\s,;]*)")
+_VALUE = re.compile(rf"{_NUM}(?:mV|V|mA|A|mW|W)?")
 _KEY_VALUE = re.compile(rf"([A-Za-z_]+)\s*[:=]\s*({_NUM})\s*(mV|V|mA|A|mW|W)?(?![A-Za-z])")
 _KEYS = {
     "v": "V",
@@ -261,6 +263,9 @@ def parse_power_line(line: str) -> tuple[float | None, float | None, float | Non
     Understands numbers with units (``5.02V 510mA``), ``key=value`` / ``key: value`` pairs
     (voltage/bus, current, power; units optional: V, A, W) and bare CSV ``V,A[,W]``.
     """
+    for key, value in _KEY_ANY.findall(line):
+        if key.lower().strip("_") in _KEYS and not _VALUE.fullmatch(value):
+            return None  # a known field with a corrupt value: the whole line is suspect
     found: dict[str, float] = {}
     for key, num, unit in _KEY_VALUE.findall(line):
         kind = unit[-1] if unit else _KEYS.get(key.lower().strip("_"))
@@ -307,9 +312,11 @@ class SerialPowerMonitor:
         """Consume whatever the port has buffered and fill in the latest fresh reading."""
         try:
             port = self._open()
-            waiting = port.in_waiting
-            if waiting:
-                self._buffer += port.read(waiting)
+            for _ in range(16):  # timeout=0: read returns what is buffered, at most 4 KiB
+                chunk = port.read(4096)
+                if not chunk:
+                    break
+                self._buffer += chunk
         except Exception as exc:  # pyserial raises SerialException, OSError, ValueError
             readings.problems.append(f"serial {self.url}: {exc}")
             self.close()
