@@ -1,0 +1,476 @@
+"""Ablation of QAT bursts (RES coreset, CLC, CR) and their cost next to a running engine.
+
+Part 1, accuracy. For each data set (raw public files in ``--data-dir``) an FP model is
+trained once (seed 0) and quantized post-training (LSQ+ initialization, activation ranges
+from the training split) at 2 and 4 bits: the state a board is in after switching to a
+bit-width it has no QAT model for. Each burst starts from that state and trains the same
+number of steps on a coreset of the candidate pool; accuracy is the exported bundle's on
+the integer engine, on the test split. The candidate pool is the training split plus
+augmented copies of it (jitter, scaling, rotation, time warp; images: shifts and noise)
+until it holds at least ``--pool-min`` samples, standing in for the QCore buffer plus
+recent stream samples (BasicMotions has only 40 training samples). Variants: random
+coreset + KD, RES + KD, RES + CLC (cascaded), at every coreset fraction; RES + CLC
+independent, RES + CLC + CR and the combined score + CLC at 5%; full-pool QAT (the upper
+bound, same steps).
+
+Part 2, cost. The bench process plays the agent: a thread runs the engine on single
+samples at ``--rate`` Hz and records each call's latency, first alone, then while a burst
+runs in the burst-runner child process (nice, one thread, bounded) on a buffer-sized pool.
+Reports the burst's CPU seconds (child rusage, torch import included) and the p50 / p99
+inference latency in both phases.
+
+    python -m bench.qat_burst                 # the full run (about 10-15 minutes on 2 cores)
+    python -m bench.qat_burst --quick         # one seed, 5% only, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.accuracy import RAW
+from edge_agent.bundle import Bundle
+from edge_agent.calibrate.burst_config import BurstConfig
+from edge_agent.calibrate.burst_runner import BurstLimits, BurstRunner
+from edge_agent.data.datasets import Dataset
+from edge_agent.engine import Engine
+
+log = logging.getLogger("bench.qat_burst")
+
+BASE: dict[str, Any] = {
+    "steps": 80,
+    "lr": 5e-3,
+    "quantizer_lr": 5e-4,
+    "reselect_every": 10,
+    "batch_size": 32,
+}
+SWEEP = {  # run at every coreset fraction
+    "random + KD": {"selection": "random", "clc": "none"},
+    "RES + KD": {"selection": "res", "clc": "none"},
+    "RES + CLC": {"selection": "res", "clc": "cascaded"},
+}
+AT_5 = {  # run at 5% only
+    "RES + CLC indep.": {"selection": "res", "clc": "independent"},
+    "RES + CLC + CR": {"selection": "res", "clc": "cascaded", "cr_weight": 1.0},
+    "combined + CLC": {"selection": "combined", "clc": "cascaded"},
+}
+FULL = {"full-pool QAT": {"selection": "all", "clc": "none", "coreset_fraction": 1.0}}
+
+
+def start_bundle(ds: Dataset, bits: list[int], fp_steps: int) -> Bundle:
+    """FP training (seed 0) and post-training quantization at ``bits``."""
+    import torch
+
+    from edge_agent.model.arch import default_spec
+    from edge_agent.model.export import build_bundle
+    from edge_agent.model.qnet import QuantNet, calibrate_activation_ranges
+    from edge_agent.model.train import TrainConfig, normalize, train_fp
+
+    mean, std = ds.normalization()
+    x = normalize(ds.X_train, mean, std)
+    spec = default_spec(ds.input_shape, ds.num_classes)
+    fp = train_fp(
+        spec, x, torch.from_numpy(ds.y_train), 0, TrainConfig(fp_steps=fp_steps, progress=False)
+    )
+    qnets = {}
+    for b in bits:
+        qnets[b] = QuantNet(fp, b, 8)
+        calibrate_activation_ranges(qnets[b], fp, x)
+    return build_bundle(ds, spec, fp, qnets, {"start": "post-training quantization"})
+
+
+def candidate_pool(ds: Dataset, min_size: int, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
+    """The training split plus augmented copies until at least ``min_size`` samples."""
+    import torch
+
+    from edge_agent.model.augment import augment
+    from edge_agent.model.train import normalize
+
+    mean, std = ds.normalization()
+    shape = (1, -1, *([1] * (ds.X_train.ndim - 2)))
+    x = normalize(ds.X_train, mean, std)
+    gen = torch.Generator().manual_seed(seed)
+    copies = [ds.X_train]
+    for _ in range(math.ceil(min_size / len(ds.X_train)) - 1):
+        aug = augment(x, gen).numpy()
+        copies.append((aug * std.reshape(shape) + mean.reshape(shape)).astype(np.float32))
+    return np.concatenate(copies), np.tile(ds.y_train, len(copies))
+
+
+def test_accuracy(bundle: Bundle, bits: int, ds: Dataset) -> float:
+    """Top-1 accuracy of the integer engine on the test split."""
+    pred, _ = Engine(bundle, bits=bits).predict(ds.X_test)
+    return float(np.mean(pred == ds.y_test))
+
+
+def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every variant for one (data set, bit-width, seed)."""
+    import torch
+
+    from edge_agent.calibrate.burst import run_burst
+
+    torch.set_num_threads(1)
+    ds: Dataset = job["ds"]
+    bundle: Bundle = job["bundle"]
+    bits, seed = job["bits"], job["seed"]
+    rows = []
+    plan = [(name, cfg, f) for f in job["fractions"] for name, cfg in SWEEP.items()]
+    if 0.05 in job["fractions"]:
+        plan += [(name, cfg, 0.05) for name, cfg in AT_5.items()]
+    plan += [(name, cfg, 1.0) for name, cfg in FULL.items()]
+    for name, variant, fraction in plan:
+        settings = {**BASE, "coreset_fraction": fraction, **variant}
+        cfg = BurstConfig(bits=bits, seed=seed, **settings)  # type: ignore[arg-type]
+        result = run_burst(bundle, job["pool_x"], job["pool_y"], cfg)
+        rows.append(
+            {
+                "dataset": ds.name,
+                "bits": bits,
+                "seed": seed,
+                "variant": name,
+                "fraction": fraction,
+                "coreset_size": result.stats["coreset_size"],
+                "pool_size": result.stats["pool_size"],
+                "cpu_s": result.stats["cpu_s"],
+                "accuracy": test_accuracy(result.bundle, bits, ds),
+            }
+        )
+        log.info(
+            "%s %d-bit seed %d %s %.0f%%: %.3f (%.1f s CPU)",
+            ds.name,
+            bits,
+            seed,
+            name,
+            100 * fraction,
+            rows[-1]["accuracy"],
+            rows[-1]["cpu_s"],
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- latency next to a burst
+
+
+def _latency_phase(
+    engine: Engine, xs: np.ndarray, rate: float, stop: threading.Event
+) -> list[float]:
+    lat: list[float] = []
+    period = 1.0 / rate
+    nxt = time.perf_counter()
+    i = 0
+    while not stop.is_set():
+        t = time.perf_counter()
+        engine.predict(xs[i % len(xs)])
+        lat.append(time.perf_counter() - t)
+        i += 1
+        nxt += period
+        time.sleep(max(0.0, nxt - time.perf_counter()))
+    return lat
+
+
+def latency_under_burst(
+    ds: Dataset, bundle: Bundle, bits: int, buffer: int, rate: float, baseline_s: float, rounds: int
+) -> dict[str, Any]:
+    """Engine latency alone and while a burst child runs, alternating ``rounds`` times."""
+    engine = Engine(bundle, bits=bits)
+    engine.warmup()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds.X_train), min(buffer, len(ds.X_train)), replace=False)
+    pool_x = np.concatenate([ds.X_train[idx], ds.X_test[:buffer]])
+    pool_y = np.concatenate([ds.y_train[idx], np.full(min(buffer, len(ds.X_test)), -1)])
+    cfg = BurstConfig(bits=bits, **{**BASE, "steps": 120, "coreset_fraction": 0.25})
+    alone: list[float] = []
+    during: list[float] = []
+    bursts = []
+    with tempfile.TemporaryDirectory() as work:
+        runner = BurstRunner(work, BurstLimits(wall_s=300, cpu_s=60))
+        for _ in range(rounds):
+            stop = threading.Event()
+            timer = threading.Timer(baseline_s, stop.set)
+            timer.start()
+            alone += _latency_phase(engine, ds.X_test, rate, stop)
+            stop = threading.Event()
+            runner.start(bundle, pool_x, pool_y, cfg)
+            lat: list[float] = []
+            th = threading.Thread(
+                target=lambda s=stop, out=lat: out.extend(
+                    _latency_phase(engine, ds.X_test, rate, s)
+                )
+            )
+            th.start()
+            outcome = runner.wait(timeout=600)
+            stop.set()
+            th.join()
+            during += lat
+            assert outcome is not None
+            bursts.append(
+                {
+                    "state": outcome.state,
+                    "cpu_s": outcome.cpu_s,
+                    "wall_s": outcome.wall_s,
+                    "pool": len(pool_x),
+                    "coreset": outcome.stats.get("coreset_size"),
+                }
+            )
+
+    def pct(v: list[float], q: float) -> float:
+        return float(np.percentile(np.asarray(v) * 1e3, q))
+
+    return {
+        "dataset": ds.name,
+        "bits": bits,
+        "rate_hz": rate,
+        "bursts": bursts,
+        "n_alone": len(alone),
+        "n_during": len(during),
+        "p50_ms_alone": pct(alone, 50),
+        "p99_ms_alone": pct(alone, 99),
+        "p50_ms_during": pct(during, 50),
+        "p99_ms_during": pct(during, 99),
+        "burst_config": dataclasses.asdict(cfg),
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def _ms(values: list[float]) -> str:
+    mean = 100 * statistics.fmean(values)
+    sd = 100 * statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {sd:.1f}"
+
+
+def summarize(rows: list[dict[str, Any]], start: dict[str, float]) -> dict[str, Any]:
+    """Mean accuracy per (data set, bits, variant, fraction) and the 2-bit 5% target check."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["bits"], r["variant"], r["fraction"]), []).append(r)
+    means = {k: statistics.fmean(r["accuracy"] for r in v) for k, v in groups.items()}
+    targets = {}
+    for ds, bits in sorted({(r["dataset"], r["bits"]) for r in rows}):
+        base = means.get((ds, bits, "random + KD", 0.05))
+        ours = means.get((ds, bits, "RES + CLC", 0.05))
+        full = means.get((ds, bits, "full-pool QAT", 1.0))
+        if None in (base, ours, full):
+            continue
+        assert base is not None and ours is not None and full is not None
+        gap = full - base
+        targets[f"{ds}/{bits}"] = {
+            "start": start[f"{ds}/{bits}"],
+            "random_kd": base,
+            "res_clc": ours,
+            "full": full,
+            "better": ours > base,
+            "gap_closed": (ours - base) / gap if gap > 1e-9 else None,
+        }
+    return {"means": {"|".join(map(str, k)): v for k, v in means.items()}, "targets": targets}
+
+
+def markdown(
+    rows: list[dict[str, Any]],
+    start: dict[str, float],
+    fractions: list[float],
+    latency: dict[str, Any] | None,
+    caption: str,
+) -> str:
+    """The results table (mean ± std over seeds, integer-engine test accuracy %)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["bits"], r["variant"], r["fraction"]), []).append(r)
+    cols = [*fractions]
+    head = "| data set | bits | variant | " + " | ".join(f"{100 * f:g}% coreset" for f in cols)
+    lines = [caption, "", head + " | CPU s / burst |", "|---" * (4 + len(cols)) + "|"]
+    variants = [*SWEEP, *AT_5, *FULL]
+    for ds, bits in sorted({(r["dataset"], r["bits"]) for r in rows}):
+        lines.append(
+            f"| {ds} | W{bits}A8 | start (PTQ) | "
+            + " | ".join(f"{100 * start[f'{ds}/{bits}']:.1f}" for _ in cols)
+            + " | - |"
+        )
+        for v in variants:
+            cells, cpu = [], []
+            for f in cols:
+                g = groups.get((ds, bits, v, 1.0 if v in FULL else f), [])
+                cells.append(_ms([r["accuracy"] for r in g]) if g else "")
+                cpu += [r["cpu_s"] for r in g]
+            if any(cells):
+                lines.append(
+                    f"| {ds} | W{bits}A8 | {v} | "
+                    + " | ".join(cells)
+                    + f" | {statistics.fmean(cpu):.1f} |"
+                )
+    if latency:
+        lines += [
+            "",
+            "Engine latency next to a burst (single samples at "
+            f"{latency['rate_hz']:g} Hz, {latency['dataset']} W{latency['bits']}A8):",
+            "",
+            "| phase | calls | p50 ms | p99 ms |",
+            "|---|---|---|---|",
+            f"| engine alone | {latency['n_alone']} | {latency['p50_ms_alone']:.3f} | "
+            f"{latency['p99_ms_alone']:.3f} |",
+            f"| burst running | {latency['n_during']} | {latency['p50_ms_during']:.3f} | "
+            f"{latency['p99_ms_during']:.3f} |",
+            "",
+            "| burst | state | pool | coreset | CPU s (child, torch import incl.) | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for i, b in enumerate(latency["bursts"]):
+            lines.append(
+                f"| {i + 1} | {b['state']} | {b['pool']} | {b['coreset']} | "
+                f"{b['cpu_s']:.1f} | {b['wall_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], start: dict[str, float], path: Path) -> None:
+    """Accuracy against coreset fraction per data set and bit-width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["dataset"], r["bits"]) for r in rows})
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
+    for ax, (ds, bits) in zip(axes[0], keys, strict=True):
+        for v in SWEEP:
+            pts = sorted({r["fraction"] for r in rows if r["variant"] == v})
+            ys = [
+                statistics.fmean(
+                    r["accuracy"]
+                    for r in rows
+                    if r["dataset"] == ds
+                    and r["bits"] == bits
+                    and r["variant"] == v
+                    and r["fraction"] == f
+                )
+                for f in pts
+            ]
+            ax.plot([100 * f for f in pts], [100 * y for y in ys], marker="o", label=v)
+        full = [
+            r["accuracy"]
+            for r in rows
+            if r["dataset"] == ds and r["bits"] == bits and r["variant"] in FULL
+        ]
+        if full:
+            ax.axhline(100 * statistics.fmean(full), color="k", ls="--", label="full-pool QAT")
+        ax.axhline(100 * start[f"{ds}/{bits}"], color="grey", ls=":", label="start (PTQ)")
+        ax.set_xscale("log")
+        ax.set_title(f"{ds} W{bits}A8", fontsize=9)
+        ax.set_xlabel("coreset % of pool")
+    axes[0][0].set_ylabel("test accuracy % (integer engine)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    ap.add_argument("--datasets", default="basicmotions,gunpoint,digits")
+    ap.add_argument("--bits", default="2,4")
+    ap.add_argument("--fractions", default="0.01,0.05,0.1")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--fp-steps", type=int, default=400)
+    ap.add_argument("--pool-min", type=int, default=500)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--rate", type=float, default=100.0, help="engine calls per second")
+    ap.add_argument("--rounds", type=int, default=3, help="alone/burst latency rounds")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--quick", action="store_true", help="one seed, 5%% only, one round")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.quick:
+        args.seeds, args.fractions, args.rounds = "0", "0.05", 1
+    bits = [int(b) for b in args.bits.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    t0 = time.time()
+    jobs, start, data = [], {}, {}
+    for name in args.datasets.split(","):
+        ds = RAW[name](args.data_dir)
+        data[name] = ds
+        bundle = start_bundle(ds, bits, args.fp_steps)
+        pool_x, pool_y = candidate_pool(ds, args.pool_min)
+        for b in bits:
+            start[f"{ds.name}/{b}"] = test_accuracy(bundle, b, ds)
+            jobs += [
+                {
+                    "ds": ds,
+                    "bundle": bundle,
+                    "bits": b,
+                    "seed": int(s),
+                    "pool_x": pool_x,
+                    "pool_y": pool_y,
+                    "fractions": fractions,
+                }
+                for s in args.seeds.split(",")
+            ]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for part in pool.map(run_job, jobs):
+            rows += part
+    first = args.datasets.split(",")[0]
+    latency = latency_under_burst(
+        data[first],
+        start_bundle(data[first], bits, args.fp_steps),
+        min(bits),
+        64,
+        args.rate,
+        8.0,
+        args.rounds,
+    )
+    caption = (
+        f"QAT bursts from post-training quantization, {BASE['steps']} steps each, "
+        f"integer-engine test accuracy % (mean ± std over {len(args.seeds.split(','))} seeds). "
+        f"Candidate pool: training split plus augmented copies up to >= {args.pool_min} samples "
+        "("
+        + ", ".join(
+            f"{r['dataset']} {r['pool_size']}" for r in {r["dataset"]: r for r in rows}.values()
+        )
+        + "); coreset % is of the pool. Full-pool QAT: same steps on the whole pool."
+    )
+    summary = summarize(rows, start)
+    md = markdown(rows, start, fractions, latency, caption)
+    elapsed = time.time() - t0
+    md += f"\n\nTotal benchmark time {elapsed:.0f} s (wall, {args.jobs} worker processes)."
+    print(md)
+    print(json.dumps(summary["targets"], indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "qat_burst_quick" if args.quick else "qat_burst"
+    (args.out / f"{stem}.md").write_text(md + "\n")
+    (args.out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "base_config": BASE,
+                "variants": {**SWEEP, **AT_5, **FULL},
+                "start": start,
+                "rows": rows,
+                "summary": summary,
+                "latency": latency,
+                "elapsed_s": elapsed,
+            },
+            indent=1,
+        )
+    )
+    plot(rows, start, args.out / f"{stem}.png")
+
+
+if __name__ == "__main__":
+    main()
