@@ -56,17 +56,19 @@ BASE: dict[str, Any] = {
     "reselect_every": 10,
     "batch_size": 32,
 }
-SWEEP = {  # run at every coreset fraction
+SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction
     "random + KD": {"selection": "random", "clc": "none"},
     "RES + KD": {"selection": "res", "clc": "none"},
     "RES + CLC": {"selection": "res", "clc": "cascaded"},
 }
-AT_5 = {  # run at 5% only
+AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
     "RES + CLC indep.": {"selection": "res", "clc": "independent"},
     "RES + CLC + CR": {"selection": "res", "clc": "cascaded", "cr_weight": 1.0},
     "combined + CLC": {"selection": "combined", "clc": "cascaded"},
 }
-FULL = {"full-pool QAT": {"selection": "all", "clc": "none", "coreset_fraction": 1.0}}
+FULL: dict[str, dict[str, Any]] = {
+    "full-pool QAT": {"selection": "all", "clc": "none", "coreset_fraction": 1.0}
+}
 
 
 def start_bundle(ds: Dataset, bits: list[int], fp_steps: int) -> Bundle:
@@ -132,7 +134,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     plan += [(name, cfg, 1.0) for name, cfg in FULL.items()]
     for name, variant, fraction in plan:
         settings = {**BASE, "coreset_fraction": fraction, **variant}
-        cfg = BurstConfig(bits=bits, seed=seed, **settings)  # type: ignore[arg-type]
+        cfg = BurstConfig(bits=bits, seed=seed, **settings)
         result = run_burst(bundle, job["pool_x"], job["pool_y"], cfg)
         rows.append(
             {
