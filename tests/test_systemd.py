@@ -1,0 +1,84 @@
+"""The systemd unit (systemd-analyze verify + security) and deploy/install.sh."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.service.config import AgentConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+UNIT = REPO / "systemd" / "edge-agent.service"
+ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+
+
+def _unit_for_this_checkout(tmp_path: Path) -> Path:
+    """The unit with /opt/edge-agent/venv mapped to this checkout's venv, so that
+    verify can check that ExecStart= names an existing executable."""
+    venv = Path(sys.executable).parent.parent
+    path = tmp_path / "edge-agent.service"
+    path.write_text(UNIT.read_text().replace("/opt/edge-agent/venv", str(venv)))
+    return path
+
+
+def test_unit_passes_verify(tmp_path: Path) -> None:
+    r = subprocess.run([ANALYZE, "verify", str(_unit_for_this_checkout(tmp_path))],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "edge-agent" not in r.stderr, r.stderr
+
+
+def test_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
+    r = subprocess.run([ANALYZE, "security", "--offline=true", "--no-pager",
+                        str(_unit_for_this_checkout(tmp_path))],
+                       capture_output=True, text=True, cwd=tmp_path)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= 2.0, r.stdout
+
+
+def test_unit_keeps_what_the_agent_needs() -> None:
+    text = UNIT.read_text()
+    assert "Type=notify" in text and "WatchdogSec=" in text and "DynamicUser=yes" in text
+    assert "MemoryDenyWriteExecute" not in text, "numba's JIT needs W+X pages"
+    families = re.search(r"^RestrictAddressFamilies=(.*)$", text, re.M)
+    assert families and {"AF_UNIX", "AF_INET"} <= set(families.group(1).split())
+    assert "RestartPreventExitStatus=78" in text  # matches main.EX_CONFIG
+
+
+def test_default_config_template_matches_the_defaults() -> None:
+    assert load_config(REPO / "deploy" / "agent.toml") == AgentConfig()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_install_script_offline_root_is_idempotent_and_uninstalls(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    script = REPO / "deploy" / "install.sh"
+
+    def run(*args: str) -> str:
+        r = subprocess.run(["bash", str(script), "--root", str(root), "--no-venv", *args],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    run()
+    cfg = root / "etc/edge-agent/agent.toml"
+    cfg.write_text(cfg.read_text() + "\n# local edit\n")
+    assert "keeping existing" in run()
+    assert cfg.read_text().endswith("# local edit\n")
+    assert (root / "etc/systemd/system/edge-agent.service").read_text() == UNIT.read_text()
+    assert (root / "etc/systemd/system/multi-user.target.wants/edge-agent.service").exists() \
+        or (root / "etc/systemd/system/multi-user.target.wants/edge-agent.service").is_symlink()
+    assert (root / "etc/edge-agent/model.eab").stat().st_size > 0
+    run("--uninstall")
+    assert not (root / "etc/systemd/system/edge-agent.service").exists()
+    assert cfg.exists(), "uninstall keeps the configuration"
+    run("--uninstall", "--purge")
+    assert not (root / "etc/edge-agent").exists()
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr
