@@ -244,7 +244,7 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(inf.batch_max, "inference.batch_max", 1, 4096)
     _in_range(inf.feedback_window, "inference.feedback_window", 0, 1_000_000)
     _in_range(inf.accuracy_window, "inference.accuracy_window", 1, 1_000_000)
-    _in_range(s.checkpoint_interval_s, "state.checkpoint_interval_s", 0.1, 86400)
+    _in_range(s.checkpoint_interval_s, "state.checkpoint_interval_s", 0.01, 86400)
     _in_range(s.keep, "state.keep", 1, 100)
     _in_range(s.labelled_capacity, "state.labelled_capacity", 0, 10_000_000)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)

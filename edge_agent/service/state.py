@@ -136,6 +136,8 @@ class StateStore:
             log.info("removing unfinished checkpoint %s", tmp.name)
             tmp.unlink(missing_ok=True)
         payload = None
+        # Generations keep increasing, past any file set aside below.
+        newest = max((_number(p, _CKPT_RE) for p in self._files(_CKPT_RE)), default=0)
         for path in sorted(self._files(_CKPT_RE), reverse=True):
             try:
                 if path.stat().st_size > MAX_CHECKPOINT_BYTES + _HEADER.size:
@@ -144,11 +146,9 @@ class StateStore:
             except (OSError, StateError) as exc:
                 self._set_aside(path, str(exc))
                 continue
-            self.generation = int(payload["generation"])
-            log.info("restored checkpoint %s (generation %d)", path.name, self.generation)
+            log.info("restored checkpoint %s (generation %d)", path.name, payload["generation"])
             break
-        for path in self._files(_CKPT_RE):  # generations must keep increasing
-            self.generation = max(self.generation, _number(path, _CKPT_RE))
+        self.generation = newest
         samples: deque[LabelledSample] = deque(maxlen=max(self.capacity, 1))
         segments = sorted(self._files(_SEG_RE))
         for path in segments:
