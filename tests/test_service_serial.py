@@ -1,0 +1,102 @@
+"""Serial ingest into a real agent: a pty pair (line framing) and a socket:// device that
+disappears and comes back (frame framing, reconnect)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+
+from edge_agent.data import load_dataset
+from edge_agent.service.protocol import encode_sample
+from edge_agent.service.serial_source import format_line, frame
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = short_dir()
+    yield d
+    cleanup(d)
+
+
+def _serial_config(d: Path, bundle: Path, port: str, framing: str) -> Path:
+    return write_config(d, bundle, ingest="endpoints = []", extra=f"""
+[serial]
+enabled = true
+port = "{port}"
+framing = "{framing}"
+sensor = "uart"
+reconnect_s = 0.2
+""")
+
+
+def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
+    master, slave = os.openpty()
+    a = AgentProcess(_serial_config(workdir, bundle, os.ttyname(slave), "line"))
+    try:
+        a.wait_ready()
+        ds = load_dataset("basicmotions")
+        time.sleep(0.5)  # the agent opens the port right after start-up
+        lines = [format_line(ds.X_test[i], int(ds.y_test[i]) if i % 2 else None)
+                 for i in range(20)]
+        junk = [b"# boot banner from the sensor\n", b"\n", b"1,2,oops\n", b"1,2,3\n",
+                format_line(ds.X_test[0], 9), b"nan," * 599 + b"nan\n"]
+        for chunk in lines[:10] + junk + lines[10:]:
+            os.write(master, chunk)
+            time.sleep(0.005)
+        st = a.wait_for(lambda s: s["samples"]["predicted"] >= 20 and
+                        s["samples"]["rejected_total"] >= 4)
+        s = st["samples"]
+        assert s["accepted"] == 20 and s["accepted_labelled"] == 10
+        assert s["rejected"] == {"serial": 1, "shape": 1, "label": 1, "nonfinite": 1}
+    finally:
+        a.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def test_frames_over_a_device_that_disappears(bundle: Path, workdir: Path) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    a = AgentProcess(_serial_config(workdir, bundle, f"socket://127.0.0.1:{port}", "frame"))
+    ds = load_dataset("basicmotions")
+    try:
+        a.wait_ready()
+        seq = 0
+        for round_ in range(2):
+            srv.settimeout(10)
+            conn, _ = srv.accept()
+            payload = b"\x00\xea" + frame(b"not msgpack") + b"garbage"
+            bad = bytearray(frame(encode_sample("u", 999, ds.X_test[0], 1.0)))
+            bad[-1] ^= 0xFF  # CRC mismatch
+            payload += bytes(bad)
+            for _ in range(10):
+                payload += frame(encode_sample("u", seq, ds.X_test[seq % 40], 1.0))
+                seq += 1
+            for i in range(0, len(payload), 700):  # arrives in pieces
+                conn.sendall(payload[i:i + 700])
+                time.sleep(0.002)
+            a.wait_for(lambda s, n=seq: s["samples"]["predicted"] >= n)
+            conn.close()  # the device goes away; the agent reconnects
+            if round_ == 0:
+                time.sleep(0.5)
+        st = a.status()
+        s = st["samples"]
+        assert s["accepted"] == 20 and s["predicted"] == 20
+        assert s["rejected"] == {"msgpack": 2, "serial": 2}
+        assert "reconnecting" in a.log() or "lost" in a.log()
+        assert np.isfinite(st["latency_ms"]["p99"])
+    finally:
+        a.stop()
+        srv.close()
