@@ -71,8 +71,9 @@ def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) ->
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[core % len(cpus)]}
+    config = _config(d, bundle, transport)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.service", "--config", str(_config(d, bundle, transport))],
+        [sys.executable, "-m", "edge_agent.service", "--config", str(config)],
         cwd=REPO, preexec_fn=lambda: os.sched_setaffinity(0, agent_cpu),
         stderr=open(d / "agent.log", "wb"))  # noqa: SIM115 - lives as long as the agent
     status_ep = f"ipc://{d}/run/status.sock"
