@@ -149,7 +149,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--bits", type=_bits_list, help="bit-width(s) to evaluate (default: all in the bundle)"
     )
     p.set_defaults(func=cmd_evaluate)
+    _add_service_commands(sub)
     return parser
+
+
+# ---------------------------------------------------------------- service commands
+# (run / status / publish: edge_agent.service and edge_agent.client)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent (the systemd service's ExecStart)."""
+    from edge_agent.service.main import run_agent
+
+    return run_agent(args.config, args.check)
+
+
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge_agent.client import (
+        add_publish_arguments,
+        add_status_arguments,
+        publish_main,
+        status_main,
+    )
+    from edge_agent.service.config import add_run_arguments
+
+    p = sub.add_parser(
+        "run",
+        help="run the agent: ingest, inference, status socket (the systemd service)",
+        description="Run the agent until SIGTERM: ZeroMQ/serial ingest, integer inference, "
+        "predictions on a PUB socket, a status socket, crash-safe state. SIGHUP reloads "
+        "the configuration. Exit status 78 means a bad configuration or model bundle.",
+    )
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "status",
+        help="show a running agent's status",
+        description="Ask a running agent for its status (or metrics, config, a checkpoint).",
+    )
+    add_status_arguments(p)
+    p.set_defaults(func=status_main)
+
+    p = sub.add_parser(
+        "publish",
+        help="replay a data set to an agent over ZeroMQ, optionally with drift and labels",
+        description="Replay a data set's samples to an agent at a fixed rate, inject a drift "
+        "from sample N on and label every K-th sample (docs/protocol.md).",
+    )
+    add_publish_arguments(p)
+    p.set_defaults(func=publish_main)
 
 
 def main(argv: list[str] | None = None) -> int:

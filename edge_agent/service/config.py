@@ -8,6 +8,7 @@ Paths left empty fall back to the directories systemd provides (``STATE_DIRECTOR
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -285,3 +286,11 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         state=dataclasses.replace(cfg.state, dir=anchored(cfg.state.dir),
                                   runtime_dir=anchored(cfg.state.runtime_dir)),
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-agent run``."""
+    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
+                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration and the model bundle, then exit")

@@ -29,7 +29,7 @@ import zmq
 from edge_agent import __version__
 from edge_agent.bundle import BundleError, load_bundle
 from edge_agent.engine import Engine
-from edge_agent.service.config import AgentConfig, ConfigError, load_config
+from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
 from edge_agent.service.intake import Intake, Item
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.notify import Notifier
@@ -459,14 +459,6 @@ class Agent:
         self.notifier.close()
         log.info("stopped cleanly in %.2f s (checkpoint generation %d)",
                  time.monotonic() - t0, self.store.generation)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-agent run``."""
-    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
-                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and the model bundle, then exit")
 
 
 def run_agent(config_path: Path, check_only: bool = False) -> int:
