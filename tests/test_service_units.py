@@ -1,0 +1,113 @@
+"""Config validation, the drop queue's policy and bound, and systemd notification."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+
+from edge_agent.service.config import AgentConfig, ConfigError, load_config, parse_config
+from edge_agent.service.queue import DropQueue
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("[ingest]\nendpont = 'tcp://x:1'", "ingest.endpont: unknown key"),
+    ("[ingset]\n", "ingset: unknown key"),
+    ("[ingest]\nrcvhwm = '10'", "ingest.rcvhwm: expected int"),
+    ("[ingest]\nrcvhwm = true", "ingest.rcvhwm: expected int"),
+    ("[ingest]\nendpoints = 'tcp://a:1'", "ingest.endpoints: expected a list"),
+    ("[ingest]\nendpoints = ['tcp://a:1', 'udp://b']", "ingest.endpoints[1]"),
+    ("[ingest]\nsocket = 'req'", "ingest.socket: must be one of sub, pull"),
+    ("[ingest]\nqueue_capacity = 0", "ingest.queue_capacity: must be in"),
+    ("[ingest.curve]\nenabled = true", "ingest.curve.secret_key"),
+    ("[status]\ntcp = 'tcp://0.0.0.0:5558'", "status.tcp: host '0.0.0.0' is not loopback"),
+    ("[state]\ncheckpoint_interval_s = -1", "state.checkpoint_interval_s"),
+    ("[log]\nlevel = 'loud'", "log.level"),
+    ("[serial]\nframing = 'xml'", "serial.framing"),
+    ("model = 3", "model: expected a table"),
+    ("[model\n", "not valid TOML"),
+])
+def test_config_errors_name_the_key(text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "agent.toml")
+    assert key in str(info.value) and str(info.value).startswith("agent.toml: ")
+
+
+def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
+    assert parse_config("") == AgentConfig()
+    (tmp_path / "a.toml").write_text("[model]\nbundle = 'm.eab'\n[state]\ndir = 'st'\n"
+                                     "checkpoint_interval_s = 5")
+    cfg = load_config(tmp_path / "a.toml")
+    assert cfg.model.bundle == str(tmp_path / "m.eab")
+    assert cfg.state_dir == tmp_path / "st" and cfg.state.checkpoint_interval_s == 5.0
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.lists(st.booleans(), max_size=60))
+def test_drop_queue_policy_and_bound(capacity: int, labels: list[bool]) -> None:
+    q: DropQueue[tuple[int, bool]] = DropQueue(capacity)
+    model: list[tuple[int, bool]] = []
+    for i, lab in enumerate(labels):
+        dropped = q.put((i, lab), lab)
+        if len(model) >= capacity:
+            victim = next((m for m in model if not m[1]), model[0])
+            model.remove(victim)
+            assert dropped == ("labelled" if victim[1] else "unlabelled")
+        else:
+            assert dropped is None
+        model.append((i, lab))
+        assert len(q) == len(model) <= capacity
+    assert q.dropped_labelled + q.dropped_unlabelled == max(0, len(labels) - len(model))
+    assert q.get_batch(100, 0) == model  # arrival order
+
+
+def test_drop_queue_wakes_a_waiting_consumer() -> None:
+    q: DropQueue[int] = DropQueue(4)
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.extend(q.get_batch(10, 5.0)))
+    t.start()
+    q.put(1, False)
+    t.join(2)
+    assert got == [1]
+    assert q.get_batch(10, 0.01) == []
+
+
+def test_sd_notify_ready_watchdog_status_stopping(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The agent under a real NOTIFY_SOCKET: READY=1 once loaded, WATCHDOG=1 pings,
+    STATUS= lines, STOPPING=1 on SIGTERM."""
+    d = short_dir()
+    bundle = make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(d / "notify"))
+    sock.settimeout(60)
+    a = AgentProcess(write_config(d, bundle),
+                     env={"NOTIFY_SOCKET": str(d / "notify"), "WATCHDOG_USEC": "400000"})
+    try:
+        msgs: list[str] = []
+        while not any("READY=1" in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        assert a.request("ping")["pong"], "READY=1 only when the status socket answers"
+        while sum("WATCHDOG=1" in m for m in msgs) < 3:
+            msgs.append(sock.recv(4096).decode())
+        rc, _ = a.terminate()
+        sock.settimeout(1)
+        try:
+            while True:
+                msgs.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        assert rc == 0
+        text = "\n".join(msgs)
+        assert "STATUS=loading model" in text and "STOPPING=1" in text
+        assert "predicted" in text  # STATUS= summary line with READY=1
+    finally:
+        a.stop()
+        sock.close()
+        cleanup(d)
