@@ -172,6 +172,7 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         status_main,
     )
     from edge_agent.service.config import add_run_arguments
+    from edge_agent.service.demo import add_demo_arguments, demo_main
 
     p = sub.add_parser(
         "run",
@@ -199,6 +200,16 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     add_publish_arguments(p)
     p.set_defaults(func=publish_main)
+
+    p = sub.add_parser(
+        "demo",
+        help="start an agent, stream data with a drift into it, show live status and a summary",
+        description="Start the agent as a subprocess, replay the bundled data with an "
+        "injected drift and periodic labels, print a live status line, then a table of "
+        "accuracy before/after the drift (and after recalibration) and a PNG plot.",
+    )
+    add_demo_arguments(p)
+    p.set_defaults(func=demo_main)
 
 
 def main(argv: list[str] | None = None) -> int:
