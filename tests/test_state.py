@@ -133,7 +133,9 @@ def test_kill_9_during_checkpointing_then_restore(tmp_path_factory: pytest.TempP
             restarts_seen = payload["counts"]["counters"].get("accepted_labelled", 0)
         a = AgentProcess(cfg)
         a.wait_ready()
-        assert a.status()["buffer"]["labelled"] > 0
+        st = a.status()
+        assert st["buffer"]["labelled"] > 0
+        assert st["model"]["path"] == str(d / "state" / "model.eab"), "the state's model is used"
         a.terminate()
     finally:
         a.stop()

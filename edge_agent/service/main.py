@@ -11,6 +11,7 @@ SIGHUP reloads the configuration file.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import queue
@@ -85,6 +86,7 @@ class Agent:
         self._stopping = False
         self._reload = False
         self._last_ckpt: dict[str, Any] = {}
+        self._base_sha = ""
         self.model: Model
         self.intake: Intake
         self.sources: list[ZmqSource | SerialSource] = []
@@ -94,35 +96,49 @@ class Agent:
     # ------------------------------------------------------------ start-up
 
     def start(self) -> None:
-        """Load, restore, open sockets, start threads and tell systemd we are ready."""
+        """Restore state, load the model, open sockets, start threads, tell systemd."""
         t0 = time.monotonic()
         self.notifier.status("loading model")
-        self.model = Model.load(self.cfg.model.bundle)
+        payload, samples = self.store.restore()
+        self.model = self._load_model(payload)
         eng = self.model.engine
         log.info("model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
                  eng.model_version, self.model.path, list(eng.input_shape), eng.num_classes,
                  time.monotonic() - t0)
         self.intake = Intake(self.queue, self.metrics, tuple(eng.input_shape),
                              eng.num_classes, self.cfg.ingest.max_message_bytes)
-        self._restore()
+        self.labelled.extend(samples)
+        if payload is not None:
+            counts = payload.get("counts", {})
+            self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
+                                 counts.get("dropped", {}))
+            self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
         self.notifier.ready(self._status_line())
         log.info("ready in %.1f s: ingest %s, predictions %s, status %s",
                  time.monotonic() - t0, self._ingest_endpoints(),
                  ", ".join(self.cfg.output.endpoints), ", ".join(self._status_endpoints(self.cfg)))
 
-    def _restore(self) -> None:
-        payload, samples = self.store.restore()
-        self.labelled.extend(samples)
-        if payload is None:
-            return
-        counts = payload.get("counts", {})
-        self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
-                             counts.get("dropped", {}))
-        self.intake.restore_sequences(payload.get("sequences", {}))
-        if payload.get("model_version") != self.model.engine.model_version:
-            log.info("checkpoint was taken with model %s, now running %s",
-                     payload.get("model_version"), self.model.engine.model_version)
+    def _load_model(self, payload: dict[str, Any] | None) -> Model:
+        """The state directory's model if it derives from the configured bundle (it holds
+        in-place updates), else the configured bundle, copied into the state directory."""
+        base = Path(self.cfg.model.bundle)
+        try:
+            self._base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise BundleError(f"{base}: cannot read bundle: {exc.strerror or exc}") from None
+        current = self.store.model_path
+        if payload is not None and payload.get("base_sha256") == self._base_sha and \
+                current.exists():
+            try:
+                return Model.load(str(current))
+            except BundleError as exc:
+                self.store.set_aside(current, str(exc))
+        elif payload is not None:
+            log.info("the configured bundle changed since the last checkpoint: starting from it")
+        model = Model.load(str(base))
+        self.store.save_model(base.read_bytes())
+        return model
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
@@ -293,6 +309,7 @@ class Agent:
             t0 = time.perf_counter()
             path = self.store.checkpoint({
                 "model_version": self.model.engine.model_version,
+                "base_sha256": self._base_sha,
                 "counts": self.metrics.counts(),
                 "sequences": self.intake.sequences(),
                 "labelled": len(self.labelled),
@@ -346,8 +363,11 @@ class Agent:
         self.notifier.ready(self._status_line())
 
     def _swap_model(self, new: AgentConfig) -> None:
+        data = Path(new.model.bundle).read_bytes()
         model = Model.load(new.model.bundle)
         eng = model.engine
+        self.store.save_model(data)
+        self._base_sha = hashlib.sha256(data).hexdigest()
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
         log.info("model %s loaded from %s", eng.model_version, model.path)

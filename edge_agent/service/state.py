@@ -144,7 +144,7 @@ class StateStore:
                     raise StateError(f"{path}: larger than {MAX_CHECKPOINT_BYTES} bytes")
                 payload = decode_checkpoint(path.read_bytes(), str(path))
             except (OSError, StateError) as exc:
-                self._set_aside(path, str(exc))
+                self.set_aside(path, str(exc))
                 continue
             log.info("restored checkpoint %s (generation %d)", path.name, payload["generation"])
             break
@@ -165,7 +165,17 @@ class StateStore:
     def _files(self, pattern: re.Pattern[str]) -> list[Path]:
         return [p for p in self.dir.iterdir() if pattern.match(p.name)]
 
-    def _set_aside(self, path: Path, why: str) -> None:
+    @property
+    def model_path(self) -> Path:
+        """Where the current model bundle is kept."""
+        return self.dir / "model.eab"
+
+    def save_model(self, data: bytes) -> None:
+        """Atomically replace the current model bundle."""
+        atomic_write_bytes(self.model_path, data)
+
+    def set_aside(self, path: Path, why: str) -> None:
+        """Move an unusable state file to ``corrupt/`` with a log line."""
         self.corrupt_found += 1
         aside = self.dir / "corrupt"
         aside.mkdir(exist_ok=True)
