@@ -83,7 +83,7 @@ def _loop(
     )
     model.train()
     bar = tqdm(total=steps, desc=desc, disable=not cfg.progress, leave=False, mininterval=0.5)
-    for idx in _batches(len(x), cfg.batch_size, steps, gen):
+    for step, idx in enumerate(_batches(len(x), cfg.batch_size, steps, gen), 1):
         xb = x[idx]
         if cfg.augment:
             xb = augment(xb, gen)
@@ -95,7 +95,7 @@ def _loop(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if on_step is not None:
-            on_step(bar.n)
+            on_step(step)
     bar.close()
     model.eval()
 
