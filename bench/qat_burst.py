@@ -9,8 +9,8 @@ the integer engine, on the test split. The candidate pool is the training split 
 augmented copies of it (jitter, scaling, rotation, time warp; images: shifts and noise)
 until it holds at least ``--pool-min`` samples, standing in for the QCore buffer plus
 recent stream samples (BasicMotions has only 40 training samples). Variants: random
-coreset + KD, RES + KD, RES + CLC (cascaded), at every coreset fraction; RES + CLC
-independent, RES + CLC + CR and the combined score + CLC at 5%; full-pool QAT (the upper
+coreset + KD, RES + KD, RES + CLC (cascaded), random + CLC at every coreset fraction;
+RES + CLC independent and RES + CLC + CR at 5%; full-pool QAT (the upper
 bound, same steps).
 
 Part 2, cost. The bench process plays the agent: a thread runs the engine on single
@@ -60,11 +60,11 @@ SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction
     "random + KD": {"selection": "random", "clc": "none"},
     "RES + KD": {"selection": "res", "clc": "none"},
     "RES + CLC": {"selection": "res", "clc": "cascaded"},
+    "random + CLC": {"selection": "random", "clc": "cascaded"},
 }
 AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
     "RES + CLC indep.": {"selection": "res", "clc": "independent"},
     "RES + CLC + CR": {"selection": "res", "clc": "cascaded", "cr_weight": 1.0},
-    "combined + CLC": {"selection": "combined", "clc": "cascaded"},
 }
 FULL: dict[str, dict[str, Any]] = {
     "full-pool QAT": {"selection": "all", "clc": "none", "coreset_fraction": 1.0}

@@ -15,14 +15,14 @@ class BurstConfig:
     """Hyper-parameters of one burst (JSON-serializable; the runner passes it as a file)."""
 
     bits: int | None = None  # bit-width to train; None: the bundle's default
-    steps: int = 120
+    steps: int = 80
     batch_size: int = 32
-    lr: float = 1e-3  # weights and biases
-    quantizer_lr: float = 1e-4  # LSQ+ scales and offsets
+    lr: float = 5e-3  # weights and biases
+    quantizer_lr: float = 5e-4  # LSQ+ scales and offsets
     coreset_fraction: float = 0.05
-    selection: str = "combined"  # combined (d(t) of methods.md), res (RES alone), random, all
-    reselect_every: int = 40
-    score_temperature: float = 1.0
+    selection: str = "res"  # combined (d(t) of methods.md), res (RES alone), random, all
+    reselect_every: int = 10
+    score_temperature: float = 4.0  # softmax temperature of RES (4 beat 1 on GunPoint)
     normalize_scores: bool = True
     balanced: bool = True  # class-balanced top-S (labels, else FP predictions)
     kd_weight: float = 1.0
