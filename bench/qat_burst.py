@@ -404,11 +404,11 @@ def main() -> None:
     bits = [int(b) for b in args.bits.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
     t0 = time.time()
-    jobs, start, data = [], {}, {}
+    jobs, start, data, bundles = [], {}, {}, {}
     for name in args.datasets.split(","):
         ds = RAW[name](args.data_dir)
         data[name] = ds
-        bundle = start_bundle(ds, bits, args.fp_steps)
+        bundle = bundles[name] = start_bundle(ds, bits, args.fp_steps)
         pool_x, pool_y = candidate_pool(ds, args.pool_min)
         for b in bits:
             start[f"{ds.name}/{b}"] = test_accuracy(bundle, b, ds)
