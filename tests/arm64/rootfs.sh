@@ -69,7 +69,7 @@ arch=$(chroot "$dir" /usr/bin/python3 -c 'import platform; print(platform.machin
 [ "$arch" = aarch64 ] || die "the rootfs python reports machine $arch, not aarch64"
 rm -rf "$dir/opt/testtools"
 chroot "$dir" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT python3 -m pip install -q \
-  --no-cache-dir --disable-pip-version-check --target /opt/testtools "${TEST_TOOLS[@]}" \
+  --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /opt/testtools "${TEST_TOOLS[@]}" \
   || die "pip could not install the test tools into the rootfs"
 echo "$want" > "$stamp"
 echo "arm64 rootfs: ready at $dir (machine: $arch)" >&2

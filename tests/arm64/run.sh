@@ -82,18 +82,24 @@ in_board() {
 [ "$(in_board cortex-a72 uname -m)" = aarch64 ] || die "the board does not run as aarch64"
 
 # ---------------------------------------------------------------- the install
-step "install with deploy/install.sh (no running systemd on the board)"
+step "install with deploy/install.sh --no-start (as on a Pi; no running systemd on the board)"
 [ -f "$repo/deploy/install.sh" ] || die "deploy/install.sh is missing"
 # PIP_CERT: the host's CA bundle (copied in by rootfs.sh) for a proxy on the way to PyPI.
 board_env=(PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
 in_board cortex-a72 bash /src/deploy/install.sh --no-start \
   || die "deploy/install.sh failed on the board"
 board_env=()
-entry=$(in_board cortex-a72 sh -c 'command -v edge-agent') \
-  || die "the install left no edge-agent command on PATH"
+unit=/etc/systemd/system/edge-agent.service
+for f in "$unit" /etc/systemd/system/multi-user.target.wants/edge-agent.service \
+         /etc/edge-agent/agent.toml /etc/edge-agent/model.eab; do
+  [ -e "$board$f" ] || die "the install left no $f"
+done
+entry=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$board$unit")
+[ -n "$entry" ] && [ -x "$board$entry" ] || die "$unit: ExecStart ${entry:-(none)} is not installed"
 py=$(head -1 "$board$entry" | sed -n 's/^#! *//p')
 [ -n "$py" ] && [ -x "$board$py" ] || die "cannot find the Python of $entry"
-echo "arm64: edge-agent installed: $entry (python $py)" >&2
+in_board cortex-a72 "$entry" --version || die "$entry --version failed"
+echo "arm64: installed and enabled $unit, entry point $entry (python $py)" >&2
 if in_board cortex-a72 "$py" -c 'import torch' 2>/dev/null; then
   die "torch is installed on the board: the agent must not need it"
 fi
@@ -152,7 +158,10 @@ board_tests "Pi 5" cortex-a76 cortex-a76
 step "end-to-end smoke test of the installed agent (Pi 4 CPU, private network namespace)"
 # Its own network namespace: the installed default ports cannot clash with the host's.
 board_prefix=(unshare --net sh -c 'ip link set lo up && exec "$@"' sh)
-in_board cortex-a72 "$py" -P /src/tests/arm64/smoke.py || die "end-to-end smoke test failed"
+# The agent's JIT cache starts from the Pi 4 run's (same kernels, same CPU): a cold start
+# compiles for minutes under emulation (seconds on a board).
+in_board cortex-a72 "$py" -P /src/tests/arm64/smoke.py --unit "$unit" \
+    --seed-jit-cache /var/tmp/jit-cortex-a72 || die "end-to-end smoke test failed"
 board_prefix=()
 
 # One bit-flip recalibration round on the board. HOOK: when bit-flip recalibration

@@ -1,13 +1,16 @@
 """End-to-end smoke test of an installed edge-agent (run on the emulated arm64 board).
 
-Starts the agent from the installed ``edge-agent`` entry point with the installed
-configuration, subscribes to its predictions, replays the bundled BasicMotions test
-split with ``edge-agent publish`` over ZeroMQ, and checks that every sample comes back
-as a prediction equal to the engine's own prediction for it, that ``edge-agent status
---json`` answers with the counts, and that SIGTERM makes the agent exit 0 after writing
-a new checkpoint. Exits 1 with a reason on the first failure.
+Starts the agent the way the installed systemd unit would, without systemd: its
+``ExecStart=`` command line (the installed entry point and configuration), its
+``Environment=`` and the State/Cache/RuntimeDirectory it names, as an unprivileged user
+(``DynamicUser=``: here ``nobody``). Then it subscribes to the predictions, replays the
+bundled BasicMotions test split with ``edge-agent publish`` over ZeroMQ, and checks that
+every sample comes back as a prediction equal to the engine's own prediction for it,
+that ``edge-agent status --json`` answers with the counts, and that SIGTERM makes the
+agent exit 0 after writing a new checkpoint. Exits 1 with a reason on the first failure.
 
-Usage: python -P smoke.py [--config /etc/edge-agent/agent.toml] [--count N]
+Usage: python -P smoke.py [--unit /etc/systemd/system/edge-agent.service] [--count N]
+                          [--seed-jit-cache DIR]
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,71 @@ SENSOR = "arm64-smoke"
 
 class SmokeError(Exception):
     """A failed check."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What the smoke test takes from the installed systemd unit."""
+
+    argv: list[str]
+    env: dict[str, str]
+    user: str
+
+
+def read_unit(path: Path) -> Unit:
+    """ExecStart, Environment and the systemd-managed directories of a service unit."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    dynamic = False
+    user = "root"
+    dirs = {"StateDirectory": ("STATE_DIRECTORY", "/var/lib"),
+            "CacheDirectory": ("CACHE_DIRECTORY", "/var/cache"),
+            "RuntimeDirectory": ("RUNTIME_DIRECTORY", "/run"),
+            "ConfigurationDirectory": ("CONFIGURATION_DIRECTORY", "/etc")}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#"):
+            continue
+        if key == "ExecStart":
+            argv = shlex.split(value.lstrip("-@:+!"))
+        elif key == "Environment":
+            for item in shlex.split(value):
+                k, _, v = item.partition("=")
+                env[k] = v
+        elif key in dirs:
+            var, top = dirs[key]
+            env[var] = f"{top}/{value.split()[0]}"
+        elif key == "DynamicUser":
+            dynamic = value.lower() in ("yes", "true", "1")
+        elif key == "User":
+            user = value
+    if not argv:
+        raise SmokeError(f"{path}: no ExecStart=")
+    return Unit(argv, env, "nobody" if dynamic else user)
+
+
+def prepare_dirs(unit: Unit, seed_jit_cache: Path | None) -> None:
+    """Create the unit's directories for its user, as systemd would (mode 0700)."""
+    pw = pwd.getpwnam(unit.user)
+    for var in ("STATE_DIRECTORY", "CACHE_DIRECTORY", "RUNTIME_DIRECTORY"):
+        if var not in unit.env:
+            continue
+        d = Path(unit.env[var])
+        d.mkdir(parents=True, exist_ok=True)
+        if var == "CACHE_DIRECTORY" and seed_jit_cache is not None and seed_jit_cache.is_dir():
+            shutil.copytree(seed_jit_cache, d / "numba", dirs_exist_ok=True)
+        for sub in [d, *d.rglob("*")]:
+            os.chown(sub, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o755 if var == "RUNTIME_DIRECTORY" else 0o700)
+
+
+def as_user(unit: Unit, argv: list[str]) -> list[str]:
+    """``argv`` run as the unit's user, with no supplementary groups."""
+    if unit.user == "root":
+        return argv
+    pw = pwd.getpwnam(unit.user)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+            "--reset-env", "--", "env", *(f"{k}={v}" for k, v in unit.env.items()), *argv]
 
 
 def run(cmd: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -72,22 +143,29 @@ def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
     return classes
 
 
-def smoke(config_path: Path, count: int, log_path: Path) -> None:
+def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | None) -> None:
     from edge_agent.service.config import load_config
     from edge_agent.service.state import decode_checkpoint
 
-    exe = shutil.which("edge-agent")
-    if exe is None:
-        raise SmokeError("no edge-agent command on PATH")
+    unit = read_unit(unit_path)
+    exe = unit.argv[0]
+    if not os.access(exe, os.X_OK):
+        raise SmokeError(f"the unit's ExecStart {exe} is not an executable")
+    if unit.argv[1:2] != ["run"] or "--config" not in unit.argv:
+        raise SmokeError(f"unexpected ExecStart {unit.argv}")
+    config_path = Path(unit.argv[unit.argv.index("--config") + 1])
+    os.environ.update(unit.env)  # the agent and this process resolve the same directories
+    prepare_dirs(unit, seed_jit_cache)
     cfg = load_config(config_path)
     status_ep = cfg.status_ipc
     ingest_ep = cfg.ingest.endpoints[0]
     if cfg.ingest.mode != "bind" or cfg.ingest.socket != "sub":
         raise SmokeError(f"the installed config's ingest is {cfg.ingest.mode}/"
                          f"{cfg.ingest.socket}; this test publishes to a binding SUB socket")
-    print(f"smoke: {exe}, config {config_path}, model {cfg.model.bundle}, ingest {ingest_ep}, "
+    print(f"smoke: {shlex.join(unit.argv)} as {unit.user}, config {config_path}, "
+          f"model {cfg.model.bundle}, ingest {ingest_ep}, "
           f"predictions {cfg.output.endpoints[0]}, state {cfg.state_dir}", flush=True)
-    run([exe, "run", "--config", str(config_path), "--check"])
+    run(as_user(unit, [*unit.argv, "--check"]))
     before = checkpoints(cfg.state_dir)
 
     ctx = zmq.Context.instance()
@@ -97,8 +175,7 @@ def smoke(config_path: Path, count: int, log_path: Path) -> None:
     sub.connect(cfg.output.endpoints[0])
     t0 = time.monotonic()
     with log_path.open("w") as log:
-        agent = subprocess.Popen([exe, "run", "--config", str(config_path)], stdout=log,
-                                 stderr=subprocess.STDOUT)
+        agent = subprocess.Popen(as_user(unit, unit.argv), stdout=log, stderr=subprocess.STDOUT)
     try:
         while True:  # ready when the status socket answers
             if agent.poll() is not None:
@@ -176,12 +253,14 @@ def smoke(config_path: Path, count: int, log_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"))
+    p.add_argument("--unit", type=Path, default=Path("/etc/systemd/system/edge-agent.service"))
     p.add_argument("--count", type=int, default=300)
+    p.add_argument("--seed-jit-cache", type=Path, default=None,
+                   help="copy this JIT cache into the unit's cache directory first")
     args = p.parse_args(argv)
     log_path = Path(tempfile.gettempdir()) / "edge-agent-smoke.log"
     try:
-        smoke(args.config, args.count, log_path)
+        smoke(args.unit, args.count, log_path, args.seed_jit_cache)
     except (SmokeError, subprocess.TimeoutExpired, OSError) as exc:
         print(f"smoke: FAIL: {exc}", file=sys.stderr)
         if log_path.exists():
