@@ -10,7 +10,8 @@
 # The base rootfs is cached under $EDGE_AGENT_ARM64_CACHE (default .arm64-rootfs/, git
 # ignored); every run installs onto a fresh overlay of it, so the install is always
 # tested from scratch. Needs root. If emulation cannot start it says why and fails.
-# Usage: tests/arm64/run.sh        (environment: EDGE_AGENT_ARM64_CACHE, KEEP_BOARD=1)
+# Usage: tests/arm64/run.sh   (environment: EDGE_AGENT_ARM64_CACHE: the cache directory;
+#        EDGE_AGENT_HOST_PYTHON: the host Python for the golden results, default .venv's)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -108,7 +109,10 @@ pyt=(env PYTHONPATH=/opt/testtools "$py" -P)
 
 # ---------------------------------------------------------------- bit-exactness
 step "golden results of the bundled model on this host ($(uname -m))"
-"$repo/.venv/bin/python" "$here/golden.py" compute "$run/golden.npz" \
+hostpy=${EDGE_AGENT_HOST_PYTHON:-$repo/.venv/bin/python}
+[ -x "$hostpy" ] || die "no host Python with edge-agent's dependencies at $hostpy" \
+  "(scripts/test.sh creates .venv; or set EDGE_AGENT_HOST_PYTHON)"
+PYTHONPATH=$repo "$hostpy" -P "$here/golden.py" compute "$run/golden.npz" \
   || die "computing the golden results on the host failed"
 cp "$run/golden.npz" "$board/tmp/golden.npz"
 
