@@ -1,0 +1,170 @@
+"""Forward-only features for bit flipping (QCore's general form, see methods.md section 2).
+
+One forward pass of the integer model over the calibration samples (the numpy reference,
+so the values are the engine's) gives every conv/linear layer's centred input patches.
+From them, per weight element ``(o, k)`` of a layer with scale ``s_o``:
+
+- ``residual``: ``W/s - q0`` of the QAT latent weight against the deployed integer ``q0``
+  (stored in the bundle), i.e. how close the weight sat to a rounding boundary;
+- ``offset``: ``q - q0``, how far earlier rounds moved it;
+- ``rec_step``: the integer step that best reduces the layer's local reconstruction error
+  ``x (W - s q)^T`` on the current inputs, ``((q0 + r - q) C)_ok / C_kk`` with ``C`` the
+  input second-moment matrix (re-rounding for the inputs the device now sees);
+- ``task_step``: for the last layer only, the damped diagonal-Newton integer step of the
+  cross-entropy on the (pseudo-)labels: output error times input, no back-propagation;
+- ``at_min`` / ``at_max``: the weight sits on the edge of its integer range;
+- ``step_size``: ``2^-(b-1)``, the relative size of one step at this bit-width.
+
+Nothing is propagated backwards through the network: every quantity is local to a layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edge_agent.bundle import Bundle, QuantModel
+from edge_agent.reference import forward
+from kernels.packing import qrange
+
+FEATURES = (
+    "residual",
+    "offset",
+    "rec_step",
+    "task_step",
+    "is_last",
+    "at_min",
+    "at_max",
+    "step_size",
+)
+STEP_CLIP = 4.0
+
+
+@dataclass(frozen=True)
+class LayerTrace:
+    """What one forward pass tells about one weighted layer."""
+
+    patches: np.ndarray  # (M, K) float32 centred input codes / sums, torch column order
+
+
+def _patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
+    """im2col of a centred layer input: (N, C, *S) -> (N, P, C * prod(kernel))."""
+    kind = op["op"]
+    n = centred.shape[0]
+    if kind == "linear":
+        return centred.reshape(n, 1, -1)
+    nd = 1 if kind == "conv1d" else 2
+    kernel = tuple(np.atleast_1d(op["kernel"]).tolist())
+    stride = tuple(np.atleast_1d(op["stride"]).tolist())
+    pad = tuple(np.atleast_1d(op["padding"]).tolist())
+    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in pad)))
+    win = sliding_window_view(x, kernel, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
+    # (N, C, *S', *kernel) -> (N, *S', C, *kernel) -> (N, P, K)
+    order = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
+    win = win.transpose(order)
+    return win.reshape(n, -1, int(np.prod(win.shape[1 + nd :])))
+
+
+def trace(bundle: Bundle, quant: QuantModel, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
+    """Logits of ``X`` and every weighted layer's patches and accumulators."""
+    ops = bundle.weighted_ops()
+    traces: list[LayerTrace] = []
+
+    def hook(i: int, centred: np.ndarray, _acc: np.ndarray) -> None:
+        p = _patches(ops[i], centred)
+        traces.append(LayerTrace(p.reshape(-1, p.shape[2]).astype(np.float32)))
+
+    logits = forward(bundle.arch["layers"], quant, bundle.norm_mean, bundle.norm_std, X, hook)
+    return logits, traces
+
+
+def input_divisors(bundle: Bundle) -> list[int]:
+    """Per weighted layer, the number of positions a preceding GAP averaged (else 1)."""
+    out: list[int] = []
+    positions = int(np.prod(bundle.input_shape[1:]))
+    divisor = 1
+    for op in bundle.arch["layers"]:
+        kind = op["op"]
+        if kind in ("conv1d", "conv2d", "linear"):
+            out.append(divisor)
+            divisor = 1
+        elif kind == "gap":
+            divisor = positions
+        if kind != "gap":
+            positions = _positions_after(op, positions, bundle)
+    return out
+
+
+def _positions_after(op: dict[str, Any], positions: int, bundle: Bundle) -> int:
+    """Spatial size after ``op`` (only its product matters for GAP's divisor)."""
+    kind = op["op"]
+    if kind in ("linear", "flatten"):
+        return 1
+    nd = 1 if kind.endswith("1d") else 2
+    side = round(positions ** (1 / nd))
+    k = np.atleast_1d(op["kernel"])[0]
+    s = np.atleast_1d(op.get("stride", k))[0]
+    p = np.atleast_1d(op.get("padding", 0))[0]
+    side = (side + 2 * p - k) // s + 1
+    return int(side**nd)
+
+
+def layer_features(
+    bundle: Bundle,
+    quant: QuantModel,
+    codes: list[np.ndarray],
+    deployed: list[np.ndarray],
+    residuals: list[np.ndarray],
+    traces: list[LayerTrace],
+    logits: np.ndarray,
+    labels: np.ndarray,
+) -> list[np.ndarray]:
+    """Per weighted layer an (O, K, len(FEATURES)) float32 feature array.
+
+    ``codes``: current integer weights (O, K); ``deployed``: the bundle's; ``residuals``:
+    float rounding residuals in [-0.5, 0.5] (zeros where the bundle has none).
+    """
+    qmin, qmax = qrange(quant.weight_bits)
+    divisors = input_divisors(bundle)
+    out = []
+    last = len(quant.layers) - 1
+    for i, (lq, q, q0, r, tr) in enumerate(
+        zip(quant.layers, codes, deployed, residuals, traces, strict=True)
+    ):
+        s_w = lq.w_scale.astype(np.float64)[:, None]
+        x = tr.patches.astype(np.float64) * (lq.in_scale / divisors[i])  # (M, K) real inputs
+        cov = x.T @ x / len(x)  # (K, K)
+        diag = np.diag(cov) + 1e-12
+        target = q0.astype(np.float64) + r - q  # latent minus current, in steps
+        rec_step = (target @ cov) / diag[None, :]
+        task_step = np.zeros_like(rec_step)
+        if i == last:
+            p = _softmax(logits)
+            err = -p
+            err[np.arange(len(labels)), labels] += 1.0
+            curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
+            task_step = (err.T @ x / len(x)) / (s_w * curv)
+        feats = np.stack(
+            [
+                r,
+                np.clip(q - q0, -2, 2),
+                np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
+                np.clip(task_step, -STEP_CLIP, STEP_CLIP),
+                np.full(q.shape, float(i == last)),
+                (q <= qmin).astype(np.float64),
+                (q >= qmax).astype(np.float64),
+                np.full(q.shape, 2.0 ** -(quant.weight_bits - 1)),
+            ],
+            axis=-1,
+        )
+        out.append(feats.astype(np.float32))
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

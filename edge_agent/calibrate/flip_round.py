@@ -1,0 +1,235 @@
+"""One bit-flipping recalibration round: propose flips, apply within budget, gate, swap.
+
+A round works on the calibration data the agent holds (QCore buffer plus labelled recent
+samples): part of it drives the flips, a held-out part decides through the gate whether
+the new integer weights replace the engine's. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_agent.bundle import Bundle, QuantModel
+from edge_agent.calibrate import gate
+from edge_agent.calibrate.flip_features import layer_features, trace
+from edge_agent.calibrate.flip_net import FlipNet
+from edge_agent.engine import Engine
+from edge_agent.model.export import RESIDUAL_SCALE, residual_key
+from kernels.packing import pack_rows, qrange, unpack_rows
+
+log = logging.getLogger(__name__)
+
+# per layer: action in {-1, 0, +1} (0: not a candidate) and a score to rank candidates
+Proposal = list[tuple[np.ndarray, np.ndarray]]
+Proposer = Callable[[list[np.ndarray]], Proposal]
+
+
+@dataclass(frozen=True)
+class FlipConfig:
+    """Knobs of a round (all in the agent's config)."""
+
+    budget_fraction: float = 0.01  # flips per iteration, as a fraction of all weights
+    threshold: float = 0.5  # network confidence needed for a flip
+    iterations: int = 4  # propose/apply steps per round while the loss falls
+    holdout_fraction: float = 0.3
+    min_holdout: int = 4
+    tolerance: float = 0.0  # held-out score may drop by this much and still pass
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did."""
+
+    decision: gate.GateDecision
+    flips: int  # weights changed by the kept candidate (0 when rolled back)
+    iterations: int
+    loss_before: float
+    loss_after: float
+    cpu_seconds: float
+    version: str | None  # new engine model version when accepted
+
+
+def network_proposer(net: FlipNet, threshold: float) -> Proposer:
+    """The flipping network: its action where its confidence reaches ``threshold``."""
+
+    def propose(feats: list[np.ndarray]) -> Proposal:
+        out = []
+        for f in feats:
+            action, conf = net.propose(f)
+            out.append((np.where(conf >= threshold, action, 0).astype(np.int8), conf))
+        return out
+
+    return propose
+
+
+def greedy_proposer() -> Proposer:
+    """No network: follow each weight's local step (task step on the last layer,
+    reconstruction step elsewhere) where it exceeds half an integer step."""
+
+    def propose(feats: list[np.ndarray]) -> Proposal:
+        out = []
+        for f in feats:
+            step = np.where(f[..., 4] > 0, f[..., 3], f[..., 2])
+            action = np.where(np.abs(step) > 0.5, np.sign(step), 0).astype(np.int8)
+            out.append((action, np.abs(step)))
+        return out
+
+    return propose
+
+
+def random_proposer(seed: int) -> Proposer:
+    """Random weights, random direction: the baseline with the same budget."""
+    rng = np.random.default_rng(seed)
+
+    def propose(feats: list[np.ndarray]) -> Proposal:
+        return [
+            (rng.choice(np.array([-1, 1], np.int8), size=f.shape[:2]), rng.random(f.shape[:2]))
+            for f in feats
+        ]
+
+    return propose
+
+
+def select_flips(proposal: Proposal, budget: int) -> list[np.ndarray]:
+    """Per-layer int8 deltas: the ``budget`` highest-scoring non-zero actions overall."""
+    scores = np.concatenate([np.where(a != 0, s, -np.inf).ravel() for a, s in proposal])
+    n = int(min(budget, np.isfinite(scores).sum()))
+    chosen = np.zeros(scores.shape, bool)
+    if n > 0:
+        chosen[np.argpartition(-scores, n - 1)[:n]] = True
+    deltas, start = [], 0
+    for a, _ in proposal:
+        take = chosen[start : start + a.size].reshape(a.shape)
+        deltas.append(np.where(take, a, 0).astype(np.int8))
+        start += a.size
+    return deltas
+
+
+def apply_flips(codes: list[np.ndarray], deltas: list[np.ndarray], bits: int) -> list[np.ndarray]:
+    """Codes moved by ``deltas``, clipped to the ``bits`` integer range (stay on the grid)."""
+    lo, hi = qrange(bits)
+    return [
+        np.clip(q.astype(np.int16) + d, lo, hi).astype(np.int8)
+        for q, d in zip(codes, deltas, strict=True)
+    ]
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of float logits against class indices."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+class BitFlipCalibrator:
+    """Runs rounds for one bundle with one proposer; keeps a scratch engine per bit-width."""
+
+    def __init__(self, bundle: Bundle, proposer: Proposer, cfg: FlipConfig | None = None) -> None:
+        self.bundle = bundle
+        self.proposer = proposer
+        self.cfg = cfg or FlipConfig()
+        self._scratch: dict[int, Engine] = {}
+
+    def deployed_codes(self, bits: int) -> list[np.ndarray]:
+        """The bundle's integer weights (O, K) at ``bits``."""
+        return [unpack_rows(lq.packed, lq.k, lq.bits) for lq in self.bundle.quant[bits].layers]
+
+    def residuals(self, bits: int) -> list[np.ndarray]:
+        """The bundle's rounding residuals at ``bits`` (zeros where it has none)."""
+        out = []
+        for i, lq in enumerate(self.bundle.quant[bits].layers):
+            r = self.bundle.extras.get(residual_key(bits, i))
+            shape = (lq.out_features, lq.k)
+            out.append(
+                np.zeros(shape)
+                if r is None or r.shape != shape
+                else r.astype(np.float64) / RESIDUAL_SCALE
+            )
+        return out
+
+    def quant_with(self, bits: int, codes: list[np.ndarray]) -> QuantModel:
+        """The bundle's ``bits`` model with its integer weights replaced by ``codes``."""
+        quant = self.bundle.quant[bits]
+        layers = [
+            dataclasses.replace(lq, packed=pack_rows(q, bits))
+            for lq, q in zip(quant.layers, codes, strict=True)
+        ]
+        return dataclasses.replace(quant, layers=layers)
+
+    def _engine_for(self, bits: int) -> Engine:
+        if bits not in self._scratch:
+            self._scratch[bits] = Engine(self.bundle, bits=bits)
+        return self._scratch[bits]
+
+    def run_round(
+        self, engine: Engine, X: np.ndarray, y: np.ndarray, seed: int = 0, metric: str = "accuracy"
+    ) -> RoundResult:
+        """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
+        accepts. ``y`` are labels or, without labels, the FP model's predictions."""
+        t0 = time.thread_time()
+        cfg = self.cfg
+        bits = engine.bits
+        n_layers = len(self.bundle.quant[bits].layers)
+        cal, hold = gate.holdout_split(len(X), cfg.holdout_fraction, seed)
+        Xc, yc = X[cal], y[cal]
+        current = [engine.layer_codes(i) for i in range(n_layers)]
+        deployed, residuals = self.deployed_codes(bits), self.residuals(bits)
+        scratch = self._engine_for(bits)
+        budget = max(1, round(cfg.budget_fraction * sum(q.size for q in current)))
+
+        best = current
+        logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
+        best_loss = loss_before = cross_entropy(logits, yc)
+        iterations = 0
+        for _ in range(cfg.iterations):
+            iterations += 1
+            feats = layer_features(
+                self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces, logits, yc
+            )
+            deltas = select_flips(self.proposer(feats), budget)
+            if not any(d.any() for d in deltas):
+                break
+            cand = apply_flips(best, deltas, bits)
+            cand_logits, cand_traces = trace(self.bundle, self.quant_with(bits, cand), Xc)
+            cand_loss = cross_entropy(cand_logits, yc)
+            if cand_loss >= best_loss:
+                break
+            best, best_loss, logits, traces = cand, cand_loss, cand_logits, cand_traces
+
+        changed = {
+            i: q
+            for i, (q, c) in enumerate(zip(best, current, strict=True))
+            if not np.array_equal(q, c)
+        }
+        scratch.swap_weights(best)
+        decision = gate.check(
+            lambda a: engine.predict(a)[0],
+            lambda a: scratch.predict(a)[0],
+            X[hold],
+            y[hold],
+            metric,
+            cfg.tolerance,
+            cfg.min_holdout,
+        )
+        if not changed:
+            decision = dataclasses.replace(decision, accepted=False, reason="no flip proposed")
+        version = engine.swap_weights(changed) if decision.accepted else None
+        flips = int(sum((best[i] != current[i]).sum() for i in changed)) if version else 0
+        result = RoundResult(
+            decision, flips, iterations, loss_before, best_loss, time.thread_time() - t0, version
+        )
+        log.info(
+            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU",
+            flips,
+            loss_before,
+            best_loss,
+            "kept" if version else "rolled back",
+            result.cpu_seconds,
+        )
+        return result
