@@ -82,3 +82,12 @@ def test_select_random_is_seeded_and_distinct() -> None:
     a = res.select_random(100, 0.1, np.random.default_rng(1))
     b = res.select_random(100, 0.1, np.random.default_rng(1))
     assert a.tolist() == b.tolist() and len(set(a.tolist())) == 10
+
+
+def test_ranked_top_and_random_mix() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.8, 0.3, 0.0, 0.7, 0.2, 0.6, 0.4])
+    assert res.ranked_top(scores, 0.4).tolist() == [1, 3, 6, 8]
+    mixed = res.mix_random(res.ranked_top(scores, 0.4), 10, 0.5, np.random.default_rng(0))
+    assert len(mixed) == 4 and {1, 3} <= set(mixed.tolist())
+    assert len(set(mixed.tolist())) == 4 and mixed.tolist() == sorted(mixed.tolist())
+    assert res.mix_random(np.array([4, 2]), 10, 0.0, np.random.default_rng(0)).tolist() == [2, 4]

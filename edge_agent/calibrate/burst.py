@@ -116,7 +116,10 @@ def _select(
             q_logits, f_logits, y, step, cfg.steps, cfg.score_temperature, cfg.normalize_scores
         )
     classes = np.where(y >= 0, y, f_logits.argmax(axis=1)) if cfg.balanced else None
-    return res.select_top(scores, cfg.coreset_fraction, classes)
+    ranked = res.ranked_top(scores, cfg.coreset_fraction, classes)
+    if cfg.random_share > 0:
+        return res.mix_random(ranked, len(x), cfg.random_share, rng)
+    return np.sort(ranked)
 
 
 def _batch_indices(selected: np.ndarray, batch: int, gen: torch.Generator) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ class BurstConfig:
     score_temperature: float = 4.0  # softmax temperature of RES (4 beat 1 on GunPoint)
     normalize_scores: bool = True
     balanced: bool = True  # class-balanced top-S (labels, else FP predictions)
+    random_share: float = 0.0  # share of the coreset drawn at random instead of by score
     kd_weight: float = 1.0
     kd_temperature: float = 4.0
     ce_weight: float = 1.0
@@ -46,3 +47,5 @@ class BurstConfig:
         if self.steps < 1 or self.batch_size < 1 or self.reselect_every < 1:
             raise ValueError("steps, batch_size and reselect_every must be positive")
         coreset_size(1, self.coreset_fraction)  # validates the fraction
+        if not 0.0 <= self.random_share <= 1.0:
+            raise ValueError(f"random_share must be in [0, 1], got {self.random_share}")

@@ -82,7 +82,14 @@ def coreset_size(pool_size: int, fraction: float) -> int:
 def select_top(
     scores: np.ndarray, fraction: float, classes: np.ndarray | None = None
 ) -> np.ndarray:
-    """Sorted indices of the top ``fraction`` of samples by score (ties: lower index first).
+    """Sorted indices of the top ``fraction`` of samples (see :func:`ranked_top`)."""
+    return np.sort(ranked_top(scores, fraction, classes))
+
+
+def ranked_top(
+    scores: np.ndarray, fraction: float, classes: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the top ``fraction`` of samples by score, best first (ties: lower index).
 
     With ``classes`` (label or pseudo-label per sample) the selection is class-balanced:
     the best of every class first, then every class's second best, and so on, so a few
@@ -98,7 +105,18 @@ def select_top(
             members = np.flatnonzero(cls == c)
             rank[members] = np.arange(len(members))
         order = order[np.argsort(rank, kind="stable")]
-    return np.sort(order[:k])
+    return order[:k]
+
+
+def mix_random(
+    top: np.ndarray, pool_size: int, share: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Replace the lowest-ranked ``share`` of a top-S selection ``top`` (given best first)
+    by samples drawn uniformly from the rest of the pool: hard samples plus coverage."""
+    n_rand = round(len(top) * share)
+    keep = top[: len(top) - n_rand]
+    rest = np.setdiff1d(np.arange(pool_size), keep)
+    return np.sort(np.concatenate([keep, rng.choice(rest, n_rand, replace=False)]))
 
 
 def select_random(pool_size: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
