@@ -117,8 +117,8 @@ class Engine:
     def _run(self, st: _State, xs: np.ndarray) -> np.ndarray:
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
         m, w = st.model, st.weights
-        run_program(xs, m.ops, w.ltab, w.panel, w.bias, w.m0, w.shift, w.out_mult, m.mean,
-                    m.std, m.in_scale, m.in_zp, m.act_hi, m.sizes, out)
+        run_program(xs, m.ops, m.tens, w.ltab, w.panel, w.bias, w.m0, w.shift, w.out_mult,
+                    m.mean, m.std, m.in_scale, m.in_zp, m.act_hi, m.sizes, out)
         return out
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

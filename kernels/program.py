@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from kernels import layout, runner
+from kernels import gemm, layout, runner
 from kernels.packing import check_bits
 
 _SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
+_CHUNK = 16  # samples run through the layers together (rows of one GEMM per layer)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Model:
     """Structure of a compiled model; pair it with a :class:`Weights` to run."""
 
     ops: np.ndarray  # int64 (ops, runner.OP_FIELDS)
-    sizes: np.ndarray  # int64 scratch sizes
+    tens: np.ndarray  # int64 (tensors, runner.T_FIELDS) activation layouts
+    sizes: np.ndarray  # int64 scratch sizes (runner.S_*)
     slots: tuple[_Slot, ...]
     input_shape: tuple[int, ...]
     num_outputs: int
@@ -97,6 +99,24 @@ def _conv_geometry(op: dict[str, Any], h: int, w: int) -> tuple[int, ...]:
     return kh, kw, sh, sw, ph, pw, oh, ow
 
 
+@dataclass
+class _Tensor:
+    """An activation tensor of the plan; its consumer sets the padding and fill code."""
+
+    h: int
+    w: int
+    c: int
+    ph: int = 0
+    pw: int = 0
+    w_mult: int = 1  # padded width rounded up to a multiple of this (direct conv stride)
+    fill: int = 0
+
+    def row(self) -> list[int]:
+        wp = -(-(self.w + 2 * self.pw) // self.w_mult) * self.w_mult
+        return [self.h, self.w, self.c, self.ph, self.pw, wp,
+                (self.h + 2 * self.ph) * wp * self.c, self.fill]
+
+
 def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 params: Sequence[LayerParams], mean: np.ndarray, std: np.ndarray,
                 in_scale: float, in_zp: int, act_bits: int) -> tuple[Model, Weights]:
@@ -107,9 +127,10 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     c = shape[0]
     h, w = (1, 1) if len(shape) == 1 else ((1, shape[1]) if len(shape) == 2 else shape[1:])
     zp = int(in_zp)  # zero point of the current activation grid
+    tensors = [_Tensor(h, w, c)]
     ops: list[list[int]] = []
     slots: list[_Slot] = []
-    act = col = pad = vec = h * w * c
+    col = vec = 0
     centred = False
     flat_from: tuple[int, int] | None = None
     n_weighted = sum(op["op"] in ("conv1d", "conv2d", "linear") for op in layers)
@@ -119,9 +140,10 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
         kind = op["op"]
         reorder: tuple[str, int, tuple[int, ...]]
         row = [0] * runner.OP_FIELDS
-        row[runner.F_H:runner.F_C + 1] = [h, w, c]
-        if centred and kind != "linear":
-            raise ValueError(f"only a linear layer may follow gap, not {kind}")
+        row[runner.F_IN] = len(tensors) - 1
+        src = tensors[-1]
+        if (centred or flat_from) and kind != "linear":
+            raise ValueError(f"only a linear layer may follow gap or flatten, not {kind}")
         if kind in ("conv1d", "conv2d", "linear"):
             p = params[len(slots)]
             last = len(slots) == n_weighted - 1
@@ -134,7 +156,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 out = int(op["out_features"])
                 reorder = ("flatten", flat_from[0], (flat_from[1],)) if (
                     flat_from and flat_from[1] > 1) else ("none", 0, ())
-                row[runner.F_OP] = runner.OP_LINEAR
+                row[runner.F_OP] = runner.OP_LINEAR_I32 if centred else runner.OP_LINEAR
                 oh = ow = 1
             else:
                 if int(op["in_ch"]) != c:
@@ -144,14 +166,19 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 spatial = (kw,) if kind == "conv1d" else (kh, kw)
                 reorder = ("conv", c, spatial)
                 k_in = kh * kw * c
-                row[runner.F_OP] = runner.OP_CONV
-                row[runner.F_KH:runner.F_PW + 1] = [kh, kw, sh, sw, ph, pw]
-                pad = max(pad, (h + 2 * ph) * (w + 2 * pw) * c)
-                col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
+                row[runner.F_KH:runner.F_SW + 1] = [kh, kw, sh, sw]
+                src.ph, src.pw, src.fill = ph, pw, int(p.in_zp)
+                if kind == "conv1d":  # windows are contiguous runs of the padded signal
+                    row[runner.F_OP] = runner.OP_CONV_DIRECT
+                    src.w_mult = sw
+                else:
+                    row[runner.F_OP] = runner.OP_CONV_IM2COL
+                    col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
             _check_params(p, out, k_in, last, len(slots))
             if last and oh * ow != 1:
                 raise ValueError("the last weighted layer must have one output position")
-            row[runner.F_OH:runner.F_OC + 1] = [oh, ow, out]
+            row[runner.F_OH:runner.F_OW + 1] = [oh, ow]
+            row[runner.F_PKH:runner.F_PKW + 1] = [1, 1]
             row[runner.F_LAYER] = len(slots)
             row[runner.F_LAST] = int(last)
             slots.append(_Slot(kind, out, k_in, reorder, centred, bool(op.get("relu", False))))
@@ -160,32 +187,42 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
             centred, flat_from = False, None
         elif kind in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
             kh, kw, sh, sw, _, _, oh, ow = _conv_geometry({**op, "padding": 0}, h, w)
+            h, w = oh, ow
+            prev = ops[-1] if ops else None
+            if (kind.startswith("max") and (kh, kw) == (sh, sw) and prev is not None
+                    and prev[runner.F_OP] in (runner.OP_CONV_DIRECT, runner.OP_CONV_IM2COL)
+                    and prev[runner.F_PKH] == prev[runner.F_PKW] == 1):
+                prev[runner.F_PKH:runner.F_PKW + 1] = [kh, kw]  # fused into the epilogue
+                src.h, src.w = h, w
+                continue
             row[runner.F_OP] = runner.OP_MAXPOOL if kind.startswith("max") else runner.OP_AVGPOOL
             row[runner.F_KH:runner.F_SW + 1] = [kh, kw, sh, sw]
-            row[runner.F_OH:runner.F_OC + 1] = [oh, ow, c]
-            h, w = oh, ow
+            row[runner.F_OH:runner.F_OW + 1] = [oh, ow]
         elif kind == "gap":
             row[runner.F_OP] = runner.OP_GAP
-            row[runner.F_OH:runner.F_OC + 1] = [1, 1, c]
             row[runner.F_ZP] = zp
+            vec = max(vec, c)
             h = w = 1
             centred = True
-        elif kind == "flatten":
-            row[runner.F_OP] = runner.OP_FLATTEN
+        elif kind == "flatten":  # a channels-last sample is already flat: no op, no copy
             flat_from = (c, h * w)
             h, w, c = 1, 1, h * w * c
-            row[runner.F_OH:runner.F_OC + 1] = [1, 1, c]
+            continue
         else:
             raise ValueError(f"unknown layer op {kind!r}")
-        act = max(act, h * w * c)
-        vec = max(vec, c)
+        row[runner.F_OUT] = len(tensors)
+        tensors.append(_Tensor(h, w, c))
         ops.append(row)
-    if not slots or ops[-1][runner.F_OP] not in (runner.OP_LINEAR, runner.OP_CONV):
+    if not slots or ops[-1][runner.F_OP] not in runner.WEIGHTED_OPS:
         raise ValueError("the layer list must end with a weighted layer")
-    sizes = np.array([act + _SLACK, pad + _SLACK, col + _SLACK, vec], dtype=np.int64)
+    tens = np.array([t.row() for t in tensors], dtype=np.int64)
+    for row in ops:
+        _set_map(row, tens)
+    act = int(tens[:, runner.T_SS].max())
+    sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), _CHUNK], dtype=np.int64)
     model = Model(
-        ops=np.array(ops, dtype=np.int64), sizes=sizes, slots=tuple(slots), input_shape=shape,
-        num_outputs=slots[-1].out_ch,
+        ops=np.array(ops, dtype=np.int64), tens=tens, sizes=sizes, slots=tuple(slots),
+        input_shape=shape, num_outputs=slots[-1].out_ch,
         mean=np.ascontiguousarray(mean, dtype=np.float32),
         std=np.ascontiguousarray(std, dtype=np.float32),
         in_scale=np.float32(in_scale), in_zp=int(in_zp), act_hi=(1 << int(act_bits)) - 1,
@@ -193,6 +230,29 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
         raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
     return model, pack_weights(model, params)
+
+
+def _set_map(row: list[int], tens: np.ndarray) -> None:
+    """Fill the epilogue map of a weighted op: GEMM rows -> cells of its output tensor."""
+    if row[runner.F_OP] not in runner.WEIGHTED_OPS:
+        return
+    src, dst = tens[row[runner.F_IN]], tens[row[runner.F_OUT]]
+    oh, ow = row[runner.F_OH], row[runner.F_OW]
+    rows = oh * ow
+    if row[runner.F_OP] == runner.OP_CONV_DIRECT:
+        rows = int(src[runner.T_WP]) // row[runner.F_SW]
+    m = runner.F_MAP
+    row[m + gemm.M_R] = rows
+    row[m + gemm.M_P] = oh * ow
+    row[m + gemm.M_OW] = ow
+    row[m + gemm.M_PKH] = row[runner.F_PKH]
+    row[m + gemm.M_PKW] = row[runner.F_PKW]
+    row[m + gemm.M_POH] = int(dst[runner.T_H])
+    row[m + gemm.M_POW] = int(dst[runner.T_W])
+    row[m + gemm.M_SS] = int(dst[runner.T_SS])
+    row[m + gemm.M_WP] = int(dst[runner.T_WP])
+    row[m + gemm.M_PH] = int(dst[runner.T_PH])
+    row[m + gemm.M_PW] = int(dst[runner.T_PW])
 
 
 def _check_params(p: LayerParams, out: int, k: int, last: bool, index: int) -> None:
@@ -229,24 +289,31 @@ def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray) -> np.ndarray:
 
 
 def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
-    """Lay out every layer's parameters into a fresh :class:`Weights`."""
+    """Lay out every layer's parameters into a fresh :class:`Weights`.
+
+    Per-channel parameters of each layer are padded to whole blocks of 16 channels
+    (the vector epilogue reads 16 at a time): bias 0, ``m0`` 0, ``shift`` 1.
+    """
     panels, biases, m0s, shifts, mults, rows = [], [], [], [], [], []
     w_off = p0 = 0
     for slot, p in zip(model.slots, params, strict=True):
         q = np.asarray(p.q, dtype=np.int8)
         panel = layout.to_panel(kernel_order(slot, q), p.bits)
         o = slot.out_ch
+        pad = -o % layout.OUT_BLOCK
         panels.append(panel)
-        biases.append(_folded_bias(slot, p, q))
-        m0s.append(np.zeros(o, np.int32) if p.m0 is None else np.asarray(p.m0, np.int32))
-        shifts.append(np.ones(o, np.int32) if p.shift is None else np.asarray(p.shift, np.int32))
-        mults.append(np.zeros(o, np.float32) if p.out_mult is None
-                     else np.asarray(p.out_mult, np.float32))
+        biases.append(np.pad(_folded_bias(slot, p, q), (0, pad)))
+        m0s.append(np.zeros(o + pad, np.int32) if p.m0 is None
+                   else np.pad(np.asarray(p.m0, np.int32), (0, pad)))
+        shifts.append(np.ones(o + pad, np.int32) if p.shift is None
+                      else np.pad(np.asarray(p.shift, np.int32), (0, pad), constant_values=1))
+        mults.append(np.zeros(o + pad, np.float32) if p.out_mult is None
+                     else np.pad(np.asarray(p.out_mult, np.float32), (0, pad)))
         zo = 0 if p.out_zp is None else int(p.out_zp)
         rows.append([w_off, p.bits, slot.k, o, p0, int(p.in_zp), zo, zo if slot.relu else 0,
                      layout.padded_k(slot.k, p.bits)])
         w_off += panel.size
-        p0 += o
+        p0 += o + pad
     ltab = np.array(rows, dtype=np.int64)
     return Weights(panel=np.concatenate(panels), bias=np.concatenate(biases),
                    m0=np.concatenate(m0s), shift=np.concatenate(shifts),

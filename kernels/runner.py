@@ -1,109 +1,118 @@
 """The whole-model interpreter: one compiled call runs every layer of every sample.
 
-A model is an op table (see :mod:`kernels.program`) plus flat weight arrays; the loop
-over samples and layers runs inside numba, so a batch costs one Python call however many
-layers the model has.
+A model is an op table and a tensor-layout table (see :mod:`kernels.program`) plus flat
+weight arrays. The batch goes through the layers in chunks of up to ``sizes[S_CHUNK]``
+samples: every weighted layer is one GEMM over the rows of all samples of the chunk, and
+its epilogue writes straight into the next layer's (padded) input layout.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kernels.gemm import gemm_rows, linear_i32
 from kernels.jit import kernel
-from kernels.ops import (
-    avg_pool,
-    gemm_requant,
-    global_sum,
-    im2col,
-    linear_i32,
-    max_pool,
-    pad_copy,
-    quantize_input,
-)
+from kernels.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
 
-# op codes and the columns of an op-table row
-OP_CONV, OP_LINEAR, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_FLATTEN = 1, 2, 3, 4, 5, 6
-(F_OP, F_H, F_W, F_C, F_OH, F_OW, F_OC, F_KH, F_KW, F_SH, F_SW, F_PH, F_PW, F_LAYER,
- F_LAST, F_ZP) = range(16)
-OP_FIELDS = 16
+# op codes
+(OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32, OP_MAXPOOL, OP_AVGPOOL,
+ OP_GAP) = range(1, 8)
+WEIGHTED_OPS = (OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32)
+# columns of an op-table row; F_MAP starts the epilogue map (kernels.gemm.M_*)
+(F_OP, F_IN, F_OUT, F_LAYER, F_LAST, F_ZP, F_KH, F_KW, F_SH, F_SW, F_OH, F_OW, F_PKH,
+ F_PKW, F_MAP) = range(15)
+OP_FIELDS = F_MAP + 11
+# columns of a tensor-table row: interior (h, w, c), padding, padded width, bytes per
+# sample, code of the padding
+T_H, T_W, T_C, T_PH, T_PW, T_WP, T_SS, T_FILL = range(8)
+T_FIELDS = 8
 # columns of a layer-table row
 L_WOFF, L_BITS, L_K, L_OUT, L_P0, L_INZP, L_OUTZP, L_LO, L_KP = range(9)
 LAYER_FIELDS = 9
 # entries of the sizes vector
-S_ACT, S_PAD, S_COL, S_VEC = range(4)
+S_ACT, S_COL, S_VEC, S_CHUNK = range(4)
 
 
 @kernel
-def run_program(x: np.ndarray, ops: np.ndarray, ltab: np.ndarray, panel: np.ndarray,
-                bias: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_mult: np.ndarray,
-                mean: np.ndarray, std: np.ndarray, in_scale: np.float32, in_zp: int, hi: int,
-                sizes: np.ndarray, logits: np.ndarray) -> None:
+def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarray,
+                panel: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
+                out_mult: np.ndarray, mean: np.ndarray, std: np.ndarray, in_scale: np.float32,
+                in_zp: int, hi: int, sizes: np.ndarray, logits: np.ndarray) -> None:
     """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes)."""
-    act_a = np.empty(sizes[S_ACT], np.uint8)
-    act_b = np.empty(sizes[S_ACT], np.uint8)
-    padded = np.empty(sizes[S_PAD], np.uint8)
-    cols = np.empty(sizes[S_COL], np.uint8)
-    vec = np.empty(sizes[S_VEC], np.int32)
-    tmp = np.empty(sizes[S_VEC], np.int32)
+    n_all = x.shape[0]
+    if n_all == 0:
+        return
+    classes = logits.shape[1]
+    flat = logits.reshape(-1)
+    chunk = min(sizes[S_CHUNK], n_all)
+    act_a = np.empty(chunk * sizes[S_ACT], np.uint8)
+    act_b = np.empty(chunk * sizes[S_ACT], np.uint8)
+    cols = np.empty(chunk * sizes[S_COL], np.uint8)
+    vec = np.empty(chunk * sizes[S_VEC], np.int32)
+    tmp = np.empty(tens[:, T_C].max(), np.int32)
     acc = np.empty(8 * 16, np.int32)
-    for s in range(x.shape[0]):
-        out = logits[s]
-        quantize_input(x[s], ops[0, F_C], ops[0, F_H] * ops[0, F_W], mean, std, in_scale,
-                       in_zp, hi, act_a)
+    t0 = tens[0]
+    for s0 in range(0, n_all, chunk):
+        nb = min(chunk, n_all - s0)
+        out = flat[s0 * classes:(s0 + nb) * classes]
+        ss = t0[T_SS]
+        act_a[:nb * ss] = np.uint8(t0[T_FILL])
+        for s in range(nb):
+            quantize_input(x[s0 + s], t0[T_C], t0[T_H], t0[T_W], mean, std, in_scale, in_zp,
+                           hi, act_a[s * ss:], t0[T_WP], t0[T_PH], t0[T_PW])
         cur = act_a
         nxt = act_b
-        centred = False
         for i in range(ops.shape[0]):
-            op = ops[i, F_OP]
-            h = ops[i, F_H]
-            w = ops[i, F_W]
-            c = ops[i, F_C]
-            oh = ops[i, F_OH]
-            ow = ops[i, F_OW]
-            last = ops[i, F_LAST] != 0
-            if op in (OP_CONV, OP_LINEAR):
-                lay = ops[i, F_LAYER]
-                w_off = ltab[lay, L_WOFF]
-                bits = ltab[lay, L_BITS]
-                k = ltab[lay, L_K]
-                oc = ltab[lay, L_OUT]
-                p0 = ltab[lay, L_P0]
-                zo = ltab[lay, L_OUTZP]
-                lo = ltab[lay, L_LO]
-                if op == OP_LINEAR and centred:
-                    linear_i32(vec, panel, w_off, bits, k, oc, bias, m0, shift, out_mult, p0,
-                               zo, lo, hi, last, nxt, out, acc)
-                elif op == OP_LINEAR:
-                    gemm_requant(cur, k, 1, panel, w_off, bits, k, oc, bias, m0, shift,
-                                 out_mult, p0, zo, lo, hi, last, nxt, out, acc)
-                else:
-                    ph = ops[i, F_PH]
-                    pw = ops[i, F_PW]
-                    src = cur
-                    if ph > 0 or pw > 0:
-                        pad_copy(cur, h, w, c, padded, ph, pw, ltab[lay, L_INZP])
-                        src = padded
-                    kh = ops[i, F_KH]
-                    if kh == 1 and oh == 1 and ph == 0:  # 1-D: windows are contiguous runs
-                        gemm_requant(src, ops[i, F_SW] * c, ow, panel, w_off, bits, k, oc,
-                                     bias, m0, shift, out_mult, p0, zo, lo, hi, last, nxt,
-                                     out, acc)
+            row = ops[i]
+            op = row[F_OP]
+            src = tens[row[F_IN]]
+            dst = tens[row[F_OUT]]
+            c = src[T_C]
+            if op == OP_GAP:
+                for s in range(nb):
+                    global_sum(cur[s * src[T_SS]:], src[T_H] * src[T_W], c, row[F_ZP],
+                               vec[s * c:])
+                continue
+            padded = dst[T_SS] != dst[T_H] * dst[T_W] * dst[T_C]
+            if padded and row[F_LAST] == 0:
+                nxt[:nb * dst[T_SS]] = np.uint8(dst[T_FILL])
+            if op in (OP_MAXPOOL, OP_AVGPOOL):
+                for s in range(nb):
+                    a = cur[s * src[T_SS]:]
+                    d = nxt[s * dst[T_SS]:]
+                    if op == OP_MAXPOOL:
+                        max_pool(a, c, src[T_W], row[F_OH], row[F_OW], row[F_KH], row[F_KW],
+                                 row[F_SH], row[F_SW], d, dst[T_WP], dst[T_PH], dst[T_PW])
                     else:
-                        kp = ltab[lay, L_KP]
-                        im2col(src, w + 2 * pw, c, oh, ow, kh, ops[i, F_KW], ops[i, F_SH],
-                               ops[i, F_SW], kp, cols)
-                        gemm_requant(cols, kp, oh * ow, panel, w_off, bits, k, oc, bias, m0,
-                                     shift, out_mult, p0, zo, lo, hi, last, nxt, out, acc)
-                centred = False
-                cur, nxt = nxt, cur
-            elif op == OP_MAXPOOL:
-                max_pool(cur, c, w, oh, ow, ops[i, F_KH], ops[i, F_KW], ops[i, F_SH],
-                         ops[i, F_SW], nxt)
-                cur, nxt = nxt, cur
-            elif op == OP_AVGPOOL:
-                avg_pool(cur, c, w, oh, ow, ops[i, F_KH], ops[i, F_KW], ops[i, F_SH],
-                         ops[i, F_SW], nxt, tmp)
-                cur, nxt = nxt, cur
-            elif op == OP_GAP:
-                global_sum(cur, h * w, c, ops[i, F_ZP], vec)
-                centred = True
+                        avg_pool(a, c, src[T_W], row[F_OH], row[F_OW], row[F_KH], row[F_KW],
+                                 row[F_SH], row[F_SW], d, dst[T_WP], dst[T_PH], dst[T_PW], tmp)
+            else:
+                lay = ltab[row[F_LAYER]]
+                emap = row[F_MAP:]
+                last = row[F_LAST] != 0
+                if op == OP_LINEAR_I32:
+                    for s in range(nb):
+                        linear_i32(vec[s * c:], s, panel, lay[L_WOFF], lay[L_BITS], lay[L_K],
+                                   lay[L_OUT], bias, m0, shift, out_mult, lay[L_P0],
+                                   lay[L_OUTZP], lay[L_LO], hi, last, emap, nxt, out, acc)
+                else:
+                    a = cur
+                    stride = src[T_SS]
+                    rows = nb
+                    if op == OP_CONV_DIRECT:
+                        stride = row[F_SW] * c
+                        rows = (nb - 1) * emap[0] + row[F_OW]
+                    elif op == OP_CONV_IM2COL:
+                        kp = lay[L_KP]
+                        per = row[F_OH] * row[F_OW]
+                        for s in range(nb):
+                            im2col(cur[s * src[T_SS]:], src[T_WP], c, row[F_OH], row[F_OW],
+                                   row[F_KH], row[F_KW], row[F_SH], row[F_SW], kp,
+                                   cols[s * per * kp:])
+                        a = cols
+                        stride = kp
+                        rows = nb * per
+                    gemm_rows(a, stride, rows, panel, lay[L_WOFF], lay[L_BITS], lay[L_K],
+                              lay[L_OUT], bias, m0, shift, out_mult, lay[L_P0], lay[L_OUTZP],
+                              lay[L_LO], hi, last, emap, nxt, out, acc)
+            cur, nxt = nxt, cur

@@ -50,7 +50,19 @@ CONV_HEAD = {"name": "convhead", "input_shape": [4, 11], "num_classes": 6, "laye
     {"op": "conv1d", "in_ch": 8, "out_ch": 6, "kernel": 9, "stride": 1, "padding": 0,
      "relu": False},
 ]}
-ARCHS = {"sensor": SENSOR, "image": IMAGE, "convhead": CONV_HEAD}
+POOLS = {"name": "pools", "input_shape": [5, 41], "num_classes": 4, "layers": [
+    {"op": "conv1d", "in_ch": 5, "out_ch": 18, "kernel": 4, "stride": 3, "padding": 1,
+     "relu": True},
+    {"op": "maxpool1d", "kernel": 3, "stride": 2},  # overlapping windows: not fused
+    {"op": "maxpool1d", "kernel": 2, "stride": 1},
+    {"op": "conv1d", "in_ch": 18, "out_ch": 21, "kernel": 1, "stride": 1, "padding": 2,
+     "relu": False},
+    {"op": "maxpool1d", "kernel": 2, "stride": 2},  # fused into the epilogue, odd length
+    {"op": "flatten"},
+    {"op": "linear", "in_features": 21 * 4, "out_features": 9, "relu": True},
+    {"op": "linear", "in_features": 9, "out_features": 4, "relu": False},
+]}
+ARCHS = {"sensor": SENSOR, "image": IMAGE, "convhead": CONV_HEAD, "pools": POOLS}
 
 
 def _weighted(spec: dict[str, Any]) -> list[tuple[int, tuple[int, ...]]]:
@@ -115,7 +127,7 @@ def engines() -> dict[str, tuple[Bundle, Engine]]:
 
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("batch", [1, 5, 37])  # 37: several chunks of samples
 def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch: str,
                                  bits: int, batch: int) -> None:
     bundle, engine = engines[arch]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 
 from edge_agent import reference
 from kernels import jitcache, layout
+from kernels.epilogue import requant_store
 from kernels.fixedpoint import quantize_multiplier, requantize_reference
-from kernels.ops import gemm_requant, quantize_input, requantize
+from kernels.gemm import gemm_rows, identity_map
+from kernels.ops import quantize_input
 from kernels.packing import qrange
 
 
@@ -49,31 +52,64 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
     logits = np.empty(rows * out_ch, np.float32)
     zeros = np.zeros(out_ch, np.int32)
-    gemm_requant(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, zeros, zeros,
-                 zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True,
-                 np.empty(1, np.uint8), logits, np.empty(128, np.int32))
+    gemm_rows(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, zeros, zeros,
+              zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True, identity_map(out_ch),
+              np.empty(1, np.uint8), logits, np.empty(128, np.int32))
     want = a[:rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
 
 
+@numba.njit
+def _requant(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zo: int, lo: int, hi: int,
+             out: np.ndarray, n: int, first: bool) -> None:
+    for c0 in range(0, acc.size, 16):
+        requant_store(acc, c0, np.zeros_like(acc), m0, shift, c0, zo, lo, hi, out, c0,
+                      min(n - c0, 16), first)
+
+
+def _wide(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Low byte of the unclamped epilogue result (clamp bounds at the int64 limits)."""
+    out = np.zeros(acc.size + 16, np.uint8)
+    _requant(acc, m0, shift, 0, -(2**63), 2**63 - 1, out, acc.size, True)
+    return out[:acc.size]
+
+
 def test_requantize_rounds_half_away_from_zero() -> None:
-    m0, shift = 1 << 30, 31  # multiplier 0.5: every odd accumulator is a tie
-    for acc, want in [(1, 1), (-1, -1), (3, 2), (-3, -2), (2, 1), (-2, -1), (0, 0)]:
-        assert requantize(np.int32(acc), np.int32(m0), np.int32(shift)) == want
+    acc = np.array([1, -1, 3, -3, 2, -2, 0, 5, -5, 7, -7, 9, -9, 11, -11, 4], np.int32)
+    m0 = np.full(16, 1 << 30, np.int32)  # multiplier 0.5: every odd accumulator is a tie
+    shift = np.full(16, 31, np.int32)
+    want = np.array([1, -1, 2, -2, 1, -1, 0, 3, -3, 4, -4, 5, -5, 6, -6, 2])
+    np.testing.assert_array_equal(_wide(acc, m0, shift), want.astype(np.uint8))
     rng = np.random.default_rng(0)
-    acc = rng.integers(-(2**31), 2**31, 2000, dtype=np.int64).astype(np.int32)
-    m0s = rng.integers(2**30, 2**31, 2000).astype(np.int32)
-    shifts = rng.integers(1, 63, 2000).astype(np.int32)
-    got = np.array([requantize(a, m, s) for a, m, s in zip(acc, m0s, shifts, strict=True)])
-    np.testing.assert_array_equal(got, requantize_reference(acc, m0s, shifts))
+    acc = rng.integers(-(2**31), 2**31, 2048, dtype=np.int64).astype(np.int32)
+    m0s = rng.integers(2**30, 2**31, 2048).astype(np.int32)
+    shifts = rng.integers(1, 63, 2048).astype(np.int32)
+    want = requantize_reference(acc, m0s, shifts).astype(np.uint8)  # low byte
+    np.testing.assert_array_equal(_wide(acc, m0s, shifts), want)
 
 
-def test_requantize_extremes() -> None:
+def test_requantize_extremes_clamp_and_zero_multiplier() -> None:
     m0, shift = quantize_multiplier(0.999)
-    lo = np.int32(-(2**31))
-    assert requantize(lo, np.int32(m0), np.int32(shift)) == requantize_reference(
-        np.array([lo]), np.array([m0]), np.array([shift]))[0]
-    assert requantize(np.int32(12345), np.int32(0), np.int32(1)) == 0
+    acc = np.array([-(2**31), 2**31 - 1, 12345, 0] + [7] * 12, np.int32)
+    m0s = np.array([m0, m0, 0, m0] + [m0] * 12, np.int32)
+    shifts = np.array([shift, shift, 1, shift] + [shift] * 12, np.int32)
+    want = requantize_reference(acc, m0s, shifts)
+    np.testing.assert_array_equal(_wide(acc, m0s, shifts), want.astype(np.uint8))
+    out = np.zeros(32, np.uint8)
+    _requant(acc, m0s, shifts, 100, 100, 250, out, 16, True)
+    np.testing.assert_array_equal(out[:16], np.clip(100 + want, 100, 250))
+
+
+def test_requantize_store_pools_and_masks() -> None:
+    """``first=False`` keeps the larger code; lanes past ``n`` are left as they were."""
+    acc = np.arange(-8, 8, dtype=np.int32) * 4
+    m0 = np.full(16, 1 << 30, np.int32)
+    shift = np.full(16, 31, np.int32)  # y = 10 + acc / 2
+    out = np.full(32, 10, np.uint8)
+    _requant(acc, m0, shift, 10, 0, 255, out, 11, False)
+    want = np.maximum(10, 10 + acc // 2)
+    np.testing.assert_array_equal(out[:11], want[:11])
+    np.testing.assert_array_equal(out[11:], 10)
 
 
 def test_input_quantization_ties_round_half_even() -> None:
@@ -81,7 +117,7 @@ def test_input_quantization_ties_round_half_even() -> None:
     mean = np.zeros(1, np.float32)
     std = np.ones(1, np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x, 1, x.size, mean, std, np.float32(1.0), 10, 255, out)
+    quantize_input(x, 1, 1, x.size, mean, std, np.float32(1.0), 10, 255, out, x.size, 0, 0)
     np.testing.assert_array_equal(out, [10, 12, 12, 10, 8, 255, 0, 10])
     want = reference.quantize_input(x[None, None], mean, std, 1.0, 10, 8)
     np.testing.assert_array_equal(out, want.ravel())
@@ -93,7 +129,7 @@ def test_input_quantization_matches_reference_random() -> None:
     mean = rng.normal(0, 1, 3).astype(np.float32)
     std = rng.uniform(0.3, 2, 3).astype(np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x.ravel(), 3, 50, mean, std, np.float32(0.037), 77, 127, out)
+    quantize_input(x.ravel(), 3, 1, 50, mean, std, np.float32(0.037), 77, 127, out, 50, 0, 0)
     want = reference.quantize_input(x[None], mean, std, 0.037, 77, 7)[0]
     np.testing.assert_array_equal(out.reshape(50, 3).T, want)  # kernels are channels-last
 

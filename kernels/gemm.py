@@ -1,0 +1,214 @@
+"""Integer GEMM on packed panels with a fused requantization epilogue (numba).
+
+:func:`gemm_rows` multiplies rows of uint8 activations by a layer's panel with the
+micro-kernels of :mod:`kernels.microkernel` and hands every 8x16 tile of int32 sums to
+:func:`_store`, which adds the bias, requantizes and writes the codes straight into the
+next layer's input layout, max-pooling on the way when a pooling layer was fused in.
+Arithmetic follows docs/quantization.md exactly; int32 sums wrap modulo 2^32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.epilogue import requant_store
+from kernels.jit import kernel
+from kernels.layout import CHUNK
+from kernels.microkernel import tile_kernel
+
+mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
+mk4_8, mk4_4, mk4_1 = (tile_kernel(4, 8), tile_kernel(4, 4), tile_kernel(4, 1))
+mk3_8, mk3_4, mk3_1 = (tile_kernel(3, 8), tile_kernel(3, 4), tile_kernel(3, 1))
+mk2_8, mk2_4, mk2_1 = (tile_kernel(2, 8), tile_kernel(2, 4), tile_kernel(2, 1))
+CHUNK_BYTES = np.array([0, 0, CHUNK[2][1], CHUNK[3][1], CHUNK[4][1], 0, 0, 0, CHUNK[8][1]],
+                       dtype=np.int64)
+TILES_PER_CHUNK = np.array([0, 0, CHUNK[2][0], CHUNK[3][0], CHUNK[4][0], 0, 0, 0, CHUNK[8][0]],
+                           dtype=np.int64)
+
+# columns of an epilogue map (see :func:`_store`)
+(M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW) = range(11)
+MAP_FIELDS = 11
+
+
+@kernel
+def _tile(bits: int, rows: int, acc: np.ndarray, a: np.ndarray, a_off: int, a_stride: int,
+          a_last: int, w: np.ndarray, w_off: int, nchunks: int) -> None:
+    """Dispatch to the micro-kernel for ``bits`` and ``rows`` (8, 4 or 1)."""
+    if bits == 8:
+        if rows == 8:
+            mk8_8(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        elif rows == 4:
+            mk8_4(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        else:
+            mk8_1(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+    elif bits == 4:
+        if rows == 8:
+            mk4_8(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        elif rows == 4:
+            mk4_4(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        else:
+            mk4_1(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+    elif bits == 3:
+        if rows == 8:
+            mk3_8(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        elif rows == 4:
+            mk3_4(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+        else:
+            mk3_1(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+    elif rows == 8:
+        mk2_8(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+    elif rows == 4:
+        mk2_4(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+    else:
+        mk2_1(acc, a, a_off, a_stride, a_last, w, w_off, nchunks)
+
+
+@kernel
+def _targets(emap: np.ndarray, last: bool, oc: int, nrows: int, st: np.ndarray,
+             tgt: np.ndarray) -> None:
+    """Output offsets of the next ``nrows`` GEMM rows, advancing the row cursor ``st``.
+
+    GEMM row ``r`` is position ``r % R`` of sample ``r // R``; positions ``>= P`` are
+    rows that straddle two samples (dropped, -1). Position ``(i, j) = divmod(pos, OW)``
+    lands in cell ``(i // PKH, j // PKW)`` of the output tensor, whose interior starts at
+    ``(PH, PW)`` of a ``WP``-wide layout of ``SS`` bytes per sample; cells past
+    ``(POH, POW)`` are dropped. A target is ``2 * offset + first``, where ``first`` marks
+    the first position of its pooling window. ``st`` holds ``s, pos, i, j, i % PKH,
+    j % PKW`` and is updated without divisions (they would cost more than the GEMM).
+    """
+    for t in range(nrows):
+        s, pos, i, jj, qi, qj = st[0], st[1], st[2], st[3], st[4], st[5]
+        pi = (i - qi) // emap[M_PKH]
+        pj = (jj - qj) // emap[M_PKW]
+        if pos >= emap[M_P] or pi >= emap[M_POH] or pj >= emap[M_POW]:
+            tgt[t] = -1
+        elif last:
+            tgt[t] = 2 * s * oc + 1
+        else:
+            d = s * emap[M_SS] + ((pi + emap[M_PH]) * emap[M_WP] + pj + emap[M_PW]) * oc
+            tgt[t] = 2 * d + (1 if qi == 0 and qj == 0 else 0)
+        pos += 1
+        jj += 1
+        qj = 0 if qj + 1 == emap[M_PKW] else qj + 1
+        if jj == emap[M_OW]:
+            jj = 0
+            qj = 0
+            i += 1
+            qi = 0 if qi + 1 == emap[M_PKH] else qi + 1
+        if pos == emap[M_R]:
+            s, pos, i, jj, qi, qj = s + 1, 0, 0, 0, 0, 0
+        st[0], st[1], st[2], st[3], st[4], st[5] = s, pos, i, jj, qi, qj
+
+
+@kernel
+def _store(acc: np.ndarray, tgt: np.ndarray, nrows: int, o0: int, n: int, bias: np.ndarray,
+           m0: np.ndarray, shift: np.ndarray, out_mult: np.ndarray, p0: int, zo: int, lo: int,
+           hi: int, last: bool, out: np.ndarray, logits: np.ndarray) -> None:
+    """Bias and requantize (or scale to logits) ``nrows`` accumulator rows of one block.
+
+    Row ``t`` goes to the target ``tgt[t]`` of :func:`_targets` (channel ``o0`` on): the
+    first value of a pooling window is stored, the others are max-ed in.
+    """
+    c0 = p0 + o0
+    for t in range(nrows):
+        g = tgt[t]
+        if g < 0:
+            continue
+        d = (g >> 1) + o0
+        if last:
+            a = acc[t * 16:t * 16 + n]
+            dst_f = logits[d:d + n]
+            for j in range(n):
+                v = np.int32(np.int64(a[j]) + np.int64(bias[c0 + j]))
+                dst_f[j] = np.float32(v) * out_mult[c0 + j]
+            continue
+        requant_store(acc, t * 16, bias, m0, shift, c0, zo, lo, hi, out, d, n, (g & 1) != 0)
+
+
+@kernel
+def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_off: int,
+              bits: int, k: int, out_ch: int, bias: np.ndarray, m0: np.ndarray,
+              shift: np.ndarray, out_mult: np.ndarray, p0: int, zo: int, lo: int, hi: int,
+              last: bool, emap: np.ndarray, out: np.ndarray, logits: np.ndarray,
+              acc: np.ndarray) -> None:
+    """``rows_total`` rows of ``a`` (row r at ``r * a_stride``) times a panel, fused epilogue.
+
+    Rows go 8 at a time through every output block while they are in L1; results are
+    placed through the epilogue map ``emap`` (:func:`_targets`, :func:`identity_map`).
+    ``bias`` must hold ``bias_q - z_in * rowsum(q)``; ``acc`` is int32 scratch of 128.
+    """
+    tiles = TILES_PER_CHUNK[bits]
+    cb = CHUNK_BYTES[bits]
+    nchunks = (((k + 3) // 4) + tiles - 1) // tiles
+    nblocks = (out_ch + 15) // 16
+    st = np.zeros(6, np.int64)
+    tgt = np.empty(8, np.int64)
+    m = 0
+    while m < rows_total:
+        rem = rows_total - m
+        rows = 8 if rem >= 8 else (4 if rem >= 3 else 1)
+        valid = min(rows, rem)
+        _targets(emap, last, out_ch, valid, st, tgt)
+        for b in range(nblocks):
+            o0 = b * 16
+            _tile(bits, rows, acc, a, m * a_stride, a_stride, valid - 1, w,
+                  w_off + b * nchunks * cb, nchunks)
+            _store(acc, tgt, valid, o0, min(out_ch, o0 + 16) - o0, bias, m0, shift, out_mult,
+                   p0, zo, lo, hi, last, out, logits)
+        m += valid
+
+
+def identity_map(out_ch: int) -> np.ndarray:
+    """Epilogue map of a plain GEMM: row r goes to ``out[r * out_ch:]`` (or the logits)."""
+    emap = np.zeros(MAP_FIELDS, np.int64)
+    emap[[M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_WP]] = 1
+    emap[M_SS] = out_ch
+    return emap
+
+
+@kernel
+def panel_code(w: np.ndarray, w_off: int, bits: int, k: int, o: int, j: int) -> np.int32:
+    """Signed weight ``q[o, j]`` read from a panel (for small layers off the fast path)."""
+    log_tiles = 0 if bits == 8 else (1 if bits == 4 else (2 if bits == 2 else 3))
+    tiles = 1 << log_tiles
+    cb = 192 if bits == 3 else 64
+    nchunks = (((k + 3) >> 2) + tiles - 1) >> log_tiles
+    k4 = j >> 2
+    chunk = k4 >> log_tiles
+    g = k4 & (tiles - 1)
+    n = 4 * (o & 15) + (j & 3)
+    base = w_off + ((o >> 4) * nchunks + chunk) * cb
+    u = np.int32(0)
+    if bits == 8:
+        u = np.int32(w[base + n])
+    elif bits == 3:
+        low = (np.int32(w[base + 64 * (g >> 2) + n]) >> (2 * (g & 3))) & 3
+        high = (np.int32(w[base + 128 + n]) >> g) & 1
+        u = low | (high << 2)
+    else:
+        u = (np.int32(w[base + n]) >> (g * bits)) & ((1 << bits) - 1)
+    return np.int32(u - (1 << (bits - 1)))
+
+
+
+
+@kernel
+def linear_i32(s: np.ndarray, r: int, w: np.ndarray, w_off: int, bits: int, k: int,
+               out_ch: int, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
+               out_mult: np.ndarray, p0: int, zo: int, lo: int, hi: int, last: bool,
+               emap: np.ndarray, out: np.ndarray, logits: np.ndarray, acc: np.ndarray) -> None:
+    """Linear layer on the int32 centred sums ``s`` of sample ``r`` (after ``gap``)."""
+    st = np.zeros(6, np.int64)
+    st[0] = r
+    tgt = np.empty(1, np.int64)
+    _targets(emap, last, out_ch, 1, st, tgt)
+    for b in range((out_ch + 15) // 16):
+        o0 = b * 16
+        o1 = min(out_ch, o0 + 16)
+        for o in range(o0, o1):
+            total = np.int64(0)
+            for j in range(k):
+                total += np.int64(panel_code(w, w_off, bits, k, o, j)) * np.int64(s[j])
+            acc[o - o0] = np.int32(total)
+        _store(acc, tgt, 1, o0, o1 - o0, bias, m0, shift, out_mult, p0, zo, lo, hi, last, out,
+               logits)
