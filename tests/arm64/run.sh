@@ -91,10 +91,12 @@ in_board cortex-a72 bash /src/deploy/install.sh --no-start \
   || die "deploy/install.sh failed on the board"
 board_env=()
 unit=/etc/systemd/system/edge-agent.service
-for f in "$unit" /etc/systemd/system/multi-user.target.wants/edge-agent.service \
-         /etc/edge-agent/agent.toml /etc/edge-agent/model.eab; do
-  [ -e "$board$f" ] || die "the install left no $f"
+for f in "$unit" /etc/edge-agent/agent.toml /etc/edge-agent/model.eab; do
+  [ -f "$board$f" ] || die "the install left no $f"
 done
+wants=/etc/systemd/system/multi-user.target.wants/edge-agent.service
+[ "$(in_board cortex-a72 readlink -f "$wants")" = "$unit" ] \
+  || die "the unit is not enabled: $wants does not lead to $unit"
 entry=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$board$unit")
 [ -n "$entry" ] && [ -x "$board$entry" ] || die "$unit: ExecStart ${entry:-(none)} is not installed"
 py=$(head -1 "$board$entry" | sed -n 's/^#! *//p')
