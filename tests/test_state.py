@@ -81,8 +81,8 @@ def test_labelled_log_survives_a_torn_tail_and_rotates(tmp_path: Path) -> None:
 
 def test_kill_9_during_checkpointing_then_restore(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Checkpoint every 50 ms under a labelled stream, kill -9 at random moments, and
-    check each time that state reads back and holds every labelled sample the agent had
-    predicted more than one checkpoint interval before the kill."""
+    check each time that state reads back and holds every labelled sample whose
+    prediction was published before the kill (the log is written before publishing)."""
     bundle = make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
     d = short_dir()
     interval = 0.05
@@ -118,7 +118,6 @@ def test_kill_9_during_checkpointing_then_restore(tmp_path_factory: pytest.TempP
                     p = msgpack.unpackb(sub.recv_multipart()[1])
                     seen.append((time.monotonic(), p["seq"]))
             a.kill()
-            killed = time.monotonic()
             stop.set()
             sender.join()
             sub.close()
@@ -127,7 +126,7 @@ def test_kill_9_during_checkpointing_then_restore(tmp_path_factory: pytest.TempP
             assert payload is not None, a.log()
             assert store.corrupt_found == 0
             kept = {s.seq for s in samples if s.sensor == f"k{cycle}"}
-            due = {seq for t, seq in seen if t < killed - interval}
+            due = {seq for _, seq in seen}
             assert due, "the stream produced predictions before the kill"
             assert due <= kept, f"lost labelled samples: {sorted(due - kept)[:10]}"
             restarts_seen = payload["counts"]["counters"].get("accepted_labelled", 0)

@@ -63,10 +63,9 @@ class Intake:
             except ProtocolError as exc:
                 self.reject(exc)
                 return
-            self.metrics.inc("accepted_labelled" if msg.label is not None else "accepted")
+            self.metrics.accept("accepted_labelled" if msg.label is not None else "accepted")
         else:
-            self.metrics.inc("accepted_feedback")
-        self.metrics.inc("received")
+            self.metrics.accept("accepted_feedback")
         labelled = isinstance(msg, Feedback) or msg.label is not None
         dropped = self.queue.put(Item(msg, arrived), labelled)
         if dropped is not None:

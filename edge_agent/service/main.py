@@ -235,16 +235,15 @@ class Agent:
         return not dead
 
     def _process(self, batch: list[Item]) -> None:
-        engine = self.model.engine
+        """Predict a batch, log its labelled samples, then publish the predictions (so a
+        published prediction implies its labelled sample is already in the log)."""
         samples = [it for it in batch if isinstance(it.msg, Sample)]
         preds: dict[int, int] = {}
         if samples:
             X = np.stack([it.msg.x for it in samples])  # type: ignore[union-attr]
             t0 = time.perf_counter()
-            classes, conf = engine.predict(X)
+            classes, conf = self.model.engine.predict(X)
             done = time.perf_counter()
-            latencies = self._publish(samples, classes, conf, done)
-            self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
             preds = {id(it): int(c) for it, c in zip(samples, classes, strict=True)}
         fresh: list[LabelledSample] = []
         window = self.cfg.inference.feedback_window
@@ -264,6 +263,9 @@ class Agent:
         if fresh:
             self.store.append_labelled(fresh)
             self.labelled.extend(fresh)
+        if samples:
+            latencies = self._publish(samples, classes, conf, done)
+            self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
 
     def _publish(self, samples: list[Item], classes: np.ndarray, conf: np.ndarray,
                  done: float) -> list[float]:

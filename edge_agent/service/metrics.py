@@ -39,6 +39,12 @@ class Metrics:
         with self._lock:
             self.counters[name] += n
 
+    def accept(self, kind: str) -> None:
+        """Count one received and accepted message of ``kind``."""
+        with self._lock:
+            self.counters["received"] += 1
+            self.counters[kind] += 1
+
     def reject(self, reason: str) -> None:
         """Count one rejected message under ``reason``."""
         with self._lock:

@@ -25,6 +25,7 @@ MAX_SEQ = (1 << 64) - 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 MAX_REQUEST_BYTES = 4096
 MAX_STR_LEN = 256
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Wire dtype names (all little-endian on the wire) -> numpy dtype.
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -148,15 +149,13 @@ def encode_prediction(sensor: str, seq: int, ts: float, cls: int, class_name: st
 
 
 def unpack_one(raw: bytes, max_bytes: int, strict_map_key: bool = True, **limits: int) -> Any:
-    """Unpack exactly one msgpack object with an Unpacker bounded by ``max_buffer_size``
-    (and any per-type ``limits``); raises on truncation or trailing bytes."""
-    unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=strict_map_key,
-                                max_buffer_size=max(max_bytes, 1), **limits)
-    unpacker.feed(raw)
-    obj = unpacker.unpack()  # OutOfData when truncated
-    if unpacker.tell() != len(raw):
-        raise msgpack.ExtraData(obj, raw[unpacker.tell():])
-    return obj
+    """Unpack exactly one msgpack object of at most ``max_bytes`` (the buffer limit,
+    checked before unpacking) under per-type ``limits``; raises on truncation, trailing
+    bytes or a limit exceeded."""
+    if len(raw) > max_bytes:
+        raise ValueError(f"{len(raw)} bytes exceeds the {max_bytes}-byte buffer limit")
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=strict_map_key,
+                           **limits)
 
 
 def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -242,10 +241,13 @@ def decode_sample_fields(obj: dict[str, Any], input_shape: tuple[int, ...],
     if len(data) != expected:
         raise ProtocolError("size", f"data has {len(data)} bytes, shape x {dtype_name} needs "
                                     f"{expected}")
-    with np.errstate(over="ignore"):
-        x = np.frombuffer(data, dtype=dt).reshape(input_shape).astype(np.float32)
-    if dt.kind == "f" and not np.isfinite(x).all():  # float64 beyond float32 range -> inf
-        raise ProtocolError("nonfinite", "data holds NaN or infinity (or overflows float32)")
+    raw = np.frombuffer(data, dtype=dt).reshape(input_shape)
+    if dt.kind == "f":
+        if not np.isfinite(raw).all():
+            raise ProtocolError("nonfinite", "data holds NaN or infinity")
+        if dt.itemsize > 4 and np.abs(raw).max() > FLOAT32_MAX:
+            raise ProtocolError("nonfinite", "data overflows float32")
+    x = raw.astype(np.float32)
     return Sample(sensor, seq, ts, x, _label(obj, num_classes, required=False))
 
 
