@@ -41,6 +41,12 @@ FEATURES = (
     "step_size",
 )
 STEP_CLIP = 4.0
+RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 1/254
+
+
+def residual_key(bits: int, layer: int) -> str:
+    """Bundle extras key of one layer's rounding residuals at one bit-width."""
+    return f"flip.residual.{bits}.{layer}"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,14 @@ import numpy as np
 
 from edge_agent.bundle import Bundle, QuantModel
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import layer_features, trace
+from edge_agent.calibrate.flip_features import (
+    RESIDUAL_SCALE,
+    layer_features,
+    residual_key,
+    trace,
+)
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.engine import Engine
-from edge_agent.model.export import RESIDUAL_SCALE, residual_key
 from kernels.packing import pack_rows, qrange, unpack_rows
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import torch
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.calibrate.flip_features import RESIDUAL_SCALE, residual_key
 from edge_agent.data.datasets import Dataset
 from edge_agent.model.arch import FPNet, Spec, exported_spec
 from edge_agent.model.qnet import QuantNet
@@ -109,14 +110,6 @@ def quant_model(qnet: QuantNet) -> QuantModel:
                 )
             )
     return QuantModel(qnet.weight_bits, qnet.act_bits, layers[0].in_scale, layers[0].in_zp, layers)
-
-
-RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] stored as int8 in units of 1/254
-
-
-def residual_key(bits: int, layer: int) -> str:
-    """Bundle extras key of one layer's rounding residuals at one bit-width."""
-    return f"flip.residual.{bits}.{layer}"
 
 
 @torch.no_grad()
