@@ -9,7 +9,8 @@ the integer engine, on the test split. The candidate pool is the training split 
 augmented copies of it (jitter, scaling, rotation, time warp; images: shifts and noise)
 until it holds at least ``--pool-min`` samples, standing in for the QCore buffer plus
 recent stream samples (BasicMotions has only 40 training samples). Variants: random
-coreset + KD, RES + KD, RES + CLC (cascaded), random + CLC at every coreset fraction;
+coreset + KD, RES + KD, RES + CLC (cascaded), random + CLC, RES-mix + CLC (half the coreset
+by RES, half at random) at every coreset fraction;
 RES + CLC independent and RES + CLC + CR at 5%; full-pool QAT (the upper
 bound, same steps).
 
@@ -61,6 +62,7 @@ SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction
     "RES + KD": {"selection": "res", "clc": "none"},
     "RES + CLC": {"selection": "res", "clc": "cascaded"},
     "random + CLC": {"selection": "random", "clc": "cascaded"},
+    "RES-mix + CLC": {"selection": "res", "clc": "cascaded", "random_share": 0.5},
 }
 AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
     "RES + CLC indep.": {"selection": "res", "clc": "independent"},
