@@ -13,6 +13,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+import zmq.auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_service_support import (
@@ -319,6 +320,42 @@ def test_sighup_reloads_the_configuration(service_bundle: Path) -> None:
             replay(pub, stream(ds.X_test, ds.y_test, 50), rate=0)
         a.wait_for(lambda s: s["samples"]["predicted"] >= st_["samples"]["predicted"] + 50)
         assert "configuration reloaded" in a.log()
+    finally:
+        a.stop()
+        cleanup(d)
+
+
+def test_curve_admits_authorized_publishers_only(service_bundle: Path) -> None:
+    d = short_dir()
+    keys, allowed = d / "keys", d / "allowed"
+    keys.mkdir()
+    allowed.mkdir()
+    zmq.auth.create_certificates(keys, "agent")
+    zmq.auth.create_certificates(keys, "good")
+    zmq.auth.create_certificates(keys, "evil")
+    (allowed / "good.key").write_bytes((keys / "good.key").read_bytes())
+    a = AgentProcess(write_config(d, service_bundle, ingest=f"""
+socket = "pull"
+endpoints = ["ipc://{d}/in.sock"]
+[ingest.curve]
+enabled = true
+secret_key = "{keys}/agent.key_secret"
+authorized_keys = "{allowed}"
+"""))
+    try:
+        a.wait_ready()
+        x = load_dataset("basicmotions").X_test[0]
+        for name, n in (("evil", 5), ("good", 7)):
+            with Publisher(f"ipc://{d}/in.sock", socket="push",
+                           curve_secret_key=str(keys / f"{name}.key_secret"),
+                           curve_server_key=str(keys / "agent.key")) as pub:
+                pub.sock.setsockopt(zmq.LINGER, 500)
+                for i in range(n):
+                    pub.send_sample(name, i, x)
+        st_ = a.wait_for(lambda s: s["samples"]["predicted"] >= 7)
+        time.sleep(0.3)
+        assert a.status()["samples"]["accepted"] == 7, "only the authorized key gets through"
+        assert st_["samples"]["rejected_total"] == 0
     finally:
         a.stop()
         cleanup(d)
