@@ -28,6 +28,7 @@ TILES_PER_CHUNK = np.array([0, 0, CHUNK[2][0], CHUNK[3][0], CHUNK[4][0], 0, 0, 0
 # columns of an epilogue map (see :func:`_store`)
 (M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW) = range(11)
 MAP_FIELDS = 11
+PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 
 
 @kernel
@@ -133,8 +134,9 @@ def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_of
               acc: np.ndarray) -> None:
     """``rows_total`` rows of ``a`` (row r at ``r * a_stride``) times a panel, fused epilogue.
 
-    Rows go 8 at a time through every output block while they are in L1; results are
-    placed through the epilogue map ``emap`` (:func:`_targets`, :func:`identity_map`).
+    Panels of :data:`PANEL_ROWS` rows stay in L1 while every output block's weights pass
+    over them, 8 rows per micro-kernel call; results are placed through the epilogue map
+    ``emap`` (:func:`_targets`, :func:`identity_map`).
     ``bias`` must hold ``bias_q - z_in * rowsum(q)``; ``acc`` is int32 scratch of 128.
     """
     tiles = TILES_PER_CHUNK[bits]
@@ -142,20 +144,23 @@ def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_of
     nchunks = (((k + 3) // 4) + tiles - 1) // tiles
     nblocks = (out_ch + 15) // 16
     st = np.zeros(6, np.int64)
-    tgt = np.empty(8, np.int64)
-    m = 0
-    while m < rows_total:
-        rem = rows_total - m
-        rows = 8 if rem >= 8 else (4 if rem >= 3 else 1)
-        valid = min(rows, rem)
-        _targets(emap, last, out_ch, valid, st, tgt)
+    tgt = np.empty(PANEL_ROWS, np.int64)
+    for m0_ in range(0, rows_total, PANEL_ROWS):
+        m1 = min(rows_total, m0_ + PANEL_ROWS)
+        _targets(emap, last, out_ch, m1 - m0_, st, tgt)
         for b in range(nblocks):
             o0 = b * 16
-            _tile(bits, rows, acc, a, m * a_stride, a_stride, valid - 1, w,
-                  w_off + b * nchunks * cb, nchunks)
-            _store(acc, tgt, valid, o0, min(out_ch, o0 + 16) - o0, bias, m0, shift, out_mult,
-                   p0, zo, lo, hi, last, out, logits)
-        m += valid
+            n = min(out_ch, o0 + 16) - o0
+            w_b = w_off + b * nchunks * cb
+            m = m0_
+            while m < m1:
+                rem = m1 - m
+                rows = 8 if rem >= 8 else (4 if rem >= 3 else 1)
+                valid = min(rows, rem)
+                _tile(bits, rows, acc, a, m * a_stride, a_stride, valid - 1, w, w_b, nchunks)
+                _store(acc, tgt[m - m0_:], valid, o0, n, bias, m0, shift, out_mult, p0, zo, lo,
+                       hi, last, out, logits)
+                m += valid
 
 
 def identity_map(out_ch: int) -> np.ndarray:
