@@ -94,9 +94,10 @@ def draw_proportional(
     Zero-weight items are never drawn proportionally; with ``fill`` they complete the draw
     uniformly at random when fewer than ``size`` items have a positive weight. With
     ``labels`` the draw is class-balanced: every class present gets ``size // classes``
-    slots (the remainder to random classes), drawn proportionally within the class; slots a
-    class cannot fill with positive-weight items go to the proportional draw over all
-    remaining items, then to the fill. Returns sorted indices.
+    slots (the remainder to random classes), drawn proportionally within the class, then
+    (with ``fill``) uniformly from the class's zero-weight items; slots a class still cannot
+    fill go to the proportional draw over all remaining items, then to the fill. Returns
+    sorted indices.
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -119,7 +120,12 @@ def draw_proportional(
         quota[rng.permutation(len(classes))[: size % len(classes)]] += 1
         for cls, q in zip(classes, quota, strict=True):
             idx = np.flatnonzero((lab == cls) & positive)
-            chosen[idx[np.argsort(keys[idx], kind="stable")[:q]]] = True
+            take = idx[np.argsort(keys[idx], kind="stable")[:q]]
+            if fill and len(take) < q:
+                zero = np.flatnonzero((lab == cls) & ~positive)
+                zero = zero[np.argsort(fill_keys[zero], kind="stable")[: q - len(take)]]
+                take = np.concatenate([take, zero])
+            chosen[take] = True
     rest = np.flatnonzero(positive & ~chosen)
     chosen[rest[np.argsort(keys[rest], kind="stable")[: size - int(chosen.sum())]]] = True
     if fill:

@@ -117,6 +117,13 @@ def test_class_balanced_draw() -> None:
     w2[40] = 1.0
     idx = draw_proportional(w2, 9, rng, labels=labels, fill=False)
     assert len(idx) == 9 and np.sum(labels[idx] == 2) == 1
+    # with fill, its own zero-difficulty samples keep the balance
+    idx = draw_proportional(w2, 9, rng, labels=labels, fill=True)
+    assert np.bincount(labels[idx], minlength=3).tolist() == [3, 3, 3] and 40 in idx
+    # a class with too few samples at all gives its slots to the others
+    small = np.concatenate([np.repeat([0, 1], 20), [2]])
+    idx = draw_proportional(np.ones(41), 9, rng, labels=small)
+    assert len(idx) == 9 and 40 in idx
 
 
 # ---------------------------------------------------------------- the buffer
