@@ -79,6 +79,16 @@ def difficulty(
     return total
 
 
+def neighbour_bits(available: tuple[int, ...], deployed: int, k: int = 1) -> tuple[int, ...]:
+    """The deployed bit-width and up to ``k`` available neighbours on each side (sorted):
+    the bit-widths :meth:`QCoreBuffer.update` should see predictions at."""
+    bits = sorted(set(available))
+    if deployed not in bits:
+        raise ValueError(f"deployed bit-width {deployed} is not among {bits}")
+    i = bits.index(deployed)
+    return tuple(bits[max(0, i - k) : i + k + 1])
+
+
 # ---------------------------------------------------------------- sampling
 
 

@@ -18,6 +18,7 @@ from edge_agent.qcore import (
     difficulty,
     draw_proportional,
     forgetting_events,
+    neighbour_bits,
 )
 
 SHAPE = (3, 10)
@@ -300,3 +301,12 @@ def test_new_bit_width_and_calibration_split() -> None:
     st = buf.stats()
     assert st["size"] == 10 and st["stream_fraction"] == 1.0 and st["rounds"] == 2
     assert SOURCE_TRAIN == 0
+
+
+def test_neighbour_bits() -> None:
+    assert neighbour_bits((8, 4, 3, 2), 4) == (3, 4, 8)
+    assert neighbour_bits((8, 4, 3, 2), 8) == (4, 8)
+    assert neighbour_bits((8, 4, 3, 2), 2, k=2) == (2, 3, 4)
+    assert neighbour_bits((4,), 4) == (4,)
+    with pytest.raises(ValueError):
+        neighbour_bits((8, 4), 2)
