@@ -156,7 +156,8 @@ class BufferConfig:
     pseudo-label). ``fp_wrong_count``: per bit-width at which a new labelled sample is
     misclassified and the FP model is wrong too (treated like a training sample no
     snapshot got right). ``class_balance``: redraw class-balanced by target. ``fill``:
-    complete the buffer uniformly with zero-difficulty samples.
+    complete the buffer uniformly with zero-difficulty samples. ``random``: the baseline
+    that ignores difficulty (uniform redraw of old and new; misses are still counted).
     """
 
     max_samples: int = 64
@@ -165,6 +166,7 @@ class BufferConfig:
     fp_wrong_count: float = NEVER_CORRECT
     class_balance: bool = True
     fill: bool = True
+    random: bool = False
 
     def __post_init__(self) -> None:
         if self.max_samples < 0 or self.max_bytes < 0:
@@ -474,7 +476,7 @@ class QCoreBuffer:
     def _draw(self, weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.rounds])
         return draw_proportional(
-            weights,
+            np.ones(len(weights)) if self.config.random else weights,
             self.capacity,
             rng,
             labels if self.config.class_balance else None,

@@ -215,6 +215,11 @@ def test_old_and_new_compete_by_difficulty() -> None:
     x3, _ = _chunk(rng, 8)
     res = buf.update(x3, (_by_feature()(x3) + 1) % 3, None, {8: _by_feature()}, None)
     assert 0 < res.kept_new < 8 and res.kept_new == res.dropped_old and len(buf) == 8
+    # the random-buffer baseline ignores difficulty: easy samples displace hard ones
+    rand = QCoreBuffer(SHAPE, (8,), BufferConfig(max_samples=8, class_balance=False, random=True))
+    rand.update(x, (y + 1) % 3, None, {8: _by_feature()}, None)
+    res = rand.update(x2, _by_feature()(x2), None, {8: _by_feature()}, None)
+    assert res.kept_new > 0 and len(rand) == 8
 
 
 def test_label_free_mode_and_label_feedback() -> None:
