@@ -137,7 +137,8 @@ def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_of
     Panels of :data:`PANEL_ROWS` rows stay in L1 while every output block's weights pass
     over them, 8 rows per micro-kernel call; results are placed through the epilogue map
     ``emap`` (:func:`_targets`, :func:`identity_map`).
-    ``bias`` must hold ``bias_q - z_in * rowsum(q)``; ``acc`` is int32 scratch of 128.
+    ``bias`` must hold ``bias_q - (z_in - ACT_OFFSET) * rowsum(q)`` (:mod:`kernels.isa`);
+    ``acc`` is int32 scratch of 128.
     """
     tiles = TILES_PER_CHUNK[bits]
     cb = CHUNK_BYTES[bits]

@@ -1,23 +1,31 @@
 """Choice of the instruction set the dot-product micro-kernel is compiled for.
 
 ``avx512vnni``: x86 ``vpdpbusd`` on 512-bit vectors (u8 x s8 -> i32, four products per
-lane). ``generic``: plain LLVM vector IR of the same arithmetic, valid on every target
-(LLVM lowers it to SSE/AVX2/NEON). The environment variable ``EDGE_AGENT_KERNEL_ISA``
-forces a choice (tests use it to keep the portable path checked on any machine).
+lane). ``neon-sdot``: AArch64 ``sdot`` (s8 x s8 -> i32; Armv8.2 dot product, e.g. the
+Cortex-A76 of a Raspberry Pi 5): activations are shifted to signed (``x - 128``) and the
+shift is folded into the bias (see :data:`ACT_OFFSET`). ``generic``: plain LLVM vector IR
+of the u8 x s8 arithmetic, valid on every target (LLVM lowers it to SSE/AVX2/NEON). The
+environment variable ``EDGE_AGENT_KERNEL_ISA`` forces a choice (tests use it to keep the
+portable path checked on any machine).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 
 import llvmlite.binding as llvm
 import numba
 
 log = logging.getLogger(__name__)
 
-ISAS = ("avx512vnni", "generic")
+ISAS = ("avx512vnni", "neon-sdot", "generic")
 ENV_VAR = "EDGE_AGENT_KERNEL_ISA"
+#: AArch64 CPUs (LLVM names, as in NUMBA_CPU_NAME) that have the dot-product extension
+DOTPROD_CPUS = frozenset({"cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
+                          "cortex-x1", "neoverse-n1", "neoverse-v1", "neoverse-n2",
+                          "apple-m1", "apple-m2"})
 
 
 def host_features() -> set[str]:
@@ -26,11 +34,19 @@ def host_features() -> set[str]:
     return {f[1:] for f in text.split(",") if f.startswith("+")}
 
 
+def target_cpu() -> str:
+    """CPU name numba compiles for (``NUMBA_CPU_NAME`` or the host's)."""
+    return getattr(numba.config, "CPU_NAME", None) or llvm.get_host_cpu_name()
+
+
 def detect() -> str:
-    """Best instruction set of the host for the micro-kernel."""
+    """Best instruction set of the target numba compiles for."""
     feats = host_features()
     if {"avx512vnni", "avx512bw", "avx512f"} <= feats:
         return "avx512vnni"
+    if platform.machine() in ("aarch64", "arm64") and (
+            "dotprod" in feats or target_cpu() in DOTPROD_CPUS):
+        return "neon-sdot"
     return "generic"
 
 
@@ -47,3 +63,6 @@ def select() -> str:
 
 
 ACTIVE_ISA = select()
+#: subtracted from every activation code by the dot product (128 where it is s8 x s8);
+#: the weights' row sums times this offset are folded back into the bias
+ACT_OFFSET = 128 if ACTIVE_ISA == "neon-sdot" else 0

@@ -13,8 +13,11 @@ offset of the block's first chunk in the uint8 panel ``w``. Sums wrap modulo 2^3
 
 The accumulators live in vector registers for the whole reduction. Weight chunks are
 unpacked in registers (mask, shift, subtract the code offset), never in memory. The
-4-way u8 x s8 dot product is ``vpdpbusd`` on AVX-512 VNNI and plain vector IR
-(widen, multiply, add neighbours) elsewhere; :mod:`kernels.isa` decides which.
+4-way u8 x s8 dot product is ``vpdpbusd`` on AVX-512 VNNI, ``sdot`` on AArch64 with the
+dot-product extension (s8 x s8: activation bytes are xor-ed with 0x80, i.e. ``x - 128``,
+so the sums are ``sum (x - 128) * q``; the caller folds ``128 * rowsum(q)`` into the bias)
+and plain vector IR (widen, multiply, add neighbours) elsewhere; :mod:`kernels.isa`
+decides which.
 """
 
 from __future__ import annotations
@@ -58,7 +61,31 @@ def _dot_generic(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value)
     return out
 
 
-_DOT = {"avx512vnni": _dot_vnni, "generic": _dot_generic}
+def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) -> ir.Value:
+    """``acc[o] += sum_j x_j * w[4o + j]`` with four ``sdot`` on 128-bit quarters."""
+    v4i32 = ir.VectorType(_I32, 4)
+    v16i8 = ir.VectorType(_I8, 16)
+    fnty = ir.FunctionType(v4i32, [v4i32, v16i8, v16i8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                        "llvm.aarch64.neon.sdot.v4i32.v16i8")
+    xb = builder.bitcast(x, _V64I8)
+    x16 = builder.shuffle_vector(xb, xb, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+    parts = []
+    for g in range(4):
+        lanes = ir.Constant(ir.VectorType(_I32, 4), [4 * g + i for i in range(4)])
+        bytes_ = ir.Constant(ir.VectorType(_I32, 16), [16 * g + i for i in range(16)])
+        part = builder.shuffle_vector(acc, acc, lanes)
+        parts.append(builder.call(fn, [part, x16, builder.shuffle_vector(w, w, bytes_)]))
+    low = builder.shuffle_vector(parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 8),
+                                                                 list(range(8))))
+    high = builder.shuffle_vector(parts[2], parts[3], ir.Constant(ir.VectorType(_I32, 8),
+                                                                  list(range(8))))
+    return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, 16),
+                                                         list(range(16))))
+
+
+_DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
+_SIGNED = {"neon-sdot"}  # dot products that take activations as s8 (x - 128)
 
 
 def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir.Value]:
@@ -87,6 +114,7 @@ def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir
 def _codegen(bits: int, rows: int, isa: str) -> Any:
     tiles_per_chunk, chunk_bytes = CHUNK[bits]
     dot = _DOT[isa]
+    signed = isa in _SIGNED
 
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
         acc_t, a_t, _, _, _, w_t, _, _ = sig.args
@@ -127,6 +155,8 @@ def _codegen(bits: int, rows: int, isa: str) -> Any:
             k4 = builder.add(k4_base, ir.Constant(_I64, g))
             for r in range(rows):
                 word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
+                if signed:
+                    word = builder.xor(word, ir.Constant(_I32, 0x80808080))
                 vec = builder.insert_element(ir.Constant(_V16I32, None), word,
                                              ir.Constant(_I32, 0))
                 xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))

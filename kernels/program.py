@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kernels import gemm, layout, runner
+from kernels.isa import ACT_OFFSET
 from kernels.packing import check_bits
 
 _SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
@@ -280,12 +281,15 @@ def kernel_order(slot: _Slot, q: np.ndarray) -> np.ndarray:
 
 
 def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray) -> np.ndarray:
-    """``bias_q - in_zp * rowsum(q)`` (int32, wrapping), or ``bias_q`` after gap."""
+    """``bias_q - (in_zp - ACT_OFFSET) * rowsum(q)`` (int32, wrapping), ``bias_q`` after gap.
+
+    The micro-kernels sum ``(x - ACT_OFFSET) * q`` over the codes ``x`` (kernels.isa).
+    """
     bias = np.asarray(p.bias_q, dtype=np.int32)
     if slot.centred:
         return bias.copy()
     rowsum = q.astype(np.int64).sum(axis=1)
-    return (bias.astype(np.int64) - int(p.in_zp) * rowsum).astype(np.int32)
+    return (bias.astype(np.int64) - (int(p.in_zp) - ACT_OFFSET) * rowsum).astype(np.int32)
 
 
 def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
@@ -340,8 +344,8 @@ def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarra
         panel[w_off:w_off + new_panel.size] = new_panel
         old_bias = bias[p0:p0 + o].astype(np.int64)
         old_q = layout.from_panel(weights.panel[w_off:w_off + new_panel.size], o, slot.k, bits)
-        if not slot.centred:  # bias_q = folded + in_zp * rowsum(old): refold with the new rows
+        if not slot.centred:  # refold bias_q with the new rows (see _folded_bias)
             delta = q.astype(np.int64).sum(axis=1) - old_q.astype(np.int64).sum(axis=1)
-            bias[p0:p0 + o] = (old_bias - in_zp * delta).astype(np.int32)
+            bias[p0:p0 + o] = (old_bias - (in_zp - ACT_OFFSET) * delta).astype(np.int32)
     return Weights(panel=panel, bias=bias, m0=weights.m0, shift=weights.shift,
                    out_mult=weights.out_mult, ltab=weights.ltab)

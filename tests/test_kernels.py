@@ -15,6 +15,7 @@ from kernels import jitcache, layout
 from kernels.epilogue import requant_store
 from kernels.fixedpoint import quantize_multiplier, requantize_reference
 from kernels.gemm import gemm_rows, identity_map
+from kernels.isa import ACT_OFFSET
 from kernels.ops import quantize_input
 from kernels.packing import qrange
 
@@ -52,7 +53,8 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
     logits = np.empty(rows * out_ch, np.float32)
     zeros = np.zeros(out_ch, np.int32)
-    gemm_rows(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, zeros, zeros,
+    fold = (ACT_OFFSET * q.astype(np.int32).sum(axis=1)).astype(np.int32)  # see kernels.isa
+    gemm_rows(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, fold, zeros,
               zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True, identity_map(out_ch),
               np.empty(1, np.uint8), logits, np.empty(128, np.int32))
     want = a[:rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
