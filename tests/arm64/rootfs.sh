@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Build (or reuse) a Debian bookworm arm64 root file system that runs on an x86-64 host
-# under QEMU user-mode emulation (binfmt_misc), with the test tools (pytest, hypothesis)
-# installed under /opt/testtools. edge-agent itself is NOT installed here: run.sh installs
-# it with the real deploy/install.sh on a throw-away overlay of this base.
+# under QEMU user-mode emulation (binfmt_misc): python3 and python3-venv (what
+# deploy/install.sh needs on a Pi), and the pure-Python test tools (pytest, hypothesis)
+# under /opt/testtools, fetched by the host's pip (fast; no emulation). edge-agent itself
+# is NOT installed here: run.sh installs it with the real deploy/install.sh on a
+# throw-away overlay of this base.
 # Needs root (debootstrap, chroot, mount). Fails loudly when emulation cannot start.
-# Usage: tests/arm64/rootfs.sh DIR
+# Usage: [PYTHON=host-python-with-pip] tests/arm64/rootfs.sh DIR
 set -euo pipefail
 dir=${1:?usage: rootfs.sh DIR}
 TEST_TOOLS=(pytest==8.4.2 pytest-timeout==2.4.0 hypothesis==6.140.3)
 SUITE=bookworm
+PACKAGES=python3,python3-venv,ca-certificates
+PYTHON=${PYTHON:-python3}
 
 die() { echo "arm64 rootfs: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot and mounts); run as root or under sudo"
@@ -45,19 +49,23 @@ mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sou
 mirror=${mirror:-http://deb.debian.org/debian}
 
 stamp="$dir/.edge-agent-rootfs"
-want="$SUITE ${TEST_TOOLS[*]}"
+want="$SUITE $PACKAGES ${TEST_TOOLS[*]}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "arm64 rootfs: reusing $dir" >&2
   exit 0
 fi
-if [ ! -x "$dir/usr/bin/python3" ]; then
+if awk '{print $2}' /proc/mounts | grep -q "^$(realpath -m "$dir")/"; then
+  die "something is mounted under $dir; unmount it before rebuilding"
+fi
+base_stamp="$dir/.edge-agent-base"
+if [ ! -f "$base_stamp" ] || [ "$(cat "$base_stamp")" != "$SUITE $PACKAGES" ]; then
   echo "arm64 rootfs: debootstrap $SUITE arm64 from $mirror into $dir (several minutes) ..." >&2
   rm -rf "$dir"
   mkdir -p "$dir"
-  debootstrap --arch=arm64 --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates,procps \
+  debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" \
     "$SUITE" "$dir" "$mirror" >"$dir.debootstrap.log" 2>&1 \
     || { tail -20 "$dir.debootstrap.log" >&2; die "debootstrap failed (log: $dir.debootstrap.log)"; }
+  echo "$SUITE $PACKAGES" > "$base_stamp"
 fi
 cp /etc/resolv.conf "$dir/etc/resolv.conf"
 # The host's CA bundle: it may hold a site CA that a proxy on the way to PyPI needs.
@@ -68,8 +76,13 @@ arch=$(chroot "$dir" /usr/bin/python3 -c 'import platform; print(platform.machin
   || die "cannot run the arm64 python3 under emulation"
 [ "$arch" = aarch64 ] || die "the rootfs python reports machine $arch, not aarch64"
 rm -rf "$dir/opt/testtools"
-chroot "$dir" env -u PIP_FIND_LINKS -u PIP_CONSTRAINT python3 -m pip install -q \
-  --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /opt/testtools "${TEST_TOOLS[@]}" \
-  || die "pip could not install the test tools into the rootfs"
+"$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (set PYTHON=...)"
+env -u PIP_FIND_LINKS -u PIP_CONSTRAINT "$PYTHON" -m pip install -q --no-cache-dir \
+    --disable-pip-version-check --target "$dir/opt/testtools" --only-binary=:all: \
+    --platform manylinux2014_aarch64 --python-version "$(chroot "$dir" python3 -c \
+      'import sys; print("%d.%d" % sys.version_info[:2])')" --implementation cp \
+    "${TEST_TOOLS[@]}" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+chroot "$dir" python3 -c 'import sys; sys.path.insert(0, "/opt/testtools"); import pytest, hypothesis' \
+  || die "the test tools were not installed into the rootfs"
 echo "$want" > "$stamp"
 echo "arm64 rootfs: ready at $dir (machine: $arch)" >&2

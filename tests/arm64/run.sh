@@ -125,6 +125,7 @@ mapfile -t bitexact < <(cd "$repo" && ls tests/test_kernels*.py tests/test_engin
 # board_tests NAME QEMU_CPU [NUMBA_CPU_NAME]
 board_tests() {
   local name=$1 cpu=$2 numba_cpu=${3:-} dot isas want
+  trap - EXIT  # runs in a subshell: the mounts are the parent's to clean up
   step "$name ($cpu${numba_cpu:+, NUMBA_CPU_NAME=$numba_cpu}): CPU check"
   board_env=(EDGE_AGENT_JIT_CACHE=/var/tmp/jit-$cpu ${numba_cpu:+NUMBA_CPU_NAME=$numba_cpu})
   dot=$(in_board "$cpu" "$py" -c '
@@ -150,22 +151,26 @@ print(int(f["ASIMDDP"]))')
   fi
   step "$name: bit-exactness tests (${bitexact[*]}), kernels $want"
   in_board "$cpu" "${pyt[@]}" -m pytest -p no:cacheprovider -q -o addopts=-ra \
-      --rootdir=/src "${bitexact[@]/#//src/}" \
+      --rootdir=/src --basetemp="/tmp/pytest-$cpu" "${bitexact[@]/#//src/}" \
     || die "$name: kernel/engine tests failed on the board"
   step "$name: bundled model vs the golden results"
   in_board "$cpu" "${pyt[@]}" /src/tests/arm64/golden.py check /tmp/golden.npz --expect-isa "$want" \
     || die "$name: the bundled model's integer results differ from the host's"
-  board_env=()
+  step "$name: passed"
 }
-board_tests "Pi 4" cortex-a72
-board_tests "Pi 5" cortex-a76 cortex-a76
+# The two boards in parallel (each numba compile is single-threaded; CI has 2 cores).
+( board_tests "Pi 4" cortex-a72 2>&1 | sed -u 's/^/[Pi 4] /' >&2 ) & pi4=$!
+( board_tests "Pi 5" cortex-a76 cortex-a76 2>&1 | sed -u 's/^/[Pi 5] /' >&2 ) & pi5=$!
+rc4=0; wait $pi4 || rc4=$?
+rc5=0; wait $pi5 || rc5=$?
+[ $rc4 = 0 ] && [ $rc5 = 0 ] || die "the Pi 4 and/or Pi 5 checks failed (see above)"
 
 # ---------------------------------------------------------------- the agent
 step "end-to-end smoke test of the installed agent (Pi 4 CPU, private network namespace)"
 # Its own network namespace: the installed default ports cannot clash with the host's.
 board_prefix=(unshare --net sh -c 'ip link set lo up && exec "$@"' sh)
 # The agent's JIT cache starts from the Pi 4 run's (same kernels, same CPU): a cold start
-# compiles for minutes under emulation (seconds on a board).
+# compiles for minutes under emulation (on a real board: not measured).
 in_board cortex-a72 "$py" -P /src/tests/arm64/smoke.py --unit "$unit" \
     --seed-jit-cache /var/tmp/jit-cortex-a72 || die "end-to-end smoke test failed"
 board_prefix=()
@@ -179,4 +184,6 @@ step_recalibration() {
 }
 step_recalibration
 
-step "all arm64 checks passed in $((SECONDS - t0)) s"
+step "all arm64 checks passed in $((SECONDS - t0)) s; CPU time (user, system) of this"\
+     "script and of all it ran:"
+times >&2
