@@ -245,7 +245,8 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
     if not new:
         raise SmokeError(f"no new checkpoint in {cfg.state_dir} after SIGTERM")
     ckpt = decode_checkpoint(new[-1].read_bytes(), str(new[-1]))
-    if ckpt.get("counts", {}).get("predicted") != count:
+    counts = ckpt.get("counts", {})
+    if counts.get("counters", counts).get("predicted") != count:
         raise SmokeError(f"{new[-1].name}: counts {ckpt.get('counts')}, expected {count} predicted")
     print(f"smoke: SIGTERM -> exit 0, checkpoint {new[-1].name} (generation "
           f"{ckpt['generation']}, {count} predicted)", flush=True)
