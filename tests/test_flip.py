@@ -1,0 +1,187 @@
+"""Bit flipping: features, selection within budget, weights on grid, the gate, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.bundle import load_bundle
+from edge_agent.calibrate import gate
+from edge_agent.calibrate.flip_features import FEATURES, _patches, layer_features, trace
+from edge_agent.calibrate.flip_net import FlipNet
+from edge_agent.calibrate.flip_round import (
+    BitFlipCalibrator,
+    FlipConfig,
+    apply_flips,
+    greedy_proposer,
+    random_proposer,
+    select_flips,
+)
+from edge_agent.data import load_dataset
+from edge_agent.engine import Engine
+from edge_agent.reference import forward
+from kernels.packing import qrange, unpack_rows
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_flips_stay_on_grid_and_in_range(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    lo, hi = qrange(bits)
+    codes = [rng.integers(lo, hi + 1, size=(7, 13)).astype(np.int8) for _ in range(3)]
+    codes[0][0, :] = lo
+    codes[0][1, :] = hi
+    for _ in range(20):
+        deltas = [rng.integers(-1, 2, size=q.shape).astype(np.int8) for q in codes]
+        codes = apply_flips(codes, deltas, bits)
+        for q in codes:
+            assert q.dtype == np.int8 and q.min() >= lo and q.max() <= hi
+
+
+def test_select_flips_respects_budget_and_ranks_by_score() -> None:
+    actions = [np.array([[1, -1, 0], [1, 1, 1]], np.int8), np.array([[-1, 1]], np.int8)]
+    scores = [np.array([[0.9, 0.1, 5.0], [0.5, 0.2, 0.3]]), np.array([[0.8, 0.05]])]
+    deltas = select_flips(list(zip(actions, scores, strict=True)), budget=3)
+    assert sum(int(np.abs(d).sum()) for d in deltas) == 3
+    assert deltas[0].tolist() == [[1, 0, 0], [1, 0, 0]]  # 0.9, 0.5; the 5.0 is action 0
+    assert deltas[1].tolist() == [[-1, 0]]
+    assert (
+        sum(np.abs(d).sum() for d in select_flips(list(zip(actions, scores, strict=True)), 100))
+        == 7
+    )
+
+
+def test_patches_reproduce_the_integer_accumulators(basicmotions_bundle: Path) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    quant = bundle.quant[4]
+    X = load_dataset("basicmotions").X_test[:5]
+    seen: list[tuple[int, np.ndarray, np.ndarray]] = []
+    forward(
+        bundle.arch["layers"],
+        quant,
+        bundle.norm_mean,
+        bundle.norm_std,
+        X,
+        lambda i, c, a: seen.append((i, c, a)),
+    )
+    ops = bundle.weighted_ops()
+    for i, centred, acc in seen:
+        lq = quant.layers[i]
+        q = unpack_rows(lq.packed, lq.k, lq.bits).astype(np.int64)
+        p = _patches(ops[i], centred)  # (N, P, K)
+        got = p @ q.T + lq.bias_q  # (N, P, O)
+        want = acc.reshape(acc.shape[0], acc.shape[1], -1).transpose(0, 2, 1)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_features_shapes_and_zero_reconstruction_step(basicmotions_bundle: Path) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    quant = bundle.quant[2]
+    ds = load_dataset("basicmotions")
+    calib = BitFlipCalibrator(bundle, greedy_proposer())
+    codes = calib.deployed_codes(2)
+    logits, traces = trace(bundle, quant, ds.X_test[:8])
+    zeros = [np.zeros(q.shape) for q in codes]
+    feats = layer_features(bundle, quant, codes, codes, zeros, traces, logits, ds.y_test[:8])
+    assert [f.shape for f in feats] == [(*q.shape, len(FEATURES)) for q in codes]
+    for f in feats:  # codes equal to latent weights: nothing to reconstruct
+        assert np.all(f[..., FEATURES.index("rec_step")] == 0)
+        assert np.all(f[..., FEATURES.index("step_size")] == 0.5)
+    assert np.any(feats[-1][..., FEATURES.index("task_step")] != 0)
+    residuals = calib.residuals(2)
+    assert all(np.abs(r).max() <= 0.5 for r in residuals)
+    assert any(np.abs(r).max() > 0 for r in residuals)
+
+
+def test_gate_rolls_back_a_round_that_hurts(basicmotions_bundle: Path) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    ds = load_dataset("basicmotions")
+    X, y_true = ds.X_test, ds.y_test
+    engine = Engine(bundle, bits=4)
+    cfg = FlipConfig(budget_fraction=0.05, iterations=8, holdout_fraction=0.5)
+    cal, hold = gate.holdout_split(len(X), cfg.holdout_fraction, seed=0)
+    y = y_true.copy()
+    y[cal] = 0  # the flips fit wrong labels; the held-out part knows better
+    before = engine.model_version
+    acc_before = float(np.mean(engine.predict(X[hold])[0] == y_true[hold]))
+    result = BitFlipCalibrator(bundle, greedy_proposer(), cfg).run_round(engine, X, y, seed=0)
+    assert result.loss_after < result.loss_before  # the flips did fit the wrong labels
+    assert not result.decision.accepted
+    assert result.decision.after < result.decision.before <= acc_before + 1e-9
+    assert engine.model_version == before and result.version is None and result.flips == 0
+
+
+def test_accepted_round_swaps_weights_within_range(basicmotions_bundle: Path) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    ds = load_dataset("basicmotions")
+    engine = Engine(bundle, bits=4)
+    cfg = FlipConfig(budget_fraction=0.02, iterations=3, tolerance=1.0)  # gate always passes
+    calib = BitFlipCalibrator(bundle, greedy_proposer(), cfg)
+    y = np.zeros_like(ds.y_train)  # labels the model disagrees with: the flips must move it
+    result = calib.run_round(engine, ds.X_train, y, seed=1)
+    if result.flips == 0:
+        pytest.fail(f"expected the greedy round to flip something: {result}")
+    assert result.decision.accepted and engine.model_version == result.version
+    lo, hi = qrange(4)
+    changed = 0
+    for i, q0 in enumerate(calib.deployed_codes(4)):
+        q = engine.layer_codes(i)
+        assert q.min() >= lo and q.max() <= hi
+        changed += int((q != q0).sum())
+    assert changed == result.flips
+
+
+def test_flipnet_round_trips_through_bundle_extras() -> None:
+    rng = np.random.default_rng(0)
+    f, h = len(FEATURES), 6
+    net = FlipNet(
+        rng.normal(size=(f, h)),
+        rng.normal(size=h),
+        rng.normal(size=(h, h)),
+        rng.normal(size=h),
+        rng.normal(size=(h, 3)),
+        rng.normal(size=3),
+        np.zeros(f),
+        np.ones(f),
+    )
+    again = FlipNet.from_extras(net.to_extras())
+    assert again is not None
+    x = rng.normal(size=(4, 5, f)).astype(np.float32)
+    np.testing.assert_allclose(again.logits(x), net.logits(x), rtol=1e-5, atol=1e-5)
+    action, conf = net.propose(x)
+    assert set(np.unique(action)) <= {-1, 0, 1} and np.all((conf > 0) & (conf <= 1))
+    assert FlipNet.from_extras({}) is None
+    with pytest.raises(ValueError, match="features"):
+        FlipNet(
+            np.zeros((3, h)),
+            *[getattr(net, k) for k in ("b1", "w2", "b2", "w3", "b3")],
+            np.zeros(3),
+            np.ones(3),
+        )
+
+
+def test_device_flip_path_never_imports_torch(basicmotions_bundle: Path) -> None:
+    code = f"""
+import sys
+from edge_agent.bundle import load_bundle
+from edge_agent.calibrate.flip_round import BitFlipCalibrator, random_proposer
+from edge_agent.data import load_dataset
+from edge_agent.engine import Engine
+b = load_bundle({str(basicmotions_bundle)!r})
+ds = load_dataset("basicmotions")
+e = Engine(b, bits=4)
+BitFlipCalibrator(b, random_proposer(0)).run_round(e, ds.X_test, ds.y_test)
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_random_proposer_is_seeded() -> None:
+    feats = [np.zeros((3, 4, len(FEATURES)))]
+    a, b = random_proposer(5)(feats), random_proposer(5)(feats)
+    np.testing.assert_array_equal(a[0][0], b[0][0])
