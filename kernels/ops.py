@@ -16,23 +16,27 @@ from kernels.jit import kernel
 @kernel
 def quantize_input(x: np.ndarray, c: int, h: int, w: int, mean: np.ndarray, std: np.ndarray,
                    scale: np.float32, zp: int, hi: int, out: np.ndarray, wp: int, ph: int,
-                   pw: int) -> None:
+                   pw: int, tmp: np.ndarray) -> None:
     """One float ``(C, H, W)`` channel-first sample -> uint8 codes in a channels-last layout.
 
     ``clamp(rint((x - mean[c]) / std[c] / scale) + zp, 0, hi)`` in float32, rint half
-    to even. ``x`` must be finite.
+    to even. ``x`` must be finite. Each input row is quantized into ``tmp`` (uint8 of at
+    least ``w``) with contiguous vector loads and divisions, then spread over channels.
     """
     zf = np.float32(zp)
     top = np.float32(hi)
+    zero = np.float32(0.0)
     for ch in range(c):
         m = mean[ch]
         s = std[ch]
         for i in range(h):
             src = x[(ch * h + i) * w:(ch * h + i + 1) * w]
-            base = ((i + ph) * wp + pw) * c + ch
             for j in range(w):
                 v = np.rint(((src[j] - m) / s) / scale) + zf
-                out[base + j * c] = np.uint8(min(max(v, np.float32(0.0)), top))
+                tmp[j] = np.uint8(min(max(v, zero), top))
+            base = ((i + ph) * wp + pw) * c + ch
+            for j in range(w):
+                out[base + j * c] = tmp[j]
 
 
 @kernel

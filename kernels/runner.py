@@ -52,6 +52,7 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
     tmp = np.empty(tens[:, T_C].max(), np.int32)
     acc = np.empty(8 * 16, np.int32)
     t0 = tens[0]
+    row_q = np.empty(t0[T_W], np.uint8)
     for s0 in range(0, n_all, chunk):
         nb = min(chunk, n_all - s0)
         out = flat[s0 * classes:(s0 + nb) * classes]
@@ -59,7 +60,7 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
         act_a[:nb * ss] = np.uint8(t0[T_FILL])
         for s in range(nb):
             quantize_input(x[s0 + s], t0[T_C], t0[T_H], t0[T_W], mean, std, in_scale, in_zp,
-                           hi, act_a[s * ss:], t0[T_WP], t0[T_PH], t0[T_PW])
+                           hi, act_a[s * ss:], t0[T_WP], t0[T_PH], t0[T_PW], row_q)
         cur = act_a
         nxt = act_b
         for i in range(ops.shape[0]):

@@ -119,7 +119,8 @@ def test_input_quantization_ties_round_half_even() -> None:
     mean = np.zeros(1, np.float32)
     std = np.ones(1, np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x, 1, 1, x.size, mean, std, np.float32(1.0), 10, 255, out, x.size, 0, 0)
+    quantize_input(x, 1, 1, x.size, mean, std, np.float32(1.0), 10, 255, out, x.size, 0, 0,
+                   np.empty(x.size, np.uint8))
     np.testing.assert_array_equal(out, [10, 12, 12, 10, 8, 255, 0, 10])
     want = reference.quantize_input(x[None, None], mean, std, 1.0, 10, 8)
     np.testing.assert_array_equal(out, want.ravel())
@@ -131,7 +132,8 @@ def test_input_quantization_matches_reference_random() -> None:
     mean = rng.normal(0, 1, 3).astype(np.float32)
     std = rng.uniform(0.3, 2, 3).astype(np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x.ravel(), 3, 1, 50, mean, std, np.float32(0.037), 77, 127, out, 50, 0, 0)
+    quantize_input(x.ravel(), 3, 1, 50, mean, std, np.float32(0.037), 77, 127, out, 50, 0, 0,
+                   np.empty(50, np.uint8))
     want = reference.quantize_input(x[None], mean, std, 0.037, 77, 7)[0]
     np.testing.assert_array_equal(out.reshape(50, 3).T, want)  # kernels are channels-last
 
