@@ -31,30 +31,33 @@ def _bits_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train FP + QAT models and write a bundle."""
+    """Train FP + QAT models (with QCore and flipping network) and write a bundle."""
     from edge_agent.bundle import save_bundle
+    from edge_agent.calibrate.flip_train import FlipTrainConfig
     from edge_agent.data import load_dataset
-    from edge_agent.model.arch import default_spec
-    from edge_agent.model.export import build_bundle
-    from edge_agent.model.train import TrainConfig, fit
+    from edge_agent.model.pipeline import train_bundle
+    from edge_agent.model.qcore_build import QCoreConfig
+    from edge_agent.model.train import TrainConfig
 
     ds = load_dataset(args.data)
-    spec = default_spec(ds.input_shape, ds.num_classes)
     cfg = TrainConfig(
         fp_steps=args.fp_steps,
         qat_steps=args.qat_steps,
         act_bits=args.act_bits,
         progress=not args.quiet,
     )
-    fp, qnets, metrics = fit(ds, spec, args.bits, args.seed, cfg)
-    bundle = build_bundle(
-        ds, spec, fp, qnets, {"seed": args.seed, "metrics": metrics, "train_config": cfg.__dict__}
-    )
+    qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
+    flip_cfg = FlipTrainConfig() if args.flipper else None
+    bundle, metrics = train_bundle(ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg)
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
     print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")
     for b in args.bits:
         print(f"  {b}-bit test accuracy    {metrics[f'q{b}_test_accuracy']:.4f} (torch fake-quant)")
+    if qcore_cfg:
+        print(f"  QCore                  {len(bundle.extras['qcore_y'])} samples")
+    if flip_cfg:
+        print("  flipping network       trained on simulated drift episodes")
     return 0
 
 
@@ -134,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--qat-steps", type=int, default=600, help="QAT steps per bit-width (default 600)"
     )
     p.add_argument("--out", type=Path, required=True, help="bundle file to write (e.g. model.eab)")
+    p.add_argument(
+        "--qcore-per-class",
+        type=int,
+        default=4,
+        metavar="N",
+        help="QCore samples per class kept in the bundle for on-device calibration "
+        "(default 4; 0: no QCore)",
+    )
+    p.add_argument(
+        "--no-flipper",
+        dest="flipper",
+        action="store_false",
+        help="do not train the bit-flipping network (the agent then cannot recalibrate by flips)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

@@ -20,16 +20,16 @@ def shared_data() -> Path:
 
 def _train_bundle(tmp_dir: Path, data: str, bits: list[int], name: str) -> Path:
     from edge_agent.bundle import save_bundle
+    from edge_agent.calibrate.flip_train import FlipTrainConfig
     from edge_agent.data import load_dataset
-    from edge_agent.model.arch import default_spec
-    from edge_agent.model.export import build_bundle
-    from edge_agent.model.train import TrainConfig, fit
+    from edge_agent.model.pipeline import train_bundle
+    from edge_agent.model.qcore_build import QCoreConfig
+    from edge_agent.model.train import TrainConfig
 
-    ds = load_dataset(data)
-    spec = default_spec(ds.input_shape, ds.num_classes)
     cfg = TrainConfig(fp_steps=200, qat_steps=80, progress=False)
-    fp, qnets, metrics = fit(ds, spec, bits, seed=0, cfg=cfg)
-    bundle = build_bundle(ds, spec, fp, qnets, {"seed": 0, "metrics": metrics})
+    qcore_cfg = QCoreConfig(bits=(2, 4, 8), snapshots=4, per_class=3)
+    flip_cfg = FlipTrainConfig(episodes=4, steps=60)
+    bundle, _ = train_bundle(load_dataset(data), bits, 0, cfg, qcore_cfg, flip_cfg)
     path = tmp_dir / name
     save_bundle(bundle, path)
     return path
