@@ -189,6 +189,7 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
                 time.sleep(1.0)
         print(f"smoke: agent answering status after {time.monotonic() - t0:.1f} s "
               f"(model {st['model']['version']})", flush=True)
+        start = st["samples"]  # non-zero when a previous run left a checkpoint
         time.sleep(0.5)  # let the prediction subscription reach the agent's PUB socket
 
         t1 = time.monotonic()
@@ -223,9 +224,11 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
         st = status(exe, status_ep)
         samples = st["samples"]
         print("smoke: status " + json.dumps({k: st[k] for k in ("agent", "samples")}), flush=True)
-        if samples["predicted"] != count or samples["accepted"] != count:
-            raise SmokeError(f"status counts {samples}, expected {count} accepted and predicted")
-        if samples["rejected_total"] or samples["seq_gaps"]:
+        for key in ("accepted", "predicted"):
+            if samples[key] - start[key] != count:
+                raise SmokeError(f"status counts {samples} (at start {start}): expected "
+                                 f"{count} more accepted and predicted")
+        if any(samples[k] != start[k] for k in ("rejected_total", "seq_gaps", "seq_missing")):
             raise SmokeError(f"status reports rejected samples or sequence gaps: {samples}")
 
         agent.send_signal(signal.SIGTERM)
@@ -246,10 +249,11 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
         raise SmokeError(f"no new checkpoint in {cfg.state_dir} after SIGTERM")
     ckpt = decode_checkpoint(new[-1].read_bytes(), str(new[-1]))
     counts = ckpt.get("counts", {})
-    if counts.get("counters", counts).get("predicted") != count:
-        raise SmokeError(f"{new[-1].name}: counts {ckpt.get('counts')}, expected {count} predicted")
+    if counts.get("counters", counts).get("predicted") != samples["predicted"]:
+        raise SmokeError(f"{new[-1].name}: counts {counts}, expected "
+                         f"{samples['predicted']} predicted")
     print(f"smoke: SIGTERM -> exit 0, checkpoint {new[-1].name} (generation "
-          f"{ckpt['generation']}, {count} predicted)", flush=True)
+          f"{ckpt['generation']}, {samples['predicted']} predicted)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
