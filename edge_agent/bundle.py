@@ -122,7 +122,8 @@ class Bundle:
 # ---------------------------------------------------------------- serialization
 
 
-def _arr(a: np.ndarray) -> dict[str, Any]:
+def array_record(a: np.ndarray) -> dict[str, Any]:
+    """A msgpack-ready record of an array: dtype name, shape, little-endian bytes."""
     a = np.ascontiguousarray(a)
     if a.dtype.name not in _DTYPES:
         raise BundleError(f"array dtype {a.dtype} cannot be stored in a bundle")
@@ -133,7 +134,8 @@ def _arr(a: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _unarr(obj: Any, where: str) -> np.ndarray:
+def array_from_record(obj: Any, where: str) -> np.ndarray:
+    """The array of an :func:`array_record`; raise BundleError naming ``where`` if malformed."""
     if not isinstance(obj, dict) or set(obj) != {"dtype", "shape", "data"}:
         raise BundleError(f"{where}: expected an array record")
     dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
@@ -155,9 +157,11 @@ def _layer_to_payload(layer: LayerQuant) -> dict[str, Any]:
         "bits": layer.bits,
         "k": layer.k,
         "out": layer.out_features,
-        "codes": _arr(pack_flat(unpack_rows(layer.packed, layer.k, layer.bits), layer.bits)),
-        "w_scale": _arr(layer.w_scale),
-        "bias_q": _arr(layer.bias_q),
+        "codes": array_record(
+            pack_flat(unpack_rows(layer.packed, layer.k, layer.bits), layer.bits)
+        ),
+        "w_scale": array_record(layer.w_scale),
+        "bias_q": array_record(layer.bias_q),
         "in_scale": float(layer.in_scale),
         "in_zp": int(layer.in_zp),
     }
@@ -166,11 +170,11 @@ def _layer_to_payload(layer: LayerQuant) -> dict[str, Any]:
         out.update(
             out_scale=float(layer.out_scale or 0.0),
             out_zp=int(layer.out_zp or 0),
-            m0=_arr(layer.m0),
-            shift=_arr(layer.shift),
+            m0=array_record(layer.m0),
+            shift=array_record(layer.shift),
         )
     else:
-        out["out_mult"] = _arr(layer.out_mult)
+        out["out_mult"] = array_record(layer.out_mult)
     return out
 
 
@@ -181,7 +185,7 @@ def _layer_from_payload(obj: Any, where: str) -> LayerQuant:
         hidden = "m0" in obj
         bits, k, out = int(obj["bits"]), int(obj["k"]), int(obj["out"])
         check_bits(bits)
-        codes = _unarr(obj["codes"], f"{where}.codes")
+        codes = array_from_record(obj["codes"], f"{where}.codes")
         if codes.dtype != np.uint8 or codes.shape != (row_bytes(out * k, bits),):
             raise BundleError(
                 f"{where}: {codes.shape} {codes.dtype} codes for {out}x{k} {bits}-bit weights"
@@ -190,15 +194,15 @@ def _layer_from_payload(obj: Any, where: str) -> LayerQuant:
             bits=bits,
             k=k,
             packed=pack_rows(unpack_flat(codes, out * k, bits).reshape(out, k), bits),
-            w_scale=_unarr(obj["w_scale"], f"{where}.w_scale"),
-            bias_q=_unarr(obj["bias_q"], f"{where}.bias_q"),
+            w_scale=array_from_record(obj["w_scale"], f"{where}.w_scale"),
+            bias_q=array_from_record(obj["bias_q"], f"{where}.bias_q"),
             in_scale=float(obj["in_scale"]),
             in_zp=int(obj["in_zp"]),
             out_scale=float(obj["out_scale"]) if hidden else None,
             out_zp=int(obj["out_zp"]) if hidden else None,
-            m0=_unarr(obj["m0"], f"{where}.m0") if hidden else None,
-            shift=_unarr(obj["shift"], f"{where}.shift") if hidden else None,
-            out_mult=None if hidden else _unarr(obj["out_mult"], f"{where}.out_mult"),
+            m0=array_from_record(obj["m0"], f"{where}.m0") if hidden else None,
+            shift=array_from_record(obj["shift"], f"{where}.shift") if hidden else None,
+            out_mult=None if hidden else array_from_record(obj["out_mult"], f"{where}.out_mult"),
         )
     except KeyError as exc:
         raise BundleError(f"{where}: missing field {exc.args[0]!r}") from None
@@ -210,10 +214,10 @@ def _layer_from_payload(obj: Any, where: str) -> LayerQuant:
 def _to_payload(b: Bundle) -> dict[str, Any]:
     return {
         "arch": b.arch,
-        "fp_weights": [[_arr(w), _arr(bias)] for w, bias in b.fp_weights],
+        "fp_weights": [[array_record(w), array_record(bias)] for w, bias in b.fp_weights],
         "label_names": list(b.label_names),
-        "norm_mean": _arr(b.norm_mean.astype(np.float32)),
-        "norm_std": _arr(b.norm_std.astype(np.float32)),
+        "norm_mean": array_record(b.norm_mean.astype(np.float32)),
+        "norm_std": array_record(b.norm_std.astype(np.float32)),
         "quant": {
             str(bits): {
                 "weight_bits": q.weight_bits,
@@ -226,7 +230,7 @@ def _to_payload(b: Bundle) -> dict[str, Any]:
         },
         "default_bits": b.default_bits,
         "meta": b.meta,
-        "extras": {name: _arr(a) for name, a in b.extras.items()},
+        "extras": {name: array_record(a) for name, a in b.extras.items()},
     }
 
 
@@ -249,16 +253,21 @@ def _from_payload(p: Any) -> Bundle:
         bundle = Bundle(
             arch=p["arch"],
             fp_weights=[
-                (_unarr(w, f"fp_weights[{i}].W"), _unarr(b, f"fp_weights[{i}].b"))
+                (
+                    array_from_record(w, f"fp_weights[{i}].W"),
+                    array_from_record(b, f"fp_weights[{i}].b"),
+                )
                 for i, (w, b) in enumerate(p["fp_weights"])
             ],
             label_names=[str(n) for n in p["label_names"]],
-            norm_mean=_unarr(p["norm_mean"], "norm_mean"),
-            norm_std=_unarr(p["norm_std"], "norm_std"),
+            norm_mean=array_from_record(p["norm_mean"], "norm_mean"),
+            norm_std=array_from_record(p["norm_std"], "norm_std"),
             quant=quant,
             default_bits=int(p["default_bits"]),
             meta=dict(p.get("meta", {})),
-            extras={str(k): _unarr(v, f"extras[{k}]") for k, v in p.get("extras", {}).items()},
+            extras={
+                str(k): array_from_record(v, f"extras[{k}]") for k, v in p.get("extras", {}).items()
+            },
         )
     except KeyError as exc:
         raise BundleError(f"bundle is missing field {exc.args[0]!r}") from None
