@@ -53,7 +53,7 @@ if awk '{print $2}' /proc/mounts | grep -q "^$run/"; then
   die "something is still mounted under $run (an earlier run killed hard?); unmount it first"
 fi
 rm -rf "$run"
-mkdir -p "$run/upper" "$run/work" "$board" "$run/pip-cache"
+mkdir -p "$run/upper" "$run/work" "$board" "$cache/pip-cache"
 if mount -t overlay overlay -o "lowerdir=$base,upperdir=$run/upper,workdir=$run/work" "$board" \
     2>/dev/null; then
   mounts+=("$board")
