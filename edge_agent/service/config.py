@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -124,6 +125,7 @@ class AgentConfig:
     status: StatusConfig = field(default_factory=StatusConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -248,6 +250,18 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(s.checkpoint_interval_s, "state.checkpoint_interval_s", 0.01, 86400)
     _in_range(s.keep, "state.keep", 1, 100)
     _in_range(s.labelled_capacity, "state.labelled_capacity", 0, 10_000_000)
+    cal = cfg.calibration
+    _in_range(cal.chunk, "calibration.chunk", 1, 100_000)
+    _in_range(cal.unlabelled_every, "calibration.unlabelled_every", 1, 1_000_000)
+    _in_range(cal.buffer_samples, "calibration.buffer_samples", 1, 1_000_000)
+    _in_range(cal.buffer_bytes, "calibration.buffer_bytes", 1024, 1 << 32)
+    _in_range(cal.neighbour_bits, "calibration.neighbour_bits", 0, 3)
+    _in_range(cal.budget_fraction, "calibration.budget_fraction", 0.0, 1.0)
+    _in_range(cal.threshold, "calibration.threshold", 0.0, 1.0)
+    _in_range(cal.iterations, "calibration.iterations", 1, 1000)
+    _in_range(cal.holdout_fraction, "calibration.holdout_fraction", 0.05, 0.95)
+    _in_range(cal.min_holdout, "calibration.min_holdout", 1, 100_000)
+    _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 
 

@@ -28,7 +28,8 @@ import numpy as np
 import zmq
 
 from edge_agent import __version__
-from edge_agent.bundle import BundleError, load_bundle
+from edge_agent.bundle import Bundle, BundleError, load_bundle, to_bytes
+from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
 from edge_agent.service.intake import Intake, Item
@@ -47,6 +48,7 @@ EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus keeps it from 
 DRAIN_DEADLINE_S = 5.0
 STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
+CALIBRATE_BELOW_QUEUE_FRACTION = 8  # rounds wait while the queue is fuller than 1/8
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Model:
     path: str
     mtime: float
     label_names: list[str]
+    bundle: Bundle
 
     @classmethod
     def load(cls, path: str) -> Model:
@@ -64,7 +67,7 @@ class Model:
         bundle = load_bundle(path)
         engine = Engine(bundle)
         engine.warmup()
-        return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names))
+        return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names), bundle)
 
 
 class Agent:
@@ -92,6 +95,7 @@ class Agent:
         self.sources: list[ZmqSource | SerialSource] = []
         self.status_server: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
+        self.calibration: CalibrationController | None = None
 
     # ------------------------------------------------------------ start-up
 
@@ -108,6 +112,7 @@ class Agent:
         self.intake = Intake(self.queue, self.metrics, tuple(eng.input_shape),
                              eng.num_classes, self.cfg.ingest.max_message_bytes)
         self.labelled.extend(samples)
+        self._start_calibration(payload.get("calibration") if payload else None)
         if payload is not None:
             counts = payload.get("counts", {})
             self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
@@ -139,6 +144,13 @@ class Agent:
         model = Model.load(str(base))
         self.store.save_model(base.read_bytes())
         return model
+
+    def _start_calibration(self, state: dict[str, Any] | None) -> None:
+        """The QCore buffer and bit-flip calibrator of the running model (if enabled)."""
+        self.calibration = None
+        if self.cfg.calibration.enabled:
+            self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
+                                                     state)
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
@@ -209,8 +221,9 @@ class Agent:
             batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
             if batch:
                 self._process(batch)
-            # Calibration rounds (QCore buffer from self.labelled, calibrator, energy policy;
-            # later issues) run here, between batches, in this thread.
+            if self.calibration is not None and self.calibration.due() and \
+                    len(self.queue) <= self.queue.capacity // CALIBRATE_BELOW_QUEUE_FRACTION:
+                self._calibrate(self.calibration)  # only while inference keeps up
             now = time.monotonic()
             if now >= next_ckpt or not self._ckpt_requests.empty():
                 self._checkpoint()
@@ -225,6 +238,25 @@ class Agent:
                 if self._threads_alive():
                     self.notifier.watchdog()
                 next_watchdog = now + self.notifier.watchdog_interval_s
+
+    def _calibrate(self, ctl: CalibrationController) -> None:
+        """One QCore update and gated bit-flip round; an accepted change is saved at once."""
+        try:
+            result = ctl.run(self.model.engine)
+        except Exception:  # a calibration bug must never stop inference
+            self.metrics.inc("calibration_errors")
+            log.exception("calibration round failed; the model is unchanged")
+            return
+        self.metrics.inc("calibrations")
+        if result.version is None:
+            self.metrics.inc("calibrations_rolled_back")
+            return
+        self.metrics.inc("calibrations_accepted")
+        try:
+            self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
+        except OSError as exc:
+            self.metrics.inc("checkpoint_errors")
+            log.error("could not save the recalibrated model: %s", exc)
 
     def _threads_alive(self) -> bool:
         dead = [type(s).__name__ for s in self.sources if not s.alive()]
@@ -251,6 +283,8 @@ class Agent:
             msg = it.msg
             if isinstance(msg, Sample):
                 pred = preds[id(it)]
+                if self.calibration is not None:
+                    self.calibration.observe(msg.x, msg.label, msg.seq)
                 if msg.label is not None:
                     fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred,
                                                 msg.x))
@@ -294,6 +328,8 @@ class Agent:
             self.metrics.inc("feedback_unmatched")
             return []
         x, pred = hit
+        if self.calibration is not None:
+            self.calibration.feedback(fb.seq, fb.label)
         return [self._labelled(fb.sensor, fb.seq, time.time(), fb.label, pred, x)]
 
     # ------------------------------------------------------------ checkpoints
@@ -315,6 +351,7 @@ class Agent:
                 "counts": self.metrics.counts(),
                 "sequences": self.intake.sequences(),
                 "labelled": len(self.labelled),
+                "calibration": self.calibration.state() if self.calibration else None,
             })
             info = {"path": str(path), "generation": self.store.generation,
                     "labelled": len(self.labelled), "ms": (time.perf_counter() - t0) * 1e3,
@@ -372,6 +409,7 @@ class Agent:
         self._base_sha = hashlib.sha256(data).hexdigest()
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
+        self._start_calibration(None)  # a new model starts from its own QCore
         log.info("model %s loaded from %s", eng.model_version, model.path)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
@@ -432,7 +470,10 @@ class Agent:
             "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
             "calibration": {"done": c.get("calibrations", 0),
                             "accepted": c.get("calibrations_accepted", 0),
-                            "rolled_back": c.get("calibrations_rolled_back", 0)},
+                            "rolled_back": c.get("calibrations_rolled_back", 0),
+                            "errors": c.get("calibration_errors", 0),
+                            **(self.calibration.stats() if self.calibration else
+                               {"enabled": False})},
             "energy": None,
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,

@@ -1,0 +1,428 @@
+"""Drift benchmark: QCore + bit-flipping recalibration against baselines, side by side.
+
+For each data set, seed and bit-width a bundle is trained (FP, QAT at 8/4/2 bits, QCore,
+flipping network). The test split is cut in two halves: the *stream* half is replayed
+with an injected drift and a fraction of labels (the rest get FP pseudo-labels), the
+*evaluation* half measures accuracy before the drift (clean), right after (drifted), after
+calibration (drifted) and the forgetting (clean, after calibration). Every method starts
+from the same deployed model and sees the same data:
+
+- ``none``: no calibration;
+- ``random`` / ``greedy`` / ``flipper``: bit-flip rounds (same budget) with random flips,
+  greedy local flips without a network, and the flipping network; on the QCore buffer;
+- ``flipper/randbuf``: the flipping network on a buffer drawn at random (not by difficulty);
+- ``replay`` / ``replay/randbuf``: back-propagation fine-tuning of the fake-quant model on the
+  buffer (experience replay), then re-export to integers;
+- ``camel``: back-propagation on the buffer plus the whole new chunk.
+
+CPU seconds are thread CPU time of the calibration itself (QCore update included for flip
+methods). Peak memory of a flip round is measured in a fresh process without torch.
+
+    python -m bench.calibration                    # full run (3 data sets x 3 seeds x 8/4/2)
+    python -m bench.calibration --datasets basicmotions --bits 4 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_agent.bundle import Bundle, save_bundle
+from edge_agent.calibrate.flip_net import FlipNet
+from edge_agent.calibrate.flip_round import (
+    BitFlipCalibrator,
+    FlipConfig,
+    greedy_proposer,
+    network_proposer,
+    random_proposer,
+)
+from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper
+from edge_agent.data.datasets import Dataset, load_dataset
+from edge_agent.data.drift import Drift
+from edge_agent.engine import Engine
+from edge_agent.fp_model import fp_predict_fn
+from edge_agent.model.arch import default_spec
+from edge_agent.model.export import build_bundle, quant_model
+from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
+from edge_agent.model.qnet import QuantNet
+from edge_agent.model.train import TrainConfig, fit, normalize
+from edge_agent.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer
+
+DRIFTS = {
+    "basicmotions": ["rotation", "offset", "gain:4.0", "dropout"],
+    "gunpoint": ["offset", "gain:3.0", "noise:1.5", "timewarp"],
+    "digits": ["shift", "rotate", "contrast"],
+}
+FLIP = FlipConfig(budget_fraction=0.01, iterations=4)
+ROUNDS = 3
+BACKPROP_STEPS = 40
+
+
+def train(ds: Dataset, seed: int, bits: list[int]) -> tuple[Bundle, dict[int, QuantNet]]:
+    """A bundle with QCore and flipper, and the QAT models (for the back-prop baselines)."""
+    cfg = TrainConfig(progress=False)
+    qcfg = QCoreConfig()
+    tracker = MissTracker.for_dataset(ds, qcfg, cfg.act_bits)
+    spec = default_spec(ds.input_shape, ds.num_classes)
+    fp, qnets, _ = fit(ds, spec, bits, seed, cfg, tracker, qcfg.snapshot_steps(cfg.fp_steps))
+    bundle = build_bundle(
+        ds, spec, fp, qnets, {"seed": seed}, qcore_extras(ds, tracker, qcfg, seed)
+    )
+    return with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FlipTrainConfig())), qnets
+
+
+def random_buffer_bundle(bundle: Bundle, ds: Dataset, seed: int) -> Bundle:
+    """The bundle with its QCore replaced by as many training samples drawn at random."""
+    n = len(bundle.extras[EXTRA_Y])
+    idx = np.random.default_rng(seed).choice(len(ds.X_train), size=n, replace=False)
+    extras = {
+        **bundle.extras,
+        EXTRA_X: ds.X_train[idx],
+        EXTRA_Y: ds.y_train[idx],
+        "qcore_difficulty": np.ones(n, np.float32),
+        "qcore_train_index": idx,
+    }
+    return dataclasses.replace(bundle, extras=extras)
+
+
+def accuracy(engine: Engine, X: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of the integer engine."""
+    return float(np.mean(engine.predict(X)[0] == y))
+
+
+def flip_method(
+    bundle: Bundle,
+    bits: int,
+    proposer: Any,
+    chunk: tuple[np.ndarray, ...],
+    random_buf: bool,
+    seed: int,
+) -> tuple[Engine, float]:
+    """Update a QCore buffer with the chunk, then ROUNDS gated flip rounds."""
+    X, y, labelled = chunk
+    engine = Engine(bundle, bits=bits)
+    t0 = time.thread_time()
+    buf = QCoreBuffer.from_bundle(bundle, BufferConfig(random=random_buf), seed=seed)
+    buf.update(X, y, labelled, {bits: lambda a: engine.predict(a)[0]}, fp_predict_fn(bundle))
+    calib = BitFlipCalibrator(bundle, proposer, FLIP)
+    for r in range(ROUNDS):
+        calib.run_round(engine, buf.X, buf.y, seed=r)
+    return engine, time.thread_time() - t0
+
+
+def backprop_method(
+    bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[Engine, float]:
+    """Fine-tune the fake-quant model on (X, y) with back-propagation; re-export."""
+    t0 = time.thread_time()
+    torch.manual_seed(seed)
+    net = copy.deepcopy(qnet)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = normalize(X, bundle.norm_mean, bundle.norm_std)
+    t = torch.from_numpy(y)
+    for _ in range(BACKPROP_STEPS):
+        idx = torch.randint(0, len(x), (min(32, len(x)),))
+        loss = F.cross_entropy(net(x[idx]), t[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    quant = quant_model(net)
+    tuned = dataclasses.replace(
+        bundle, quant={qnet.weight_bits: quant}, default_bits=qnet.weight_bits
+    )
+    return Engine(tuned), time.thread_time() - t0
+
+
+def run_case(
+    ds: Dataset,
+    bundle: Bundle,
+    qnets: dict[int, QuantNet],
+    bits: int,
+    drift: str,
+    seed: int,
+    label_fraction: float,
+) -> dict[str, dict[str, float]]:
+    """Every method on one (data set, seed, bits, drift) case."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ds.X_test))
+    s_idx, e_idx = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    d = Drift.parse(f"{drift}@0")
+    Xs = d.apply_stream(ds.X_test[s_idx], seed=seed)
+    Xe_clean, ye = ds.X_test[e_idx], ds.y_test[e_idx]
+    Xe = d.apply_stream(Xe_clean, seed=seed + 1)
+    ys = ds.y_test[s_idx]
+    labelled = rng.random(len(ys)) < label_fraction
+    fp_pred = fp_predict_fn(bundle)(Xs)
+    targets = np.where(labelled, ys, fp_pred)  # what the device knows about the chunk
+    base = Engine(bundle, bits=bits)
+    pre, post = accuracy(base, Xe_clean, ye), accuracy(base, Xe, ye)
+    net = FlipNet.from_extras(bundle.extras)
+    assert net is not None
+    randbuf = random_buffer_bundle(bundle, ds, seed)
+    chunk = (Xs, ys, labelled)
+    runs: dict[str, tuple[Engine, float]] = {
+        "none": (base, 0.0),
+        "random": flip_method(bundle, bits, random_proposer(seed), chunk, False, seed),
+        "greedy": flip_method(bundle, bits, greedy_proposer(), chunk, False, seed),
+        "flipper": flip_method(
+            bundle, bits, network_proposer(net, FLIP.threshold), chunk, False, seed
+        ),
+        "flipper/randbuf": flip_method(
+            randbuf, bits, network_proposer(net, FLIP.threshold), chunk, True, seed
+        ),
+    }
+    for name, b in (("replay", bundle), ("replay/randbuf", randbuf)):
+        buf = QCoreBuffer.from_bundle(b, BufferConfig(random=name.endswith("randbuf")), seed=seed)
+        buf.update(Xs, ys, labelled, {bits: lambda a: base.predict(a)[0]}, fp_predict_fn(b))
+        runs[name] = backprop_method(bundle, qnets[bits], buf.X, buf.y, seed)
+    qx, qy = bundle.extras[EXTRA_X], bundle.extras[EXTRA_Y]
+    runs["camel"] = backprop_method(
+        bundle, qnets[bits], np.concatenate([qx, Xs]), np.concatenate([qy, targets]), seed
+    )
+    return {
+        name: {
+            "pre": pre,
+            "post": post,
+            "calibrated": accuracy(eng, Xe, ye),
+            "clean_after": accuracy(eng, Xe_clean, ye),
+            "cpu_s": cpu,
+        }
+        for name, (eng, cpu) in runs.items()
+    }
+
+
+def peak_rss_of_flip_round(bundle_path: Path, data: str, bits: int) -> float:
+    """MB peak RSS of a fresh process (no torch) doing one QCore update + flip round."""
+    code = f"""
+import resource, sys
+import numpy as np
+from edge_agent.bundle import load_bundle
+from edge_agent.calibrate.flip_net import FlipNet
+from edge_agent.calibrate.flip_round import BitFlipCalibrator, network_proposer
+from edge_agent.data import load_dataset
+from edge_agent.data.drift import Drift
+from edge_agent.engine import Engine
+from edge_agent.fp_model import fp_predict_fn
+from edge_agent.qcore import QCoreBuffer
+b = load_bundle({str(bundle_path)!r}); ds = load_dataset({data!r})
+e = Engine(b, bits={bits}); e.warmup()
+X = Drift.parse("offset@0").apply_stream(ds.X_test[:32])
+buf = QCoreBuffer.from_bundle(b)
+buf.update(X, ds.y_test[:32], None, {{{bits}: lambda a: e.predict(a)[0]}}, fp_predict_fn(b))
+net = FlipNet.from_extras(b.extras)
+BitFlipCalibrator(b, network_proposer(net, 0.5)).run_round(e, buf.X, buf.y)
+assert "torch" not in sys.modules
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bit_switch(ds: Dataset, bundle: Bundle, drift: str, seed: int) -> dict[str, float]:
+    """8-bit model under drift, switched to 4 bits at run time, then recalibrated there."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ds.X_test))
+    s_idx, e_idx = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    d = Drift.parse(f"{drift}@0")
+    Xs, Xe = d.apply_stream(ds.X_test[s_idx], seed=seed), d.apply_stream(ds.X_test[e_idx], seed)
+    ye = ds.y_test[e_idx]
+    engine = Engine(bundle, bits=8)
+    at8 = accuracy(engine, Xe, ye)
+    engine.set_bits(4)
+    at4 = accuracy(engine, Xe, ye)
+    net = FlipNet.from_extras(bundle.extras)
+    assert net is not None
+    buf = QCoreBuffer.from_bundle(bundle, seed=seed)
+    buf.update(
+        Xs, ds.y_test[s_idx], None, {4: lambda a: engine.predict(a)[0]}, fp_predict_fn(bundle)
+    )
+    calib = BitFlipCalibrator(bundle, network_proposer(net, FLIP.threshold), FLIP)
+    for r in range(ROUNDS):
+        calib.run_round(engine, buf.X, buf.y, seed=r)
+    return {
+        "8bit_drifted": at8,
+        "after_switch_to_4": at4,
+        "after_recalibration": accuracy(engine, Xe, ye),
+    }
+
+
+def summarize(results: list[dict[str, Any]]) -> str:
+    """Markdown table: mean over seeds and drifts per data set, bits and method."""
+    groups: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
+    for r in results:
+        for method, m in r["methods"].items():
+            groups[(r["dataset"], r["bits"], method)].append(m)
+    lines = [
+        "| data set | bits | method | before drift | after drift | calibrated | recovered | "
+        "forgetting | CPU s/cal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, bits, method), ms in groups.items():
+        mean = {k: statistics.fmean(m[k] for m in ms) for k in ms[0]}
+        lost = mean["pre"] - mean["post"]
+        rec = (mean["calibrated"] - mean["post"]) / lost if lost > 1e-9 else float("nan")
+        lines.append(
+            f"| {name} | {bits} | {method} | {100 * mean['pre']:.1f} | {100 * mean['post']:.1f} | "
+            f"{100 * mean['calibrated']:.1f} | {rec:.0%} | "
+            f"{100 * (mean['pre'] - mean['clean_after']):+.1f} | {mean['cpu_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def per_drift(results: list[dict[str, Any]], name: str, bits: int) -> str:
+    """Per-drift recovery of the flipper and greedy at one (data set, bits)."""
+    lines = [
+        "| drift | after drift | flipper | greedy | random | replay | camel |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    drifts = sorted({r["drift"] for r in results if r["dataset"] == name and r["bits"] == bits})
+    for d in drifts:
+        rs = [
+            r["methods"]
+            for r in results
+            if (r["dataset"], r["bits"], r["drift"]) == (name, bits, d)
+        ]
+
+        def mean(method: str, key: str, rs: list[dict[str, Any]] = rs) -> float:
+            return 100 * statistics.fmean(m[method][key] for m in rs)
+
+        lines.append(
+            f"| {d} | {mean('none', 'post'):.1f} | "
+            + " | ".join(
+                f"{mean(m, 'calibrated'):.1f}"
+                for m in ("flipper", "greedy", "random", "replay", "camel")
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy through the stream (before drift, drifted, calibrated) per method, 4-bit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["dataset"] for r in results})
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rs = [r for r in results if r["dataset"] == name and r["bits"] == 4] or [
+            r for r in results if r["dataset"] == name
+        ]
+        for method in rs[0]["methods"]:
+            pts = [
+                100 * statistics.fmean(r["methods"][method][k] for r in rs)
+                for k in ("pre", "post", "calibrated")
+            ]
+            ax.plot(["before drift", "drift", "after calibration"], pts, marker="o", label=method)
+        ax.set_title(f"{name}, {rs[0]['bits']}-bit (mean over drifts and seeds)")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", default="basicmotions,gunpoint,digits")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--bits", default="8,4,2")
+    ap.add_argument("--label-fraction", type=float, default=0.5)
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bits_list = [int(b) for b in args.bits.split(",")]
+    results: list[dict[str, Any]] = []
+    switches: list[dict[str, Any]] = []
+    rss: dict[str, float] = {}
+    t_start = time.time()
+    for name in args.datasets.split(","):
+        ds = load_dataset(name)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            bundle, qnets = train(ds, seed, sorted(set(bits_list) | {8, 4}, reverse=True))
+            if name not in rss:
+                path = args.out / f"_{name}.eab"
+                save_bundle(bundle, path)
+                rss[name] = peak_rss_of_flip_round(path, name, 4)
+                path.unlink()
+            for bits in bits_list:
+                for drift in DRIFTS[name]:
+                    methods = run_case(ds, bundle, qnets, bits, drift, seed, args.label_fraction)
+                    results.append(
+                        {
+                            "dataset": name,
+                            "seed": seed,
+                            "bits": bits,
+                            "drift": drift,
+                            "methods": methods,
+                        }
+                    )
+                    print(
+                        f"{name} seed {seed} {bits}-bit {drift}: "
+                        + ", ".join(f"{m} {100 * v['calibrated']:.0f}" for m, v in methods.items()),
+                        flush=True,
+                    )
+            switches.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "drift": DRIFTS[name][0],
+                    **bit_switch(ds, bundle, DRIFTS[name][0], seed),
+                }
+            )
+    table = summarize(results)
+    drift_tables = "\n\n".join(
+        f"{n}, 4-bit, per drift (accuracy after calibration %):\n\n" + per_drift(results, n, 4)
+        for n in args.datasets.split(",")
+        if 4 in bits_list
+    )
+    sw = [
+        "| data set | seed | drift | 8-bit drifted | switched to 4-bit | recalibrated at 4-bit |",
+        "|---|---|---|---|---|---|",
+    ] + [
+        f"| {s['dataset']} | {s['seed']} | {s['drift']} | {100 * s['8bit_drifted']:.1f} | "
+        f"{100 * s['after_switch_to_4']:.1f} | {100 * s['after_recalibration']:.1f} |"
+        for s in switches
+    ]
+    rss_line = ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())
+    report = (
+        f"{table}\n\n{drift_tables}\n\nRun-time bit-width switch 8 -> 4 under drift:\n\n"
+        + "\n".join(sw)
+        + f"\n\nPeak RSS of a flip round (fresh process, no torch): {rss_line}"
+        f"\n\nTotal {time.time() - t_start:.0f} s; {ROUNDS} rounds per calibration, "
+        f"flip budget {FLIP.budget_fraction:.0%} x {FLIP.iterations} steps, back-prop "
+        f"{BACKPROP_STEPS} Adam steps; labels on {args.label_fraction:.0%} of the stream."
+    )
+    print(report)
+    (args.out / "calibration.md").write_text(report + "\n")
+    (args.out / "calibration.json").write_text(
+        json.dumps(
+            {"results": results, "bit_switch": switches, "flip_round_peak_rss_mb": rss}, indent=1
+        )
+    )
+    plot(results, args.out / "calibration.png")
+
+
+if __name__ == "__main__":
+    main()
