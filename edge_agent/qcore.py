@@ -339,43 +339,41 @@ class QCoreBuffer:
         if fp_pred is not None:
             y_new = np.where(lab, y_new, fp_pred)
         fp_wrong = lab & (fp_pred != y_new) if fp_pred is not None else np.zeros(m, dtype=bool)
+        seq = np.full(m, -1, dtype=np.int64) if seqs is None else np.asarray(seqs, dtype=np.int64)
+        if seq.shape != (m,):
+            raise ValueError(f"seqs shape {seq.shape} does not match {m} samples")
         self._track(predict_by_bits)
         n_old = len(self)
         both = np.concatenate([self.X, X])
-        last_new = np.full((m, len(self.bits)), UNKNOWN, dtype=np.int8)
+        misses = self.misses.astype(np.float64)
+        last = np.full((n_old + m, len(self.bits)), UNKNOWN, dtype=np.int8)
+        last[:n_old] = self.last_correct
         init = np.zeros(m, dtype=np.float64)
         events = new_misses = 0
         for b, predict in predict_by_bits.items():
             j = self.bits.index(int(b))
-            pred = np.asarray(predict(both), dtype=np.int64)
-            right_old = pred[:n_old] == self.y
-            ev = (self.last_correct[:, j] == RIGHT) & ~right_old
-            self.misses = self.misses + ev.astype(np.float32)
-            self.last_correct[:, j] = np.where(right_old, RIGHT, WRONG)
+            right = np.asarray(predict(both), dtype=np.int64) == np.concatenate([self.y, y_new])
+            ev = (last[:n_old, j] == RIGHT) & ~right[:n_old]
+            misses += ev
             events += int(ev.sum())
-            wrong_new = pred[n_old:] != y_new
+            wrong_new = ~right[n_old:]
             init += np.where(
                 wrong_new, np.where(fp_wrong, self.config.fp_wrong_count, self.config.miss_count), 0
             )
-            last_new[:, j] = np.where(wrong_new, WRONG, RIGHT)
             new_misses += int(wrong_new.sum())
-        seq = np.full(m, -1, dtype=np.int64) if seqs is None else np.asarray(seqs, dtype=np.int64)
-        if seq.shape != (m,):
-            raise ValueError(f"seqs shape {seq.shape} does not match {m} samples")
+            last[:, j] = np.where(right, RIGHT, WRONG)
+        # every prediction succeeded: install old and new rows together
         self._set_rows(
             {
-                name: np.concatenate([getattr(self, name), new])
-                for name, new in (
-                    ("X", X),
-                    ("y", y_new),
-                    ("labelled", lab),
-                    ("misses", init.astype(np.float32)),
-                    ("last_correct", last_new),
-                    ("source", np.full(m, SOURCE_STREAM, dtype=np.uint8)),
-                    ("time", np.full(m, now, dtype=np.float64)),
-                    ("seq", seq),
-                    ("train_index", np.full(m, -1, dtype=np.int64)),
-                )
+                "X": both,
+                "y": np.concatenate([self.y, y_new]),
+                "labelled": np.concatenate([self.labelled, lab]),
+                "misses": np.concatenate([misses, init]),
+                "last_correct": last,
+                "source": np.concatenate([self.source, np.full(m, SOURCE_STREAM, np.uint8)]),
+                "time": np.concatenate([self.time, np.full(m, now, np.float64)]),
+                "seq": np.concatenate([self.seq, seq]),
+                "train_index": np.concatenate([self.train_index, np.full(m, -1, np.int64)]),
             },
             "update",
         )

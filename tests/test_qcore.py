@@ -315,3 +315,19 @@ def test_neighbour_bits() -> None:
     assert neighbour_bits((4,), 4) == (4,)
     with pytest.raises(ValueError):
         neighbour_bits((8, 4), 2)
+
+
+def test_failed_update_leaves_the_buffer_unchanged() -> None:
+    rng = np.random.default_rng(9)
+    buf = QCoreBuffer(SHAPE, (8, 4), BufferConfig(max_samples=10))
+    x, y = _chunk(rng, 6)
+    buf.update(x, y, None, {8: _by_feature(), 4: _by_feature()}, None)
+    before = buf.to_state()
+
+    def broken(a: np.ndarray) -> np.ndarray:
+        raise RuntimeError("engine failed")
+
+    with pytest.raises(RuntimeError):
+        buf.update(x, y, None, {8: _by_feature(0.9), 4: broken}, None)
+    for k, v in buf.to_state().items():
+        assert np.array_equal(v, before[k]), k
