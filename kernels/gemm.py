@@ -26,8 +26,8 @@ TILES_PER_CHUNK = np.array([0, 0, CHUNK[2][0], CHUNK[3][0], CHUNK[4][0], 0, 0, 0
                            dtype=np.int64)
 
 # columns of an epilogue map (see :func:`_store`)
-(M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW) = range(11)
-MAP_FIELDS = 11
+(M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW, M_PREMAX) = range(12)
+MAP_FIELDS = 12
 PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 
 
@@ -104,16 +104,21 @@ def _targets(emap: np.ndarray, last: bool, oc: int, nrows: int, st: np.ndarray,
 @kernel
 def _store(acc: np.ndarray, tgt: np.ndarray, nrows: int, o0: int, n: int, bias: np.ndarray,
            m0: np.ndarray, shift: np.ndarray, out_mult: np.ndarray, p0: int, zo: int, lo: int,
-           hi: int, last: bool, out: np.ndarray, logits: np.ndarray) -> None:
+           hi: int, last: bool, premax: bool, out: np.ndarray, logits: np.ndarray) -> None:
     """Bias and requantize (or scale to logits) ``nrows`` accumulator rows of one block.
 
     Row ``t`` goes to the target ``tgt[t]`` of :func:`_targets` (channel ``o0`` on): the
-    first value of a pooling window is stored, the others are max-ed in.
+    first value of a pooling window is stored, the others are max-ed in. With ``premax``
+    (the layer's sums provably never wrap, so requantization is monotone in them) rows of
+    the tile that share a pooling cell are max-ed as int32 first and requantized once.
     """
     c0 = p0 + o0
-    for t in range(nrows):
+    t = 0
+    while t < nrows:
         g = tgt[t]
+        u = t + 1
         if g < 0:
+            t = u
             continue
         d = (g >> 1) + o0
         if last:
@@ -122,8 +127,14 @@ def _store(acc: np.ndarray, tgt: np.ndarray, nrows: int, o0: int, n: int, bias: 
             for j in range(n):
                 v = np.int32(np.int64(a[j]) + np.int64(bias[c0 + j]))
                 dst_f[j] = np.float32(v) * out_mult[c0 + j]
+            t = u
             continue
-        requant_store(acc, t * 16, bias, m0, shift, c0, zo, lo, hi, out, d, n, (g & 1) != 0)
+        if premax:
+            while u < nrows and tgt[u] >= 0 and (tgt[u] >> 1) == (g >> 1):
+                u += 1
+        requant_store(acc, t * 16, u - t, bias, m0, shift, c0, zo, lo, hi, out, d, n,
+                      (g & 1) != 0)
+        t = u
 
 
 @kernel
@@ -160,7 +171,7 @@ def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_of
                 valid = min(rows, rem)
                 _tile(bits, rows, acc, a, m * a_stride, a_stride, valid - 1, w, w_b, nchunks)
                 _store(acc, tgt[m - m0_:], valid, o0, n, bias, m0, shift, out_mult, p0, zo, lo,
-                       hi, last, out, logits)
+                       hi, last, emap[M_PREMAX] != 0, out, logits)
                 m += valid
 
 
@@ -216,5 +227,5 @@ def linear_i32(s: np.ndarray, r: int, w: np.ndarray, w_off: int, bits: int, k: i
             for j in range(k):
                 total += np.int64(panel_code(w, w_off, bits, k, o, j)) * np.int64(s[j])
             acc[o - o0] = np.int32(total)
-        _store(acc, tgt, 1, o0, o1 - o0, bias, m0, shift, out_mult, p0, zo, lo, hi, last, out,
-               logits)
+        _store(acc, tgt, 1, o0, o1 - o0, bias, m0, shift, out_mult, p0, zo, lo, hi, last,
+               False, out, logits)

@@ -176,6 +176,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                     row[runner.F_OP] = runner.OP_CONV_IM2COL
                     col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
             _check_params(p, out, k_in, last, len(slots))
+            row[runner.F_MAP + gemm.M_PREMAX] = int(_never_wraps(p, k_in))
             if last and oh * ow != 1:
                 raise ValueError("the last weighted layer must have one output position")
             row[runner.F_OH:runner.F_OW + 1] = [oh, ow]
@@ -231,6 +232,18 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
         raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
     return model, pack_weights(model, params)
+
+
+def _never_wraps(p: LayerParams, k: int) -> bool:
+    """Whether ``sum (x - ACT_OFFSET) q + folded bias`` fits int32 for any codes.
+
+    Then requantization is monotone in the sums, and a fused max pool may take the max
+    of the int32 sums before requantizing (same result, fewer requantizations). Both the
+    kernel sum and the zero-point fold are bounded by ``255 * k * 2^(b-1)``; swaps change
+    only the codes, so the bound holds for every later weight swap too.
+    """
+    bound = 2 * 255 * k * (1 << (p.bits - 1)) + int(np.abs(p.bias_q.astype(np.int64)).max())
+    return bound < 2**31
 
 
 def _set_map(row: list[int], tens: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.gemm import gemm_rows, linear_i32
+from kernels.gemm import MAP_FIELDS, gemm_rows, linear_i32
 from kernels.jit import kernel
 from kernels.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
 
@@ -21,7 +21,7 @@ WEIGHTED_OPS = (OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32)
 # columns of an op-table row; F_MAP starts the epilogue map (kernels.gemm.M_*)
 (F_OP, F_IN, F_OUT, F_LAYER, F_LAST, F_ZP, F_KH, F_KW, F_SH, F_SW, F_OH, F_OW, F_PKH,
  F_PKW, F_MAP) = range(15)
-OP_FIELDS = F_MAP + 11
+OP_FIELDS = F_MAP + MAP_FIELDS
 # columns of a tensor-table row: interior (h, w, c), padding, padded width, bytes per
 # sample, code of the padding
 T_H, T_W, T_C, T_PH, T_PW, T_WP, T_SS, T_FILL = range(8)

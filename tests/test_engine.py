@@ -15,6 +15,7 @@ import pytest
 from edge_agent import reference
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.engine import Engine
+from kernels import gemm, runner
 from kernels.fixedpoint import quantize_multipliers
 from kernels.packing import pack_rows, qrange
 
@@ -138,6 +139,21 @@ def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch
                              bundle.norm_std, x)
     assert got.dtype == np.float32 and got.shape == (batch, bundle.num_classes)
     np.testing.assert_array_equal(got, want)
+
+
+def test_sums_that_may_wrap_pool_after_requantizing() -> None:
+    """Biases near the int32 limit: no max of int32 sums before requantizing (it could
+    wrap); the engine still follows the reference's wrapping arithmetic bit for bit."""
+    bundle = random_bundle(SENSOR, seed=11, bits=(8,))
+    layer = bundle.quant[8].layers[0]
+    sign = np.where(np.arange(layer.bias_q.size) % 2 == 0, 1, -1)
+    layer.bias_q = (sign * (2**31 - 1000)).astype(np.int32)
+    engine = Engine(bundle)
+    assert engine._state.model.ops[0, runner.F_MAP + gemm.M_PREMAX] == 0
+    x = _inputs(SENSOR, 9)
+    want = reference.forward(SENSOR["layers"], bundle.quant[8], bundle.norm_mean,
+                             bundle.norm_std, x)
+    np.testing.assert_array_equal(engine.predict_logits(x), want)
 
 
 def test_predict_and_single_sample(engines: dict[str, tuple[Bundle, Engine]]) -> None:

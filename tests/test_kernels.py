@@ -65,7 +65,7 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
 def _requant(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zo: int, lo: int, hi: int,
              out: np.ndarray, n: int, first: bool) -> None:
     for c0 in range(0, acc.size, 16):
-        requant_store(acc, c0, np.zeros_like(acc), m0, shift, c0, zo, lo, hi, out, c0,
+        requant_store(acc, c0, 1, np.zeros_like(acc), m0, shift, c0, zo, lo, hi, out, c0,
                       min(n - c0, 16), first)
 
 
@@ -100,6 +100,27 @@ def test_requantize_extremes_clamp_and_zero_multiplier() -> None:
     out = np.zeros(32, np.uint8)
     _requant(acc, m0s, shifts, 100, 100, 250, out, 16, True)
     np.testing.assert_array_equal(out[:16], np.clip(100 + want, 100, 250))
+
+
+@numba.njit
+def _requant_max(acc: np.ndarray, rows: int, m0: np.ndarray, shift: np.ndarray,
+                 out: np.ndarray) -> None:
+    requant_store(acc, 0, rows, np.zeros(16, np.int32), m0, shift, 0, 0, 0, 255, out, 0, 16,
+                  True)
+
+
+def test_requantize_store_max_of_rows_first() -> None:
+    """``rows > 1``: the lane-wise int32 max of the rows is requantized (fused pooling)."""
+    rng = np.random.default_rng(4)
+    acc = rng.integers(-500, 500, 16 * 3).astype(np.int32)
+    m0 = np.full(16, 1 << 30, np.int32)
+    shift = np.full(16, 32, np.int32)  # multiplier 1/4
+    for rows in (1, 2, 3):
+        out = np.zeros(32, np.uint8)
+        _requant_max(acc, rows, m0, shift, out)
+        top = acc.reshape(3, 16)[:rows].max(axis=0)
+        want = np.clip(requantize_reference(top, m0, shift), 0, 255)
+        np.testing.assert_array_equal(out[:16], want)
 
 
 def test_requantize_store_pools_and_masks() -> None:
