@@ -1,7 +1,11 @@
 """Turn a layer list (docs/quantization.md) and integer parameters into a runnable model.
 
 :func:`build_model` checks shapes, lays the weights out as panels and writes the op
-table the compiled interpreter (:mod:`kernels.runner`) walks. The weights live in a
+table the compiled interpreter (:mod:`kernels.runner`) walks, with a table of activation
+layouts: each tensor is padded for the convolution that reads it, so its producer (a
+GEMM epilogue, a pool, the input quantization) writes straight into the padded buffer.
+Max pooling with ``kernel == stride`` after a convolution is fused into its epilogue;
+``flatten`` is no op at all (a channels-last sample is already flat). The weights live in a
 frozen :class:`Weights` object; :func:`replace_layers` makes a new one with some layers'
 codes changed, so a swap is one reference assignment.
 """
