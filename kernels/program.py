@@ -23,7 +23,8 @@ from kernels.isa import ACT_OFFSET
 from kernels.packing import check_bits
 
 _SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
-_CHUNK = 16  # samples run through the layers together (rows of one GEMM per layer)
+_CHUNK = 16  # samples run through the layers together (rows of one GEMM per layer) ...
+_CHUNK_BYTES = 1 << 20  # ... unless their scratch buffers would exceed this
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,9 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     for row in ops:
         _set_map(row, tens)
     act = int(tens[:, runner.T_SS].max())
-    sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), _CHUNK], dtype=np.int64)
+    per_sample = 2 * (act + _SLACK) + col + _SLACK
+    chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
+    sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), chunk], dtype=np.int64)
     model = Model(
         ops=np.array(ops, dtype=np.int64), tens=tens, sizes=sizes, slots=tuple(slots),
         input_shape=shape, num_outputs=slots[-1].out_ch,
