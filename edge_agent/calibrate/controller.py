@@ -2,13 +2,16 @@
 buffer with forward passes, run gated bit-flipping rounds, persist the result.
 
 The data flow is ingest -> engine -> (this) buffer -> flip round -> engine.swap_weights.
-Everything runs in the agent's inference thread between batches; nothing imports torch.
+The inference thread only offers samples and labels (:meth:`observe`, :meth:`feedback`:
+short, under a lock); rounds run in the agent's calibration thread (:meth:`run`), so
+inference never waits for one. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -97,6 +100,9 @@ class CalibrationController:
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._pending: deque[_Pending] = deque(maxlen=max(1, cfg.chunk) * 4)
+        self._labels: list[tuple[int, int]] = []  # feedback for buffered samples
+        self._lock = threading.Lock()  # guards _pending and _labels (inference thread)
+        self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
         self._unlabelled_seen = 0
         self._neighbours: dict[int, Engine] = {}
         self.last: dict[str, Any] = {}
@@ -132,18 +138,23 @@ class CalibrationController:
             self._unlabelled_seen += 1
             if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
                 return
-        self._pending.append(_Pending(np.asarray(x, np.float32), label, seq, time.time()))
+        item = _Pending(np.array(x, dtype=np.float32), label, seq, time.time())
+        with self._lock:
+            self._pending.append(item)
 
     def feedback(self, seq: int, label: int) -> None:
-        """A label for an earlier sample: replaces its pseudo-label if it is buffered."""
-        self.buffer.set_label(seq, label)
-        for i, p in enumerate(self._pending):
-            if p.seq == seq:
-                self._pending[i] = dataclasses.replace(p, label=label)
+        """A label for an earlier sample: replaces its pseudo-label (applied by the next
+        round if the sample is buffered, at once if it still waits in the chunk)."""
+        with self._lock:
+            self._labels.append((seq, label))
+            for i, p in enumerate(self._pending):
+                if p.seq == seq:
+                    self._pending[i] = dataclasses.replace(p, label=label)
 
     def due(self) -> bool:
         """Whether enough new samples wait for an update and a round."""
-        return self.cfg.enabled and len(self._pending) >= self.cfg.chunk
+        with self._lock:
+            return self.cfg.enabled and len(self._pending) >= self.cfg.chunk
 
     # ------------------------------------------------------------------ rounds
 
@@ -158,27 +169,31 @@ class CalibrationController:
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult:
         """Update the buffer with the pending chunk and run one gated flip round."""
-        chunk = [self._pending.popleft() for _ in range(len(self._pending))]
+        with self._lock:
+            chunk = list(self._pending)
+            self._pending.clear()
+            labels, self._labels = self._labels, []
         X = np.stack([p.x for p in chunk])
         labelled = np.array([p.label is not None for p in chunk])
         y = np.array([p.label if p.label is not None else -1 for p in chunk], dtype=np.int64)
         t0 = time.thread_time()
-        upd = self.buffer.update(
-            X,
-            y,
-            labelled,
-            self._predict_by_bits(engine),
-            self._fp_predict,
-            now=time.time(),
-            seqs=np.array([p.seq for p in chunk], dtype=np.int64),
-        )
-        metric = "accuracy" if self.buffer.labelled.all() else "target_agreement"
+        with self._buffer_lock:
+            for s_, lab in labels:
+                self.buffer.set_label(s_, lab)
+            upd = self.buffer.update(
+                X,
+                y,
+                labelled,
+                self._predict_by_bits(engine),
+                self._fp_predict,
+                now=time.time(),
+                seqs=np.array([p.seq for p in chunk], dtype=np.int64),
+            )
+            bx, by = self.buffer.X.copy(), self.buffer.y.copy()
+            metric = "accuracy" if self.buffer.labelled.all() else "target_agreement"
+            rounds = self.buffer.rounds
         result = self.calibrator.run_round(
-            engine,
-            self.buffer.X,
-            self.buffer.y,
-            seed=self.buffer.rounds if seed is None else seed,
-            metric=metric,
+            engine, bx, by, seed=rounds if seed is None else seed, metric=metric
         )
         self.last = {
             "time": time.time(),
@@ -212,13 +227,19 @@ class CalibrationController:
 
     def state(self) -> dict[str, Any]:
         """The buffer as msgpack-ready array records (for the agent's checkpoint)."""
-        return {k: array_record(v) for k, v in self.buffer.to_state().items()}
+        with self._buffer_lock:
+            state = self.buffer.to_state()
+        return {k: array_record(v) for k, v in state.items()}
 
     def stats(self) -> dict[str, Any]:
         """Buffer fill and the last round, for status."""
+        with self._buffer_lock:
+            buffer = self.buffer.stats()
+        with self._lock:
+            pending = len(self._pending)
         return {
-            "buffer": self.buffer.stats(),
-            "pending": len(self._pending),
+            "buffer": buffer,
+            "pending": pending,
             "method": self.method,
             "last_round": self.last,
         }

@@ -17,6 +17,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ import zmq
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, BundleError, load_bundle, to_bytes
 from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
 from edge_agent.service.intake import Intake, Item
@@ -48,7 +50,8 @@ EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus keeps it from 
 DRAIN_DEADLINE_S = 5.0
 STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
-CALIBRATE_BELOW_QUEUE_FRACTION = 8  # rounds wait while the queue is fuller than 1/8
+CALIBRATION_POLL_S = 0.2
+CALIBRATION_JOIN_S = 2.0
 
 
 @dataclass
@@ -96,6 +99,9 @@ class Agent:
         self.status_server: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self.calibration: CalibrationController | None = None
+        self._cal_results: queue.SimpleQueue[
+            tuple[CalibrationController, RoundResult | Exception]] = queue.SimpleQueue()
+        self._cal_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ start-up
 
@@ -119,6 +125,9 @@ class Agent:
                                  counts.get("dropped", {}))
             self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
+        self._cal_thread = threading.Thread(target=self._calibration_loop, name="calibration",
+                                            daemon=True)
+        self._cal_thread.start()
         self.notifier.ready(self._status_line())
         log.info("ready in %.1f s: ingest %s, predictions %s, status %s",
                  time.monotonic() - t0, self._ingest_endpoints(),
@@ -221,9 +230,7 @@ class Agent:
             batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
             if batch:
                 self._process(batch)
-            if self.calibration is not None and self.calibration.due() and \
-                    len(self.queue) <= self.queue.capacity // CALIBRATE_BELOW_QUEUE_FRACTION:
-                self._calibrate(self.calibration)  # only while inference keeps up
+            self._collect_calibrations()
             now = time.monotonic()
             if now >= next_ckpt or not self._ckpt_requests.empty():
                 self._checkpoint()
@@ -239,29 +246,48 @@ class Agent:
                     self.notifier.watchdog()
                 next_watchdog = now + self.notifier.watchdog_interval_s
 
-    def _calibrate(self, ctl: CalibrationController) -> None:
-        """One QCore update and gated bit-flip round; an accepted change is saved at once."""
-        try:
-            result = ctl.run(self.model.engine)
-        except Exception:  # a calibration bug must never stop inference
-            self.metrics.inc("calibration_errors")
-            log.exception("calibration round failed; the model is unchanged")
-            return
-        self.metrics.inc("calibrations")
-        if result.version is None:
-            self.metrics.inc("calibrations_rolled_back")
-            return
-        self.metrics.inc("calibrations_accepted")
-        try:
-            self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
-        except OSError as exc:
-            self.metrics.inc("checkpoint_errors")
-            log.error("could not save the recalibrated model: %s", exc)
+    def _calibration_loop(self) -> None:
+        """The calibration thread: QCore updates and flip rounds whenever a chunk is
+        ready. Inference never waits for it (the engine swap is one reference
+        assignment); its results go back to the main thread, which owns the state store."""
+        while not self._stopping:
+            ctl = self.calibration
+            if ctl is None or not ctl.due():
+                time.sleep(CALIBRATION_POLL_S)
+                continue
+            try:
+                result: RoundResult | Exception = ctl.run(self.model.engine)
+            except Exception as exc:  # a calibration bug must never stop the agent
+                log.exception("calibration round failed; the model is unchanged")
+                result = exc
+            self._cal_results.put((ctl, result))
+
+    def _collect_calibrations(self) -> None:
+        """Count finished rounds; save an accepted model at once (main thread)."""
+        while not self._cal_results.empty():
+            ctl, result = self._cal_results.get()
+            if isinstance(result, Exception):
+                self.metrics.inc("calibration_errors")
+                continue
+            self.metrics.inc("calibrations")
+            if result.version is None:
+                self.metrics.inc("calibrations_rolled_back")
+                continue
+            self.metrics.inc("calibrations_accepted")
+            if ctl is not self.calibration:  # the model was replaced meanwhile
+                continue
+            try:
+                self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
+            except OSError as exc:
+                self.metrics.inc("checkpoint_errors")
+                log.error("could not save the recalibrated model: %s", exc)
 
     def _threads_alive(self) -> bool:
         dead = [type(s).__name__ for s in self.sources if not s.alive()]
         if self.status_server is not None and not self.status_server.alive():
             dead.append("StatusServer")
+        if self._cal_thread is not None and not self._cal_thread.is_alive():
+            dead.append("calibration")
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -515,6 +541,9 @@ class Agent:
         if left:
             log.warning("shutdown: %d queued items not processed within %.0f s", left,
                         DRAIN_DEADLINE_S)
+        if self._cal_thread is not None:
+            self._cal_thread.join(timeout=CALIBRATION_JOIN_S)  # let a round in flight finish
+        self._collect_calibrations()
         self._checkpoint()
         self._close_io()
         self.store.close()
