@@ -179,7 +179,8 @@ def _accuracy(trace: Trace, y: np.ndarray, lo: int, hi: int) -> tuple[float | No
 
 
 def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Namespace) -> None:
-    accepted = [seq for seq, ok in trace.calibrations if ok]
+    # the first calibration the agent accepted after the drift began
+    accepted = [seq for seq, ok in trace.calibrations if ok and seq > drift_at]
     recal_at = accepted[0] if accepted else None
     rows = [("before drift", *_accuracy(trace, y, 0, drift_at)),
             ("after drift", *_accuracy(trace, y, drift_at, recal_at or len(y)))]
@@ -191,7 +192,7 @@ def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Name
     for name, acc, n in rows:
         print(f"{name:<22}{'n/a' if acc is None else f'{acc:.3f}':>10}{n:>9}")
     if recal_at is None:
-        print(f"{'after recalibration':<22}{'n/a':>10}  (no calibration accepted by the agent)")
+        print(f"{'after recalibration':<22}{'n/a':>10}  (no calibration accepted after the drift)")
 
 
 def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:
