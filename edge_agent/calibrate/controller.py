@@ -168,10 +168,10 @@ class CalibrationController:
         return out
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult:
-        """Update the buffer with the pending chunk and run one gated flip round."""
+        """Update the buffer with the oldest pending chunk and run one gated flip round."""
         with self._lock:
-            chunk = list(self._pending)
-            self._pending.clear()
+            n = min(len(self._pending), max(1, self.cfg.chunk))
+            chunk = [self._pending.popleft() for _ in range(n)]
             labels, self._labels = self._labels, []
         X = np.stack([p.x for p in chunk])
         labelled = np.array([p.label is not None for p in chunk])

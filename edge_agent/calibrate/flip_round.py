@@ -223,6 +223,15 @@ class BitFlipCalibrator:
         )
         if not changed:
             decision = dataclasses.replace(decision, accepted=False, reason="no flip proposed")
+        elif decision.accepted and decision.after <= decision.before:
+            # a tie on a small held-out set says little: then the held-out loss decides
+            xh, yh = X[hold], y[hold]
+            if cross_entropy(scratch.predict_logits(xh), yh) > cross_entropy(
+                engine.predict_logits(xh), yh
+            ):
+                decision = dataclasses.replace(
+                    decision, accepted=False, reason="same held-out score, higher held-out loss"
+                )
         version = engine.swap_weights(changed) if decision.accepted else None
         flips = int(sum((best[i] != current[i]).sum() for i in changed)) if version else 0
         result = RoundResult(
