@@ -204,7 +204,7 @@ def gemm_bench(seconds: float) -> dict[str, float]:
 
 
 _CHILD = """
-import resource, sys, time, json
+import sys, time, json
 t0 = time.perf_counter()
 import numpy as np
 from edge_agent.engine import Engine
@@ -220,8 +220,8 @@ for b in e.available_bits:
         e.predict(xb)
         e.predict(xb[:1])
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-kb = {k: int(status[k].split()[0]) for k in ("RssAnon", "RssFile")}
-print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+kb = {k: int(status[k].split()[0]) for k in ("VmHWM", "RssAnon", "RssFile")}
+print(json.dumps({"rss_mb": kb["VmHWM"] / 1024,
                   "rss_anon_mb": kb["RssAnon"] / 1024, "rss_file_mb": kb["RssFile"] / 1024,
                   "start_s": t1 - t0, "first_sample_ms": (t2 - t1) * 1e3,
                   "torch_imported": any(m == "torch" or m.startswith("torch.")
@@ -230,14 +230,19 @@ print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 
 
 _BASELINE = """
-import resource, numba
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+import numba
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(int(status["VmHWM"].split()[0]) / 1024)
 """
 
 
 def engine_child(bundle_path: Path) -> dict[str, Any]:
     """Peak RSS (and its private / file-backed parts at the end), start time and
-    first-sample latency of an engine-only process; peak RSS of ``import numba`` alone."""
+    first-sample latency of an engine-only process; peak RSS of ``import numba`` alone.
+
+    Peak RSS is the process's ``VmHWM``: ``ru_maxrss`` would carry over the parent's
+    high-water mark from before ``exec`` (the parent holds torch and onnxruntime).
+    """
     done = subprocess.run([sys.executable, "-c", _CHILD, str(bundle_path)], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
