@@ -232,7 +232,12 @@ class BitFlipCalibrator:
                 decision = dataclasses.replace(
                     decision, accepted=False, reason="same held-out score, higher held-out loss"
                 )
-        version = engine.swap_weights(changed) if decision.accepted else None
+        version = None
+        if decision.accepted:  # the version the saved bundle will report after a restart
+            saved = dataclasses.replace(
+                self.bundle, quant={**self.bundle.quant, bits: self.quant_with(bits, best)}
+            )
+            version = engine.swap_weights(changed, version=saved.model_version)
         flips = int(sum((best[i] != current[i]).sum() for i in changed)) if version else 0
         result = RoundResult(
             decision, flips, iterations, loss_before, best_loss, time.thread_time() - t0, version
