@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.epilogue import requant_store
-from kernels.jit import kernel
+from kernels.jit import inline_kernel, kernel
 from kernels.layout import CHUNK
 from kernels.microkernel import tile_kernel
 
@@ -31,7 +31,7 @@ MAP_FIELDS = 12
 PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 
 
-@kernel
+@inline_kernel
 def _tile(bits: int, rows: int, acc: np.ndarray, a: np.ndarray, a_off: int, a_stride: int,
           a_last: int, w: np.ndarray, w_off: int, nchunks: int) -> None:
     """Dispatch to the micro-kernel for ``bits`` and ``rows`` (8, 4 or 1)."""
@@ -101,7 +101,7 @@ def _targets(emap: np.ndarray, last: bool, oc: int, nrows: int, st: np.ndarray,
         st[0], st[1], st[2], st[3], st[4], st[5] = s, pos, i, jj, qi, qj
 
 
-@kernel
+@inline_kernel
 def _store(acc: np.ndarray, tgt: np.ndarray, nrows: int, o0: int, n: int, bias: np.ndarray,
            m0: np.ndarray, shift: np.ndarray, out_mult: np.ndarray, p0: int, zo: int, lo: int,
            hi: int, last: bool, premax: bool, out: np.ndarray, logits: np.ndarray) -> None:

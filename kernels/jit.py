@@ -36,3 +36,9 @@ CACHE_DIR = jitcache.configure(f"{ACTIVE_ISA}/{_sources_digest()}")
 def kernel(fn: F) -> F:
     """``numba.njit(cache=True, nogil=True)``: compiled once, cached on disk, GIL released."""
     return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[return-value]
+
+
+def inline_kernel(fn: F) -> F:
+    """``numba.njit(inline="always")``: inlined into its callers in numba IR (for small
+    helpers called in hot loops, where LLVM would keep a call with many stack arguments)."""
+    return numba.njit(inline="always")(fn)  # type: ignore[return-value]
