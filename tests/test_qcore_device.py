@@ -171,3 +171,35 @@ def test_qcore_built_during_fp_training() -> None:
         assert (ex[qcore.EXTRA_DIFFICULTY][in_class] > 0).sum() == min(3, hard)
     accs = tracker.accuracies()
     assert set(accs) == {"fp", "q2", "q4", "q8"} and all(len(v) == 3 for v in accs.values())
+
+
+def test_buffer_on_a_trained_bundle_and_a_drifted_stream(basicmotions_bundle: Path) -> None:
+    from edge_agent.data.drift import gain
+    from edge_agent.engine import Engine
+
+    bundle = load_bundle(basicmotions_bundle)
+    assert set(qcore.EXTRA_KEYS) <= set(bundle.extras)
+    buf = qcore.QCoreBuffer.from_bundle(bundle, qcore.BufferConfig(max_samples=16))
+    seeded = len(buf)
+    assert seeded == len(bundle.extras[qcore.EXTRA_Y]) and buf.labelled.all()
+    engines = {b: Engine(bundle, bits=b) for b in (8, 4, 3)}
+    preds = {b: (lambda x, e=e: e.predict(x)[0]) for b, e in engines.items()}
+    ds = load_dataset("basicmotions")
+    x = np.stack([gain(s, 3.0) for s in ds.X_test])  # drifted stream, half labelled
+    lab = np.arange(len(x)) % 2 == 0
+    fp = fp_predict_fn(bundle)
+    for r, i in enumerate(range(0, len(x), 10)):
+        res = buf.update(
+            x[i : i + 10],
+            ds.y_test[i : i + 10],
+            lab[i : i + 10],
+            preds,
+            fp,
+            now=float(r),
+            seqs=np.arange(i, i + 10),
+        )
+        assert len(buf) == 16 and buf.nbytes <= buf.config.max_bytes and res.new == 10
+    st = buf.stats()
+    assert st["size"] == 16 and 0.0 < st["stream_fraction"] <= 1.0
+    cal, hold = buf.calibration_split(0.25, seed=0)
+    assert len(hold) == 4 and len(cal) == 12
