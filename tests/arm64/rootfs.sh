@@ -78,7 +78,8 @@ arch=$(chroot "$dir" /usr/bin/python3 -c 'import platform; print(platform.machin
 rm -rf "$dir/opt/testtools"
 "$PYTHON" -m pip --version >/dev/null 2>&1 || die "$PYTHON has no pip (set PYTHON=...)"
 env -u PIP_FIND_LINKS -u PIP_CONSTRAINT "$PYTHON" -m pip install -q --no-cache-dir \
-    --disable-pip-version-check --target "$dir/opt/testtools" --only-binary=:all: \
+    --disable-pip-version-check --root-user-action=ignore --target "$dir/opt/testtools" \
+    --only-binary=:all: \
     --platform manylinux2014_aarch64 --python-version "$(chroot "$dir" python3 -c \
       'import sys; print("%d.%d" % sys.version_info[:2])')" --implementation cp \
     "${TEST_TOOLS[@]}" 2>&1 | grep -v "^WARNING: Location" >&2 || true

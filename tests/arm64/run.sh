@@ -27,9 +27,14 @@ step() { echo "=== arm64 [$((SECONDS - t0))s] $*" >&2; }
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd); base=$cache/base; run=$cache/run; board=$run/root
 
+# The host's Python with edge-agent's dependencies and pip: golden results, test tools.
+hostpy=${EDGE_AGENT_HOST_PYTHON:-$repo/.venv/bin/python}
+[ -x "$hostpy" ] || die "no host Python with edge-agent's dependencies at $hostpy" \
+  "(scripts/test.sh creates .venv; or set EDGE_AGENT_HOST_PYTHON)"
+
 # ---------------------------------------------------------------- the board
 step "base rootfs (cached in $base)"
-bash "$here/rootfs.sh" "$base"
+PYTHON=$hostpy bash "$here/rootfs.sh" "$base"
 
 mounts=()
 cleanup() {
@@ -111,9 +116,6 @@ pyt=(env PYTHONPATH=/opt/testtools "$py" -P)
 
 # ---------------------------------------------------------------- bit-exactness
 step "golden results of the bundled model on this host ($(uname -m))"
-hostpy=${EDGE_AGENT_HOST_PYTHON:-$repo/.venv/bin/python}
-[ -x "$hostpy" ] || die "no host Python with edge-agent's dependencies at $hostpy" \
-  "(scripts/test.sh creates .venv; or set EDGE_AGENT_HOST_PYTHON)"
 PYTHONPATH=$repo "$hostpy" -P "$here/golden.py" compute "$run/golden.npz" \
   || die "computing the golden results on the host failed"
 cp "$run/golden.npz" "$board/tmp/golden.npz"
