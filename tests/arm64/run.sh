@@ -151,9 +151,10 @@ print(int(f["ASIMDDP"]))')
       want=generic
     fi
   fi
+  # --timeout: the first test compiles every kernel, minutes under emulation
   step "$name: bit-exactness tests (${bitexact[*]}), kernels $want"
   in_board "$cpu" "${pyt[@]}" -m pytest -p no:cacheprovider -q -o addopts=-ra \
-      --rootdir=/src --basetemp="/tmp/pytest-$cpu" "${bitexact[@]/#//src/}" \
+      --rootdir=/src --basetemp="/tmp/pytest-$cpu" --timeout=1800 "${bitexact[@]/#//src/}" \
     || die "$name: kernel/engine tests failed on the board"
   step "$name: bundled model vs the golden results"
   in_board "$cpu" "${pyt[@]}" /src/tests/arm64/golden.py check /tmp/golden.npz --expect-isa "$want" \
