@@ -11,7 +11,8 @@
 # ignored); every run installs onto a fresh overlay of it, so the install is always
 # tested from scratch. Needs root. If emulation cannot start it says why and fails.
 # Usage: tests/arm64/run.sh   (environment: EDGE_AGENT_ARM64_CACHE: the cache directory;
-#        EDGE_AGENT_HOST_PYTHON: the host Python for the golden results, default .venv's)
+#        EDGE_AGENT_HOST_PYTHON: the host Python for the golden results, default .venv's;
+#        EDGE_AGENT_ARM64_PYTEST_ARGS: extra pytest arguments for the board tests, e.g. -x)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -154,7 +155,8 @@ print(int(f["ASIMDDP"]))')
   # --timeout: the first test compiles every kernel, minutes under emulation
   step "$name: bit-exactness tests (${bitexact[*]}), kernels $want"
   in_board "$cpu" "${pyt[@]}" -m pytest -p no:cacheprovider -q -o addopts=-ra \
-      --rootdir=/src --basetemp="/tmp/pytest-$cpu" --timeout=1800 "${bitexact[@]/#//src/}" \
+      --rootdir=/src --basetemp="/tmp/pytest-$cpu" --timeout=1800 \
+      ${EDGE_AGENT_ARM64_PYTEST_ARGS:-} "${bitexact[@]/#//src/}" \
     || die "$name: kernel/engine tests failed on the board"
   step "$name: bundled model vs the golden results"
   in_board "$cpu" "${pyt[@]}" /src/tests/arm64/golden.py check /tmp/golden.npz --expect-isa "$want" \
