@@ -59,14 +59,19 @@ BASE: dict[str, Any] = {
 }
 SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction
     "random + KD": {"selection": "random", "clc": "none"},
-    "RES + KD": {"selection": "res", "clc": "none"},
-    "RES + CLC": {"selection": "res", "clc": "cascaded"},
+    "RES + KD": {"selection": "res", "clc": "none", "random_share": 0.0},
+    "RES + CLC": {"selection": "res", "clc": "cascaded", "random_share": 0.0},
     "random + CLC": {"selection": "random", "clc": "cascaded"},
     "RES-mix + CLC": {"selection": "res", "clc": "cascaded", "random_share": 0.5},
 }
 AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
-    "RES + CLC indep.": {"selection": "res", "clc": "independent"},
-    "RES + CLC + CR": {"selection": "res", "clc": "cascaded", "cr_weight": 1.0},
+    "RES + CLC indep.": {"selection": "res", "clc": "independent", "random_share": 0.0},
+    "RES + CLC + CR": {
+        "selection": "res",
+        "clc": "cascaded",
+        "cr_weight": 1.0,
+        "random_share": 0.0,
+    },
 }
 UPPER = "full-pool QAT, 600 steps"
 FULL: dict[str, dict[str, Any]] = {  # same steps as the bursts, and the project's QAT length

@@ -25,7 +25,7 @@ class BurstConfig:
     score_temperature: float = 4.0  # softmax temperature of RES (4 beat 1 on GunPoint)
     normalize_scores: bool = True
     balanced: bool = True  # class-balanced top-S (labels, else FP predictions)
-    random_share: float = 0.0  # share of the coreset drawn at random instead of by score
+    random_share: float = 0.5  # share of the coreset drawn at random (0: pure top-S RES)
     kd_weight: float = 1.0
     kd_temperature: float = 4.0
     ce_weight: float = 1.0
