@@ -311,6 +311,29 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
 
+def _qcore(cal: dict[str, Any]) -> str:
+    b = cal.get("buffer")
+    if not b:
+        return "n/a (calibration disabled)"
+    return (f"{b['size']} / {b['capacity']} samples, {b['labelled']} labelled, "
+            f"{100 * b['stream_fraction']:.0f}% from the stream, {cal.get('pending', 0)} pending")
+
+
+def _energy(e: dict[str, Any]) -> str:
+    if not e:
+        return "n/a (not read yet)"
+    why = "; ".join(e["reasons"]) or "no limit reached"
+    return (f"bursts {'allowed' if e['burst_allowed'] else 'refused'}, run at {e['bits']} bits"
+            f"{' (pressure)' if e['pressure'] else ''}: {why}")
+
+
+def _bursts(b: dict[str, Any]) -> str:
+    if not b or b.get("enabled") is False:
+        return "disabled"
+    return (f"{b['state']}; {b['started']} started, {b['accepted']} accepted, "
+            f"{b['rolled_back']} rolled back, {b['preempted']} pre-empted, {b['failed']} failed")
+
+
 def format_status(r: dict[str, Any]) -> str:
     """A human summary of a ``status`` reply."""
     a, m, s, acc = r["agent"], r["model"], r["samples"], r["accuracy"]
@@ -331,10 +354,12 @@ def format_status(r: dict[str, Any]) -> str:
         f"predictions  {s['predicted']} at {r['prediction_rate_per_s']:.1f}/s, latency "
         f"p50 {_ms(lat['p50'])}, p99 {_ms(lat['p99'])}",
         f"accuracy     {rolling} rolling over {acc['n']} labelled ({acc['labelled_total']} total)",
-        f"buffer       {buf['labelled']} / {buf['capacity']} labelled samples (QCore)",
+        f"labelled     {buf['labelled']} / {buf['capacity']} samples kept on disk",
+        f"QCore        {_qcore(cal)}",
         f"calibration  {cal['done']} done, {cal['accepted']} accepted, "
-        f"{cal['rolled_back']} rolled back",
-        f"energy       {energy.get('state', 'n/a (no energy policy configured)')}",
+        f"{cal['rolled_back']} rolled back ({cal.get('method', 'disabled')})",
+        f"energy       {_energy(energy)}",
+        f"QAT bursts   {_bursts(r.get('bursts') or {})}",
         f"queue        {q['depth']} / {q['capacity']}",
         "checkpoint   " + (f"generation {ck['generation']}, {time.time() - ck['time']:.0f} s ago"
                             if ck else "none yet"),

@@ -57,3 +57,61 @@ def test_agent_calibrates_on_a_drifted_stream_and_keeps_its_buffer(
     finally:
         agent.stop()
         cleanup(d)
+
+
+BURSTS = """
+[calibration]
+chunk = 16
+min_holdout = 2
+
+[energy]
+vcgencmd = ""
+burst_min_battery_percent = false
+burst_max_temp_c = false
+burst_max_load_per_cpu = false
+
+[bursts]
+enabled = true
+energy_poll_s = 0.5
+
+[bursts.scheduler]
+interval_s = 1.0
+min_pool = 16
+gate_min_samples = 2
+
+[bursts.scheduler.burst]
+steps = 10
+"""
+
+
+def test_agent_runs_a_qat_burst_when_the_energy_policy_allows(basicmotions_bundle: Path) -> None:
+    d = short_dir()
+    agent = AgentProcess(write_config(d, basicmotions_bundle, extra=BURSTS))
+    try:
+        agent.wait_ready()
+        st = agent.wait_for(lambda s: s["energy"] is not None, timeout=60)
+        assert st["energy"]["burst_allowed"], st["energy"]
+        ds = load_dataset("basicmotions")
+        items = list(
+            stream(
+                Drift.parse("offset@0").apply_stream(ds.X_test),
+                ds.y_test,
+                48,
+                seed=4,
+                labels_every=1,
+            )
+        )
+        with Publisher(st["endpoints"]["ingest"][0]) as pub:
+            replay(pub, iter(items), rate=2000, sensor="burst")
+        st = agent.wait_for(
+            lambda s: s["bursts"]["accepted"] + s["bursts"]["rolled_back"] >= 1, timeout=300
+        )
+        b = st["bursts"]
+        assert b["started"] >= 1 and b["failed"] == 0, b
+        assert b["last"]["state"] == "done" and "gate" in b["last"], b
+        assert 0 < b["cpu_s_total"] < 60
+        rc, _ = agent.terminate()
+        assert rc == 0
+    finally:
+        agent.stop()
+        cleanup(d)

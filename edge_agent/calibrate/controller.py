@@ -225,6 +225,15 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ state
 
+    def pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the buffer's samples, targets and labelled flags (a QAT burst's pool)."""
+        with self._buffer_lock:
+            return self.buffer.X.copy(), self.buffer.y.copy(), self.buffer.labelled.copy()
+
+    def fp_predict(self, X: np.ndarray) -> np.ndarray:
+        """The FP model's classes (pseudo-labels) of raw inputs."""
+        return self._fp_predict(X)
+
     def state(self) -> dict[str, Any]:
         """The buffer as msgpack-ready array records (for the agent's checkpoint)."""
         with self._buffer_lock:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
+from edge_agent.energy import EnergyConfig
 from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -108,6 +110,16 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class BurstsConfig:
+    """QAT bursts in a child process, when the energy policy allows them."""
+
+    enabled: bool = False
+    energy_poll_s: float = 5.0  # how often the energy sources are read and the policy applied
+    switch_bits: bool = True  # run at the policy's bit-width (lower under energy pressure)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """Logging."""
 
@@ -126,6 +138,8 @@ class AgentConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     state: StateConfig = field(default_factory=StateConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    bursts: BurstsConfig = field(default_factory=BurstsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -169,7 +183,10 @@ def _build(cls: type[Any], table: Any, where: str) -> Any:
     for f in dataclasses.fields(cls):
         if f.name in table:
             values[f.name] = _convert(hints[f.name], table[f.name], _join(where, f.name))
-    return cls(**values)
+    try:  # some sections validate their own values
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
 
 
 def _join(where: str, key: str) -> str:
@@ -177,6 +194,12 @@ def _join(where: str, key: str) -> str:
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        # ``T | None``: TOML has no null, so ``false`` (or leaving the key out) means None
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is False and len(args) < len(typing.get_args(hint)) and bool not in args:
+            return None
+        return _convert(args[0], value, where)
     if dataclasses.is_dataclass(hint):
         return _build(typing.cast(type, hint), value, where)
     if typing.get_origin(hint) is list:
@@ -262,6 +285,7 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cal.holdout_fraction, "calibration.holdout_fraction", 0.05, 0.95)
     _in_range(cal.min_holdout, "calibration.min_holdout", 1, 100_000)
     _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
+    _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 
 

@@ -30,8 +30,10 @@ import zmq
 
 from edge_agent import __version__
 from edge_agent.bundle import Bundle, BundleError, load_bundle, to_bytes
+from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
 from edge_agent.service.intake import Intake, Item
@@ -52,6 +54,7 @@ STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
 CALIBRATION_POLL_S = 0.2
 CALIBRATION_JOIN_S = 2.0
+BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
 
 
 @dataclass
@@ -102,6 +105,10 @@ class Agent:
         self._cal_results: queue.SimpleQueue[
             tuple[CalibrationController, RoundResult | Exception]] = queue.SimpleQueue()
         self._cal_thread: threading.Thread | None = None
+        self.energy = EnergyMonitor(cfg.energy)
+        self._energy: EnergyDecision | None = None
+        self.bursts = (BurstScheduler(self.cfg.state_dir / "burst", cfg.bursts.scheduler)
+                       if cfg.bursts.enabled else None)
 
     # ------------------------------------------------------------ start-up
 
@@ -226,12 +233,16 @@ class Agent:
         next_ckpt = time.monotonic() + cfg_interval
         next_status = time.monotonic() + STATUS_EVERY_S
         next_watchdog = time.monotonic()
+        next_energy = time.monotonic()
         while not self._stopping:
             batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
             if batch:
                 self._process(batch)
             self._collect_calibrations()
             now = time.monotonic()
+            if now >= next_energy:
+                self._energy_tick()
+                next_energy = now + self.cfg.bursts.energy_poll_s
             if now >= next_ckpt or not self._ckpt_requests.empty():
                 self._checkpoint()
                 next_ckpt = now + self.cfg.state.checkpoint_interval_s
@@ -252,7 +263,8 @@ class Agent:
         assignment); its results go back to the main thread, which owns the state store."""
         while not self._stopping:
             ctl = self.calibration
-            if ctl is None or not ctl.due():
+            busy = self.bursts is not None and self.bursts.state != "idle"
+            if ctl is None or busy or not ctl.due():
                 time.sleep(CALIBRATION_POLL_S)
                 continue
             try:
@@ -281,6 +293,49 @@ class Agent:
             except OSError as exc:
                 self.metrics.inc("checkpoint_errors")
                 log.error("could not save the recalibrated model: %s", exc)
+
+    def _energy_tick(self) -> None:
+        """Apply the energy policy: the bit-width to run at, and QAT bursts."""
+        eng = self.model.engine
+        try:
+            d = self.energy.decide(eng.available_bits, self.model.bundle.default_bits)
+        except Exception:  # a broken sensor must never stop the agent
+            self.metrics.inc("energy_errors")
+            log.exception("energy policy failed")
+            return
+        self._energy = d
+        if self.cfg.bursts.switch_bits and d.bits != eng.bits:
+            eng.set_bits(d.bits)
+            self.metrics.inc("bit_switches")
+        if self.bursts is None:
+            return
+        current = self.calibration.updated_bundle(eng) if self.calibration else self.model.bundle
+        accepted = self.bursts.tick(d, current, lambda x: eng.predict(x)[0], self._burst_pool)
+        if accepted is None or accepted.engine is None or accepted.bundle is None:
+            return
+        data = to_bytes(accepted.bundle)
+        self.store.save_model(data)
+        state = self.calibration.state() if self.calibration else None
+        self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
+        self._start_calibration(state)  # the buffer carries over to the new weights
+        self.metrics.inc("bursts_accepted")
+        log.info("QAT burst accepted: model %s", accepted.engine.model_version)
+
+    def _burst_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A burst's candidate pool: the QCore buffer plus recent unlabelled stream samples
+        with the FP model's predictions as targets."""
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if self.calibration is not None:
+            parts.append(self.calibration.pool())
+        recent = [x for x, _ in list(self._recent.values())[-BURST_RECENT:]]
+        if recent and self.calibration is not None:
+            X = np.stack(recent)
+            parts.append((X, self.calibration.fp_predict(X), np.zeros(len(X), dtype=bool)))
+        if not parts:
+            shape = (0, *self.model.engine.input_shape)
+            return (np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
 
     def _threads_alive(self) -> bool:
         dead = [type(s).__name__ for s in self.sources if not s.alive()]
@@ -500,7 +555,8 @@ class Agent:
                             "errors": c.get("calibration_errors", 0),
                             **(self.calibration.stats() if self.calibration else
                                {"enabled": False})},
-            "energy": None,
+            "energy": self._energy.as_status() if self._energy else None,
+            "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
             "rss_bytes": snap["rss_bytes"],
@@ -544,6 +600,9 @@ class Agent:
         if self._cal_thread is not None:
             self._cal_thread.join(timeout=CALIBRATION_JOIN_S)  # let a round in flight finish
         self._collect_calibrations()
+        if self.bursts is not None:
+            self.bursts.close()
+        self.energy.close()
         self._checkpoint()
         self._close_io()
         self.store.close()
