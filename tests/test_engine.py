@@ -242,8 +242,10 @@ def test_swap_is_atomic_under_concurrent_inference() -> None:
 
 def _run_snippet(code: str, env: dict[str, str]) -> str:
     full_env = {**os.environ, **env}
+    # emulated boards (tests/arm64) compile every kernel in the child: they raise this
+    timeout = float(os.environ.get("EDGE_AGENT_TEST_SUBPROCESS_TIMEOUT_S", "300"))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
