@@ -21,39 +21,26 @@ def sensor_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) 
     """1D CNN for (C, T) sensor windows: 3 conv blocks, max pooling, GAP, linear."""
     c, _ = input_shape
     w1, w2, w3 = width, 2 * width, 2 * width
+
+    def conv(cin: int, cout: int, k: int) -> dict[str, Any]:
+        return {
+            "op": "conv1d",
+            "in_ch": cin,
+            "out_ch": cout,
+            "kernel": k,
+            "stride": 1,
+            "padding": k // 2,
+            "relu": True,
+            "bn": True,
+        }
+
+    pool = {"op": "maxpool1d", "kernel": 2, "stride": 2}
     layers: list[dict[str, Any]] = [
-        {
-            "op": "conv1d",
-            "in_ch": c,
-            "out_ch": w1,
-            "kernel": 5,
-            "stride": 1,
-            "padding": 2,
-            "relu": True,
-            "bn": True,
-        },
-        {"op": "maxpool1d", "kernel": 2, "stride": 2},
-        {
-            "op": "conv1d",
-            "in_ch": w1,
-            "out_ch": w2,
-            "kernel": 5,
-            "stride": 1,
-            "padding": 2,
-            "relu": True,
-            "bn": True,
-        },
-        {"op": "maxpool1d", "kernel": 2, "stride": 2},
-        {
-            "op": "conv1d",
-            "in_ch": w2,
-            "out_ch": w3,
-            "kernel": 3,
-            "stride": 1,
-            "padding": 1,
-            "relu": True,
-            "bn": True,
-        },
+        conv(c, w1, 5),
+        dict(pool),
+        conv(w1, w2, 5),
+        dict(pool),
+        conv(w2, w3, 3),
         {"op": "gap"},
         {"op": "linear", "in_features": w3, "out_features": num_classes, "relu": False},
     ]
