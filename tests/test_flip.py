@@ -109,8 +109,10 @@ def test_gate_rolls_back_a_round_that_hurts(basicmotions_bundle: Path) -> None:
     acc_before = float(np.mean(engine.predict(X[hold])[0] == y_true[hold]))
     result = BitFlipCalibrator(bundle, greedy_proposer(), cfg).run_round(engine, X, y, seed=0)
     assert result.loss_after < result.loss_before  # the flips did fit the wrong labels
-    assert not result.decision.accepted
-    assert result.decision.after < result.decision.before <= acc_before + 1e-9
+    assert not result.decision.accepted  # worse accuracy, or equal accuracy and worse loss
+    assert result.decision.reason in (
+        "worse on held-out data", "same held-out score, higher held-out loss")
+    assert result.decision.after <= result.decision.before <= acc_before + 1e-9
     assert engine.model_version == before and result.version is None and result.flips == 0
 
 

@@ -77,6 +77,10 @@ def test_frames_over_a_device_that_disappears(bundle: Path, workdir: Path) -> No
         for round_ in range(2):
             srv.settimeout(10)
             conn, _ = srv.accept()
+            # pyserial's socket:// open() drains what already arrived: send after it is done
+            deadline = time.monotonic() + 30
+            while a.log().count(" open at ") <= round_ and time.monotonic() < deadline:
+                time.sleep(0.05)
             payload = b"\x00\xea" + frame(b"not msgpack") + b"garbage"
             bad = bytearray(frame(encode_sample("u", 999, ds.X_test[0], 1.0)))
             bad[-1] ^= 0xFF  # CRC mismatch
