@@ -211,9 +211,11 @@ def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot(seqs[ROLLING - 1:], rolling, lw=1.2, label=f"rolling accuracy ({ROLLING})")
     ax.axvline(drift.start, color="tab:red", ls="--", label=f"drift: {drift.kind}")
-    for i, (seq, ok) in enumerate(trace.calibrations):
-        ax.axvline(seq, color="tab:green" if ok else "tab:gray", ls=":",
-                   label=("calibration" if i == 0 else None))
+    labelled: set[bool] = set()
+    for seq, ok in trace.calibrations:
+        label = None if ok in labelled else ("calibration kept" if ok else "rolled back")
+        labelled.add(ok)
+        ax.axvline(seq, color="tab:green" if ok else "tab:gray", ls=":", label=label)
     ax.set_xlabel("stream sample")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
