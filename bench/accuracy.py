@@ -21,9 +21,8 @@ import numpy as np
 
 from edge_agent.data.datasets import Dataset, load_digits_csv, load_ts_pair
 from edge_agent.engine import Engine
-from edge_agent.model.arch import default_spec
-from edge_agent.model.export import build_bundle
-from edge_agent.model.train import TrainConfig, fit
+from edge_agent.model.pipeline import train_bundle
+from edge_agent.model.train import TrainConfig
 
 RAW = {
     "basicmotions": lambda d: load_ts_pair(d / "uea" / "BasicMotions_TRAIN.ts"),
@@ -34,9 +33,7 @@ RAW = {
 
 def run_one(ds: Dataset, bits: list[int], seed: int, cfg: TrainConfig) -> dict[str, float]:
     """Train one seed; return FP, fake-quant and integer-engine test accuracies."""
-    spec = default_spec(ds.input_shape, ds.num_classes)
-    fp, qnets, metrics = fit(ds, spec, bits, seed, cfg)
-    bundle = build_bundle(ds, spec, fp, qnets, {"seed": seed})
+    bundle, metrics = train_bundle(ds, bits, seed, cfg)
     out = dict(metrics)
     for b in bits:
         pred, _ = Engine(bundle, bits=b).predict(ds.X_test)
