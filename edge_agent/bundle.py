@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from edge_agent.container import HEADER, seal, unseal
 from kernels.packing import check_bits, pack_flat, pack_rows, row_bytes, unpack_flat, unpack_rows
 
 MAGIC = b"EDGEAGB\x00"
 FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sHHQ32s")
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 _DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float32", "float64", "bool"}
 WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
@@ -356,30 +355,12 @@ def _validate_layer(
 def to_bytes(bundle: Bundle) -> bytes:
     """Serialize a bundle to the file format (header + checksummed msgpack payload)."""
     validate(bundle)
-    payload = msgpack.packb(_to_payload(bundle), use_bin_type=True)
-    digest = hashlib.sha256(payload).digest()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), digest) + payload
+    return seal(MAGIC, FORMAT_VERSION, msgpack.packb(_to_payload(bundle), use_bin_type=True))
 
 
 def from_bytes(data: bytes, source: str = "bundle") -> Bundle:
     """Parse and validate bundle bytes; raise BundleError naming the problem."""
-    if len(data) < _HEADER.size:
-        raise BundleError(f"{source}: truncated: {len(data)} bytes is shorter than the header")
-    magic, version, _flags, length, digest = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise BundleError(f"{source}: not an edge-agent bundle (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise BundleError(
-            f"{source}: bundle format version {version} is not supported "
-            f"(this edge-agent reads version {FORMAT_VERSION})"
-        )
-    payload = data[_HEADER.size :]
-    if len(payload) < length:
-        raise BundleError(f"{source}: truncated: payload has {len(payload)} of {length} bytes")
-    if len(payload) > length:
-        raise BundleError(f"{source}: {len(payload) - length} unexpected bytes after the payload")
-    if hashlib.sha256(payload).digest() != digest:
-        raise BundleError(f"{source}: checksum mismatch: the file is corrupt or was modified")
+    payload = unseal(data, MAGIC, FORMAT_VERSION, "bundle", source, BundleError)
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated exception types
@@ -395,7 +376,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     p = Path(path)
     try:
         size = p.stat().st_size
-        if size > MAX_BUNDLE_BYTES + _HEADER.size:
+        if size > MAX_BUNDLE_BYTES + HEADER.size:
             raise BundleError(f"{p}: {size} bytes is larger than the {MAX_BUNDLE_BYTES} limit")
         data = p.read_bytes()
     except OSError as exc:

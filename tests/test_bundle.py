@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from pathlib import Path
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import (
-    _HEADER,
     FORMAT_VERSION,
     MAGIC,
     BundleError,
@@ -21,18 +19,15 @@ from edge_agent.bundle import (
     save_bundle,
     to_bytes,
 )
+from edge_agent.container import HEADER, seal
 
 
 def _rewrap(payload_obj: object) -> bytes:
-    payload = msgpack.packb(payload_obj, use_bin_type=True)
-    return (
-        _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), hashlib.sha256(payload).digest())
-        + payload
-    )
+    return seal(MAGIC, FORMAT_VERSION, msgpack.packb(payload_obj, use_bin_type=True))
 
 
 def _payload(data: bytes) -> dict:
-    return msgpack.unpackb(data[_HEADER.size :], raw=False, strict_map_key=False)
+    return msgpack.unpackb(data[HEADER.size :], raw=False, strict_map_key=False)
 
 
 def test_round_trip_is_exact(basicmotions_bundle: Path, tmp_path: Path) -> None:
@@ -120,11 +115,7 @@ def test_tampered_payload_with_recomputed_checksum_fails_validation(
 
 
 def test_payload_not_msgpack() -> None:
-    payload = b"\xc1" * 10  # 0xc1 is never used in msgpack
-    data = (
-        _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), hashlib.sha256(payload).digest())
-        + payload
-    )
+    data = seal(MAGIC, FORMAT_VERSION, b"\xc1" * 10)  # 0xc1 is never used in msgpack
     with pytest.raises(BundleError, match="not valid msgpack"):
         from_bytes(data)
 

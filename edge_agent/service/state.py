@@ -18,7 +18,6 @@ flags, u64 payload length, 32-byte sha256 of the payload, then the msgpack paylo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -34,13 +33,13 @@ import msgpack
 import numpy as np
 
 from edge_agent.bundle import atomic_write_bytes
+from edge_agent.container import HEADER, seal, unseal
 from edge_agent.service.protocol import unpack_one
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"EDGEAGS\x00"
 STATE_VERSION = 1
-_HEADER = struct.Struct("<8sHHQ32s")
 _RECORD = struct.Struct("<II")
 MAX_CHECKPOINT_BYTES = 64 << 20
 MAX_RECORD_BYTES = 16 << 20
@@ -86,24 +85,12 @@ class LabelledSample:
 
 def encode_checkpoint(payload: dict[str, Any]) -> bytes:
     """Serialize a checkpoint payload with header and checksum."""
-    body = msgpack.packb(payload, use_bin_type=True)
-    return _HEADER.pack(MAGIC, STATE_VERSION, 0, len(body), hashlib.sha256(body).digest()) + body
+    return seal(MAGIC, STATE_VERSION, msgpack.packb(payload, use_bin_type=True))
 
 
 def decode_checkpoint(data: bytes, source: str) -> dict[str, Any]:
     """Parse a checkpoint file's bytes; raise StateError naming the problem."""
-    if len(data) < _HEADER.size:
-        raise StateError(f"{source}: truncated ({len(data)} bytes)")
-    magic, version, _flags, length, digest = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise StateError(f"{source}: not a checkpoint (bad magic)")
-    if version != STATE_VERSION:
-        raise StateError(f"{source}: checkpoint version {version} is not supported")
-    body = data[_HEADER.size:]
-    if len(body) != length:
-        raise StateError(f"{source}: payload is {len(body)} bytes, header says {length}")
-    if hashlib.sha256(body).digest() != digest:
-        raise StateError(f"{source}: checksum mismatch")
+    body = unseal(data, MAGIC, STATE_VERSION, "checkpoint", source, StateError)
     try:
         payload = unpack_one(body, MAX_CHECKPOINT_BYTES, strict_map_key=False)
     except Exception as exc:
@@ -140,7 +127,7 @@ class StateStore:
         newest = max((_number(p, _CKPT_RE) for p in self._files(_CKPT_RE)), default=0)
         for path in sorted(self._files(_CKPT_RE), reverse=True):
             try:
-                if path.stat().st_size > MAX_CHECKPOINT_BYTES + _HEADER.size:
+                if path.stat().st_size > MAX_CHECKPOINT_BYTES + HEADER.size:
                     raise StateError(f"{path}: larger than {MAX_CHECKPOINT_BYTES} bytes")
                 payload = decode_checkpoint(path.read_bytes(), str(path))
             except (OSError, StateError) as exc:

@@ -1,0 +1,50 @@
+"""The sealed file layout shared by model bundles and agent checkpoints.
+
+::
+
+    magic    8 bytes  identifies the kind of file
+    version  u16      format version of the payload
+    flags    u16      0 (reserved)
+    length   u64      payload length in bytes
+    sha256   32 bytes digest of the payload
+    payload  bytes
+
+All integers little-endian.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+HEADER = struct.Struct("<8sHHQ32s")
+
+
+def seal(magic: bytes, version: int, payload: bytes) -> bytes:
+    """Header (magic, version, length, sha256) followed by ``payload``."""
+    return HEADER.pack(magic, version, 0, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def unseal(
+    data: bytes, magic: bytes, version: int, kind: str, source: str, error: type[Exception]
+) -> bytes:
+    """The payload of sealed ``data``; raise ``error`` naming the problem (truncation,
+    wrong magic or version, trailing bytes, checksum) for a file of this ``kind``."""
+    if len(data) < HEADER.size:
+        raise error(f"{source}: truncated: {len(data)} bytes is shorter than the header")
+    got_magic, got_version, _flags, length, digest = HEADER.unpack_from(data)
+    if got_magic != magic:
+        raise error(f"{source}: not an edge-agent {kind} (bad magic {got_magic!r})")
+    if got_version != version:
+        raise error(
+            f"{source}: {kind} format version {got_version} is not supported "
+            f"(this edge-agent reads version {version})"
+        )
+    payload = data[HEADER.size :]
+    if len(payload) < length:
+        raise error(f"{source}: truncated: payload has {len(payload)} of {length} bytes")
+    if len(payload) > length:
+        raise error(f"{source}: {len(payload) - length} unexpected bytes after the payload")
+    if hashlib.sha256(payload).digest() != digest:
+        raise error(f"{source}: checksum mismatch: the file is corrupt or was modified")
+    return payload
