@@ -34,6 +34,15 @@ def _until_idle(sched: BurstScheduler, decision: EnergyDecision, *args: object) 
     raise AssertionError(f"scheduler stuck in {sched.state}")
 
 
+def _until_started(sched: BurstScheduler, decision: EnergyDecision, *args: object) -> None:
+    """Tick until the worker has gathered the pool and spawned the burst (or declined)."""
+    deadline = time.monotonic() + 60
+    while sched.state == "starting":
+        assert time.monotonic() < deadline, "the burst never started"
+        time.sleep(0.02)
+    assert sched.tick(decision, *args) is None  # collects the start
+
+
 def test_scheduler_runs_gates_and_preempts(tmp_path: Path) -> None:
     bundle = load_bundle(DEFAULT_BUNDLE)
     ds = load_dataset("basicmotions")
@@ -51,9 +60,13 @@ def test_scheduler_runs_gates_and_preempts(tmp_path: Path) -> None:
     sched = BurstScheduler(tmp_path / "work", cfg)
     args = (bundle, current, lambda: (X, targets, labelled))
     small = lambda: (X[:10], targets[:10], labelled[:10])  # noqa: E731
-    assert sched.tick(ALLOW, bundle, current, small) is None and sched.state == "idle"
+    assert sched.tick(ALLOW, bundle, current, small) is None  # the worker gathers the pool
+    _until_started(sched, ALLOW, bundle, current, small)
+    assert sched.state == "idle" and sched.status()["started"] == 0  # pool too small
 
-    assert sched.tick(ALLOW, *args) is None and sched.state == "running"
+    assert sched.tick(ALLOW, *args) is None and sched.state in ("starting", "running")
+    _until_started(sched, ALLOW, *args)
+    assert sched.state == "running"
     accepted = _until_idle(sched, ALLOW, *args)
     status = sched.status()
     assert status["started"] == 1 and status["accepted"] + status["rolled_back"] == 1
@@ -63,6 +76,7 @@ def test_scheduler_runs_gates_and_preempts(tmp_path: Path) -> None:
         assert accepted[0].engine.bits == 2 and accepted[0].bundle is not None
 
     sched.tick(ALLOW, *args)
+    _until_started(sched, ALLOW, *args)
     assert sched.state == "running"
     time.sleep(1.0)
     _until_idle(sched, REFUSE, *args)

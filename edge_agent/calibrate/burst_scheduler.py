@@ -4,10 +4,12 @@
 with the energy policy's current decision. It starts a burst (child process, see
 :mod:`burst_runner`) when the policy allows one, the last one is ``interval_s`` old and the
 candidate pool is large enough; it pre-empts a running burst as soon as the policy says
-no; and when a burst finishes it gates the candidate on a held-out part of the pool in a
-worker thread (the candidate engine is built and warmed there, not on the inference
-thread). A later :meth:`tick` hands back the accepted engine and bundle; the caller swaps
-the engine in with one reference assignment and checkpoints the bundle.
+no; and when a burst finishes it gates the candidate on a held-out part of the pool. The
+slow steps run in one worker thread, never on the inference thread: gathering the pool
+(the caller's pool source is called there), writing the burst's inputs and spawning the
+child, and building, warming and scoring the candidate engine. A later :meth:`tick` hands
+back the accepted engine and bundle; the caller swaps the engine in with one reference
+assignment and checkpoints the bundle.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from edge_agent.energy import EnergyDecision
 
 log = logging.getLogger(__name__)
 
-# (X raw float32, targets: label or FP pseudo-label, labelled mask) of the candidate pool
+# (X raw float32, targets: label or FP pseudo-label, labelled mask) of the candidate pool;
+# called from the scheduler's worker thread
 PoolSource = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -72,16 +75,20 @@ class BurstScheduler:
         self._last_start = -float("inf")
         self._holdout: tuple[np.ndarray, np.ndarray, str] | None = None
         self._bits = 0
+        self._starting: Future[bool] | None = None
         self._gating: Future[GateOutcome] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="burst-gate")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="burst-worker")
         self.counters = _Counters()
         self.last: dict[str, Any] = {}
 
     @property
     def state(self) -> str:
-        """``idle``, ``running`` (child alive) or ``gating`` (candidate being checked)."""
+        """``idle``, ``starting`` (pool being gathered, child being spawned), ``running``
+        (child alive) or ``gating`` (candidate being checked)."""
         if self.runner.running:
             return "running"
+        if self._starting is not None and not self._starting.done():
+            return "starting"
         return "gating" if self._gating is not None else "idle"
 
     def tick(
@@ -94,6 +101,9 @@ class BurstScheduler:
         """One step of the scheduler; returns an *accepted* gate outcome once, else None."""
         if self._gating is not None:
             return self._collect_gate()
+        if self._starting is not None:
+            self._collect_start()
+            return None
         if self.runner.running:
             if not decision.burst_allowed:
                 self.runner.preempt("energy: " + "; ".join(decision.reasons))
@@ -102,13 +112,27 @@ class BurstScheduler:
                 self._finished(outcome, current)
             return None
         if decision.burst_allowed and self._clock() - self._last_start >= self.cfg.interval_s:
-            self._start(decision.bits, bundle, pool)
+            self._starting = self._pool.submit(self._start, decision.bits, bundle, pool)
         return None
 
-    def _start(self, bits: int, bundle: Bundle, pool: PoolSource) -> None:
+    def _collect_start(self) -> None:
+        assert self._starting is not None
+        if not self._starting.done():
+            return
+        started, self._starting = self._starting, None
+        try:
+            started.result()
+        except Exception as exc:  # e.g. no space for the burst's inputs: try again later
+            self._last_start = self._clock()
+            self.counters.failed += 1
+            self.last = {"state": "failed", "reason": f"could not start: {exc}"}
+            log.error("could not start a QAT burst: %s", exc)
+
+    def _start(self, bits: int, bundle: Bundle, pool: PoolSource) -> bool:
+        """Gather the pool and spawn the burst (worker thread); False if the pool is small."""
         X, targets, labelled = pool()
         if len(X) < self.cfg.min_pool:
-            return
+            return False
         cal, hold = gate.holdout_split(len(X), self.cfg.holdout_fraction, self.counters.started)
         metric = "accuracy" if bool(np.all(labelled[hold])) else "fp_agreement"
         self._holdout = (X[hold], targets[hold], metric)
@@ -123,6 +147,7 @@ class BurstScheduler:
             "pool": len(cal),
             "held_out": len(hold),
         }
+        return True
 
     def _finished(self, outcome: Any, current: gate.Predict) -> None:
         self.counters.cpu_s_total += outcome.cpu_s
@@ -169,8 +194,9 @@ class BurstScheduler:
         return {"state": self.state, **asdict(self.counters), "last": dict(self.last)}
 
     def close(self) -> None:
-        """Pre-empt a running burst and stop the gate worker."""
+        """Stop the worker (a burst it is starting still starts), then pre-empt a running
+        burst."""
+        self._pool.shutdown(wait=True)
         if self.runner.running:
             self.runner.preempt("agent stopping")
             self.runner.wait(timeout=self.cfg.limits.grace_s + 1)
-        self._pool.shutdown(wait=True)

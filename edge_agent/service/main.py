@@ -323,14 +323,17 @@ class Agent:
 
     def _burst_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A burst's candidate pool: the QCore buffer plus recent unlabelled stream samples
-        with the FP model's predictions as targets."""
+        with the FP model's predictions as targets. Called from the burst scheduler's
+        worker thread: ``list(dict.values())`` copies the main thread's window in one C
+        call under the GIL."""
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        if self.calibration is not None:
-            parts.append(self.calibration.pool())
+        cal = self.calibration
+        if cal is not None:
+            parts.append(cal.pool())
         recent = [x for x, _ in list(self._recent.values())[-BURST_RECENT:]]
-        if recent and self.calibration is not None:
+        if recent and cal is not None:
             X = np.stack(recent)
-            parts.append((X, self.calibration.fp_predict(X), np.zeros(len(X), dtype=bool)))
+            parts.append((X, cal.fp_predict(X), np.zeros(len(X), dtype=bool)))
         if not parts:
             shape = (0, *self.model.engine.input_shape)
             return (np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
