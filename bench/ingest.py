@@ -14,22 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
-import zmq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_agent.client import ClientError, Publisher, StatusClient  # noqa: E402
+from bench.agent_process import Agent, PredictionSink  # noqa: E402
+from edge_agent.client import Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.service.protocol import encode_sample  # noqa: E402
 
@@ -61,57 +58,21 @@ level = "warning"
     return path
 
 
-def _status(ep: str, cmd: str = "status") -> dict[str, Any]:
-    with StatusClient(ep, 5.0) as c:
-        return c.request(cmd)
-
-
 def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) -> dict[str, Any]:
     """One agent, one stream; returns the measured numbers."""
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[core % len(cpus)]}
-    config = _config(d, bundle, transport)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.service", "--config", str(config)],
-        cwd=REPO, preexec_fn=lambda: os.sched_setaffinity(0, agent_cpu),
-        stderr=open(d / "agent.log", "wb"))  # noqa: SIM115 - lives as long as the agent
-    status_ep = f"ipc://{d}/run/status.sock"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError((d / "agent.log").read_text())
-            try:
-                eps = _status(status_ep)["endpoints"]
-                break
-            except ClientError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    agent = Agent(_config(d, bundle, transport), f"ipc://{d}/run/status.sock", d / "agent.log",
+                  cpus=agent_cpu)
+    with agent:
         others = [c for c in cpus if c not in agent_cpu]
         if others:
             os.sched_setaffinity(0, set(others))
         ds = load_dataset("basicmotions")
         msgs = [ds.X_test[i % len(ds.X_test)] for i in range(count)]
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(eps["output"][0])
-        time.sleep(0.3)
-        got: list[tuple[float, float]] = []  # (receive time, sample send time)
-
-        def receive(stop: threading.Event) -> None:
-            while not stop.is_set() or sub.poll(0):
-                if sub.poll(50):
-                    frames = sub.recv_multipart()
-                    got.append((time.time(), msgpack.unpackb(frames[1])["ts"]))
-
-        stop = threading.Event()
-        receiver = threading.Thread(target=receive, args=(stop,))
-        receiver.start()
-        with Publisher(eps["ingest"][0], sndhwm=1_000_000) as pub:
+        sink = PredictionSink(agent.endpoints["output"][0])
+        with Publisher(agent.endpoints["ingest"][0], sndhwm=1_000_000) as pub:
             t0 = time.perf_counter()
             for i, x in enumerate(msgs):
                 if rate > 0:
@@ -119,17 +80,12 @@ def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) ->
                         time.sleep(0.0002)
                 pub.send_raw(encode_sample("bench", i, x, time.time()))
             send_s = time.perf_counter() - t0
-        wait_until = time.monotonic() + 30
-        while len(got) < count and time.monotonic() < wait_until:
-            time.sleep(0.05)
-        time.sleep(0.2)
-        stop.set()
-        receiver.join()
-        sub.close()
-        ctx.term()
-        st = _status(status_ep)
+        sink.wait_for(count, 30.0)
+        sink.close()
+        st = agent.status()
+        got = sink.got
         recv = np.array([g[0] for g in got])
-        lat = (recv - np.array([g[1] for g in got])) * 1e3
+        lat = (recv - np.array([g[1]["ts"] for g in got])) * 1e3
         span = recv.max() - recv.min() if len(recv) > 1 else float("nan")
         return {
             "transport": transport, "rate_target": rate, "count": count,
@@ -142,9 +98,6 @@ def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) ->
             "agent_rss_mib": st["rss_bytes"] / 2**20,
             "agent_cpu": sorted(agent_cpu),
         }
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def main(argv: list[str] | None = None) -> int:

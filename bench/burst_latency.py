@@ -1,0 +1,186 @@
+"""The agent's inference latency while its own QAT bursts run (the real agent, end to end).
+
+Starts the agent as a subprocess on the bundled model with QAT bursts on and every energy
+limit off (the policy always allows a burst; bursts come every ``--interval`` seconds),
+replays BasicMotions test samples (every second one labelled) to it over ipc at
+``--rate`` samples/s for ``--seconds``, and polls its status socket every 0.1 s for the
+burst state. Every prediction is put in the class of the burst state at the time it was
+received: ``idle`` (no burst child running) or ``burst`` (the burst child process running:
+torch import, coreset selection, training, export). The gating of a finished burst's
+candidate and the flip-bit calibration rounds run as usual in both classes.
+
+Reports, per class, p50 / p99 of the agent's latency (sample received -> prediction
+published, the ``latency_ms`` of every prediction) and of the end-to-end latency (send ->
+prediction received), the p99 ratio burst / idle, and the bursts' counters and CPU seconds.
+
+    python -m bench.burst_latency                       # 100 samples/s for 240 s
+    python -m bench.burst_latency --json                # one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.agent_process import REPO, Agent, PredictionSink
+from edge_agent.client import Publisher, replay, stream
+from edge_agent.data import load_dataset
+
+DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
+
+
+def _config(d: Path, bundle: Path, interval_s: float) -> Path:
+    path = d / "agent.toml"
+    path.write_text(f"""
+[model]
+bundle = "{bundle}"
+[ingest]
+endpoints = ["ipc://{d}/in.sock"]
+[output]
+endpoints = ["ipc://{d}/out.sock"]
+[state]
+dir = "{d}/state"
+runtime_dir = "{d}/run"
+[energy]
+burst_min_battery_percent = false
+burst_max_temp_c = false
+burst_max_load_per_cpu = false
+burst_forbid_throttled = false
+[bursts]
+enabled = true
+energy_poll_s = 0.5
+switch_bits = false
+[bursts.scheduler]
+interval_s = {interval_s}
+[log]
+level = "info"
+""")
+    return path
+
+
+class BurstStateLog:
+    """A thread sampling the agent's burst state: ``(time, running)`` every ``period_s``."""
+
+    def __init__(self, agent: Agent, period_s: float = 0.1) -> None:
+        self.samples: list[tuple[float, bool]] = []
+        self._agent = agent
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            running = self._agent.status()["bursts"]["state"] == "running"
+            self.samples.append((time.time(), running))
+
+    def running_at(self, times: np.ndarray) -> np.ndarray:
+        """Whether a burst ran at each of ``times`` (the last sampled state before it)."""
+        t = np.array([s[0] for s in self.samples])
+        state = np.array([s[1] for s in self.samples])
+        i = np.searchsorted(t, times, side="right") - 1
+        return np.where(i >= 0, state[np.clip(i, 0, None)], False)
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join()
+
+
+def _pcts(v: np.ndarray) -> dict[str, float | None]:
+    if len(v) == 0:
+        return {"n": 0, "p50": None, "p99": None}
+    p50, p99 = np.percentile(v, [50, 99])
+    return {"n": len(v), "p50": float(p50), "p99": float(p99)}
+
+
+def run(bundle: Path, rate: float, seconds: float, interval_s: float) -> dict[str, Any]:
+    """One agent, one labelled stream; returns the measured numbers."""
+    d = Path(tempfile.mkdtemp(prefix="ebl-", dir="/tmp"))
+    ds = load_dataset("basicmotions")
+    count = int(rate * seconds)
+    agent = Agent(_config(d, bundle, interval_s), f"ipc://{d}/run/status.sock", d / "agent.log")
+    with agent:
+        sink = PredictionSink(agent.endpoints["output"][0])
+        states = BurstStateLog(agent)
+        with Publisher(agent.endpoints["ingest"][0]) as pub:
+            replay(pub, stream(ds.X_test, ds.y_test, count, seed=0, labels_every=2), rate,
+                   sensor="bench")
+        sink.wait_for(count, 30.0)
+        sink.close()
+        states.close()
+        st = agent.status()
+    recv = np.array([g[0] for g in sink.got])
+    agent_ms = np.array([g[1]["latency_ms"] for g in sink.got])
+    e2e_ms = (recv - np.array([g[1]["ts"] for g in sink.got])) * 1e3
+    during = states.running_at(recv)
+    out: dict[str, Any] = {
+        "rate_hz": rate, "seconds": seconds, "count": count, "lost": count - len(sink.got),
+        "cpus": os.cpu_count(), "load_avg_1m_end": os.getloadavg()[0],
+        "agent_ms": {"idle": _pcts(agent_ms[~during]), "burst": _pcts(agent_ms[during])},
+        "e2e_ms": {"idle": _pcts(e2e_ms[~during]), "burst": _pcts(e2e_ms[during])},
+        "bursts": {k: v for k, v in st["bursts"].items() if k != "last"},
+        "last_burst": st["bursts"].get("last"),
+    }
+    idle, burst = out["agent_ms"]["idle"]["p99"], out["agent_ms"]["burst"]["p99"]
+    out["p99_ratio_burst_vs_idle"] = burst / idle if idle and burst else None
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The result as a Markdown table with a caption."""
+    lines = [
+        f"Agent latency with QAT bursts running next to it: {r['count']} labelled BasicMotions "
+        f"samples at {r['rate_hz']:.0f}/s over ipc, {r['cpus']} CPUs, load average at the end "
+        f"{r['load_avg_1m_end']:.1f}; bursts started {r['bursts'].get('started')}, accepted "
+        f"{r['bursts'].get('accepted')}, rolled back {r['bursts'].get('rolled_back')}, "
+        f"CPU {r['bursts'].get('cpu_s_total', 0):.1f} s in all; lost {r['lost']}.",
+        "",
+        "| latency (ms) | idle p50 | idle p99 | burst running p50 | burst running p99 "
+        "| n idle / burst |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, name in (("agent_ms", "agent (received -> published)"),
+                      ("e2e_ms", "end to end (sent -> received)")):
+        i, b = r[key]["idle"], r[key]["burst"]
+
+        def f(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.2f}"
+
+        lines.append(f"| {name} | {f(i['p50'])} | {f(i['p99'])} | {f(b['p50'])} | {f(b['p99'])} "
+                     f"| {i['n']} / {b['n']} |")
+    ratio = r["p99_ratio_burst_vs_idle"]
+    lines += ["", f"p99 ratio (agent latency, burst / idle): "
+                  f"{'n/a' if ratio is None else f'{ratio:.2f}'} (target <= 1.20)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print and write the results."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--rate", type=float, default=100.0, help="samples/s (default 100)")
+    p.add_argument("--seconds", type=float, default=240.0, help="stream length (default 240)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between burst starts")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    r = run(args.bundle, args.rate, args.seconds, args.interval)
+    md = markdown(r)
+    print(json.dumps(r) if args.json else md)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "burst_latency.md").write_text(md + "\n")
+    (args.out / "burst_latency.json").write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
