@@ -5,9 +5,10 @@ limit off (the policy always allows a burst; bursts come every ``--interval`` se
 replays BasicMotions test samples (every second one labelled) to it over ipc at
 ``--rate`` samples/s for ``--seconds``, and polls its status socket every 0.1 s for the
 burst state. Every prediction is put in the class of the burst state at the time it was
-received: ``idle`` (no burst child running) or ``burst`` (the burst child process running:
-torch import, coreset selection, training, export). The gating of a finished burst's
-candidate and the flip-bit calibration rounds run as usual in both classes.
+received: ``burst`` (any part of a burst: gathering its pool and spawning the child, the
+child running - torch import, coreset selection, training, export - and gating the
+candidate) or ``idle`` (none of it; the agent's flip-bit calibration rounds, which pause
+during bursts, run then).
 
 Reports, per class, p50 / p99 of the agent's latency (sample received -> prediction
 published, the ``latency_ms`` of every prediction) and of the end-to-end latency (send ->
@@ -67,7 +68,7 @@ level = "info"
 
 
 class BurstStateLog:
-    """A thread sampling the agent's burst state: ``(time, running)`` every ``period_s``."""
+    """A thread sampling the agent's burst state: ``(time, busy)`` every ``period_s``."""
 
     def __init__(self, agent: Agent, period_s: float = 0.1) -> None:
         self.samples: list[tuple[float, bool]] = []
@@ -79,11 +80,11 @@ class BurstStateLog:
 
     def _run(self) -> None:
         while not self._stop.wait(self._period_s):
-            running = self._agent.status()["bursts"]["state"] == "running"
-            self.samples.append((time.time(), running))
+            busy = self._agent.status()["bursts"]["state"] != "idle"
+            self.samples.append((time.time(), busy))
 
-    def running_at(self, times: np.ndarray) -> np.ndarray:
-        """Whether a burst ran at each of ``times`` (the last sampled state before it)."""
+    def busy_at(self, times: np.ndarray) -> np.ndarray:
+        """Whether a burst was under way at each of ``times`` (the last state before it)."""
         t = np.array([s[0] for s in self.samples])
         state = np.array([s[1] for s in self.samples])
         i = np.searchsorted(t, times, side="right") - 1
@@ -121,7 +122,7 @@ def run(bundle: Path, rate: float, seconds: float, interval_s: float) -> dict[st
     recv = np.array([g[0] for g in sink.got])
     agent_ms = np.array([g[1]["latency_ms"] for g in sink.got])
     e2e_ms = (recv - np.array([g[1]["ts"] for g in sink.got])) * 1e3
-    during = states.running_at(recv)
+    during = states.busy_at(recv)
     out: dict[str, Any] = {
         "rate_hz": rate, "seconds": seconds, "count": count, "lost": count - len(sink.got),
         "cpus": os.cpu_count(), "load_avg_1m_end": os.getloadavg()[0],
@@ -144,7 +145,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['bursts'].get('accepted')}, rolled back {r['bursts'].get('rolled_back')}, "
         f"CPU {r['bursts'].get('cpu_s_total', 0):.1f} s in all; lost {r['lost']}.",
         "",
-        "| latency (ms) | idle p50 | idle p99 | burst running p50 | burst running p99 "
+        "| latency (ms) | idle p50 | idle p99 | during a burst p50 | during a burst p99 "
         "| n idle / burst |",
         "|---|---|---|---|---|---|",
     ]
