@@ -1,9 +1,12 @@
-"""Inference engine: runs a bundle's quantized models on the numba integer kernels.
+"""Inference engine: runs a bundle's quantized models on the integer kernels.
 
-Every bit-width of the bundle is laid out once at load. The active model is one frozen
-:class:`_State` object; inference reads that reference once per call, and
-:meth:`Engine.swap_weights` / :meth:`Engine.set_bits` build a new state and assign it,
-so readers on other threads never see a half-updated model. Torch is never imported.
+The kernels are compiled ahead of time where that was done (``edge-agent
+compile-kernels``), else JIT-compiled by numba (:mod:`kernels.backend`); the engine
+imports numba only in the second case. Every bit-width of the bundle is laid out once at
+load. The active model is one frozen :class:`_State` object; inference reads that
+reference once per call, and :meth:`Engine.swap_weights` / :meth:`Engine.set_bits` build
+a new state and assign it, so readers on other threads never see a half-updated model.
+Torch is never imported.
 """
 
 from __future__ import annotations
@@ -13,16 +16,14 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel, load_bundle
-from kernels import layout, program
-from kernels.isa import ACTIVE_ISA
+from kernels import abi, backend, layout, program
 from kernels.packing import qrange, row_bytes, unpack_rows
-from kernels.runner import run_program
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,14 @@ class _State:
     model: program.Model
     weights: program.Weights
     version: str
+    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
+
+    def __post_init__(self) -> None:
+        m, w = self.model, self.weights
+        args = (m.ops, m.tens, w.ltab, w.panel, w.bias, w.m0, w.shift, w.out_mult, m.mean,
+                m.std, m.in_scale, m.in_zp, m.act_hi, m.sizes)
+        abi.check(args)  # compiled kernels would misread other types
+        object.__setattr__(self, "args", args)
 
 
 def layer_params(quant: QuantModel) -> list[program.LayerParams]:
@@ -52,9 +61,14 @@ def _params(layer: LayerQuant, bits: int) -> program.LayerParams:
 
 
 class Engine:
-    """Runs one bundle; thread-safe for concurrent inference and weight swaps."""
+    """Runs one bundle; thread-safe for concurrent inference and weight swaps.
 
-    def __init__(self, bundle: Bundle, bits: int | None = None) -> None:
+    ``kernels`` defaults to the process's choice (:func:`kernels.backend.default`).
+    """
+
+    def __init__(self, bundle: Bundle, bits: int | None = None,
+                 kernels: backend.Kernels | None = None) -> None:
+        self._kernels = backend.default() if kernels is None else kernels
         self.input_shape: tuple[int, ...] = bundle.input_shape
         self.num_classes: int = bundle.num_classes
         self.label_names: list[str] = list(bundle.label_names)
@@ -63,7 +77,8 @@ class Engine:
         for b, quant in sorted(bundle.quant.items()):
             model, weights = program.build_model(
                 bundle.arch["layers"], self.input_shape, layer_params(quant), bundle.norm_mean,
-                bundle.norm_std, quant.input_scale, quant.input_zp, quant.act_bits)
+                bundle.norm_std, quant.input_scale, quant.input_zp, quant.act_bits,
+                act_offset=self._kernels.act_offset)
             if model.num_outputs != self.num_classes:
                 raise ValueError(f"{b}-bit model gives {model.num_outputs} outputs for "
                                  f"{self.num_classes} classes")
@@ -71,9 +86,9 @@ class Engine:
         self._current = dict(self._initial)  # latest state per bit-width
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
-        log.info("engine ready: %s, bit-widths %s, active %d, kernels %s",
+        log.info("engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
                  bundle.arch.get("name", "model"), sorted(self._current), self._state.bits,
-                 ACTIVE_ISA)
+                 self.isa, self.backend)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], bits: int | None = None) -> Engine:
@@ -100,7 +115,12 @@ class Engine:
     @property
     def isa(self) -> str:
         """Instruction set the kernels were compiled for."""
-        return ACTIVE_ISA
+        return self._kernels.isa
+
+    @property
+    def backend(self) -> str:
+        """How the kernels were compiled: ``"aot"`` (ahead of time) or ``"jit"`` (numba)."""
+        return self._kernels.backend
 
     def weight_bytes(self, bits: int | None = None) -> int:
         """Bytes of packed weights the kernels hold for one bit-width."""
@@ -115,10 +135,9 @@ class Engine:
         return self._run(st, self._as_batch(x))
 
     def _run(self, st: _State, xs: np.ndarray) -> np.ndarray:
+        """``xs``: C-contiguous float32 (N, features), as :meth:`_as_batch` makes it."""
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
-        m, w = st.model, st.weights
-        run_program(xs, m.ops, m.tens, w.ltab, w.panel, w.bias, w.m0, w.shift, w.out_mult,
-                    m.mean, m.std, m.in_scale, m.in_zp, m.act_hi, m.sizes, out)
+        self._kernels.run_program(xs, *st.args, out)
         return out
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +160,7 @@ class Engine:
         return np.ascontiguousarray(a.reshape(a.shape[0], self._features))
 
     def warmup(self) -> None:
-        """Compile (or load from the JIT cache) and run every bit-width once."""
+        """Run every bit-width once (the JIT compiles or loads its cache here)."""
         xs = np.zeros((1, self._features), dtype=np.float32)
         for st in list(self._current.values()):
             self._run(st, xs)

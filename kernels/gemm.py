@@ -15,6 +15,21 @@ from kernels.epilogue import requant_store
 from kernels.jit import inline_kernel, kernel
 from kernels.layout import CHUNK
 from kernels.microkernel import tile_kernel
+from kernels.tables import (
+    M_OW,
+    M_P,
+    M_PH,
+    M_PKH,
+    M_PKW,
+    M_POH,
+    M_POW,
+    M_PREMAX,
+    M_PW,
+    M_R,
+    M_SS,
+    M_WP,
+    MAP_FIELDS,
+)
 
 mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
 mk4_8, mk4_4, mk4_1 = (tile_kernel(4, 8), tile_kernel(4, 4), tile_kernel(4, 1))
@@ -25,9 +40,6 @@ CHUNK_BYTES = np.array([0, 0, CHUNK[2][1], CHUNK[3][1], CHUNK[4][1], 0, 0, 0, CH
 TILES_PER_CHUNK = np.array([0, 0, CHUNK[2][0], CHUNK[3][0], CHUNK[4][0], 0, 0, 0, CHUNK[8][0]],
                            dtype=np.int64)
 
-# columns of an epilogue map (see :func:`_store`)
-(M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW, M_PREMAX) = range(12)
-MAP_FIELDS = 12
 PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 
 
@@ -148,7 +160,8 @@ def gemm_rows(a: np.ndarray, a_stride: int, rows_total: int, w: np.ndarray, w_of
     Panels of :data:`PANEL_ROWS` rows stay in L1 while every output block's weights pass
     over them, 8 rows per micro-kernel call; results are placed through the epilogue map
     ``emap`` (:func:`_targets`, :func:`identity_map`).
-    ``bias`` must hold ``bias_q - (z_in - ACT_OFFSET) * rowsum(q)`` (:mod:`kernels.isa`);
+    ``bias`` must hold ``bias_q - (z_in - offset) * rowsum(q)``, ``offset`` the activation
+    offset of the instruction set (:func:`kernels.targets.act_offset`);
     ``acc`` is int32 scratch of 128.
     """
     tiles = TILES_PER_CHUNK[bits]

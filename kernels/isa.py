@@ -1,27 +1,26 @@
-"""Choice of the instruction set the dot-product micro-kernel is compiled for.
+"""Choice of the instruction set the JIT compiles the dot-product micro-kernel for.
 
 ``avx512vnni``: x86 ``vpdpbusd`` on 512-bit vectors (u8 x s8 -> i32, four products per
 lane). ``neon-sdot``: AArch64 ``sdot`` (s8 x s8 -> i32; Armv8.2 dot product, e.g. the
 Cortex-A76 of a Raspberry Pi 5): activations are shifted to signed (``x - 128``) and the
-shift is folded into the bias (see :data:`ACT_OFFSET`). ``generic``: plain LLVM vector IR
-of the u8 x s8 arithmetic, valid on every target (LLVM lowers it to SSE/AVX2/NEON). The
-environment variable ``EDGE_AGENT_KERNEL_ISA`` forces a choice (tests use it to keep the
-portable path checked on any machine).
+shift is folded into the bias (see :func:`kernels.targets.act_offset`). ``generic``: plain
+LLVM vector IR of the u8 x s8 arithmetic, valid on every target (LLVM lowers it to
+SSE/AVX2/NEON). The environment variable ``EDGE_AGENT_KERNEL_ISA`` forces a choice (tests
+use it to keep the portable path checked on any machine). Importing this module imports
+numba; ahead-of-time compiled kernels record their instruction set instead
+(:mod:`kernels.backend`).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import platform
 
 import llvmlite.binding as llvm
 import numba
 
-log = logging.getLogger(__name__)
+from kernels.targets import ENV_VAR, forced
+from kernels.targets import ISAS as ISAS  # re-exported: tests/arm64/run.sh lists them here
 
-ISAS = ("avx512vnni", "neon-sdot", "generic")
-ENV_VAR = "EDGE_AGENT_KERNEL_ISA"
 #: AArch64 CPUs (LLVM names, as in NUMBA_CPU_NAME) that have the dot-product extension
 DOTPROD_CPUS = frozenset({"cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
                           "cortex-x1", "neoverse-n1", "neoverse-v1", "neoverse-n2",
@@ -52,17 +51,12 @@ def detect() -> str:
 
 def select() -> str:
     """The instruction set to use: ``EDGE_AGENT_KERNEL_ISA`` if set and valid, else detected."""
-    forced = os.environ.get(ENV_VAR, "").strip()
-    if forced:
-        if forced not in ISAS:
-            raise ValueError(f"{ENV_VAR}={forced!r} is not one of {ISAS}")
-        if forced != "generic" and forced != detect():
-            raise ValueError(f"{ENV_VAR}={forced!r} is not supported by this CPU")
-        return forced
-    return detect()
+    isa = forced()
+    if isa is None:
+        return detect()
+    if isa != "generic" and isa != detect():
+        raise ValueError(f"{ENV_VAR}={isa!r} is not supported by this CPU")
+    return isa
 
 
 ACTIVE_ISA = select()
-#: subtracted from every activation code by the dot product (128 where it is s8 x s8);
-#: the weights' row sums times this offset are folded back into the bias
-ACT_OFFSET = 128 if ACTIVE_ISA == "neon-sdot" else 0

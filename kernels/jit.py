@@ -9,28 +9,19 @@ upgrading any of them starts a fresh cache instead of loading stale machine code
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numba
 
 from kernels import jitcache
+from kernels.cachepaths import sources_digest
 from kernels.isa import ACTIVE_ISA
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
-def _sources_digest() -> str:
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-CACHE_DIR = jitcache.configure(f"{ACTIVE_ISA}/{_sources_digest()}")
+CACHE_DIR = jitcache.configure(f"{ACTIVE_ISA}/{sources_digest()}")
 
 
 def kernel(fn: F) -> F:

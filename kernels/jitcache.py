@@ -1,14 +1,10 @@
 """Where numba keeps compiled kernels on disk.
 
 The directory must be chosen before any kernel module is imported (numba fixes a
-function's cache location when the function is decorated). Resolution order:
-
-1. ``EDGE_AGENT_JIT_CACHE`` or ``NUMBA_CACHE_DIR`` from the environment,
-2. ``$CACHE_DIRECTORY/numba`` (set by systemd for ``CacheDirectory=``),
-3. ``$XDG_CACHE_HOME/edge-agent/numba`` or ``~/.cache/edge-agent/numba``.
-
-A subdirectory per instruction set keeps caches built for different kernel variants
-apart, so a read-only install under ``/usr`` never needs a writable ``__pycache__``.
+function's cache location when the function is decorated). The root is resolved by
+:func:`kernels.cachepaths.cache_root`; a subdirectory per instruction set keeps caches
+built for different kernel variants apart, so a read-only install under ``/usr`` never
+needs a writable ``__pycache__``.
 """
 
 from __future__ import annotations
@@ -19,21 +15,9 @@ from pathlib import Path
 
 import numba
 
+from kernels.cachepaths import cache_root
+
 log = logging.getLogger(__name__)
-
-
-def default_cache_root() -> Path:
-    """The cache root from the environment (see the module docstring)."""
-    for var in ("EDGE_AGENT_JIT_CACHE", "NUMBA_CACHE_DIR"):
-        value = os.environ.get(var)
-        if value:
-            return Path(value)
-    systemd = os.environ.get("CACHE_DIRECTORY")
-    if systemd:  # may hold several ':'-separated directories; the first is ours
-        return Path(systemd.split(":")[0]) / "numba"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "edge-agent" / "numba"
 
 
 def configure(isa: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -42,7 +26,7 @@ def configure(isa: str, root: str | os.PathLike[str] | None = None) -> Path:
     The root is exported as ``EDGE_AGENT_JIT_CACHE`` so that child processes share it.
     An unusable directory is logged and left to numba's own fallback locations.
     """
-    base = Path(root) if root is not None else default_cache_root()
+    base = Path(root) if root is not None else cache_root()
     path = base / isa
     try:
         path.mkdir(parents=True, exist_ok=True)

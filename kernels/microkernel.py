@@ -31,6 +31,7 @@ from numba.extending import intrinsic
 
 from kernels.isa import ACTIVE_ISA
 from kernels.layout import CHUNK
+from kernels.targets import SIGNED_ACTIVATIONS
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
@@ -85,7 +86,6 @@ def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) ->
 
 
 _DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
-_SIGNED = {"neon-sdot"}  # dot products that take activations as s8 (x - 128)
 
 
 def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir.Value]:
@@ -114,7 +114,7 @@ def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir
 def _codegen(bits: int, rows: int, isa: str) -> Any:
     tiles_per_chunk, chunk_bytes = CHUNK[bits]
     dot = _DOT[isa]
-    signed = isa in _SIGNED
+    signed = isa in SIGNED_ACTIVATIONS
 
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
         acc_t, a_t, _, _, _, w_t, _, _ = sig.args

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels import gemm, layout, runner
-from kernels.isa import ACT_OFFSET
+from kernels import layout, tables
 from kernels.packing import check_bits
 
 _SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
@@ -62,16 +61,16 @@ class Weights:
     m0: np.ndarray  # int32
     shift: np.ndarray  # int32
     out_mult: np.ndarray  # float32
-    ltab: np.ndarray  # int64 (layers, runner.LAYER_FIELDS)
+    ltab: np.ndarray  # int64 (layers, tables.LAYER_FIELDS)
 
 
 @dataclass(frozen=True)
 class Model:
     """Structure of a compiled model; pair it with a :class:`Weights` to run."""
 
-    ops: np.ndarray  # int64 (ops, runner.OP_FIELDS)
-    tens: np.ndarray  # int64 (tensors, runner.T_FIELDS) activation layouts
-    sizes: np.ndarray  # int64 scratch sizes (runner.S_*)
+    ops: np.ndarray  # int64 (ops, tables.OP_FIELDS)
+    tens: np.ndarray  # int64 (tensors, tables.T_FIELDS) activation layouts
+    sizes: np.ndarray  # int64 scratch sizes (tables.S_*)
     slots: tuple[_Slot, ...]
     input_shape: tuple[int, ...]
     num_outputs: int
@@ -80,6 +79,7 @@ class Model:
     in_scale: np.float32
     in_zp: int
     act_hi: int
+    act_offset: int  # subtracted from activation codes by the dot product (kernels.targets)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -125,8 +125,13 @@ class _Tensor:
 
 def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 params: Sequence[LayerParams], mean: np.ndarray, std: np.ndarray,
-                in_scale: float, in_zp: int, act_bits: int) -> tuple[Model, Weights]:
-    """Check the layer list against ``input_shape`` and the parameters; plan and pack."""
+                in_scale: float, in_zp: int, act_bits: int, *,
+                act_offset: int) -> tuple[Model, Weights]:
+    """Check the layer list against ``input_shape`` and the parameters; plan and pack.
+
+    ``act_offset`` is that of the instruction set the kernels run on
+    (:func:`kernels.targets.act_offset`): it is folded into the biases.
+    """
     shape = tuple(int(v) for v in input_shape)
     if not 1 <= len(shape) <= 3:
         raise ValueError(f"input shape {shape} must be (C,), (C, T) or (C, H, W)")
@@ -145,8 +150,8 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     for op in layers:
         kind = op["op"]
         reorder: tuple[str, int, tuple[int, ...]]
-        row = [0] * runner.OP_FIELDS
-        row[runner.F_IN] = len(tensors) - 1
+        row = [0] * tables.OP_FIELDS
+        row[tables.F_IN] = len(tensors) - 1
         src = tensors[-1]
         if (centred or flat_from) and kind != "linear":
             raise ValueError(f"only a linear layer may follow gap or flatten, not {kind}")
@@ -162,7 +167,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 out = int(op["out_features"])
                 reorder = ("flatten", flat_from[0], (flat_from[1],)) if (
                     flat_from and flat_from[1] > 1) else ("none", 0, ())
-                row[runner.F_OP] = runner.OP_LINEAR_I32 if centred else runner.OP_LINEAR
+                row[tables.F_OP] = tables.OP_LINEAR_I32 if centred else tables.OP_LINEAR
                 oh = ow = 1
             else:
                 if int(op["in_ch"]) != c:
@@ -172,22 +177,22 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 spatial = (kw,) if kind == "conv1d" else (kh, kw)
                 reorder = ("conv", c, spatial)
                 k_in = kh * kw * c
-                row[runner.F_KH:runner.F_SW + 1] = [kh, kw, sh, sw]
+                row[tables.F_KH:tables.F_SW + 1] = [kh, kw, sh, sw]
                 src.ph, src.pw, src.fill = ph, pw, int(p.in_zp)
                 if kind == "conv1d":  # windows are contiguous runs of the padded signal
-                    row[runner.F_OP] = runner.OP_CONV_DIRECT
+                    row[tables.F_OP] = tables.OP_CONV_DIRECT
                     src.w_mult = sw
                 else:
-                    row[runner.F_OP] = runner.OP_CONV_IM2COL
+                    row[tables.F_OP] = tables.OP_CONV_IM2COL
                     col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
             _check_params(p, out, k_in, last, len(slots))
-            row[runner.F_MAP + gemm.M_PREMAX] = int(_never_wraps(p, k_in))
+            row[tables.F_MAP + tables.M_PREMAX] = int(_never_wraps(p, k_in))
             if last and oh * ow != 1:
                 raise ValueError("the last weighted layer must have one output position")
-            row[runner.F_OH:runner.F_OW + 1] = [oh, ow]
-            row[runner.F_PKH:runner.F_PKW + 1] = [1, 1]
-            row[runner.F_LAYER] = len(slots)
-            row[runner.F_LAST] = int(last)
+            row[tables.F_OH:tables.F_OW + 1] = [oh, ow]
+            row[tables.F_PKH:tables.F_PKW + 1] = [1, 1]
+            row[tables.F_LAYER] = len(slots)
+            row[tables.F_LAST] = int(last)
             slots.append(_Slot(kind, out, k_in, reorder, centred, bool(op.get("relu", False))))
             h, w, c = oh, ow, out
             zp = p.out_zp if p.out_zp is not None else 0
@@ -197,17 +202,17 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
             h, w = oh, ow
             prev = ops[-1] if ops else None
             if (kind.startswith("max") and (kh, kw) == (sh, sw) and prev is not None
-                    and prev[runner.F_OP] in (runner.OP_CONV_DIRECT, runner.OP_CONV_IM2COL)
-                    and prev[runner.F_PKH] == prev[runner.F_PKW] == 1):
-                prev[runner.F_PKH:runner.F_PKW + 1] = [kh, kw]  # fused into the epilogue
+                    and prev[tables.F_OP] in (tables.OP_CONV_DIRECT, tables.OP_CONV_IM2COL)
+                    and prev[tables.F_PKH] == prev[tables.F_PKW] == 1):
+                prev[tables.F_PKH:tables.F_PKW + 1] = [kh, kw]  # fused into the epilogue
                 src.h, src.w = h, w
                 continue
-            row[runner.F_OP] = runner.OP_MAXPOOL if kind.startswith("max") else runner.OP_AVGPOOL
-            row[runner.F_KH:runner.F_SW + 1] = [kh, kw, sh, sw]
-            row[runner.F_OH:runner.F_OW + 1] = [oh, ow]
+            row[tables.F_OP] = tables.OP_MAXPOOL if kind.startswith("max") else tables.OP_AVGPOOL
+            row[tables.F_KH:tables.F_SW + 1] = [kh, kw, sh, sw]
+            row[tables.F_OH:tables.F_OW + 1] = [oh, ow]
         elif kind == "gap":
-            row[runner.F_OP] = runner.OP_GAP
-            row[runner.F_ZP] = zp
+            row[tables.F_OP] = tables.OP_GAP
+            row[tables.F_ZP] = zp
             vec = max(vec, c)
             h = w = 1
             centred = True
@@ -217,15 +222,15 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
             continue
         else:
             raise ValueError(f"unknown layer op {kind!r}")
-        row[runner.F_OUT] = len(tensors)
+        row[tables.F_OUT] = len(tensors)
         tensors.append(_Tensor(h, w, c))
         ops.append(row)
-    if not slots or ops[-1][runner.F_OP] not in runner.WEIGHTED_OPS:
+    if not slots or ops[-1][tables.F_OP] not in tables.WEIGHTED_OPS:
         raise ValueError("the layer list must end with a weighted layer")
     tens = np.array([t.row() for t in tensors], dtype=np.int64)
     for row in ops:
         _set_map(row, tens)
-    act = int(tens[:, runner.T_SS].max())
+    act = int(tens[:, tables.T_SS].max())
     per_sample = 2 * (act + _SLACK) + col + _SLACK
     chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
     sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), chunk], dtype=np.int64)
@@ -235,6 +240,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
         mean=np.ascontiguousarray(mean, dtype=np.float32),
         std=np.ascontiguousarray(std, dtype=np.float32),
         in_scale=np.float32(in_scale), in_zp=int(in_zp), act_hi=(1 << int(act_bits)) - 1,
+        act_offset=int(act_offset),
     )
     if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
         raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
@@ -242,7 +248,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
 
 
 def _never_wraps(p: LayerParams, k: int) -> bool:
-    """Whether ``sum (x - ACT_OFFSET) q + folded bias`` fits int32 for any codes.
+    """Whether ``sum (x - act_offset) q + folded bias`` fits int32 for any codes.
 
     Then requantization is monotone in the sums, and a fused max pool may take the max
     of the int32 sums before requantizing (same result, fewer requantizations). Both the
@@ -255,25 +261,25 @@ def _never_wraps(p: LayerParams, k: int) -> bool:
 
 def _set_map(row: list[int], tens: np.ndarray) -> None:
     """Fill the epilogue map of a weighted op: GEMM rows -> cells of its output tensor."""
-    if row[runner.F_OP] not in runner.WEIGHTED_OPS:
+    if row[tables.F_OP] not in tables.WEIGHTED_OPS:
         return
-    src, dst = tens[row[runner.F_IN]], tens[row[runner.F_OUT]]
-    oh, ow = row[runner.F_OH], row[runner.F_OW]
+    src, dst = tens[row[tables.F_IN]], tens[row[tables.F_OUT]]
+    oh, ow = row[tables.F_OH], row[tables.F_OW]
     rows = oh * ow
-    if row[runner.F_OP] == runner.OP_CONV_DIRECT:
-        rows = int(src[runner.T_WP]) // row[runner.F_SW]
-    m = runner.F_MAP
-    row[m + gemm.M_R] = rows
-    row[m + gemm.M_P] = oh * ow
-    row[m + gemm.M_OW] = ow
-    row[m + gemm.M_PKH] = row[runner.F_PKH]
-    row[m + gemm.M_PKW] = row[runner.F_PKW]
-    row[m + gemm.M_POH] = int(dst[runner.T_H])
-    row[m + gemm.M_POW] = int(dst[runner.T_W])
-    row[m + gemm.M_SS] = int(dst[runner.T_SS])
-    row[m + gemm.M_WP] = int(dst[runner.T_WP])
-    row[m + gemm.M_PH] = int(dst[runner.T_PH])
-    row[m + gemm.M_PW] = int(dst[runner.T_PW])
+    if row[tables.F_OP] == tables.OP_CONV_DIRECT:
+        rows = int(src[tables.T_WP]) // row[tables.F_SW]
+    m = tables.F_MAP
+    row[m + tables.M_R] = rows
+    row[m + tables.M_P] = oh * ow
+    row[m + tables.M_OW] = ow
+    row[m + tables.M_PKH] = row[tables.F_PKH]
+    row[m + tables.M_PKW] = row[tables.F_PKW]
+    row[m + tables.M_POH] = int(dst[tables.T_H])
+    row[m + tables.M_POW] = int(dst[tables.T_W])
+    row[m + tables.M_SS] = int(dst[tables.T_SS])
+    row[m + tables.M_WP] = int(dst[tables.T_WP])
+    row[m + tables.M_PH] = int(dst[tables.T_PH])
+    row[m + tables.M_PW] = int(dst[tables.T_PW])
 
 
 def _check_params(p: LayerParams, out: int, k: int, last: bool, index: int) -> None:
@@ -300,16 +306,16 @@ def kernel_order(slot: _Slot, q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
-def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray) -> np.ndarray:
-    """``bias_q - (in_zp - ACT_OFFSET) * rowsum(q)`` (int32, wrapping), ``bias_q`` after gap.
+def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray, act_offset: int) -> np.ndarray:
+    """``bias_q - (in_zp - act_offset) * rowsum(q)`` (int32, wrapping), ``bias_q`` after gap.
 
-    The micro-kernels sum ``(x - ACT_OFFSET) * q`` over the codes ``x`` (kernels.isa).
+    The micro-kernels sum ``(x - act_offset) * q`` over the codes ``x`` (kernels.targets).
     """
     bias = np.asarray(p.bias_q, dtype=np.int32)
     if slot.centred:
         return bias.copy()
     rowsum = q.astype(np.int64).sum(axis=1)
-    return (bias.astype(np.int64) - (int(p.in_zp) - ACT_OFFSET) * rowsum).astype(np.int32)
+    return (bias.astype(np.int64) - (int(p.in_zp) - act_offset) * rowsum).astype(np.int32)
 
 
 def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
@@ -326,7 +332,7 @@ def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
         o = slot.out_ch
         pad = -o % layout.OUT_BLOCK
         panels.append(panel)
-        biases.append(np.pad(_folded_bias(slot, p, q), (0, pad)))
+        biases.append(np.pad(_folded_bias(slot, p, q, model.act_offset), (0, pad)))
         m0s.append(np.zeros(o + pad, np.int32) if p.m0 is None
                    else np.pad(np.asarray(p.m0, np.int32), (0, pad)))
         shifts.append(np.ones(o + pad, np.int32) if p.shift is None
@@ -366,6 +372,6 @@ def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarra
         old_q = layout.from_panel(weights.panel[w_off:w_off + new_panel.size], o, slot.k, bits)
         if not slot.centred:  # refold bias_q with the new rows (see _folded_bias)
             delta = q.astype(np.int64).sum(axis=1) - old_q.astype(np.int64).sum(axis=1)
-            bias[p0:p0 + o] = (old_bias - (in_zp - ACT_OFFSET) * delta).astype(np.int32)
+            bias[p0:p0 + o] = (old_bias - (in_zp - model.act_offset) * delta).astype(np.int32)
     return Weights(panel=panel, bias=bias, m0=weights.m0, shift=weights.shift,
                    out_mult=weights.out_mult, ltab=weights.ltab)

@@ -1,36 +1,60 @@
 """The whole-model interpreter: one compiled call runs every layer of every sample.
 
-A model is an op table and a tensor-layout table (see :mod:`kernels.program`) plus flat
-weight arrays. The batch goes through the layers in chunks of up to ``sizes[S_CHUNK]``
-samples: every weighted layer is one GEMM over the rows of all samples of the chunk, and
-its epilogue writes straight into the next layer's (padded) input layout.
+A model is an op table and a tensor-layout table (see :mod:`kernels.program`; columns in
+:mod:`kernels.tables`) plus flat weight arrays. The batch goes through the layers in chunks
+of up to ``sizes[S_CHUNK]`` samples: every weighted layer is one GEMM over the rows of all
+samples of the chunk, and its epilogue writes straight into the next layer's (padded) input
+layout.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kernels.gemm import MAP_FIELDS, gemm_rows, linear_i32
+from kernels.gemm import gemm_rows, linear_i32
 from kernels.jit import kernel
 from kernels.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
-
-# op codes
-(OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32, OP_MAXPOOL, OP_AVGPOOL,
- OP_GAP) = range(1, 8)
-WEIGHTED_OPS = (OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32)
-# columns of an op-table row; F_MAP starts the epilogue map (kernels.gemm.M_*)
-(F_OP, F_IN, F_OUT, F_LAYER, F_LAST, F_ZP, F_KH, F_KW, F_SH, F_SW, F_OH, F_OW, F_PKH,
- F_PKW, F_MAP) = range(15)
-OP_FIELDS = F_MAP + MAP_FIELDS
-# columns of a tensor-table row: interior (h, w, c), padding, padded width, bytes per
-# sample, code of the padding
-T_H, T_W, T_C, T_PH, T_PW, T_WP, T_SS, T_FILL = range(8)
-T_FIELDS = 8
-# columns of a layer-table row
-L_WOFF, L_BITS, L_K, L_OUT, L_P0, L_INZP, L_OUTZP, L_LO, L_KP = range(9)
-LAYER_FIELDS = 9
-# entries of the sizes vector
-S_ACT, S_COL, S_VEC, S_CHUNK = range(4)
+from kernels.tables import (
+    F_IN,
+    F_KH,
+    F_KW,
+    F_LAST,
+    F_LAYER,
+    F_MAP,
+    F_OH,
+    F_OP,
+    F_OUT,
+    F_OW,
+    F_SH,
+    F_SW,
+    F_ZP,
+    L_BITS,
+    L_K,
+    L_KP,
+    L_LO,
+    L_OUT,
+    L_OUTZP,
+    L_P0,
+    L_WOFF,
+    OP_AVGPOOL,
+    OP_CONV_DIRECT,
+    OP_CONV_IM2COL,
+    OP_GAP,
+    OP_LINEAR_I32,
+    OP_MAXPOOL,
+    S_ACT,
+    S_CHUNK,
+    S_COL,
+    S_VEC,
+    T_C,
+    T_FILL,
+    T_H,
+    T_PH,
+    T_PW,
+    T_SS,
+    T_W,
+    T_WP,
+)
 
 
 @kernel

@@ -1,13 +1,22 @@
-"""Shared fixtures: paths to the real data and small trained bundles (trained once per run)."""
+"""Shared fixtures: paths to the real data, small trained bundles (trained once per run)
+and ahead-of-time compiled kernels (built once per run)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from kernels import backend
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Engines (here and in child processes) JIT-compile unless a test asks for AOT kernels:
+# what a test checks must not depend on what the developer's kernel cache holds.
+os.environ.setdefault("EDGE_AGENT_KERNELS", "jit")
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +60,21 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gunpoint_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small GunPoint bundle with a 4-bit model (short training)."""
     return _train_bundle(tmp_path_factory.mktemp("bundles"), "gunpoint", [4], "gunpoint.eab")
+
+
+@pytest.fixture(scope="session")
+def aot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernel cache root whose ``aot/`` holds kernels built by ``edge-agent compile-kernels``."""
+    root = tmp_path_factory.mktemp("kernel-cache")
+    env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(root)}
+    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "compile-kernels"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "compiled the" in done.stdout, done.stdout
+    return root
+
+
+@pytest.fixture(scope="session")
+def aot_kernels(aot_cache: Path) -> backend.Kernels:
+    """The AOT kernels of :func:`aot_cache`, loaded in this process."""
+    return backend.load("aot", aot_dir=aot_cache / "aot")

@@ -15,7 +15,7 @@ import pytest
 from edge_agent import reference
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.engine import Engine
-from kernels import gemm, runner
+from kernels import backend, tables
 from kernels.fixedpoint import quantize_multipliers
 from kernels.packing import pack_rows, qrange
 
@@ -149,7 +149,7 @@ def test_sums_that_may_wrap_pool_after_requantizing() -> None:
     sign = np.where(np.arange(layer.bias_q.size) % 2 == 0, 1, -1)
     layer.bias_q = (sign * (2**31 - 1000)).astype(np.int32)
     engine = Engine(bundle)
-    assert engine._state.model.ops[0, runner.F_MAP + gemm.M_PREMAX] == 0
+    assert engine._state.model.ops[0, tables.F_MAP + tables.M_PREMAX] == 0
     x = _inputs(SENSOR, 9)
     want = reference.forward(SENSOR["layers"], bundle.quant[8], bundle.norm_mean,
                              bundle.norm_std, x)
@@ -182,9 +182,19 @@ def test_properties_and_bit_switch(engines: dict[str, tuple[Bundle, Engine]]) ->
         engine.set_bits(5)
 
 
-def test_swap_weights_matches_reference_and_layer_codes() -> None:
+@pytest.fixture(params=["jit", "aot"])
+def kernels(request: pytest.FixtureRequest) -> backend.Kernels:
+    """Each kernel backend: numba's JIT, and the AOT module built for the test session."""
+    if request.param == "aot":
+        aot: backend.Kernels = request.getfixturevalue("aot_kernels")
+        return aot
+    return backend.load("jit")
+
+
+def test_swap_weights_matches_reference_and_layer_codes(kernels: backend.Kernels) -> None:
     bundle = random_bundle(IMAGE, seed=3, bits=(4,))
-    engine = Engine(bundle)
+    engine = Engine(bundle, kernels=kernels)
+    assert engine.backend == kernels.backend
     rng = np.random.default_rng(5)
     before = engine.model_version
     new_q = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
@@ -205,9 +215,9 @@ def test_swap_weights_matches_reference_and_layer_codes() -> None:
         engine.swap_weights({7: new_q[0]})
 
 
-def test_swap_is_atomic_under_concurrent_inference() -> None:
+def test_swap_is_atomic_under_concurrent_inference(kernels: backend.Kernels) -> None:
     bundle = random_bundle(SENSOR, seed=7, bits=(8,))
-    engine = Engine(bundle)
+    engine = Engine(bundle, kernels=kernels)
     x = _inputs(SENSOR, 2)
     rng = np.random.default_rng(9)
     sets = [[rng.integers(-128, 128, (lq.out_features, lq.k)).astype(np.int8)

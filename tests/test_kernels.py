@@ -11,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent import reference
-from kernels import jitcache, layout
+from kernels import cachepaths, layout
 from kernels.epilogue import requant_store
 from kernels.fixedpoint import quantize_multiplier, requantize_reference
 from kernels.gemm import gemm_rows, identity_map
-from kernels.isa import ACT_OFFSET
+from kernels.isa import ACTIVE_ISA
 from kernels.ops import quantize_input
 from kernels.packing import qrange
+from kernels.targets import act_offset
 
 
 @settings(max_examples=40, deadline=None)
@@ -53,7 +54,7 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
     logits = np.empty(rows * out_ch, np.float32)
     zeros = np.zeros(out_ch, np.int32)
-    fold = (ACT_OFFSET * q.astype(np.int32).sum(axis=1)).astype(np.int32)  # see kernels.isa
+    fold = (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
     gemm_rows(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, fold, zeros,
               zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True, identity_map(out_ch),
               np.empty(1, np.uint8), logits, np.empty(128, np.int32))
@@ -163,6 +164,6 @@ def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for var in ("EDGE_AGENT_JIT_CACHE", "NUMBA_CACHE_DIR", "CACHE_DIRECTORY", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}/svc:{tmp_path}/other")
-    assert jitcache.default_cache_root() == tmp_path / "svc" / "numba"
+    assert cachepaths.cache_root() == tmp_path / "svc" / "numba"
     monkeypatch.setenv("EDGE_AGENT_JIT_CACHE", str(tmp_path / "explicit"))
-    assert jitcache.default_cache_root() == tmp_path / "explicit"
+    assert cachepaths.cache_root() == tmp_path / "explicit"
