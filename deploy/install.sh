@@ -16,6 +16,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=/
 PREFIX=/opt/edge-agent
 UNIT=edge-agent.service
+CACHE=/var/cache/edge-agent     # the unit's CacheDirectory= (its $CACHE_DIRECTORY)
 ACTION=install
 PURGE=0
 START=1
@@ -113,9 +114,35 @@ install_files() {
   install -m 0644 "$SRC/systemd/$UNIT" "$T/etc/systemd/system/$UNIT"
 }
 
+# Compile the kernels ahead of time where the service looks for them ($CACHE/numba/aot):
+# the agent then runs without numba in memory. Never fails the install: without a C
+# compiler or the Python headers the agent JIT-compiles the kernels instead.
+compile_kernels() {
+  local exe=$PREFIX/venv/bin/edge-agent out why
+  if [ ! -x "$T$exe" ]; then
+    say "kernels: AOT build unavailable (no $exe); the agent will JIT-compile"
+    return 0
+  fi
+  say "kernels: compiling ahead of time into $CACHE/numba/aot (a minute or two on a Pi)"
+  if out=$(in_root env -u EDGE_AGENT_JIT_CACHE -u NUMBA_CACHE_DIR -u EDGE_AGENT_KERNELS \
+             CACHE_DIRECTORY="$CACHE" "$exe" compile-kernels 2>&1); then
+    say "kernels: ${out##*$'\n'}"
+  else
+    why=$(sed -n 's/.*AOT build unavailable (\(.*\)); the engine.*/\1/p' <<<"$out" | tail -n 1)
+    say "kernels: AOT build unavailable (${why:-$(tail -n 1 <<<"$out")}); the agent will JIT-compile"
+  fi
+  # DynamicUser=: systemd gives a new cache directory to the service's user when it
+  # starts; in one that user already owns, what root just created must be given too.
+  if [ -d "$T$CACHE/numba" ]; then
+    chown -R --reference="$T$CACHE" "$T$CACHE/numba" \
+      || say "kernels: warning: cannot give $CACHE/numba to the service's user"
+  fi
+}
+
 do_install() {
   [ "$VENV" -eq 1 ] && install_venv
   install_files
+  compile_kernels
   enable_unit
   if [ "$START" -eq 1 ] && live_systemd; then
     systemctl restart "$UNIT"
