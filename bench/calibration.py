@@ -119,7 +119,7 @@ def flip_method(
     buf.update(X, y, labelled, {bits: lambda a: engine.predict(a)[0]}, fp_predict_fn(bundle))
     calib = BitFlipCalibrator(bundle, proposer, FLIP)
     for r in range(ROUNDS):
-        calib.run_round(engine, buf.X, buf.y, seed=r)
+        calib.run_round(engine, buf.X, buf.y, seed=r, labelled=buf.labelled)
     return engine, time.thread_time() - t0
 
 
@@ -272,7 +272,7 @@ def bit_switch(ds: Dataset, bundle: Bundle, drift: str, seed: int) -> dict[str, 
     )
     calib = BitFlipCalibrator(bundle, network_proposer(net, FLIP.threshold), FLIP)
     for r in range(ROUNDS):
-        calib.run_round(engine, buf.X, buf.y, seed=r)
+        calib.run_round(engine, buf.X, buf.y, seed=r, labelled=buf.labelled)
     return {
         "8bit_drifted": at8,
         "after_switch_to_4": at4,

@@ -1,8 +1,11 @@
 """Plain-numpy integer reference of docs/quantization.md.
 
 Written straight from the text, in the document's own layouts (channels first, torch
-weight order), to check the numba engine bit for bit. Slow and simple on purpose.
-Accumulators are int32 and wrap modulo 2^32, as in the kernels.
+weight order), to check the numba engine bit for bit. Simple on purpose. Accumulators are
+int32 and wrap modulo 2^32, as in the kernels. Products of int32 inputs and int8
+weights (below 2^38 in size) are summed in float64 (BLAS) when a sum has fewer than 2^15
+terms: every partial sum is then an integer below 2^53, so the result is exactly the int64
+sum.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ def _wrap32(acc: np.ndarray) -> np.ndarray:
     return acc.astype(np.int64).astype(np.int32)
 
 
+def _exact_dot(a: np.ndarray, b: np.ndarray, axes: tuple[list[int], list[int]]) -> np.ndarray:
+    """int64 tensordot of int32-range ``a`` and int8-range ``b``; through float64 BLAS
+    where that is exact (fewer than 2^15 terms per sum)."""
+    terms = int(np.prod([b.shape[i] for i in axes[1]]))
+    if terms >= 1 << 15:
+        return np.tensordot(a.astype(np.int64), b.astype(np.int64), axes=axes)
+    out = np.tensordot(a.astype(np.float64), b.astype(np.float64), axes=axes)
+    return out.astype(np.int64)
+
+
 def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
          stride: Sequence[int], padding: Sequence[int]) -> np.ndarray:
     """int32 accumulators of a 1-D or 2-D convolution: (N, C, *S) codes -> (N, O, *S')."""
@@ -44,7 +57,7 @@ def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
     win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
     # win: (N, C, *S', *kernel); contract C and kernel axes with q (O, C, *kernel)
     axes_win = [1, *range(2 + nd, 2 + 2 * nd)]
-    acc = np.tensordot(win, q.astype(np.int64), axes=(axes_win, [1, *range(2, 2 + nd)]))
+    acc = _exact_dot(win, q, (axes_win, [1, *range(2, 2 + nd)]))
     acc = np.moveaxis(acc, -1, 1)  # (N, O, *S')
     bias = bias_q.astype(np.int64).reshape((1, -1, *(1,) * nd))
     return _wrap32(acc + bias)
@@ -53,7 +66,7 @@ def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
 def linear(x: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int) -> np.ndarray:
     """int32 accumulators of a linear layer on uint8 codes (or int32 centred sums, zp 0)."""
     centred = x.astype(np.int64) - in_zp
-    return _wrap32(centred @ q.astype(np.int64).T + bias_q.astype(np.int64))
+    return _wrap32(_exact_dot(centred, q, ([1], [1])) + bias_q.astype(np.int64))
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool,

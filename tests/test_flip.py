@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,10 @@ def test_gate_rolls_back_a_round_that_hurts(basicmotions_bundle: Path) -> None:
     assert result.loss_after < result.loss_before  # the flips did fit the wrong labels
     assert not result.decision.accepted  # worse accuracy, or equal accuracy and worse loss
     assert result.decision.reason in (
-        "worse on held-out data", "same held-out score, higher held-out loss")
+        "worse on held-out data",
+        "worse on pre-drift anchors",
+        "held-out plus anchor soft accuracy not higher",
+    )
     assert result.decision.after <= result.decision.before <= acc_before + 1e-9
     assert engine.model_version == before and result.version is None and result.flips == 0
 
@@ -120,8 +124,11 @@ def test_accepted_round_swaps_weights_within_range(basicmotions_bundle: Path) ->
     bundle = load_bundle(basicmotions_bundle)
     ds = load_dataset("basicmotions")
     engine = Engine(bundle, bits=4)
-    cfg = FlipConfig(budget_fraction=0.02, iterations=3, tolerance=1.0)  # gate always passes
-    calib = BitFlipCalibrator(bundle, greedy_proposer(), cfg)
+    # the held-out score may not veto, and without a QCore there are no anchors that could
+    cfg = FlipConfig(budget_fraction=0.02, iterations=3, tolerance=1.0)
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith("qcore_")}
+    calib = BitFlipCalibrator(dataclasses.replace(bundle, extras=extras), greedy_proposer(), cfg)
+    assert len(calib.anchor_X) == 0
     y = np.zeros_like(ds.y_train)  # labels the model disagrees with: the flips must move it
     result = calib.run_round(engine, ds.X_train, y, seed=1)
     if result.flips == 0:
@@ -134,6 +141,82 @@ def test_accepted_round_swaps_weights_within_range(basicmotions_bundle: Path) ->
         assert q.min() >= lo and q.max() <= hi
         changed += int((q != q0).sum())
     assert changed == result.flips
+
+
+def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:
+    X = np.arange(10, dtype=np.float32)[:, None]
+    labels = (X[:, 0] >= 5).astype(np.int64)
+    held = (X[:4], labels[:4])
+    anchors = (X, labels)
+
+    def logits(margin: float, flip_first: int = 0) -> gate.Logits:
+        def f(a: np.ndarray) -> np.ndarray:
+            sign = np.where(a[:, 0] >= 5, 1.0, -1.0)
+            sign[:flip_first] = 1.0  # wrong on the first ones
+            return np.stack([-margin * sign, margin * sign], axis=1)
+
+        return f
+
+    passed = gate.decide(0.5, 0.8, 4, "accuracy")
+    assert passed.accepted
+    current, better = logits(1.0), logits(3.0)
+    assert gate.guard(passed, current, better, held, anchors).accepted
+    assert not gate.guard(passed, current, current, held, anchors).accepted  # no gain
+    forgets = logits(3.0, flip_first=5)  # all five class-0 anchors now wrong
+    vetoed = gate.guard(passed, current, forgets, held, anchors)
+    assert not vetoed.accepted and vetoed.reason == "worse on pre-drift anchors"
+    # surer on the held-out part, much less sure on the anchors: no net gain
+    unsure = logits(0.2)
+    surer_held = lambda a: np.where(a[:, :1] < 4, better(a), unsure(a))  # noqa: E731
+    vetoed = gate.guard(passed, current, surer_held, held, anchors)
+    assert not vetoed.accepted and "soft accuracy" in vetoed.reason
+    assert gate.guard(passed, current, surer_held, held, (X[:0], labels[:0])).accepted
+    rejected = gate.decide(0.8, 0.5, 4, "accuracy")
+    assert not gate.guard(rejected, current, better, held, anchors).accepted
+
+
+def test_gate_scores_on_labelled_samples_when_there_are_enough(basicmotions_bundle: Path) -> None:
+    calib = BitFlipCalibrator(load_bundle(basicmotions_bundle), greedy_proposer(), FlipConfig())
+    labelled = np.arange(40) % 3 == 0  # 14 labelled: 4 held out, the minimum
+    cal, hold, all_labelled = calib._split(40, labelled, seed=3)
+    assert all_labelled and labelled[hold].all() and len(hold) == 4
+    assert sorted([*cal, *hold]) == list(range(40))
+    cal, hold, all_labelled = calib._split(40, np.arange(40) % 5 == 0, seed=3)  # 8: too few
+    assert len(hold) == 12 and not all_labelled and len(set(cal) | set(hold)) == 40
+
+
+def test_hidden_task_step_pulls_drifted_samples_towards_class_prototypes(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    quant = bundle.quant[8]
+    ds = load_dataset("basicmotions")
+    calib = BitFlipCalibrator(bundle, greedy_proposer())
+    drifted = ds.X_test[:16] + 1.5 * ds.X_test[:16].std(axis=2, keepdims=True)
+    X = np.concatenate([drifted, calib.anchor_X])
+    y = np.concatenate([ds.y_test[:16], calib.anchor_y])
+    anchors = np.arange(len(X)) >= 16
+    codes = calib.deployed_codes(8)
+    residuals = calib.residuals(8)
+    task = FEATURES.index("task_step")
+
+    def distance(codes: list[np.ndarray]) -> float:  # first layer, drifted samples
+        _, tr = trace(bundle, calib.quant_with(8, codes), X)
+        m = tr[0].out_mean
+        protos = {c: m[anchors & (y == c)].mean(axis=0) for c in np.unique(y[anchors])}
+        return float(np.mean([np.abs(m[i] - protos[y[i]]).sum() for i in range(16)]))
+
+    logits, traces = trace(bundle, calib.quant_with(8, codes), X)
+    feats = layer_features(bundle, quant, codes, codes, residuals, traces, logits, y, anchors)
+    no_anchor = layer_features(bundle, quant, codes, codes, residuals, traces, logits, y)
+    assert all(np.all(f[..., task] == 0) for f in no_anchor[:-1])
+    step = feats[0][..., task]
+    assert np.any(step != 0)
+    top = np.abs(step) >= np.quantile(np.abs(step), 0.95)
+    moved = [np.where(top, np.sign(step), 0).astype(np.int8)] + [
+        np.zeros_like(q) for q in codes[1:]
+    ]
+    assert distance(apply_flips(codes, moved, 8)) < distance(codes)
 
 
 def test_flipnet_round_trips_through_bundle_extras() -> None:

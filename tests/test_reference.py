@@ -61,3 +61,17 @@ def test_pooling_and_gap() -> None:
     np.testing.assert_array_equal(reference.pool(x, (2,), (2,), "avg"), [[[2, 4]]])  # 1.5 -> 2
     np.testing.assert_array_equal(reference.pool(x, (3,), (1,), "avg"), [[[2, 3, 5]]])
     np.testing.assert_array_equal(reference.gap(x, 3), [[18 - 15]])
+
+
+def test_float_accumulation_is_exact_at_the_int32_and_int8_extremes() -> None:
+    """Sums below 2^15 terms go through float64 BLAS; larger ones through int64: both must
+    equal the int64 sum bit for bit, also where they wrap modulo 2^32."""
+    rng = np.random.default_rng(7)
+    for k in (100, 1 << 15):
+        x = rng.integers(-(1 << 31), 1 << 31, (3, k), dtype=np.int64)
+        x[0] = (1 << 31) - 1
+        q = rng.integers(-128, 128, (2, k)).astype(np.int8)
+        q[0] = 127
+        want = (x @ q.astype(np.int64).T + 5).astype(np.int32)
+        got = reference.linear(x, q, np.array([5, 5], np.int32), 0)
+        np.testing.assert_array_equal(got, want)

@@ -54,6 +54,7 @@ class CalibrationConfig:
     holdout_fraction: float = 0.3
     min_holdout: int = 4
     tolerance: float = 0.0
+    anchor_tolerance: float = 0.05
 
     def flip_config(self) -> FlipConfig:
         """The flip-round knobs."""
@@ -64,6 +65,7 @@ class CalibrationConfig:
             self.holdout_fraction,
             self.min_holdout,
             self.tolerance,
+            self.anchor_tolerance,
         )
 
     def buffer_config(self) -> BufferConfig:
@@ -190,17 +192,17 @@ class CalibrationController:
                 seqs=np.array([p.seq for p in chunk], dtype=np.int64),
             )
             bx, by = self.buffer.X.copy(), self.buffer.y.copy()
-            metric = "accuracy" if self.buffer.labelled.all() else "target_agreement"
+            blab = self.buffer.labelled.copy()
             rounds = self.buffer.rounds
         result = self.calibrator.run_round(
-            engine, bx, by, seed=rounds if seed is None else seed, metric=metric
+            engine, bx, by, seed=rounds if seed is None else seed, labelled=blab
         )
         self.last = {
             "time": time.time(),
             "method": self.method,
             "accepted": result.decision.accepted,
             "reason": result.decision.reason,
-            "metric": metric,
+            "metric": result.decision.metric,
             "before": result.decision.before,
             "after": result.decision.after,
             "flips": result.flips,

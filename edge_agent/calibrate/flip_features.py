@@ -10,8 +10,13 @@ From them, per weight element ``(o, k)`` of a layer with scale ``s_o``:
 - ``rec_step``: the integer step that best reduces the layer's local reconstruction error
   ``x (W - s q)^T`` on the current inputs, ``((q0 + r - q) C)_ok / C_kk`` with ``C`` the
   input second-moment matrix (re-rounding for the inputs the device now sees);
-- ``task_step``: for the last layer only, the damped diagonal-Newton integer step of the
-  cross-entropy on the (pseudo-)labels: output error times input, no back-propagation;
+- ``task_step``: at the last layer, the damped diagonal-Newton integer step of the
+  cross-entropy on the (pseudo-)labels (output error times input); at a hidden layer, the
+  diagonal least-squares integer step that moves every sample's per-channel mean output
+  towards its class's *prototype*: the mean output of the pre-drift anchor samples (the
+  bundle's QCore) of that class under the current weights. Drifted samples are pulled
+  towards what their class looked like before the drift, anchors stay near it: a task
+  signal at every layer from one forward pass, no back-propagation;
 - ``at_min`` / ``at_max``: the weight sits on the edge of its integer range;
 - ``step_size``: ``2^-(b-1)``, the relative size of one step at this bit-width.
 
@@ -54,6 +59,7 @@ class LayerTrace:
     """What one forward pass tells about one weighted layer."""
 
     patches: np.ndarray  # (M, K) float32 centred input codes / sums, torch column order
+    out_mean: np.ndarray  # (N, O) float64 per-sample, per-channel mean accumulator (real)
 
 
 def _patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
@@ -78,11 +84,15 @@ def _patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
 def trace(bundle: Bundle, quant: QuantModel, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
     """Logits of ``X`` and every weighted layer's patches and accumulators."""
     ops = bundle.weighted_ops()
+    divisors = input_divisors(bundle)
     traces: list[LayerTrace] = []
 
-    def hook(i: int, centred: np.ndarray, _acc: np.ndarray) -> None:
+    def hook(i: int, centred: np.ndarray, acc: np.ndarray) -> None:
         p = _patches(ops[i], centred)
-        traces.append(LayerTrace(p.reshape(-1, p.shape[2]).astype(np.float32)))
+        lq = quant.layers[i]
+        real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisors[i])
+        out_mean = acc.reshape(acc.shape[0], acc.shape[1], -1).mean(axis=2) * real
+        traces.append(LayerTrace(p.reshape(-1, p.shape[2]).astype(np.float32), out_mean))
 
     logits = forward(bundle.arch["layers"], quant, bundle.norm_mean, bundle.norm_std, X, hook)
     return logits, traces
@@ -128,11 +138,14 @@ def layer_features(
     traces: list[LayerTrace],
     logits: np.ndarray,
     labels: np.ndarray,
+    anchors: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Per weighted layer an (O, K, len(FEATURES)) float32 feature array.
 
     ``codes``: current integer weights (O, K); ``deployed``: the bundle's; ``residuals``:
-    float rounding residuals in [-0.5, 0.5] (zeros where the bundle has none).
+    float rounding residuals in [-0.5, 0.5] (zeros where the bundle has none);
+    ``anchors``: which samples are pre-drift references for the hidden layers' class
+    prototypes (none: hidden ``task_step`` is 0).
     """
     qmin, qmax = qrange(quant.weight_bits)
     divisors = input_divisors(bundle)
@@ -147,13 +160,14 @@ def layer_features(
         diag = np.diag(cov) + 1e-12
         target = q0.astype(np.float64) + r - q  # latent minus current, in steps
         rec_step = (target @ cov) / diag[None, :]
-        task_step = np.zeros_like(rec_step)
         if i == last:
             p = _softmax(logits)
             err = -p
             err[np.arange(len(labels)), labels] += 1.0
             curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
             task_step = (err.T @ x / len(x)) / (s_w * curv)
+        else:
+            task_step = _prototype_step(tr.out_mean, x, labels, anchors) / s_w
         feats = np.stack(
             [
                 r,
@@ -169,6 +183,25 @@ def layer_features(
         )
         out.append(feats.astype(np.float32))
     return out
+
+
+def _prototype_step(
+    out_mean: np.ndarray, x: np.ndarray, labels: np.ndarray, anchors: np.ndarray | None
+) -> np.ndarray:
+    """(O, K) real weight step moving per-sample mean outputs towards class prototypes."""
+    n, o = out_mean.shape
+    if anchors is None or not anchors.any():
+        return np.zeros((o, x.shape[1]))
+    protos = np.zeros((int(labels.max()) + 1, o))
+    known = np.zeros(len(protos), bool)
+    for c in np.unique(labels[anchors]):
+        protos[c] = out_mean[anchors & (labels == c)].mean(axis=0)
+        known[c] = True
+    err = np.where(known[labels][:, None], protos[labels] - out_mean, 0.0)  # (N, O)
+    xbar = x.reshape(n, -1, x.shape[1]).mean(axis=1)  # (N, K) mean input per sample
+    curv = (xbar * xbar).mean(axis=0)
+    # diagonal Newton step, shared out over the K inputs that all move the same output
+    return (err.T @ xbar / n) / (x.shape[1] * (curv + 0.1 * curv.mean() + 1e-12))[None, :]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

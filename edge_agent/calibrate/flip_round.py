@@ -2,7 +2,11 @@
 
 A round works on the calibration data the agent holds (QCore buffer plus labelled recent
 samples): part of it drives the flips, a held-out part decides through the gate whether
-the new integer weights replace the engine's. Nothing here imports torch.
+the new integer weights replace the engine's. The bundle's own QCore (pre-drift training
+samples with labels) joins every round as *anchors*: they define the class prototypes of
+the hidden layers' task step, count in the loss the flips must lower, and guard the gate
+against forgetting. A step whose flips do not lower the loss is retried with half the
+budget. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import numpy as np
 from edge_agent.bundle import Bundle, QuantModel
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import (
+    FEATURES,
     RESIDUAL_SCALE,
+    LayerTrace,
     layer_features,
     residual_key,
     trace,
 )
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.engine import Engine
+from edge_agent.qcore import EXTRA_X, EXTRA_Y
 from kernels.packing import pack_rows, qrange, unpack_rows
 
 log = logging.getLogger(__name__)
@@ -38,12 +45,13 @@ Proposer = Callable[[list[np.ndarray]], Proposal]
 class FlipConfig:
     """Knobs of a round (all in the agent's config)."""
 
-    budget_fraction: float = 0.01  # flips per iteration, as a fraction of all weights
+    budget_fraction: float = 0.01  # flips per step, as a fraction of all weights
     threshold: float = 0.5  # network confidence needed for a flip
-    iterations: int = 4  # propose/apply steps per round while the loss falls
+    iterations: int = 4  # propose/apply steps per round (a failed step halves the budget)
     holdout_fraction: float = 0.3
     min_holdout: int = 4
     tolerance: float = 0.0  # held-out score may drop by this much and still pass
+    anchor_tolerance: float = 0.05  # accuracy the pre-drift anchors may lose and still pass
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,14 @@ def network_proposer(net: FlipNet, threshold: float) -> Proposer:
 
 
 def greedy_proposer() -> Proposer:
-    """No network: follow each weight's local step (task step on the last layer,
-    reconstruction step elsewhere) where it exceeds half an integer step."""
+    """No network: follow each weight's local task step (its reconstruction step where
+    the task step is 0: no anchors) where it exceeds half an integer step."""
 
     def propose(feats: list[np.ndarray]) -> Proposal:
         out = []
         for f in feats:
-            step = np.where(f[..., 4] > 0, f[..., 3], f[..., 2])
+            task, rec = f[..., FEATURES.index("task_step")], f[..., FEATURES.index("rec_step")]
+            step = np.where(task != 0, task, rec)
             action = np.where(np.abs(step) > 0.5, np.sign(step), 0).astype(np.int8)
             out.append((action, np.abs(step)))
         return out
@@ -124,13 +133,6 @@ def apply_flips(codes: list[np.ndarray], deltas: list[np.ndarray], bits: int) ->
     ]
 
 
-def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy of float logits against class indices."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
-
-
 class BitFlipCalibrator:
     """Runs rounds for one bundle with one proposer; keeps a scratch engine per bit-width."""
 
@@ -139,6 +141,9 @@ class BitFlipCalibrator:
         self.proposer = proposer
         self.cfg = cfg or FlipConfig()
         self._scratch: dict[int, Engine] = {}
+        shape = (0, *bundle.input_shape)
+        self.anchor_X = np.asarray(bundle.extras.get(EXTRA_X, np.zeros(shape)), np.float32)
+        self.anchor_y = np.asarray(bundle.extras.get(EXTRA_Y, np.zeros(0)), np.int64)
 
     def deployed_codes(self, bits: int) -> list[np.ndarray]:
         """The bundle's integer weights (O, K) at ``bits``."""
@@ -171,40 +176,74 @@ class BitFlipCalibrator:
             self._scratch[bits] = Engine(self.bundle, bits=bits)
         return self._scratch[bits]
 
+    def _split(
+        self, n: int, labelled: np.ndarray | None, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(calibration, held-out) indices and whether the held-out part is all labelled:
+        it is drawn from the labelled samples when they are enough for the gate."""
+        cfg = self.cfg
+        if labelled is not None:
+            lab = np.flatnonzero(labelled)
+            if round(len(lab) * cfg.holdout_fraction) >= cfg.min_holdout:
+                _, h = gate.holdout_split(len(lab), cfg.holdout_fraction, seed)
+                return np.setdiff1d(np.arange(n), lab[h]), lab[h], True
+        cal, hold = gate.holdout_split(n, cfg.holdout_fraction, seed)
+        return cal, hold, labelled is not None and bool(labelled[hold].all())
+
     def run_round(
-        self, engine: Engine, X: np.ndarray, y: np.ndarray, seed: int = 0, metric: str = "accuracy"
+        self,
+        engine: Engine,
+        X: np.ndarray,
+        y: np.ndarray,
+        seed: int = 0,
+        labelled: np.ndarray | None = None,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
-        accepts. ``y`` are labels or, without labels, the FP model's predictions."""
+        accepts. ``y`` are labels or, without labels, the FP model's predictions;
+        ``labelled`` marks the real labels (default: all): the gate scores on labelled
+        samples when there are enough of them, as FP pseudo-labels of drifted inputs can
+        be wrong together with the model."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
         n_layers = len(self.bundle.quant[bits].layers)
-        cal, hold = gate.holdout_split(len(X), cfg.holdout_fraction, seed)
-        Xc, yc = X[cal], y[cal]
+        cal, hold, all_labelled = self._split(len(X), labelled, seed)
+        metric = "accuracy" if labelled is None or all_labelled else "target_agreement"
+        Xc = np.concatenate([X[cal], self.anchor_X])
+        yc = np.concatenate([y[cal], self.anchor_y])
+        anchors = np.arange(len(Xc)) >= len(cal)
         current = [engine.layer_codes(i) for i in range(n_layers)]
         deployed, residuals = self.deployed_codes(bits), self.residuals(bits)
         scratch = self._engine_for(bits)
         budget = max(1, round(cfg.budget_fraction * sum(q.size for q in current)))
 
         best = current
+        traces: list[LayerTrace] | None
         logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
-        best_loss = loss_before = cross_entropy(logits, yc)
+        best_loss = loss_before = gate.cross_entropy(logits, yc)
+        feats: list[np.ndarray] | None = None
         iterations = 0
         for _ in range(cfg.iterations):
             iterations += 1
-            feats = layer_features(
-                self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces, logits, yc
-            )
+            if feats is None:  # features of the current best codes (one traced pass)
+                if traces is None:
+                    logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
+                feats = layer_features(
+                    self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces,
+                    logits, yc, anchors,
+                )
             deltas = select_flips(self.proposer(feats), budget)
             if not any(d.any() for d in deltas):
                 break
             cand = apply_flips(best, deltas, bits)
-            cand_logits, cand_traces = trace(self.bundle, self.quant_with(bits, cand), Xc)
-            cand_loss = cross_entropy(cand_logits, yc)
+            scratch.swap_weights(cand)  # the engine scores candidates: no traced pass
+            cand_loss = gate.cross_entropy(scratch.predict_logits(Xc), yc)
             if cand_loss >= best_loss:
-                break
-            best, best_loss, logits, traces = cand, cand_loss, cand_logits, cand_traces
+                budget //= 2  # same proposal, fewer (the most confident) flips
+                if budget < 1:
+                    break
+                continue
+            best, best_loss, traces, feats = cand, cand_loss, None, None
 
         changed = {
             i: q
@@ -223,15 +262,14 @@ class BitFlipCalibrator:
         )
         if not changed:
             decision = dataclasses.replace(decision, accepted=False, reason="no flip proposed")
-        elif decision.accepted and decision.after <= decision.before:
-            # a tie on a small held-out set says little: then the held-out loss decides
-            xh, yh = X[hold], y[hold]
-            if cross_entropy(scratch.predict_logits(xh), yh) > cross_entropy(
-                engine.predict_logits(xh), yh
-            ):
-                decision = dataclasses.replace(
-                    decision, accepted=False, reason="same held-out score, higher held-out loss"
-                )
+        decision = gate.guard(
+            decision,
+            engine.predict_logits,
+            scratch.predict_logits,
+            (X[hold], y[hold]),
+            (self.anchor_X, self.anchor_y),
+            cfg.anchor_tolerance,
+        )
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = dataclasses.replace(

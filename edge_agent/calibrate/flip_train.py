@@ -4,7 +4,8 @@ Simulated drift episodes are built from the training data with the same drift ki
 publisher injects. In each episode the quantized model's integer weights start at the
 deployed codes, optionally already moved by a few random flips (so the network sees
 non-zero offsets); the forward-only features come from the integer model on the
-episode's samples, and the target action of every weight is the sign of the negative
+episode's drifted samples plus the bundle's QCore as pre-drift anchors (as in a device
+round), and the target action of every weight is the sign of the negative
 gradient of the episode's cross-entropy with respect to that weight (through the torch
 fake-quant model), kept for the weights whose first-order gain from one integer step is
 in the top ``target_fraction`` of their layer and is positive; all others are "keep".
@@ -89,9 +90,11 @@ def episode_examples(
     kind = str(rng.choice(kinds))
     drift = Drift(kind, DEFAULT_STRENGTH.get(kind, 1.0) * float(rng.uniform(0.4, 1.2)), 0)
     idx = rng.choice(len(ds.X_train), size=min(cfg.episode_samples, len(ds.X_train)), replace=False)
-    X = drift.apply_stream(ds.X_train[idx], seed=int(rng.integers(1 << 30)))
-    y = ds.y_train[idx]
     calib = BitFlipCalibrator(bundle, random_proposer(int(rng.integers(1 << 30))))
+    drifted = drift.apply_stream(ds.X_train[idx], seed=int(rng.integers(1 << 30)))
+    X = np.concatenate([drifted, calib.anchor_X])
+    y = np.concatenate([ds.y_train[idx], calib.anchor_y])
+    anchors = np.arange(len(X)) >= len(drifted)
     deployed, residuals = calib.deployed_codes(bits), calib.residuals(bits)
     codes = deployed
     if rng.random() < 0.5:  # start from a state earlier rounds could have left
@@ -101,7 +104,7 @@ def episode_examples(
     quant = calib.quant_with(bits, codes)
     logits, traces = trace(bundle, quant, X)
     feats = layer_features(
-        bundle, bundle.quant[bits], codes, deployed, residuals, traces, logits, y
+        bundle, bundle.quant[bits], codes, deployed, residuals, traces, logits, y, anchors
     )
     x_t = normalize(X, bundle.norm_mean, bundle.norm_std)
     targets = _targets(qnets[bits], codes, x_t, torch.from_numpy(y), cfg.target_fraction)

@@ -2,11 +2,15 @@
 
 A candidate model is scored on a held-out part of the calibration data: accuracy where
 labels exist, agreement with the full-precision model's predictions (pseudo-labels)
-where they do not. It is kept only if its score is not below the current model's.
+where they do not. It is kept only if its score is not below the current model's and,
+with :func:`guard`, if it does not lose accuracy on pre-drift anchor samples (the
+bundle's QCore): after a drift the held-out data is mostly drifted, and a candidate that
+fits it at the cost of what the model knew before must not pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,3 +92,62 @@ def check(
         tolerance,
         min_samples,
     )
+
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of float logits against class indices."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def soft_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean softmax probability of the target class: accuracy as the model expects it,
+    bounded like accuracy (unlike the cross-entropy of confidently wrong samples)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return float((z[np.arange(len(y)), y] / z.sum(axis=1)).mean())
+
+
+Logits = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N, classes) logits
+
+
+def guard(
+    decision: GateDecision,
+    current: Logits,
+    candidate: Logits,
+    held_out: tuple[np.ndarray, np.ndarray],
+    anchors: tuple[np.ndarray, np.ndarray],
+    tolerance: float = 0.0,
+) -> GateDecision:
+    """Second look at an accepted candidate, on logits: withdraw the acceptance when its
+    accuracy on the ``anchors`` (pre-drift samples with labels) is more than ``tolerance``
+    below the current model's, or when its soft accuracy (:func:`soft_accuracy`) on the
+    held-out part plus that on the anchors is not higher: a tie in held-out accuracy, or
+    a gain bought with confidence on what the model knew before, is not evidence enough."""
+    if not decision.accepted:
+        return decision
+    gain = 0.0
+    for name, (X, y) in (("held-out", held_out), ("anchor", anchors)):
+        if len(X) == 0:
+            continue
+        before, after = current(X), candidate(X)
+        acc = [float(np.mean(z.argmax(axis=1) == y)) for z in (before, after)]
+        soft = [soft_accuracy(z, y) for z in (before, after)]
+        log.info(
+            "%s: accuracy %.4f -> %.4f, soft accuracy %.4f -> %.4f on %d samples",
+            name,
+            *acc,
+            *soft,
+            len(X),
+        )
+        if name == "anchor" and acc[1] < acc[0] - tolerance:
+            return dataclasses.replace(
+                decision, accepted=False, reason="worse on pre-drift anchors"
+            )
+        gain += soft[1] - soft[0]
+    if gain <= 0:
+        return dataclasses.replace(
+            decision, accepted=False, reason="held-out plus anchor soft accuracy not higher"
+        )
+    return decision
