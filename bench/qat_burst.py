@@ -1,6 +1,6 @@
-"""Ablation of QAT bursts (RES coreset, CLC, CR) and their cost next to a running engine.
+"""Ablation of QAT bursts (RES coreset, CLC, CR): accuracy and CPU seconds per burst.
 
-Part 1, accuracy. For each data set (raw public files in ``--data-dir``) an FP model is
+For each data set (raw public files in ``--data-dir``) an FP model is
 trained once (seed 0) and quantized post-training (LSQ+ initialization, activation ranges
 from the training split) at 2 and 4 bits: the state a board is in after switching to a
 bit-width it has no QAT model for. Each burst starts from that state and trains the same
@@ -14,26 +14,21 @@ by RES, half at random) at every coreset fraction;
 RES + CLC independent and RES + CLC + CR at 5%; full-pool QAT (the upper
 bound: the whole pool for the same steps, and for 600 steps, the project's QAT length).
 
-Part 2, cost. The bench process plays the agent: a thread runs the engine on single
-samples at ``--rate`` Hz and records each call's latency, first alone, then while a burst
-runs in the burst-runner child process (nice, one thread, bounded) on a buffer-sized pool.
-Reports the burst's CPU seconds (child rusage, torch import included) and the p50 / p99
-inference latency in both phases.
+The coreset defaults (``random_share``, ``score_temperature``) were chosen on validation
+folds of the training split by :mod:`bench.qat_burst_select`, not on this test split. The
+agent's latency while bursts run is measured by :mod:`bench.burst_latency`.
 
-    python -m bench.qat_burst                 # the full run (about 10-15 minutes on 2 cores)
+    python -m bench.qat_burst                 # the full run (30-40 minutes on 2 cores)
     python -m bench.qat_burst --quick         # one seed, 5% only, for a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import statistics
-import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -44,7 +39,6 @@ import numpy as np
 from bench.accuracy import RAW
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.burst_config import BurstConfig
-from edge_agent.calibrate.burst_runner import BurstLimits, BurstRunner
 from edge_agent.data.datasets import Dataset
 from edge_agent.engine import Engine
 
@@ -171,89 +165,6 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-# ---------------------------------------------------------------- latency next to a burst
-
-
-def _latency_phase(
-    engine: Engine, xs: np.ndarray, rate: float, stop: threading.Event
-) -> list[float]:
-    lat: list[float] = []
-    period = 1.0 / rate
-    nxt = time.perf_counter()
-    i = 0
-    while not stop.is_set():
-        t = time.perf_counter()
-        engine.predict(xs[i % len(xs)])
-        lat.append(time.perf_counter() - t)
-        i += 1
-        nxt += period
-        time.sleep(max(0.0, nxt - time.perf_counter()))
-    return lat
-
-
-def latency_under_burst(
-    ds: Dataset, bundle: Bundle, bits: int, buffer: int, rate: float, baseline_s: float, rounds: int
-) -> dict[str, Any]:
-    """Engine latency alone and while a burst child runs, alternating ``rounds`` times."""
-    engine = Engine(bundle, bits=bits)
-    engine.warmup()
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(ds.X_train), min(buffer, len(ds.X_train)), replace=False)
-    pool_x = np.concatenate([ds.X_train[idx], ds.X_test[:buffer]])
-    pool_y = np.concatenate([ds.y_train[idx], np.full(min(buffer, len(ds.X_test)), -1)])
-    cfg = BurstConfig(bits=bits, **{**BASE, "steps": 120, "coreset_fraction": 0.25})
-    alone: list[float] = []
-    during: list[float] = []
-    bursts = []
-    with tempfile.TemporaryDirectory() as work:
-        runner = BurstRunner(work, BurstLimits(wall_s=300, cpu_s=60))
-        for _ in range(rounds):
-            stop = threading.Event()
-            timer = threading.Timer(baseline_s, stop.set)
-            timer.start()
-            alone += _latency_phase(engine, ds.X_test, rate, stop)
-            stop = threading.Event()
-            runner.start(bundle, pool_x, pool_y, cfg)
-            lat: list[float] = []
-            th = threading.Thread(
-                target=lambda s=stop, out=lat: out.extend(
-                    _latency_phase(engine, ds.X_test, rate, s)
-                )
-            )
-            th.start()
-            outcome = runner.wait(timeout=600)
-            stop.set()
-            th.join()
-            during += lat
-            assert outcome is not None
-            bursts.append(
-                {
-                    "state": outcome.state,
-                    "cpu_s": outcome.cpu_s,
-                    "wall_s": outcome.wall_s,
-                    "pool": len(pool_x),
-                    "coreset": outcome.stats.get("coreset_size"),
-                }
-            )
-
-    def pct(v: list[float], q: float) -> float:
-        return float(np.percentile(np.asarray(v) * 1e3, q))
-
-    return {
-        "dataset": ds.name,
-        "bits": bits,
-        "rate_hz": rate,
-        "bursts": bursts,
-        "n_alone": len(alone),
-        "n_during": len(during),
-        "p50_ms_alone": pct(alone, 50),
-        "p99_ms_alone": pct(alone, 99),
-        "p50_ms_during": pct(during, 50),
-        "p99_ms_during": pct(during, 99),
-        "burst_config": dataclasses.asdict(cfg),
-    }
-
-
 # ---------------------------------------------------------------- report
 
 
@@ -293,7 +204,6 @@ def markdown(
     rows: list[dict[str, Any]],
     start: dict[str, float],
     fractions: list[float],
-    latency: dict[str, Any] | None,
     caption: str,
 ) -> str:
     """The results table (mean ± std over seeds, integer-engine test accuracy %)."""
@@ -322,27 +232,6 @@ def markdown(
                     + " | ".join(cells)
                     + f" | {statistics.fmean(cpu):.1f} |"
                 )
-    if latency:
-        lines += [
-            "",
-            "Engine latency next to a burst (single samples at "
-            f"{latency['rate_hz']:g} Hz, {latency['dataset']} W{latency['bits']}A8):",
-            "",
-            "| phase | calls | p50 ms | p99 ms |",
-            "|---|---|---|---|",
-            f"| engine alone | {latency['n_alone']} | {latency['p50_ms_alone']:.3f} | "
-            f"{latency['p99_ms_alone']:.3f} |",
-            f"| burst running | {latency['n_during']} | {latency['p50_ms_during']:.3f} | "
-            f"{latency['p99_ms_during']:.3f} |",
-            "",
-            "| burst | state | pool | coreset | CPU s (child, torch import incl.) | wall s |",
-            "|---|---|---|---|---|---|",
-        ]
-        for i, b in enumerate(latency["bursts"]):
-            lines.append(
-                f"| {i + 1} | {b['state']} | {b['pool']} | {b['coreset']} | "
-                f"{b['cpu_s']:.1f} | {b['wall_s']:.1f} |"
-            )
     return "\n".join(lines)
 
 
@@ -402,21 +291,18 @@ def main() -> None:
     ap.add_argument("--fp-steps", type=int, default=400)
     ap.add_argument("--pool-min", type=int, default=500)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--rate", type=float, default=100.0, help="engine calls per second")
-    ap.add_argument("--rounds", type=int, default=3, help="alone/burst latency rounds")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--quick", action="store_true", help="one seed, 5%% only, one round")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.quick:
-        args.seeds, args.fractions, args.rounds = "0", "0.05", 1
+        args.seeds, args.fractions = "0", "0.05"
     bits = [int(b) for b in args.bits.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
     t0 = time.time()
-    jobs, start, data, bundles = [], {}, {}, {}
+    jobs, start, bundles = [], {}, {}
     for name in args.datasets.split(","):
         ds = RAW[name](args.data_dir)
-        data[name] = ds
         bundle = bundles[name] = start_bundle(ds, bits, args.fp_steps)
         pool_x, pool_y = candidate_pool(ds, args.pool_min)
         for b in bits:
@@ -437,16 +323,6 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         for part in pool.map(run_job, jobs):
             rows += part
-    first = args.datasets.split(",")[0]
-    latency = latency_under_burst(
-        data[first],
-        start_bundle(data[first], bits, args.fp_steps),
-        min(bits),
-        64,
-        args.rate,
-        8.0,
-        args.rounds,
-    )
     caption = (
         f"QAT bursts from post-training quantization, {BASE['steps']} steps each, "
         f"integer-engine test accuracy % (mean ± std over {len(args.seeds.split(','))} seeds). "
@@ -459,7 +335,7 @@ def main() -> None:
         "and for 600 steps (the project's QAT length; the upper bound of the gap)."
     )
     summary = summarize(rows, start)
-    md = markdown(rows, start, fractions, latency, caption)
+    md = markdown(rows, start, fractions, caption)
     elapsed = time.time() - t0
     md += f"\n\nTotal benchmark time {elapsed:.0f} s (wall, {args.jobs} worker processes)."
     print(md)
@@ -475,7 +351,6 @@ def main() -> None:
                 "start": start,
                 "rows": rows,
                 "summary": summary,
-                "latency": latency,
                 "elapsed_s": elapsed,
             },
             indent=1,

@@ -22,10 +22,10 @@ class BurstConfig:
     coreset_fraction: float = 0.05
     selection: str = "res"  # combined (d(t) of methods.md), res (RES alone), random, all
     reselect_every: int = 10
-    score_temperature: float = 4.0  # softmax temperature of RES (4 beat 1 on GunPoint)
+    score_temperature: float = 1.0  # softmax temperature of RES (bench/qat_burst_select)
     normalize_scores: bool = True
     balanced: bool = True  # class-balanced top-S (labels, else FP predictions)
-    random_share: float = 0.5  # share of the coreset drawn at random (0: pure top-S RES)
+    random_share: float = 0.5  # share drawn at random (0: pure top-S; bench/qat_burst_select)
     kd_weight: float = 1.0
     kd_temperature: float = 4.0
     ce_weight: float = 1.0
