@@ -155,7 +155,7 @@ print(int(f["ASIMDDP"]))')
   # --timeout: the first test compiles every kernel, minutes under emulation
   step "$name: bit-exactness tests (${bitexact[*]}), kernels $want"
   in_board "$cpu" "${pyt[@]}" -m pytest -p no:cacheprovider -q -o addopts=-ra \
-      --rootdir=/src --basetemp="/tmp/pytest-$cpu" --timeout=1800 \
+      --rootdir=/src --basetemp="/tmp/pytest-$cpu" --timeout=1800 --durations=12 \
       ${EDGE_AGENT_ARM64_PYTEST_ARGS:-} "${bitexact[@]/#//src/}" \
     || die "$name: kernel/engine tests failed on the board"
   step "$name: bundled model vs the golden results"

@@ -144,9 +144,6 @@ def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
 
 
 def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | None) -> None:
-    from edge_agent.service.config import load_config
-    from edge_agent.service.state import decode_checkpoint
-
     unit = read_unit(unit_path)
     exe = unit.argv[0]
     if not os.access(exe, os.X_OK):
@@ -154,8 +151,14 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
     if unit.argv[1:2] != ["run"] or "--config" not in unit.argv:
         raise SmokeError(f"unexpected ExecStart {unit.argv}")
     config_path = Path(unit.argv[unit.argv.index("--config") + 1])
-    os.environ.update(unit.env)  # the agent and this process resolve the same directories
+    # Before the first edge_agent import: the agent and this process resolve the same
+    # directories, the JIT cache included (else this process compiles every kernel anew,
+    # minutes under emulation, to compute the expected classes).
+    os.environ.update(unit.env)
     prepare_dirs(unit, seed_jit_cache)
+    from edge_agent.service.config import load_config
+    from edge_agent.service.state import decode_checkpoint
+
     cfg = load_config(config_path)
     status_ep = cfg.status_ipc
     ingest_ep = cfg.ingest.endpoints[0]
