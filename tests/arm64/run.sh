@@ -5,7 +5,8 @@
 #      the portable kernels) and as a Pi 5 (cortex-a76: the dot-product kernels, if any),
 #   2. the bundled model's integer results on the board vs golden results computed on
 #      this (x86-64) host in the same run, bit for bit, on both CPUs,
-#   3. an end-to-end smoke test of the installed agent (tests/arm64/smoke.py),
+#   3. an end-to-end smoke test of the installed agent, a flip round by the agent itself
+#      included (tests/arm64/smoke.py),
 #   4. one bit-flip recalibration round, compared with the host's (tests/arm64/flip.py).
 # The base rootfs is cached under $EDGE_AGENT_ARM64_CACHE (default .arm64-rootfs/, git
 # ignored); every run installs onto a fresh overlay of it, so the install is always
@@ -180,9 +181,9 @@ in_board cortex-a72 "$py" -P /src/tests/arm64/smoke.py --unit "$unit" \
     --seed-jit-cache /var/tmp/jit-cortex-a72 || die "end-to-end smoke test failed"
 board_prefix=()
 
-# One bit-flip recalibration round on the board (library level: the agent does not run
-# rounds yet), compared with the same round on this host. HOOK: once the agent runs
-# rounds itself, also trigger one through the agent in tests/arm64/smoke.py.
+# One bit-flip recalibration round on the board through the library, compared with the
+# same round on this host, bit for bit (the smoke test above checks that the installed
+# agent runs rounds by itself).
 step_recalibration() {
   step "bit-flip recalibration round: on this host, then on the board (Pi 4 CPU)"
   PYTHONPATH=$repo "$hostpy" -P "$here/flip.py" --write "$run/flip.npz" \

@@ -6,7 +6,9 @@ Starts the agent the way the installed systemd unit would, without systemd: its
 (``DynamicUser=``: here ``nobody``). Then it subscribes to the predictions, replays the
 bundled BasicMotions test split with ``edge-agent publish`` over ZeroMQ, and checks that
 every sample comes back as a prediction equal to the engine's own prediction for it,
-that ``edge-agent status --json`` answers with the counts, and that SIGTERM makes the
+that the agent runs a QCore update and bit-flip round by itself (the installed config
+calibrates label-free), that ``edge-agent status --json`` answers with the counts and
+the round, and that SIGTERM makes the
 agent exit 0 after writing a new checkpoint. Exits 1 with a reason on the first failure.
 
 Usage: python -P smoke.py [--unit /etc/systemd/system/edge-agent.service] [--count N]
@@ -35,6 +37,7 @@ import numpy as np
 import zmq
 
 READY_TIMEOUT_S = 600.0  # the first start compiles the kernels, slow under emulation
+ROUND_TIMEOUT_S = 300.0  # a QCore update and flip round under emulation (seconds there)
 SENSOR = "arm64-smoke"
 
 
@@ -143,6 +146,19 @@ def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
     return classes
 
 
+def wait_for_round(exe: str, endpoint: str, start_rounds: int) -> dict[str, Any]:
+    """The agent's status once it has finished a calibration round since ``start_rounds``."""
+    deadline = time.monotonic() + ROUND_TIMEOUT_S
+    while True:
+        st = status(exe, endpoint)
+        if st["calibration"].get("done", 0) > start_rounds:
+            return st
+        if time.monotonic() > deadline:
+            raise SmokeError(f"no calibration round in {ROUND_TIMEOUT_S:.0f} s: "
+                             f"{json.dumps(st['calibration'])}")
+        time.sleep(2.0)
+
+
 def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | None) -> None:
     unit = read_unit(unit_path)
     exe = unit.argv[0]
@@ -224,7 +240,14 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
             raise SmokeError(f"{len(wrong)} predictions differ from the engine's own, first seq "
                              f"{wrong[0]}: {got[wrong[0]]} vs {int(want[wrong[0]])}")
 
-        st = status(exe, status_ep)
+        # The installed config calibrates label-free: the stream fills one chunk, so the
+        # agent runs one QCore update and bit-flip round by itself in its calibration thread.
+        st = wait_for_round(exe, status_ep, start_rounds=st["calibration"].get("done", 0))
+        cal = st["calibration"]
+        print(f"smoke: the agent ran {cal['done']} bit-flip round(s) itself, last: "
+              + json.dumps(cal.get("last_round")), flush=True)
+        if cal["errors"]:
+            raise SmokeError(f"calibration errors in the agent: {cal}")
         samples = st["samples"]
         print("smoke: status " + json.dumps({k: st[k] for k in ("agent", "samples")}), flush=True)
         for key in ("accepted", "predicted"):
