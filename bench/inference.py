@@ -1,4 +1,4 @@
-"""Inference benchmark: the numba engine against torch and onnxruntime, one thread.
+"""Inference benchmark: the integer engine against torch and onnxruntime, one thread.
 
     python bench/inference.py [--bundle PATH] [--data basicmotions] [--seconds 1.0] [--json]
                               [--out bench/results]
@@ -6,10 +6,12 @@
 Without ``--bundle`` a small BasicMotions model (8/4/2 bits) is trained first. Every
 runtime runs the same trained model: torch FP32 eager (the folded FP network), torch int8
 (torch.ao FX static quantization, x86 backend), onnxruntime FP32 and int8 (static,
-QOperator), and the engine at each bit-width, at batch 1 and 64, taking turns in rounds
-(best round kept) so that all see the same load of a shared machine. Also reported: peak RSS
-and first-sample latency of an engine-only child process (torch never imported), model
-bytes per bit-width, and a 256x256x256 GEMM in GMAC/s.
+QOperator), and the engine at each bit-width with its kernels compiled ahead of time
+(AOT, built here into a temporary kernel cache) and JIT-compiled by numba, at batch 1 and
+64, taking turns in rounds (best round kept) so that all see the same load of a shared
+machine. Also reported: peak RSS and first-sample latency of an engine-only child process
+(torch never imported) with either kind of kernels, model bytes per bit-width, and a
+256x256x256 GEMM in GMAC/s.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.bundle import Bundle, load_bundle, save_bundle  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.engine import Engine  # noqa: E402
+from kernels import aot, backend  # noqa: E402
 
 log = logging.getLogger("bench.inference")
 BATCHES = (1, 64)
+BACKENDS = ("aot", "jit")
 
 
 def round_robin(cases: dict[str, tuple[Callable[[], Any], int]], seconds: float,
@@ -209,6 +213,7 @@ t0 = time.perf_counter()
 import numpy as np
 from edge_agent.engine import Engine
 e = Engine.from_path(sys.argv[1])
+assert e.backend == sys.argv[2], e.backend
 t1 = time.perf_counter()
 x = np.zeros((1, *e.input_shape), np.float32)
 e.predict(x)
@@ -224,8 +229,8 @@ kb = {k: int(status[k].split()[0]) for k in ("VmHWM", "RssAnon", "RssFile")}
 print(json.dumps({"rss_mb": kb["VmHWM"] / 1024,
                   "rss_anon_mb": kb["RssAnon"] / 1024, "rss_file_mb": kb["RssFile"] / 1024,
                   "start_s": t1 - t0, "first_sample_ms": (t2 - t1) * 1e3,
-                  "torch_imported": any(m == "torch" or m.startswith("torch.")
-                                        for m in sys.modules)}))
+                  "imported": sorted({m.split(".")[0] for m in sys.modules}
+                                     & {"torch", "numba", "llvmlite"})}))
 """
 
 
@@ -236,20 +241,26 @@ print(int(status["VmHWM"].split()[0]) / 1024)
 """
 
 
-def engine_child(bundle_path: Path) -> dict[str, Any]:
+def engine_child(bundle_path: Path, kernels: str, env: dict[str, str]) -> dict[str, Any]:
     """Peak RSS (and its private / file-backed parts at the end), start time and
-    first-sample latency of an engine-only process; peak RSS of ``import numba`` alone.
+    first-sample latency of an engine-only process running ``kernels`` (aot or jit), and
+    which of torch, numba and llvmlite it imported.
 
     Peak RSS is the process's ``VmHWM``: ``ru_maxrss`` would carry over the parent's
     high-water mark from before ``exec`` (the parent holds torch and onnxruntime).
     """
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(bundle_path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(bundle_path), kernels], cwd=ROOT,
+                          env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
                           capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def numba_import_rss_mb() -> float:
+    """Peak RSS of a process that only imports numba."""
     base = subprocess.run([sys.executable, "-c", _BASELINE], capture_output=True, text=True,
                           check=True)
-    result["numba_import_rss_mb"] = float(base.stdout.strip())
-    return result
+    return float(base.stdout.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,12 +293,22 @@ def main(argv: list[str] | None = None) -> int:
         normed = ((raw - mean) / std).astype(np.float32)
         calib = ((ds.X_train[:64].astype(np.float32) - mean) / std).astype(np.float32)
 
-        engine = Engine(bundle)
-        engine.warmup()  # fills the JIT cache, so the child measures a warm start
-        child = engine_child(bundle_path)
+        kernel_cache = tmp / "kernel-cache"  # the AOT child finds the module here
+        start = time.perf_counter()
+        aot.build(kernel_cache / "aot")
+        aot_build_s = time.perf_counter() - start
+        kernels = {"aot": backend.load("aot", aot_dir=kernel_cache / "aot"),
+                   "jit": backend.load("jit")}
+        engine = Engine(bundle, kernels=kernels["jit"])
+        engine.warmup()  # fills the JIT cache, so the JIT child measures a warm start
+        children = {"aot": engine_child(bundle_path, "aot",
+                                        {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}),
+                    "jit": engine_child(bundle_path, "jit", {})}
         runners: dict[str, tuple[Callable[[np.ndarray], Any], np.ndarray]] = {}
-        for b in sorted(engine.available_bits, reverse=True):
-            runners[f"engine_{b}bit"] = (Engine(bundle, bits=b).predict_logits, raw)
+        for name in BACKENDS:
+            for b in sorted(engine.available_bits, reverse=True):
+                runners[f"engine_{name}_{b}bit"] = (
+                    Engine(bundle, bits=b, kernels=kernels[name]).predict_logits, raw)
         net = fp_net(bundle)
         for name, fn in torch_runners(net, calib).items():
             runners[name] = (fn, normed)
@@ -303,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         sps = {name: {f"b{n}": rates[f"{name}/b{n}"] for n in BATCHES} for name in runners}
         gemm = gemm_bench(args.seconds)
 
-    main_engine = f"engine_{max(engine.available_bits)}bit"
+    main_engine = f"engine_aot_{max(engine.available_bits)}bit"
     result: dict[str, Any] = {
         "model": bundle.arch.get("name"), "input_shape": list(bundle.input_shape),
-        "kernel_isa": engine.isa, "samples_per_s": sps,
+        "kernel_isa": engine.isa, "aot_build_s": aot_build_s, "samples_per_s": sps,
         "ratio_vs_ort_int8_b1": sps[main_engine]["b1"] / sps["ort_int8"]["b1"],
         "ratio_vs_ort_int8_b64": sps[main_engine]["b64"] / sps["ort_int8"]["b64"],
         "ratio_vs_torch_fp32_b1": sps[main_engine]["b1"] / sps["torch_fp32"]["b1"],
@@ -314,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             name: {f"vs_{peer}_b{n}": sps[name][f"b{n}"] / sps[peer][f"b{n}"]
                    for peer in ("ort_int8", "torch_fp32", "torch_int8") for n in BATCHES}
             for name in sps if name.startswith("engine_")},
-        "engine_rss_mb": child["rss_mb"], "engine_rss_anon_mb": child["rss_anon_mb"],
-        "engine_rss_file_mb": child["rss_file_mb"],
-        "numba_import_rss_mb": child["numba_import_rss_mb"], "engine_start_s": child["start_s"],
-        "engine_first_sample_ms": child["first_sample_ms"],
-        "engine_imports_torch": child["torch_imported"],
+        "aot_vs_jit": {f"{b}bit": {f"b{n}": sps[f"engine_aot_{b}bit"][f"b{n}"]
+                                   / sps[f"engine_jit_{b}bit"][f"b{n}"] for n in BATCHES}
+                       for b in sorted(engine.available_bits, reverse=True)},
+        "engine_rss_mb": children["aot"]["rss_mb"], "engine_rss_mb_jit": children["jit"]["rss_mb"],
+        "engine_process": children, "numba_import_rss_mb": numba_import_rss_mb(),
         "model_bytes": {str(b): q.weight_bytes() for b, q in sorted(bundle.quant.items())},
         "kernel_panel_bytes": {str(b): engine.weight_bytes(b) for b in engine.available_bits},
         "gemm_256_gmac_s": gemm,
@@ -337,24 +358,30 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(r: dict[str, Any]) -> str:
     """The report as a markdown table and notes (what the README shows)."""
     sps = r["samples_per_s"]
-    main_engine = f"engine_{max(int(b) for b in r['model_bytes'])}bit"
+    main_engine = f"engine_aot_{max(int(b) for b in r['model_bytes'])}bit"
     lines = [f"Model `{r['model']}` {r['input_shape']}, one thread, engine kernels: "
-             f"`{r['kernel_isa']}`; samples/s, best of the rounds of one run.", "",
-             "| runtime | batch 1 /s | batch 64 /s | engine 8-bit / this, b1 | b64 |",
+             f"`{r['kernel_isa']}`, compiled ahead of time (aot) or by numba's JIT (jit); "
+             "samples/s, best of the rounds of one run.", "",
+             "| runtime | batch 1 /s | batch 64 /s | engine aot 8-bit / this, b1 | b64 |",
              "|---|---:|---:|---:|---:|"]
     for name, v in sps.items():
         ratio = [sps[main_engine][f"b{n}"] / v[f"b{n}"] for n in BATCHES]
         lines.append(f"| {name} | {v['b1']:,.0f} | {v['b64']:,.0f} | {ratio[0]:.2f}x "
                      f"| {ratio[1]:.2f}x |")
+    lines.append("")
+    for name, what in (("aot", "AOT kernels"), ("jit", "JIT kernels, cache warm")):
+        p = r["engine_process"][name]
+        lines.append(
+            f"- engine-only process, {what} (bundle loaded, inference run; of torch, numba "
+            f"and llvmlite it imported: {', '.join(p['imported']) or 'none'}): peak RSS "
+            f"{p['rss_mb']:.1f} MB (at exit {p['rss_anon_mb']:.1f} MB private + "
+            f"{p['rss_file_mb']:.1f} MB file-backed); start {p['start_s']:.2f} s, first sample "
+            f"{p['first_sample_ms']:.1f} ms")
     lines += [
-        "",
-        f"- engine-only process (bundle loaded, JIT cache warm, torch never imported: "
-        f"{not r['engine_imports_torch']}): peak RSS {r['engine_rss_mb']:.1f} MB "
-        f"(at exit {r['engine_rss_anon_mb']:.1f} MB private + {r['engine_rss_file_mb']:.1f} MB "
-        f"file-backed, mostly LLVM code pages); `import numba` alone peaks at "
-        f"{r['numba_import_rss_mb']:.1f} MB",
-        f"- start {r['engine_start_s']:.2f} s, first sample after a warm start "
-        f"{r['engine_first_sample_ms']:.1f} ms (JIT cache load)",
+        f"- `import numba` alone peaks at {r['numba_import_rss_mb']:.1f} MB; building the AOT "
+        f"module took {r['aot_build_s']:.1f} s",
+        "- engine aot / jit, samples/s: " + ", ".join(
+            f"{b} {v['b1']:.2f}x (b1) {v['b64']:.2f}x (b64)" for b, v in r["aot_vs_jit"].items()),
         "- model bytes (bundle, packed rows): " + ", ".join(
             f"{b}-bit {n:,}" for b, n in r["model_bytes"].items()),
         "- GEMM 256x256x256, GMAC/s: " + ", ".join(
