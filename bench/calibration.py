@@ -16,7 +16,10 @@ from the same deployed model and sees the same data:
 - ``camel``: back-propagation on the buffer plus the whole new chunk.
 
 CPU seconds are thread CPU time of the calibration itself (QCore update included for flip
-methods). Peak memory of a flip round is measured in a fresh process without torch.
+methods), with BLAS and torch on one thread so that thread time is all of it. Peak memory
+of a QCore update + flip round is measured in fresh processes without torch: with the
+ahead-of-time compiled kernels the service uses, with numba's JIT on a warm cache, and
+once on a cold cache (the JIT compiling in that process).
 
     python -m bench.calibration                    # full run (3 data sets x 3 seeds x 8/4/2)
     python -m bench.calibration --datasets basicmotions --bits 4 --seeds 0
@@ -24,49 +27,60 @@ methods). Peak memory of a flip round is measured in a fresh process without tor
 
 from __future__ import annotations
 
-import argparse
-import copy
-import dataclasses
-import json
-import statistics
-import subprocess
-import sys
-import time
-from collections import defaultdict
-from pathlib import Path
-from typing import Any
+import os
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from edge_agent.bundle import Bundle, save_bundle
-from edge_agent.calibrate.flip_net import FlipNet
-from edge_agent.calibrate.flip_round import (
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from edge_agent.bundle import Bundle, save_bundle  # noqa: E402
+from edge_agent.calibrate.flip_net import FlipNet  # noqa: E402
+from edge_agent.calibrate.flip_round import (  # noqa: E402
     BitFlipCalibrator,
     FlipConfig,
     greedy_proposer,
     network_proposer,
     random_proposer,
 )
-from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper
-from edge_agent.data.datasets import Dataset, load_dataset
-from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.model.arch import default_spec
-from edge_agent.model.export import build_bundle, quant_model
-from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
-from edge_agent.model.qnet import QuantNet
-from edge_agent.model.train import TrainConfig, fit, normalize
-from edge_agent.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer
+from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper  # noqa: E402
+from edge_agent.data.datasets import Dataset, load_dataset  # noqa: E402
+from edge_agent.data.drift import Drift  # noqa: E402
+from edge_agent.engine import Engine  # noqa: E402
+from edge_agent.fp_model import fp_predict_fn  # noqa: E402
+from edge_agent.model.arch import default_spec  # noqa: E402
+from edge_agent.model.export import build_bundle, quant_model  # noqa: E402
+from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras  # noqa: E402
+from edge_agent.model.qnet import QuantNet  # noqa: E402
+from edge_agent.model.train import TrainConfig, fit, normalize  # noqa: E402
+from edge_agent.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer  # noqa: E402
+
+log = logging.getLogger("bench.calibration")
 
 DRIFTS = {
     "basicmotions": ["rotation", "offset", "gain:4.0", "dropout"],
     "gunpoint": ["offset", "gain:3.0", "noise:1.5", "timewarp"],
     "digits": ["shift", "rotate", "contrast"],
 }
-FLIP = FlipConfig(budget_fraction=0.01, iterations=4)
+FLIP = FlipConfig()
 ROUNDS = 3
 BACKPROP_STEPS = 40
 
@@ -225,11 +239,14 @@ def run_case(
     }
 
 
-def peak_rss_of_flip_round(bundle_path: Path, data: str, bits: int) -> float:
-    """MB peak RSS of a fresh process (no torch) doing one QCore update + flip round."""
-    code = f"""
-import resource, sys
-import numpy as np
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked parent's memory
+_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+steps = {{}}
+def mark(name):
+    status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
+    steps[name] = int(status.split()[0]) / 1024
 from edge_agent.bundle import load_bundle
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import BitFlipCalibrator, network_proposer
@@ -238,18 +255,51 @@ from edge_agent.data.drift import Drift
 from edge_agent.engine import Engine
 from edge_agent.fp_model import fp_predict_fn
 from edge_agent.qcore import QCoreBuffer
-b = load_bundle({str(bundle_path)!r}); ds = load_dataset({data!r})
+b = load_bundle({path!r}); ds = load_dataset({data!r})
+mark("imports, bundle, data")
 e = Engine(b, bits={bits}); e.warmup()
+mark("engine")
 X = Drift.parse("offset@0").apply_stream(ds.X_test[:32])
 buf = QCoreBuffer.from_bundle(b)
 buf.update(X, ds.y_test[:32], None, {{{bits}: lambda a: e.predict(a)[0]}}, fp_predict_fn(b))
+mark("QCore update")
 net = FlipNet.from_extras(b.extras)
 BitFlipCalibrator(b, network_proposer(net, 0.5)).run_round(e, buf.X, buf.y)
+mark("flip round")
 assert "torch" not in sys.modules
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+steps["numba imported"] = "numba" in sys.modules
+print(json.dumps(steps))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+
+
+def flip_round_memory(bundle_path: Path, data: str, bits: int, kernels: str, cache: Path) -> dict:
+    """Peak RSS (MB) after each step of a fresh process (no torch) doing one QCore update
+    and one flip round, with ``kernels`` ("aot" or "jit") from the kernel cache ``cache``."""
+    code = _MEMORY_PROBE.format(path=str(bundle_path), data=data, bits=bits)
+    env = {**os.environ, "EDGE_AGENT_KERNELS": kernels, "EDGE_AGENT_JIT_CACHE": str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def memory_of(path: Path, data: str, cache: Path, cold: bool) -> dict[str, dict]:
+    """Flip-round memory of the bundle at ``path`` with AOT kernels and with the JIT on a
+    warm cache (first, with ``cold``, on the cache as it is: the JIT compiles there)."""
+    out = {}
+    if cold:
+        out["jit, cold cache"] = flip_round_memory(path, data, 4, "jit", cache)
+    out["jit, warm cache"] = flip_round_memory(path, data, 4, "jit", cache)
+    out["aot"] = flip_round_memory(path, data, 4, "aot", cache)
+    path.unlink()
+    return out
+
+
+def build_aot_kernels(cache: Path) -> None:
+    """Compile the kernels ahead of time into ``cache`` (what deploy/install.sh does)."""
+    env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(cache)}
+    code = "import sys; from edge_agent.cli import main; sys.exit(main(['compile-kernels']))"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
 
 
 def bit_switch(ds: Dataset, bundle: Bundle, drift: str, seed: int) -> dict[str, float]:
@@ -378,14 +428,31 @@ def cost_to_match(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def memory_table(memory: dict[str, dict[str, dict]]) -> str:
+    """Markdown: peak RSS (MB) after each step of the fresh flip-round process."""
+    steps = ["imports, bundle, data", "engine", "QCore update", "flip round"]
+    lines = [
+        "| data set | kernels | " + " | ".join(f"after {s}" for s in steps) + " | numba imported |",
+        "|---|---|" + "---|" * (len(steps) + 1),
+    ]
+    for name, modes in memory.items():
+        for mode, m in modes.items():
+            lines.append(
+                f"| {name} | {mode} | "
+                + " | ".join(f"{m[s]:.0f}" for s in steps)
+                + f" | {'yes' if m['numba imported'] else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
 def write_report(
     results: list[dict[str, Any]],
     switches: list[dict[str, Any]],
-    rss: dict[str, float],
+    memory: dict[str, dict[str, dict]],
+    timings: dict[str, float],
     out: Path,
     bits_list: list[int],
     label_fraction: float,
-    elapsed: float,
 ) -> str:
     """Write calibration.md / .json / .png under ``out`` (after every data set and seed, so
     a long run leaves usable partial results); return the Markdown."""
@@ -404,25 +471,73 @@ def write_report(
         f"{100 * s['after_switch_to_4']:.1f} | {100 * s['after_recalibration']:.1f} |"
         for s in switches
     ]
-    rss_line = ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items())
+    wall = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     report = (
         f"{table}\n\n{drift_tables}\n\nCPU cost of the flipper against back-propagation "
         f"reaching the same accuracy:\n\n{cost_to_match(results)}"
         f"\n\nRun-time bit-width switch 8 -> 4 under drift:\n\n"
         + "\n".join(sw)
-        + f"\n\nPeak RSS of a flip round (fresh process, no torch): {rss_line}"
-        f"\n\n{elapsed:.0f} s; {ROUNDS} rounds per calibration, flip budget "
+        + "\n\nPeak RSS (MB) of a fresh process (no torch) doing one QCore update and one "
+        f"4-bit flip round, after each step:\n\n{memory_table(memory)}"
+        f"\n\nWall time: {wall}. {ROUNDS} rounds per calibration, flip budget "
         f"{FLIP.budget_fraction:.0%} x {FLIP.iterations} steps, back-prop {BACKPROP_STEPS} Adam "
         f"steps; labels on {label_fraction:.0%} of the stream."
     )
     (out / "calibration.md").write_text(report + "\n")
     (out / "calibration.json").write_text(
         json.dumps(
-            {"results": results, "bit_switch": switches, "flip_round_peak_rss_mb": rss}, indent=1
+            {
+                "results": results,
+                "bit_switch": switches,
+                "flip_round_peak_rss_mb": memory,
+                "wall_s": timings,
+            },
+            indent=1,
         )
     )
     plot(results, out / "calibration.png")
     return report
+
+
+def run_seed(
+    name: str, seed: int, bits_list: list[int], label_fraction: float, keep: Path | None
+) -> dict[str, Any]:
+    """Train one bundle and run every case of it (one worker's job). With ``keep`` the
+    bundle is saved there (for the memory probes)."""
+    torch.set_num_threads(1)
+    ds = load_dataset(name)
+    t0 = time.time()
+    bundle, qnets = train(ds, seed, sorted(set(bits_list) | {8, 4}, reverse=True))
+    t_train = time.time() - t0
+    if keep is not None:
+        save_bundle(bundle, keep)
+    results = []
+    for bits in bits_list:
+        for drift in DRIFTS[name]:
+            methods = run_case(ds, bundle, qnets, bits, drift, seed, label_fraction)
+            results.append(
+                {"dataset": name, "seed": seed, "bits": bits, "drift": drift, "methods": methods}
+            )
+            log.info(
+                "%s seed %d %d-bit %s: %s",
+                name,
+                seed,
+                bits,
+                drift,
+                ", ".join(f"{m} {100 * v['calibrated']:.0f}" for m, v in methods.items()),
+            )
+    switch = {
+        "dataset": name,
+        "seed": seed,
+        "drift": DRIFTS[name][0],
+        **bit_switch(ds, bundle, DRIFTS[name][0], seed),
+    }
+    return {
+        "results": results,
+        "switch": switch,
+        "training_s": t_train,
+        "cases_s": time.time() - t0 - t_train,
+    }
 
 
 def main() -> None:
@@ -434,63 +549,57 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bits", default="8,4,2")
     ap.add_argument("--label-fraction", type=float, default=0.5)
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (data set x seed)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     args.out.mkdir(parents=True, exist_ok=True)
     bits_list = [int(b) for b in args.bits.split(",")]
+    names = args.datasets.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
     results: list[dict[str, Any]] = []
     switches: list[dict[str, Any]] = []
-    rss: dict[str, float] = {}
+    memory: dict[str, dict[str, dict]] = {}
+    timings: dict[str, float] = defaultdict(float)
     t_start = time.time()
-    for name in args.datasets.split(","):
-        ds = load_dataset(name)
-        for seed in (int(s) for s in args.seeds.split(",")):
-            bundle, qnets = train(ds, seed, sorted(set(bits_list) | {8, 4}, reverse=True))
-            if name not in rss:
-                path = args.out / f"_{name}.eab"
-                save_bundle(bundle, path)
-                rss[name] = peak_rss_of_flip_round(path, name, 4)
-                path.unlink()
-            for bits in bits_list:
-                for drift in DRIFTS[name]:
-                    methods = run_case(ds, bundle, qnets, bits, drift, seed, args.label_fraction)
-                    results.append(
-                        {
-                            "dataset": name,
-                            "seed": seed,
-                            "bits": bits,
-                            "drift": drift,
-                            "methods": methods,
-                        }
-                    )
-                    print(
-                        f"{name} seed {seed} {bits}-bit {drift}: "
-                        + ", ".join(f"{m} {100 * v['calibrated']:.0f}" for m, v in methods.items()),
-                        flush=True,
-                    )
-            switches.append(
-                {
-                    "dataset": name,
-                    "seed": seed,
-                    "drift": DRIFTS[name][0],
-                    **bit_switch(ds, bundle, DRIFTS[name][0], seed),
-                }
-            )
-            write_report(
-                results,
-                switches,
-                rss,
-                args.out,
+    order = {n: i for i, n in enumerate(names)}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
+        cache = Path(tmp)
+        jobs = {
+            pool.submit(
+                run_seed,
+                name,
+                seed,
                 bits_list,
                 args.label_fraction,
-                time.time() - t_start,
+                cache / f"{name}.eab" if seed == seeds[0] else None,
+            ): (name, seed)
+            for name in names
+            for seed in seeds
+        }
+        build_aot_kernels(cache)
+        for job in as_completed(jobs):
+            name, seed = jobs[job]
+            done = job.result()
+            results += done["results"]
+            switches.append(done["switch"])
+            timings["training (sum over jobs)"] += done["training_s"]
+            timings["calibration cases (sum over jobs)"] += done["cases_s"]
+            if seed == seeds[0]:
+                t0 = time.time()
+                memory[name] = memory_of(cache / f"{name}.eab", name, cache, cold=not memory)
+                timings["memory probes"] += time.time() - t0
+            results.sort(key=lambda r: (order[r["dataset"]], r["seed"], -r["bits"], r["drift"]))
+            switches.sort(key=lambda r: (order[r["dataset"]], r["seed"]))
+            timings["total"] = time.time() - t_start
+            report = write_report(
+                results, switches, memory, timings, args.out, bits_list, args.label_fraction
             )
-    print(
-        write_report(
-            results, switches, rss, args.out, bits_list, args.label_fraction, time.time() - t_start
-        )
-    )
+    print(report)
 
 
 if __name__ == "__main__":

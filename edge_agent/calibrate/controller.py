@@ -48,7 +48,7 @@ class CalibrationConfig:
     buffer_bytes: int = 1 << 20
     class_balance: bool = True
     neighbour_bits: int = 1  # QCore miss tracking at the deployed width and this many around it
-    budget_fraction: float = 0.01
+    budget_fraction: float = 0.02
     threshold: float = 0.5
     iterations: int = 4
     holdout_fraction: float = 0.3

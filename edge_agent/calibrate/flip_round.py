@@ -45,7 +45,7 @@ Proposer = Callable[[list[np.ndarray]], Proposal]
 class FlipConfig:
     """Knobs of a round (all in the agent's config)."""
 
-    budget_fraction: float = 0.01  # flips per step, as a fraction of all weights
+    budget_fraction: float = 0.02  # flips per step, as a fraction of all weights
     threshold: float = 0.5  # network confidence needed for a flip
     iterations: int = 4  # propose/apply steps per round (a failed step halves the budget)
     holdout_fraction: float = 0.3
