@@ -102,16 +102,17 @@ def cmd_compile_kernels(args: argparse.Namespace) -> int:
     """Compile the integer kernels ahead of time into the kernel cache."""
     import time
 
-    from kernels import backend, cachepaths
+    from kernels import backend, cachepaths, toolchain
 
     dest = cachepaths.aot_dir()
     start = time.perf_counter()
     try:
+        toolchain.check()  # before numba's import, which alone takes minutes under emulation
         from kernels import aot  # imports numba (and may find no numba.pycc in it)
 
         path = aot.build(dest)
         kernels = backend.load("aot", aot_dir=dest)  # what the engine will load
-    except (ImportError, aot.BuildError, backend.KernelsUnavailable) as exc:
+    except (ImportError, toolchain.BuildError, backend.KernelsUnavailable) as exc:
         print(f"compile-kernels: AOT build unavailable ({exc}); the engine will JIT-compile "
               "the kernels instead", file=sys.stderr)
         return 1

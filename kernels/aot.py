@@ -15,9 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
-import shutil
-import sysconfig
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -26,16 +23,13 @@ from typing import Any
 
 import numba
 
-from kernels import abi, cachepaths
+from kernels import abi, cachepaths, toolchain
 from kernels.isa import ACTIVE_ISA, target_cpu
 from kernels.runner import run_program
 from kernels.targets import ISAS
+from kernels.toolchain import BuildError
 
 log = logging.getLogger(__name__)
-
-
-class BuildError(RuntimeError):
-    """The AOT module cannot be built here (the message says why)."""
 
 
 def build(dest_dir: Path | None = None) -> Path:
@@ -45,7 +39,7 @@ def build(dest_dir: Path | None = None) -> Path:
     left from other kernel sources, software or CPUs are removed.
     """
     dest = cachepaths.aot_dir() if dest_dir is None else Path(dest_dir)
-    _check_toolchain()
+    toolchain.check()
     cc_class = _pycc()
     target = cachepaths.module_file(ACTIVE_ISA, dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -69,17 +63,6 @@ def build(dest_dir: Path | None = None) -> Path:
     _remove_stale(dest)
     log.debug("compiled the %s kernels ahead of time: %s", ACTIVE_ISA, target)
     return target
-
-
-def _check_toolchain() -> None:
-    """Fail early, with a useful message, where pycc would fail late and obscurely."""
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    compiler = shlex.split(cc)[0]
-    if shutil.which(compiler) is None:
-        raise BuildError(f"no C compiler ({compiler!r} not found; apt install gcc)")
-    include = Path(sysconfig.get_paths()["include"])
-    if not (include / "Python.h").is_file():
-        raise BuildError(f"no Python headers (no Python.h in {include}; apt install python3-dev)")
 
 
 def _pycc() -> Any:
