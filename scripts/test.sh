@@ -3,9 +3,18 @@
 # Usage: scripts/test.sh [pytest options]
 EXTRAS=dev
 source "$(dirname "$0")/venv.sh"
-if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing systemd (for systemd-analyze) ..." >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >&2
+# System packages the tests use: systemd-analyze (the unit file), a C compiler and the
+# Python headers (the ahead-of-time kernels, edge-agent compile-kernels).
+missing=()
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v "$(python -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')" \
+  >/dev/null || missing+=(gcc)
+python -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || missing+=(python3-dev)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing ${missing[*]} ..." >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 ruff check edge_agent kernels tests bench
 mypy edge_agent kernels

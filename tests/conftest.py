@@ -64,7 +64,13 @@ def gunpoint_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def aot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kernel cache root whose ``aot/`` holds kernels built by ``edge-agent compile-kernels``."""
+    """A kernel cache root whose ``aot/`` holds kernels built by ``edge-agent compile-kernels``.
+
+    ``EDGE_AGENT_TEST_AOT=0`` skips the AOT tests, saying so (tests/arm64/run.sh sets it:
+    the emulated board has no C compiler); everywhere else a failed build fails them.
+    """
+    if os.environ.get("EDGE_AGENT_TEST_AOT") == "0":
+        pytest.skip("AOT kernels not tested here (EDGE_AGENT_TEST_AOT=0)")
     root = tmp_path_factory.mktemp("kernel-cache")
     env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(root)}
     done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "compile-kernels"], cwd=REPO,

@@ -131,7 +131,10 @@ board_tests() {
   local name=$1 cpu=$2 numba_cpu=${3:-} dot isas want
   trap - EXIT  # runs in a subshell: the mounts are the parent's to clean up
   step "$name ($cpu${numba_cpu:+, NUMBA_CPU_NAME=$numba_cpu}): CPU check"
-  board_env=(EDGE_AGENT_JIT_CACHE=/var/tmp/jit-$cpu EDGE_AGENT_TEST_SUBPROCESS_TIMEOUT_S=1500 ${numba_cpu:+NUMBA_CPU_NAME=$numba_cpu})
+  # EDGE_AGENT_TEST_AOT=0: the board has no C compiler (its install JIT-compiles), so the
+  # engine tests' ahead-of-time variants are skipped there (they run on the host).
+  board_env=(EDGE_AGENT_JIT_CACHE=/var/tmp/jit-$cpu EDGE_AGENT_TEST_SUBPROCESS_TIMEOUT_S=1500
+             EDGE_AGENT_TEST_AOT=0 ${numba_cpu:+NUMBA_CPU_NAME=$numba_cpu})
   dot=$(in_board "$cpu" "$py" -c '
 try:
     from numpy._core._multiarray_umath import __cpu_features__ as f
