@@ -254,7 +254,10 @@ def _run_snippet(code: str, env: dict[str, str]) -> str:
     full_env = {**os.environ, **env}
     # emulated boards (tests/arm64) compile every kernel in the child: they raise this
     timeout = float(os.environ.get("EDGE_AGENT_TEST_SUBPROCESS_TIMEOUT_S", "300"))
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
+    # -P: the child imports edge_agent and kernels from where this process does (the
+    # installed package on a board), not from the checkout in its cwd; numba's on-disk
+    # cache is keyed by the kernels' file paths, so the child reuses this one's kernels
+    done = subprocess.run([sys.executable, "-P", "-c", code], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
