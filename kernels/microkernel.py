@@ -10,6 +10,8 @@ panel chunks (see :mod:`kernels.layout`). Row ``r`` starts at
 ``a_off + min(r, a_last) * a_stride`` of the uint8 array ``a`` (rows past ``a_last``
 repeat the last one, so a partial block reads only valid rows); ``w_off`` is the byte
 offset of the block's first chunk in the uint8 panel ``w``. Sums wrap modulo 2^32.
+``tile_kernel_wide(bits, rows)`` does the same for two blocks at once (each broadcast
+activation word feeds two dot products).
 
 The accumulators live in vector registers for the whole reduction. Weight chunks are
 unpacked in registers (mask, shift, subtract the code offset), never in memory. The
@@ -111,13 +113,13 @@ def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir
     return tiles
 
 
-def _codegen(bits: int, rows: int, isa: str) -> Any:
+def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
     tiles_per_chunk, chunk_bytes = CHUNK[bits]
     dot = _DOT[isa]
     signed = isa in SIGNED_ACTIVATIONS
 
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
-        acc_t, a_t, _, _, _, w_t, _, _ = sig.args
+        acc_t, a_t, w_t = sig.args[0], sig.args[1], sig.args[5]
         acc_ptr = context.make_array(acc_t)(context, builder, args[0]).data
         a_ptr = context.make_array(a_t)(context, builder, args[1]).data
         w_ptr = context.make_array(w_t)(context, builder, args[5]).data
@@ -129,7 +131,10 @@ def _codegen(bits: int, rows: int, isa: str) -> Any:
             idx = builder.select(below, ir.Constant(_I64, r), a_last)
             off = builder.add(a_off, builder.mul(idx, a_stride))
             row_ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
-        w_base = builder.gep(w_ptr, [w_off])
+        w_bases = [builder.gep(w_ptr, [w_off])]
+        if blocks == 2:
+            w_step = context.cast(builder, args[8], sig.args[8], types.int64)
+            w_bases.append(builder.gep(w_ptr, [builder.add(w_off, w_step)]))
 
         entry = builder.block
         loop = builder.append_basic_block("mk_loop")
@@ -138,20 +143,23 @@ def _codegen(bits: int, rows: int, isa: str) -> Any:
         builder.position_at_end(loop)
         i = builder.phi(_I64)
         i.add_incoming(ir.Constant(_I64, 0), entry)
-        accs = []
-        for _ in range(rows):
+        accs = []  # accumulator of row r and block c at r + rows * c
+        for _ in range(rows * blocks):
             phi = builder.phi(_V16I32)
             phi.add_incoming(ir.Constant(_V16I32, None), entry)
             accs.append(phi)
-        chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
-        planes = []
-        for p in range(chunk_bytes // 64):
-            ptr = builder.bitcast(builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]),
-                                  _V64I8.as_pointer())
-            planes.append(builder.load(ptr, align=1))
+        block_tiles = []
+        for w_base in w_bases:
+            chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
+            planes = []
+            for p in range(chunk_bytes // 64):
+                ptr = builder.bitcast(builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]),
+                                      _V64I8.as_pointer())
+                planes.append(builder.load(ptr, align=1))
+            block_tiles.append(_unpack(builder, planes, bits))
         new = list(accs)
         k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
-        for g, tile in enumerate(_unpack(builder, planes, bits)):
+        for g in range(tiles_per_chunk):
             k4 = builder.add(k4_base, ir.Constant(_I64, g))
             for r in range(rows):
                 word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
@@ -160,7 +168,8 @@ def _codegen(bits: int, rows: int, isa: str) -> Any:
                 vec = builder.insert_element(ir.Constant(_V16I32, None), word,
                                              ir.Constant(_I32, 0))
                 xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
-                new[r] = dot(builder, new[r], xb, tile)
+                for c, tiles in enumerate(block_tiles):
+                    new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
         i_next = builder.add(i, ir.Constant(_I64, 1))
         i.add_incoming(i_next, builder.block)
         for phi, val in zip(accs, new, strict=True):
@@ -169,7 +178,7 @@ def _codegen(bits: int, rows: int, isa: str) -> Any:
 
         builder.position_at_end(done)
         out = builder.bitcast(acc_ptr, _V16I32.as_pointer())
-        for r in range(rows):
+        for r in range(rows * blocks):
             builder.store(new[r], builder.gep(out, [ir.Constant(_I64, r)]), align=4)
 
     return codegen
@@ -200,4 +209,33 @@ def tile_kernel(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
         return types.void(acc, a, a_off, a_stride, a_last, w, w_off, nchunks), codegen
 
     typer.__name__ = f"tile_kernel_{bits}b_{rows}r_{isa}"
+    return intrinsic(typer)
+
+
+def tile_kernel_wide(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
+    """Like :func:`tile_kernel` for two blocks of 16 output channels at once.
+
+    ``mk(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step)``: the second block's
+    chunks start ``w_step`` bytes after the first's; its sums go to ``acc[16 * rows:]``.
+    Each broadcast activation word feeds two dot products.
+    """
+    if bits not in CHUNK:
+        raise ValueError(f"no micro-kernel for {bits}-bit weights")
+    if isa not in _DOT:
+        raise ValueError(f"unknown instruction set {isa!r}")
+    codegen = _codegen(bits, rows, isa, blocks=2)
+
+    def typer(typingctx: Any, acc: Any, a: Any, a_off: Any, a_stride: Any, a_last: Any,
+              w: Any, w_off: Any, nchunks: Any, w_step: Any) -> Any:
+        arrays = (acc, a, w)
+        if not all(isinstance(t, types.Array) and t.ndim == 1 for t in arrays):
+            return None
+        if (acc.dtype, a.dtype, w.dtype) != (types.int32, types.uint8, types.uint8):
+            return None
+        ints = (a_off, a_stride, a_last, w_off, nchunks, w_step)
+        if not all(isinstance(t, types.Integer) for t in ints):
+            return None
+        return types.void(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step), codegen
+
+    typer.__name__ = f"tile_kernel_wide_{bits}b_{rows}r_{isa}"
     return intrinsic(typer)

@@ -116,10 +116,9 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
                 emap = row[F_MAP:]
                 last = row[F_LAST] != 0
                 if op == OP_LINEAR_I32:
-                    for s in range(nb):
-                        linear_i32(vec[s * c:], s, panel, lay[L_WOFF], lay[L_BITS], lay[L_K],
-                                   lay[L_OUT], bias, m0, shift, out_mult, lay[L_P0],
-                                   lay[L_OUTZP], lay[L_LO], hi, last, emap, nxt, out, acc)
+                    linear_i32(vec, c, nb, panel, lay[L_WOFF], lay[L_BITS], lay[L_K], lay[L_OUT],
+                               bias, m0, shift, out_mult, lay[L_P0], lay[L_OUTZP], lay[L_LO], hi,
+                               last, emap, nxt, out, acc)
                 else:
                     a = cur
                     stride = src[T_SS]

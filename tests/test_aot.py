@@ -110,7 +110,8 @@ def test_engine_only_process_with_aot_kernels_is_small_and_numba_free(aot_cache:
 
 def test_stale_or_corrupt_modules_are_skipped_for_the_jit(
         aot_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    built = next((aot_cache / "aot").glob(cachepaths.AOT_PREFIX + "*"))
+    # the module, not its manifest (same prefix; which one a bare glob lists first varies)
+    built = next((aot_cache / "aot").glob(f"{cachepaths.AOT_PREFIX}*{cachepaths.EXTENSION_SUFFIX}"))
     good = tmp_path / "good"
     shutil.copytree(aot_cache / "aot", good)
     assert backend.load("auto", aot_dir=good).backend == "aot"
