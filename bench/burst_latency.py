@@ -36,22 +36,14 @@ import numpy as np
 from bench.agent_process import REPO, Agent, PredictionSink
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
+from edge_agent.service.config import local_config_text
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 
 
 def _config(d: Path, bundle: Path, bursts: bool, interval_s: float) -> Path:
     path = d / "agent.toml"
-    path.write_text(f"""
-[model]
-bundle = "{bundle}"
-[ingest]
-endpoints = ["ipc://{d}/in.sock"]
-[output]
-endpoints = ["ipc://{d}/out.sock"]
-[state]
-dir = "{d}/state"
-runtime_dir = "{d}/run"
+    path.write_text(local_config_text(d, bundle, f"""
 [energy]
 burst_min_battery_percent = false
 burst_max_temp_c = false
@@ -65,7 +57,7 @@ switch_bits = false
 interval_s = {interval_s}
 [log]
 level = "info"
-""")
+"""))
     return path
 
 

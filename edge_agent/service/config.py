@@ -327,6 +327,22 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     )
 
 
+def local_config_text(run_dir: Path, bundle: Path, extra: str = "") -> str:
+    """An agent.toml for a private agent: ipc sockets and state under ``run_dir`` (the demo
+    and the benchmarks), with ``extra`` TOML tables appended."""
+    return f"""
+[model]
+bundle = "{bundle}"
+[ingest]
+endpoints = ["ipc://{run_dir}/in.sock"]
+[output]
+endpoints = ["ipc://{run_dir}/out.sock"]
+[state]
+dir = "{run_dir}/state"
+runtime_dir = "{run_dir}/run"
+{extra}"""
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent run``."""
     parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),

@@ -24,6 +24,7 @@ import numpy as np
 import zmq
 
 from edge_agent.client import ClientError, Publisher, StatusClient, replay, stream
+from edge_agent.service.config import local_config_text
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "defaults" / "basicmotions.eab"
 ROLLING = 50
@@ -63,7 +64,7 @@ def demo_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
         d = Path(tmp)
         config = d / "agent.toml"
-        config.write_text(_config(d, args.bundle.resolve()))
+        config.write_text(local_config_text(d, args.bundle.resolve(), '[log]\nlevel = "warning"\n'))
         log = open(d / "agent.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent.service", "--config",
                                  str(config)], stdout=log, stderr=subprocess.STDOUT)
@@ -79,22 +80,6 @@ def demo_main(args: argparse.Namespace) -> int:
     _print_table(trace, y, drift.start, args)
     _plot(trace, y, drift, args.plot)
     return 0
-
-
-def _config(d: Path, bundle: Path) -> str:
-    return f"""
-[model]
-bundle = "{bundle}"
-[ingest]
-endpoints = ["ipc://{d}/in.sock"]
-[output]
-endpoints = ["ipc://{d}/out.sock"]
-[state]
-dir = "{d}/state"
-runtime_dir = "{d}/run"
-[log]
-level = "warning"
-"""
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], status_ep: str, log: Path) -> None:
