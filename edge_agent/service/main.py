@@ -186,8 +186,9 @@ class Agent:
         eps += [f"serial {s.cfg.port}" for s in self.sources if isinstance(s, SerialSource)]
         return ", ".join(eps) or "none"
 
-    def _open_io(self, cfg: AgentConfig) -> None:
-        """Open ingest, output and status sockets for ``cfg`` and start their threads."""
+    def _open_io(self, cfg: AgentConfig, with_status: bool = True) -> None:
+        """Open ingest, output and (``with_status``) status sockets for ``cfg`` and start
+        their threads."""
         try:
             pub = self.ctx.socket(zmq.PUB)
             self.pub = pub
@@ -202,23 +203,25 @@ class Agent:
                 self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
             if cfg.serial.enabled:
                 self.sources.append(SerialSource(cfg.serial, self.intake))
-            self.status_server = StatusServer(
-                self.ctx, self._status_endpoints(cfg),
-                {"ping": self._ping, "status": self.status, "metrics": self._metrics,
-                 "config": self._config},
-                self._request_checkpoint, self._count_control_error)
+            if with_status:
+                self.status_server = StatusServer(
+                    self.ctx, self._status_endpoints(cfg),
+                    {"ping": self._ping, "status": self.status, "metrics": self._metrics,
+                     "config": self._config},
+                    self._request_checkpoint, self._count_control_error)
         except BaseException:
-            self._close_io()
+            self._close_io(with_status)
             raise
         for src in self.sources:
             src.start()
-        self.status_server.start()
+        if with_status and self.status_server is not None:
+            self.status_server.start()
 
-    def _close_io(self) -> None:
+    def _close_io(self, with_status: bool = True) -> None:
         for src in self.sources:
             src.stop()
         self.sources = []
-        if self.status_server is not None:
+        if with_status and self.status_server is not None:
             self.status_server.stop()
             self.status_server = None
         if self.pub is not None:
@@ -497,11 +500,13 @@ class Agent:
         log.info("model %s loaded from %s", eng.model_version, model.path)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
-        self._close_io()
+        # the status socket stays up through a reload unless its own endpoints change
+        status = self._status_endpoints(new) != self._status_endpoints(old)
+        self._close_io(status)
         try:
-            self._open_io(new)
+            self._open_io(new, status)
         except (RuntimeError, zmq.ZMQError, OSError):
-            self._open_io(old)
+            self._open_io(old, status)
             raise
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 
