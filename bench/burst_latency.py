@@ -37,6 +37,7 @@ from bench.agent_process import REPO, Agent, PredictionSink
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
 from edge_agent.service.config import local_config_text
+from edge_agent.service.metrics import percentiles
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 
@@ -92,11 +93,8 @@ class BurstStateLog:
         self._thread.join()
 
 
-def _pcts(v: np.ndarray) -> dict[str, float | None]:
-    if len(v) == 0:
-        return {"n": 0, "p50": None, "p99": None}
-    p50, p99 = np.percentile(v, [50, 99])
-    return {"n": len(v), "p50": float(p50), "p99": float(p99)}
+def _pcts(v: np.ndarray) -> dict[str, Any]:
+    return {"n": len(v), **percentiles(v)}
 
 
 def stream_through_agent(bundle: Path, rate: float, seconds: float, bursts: bool,

@@ -112,13 +112,14 @@ class Metrics:
         out["rolling_accuracy"] = float(np.mean(correct)) if correct else None
         out["rolling_accuracy_n"] = len(correct)
         out["prediction_rate_per_s"] = rate
-        out["latency_ms"] = _percentiles(lat)
-        out["inference_batch_ms"] = _percentiles(inf)
+        out["latency_ms"] = percentiles(lat)
+        out["inference_batch_ms"] = percentiles(inf)
         out["rss_bytes"] = int(self._process.memory_info().rss)
         return out
 
 
-def _percentiles(a: np.ndarray) -> dict[str, float | None]:
+def percentiles(a: np.ndarray) -> dict[str, float | None]:
+    """p50 and p99 of ``a`` (None for an empty array)."""
     if a.size == 0:
         return {"p50": None, "p99": None}
     p50, p99 = np.percentile(a, [50, 99])
