@@ -2,10 +2,11 @@
 
 Written straight from the text, in the document's own layouts (channels first, torch
 weight order), to check the numba engine bit for bit. Simple on purpose. Accumulators are
-int32 and wrap modulo 2^32, as in the kernels. Products of int32 inputs and int8
-weights (below 2^38 in size) are summed in float64 (BLAS) when a sum has fewer than 2^15
-terms: every partial sum is then an integer below 2^53, so the result is exactly the int64
-sum.
+int32 and wrap modulo 2^32, as in the kernels. Convolutions are an im2col (the patches,
+in torch's column order) times the weight matrix. Integer dot products go through BLAS
+where that is exact: float32 when the sum of the absolute products is below 2^24, float64
+when a sum has fewer than 2^15 terms (products of int32 inputs and int8 weights are below
+2^38, so every partial sum is an integer below 2^53); int64 otherwise.
 """
 
 from __future__ import annotations
@@ -35,38 +36,51 @@ def _wrap32(acc: np.ndarray) -> np.ndarray:
     return acc.astype(np.int64).astype(np.int32)
 
 
-def _exact_dot(a: np.ndarray, b: np.ndarray, axes: tuple[list[int], list[int]]) -> np.ndarray:
-    """int64 tensordot of int32-range ``a`` and int8-range ``b``; through float64 BLAS
-    where that is exact (fewer than 2^15 terms per sum)."""
-    terms = int(np.prod([b.shape[i] for i in axes[1]]))
-    if terms >= 1 << 15:
-        return np.tensordot(a.astype(np.int64), b.astype(np.int64), axes=axes)
-    out = np.tensordot(a.astype(np.float64), b.astype(np.float64), axes=axes)
-    return out.astype(np.int64)
+def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """int64 ``a @ b.T`` of int32-range ``a`` (..., K) and int8-range ``b`` (O, K); through
+    float BLAS where that is exact."""
+    terms = b.shape[1]
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * terms
+    rows = a.reshape(-1, terms)
+    if bound < 1 << 24:
+        out = (rows.astype(np.float32) @ b.T.astype(np.float32)).astype(np.int64)
+    elif terms < 1 << 15:
+        out = (rows.astype(np.float64) @ b.T.astype(np.float64)).astype(np.int64)
+    else:
+        out = rows.astype(np.int64) @ b.T.astype(np.int64)
+    return out.reshape(*a.shape[:-1], len(b))
+
+
+def patches(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
+            padding: Sequence[int]) -> np.ndarray:
+    """im2col of a centred conv input (N, C, *S) -> (N, *S', C * prod(kernel)), columns in
+    torch's weight order (channel, then kernel positions); padding is centred value 0."""
+    nd = len(stride)
+    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in padding)))
+    win = sliding_window_view(x, tuple(kernel), axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
+    # (N, C, *S', *kernel) -> (N, *S', C, *kernel)
+    order = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
+    win = win.transpose(order)
+    return win.reshape(*win.shape[: 1 + nd], -1)
 
 
 def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
          stride: Sequence[int], padding: Sequence[int]) -> np.ndarray:
     """int32 accumulators of a 1-D or 2-D convolution: (N, C, *S) codes -> (N, O, *S')."""
-    nd = len(stride)
-    centred = xq.astype(np.int64) - in_zp  # padding holds code z: centred value 0
-    pads = ((0, 0), (0, 0), *((p, p) for p in padding))
-    centred = np.pad(centred, pads)
-    kernel = q.shape[2:]
-    win = sliding_window_view(centred, kernel, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
-    # win: (N, C, *S', *kernel); contract C and kernel axes with q (O, C, *kernel)
-    axes_win = [1, *range(2 + nd, 2 + 2 * nd)]
-    acc = _exact_dot(win, q, (axes_win, [1, *range(2, 2 + nd)]))
-    acc = np.moveaxis(acc, -1, 1)  # (N, O, *S')
-    bias = bias_q.astype(np.int64).reshape((1, -1, *(1,) * nd))
-    return _wrap32(acc + bias)
+    return _conv(patches(xq.astype(np.int64) - in_zp, q.shape[2:], stride, padding), q, bias_q)
+
+
+def _conv(cols: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarray:
+    """Accumulators (N, O, *S') of patches (N, *S', K) and weights (O, C, *kernel)."""
+    acc = _exact_dot(cols, q.reshape(len(q), -1)) + bias_q.astype(np.int64)
+    return _wrap32(np.moveaxis(acc, -1, 1))
 
 
 def linear(x: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int) -> np.ndarray:
     """int32 accumulators of a linear layer on uint8 codes (or int32 centred sums, zp 0)."""
     centred = x.astype(np.int64) - in_zp
-    return _wrap32(_exact_dot(centred, q, ([1], [1])) + bias_q.astype(np.int64))
+    return _wrap32(_exact_dot(centred, q) + bias_q.astype(np.int64))
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool,
@@ -113,9 +127,9 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
             std: np.ndarray, x: np.ndarray, on_weighted: LayerHook | None = None) -> np.ndarray:
     """Float logits (N, classes) of float inputs ``x`` (N, *input_shape).
 
-    ``on_weighted(i, centred_input, acc)``, if given, sees every weighted layer's input
-    with its zero point subtracted (int64) and its int32 accumulators (the calibrator's
-    forward-only features).
+    ``on_weighted(i, cols, acc)``, if given, sees every weighted layer's input with its
+    zero point subtracted as int64 patches ``cols`` (N, positions, K) (one position for a
+    linear layer) and its int32 accumulators (the calibrator's forward-only features).
     """
     a = quant.act_bits
     h: np.ndarray = quantize_input(x, mean, std, quant.input_scale, quant.input_zp, a)
@@ -126,17 +140,21 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
         if kind in ("conv1d", "conv2d", "linear"):
             index, lq = next(weighted)
             in_zp = 0 if h.dtype == np.int32 else lq.in_zp
+            centred = h.astype(np.int64) - in_zp
             if kind == "linear":
                 q = _weights(lq, (int(op["out_features"]), int(op["in_features"])))
+                cols = centred.reshape(len(h), 1, -1)
                 acc = linear(h, q, lq.bias_q, in_zp)
             else:
                 nd = 1 if kind == "conv1d" else 2
                 kernel = _tuple(op, "kernel", nd)
                 q = _weights(lq, (int(op["out_ch"]), int(op["in_ch"]), *kernel))
-                acc = conv(h, q, lq.bias_q, lq.in_zp, _tuple(op, "stride", nd, 1),
-                           _tuple(op, "padding", nd, 0))
+                cols = patches(centred, kernel, _tuple(op, "stride", nd, 1),
+                               _tuple(op, "padding", nd, 0))
+                acc = _conv(cols, q, lq.bias_q)
+                cols = cols.reshape(len(h), -1, cols.shape[-1])
             if on_weighted is not None:
-                on_weighted(index, h.astype(np.int64) - in_zp, acc)
+                on_weighted(index, cols, acc)
             if lq.out_mult is not None:  # last layer: float logits
                 shape = (1, -1, *(1,) * (acc.ndim - 2))
                 return (acc.astype(np.float32) * lq.out_mult.reshape(shape)).reshape(len(acc), -1)

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.bundle import load_bundle
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import FEATURES, _patches, layer_features, trace
+from edge_agent.calibrate.flip_features import FEATURES, layer_features, trace
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
@@ -68,12 +68,10 @@ def test_patches_reproduce_the_integer_accumulators(basicmotions_bundle: Path) -
         X,
         lambda i, c, a: seen.append((i, c, a)),
     )
-    ops = bundle.weighted_ops()
-    for i, centred, acc in seen:
+    for i, cols, acc in seen:
         lq = quant.layers[i]
         q = unpack_rows(lq.packed, lq.k, lq.bits).astype(np.int64)
-        p = _patches(ops[i], centred)  # (N, P, K)
-        got = p @ q.T + lq.bias_q  # (N, P, O)
+        got = cols @ q.T + lq.bias_q  # (N, P, O)
         want = acc.reshape(acc.shape[0], acc.shape[1], -1).transpose(0, 2, 1)
         np.testing.assert_array_equal(got, want)
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from edge_agent.bundle import Bundle, QuantModel
 from edge_agent.reference import forward
@@ -62,37 +61,16 @@ class LayerTrace:
     out_mean: np.ndarray  # (N, O) float64 per-sample, per-channel mean accumulator (real)
 
 
-def _patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
-    """im2col of a centred layer input: (N, C, *S) -> (N, P, C * prod(kernel))."""
-    kind = op["op"]
-    n = centred.shape[0]
-    if kind == "linear":
-        return centred.reshape(n, 1, -1)
-    nd = 1 if kind == "conv1d" else 2
-    kernel = tuple(np.atleast_1d(op["kernel"]).tolist())
-    stride = tuple(np.atleast_1d(op["stride"]).tolist())
-    pad = tuple(np.atleast_1d(op["padding"]).tolist())
-    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in pad)))
-    win = sliding_window_view(x, kernel, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
-    # (N, C, *S', *kernel) -> (N, *S', C, *kernel) -> (N, P, K)
-    order = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
-    win = win.transpose(order)
-    return win.reshape(n, -1, int(np.prod(win.shape[1 + nd :])))
-
-
 def trace(bundle: Bundle, quant: QuantModel, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
     """Logits of ``X`` and every weighted layer's patches and accumulators."""
-    ops = bundle.weighted_ops()
     divisors = input_divisors(bundle)
     traces: list[LayerTrace] = []
 
-    def hook(i: int, centred: np.ndarray, acc: np.ndarray) -> None:
-        p = _patches(ops[i], centred)
+    def hook(i: int, cols: np.ndarray, acc: np.ndarray) -> None:
         lq = quant.layers[i]
         real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisors[i])
         out_mean = acc.reshape(acc.shape[0], acc.shape[1], -1).mean(axis=2) * real
-        traces.append(LayerTrace(p.reshape(-1, p.shape[2]).astype(np.float32), out_mean))
+        traces.append(LayerTrace(cols.reshape(-1, cols.shape[2]).astype(np.float32), out_mean))
 
     logits = forward(bundle.arch["layers"], quant, bundle.norm_mean, bundle.norm_std, X, hook)
     return logits, traces
@@ -155,19 +133,23 @@ def layer_features(
         zip(quant.layers, codes, deployed, residuals, traces, strict=True)
     ):
         s_w = lq.w_scale.astype(np.float64)[:, None]
-        x = tr.patches.astype(np.float64) * (lq.in_scale / divisors[i])  # (M, K) real inputs
-        cov = x.T @ x / len(x)  # (K, K)
+        scale = float(lq.in_scale) / divisors[i]  # patch codes -> real inputs
+        cols = tr.patches  # (M, K) float32
+        cov = (cols.T @ cols).astype(np.float64) * (scale * scale / len(cols))  # (K, K)
         diag = np.diag(cov) + 1e-12
         target = q0.astype(np.float64) + r - q  # latent minus current, in steps
         rec_step = (target @ cov) / diag[None, :]
         if i == last:
+            x = cols.astype(np.float64) * scale  # (N, K): one position per sample
             p = _softmax(logits)
             err = -p
             err[np.arange(len(labels)), labels] += 1.0
             curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
             task_step = (err.T @ x / len(x)) / (s_w * curv)
         else:
-            task_step = _prototype_step(tr.out_mean, x, labels, anchors) / s_w
+            n = len(tr.out_mean)
+            xbar = cols.reshape(n, -1, cols.shape[1]).mean(axis=1, dtype=np.float64) * scale
+            task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
         feats = np.stack(
             [
                 r,
@@ -186,22 +168,22 @@ def layer_features(
 
 
 def _prototype_step(
-    out_mean: np.ndarray, x: np.ndarray, labels: np.ndarray, anchors: np.ndarray | None
+    out_mean: np.ndarray, xbar: np.ndarray, labels: np.ndarray, anchors: np.ndarray | None
 ) -> np.ndarray:
-    """(O, K) real weight step moving per-sample mean outputs towards class prototypes."""
+    """(O, K) real weight step moving per-sample mean outputs towards class prototypes
+    (``xbar``: (N, K) mean real input per sample)."""
     n, o = out_mean.shape
     if anchors is None or not anchors.any():
-        return np.zeros((o, x.shape[1]))
+        return np.zeros((o, xbar.shape[1]))
     protos = np.zeros((int(labels.max()) + 1, o))
     known = np.zeros(len(protos), bool)
     for c in np.unique(labels[anchors]):
         protos[c] = out_mean[anchors & (labels == c)].mean(axis=0)
         known[c] = True
     err = np.where(known[labels][:, None], protos[labels] - out_mean, 0.0)  # (N, O)
-    xbar = x.reshape(n, -1, x.shape[1]).mean(axis=1)  # (N, K) mean input per sample
     curv = (xbar * xbar).mean(axis=0)
     # diagonal Newton step, shared out over the K inputs that all move the same output
-    return (err.T @ xbar / n) / (x.shape[1] * (curv + 0.1 * curv.mean() + 1e-12))[None, :]
+    return (err.T @ xbar / n) / (xbar.shape[1] * (curv + 0.1 * curv.mean() + 1e-12))[None, :]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -221,18 +221,18 @@ class BitFlipCalibrator:
         traces: list[LayerTrace] | None
         logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
         best_loss = loss_before = gate.cross_entropy(logits, yc)
-        feats: list[np.ndarray] | None = None
+        proposal: Proposal | None = None
         iterations = 0
         for _ in range(cfg.iterations):
             iterations += 1
-            if feats is None:  # features of the current best codes (one traced pass)
+            if proposal is None:  # features of the current best codes (one traced pass)
                 if traces is None:
                     logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
-                feats = layer_features(
+                proposal = self.proposer(layer_features(
                     self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces,
                     logits, yc, anchors,
-                )
-            deltas = select_flips(self.proposer(feats), budget)
+                ))
+            deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
             cand = apply_flips(best, deltas, bits)
@@ -243,7 +243,7 @@ class BitFlipCalibrator:
                 if budget < 1:
                     break
                 continue
-            best, best_loss, traces, feats = cand, cand_loss, None, None
+            best, best_loss, traces, proposal = cand, cand_loss, None, None
 
         changed = {
             i: q
