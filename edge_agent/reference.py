@@ -128,7 +128,7 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
     """Float logits (N, classes) of float inputs ``x`` (N, *input_shape).
 
     ``on_weighted(i, cols, acc)``, if given, sees every weighted layer's input with its
-    zero point subtracted as int64 patches ``cols`` (N, positions, K) (one position for a
+    zero point subtracted as integer patches ``cols`` (N, positions, K) (one position for a
     linear layer) and its int32 accumulators (the calibrator's forward-only features).
     """
     a = quant.act_bits

@@ -41,8 +41,12 @@ def quantize_multipliers(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def requantize_reference(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Round-half-away-from-zero ``acc * m0 * 2^-shift`` in int64 (numpy reference)."""
-    p = acc.astype(np.int64) * m0.astype(np.int64)
+    p = acc.astype(np.int64)
+    p *= m0.astype(np.int64)
+    negative = p < 0
     s = shift.astype(np.int64)
-    half = np.left_shift(np.int64(1), s - 1)
-    mag = (np.abs(p) + half) >> s
-    return np.where(p < 0, -mag, mag)
+    np.abs(p, out=p)
+    p += np.left_shift(np.int64(1), s - 1)  # half
+    p >>= s
+    np.negative(p, out=p, where=negative)
+    return p
