@@ -8,23 +8,25 @@ number of steps on a coreset of the candidate pool; accuracy is the exported bun
 the integer engine, on the test split. The candidate pool is the training split plus
 augmented copies of it (jitter, scaling, rotation, time warp; images: shifts and noise)
 until it holds at least ``--pool-min`` samples, standing in for the QCore buffer plus
-recent stream samples (BasicMotions has only 40 training samples). Variants: random
-coreset + KD, RES + KD, RES + CLC (cascaded), random + CLC, RES-mix + CLC (half the coreset
-by RES, half at random) at every coreset fraction;
-RES + CLC independent and RES + CLC + CR at 5%; full-pool QAT (the upper
-bound: the whole pool for the same steps, and for 600 steps, the project's QAT length).
+recent stream samples (BasicMotions has only 40 training samples). Every variant is the
+shipped :class:`BurstConfig` defaults with a few settings changed: random coreset + KD,
+RES + KD, RES + CLC (the defaults: cascaded CLC), random + CLC and RES + CLC with another
+``random_share`` at every coreset fraction; RES + CLC independent and RES + CLC + CR at 5%;
+full-pool QAT (the upper bound: the whole pool for the same steps, and for 600 steps, the
+project's QAT length).
 
-The coreset defaults (``random_share``, ``score_temperature``) were chosen on validation
-folds of the training split by :mod:`bench.qat_burst_select`, not on this test split. The
-agent's latency while bursts run is measured by :mod:`bench.burst_latency`.
+The defaults (steps, learning rate, ``clc_beta``, ``random_share``) were chosen on
+validation folds of the training split by :mod:`bench.qat_burst_select`, not on this test
+split. The agent's latency while bursts run is measured by :mod:`bench.burst_latency`.
 
-    python -m bench.qat_burst                 # the full run (30-40 minutes on 2 cores)
+    python -m bench.qat_burst                 # the full run (about 30 minutes on 2 cores)
     python -m bench.qat_burst --quick         # one seed, 5% only, for a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -44,28 +46,19 @@ from edge_agent.engine import Engine
 
 log = logging.getLogger("bench.qat_burst")
 
-BASE: dict[str, Any] = {
-    "steps": 80,
-    "lr": 5e-3,
-    "quantizer_lr": 5e-4,
-    "reselect_every": 10,
-    "batch_size": 32,
-}
-SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction
+DEFAULTS = BurstConfig()  # the shipped defaults (bench/qat_burst_select chose them)
+_OTHER = 0.0 if DEFAULTS.random_share > 0 else 0.5  # pure top-S, or half at random
+OTHER_SHARE = f"RES + CLC, random_share {_OTHER:g}"
+SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction, else the defaults
     "random + KD": {"selection": "random", "clc": "none"},
-    "RES + KD": {"selection": "res", "clc": "none", "random_share": 0.0},
-    "RES + CLC": {"selection": "res", "clc": "cascaded", "random_share": 0.0},
-    "random + CLC": {"selection": "random", "clc": "cascaded"},
-    "RES-mix + CLC": {"selection": "res", "clc": "cascaded", "random_share": 0.5},
+    "RES + KD": {"clc": "none"},
+    "RES + CLC": {},
+    "random + CLC": {"selection": "random"},
+    OTHER_SHARE: {"random_share": _OTHER},
 }
 AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
-    "RES + CLC indep.": {"selection": "res", "clc": "independent", "random_share": 0.0},
-    "RES + CLC + CR": {
-        "selection": "res",
-        "clc": "cascaded",
-        "cr_weight": 1.0,
-        "random_share": 0.0,
-    },
+    "RES + CLC indep.": {"clc": "independent"},
+    "RES + CLC + CR": {"cr_weight": 1.0},
 }
 UPPER = "full-pool QAT, 600 steps"
 FULL: dict[str, dict[str, Any]] = {  # same steps as the bursts, and the project's QAT length
@@ -136,8 +129,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         plan += [(name, cfg, 0.05) for name, cfg in AT_5.items()]
     plan += [(name, cfg, 1.0) for name, cfg in FULL.items()]
     for name, variant, fraction in plan:
-        settings = {**BASE, "coreset_fraction": fraction, **variant}
-        cfg = BurstConfig(bits=bits, seed=seed, **settings)
+        cfg = BurstConfig(bits=bits, seed=seed, coreset_fraction=fraction, **variant)
         result = run_burst(bundle, job["pool_x"], job["pool_y"], cfg)
         rows.append(
             {
@@ -188,7 +180,7 @@ def summarize(rows: list[dict[str, Any]], start: dict[str, float]) -> dict[str, 
             continue
         gap = full - base
         entry: dict[str, Any] = {"start": start[f"{ds}/{bits}"], "random_kd": base, "full": full}
-        for v in ("RES + CLC", "RES-mix + CLC", "random + CLC"):
+        for v in ("RES + CLC", OTHER_SHARE, "random + CLC"):
             ours = means.get((ds, bits, v, 0.05))
             if ours is not None:
                 entry[v] = {
@@ -324,7 +316,7 @@ def main() -> None:
         for part in pool.map(run_job, jobs):
             rows += part
     caption = (
-        f"QAT bursts from post-training quantization, {BASE['steps']} steps each, "
+        f"QAT bursts from post-training quantization, {DEFAULTS.steps} steps each, "
         f"integer-engine test accuracy % (mean ± std over {len(args.seeds.split(','))} seeds). "
         f"Candidate pool: training split plus augmented copies up to >= {args.pool_min} samples "
         "("
@@ -346,7 +338,7 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(
         json.dumps(
             {
-                "base_config": BASE,
+                "defaults": dataclasses.asdict(DEFAULTS),
                 "variants": {**SWEEP, **AT_5, **FULL},
                 "start": start,
                 "rows": rows,

@@ -15,9 +15,9 @@ class BurstConfig:
     """Hyper-parameters of one burst (JSON-serializable; the runner passes it as a file)."""
 
     bits: int | None = None  # bit-width to train; None: the bundle's default
-    steps: int = 80
+    steps: int = 480  # about 13 s of CPU at 5% of a 500-sample pool (bench/qat_burst_select)
     batch_size: int = 32
-    lr: float = 5e-3  # weights and biases
+    lr: float = 5e-3  # weights and biases (bench/qat_burst_select)
     quantizer_lr: float = 5e-4  # LSQ+ scales and offsets
     coreset_fraction: float = 0.05
     selection: str = "res"  # combined (d(t) of methods.md), res (RES alone), random, all
@@ -30,7 +30,7 @@ class BurstConfig:
     kd_temperature: float = 4.0
     ce_weight: float = 1.0
     clc: str = "cascaded"  # none, independent, cascaded
-    clc_beta: float = 10.0
+    clc_beta: float = 10.0  # bench/qat_burst_select
     clc_temperature: float = 1.0
     cr_weight: float = 0.0  # lambda_max of consistency regularization; 0 turns CR off
     cr_momentum: float = 0.99
