@@ -10,9 +10,9 @@ augmented copies of it (jitter, scaling, rotation, time warp; images: shifts and
 until it holds at least ``--pool-min`` samples, standing in for the QCore buffer plus
 recent stream samples (BasicMotions has only 40 training samples). Every variant is the
 shipped :class:`BurstConfig` defaults with a few settings changed: random coreset + KD,
-RES + KD, RES + CLC (the defaults: cascaded CLC), random + CLC and RES + CLC with another
-``random_share`` at every coreset fraction; RES + CLC independent and RES + CLC + CR at 5%;
-full-pool QAT (the upper bound: the whole pool for the same steps, and for 600 steps, the
+RES + KD and RES + CLC (the defaults: cascaded CLC) at every coreset fraction; random +
+CLC, RES + CLC with another ``random_share``, RES + CLC independent and RES + CLC + CR at
+5%; full-pool QAT (the upper bound: the whole pool for the same steps, and for 600 steps, the
 project's QAT length).
 
 The defaults (steps, learning rate, ``clc_beta``, ``random_share``) were chosen on
@@ -53,10 +53,10 @@ SWEEP: dict[str, dict[str, Any]] = {  # run at every coreset fraction, else the 
     "random + KD": {"selection": "random", "clc": "none"},
     "RES + KD": {"clc": "none"},
     "RES + CLC": {},
-    "random + CLC": {"selection": "random"},
-    OTHER_SHARE: {"random_share": _OTHER},
 }
 AT_5: dict[str, dict[str, Any]] = {  # run at 5% only
+    "random + CLC": {"selection": "random"},
+    OTHER_SHARE: {"random_share": _OTHER},
     "RES + CLC indep.": {"clc": "independent"},
     "RES + CLC + CR": {"cr_weight": 1.0},
 }
@@ -129,7 +129,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         plan += [(name, cfg, 0.05) for name, cfg in AT_5.items()]
     plan += [(name, cfg, 1.0) for name, cfg in FULL.items()]
     for name, variant, fraction in plan:
-        cfg = BurstConfig(bits=bits, seed=seed, coreset_fraction=fraction, **variant)
+        cfg = BurstConfig(**{"bits": bits, "seed": seed, "coreset_fraction": fraction, **variant})
         result = run_burst(bundle, job["pool_x"], job["pool_y"], cfg)
         rows.append(
             {
