@@ -381,7 +381,7 @@ def summarize(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, bits, method), ms in groups.items():
-        mean = {k: statistics.fmean(m[k] for m in ms) for k in ms[0]}
+        mean = {k: statistics.fmean(m[k] for m in ms) for k in ms[0] if k != "curve"}
         lost = mean["pre"] - mean["post"]
         rec = (mean["calibrated"] - mean["post"]) / lost if lost > 1e-9 else float("nan")
         lines.append(
