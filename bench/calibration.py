@@ -148,12 +148,14 @@ def flip_method(
 
 
 def backprop_method(
-    bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int
+    bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int,
+    checkpoints: bool = False,
 ) -> tuple[Engine, float, list[tuple[float, Engine]]]:
     """Fine-tune the fake-quant model on (X, y) with back-propagation; re-export.
 
-    Also returns (CPU seconds so far, engine) after every 5 steps: the cost at which
-    back-propagation first reaches a given accuracy (export time not counted)."""
+    With ``checkpoints`` also returns (CPU seconds so far, engine) after every 5 steps: the
+    cost at which back-propagation first reaches a given accuracy (each export counted
+    once, in its own checkpoint)."""
     torch.manual_seed(seed)
     net = copy.deepcopy(qnet)
     x = normalize(X, bundle.norm_mean, bundle.norm_std)
@@ -170,7 +172,7 @@ def backprop_method(
         loss.backward()
         opt.step()
         cpu += time.thread_time() - t0
-        if step % 5 == 0:
+        if step == BACKPROP_STEPS or (checkpoints and step % 5 == 0):
             net.eval()
             t0 = time.thread_time()
             quant = quant_model(net)
@@ -226,7 +228,9 @@ def run_case(
         buf = QCoreBuffer.from_bundle(b, BufferConfig(random=name.endswith("randbuf")), seed=seed)
         buf.update(Xs, ys, labelled, {bits: lambda a: base.predict(a)[0]}, fp_predict_fn(b))
         cpu_buffer = time.thread_time() - t0
-        eng, cpu, curve = backprop_method(bundle, qnets[bits], buf.X, buf.y, seed)
+        eng, cpu, curve = backprop_method(
+            bundle, qnets[bits], buf.X, buf.y, seed, checkpoints=name == "replay"
+        )
         runs[name] = (eng, cpu_buffer + cpu)
         if name == "replay":
             replay_curve = [(cpu_buffer + c, e) for c, e in curve]
