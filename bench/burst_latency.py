@@ -14,7 +14,10 @@ bursts, run then).
 Reports p50 / p99 of the agent's latency (sample received -> prediction published, the
 ``latency_ms`` of every prediction) and of the end-to-end latency (send -> prediction
 received) without bursts and in both classes with bursts, the p99 ratio during bursts /
-without bursts, and the bursts' counters and CPU seconds.
+without bursts, and the bursts' counters and CPU seconds. Between bursts, the agent's
+latency is also split into the first ``AFTER_S`` seconds after a burst ends (the agent
+swaps the accepted model in, saves it and restarts its calibration there) and later, and
+the flip rounds of both agents are counted.
 
     python -m bench.burst_latency                       # 100 samples/s, 180 s per agent
     python -m bench.burst_latency --json                # one JSON object
@@ -40,6 +43,7 @@ from edge_agent.service.config import local_config_text
 from edge_agent.service.metrics import percentiles
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
+AFTER_S = 5.0  # "just after a burst": the first seconds after one ends
 
 
 def _config(d: Path, bundle: Path, bursts: bool, interval_s: float) -> Path:
@@ -87,6 +91,16 @@ class BurstStateLog:
         i = np.searchsorted(t, times, side="right") - 1
         return np.where(i >= 0, state[np.clip(i, 0, None)], False)
 
+    def since_burst(self, times: np.ndarray) -> np.ndarray:
+        """Seconds from the end of the last burst before each of ``times`` (inf: none yet)."""
+        ends = [t for (t, b), (_, prev) in zip(self.samples[1:], self.samples, strict=False)
+                if prev and not b]
+        if not ends:
+            return np.full(len(times), np.inf)
+        e = np.array(ends)
+        i = np.searchsorted(e, times, side="right") - 1
+        return np.where(i >= 0, times - e[np.clip(i, 0, None)], np.inf)
+
     def close(self) -> None:
         """Stop sampling."""
         self._stop.set()
@@ -119,11 +133,15 @@ def stream_through_agent(bundle: Path, rate: float, seconds: float, bursts: bool
     agent_ms = np.array([g[1]["latency_ms"] for g in sink.got])
     e2e_ms = (recv - np.array([g[1]["ts"] for g in sink.got])) * 1e3
     during = states.busy_at(recv)
+    soon = ~during & (states.since_burst(recv) < AFTER_S)
     return {
         "lost": count - len(sink.got),
-        "agent_ms": {"idle": _pcts(agent_ms[~during]), "burst": _pcts(agent_ms[during])},
+        "agent_ms": {"idle": _pcts(agent_ms[~during]), "burst": _pcts(agent_ms[during]),
+                     "idle_after_burst": _pcts(agent_ms[soon]),
+                     "idle_later": _pcts(agent_ms[~during & ~soon])},
         "e2e_ms": {"idle": _pcts(e2e_ms[~during]), "burst": _pcts(e2e_ms[during])},
         "bursts": {k: v for k, v in st["bursts"].items() if k != "last"},
+        "calibration_rounds": {k: st["calibration"].get(k) for k in ("done", "accepted")},
         "last_burst": st["bursts"].get("last"),
     }
 
@@ -166,6 +184,13 @@ def markdown(r: dict[str, Any]) -> str:
         cells = [off[key]["idle"], on[key]["idle"], on[key]["burst"]]
         lines.append(f"| {name} | " + " | ".join(
             f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in cells) + " |")
+    split = [on["agent_ms"][k] for k in ("idle_after_burst", "idle_later")]
+    rounds = [x["calibration_rounds"] for x in (off, on)]
+    lines += ["", f"Agent latency between bursts, the first {AFTER_S:g} s after a burst "
+                  f"ends / later (p50 / p99): " + " | ".join(
+                      f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in split),
+              "Flip rounds (done, accepted): bursts off " + ", ".join(map(str, rounds[0].values()))
+              + "; bursts on " + ", ".join(map(str, rounds[1].values())) + "."]
     ratio = r["p99_ratio_burst_vs_no_bursts"]
     lines += ["", "p99 of the agent latency during bursts / without bursts: "
                   f"{'n/a' if ratio is None else f'{ratio:.2f}'} (target <= 1.20)"]
