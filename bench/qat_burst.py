@@ -19,7 +19,7 @@ The defaults (steps, learning rate, ``clc_beta``, ``random_share``) were chosen 
 validation folds of the training split by :mod:`bench.qat_burst_select`, not on this test
 split. The agent's latency while bursts run is measured by :mod:`bench.burst_latency`.
 
-    python -m bench.qat_burst                 # the full run (about 30 minutes on 2 cores)
+    python -m bench.qat_burst                 # the full run (about 45 minutes on 2 cores)
     python -m bench.qat_burst --quick         # one seed, 5% only, for a smoke test
 """
 
