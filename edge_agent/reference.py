@@ -79,7 +79,11 @@ def _conv(cols: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarray:
 
 def linear(x: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int) -> np.ndarray:
     """int32 accumulators of a linear layer on uint8 codes (or int32 centred sums, zp 0)."""
-    centred = x.astype(np.int64) - in_zp
+    return _linear(x.astype(np.int64) - in_zp, q, bias_q)
+
+
+def _linear(centred: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarray:
+    """Accumulators (N, O) of centred inputs (N, K) and weights (O, K)."""
     return _wrap32(_exact_dot(centred, q) + bias_q.astype(np.int64))
 
 
@@ -144,7 +148,7 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
             if kind == "linear":
                 q = _weights(lq, (int(op["out_features"]), int(op["in_features"])))
                 cols = centred.reshape(len(h), 1, -1)
-                acc = linear(h, q, lq.bias_q, in_zp)
+                acc = _linear(centred, q, lq.bias_q)
             else:
                 nd = 1 if kind == "conv1d" else 2
                 kernel = _tuple(op, "kernel", nd)
