@@ -35,6 +35,7 @@ import numpy as np
 
 from bench.accuracy import RAW
 from bench.qat_burst import candidate_pool, start_bundle
+from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.data.datasets import Dataset
 from edge_agent.engine import Engine
@@ -102,10 +103,7 @@ def fold_dataset(ds: Dataset, val: np.ndarray) -> Dataset:
 def validation_scores(engine: Engine, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of the integer engine on ``(x, y)``."""
     logits = engine.predict_logits(x).astype(np.float64)
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    accuracy = float(np.mean(logits.argmax(axis=1) == y))
-    return accuracy, float(-np.mean(log_p[np.arange(len(y)), y]))
+    return float(np.mean(logits.argmax(axis=1) == y)), gate.cross_entropy(logits, y)
 
 
 def run_fold(job: dict[str, Any]) -> list[dict[str, Any]]:
