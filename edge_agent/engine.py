@@ -28,6 +28,7 @@ from kernels.packing import qrange, row_bytes, unpack_rows
 log = logging.getLogger(__name__)
 
 WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
+_NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,19 @@ class Engine:
     def _run(self, st: _State, xs: np.ndarray) -> np.ndarray:
         """``xs``: C-contiguous float32 (N, features), as :meth:`_as_batch` makes it."""
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
-        self._kernels.run_program(xs, *st.args, out)
+        self._kernels.run_program(xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT)
         return out
+
+    def trace(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Float logits of a batch and every weighted layer's input codes with the zero
+        point subtracted (:func:`kernels.program.layer_inputs`), from one kernel run."""
+        st = self._state
+        xs = self._as_batch(x)
+        at, per_sample = program.trace_plan(st.model)
+        buf = np.empty(len(xs) * per_sample, np.uint8)
+        out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
+        self._kernels.run_program(xs, *st.args, out, buf, at)
+        return out, program.layer_inputs(st.model, st.weights.ltab, buf, len(xs))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (int64) and softmax confidences (float32) for a batch."""

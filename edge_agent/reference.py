@@ -51,29 +51,53 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out.reshape(*a.shape[:-1], len(b))
 
 
+def window(offset: Sequence[int], stride: Sequence[int], count: Sequence[int]) -> tuple[slice, ...]:
+    """Per spatial axis, the input positions kernel position ``offset`` meets at ``count``
+    outputs ``stride`` apart."""
+    return tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, count,
+                                                                      strict=True))
+
+
 def patches(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
             padding: Sequence[int]) -> np.ndarray:
     """im2col of a centred conv input (N, C, *S) -> (N, *S', C * prod(kernel)), columns in
     torch's weight order (channel, then kernel positions); padding is centred value 0."""
     nd = len(stride)
     x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in padding)))
-    win = sliding_window_view(x, tuple(kernel), axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
-    # (N, C, *S', *kernel) -> (N, *S', C, *kernel)
-    order = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
-    win = win.transpose(order)
-    return win.reshape(*win.shape[: 1 + nd], -1)
+    out = [(x.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(nd)]
+    channels_last = np.moveaxis(x, 1, -1)  # (N, *S, C)
+    cols = np.empty((len(x), *out, x.shape[1], *kernel), x.dtype)
+    every = (slice(None),) * (2 + nd)  # sample, output positions, channel
+    for offset in np.ndindex(*kernel):  # one strided copy per kernel position
+        cols[(*every, *offset)] = channels_last[(slice(None), *window(offset, stride, out))]
+    return cols.reshape(*cols.shape[: 1 + nd], -1)
 
 
 def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
          stride: Sequence[int], padding: Sequence[int]) -> np.ndarray:
     """int32 accumulators of a 1-D or 2-D convolution: (N, C, *S) codes -> (N, O, *S')."""
-    return _conv(patches(xq.astype(np.int64) - in_zp, q.shape[2:], stride, padding), q, bias_q)
+    cols = patches(xq.astype(np.int64) - in_zp, q.shape[2:], stride, padding)
+    return _conv(cols, q.reshape(len(q), -1), bias_q)
+
+
+Ints = tuple[int, ...]
+
+
+def conv_geometry(op: dict[str, Any]) -> tuple[Ints, Ints, Ints]:
+    """(kernel, stride, padding) of a conv1d / conv2d layer op, one entry per dimension."""
+    nd = 1 if op["op"] == "conv1d" else 2
+    return _tuple(op, "kernel", nd), _tuple(op, "stride", nd, 1), _tuple(op, "padding", nd, 0)
+
+
+def layer_patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
+    """What a weighted layer multiplies by its (O, K) weights: the im2col patches
+    (N, *S', K) of a convolution's centred input (N, C, *S); a linear layer's (N, K) as is."""
+    return centred if op["op"] == "linear" else patches(centred, *conv_geometry(op))
 
 
 def _conv(cols: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarray:
-    """Accumulators (N, O, *S') of patches (N, *S', K) and weights (O, C, *kernel)."""
-    acc = _exact_dot(cols, q.reshape(len(q), -1)) + bias_q.astype(np.int64)
+    """Accumulators (N, O, *S') of patches (N, *S', K) and weights (O, K)."""
+    acc = _exact_dot(cols, q) + bias_q.astype(np.int64)
     return _wrap32(np.moveaxis(acc, -1, 1))
 
 
@@ -120,8 +144,8 @@ def _tuple(op: dict[str, Any], key: str, nd: int, default: int | None = None) ->
     return tuple(int(t) for t in v) if isinstance(v, (list, tuple)) else (int(v),) * nd
 
 
-def _weights(layer: LayerQuant, shape: tuple[int, ...]) -> np.ndarray:
-    return unpack_rows(layer.packed, layer.k, layer.bits).astype(np.int64).reshape(shape)
+def _weights(layer: LayerQuant) -> np.ndarray:
+    return unpack_rows(layer.packed, layer.k, layer.bits).astype(np.int64)  # (O, K)
 
 
 LayerHook = Callable[[int, np.ndarray, np.ndarray], None]
@@ -133,7 +157,8 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
 
     ``on_weighted(i, cols, acc)``, if given, sees every weighted layer's input with its
     zero point subtracted as integer patches ``cols`` (N, positions, K) (one position for a
-    linear layer) and its int32 accumulators (the calibrator's forward-only features).
+    linear layer) and its int32 accumulators (what the engine's :meth:`Engine.trace` and
+    the calibrator's forward-only features are checked against).
     """
     a = quant.act_bits
     h: np.ndarray = quantize_input(x, mean, std, quant.input_scale, quant.input_zp, a)
@@ -144,21 +169,11 @@ def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarra
         if kind in ("conv1d", "conv2d", "linear"):
             index, lq = next(weighted)
             in_zp = 0 if h.dtype == np.int32 else lq.in_zp
-            centred = h.astype(np.int64) - in_zp
-            if kind == "linear":
-                q = _weights(lq, (int(op["out_features"]), int(op["in_features"])))
-                cols = centred.reshape(len(h), 1, -1)
-                acc = _linear(centred, q, lq.bias_q)
-            else:
-                nd = 1 if kind == "conv1d" else 2
-                kernel = _tuple(op, "kernel", nd)
-                q = _weights(lq, (int(op["out_ch"]), int(op["in_ch"]), *kernel))
-                cols = patches(centred, kernel, _tuple(op, "stride", nd, 1),
-                               _tuple(op, "padding", nd, 0))
-                acc = _conv(cols, q, lq.bias_q)
-                cols = cols.reshape(len(h), -1, cols.shape[-1])
+            cols = layer_patches(op, h.astype(np.int64) - in_zp)
+            q = _weights(lq)
+            acc = _linear(cols, q, lq.bias_q) if kind == "linear" else _conv(cols, q, lq.bias_q)
             if on_weighted is not None:
-                on_weighted(index, cols, acc)
+                on_weighted(index, cols.reshape(len(h), -1, cols.shape[-1]), acc)
             if lq.out_mult is not None:  # last layer: float logits
                 shape = (1, -1, *(1,) * (acc.ndim - 2))
                 return (acc.astype(np.float32) * lq.out_mult.reshape(shape)).reshape(len(acc), -1)

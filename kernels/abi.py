@@ -40,10 +40,10 @@ RUN_PROGRAM = (
     _arg("m0", np.int32, 1), _arg("shift", np.int32, 1), _arg("out_mult", np.float32, 1),
     _arg("mean", np.float32, 1), _arg("std", np.float32, 1), _arg("in_scale", np.float32, 0),
     _arg("in_zp", np.int64, 0), _arg("hi", np.int64, 0), _arg("sizes", np.int64, 1),
-    _arg("logits", np.float32, 2),
+    _arg("logits", np.float32, 2), _arg("trace", np.uint8, 1), _arg("trace_at", np.int64, 1),
 )
-#: the arguments a model fixes: all but the samples (first) and the logits (last)
-MODEL_ARGS = RUN_PROGRAM[1:-1]
+#: the arguments a model fixes: all but the samples (first), the logits and the trace
+MODEL_ARGS = RUN_PROGRAM[1:-3]
 
 
 def pycc_signature(args: Sequence[Arg] = RUN_PROGRAM) -> str:

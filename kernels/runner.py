@@ -61,8 +61,14 @@ from kernels.tables import (
 def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarray,
                 panel: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
                 out_mult: np.ndarray, mean: np.ndarray, std: np.ndarray, in_scale: np.float32,
-                in_zp: int, hi: int, sizes: np.ndarray, logits: np.ndarray) -> None:
-    """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes)."""
+                in_zp: int, hi: int, sizes: np.ndarray, logits: np.ndarray, trace: np.ndarray,
+                trace_at: np.ndarray) -> None:
+    """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
+
+    With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
+    activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
+    :func:`kernels.program.trace_plan`). An empty ``trace`` records nothing.
+    """
     n_all = x.shape[0]
     if n_all == 0:
         return
@@ -93,6 +99,9 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
             src = tens[row[F_IN]]
             dst = tens[row[F_OUT]]
             c = src[T_C]
+            if trace.shape[0] > 0 and trace_at[i] >= 0:
+                at = trace_at[i] * n_all + s0 * src[T_SS]
+                trace[at:at + nb * src[T_SS]] = cur[:nb * src[T_SS]]
             if op == OP_GAP:
                 for s in range(nb):
                     global_sum(cur[s * src[T_SS]:], src[T_H] * src[T_W], c, row[F_ZP],

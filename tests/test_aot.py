@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine import ARCHS, BITS, _inputs, random_bundle
+from test_engine import ARCHS, BITS, _inputs, assert_trace_equals_reference, random_bundle
 
 from edge_agent import reference
 from edge_agent.bundle import Bundle, load_bundle
@@ -64,6 +64,7 @@ def test_aot_equals_reference_on_every_layer_kind(
     engine.set_bits(bits)
     x = _inputs(ARCHS[arch], batch, seed=bits * 10 + batch)
     np.testing.assert_array_equal(engine.predict_logits(x), _reference(bundle, bits, x))
+    assert_trace_equals_reference(bundle, engine, x)
 
 
 def test_engine_states_have_the_compiled_argument_types(aot_kernels: backend.Kernels) -> None:
@@ -71,7 +72,8 @@ def test_engine_states_have_the_compiled_argument_types(aot_kernels: backend.Ker
     st = engine._state
     x = engine._as_batch(_inputs(ARCHS["image"], 2))
     out = np.empty((2, engine.num_classes), np.float32)
-    abi.check((x, *st.args, out), abi.RUN_PROGRAM)  # what _run passes
+    no_trace = (np.empty(0, np.uint8), np.empty(0, np.int64))
+    abi.check((x, *st.args, out, *no_trace), abi.RUN_PROGRAM)  # what _run passes
     for i, bad in ((3, st.args[3].astype(np.int64)), (0, np.asfortranarray(st.args[0])),
                    (11, 1.5)):
         args = list(st.args)

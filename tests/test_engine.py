@@ -141,6 +141,30 @@ def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch
     np.testing.assert_array_equal(got, want)
 
 
+def assert_trace_equals_reference(bundle: Bundle, engine: Engine, x: np.ndarray) -> None:
+    """The engine's traced layer inputs, as patches, are the reference's, bit for bit."""
+    want: list[np.ndarray] = []
+    reference.forward(bundle.arch["layers"], bundle.quant[engine.bits], bundle.norm_mean,
+                      bundle.norm_std, x, lambda i, cols, acc: want.append(cols))
+    logits, inputs = engine.trace(x)
+    np.testing.assert_array_equal(logits, engine.predict_logits(x))
+    weighted = [op for op in bundle.arch["layers"] if op["op"] in ("conv1d", "conv2d", "linear")]
+    assert len(inputs) == len(want) == len(weighted)
+    for i, (op, got, cols) in enumerate(zip(weighted, inputs, want, strict=True)):
+        got_cols = reference.layer_patches(op, got.astype(np.int64)).reshape(cols.shape)
+        np.testing.assert_array_equal(got_cols, cols, err_msg=f"layer {i} ({op['op']})")
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_trace_records_every_weighted_layers_input(
+        engines: dict[str, tuple[Bundle, Engine]], arch: str, bits: int) -> None:
+    bundle, engine = engines[arch]
+    engine.set_bits(bits)
+    for batch in (1, 37):  # 37: several chunks of samples
+        assert_trace_equals_reference(bundle, engine, _inputs(ARCHS[arch], batch, seed=bits))
+
+
 def test_sums_that_may_wrap_pool_after_requantizing() -> None:
     """Biases near the int32 limit: no max of int32 sums before requantizing (it could
     wrap); the engine still follows the reference's wrapping arithmetic bit for bit."""

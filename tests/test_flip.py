@@ -12,7 +12,13 @@ import pytest
 
 from edge_agent.bundle import load_bundle
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import FEATURES, layer_features, trace
+from edge_agent.calibrate.flip_features import (
+    FEATURES,
+    conv_patch_stats,
+    input_divisors,
+    layer_features,
+    trace,
+)
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
@@ -24,7 +30,7 @@ from edge_agent.calibrate.flip_round import (
 )
 from edge_agent.data import load_dataset
 from edge_agent.engine import Engine
-from edge_agent.reference import forward
+from edge_agent.reference import forward, patches
 from kernels.packing import qrange, unpack_rows
 
 
@@ -76,13 +82,51 @@ def test_patches_reproduce_the_integer_accumulators(basicmotions_bundle: Path) -
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, padding",
+    [((5,), (1,), (2,)), ((4,), (3,), (1,)), ((3, 3), (1, 1), (1, 1)), ((2, 3), (1, 2), (0, 1))],
+)
+def test_conv_patch_stats_are_those_of_the_im2col_patches(
+    kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+) -> None:
+    spatial = (11,) if len(kernel) == 1 else (9, 7)
+    x = np.random.default_rng(0).integers(-50, 200, (7, 3, *spatial)).astype(np.float32)
+    full = patches(x, kernel, stride, padding)
+    cols = full.reshape(len(x), -1, full.shape[-1])
+    mean, rows = conv_patch_stats(x, kernel, stride, padding, max_rows=10**6)
+    np.testing.assert_array_equal(rows, cols.reshape(-1, cols.shape[-1]))
+    np.testing.assert_allclose(mean, cols.mean(axis=1, dtype=np.float64), rtol=1e-12)
+    positions = cols.shape[1]
+    last = full.shape[-2]  # output positions along the last spatial axis
+    for max_rows in (positions * len(x) // 2, 20):
+        _, few = conv_patch_stats(x, kernel, stride, padding, max_rows=max_rows)
+        lines = positions * len(x) // last
+        step = next((st for st in range(1, last) if lines * -(-last // st) <= max_rows), last)
+        assert len(few) <= max_rows or step == last
+        np.testing.assert_array_equal(few, full[..., ::step, :].reshape(-1, full.shape[-1]))
+
+
+def test_trace_means_are_the_reference_accumulators(basicmotions_bundle: Path) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    X = load_dataset("basicmotions").X_test[:9]
+    accs: list[np.ndarray] = []
+    forward(bundle.arch["layers"], bundle.quant[4], bundle.norm_mean, bundle.norm_std, X,
+            lambda i, c, a: accs.append(a))
+    _, traces = trace(bundle, Engine(bundle, bits=4), X)
+    layers = zip(bundle.quant[4].layers, traces, accs, input_divisors(bundle), strict=True)
+    for lq, tr, acc, divisor in layers:
+        mean_acc = acc.reshape(len(X), acc.shape[1], -1).mean(axis=2)
+        real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisor)
+        np.testing.assert_allclose(tr.out_mean / real, mean_acc, rtol=1e-9, atol=1e-6)
+
+
 def test_features_shapes_and_zero_reconstruction_step(basicmotions_bundle: Path) -> None:
     bundle = load_bundle(basicmotions_bundle)
     quant = bundle.quant[2]
     ds = load_dataset("basicmotions")
     calib = BitFlipCalibrator(bundle, greedy_proposer())
     codes = calib.deployed_codes(2)
-    logits, traces = trace(bundle, quant, ds.X_test[:8])
+    logits, traces = trace(bundle, Engine(bundle, bits=2), ds.X_test[:8])
     zeros = [np.zeros(q.shape) for q in codes]
     feats = layer_features(bundle, quant, codes, codes, zeros, traces, logits, ds.y_test[:8])
     assert [f.shape for f in feats] == [(*q.shape, len(FEATURES)) for q in codes]
@@ -199,12 +243,12 @@ def test_hidden_task_step_pulls_drifted_samples_towards_class_prototypes(
     task = FEATURES.index("task_step")
 
     def distance(codes: list[np.ndarray]) -> float:  # first layer, drifted samples
-        _, tr = trace(bundle, calib.quant_with(8, codes), X)
+        _, tr = calib.trace(8, codes, X)
         m = tr[0].out_mean
         protos = {c: m[anchors & (y == c)].mean(axis=0) for c in np.unique(y[anchors])}
         return float(np.mean([np.abs(m[i] - protos[y[i]]).sum() for i in range(16)]))
 
-    logits, traces = trace(bundle, calib.quant_with(8, codes), X)
+    logits, traces = calib.trace(8, codes, X)
     feats = layer_features(bundle, quant, codes, codes, residuals, traces, logits, y, anchors)
     no_anchor = layer_features(bundle, quant, codes, codes, residuals, traces, logits, y)
     assert all(np.all(f[..., task] == 0) for f in no_anchor[:-1])

@@ -1,7 +1,8 @@
 """Forward-only features for bit flipping (QCore's general form, see methods.md section 2).
 
-One forward pass of the integer model over the calibration samples (the numpy reference,
-so the values are the engine's) gives every conv/linear layer's centred input patches.
+One forward pass of the integer model over the calibration samples (the engine's kernels,
+recording every weighted layer's input) gives every conv/linear layer's centred input
+patches.
 From them, per weight element ``(o, k)`` of a layer with scale ``s_o``:
 
 - ``residual``: ``W/s - q0`` of the QAT latent weight against the deployed integer ``q0``
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, QuantModel
-from edge_agent.reference import forward
+from edge_agent.engine import Engine
+from edge_agent.reference import conv_geometry, window
 from kernels.packing import qrange
 
 FEATURES = (
@@ -45,6 +47,7 @@ FEATURES = (
     "step_size",
 )
 STEP_CLIP = 4.0
+COV_ROWS = 4096  # patch rows a convolution's input second moments are estimated from
 RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 1/254
 
 
@@ -57,23 +60,68 @@ def residual_key(bits: int, layer: int) -> str:
 class LayerTrace:
     """What one forward pass tells about one weighted layer."""
 
-    patches: np.ndarray  # (M, K) float32 centred input codes / sums, torch column order
+    patches: np.ndarray  # (M, K) float32 centred input codes / sums, torch column order:
+    # every sample's for a layer with one position per sample, else at most COV_ROWS
+    # evenly spaced (sample, position) rows (the second moments need no more)
+    mean_patch: np.ndarray  # (N, K) float64 per-sample mean of the patches (codes)
     out_mean: np.ndarray  # (N, O) float64 per-sample, per-channel mean accumulator (real)
 
 
-def trace(bundle: Bundle, quant: QuantModel, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
-    """Logits of ``X`` and every weighted layer's patches and accumulators."""
-    divisors = input_divisors(bundle)
+def trace(bundle: Bundle, engine: Engine, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
+    """Logits of ``X`` under ``engine``'s active weights and every weighted layer's
+    patches and mean accumulators, from one run of the integer kernels."""
+    logits, inputs = engine.trace(X)
+    quant = bundle.quant[engine.bits]
+    weighted = [op for op in bundle.arch["layers"] if op["op"] in ("conv1d", "conv2d", "linear")]
     traces: list[LayerTrace] = []
-
-    def hook(i: int, cols: np.ndarray, acc: np.ndarray) -> None:
-        lq = quant.layers[i]
-        real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisors[i])
-        out_mean = acc.reshape(acc.shape[0], acc.shape[1], -1).mean(axis=2) * real
-        traces.append(LayerTrace(cols.reshape(-1, cols.shape[2]).astype(np.float32), out_mean))
-
-    logits = forward(bundle.arch["layers"], quant, bundle.norm_mean, bundle.norm_std, X, hook)
+    for i, (op, x, lq, divisor) in enumerate(
+        zip(weighted, inputs, quant.layers, input_divisors(bundle), strict=True)
+    ):
+        if op["op"] == "linear":
+            rows = x.astype(np.float32)
+            mean_patch = rows.astype(np.float64)
+        else:
+            mean_patch, rows = conv_patch_stats(x.astype(np.float32), *conv_geometry(op))
+        acc_mean = mean_patch @ engine.layer_codes(i).T.astype(np.float64) + lq.bias_q
+        real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisor)
+        traces.append(LayerTrace(rows, mean_patch, acc_mean * real))
     return logits, traces
+
+
+def conv_patch_stats(
+    x: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    max_rows: int = COV_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of a convolution's centred input ``x`` (N, C, *S): every sample's mean im2col patch
+    (N, K) float64, and the patches (R, K) at every ``step``-th output position along the
+    last spatial axis of every sample, ``step`` the smallest that keeps R <= ``max_rows``
+    where the axis allows, in (sample, position) order; columns in torch order, as
+    :func:`edge_agent.reference.patches`, which builds every patch."""
+    nd = len(kernel)
+    xp = np.pad(x, ((0, 0), (0, 0), *((p, p) for p in padding)))
+    out = [(xp.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(nd)]
+    n, c = xp.shape[:2]
+    lines = n * int(np.prod(out[:-1]))  # rows are lines of positions along the last axis
+    step = 1
+    while step < out[-1] and lines * -(-out[-1] // step) > max_rows:
+        step += 1
+    kept = [*out[:-1], -(-out[-1] // step)]
+    steps = [*stride[:-1], stride[-1] * step]
+    channels_last = np.moveaxis(xp, 1, -1)  # (N, *S, C)
+    rows = np.empty((n, *kept, c, *kernel), x.dtype)
+    # the patch sums are one product: inputs (N * C, padded positions) times which
+    # positions each kernel position meets (exact in float32 for integer codes)
+    meets = np.zeros((*xp.shape[2:], int(np.prod(kernel))), x.dtype)
+    for k, offset in enumerate(np.ndindex(*kernel)):  # strided views, one per kernel position
+        meets[(*window(offset, stride, out), k)] = 1
+        some = channels_last[(slice(None), *window(offset, steps, kept))]
+        rows[(slice(None),) * (2 + nd) + offset] = some
+    sums = xp.reshape(n * c, -1) @ meets.reshape(-1, meets.shape[-1])
+    mean = sums.astype(np.float64) / np.prod(out)
+    return mean.reshape(n, -1), rows.reshape(-1, c * int(np.prod(kernel)))
 
 
 def input_divisors(bundle: Bundle) -> list[int]:
@@ -135,10 +183,10 @@ def layer_features(
         s_w = lq.w_scale.astype(np.float64)[:, None]
         scale = float(lq.in_scale) / divisors[i]  # patch codes -> real inputs
         cols = tr.patches  # (M, K) float32
-        cov = (cols.T @ cols).astype(np.float64) * (scale * scale / len(cols))  # (K, K)
-        diag = np.diag(cov) + 1e-12
+        moments = np.einsum("mk,mk->k", cols, cols, dtype=np.float64)  # C_kk, C = cols.T cols
+        diag = moments * (scale * scale / len(cols)) + 1e-12  # real inputs' second moments
         target = q0.astype(np.float64) + r - q  # latent minus current, in steps
-        rec_step = (target @ cov) / diag[None, :]
+        rec_step = _times_moments(target.astype(np.float32), cols) / (moments + 1e-12)[None, :]
         if i == last:
             x = cols.astype(np.float64) * scale  # (N, K): one position per sample
             p = _softmax(logits)
@@ -147,8 +195,7 @@ def layer_features(
             curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
             task_step = (err.T @ x / len(x)) / (s_w * curv)
         else:
-            n = len(tr.out_mean)
-            xbar = cols.reshape(n, -1, cols.shape[1]).mean(axis=1, dtype=np.float64) * scale
+            xbar = tr.mean_patch * scale
             task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
         feats = np.stack(
             [
@@ -165,6 +212,13 @@ def layer_features(
         )
         out.append(feats.astype(np.float32))
     return out
+
+
+def _times_moments(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a @ (cols.T @ cols)`` (float64), multiplied in the cheaper order."""
+    if 2 * a.shape[0] < a.shape[1]:  # O (M K) + (O M) K operations beat K K M + O K K
+        return ((a @ cols.T) @ cols).astype(np.float64)
+    return (a @ (cols.T @ cols)).astype(np.float64)
 
 
 def _prototype_step(

@@ -50,10 +50,10 @@ class FlipNet:
     def propose(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Most likely action (int8) and its softmax probability per weight."""
         z = self.logits(feats)
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
-        p = e / e.sum(axis=-1, keepdims=True)
-        best = p.argmax(axis=-1)
-        return ACTIONS[best], np.take_along_axis(p, best[..., None], axis=-1)[..., 0]
+        best = z.argmax(axis=-1)
+        # softmax at the argmax: exp(0) over the sum of exp(z - max)
+        e = np.exp(z - np.take_along_axis(z, best[..., None], axis=-1))
+        return ACTIONS[best], 1.0 / e.sum(axis=-1)
 
     @property
     def num_parameters(self) -> int:

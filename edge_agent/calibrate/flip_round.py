@@ -125,10 +125,11 @@ def select_flips(proposal: Proposal, budget: int) -> list[np.ndarray]:
 
 
 def apply_flips(codes: list[np.ndarray], deltas: list[np.ndarray], bits: int) -> list[np.ndarray]:
-    """Codes moved by ``deltas``, clipped to the ``bits`` integer range (stay on the grid)."""
+    """Codes moved by ``deltas``, clipped to the ``bits`` integer range (stay on the grid);
+    a layer without flips keeps its array."""
     lo, hi = qrange(bits)
     return [
-        np.clip(q.astype(np.int16) + d, lo, hi).astype(np.int8)
+        np.clip(q.astype(np.int16) + d, lo, hi).astype(np.int8) if d.any() else q
         for q, d in zip(codes, deltas, strict=True)
     ]
 
@@ -141,6 +142,7 @@ class BitFlipCalibrator:
         self.proposer = proposer
         self.cfg = cfg or FlipConfig()
         self._scratch: dict[int, Engine] = {}
+        self._loaded: dict[int, list[np.ndarray | None]] = {}
         shape = (0, *bundle.input_shape)
         self.anchor_X = np.asarray(bundle.extras.get(EXTRA_X, np.zeros(shape)), np.float32)
         self.anchor_y = np.asarray(bundle.extras.get(EXTRA_Y, np.zeros(0)), np.int64)
@@ -171,9 +173,24 @@ class BitFlipCalibrator:
         ]
         return dataclasses.replace(quant, layers=layers)
 
-    def _engine_for(self, bits: int) -> Engine:
+    def trace(
+        self, bits: int, codes: list[np.ndarray], X: np.ndarray
+    ) -> tuple[np.ndarray, list[LayerTrace]]:
+        """Logits and layer traces of ``X`` under integer weights ``codes`` at ``bits``
+        (run on this calibrator's scratch engine)."""
+        return trace(self.bundle, self._load(bits, codes), X)
+
+    def _load(self, bits: int, codes: list[np.ndarray]) -> Engine:
+        """The scratch engine for ``bits`` holding ``codes`` (only layers whose array is
+        not the one it last got are swapped: code arrays are never modified in place)."""
         if bits not in self._scratch:
             self._scratch[bits] = Engine(self.bundle, bits=bits)
+            self._loaded[bits] = [None] * len(codes)
+        loaded = self._loaded[bits]
+        changed = {i: q for i, q in enumerate(codes) if q is not loaded[i]}
+        if changed:
+            self._scratch[bits].swap_weights(changed)
+            self._loaded[bits] = list(codes)
         return self._scratch[bits]
 
     def _split(
@@ -214,12 +231,11 @@ class BitFlipCalibrator:
         anchors = np.arange(len(Xc)) >= len(cal)
         current = [engine.layer_codes(i) for i in range(n_layers)]
         deployed, residuals = self.deployed_codes(bits), self.residuals(bits)
-        scratch = self._engine_for(bits)
         budget = max(1, round(cfg.budget_fraction * sum(q.size for q in current)))
 
         best = current
         traces: list[LayerTrace] | None
-        logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
+        logits, traces = self.trace(bits, best, Xc)
         best_loss = loss_before = gate.cross_entropy(logits, yc)
         proposal: Proposal | None = None
         iterations = 0
@@ -227,7 +243,7 @@ class BitFlipCalibrator:
             iterations += 1
             if proposal is None:  # features of the current best codes (one traced pass)
                 if traces is None:
-                    logits, traces = trace(self.bundle, self.quant_with(bits, best), Xc)
+                    logits, traces = self.trace(bits, best, Xc)
                 proposal = self.proposer(layer_features(
                     self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces,
                     logits, yc, anchors,
@@ -236,8 +252,8 @@ class BitFlipCalibrator:
             if not any(d.any() for d in deltas):
                 break
             cand = apply_flips(best, deltas, bits)
-            scratch.swap_weights(cand)  # the engine scores candidates: no traced pass
-            cand_loss = gate.cross_entropy(scratch.predict_logits(Xc), yc)
+            # the engine scores candidates: no traced pass
+            cand_loss = gate.cross_entropy(self._load(bits, cand).predict_logits(Xc), yc)
             if cand_loss >= best_loss:
                 budget //= 2  # same proposal, fewer (the most confident) flips
                 if budget < 1:
@@ -250,7 +266,7 @@ class BitFlipCalibrator:
             for i, (q, c) in enumerate(zip(best, current, strict=True))
             if not np.array_equal(q, c)
         }
-        scratch.swap_weights(best)
+        scratch = self._load(bits, best)
         decision = gate.check(
             lambda a: engine.predict(a)[0],
             lambda a: scratch.predict(a)[0],

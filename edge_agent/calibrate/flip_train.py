@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_agent.bundle import Bundle
-from edge_agent.calibrate.flip_features import FEATURES, layer_features, trace
+from edge_agent.calibrate.flip_features import FEATURES, layer_features
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
@@ -103,8 +103,7 @@ def episode_examples(
         feats0 = [np.zeros((*q.shape, len(FEATURES)), np.float32) for q in codes]
         budget = max(1, round(0.01 * sum(q.size for q in codes)))
         codes = apply_flips(codes, select_flips(calib.proposer(feats0), budget), bits)
-    quant = calib.quant_with(bits, codes)
-    logits, traces = trace(bundle, quant, X)
+    logits, traces = calib.trace(bits, codes, X)
     feats = layer_features(
         bundle, bundle.quant[bits], codes, deployed, residuals, traces, logits, y, anchors
     )
