@@ -114,12 +114,12 @@ def conv_patch_stats(
     rows = np.empty((n, *kept, c, *kernel), x.dtype)
     # the patch sums are one product: inputs (N * C, padded positions) times which
     # positions each kernel position meets (exact in float32 for integer codes)
-    meets = np.zeros((*xp.shape[2:], int(np.prod(kernel))), x.dtype)
+    meets = np.zeros((int(np.prod(kernel)), *xp.shape[2:]), x.dtype)
     for k, offset in enumerate(np.ndindex(*kernel)):  # strided views, one per kernel position
-        meets[(*window(offset, stride, out), k)] = 1
+        meets[k][window(offset, stride, out)] = 1
         some = channels_last[(slice(None), *window(offset, steps, kept))]
         rows[(slice(None),) * (2 + nd) + offset] = some
-    sums = xp.reshape(n * c, -1) @ meets.reshape(-1, meets.shape[-1])
+    sums = xp.reshape(n * c, -1) @ meets.reshape(len(meets), -1).T
     mean = sums.astype(np.float64) / np.prod(out)
     return mean.reshape(n, -1), rows.reshape(-1, c * int(np.prod(kernel)))
 
