@@ -42,10 +42,17 @@ class FlipNet:
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         """Action logits (..., 3) of features (..., F)."""
-        x = (feats.reshape(-1, feats.shape[-1]) - self.mean) / self.std
-        h = np.maximum(x @ self.w1 + self.b1, 0.0)
-        h = np.maximum(h @ self.w2 + self.b2, 0.0)
-        return (h @ self.w3 + self.b3).reshape(*feats.shape[:-1], 3)
+        # standardization folded into the first layer: ((x - m) / s) W1 = x (W1 / s) - (m / s) W1
+        w1 = self.w1 / self.std[:, None]
+        h = feats.reshape(-1, feats.shape[-1]) @ w1
+        h += self.b1 - (self.mean / self.std) @ self.w1
+        np.maximum(h, 0.0, out=h)
+        h = h @ self.w2
+        h += self.b2
+        np.maximum(h, 0.0, out=h)
+        z = h @ self.w3
+        z += self.b3
+        return z.reshape(*feats.shape[:-1], 3)
 
     def propose(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Most likely action (int8) and its softmax probability per weight."""
