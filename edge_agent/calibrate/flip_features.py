@@ -47,7 +47,7 @@ FEATURES = (
     "step_size",
 )
 STEP_CLIP = 4.0
-COV_ROWS = 1024  # patch rows a convolution's input second moments are estimated from
+COV_ROWS = 4096  # patch rows a convolution's input second moments are estimated from
 RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 1/254
 
 
