@@ -150,7 +150,7 @@ class Engine:
         buf = np.empty(len(xs) * per_sample, np.uint8)
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
         self._kernels.run_program(xs, *st.args, out, buf, at)
-        return out, program.layer_inputs(st.model, st.weights.ltab, buf, len(xs))
+        return out, program.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (int64) and softmax confidences (float32) for a batch."""

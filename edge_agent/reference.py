@@ -58,13 +58,20 @@ def window(offset: Sequence[int], stride: Sequence[int], count: Sequence[int]) -
                                                                       strict=True))
 
 
+def padded(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
+           padding: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    """A centred conv input (N, C, *S) padded with centred value 0, and the number of
+    output positions per spatial axis."""
+    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in padding)))
+    return x, [(x.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(len(stride))]
+
+
 def patches(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
             padding: Sequence[int]) -> np.ndarray:
     """im2col of a centred conv input (N, C, *S) -> (N, *S', C * prod(kernel)), columns in
     torch's weight order (channel, then kernel positions); padding is centred value 0."""
     nd = len(stride)
-    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in padding)))
-    out = [(x.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(nd)]
+    x, out = padded(centred, kernel, stride, padding)
     channels_last = np.moveaxis(x, 1, -1)  # (N, *S, C)
     cols = np.empty((len(x), *out, x.shape[1], *kernel), x.dtype)
     every = (slice(None),) * (2 + nd)  # sample, output positions, channel

@@ -264,11 +264,12 @@ def trace_plan(model: Model) -> tuple[np.ndarray, int]:
     return at, offset
 
 
-def layer_inputs(model: Model, ltab: np.ndarray, trace: np.ndarray, n: int) -> list[np.ndarray]:
+def layer_inputs(model: Model, ltab: np.ndarray, trace: np.ndarray, at: np.ndarray,
+                 n: int) -> list[np.ndarray]:
     """Every weighted layer's input with its zero point subtracted, from a ``trace`` of
-    ``n`` samples, as docs/quantization.md lays it out: (N, C, T) or (N, C, H, W) for a
-    convolution, (N, K) for a linear layer (the int32 centred sums after ``gap``)."""
-    at, _ = trace_plan(model)
+    ``n`` samples recorded at ``at`` (:func:`trace_plan`), as docs/quantization.md lays it
+    out: (N, C, T) or (N, C, H, W) for a convolution, (N, K) for a linear layer (the int32
+    centred sums after ``gap``)."""
     out: list[np.ndarray] = []
     for i, row in enumerate(model.ops):
         op = row[tables.F_OP]

@@ -33,7 +33,7 @@ import numpy as np
 
 from edge_agent.bundle import Bundle, QuantModel
 from edge_agent.engine import Engine
-from edge_agent.reference import conv_geometry, window
+from edge_agent.reference import conv_geometry, padded, window
 from kernels.packing import qrange
 
 FEATURES = (
@@ -101,8 +101,7 @@ def conv_patch_stats(
     where the axis allows, in (sample, position) order; columns in torch order, as
     :func:`edge_agent.reference.patches`, which builds every patch."""
     nd = len(kernel)
-    xp = np.pad(x, ((0, 0), (0, 0), *((p, p) for p in padding)))
-    out = [(xp.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(nd)]
+    xp, out = padded(x, kernel, stride, padding)
     n, c = xp.shape[:2]
     lines = n * int(np.prod(out[:-1]))  # rows are lines of positions along the last axis
     step = 1
