@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,6 @@ from edge_agent.calibrate.flip_features import (
     conv_patch_stats,
     input_divisors,
     layer_features,
-    trace,
 )
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
@@ -112,7 +112,8 @@ def test_trace_means_are_the_reference_accumulators(basicmotions_bundle: Path) -
     accs: list[np.ndarray] = []
     forward(bundle.arch["layers"], bundle.quant[4], bundle.norm_mean, bundle.norm_std, X,
             lambda i, c, a: accs.append(a))
-    _, traces = trace(bundle, Engine(bundle, bits=4), X)
+    calib = BitFlipCalibrator(bundle, greedy_proposer())
+    _, traces = calib.trace(4, calib.deployed_codes(4), X)
     layers = zip(bundle.quant[4].layers, traces, accs, input_divisors(bundle), strict=True)
     for lq, tr, acc, divisor in layers:
         mean_acc = acc.reshape(len(X), acc.shape[1], -1).mean(axis=2)
@@ -126,7 +127,7 @@ def test_features_shapes_and_zero_reconstruction_step(basicmotions_bundle: Path)
     ds = load_dataset("basicmotions")
     calib = BitFlipCalibrator(bundle, greedy_proposer())
     codes = calib.deployed_codes(2)
-    logits, traces = trace(bundle, Engine(bundle, bits=2), ds.X_test[:8])
+    logits, traces = calib.trace(2, codes, ds.X_test[:8])
     zeros = [np.zeros(q.shape) for q in codes]
     feats = layer_features(bundle, quant, codes, codes, zeros, traces, logits, ds.y_test[:8])
     assert [f.shape for f in feats] == [(*q.shape, len(FEATURES)) for q in codes]
@@ -188,10 +189,8 @@ def test_accepted_round_swaps_weights_within_range(basicmotions_bundle: Path) ->
 def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:
     X = np.arange(10, dtype=np.float32)[:, None]
     labels = (X[:, 0] >= 5).astype(np.int64)
-    held = (X[:4], labels[:4])
-    anchors = (X, labels)
 
-    def logits(margin: float, flip_first: int = 0) -> gate.Logits:
+    def logits(margin: float, flip_first: int = 0) -> Callable[[np.ndarray], np.ndarray]:
         def f(a: np.ndarray) -> np.ndarray:
             sign = np.where(a[:, 0] >= 5, 1.0, -1.0)
             sign[:flip_first] = 1.0  # wrong on the first ones
@@ -199,22 +198,29 @@ def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:
 
         return f
 
+    def guard(decision: gate.GateDecision, current: Callable[[np.ndarray], np.ndarray],
+              candidate: Callable[[np.ndarray], np.ndarray], anchors: int = 10
+              ) -> gate.GateDecision:
+        held = (current(X[:4]), candidate(X[:4]), labels[:4])
+        pre = (current(X[:anchors]), candidate(X[:anchors]), labels[:anchors])
+        return gate.guard(decision, held, pre)
+
     passed = gate.decide(0.5, 0.8, 4, "accuracy")
     assert passed.accepted
     current, better = logits(1.0), logits(3.0)
-    assert gate.guard(passed, current, better, held, anchors).accepted
-    assert not gate.guard(passed, current, current, held, anchors).accepted  # no gain
+    assert guard(passed, current, better).accepted
+    assert not guard(passed, current, current).accepted  # no gain
     forgets = logits(3.0, flip_first=5)  # all five class-0 anchors now wrong
-    vetoed = gate.guard(passed, current, forgets, held, anchors)
+    vetoed = guard(passed, current, forgets)
     assert not vetoed.accepted and vetoed.reason == "worse on pre-drift anchors"
     # surer on the held-out part, much less sure on the anchors: no net gain
     unsure = logits(0.2)
     surer_held = lambda a: np.where(a[:, :1] < 4, better(a), unsure(a))  # noqa: E731
-    vetoed = gate.guard(passed, current, surer_held, held, anchors)
+    vetoed = guard(passed, current, surer_held)
     assert not vetoed.accepted and "soft accuracy" in vetoed.reason
-    assert gate.guard(passed, current, surer_held, held, (X[:0], labels[:0])).accepted
+    assert guard(passed, current, surer_held, anchors=0).accepted
     rejected = gate.decide(0.8, 0.5, 4, "accuracy")
-    assert not gate.guard(rejected, current, better, held, anchors).accepted
+    assert not guard(rejected, current, better).accepted
 
 
 def test_gate_scores_on_labelled_samples_when_there_are_enough(basicmotions_bundle: Path) -> None:

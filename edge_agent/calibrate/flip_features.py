@@ -1,8 +1,8 @@
 """Forward-only features for bit flipping (QCore's general form, see methods.md section 2).
 
 One forward pass of the integer model over the calibration samples (the engine's kernels,
-recording every weighted layer's input) gives every conv/linear layer's centred input
-patches.
+recording every weighted layer's input codes) gives every conv/linear layer's centred
+input patches.
 From them, per weight element ``(o, k)`` of a layer with scale ``s_o``:
 
 - ``residual``: ``W/s - q0`` of the QAT latent weight against the deployed integer ``q0``
@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, QuantModel
-from edge_agent.engine import Engine
 from edge_agent.reference import conv_geometry, padded, window
 from kernels.packing import qrange
 
@@ -67,25 +66,26 @@ class LayerTrace:
     out_mean: np.ndarray  # (N, O) float64 per-sample, per-channel mean accumulator (real)
 
 
-def trace(bundle: Bundle, engine: Engine, X: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
-    """Logits of ``X`` under ``engine``'s active weights and every weighted layer's
-    patches and mean accumulators, from one run of the integer kernels."""
-    logits, inputs = engine.trace(X)
-    quant = bundle.quant[engine.bits]
+def layer_traces(
+    bundle: Bundle, bits: int, codes: list[np.ndarray], inputs: list[np.ndarray]
+) -> list[LayerTrace]:
+    """Every weighted layer's patches and mean accumulators, from its input codes as
+    :meth:`Engine.trace` records them for the ``bits`` model with integer weights ``codes``."""
+    quant = bundle.quant[bits]
     weighted = [op for op in bundle.arch["layers"] if op["op"] in ("conv1d", "conv2d", "linear")]
     traces: list[LayerTrace] = []
-    for i, (op, x, lq, divisor) in enumerate(
-        zip(weighted, inputs, quant.layers, input_divisors(bundle), strict=True)
+    for op, x, q, lq, divisor in zip(
+        weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True
     ):
         if op["op"] == "linear":
             rows = x.astype(np.float32)
             mean_patch = rows.astype(np.float64)
         else:
             mean_patch, rows = conv_patch_stats(x.astype(np.float32), *conv_geometry(op))
-        acc_mean = mean_patch @ engine.layer_codes(i).T.astype(np.float64) + lq.bias_q
+        acc_mean = mean_patch @ q.T.astype(np.float64) + lq.bias_q
         real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisor)
         traces.append(LayerTrace(rows, mean_patch, acc_mean * real))
-    return logits, traces
+    return traces
 
 
 def conv_patch_stats(

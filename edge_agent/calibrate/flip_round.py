@@ -26,8 +26,8 @@ from edge_agent.calibrate.flip_features import (
     RESIDUAL_SCALE,
     LayerTrace,
     layer_features,
+    layer_traces,
     residual_key,
-    trace,
 )
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.engine import Engine
@@ -178,7 +178,8 @@ class BitFlipCalibrator:
     ) -> tuple[np.ndarray, list[LayerTrace]]:
         """Logits and layer traces of ``X`` under integer weights ``codes`` at ``bits``
         (run on this calibrator's scratch engine)."""
-        return trace(self.bundle, self._load(bits, codes), X)
+        logits, inputs = self._load(bits, codes).trace(X)
+        return logits, layer_traces(self.bundle, bits, codes, inputs)
 
     def _load(self, bits: int, codes: list[np.ndarray]) -> Engine:
         """The scratch engine for ``bits`` holding ``codes`` (only layers whose array is
@@ -234,56 +235,56 @@ class BitFlipCalibrator:
         budget = max(1, round(cfg.budget_fraction * sum(q.size for q in current)))
 
         best = current
-        traces: list[LayerTrace] | None
-        logits, traces = self.trace(bits, best, Xc)
+        # the scratch engine scores every candidate in a traced pass: an accepted one's
+        # features need no further pass
+        logits, inputs = self._load(bits, best).trace(Xc)
+        logits_before = logits
         best_loss = loss_before = gate.cross_entropy(logits, yc)
         proposal: Proposal | None = None
         iterations = 0
         for _ in range(cfg.iterations):
             iterations += 1
-            if proposal is None:  # features of the current best codes (one traced pass)
-                if traces is None:
-                    logits, traces = self.trace(bits, best, Xc)
+            if proposal is None:  # features of the current best codes
                 proposal = self.proposer(layer_features(
-                    self.bundle, self.bundle.quant[bits], best, deployed, residuals, traces,
-                    logits, yc, anchors,
+                    self.bundle, self.bundle.quant[bits], best, deployed, residuals,
+                    layer_traces(self.bundle, bits, best, inputs), logits, yc, anchors,
                 ))
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
             cand = apply_flips(best, deltas, bits)
-            # the engine scores candidates: no traced pass
-            cand_loss = gate.cross_entropy(self._load(bits, cand).predict_logits(Xc), yc)
+            cand_logits, cand_inputs = self._load(bits, cand).trace(Xc)
+            cand_loss = gate.cross_entropy(cand_logits, yc)
             if cand_loss >= best_loss:
                 budget //= 2  # same proposal, fewer (the most confident) flips
                 if budget < 1:
                     break
                 continue
-            best, best_loss, traces, proposal = cand, cand_loss, None, None
+            best, best_loss, logits, inputs, proposal = (
+                cand, cand_loss, cand_logits, cand_inputs, None
+            )
 
         changed = {
             i: q
             for i, (q, c) in enumerate(zip(best, current, strict=True))
             if not np.array_equal(q, c)
         }
-        scratch = self._load(bits, best)
-        decision = gate.check(
-            lambda a: engine.predict(a)[0],
-            lambda a: scratch.predict(a)[0],
-            X[hold],
-            y[hold],
+        held_now = engine.predict_logits(X[hold])
+        held_new = self._load(bits, best).predict_logits(X[hold])
+        decision = gate.decide(
+            gate.hits(held_now, y[hold]),
+            gate.hits(held_new, y[hold]),
+            len(hold),
             metric,
             cfg.tolerance,
             cfg.min_holdout,
         )
         if not changed:
             decision = dataclasses.replace(decision, accepted=False, reason="no flip proposed")
-        decision = gate.guard(
+        decision = gate.guard(  # the anchors are the last rows of the calibration set
             decision,
-            engine.predict_logits,
-            scratch.predict_logits,
-            (X[hold], y[hold]),
-            (self.anchor_X, self.anchor_y),
+            (held_now, held_new, y[hold]),
+            (logits_before[anchors], logits[anchors], yc[anchors]),
             cfg.anchor_tolerance,
         )
         version = None

@@ -43,6 +43,13 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
+def hits(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Fraction of rows of ``logits`` whose top class equals ``targets`` (nan for none)."""
+    if len(logits) == 0:
+        return float("nan")
+    return float(np.mean(logits.argmax(axis=1) == targets))
+
+
 def score(predict: Predict, X: np.ndarray, targets: np.ndarray) -> float:
     """Fraction of ``X`` whose predicted class equals ``targets``."""
     if len(X) == 0:
@@ -109,37 +116,32 @@ def soft_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((z[np.arange(len(y)), y] / z.sum(axis=1)).mean())
 
 
-Logits = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N, classes) logits
+Scored = tuple[np.ndarray, np.ndarray, np.ndarray]  # current logits, candidate logits, targets
 
 
 def guard(
-    decision: GateDecision,
-    current: Logits,
-    candidate: Logits,
-    held_out: tuple[np.ndarray, np.ndarray],
-    anchors: tuple[np.ndarray, np.ndarray],
-    tolerance: float = 0.0,
+    decision: GateDecision, held_out: Scored, anchors: Scored, tolerance: float = 0.0
 ) -> GateDecision:
-    """Second look at an accepted candidate, on logits: withdraw the acceptance when its
-    accuracy on the ``anchors`` (pre-drift samples with labels) is more than ``tolerance``
-    below the current model's, or when its soft accuracy (:func:`soft_accuracy`) on the
-    held-out part plus that on the anchors is not higher: a tie in held-out accuracy, or
-    a gain bought with confidence on what the model knew before, is not evidence enough."""
+    """Second look at an accepted candidate, on the logits of both models: withdraw the
+    acceptance when its accuracy on the ``anchors`` (pre-drift samples with labels) is
+    more than ``tolerance`` below the current model's, or when its soft accuracy
+    (:func:`soft_accuracy`) on the held-out part plus that on the anchors is not higher: a
+    tie in held-out accuracy, or a gain bought with confidence on what the model knew
+    before, is not evidence enough."""
     if not decision.accepted:
         return decision
     gain = 0.0
-    for name, (X, y) in (("held-out", held_out), ("anchor", anchors)):
-        if len(X) == 0:
+    for name, (before, after, y) in (("held-out", held_out), ("anchor", anchors)):
+        if len(y) == 0:
             continue
-        before, after = current(X), candidate(X)
-        acc = [float(np.mean(z.argmax(axis=1) == y)) for z in (before, after)]
+        acc = [hits(z, y) for z in (before, after)]
         soft = [soft_accuracy(z, y) for z in (before, after)]
         log.info(
             "%s: accuracy %.4f -> %.4f, soft accuracy %.4f -> %.4f on %d samples",
             name,
             *acc,
             *soft,
-            len(X),
+            len(y),
         )
         if name == "anchor" and acc[1] < acc[0] - tolerance:
             return dataclasses.replace(
