@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_agent import reference
-from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
 from edge_agent.engine import Engine
 from kernels import backend, tables
 from kernels.fixedpoint import quantize_multipliers
@@ -148,7 +148,7 @@ def assert_trace_equals_reference(bundle: Bundle, engine: Engine, x: np.ndarray)
                       bundle.norm_std, x, lambda i, cols, acc: want.append(cols))
     logits, inputs = engine.trace(x)
     np.testing.assert_array_equal(logits, engine.predict_logits(x))
-    weighted = [op for op in bundle.arch["layers"] if op["op"] in ("conv1d", "conv2d", "linear")]
+    weighted = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS]
     assert len(inputs) == len(want) == len(weighted)
     for i, (op, got, cols) in enumerate(zip(weighted, inputs, want, strict=True)):
         got_cols = reference.layer_patches(op, got.astype(np.int64)).reshape(cols.shape)

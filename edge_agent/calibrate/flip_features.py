@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, QuantModel
+from edge_agent.bundle import WEIGHTED_OPS, Bundle, QuantModel
 from edge_agent.reference import conv_geometry, padded, window
 from kernels.packing import qrange
 
@@ -72,7 +72,7 @@ def layer_traces(
     """Every weighted layer's patches and mean accumulators, from its input codes as
     :meth:`Engine.trace` records them for the ``bits`` model with integer weights ``codes``."""
     quant = bundle.quant[bits]
-    weighted = [op for op in bundle.arch["layers"] if op["op"] in ("conv1d", "conv2d", "linear")]
+    weighted = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS]
     traces: list[LayerTrace] = []
     for op, x, q, lq, divisor in zip(
         weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True
@@ -130,7 +130,7 @@ def input_divisors(bundle: Bundle) -> list[int]:
     divisor = 1
     for op in bundle.arch["layers"]:
         kind = op["op"]
-        if kind in ("conv1d", "conv2d", "linear"):
+        if kind in WEIGHTED_OPS:
             out.append(divisor)
             divisor = 1
         elif kind == "gap":
