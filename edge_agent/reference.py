@@ -62,7 +62,9 @@ def padded(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
            padding: Sequence[int]) -> tuple[np.ndarray, list[int]]:
     """A centred conv input (N, C, *S) padded with centred value 0, and the number of
     output positions per spatial axis."""
-    x = np.pad(centred, ((0, 0), (0, 0), *((p, p) for p in padding)))
+    spatial = list(zip(centred.shape[2:], padding, strict=True))
+    x = np.zeros((*centred.shape[:2], *(d + 2 * p for d, p in spatial)), centred.dtype)
+    x[(slice(None), slice(None), *(slice(p, p + d) for d, p in spatial))] = centred
     return x, [(x.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(len(stride))]
 
 

@@ -17,6 +17,7 @@ from edge_agent.calibrate.flip_features import (
     FEATURES,
     conv_patch_stats,
     input_divisors,
+    kernel_major_columns,
     layer_features,
 )
 from edge_agent.calibrate.flip_net import FlipNet
@@ -93,8 +94,9 @@ def test_conv_patch_stats_are_those_of_the_im2col_patches(
     x = np.random.default_rng(0).integers(-50, 200, (7, 3, *spatial)).astype(np.float32)
     full = patches(x, kernel, stride, padding)
     cols = full.reshape(len(x), -1, full.shape[-1])
+    torch_order = np.argsort(kernel_major_columns(x.shape[1], kernel))
     mean, rows = conv_patch_stats(x, kernel, stride, padding, max_rows=10**6)
-    np.testing.assert_array_equal(rows, cols.reshape(-1, cols.shape[-1]))
+    np.testing.assert_array_equal(rows[:, torch_order], cols.reshape(-1, cols.shape[-1]))
     np.testing.assert_allclose(mean, cols.mean(axis=1, dtype=np.float64), rtol=1e-12)
     positions = cols.shape[1]
     last = full.shape[-2]  # output positions along the last spatial axis
@@ -103,7 +105,9 @@ def test_conv_patch_stats_are_those_of_the_im2col_patches(
         lines = positions * len(x) // last
         step = next((st for st in range(1, last) if lines * -(-last // st) <= max_rows), last)
         assert len(few) <= max_rows or step == last
-        np.testing.assert_array_equal(few, full[..., ::step, :].reshape(-1, full.shape[-1]))
+        np.testing.assert_array_equal(
+            few[:, torch_order], full[..., ::step, :].reshape(-1, full.shape[-1])
+        )
 
 
 def test_trace_means_are_the_reference_accumulators(basicmotions_bundle: Path) -> None:
@@ -284,8 +288,6 @@ def test_flipnet_round_trips_through_bundle_extras() -> None:
     assert again is not None
     x = rng.normal(size=(4, 5, f)).astype(np.float32)
     np.testing.assert_allclose(again.logits(x), net.logits(x), rtol=1e-5, atol=1e-5)
-    action, conf = net.propose(x)
-    assert set(np.unique(action)) <= {-1, 0, 1} and np.all((conf > 0) & (conf <= 1))
     assert FlipNet.from_extras({}) is None
     with pytest.raises(ValueError, match="features"):
         FlipNet(
@@ -294,6 +296,25 @@ def test_flipnet_round_trips_through_bundle_extras() -> None:
             np.zeros(3),
             np.ones(3),
         )
+
+
+def test_flipnet_proposes_its_most_likely_action_with_the_confidence_of_a_flip() -> None:
+    f = len(FEATURES)
+    # logits (x0, 0, x1): every action wins somewhere
+    w1 = np.zeros((f, 4))
+    w1[0, 0], w1[0, 1], w1[1, 2], w1[1, 3] = 1, -1, 1, -1
+    w3 = np.array([[1.0, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]])
+    net = FlipNet(w1, np.zeros(4), np.eye(4), np.zeros(4), w3, np.zeros(3), np.zeros(f), np.ones(f))
+    x = np.random.default_rng(0).normal(size=(40, 5, f)).astype(np.float32)
+    action, conf = net.propose(x)
+    z = net.logits(x)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    np.testing.assert_array_equal(action, np.array([-1, 0, 1])[z.argmax(axis=-1)])
+    flip = action != 0
+    assert flip.any() and (~flip).any()
+    np.testing.assert_allclose(conf[flip], p.max(axis=-1)[flip], rtol=1e-5)
+    assert np.all(conf[~flip] == 0)
 
 
 def test_device_flip_path_never_imports_torch(basicmotions_bundle: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from edge_agent.calibrate.flip_features import FEATURES
 
 ACTIONS = np.array([-1, 0, 1], dtype=np.int8)
+KEEP = 1  # index of action 0
 _KEYS = ("w1", "b1", "w2", "b2", "w3", "b3", "mean", "std")
 PREFIX = "flip.net."
 
@@ -55,12 +56,16 @@ class FlipNet:
         return z.reshape(*feats.shape[:-1], 3)
 
     def propose(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Most likely action (int8) and its softmax probability per weight."""
+        """Most likely action (int8) per weight and, where it is a flip, its softmax
+        probability (0 where the most likely action is to keep the weight)."""
         z = self.logits(feats)
         best = z.argmax(axis=-1)
+        flip = best != KEEP
+        conf = np.zeros(best.shape, np.float32)
+        zf = z[flip]
         # softmax at the argmax: exp(0) over the sum of exp(z - max)
-        e = np.exp(z - np.take_along_axis(z, best[..., None], axis=-1))
-        return ACTIONS[best], 1.0 / e.sum(axis=-1)
+        conf[flip] = 1.0 / np.exp(zf - zf.max(axis=-1, keepdims=True)).sum(axis=-1)
+        return ACTIONS[best], conf
 
     @property
     def num_parameters(self) -> int:
