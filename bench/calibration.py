@@ -176,13 +176,15 @@ def backprop_method(
 def _backprop_run(
     bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int, checkpoints: bool
 ) -> list[tuple[float, Engine]]:
-    """One back-propagation fine-tuning: (CPU seconds so far, engine) per checkpoint."""
+    """One back-propagation fine-tuning: (CPU seconds so far, engine) per checkpoint. The
+    set-up (a copy of the deployed model to train, the batch, the optimizer) counts."""
     torch.manual_seed(seed)
+    t0 = time.thread_time()
     net = copy.deepcopy(qnet)
     x = normalize(X, bundle.norm_mean, bundle.norm_std)
     t = torch.from_numpy(y)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    cpu = 0.0
+    cpu = time.thread_time() - t0
     curve: list[tuple[float, Engine]] = []
     for step in range(1, BACKPROP_STEPS + 1):
         t0 = time.thread_time()
@@ -213,7 +215,7 @@ def run_case(
     drift: str,
     seed: int,
     label_fraction: float,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Every method on one (data set, seed, bits, drift) case."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(ds.X_test))
@@ -264,9 +266,9 @@ def run_case(
     )
     runs["camel"] = (eng, cpu)
     flip_acc = accuracy(runs["flipper"][0], Xe, ye)
-    # CPU back-propagation needs to first reach the flipper's accuracy (nan: never within
+    # CPU back-propagation needs to first reach the flipper's accuracy (None: not within
     # BACKPROP_STEPS)
-    match = next((c for c, e in replay_curve if accuracy(e, Xe, ye) >= flip_acc), float("nan"))
+    match = next((c for c, e in replay_curve if accuracy(e, Xe, ye) >= flip_acc), None)
     return {
         name: {
             "pre": pre,
@@ -499,7 +501,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def cost_to_match(results: list[dict[str, Any]], startup: dict[str, float]) -> str:
     """Per (data set, bits): flipper CPU vs back-prop CPU to reach the flipper's accuracy,
     with torch already running (steps only) and as a device runs it (``startup``: a fresh
-    torch process building the model first)."""
+    torch process building the model first). A case where back-propagation does not reach
+    it within BACKPROP_STEPS counts with the CPU of all of them, a lower bound (marked >=)."""
     lines = [
         "| data set | bits | flipper CPU s | back-prop CPU s to match it, torch running | "
         "ratio | same in a fresh torch process | ratio | cases matched |",
@@ -510,12 +513,16 @@ def cost_to_match(results: list[dict[str, Any]], startup: dict[str, float]) -> s
             rs = [r["methods"] for r in results if (r["dataset"], r["bits"]) == (name, bits)]
             flip = statistics.fmean(m["flipper"]["cpu_s"] for m in rs)
             match = [m["replay"]["cpu_s_to_match_flipper"] for m in rs]
-            ok = [v for v in match if v == v]
-            bp = statistics.fmean(ok) if ok else float("nan")
+            bp = statistics.fmean(
+                m["replay"]["cpu_s"] if v is None else v for v, m in zip(match, rs, strict=True)
+            )
             fresh = bp + startup.get(name, float("nan"))
+            matched = sum(v is not None for v in match)
+            at_least = "" if matched == len(match) else ">="
             lines.append(
-                f"| {name} | {bits} | {flip:.3f} | {bp:.3f} | {bp / flip:.1f}x | "
-                f"{fresh:.2f} | {fresh / flip:.1f}x | {len(ok)}/{len(match)} |"
+                f"| {name} | {bits} | {flip:.3f} | {at_least}{bp:.3f} | {at_least}{bp / flip:.1f}x"
+                f" | {at_least}{fresh:.2f} | {at_least}{fresh / flip:.1f}x | "
+                f"{matched}/{len(match)} |"
             )
     return "\n".join(lines)
 
@@ -574,7 +581,9 @@ def write_report(
         f"back-propagation reaching the same accuracy (a fresh torch process: CPU of starting "
         f"Python, importing torch and building the fake-quant model from the bundle, "
         + ", ".join(f"{n} {v:.2f} s" for n, v in startup.items())
-        + f", plus the steps):\n\n{cost_to_match(results, startup)}"
+        + f", plus the steps; a case where back-propagation never reaches it in "
+        f"{BACKPROP_STEPS} steps counts with the CPU of all of them, a lower bound: >=):"
+        f"\n\n{cost_to_match(results, startup)}"
         f"\n\nRun-time bit-width switch 8 -> 4 under drift:\n\n"
         + "\n".join(sw)
         + "\n\nPeak RSS (MB) of a fresh process (no torch) doing one QCore update and one "
