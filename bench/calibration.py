@@ -411,7 +411,8 @@ def summarize(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, bits, method), ms in groups.items():
-        mean = {k: statistics.fmean(m[k] for m in ms) for k in ms[0] if k != "curve"}
+        keys = ("pre", "post", "calibrated", "clean_after", "cpu_s")
+        mean = {k: statistics.fmean(m[k] for m in ms) for k in keys}
         lost = mean["pre"] - mean["post"]
         rec = (mean["calibrated"] - mean["post"]) / lost if lost > 1e-9 else float("nan")
         lines.append(
