@@ -30,10 +30,69 @@ def test_ts_parser_gunpoint(shared_data: Path) -> None:
     assert ds.label_names == ["1", "2"]
 
 
+def test_ts_parser_pads_unequal_lengths_and_fills_missing_values(tmp_path: Path) -> None:
+    header = "@problemName x\n@equalLength false\n@missing true\n@classLabel true a b\n@data\n"
+    (tmp_path / "x_TRAIN.ts").write_text(header + "1,2,3:4,5,6:a\n1,?:7,8,9:b\n")
+    (tmp_path / "x_TEST.ts").write_text(header + "1,NaN,3,4,5:2,2,2,2,2:b\n")
+    ds = load_ts_pair(tmp_path / "x_TRAIN.ts")
+    assert ds.X_train.shape == (2, 2, 5) and ds.X_test.shape == (1, 2, 5)
+    np.testing.assert_array_equal(ds.X_train[0], [[1, 2, 3, 3, 3], [4, 5, 6, 6, 6]])
+    # a missing value at the end takes the nearest one; a ragged channel is padded too
+    np.testing.assert_array_equal(ds.X_train[1], [[1, 1, 1, 1, 1], [7, 8, 9, 9, 9]])
+    np.testing.assert_array_equal(ds.X_test[0, 0], [1, 2, 3, 4, 5])  # interpolated
+    assert ds.y_train.tolist() == [0, 1] and ds.y_test.tolist() == [1]
+
+
+def test_ucr_tsv_pair_maps_labels_and_pads_with_the_last_value(tmp_path: Path) -> None:
+    (tmp_path / "Ab_TRAIN.tsv").write_text("-1\t0.5\t1.5\t2.5\n1\t3\t4\tNaN\n")
+    (tmp_path / "Ab_TEST.tsv").write_text("1\t1\tNaN\t3\n")
+    ds = load_dataset(str(tmp_path / "Ab_TRAIN.tsv"))
+    assert ds.name == "ab" and ds.label_names == ["-1", "1"]
+    assert ds.X_train.shape == (2, 1, 3) and ds.y_train.tolist() == [0, 1]
+    np.testing.assert_array_equal(ds.X_train[1, 0], [3, 4, 4])
+    np.testing.assert_array_equal(ds.X_test[0, 0], [1, 2, 3])
+    (tmp_path / "Ab_TEST.tsv").write_text("1\t1\t2\n")
+    with pytest.raises(TsFormatError, match="series length differs"):
+        load_dataset(str(tmp_path / "Ab_TRAIN.tsv"))
+    (tmp_path / "Ab_TEST.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="test split"):
+        load_dataset(str(tmp_path / "Ab_TRAIN.tsv"))
+
+
+def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    good = {
+        "X_train": rng.normal(size=(6, 2, 16)), "y_train": np.array([0, 1, 2, 0, 1, 2]),
+        "X_test": rng.normal(size=(3, 2, 16)), "y_test": np.array([0, 1, 2]),
+    }
+    path = tmp_path / "mine.npz"
+    np.savez(path, **good)
+    ds = load_dataset(str(path))
+    assert ds.input_shape == (2, 16) and ds.num_classes == 3
+    for change, message in (
+        ({"y_train": np.array([-1, 0, 2, -1, 0, 2])}, "train: labels -1..2 are not class"),
+        ({"y_test": np.array([0, 1])}, "test: 3 samples and 2 labels"),
+        ({"X_test": rng.normal(size=(3, 2, 15))}, "the same in both splits"),
+        ({"X_train": np.full((6, 2, 16), np.nan)}, "train: NaN or infinite"),
+    ):
+        np.savez(path, **{**good, **change})
+        with pytest.raises(ValueError, match=message):
+            load_dataset(str(path))
+    np.savez(path, X_train=good["X_train"])
+    with pytest.raises(ValueError, match="no X_test, y_test, y_train in the archive"):
+        load_dataset(str(path))
+
+
 def test_ts_parser_rejects_bad_files(tmp_path: Path) -> None:
     bad = tmp_path / "x_TRAIN.ts"
-    bad.write_text("@classLabel true a b\n@data\n1,2,3:a\n1,2:b\n")
-    with pytest.raises(TsFormatError, match="unequal series lengths"):
+    bad.write_text("@classLabel true a b\n@data\n1,2,3:a\n1,2:3,4:b\n")
+    with pytest.raises(TsFormatError, match="different channel counts"):
+        load_ts(bad)
+    bad.write_text("@classLabel true a b\n@data\n1,2,3:?,?,?:a\n")
+    with pytest.raises(TsFormatError, match=":3: channel 1: no values"):
+        load_ts(bad)
+    bad.write_text("@timeStamps true\n@classLabel true a b\n@data\n(1,2),(2,3):a\n")
+    with pytest.raises(TsFormatError, match="time-stamped"):
         load_ts(bad)
     bad.write_text("@classLabel true a b\n@data\n1,2,x:a\n")
     with pytest.raises(TsFormatError, match=":3: bad value"):

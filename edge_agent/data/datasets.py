@@ -2,20 +2,22 @@
 
 ``basicmotions``, ``gunpoint`` and ``digits`` are vendored inside the package as compact
 ``.npz`` files (see ``vendored/PROVENANCE.md``), so the product works on a board with no
-other data. A path to a ``.ts`` training file (its ``_TEST`` twin beside it), a
-``digits``-style ``.csv``/``.csv.gz`` or an ``.npz`` with X_train/y_train/X_test/y_test
-loads users' own data.
+other data. A path to a ``.ts`` training file (UEA/UCR as aeon/sktime ship them) or a
+``.tsv`` one (the UCR 2018 archive: label, then the values of a univariate series), each
+with its ``_TEST`` twin beside it, a ``digits``-style ``.csv``/``.csv.gz`` or an ``.npz``
+with X_train/y_train/X_test/y_test loads users' own data.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_agent.data.ts_format import load_ts
+from edge_agent.data.ts_format import TsFormatError, fill_missing, load_ts_files
 
 VENDORED_DIR = Path(__file__).parent / "vendored"
 NAMED = ("basicmotions", "gunpoint", "digits")
@@ -78,14 +80,23 @@ def load_digits_csv(path: str | Path) -> Dataset:
     return Dataset("digits", X[tr], y[tr], X[te], y[te], names)
 
 
-def load_ts_pair(train_path: str | Path) -> Dataset:
-    """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin."""
-    train_path = Path(train_path)
+def _test_twin(train_path: Path) -> Path:
+    """``NAME_TEST.ext`` beside ``NAME_TRAIN.ext``."""
     if "_TRAIN" not in train_path.name:
-        raise ValueError(f"{train_path}: give the *_TRAIN.ts file; its *_TEST.ts twin is read too")
+        raise ValueError(
+            f"{train_path}: give the *_TRAIN{train_path.suffix} file; its *_TEST twin is read too"
+        )
     test_path = train_path.with_name(train_path.name.replace("_TRAIN", "_TEST"))
-    X_tr, y_tr, names = load_ts(train_path)
-    X_te, y_te_raw, names_te = load_ts(test_path)
+    if not test_path.exists():
+        raise FileNotFoundError(f"{test_path}: the test split of {train_path} is missing")
+    return test_path
+
+
+def load_ts_pair(train_path: str | Path) -> Dataset:
+    """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin (at one series length)."""
+    train_path = Path(train_path)
+    test_path = _test_twin(train_path)
+    (X_tr, y_tr, names), (X_te, y_te_raw, names_te) = load_ts_files(train_path, test_path)
     if names_te != names:
         y_te = np.asarray([names.index(names_te[i]) for i in y_te_raw], dtype=np.int64)
     else:
@@ -98,9 +109,42 @@ def load_ts_pair(train_path: str | Path) -> Dataset:
     return Dataset(name, X_tr, y_tr, X_te, y_te, names)
 
 
+def load_tsv_pair(train_path: str | Path) -> Dataset:
+    """Read the UCR archive's ``NAME_TRAIN.tsv`` and ``NAME_TEST.tsv``: one univariate
+    series per line, its class label first, tab-separated; NaN pads shorter series (they
+    are padded with their last value instead) and marks missing values (interpolated).
+    Classes are the labels in sorted order."""
+    train_path = Path(train_path)
+    test_path = _test_twin(train_path)
+    raw = []
+    for path in (train_path, test_path):
+        try:
+            table = np.loadtxt(path, delimiter="\t", dtype=np.float64, ndmin=2)
+        except ValueError as exc:
+            raise TsFormatError(f"{path}: not a UCR .tsv table: {exc}") from None
+        if table.shape[1] < 2 or np.isnan(table[:, 0]).any():
+            raise TsFormatError(f"{path}: every line needs a class label and values")
+        raw.append(table)
+    if raw[0].shape[1] != raw[1].shape[1]:
+        raise TsFormatError(f"{test_path}: series length differs from {train_path}'s")
+    classes = np.unique(np.concatenate([t[:, 0] for t in raw]))
+    names = [f"{c:g}" for c in classes]
+    X = [
+        np.stack([fill_missing(row[1:].astype(np.float32), f"{path}:{i + 1}")
+                  for i, row in enumerate(t)])[:, None, :]
+        for path, t in zip((train_path, test_path), raw, strict=True)
+    ]
+    y = [np.searchsorted(classes, t[:, 0]).astype(np.int64) for t in raw]
+    name = train_path.name.split("_TRAIN")[0].lower()
+    return Dataset(name, X[0], y[0], X[1], y[1], names)
+
+
 def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     """Read an ``.npz`` with X_train, y_train, X_test, y_test and a label_names JSON."""
     with np.load(path, allow_pickle=False) as z:
+        missing = {"X_train", "y_train", "X_test", "y_test"} - set(z.files)
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(sorted(missing))} in the archive")
         names = (
             json.loads(bytes(z["label_names_json"]).decode()) if "label_names_json" in z else None
         )
@@ -130,17 +174,44 @@ def save_npz(ds: Dataset, path: str | Path) -> None:
 
 
 def load_dataset(spec: str) -> Dataset:
-    """Load a named vendored data set or a user file (``.ts``, ``.csv[.gz]``, ``.npz``)."""
+    """Load a named vendored data set or a user file (``.ts``, ``.tsv``, ``.csv[.gz]``,
+    ``.npz``)."""
     key = spec.lower()
     if key in NAMED:
         return load_npz(VENDORED_DIR / f"{key}.npz", name=key)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"data set {spec!r}: not one of {NAMED} and no such file")
-    if path.suffix == ".ts":
-        return load_ts_pair(path)
+    loaders: dict[str, Callable[[Path], Dataset]] = {
+        ".ts": load_ts_pair, ".tsv": load_tsv_pair, ".npz": load_npz
+    }
     if path.name.endswith((".csv", ".csv.gz")):
-        return load_digits_csv(path)
-    if path.suffix == ".npz":
-        return load_npz(path)
-    raise ValueError(f"{spec}: unknown data file type (use .ts, .csv, .csv.gz or .npz)")
+        return checked(load_digits_csv(path), spec)
+    if path.suffix in loaders:
+        return checked(loaders[path.suffix](path), spec)
+    raise ValueError(f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz)")
+
+
+def checked(ds: Dataset, source: str) -> Dataset:
+    """``ds`` if it can train a model: (C, T) or (C, H, W) samples, the same shape in both
+    splits, one label per sample, labels 0..classes-1, finite values; else ValueError
+    naming what is wrong."""
+    problems = []
+    if ds.X_train.ndim not in (3, 4) or ds.X_train.shape[1:] != ds.X_test.shape[1:]:
+        problems.append(
+            f"samples must be (C, T) or (C, H, W), the same in both splits: train "
+            f"{ds.X_train.shape[1:]}, test {ds.X_test.shape[1:]}"
+        )
+    for split, X, y in (("train", ds.X_train, ds.y_train), ("test", ds.X_test, ds.y_test)):
+        if len(X) != len(y) or len(X) == 0:
+            problems.append(f"{split}: {len(X)} samples and {len(y)} labels")
+        elif y.min() < 0 or y.max() >= ds.num_classes:
+            problems.append(
+                f"{split}: labels {int(y.min())}..{int(y.max())} are not class indices "
+                f"0..{ds.num_classes - 1}"
+            )
+        if not np.isfinite(X).all():
+            problems.append(f"{split}: NaN or infinite values")
+    if problems:
+        raise ValueError(f"data set {source}: " + "; ".join(problems))
+    return ds

@@ -1,25 +1,47 @@
-"""Parser for the sktime/aeon ``.ts`` text format (UEA/UCR archives)."""
+"""Parser for the sktime/aeon ``.ts`` text format (UEA/UCR archives).
+
+Series of unequal length (``@equalLength false``, e.g. JapaneseVowels) are brought to the
+longest length, as the model's input shape is fixed: shorter ones are padded at the end
+with their last value. Missing values (``?`` or ``NaN``) are filled by linear
+interpolation along time within their series.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+MISSING = frozenset({"?", "nan", "NaN"})
 
 
 class TsFormatError(ValueError):
     """A ``.ts`` file does not follow the format."""
 
 
-def load_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read an equal-length ``.ts`` file.
+@dataclass(frozen=True)
+class TsCases:
+    """The cases of one ``.ts`` file as written: ragged series, NaN where missing."""
 
-    Returns ``(X, y, class_names)``: X float32 (cases, channels, length), y int64 indices
-    into ``class_names`` (the order of the ``@classLabel`` header).
-    """
+    series: list[np.ndarray]  # per case (channels, length) float32
+    y: np.ndarray  # int64 indices into class_names
+    class_names: list[str]  # the order of the @classLabel header
+
+    @property
+    def lengths(self) -> list[int]:
+        """Series length of every case."""
+        return [s.shape[1] for s in self.series]
+
+
+def read_ts(path: str | Path) -> TsCases:
+    """Read a labelled ``.ts`` file without changing its series."""
     path = Path(path)
     class_names: list[str] | None = None
-    cases: list[list[list[float]]] = []
+    series: list[np.ndarray] = []
     labels: list[str] = []
     in_data = False
     with path.open(encoding="utf-8") as f:
@@ -36,33 +58,84 @@ def load_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                             f"{path}:{lineno}: only labelled data sets are supported"
                         )
                     class_names = parts[2:]
+                elif low.startswith("@timestamps") and line.split()[-1].lower() == "true":
+                    raise TsFormatError(f"{path}:{lineno}: time-stamped series are not supported")
                 elif low.startswith("@data"):
                     in_data = True
-                elif low.startswith("@missing") and line.split()[-1].lower() == "true":
-                    raise TsFormatError(f"{path}:{lineno}: missing values are not supported")
                 continue
             *channels, label = line.split(":")
             if not channels:
                 raise TsFormatError(f"{path}:{lineno}: a case needs channel values and a label")
-            try:
-                cases.append([[float(v) for v in ch.split(",")] for ch in channels])
-            except ValueError as exc:
-                raise TsFormatError(f"{path}:{lineno}: bad value: {exc}") from None
+            series.append(_case(channels, f"{path}:{lineno}"))
             labels.append(label.strip())
     if class_names is None:
         raise TsFormatError(f"{path}: no @classLabel header")
-    if not cases:
+    if not series:
         raise TsFormatError(f"{path}: no data after @data")
-    lengths = {len(ch) for c in cases for ch in c}
-    n_channels = {len(c) for c in cases}
-    if len(lengths) != 1 or len(n_channels) != 1:
-        raise TsFormatError(
-            f"{path}: unequal series lengths {sorted(lengths)} or channel counts "
-            f"{sorted(n_channels)}"
-        )
+    n_channels = {len(s) for s in series}
+    if len(n_channels) != 1:
+        raise TsFormatError(f"{path}: cases have different channel counts {sorted(n_channels)}")
     unknown = sorted(set(labels) - set(class_names))
     if unknown:
         raise TsFormatError(f"{path}: labels {unknown} not declared in @classLabel")
-    X = np.asarray(cases, dtype=np.float32)
     y = np.asarray([class_names.index(lab) for lab in labels], dtype=np.int64)
-    return X, y, class_names
+    return TsCases(series, y, class_names)
+
+
+def _case(channels: list[str], where: str) -> np.ndarray:
+    """One case's channels (C, T); ragged channels are padded like ragged cases."""
+    try:
+        values = [
+            [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")]
+            for ch in channels
+        ]
+    except ValueError as exc:
+        raise TsFormatError(f"{where}: bad value: {exc}") from None
+    length = max(len(v) for v in values)
+    out = np.empty((len(values), length), np.float32)
+    for c, v in enumerate(values):
+        filled = fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}")
+        out[c] = np.concatenate([filled, np.full(length - len(v), filled[-1], np.float32)])
+    return out
+
+
+def fill_missing(x: np.ndarray, where: str) -> np.ndarray:
+    """One series ``x`` with NaNs replaced by linear interpolation (the nearest value at
+    the ends)."""
+    bad = np.isnan(x)
+    if not bad.any():
+        return x
+    if bad.all():
+        raise TsFormatError(f"{where}: no values, only missing ones")
+    t = np.arange(len(x))
+    return np.interp(t, t[~bad], x[~bad]).astype(np.float32)
+
+
+def fixed_length(cases: TsCases, length: int) -> np.ndarray:
+    """(N, C, length) float32: each series padded at the end with its last value (cut
+    where longer)."""
+    out = np.empty((len(cases.series), cases.series[0].shape[0], length), np.float32)
+    for i, s in enumerate(cases.series):
+        n = min(length, s.shape[1])
+        out[i, :, :n] = s[:, :n]
+        out[i, :, n:] = s[:, n - 1 : n]
+    return out
+
+
+def load_ts_files(*paths: str | Path) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Read ``.ts`` files at one series length, the longest in any of them: per file
+    ``(X, y, class_names)``, X float32 (cases, channels, length), y int64 indices into
+    ``class_names`` (the order of its ``@classLabel`` header)."""
+    files = [read_ts(p) for p in paths]
+    lengths = [n for f in files for n in f.lengths]
+    if min(lengths) != max(lengths):
+        log.info(
+            "%s: series of %d..%d steps padded to %d with their last value",
+            ", ".join(str(p) for p in paths), min(lengths), max(lengths), max(lengths),
+        )
+    return [(fixed_length(f, max(lengths)), f.y, f.class_names) for f in files]
+
+
+def load_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One ``.ts`` file as :func:`load_ts_files` reads it."""
+    return load_ts_files(path)[0]
