@@ -59,11 +59,10 @@ def residual_key(bits: int, layer: int) -> str:
 class LayerTrace:
     """What one forward pass tells about one weighted layer."""
 
-    patches: np.ndarray  # (M, K) float32 centred input codes / sums: every sample's for a
-    # layer with one position per sample, else at most COV_ROWS evenly spaced (sample,
-    # position) rows (the second moments need no more)
-    columns: np.ndarray | None  # torch weight column of each patch column (None: the same)
-    mean_patch: np.ndarray  # (N, K) float64 per-sample mean of the patches (codes), torch order
+    patches: np.ndarray  # (M, K) float32 centred input codes / sums, torch column order:
+    # every sample's for a layer with one position per sample, else at most COV_ROWS
+    # evenly spaced (sample, position) rows (the second moments need no more)
+    mean_patch: np.ndarray  # (N, K) float64 per-sample mean of the patches (codes)
     out_mean: np.ndarray  # (N, O) float64 per-sample, per-channel mean accumulator (real)
 
 
@@ -78,17 +77,14 @@ def layer_traces(
     for op, x, q, lq, divisor in zip(
         weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True
     ):
-        columns = None
         if op["op"] == "linear":
             rows = x.astype(np.float32)
             mean_patch = rows.astype(np.float64)
         else:
-            kernel, stride, padding = conv_geometry(op)
-            mean_patch, rows = conv_patch_stats(x.astype(np.float32), kernel, stride, padding)
-            columns = kernel_major_columns(x.shape[1], kernel)
+            mean_patch, rows = conv_patch_stats(x.astype(np.float32), *conv_geometry(op))
         acc_mean = mean_patch @ q.T.astype(np.float64) + lq.bias_q
         real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisor)
-        traces.append(LayerTrace(rows, columns, mean_patch, acc_mean * real))
+        traces.append(LayerTrace(rows, mean_patch, acc_mean * real))
     return traces
 
 
@@ -100,11 +96,10 @@ def conv_patch_stats(
     max_rows: int = COV_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Of a convolution's centred input ``x`` (N, C, *S): every sample's mean im2col patch
-    (N, K) float64, columns in torch order as :func:`edge_agent.reference.patches` (which
-    builds every patch), and the patches (R, K) at every ``step``-th output position along
-    the last spatial axis of every sample, ``step`` the smallest that keeps R <= ``max_rows``
-    where the axis allows, in (sample, position) order, columns kernel position major
-    (:func:`kernel_major_columns`: channels are contiguous in the input, so are the copies)."""
+    (N, K) float64, and the patches (R, K) at every ``step``-th output position along the
+    last spatial axis of every sample, ``step`` the smallest that keeps R <= ``max_rows``
+    where the axis allows, in (sample, position) order; columns in torch order, as
+    :func:`edge_agent.reference.patches`, which builds every patch."""
     nd = len(kernel)
     xp, out = padded(x, kernel, stride, padding)
     n, c = xp.shape[:2]
@@ -115,24 +110,17 @@ def conv_patch_stats(
     kept = [*out[:-1], -(-out[-1] // step)]
     steps = [*stride[:-1], stride[-1] * step]
     channels_last = np.ascontiguousarray(np.moveaxis(xp, 1, -1))  # (N, *S, C)
-    rows = np.empty((n, *kept, *kernel, c), x.dtype)
+    rows = np.empty((n, *kept, c, *kernel), x.dtype)
     # the patch sums are one product: inputs (N * C, padded positions) times which
     # positions each kernel position meets (exact in float32 for integer codes)
     meets = np.zeros((int(np.prod(kernel)), *xp.shape[2:]), x.dtype)
     for k, offset in enumerate(np.ndindex(*kernel)):  # strided views, one per kernel position
         meets[k][window(offset, stride, out)] = 1
         some = channels_last[(slice(None), *window(offset, steps, kept))]
-        rows[(slice(None),) * (1 + nd) + offset] = some
+        rows[(slice(None),) * (2 + nd) + offset] = some
     sums = xp.reshape(n * c, -1) @ meets.reshape(len(meets), -1).T
     mean = sums.astype(np.float64) / np.prod(out)
     return mean.reshape(n, -1), rows.reshape(-1, c * int(np.prod(kernel)))
-
-
-def kernel_major_columns(channels: int, kernel: tuple[int, ...]) -> np.ndarray:
-    """For each column of :func:`conv_patch_stats`' patches (kernel position major), its
-    column in torch's weight order (channel major)."""
-    positions = int(np.prod(kernel))
-    return (np.arange(channels)[None, :] * positions + np.arange(positions)[:, None]).ravel()
 
 
 def input_divisors(bundle: Bundle) -> list[int]:
@@ -193,17 +181,11 @@ def layer_features(
     ):
         s_w = lq.w_scale.astype(np.float64)[:, None]
         scale = float(lq.in_scale) / divisors[i]  # patch codes -> real inputs
-        cols = tr.patches  # (M, K) float32, columns in the order tr.columns gives
-        moments = np.einsum("mk,mk->k", cols, cols).astype(np.float64)  # C_kk, C = cols.T cols
+        cols = tr.patches  # (M, K) float32
+        moments = np.einsum("mk,mk->k", cols, cols, dtype=np.float64)  # C_kk, C = cols.T cols
         diag = moments * (scale * scale / len(cols)) + 1e-12  # real inputs' second moments
-        target = (q0.astype(np.float64) + r - q).astype(np.float32)  # latent - current, steps
-        if tr.columns is None:
-            rec_step = _times_moments(target, cols) / (moments + 1e-12)[None, :]
-        else:
-            rec_step = np.empty(q.shape)
-            rec_step[:, tr.columns] = (
-                _times_moments(target[:, tr.columns], cols) / (moments + 1e-12)[None, :]
-            )
+        target = q0.astype(np.float64) + r - q  # latent minus current, in steps
+        rec_step = _times_moments(target.astype(np.float32), cols) / (moments + 1e-12)[None, :]
         if i == last:
             x = cols.astype(np.float64) * scale  # (N, K): one position per sample
             p = _softmax(logits)
@@ -245,11 +227,12 @@ def _prototype_step(
     n, o = out_mean.shape
     if anchors is None or not anchors.any():
         return np.zeros((o, xbar.shape[1]))
-    classes = np.arange(int(labels.max()) + 1)
-    member = (labels[anchors][:, None] == classes).astype(np.float64)  # (anchors, classes)
-    count = member.sum(axis=0)
-    protos = (member.T @ out_mean[anchors]) / np.maximum(count, 1)[:, None]
-    err = np.where((count > 0)[labels][:, None], protos[labels] - out_mean, 0.0)  # (N, O)
+    protos = np.zeros((int(labels.max()) + 1, o))
+    known = np.zeros(len(protos), bool)
+    for c in np.unique(labels[anchors]):
+        protos[c] = out_mean[anchors & (labels == c)].mean(axis=0)
+        known[c] = True
+    err = np.where(known[labels][:, None], protos[labels] - out_mean, 0.0)  # (N, O)
     curv = (xbar * xbar).mean(axis=0)
     # diagonal Newton step, shared out over the K inputs that all move the same output
     return (err.T @ xbar / n) / (xbar.shape[1] * (curv + 0.1 * curv.mean() + 1e-12))[None, :]
