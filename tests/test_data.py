@@ -83,25 +83,21 @@ def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
         load_dataset(str(path))
 
 
-def test_ts_parser_rejects_bad_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("@classLabel true a b\n@data\n1,2,3:a\n1,2:3,4:b\n", "different channel counts"),
+        ("@classLabel true a b\n@data\n1,2,3:?,?,?:a\n", ":3: channel 1: no values"),
+        ("@timeStamps true\n@classLabel true a b\n@data\n(1,2),(2,3):a\n", "time-stamped"),
+        ("@classLabel true a b\n@data\n1,2,x:a\n", ":3: bad value"),
+        ("@classLabel true a b\n@data\n1,2,3:c\n", "not declared"),
+        ("@data\n1,2,3:c\n", "no @classLabel"),
+    ],
+)
+def test_ts_parser_rejects_bad_files(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "x_TRAIN.ts"
-    bad.write_text("@classLabel true a b\n@data\n1,2,3:a\n1,2:3,4:b\n")
-    with pytest.raises(TsFormatError, match="different channel counts"):
-        load_ts(bad)
-    bad.write_text("@classLabel true a b\n@data\n1,2,3:?,?,?:a\n")
-    with pytest.raises(TsFormatError, match=":3: channel 1: no values"):
-        load_ts(bad)
-    bad.write_text("@timeStamps true\n@classLabel true a b\n@data\n(1,2),(2,3):a\n")
-    with pytest.raises(TsFormatError, match="time-stamped"):
-        load_ts(bad)
-    bad.write_text("@classLabel true a b\n@data\n1,2,x:a\n")
-    with pytest.raises(TsFormatError, match=":3: bad value"):
-        load_ts(bad)
-    bad.write_text("@classLabel true a b\n@data\n1,2,3:c\n")
-    with pytest.raises(TsFormatError, match="not declared"):
-        load_ts(bad)
-    bad.write_text("@data\n1,2,3:c\n")
-    with pytest.raises(TsFormatError, match="no @classLabel"):
+    bad.write_text(text)
+    with pytest.raises(TsFormatError, match=message):
         load_ts(bad)
 
 
