@@ -36,13 +36,13 @@ def test_clc_zero_when_models_identical() -> None:
     logits, feats = fp_forward(fp, x)
     assert torch.allclose(logits, fp(x))
     assert len(feats) == 3
-    assert float(clc_loss(feats, [f.clone() for f in feats])) == 0.0
+    assert float(clc_loss(feats, [f.clone() for f in feats]).detach()) == 0.0
     blocks = [b for b in fp.blocks if isinstance(b, torch.nn.Sequential)]
 
     def fp_block(layer: int, prev: torch.Tensor) -> torch.Tensor:  # the FP model as "Q"
         return blocks[layer](fp.blocks[1](prev))  # a maxpool sits between the blocks
 
-    assert float(cascaded_clc_loss(feats, feats[0].clone(), fp_block)) == 0.0
+    assert float(cascaded_clc_loss(feats, feats[0].clone(), fp_block).detach()) == 0.0
 
 
 def test_quant_block_reproduces_the_quantized_forward() -> None:
