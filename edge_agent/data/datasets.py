@@ -80,8 +80,8 @@ def load_digits_csv(path: str | Path) -> Dataset:
     return Dataset("digits", X[tr], y[tr], X[te], y[te], names)
 
 
-def _test_twin(train_path: Path) -> Path:
-    """``NAME_TEST.ext`` beside ``NAME_TRAIN.ext``."""
+def _test_twin(train_path: Path) -> tuple[Path, str]:
+    """``NAME_TEST.ext`` beside ``NAME_TRAIN.ext``, and the data set's name (``name``)."""
     if "_TRAIN" not in train_path.name:
         raise ValueError(
             f"{train_path}: give the *_TRAIN{train_path.suffix} file; its *_TEST twin is read too"
@@ -89,13 +89,13 @@ def _test_twin(train_path: Path) -> Path:
     test_path = train_path.with_name(train_path.name.replace("_TRAIN", "_TEST"))
     if not test_path.exists():
         raise FileNotFoundError(f"{test_path}: the test split of {train_path} is missing")
-    return test_path
+    return test_path, train_path.name.split("_TRAIN")[0].lower()
 
 
 def load_ts_pair(train_path: str | Path) -> Dataset:
     """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin (at one series length)."""
     train_path = Path(train_path)
-    test_path = _test_twin(train_path)
+    test_path, name = _test_twin(train_path)
     (X_tr, y_tr, names), (X_te, y_te_raw, names_te) = load_ts_files(train_path, test_path)
     if names_te != names:
         y_te = np.asarray([names.index(names_te[i]) for i in y_te_raw], dtype=np.int64)
@@ -105,7 +105,6 @@ def load_ts_pair(train_path: str | Path) -> Dataset:
         raise ValueError(
             f"{test_path}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}"
         )
-    name = train_path.name.split("_TRAIN")[0].lower()
     return Dataset(name, X_tr, y_tr, X_te, y_te, names)
 
 
@@ -115,7 +114,7 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
     are padded with their last value instead) and marks missing values (interpolated).
     Classes are the labels in sorted order."""
     train_path = Path(train_path)
-    test_path = _test_twin(train_path)
+    test_path, name = _test_twin(train_path)
     raw = []
     for path in (train_path, test_path):
         try:
@@ -135,7 +134,6 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
         for path, t in zip((train_path, test_path), raw, strict=True)
     ]
     y = [np.searchsorted(classes, t[:, 0]).astype(np.int64) for t in raw]
-    name = train_path.name.split("_TRAIN")[0].lower()
     return Dataset(name, X[0], y[0], X[1], y[1], names)
 
 

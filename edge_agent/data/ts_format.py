@@ -25,7 +25,7 @@ class TsFormatError(ValueError):
 
 @dataclass(frozen=True)
 class TsCases:
-    """The cases of one ``.ts`` file as written: ragged series, NaN where missing."""
+    """The cases of one ``.ts`` file: series of their own lengths, missing values filled."""
 
     series: list[np.ndarray]  # per case (channels, length) float32
     y: np.ndarray  # int64 indices into class_names
