@@ -92,11 +92,15 @@ def _case(channels: list[str], where: str) -> np.ndarray:
     except ValueError as exc:
         raise TsFormatError(f"{where}: bad value: {exc}") from None
     length = max(len(v) for v in values)
-    out = np.empty((len(values), length), np.float32)
-    for c, v in enumerate(values):
-        filled = fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}")
-        out[c] = np.concatenate([filled, np.full(length - len(v), filled[-1], np.float32)])
-    return out
+    return np.stack([
+        pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
+        for c, v in enumerate(values)
+    ])
+
+
+def pad_end(x: np.ndarray, length: int) -> np.ndarray:
+    """``x`` (..., T) padded along its last axis to ``length`` with its last value."""
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])], mode="edge")
 
 
 def fill_missing(x: np.ndarray, where: str) -> np.ndarray:
@@ -111,17 +115,6 @@ def fill_missing(x: np.ndarray, where: str) -> np.ndarray:
     return np.interp(t, t[~bad], x[~bad]).astype(np.float32)
 
 
-def fixed_length(cases: TsCases, length: int) -> np.ndarray:
-    """(N, C, length) float32: each series padded at the end with its last value (cut
-    where longer)."""
-    out = np.empty((len(cases.series), cases.series[0].shape[0], length), np.float32)
-    for i, s in enumerate(cases.series):
-        n = min(length, s.shape[1])
-        out[i, :, :n] = s[:, :n]
-        out[i, :, n:] = s[:, n - 1 : n]
-    return out
-
-
 def load_ts_files(*paths: str | Path) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
     """Read ``.ts`` files at one series length, the longest in any of them: per file
     ``(X, y, class_names)``, X float32 (cases, channels, length), y int64 indices into
@@ -133,7 +126,10 @@ def load_ts_files(*paths: str | Path) -> list[tuple[np.ndarray, np.ndarray, list
             "%s: series of %d..%d steps padded to %d with their last value",
             ", ".join(str(p) for p in paths), min(lengths), max(lengths), max(lengths),
         )
-    return [(fixed_length(f, max(lengths)), f.y, f.class_names) for f in files]
+    return [
+        (np.stack([pad_end(s, max(lengths)) for s in f.series]), f.y, f.class_names)
+        for f in files
+    ]
 
 
 def load_ts(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
