@@ -13,7 +13,8 @@ from edge_agent import __version__
 DATA_HELP = (
     "data set: one of basicmotions, gunpoint, digits (bundled), or a path to your own "
     "NAME_TRAIN.ts (UEA/UCR, aeon/sktime format) or NAME_TRAIN.tsv (UCR archive) with "
-    "its NAME_TEST twin beside it, a digits-style .csv/.csv.gz (64 pixels + label per row) "
+    "its NAME_TEST twin beside it (a single .ts/.tsv file: 30%% of it is held out), "
+    "a digits-style .csv/.csv.gz (64 pixels + label per row) "
     "or an .npz with X_train, y_train, X_test, y_test"
 )
 

@@ -54,9 +54,20 @@ def test_ucr_tsv_pair_maps_labels_and_pads_with_the_last_value(tmp_path: Path) -
     (tmp_path / "Ab_TEST.tsv").write_text("1\t1\t2\n")
     with pytest.raises(TsFormatError, match="series length differs"):
         load_dataset(str(tmp_path / "Ab_TRAIN.tsv"))
-    (tmp_path / "Ab_TEST.tsv").unlink()
-    with pytest.raises(FileNotFoundError, match="test split"):
-        load_dataset(str(tmp_path / "Ab_TRAIN.tsv"))
+
+
+def test_a_single_file_without_twin_is_split_stratified(tmp_path: Path) -> None:
+    rows = [f"{c}\t{c + i}\t{c - i}\t{i}" for c in (1, 2) for i in range(10)]
+    (tmp_path / "Solo_TRAIN.tsv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset(str(tmp_path / "Solo_TRAIN.tsv"))
+    assert ds.name == "solo" and len(ds.y_train) == 14 and len(ds.y_test) == 6
+    assert np.bincount(ds.y_test).tolist() == [3, 3]
+    lines = [f"{','.join(str(v) for v in range(i + 3))}:{'ab'[i % 2]}" for i in range(10)]
+    (tmp_path / "mine.ts").write_text("@classLabel true a b\n@data\n" + "\n".join(lines))
+    ts = load_dataset(str(tmp_path / "mine.ts"))
+    assert ts.name == "mine" and ts.X_train.shape == (6, 1, 12) and len(ts.y_test) == 4
+    again = load_dataset(str(tmp_path / "mine.ts"))
+    np.testing.assert_array_equal(ts.X_test, again.X_test)  # the split is deterministic
 
 
 def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
@@ -92,6 +103,7 @@ def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
         ("@classLabel true a b\n@data\n1,2,x:a\n", ":3: bad value"),
         ("@classLabel true a b\n@data\n1,2,3:c\n", "not declared"),
         ("@data\n1,2,3:c\n", "no @classLabel"),
+        ("@targetLabel true\n@data\n1,2,3:0.5\n", "regression data set"),
     ],
 )
 def test_ts_parser_rejects_bad_files(tmp_path: Path, text: str, message: str) -> None:

@@ -4,13 +4,15 @@
 ``.npz`` files (see ``vendored/PROVENANCE.md``), so the product works on a board with no
 other data. A path to a ``.ts`` training file (UEA/UCR as aeon/sktime ship them) or a
 ``.tsv`` one (the UCR 2018 archive: label, then the values of a univariate series), each
-with its ``_TEST`` twin beside it, a ``digits``-style ``.csv``/``.csv.gz`` or an ``.npz``
-with X_train/y_train/X_test/y_test loads users' own data.
+with its ``_TEST`` twin beside it (or alone: a stratified part is held out), a
+``digits``-style ``.csv``/``.csv.gz`` or an ``.npz`` with X_train/y_train/X_test/y_test
+loads users' own data.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,12 @@ import numpy as np
 
 from edge_agent.data.ts_format import TsFormatError, fill_missing, load_ts_files
 
+log = logging.getLogger(__name__)
+
 VENDORED_DIR = Path(__file__).parent / "vendored"
 NAMED = ("basicmotions", "gunpoint", "digits")
-DIGITS_TEST_FRACTION = 0.3
-DIGITS_SPLIT_SEED = 0
+TEST_FRACTION = 0.3  # held out of a data set that comes as one file
+SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -69,54 +73,65 @@ def stratified_split(
 
 
 def load_digits_csv(path: str | Path) -> Dataset:
-    """Read a digits-style CSV (64 pixel columns, label last) into 1x8x8 images."""
+    """Read a digits-style CSV (64 pixel columns, label last) into 1x8x8 images, split
+    stratified."""
     raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
     if raw.ndim != 2 or raw.shape[1] != 65:
         raise ValueError(f"{path}: expected 65 columns (8x8 pixels + label), got {raw.shape}")
-    X = raw[:, :64].reshape(-1, 1, 8, 8)
     y = raw[:, 64].astype(np.int64)
-    tr, te = stratified_split(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     names = [str(c) for c in range(int(y.max()) + 1)]
-    return Dataset("digits", X[tr], y[tr], X[te], y[te], names)
+    return held_out_split("digits", raw[:, :64].reshape(-1, 1, 8, 8), y, names)
 
 
-def _test_twin(train_path: Path) -> tuple[Path, str]:
-    """``NAME_TEST.ext`` beside ``NAME_TRAIN.ext``, and the data set's name (``name``)."""
-    if "_TRAIN" not in train_path.name:
-        raise ValueError(
-            f"{train_path}: give the *_TRAIN{train_path.suffix} file; its *_TEST twin is read too"
-        )
-    test_path = train_path.with_name(train_path.name.replace("_TRAIN", "_TEST"))
-    if not test_path.exists():
-        raise FileNotFoundError(f"{test_path}: the test split of {train_path} is missing")
-    return test_path, train_path.name.split("_TRAIN")[0].lower()
+def held_out_split(name: str, X: np.ndarray, y: np.ndarray, names: list[str]) -> Dataset:
+    """One file's samples as a data set: a stratified ``TEST_FRACTION`` held out (fixed
+    seed)."""
+    tr, te = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
+    return Dataset(name, X[tr], y[tr], X[te], y[te], names)
+
+
+def _split_files(path: Path) -> tuple[list[Path], str]:
+    """The files of a data set and its name: ``NAME_TRAIN.ext`` and its ``NAME_TEST.ext``
+    twin, or one file (no twin) from which a test split is held out."""
+    name = (path.name.split("_TRAIN")[0] if "_TRAIN" in path.name else path.stem).lower()
+    test_path = path.with_name(path.name.replace("_TRAIN", "_TEST"))
+    if "_TRAIN" in path.name and test_path.exists():
+        return [path, test_path], name
+    log.warning(
+        "%s: no *_TEST%s twin beside it; holding out a stratified %d%% of it for testing",
+        path, path.suffix, round(100 * TEST_FRACTION),
+    )
+    return [path], name
 
 
 def load_ts_pair(train_path: str | Path) -> Dataset:
-    """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin (at one series length)."""
-    train_path = Path(train_path)
-    test_path, name = _test_twin(train_path)
-    (X_tr, y_tr, names), (X_te, y_te_raw, names_te) = load_ts_files(train_path, test_path)
+    """Read ``NAME_TRAIN.ts`` and its ``NAME_TEST.ts`` twin (at one series length), or one
+    ``.ts`` file split stratified."""
+    paths, name = _split_files(Path(train_path))
+    loaded = load_ts_files(*paths)
+    X_tr, y_tr, names = loaded[0]
+    if len(loaded) == 1:
+        return held_out_split(name, X_tr, y_tr, names)
+    X_te, y_te_raw, names_te = loaded[1]
     if names_te != names:
         y_te = np.asarray([names.index(names_te[i]) for i in y_te_raw], dtype=np.int64)
     else:
         y_te = y_te_raw
     if X_te.shape[1:] != X_tr.shape[1:]:
         raise ValueError(
-            f"{test_path}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}"
+            f"{paths[1]}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}"
         )
     return Dataset(name, X_tr, y_tr, X_te, y_te, names)
 
 
 def load_tsv_pair(train_path: str | Path) -> Dataset:
-    """Read the UCR archive's ``NAME_TRAIN.tsv`` and ``NAME_TEST.tsv``: one univariate
-    series per line, its class label first, tab-separated; NaN pads shorter series (they
-    are padded with their last value instead) and marks missing values (interpolated).
-    Classes are the labels in sorted order."""
-    train_path = Path(train_path)
-    test_path, name = _test_twin(train_path)
+    """Read the UCR archive's ``NAME_TRAIN.tsv`` and ``NAME_TEST.tsv`` (or one ``.tsv``
+    split stratified): one univariate series per line, its class label first,
+    tab-separated; NaN pads shorter series (they are padded with their last value instead)
+    and marks missing values (interpolated). Classes are the labels in sorted order."""
+    paths, name = _split_files(Path(train_path))
     raw = []
-    for path in (train_path, test_path):
+    for path in paths:
         try:
             table = np.loadtxt(path, delimiter="\t", dtype=np.float64, ndmin=2)
         except ValueError as exc:
@@ -124,16 +139,18 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
         if table.shape[1] < 2 or np.isnan(table[:, 0]).any():
             raise TsFormatError(f"{path}: every line needs a class label and values")
         raw.append(table)
-    if raw[0].shape[1] != raw[1].shape[1]:
-        raise TsFormatError(f"{test_path}: series length differs from {train_path}'s")
+    if raw[0].shape[1] != raw[-1].shape[1]:
+        raise TsFormatError(f"{paths[-1]}: series length differs from {paths[0]}'s")
     classes = np.unique(np.concatenate([t[:, 0] for t in raw]))
     names = [f"{c:g}" for c in classes]
     X = [
         np.stack([fill_missing(row[1:].astype(np.float32), f"{path}:{i + 1}")
                   for i, row in enumerate(t)])[:, None, :]
-        for path, t in zip((train_path, test_path), raw, strict=True)
+        for path, t in zip(paths, raw, strict=True)
     ]
     y = [np.searchsorted(classes, t[:, 0]).astype(np.int64) for t in raw]
+    if len(paths) == 1:
+        return held_out_split(name, X[0], y[0], names)
     return Dataset(name, X[0], y[0], X[1], y[1], names)
 
 

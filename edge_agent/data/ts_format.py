@@ -58,6 +58,11 @@ def read_ts(path: str | Path) -> TsCases:
                             f"{path}:{lineno}: only labelled data sets are supported"
                         )
                     class_names = parts[2:]
+                elif low.startswith("@targetlabel") and line.split()[-1].lower() == "true":
+                    raise TsFormatError(
+                        f"{path}:{lineno}: a regression data set (@targetLabel true); "
+                        "edge-agent trains classifiers and needs @classLabel true with the classes"
+                    )
                 elif low.startswith("@timestamps") and line.split()[-1].lower() == "true":
                     raise TsFormatError(f"{path}:{lineno}: time-stamped series are not supported")
                 elif low.startswith("@data"):
