@@ -64,11 +64,14 @@ def _params(layer: LayerQuant, bits: int) -> program.LayerParams:
 class Engine:
     """Runs one bundle; thread-safe for concurrent inference and weight swaps.
 
-    ``kernels`` defaults to the process's choice (:func:`kernels.backend.default`).
+    ``kernels`` defaults to the process's choice (:func:`kernels.backend.default`). A
+    ``scratch`` engine (a calibrator's private copy for trying candidate weights) logs its
+    start and swaps at DEBUG, not INFO.
     """
 
     def __init__(self, bundle: Bundle, bits: int | None = None,
-                 kernels: backend.Kernels | None = None) -> None:
+                 kernels: backend.Kernels | None = None, *, scratch: bool = False) -> None:
+        self._log_level = logging.DEBUG if scratch else logging.INFO
         self._kernels = backend.default() if kernels is None else kernels
         self.input_shape: tuple[int, ...] = bundle.input_shape
         self.num_classes: int = bundle.num_classes
@@ -87,7 +90,7 @@ class Engine:
         self._current = dict(self._initial)  # latest state per bit-width
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
-        log.info("engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
+        log.log(self._log_level, "engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
                  bundle.arch.get("name", "model"), sorted(self._current), self._state.bits,
                  self.isa, self.backend)
 
@@ -213,7 +216,8 @@ class Engine:
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
-        log.info("swapped %d layer(s) of the %d-bit model: version %s", len(codes), b, version)
+        log.log(self._log_level, "swapped %d layer(s) of the %d-bit model: version %s",
+                len(codes), b, version)
         return version
 
     def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -204,6 +205,19 @@ def test_properties_and_bit_switch(engines: dict[str, tuple[Bundle, Engine]]) ->
     assert engine.weight_bytes(4) * 2 <= engine.weight_bytes(8) + 64 * 4
     with pytest.raises(ValueError):
         engine.set_bits(5)
+
+
+def test_scratch_engine_logs_its_start_and_swaps_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bundle = random_bundle(IMAGE, seed=3, bits=(4,))
+    codes = {0: np.zeros((bundle.quant[4].layers[0].out_features, bundle.quant[4].layers[0].k),
+                         np.int8)}
+    caplog.set_level(logging.DEBUG, logger="edge_agent.engine")
+    for scratch, level in ((False, logging.INFO), (True, logging.DEBUG)):
+        caplog.clear()
+        Engine(bundle, scratch=scratch).swap_weights(codes)
+        assert [r.levelno for r in caplog.records] == [level, level]
 
 
 @pytest.fixture(params=["jit", "aot"])

@@ -165,7 +165,7 @@ class CalibrationController:
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
-                    self._neighbours[b] = Engine(self.bundle, bits=b)
+                    self._neighbours[b] = Engine(self.bundle, bits=b, scratch=True)
                 out[b] = lambda a, e=self._neighbours[b]: e.predict(a)[0]
         return out
 

@@ -185,7 +185,7 @@ class BitFlipCalibrator:
         """The scratch engine for ``bits`` holding ``codes`` (only layers whose array is
         not the one it last got are swapped: code arrays are never modified in place)."""
         if bits not in self._scratch:
-            self._scratch[bits] = Engine(self.bundle, bits=bits)
+            self._scratch[bits] = Engine(self.bundle, bits=bits, scratch=True)
             self._loaded[bits] = [None] * len(codes)
         loaded = self._loaded[bits]
         changed = {i: q for i, q in enumerate(codes) if q is not loaded[i]}
