@@ -16,6 +16,12 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
   echo "installing ${missing[*]} ..." >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
+# The cross-language publisher test (tests/test_interop.py) needs Node.js packages; it is
+# skipped, with its reason, where npm is missing or the registry cannot be reached.
+if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/zeromq ]; then
+  npm ci --prefix tests/interop --no-audit --no-fund --silent >&2 \
+    || echo "npm ci failed: the Node.js publisher test will be skipped" >&2
+fi
 ruff check edge_agent kernels tests bench
 mypy edge_agent kernels
 set +e
