@@ -70,6 +70,13 @@ def test_a_single_file_without_twin_is_split_stratified(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ts.X_test, again.X_test)  # the split is deterministic
 
 
+def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> None:
+    for name, extra in (("x.txt", ""), ("x_TRAIN.arff", "as .ts too")):
+        (tmp_path / name).write_text("1,2,3\n")
+        with pytest.raises(ValueError, match=rf"use \.ts, \.tsv, .*\.npz\)[^\n]*{extra}"):
+            load_dataset(str(tmp_path / name))
+
+
 def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     good = {

@@ -204,7 +204,10 @@ def load_dataset(spec: str) -> Dataset:
         return checked(load_digits_csv(path), spec)
     if path.suffix in loaders:
         return checked(loaders[path.suffix](path), spec)
-    raise ValueError(f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz)")
+    hint = " (the UEA/UCR archive ships every .arff data set as .ts too)" * (path.suffix == ".arff")
+    raise ValueError(
+        f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}"
+    )
 
 
 def checked(ds: Dataset, source: str) -> Dataset:
