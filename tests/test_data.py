@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import load_digits_csv, load_ts_pair, stratified_split
+from edge_agent.data.datasets import (
+    Dataset,
+    load_digits_csv,
+    load_ts_pair,
+    stratified_split,
+    warn_if_narrow,
+)
 from edge_agent.data.drift import Drift
 from edge_agent.data.ts_format import TsFormatError, load_ts
 
@@ -68,6 +74,19 @@ def test_a_single_file_without_twin_is_split_stratified(tmp_path: Path) -> None:
     assert ts.name == "mine" and ts.X_train.shape == (6, 1, 12) and len(ts.y_test) == 4
     again = load_dataset(str(tmp_path / "mine.ts"))
     np.testing.assert_array_equal(ts.X_test, again.X_test)  # the split is deterministic
+
+
+def test_samples_too_narrow_for_the_input_quantizer_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert warn_if_narrow(load_dataset("basicmotions")) == 0.0 and not caplog.records
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 1, 50)).astype(np.float32)
+    X[::2] *= 1e-3  # half the series three orders of magnitude smaller
+    y = np.arange(40) % 2
+    ds = Dataset("mixed", X, y, X, y, ["a", "b"])
+    assert warn_if_narrow(ds) == 0.5
+    assert "50% of the training samples" in caplog.text and "z-normalize" in caplog.text
 
 
 def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> None:

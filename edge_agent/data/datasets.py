@@ -58,6 +58,32 @@ class Dataset:
         return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
+def narrow_fraction(ds: Dataset, levels: int = 256) -> float:
+    """Fraction of training samples whose normalized values span fewer than 2 of the
+    ``levels`` steps that the whole training set spans: an 8-bit input quantizer set for
+    the set's range cannot tell their shapes apart (amplitudes that differ by orders of
+    magnitude between samples)."""
+    mean, std = ds.normalization()
+    shape = (1, -1) + (1,) * (ds.X_train.ndim - 2)
+    z = ((ds.X_train - mean.reshape(shape)) / std.reshape(shape)).reshape(len(ds.X_train), -1)
+    step = (z.max() - z.min()) / (levels - 1)
+    return float(np.mean(np.ptp(z, axis=1) < 2 * step))
+
+
+def warn_if_narrow(ds: Dataset, limit: float = 0.1) -> float:
+    """Log a warning with the remedy when more than ``limit`` of the training samples are
+    too narrow for the input quantizer (:func:`narrow_fraction`); return the fraction."""
+    narrow = narrow_fraction(ds)
+    if narrow > limit:
+        log.warning(
+            "%s: %.0f%% of the training samples span less than 2 of the 256 input "
+            "quantization steps (amplitudes differ by orders of magnitude between samples): "
+            "the quantized model cannot tell their shapes apart; scale every series (e.g. "
+            "z-normalize it) before training and before publishing", ds.name, 100 * narrow,
+        )
+    return narrow
+
+
 def stratified_split(
     y: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper
-from edge_agent.data.datasets import Dataset
+from edge_agent.data.datasets import Dataset, warn_if_narrow
 from edge_agent.model.arch import default_spec
 from edge_agent.model.export import build_bundle
 from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
@@ -29,6 +29,7 @@ def train_bundle(
 ) -> tuple[Bundle, dict[str, float]]:
     """Train and export a bundle; with ``qcore_cfg`` it carries a QCore, with ``flip_cfg``
     a trained flipping network. Returns the bundle and the test accuracies."""
+    warn_if_narrow(ds)
     spec = default_spec(ds.input_shape, ds.num_classes)
     tracker = MissTracker.for_dataset(ds, qcore_cfg, cfg.act_bits) if qcore_cfg else None
     fp, qnets, metrics = fit(
