@@ -19,7 +19,7 @@ fi
 # The cross-language publisher test (tests/test_interop.py) needs Node.js packages; it is
 # skipped, with its reason, where npm is missing or the registry cannot be reached.
 if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/zeromq ]; then
-  npm ci --prefix tests/interop --no-audit --no-fund --silent >&2 \
+  timeout 180 npm ci --prefix tests/interop --no-audit --no-fund --silent >&2 \
     || echo "npm ci failed: the Node.js publisher test will be skipped" >&2
 fi
 ruff check edge_agent kernels tests bench
