@@ -37,6 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_agent.bundle import save_bundle
     from edge_agent.calibrate.flip_train import FlipTrainConfig
     from edge_agent.data import load_dataset
+    from edge_agent.data.datasets import data_source
     from edge_agent.model.pipeline import train_bundle
     from edge_agent.model.qcore_build import QCoreConfig
     from edge_agent.model.train import TrainConfig
@@ -50,7 +51,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
-    bundle, metrics = train_bundle(ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg)
+    bundle, metrics = train_bundle(
+        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg,
+        meta={"data_source": data_source(args.data)},
+    )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
     print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")
@@ -69,10 +73,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from edge_agent.bundle import load_bundle
     from edge_agent.data import load_dataset
+    from edge_agent.data.datasets import trained_data_spec
     from edge_agent.engine import Engine
 
     bundle = load_bundle(args.bundle)
-    ds = load_dataset(args.data or bundle.meta.get("dataset", "basicmotions"))
+    ds = load_dataset(args.data or trained_data_spec(bundle.meta))
     if ds.input_shape != bundle.input_shape:
         print(
             f"error: data samples have shape {ds.input_shape}, the model expects "

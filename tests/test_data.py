@@ -10,9 +10,11 @@ import pytest
 from edge_agent.data import load_dataset
 from edge_agent.data.datasets import (
     Dataset,
+    data_source,
     load_digits_csv,
     load_ts_pair,
     stratified_split,
+    trained_data_spec,
     warn_if_narrow,
 )
 from edge_agent.data.drift import Drift
@@ -87,6 +89,21 @@ def test_samples_too_narrow_for_the_input_quantizer_are_warned_about(
     ds = Dataset("mixed", X, y, X, y, ["a", "b"])
     assert warn_if_narrow(ds) == 0.5
     assert "50% of the training samples" in caplog.text and "z-normalize" in caplog.text
+
+
+def test_a_bundle_remembers_where_its_data_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "mine.npz"
+    own.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert data_source("GunPoint") == "gunpoint" and data_source("mine.npz") == str(own)
+    assert trained_data_spec({"dataset": "digits"}) == "digits"
+    assert trained_data_spec({"dataset": "mine", "data_source": str(own)}) == str(own)
+    assert trained_data_spec({}) == "basicmotions"
+    own.unlink()
+    with pytest.raises(FileNotFoundError, match=r"trained on 'mine' from .*mine\.npz.*--data"):
+        trained_data_spec({"dataset": "mine", "data_source": str(own)})
 
 
 def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> None:

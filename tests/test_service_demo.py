@@ -19,3 +19,8 @@ def test_demo_runs_and_writes_table_and_plot(tmp_path: Path,
     assert "400/400 predicted" in out
     assert "before drift" in out and "after drift" in out
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_refuses_data_that_does_not_fit_the_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--data", "digits"]) == 1  # the default bundle is BasicMotions
+    assert "samples have shape (1, 8, 8)" in capsys.readouterr().err

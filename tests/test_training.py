@@ -11,6 +11,7 @@ import torch
 
 from edge_agent.bundle import load_bundle
 from edge_agent.data import load_dataset
+from edge_agent.data.datasets import save_npz
 from edge_agent.model.arch import FPNet, default_spec, fold_batchnorm
 from edge_agent.model.train import TrainConfig, accuracy, normalize, train_fp
 
@@ -57,36 +58,30 @@ def test_accuracy_helper() -> None:
     assert accuracy(Fixed(), x, torch.tensor([0, 1, 1, 0])) == 0.75
 
 
-def test_cli_train_writes_a_bundle(tmp_path: Path) -> None:
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_train_writes_a_bundle_that_remembers_its_data(tmp_path: Path) -> None:
+    own = tmp_path / "mydigits.npz"
+    save_npz(load_dataset("digits"), own)
     out = tmp_path / "m.eab"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "train",
-            "--data",
-            "digits",
-            "--bits",
-            "4,2",
-            "--fp-steps",
-            "20",
-            "--qat-steps",
-            "10",
-            "--quiet",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = _cli("train", "--data", str(own), "--bits", "4,2", "--fp-steps", "20",
+               "--qat-steps", "10", "--quiet", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and "2-bit test accuracy" in res.stdout
     b = load_bundle(out)
     assert sorted(b.quant) == [2, 4] and b.default_bits == 4
     assert b.input_shape == (1, 8, 8)
     assert np.all(b.norm_std > 0)
+    assert b.meta["data_source"] == str(own)
+    res = _cli("evaluate", str(out))  # no --data: the file it was trained on
+    assert res.returncode == 0, res.stderr
+    assert "on mydigits test split" in res.stdout and "2-bit integer engine accuracy" in res.stdout
+    own.unlink()
+    res = _cli("evaluate", str(out))
+    assert res.returncode == 1 and "which is not here: give the data set with --data" in res.stderr
 
 
 def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -233,6 +234,24 @@ def load_dataset(spec: str) -> Dataset:
     hint = " (the UEA/UCR archive ships every .arff data set as .ts too)" * (path.suffix == ".arff")
     raise ValueError(
         f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}"
+    )
+
+
+def data_source(spec: str) -> str:
+    """How a bundle records the data it was trained on: a bundled set's name, else the
+    file's absolute path."""
+    return spec.lower() if spec.lower() in NAMED else str(Path(spec).resolve())
+
+
+def trained_data_spec(meta: Mapping[str, Any]) -> str:
+    """What ``--data`` means for a bundle when it is not given: the data it was trained on
+    (see :func:`data_source`); FileNotFoundError when that file is not here."""
+    source = str(meta.get("data_source") or meta.get("dataset") or NAMED[0])
+    if source.lower() in NAMED or Path(source).exists():
+        return source
+    raise FileNotFoundError(
+        f"the bundle was trained on {meta.get('dataset')!r} from {source}, which is not "
+        "here: give the data set with --data"
     )
 
 

@@ -42,7 +42,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent demo``."""
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
                         help="model bundle (default: the bundled BasicMotions model)")
-    parser.add_argument("--data", default="basicmotions", help="data set to replay")
+    parser.add_argument("--data", help="data set to replay (default: the one the bundle was "
+                        "trained on)")
     parser.add_argument("--count", type=int, default=3000, help="samples (default 3000)")
     parser.add_argument("--rate", type=float, default=300.0, help="samples/s (default 300)")
     parser.add_argument("--drift", default="rotation@1000", metavar="KIND[:STRENGTH]@N",
@@ -56,11 +57,18 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def demo_main(args: argparse.Namespace) -> int:
     """Run the demo; return the exit status."""
+    from edge_agent.bundle import load_bundle
     from edge_agent.data import load_dataset
+    from edge_agent.data.datasets import trained_data_spec
     from edge_agent.data.drift import Drift
 
     drift = Drift.parse(args.drift)
+    bundle = load_bundle(args.bundle)
+    args.data = args.data or trained_data_spec(bundle.meta)
     ds = load_dataset(args.data)
+    if ds.input_shape != bundle.input_shape:
+        raise ValueError(f"{args.data}: samples have shape {ds.input_shape}, the model in "
+                         f"{args.bundle} takes {bundle.input_shape}")
     with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
         d = Path(tmp)
         config = d / "agent.toml"
