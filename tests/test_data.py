@@ -104,6 +104,8 @@ def test_a_bundle_remembers_where_its_data_came_from(
     own.unlink()
     with pytest.raises(FileNotFoundError, match=r"trained on 'mine' from .*mine\.npz.*--data"):
         trained_data_spec({"dataset": "mine", "data_source": str(own)})
+    with pytest.raises(FileNotFoundError, match=r"trained on 'mine' \(not bundled\): give"):
+        trained_data_spec({"dataset": "mine"})
 
 
 def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> None:

@@ -249,9 +249,9 @@ def trained_data_spec(meta: Mapping[str, Any]) -> str:
     source = str(meta.get("data_source") or meta.get("dataset") or NAMED[0])
     if source.lower() in NAMED or Path(source).exists():
         return source
+    where = f"from {source}, which is not here" if "data_source" in meta else "(not bundled)"
     raise FileNotFoundError(
-        f"the bundle was trained on {meta.get('dataset')!r} from {source}, which is not "
-        "here: give the data set with --data"
+        f"the bundle was trained on {meta.get('dataset')!r} {where}: give the data set with --data"
     )
 
 
