@@ -37,12 +37,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_agent.bundle import save_bundle
     from edge_agent.calibrate.flip_train import FlipTrainConfig
     from edge_agent.data import load_dataset
-    from edge_agent.data.datasets import data_source
+    from edge_agent.data.datasets import SERIES_NORM, data_source, series_normalized
     from edge_agent.model.pipeline import train_bundle
     from edge_agent.model.qcore_build import QCoreConfig
     from edge_agent.model.train import TrainConfig
 
     ds = load_dataset(args.data)
+    meta: dict[str, object] = {"data_source": data_source(args.data)}
+    if args.normalize_series:
+        ds, meta[SERIES_NORM] = series_normalized(ds), True
     cfg = TrainConfig(
         fp_steps=args.fp_steps,
         qat_steps=args.qat_steps,
@@ -53,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     flip_cfg = FlipTrainConfig() if args.flipper else None
     bundle, metrics = train_bundle(
         ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg,
-        meta={"data_source": data_source(args.data)},
+        meta=meta,
     )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
@@ -73,11 +76,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from edge_agent.bundle import load_bundle
     from edge_agent.data import load_dataset
-    from edge_agent.data.datasets import trained_data_spec
+    from edge_agent.data.datasets import SERIES_NORM, series_normalized, trained_data_spec
     from edge_agent.engine import Engine
 
     bundle = load_bundle(args.bundle)
     ds = load_dataset(args.data or trained_data_spec(bundle.meta))
+    if bundle.meta.get(SERIES_NORM):
+        ds = series_normalized(ds)
     if ds.input_shape != bundle.input_shape:
         print(
             f"error: data samples have shape {ds.input_shape}, the model expects "
@@ -180,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="flipper",
         action="store_false",
         help="do not train the bit-flipping network (the agent then cannot recalibrate by flips)",
+    )
+    p.add_argument(
+        "--normalize-series",
+        action="store_true",
+        help="z-normalize every sample per channel over its own time axis, in training and "
+        "in the agent (for data whose amplitudes differ by orders of magnitude between "
+        "samples; train warns when that is so)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

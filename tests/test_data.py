@@ -13,6 +13,8 @@ from edge_agent.data.datasets import (
     data_source,
     load_digits_csv,
     load_ts_pair,
+    normalize_series,
+    series_normalized,
     stratified_split,
     trained_data_spec,
     warn_if_narrow,
@@ -88,7 +90,7 @@ def test_samples_too_narrow_for_the_input_quantizer_are_warned_about(
     y = np.arange(40) % 2
     ds = Dataset("mixed", X, y, X, y, ["a", "b"])
     assert warn_if_narrow(ds) == 0.5
-    assert "50% of the training samples" in caplog.text and "z-normalize" in caplog.text
+    assert "50% of the training samples" in caplog.text and "--normalize-series" in caplog.text
 
 
 def test_a_bundle_remembers_where_its_data_came_from(
@@ -106,6 +108,22 @@ def test_a_bundle_remembers_where_its_data_came_from(
         trained_data_spec({"dataset": "mine", "data_source": str(own)})
     with pytest.raises(FileNotFoundError, match=r"trained on 'mine' \(not bundled\): give"):
         trained_data_spec({"dataset": "mine"})
+
+
+def test_series_normalization_is_per_sample_and_channel() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3, 2, 40)).astype(np.float32) * [[[1e3], [1e-3]]] + 5.0
+    X[2, 1] = 7.0  # a flat channel
+    Z = normalize_series(X)
+    assert Z.dtype == np.float32 and Z.shape == X.shape
+    np.testing.assert_allclose(Z[:2].mean(axis=2), 0, atol=1e-4)
+    np.testing.assert_allclose(Z[:2].std(axis=2), 1, atol=1e-4)
+    np.testing.assert_array_equal(Z[2, 1], 0)
+    np.testing.assert_allclose(normalize_series(X * 1e4 - 3), Z, atol=1e-4)  # scale-free
+    ds = series_normalized(Dataset("x", X, np.zeros(3, np.int64), X[:1], np.zeros(1, np.int64),
+                                   ["a"]))
+    np.testing.assert_array_equal(ds.X_train, Z)
+    np.testing.assert_array_equal(ds.X_test, Z[:1])
 
 
 def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> None:

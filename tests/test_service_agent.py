@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -25,9 +26,10 @@ from test_service_support import (
     write_config,
 )
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import load_bundle, save_bundle
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
+from edge_agent.data.datasets import SERIES_NORM, normalize_series
 from edge_agent.engine import Engine
 from edge_agent.service.protocol import ProtocolError, decode_ingest, encode_sample
 from edge_agent.service.state import StateStore
@@ -100,6 +102,37 @@ def test_end_to_end(agent: AgentProcess, service_bundle: Path) -> None:
     assert st_["latency_ms"]["p99"] is not None
     maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
     assert "torch" not in maps, "the agent process must not load torch"
+
+
+def test_a_series_normalized_model_gets_every_sample_normalized(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "plain.eab"))
+    bundle = dataclasses.replace(bundle, meta={**bundle.meta, SERIES_NORM: True})
+    save_bundle(bundle, tmp_path / "series.eab")
+    d = short_dir()
+    agent = AgentProcess(write_config(d, tmp_path / "series.eab"))
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        agent.wait_ready()
+        sub = subscribe(ctx, f"ipc://{d}/out.sock")
+        time.sleep(0.3)
+        X = load_dataset("basicmotions").X_test[:40]
+        X = X * np.repeat([1e3, 1e-3], 20)[:, None, None].astype(np.float32)  # wild scales
+        with Publisher(f"ipc://{d}/in.sock") as pub:
+            for i, x in enumerate(X):
+                pub.send_sample("s", i, x, label=i % 4)
+        preds = {p["seq"]: p["class"] for p in _recv_all(sub, len(X))}
+        sub.close()
+        expected, _ = Engine(bundle).predict(normalize_series(X))
+        assert [preds[i] for i in range(len(X))] == expected.tolist()
+        agent.request("checkpoint")  # the labelled log is on disk
+        agent.stop()
+        logged = StateStore(d / "state").restore()[1]
+        np.testing.assert_allclose(np.stack([s.x for s in logged]), normalize_series(X),
+                                   atol=1e-6)  # the agent keeps what the model took
+    finally:
+        ctx.term()
+        agent.stop()
+        cleanup(d)
 
 
 def _good(n: int, **over: Any) -> dict[str, Any]:

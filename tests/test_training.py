@@ -11,7 +11,7 @@ import torch
 
 from edge_agent.bundle import load_bundle
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import save_npz
+from edge_agent.data.datasets import SERIES_NORM, save_npz
 from edge_agent.model.arch import FPNet, default_spec, fold_batchnorm
 from edge_agent.model.train import TrainConfig, accuracy, normalize, train_fp
 
@@ -68,14 +68,15 @@ def test_cli_train_writes_a_bundle_that_remembers_its_data(tmp_path: Path) -> No
     save_npz(load_dataset("digits"), own)
     out = tmp_path / "m.eab"
     res = _cli("train", "--data", str(own), "--bits", "4,2", "--fp-steps", "20",
-               "--qat-steps", "10", "--quiet", "--out", str(out))
+               "--qat-steps", "10", "--normalize-series", "--quiet", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and "2-bit test accuracy" in res.stdout
     b = load_bundle(out)
     assert sorted(b.quant) == [2, 4] and b.default_bits == 4
     assert b.input_shape == (1, 8, 8)
     assert np.all(b.norm_std > 0)
-    assert b.meta["data_source"] == str(own)
+    assert b.meta["data_source"] == str(own) and b.meta[SERIES_NORM] is True
+    np.testing.assert_allclose(b.norm_mean, 0, atol=1e-5)  # normalized per series first
     res = _cli("evaluate", str(out))  # no --data: the file it was trained on
     assert res.returncode == 0, res.stderr
     assert "on mydigits test split" in res.stdout and "2-bit integer engine accuracy" in res.stdout

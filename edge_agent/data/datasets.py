@@ -11,6 +11,7 @@ loads users' own data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -59,6 +60,25 @@ class Dataset:
         return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
+SERIES_NORM = "series_norm"  # bundle meta: the model takes every sample z-normalized per series
+
+
+def normalize_series(X: np.ndarray) -> np.ndarray:
+    """Every sample's channels z-normalized over their own time (or pixel) axes, float32;
+    a flat channel becomes zeros."""
+    axes = tuple(range(2, X.ndim))
+    mean = X.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = X.std(axis=axes, keepdims=True, dtype=np.float64)
+    return ((X - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def series_normalized(ds: Dataset) -> Dataset:
+    """``ds`` with :func:`normalize_series` applied to both splits."""
+    return dataclasses.replace(
+        ds, X_train=normalize_series(ds.X_train), X_test=normalize_series(ds.X_test)
+    )
+
+
 def narrow_fraction(ds: Dataset, levels: int = 256) -> float:
     """Fraction of training samples whose normalized values span fewer than 2 of the
     ``levels`` steps that the whole training set spans: an 8-bit input quantizer set for
@@ -79,8 +99,9 @@ def warn_if_narrow(ds: Dataset, limit: float = 0.1) -> float:
         log.warning(
             "%s: %.0f%% of the training samples span less than 2 of the 256 input "
             "quantization steps (amplitudes differ by orders of magnitude between samples): "
-            "the quantized model cannot tell their shapes apart; scale every series (e.g. "
-            "z-normalize it) before training and before publishing", ds.name, 100 * narrow,
+            "the quantized model cannot tell their shapes apart: train with "
+            "--normalize-series (the agent then z-normalizes every sample it receives)",
+            ds.name, 100 * narrow,
         )
     return narrow
 

@@ -33,6 +33,7 @@ from edge_agent.bundle import Bundle, BundleError, load_bundle, to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.data.datasets import SERIES_NORM, normalize_series
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
@@ -73,7 +74,14 @@ class Model:
         bundle = load_bundle(path)
         engine = Engine(bundle)
         engine.warmup()
+        if bundle.meta.get(SERIES_NORM):
+            log.info("the model takes samples z-normalized per series: the agent does it")
         return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names), bundle)
+
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        """Accepted samples as the model takes them (z-normalized per series if it was
+        trained so); everything after ingest sees only these."""
+        return normalize_series(X) if self.bundle.meta.get(SERIES_NORM) else X
 
 
 class Agent:
@@ -357,26 +365,25 @@ class Agent:
         """Predict a batch, log its labelled samples, then publish the predictions (so a
         published prediction implies its labelled sample is already in the log)."""
         samples = [it for it in batch if isinstance(it.msg, Sample)]
-        preds: dict[int, int] = {}
+        preds: dict[int, tuple[int, np.ndarray]] = {}
         if samples:
-            X = np.stack([it.msg.x for it in samples])  # type: ignore[union-attr]
             t0 = time.perf_counter()
+            X = self.model.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
             classes, conf = self.model.engine.predict(X)
             done = time.perf_counter()
-            preds = {id(it): int(c) for it, c in zip(samples, classes, strict=True)}
+            preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
         fresh: list[LabelledSample] = []
         window = self.cfg.inference.feedback_window
         for it in batch:
             msg = it.msg
             if isinstance(msg, Sample):
-                pred = preds[id(it)]
+                pred, x = preds[id(it)]
                 if self.calibration is not None:
-                    self.calibration.observe(msg.x, msg.label, msg.seq)
+                    self.calibration.observe(x, msg.label, msg.seq)
                 if msg.label is not None:
-                    fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred,
-                                                msg.x))
+                    fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred, x))
                 elif window:
-                    self._recent[(msg.sensor, msg.seq)] = (msg.x, pred)
+                    self._recent[(msg.sensor, msg.seq)] = (x, pred)
                     if len(self._recent) > window:
                         self._recent.popitem(last=False)
             else:
