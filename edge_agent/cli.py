@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = load_dataset(args.data)
     meta: dict[str, object] = {"data_source": data_source(args.data)}
     if args.normalize_series:
-        ds, meta[SERIES_NORM] = series_normalized(ds), True
+        ds = series_normalized(ds)
+        meta[SERIES_NORM] = True
     cfg = TrainConfig(
         fp_steps=args.fp_steps,
         qat_steps=args.qat_steps,
@@ -54,10 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
-    bundle, metrics = train_bundle(
-        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg,
-        meta=meta,
-    )
+    bundle, metrics = train_bundle(ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta)
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
     print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")

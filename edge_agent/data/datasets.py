@@ -29,6 +29,7 @@ VENDORED_DIR = Path(__file__).parent / "vendored"
 NAMED = ("basicmotions", "gunpoint", "digits")
 TEST_FRACTION = 0.3  # held out of a data set that comes as one file
 SPLIT_SEED = 0
+SERIES_NORM = "series_norm"  # bundle meta: the model takes every sample z-normalized per series
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,6 @@ class Dataset:
         mean = self.X_train.mean(axis=axes, dtype=np.float64)
         std = self.X_train.std(axis=axes, dtype=np.float64)
         return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
-SERIES_NORM = "series_norm"  # bundle meta: the model takes every sample z-normalized per series
 
 
 def normalize_series(X: np.ndarray) -> np.ndarray:
@@ -99,7 +97,7 @@ def warn_if_narrow(ds: Dataset, limit: float = 0.1) -> float:
         log.warning(
             "%s: %.0f%% of the training samples span less than 2 of the 256 input "
             "quantization steps (amplitudes differ by orders of magnitude between samples): "
-            "the quantized model cannot tell their shapes apart: train with "
+            "the quantized model cannot tell their shapes apart; train with "
             "--normalize-series (the agent then z-normalizes every sample it receives)",
             ds.name, 100 * narrow,
         )
