@@ -23,6 +23,7 @@ from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
     FlipConfig,
+    RoundResult,
     apply_flips,
     greedy_proposer,
     random_proposer,
@@ -184,6 +185,45 @@ def test_accepted_round_swaps_weights_within_range(basicmotions_bundle: Path) ->
         assert q.min() >= lo and q.max() <= hi
         changed += int((q != q0).sum())
     assert changed == result.flips
+
+
+def test_a_round_that_loses_recent_labelled_samples_is_rolled_back(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith("qcore_")}
+    bundle = dataclasses.replace(bundle, extras=extras)
+    ds = load_dataset("basicmotions")
+    y = np.zeros_like(ds.y_train)  # the buffer pulls everything towards class 0
+
+    def round_(recent: tuple[np.ndarray, np.ndarray] | None) -> tuple[Engine, RoundResult]:
+        engine = Engine(bundle, bits=4)
+        calib = BitFlipCalibrator(bundle, greedy_proposer(), FlipConfig(0.3, iterations=8))
+        return engine, calib.run_round(engine, ds.X_train, y, seed=1, recent=recent)
+
+    current = Engine(bundle, bits=4).predict(ds.X_test)[0]
+    kept, result = round_(None)  # without the window the round is kept ...
+    assert result.decision.accepted
+    assert (kept.predict(ds.X_test)[0] != current).any()  # ... and changes stream predictions
+    engine, result = round_((ds.X_test, current))  # the same round, the stream as it was
+    assert not result.decision.accepted
+    assert result.decision.reason == "worse on recent labelled samples"
+    assert engine.model_version == bundle.model_version and result.flips == 0
+
+
+def test_recent_guard_withdraws_only_a_loss_beyond_the_tolerance() -> None:
+    y = np.array([0, 1, 1, 0])
+    right = np.eye(2)[y]
+    one_wrong = right.copy()
+    one_wrong[0] = [0.0, 1.0]
+    passed = gate.decide(0.5, 0.8, 4, "accuracy")
+    assert gate.guard_recent(passed, (right, right, y)).accepted
+    vetoed = gate.guard_recent(passed, (right, one_wrong, y))
+    assert not vetoed.accepted and vetoed.reason == "worse on recent labelled samples"
+    assert gate.guard_recent(passed, (right, one_wrong, y), tolerance=0.25).accepted
+    assert gate.guard_recent(passed, (right[:0], one_wrong[:0], y[:0])).accepted
+    rejected = gate.decide(0.8, 0.5, 4, "accuracy")
+    assert gate.guard_recent(rejected, (right, right, y)) is rejected
 
 
 def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:

@@ -55,6 +55,7 @@ class CalibrationConfig:
     min_holdout: int = 4
     tolerance: float = 0.0
     anchor_tolerance: float = 0.05
+    recent_labelled: int = 64  # latest labelled stream samples a kept round may not do worse on
 
     def flip_config(self) -> FlipConfig:
         """The flip-round knobs."""
@@ -102,6 +103,7 @@ class CalibrationController:
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._pending: deque[_Pending] = deque(maxlen=max(1, cfg.chunk) * 4)
+        self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
         self._labels: list[tuple[int, int]] = []  # feedback for buffered samples
         self._lock = threading.Lock()  # guards _pending and _labels (inference thread)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
@@ -177,6 +179,12 @@ class CalibrationController:
             labels, self._labels = self._labels, []
         X = np.stack([p.x for p in chunk])
         labelled = np.array([p.label is not None for p in chunk])
+        if self.cfg.recent_labelled:
+            self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
+        recent = (
+            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
+            if self._recent else None
+        )
         y = np.array([p.label if p.label is not None else -1 for p in chunk], dtype=np.int64)
         t0 = time.thread_time()
         with self._buffer_lock:
@@ -195,7 +203,7 @@ class CalibrationController:
             blab = self.buffer.labelled.copy()
             rounds = self.buffer.rounds
         result = self.calibrator.run_round(
-            engine, bx, by, seed=rounds if seed is None else seed, labelled=blab
+            engine, bx, by, seed=rounds if seed is None else seed, labelled=blab, recent=recent
         )
         self.last = {
             "time": time.time(),

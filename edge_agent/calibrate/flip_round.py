@@ -215,12 +215,14 @@ class BitFlipCalibrator:
         y: np.ndarray,
         seed: int = 0,
         labelled: np.ndarray | None = None,
+        recent: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
         ``labelled`` marks the real labels (default: all): the gate scores on labelled
         samples when there are enough of them, as FP pseudo-labels of drifted inputs can
-        be wrong together with the model."""
+        be wrong together with the model. ``recent``: the latest labelled stream samples
+        (inputs, labels), on which an accepted round may not lose accuracy."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
@@ -287,6 +289,10 @@ class BitFlipCalibrator:
             (logits_before[anchors], logits[anchors], yc[anchors]),
             cfg.anchor_tolerance,
         )
+        if decision.accepted and recent is not None and len(recent[1]):
+            Xr, yr = recent
+            scored = (engine.predict_logits(Xr), self._load(bits, best).predict_logits(Xr), yr)
+            decision = gate.guard_recent(decision, scored, cfg.tolerance)
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = dataclasses.replace(

@@ -5,7 +5,8 @@ labels exist, agreement with the full-precision model's predictions (pseudo-labe
 where they do not. It is kept only if its score is not below the current model's and,
 with :func:`guard`, if it does not lose accuracy on pre-drift anchor samples (the
 bundle's QCore): after a drift the held-out data is mostly drifted, and a candidate that
-fits it at the cost of what the model knew before must not pass.
+fits it at the cost of what the model knew before must not pass; and, with
+:func:`guard_recent`, if it does not lose accuracy on the latest labelled stream samples.
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ def check(
     )
 
 
-
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """Mean cross-entropy of float logits against class indices."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -151,5 +151,22 @@ def guard(
     if gain <= 0:
         return dataclasses.replace(
             decision, accepted=False, reason="held-out plus anchor soft accuracy not higher"
+        )
+    return decision
+
+
+def guard_recent(decision: GateDecision, recent: Scored, tolerance: float = 0.0) -> GateDecision:
+    """Last look at an accepted candidate: withdraw it when its accuracy on the most recent
+    labelled stream samples is more than ``tolerance`` below the current model's. The
+    buffer the round was fitted and held out on is made of misses, not of what the stream
+    looks like now; this window is."""
+    before, after, y = recent
+    if not decision.accepted or len(y) == 0:
+        return decision
+    acc = [hits(z, y) for z in (before, after)]
+    log.info("recent: accuracy %.4f -> %.4f on %d labelled stream samples", *acc, len(y))
+    if acc[1] < acc[0] - tolerance:
+        return dataclasses.replace(
+            decision, accepted=False, reason="worse on recent labelled samples"
         )
     return decision

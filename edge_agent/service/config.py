@@ -286,6 +286,7 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cal.min_holdout, "calibration.min_holdout", 1, 100_000)
     _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
     _in_range(cal.anchor_tolerance, "calibration.anchor_tolerance", 0.0, 1.0)
+    _in_range(cal.recent_labelled, "calibration.recent_labelled", 0, 100_000)
     _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 
