@@ -4,12 +4,18 @@ stream, shown in status, persisted across a restart."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
 from test_service_support import AgentProcess, cleanup, short_dir, write_config
 
+from edge_agent.bundle import load_bundle
+from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
+from edge_agent.engine import Engine
 
 CALIBRATION = """
 [calibration]
@@ -115,3 +121,33 @@ def test_agent_runs_a_qat_burst_when_the_energy_policy_allows(basicmotions_bundl
     finally:
         agent.stop()
         cleanup(d)
+
+
+@pytest.mark.parametrize("window", [0, 8])
+def test_rounds_are_checked_on_the_latest_labelled_samples(
+    basicmotions_bundle: Path, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    ctl = CalibrationController(bundle, CalibrationConfig(chunk=16, recent_labelled=window))
+    seen: list[Any] = []
+    run_round = ctl.calibrator.run_round
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["recent"])
+        return run_round(*args, **kwargs)
+
+    monkeypatch.setattr(ctl.calibrator, "run_round", spy)
+    ds = load_dataset("basicmotions")
+    engine = Engine(bundle)
+    for i in range(32):  # two chunks of 16 labelled samples
+        ctl.observe(ds.X_test[i], int(ds.y_test[i]), i)
+        if ctl.due():
+            ctl.run(engine)
+    if window == 0:
+        assert seen == [None, None]
+        return
+    sizes = [len(r[1]) for r in seen]
+    assert sizes == [8, 8]  # the window keeps the latest 8, this chunk's included
+    X, y = seen[1]
+    np.testing.assert_array_equal(y, ds.y_test[24:32])
+    np.testing.assert_array_equal(X, ds.X_test[24:32])

@@ -179,8 +179,7 @@ class CalibrationController:
             labels, self._labels = self._labels, []
         X = np.stack([p.x for p in chunk])
         labelled = np.array([p.label is not None for p in chunk])
-        if self.cfg.recent_labelled:
-            self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
+        self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
         recent = (
             (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
             if self._recent else None
