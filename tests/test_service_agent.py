@@ -81,7 +81,8 @@ def test_end_to_end(agent: AgentProcess, service_bundle: Path) -> None:
     assert sorted(p["seq"] for p in preds) == list(range(300))
     engine = Engine(load_bundle(service_bundle))
     expected, _ = engine.predict(np.stack([it.x for it in items]))
-    got = [{p["seq"]: p for p in preds}[i] for i in range(300)]
+    by_seq = {p["seq"]: p for p in preds}
+    got = [by_seq[i] for i in range(300)]
     assert all(0 < p["confidence"] <= 1 for p in got)
     # the labels let the calibration thread keep a flip round mid-stream: from then on the
     # agent answers with the new weights and says so in model_version
