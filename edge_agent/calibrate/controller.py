@@ -30,7 +30,7 @@ from edge_agent.calibrate.flip_round import (
 )
 from edge_agent.engine import Engine
 from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import BufferConfig, QCoreBuffer, neighbour_bits
+from edge_agent.qcore import BufferConfig, QCoreBuffer, neighbour_bits, seq_codes
 from kernels.packing import pack_rows
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class CalibrationController:
                 self._predict_by_bits(engine),
                 self._fp_predict,
                 now=time.time(),
-                seqs=np.array([p.seq for p in chunk], dtype=np.int64),
+                seqs=seq_codes([p.seq for p in chunk]),
             )
             bx, by = self.buffer.X.copy(), self.buffer.y.copy()
             blab = self.buffer.labelled.copy()
