@@ -345,6 +345,8 @@ def format_status(r: dict[str, Any]) -> str:
     lines = [
         f"edge-agent {a['version']}, pid {a['pid']}, up {_dur(a['uptime_s'])}",
         f"model        {m['version']} ({m['path']}; {shape} input, {m['num_classes']} classes)",
+        *([f"             damaged, replaced by {m['fallback']['used']}: "
+           + "; ".join(m["fallback"]["damaged"])] if m.get("fallback") else []),
         f"samples      received {s['received']}, accepted {s['accepted']} "
         f"(labelled {s['accepted_labelled']}), labels {s['feedback']} "
         f"(unmatched {s['feedback_unmatched']})",

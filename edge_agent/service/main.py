@@ -99,6 +99,7 @@ class Agent:
         # the state store's log).
         self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
         self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
+        self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
         self._stopping = False
         self._reload = False
@@ -157,14 +158,30 @@ class Agent:
         except OSError as exc:
             raise BundleError(f"{base}: cannot read bundle: {exc.strerror or exc}") from None
         current = self.store.model_path
-        if payload is not None and payload.get("base_sha256") == self._base_sha and \
-                current.exists():
-            try:
-                return Model.load(str(current))
-            except BundleError as exc:
-                self.store.set_aside(current, str(exc))
+        if payload is not None and payload.get("base_sha256") == self._base_sha:
+            damaged: list[str] = []
+            for path in self.store.model_candidates():
+                try:
+                    model = Model.load(str(path))
+                except BundleError as exc:
+                    self.store.set_aside(path, str(exc))
+                    damaged.append(str(exc))
+                    continue
+                if damaged:  # the newest good calibrated model becomes model.eab again
+                    self.model_fallback = {"damaged": damaged, "used": path.name,
+                                           "time": time.time()}
+                    log.warning("the state's model was damaged: running the previous "
+                                "calibrated model %s", path.name)
+                    self.store.save_model(path.read_bytes())
+                    model = replace(model, path=str(current))
+                return model
+            if damaged:
+                self.model_fallback = {"damaged": damaged, "used": str(base), "time": time.time()}
+                log.warning("no intact calibrated model in the state directory: starting from "
+                            "the configured bundle %s", base)
         elif payload is not None:
             log.info("the configured bundle changed since the last checkpoint: starting from it")
+            self.store.forget_models()
         model = Model.load(str(base))
         self.store.save_model(base.read_bytes())
         return model
@@ -544,7 +561,8 @@ class Agent:
                       "stopping": self._stopping},
             "model": {"version": eng.model_version, "path": self.model.path,
                       "input_shape": list(eng.input_shape), "num_classes": eng.num_classes,
-                      "label_names": self.model.label_names},
+                      "label_names": self.model.label_names,
+                      "fallback": self.model_fallback},
             "samples": {
                 "received": c.get("received", 0),
                 "accepted": c.get("accepted", 0) + c.get("accepted_labelled", 0),
