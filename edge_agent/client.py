@@ -334,6 +334,12 @@ def _bursts(b: dict[str, Any]) -> str:
             f"{b['rolled_back']} rolled back, {b['preempted']} pre-empted, {b['failed']} failed")
 
 
+def _losses(loss: dict[str, int]) -> str:
+    return (f"lost         {loss['missing_in_transport']} missing in transport (sequence gaps), "
+            f"{loss['rejected']} rejected, {loss['dropped_from_queue']} dropped from the "
+            f"queue; {loss['transport_disconnects']} publisher connections closed")
+
+
 def format_status(r: dict[str, Any]) -> str:
     """A human summary of a ``status`` reply."""
     a, m, s, acc = r["agent"], r["model"], r["samples"], r["accuracy"]
@@ -352,7 +358,9 @@ def format_status(r: dict[str, Any]) -> str:
         f"(unmatched {s['feedback_unmatched']})",
         f"rejected     {s['rejected_total']}: {_counts(s['rejected'])}",
         f"dropped      {sum(s['dropped'].values())}: {_counts(s['dropped'])}",
-        f"sequence     {s['seq_gaps']} gaps, {s['seq_missing']} samples missing",
+        f"sequence     {s['seq_gaps']} gaps, {s['seq_missing']} samples missing, "
+        f"{s.get('seq_restarts', 0)} restarts",
+        *([_losses(r["losses"])] if r.get("losses") else []),
         f"predictions  {s['predicted']} at {r['prediction_rate_per_s']:.1f}/s, latency "
         f"p50 {_ms(lat['p50'])}, p99 {_ms(lat['p99'])}",
         f"accuracy     {rolling} rolling over {acc['n']} labelled ({acc['labelled_total']} total)",

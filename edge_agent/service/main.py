@@ -136,6 +136,10 @@ class Agent:
         self.labelled.extend(samples)
         self._start_calibration(payload.get("calibration") if payload else None)
         if payload is not None:
+            gen = payload["generation"]  # status shows it until the next one is written
+            self._last_ckpt = {"path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
+                               "generation": gen, "labelled": payload.get("labelled"),
+                               "time": payload.get("written"), "restored": True}
             counts = payload.get("counts", {})
             self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
                                  counts.get("dropped", {}))
@@ -576,7 +580,9 @@ class Agent:
                 "predicted": c.get("predicted", 0),
                 "seq_gaps": c.get("seq_gaps", 0),
                 "seq_missing": c.get("seq_missing", 0),
+                "seq_restarts": c.get("seq_restarts", 0),
             },
+            "losses": self._losses(snap),
             "accuracy": {"rolling": snap["rolling_accuracy"], "n": snap["rolling_accuracy_n"],
                          "labelled_total": c.get("labelled_predictions", 0)},
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
@@ -594,6 +600,18 @@ class Agent:
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
             "rss_bytes": snap["rss_bytes"],
+        }
+
+    @staticmethod
+    def _losses(snap: dict[str, Any]) -> dict[str, int]:
+        """What never became a prediction, by the stage that lost it (docs/protocol.md,
+        "Where samples are lost")."""
+        c = snap["counters"]
+        return {
+            "missing_in_transport": c.get("seq_missing", 0),  # seq gaps: ZeroMQ, network
+            "transport_disconnects": c.get("ingest_disconnects", 0),
+            "rejected": sum(snap["rejected"].values()),
+            "dropped_from_queue": sum(snap["dropped"].values()),
         }
 
     def _status_line(self) -> str:
