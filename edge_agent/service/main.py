@@ -36,6 +36,7 @@ from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.data.datasets import SERIES_NORM, normalize_series
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine import Engine
+from edge_agent.service import ipc
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
 from edge_agent.service.intake import Intake, Item
 from edge_agent.service.metrics import Metrics
@@ -100,6 +101,7 @@ class Agent:
         self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
         self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
         self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
+        self._output_bound: list[str] = []  # the output endpoints bound (ipc files to remove)
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
         self._stopping = False
         self._reload = False
@@ -221,12 +223,14 @@ class Agent:
         try:
             pub = self.ctx.socket(zmq.PUB)
             self.pub = pub
+            self._output_bound = list(cfg.output.endpoints)
             pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
             pub.setsockopt(zmq.LINGER, 0)
             for ep in cfg.output.endpoints:
                 try:
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
                     pub.bind(ep)
-                except zmq.ZMQError as exc:
+                except (zmq.ZMQError, OSError) as exc:
                     raise RuntimeError(f"output socket {ep}: {exc}") from None
             if cfg.ingest.endpoints:
                 self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
@@ -256,6 +260,7 @@ class Agent:
         if self.pub is not None:
             self.pub.close(linger=0)
             self.pub = None
+            ipc.remove_bound(self._output_bound)
 
     # ------------------------------------------------------------ main loop
 

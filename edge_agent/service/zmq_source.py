@@ -16,6 +16,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from edge_agent.service import ipc
 from edge_agent.service.config import IngestConfig
 from edge_agent.service.intake import Intake
 from edge_agent.service.protocol import ProtocolError
@@ -49,7 +50,11 @@ class ZmqSource:
             if cfg.curve.enabled:
                 self._setup_curve(ctx)
             for ep in cfg.endpoints:
-                (self.sock.bind if cfg.mode == "bind" else self.sock.connect)(ep)
+                if cfg.mode == "bind":
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
+                    self.sock.bind(ep)
+                else:
+                    self.sock.connect(ep)
             # Connections libzmq closes (a frame over MAXMSGSIZE, a peer gone) are seen only
             # here: counted as ingest_disconnects.
             self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -149,6 +154,8 @@ class ZmqSource:
             self._close_monitor()
             self.sock.close(linger=0)
         self._release()
+        if self.cfg.mode == "bind":
+            ipc.remove_bound(self.cfg.endpoints)
 
     def _release(self) -> None:
         if self._thread_less():
