@@ -50,6 +50,19 @@ def test_unit_keeps_what_the_agent_needs() -> None:
     assert "RestartPreventExitStatus=78" in text  # matches main.EX_CONFIG
 
 
+def test_unit_allows_what_libzmq_and_the_burst_child_call() -> None:
+    """libzmq aborts when getifaddrs() (netlink) or pthread_setschedparam() is refused, and
+    the burst child lowers its priority; tests/systemd/run.sh proves it under real systemd."""
+    text = UNIT.read_text()
+    families = re.search(r"^RestrictAddressFamilies=(.*)$", text, re.M)
+    assert families and "AF_NETLINK" in families.group(1).split()
+    filters = re.findall(r"^SystemCallFilter=(.*)$", text, re.M)
+    denied = [i for i, f in enumerate(filters) if f.startswith("~") and "@resources" in f]
+    allowed_after = {c for f in filters[denied[-1] + 1:] if not f.startswith("~")
+                     for c in f.split()}
+    assert {"sched_setscheduler", "setpriority"} <= allowed_after, filters
+
+
 def test_default_config_template_matches_the_defaults() -> None:
     assert load_config(REPO / "deploy" / "agent.toml") == AgentConfig()
 
