@@ -30,8 +30,12 @@ pytestmark = pytest.mark.skipif(not RUN_DIR, reason="run by tests/systemd/run.sh
 
 
 def box(*cmd: str, timeout: float = 120, check: bool = True) -> str:
-    r = subprocess.run(["bash", str(BOX), "run", RUN_DIR, "--", *cmd],
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        ["bash", str(BOX), "run", RUN_DIR, "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r.stdout
@@ -64,8 +68,9 @@ def wait_for(what: str, cond: Any, timeout: float, every: float = 1.0) -> Any:
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}\n"
-                         + journal()[-4000:])
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}; last: {last}\n" + journal()[-4000:]
+    )
 
 
 PORTS = {"ingest": free_port(), "output": free_port()}
@@ -75,8 +80,14 @@ def _config() -> str:
     """deploy/agent.toml with free ports, and bursts on and allowed on a busy CI host."""
     text = (REPO / "deploy" / "agent.toml").read_text()
     subs = [
-        (r'endpoints = \["tcp://127.0.0.1:5556"\]', f'endpoints = ["tcp://127.0.0.1:{PORTS["ingest"]}"]'),
-        (r'endpoints = \["tcp://127.0.0.1:5557"\]', f'endpoints = ["tcp://127.0.0.1:{PORTS["output"]}"]'),
+        (
+            r'endpoints = \["tcp://127.0.0.1:5556"\]',
+            f'endpoints = ["tcp://127.0.0.1:{PORTS["ingest"]}"]',
+        ),
+        (
+            r'endpoints = \["tcp://127.0.0.1:5557"\]',
+            f'endpoints = ["tcp://127.0.0.1:{PORTS["output"]}"]',
+        ),
         (r"(\[bursts\]\nenabled = )false", r"\1true"),
         (r"energy_poll_s = 5.0", "energy_poll_s = 1.0"),
         (r"burst_max_load_per_cpu = 0.9", "burst_max_load_per_cpu = 1000.0"),
@@ -92,17 +103,28 @@ def _config() -> str:
 def installed() -> None:
     """The configuration first (install.sh keeps an existing one), then the installer."""
     box("install", "-d", "-m", "0755", "/etc/edge-agent")
-    subprocess.run(["bash", str(BOX), "run", RUN_DIR, "--", "tee", "/etc/edge-agent/agent.toml"],
-                   input=_config(), text=True, capture_output=True, check=True)
+    subprocess.run(
+        ["bash", str(BOX), "run", RUN_DIR, "--", "tee", "/etc/edge-agent/agent.toml"],
+        input=_config(),
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     out = box("bash", "-c", "cd /src && bash deploy/install.sh --with-torch", timeout=900)
     assert "started" in out, out
 
 
 def test_reaches_ready_and_answers_status() -> None:
     # Type=notify: "active" only after READY=1, which the agent sends once its model is warm.
-    st = wait_for("active", lambda: (s := show("ActiveState", "SubState", "NRestarts",
-                                                "MainPID", "Result"))["ActiveState"] in
-                  ("active", "failed") and s, timeout=300)
+    st = wait_for(
+        "active",
+        lambda: (
+            (s := show("ActiveState", "SubState", "NRestarts", "MainPID", "Result"))["ActiveState"]
+            in ("active", "failed")
+            and s
+        ),
+        timeout=300,
+    )
     assert st["ActiveState"] == "active" and st["SubState"] == "running", st
     assert st["NRestarts"] == "0", journal()
     got = status()
@@ -119,8 +141,19 @@ def test_predicts_what_a_publisher_sends() -> None:
     time.sleep(0.5)  # the SUB joins before the first prediction
     before = status()["samples"]["predicted"]
     count = 600
-    box(EXE, "publish", "--endpoint", f"tcp://127.0.0.1:{PORTS['ingest']}", "--count",
-        str(count), "--rate", "300", "--labels-every", "2", timeout=120)
+    box(
+        EXE,
+        "publish",
+        "--endpoint",
+        f"tcp://127.0.0.1:{PORTS['ingest']}",
+        "--count",
+        str(count),
+        "--rate",
+        "300",
+        "--labels-every",
+        "2",
+        timeout=120,
+    )
     wait_for("predictions", lambda: status()["samples"]["predicted"] - before >= count, 60)
     got = 0
     while sub.poll(1000):
@@ -149,8 +182,11 @@ def test_reload_on_sighup_keeps_the_process() -> None:
     box("systemctl", "reload", UNIT, timeout=60)  # Type=notify waits for RELOADING=1 -> READY=1
     st = show("ActiveState", "MainPID", "NRestarts")
     assert st == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}, st
-    wait_for("the reload", lambda: "configuration reloaded from /etc/edge-agent/agent.toml"
-             in journal(), timeout=30)
+    wait_for(
+        "the reload",
+        lambda: "configuration reloaded from /etc/edge-agent/agent.toml" in journal(),
+        timeout=30,
+    )
 
 
 def test_a_qat_burst_runs_inside_the_units_sandbox() -> None:
@@ -159,8 +195,21 @@ def test_a_qat_burst_runs_inside_the_units_sandbox() -> None:
         return b if b["accepted"] + b["rolled_back"] + b["failed"] + b["preempted"] else None
 
     if not status()["bursts"]["started"]:  # the pool may need more samples
-        box(EXE, "publish", "--endpoint", f"tcp://127.0.0.1:{PORTS['ingest']}", "--count",
-            "400", "--rate", "400", "--labels-every", "1", "--drift", "gain:1.5@0", timeout=60)
+        box(
+            EXE,
+            "publish",
+            "--endpoint",
+            f"tcp://127.0.0.1:{PORTS['ingest']}",
+            "--count",
+            "400",
+            "--rate",
+            "400",
+            "--labels-every",
+            "1",
+            "--drift",
+            "gain:1.5@0",
+            timeout=60,
+        )
     b = wait_for("a finished burst", burst_over, timeout=300, every=2)
     log = journal()
     assert b["failed"] == 0 and b["preempted"] == 0, (b, log[-4000:])
