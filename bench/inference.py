@@ -38,10 +38,12 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.bundle import Bundle, load_bundle, save_bundle  # noqa: E402
+from edge_agent.bundle import Bundle  # noqa: E402
+from edge_agent.bundle_io import load_bundle, save_bundle  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
-from edge_agent.engine import Engine  # noqa: E402
-from kernels import aot, backend  # noqa: E402
+from edge_agent.engine.engine import Engine  # noqa: E402
+from kernels.build import aot  # noqa: E402
+from kernels.exec import backend  # noqa: E402
 
 log = logging.getLogger("bench.inference")
 BATCHES = (1, 64)
@@ -71,9 +73,9 @@ def round_robin(cases: dict[str, tuple[Callable[[], Any], int]], seconds: float,
 
 def train_bundle(data: str, path: Path) -> Bundle:
     """Train a small model at 8, 4 and 2 bits (the lead's training API) and save it."""
-    from edge_agent.model.arch import default_spec
-    from edge_agent.model.export import build_bundle
-    from edge_agent.model.train import TrainConfig, fit
+    from edge_agent.training.arch import default_spec
+    from edge_agent.training.export import build_bundle
+    from edge_agent.training.fit import TrainConfig, fit
 
     ds = load_dataset(data)
     spec = default_spec(ds.input_shape, ds.num_classes)
@@ -88,7 +90,7 @@ def fp_net(bundle: Bundle) -> Any:
     """The folded FP32 torch network of a bundle."""
     import torch
 
-    from edge_agent.model.arch import FPNet
+    from edge_agent.training.arch import FPNet
 
     net = FPNet(bundle.arch, folded=True).eval()
     with torch.no_grad():
@@ -166,8 +168,8 @@ def gemm_bench(seconds: float) -> dict[str, float]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from kernels import layout
-    from kernels.gemm import gemm_rows, identity_map
+    from kernels.codegen.gemm import gemm_rows, identity_map
+    from kernels.plan import layout
 
     m = k = o = 256
     macs = m * k * o
@@ -211,7 +213,7 @@ _CHILD = """
 import sys, time, json
 t0 = time.perf_counter()
 import numpy as np
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 e = Engine.from_path(sys.argv[1])
 assert e.backend == sys.argv[2], e.backend
 t1 = time.perf_counter()

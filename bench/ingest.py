@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from bench.agent_process import Agent, PredictionSink  # noqa: E402
 from edge_agent.client import Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
-from edge_agent.service.protocol import encode_sample  # noqa: E402
+from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 

@@ -21,14 +21,15 @@ import logging
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import SERIES_NORM
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
+from edge_agent.cli.demo import DEFAULT_BUNDLE
 from edge_agent.client import stream
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import SERIES_NORM, normalize_series, trained_data_spec
+from edge_agent.data.datasets import normalize_series, trained_data_spec
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
-from edge_agent.service.demo import DEFAULT_BUNDLE
+from edge_agent.engine.engine import Engine
 
 
 def replay_through_controller(

@@ -27,7 +27,7 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from edge_agent.service.protocol import (
+from edge_agent.ingest.protocol import (
     ProtocolError,
     decode_reply,
     encode_feedback,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import backend
+from kernels.exec import backend
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -28,12 +28,12 @@ def shared_data() -> Path:
 
 
 def _train_bundle(tmp_dir: Path, data: str, bits: list[int], name: str) -> Path:
-    from edge_agent.bundle import save_bundle
-    from edge_agent.calibrate.flip_train import FlipTrainConfig
+    from edge_agent.bundle_io import save_bundle
     from edge_agent.data import load_dataset
-    from edge_agent.model.pipeline import train_bundle
-    from edge_agent.model.qcore_build import QCoreConfig
-    from edge_agent.model.train import TrainConfig
+    from edge_agent.training.fit import TrainConfig
+    from edge_agent.training.flip_train import FlipTrainConfig
+    from edge_agent.training.pipeline import train_bundle
+    from edge_agent.training.qcore_build import QCoreConfig
 
     cfg = TrainConfig(fp_steps=200, qat_steps=80, progress=False)
     qcore_cfg = QCoreConfig(bits=(2, 4, 8), snapshots=4, per_class=3)

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from test_engine import ARCHS, BITS, _inputs, assert_trace_equals_reference, random_bundle
 
-from edge_agent import reference
-from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
-from kernels import abi, backend, cachepaths
+from edge_agent.engine.engine import Engine, reference
+from kernels.build import cachepaths
+from kernels.exec import backend
+from kernels.plan import abi
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
@@ -85,7 +87,7 @@ def test_engine_states_have_the_compiled_argument_types(aot_kernels: backend.Ker
 _ENGINE_ONLY = """
 import json, sys
 import numpy as np
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 e = Engine.from_path(sys.argv[1])
 x = np.random.default_rng(0).normal(size=(64, *e.input_shape)).astype(np.float32)
 for b in e.available_bits:
@@ -122,7 +124,7 @@ def test_stale_or_corrupt_modules_are_skipped_for_the_jit(
     stale.mkdir()
     other = f"{cachepaths.AOT_PREFIX}generic_{'0' * 16}{cachepaths.EXTENSION_SUFFIX}"
     shutil.copy(built, stale / other)
-    with caplog.at_level(logging.INFO, logger="kernels.backend"):
+    with caplog.at_level(logging.INFO, logger="kernels.exec.backend"):
         assert backend.load("auto", aot_dir=stale).backend == "jit"
     assert "stale AOT kernel module" in caplog.text and other in caplog.text
 
@@ -131,7 +133,7 @@ def test_stale_or_corrupt_modules_are_skipped_for_the_jit(
     data = built.read_bytes()
     (corrupt / built.name).write_bytes(data[:len(data) // 2])  # dlopen would accept it
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="kernels.backend"):
+    with caplog.at_level(logging.INFO, logger="kernels.exec.backend"):
         assert backend.load("auto", aot_dir=corrupt).backend == "jit"
     assert "ignoring AOT kernel module" in caplog.text and "SHA-256" in caplog.text
     with pytest.raises(backend.KernelsUnavailable, match="compile-kernels"):

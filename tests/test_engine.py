@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent import reference
 from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
-from edge_agent.engine import Engine
-from kernels import backend, tables
-from kernels.fixedpoint import quantize_multipliers
-from kernels.packing import pack_rows, qrange
+from edge_agent.engine.engine import Engine, reference
+from kernels.exec import backend
+from kernels.plan import tables
+from kernels.plan.fixedpoint import quantize_multipliers
+from kernels.plan.packing import pack_rows, qrange
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = (8, 4, 3, 2)
@@ -213,7 +213,7 @@ def test_scratch_engine_logs_its_start_and_swaps_at_debug(
     bundle = random_bundle(IMAGE, seed=3, bits=(4,))
     codes = {0: np.zeros((bundle.quant[4].layers[0].out_features, bundle.quant[4].layers[0].k),
                          np.int8)}
-    caplog.set_level(logging.DEBUG, logger="edge_agent.engine")
+    caplog.set_level(logging.DEBUG, logger="edge_agent.engine.engine")
     for scratch, level in ((False, logging.INFO), (True, logging.DEBUG)):
         caplog.clear()
         Engine(bundle, scratch=scratch).swap_weights(codes)
@@ -232,7 +232,7 @@ def kernels(request: pytest.FixtureRequest) -> backend.Kernels:
 def test_swap_weights_matches_reference_and_layer_codes(kernels: backend.Kernels) -> None:
     bundle = random_bundle(IMAGE, seed=3, bits=(4,))
     engine = Engine(bundle, kernels=kernels)
-    assert engine.backend == kernels.backend
+    assert engine.backend == kernels.exec.backend
     rng = np.random.default_rng(5)
     before = engine.model_version
     new_q = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
@@ -310,7 +310,7 @@ def test_engine_never_imports_torch(tmp_path: Path) -> None:
         f"save_bundle(random_bundle(SENSOR, bits=(8,)), {str(tmp_path / 'b.eab')!r})\n"
         "for m in [m for m in sys.modules if m.startswith(('test_engine', 'pytest', '_pytest'))]:\n"
         "    del sys.modules[m]\n"
-        "from edge_agent.engine import Engine\n"
+        "from edge_agent.engine.engine import Engine\n"
         f"e = Engine.from_path({str(tmp_path / 'b.eab')!r})\n"
         "e.predict(np.zeros((1, 6, 37), np.float32))\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
@@ -325,7 +325,7 @@ def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
         "sys.path.insert(0, 'tests')\n"
         "from test_engine import random_bundle, _inputs, ARCHS\n"
         "from edge_agent import reference\n"
-        "from edge_agent.engine import Engine\n"
+        "from edge_agent.engine.engine import Engine\n"
         "b = random_bundle(ARCHS['image'])\n"
         "e = Engine(b)\n"
         "assert e.isa == 'generic', e.isa\n"

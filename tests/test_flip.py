@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import (
     FEATURES,
@@ -30,9 +30,9 @@ from edge_agent.calibrate.flip_round import (
     select_flips,
 )
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
-from edge_agent.reference import forward, patches
-from kernels.packing import qrange, unpack_rows
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.reference import forward, patches
+from kernels.plan.packing import qrange, unpack_rows
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -356,10 +356,10 @@ def test_flipnet_proposes_its_most_likely_action_with_the_confidence_of_a_flip()
 def test_device_flip_path_never_imports_torch(basicmotions_bundle: Path) -> None:
     code = f"""
 import sys
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.flip_round import BitFlipCalibrator, random_proposer
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 b = load_bundle({str(basicmotions_bundle)!r})
 ds = load_dataset("basicmotions")
 e = Engine(b, bits=4)

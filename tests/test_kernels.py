@@ -10,15 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import reference
-from kernels import cachepaths, layout
-from kernels.epilogue import requant_store
-from kernels.fixedpoint import quantize_multiplier, requantize_reference
-from kernels.gemm import gemm_rows, identity_map
-from kernels.isa import ACTIVE_ISA
-from kernels.ops import quantize_input
-from kernels.packing import qrange
-from kernels.targets import act_offset
+from edge_agent.engine.engine import reference
+from kernels.build import cachepaths
+from kernels.codegen.epilogue import requant_store
+from kernels.codegen.gemm import gemm_rows, identity_map
+from kernels.codegen.isa import ACTIVE_ISA
+from kernels.codegen.ops import quantize_input
+from kernels.plan import layout
+from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
+from kernels.plan.packing import qrange
+from kernels.plan.targets import act_offset
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from kernels import isa
-from kernels.microkernel import _V16I32, _V64I8, _dot_sdot
+from kernels.codegen import isa
+from kernels.codegen.microkernel import _V16I32, _V64I8, _dot_sdot
 
 
 def _aarch64_asm(cpu: str, features: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.service.protocol import (
+from edge_agent.ingest.protocol import (
     REASONS,
     Feedback,
     ProtocolError,

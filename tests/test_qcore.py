@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_agent.qcore import (
+from edge_agent.calibrate.qcore import (
     RIGHT,
     SOURCE_STREAM,
     SOURCE_TRAIN,

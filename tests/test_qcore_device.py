@@ -13,13 +13,14 @@ import pytest
 import torch
 from test_engine import ARCHS, SENSOR, random_bundle
 
-from edge_agent import qcore
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
+from edge_agent.calibrate import qcore
 from edge_agent.data import load_dataset
-from edge_agent.fp_model import fp_logits, fp_predict_fn
-from edge_agent.model.arch import FPNet, default_spec, exported_spec
-from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
-from edge_agent.model.train import TrainConfig, normalize, train_fp
+from edge_agent.engine.fp_model import fp_logits, fp_predict_fn
+from edge_agent.training.arch import FPNet, default_spec, exported_spec
+from edge_agent.training.fit import TrainConfig, normalize, train_fp
+from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,10 +112,10 @@ def test_device_path_runs_the_engine_without_torch(tmp_path: Path) -> None:
     code = f"""
 import sys
 import numpy as np
-from edge_agent.bundle import load_bundle
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import BufferConfig, QCoreBuffer
+from edge_agent.bundle_io import load_bundle
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer
 b = load_bundle({str(tmp_path / "b.eab")!r})
 engines = {{bits: Engine(b, bits=bits) for bits in (8, 4)}}
 preds = {{bits: (lambda x, e=e: e.predict(x)[0]) for bits, e in engines.items()}}
@@ -175,7 +176,7 @@ def test_qcore_built_during_fp_training() -> None:
 
 def test_buffer_on_a_trained_bundle_and_a_drifted_stream(basicmotions_bundle: Path) -> None:
     from edge_agent.data.drift import gain
-    from edge_agent.engine import Engine
+    from edge_agent.engine.engine import Engine
 
     bundle = load_bundle(basicmotions_bundle)
     assert set(qcore.EXTRA_KEYS) <= set(bundle.extras)

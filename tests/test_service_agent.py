@@ -26,12 +26,13 @@ from test_service_support import (
     write_config,
 )
 
-from edge_agent.bundle import load_bundle, save_bundle
+from edge_agent.bundle import SERIES_NORM
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import SERIES_NORM, normalize_series
-from edge_agent.engine import Engine
-from edge_agent.service.protocol import ProtocolError, decode_ingest, encode_sample
+from edge_agent.data.datasets import normalize_series
+from edge_agent.engine.engine import Engine
+from edge_agent.ingest.protocol import ProtocolError, decode_ingest, encode_sample
 from edge_agent.service.state import StateStore
 
 SHAPE = (6, 100)

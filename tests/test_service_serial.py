@@ -14,8 +14,8 @@ import pytest
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
 from edge_agent.data import load_dataset
-from edge_agent.service.protocol import encode_sample
-from edge_agent.service.serial_source import format_line, frame
+from edge_agent.ingest.protocol import encode_sample
+from edge_agent.ingest.serial_source import format_line, frame
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edge_agent.bundle import Bundle, LayerQuant, QuantModel, save_bundle
+from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle_io import save_bundle
 from edge_agent.client import ClientError, StatusClient
 from edge_agent.data import load_dataset
-from kernels.fixedpoint import quantize_multipliers
-from kernels.packing import pack_rows
+from kernels.plan.fixedpoint import quantize_multipliers
+from kernels.plan.packing import pack_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
+from edge_agent.ingest.queue import DropQueue
 from edge_agent.service.config import AgentConfig, ConfigError, load_config, parse_config
-from edge_agent.service.queue import DropQueue
 
 
 @pytest.mark.parametrize(("text", "key"), [

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import SERIES_NORM
+from edge_agent.bundle_io import load_bundle
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import SERIES_NORM, save_npz
-from edge_agent.model.arch import FPNet, default_spec, fold_batchnorm
-from edge_agent.model.train import TrainConfig, accuracy, normalize, train_fp
+from edge_agent.data.datasets import save_npz
+from edge_agent.training.arch import FPNet, default_spec, fold_batchnorm
+from edge_agent.training.fit import TrainConfig, accuracy, normalize, train_fp
 
 
 def test_short_training_reaches_sane_accuracy(basicmotions_bundle: Path) -> None:

@@ -28,10 +28,10 @@ from edge_agent.calibrate.flip_round import (
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import BufferConfig, QCoreBuffer, neighbour_bits
-from kernels.packing import pack_rows
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer, neighbour_bits
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from kernels.plan.packing import pack_rows
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import WEIGHTED_OPS, Bundle, QuantModel
-from edge_agent.reference import conv_geometry, padded, window
-from kernels.packing import qrange
+from edge_agent.engine.reference import conv_geometry, padded, window
+from kernels.plan.packing import qrange
 
 FEATURES = (
     "residual",
@@ -47,14 +47,6 @@ FEATURES = (
 )
 STEP_CLIP = 4.0
 COV_ROWS = 4096  # patch rows a convolution's input second moments are estimated from
-RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 1/254
-
-
-def residual_key(bits: int, layer: int) -> str:
-    """Bundle extras key of one layer's rounding residuals at one bit-width."""
-    return f"flip.residual.{bits}.{layer}"
-
-
 @dataclass(frozen=True)
 class LayerTrace:
     """What one forward pass tells about one weighted layer."""
@@ -99,7 +91,7 @@ def conv_patch_stats(
     (N, K) float64, and the patches (R, K) at every ``step``-th output position along the
     last spatial axis of every sample, ``step`` the smallest that keeps R <= ``max_rows``
     where the axis allows, in (sample, position) order; columns in torch order, as
-    :func:`edge_agent.reference.patches`, which builds every patch."""
+    :func:`edge_agent.engine.reference.patches`, which builds every patch."""
     nd = len(kernel)
     xp, out = padded(x, kernel, stride, padding)
     n, c = xp.shape[:2]

@@ -29,7 +29,6 @@ VENDORED_DIR = Path(__file__).parent / "vendored"
 NAMED = ("basicmotions", "gunpoint", "digits")
 TEST_FRACTION = 0.3  # held out of a data set that comes as one file
 SPLIT_SEED = 0
-SERIES_NORM = "series_norm"  # bundle meta: the model takes every sample z-normalized per series
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """``python -m edge_agent.service --config FILE``: run the agent."""
 
-from edge_agent.service.main import main
+from edge_agent.service.agent import main
 
 raise SystemExit(main())

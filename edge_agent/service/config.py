@@ -21,7 +21,7 @@ from typing import Any
 from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
-from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from edge_agent.ingest.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

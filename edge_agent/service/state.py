@@ -32,9 +32,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from edge_agent.bundle import atomic_write_bytes
-from edge_agent.container import HEADER, seal, unseal
-from edge_agent.service.protocol import unpack_one
+from edge_agent.container import HEADER, atomic_write_bytes, seal, unseal
+from edge_agent.ingest.protocol import unpack_one
 
 log = logging.getLogger(__name__)
 

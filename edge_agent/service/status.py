@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from edge_agent.service.protocol import (
+from edge_agent.ingest.protocol import (
     MAX_REQUEST_BYTES,
     ProtocolError,
     decode_request,

@@ -31,7 +31,7 @@ SEED = 0
 def run_round() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One round; its summary and the engine's weight codes afterwards."""
     import edge_agent
-    from edge_agent.bundle import load_bundle
+    from edge_agent.bundle_io import load_bundle
     from edge_agent.calibrate.flip_net import FlipNet
     from edge_agent.calibrate.flip_round import (
         BitFlipCalibrator,
@@ -41,8 +41,8 @@ def run_round() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     )
     from edge_agent.data import load_dataset
     from edge_agent.data.drift import Drift
-    from edge_agent.engine import Engine
-    from kernels.isa import ACTIVE_ISA
+    from edge_agent.engine.engine import Engine
+    from kernels.codegen.isa import ACTIVE_ISA
 
     defaults = Path(edge_agent.__file__).resolve().parent / "defaults"
     bundle = load_bundle(defaults / "basicmotions.eab")

@@ -55,9 +55,8 @@ def golden_inputs() -> np.ndarray:
 
 def results(x: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     """Engine and reference results of the bundle at ``path`` for inputs ``x``."""
-    from edge_agent import reference
-    from edge_agent.bundle import load_bundle
-    from edge_agent.engine import Engine
+    from edge_agent.bundle_io import load_bundle
+    from edge_agent.engine.engine import Engine, reference
 
     bundle = load_bundle(path)
     engine = Engine(bundle)
@@ -116,7 +115,7 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_compute(out: Path) -> int:
-    from kernels.isa import ACTIVE_ISA
+    from kernels.codegen.isa import ACTIVE_ISA
 
     path = bundle_path()
     x = golden_inputs()
@@ -131,7 +130,7 @@ def cmd_compute(out: Path) -> int:
 
 
 def cmd_check(golden_file: Path, expect_isa: str | None) -> int:
-    from kernels.isa import ACTIVE_ISA
+    from kernels.codegen.isa import ACTIVE_ISA
 
     with np.load(golden_file, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}

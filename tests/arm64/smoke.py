@@ -138,7 +138,7 @@ def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
     """The engine's predictions for the stream ``edge-agent publish`` sends."""
     from edge_agent.client import stream
     from edge_agent.data import load_dataset
-    from edge_agent.engine import Engine
+    from edge_agent.engine.engine import Engine
 
     ds = load_dataset("basicmotions")
     xs = np.stack([it.x for it in stream(ds.X_test, ds.y_test, count, seed)])
