@@ -226,25 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- service commands
-# (run / status / publish: edge_agent.service and edge_agent.client)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the agent (the systemd service's ExecStart)."""
-    from edge_agent.service.agent import run_agent
-
-    return run_agent(args.config, args.check)
+# (run / status / publish / demo: the modules beside this one)
 
 
 def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edge_agent.cli.demo import add_demo_arguments, demo_main
-    from edge_agent.client import (
-        add_publish_arguments,
-        add_status_arguments,
-        publish_main,
-        status_main,
-    )
-    from edge_agent.service.config import add_run_arguments
+    from edge_agent.cli.publish import add_publish_arguments, publish_main
+    from edge_agent.cli.run import add_run_arguments, cmd_run
+    from edge_agent.cli.status import add_status_arguments, status_main
 
     p = sub.add_parser(
         "run",

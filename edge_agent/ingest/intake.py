@@ -12,15 +12,27 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from edge_agent.ingest.protocol import Feedback, ProtocolError, Sample, decode_ingest
 from edge_agent.ingest.queue import DropQueue
-from edge_agent.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_SENSORS = 4096
 LOG_EVERY_S = 10.0
+
+
+class Counters(Protocol):
+    """What intake counts through (the agent hands in its metrics registry)."""
+
+    def inc(self, name: str, n: int = 1) -> None: ...
+
+    def accept(self, kind: str) -> None: ...
+
+    def reject(self, reason: str) -> None: ...
+
+    def drop(self, kind: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class Item:
 class Intake:
     """Thread-safe validation and enqueueing shared by all sources."""
 
-    def __init__(self, queue: DropQueue[Item], metrics: Metrics, input_shape: tuple[int, ...],
+    def __init__(self, queue: DropQueue[Item], metrics: Counters, input_shape: tuple[int, ...],
                  num_classes: int, max_bytes: int) -> None:
         self.queue = queue
         self.metrics = metrics

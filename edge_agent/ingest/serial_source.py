@@ -21,9 +21,9 @@ import zlib
 import numpy as np
 import serial
 
+from edge_agent.ingest.config import SerialConfig
 from edge_agent.ingest.intake import Intake
 from edge_agent.ingest.protocol import ProtocolError, Sample
-from edge_agent.service.config import SerialConfig
 
 log = logging.getLogger(__name__)
 

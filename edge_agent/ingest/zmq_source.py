@@ -15,9 +15,9 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from edge_agent.ingest.config import IngestConfig
 from edge_agent.ingest.intake import Intake
 from edge_agent.ingest.protocol import ProtocolError
-from edge_agent.service.config import IngestConfig
 
 log = logging.getLogger(__name__)
 

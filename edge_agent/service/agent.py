@@ -10,13 +10,11 @@ SIGHUP reloads the configuration file.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -42,7 +40,7 @@ from edge_agent.ingest.protocol import Feedback, Sample, encode_prediction
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
-from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
+from edge_agent.service.config import AgentConfig, ConfigError, load_config
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.notify import Notifier
 from edge_agent.service.state import LabelledSample, StateStore
@@ -659,13 +657,3 @@ def run_agent(config_path: Path, check_only: bool = False) -> int:
     finally:
         agent.shutdown()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edge_agent.service``: the agent without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="edge-agent run", description="Run the agent.")
-    add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    return run_agent(args.config, args.check)

@@ -8,7 +8,6 @@ Paths left empty fall back to the directories systemd provides (``STATE_DIRECTOR
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import tomllib
@@ -21,7 +20,7 @@ from typing import Any
 from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
-from edge_agent.ingest.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from edge_agent.ingest.config import IngestConfig, SerialConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -35,41 +34,6 @@ class ModelConfig:
     """The model bundle the agent runs."""
 
     bundle: str = "/etc/edge-agent/model.eab"
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """Optional CURVE encryption and authentication of the ingest socket (zmq.auth)."""
-
-    enabled: bool = False
-    secret_key: str = ""         # the agent's certificate (zmq.auth.create_certificates)
-    authorized_keys: str = ""    # bind mode: directory of accepted publisher .key files
-    server_public_key: str = ""  # connect mode: the publisher's public certificate
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """The ZeroMQ ingest socket and the bounded queue behind it."""
-
-    socket: str = "sub"  # "sub" or "pull"
-    mode: str = "bind"   # "bind" or "connect"
-    endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
-    rcvhwm: int = 10000
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    queue_capacity: int = 1024
-    curve: CurveConfig = field(default_factory=CurveConfig)
-
-
-@dataclass(frozen=True)
-class SerialConfig:
-    """An optional serial sensor feeding the same queue."""
-
-    enabled: bool = False
-    port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
-    baud: int = 115200
-    framing: str = "line"       # "line" (text values) or "frame" (binary, see protocol.md)
-    sensor: str = "serial0"
-    reconnect_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -342,11 +306,3 @@ endpoints = ["ipc://{run_dir}/out.sock"]
 dir = "{run_dir}/state"
 runtime_dir = "{run_dir}/run"
 {extra}"""
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-agent run``."""
-    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
-                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and the model bundle, then exit")
