@@ -28,7 +28,8 @@ from edge_agent.calibrate.flip_round import (
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer, neighbour_bits
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer
+from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.fp_model import fp_predict_fn
 from kernels.plan.packing import pack_rows

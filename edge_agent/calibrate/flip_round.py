@@ -23,7 +23,7 @@ from edge_agent.bundle import RESIDUAL_SCALE, Bundle, QuantModel, residual_key
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
 from edge_agent.calibrate.flip_net import FlipNet
-from edge_agent.calibrate.qcore import EXTRA_X, EXTRA_Y
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
 from kernels.plan.packing import pack_rows, qrange, unpack_rows
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edge_agent.calibrate import qcore
+from edge_agent.calibrate import qcore_miss
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import FPNet
 from edge_agent.training.fit import normalize
@@ -47,7 +47,7 @@ class QCoreConfig:
     snapshots: int = 10
     per_class: int = 4
     class_balance: bool = True
-    never_correct: float = qcore.NEVER_CORRECT
+    never_correct: float = qcore_miss.NEVER_CORRECT
     fill: bool = True
     calib_samples: int = 256
 
@@ -111,7 +111,7 @@ class MissTracker:
 
     def difficulty(self) -> np.ndarray:
         """Per-sample difficulty (forgetting events summed over bit-widths)."""
-        return qcore.difficulty(self.correct(), self.cfg.never_correct)
+        return qcore_miss.difficulty(self.correct(), self.cfg.never_correct)
 
     def accuracies(self) -> dict[str, list[float]]:
         """Training accuracy of every snapshot: FP and per quantized bit-width."""
@@ -127,7 +127,7 @@ def qcore_extras(
     diff = tracker.difficulty()
     size = cfg.per_class * ds.num_classes
     rng = np.random.default_rng([seed, 0x9C0E])
-    idx = qcore.draw_proportional(
+    idx = qcore_miss.draw_proportional(
         diff, size, rng, ds.y_train if cfg.class_balance else None, cfg.fill
     )
     log.info(
@@ -141,9 +141,9 @@ def qcore_extras(
         float(diff.mean()),
     )
     return {
-        qcore.EXTRA_X: ds.X_train[idx].astype(np.float32),
-        qcore.EXTRA_Y: ds.y_train[idx].astype(np.int64),
-        qcore.EXTRA_DIFFICULTY: diff[idx].astype(np.float32),
-        qcore.EXTRA_TRAIN_INDEX: idx.astype(np.int64),
-        qcore.EXTRA_BITS: np.asarray(cfg.bits, dtype=np.int64),
+        qcore_miss.EXTRA_X: ds.X_train[idx].astype(np.float32),
+        qcore_miss.EXTRA_Y: ds.y_train[idx].astype(np.int64),
+        qcore_miss.EXTRA_DIFFICULTY: diff[idx].astype(np.float32),
+        qcore_miss.EXTRA_TRAIN_INDEX: idx.astype(np.int64),
+        qcore_miss.EXTRA_BITS: np.asarray(cfg.bits, dtype=np.int64),
     }
