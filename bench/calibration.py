@@ -70,7 +70,8 @@ from edge_agent.calibrate.flip_round import (  # noqa: E402
     network_proposer,
     random_proposer,
 )
-from edge_agent.calibrate.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer  # noqa: E402
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer  # noqa: E402
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y  # noqa: E402
 from edge_agent.data.datasets import Dataset, load_dataset  # noqa: E402
 from edge_agent.data.drift import Drift  # noqa: E402
 from edge_agent.engine.engine import Engine  # noqa: E402

@@ -232,7 +232,7 @@ def kernels(request: pytest.FixtureRequest) -> backend.Kernels:
 def test_swap_weights_matches_reference_and_layer_codes(kernels: backend.Kernels) -> None:
     bundle = random_bundle(IMAGE, seed=3, bits=(4,))
     engine = Engine(bundle, kernels=kernels)
-    assert engine.backend == kernels.exec.backend
+    assert engine.backend == kernels.backend
     rng = np.random.default_rng(5)
     before = engine.model_version
     new_q = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)

@@ -129,7 +129,7 @@ def cmd_compile_kernels(args: argparse.Namespace) -> int:
         print(f"compile-kernels: AOT build unavailable ({exc}); the engine will JIT-compile "
               "the kernels instead", file=sys.stderr)
         return 1
-    print(f"compiled the {kernels.codegen.isa} kernels ahead of time in "
+    print(f"compiled the {kernels.isa} kernels ahead of time in "
           f"{time.perf_counter() - start:.1f} s: {path}")
     return 0
 

@@ -18,14 +18,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent (the systemd service's ExecStart)."""
-    from edge_agent.service.agent import run_agent
+    from edge_agent.service.run import run_agent
 
     return run_agent(args.config, args.check)
 
 
 def service_main(argv: list[str] | None = None) -> int:
     """``python -m edge_agent.service``: the agent without the rest of the CLI."""
-    from edge_agent.service.agent import run_agent
+    from edge_agent.service.run import run_agent
 
     parser = argparse.ArgumentParser(prog="edge-agent run", description="Run the agent.")
     add_run_arguments(parser)

@@ -24,7 +24,7 @@ import numpy as np
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from kernels.exec import backend
-from kernels.plan import abi, layout, program
+from kernels.plan import abi, layout, program, trace
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
@@ -148,14 +148,14 @@ class Engine:
 
     def trace(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Float logits of a batch and every weighted layer's input codes with the zero
-        point subtracted (:func:`kernels.plan.program.layer_inputs`), from one kernel run."""
+        point subtracted (:func:`kernels.plan.trace.layer_inputs`), from one kernel run."""
         st = self._state
         xs = self._as_batch(x)
-        at, per_sample = program.trace_plan(st.model)
+        at, per_sample = trace.trace_plan(st.model)
         buf = np.empty(len(xs) * per_sample, np.uint8)
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
         self._kernels.run_program(xs, *st.args, out, buf, at)
-        return out, program.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
+        return out, trace.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (int64) and softmax confidences (float32) for a batch."""

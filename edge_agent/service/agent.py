@@ -12,37 +12,36 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
-import signal
 import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
-from edge_agent import __version__
-from edge_agent.bundle import SERIES_NORM, Bundle, BundleError
-from edge_agent.bundle_io import load_bundle, to_bytes
+from edge_agent.bundle import BundleError
+from edge_agent.bundle_io import to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
-from edge_agent.data.datasets import normalize_series
 from edge_agent.energy import EnergyDecision, EnergyMonitor
-from edge_agent.engine.engine import Engine
 from edge_agent.ingest.intake import Intake, Item
-from edge_agent.ingest.protocol import Feedback, Sample, encode_prediction
+from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
-from edge_agent.service.config import AgentConfig, ConfigError, load_config
+from edge_agent.service.config import AgentConfig
+from edge_agent.service.io import Sockets
 from edge_agent.service.metrics import Metrics
+from edge_agent.service.model import Model
 from edge_agent.service.notify import Notifier
+from edge_agent.service.persist import Persistence
+from edge_agent.service.report import StatusReport
 from edge_agent.service.state import LabelledSample, StateStore
 from edge_agent.service.status import StatusServer
 
@@ -57,33 +56,7 @@ CALIBRATION_JOIN_S = 2.0
 BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
 
 
-@dataclass
-class Model:
-    """The running model: its engine and what the agent reports about it."""
-
-    engine: Engine
-    path: str
-    mtime: float
-    label_names: list[str]
-    bundle: Bundle
-
-    @classmethod
-    def load(cls, path: str) -> Model:
-        """Load a bundle, build the engine and run it once so the JIT is warm."""
-        bundle = load_bundle(path)
-        engine = Engine(bundle)
-        engine.warmup()
-        if bundle.meta.get(SERIES_NORM):
-            log.info("the model takes samples z-normalized per series: the agent does it")
-        return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names), bundle)
-
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        """Accepted samples as the model takes them (z-normalized per series if it was
-        trained so); everything after ingest sees only these."""
-        return normalize_series(X) if self.bundle.meta.get(SERIES_NORM) else X
-
-
-class Agent:
+class Agent(Sockets, Persistence, StatusReport):
     """One agent process: owns the sockets, threads, engine and state."""
 
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
@@ -174,66 +147,6 @@ class Agent:
         if self.cfg.calibration.enabled:
             self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
                                                      state)
-
-    def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
-        return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
-                                                              else [])
-
-    def endpoints(self) -> dict[str, list[str]]:
-        """Where the agent listens, with wildcard tcp ports resolved."""
-        out: list[str] = []
-        if self.pub is not None:
-            out = [*self.cfg.output.endpoints[:-1],
-                   self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
-        ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
-        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
-
-    def _ingest_endpoints(self) -> str:
-        eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
-        eps += [f"serial {s.cfg.port}" for s in self.sources if isinstance(s, SerialSource)]
-        return ", ".join(eps) or "none"
-
-    def _open_io(self, cfg: AgentConfig, with_status: bool = True) -> None:
-        """Open ingest, output and (``with_status``) status sockets for ``cfg`` and start
-        their threads."""
-        try:
-            pub = self.ctx.socket(zmq.PUB)
-            self.pub = pub
-            pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
-            pub.setsockopt(zmq.LINGER, 0)
-            for ep in cfg.output.endpoints:
-                try:
-                    pub.bind(ep)
-                except zmq.ZMQError as exc:
-                    raise RuntimeError(f"output socket {ep}: {exc}") from None
-            if cfg.ingest.endpoints:
-                self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
-            if cfg.serial.enabled:
-                self.sources.append(SerialSource(cfg.serial, self.intake))
-            if with_status:
-                self.status_server = StatusServer(
-                    self.ctx, self._status_endpoints(cfg),
-                    {"ping": self._ping, "status": self.status, "metrics": self._metrics,
-                     "config": self._config},
-                    self._request_checkpoint, self._count_control_error)
-        except BaseException:
-            self._close_io(with_status)
-            raise
-        for src in self.sources:
-            src.start()
-        if with_status and self.status_server is not None:
-            self.status_server.start()
-
-    def _close_io(self, with_status: bool = True) -> None:
-        for src in self.sources:
-            src.stop()
-        self.sources = []
-        if with_status and self.status_server is not None:
-            self.status_server.stop()
-            self.status_server = None
-        if self.pub is not None:
-            self.pub.close(linger=0)
-            self.pub = None
 
     # ------------------------------------------------------------ main loop
 
@@ -394,22 +307,6 @@ class Agent:
             latencies = self._publish(samples, classes, conf, done)
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
 
-    def _publish(self, samples: list[Item], classes: np.ndarray, conf: np.ndarray,
-                 done: float) -> list[float]:
-        names = self.model.label_names
-        version = self.model.engine.model_version
-        latencies = []
-        assert self.pub is not None
-        for it, c, p in zip(samples, classes, conf, strict=True):
-            s = it.msg
-            assert isinstance(s, Sample)
-            lat = (done - it.arrived) * 1e3
-            latencies.append(lat)
-            payload = encode_prediction(s.sensor, s.seq, s.ts, int(c), names[int(c)], float(p),
-                                        version, lat, s.label)
-            self.pub.send_multipart([b"pred/" + s.sensor.encode(), payload])
-        return latencies
-
     def _labelled(self, sensor: str, seq: int, ts: float, label: int, pred: int,
                   x: np.ndarray) -> LabelledSample:
         self.metrics.record_outcome(pred == label)
@@ -424,166 +321,6 @@ class Agent:
         if self.calibration is not None:
             self.calibration.feedback(fb.seq, fb.label)
         return [self._labelled(fb.sensor, fb.seq, time.time(), fb.label, pred, x)]
-
-    # ------------------------------------------------------------ checkpoints
-
-    def _request_checkpoint(self) -> Future[dict[str, Any]]:
-        fut: Future[dict[str, Any]] = Future()
-        self._ckpt_requests.put(fut)
-        return fut
-
-    def _checkpoint(self) -> None:
-        waiting = []
-        while not self._ckpt_requests.empty():
-            waiting.append(self._ckpt_requests.get())
-        try:
-            t0 = time.perf_counter()
-            path = self.store.checkpoint({
-                "model_version": self.model.engine.model_version,
-                "base_sha256": self._base_sha,
-                "counts": self.metrics.counts(),
-                "sequences": self.intake.sequences(),
-                "labelled": len(self.labelled),
-                "calibration": self.calibration.state() if self.calibration else None,
-            })
-            info = {"path": str(path), "generation": self.store.generation,
-                    "labelled": len(self.labelled), "ms": (time.perf_counter() - t0) * 1e3,
-                    "time": time.time()}
-            self._last_ckpt = info
-            self.metrics.inc("checkpoints")
-            log.debug("checkpoint %s written in %.1f ms", path.name, info["ms"])
-            for fut in waiting:
-                fut.set_result(info)
-        except OSError as exc:
-            self.metrics.inc("checkpoint_errors")
-            log.error("checkpoint failed: %s", exc)
-            for fut in waiting:
-                fut.set_exception(exc)
-
-    # ------------------------------------------------------------ reload
-
-    def _reload_config(self) -> None:
-        if self.config_path is None:
-            log.warning("SIGHUP: no configuration file to reload")
-            return
-        self.notifier.reloading()
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload rejected, keeping the running configuration: %s", exc)
-            self.notifier.ready(self._status_line())
-            return
-        old = self.cfg
-        logging.getLogger().setLevel(new.log.level.upper())
-        self.metrics.set_accuracy_window(new.inference.accuracy_window)
-        if new.state != old.state:
-            log.warning("[state] changes take effect at the next restart")
-            new = replace(new, state=old.state)
-        try:
-            if new.model.bundle != old.model.bundle or \
-                    os.stat(new.model.bundle).st_mtime != self.model.mtime:
-                self._swap_model(new)
-            if (new.ingest, new.serial, new.output, new.status) != \
-                    (old.ingest, old.serial, old.output, old.status):
-                self._reopen_io(new, old)
-        except (BundleError, OSError, RuntimeError) as exc:
-            log.error("reload failed, keeping the running model and sockets: %s", exc)
-            self.notifier.ready(self._status_line())
-            return
-        self.cfg = new
-        log.info("configuration reloaded from %s", self.config_path)
-        self.notifier.ready(self._status_line())
-
-    def _swap_model(self, new: AgentConfig) -> None:
-        data = Path(new.model.bundle).read_bytes()
-        model = Model.load(new.model.bundle)
-        eng = model.engine
-        self.store.save_model(data)
-        self._base_sha = hashlib.sha256(data).hexdigest()
-        self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
-        self.model = model  # one reference assignment: the next batch uses the new engine
-        self._start_calibration(None)  # a new model starts from its own QCore
-        log.info("model %s loaded from %s", eng.model_version, model.path)
-
-    def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
-        # the status socket stays up through a reload unless its own endpoints change
-        status = self._status_endpoints(new) != self._status_endpoints(old)
-        self._close_io(status)
-        try:
-            self._open_io(new, status)
-        except (RuntimeError, zmq.ZMQError, OSError):
-            self._open_io(old, status)
-            raise
-        log.info("sockets reopened: ingest %s", self._ingest_endpoints())
-
-    # ------------------------------------------------------------ status
-
-    def _ping(self) -> dict[str, Any]:
-        return {"pong": True, "pid": os.getpid(), "version": __version__}
-
-    def _metrics(self) -> dict[str, Any]:
-        snap = self.metrics.snapshot()
-        snap["queue"] = {"depth": len(self.queue), "capacity": self.queue.capacity}
-        return snap
-
-    def _config(self) -> dict[str, Any]:
-        return {"path": str(self.config_path) if self.config_path else None,
-                "config": self.cfg.to_dict()}
-
-    def _count_control_error(self, reason: str) -> None:
-        self.metrics.inc(f"control_errors_{reason}")
-
-    def status(self) -> dict[str, Any]:
-        """Everything ``edge-agent status`` shows."""
-        snap = self.metrics.snapshot()
-        c = snap["counters"]
-        eng = self.model.engine
-        return {
-            "agent": {"version": __version__, "pid": os.getpid(), "uptime_s": snap["uptime_s"],
-                      "stopping": self._stopping},
-            "model": {"version": eng.model_version, "path": self.model.path,
-                      "input_shape": list(eng.input_shape), "num_classes": eng.num_classes,
-                      "label_names": self.model.label_names},
-            "samples": {
-                "received": c.get("received", 0),
-                "accepted": c.get("accepted", 0) + c.get("accepted_labelled", 0),
-                "accepted_labelled": c.get("accepted_labelled", 0),
-                "feedback": c.get("accepted_feedback", 0),
-                "feedback_unmatched": c.get("feedback_unmatched", 0),
-                "rejected": snap["rejected"],
-                "rejected_total": sum(snap["rejected"].values()),
-                "dropped": snap["dropped"],
-                "predicted": c.get("predicted", 0),
-                "seq_gaps": c.get("seq_gaps", 0),
-                "seq_missing": c.get("seq_missing", 0),
-            },
-            "accuracy": {"rolling": snap["rolling_accuracy"], "n": snap["rolling_accuracy_n"],
-                         "labelled_total": c.get("labelled_predictions", 0)},
-            "prediction_rate_per_s": snap["prediction_rate_per_s"],
-            "latency_ms": snap["latency_ms"],
-            "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
-            "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
-            "calibration": {"done": c.get("calibrations", 0),
-                            "accepted": c.get("calibrations_accepted", 0),
-                            "rolled_back": c.get("calibrations_rolled_back", 0),
-                            "errors": c.get("calibration_errors", 0),
-                            **(self.calibration.stats() if self.calibration else
-                               {"enabled": False})},
-            "energy": self._energy.as_status() if self._energy else None,
-            "bursts": self.bursts.status() if self.bursts else {"enabled": False},
-            "endpoints": self.endpoints(),
-            "checkpoint": self._last_ckpt,
-            "rss_bytes": snap["rss_bytes"],
-        }
-
-    def _status_line(self) -> str:
-        snap = self.metrics.snapshot()
-        acc = snap["rolling_accuracy"]
-        return (f"{snap['counters'].get('predicted', 0)} predicted, "
-                f"{snap['prediction_rate_per_s']:.0f}/s, "
-                f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}, "
-                f"queue {len(self.queue)}/{self.queue.capacity}, "
-                f"model {self.model.engine.model_version}")
 
     # ------------------------------------------------------------ shutdown
 
@@ -624,36 +361,3 @@ class Agent:
         self.notifier.close()
         log.info("stopped cleanly in %.2f s (checkpoint generation %d)",
                  time.monotonic() - t0, self.store.generation)
-
-
-def run_agent(config_path: Path, check_only: bool = False) -> int:
-    """Run the agent until SIGTERM; return the process exit status."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return EX_CONFIG
-    logging.getLogger().setLevel(cfg.log.level.upper())
-    if check_only:
-        try:
-            load_bundle(cfg.model.bundle)
-        except BundleError as exc:
-            log.error("%s", exc)
-            return EX_CONFIG
-        print(f"{config_path}: configuration and model bundle are valid")
-        return 0
-    agent = Agent(cfg, config_path)
-    signal.signal(signal.SIGTERM, agent.request_stop)
-    signal.signal(signal.SIGINT, agent.request_stop)
-    signal.signal(signal.SIGHUP, agent.request_reload)
-    try:
-        agent.start()
-    except (BundleError, RuntimeError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        agent.notifier.status(f"failed: {exc}")
-        return EX_CONFIG if isinstance(exc, BundleError) else 1
-    try:
-        agent.run()
-    finally:
-        agent.shutdown()
-    return 0

@@ -67,7 +67,7 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
 
     With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
     activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
-    :func:`kernels.plan.program.trace_plan`). An empty ``trace`` records nothing.
+    :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
     """
     n_all = x.shape[0]
     if n_all == 0:

@@ -1,7 +1,8 @@
 """Column layout of the tables the compiled interpreter walks (numba-free).
 
 :mod:`kernels.plan.program` writes these tables, :mod:`kernels.codegen.runner` and
-:mod:`kernels.codegen.gemm` read them; keeping the layout here lets a process build models without importing numba.
+:mod:`kernels.codegen.gemm` read them; keeping the layout here lets a process build models
+without importing numba.
 """
 
 from __future__ import annotations
