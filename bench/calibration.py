@@ -161,7 +161,11 @@ def flip_method(
 
 
 def backprop_method(
-    bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int,
+    bundle: Bundle,
+    qnet: QuantNet,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
     checkpoints: bool = False,
 ) -> tuple[Engine, float, list[tuple[float, Engine]]]:
     """Fine-tune the fake-quant model on (X, y) with back-propagation; re-export. Runs
@@ -359,8 +363,11 @@ def backprop_startup_cpu(bundle_path: Path, bits: int, repeats: int = 3) -> floa
     the agent itself never imports torch). The least of ``repeats`` runs."""
     code = _TORCH_START.format(path=str(bundle_path), bits=bits)
     runs = [
-        float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                             text=True).stdout.split()[-1])
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            ).stdout.split()[-1]
+        )
         for _ in range(repeats)
     ]
     return min(runs)
@@ -713,7 +720,13 @@ def main() -> None:
             switches.sort(key=lambda r: (order[r["dataset"]], r["seed"]))
             timings["total"] = time.time() - t_start
             report = write_report(
-                results, switches, memory, startup, timings, args.out, bits_list,
+                results,
+                switches,
+                memory,
+                startup,
+                timings,
+                args.out,
+                bits_list,
                 args.label_fraction,
             )
     print(report)

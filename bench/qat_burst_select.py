@@ -247,8 +247,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "qat_burst_select.md").write_text(md + "\n")
     (args.out / "qat_burst_select.json").write_text(
-        json.dumps({"rows": rows, "summary": summary, "centre": CENTRE,
-                    "variations": VARIATIONS}, indent=1) + "\n"
+        json.dumps(
+            {"rows": rows, "summary": summary, "centre": CENTRE, "variations": VARIATIONS}, indent=1
+        )
+        + "\n"
     )
 
 

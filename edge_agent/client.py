@@ -32,8 +32,9 @@ from edge_agent.ingest.protocol import (
 )
 
 DEFAULT_INGEST = "tcp://127.0.0.1:5556"
-DEFAULT_STATUS = "ipc://" + os.path.join(os.environ.get("RUNTIME_DIRECTORY", "/run/edge-agent"),
-                                         "status.sock")
+DEFAULT_STATUS = "ipc://" + os.path.join(
+    os.environ.get("RUNTIME_DIRECTORY", "/run/edge-agent"), "status.sock"
+)
 
 
 class ClientError(RuntimeError):
@@ -48,9 +49,16 @@ class Publisher:
     joiner; ``"push"`` matches an agent with a PULL socket.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_INGEST, socket: str = "pub",
-                 bind: bool = False, sndhwm: int = 100_000, curve_secret_key: str = "",
-                 curve_server_key: str = "", wait_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_INGEST,
+        socket: str = "pub",
+        bind: bool = False,
+        sndhwm: int = 100_000,
+        curve_secret_key: str = "",
+        curve_server_key: str = "",
+        wait_s: float = 10.0,
+    ) -> None:
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         kind = zmq.XPUB if socket == "pub" else zmq.PUSH
         self.sock = self.ctx.socket(kind)
@@ -79,8 +87,14 @@ class Publisher:
         """Send one already-encoded message (one frame)."""
         self.sock.send(payload)
 
-    def send_sample(self, sensor: str, seq: int, x: np.ndarray, label: int | None = None,
-                    ts: float | None = None) -> None:
+    def send_sample(
+        self,
+        sensor: str,
+        seq: int,
+        x: np.ndarray,
+        label: int | None = None,
+        ts: float | None = None,
+    ) -> None:
         """Send one sample (float32)."""
         self.sock.send(encode_sample(sensor, seq, x, time.time() if ts is None else ts, label))
 
@@ -113,8 +127,10 @@ class StatusClient:
         self.sock.setsockopt(zmq.LINGER, 0)
         if endpoint.startswith("ipc://") and not Path(endpoint[6:]).exists():
             self.close()
-            raise ClientError(f"no status socket at {endpoint[6:]} (is the agent running? "
-                              "as another user, run with sudo or use --endpoint tcp://...)")
+            raise ClientError(
+                f"no status socket at {endpoint[6:]} (is the agent running? "
+                "as another user, run with sudo or use --endpoint tcp://...)"
+            )
         self.sock.connect(endpoint)
 
     def request(self, cmd: str) -> dict[str, Any]:
@@ -165,9 +181,15 @@ class StreamItem:
     labelled: bool
 
 
-def stream(X: np.ndarray, y: np.ndarray, count: int, seed: int = 0,
-           drift: Callable[[np.ndarray], np.ndarray] | None = None, drift_start: int = 0,
-           labels_every: int = 0) -> Iterator[StreamItem]:
+def stream(
+    X: np.ndarray,
+    y: np.ndarray,
+    count: int,
+    seed: int = 0,
+    drift: Callable[[np.ndarray], np.ndarray] | None = None,
+    drift_start: int = 0,
+    labels_every: int = 0,
+) -> Iterator[StreamItem]:
     """``count`` samples drawn from (X, y) in shuffled passes, drifted from ``drift_start``
     on, every ``labels_every``-th one labelled (0: none)."""
     rng = np.random.default_rng(seed)
@@ -182,9 +204,15 @@ def stream(X: np.ndarray, y: np.ndarray, count: int, seed: int = 0,
         yield StreamItem(i, x, int(y[j]), labels_every > 0 and (i + 1) % labels_every == 0)
 
 
-def replay(pub: Publisher, items: Iterator[StreamItem], rate: float, sensor: str = "replay",
-           feedback: bool = False, first_seq: int = 0,
-           on_progress: Callable[[int], None] | None = None) -> int:
+def replay(
+    pub: Publisher,
+    items: Iterator[StreamItem],
+    rate: float,
+    sensor: str = "replay",
+    feedback: bool = False,
+    first_seq: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
     """Send a stream at ``rate`` samples/s (0: as fast as possible); labels go inside the
     sample or, with ``feedback``, as a separate label message right after it. Returns
     the number of samples sent."""

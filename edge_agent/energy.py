@@ -28,6 +28,7 @@ from edge_agent.energy_sources import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class EnergyConfig:
     """Where to read and the policy's thresholds (a ``None`` threshold is not checked).

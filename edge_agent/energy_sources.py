@@ -15,7 +15,6 @@ Sources, each optional (a missing one is normal and simply absent from the readi
   ``5.02V 0.51A 2.56W``, ``bus 5020 mV, current 510 mA`` or ``5.02,0.51``.
 """
 
-
 from __future__ import annotations
 
 import glob

@@ -73,8 +73,15 @@ def aot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("AOT kernels not tested here (EDGE_AGENT_TEST_AOT=0)")
     root = tmp_path_factory.mktemp("kernel-cache")
     env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(root)}
-    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "compile-kernels"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "compile-kernels"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "compiled the" in done.stdout, done.stdout
     return root

@@ -111,8 +111,14 @@ def test_trace_means_are_the_reference_accumulators(basicmotions_bundle: Path) -
     bundle = load_bundle(basicmotions_bundle)
     X = load_dataset("basicmotions").X_test[:9]
     accs: list[np.ndarray] = []
-    forward(bundle.arch["layers"], bundle.quant[4], bundle.norm_mean, bundle.norm_std, X,
-            lambda i, c, a: accs.append(a))
+    forward(
+        bundle.arch["layers"],
+        bundle.quant[4],
+        bundle.norm_mean,
+        bundle.norm_std,
+        X,
+        lambda i, c, a: accs.append(a),
+    )
     calib = BitFlipCalibrator(bundle, greedy_proposer())
     _, traces = calib.trace(4, calib.deployed_codes(4), X)
     layers = zip(bundle.quant[4].layers, traces, accs, input_divisors(bundle), strict=True)
@@ -238,9 +244,12 @@ def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:
 
         return f
 
-    def guard(decision: gate.GateDecision, current: Callable[[np.ndarray], np.ndarray],
-              candidate: Callable[[np.ndarray], np.ndarray], anchors: int = 10
-              ) -> gate.GateDecision:
+    def guard(
+        decision: gate.GateDecision,
+        current: Callable[[np.ndarray], np.ndarray],
+        candidate: Callable[[np.ndarray], np.ndarray],
+        anchors: int = 10,
+    ) -> gate.GateDecision:
         held = (current(X[:4]), candidate(X[:4]), labels[:4])
         pre = (current(X[:anchors]), candidate(X[:anchors]), labels[:anchors])
         return gate.guard(decision, held, pre)

@@ -37,7 +37,8 @@ def test_sdot_lowers_to_four_dot_products_on_cortex_a76() -> None:
 
 
 def test_detect_picks_sdot_only_with_the_dot_product_extension(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(isa.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(isa, "host_features", lambda: {"neon", "dotprod"})
     assert isa.detect() == "neon-sdot"

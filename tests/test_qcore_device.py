@@ -162,7 +162,10 @@ def test_qcore_built_during_fp_training() -> None:
     assert set(ex) == set(qcore_miss.EXTRA_KEYS)
     idx = ex[qcore_miss.EXTRA_TRAIN_INDEX]
     assert len(idx) == 3 * ds.num_classes == len(set(idx.tolist()))
-    assert np.bincount(ex[qcore_miss.EXTRA_Y], minlength=ds.num_classes).tolist() == [3] * ds.num_classes
+    assert (
+        np.bincount(ex[qcore_miss.EXTRA_Y], minlength=ds.num_classes).tolist()
+        == [3] * ds.num_classes
+    )
     assert np.array_equal(ex[qcore_miss.EXTRA_X], ds.X_train[idx])
     assert np.array_equal(ex[qcore_miss.EXTRA_DIFFICULTY], diff[idx].astype(np.float32))
     assert ex[qcore_miss.EXTRA_X].dtype == np.float32 and ex[qcore_miss.EXTRA_Y].dtype == np.int64

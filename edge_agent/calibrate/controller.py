@@ -183,7 +183,8 @@ class CalibrationController:
         self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
         recent = (
             (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
-            if self._recent else None
+            if self._recent
+            else None
         )
         y = np.array([p.label if p.label is not None else -1 for p in chunk], dtype=np.int64)
         t0 = time.thread_time()

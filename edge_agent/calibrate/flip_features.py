@@ -47,6 +47,8 @@ FEATURES = (
 )
 STEP_CLIP = 4.0
 COV_ROWS = 4096  # patch rows a convolution's input second moments are estimated from
+
+
 @dataclass(frozen=True)
 class LayerTrace:
     """What one forward pass tells about one weighted layer."""
@@ -189,16 +191,18 @@ def layer_features(
             xbar = tr.mean_patch * scale
             task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
         feats = np.empty((*q.shape, len(FEATURES)), np.float32)
-        for f, value in enumerate((
-            r,
-            np.clip(q - q0, -2, 2),
-            np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
-            np.clip(task_step, -STEP_CLIP, STEP_CLIP),
-            float(i == last),
-            q <= qmin,
-            q >= qmax,
-            2.0 ** -(quant.weight_bits - 1),
-        )):
+        for f, value in enumerate(
+            (
+                r,
+                np.clip(q - q0, -2, 2),
+                np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
+                np.clip(task_step, -STEP_CLIP, STEP_CLIP),
+                float(i == last),
+                q <= qmin,
+                q >= qmax,
+                2.0 ** -(quant.weight_bits - 1),
+            )
+        ):
             feats[..., f] = value
         out.append(feats)
     return out

@@ -240,10 +240,19 @@ class BitFlipCalibrator:
         for _ in range(cfg.iterations):
             iterations += 1
             if proposal is None:  # features of the current best codes
-                proposal = self.proposer(layer_features(
-                    self.bundle, self.bundle.quant[bits], best, deployed, residuals,
-                    layer_traces(self.bundle, bits, best, inputs), logits, yc, anchors,
-                ))
+                proposal = self.proposer(
+                    layer_features(
+                        self.bundle,
+                        self.bundle.quant[bits],
+                        best,
+                        deployed,
+                        residuals,
+                        layer_traces(self.bundle, bits, best, inputs),
+                        logits,
+                        yc,
+                        anchors,
+                    )
+                )
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
@@ -256,7 +265,11 @@ class BitFlipCalibrator:
                     break
                 continue
             best, best_loss, logits, inputs, proposal = (
-                cand, cand_loss, cand_logits, cand_inputs, None
+                cand,
+                cand_loss,
+                cand_logits,
+                cand_inputs,
+                None,
             )
 
         changed = {

@@ -126,11 +126,16 @@ def cmd_compile_kernels(args: argparse.Namespace) -> int:
         path = aot.build(dest)
         kernels = backend.load("aot", aot_dir=dest)  # what the engine will load
     except (ImportError, toolchain.BuildError, backend.KernelsUnavailable) as exc:
-        print(f"compile-kernels: AOT build unavailable ({exc}); the engine will JIT-compile "
-              "the kernels instead", file=sys.stderr)
+        print(
+            f"compile-kernels: AOT build unavailable ({exc}); the engine will JIT-compile "
+            "the kernels instead",
+            file=sys.stderr,
+        )
         return 1
-    print(f"compiled the {kernels.isa} kernels ahead of time in "
-          f"{time.perf_counter() - start:.1f} s: {path}")
+    print(
+        f"compiled the {kernels.isa} kernels ahead of time in "
+        f"{time.perf_counter() - start:.1f} s: {path}"
+    )
     return 0
 
 

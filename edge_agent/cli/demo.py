@@ -40,18 +40,36 @@ class Trace:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent demo``."""
-    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE,
-                        help="model bundle (default: the bundled BasicMotions model)")
-    parser.add_argument("--data", help="data set to replay (default: the one the bundle was "
-                        "trained on)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=DEFAULT_BUNDLE,
+        help="model bundle (default: the bundled BasicMotions model)",
+    )
+    parser.add_argument(
+        "--data", help="data set to replay (default: the one the bundle was trained on)"
+    )
     parser.add_argument("--count", type=int, default=3000, help="samples (default 3000)")
     parser.add_argument("--rate", type=float, default=300.0, help="samples/s (default 300)")
-    parser.add_argument("--drift", default="rotation@1000", metavar="KIND[:STRENGTH]@N",
-                        help="drift to inject (default rotation@1000)")
-    parser.add_argument("--labels-every", type=int, default=5, metavar="K",
-                        help="label every K-th sample (default 5)")
-    parser.add_argument("--plot", type=Path, default=Path("demo-accuracy.png"),
-                        help="PNG to write (default demo-accuracy.png)")
+    parser.add_argument(
+        "--drift",
+        default="rotation@1000",
+        metavar="KIND[:STRENGTH]@N",
+        help="drift to inject (default rotation@1000)",
+    )
+    parser.add_argument(
+        "--labels-every",
+        type=int,
+        default=5,
+        metavar="K",
+        help="label every K-th sample (default 5)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("demo-accuracy.png"),
+        help="PNG to write (default demo-accuracy.png)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
 
 
@@ -67,15 +85,20 @@ def demo_main(args: argparse.Namespace) -> int:
     args.data = args.data or trained_data_spec(bundle.meta)
     ds = load_dataset(args.data)
     if ds.input_shape != bundle.input_shape:
-        raise ValueError(f"{args.data}: samples have shape {ds.input_shape}, the model in "
-                         f"{args.bundle} takes {bundle.input_shape}")
+        raise ValueError(
+            f"{args.data}: samples have shape {ds.input_shape}, the model in "
+            f"{args.bundle} takes {bundle.input_shape}"
+        )
     with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
         d = Path(tmp)
         config = d / "agent.toml"
         config.write_text(local_config_text(d, args.bundle.resolve(), '[log]\nlevel = "warning"\n'))
         log = open(d / "agent.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "edge_agent.service", "--config",
-                                 str(config)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.service", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             status_ep = f"ipc://{d}/run/status.sock"
             _wait_ready(proc, status_ep, d / "agent.log")
@@ -109,8 +132,7 @@ def _truth(ds: Any, args: argparse.Namespace) -> np.ndarray:
     return np.array([it.y for it in stream(ds.X_test, ds.y_test, args.count, args.seed)])
 
 
-def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path,
-                status_ep: str) -> Trace:
+def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path, status_ep: str) -> Trace:
     trace = Trace()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -127,8 +149,15 @@ def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path,
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    items = stream(ds.X_test, ds.y_test, args.count, args.seed, drift.transform(args.seed),
-                   drift.start, args.labels_every)
+    items = stream(
+        ds.X_test,
+        ds.y_test,
+        args.count,
+        args.seed,
+        drift.transform(args.seed),
+        drift.start,
+        args.labels_every,
+    )
     with Publisher(f"ipc://{d}/in.sock") as pub, StatusClient(status_ep) as status:
         sender = threading.Thread(target=replay, args=(pub, items, args.rate, "demo"))
         sender.start()
@@ -157,11 +186,16 @@ def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path,
 def _live_line(st: dict[str, Any], count: int, drift_at: int) -> None:
     s, acc = st["samples"], st["accuracy"]["rolling"]
     phase = "after drift" if s["predicted"] >= drift_at else "before drift"
-    print(f"\r{s['predicted']:>6}/{count} predicted ({phase}), "
-          f"{st['prediction_rate_per_s']:6.0f}/s, rolling accuracy "
-          f"{'  n/a' if acc is None else f'{acc:5.3f}'}, "
-          f"calibrations {st['calibration']['accepted']}/{st['calibration']['done']}, "
-          f"p99 {st['latency_ms']['p99'] or 0:.2f} ms   ", end="", file=sys.stderr, flush=True)
+    print(
+        f"\r{s['predicted']:>6}/{count} predicted ({phase}), "
+        f"{st['prediction_rate_per_s']:6.0f}/s, rolling accuracy "
+        f"{'  n/a' if acc is None else f'{acc:5.3f}'}, "
+        f"calibrations {st['calibration']['accepted']}/{st['calibration']['done']}, "
+        f"p99 {st['latency_ms']['p99'] or 0:.2f} ms   ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _accuracy(trace: Trace, y: np.ndarray, lo: int, hi: int) -> tuple[float | None, int]:
@@ -175,12 +209,16 @@ def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Name
     # the first calibration the agent accepted after the drift began
     accepted = [seq for seq, ok in trace.calibrations if ok and seq > drift_at]
     recal_at = accepted[0] if accepted else None
-    rows = [("before drift", *_accuracy(trace, y, 0, drift_at)),
-            ("after drift", *_accuracy(trace, y, drift_at, recal_at or len(y)))]
+    rows = [
+        ("before drift", *_accuracy(trace, y, 0, drift_at)),
+        ("after drift", *_accuracy(trace, y, drift_at, recal_at or len(y))),
+    ]
     if recal_at is not None:
         rows.append(("after recalibration", *_accuracy(trace, y, recal_at, len(y))))
-    print(f"\n{args.data}, drift {args.drift}, every {args.labels_every}th sample labelled, "
-          f"{len(trace.pred)}/{len(y)} predicted")
+    print(
+        f"\n{args.data}, drift {args.drift}, every {args.labels_every}th sample labelled, "
+        f"{len(trace.pred)}/{len(y)} predicted"
+    )
     print(f"{'phase':<22}{'accuracy':>10}{'samples':>9}")
     for name, acc, n in rows:
         print(f"{name:<22}{'n/a' if acc is None else f'{acc:.3f}':>10}{n:>9}")
@@ -191,18 +229,20 @@ def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Name
 def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install 'edge-agent[demo]'): no plot",
-              file=sys.stderr)
+        print(
+            "matplotlib is not installed (pip install 'edge-agent[demo]'): no plot", file=sys.stderr
+        )
         return
     seqs = np.array(sorted(trace.pred))
     hit = np.array([trace.pred[s] == y[s] for s in seqs], dtype=np.float64)
     kernel = np.ones(ROLLING) / ROLLING
     rolling = np.convolve(hit, kernel, mode="valid")
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(seqs[ROLLING - 1:], rolling, lw=1.2, label=f"rolling accuracy ({ROLLING})")
+    ax.plot(seqs[ROLLING - 1 :], rolling, lw=1.2, label=f"rolling accuracy ({ROLLING})")
     ax.axvline(drift.start, color="tab:red", ls="--", label=f"drift: {drift.kind}")
     labelled: set[bool] = set()
     for seq, ok in trace.calibrations:

@@ -10,10 +10,17 @@ from pathlib import Path
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent run``."""
-    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
-                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and the model bundle, then exit")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("/etc/edge-agent/agent.toml"),
+        help="TOML configuration file (default /etc/edge-agent/agent.toml)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the configuration and the model bundle, then exit",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -30,6 +37,7 @@ def service_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent run", description="Run the agent.")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     return run_agent(args.config, args.check)

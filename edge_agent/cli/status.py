@@ -15,12 +15,16 @@ from edge_agent.client import DEFAULT_STATUS, ClientError, StatusClient
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent status``."""
-    parser.add_argument("--endpoint", default=DEFAULT_STATUS,
-                        help=f"status socket (default {DEFAULT_STATUS})")
+    parser.add_argument(
+        "--endpoint", default=DEFAULT_STATUS, help=f"status socket (default {DEFAULT_STATUS})"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
-    parser.add_argument("--command", default="status",
-                        choices=("status", "metrics", "config", "checkpoint", "ping"),
-                        help="request to send (default status)")
+    parser.add_argument(
+        "--command",
+        default="status",
+        choices=("status", "metrics", "config", "checkpoint", "ping"),
+        help="request to send (default status)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
 
@@ -41,8 +45,11 @@ def status_main(args: argparse.Namespace) -> int:
 
 def _dur(s: float) -> str:
     s = int(s)
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h {s % 3600 // 60:02d}m {s % 60:02d}s" \
-        if s >= 86400 else f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s"
+    return (
+        f"{s // 86400}d {s % 86400 // 3600:02d}h {s % 3600 // 60:02d}m {s % 60:02d}s"
+        if s >= 86400
+        else f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s"
+    )
 
 
 def _ms(v: float | None) -> str:
@@ -57,23 +64,29 @@ def _qcore(cal: dict[str, Any]) -> str:
     b = cal.get("buffer")
     if not b:
         return "n/a (calibration disabled)"
-    return (f"{b['size']} / {b['capacity']} samples, {b['labelled']} labelled, "
-            f"{100 * b['stream_fraction']:.0f}% from the stream, {cal.get('pending', 0)} pending")
+    return (
+        f"{b['size']} / {b['capacity']} samples, {b['labelled']} labelled, "
+        f"{100 * b['stream_fraction']:.0f}% from the stream, {cal.get('pending', 0)} pending"
+    )
 
 
 def _energy(e: dict[str, Any]) -> str:
     if not e:
         return "n/a (not read yet)"
     why = "; ".join(e["reasons"]) or "no limit reached"
-    return (f"bursts {'allowed' if e['burst_allowed'] else 'refused'}, run at {e['bits']} bits"
-            f"{' (pressure)' if e['pressure'] else ''}: {why}")
+    return (
+        f"bursts {'allowed' if e['burst_allowed'] else 'refused'}, run at {e['bits']} bits"
+        f"{' (pressure)' if e['pressure'] else ''}: {why}"
+    )
 
 
 def _bursts(b: dict[str, Any]) -> str:
     if not b or b.get("enabled") is False:
         return "disabled"
-    return (f"{b['state']}; {b['started']} started, {b['accepted']} accepted, "
-            f"{b['rolled_back']} rolled back, {b['preempted']} pre-empted, {b['failed']} failed")
+    return (
+        f"{b['state']}; {b['started']} started, {b['accepted']} accepted, "
+        f"{b['rolled_back']} rolled back, {b['preempted']} pre-empted, {b['failed']} failed"
+    )
 
 
 def format_status(r: dict[str, Any]) -> str:
@@ -103,8 +116,12 @@ def format_status(r: dict[str, Any]) -> str:
         f"energy       {_energy(energy)}",
         f"QAT bursts   {_bursts(r.get('bursts') or {})}",
         f"queue        {q['depth']} / {q['capacity']}",
-        "checkpoint   " + (f"generation {ck['generation']}, {time.time() - ck['time']:.0f} s ago"
-                            if ck else "none yet"),
+        "checkpoint   "
+        + (
+            f"generation {ck['generation']}, {time.time() - ck['time']:.0f} s ago"
+            if ck
+            else "none yet"
+        ),
         f"memory       RSS {r['rss_bytes'] / 2**20:.1f} MiB",
     ]
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from kernels.exec import backend
 from kernels.plan import abi, layout, program, trace
+from kernels.plan.model import LayerParams, Model, Weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
@@ -38,29 +39,49 @@ class _State:
     """What one inference call needs; replaced as a whole, never modified."""
 
     bits: int
-    model: program.Model
-    weights: program.Weights
+    model: Model
+    weights: Weights
     version: str
     args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
 
     def __post_init__(self) -> None:
         m, w = self.model, self.weights
-        args = (m.ops, m.tens, w.ltab, w.panel, w.bias, w.m0, w.shift, w.out_mult, m.mean,
-                m.std, m.in_scale, m.in_zp, m.act_hi, m.sizes)
+        args = (
+            m.ops,
+            m.tens,
+            w.ltab,
+            w.panel,
+            w.bias,
+            w.m0,
+            w.shift,
+            w.out_mult,
+            m.mean,
+            m.std,
+            m.in_scale,
+            m.in_zp,
+            m.act_hi,
+            m.sizes,
+        )
         abi.check(args)  # compiled kernels would misread other types
         object.__setattr__(self, "args", args)
 
 
-def layer_params(quant: QuantModel) -> list[program.LayerParams]:
+def layer_params(quant: QuantModel) -> list[LayerParams]:
     """Kernel parameters of a bundle's quantized model (weights unpacked transiently)."""
     return [_params(layer, quant.weight_bits) for layer in quant.layers]
 
 
-def _params(layer: LayerQuant, bits: int) -> program.LayerParams:
-    return program.LayerParams(
-        q=unpack_rows(layer.packed, layer.k, layer.bits), bits=bits, bias_q=layer.bias_q,
-        in_zp=layer.in_zp, out_zp=layer.out_zp, m0=layer.m0, shift=layer.shift,
-        out_mult=layer.out_mult)
+def _params(layer: LayerQuant, bits: int) -> LayerParams:
+    return LayerParams(
+        q=unpack_rows(layer.packed, layer.k, layer.bits),
+        bits=bits,
+        bias_q=layer.bias_q,
+        in_zp=layer.in_zp,
+        out_zp=layer.out_zp,
+        m0=layer.m0,
+        shift=layer.shift,
+        out_mult=layer.out_mult,
+    )
 
 
 class Engine:
@@ -71,8 +92,14 @@ class Engine:
     start and swaps at DEBUG, not INFO.
     """
 
-    def __init__(self, bundle: Bundle, bits: int | None = None,
-                 kernels: backend.Kernels | None = None, *, scratch: bool = False) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        bits: int | None = None,
+        kernels: backend.Kernels | None = None,
+        *,
+        scratch: bool = False,
+    ) -> None:
         self._log_level = logging.DEBUG if scratch else logging.INFO
         self._kernels = backend.default() if kernels is None else kernels
         self.input_shape: tuple[int, ...] = bundle.input_shape
@@ -82,19 +109,34 @@ class Engine:
         self._initial: dict[int, _State] = {}
         for b, quant in sorted(bundle.quant.items()):
             model, weights = program.build_model(
-                bundle.arch["layers"], self.input_shape, layer_params(quant), bundle.norm_mean,
-                bundle.norm_std, quant.input_scale, quant.input_zp, quant.act_bits,
-                act_offset=self._kernels.act_offset)
+                bundle.arch["layers"],
+                self.input_shape,
+                layer_params(quant),
+                bundle.norm_mean,
+                bundle.norm_std,
+                quant.input_scale,
+                quant.input_zp,
+                quant.act_bits,
+                act_offset=self._kernels.act_offset,
+            )
             if model.num_outputs != self.num_classes:
-                raise ValueError(f"{b}-bit model gives {model.num_outputs} outputs for "
-                                 f"{self.num_classes} classes")
+                raise ValueError(
+                    f"{b}-bit model gives {model.num_outputs} outputs for "
+                    f"{self.num_classes} classes"
+                )
             self._initial[b] = _State(b, model, weights, bundle.model_version)
         self._current = dict(self._initial)  # latest state per bit-width
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
-        log.log(self._log_level, "engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
-                 bundle.arch.get("name", "model"), sorted(self._current), self._state.bits,
-                 self.isa, self.backend)
+        log.log(
+            self._log_level,
+            "engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
+            bundle.arch.get("name", "model"),
+            sorted(self._current),
+            self._state.bits,
+            self.isa,
+            self.backend,
+        )
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], bits: int | None = None) -> Engine:
@@ -192,8 +234,9 @@ class Engine:
             self._state = self._current[bits]
         log.info("active bit-width: %d", bits)
 
-    def swap_weights(self, update: WeightUpdate, bits: int | None = None,
-                     version: str | None = None) -> str:
+    def swap_weights(
+        self, update: WeightUpdate, bits: int | None = None, version: str | None = None
+    ) -> str:
         """Atomically replace the integer weights of some layers; returns the new version.
 
         ``update`` maps weighted-layer indices to new weights, or lists one entry per
@@ -218,13 +261,19 @@ class Engine:
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
-        log.log(self._log_level, "swapped %d layer(s) of the %d-bit model: version %s",
-                len(codes), b, version)
+        log.log(
+            self._log_level,
+            "swapped %d layer(s) of the %d-bit model: version %s",
+            len(codes),
+            b,
+            version,
+        )
         return version
 
     def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:
         items: list[tuple[int, Any]] = (
-            list(update.items()) if isinstance(update, Mapping) else list(enumerate(update)))
+            list(update.items()) if isinstance(update, Mapping) else list(enumerate(update))
+        )
         codes: dict[int, np.ndarray] = {}
         for i, arr in items:
             if arr is None:
@@ -251,7 +300,7 @@ class Engine:
         slot = st.model.slots[index]
         w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
         size = layout.panel_nbytes(o, k, b)
-        kernel_q = layout.from_panel(st.weights.panel[w_off:w_off + size], o, k, b)
+        kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
         perm = program.kernel_order(slot, np.arange(k, dtype=np.int64)[None, :])[0]
         q = np.empty_like(kernel_q)
         q[:, perm] = kernel_q

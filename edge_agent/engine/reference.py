@@ -22,8 +22,9 @@ from kernels.plan.fixedpoint import requantize_reference
 from kernels.plan.packing import unpack_rows
 
 
-def quantize_input(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float, zp: int,
-                   act_bits: int) -> np.ndarray:
+def quantize_input(
+    x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float, zp: int, act_bits: int
+) -> np.ndarray:
     """Float (N, C, ...) -> uint8 codes: normalize, rint half-even, clamp (all float32)."""
     x = np.asarray(x, dtype=np.float32)
     shape = (1, -1, *(1,) * (x.ndim - 2))
@@ -54,12 +55,14 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def window(offset: Sequence[int], stride: Sequence[int], count: Sequence[int]) -> tuple[slice, ...]:
     """Per spatial axis, the input positions kernel position ``offset`` meets at ``count``
     outputs ``stride`` apart."""
-    return tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, count,
-                                                                      strict=True))
+    return tuple(
+        slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, count, strict=True)
+    )
 
 
-def padded(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
-           padding: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+def padded(
+    centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> tuple[np.ndarray, list[int]]:
     """A centred conv input (N, C, *S) padded with centred value 0, and the number of
     output positions per spatial axis."""
     spatial = list(zip(centred.shape[2:], padding, strict=True))
@@ -68,8 +71,9 @@ def padded(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
     return x, [(x.shape[2 + d] - kernel[d]) // stride[d] + 1 for d in range(len(stride))]
 
 
-def patches(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
-            padding: Sequence[int]) -> np.ndarray:
+def patches(
+    centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> np.ndarray:
     """im2col of a centred conv input (N, C, *S) -> (N, *S', C * prod(kernel)), columns in
     torch's weight order (channel, then kernel positions); padding is centred value 0."""
     nd = len(stride)
@@ -82,8 +86,14 @@ def patches(centred: np.ndarray, kernel: Sequence[int], stride: Sequence[int],
     return cols.reshape(*cols.shape[: 1 + nd], -1)
 
 
-def conv(xq: np.ndarray, q: np.ndarray, bias_q: np.ndarray, in_zp: int,
-         stride: Sequence[int], padding: Sequence[int]) -> np.ndarray:
+def conv(
+    xq: np.ndarray,
+    q: np.ndarray,
+    bias_q: np.ndarray,
+    in_zp: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+) -> np.ndarray:
     """int32 accumulators of a 1-D or 2-D convolution: (N, C, *S) codes -> (N, O, *S')."""
     cols = patches(xq.astype(np.int64) - in_zp, q.shape[2:], stride, padding)
     return _conv(cols, q.reshape(len(q), -1), bias_q)
@@ -120,8 +130,9 @@ def _linear(centred: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarra
     return _wrap32(_exact_dot(centred, q) + bias_q.astype(np.int64))
 
 
-def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool,
-               act_bits: int) -> np.ndarray:
+def requantize(
+    acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool, act_bits: int
+) -> np.ndarray:
     """Fixed-point requantization to uint8 codes, per output channel on axis 1."""
     shape = (1, -1, *(1,) * (acc.ndim - 2))
     r = requantize_reference(acc, m0.reshape(shape), shift.reshape(shape))
@@ -160,8 +171,14 @@ def _weights(layer: LayerQuant) -> np.ndarray:
 LayerHook = Callable[[int, np.ndarray, np.ndarray], None]
 
 
-def forward(layers: Sequence[dict[str, Any]], quant: QuantModel, mean: np.ndarray,
-            std: np.ndarray, x: np.ndarray, on_weighted: LayerHook | None = None) -> np.ndarray:
+def forward(
+    layers: Sequence[dict[str, Any]],
+    quant: QuantModel,
+    mean: np.ndarray,
+    std: np.ndarray,
+    x: np.ndarray,
+    on_weighted: LayerHook | None = None,
+) -> np.ndarray:
     """Float logits (N, classes) of float inputs ``x`` (N, *input_shape).
 
     ``on_weighted(i, cols, acc)``, if given, sees every weighted layer's input with its

@@ -13,8 +13,8 @@ class CurveConfig:
     """Optional CURVE encryption and authentication of the ingest socket (zmq.auth)."""
 
     enabled: bool = False
-    secret_key: str = ""         # the agent's certificate (zmq.auth.create_certificates)
-    authorized_keys: str = ""    # bind mode: directory of accepted publisher .key files
+    secret_key: str = ""  # the agent's certificate (zmq.auth.create_certificates)
+    authorized_keys: str = ""  # bind mode: directory of accepted publisher .key files
     server_public_key: str = ""  # connect mode: the publisher's public certificate
 
 
@@ -23,7 +23,7 @@ class IngestConfig:
     """The ZeroMQ ingest socket and the bounded queue behind it."""
 
     socket: str = "sub"  # "sub" or "pull"
-    mode: str = "bind"   # "bind" or "connect"
+    mode: str = "bind"  # "bind" or "connect"
     endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
     rcvhwm: int = 10000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -38,6 +38,6 @@ class SerialConfig:
     enabled: bool = False
     port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
     baud: int = 115200
-    framing: str = "line"       # "line" (text values) or "frame" (binary, see protocol.md)
+    framing: str = "line"  # "line" (text values) or "frame" (binary, see protocol.md)
     sensor: str = "serial0"
     reconnect_s: float = 1.0

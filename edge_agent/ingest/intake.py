@@ -46,8 +46,14 @@ class Item:
 class Intake:
     """Thread-safe validation and enqueueing shared by all sources."""
 
-    def __init__(self, queue: DropQueue[Item], metrics: Counters, input_shape: tuple[int, ...],
-                 num_classes: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        queue: DropQueue[Item],
+        metrics: Counters,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        max_bytes: int,
+    ) -> None:
         self.queue = queue
         self.metrics = metrics
         self.input_shape = input_shape
@@ -92,8 +98,12 @@ class Intake:
             if last is not None and now - last < LOG_EVERY_S:
                 return
             self._last_log[exc.reason] = now
-        log.warning("rejected message (%s); same-reason rejections are counted and logged "
-                    "at most every %.0f s", exc, LOG_EVERY_S)
+        log.warning(
+            "rejected message (%s); same-reason rejections are counted and logged "
+            "at most every %.0f s",
+            exc,
+            LOG_EVERY_S,
+        )
 
     def _check_seq(self, sensor: str, seq: int) -> None:
         with self._lock:

@@ -36,20 +36,20 @@ COMMANDS = ("ping", "status", "metrics", "config", "checkpoint")
 
 # Reasons a message is rejected; every one has a counter in the agent's metrics.
 REASONS = (
-    "oversized",      # longer than the size limit (checked before unpacking)
-    "msgpack",        # not decodable msgpack: truncated, trailing bytes, limits exceeded
-    "not_map",        # top level is not a map
-    "version",        # missing or unsupported "v"
-    "type",           # missing or unknown "type"
-    "field",          # a required field is missing or has the wrong type or range
-    "dtype",          # dtype not in DTYPES
-    "shape",          # shape differs from the model's input shape
-    "size",           # data length differs from shape x dtype size
-    "nonfinite",      # NaN or infinity in float data
-    "label",          # label outside 0..num_classes-1
-    "duplicate",      # same (sensor, seq) as the previous sample of that sensor
-    "frames",         # a ZeroMQ message with an unexpected number of frames
-    "serial",         # an unparsable serial line or frame
+    "oversized",  # longer than the size limit (checked before unpacking)
+    "msgpack",  # not decodable msgpack: truncated, trailing bytes, limits exceeded
+    "not_map",  # top level is not a map
+    "version",  # missing or unsupported "v"
+    "type",  # missing or unknown "type"
+    "field",  # a required field is missing or has the wrong type or range
+    "dtype",  # dtype not in DTYPES
+    "shape",  # shape differs from the model's input shape
+    "size",  # data length differs from shape x dtype size
+    "nonfinite",  # NaN or infinity in float data
+    "label",  # label outside 0..num_classes-1
+    "duplicate",  # same (sensor, seq) as the previous sample of that sensor
+    "frames",  # a ZeroMQ message with an unexpected number of frames
+    "serial",  # an unparsable serial line or frame
 )
 
 
@@ -93,15 +93,27 @@ class Request:
 # ---------------------------------------------------------------- encoding
 
 
-def encode_sample(sensor: str, seq: int, x: np.ndarray, ts: float, label: int | None = None,
-                  dtype: str = "float32") -> bytes:
+def encode_sample(
+    sensor: str,
+    seq: int,
+    x: np.ndarray,
+    ts: float,
+    label: int | None = None,
+    dtype: str = "float32",
+) -> bytes:
     """Encode a sample message; ``x`` is sent as ``dtype`` little-endian bytes."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     arr = np.ascontiguousarray(x, dtype=DTYPES[dtype])
     msg: dict[str, Any] = {
-        "v": VERSION, "type": "sample", "sensor": sensor, "seq": int(seq), "ts": float(ts),
-        "dtype": dtype, "shape": list(arr.shape), "data": arr.tobytes(),
+        "v": VERSION,
+        "type": "sample",
+        "sensor": sensor,
+        "seq": int(seq),
+        "ts": float(ts),
+        "dtype": dtype,
+        "shape": list(arr.shape),
+        "data": arr.tobytes(),
     }
     if label is not None:
         msg["label"] = int(label)
@@ -110,8 +122,10 @@ def encode_sample(sensor: str, seq: int, x: np.ndarray, ts: float, label: int | 
 
 def encode_feedback(sensor: str, seq: int, label: int) -> bytes:
     """Encode a labelled-feedback message for an earlier sample."""
-    return msgpack.packb({"v": VERSION, "type": "label", "sensor": sensor, "seq": int(seq),
-                          "label": int(label)}, use_bin_type=True)
+    return msgpack.packb(
+        {"v": VERSION, "type": "label", "sensor": sensor, "seq": int(seq), "label": int(label)},
+        use_bin_type=True,
+    )
 
 
 def encode_request(cmd: str, req_id: int | str | None = None) -> bytes:
@@ -124,25 +138,54 @@ def encode_request(cmd: str, req_id: int | str | None = None) -> bytes:
 
 def encode_reply(req_id: int | str | None, cmd: str | None, result: dict[str, Any]) -> bytes:
     """Encode a successful reply."""
-    return msgpack.packb({"v": VERSION, "type": "reply", "id": req_id, "cmd": cmd, "ok": True,
-                          "result": result}, use_bin_type=True)
+    return msgpack.packb(
+        {"v": VERSION, "type": "reply", "id": req_id, "cmd": cmd, "ok": True, "result": result},
+        use_bin_type=True,
+    )
 
 
 def encode_error(req_id: int | str | None, code: str, message: str) -> bytes:
     """Encode an error reply."""
-    return msgpack.packb({"v": VERSION, "type": "reply", "id": req_id, "ok": False,
-                          "error": {"code": code, "message": message}}, use_bin_type=True)
+    return msgpack.packb(
+        {
+            "v": VERSION,
+            "type": "reply",
+            "id": req_id,
+            "ok": False,
+            "error": {"code": code, "message": message},
+        },
+        use_bin_type=True,
+    )
 
 
-def encode_prediction(sensor: str, seq: int, ts: float, cls: int, class_name: str,
-                      confidence: float, model_version: str, latency_ms: float,
-                      label: int | None) -> bytes:
+def encode_prediction(
+    sensor: str,
+    seq: int,
+    ts: float,
+    cls: int,
+    class_name: str,
+    confidence: float,
+    model_version: str,
+    latency_ms: float,
+    label: int | None,
+) -> bytes:
     """Encode a prediction published on the output socket."""
-    return msgpack.packb({
-        "v": VERSION, "type": "prediction", "sensor": sensor, "seq": seq, "ts": ts,
-        "class": cls, "class_name": class_name, "confidence": confidence,
-        "model_version": model_version, "latency_ms": latency_ms, "label": label,
-    }, use_bin_type=True)
+    return msgpack.packb(
+        {
+            "v": VERSION,
+            "type": "prediction",
+            "sensor": sensor,
+            "seq": seq,
+            "ts": ts,
+            "class": cls,
+            "class_name": class_name,
+            "confidence": confidence,
+            "model_version": model_version,
+            "latency_ms": latency_ms,
+            "label": label,
+        },
+        use_bin_type=True,
+    )
 
 
 # ---------------------------------------------------------------- decoding
@@ -154,8 +197,7 @@ def unpack_one(raw: bytes, max_bytes: int, strict_map_key: bool = True, **limits
     bytes or a limit exceeded."""
     if len(raw) > max_bytes:
         raise ValueError(f"{len(raw)} bytes exceeds the {max_bytes}-byte buffer limit")
-    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=strict_map_key,
-                           **limits)
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=strict_map_key, **limits)
 
 
 def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -163,8 +205,15 @@ def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise ProtocolError("oversized", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        obj = unpack_one(raw, max_bytes, max_str_len=MAX_STR_LEN, max_bin_len=max_bytes,
-                         max_array_len=MAX_DIMS, max_map_len=MAX_MAP_KEYS, max_ext_len=0)
+        obj = unpack_one(
+            raw,
+            max_bytes,
+            max_str_len=MAX_STR_LEN,
+            max_bin_len=max_bytes,
+            max_array_len=MAX_DIMS,
+            max_map_len=MAX_MAP_KEYS,
+            max_ext_len=0,
+        )
     except Exception as exc:  # msgpack raises many unrelated types for bad input
         raise ProtocolError("msgpack", f"cannot decode msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
@@ -221,8 +270,9 @@ def _ts(obj: dict[str, Any]) -> float:
     return float(ts)
 
 
-def decode_sample_fields(obj: dict[str, Any], input_shape: tuple[int, ...],
-                         num_classes: int) -> Sample:
+def decode_sample_fields(
+    obj: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> Sample:
     """Validate a sample map against the model's input shape and class count."""
     sensor, seq, ts = _sensor(obj), _seq(obj), _ts(obj)
     dtype_name = _field(obj, "dtype")
@@ -239,8 +289,9 @@ def decode_sample_fields(obj: dict[str, Any], input_shape: tuple[int, ...],
     dt = DTYPES[dtype_name]
     expected = math.prod(input_shape) * dt.itemsize
     if len(data) != expected:
-        raise ProtocolError("size", f"data has {len(data)} bytes, shape x {dtype_name} needs "
-                                    f"{expected}")
+        raise ProtocolError(
+            "size", f"data has {len(data)} bytes, shape x {dtype_name} needs {expected}"
+        )
     raw = np.frombuffer(data, dtype=dt).reshape(input_shape)
     if dt.kind == "f":
         if not np.isfinite(raw).all():
@@ -251,8 +302,12 @@ def decode_sample_fields(obj: dict[str, Any], input_shape: tuple[int, ...],
     return Sample(sensor, seq, ts, x, _label(obj, num_classes, required=False))
 
 
-def decode_ingest(raw: bytes, input_shape: tuple[int, ...], num_classes: int,
-                  max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Sample | Feedback:
+def decode_ingest(
+    raw: bytes,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Sample | Feedback:
     """Decode and validate one ingest message (a sample or a label)."""
     obj = unpack_map(raw, max_bytes)
     kind = obj.get("type")

@@ -74,17 +74,26 @@ class SerialSource:
         reported = False
         while not self._stop.is_set():
             try:
-                port = serial.serial_for_url(self.cfg.port, baudrate=self.cfg.baud,
-                                             timeout=READ_TIMEOUT_S)
+                port = serial.serial_for_url(
+                    self.cfg.port, baudrate=self.cfg.baud, timeout=READ_TIMEOUT_S
+                )
             except (serial.SerialException, OSError, ValueError) as exc:
                 if not reported:
-                    log.warning("serial %s unavailable (%s); retrying every %.1f s",
-                                self.cfg.port, exc, self.cfg.reconnect_s)
+                    log.warning(
+                        "serial %s unavailable (%s); retrying every %.1f s",
+                        self.cfg.port,
+                        exc,
+                        self.cfg.reconnect_s,
+                    )
                     reported = True
                 self._stop.wait(self.cfg.reconnect_s)
                 continue
-            log.info("serial %s open at %d baud (%s framing)", self.cfg.port, self.cfg.baud,
-                     self.cfg.framing)
+            log.info(
+                "serial %s open at %d baud (%s framing)",
+                self.cfg.port,
+                self.cfg.baud,
+                self.cfg.framing,
+            )
             reported = False
             self._buf.clear()
             self.connected.set()
@@ -118,7 +127,7 @@ class SerialSource:
                     self.intake.reject(ProtocolError("serial", f"line longer than {MAX_LINE}"))
                 return
             line = bytes(self._buf[:end]).strip()
-            del self._buf[:end + 1]
+            del self._buf[: end + 1]
             if line and not line.startswith(b"#"):
                 self._line(line)
 
@@ -133,8 +142,11 @@ class SerialSource:
             self.intake.reject(ProtocolError("serial", "line is not numbers[;label]"))
             return
         if x.size != int(np.prod(shape)):
-            self.intake.reject(ProtocolError("shape", f"line has {x.size} values, the model "
-                                                      f"needs {int(np.prod(shape))}"))
+            self.intake.reject(
+                ProtocolError(
+                    "shape", f"line has {x.size} values, the model needs {int(np.prod(shape))}"
+                )
+            )
             return
         if not np.isfinite(x).all():
             self.intake.reject(ProtocolError("nonfinite", "line holds NaN or infinity"))
@@ -143,8 +155,9 @@ class SerialSource:
             self.intake.reject(ProtocolError("label", f"label {label} out of range"))
             return
         self._seq += 1
-        self.intake.submit(Sample(self.cfg.sensor, self._seq, time.time(), x.reshape(shape),
-                                  label), arrived)
+        self.intake.submit(
+            Sample(self.cfg.sensor, self._seq, time.time(), x.reshape(shape), label), arrived
+        )
 
     def _frames(self) -> None:
         buf = self._buf
@@ -165,13 +178,13 @@ class SerialSource:
                 continue
             if len(buf) < 10 + length:
                 return
-            payload = bytes(buf[6:6 + length])
+            payload = bytes(buf[6 : 6 + length])
             (crc,) = _LEN.unpack_from(buf, 6 + length)
             if zlib.crc32(payload) != crc:
                 self.intake.reject(ProtocolError("serial", "frame CRC mismatch"))
                 del buf[:2]
                 continue
-            del buf[:10 + length]
+            del buf[: 10 + length]
             self.intake.submit_raw(payload)
 
     def _skip(self, n: int) -> None:

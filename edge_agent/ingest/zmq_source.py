@@ -28,8 +28,9 @@ DRAIN_MAX = 1000
 class ZmqSource:
     """Receives wire messages and hands them to the intake."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: IngestConfig,
-                 intake: Intake) -> None:
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: IngestConfig, intake: Intake
+    ) -> None:
         self.cfg = cfg
         self.intake = intake
         self._stop = threading.Event()
@@ -50,8 +51,9 @@ class ZmqSource:
                 (self.sock.bind if cfg.mode == "bind" else self.sock.connect)(ep)
         except (zmq.ZMQError, OSError, ValueError) as exc:
             self._release()
-            raise RuntimeError(f"ingest socket ({cfg.socket} {cfg.mode} "
-                               f"{', '.join(cfg.endpoints)}): {exc}") from None
+            raise RuntimeError(
+                f"ingest socket ({cfg.socket} {cfg.mode} {', '.join(cfg.endpoints)}): {exc}"
+            ) from None
         self._thread = threading.Thread(target=self._run, name="ingest-zmq", daemon=True)
 
     def _setup_curve(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:

@@ -83,12 +83,16 @@ class Agent(Sockets, Persistence, StatusReport):
         self.pub: zmq.Socket[bytes] | None = None
         self.calibration: CalibrationController | None = None
         self._cal_results: queue.SimpleQueue[
-            tuple[CalibrationController, RoundResult | Exception]] = queue.SimpleQueue()
+            tuple[CalibrationController, RoundResult | Exception]
+        ] = queue.SimpleQueue()
         self._cal_thread: threading.Thread | None = None
         self.energy = EnergyMonitor(cfg.energy)
         self._energy: EnergyDecision | None = None
-        self.bursts = (BurstScheduler(self.cfg.state_dir / "burst", cfg.bursts.scheduler)
-                       if cfg.bursts.enabled else None)
+        self.bursts = (
+            BurstScheduler(self.cfg.state_dir / "burst", cfg.bursts.scheduler)
+            if cfg.bursts.enabled
+            else None
+        )
 
     # ------------------------------------------------------------ start-up
 
@@ -99,26 +103,42 @@ class Agent(Sockets, Persistence, StatusReport):
         payload, samples = self.store.restore()
         self.model = self._load_model(payload)
         eng = self.model.engine
-        log.info("model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
-                 eng.model_version, self.model.path, list(eng.input_shape), eng.num_classes,
-                 time.monotonic() - t0)
-        self.intake = Intake(self.queue, self.metrics, tuple(eng.input_shape),
-                             eng.num_classes, self.cfg.ingest.max_message_bytes)
+        log.info(
+            "model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
+            eng.model_version,
+            self.model.path,
+            list(eng.input_shape),
+            eng.num_classes,
+            time.monotonic() - t0,
+        )
+        self.intake = Intake(
+            self.queue,
+            self.metrics,
+            tuple(eng.input_shape),
+            eng.num_classes,
+            self.cfg.ingest.max_message_bytes,
+        )
         self.labelled.extend(samples)
         self._start_calibration(payload.get("calibration") if payload else None)
         if payload is not None:
             counts = payload.get("counts", {})
-            self.metrics.restore(counts.get("counters", {}), counts.get("rejected", {}),
-                                 counts.get("dropped", {}))
+            self.metrics.restore(
+                counts.get("counters", {}), counts.get("rejected", {}), counts.get("dropped", {})
+            )
             self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
-        self._cal_thread = threading.Thread(target=self._calibration_loop, name="calibration",
-                                            daemon=True)
+        self._cal_thread = threading.Thread(
+            target=self._calibration_loop, name="calibration", daemon=True
+        )
         self._cal_thread.start()
         self.notifier.ready(self._status_line())
-        log.info("ready in %.1f s: ingest %s, predictions %s, status %s",
-                 time.monotonic() - t0, self._ingest_endpoints(),
-                 ", ".join(self.cfg.output.endpoints), ", ".join(self._status_endpoints(self.cfg)))
+        log.info(
+            "ready in %.1f s: ingest %s, predictions %s, status %s",
+            time.monotonic() - t0,
+            self._ingest_endpoints(),
+            ", ".join(self.cfg.output.endpoints),
+            ", ".join(self._status_endpoints(self.cfg)),
+        )
 
     def _load_model(self, payload: dict[str, Any] | None) -> Model:
         """The state directory's model if it derives from the configured bundle (it holds
@@ -129,8 +149,11 @@ class Agent(Sockets, Persistence, StatusReport):
         except OSError as exc:
             raise BundleError(f"{base}: cannot read bundle: {exc.strerror or exc}") from None
         current = self.store.model_path
-        if payload is not None and payload.get("base_sha256") == self._base_sha and \
-                current.exists():
+        if (
+            payload is not None
+            and payload.get("base_sha256") == self._base_sha
+            and current.exists()
+        ):
             try:
                 return Model.load(str(current))
             except BundleError as exc:
@@ -145,8 +168,7 @@ class Agent(Sockets, Persistence, StatusReport):
         """The QCore buffer and bit-flip calibrator of the running model (if enabled)."""
         self.calibration = None
         if self.cfg.calibration.enabled:
-            self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
-                                                     state)
+            self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration, state)
 
     # ------------------------------------------------------------ main loop
 
@@ -260,8 +282,11 @@ class Agent(Sockets, Persistence, StatusReport):
         if not parts:
             shape = (0, *self.model.engine.input_shape)
             return (np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                np.concatenate([p[2] for p in parts]))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
 
     def _threads_alive(self) -> bool:
         dead = [type(s).__name__ for s in self.sources if not s.alive()]
@@ -307,8 +332,9 @@ class Agent(Sockets, Persistence, StatusReport):
             latencies = self._publish(samples, classes, conf, done)
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
 
-    def _labelled(self, sensor: str, seq: int, ts: float, label: int, pred: int,
-                  x: np.ndarray) -> LabelledSample:
+    def _labelled(
+        self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray
+    ) -> LabelledSample:
         self.metrics.record_outcome(pred == label)
         return LabelledSample(sensor, seq, ts, label, pred, x)
 
@@ -346,8 +372,9 @@ class Agent(Sockets, Persistence, StatusReport):
             self._process(batch)
         left = len(self.queue)
         if left:
-            log.warning("shutdown: %d queued items not processed within %.0f s", left,
-                        DRAIN_DEADLINE_S)
+            log.warning(
+                "shutdown: %d queued items not processed within %.0f s", left, DRAIN_DEADLINE_S
+            )
         if self._cal_thread is not None:
             self._cal_thread.join(timeout=CALIBRATION_JOIN_S)  # let a round in flight finish
         self._collect_calibrations()
@@ -359,5 +386,8 @@ class Agent(Sockets, Persistence, StatusReport):
         self.store.close()
         self.ctx.term()
         self.notifier.close()
-        log.info("stopped cleanly in %.2f s (checkpoint generation %d)",
-                 time.monotonic() - t0, self.store.generation)
+        log.info(
+            "stopped cleanly in %.2f s (checkpoint generation %d)",
+            time.monotonic() - t0,
+            self.store.generation,
+        )

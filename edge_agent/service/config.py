@@ -58,19 +58,19 @@ class InferenceConfig:
     """The inference loop."""
 
     batch_max: int = 64
-    feedback_window: int = 4096   # recent samples kept to match late labels
-    accuracy_window: int = 200    # labelled predictions in the rolling accuracy
+    feedback_window: int = 4096  # recent samples kept to match late labels
+    accuracy_window: int = 200  # labelled predictions in the rolling accuracy
 
 
 @dataclass(frozen=True)
 class StateConfig:
     """The crash-safe state store."""
 
-    dir: str = ""                    # empty: $STATE_DIRECTORY or /var/lib/edge-agent
-    runtime_dir: str = ""            # empty: $RUNTIME_DIRECTORY or /run/edge-agent
+    dir: str = ""  # empty: $STATE_DIRECTORY or /var/lib/edge-agent
+    runtime_dir: str = ""  # empty: $RUNTIME_DIRECTORY or /run/edge-agent
     checkpoint_interval_s: float = 30.0
     keep: int = 3
-    labelled_capacity: int = 4096    # labelled samples kept (the QCore buffer's source)
+    labelled_capacity: int = 4096  # labelled samples kept (the QCore buffer's source)
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and not isinstance(hint, types.GenericAlias):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} "
-                          f"{value!r}")
+        raise ConfigError(
+            f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
 
 
@@ -196,8 +197,11 @@ def _in_range(value: float, key: str, lo: float, hi: float) -> None:
 
 def _endpoints(eps: list[str], key: str) -> None:
     for i, ep in enumerate(eps):
-        _need(ep.startswith(("tcp://", "ipc://", "inproc://")), f"{key}[{i}]",
-              f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint")
+        _need(
+            ep.startswith(("tcp://", "ipc://", "inproc://")),
+            f"{key}[{i}]",
+            f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint",
+        )
 
 
 def _check(cfg: AgentConfig) -> None:
@@ -205,8 +209,11 @@ def _check(cfg: AgentConfig) -> None:
     ing, ser, st, inf, s = cfg.ingest, cfg.serial, cfg.status, cfg.inference, cfg.state
     _one_of(ing.socket, "ingest.socket", ("sub", "pull"))
     _one_of(ing.mode, "ingest.mode", ("bind", "connect"))
-    _need(bool(ing.endpoints) or ser.enabled, "ingest.endpoints",
-          "needs at least one endpoint (or enable [serial])")
+    _need(
+        bool(ing.endpoints) or ser.enabled,
+        "ingest.endpoints",
+        "needs at least one endpoint (or enable [serial])",
+    )
     _endpoints(ing.endpoints, "ingest.endpoints")
     _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
     _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
@@ -214,11 +221,17 @@ def _check(cfg: AgentConfig) -> None:
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
         if ing.mode == "bind":
-            _need(bool(ing.curve.authorized_keys), "ingest.curve.authorized_keys",
-                  "required with CURVE in bind mode")
+            _need(
+                bool(ing.curve.authorized_keys),
+                "ingest.curve.authorized_keys",
+                "required with CURVE in bind mode",
+            )
         else:
-            _need(bool(ing.curve.server_public_key), "ingest.curve.server_public_key",
-                  "required with CURVE in connect mode")
+            _need(
+                bool(ing.curve.server_public_key),
+                "ingest.curve.server_public_key",
+                "required with CURVE in connect mode",
+            )
     _one_of(ser.framing, "serial.framing", ("line", "frame"))
     _in_range(ser.baud, "serial.baud", 1, 100_000_000)
     _in_range(ser.reconnect_s, "serial.reconnect_s", 0.01, 3600)
@@ -227,9 +240,12 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cfg.output.sndhwm, "output.sndhwm", 1, 10_000_000)
     if st.tcp:
         _need(st.tcp.startswith("tcp://"), "status.tcp", f"{st.tcp!r} is not a tcp:// endpoint")
-        host = st.tcp[len("tcp://"):].rsplit(":", 1)[0]
-        _need(st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"), "status.tcp",
-              f"host {host!r} is not loopback; set status.allow_remote = true to expose it")
+        host = st.tcp[len("tcp://") :].rsplit(":", 1)[0]
+        _need(
+            st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"),
+            "status.tcp",
+            f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
+        )
     _need(st.ipc or bool(st.tcp), "status", "enable ipc or give a tcp endpoint")
     _in_range(inf.batch_max, "inference.batch_max", 1, 4096)
     _in_range(inf.feedback_window, "inference.feedback_window", 0, 1_000_000)
@@ -287,8 +303,9 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
-        state=dataclasses.replace(cfg.state, dir=anchored(cfg.state.dir),
-                                  runtime_dir=anchored(cfg.state.runtime_dir)),
+        state=dataclasses.replace(
+            cfg.state, dir=anchored(cfg.state.dir), runtime_dir=anchored(cfg.state.runtime_dir)
+        ),
     )
 
 

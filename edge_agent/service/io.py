@@ -48,15 +48,15 @@ class Sockets:
         def status(self) -> dict[str, Any]: ...
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
-        return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
-                                                              else [])
+        return ([cfg.status_ipc] if cfg.status.ipc else []) + (
+            [cfg.status.tcp] if cfg.status.tcp else []
+        )
 
     def endpoints(self) -> dict[str, list[str]]:
         """Where the agent listens, with wildcard tcp ports resolved."""
         out: list[str] = []
         if self.pub is not None:
-            out = [*self.cfg.output.endpoints[:-1],
-                   self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
+            out = [*self.cfg.output.endpoints[:-1], self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
         return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
 
@@ -84,10 +84,17 @@ class Sockets:
                 self.sources.append(SerialSource(cfg.serial, self.intake))
             if with_status:
                 self.status_server = StatusServer(
-                    self.ctx, self._status_endpoints(cfg),
-                    {"ping": self._ping, "status": self.status, "metrics": self._metrics,
-                     "config": self._config},
-                    self._request_checkpoint, self._count_control_error)
+                    self.ctx,
+                    self._status_endpoints(cfg),
+                    {
+                        "ping": self._ping,
+                        "status": self.status,
+                        "metrics": self._metrics,
+                        "config": self._config,
+                    },
+                    self._request_checkpoint,
+                    self._count_control_error,
+                )
         except BaseException:
             self._close_io(with_status)
             raise
@@ -118,8 +125,9 @@ class Sockets:
             raise
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 
-    def _publish(self, samples: list[Item], classes: np.ndarray, conf: np.ndarray,
-                 done: float) -> list[float]:
+    def _publish(
+        self, samples: list[Item], classes: np.ndarray, conf: np.ndarray, done: float
+    ) -> list[float]:
         names = self.model.label_names
         version = self.model.engine.model_version
         latencies = []
@@ -129,7 +137,8 @@ class Sockets:
             assert isinstance(s, Sample)
             lat = (done - it.arrived) * 1e3
             latencies.append(lat)
-            payload = encode_prediction(s.sensor, s.seq, s.ts, int(c), names[int(c)], float(p),
-                                        version, lat, s.label)
+            payload = encode_prediction(
+                s.sensor, s.seq, s.ts, int(c), names[int(c)], float(p), version, lat, s.label
+            )
             self.pub.send_multipart([b"pred/" + s.sensor.encode(), payload])
         return latencies

@@ -62,17 +62,23 @@ class Persistence:
             waiting.append(self._ckpt_requests.get())
         try:
             t0 = time.perf_counter()
-            path = self.store.checkpoint({
-                "model_version": self.model.engine.model_version,
-                "base_sha256": self._base_sha,
-                "counts": self.metrics.counts(),
-                "sequences": self.intake.sequences(),
+            path = self.store.checkpoint(
+                {
+                    "model_version": self.model.engine.model_version,
+                    "base_sha256": self._base_sha,
+                    "counts": self.metrics.counts(),
+                    "sequences": self.intake.sequences(),
+                    "labelled": len(self.labelled),
+                    "calibration": self.calibration.state() if self.calibration else None,
+                }
+            )
+            info = {
+                "path": str(path),
+                "generation": self.store.generation,
                 "labelled": len(self.labelled),
-                "calibration": self.calibration.state() if self.calibration else None,
-            })
-            info = {"path": str(path), "generation": self.store.generation,
-                    "labelled": len(self.labelled), "ms": (time.perf_counter() - t0) * 1e3,
-                    "time": time.time()}
+                "ms": (time.perf_counter() - t0) * 1e3,
+                "time": time.time(),
+            }
             self._last_ckpt = info
             self.metrics.inc("checkpoints")
             log.debug("checkpoint %s written in %.1f ms", path.name, info["ms"])
@@ -102,11 +108,17 @@ class Persistence:
             log.warning("[state] changes take effect at the next restart")
             new = replace(new, state=old.state)
         try:
-            if new.model.bundle != old.model.bundle or \
-                    os.stat(new.model.bundle).st_mtime != self.model.mtime:
+            if (
+                new.model.bundle != old.model.bundle
+                or os.stat(new.model.bundle).st_mtime != self.model.mtime
+            ):
                 self._swap_model(new)
-            if (new.ingest, new.serial, new.output, new.status) != \
-                    (old.ingest, old.serial, old.output, old.status):
+            if (new.ingest, new.serial, new.output, new.status) != (
+                old.ingest,
+                old.serial,
+                old.output,
+                old.status,
+            ):
                 self._reopen_io(new, old)
         except (BundleError, OSError, RuntimeError) as exc:
             log.error("reload failed, keeping the running model and sockets: %s", exc)

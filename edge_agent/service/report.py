@@ -52,8 +52,10 @@ class StatusReport:
         return snap
 
     def _config(self) -> dict[str, Any]:
-        return {"path": str(self.config_path) if self.config_path else None,
-                "config": self.cfg.to_dict()}
+        return {
+            "path": str(self.config_path) if self.config_path else None,
+            "config": self.cfg.to_dict(),
+        }
 
     def _count_control_error(self, reason: str) -> None:
         self.metrics.inc(f"control_errors_{reason}")
@@ -64,11 +66,19 @@ class StatusReport:
         c = snap["counters"]
         eng = self.model.engine
         return {
-            "agent": {"version": __version__, "pid": os.getpid(), "uptime_s": snap["uptime_s"],
-                      "stopping": self._stopping},
-            "model": {"version": eng.model_version, "path": self.model.path,
-                      "input_shape": list(eng.input_shape), "num_classes": eng.num_classes,
-                      "label_names": self.model.label_names},
+            "agent": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": snap["uptime_s"],
+                "stopping": self._stopping,
+            },
+            "model": {
+                "version": eng.model_version,
+                "path": self.model.path,
+                "input_shape": list(eng.input_shape),
+                "num_classes": eng.num_classes,
+                "label_names": self.model.label_names,
+            },
             "samples": {
                 "received": c.get("received", 0),
                 "accepted": c.get("accepted", 0) + c.get("accepted_labelled", 0),
@@ -82,18 +92,22 @@ class StatusReport:
                 "seq_gaps": c.get("seq_gaps", 0),
                 "seq_missing": c.get("seq_missing", 0),
             },
-            "accuracy": {"rolling": snap["rolling_accuracy"], "n": snap["rolling_accuracy_n"],
-                         "labelled_total": c.get("labelled_predictions", 0)},
+            "accuracy": {
+                "rolling": snap["rolling_accuracy"],
+                "n": snap["rolling_accuracy_n"],
+                "labelled_total": c.get("labelled_predictions", 0),
+            },
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
             "latency_ms": snap["latency_ms"],
             "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
             "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
-            "calibration": {"done": c.get("calibrations", 0),
-                            "accepted": c.get("calibrations_accepted", 0),
-                            "rolled_back": c.get("calibrations_rolled_back", 0),
-                            "errors": c.get("calibration_errors", 0),
-                            **(self.calibration.stats() if self.calibration else
-                               {"enabled": False})},
+            "calibration": {
+                "done": c.get("calibrations", 0),
+                "accepted": c.get("calibrations_accepted", 0),
+                "rolled_back": c.get("calibrations_rolled_back", 0),
+                "errors": c.get("calibration_errors", 0),
+                **(self.calibration.stats() if self.calibration else {"enabled": False}),
+            },
             "energy": self._energy.as_status() if self._energy else None,
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
@@ -104,8 +118,10 @@ class StatusReport:
     def _status_line(self) -> str:
         snap = self.metrics.snapshot()
         acc = snap["rolling_accuracy"]
-        return (f"{snap['counters'].get('predicted', 0)} predicted, "
-                f"{snap['prediction_rate_per_s']:.0f}/s, "
-                f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}, "
-                f"queue {len(self.queue)}/{self.queue.capacity}, "
-                f"model {self.model.engine.model_version}")
+        return (
+            f"{snap['counters'].get('predicted', 0)} predicted, "
+            f"{snap['prediction_rate_per_s']:.0f}/s, "
+            f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}, "
+            f"queue {len(self.queue)}/{self.queue.capacity}, "
+            f"model {self.model.engine.model_version}"
+        )

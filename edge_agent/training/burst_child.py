@@ -41,9 +41,7 @@ def _apply_limits(limits: dict[str, Any]) -> None:
     except OSError as exc:
         # A seccomp filter without setpriority (e.g. ~@resources) refuses even lowering
         # one's own priority; the CPU and memory limits below still hold.
-        log.warning(
-            "cannot lower the burst's priority (%s); it runs at the agent's", exc
-        )
+        log.warning("cannot lower the burst's priority (%s); it runs at the agent's", exc)
     cpu = math.ceil(float(limits["cpu_s"])) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + math.ceil(limits["grace_s"])))
     mem = int(limits["memory_mb"]) * 1024 * 1024

@@ -58,8 +58,7 @@ def _rows_max(builder: ir.IRBuilder, acc: ir.Value, off: ir.Value, rows: ir.Valu
     i.add_incoming(ir.Constant(_I64, 1), entry)
     cur = builder.phi(_V16I32)
     cur.add_incoming(first, entry)
-    row = _load(builder, acc, builder.add(off, builder.mul(i, ir.Constant(_I64, _LANES))),
-                _V16I32)
+    row = _load(builder, acc, builder.add(off, builder.mul(i, ir.Constant(_I64, _LANES))), _V16I32)
     new = builder.select(builder.icmp_signed(">", row, cur), row, cur)
     i_next = builder.add(i, ir.Constant(_I64, 1))
     i.add_incoming(i_next, loop)
@@ -75,7 +74,8 @@ def _rows_max(builder: ir.IRBuilder, acc: ir.Value, off: ir.Value, rows: ir.Valu
 def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     ptrs = {i: context.make_array(sig.args[i])(context, builder, args[i]).data for i in _ARRAYS}
     acc_off, rows, c0, zo, lo, hi, d, n, first = (
-        context.cast(builder, args[i], sig.args[i], types.int64) for i in _INTS)
+        context.cast(builder, args[i], sig.args[i], types.int64) for i in _INTS
+    )
     a = _rows_max(builder, ptrs[0], acc_off, rows)
     v = builder.add(a, _load(builder, ptrs[3], c0, _V16I32))
     m0 = builder.sext(_load(builder, ptrs[4], c0, _V16I32), _V16I64)
@@ -100,8 +100,23 @@ def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     builder.store(builder.select(mask, res, old), ptr, align=1)
 
 
-def _typer(typingctx: Any, acc: Any, acc_off: Any, rows: Any, bias: Any, m0: Any, shift: Any,
-           c0: Any, zo: Any, lo: Any, hi: Any, out: Any, d: Any, n: Any, first: Any) -> Any:
+def _typer(
+    typingctx: Any,
+    acc: Any,
+    acc_off: Any,
+    rows: Any,
+    bias: Any,
+    m0: Any,
+    shift: Any,
+    c0: Any,
+    zo: Any,
+    lo: Any,
+    hi: Any,
+    out: Any,
+    d: Any,
+    n: Any,
+    first: Any,
+) -> Any:
     """Typing of :data:`requant_store` (see the module docstring); ``first`` is a bool."""
     sig_args = (acc, acc_off, rows, bias, m0, shift, c0, zo, lo, hi, out, d, n, first)
     for i, dtype in _ARRAYS.items():

@@ -22,9 +22,21 @@ from kernels.plan.targets import ENV_VAR, forced
 from kernels.plan.targets import ISAS as ISAS  # re-exported: tests/arm64/run.sh lists them here
 
 #: AArch64 CPUs (LLVM names, as in NUMBA_CPU_NAME) that have the dot-product extension
-DOTPROD_CPUS = frozenset({"cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
-                          "cortex-x1", "neoverse-n1", "neoverse-v1", "neoverse-n2",
-                          "apple-m1", "apple-m2"})
+DOTPROD_CPUS = frozenset(
+    {
+        "cortex-a55",
+        "cortex-a75",
+        "cortex-a76",
+        "cortex-a77",
+        "cortex-a78",
+        "cortex-x1",
+        "neoverse-n1",
+        "neoverse-v1",
+        "neoverse-n2",
+        "apple-m1",
+        "apple-m2",
+    }
+)
 
 
 def host_features() -> set[str]:
@@ -44,7 +56,8 @@ def detect() -> str:
     if {"avx512vnni", "avx512bw", "avx512f"} <= feats:
         return "avx512vnni"
     if platform.machine() in ("aarch64", "arm64") and (
-            "dotprod" in feats or target_cpu() in DOTPROD_CPUS):
+        "dotprod" in feats or target_cpu() in DOTPROD_CPUS
+    ):
         return "neon-sdot"
     return "generic"
 

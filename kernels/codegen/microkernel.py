@@ -69,8 +69,7 @@ def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) ->
     v4i32 = ir.VectorType(_I32, 4)
     v16i8 = ir.VectorType(_I8, 16)
     fnty = ir.FunctionType(v4i32, [v4i32, v16i8, v16i8])
-    fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                        "llvm.aarch64.neon.sdot.v4i32.v16i8")
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.aarch64.neon.sdot.v4i32.v16i8")
     xb = builder.bitcast(x, _V64I8)
     x16 = builder.shuffle_vector(xb, xb, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
     parts = []
@@ -79,12 +78,13 @@ def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) ->
         bytes_ = ir.Constant(ir.VectorType(_I32, 16), [16 * g + i for i in range(16)])
         part = builder.shuffle_vector(acc, acc, lanes)
         parts.append(builder.call(fn, [part, x16, builder.shuffle_vector(w, w, bytes_)]))
-    low = builder.shuffle_vector(parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 8),
-                                                                 list(range(8))))
-    high = builder.shuffle_vector(parts[2], parts[3], ir.Constant(ir.VectorType(_I32, 8),
-                                                                  list(range(8))))
-    return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, 16),
-                                                         list(range(16))))
+    low = builder.shuffle_vector(
+        parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+    )
+    high = builder.shuffle_vector(
+        parts[2], parts[3], ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+    )
+    return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
 
 
 _DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
@@ -153,8 +153,9 @@ def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
             chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
             planes = []
             for p in range(chunk_bytes // 64):
-                ptr = builder.bitcast(builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]),
-                                      _V64I8.as_pointer())
+                ptr = builder.bitcast(
+                    builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]), _V64I8.as_pointer()
+                )
                 planes.append(builder.load(ptr, align=1))
             block_tiles.append(_unpack(builder, planes, bits))
         new = list(accs)
@@ -165,8 +166,7 @@ def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
                 word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
                 if signed:
                     word = builder.xor(word, ir.Constant(_I32, 0x80808080))
-                vec = builder.insert_element(ir.Constant(_V16I32, None), word,
-                                             ir.Constant(_I32, 0))
+                vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
                 xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
                 for c, tiles in enumerate(block_tiles):
                     new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
@@ -197,8 +197,17 @@ def tile_kernel(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
         raise ValueError(f"unknown instruction set {isa!r}")
     codegen = _codegen(bits, rows, isa)
 
-    def typer(typingctx: Any, acc: Any, a: Any, a_off: Any, a_stride: Any, a_last: Any,
-              w: Any, w_off: Any, nchunks: Any) -> Any:
+    def typer(
+        typingctx: Any,
+        acc: Any,
+        a: Any,
+        a_off: Any,
+        a_stride: Any,
+        a_last: Any,
+        w: Any,
+        w_off: Any,
+        nchunks: Any,
+    ) -> Any:
         arrays = (acc, a, w)
         if not all(isinstance(t, types.Array) and t.ndim == 1 for t in arrays):
             return None
@@ -225,8 +234,18 @@ def tile_kernel_wide(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
         raise ValueError(f"unknown instruction set {isa!r}")
     codegen = _codegen(bits, rows, isa, blocks=2)
 
-    def typer(typingctx: Any, acc: Any, a: Any, a_off: Any, a_stride: Any, a_last: Any,
-              w: Any, w_off: Any, nchunks: Any, w_step: Any) -> Any:
+    def typer(
+        typingctx: Any,
+        acc: Any,
+        a: Any,
+        a_off: Any,
+        a_stride: Any,
+        a_last: Any,
+        w: Any,
+        w_off: Any,
+        nchunks: Any,
+        w_step: Any,
+    ) -> Any:
         arrays = (acc, a, w)
         if not all(isinstance(t, types.Array) and t.ndim == 1 for t in arrays):
             return None

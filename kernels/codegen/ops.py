@@ -14,9 +14,22 @@ from kernels.codegen.jit import kernel
 
 
 @kernel
-def quantize_input(x: np.ndarray, c: int, h: int, w: int, mean: np.ndarray, std: np.ndarray,
-                   scale: np.float32, zp: int, hi: int, out: np.ndarray, wp: int, ph: int,
-                   pw: int, tmp: np.ndarray) -> None:
+def quantize_input(
+    x: np.ndarray,
+    c: int,
+    h: int,
+    w: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    scale: np.float32,
+    zp: int,
+    hi: int,
+    out: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+    tmp: np.ndarray,
+) -> None:
     """One float ``(C, H, W)`` channel-first sample -> uint8 codes in a channels-last layout.
 
     ``clamp(rint((x - mean[c]) / std[c] / scale) + zp, 0, hi)`` in float32, rint half
@@ -30,7 +43,7 @@ def quantize_input(x: np.ndarray, c: int, h: int, w: int, mean: np.ndarray, std:
         m = mean[ch]
         s = std[ch]
         for i in range(h):
-            src = x[(ch * h + i) * w:(ch * h + i + 1) * w]
+            src = x[(ch * h + i) * w : (ch * h + i + 1) * w]
             for j in range(w):
                 v = np.rint(((src[j] - m) / s) / scale) + zf
                 tmp[j] = np.uint8(min(max(v, zero), top))
@@ -40,8 +53,19 @@ def quantize_input(x: np.ndarray, c: int, h: int, w: int, mean: np.ndarray, std:
 
 
 @kernel
-def im2col(src: np.ndarray, wp: int, c: int, oh: int, ow: int, kh: int, kw: int, sh: int,
-           sw: int, row_len: int, dst: np.ndarray) -> None:
+def im2col(
+    src: np.ndarray,
+    wp: int,
+    c: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    row_len: int,
+    dst: np.ndarray,
+) -> None:
     """Gather each receptive field of a padded (., wp, c) buffer into a row of ``dst``.
 
     Row ``oh_i * ow + ow_i`` holds the window in ``[kh, kw, c]`` order; bytes past
@@ -53,19 +77,32 @@ def im2col(src: np.ndarray, wp: int, c: int, oh: int, ow: int, kh: int, kw: int,
             row = (i * ow + j) * row_len
             for r in range(kh):
                 s = ((i * sh + r) * wp + j * sw) * c
-                dst[row + r * seg:row + (r + 1) * seg] = src[s:s + seg]
+                dst[row + r * seg : row + (r + 1) * seg] = src[s : s + seg]
 
 
 @kernel
-def max_pool(src: np.ndarray, c: int, w: int, oh: int, ow: int, kh: int, kw: int, sh: int,
-             sw: int, dst: np.ndarray, wp: int, ph: int, pw: int) -> None:
+def max_pool(
+    src: np.ndarray,
+    c: int,
+    w: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    dst: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+) -> None:
     """Max over each (kh, kw) window of an unpadded (., w, c) buffer, into a layout."""
     for i in range(oh):
         for j in range(ow):
             d = ((i + ph) * wp + j + pw) * c
-            out = dst[d:d + c]
+            out = dst[d : d + c]
             s0 = (i * sh * w + j * sw) * c
-            out[:] = src[s0:s0 + c]
+            out[:] = src[s0 : s0 + c]
             for r in range(kh):
                 for t in range(kw):
                     s = ((i * sh + r) * w + j * sw + t) * c
@@ -74,8 +111,22 @@ def max_pool(src: np.ndarray, c: int, w: int, oh: int, ow: int, kh: int, kw: int
 
 
 @kernel
-def avg_pool(src: np.ndarray, c: int, w: int, oh: int, ow: int, kh: int, kw: int, sh: int,
-             sw: int, dst: np.ndarray, wp: int, ph: int, pw: int, tmp: np.ndarray) -> None:
+def avg_pool(
+    src: np.ndarray,
+    c: int,
+    w: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    dst: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+    tmp: np.ndarray,
+) -> None:
     """``(sum + n // 2) // n`` over each (kh, kw) window; ``tmp`` is int32 scratch of c."""
     n = kh * kw
     for i in range(oh):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.codegen.gemm import gemm_rows, linear_i32
+from kernels.codegen.gemm import gemm_rows
 from kernels.codegen.jit import kernel
+from kernels.codegen.linear import linear_i32
 from kernels.codegen.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
 from kernels.plan.tables import (
     F_IN,
@@ -58,11 +59,26 @@ from kernels.plan.tables import (
 
 
 @kernel
-def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarray,
-                panel: np.ndarray, bias: np.ndarray, m0: np.ndarray, shift: np.ndarray,
-                out_mult: np.ndarray, mean: np.ndarray, std: np.ndarray, in_scale: np.float32,
-                in_zp: int, hi: int, sizes: np.ndarray, logits: np.ndarray, trace: np.ndarray,
-                trace_at: np.ndarray) -> None:
+def run_program(
+    x: np.ndarray,
+    ops: np.ndarray,
+    tens: np.ndarray,
+    ltab: np.ndarray,
+    panel: np.ndarray,
+    bias: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    out_mult: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    in_scale: np.float32,
+    in_zp: int,
+    hi: int,
+    sizes: np.ndarray,
+    logits: np.ndarray,
+    trace: np.ndarray,
+    trace_at: np.ndarray,
+) -> None:
     """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
 
     With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
@@ -85,12 +101,26 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
     row_q = np.empty(t0[T_W], np.uint8)
     for s0 in range(0, n_all, chunk):
         nb = min(chunk, n_all - s0)
-        out = flat[s0 * classes:(s0 + nb) * classes]
+        out = flat[s0 * classes : (s0 + nb) * classes]
         ss = t0[T_SS]
-        act_a[:nb * ss] = np.uint8(t0[T_FILL])
+        act_a[: nb * ss] = np.uint8(t0[T_FILL])
         for s in range(nb):
-            quantize_input(x[s0 + s], t0[T_C], t0[T_H], t0[T_W], mean, std, in_scale, in_zp,
-                           hi, act_a[s * ss:], t0[T_WP], t0[T_PH], t0[T_PW], row_q)
+            quantize_input(
+                x[s0 + s],
+                t0[T_C],
+                t0[T_H],
+                t0[T_W],
+                mean,
+                std,
+                in_scale,
+                in_zp,
+                hi,
+                act_a[s * ss :],
+                t0[T_WP],
+                t0[T_PH],
+                t0[T_PW],
+                row_q,
+            )
         cur = act_a
         nxt = act_b
         for i in range(ops.shape[0]):
@@ -101,33 +131,81 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
             c = src[T_C]
             if trace.shape[0] > 0 and trace_at[i] >= 0:
                 at = trace_at[i] * n_all + s0 * src[T_SS]
-                trace[at:at + nb * src[T_SS]] = cur[:nb * src[T_SS]]
+                trace[at : at + nb * src[T_SS]] = cur[: nb * src[T_SS]]
             if op == OP_GAP:
                 for s in range(nb):
-                    global_sum(cur[s * src[T_SS]:], src[T_H] * src[T_W], c, row[F_ZP],
-                               vec[s * c:])
+                    global_sum(
+                        cur[s * src[T_SS] :], src[T_H] * src[T_W], c, row[F_ZP], vec[s * c :]
+                    )
                 continue
             padded = dst[T_SS] != dst[T_H] * dst[T_W] * dst[T_C]
             if padded and row[F_LAST] == 0:
-                nxt[:nb * dst[T_SS]] = np.uint8(dst[T_FILL])
+                nxt[: nb * dst[T_SS]] = np.uint8(dst[T_FILL])
             if op in (OP_MAXPOOL, OP_AVGPOOL):
                 for s in range(nb):
-                    a = cur[s * src[T_SS]:]
-                    d = nxt[s * dst[T_SS]:]
+                    a = cur[s * src[T_SS] :]
+                    d = nxt[s * dst[T_SS] :]
                     if op == OP_MAXPOOL:
-                        max_pool(a, c, src[T_W], row[F_OH], row[F_OW], row[F_KH], row[F_KW],
-                                 row[F_SH], row[F_SW], d, dst[T_WP], dst[T_PH], dst[T_PW])
+                        max_pool(
+                            a,
+                            c,
+                            src[T_W],
+                            row[F_OH],
+                            row[F_OW],
+                            row[F_KH],
+                            row[F_KW],
+                            row[F_SH],
+                            row[F_SW],
+                            d,
+                            dst[T_WP],
+                            dst[T_PH],
+                            dst[T_PW],
+                        )
                     else:
-                        avg_pool(a, c, src[T_W], row[F_OH], row[F_OW], row[F_KH], row[F_KW],
-                                 row[F_SH], row[F_SW], d, dst[T_WP], dst[T_PH], dst[T_PW], tmp)
+                        avg_pool(
+                            a,
+                            c,
+                            src[T_W],
+                            row[F_OH],
+                            row[F_OW],
+                            row[F_KH],
+                            row[F_KW],
+                            row[F_SH],
+                            row[F_SW],
+                            d,
+                            dst[T_WP],
+                            dst[T_PH],
+                            dst[T_PW],
+                            tmp,
+                        )
             else:
                 lay = ltab[row[F_LAYER]]
                 emap = row[F_MAP:]
                 last = row[F_LAST] != 0
                 if op == OP_LINEAR_I32:
-                    linear_i32(vec, c, nb, panel, lay[L_WOFF], lay[L_BITS], lay[L_K], lay[L_OUT],
-                               bias, m0, shift, out_mult, lay[L_P0], lay[L_OUTZP], lay[L_LO], hi,
-                               last, emap, nxt, out, acc)
+                    linear_i32(
+                        vec,
+                        c,
+                        nb,
+                        panel,
+                        lay[L_WOFF],
+                        lay[L_BITS],
+                        lay[L_K],
+                        lay[L_OUT],
+                        bias,
+                        m0,
+                        shift,
+                        out_mult,
+                        lay[L_P0],
+                        lay[L_OUTZP],
+                        lay[L_LO],
+                        hi,
+                        last,
+                        emap,
+                        nxt,
+                        out,
+                        acc,
+                    )
                 else:
                     a = cur
                     stride = src[T_SS]
@@ -139,13 +217,43 @@ def run_program(x: np.ndarray, ops: np.ndarray, tens: np.ndarray, ltab: np.ndarr
                         kp = lay[L_KP]
                         per = row[F_OH] * row[F_OW]
                         for s in range(nb):
-                            im2col(cur[s * src[T_SS]:], src[T_WP], c, row[F_OH], row[F_OW],
-                                   row[F_KH], row[F_KW], row[F_SH], row[F_SW], kp,
-                                   cols[s * per * kp:])
+                            im2col(
+                                cur[s * src[T_SS] :],
+                                src[T_WP],
+                                c,
+                                row[F_OH],
+                                row[F_OW],
+                                row[F_KH],
+                                row[F_KW],
+                                row[F_SH],
+                                row[F_SW],
+                                kp,
+                                cols[s * per * kp :],
+                            )
                         a = cols
                         stride = kp
                         rows = nb * per
-                    gemm_rows(a, stride, rows, panel, lay[L_WOFF], lay[L_BITS], lay[L_K],
-                              lay[L_OUT], bias, m0, shift, out_mult, lay[L_P0], lay[L_OUTZP],
-                              lay[L_LO], hi, last, emap, nxt, out, acc)
+                    gemm_rows(
+                        a,
+                        stride,
+                        rows,
+                        panel,
+                        lay[L_WOFF],
+                        lay[L_BITS],
+                        lay[L_K],
+                        lay[L_OUT],
+                        bias,
+                        m0,
+                        shift,
+                        out_mult,
+                        lay[L_P0],
+                        lay[L_OUTZP],
+                        lay[L_LO],
+                        hi,
+                        last,
+                        emap,
+                        nxt,
+                        out,
+                        acc,
+                    )
             cur, nxt = nxt, cur

@@ -73,7 +73,8 @@ def load(mode: str | None = None, aot_dir: Path | None = None) -> Kernels:
         if kernels is None and mode == "aot":
             raise KernelsUnavailable(
                 f"{MODE_VAR}=aot, but {directory} holds no usable ahead-of-time kernel module "
-                "for this machine and these kernels (build it with `edge-agent compile-kernels`)")
+                "for this machine and these kernels (build it with `edge-agent compile-kernels`)"
+            )
     if kernels is None:
         kernels = _jit()
     log.info("kernels: %s", kernels.describe())
@@ -91,8 +92,11 @@ def _load_aot(directory: Path) -> Kernels | None:
     current = set(files.values())
     for path in sorted(directory.glob(f"{cachepaths.AOT_PREFIX}*{cachepaths.EXTENSION_SUFFIX}")):
         if path not in current:
-            log.info("ignoring stale AOT kernel module %s (built for other kernel sources, "
-                     "software or CPU)", path)
+            log.info(
+                "ignoring stale AOT kernel module %s (built for other kernel sources, "
+                "software or CPU)",
+                path,
+            )
     isa_forced = forced()
     for isa in [isa_forced] if isa_forced else ISAS:
         path = files[isa]

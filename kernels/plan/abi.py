@@ -35,12 +35,24 @@ def _arg(name: str, dtype: type, ndim: int) -> Arg:
 
 
 RUN_PROGRAM = (
-    _arg("x", np.float32, 2), _arg("ops", np.int64, 2), _arg("tens", np.int64, 2),
-    _arg("ltab", np.int64, 2), _arg("panel", np.uint8, 1), _arg("bias", np.int32, 1),
-    _arg("m0", np.int32, 1), _arg("shift", np.int32, 1), _arg("out_mult", np.float32, 1),
-    _arg("mean", np.float32, 1), _arg("std", np.float32, 1), _arg("in_scale", np.float32, 0),
-    _arg("in_zp", np.int64, 0), _arg("hi", np.int64, 0), _arg("sizes", np.int64, 1),
-    _arg("logits", np.float32, 2), _arg("trace", np.uint8, 1), _arg("trace_at", np.int64, 1),
+    _arg("x", np.float32, 2),
+    _arg("ops", np.int64, 2),
+    _arg("tens", np.int64, 2),
+    _arg("ltab", np.int64, 2),
+    _arg("panel", np.uint8, 1),
+    _arg("bias", np.int32, 1),
+    _arg("m0", np.int32, 1),
+    _arg("shift", np.int32, 1),
+    _arg("out_mult", np.float32, 1),
+    _arg("mean", np.float32, 1),
+    _arg("std", np.float32, 1),
+    _arg("in_scale", np.float32, 0),
+    _arg("in_zp", np.int64, 0),
+    _arg("hi", np.int64, 0),
+    _arg("sizes", np.int64, 1),
+    _arg("logits", np.float32, 2),
+    _arg("trace", np.uint8, 1),
+    _arg("trace_at", np.int64, 1),
 )
 #: the arguments a model fixes: all but the samples (first), the logits and the trace
 MODEL_ARGS = RUN_PROGRAM[1:-3]
@@ -62,8 +74,12 @@ def check(values: Sequence[object], args: Sequence[Arg] = MODEL_ARGS) -> None:
             ok = isinstance(value, types) and not isinstance(value, bool)
             want = "a float scalar" if floating else "an integer scalar"
         else:
-            ok = (isinstance(value, np.ndarray) and value.dtype == arg.dtype
-                  and value.ndim == arg.ndim and value.flags.c_contiguous)
+            ok = (
+                isinstance(value, np.ndarray)
+                and value.dtype == arg.dtype
+                and value.ndim == arg.ndim
+                and value.flags.c_contiguous
+            )
             want = f"a C-contiguous {arg.ndim}-D {arg.dtype} array"
         if not ok:
             raise TypeError(f"kernel argument {arg.name!r} must be {want}, got {_describe(value)}")

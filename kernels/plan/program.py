@@ -19,67 +19,12 @@ from typing import Any
 import numpy as np
 
 from kernels.plan import layout, tables
+from kernels.plan.model import LayerParams, Model, Weights, _Slot
 from kernels.plan.packing import check_bits
 
 _SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
 _CHUNK = 16  # samples run through the layers together (rows of one GEMM per layer) ...
 _CHUNK_BYTES = 1 << 20  # ... unless their scratch buffers would exceed this
-
-
-@dataclass(frozen=True)
-class LayerParams:
-    """Integer parameters of one weighted layer; ``q`` (O, K) int8 in torch column order."""
-
-    q: np.ndarray
-    bits: int
-    bias_q: np.ndarray  # (O,) int32
-    in_zp: int
-    out_zp: int | None = None  # hidden layers
-    m0: np.ndarray | None = None  # (O,) int32, hidden layers
-    shift: np.ndarray | None = None  # (O,) int32, hidden layers
-    out_mult: np.ndarray | None = None  # (O,) float32, last layer
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """Where a weighted layer sits and how its columns are reordered for the kernels."""
-
-    kind: str
-    out_ch: int
-    k: int
-    reorder: tuple[str, int, tuple[int, ...]]  # ("none"|"conv"|"flatten", channels, dims)
-    centred: bool  # input is the int32 output of gap
-    relu: bool
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Immutable flat weight arrays of one model (replace, never modify)."""
-
-    panel: np.ndarray  # uint8, all layers' panels
-    bias: np.ndarray  # int32, bias_q - in_zp * rowsum(q) (bias_q after gap)
-    m0: np.ndarray  # int32
-    shift: np.ndarray  # int32
-    out_mult: np.ndarray  # float32
-    ltab: np.ndarray  # int64 (layers, tables.LAYER_FIELDS)
-
-
-@dataclass(frozen=True)
-class Model:
-    """Structure of a compiled model; pair it with a :class:`Weights` to run."""
-
-    ops: np.ndarray  # int64 (ops, tables.OP_FIELDS)
-    tens: np.ndarray  # int64 (tensors, tables.T_FIELDS) activation layouts
-    sizes: np.ndarray  # int64 scratch sizes (tables.S_*)
-    slots: tuple[_Slot, ...]
-    input_shape: tuple[int, ...]
-    num_outputs: int
-    mean: np.ndarray  # float32 (C,)
-    std: np.ndarray  # float32 (C,)
-    in_scale: np.float32
-    in_zp: int
-    act_hi: int
-    act_offset: int  # subtracted from activation codes by the dot product (kernels.plan.targets)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -119,14 +64,30 @@ class _Tensor:
 
     def row(self) -> list[int]:
         wp = -(-(self.w + 2 * self.pw) // self.w_mult) * self.w_mult
-        return [self.h, self.w, self.c, self.ph, self.pw, wp,
-                (self.h + 2 * self.ph) * wp * self.c, self.fill]
+        return [
+            self.h,
+            self.w,
+            self.c,
+            self.ph,
+            self.pw,
+            wp,
+            (self.h + 2 * self.ph) * wp * self.c,
+            self.fill,
+        ]
 
 
-def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
-                params: Sequence[LayerParams], mean: np.ndarray, std: np.ndarray,
-                in_scale: float, in_zp: int, act_bits: int, *,
-                act_offset: int) -> tuple[Model, Weights]:
+def build_model(
+    layers: Sequence[dict[str, Any]],
+    input_shape: Sequence[int],
+    params: Sequence[LayerParams],
+    mean: np.ndarray,
+    std: np.ndarray,
+    in_scale: float,
+    in_zp: int,
+    act_bits: int,
+    *,
+    act_offset: int,
+) -> tuple[Model, Weights]:
     """Check the layer list against ``input_shape`` and the parameters; plan and pack.
 
     ``act_offset`` is that of the instruction set the kernels run on
@@ -165,8 +126,11 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 if not centred and h * w > 1 and flat_from is None:
                     raise ValueError("linear on a spatial input needs flatten or gap first")
                 out = int(op["out_features"])
-                reorder = ("flatten", flat_from[0], (flat_from[1],)) if (
-                    flat_from and flat_from[1] > 1) else ("none", 0, ())
+                reorder = (
+                    ("flatten", flat_from[0], (flat_from[1],))
+                    if (flat_from and flat_from[1] > 1)
+                    else ("none", 0, ())
+                )
                 row[tables.F_OP] = tables.OP_LINEAR_I32 if centred else tables.OP_LINEAR
                 oh = ow = 1
             else:
@@ -177,7 +141,7 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
                 spatial = (kw,) if kind == "conv1d" else (kh, kw)
                 reorder = ("conv", c, spatial)
                 k_in = kh * kw * c
-                row[tables.F_KH:tables.F_SW + 1] = [kh, kw, sh, sw]
+                row[tables.F_KH : tables.F_SW + 1] = [kh, kw, sh, sw]
                 src.ph, src.pw, src.fill = ph, pw, int(p.in_zp)
                 if kind == "conv1d":  # windows are contiguous runs of the padded signal
                     row[tables.F_OP] = tables.OP_CONV_DIRECT
@@ -189,8 +153,8 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
             row[tables.F_MAP + tables.M_PREMAX] = int(_never_wraps(p, k_in))
             if last and oh * ow != 1:
                 raise ValueError("the last weighted layer must have one output position")
-            row[tables.F_OH:tables.F_OW + 1] = [oh, ow]
-            row[tables.F_PKH:tables.F_PKW + 1] = [1, 1]
+            row[tables.F_OH : tables.F_OW + 1] = [oh, ow]
+            row[tables.F_PKH : tables.F_PKW + 1] = [1, 1]
             row[tables.F_LAYER] = len(slots)
             row[tables.F_LAST] = int(last)
             slots.append(_Slot(kind, out, k_in, reorder, centred, bool(op.get("relu", False))))
@@ -201,15 +165,19 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
             kh, kw, sh, sw, _, _, oh, ow = _conv_geometry({**op, "padding": 0}, h, w)
             h, w = oh, ow
             prev = ops[-1] if ops else None
-            if (kind.startswith("max") and (kh, kw) == (sh, sw) and prev is not None
-                    and prev[tables.F_OP] in (tables.OP_CONV_DIRECT, tables.OP_CONV_IM2COL)
-                    and prev[tables.F_PKH] == prev[tables.F_PKW] == 1):
-                prev[tables.F_PKH:tables.F_PKW + 1] = [kh, kw]  # fused into the epilogue
+            if (
+                kind.startswith("max")
+                and (kh, kw) == (sh, sw)
+                and prev is not None
+                and prev[tables.F_OP] in (tables.OP_CONV_DIRECT, tables.OP_CONV_IM2COL)
+                and prev[tables.F_PKH] == prev[tables.F_PKW] == 1
+            ):
+                prev[tables.F_PKH : tables.F_PKW + 1] = [kh, kw]  # fused into the epilogue
                 src.h, src.w = h, w
                 continue
             row[tables.F_OP] = tables.OP_MAXPOOL if kind.startswith("max") else tables.OP_AVGPOOL
-            row[tables.F_KH:tables.F_SW + 1] = [kh, kw, sh, sw]
-            row[tables.F_OH:tables.F_OW + 1] = [oh, ow]
+            row[tables.F_KH : tables.F_SW + 1] = [kh, kw, sh, sw]
+            row[tables.F_OH : tables.F_OW + 1] = [oh, ow]
         elif kind == "gap":
             row[tables.F_OP] = tables.OP_GAP
             row[tables.F_ZP] = zp
@@ -235,11 +203,17 @@ def build_model(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
     chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
     sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), chunk], dtype=np.int64)
     model = Model(
-        ops=np.array(ops, dtype=np.int64), tens=tens, sizes=sizes, slots=tuple(slots),
-        input_shape=shape, num_outputs=slots[-1].out_ch,
+        ops=np.array(ops, dtype=np.int64),
+        tens=tens,
+        sizes=sizes,
+        slots=tuple(slots),
+        input_shape=shape,
+        num_outputs=slots[-1].out_ch,
         mean=np.ascontiguousarray(mean, dtype=np.float32),
         std=np.ascontiguousarray(std, dtype=np.float32),
-        in_scale=np.float32(in_scale), in_zp=int(in_zp), act_hi=(1 << int(act_bits)) - 1,
+        in_scale=np.float32(in_scale),
+        in_zp=int(in_zp),
+        act_hi=(1 << int(act_bits)) - 1,
         act_offset=int(act_offset),
     )
     if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
@@ -291,8 +265,13 @@ def _check_params(p: LayerParams, out: int, k: int, last: bool, index: int) -> N
         raise ValueError(f"{where}: bias must have shape ({out},)")
     if last and (p.out_mult is None or p.out_mult.shape != (out,)):
         raise ValueError(f"{where}: the last layer needs out_mult of shape ({out},)")
-    if not last and (p.m0 is None or p.shift is None or p.out_zp is None
-                     or p.m0.shape != (out,) or p.shift.shape != (out,)):
+    if not last and (
+        p.m0 is None
+        or p.shift is None
+        or p.out_zp is None
+        or p.m0.shape != (out,)
+        or p.shift.shape != (out,)
+    ):
         raise ValueError(f"{where}: a hidden layer needs out_zp, m0 and shift of shape ({out},)")
 
 
@@ -333,21 +312,46 @@ def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
         pad = -o % layout.OUT_BLOCK
         panels.append(panel)
         biases.append(np.pad(_folded_bias(slot, p, q, model.act_offset), (0, pad)))
-        m0s.append(np.zeros(o + pad, np.int32) if p.m0 is None
-                   else np.pad(np.asarray(p.m0, np.int32), (0, pad)))
-        shifts.append(np.ones(o + pad, np.int32) if p.shift is None
-                      else np.pad(np.asarray(p.shift, np.int32), (0, pad), constant_values=1))
-        mults.append(np.zeros(o + pad, np.float32) if p.out_mult is None
-                     else np.pad(np.asarray(p.out_mult, np.float32), (0, pad)))
+        m0s.append(
+            np.zeros(o + pad, np.int32)
+            if p.m0 is None
+            else np.pad(np.asarray(p.m0, np.int32), (0, pad))
+        )
+        shifts.append(
+            np.ones(o + pad, np.int32)
+            if p.shift is None
+            else np.pad(np.asarray(p.shift, np.int32), (0, pad), constant_values=1)
+        )
+        mults.append(
+            np.zeros(o + pad, np.float32)
+            if p.out_mult is None
+            else np.pad(np.asarray(p.out_mult, np.float32), (0, pad))
+        )
         zo = 0 if p.out_zp is None else int(p.out_zp)
-        rows.append([w_off, p.bits, slot.k, o, p0, int(p.in_zp), zo, zo if slot.relu else 0,
-                     layout.padded_k(slot.k, p.bits)])
+        rows.append(
+            [
+                w_off,
+                p.bits,
+                slot.k,
+                o,
+                p0,
+                int(p.in_zp),
+                zo,
+                zo if slot.relu else 0,
+                layout.padded_k(slot.k, p.bits),
+            ]
+        )
         w_off += panel.size
         p0 += o + pad
     ltab = np.array(rows, dtype=np.int64)
-    return Weights(panel=np.concatenate(panels), bias=np.concatenate(biases),
-                   m0=np.concatenate(m0s), shift=np.concatenate(shifts),
-                   out_mult=np.concatenate(mults), ltab=ltab)
+    return Weights(
+        panel=np.concatenate(panels),
+        bias=np.concatenate(biases),
+        m0=np.concatenate(m0s),
+        shift=np.concatenate(shifts),
+        out_mult=np.concatenate(mults),
+        ltab=ltab,
+    )
 
 
 def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarray]) -> Weights:
@@ -367,11 +371,17 @@ def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarra
         if q.shape != (o, slot.k):
             raise ValueError(f"layer {index}: new weights {q.shape}, expected {(o, slot.k)}")
         new_panel = layout.to_panel(kernel_order(slot, q), bits)
-        panel[w_off:w_off + new_panel.size] = new_panel
-        old_bias = bias[p0:p0 + o].astype(np.int64)
-        old_q = layout.from_panel(weights.panel[w_off:w_off + new_panel.size], o, slot.k, bits)
+        panel[w_off : w_off + new_panel.size] = new_panel
+        old_bias = bias[p0 : p0 + o].astype(np.int64)
+        old_q = layout.from_panel(weights.panel[w_off : w_off + new_panel.size], o, slot.k, bits)
         if not slot.centred:  # refold bias_q with the new rows (see _folded_bias)
             delta = q.astype(np.int64).sum(axis=1) - old_q.astype(np.int64).sum(axis=1)
-            bias[p0:p0 + o] = (old_bias - (in_zp - model.act_offset) * delta).astype(np.int32)
-    return Weights(panel=panel, bias=bias, m0=weights.m0, shift=weights.shift,
-                   out_mult=weights.out_mult, ltab=weights.ltab)
+            bias[p0 : p0 + o] = (old_bias - (in_zp - model.act_offset) * delta).astype(np.int32)
+    return Weights(
+        panel=panel,
+        bias=bias,
+        m0=weights.m0,
+        shift=weights.shift,
+        out_mult=weights.out_mult,
+        ltab=weights.ltab,
+    )

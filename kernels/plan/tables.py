@@ -8,15 +8,31 @@ without importing numba.
 from __future__ import annotations
 
 # op codes
-(OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32, OP_MAXPOOL, OP_AVGPOOL,
- OP_GAP) = range(1, 8)
+(OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32, OP_MAXPOOL, OP_AVGPOOL, OP_GAP) = range(
+    1, 8
+)
 WEIGHTED_OPS = (OP_CONV_DIRECT, OP_CONV_IM2COL, OP_LINEAR, OP_LINEAR_I32)
 # columns of an epilogue map (see kernels.codegen.gemm._store)
 (M_R, M_P, M_OW, M_PKH, M_PKW, M_POH, M_POW, M_SS, M_WP, M_PH, M_PW, M_PREMAX) = range(12)
 MAP_FIELDS = 12
 # columns of an op-table row; F_MAP starts the epilogue map (M_*)
-(F_OP, F_IN, F_OUT, F_LAYER, F_LAST, F_ZP, F_KH, F_KW, F_SH, F_SW, F_OH, F_OW, F_PKH,
- F_PKW, F_MAP) = range(15)
+(
+    F_OP,
+    F_IN,
+    F_OUT,
+    F_LAYER,
+    F_LAST,
+    F_ZP,
+    F_KH,
+    F_KW,
+    F_SH,
+    F_SW,
+    F_OH,
+    F_OW,
+    F_PKH,
+    F_PKW,
+    F_MAP,
+) = range(15)
 OP_FIELDS = F_MAP + MAP_FIELDS
 # columns of a tensor-table row: interior (h, w, c), padding, padded width, bytes per
 # sample, code of the padding

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.plan import tables
-from kernels.plan.program import Model
+from kernels.plan.model import Model
 
 
 def trace_plan(model: Model) -> tuple[np.ndarray, int]:
@@ -26,8 +26,9 @@ def trace_plan(model: Model) -> tuple[np.ndarray, int]:
     return at, offset
 
 
-def layer_inputs(model: Model, ltab: np.ndarray, trace: np.ndarray, at: np.ndarray,
-                 n: int) -> list[np.ndarray]:
+def layer_inputs(
+    model: Model, ltab: np.ndarray, trace: np.ndarray, at: np.ndarray, n: int
+) -> list[np.ndarray]:
     """Every weighted layer's input with its zero point subtracted, from a ``trace`` of
     ``n`` samples recorded at ``at`` (:func:`trace_plan`), as docs/quantization.md lays it
     out: (N, C, T) or (N, C, H, W) for a convolution, (N, K) for a linear layer (the int32
@@ -41,8 +42,8 @@ def layer_inputs(model: Model, ltab: np.ndarray, trace: np.ndarray, at: np.ndarr
         j = i - 1 if op == tables.OP_LINEAR_I32 else i  # a gap's input
         h, w, c, ph, pw, wp, ss, _ = (int(v) for v in model.tens[model.ops[j][tables.F_IN]])
         start = int(at[j]) * n
-        codes = trace[start:start + n * ss].reshape(n, ss)[:, :(h + 2 * ph) * wp * c]
-        x = codes.reshape(n, h + 2 * ph, wp, c)[:, ph:ph + h, pw:pw + w].transpose(0, 3, 1, 2)
+        codes = trace[start : start + n * ss].reshape(n, ss)[:, : (h + 2 * ph) * wp * c]
+        x = codes.reshape(n, h + 2 * ph, wp, c)[:, ph : ph + h, pw : pw + w].transpose(0, 3, 1, 2)
         if op == tables.OP_LINEAR_I32:
             zp = int(model.ops[j][tables.F_ZP])
             sums = (x.astype(np.int64) - zp).reshape(n, c, -1).sum(axis=2)
