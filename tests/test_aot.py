@@ -18,7 +18,8 @@ from test_engine import ARCHS, BITS, _inputs, assert_trace_equals_reference, ran
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data import load_dataset
-from edge_agent.engine.engine import Engine, reference
+from edge_agent.engine import reference
+from edge_agent.engine.engine import Engine
 from kernels.build import cachepaths
 from kernels.exec import backend
 from kernels.plan import abi

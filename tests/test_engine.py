@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
-from edge_agent.engine.engine import Engine, reference
+from edge_agent.engine import reference
+from edge_agent.engine.engine import Engine
 from kernels.exec import backend
 from kernels.plan import tables
 from kernels.plan.fixedpoint import quantize_multipliers

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.engine.engine import reference
+from edge_agent.engine import reference
 from kernels.build import cachepaths
 from kernels.codegen.epilogue import requant_store
 from kernels.codegen.gemm import gemm_rows, identity_map

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.engine.engine import reference
+from edge_agent.engine import reference
 
 
 def _conv1d_loops(

@@ -56,7 +56,8 @@ def golden_inputs() -> np.ndarray:
 def results(x: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     """Engine and reference results of the bundle at ``path`` for inputs ``x``."""
     from edge_agent.bundle_io import load_bundle
-    from edge_agent.engine.engine import Engine, reference
+    from edge_agent.engine import reference
+    from edge_agent.engine.engine import Engine
 
     bundle = load_bundle(path)
     engine = Engine(bundle)
