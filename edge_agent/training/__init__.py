@@ -1,5 +1,6 @@
-"""Training side (torch): architectures, LSQ+ quantizers, FP training, QAT and export.
+"""Training side (torch): architectures, LSQ+ quantizers, FP training, QAT, export, QCore
+miss tracking, flipper training and QAT bursts with their child process.
 
-torch is imported only by this package and by the calibrator's QAT bursts; the agent's
-inference and ingest path never imports it.
+torch is imported only by this package; the agent's inference, ingest and calibration path
+never imports it (tests/test_layout.py checks).
 """
