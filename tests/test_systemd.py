@@ -71,8 +71,9 @@ def test_unit_allows_what_libzmq_and_the_burst_child_call() -> None:
     assert families and "AF_NETLINK" in families.group(1).split()
     filters = re.findall(r"^SystemCallFilter=(.*)$", text, re.M)
     denied = [i for i, f in enumerate(filters) if f.startswith("~") and "@resources" in f]
-    allowed_after = {c for f in filters[denied[-1] + 1:] if not f.startswith("~")
-                     for c in f.split()}
+    allowed_after = {
+        c for f in filters[denied[-1] + 1 :] if not f.startswith("~") for c in f.split()
+    }
     assert {"sched_setscheduler", "setpriority"} <= allowed_after, filters
 
 
