@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_service_support import make_bundle
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_round import BitFlipCalibrator, FlipConfig, Proposal
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 
 
 def test_decide_rejects_fewer_held_out_samples_than_required() -> None:
@@ -35,8 +35,9 @@ def _round(tmp: Path, n: int, n_labelled: int) -> gate.GateDecision:
     labelled[:n_labelled] = True
     cfg = FlipConfig(holdout_fraction=0.3, min_holdout=4)
     calib = BitFlipCalibrator(bundle, _propose_nothing, cfg)
-    result = calib.run_round(Engine(bundle, bits=4), ds.X_test[:n], ds.y_test[:n],
-                             seed=0, labelled=labelled)
+    result = calib.run_round(
+        Engine(bundle, bits=4), ds.X_test[:n], ds.y_test[:n], seed=0, labelled=labelled
+    )
     return result.decision
 
 
@@ -56,9 +57,7 @@ def test_fewer_than_4_labelled_held_out_falls_back_to_all_samples(
     assert not d.accepted
 
 
-def test_a_round_logs_one_verdict(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_round_logs_one_verdict(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     d = _round(tmp_path, 20, 14)  # held-out accuracy ties, but nothing flipped
     assert not d.accepted and d.reason == "no flip proposed"

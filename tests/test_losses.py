@@ -11,16 +11,19 @@ import zmq
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
 from edge_agent.client import Publisher
-from edge_agent.service.protocol import encode_sample
+from edge_agent.ingest.protocol import encode_sample
 
 MAX = 4096  # ingest.max_message_bytes: ZeroMQ's own ceiling is max(4 x MAX, 1 MiB)
 
 
 def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
     d = short_dir()
-    config = write_config(d, make_bundle(d / "m.eab"), extra="",
-                          ingest=f'endpoints = ["ipc://{d}/in.sock"]\nsocket = "pull"\n'
-                                 f"max_message_bytes = {MAX}")
+    config = write_config(
+        d,
+        make_bundle(d / "m.eab"),
+        extra="",
+        ingest=f'endpoints = ["ipc://{d}/in.sock"]\nsocket = "pull"\nmax_message_bytes = {MAX}',
+    )
     a = AgentProcess(config)
     try:
         a.wait_ready()
@@ -34,8 +37,11 @@ def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
             pub.send_sample("s", 2, x)  # the same again: a duplicate, rejected
             pub.send_label("s", 999, 1)  # no such sample: an unmatched label
             pub.send_raw(b"\x00" * (MAX + 1))  # over the limit: counted as oversized
-        st = a.wait_for(lambda s: s["samples"]["feedback"] >= 1
-                        and s["samples"]["rejected_total"] >= 2)
+        st = a.wait_for(
+            lambda s: (
+                s["samples"]["feedback_unmatched"] >= 1 and s["samples"]["rejected_total"] >= 2
+            )
+        )
         s = st["samples"]
         assert (s["seq_gaps"], s["seq_missing"], s["seq_restarts"]) == (1, 3, 1), s
         assert (s["feedback"], s["feedback_unmatched"]) == (1, 1), s

@@ -25,8 +25,14 @@ def test_metadata_builds_with_warnings_as_errors(tmp_path: Path) -> None:
         (tmp_path / pkg / "__init__.py").write_text("")
     (tmp_path / "meta").mkdir()
     code = "from setuptools import build_meta; build_meta.prepare_metadata_for_build_wheel('meta')"
-    done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     info = next((tmp_path / "meta").glob("*.dist-info"))
     text = (info / "METADATA").read_text()

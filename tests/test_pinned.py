@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from edge_agent.qcore import RIGHT, UNKNOWN, BufferConfig, QCoreBuffer
-from edge_agent.service.protocol import ProtocolError, decode_ingest
-from kernels.fixedpoint import quantize_multiplier
+from edge_agent.calibrate.qcore import RIGHT, UNKNOWN, BufferConfig, QCoreBuffer
+from edge_agent.ingest.protocol import ProtocolError, decode_ingest
+from kernels.plan.fixedpoint import quantize_multiplier
 
 
 def test_quantize_multiplier_rounds_the_mantissa() -> None:
@@ -46,8 +46,18 @@ def test_qcore_unknown_then_wrong_is_not_a_miss() -> None:
 
 def _sample(sensor: str) -> bytes:
     x = np.zeros((2, 3), dtype="<f4")
-    return msgpack.packb({"v": 1, "type": "sample", "sensor": sensor, "seq": 1, "ts": 0.0,
-                          "dtype": "float32", "shape": [2, 3], "data": x.tobytes()})
+    return msgpack.packb(
+        {
+            "v": 1,
+            "type": "sample",
+            "sensor": sensor,
+            "seq": 1,
+            "ts": 0.0,
+            "dtype": "float32",
+            "shape": [2, 3],
+            "data": x.tobytes(),
+        }
+    )
 
 
 def test_sensor_of_64_characters_is_accepted_65_is_not() -> None:

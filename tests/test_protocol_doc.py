@@ -7,15 +7,22 @@ import msgpack
 import numpy as np
 import pytest
 
-from edge_agent.service.protocol import ProtocolError, decode_ingest
+from edge_agent.ingest.protocol import ProtocolError, decode_ingest
 
 SHAPE = (2, 3)
 
 
 def _sample(**over: object) -> dict[object, object]:
-    msg: dict[object, object] = {"v": 1, "type": "sample", "sensor": "s", "seq": 1, "ts": 0.0,
-                                 "dtype": "float32", "shape": [2, 3],
-                                 "data": np.zeros(SHAPE, "<f4").tobytes()}
+    msg: dict[object, object] = {
+        "v": 1,
+        "type": "sample",
+        "sensor": "s",
+        "seq": 1,
+        "ts": 0.0,
+        "dtype": "float32",
+        "shape": [2, 3],
+        "data": np.zeros(SHAPE, "<f4").tobytes(),
+    }
     msg.update(over)
     return msg
 
@@ -28,8 +35,13 @@ def _reason(raw: bytes) -> str:
 
 def test_binary_map_keys_are_msgpack_errors() -> None:
     # "non-string keys" -> msgpack; bin keys used to reach the version check
-    raw = msgpack.packb({k.encode(): v for k, v in _sample().items()  # type: ignore[union-attr]
-                         }, use_bin_type=True)
+    raw = msgpack.packb(
+        {
+            k.encode(): v
+            for k, v in _sample().items()  # type: ignore[union-attr]
+        },
+        use_bin_type=True,
+    )
     assert _reason(raw) == "msgpack"
 
 

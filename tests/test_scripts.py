@@ -12,9 +12,14 @@ SCRIPT = REPO / "scripts" / "system-packages.sh"
 
 
 def _missing(path: str) -> list[str]:
-    done = subprocess.run([shutil.which("bash") or "/bin/bash", str(SCRIPT), sys.executable],
-                          env={"PATH": path}, capture_output=True, text=True, timeout=60,
-                          check=True)
+    done = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(SCRIPT), sys.executable],
+        env={"PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return done.stdout.split()
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
+from edge_agent.calibrate.qcore import SOURCE_STREAM
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
-from edge_agent.qcore import SOURCE_STREAM
+from edge_agent.engine.engine import Engine
 
 
 def test_rounds_and_late_labels_work_with_seq_at_and_above_2_63(basicmotions_bundle: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
-from edge_agent.bundle import atomic_write_bytes, load_bundle, save_bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
+from edge_agent.container import atomic_write_bytes
 from edge_agent.service.state import LabelledSample, StateStore
 
 
@@ -52,8 +53,12 @@ def test_state_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
         store.save_model(b"model two")  # keeps model one as model-000000000001.eab
         store.append_labelled([LabelledSample("s", 1, 0.0, 0, -1, np.zeros((2, 2), np.float32))])
         store.close()
-    files = [ckpt, store.model_path, tmp_path / "model-000000000001.eab",
-             *tmp_path.glob("labelled-*.log")]
+    files = [
+        ckpt,
+        store.model_path,
+        tmp_path / "model-000000000001.eab",
+        *tmp_path.glob("labelled-*.log"),
+    ]
     assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
 
 
@@ -65,8 +70,11 @@ def test_previous_models_are_kept_like_checkpoints(tmp_path: Path) -> None:
     store.save_model(b"model 4")  # the same bytes again: nothing to keep
     names = [p.name for p in store.model_candidates()]
     assert names == ["model.eab", "model-000000000004.eab", "model-000000000003.eab"]
-    assert [p.read_bytes() for p in store.model_candidates()] == [b"model 4", b"model 3",
-                                                                   b"model 2"]
+    assert [p.read_bytes() for p in store.model_candidates()] == [
+        b"model 4",
+        b"model 3",
+        b"model 2",
+    ]
 
 
 def test_a_damaged_model_falls_back_to_the_previous_calibrated_one() -> None:

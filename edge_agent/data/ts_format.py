@@ -85,7 +85,10 @@ def read_ts(path: str | Path) -> TsCases:
     if ragged:  # unusual within a case (across cases it is @equalLength false): say so
         log.warning(
             "%s: %d case%s channels of different lengths, padded to the longest with "
-            "their last value", path, ragged, " has" if ragged == 1 else "s have",
+            "their last value",
+            path,
+            ragged,
+            " has" if ragged == 1 else "s have",
         )
     n_channels = {len(s) for s in series}
     if len(n_channels) != 1:
@@ -102,16 +105,16 @@ def _case(channels: list[str], where: str) -> tuple[np.ndarray, bool]:
     cases)."""
     try:
         values = [
-            [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")]
-            for ch in channels
+            [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")] for ch in channels
         ]
     except ValueError as exc:
         raise TsFormatError(f"{where}: bad value: {exc}") from None
     length = max(len(v) for v in values)
-    return np.stack([
+    padded = [
         pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
         for c, v in enumerate(values)
-    ]), min(len(v) for v in values) != length
+    ]
+    return np.stack(padded), min(len(v) for v in values) != length
 
 
 def pad_end(x: np.ndarray, length: int) -> np.ndarray:
@@ -140,11 +143,13 @@ def load_ts_files(*paths: str | Path) -> list[tuple[np.ndarray, np.ndarray, list
     if min(lengths) != max(lengths):
         log.info(
             "%s: series of %d..%d steps padded to %d with their last value",
-            ", ".join(str(p) for p in paths), min(lengths), max(lengths), max(lengths),
+            ", ".join(str(p) for p in paths),
+            min(lengths),
+            max(lengths),
+            max(lengths),
         )
     return [
-        (np.stack([pad_end(s, max(lengths)) for s in f.series]), f.y, f.class_names)
-        for f in files
+        (np.stack([pad_end(s, max(lengths)) for s in f.series]), f.y, f.class_names) for f in files
     ]
 
 
