@@ -292,3 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the command cleaned up on its way out
+        print("interrupted", file=sys.stderr)
+        return 130

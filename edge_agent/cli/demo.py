@@ -10,11 +10,13 @@ calibrations), plus a PNG of rolling accuracy with the drift and calibrations ma
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ import msgpack
 import numpy as np
 import zmq
 
-from edge_agent.client import ClientError, Publisher, StatusClient, replay, stream
+from edge_agent.client import ClientError, Publisher, StatusClient, StreamItem, replay, stream
+from edge_agent.data.drift import kinds_help
 from edge_agent.service.config import local_config_text
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "defaults" / "basicmotions.eab"
@@ -32,10 +35,25 @@ ROLLING = 50
 
 @dataclass
 class Trace:
-    """What the demo observed: predictions by sequence number and calibration events."""
+    """What the demo observed: predictions by sequence number and calibration rounds."""
 
     pred: dict[int, int] = field(default_factory=dict)
-    calibrations: list[tuple[int, bool]] = field(default_factory=list)  # (seq, accepted)
+    version: dict[int, str] = field(default_factory=dict)  # model_version per prediction
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # status' rounds, in order
+    calibrations: list[tuple[int, bool]] = field(default_factory=list)  # (seq, kept)
+
+    def mark_rounds(self) -> None:
+        """Every round at the sample where it took effect: a kept one where the prediction
+        stream's model_version changes, a rolled-back one at the sample the agent had
+        predicted last when it ended (both exact to the sample, not to a status poll)."""
+        seqs = sorted(self.version)
+        changes = [b for a, b in itertools.pairwise(seqs) if self.version[a] != self.version[b]]
+        kept = [r["seq"] for r in self.rounds if r["kept"]]
+        # two rounds kept between two predictions show as one change: use the agent's seq
+        kept_at = changes + kept[len(changes) :]
+        self.calibrations = sorted(
+            [(s, True) for s in kept_at] + [(r["seq"], False) for r in self.rounds if not r["kept"]]
+        )
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +73,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--drift",
         default="rotation@1000",
         metavar="KIND[:STRENGTH]@N",
-        help="drift to inject (default rotation@1000)",
+        help="drift to inject (default rotation@1000); " + kinds_help(),
     )
     parser.add_argument(
         "--labels-every",
@@ -146,6 +164,7 @@ def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path, status_e
             if sub.poll(50):
                 p = msgpack.unpackb(sub.recv_multipart()[1])
                 trace.pred[p["seq"]] = p["class"]
+                trace.version[p["seq"]] = p["model_version"]
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
@@ -158,29 +177,52 @@ def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path, status_e
         drift.start,
         args.labels_every,
     )
-    with Publisher(f"ipc://{d}/in.sock") as pub, StatusClient(status_ep) as status:
-        sender = threading.Thread(target=replay, args=(pub, items, args.rate, "demo"))
-        sender.start()
-        seen_cal = (0, 0)
-        while sender.is_alive():
-            time.sleep(1.0)
-            st = status.request("status")
-            cal = st["calibration"]
-            if cal["done"] > seen_cal[0]:
-                seq = max(trace.pred, default=0)
-                trace.calibrations.append((seq, cal["accepted"] > seen_cal[1]))
-                seen_cal = (cal["done"], cal["accepted"])
-            _live_line(st, args.count, drift.start)
-        sender.join()
-        deadline = time.monotonic() + 10
-        while len(trace.pred) < args.count and time.monotonic() < deadline:
-            time.sleep(0.05)
-    done.set()
-    receiver.join()
-    sub.close()
-    ctx.term()
+    stop = threading.Event()
+    try:
+        with Publisher(f"ipc://{d}/in.sock") as pub, StatusClient(status_ep) as status:
+            sender = threading.Thread(
+                target=replay, args=(pub, _until(stop, items), args.rate, "demo")
+            )
+            sender.start()
+            try:
+                seen = 0
+                while sender.is_alive():
+                    time.sleep(1.0)
+                    seen = _poll(status, trace, seen, args.count, drift.start)
+                deadline = time.monotonic() + 10
+                while len(trace.pred) < args.count and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                _poll(status, trace, seen, args.count, drift.start)
+            finally:  # Ctrl-C included: the sender stops before its socket closes
+                stop.set()
+                sender.join()
+    finally:
+        done.set()
+        receiver.join()
+        sub.close()
+        ctx.term()
+    trace.mark_rounds()
     print(file=sys.stderr)
     return trace
+
+
+def _until(stop: threading.Event, items: Iterator[StreamItem]) -> Iterator[StreamItem]:
+    """``items`` until ``stop`` is set."""
+    for it in items:
+        if stop.is_set():
+            return
+        yield it
+
+
+def _poll(status: StatusClient, trace: Trace, seen: int, count: int, drift_at: int) -> int:
+    """One status poll: the live line, and the rounds finished since the last poll."""
+    st = status.request("status")
+    cal = st["calibration"]
+    new = cal["done"] - seen
+    if new > 0:
+        trace.rounds.extend(cal.get("rounds", [])[-new:])
+    _live_line(st, count, drift_at)
+    return max(seen, cal["done"])
 
 
 def _live_line(st: dict[str, Any], count: int, drift_at: int) -> None:
@@ -224,6 +266,12 @@ def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Name
         print(f"{name:<22}{'n/a' if acc is None else f'{acc:.3f}':>10}{n:>9}")
     if recal_at is None:
         print(f"{'after recalibration':<22}{'n/a':>10}  (no calibration accepted after the drift)")
+    kept = [seq for seq, ok in trace.calibrations if ok]
+    print(
+        f"calibration rounds: {len(trace.calibrations)} ({len(kept)} kept"
+        + (f", at samples {', '.join(map(str, kept))}" if kept else "")
+        + ")"
+    )
 
 
 def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:

@@ -9,6 +9,7 @@ import time
 import zmq
 
 from edge_agent.client import DEFAULT_INGEST, ClientError, Publisher, replay, stream
+from edge_agent.data.drift import kinds_help
 
 
 def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
         "--drift",
         default=None,
         metavar="KIND[:STRENGTH]@N",
-        help="inject a drift from sample N on, e.g. rotation@1000 or gain:2@500",
+        help="inject a drift from sample N on, e.g. rotation@1000 or gain:2@500; " + kinds_help(),
     )
     parser.add_argument(
         "--labels-every",

@@ -121,6 +121,18 @@ DEFAULT_STRENGTH = {
 }
 
 
+def kinds_help() -> str:
+    """The drift kinds with their default strengths, for ``--help``."""
+
+    def listed(kinds: tuple[str, ...]) -> str:
+        return ", ".join(f"{k} ({DEFAULT_STRENGTH[k]:g})" for k in kinds)
+
+    return (
+        f"kinds (default strength): sensor series {listed(SENSOR_KINDS)}; "
+        f"images {listed(IMAGE_KINDS)}"
+    )
+
+
 @dataclass(frozen=True)
 class Drift:
     """A parsed drift: transform kind, strength and the first stream index it applies to."""

@@ -86,6 +86,10 @@ class Agent(Sockets, Persistence, StatusReport):
             tuple[CalibrationController, RoundResult | Exception]
         ] = queue.SimpleQueue()
         self._cal_thread: threading.Thread | None = None
+        # the latest rounds with the sample last predicted when each ended (status: the
+        # demo marks every round where it took effect)
+        self.rounds: deque[dict[str, Any]] = deque(maxlen=64)
+        self._last_predicted: tuple[str, int] | None = None
         self.energy = EnergyMonitor(cfg.energy)
         self._energy: EnergyDecision | None = None
         self.bursts = (
@@ -217,6 +221,8 @@ class Agent(Sockets, Persistence, StatusReport):
                 self.metrics.inc("calibration_errors")
                 continue
             self.metrics.inc("calibrations")
+            sensor, seq = self._last_predicted or ("", -1)
+            self.rounds.append({"kept": result.version is not None, "sensor": sensor, "seq": seq})
             if result.version is None:
                 self.metrics.inc("calibrations_rolled_back")
                 continue
@@ -297,6 +303,7 @@ class Agent(Sockets, Persistence, StatusReport):
             t0 = time.perf_counter()
             X = self.model.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
             classes, conf = self.model.engine.predict(X)
+            self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
         fresh: list[LabelledSample] = []

@@ -31,6 +31,7 @@ class StatusReport:
     if TYPE_CHECKING:  # what the other parts of Agent provide
         _energy: EnergyDecision | None
         _last_ckpt: dict[str, Any]
+        rounds: deque[dict[str, Any]]
         model_fallback: dict[str, Any] | None
         _stopping: bool
         bursts: BurstScheduler | None
@@ -110,6 +111,7 @@ class StatusReport:
                 "accepted": c.get("calibrations_accepted", 0),
                 "rolled_back": c.get("calibrations_rolled_back", 0),
                 "errors": c.get("calibration_errors", 0),
+                "rounds": list(self.rounds),  # the latest: kept, and the sample it ended at
                 **(self.calibration.stats() if self.calibration else {"enabled": False}),
             },
             "energy": self._energy.as_status() if self._energy else None,
