@@ -155,6 +155,10 @@ def _predictions_follow_a_new_model(agent: AgentProcess, bundle: Path, ds: Any) 
     want, _ = new.predict(np.stack([it.x for it in items]))
     assert [preds[i]["model_version"] for i in range(100)] == [new.model_version] * 100
     assert [preds[i]["class"] for i in range(100)] == want.tolist()
+    # a class index names label_names[index] of the bundle, as status reports them
+    names = st_["model"]["label_names"]
+    assert names == list(load_bundle(other).label_names)
+    assert all(preds[i]["class_name"] == names[preds[i]["class"]] for i in range(100))
     assert (
         want.tolist()
         != Engine(load_bundle(bundle)).predict(np.stack([it.x for it in items]))[0].tolist()
