@@ -103,10 +103,11 @@ def save(c: Collected, path: Path) -> None:
     """Write the .npz atomically (a temporary file renamed over it)."""
     if not c.parts or c.input_shape is None:
         raise ValueError("nothing collected")
-    cols = {k: np.concatenate([p[k] for p in c.parts]) for k in COLUMNS}
+    cols: dict[str, Any] = {k: np.concatenate([p[k] for p in c.parts]) for k in COLUMNS}
+    cols["label_names"] = np.array(c.label_names)
+    cols["input_shape"] = np.array(c.input_shape, np.int64)
     tmp = path.with_name(path.name + f".tmp{time.monotonic_ns()}.npz")
-    np.savez_compressed(tmp, **cols, label_names=np.array(c.label_names),
-                        input_shape=np.array(c.input_shape, np.int64))
+    np.savez_compressed(tmp, **cols)
     tmp.replace(path)
 
 

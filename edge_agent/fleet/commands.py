@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_agent.fleet.collect import collect, save
 from edge_agent.fleet.rollout import Report, Rollout
@@ -120,3 +121,30 @@ def rollout_main(args: argparse.Namespace) -> int:
         gauges["edge_agent_fleet_rollout_timestamp_seconds"] = ("When.", time.time())
         _write_metrics(args.textfile, gauges)
     return 0 if report.ok else 1
+
+
+def add_fleet_commands(sub: Any) -> None:
+    """Register ``proxy``, ``collect`` and ``rollout`` on the CLI's subparsers."""
+    from edge_agent.fleet.proxy_main import add_proxy_arguments, proxy_main
+
+    p = sub.add_parser(
+        "proxy", help="one ZeroMQ fan-in: many publishers to many agents, by topic",
+        description="Forward publishers (connecting to --frontend) to agents (connecting "
+        "to --backend with [ingest] mode = \"connect\") with ZeroMQ's own XSUB/XPUB proxy; "
+        "agents subscribe by topic ([ingest] topics). See docs/fleet.md.")
+    add_proxy_arguments(p)
+    p.set_defaults(func=proxy_main)
+    p = sub.add_parser(
+        "collect", help="pull field samples (labelled log, QCore buffer) from agents",
+        description="Ask each agent's status socket for its labelled-sample log and QCore "
+        "buffer and write them into one .npz with provenance (board, time, model version) "
+        "for `edge-agent train --extra`.")
+    add_collect_arguments(p)
+    p.set_defaults(func=collect_main)
+    p = sub.add_parser(
+        "rollout", help="push a bundle to a canary share of agents, gate, then the rest",
+        description="Write the bundle over each agent's configured bundle (keeping "
+        "<bundle>.prev) and reload it: canaries first; once their labelled accuracy is not "
+        "lower than before, the rest; canaries that fail are all rolled back.")
+    add_rollout_arguments(p)
+    p.set_defaults(func=rollout_main)

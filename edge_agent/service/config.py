@@ -21,6 +21,7 @@ from typing import Any
 from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
+from edge_agent.service.metrics_config import MetricsConfig
 from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -57,6 +58,9 @@ class IngestConfig:
     rcvhwm: int = 10000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     queue_capacity: int = 1024
+    # SUB only: topic prefixes (first frame of the two-frame form) to receive; "" is all.
+    # Behind `edge-agent proxy`, e.g. ["board-7/"] takes only this board's messages.
+    topics: list[str] = field(default_factory=lambda: [""])
     curve: CurveConfig = field(default_factory=CurveConfig)
 
 
@@ -140,6 +144,7 @@ class AgentConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     bursts: BurstsConfig = field(default_factory=BurstsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -247,6 +252,9 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
     _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
     _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
+    _need(bool(ing.topics), "ingest.topics", 'needs at least one topic ("" takes all)')
+    for i, t in enumerate(ing.topics):
+        _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
         if ing.mode == "bind":

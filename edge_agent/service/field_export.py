@@ -24,10 +24,11 @@ FORMAT = 1
 def collect_reply(board: str, model_version: str, input_shape: Sequence[int],
                   label_names: Sequence[str], series_normalized: bool,
                   labelled: Sequence[LabelledSample],
-                  qcore: dict[str, np.ndarray] | None) -> dict[str, Any]:
-    """Everything one agent contributes to a fleet data set."""
+                  qcore: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """Everything one agent contributes to a fleet data set; ``qcore`` is the calibration
+    controller's state (array records of the QCore buffer)."""
     per_sample = int(np.prod(input_shape)) * 4 + 64
-    budget = MAX_REPLY_BYTES - (len(qcore["X"]) * per_sample if qcore else 0)
+    budget = MAX_REPLY_BYTES - (len(qcore["X"]["data"]) if qcore else 0)
     keep = max(0, min(len(labelled), budget // per_sample))
     rows = list(labelled)[len(labelled) - keep:]
     shape = tuple(int(v) for v in input_shape)
@@ -53,6 +54,5 @@ def collect_reply(board: str, model_version: str, input_shape: Sequence[int],
         "qcore": None,
     }
     if qcore is not None:
-        out["qcore"] = {k: array_record(np.asarray(qcore[k]))
-                        for k in ("X", "y", "labelled", "misses", "source", "time")}
+        out["qcore"] = {k: qcore[k] for k in ("X", "y", "labelled", "misses", "source", "time")}
     return out

@@ -37,6 +37,7 @@ from edge_agent.data.datasets import SERIES_NORM, normalize_series
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
+from edge_agent.service.field_export import collect_reply
 from edge_agent.service.intake import Intake, Item
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.notify import Notifier
@@ -100,6 +101,10 @@ class Agent:
         self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
         self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
+        # collect / reload requests from the status thread, carried out by the main loop
+        self._requests: queue.SimpleQueue[tuple[str, Future[dict[str, Any]]]] = \
+            queue.SimpleQueue()
+        self.exporter: Any = None  # MetricsExporter when [metrics] is on
         self._stopping = False
         self._reload = False
         self._last_ckpt: dict[str, Any] = {}
@@ -140,6 +145,7 @@ class Agent:
                                  counts.get("dropped", {}))
             self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
+        self._start_exporter()
         self._cal_thread = threading.Thread(target=self._calibration_loop, name="calibration",
                                             daemon=True)
         self._cal_thread.start()
@@ -176,6 +182,23 @@ class Agent:
             self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
                                                      state)
 
+    def _start_exporter(self) -> None:
+        """Prometheus exposition, when configured (prometheus_client is imported only then)."""
+        if not self.cfg.metrics.enabled:
+            return
+        from edge_agent.service.prometheus import MetricsExporter
+
+        self.exporter = MetricsExporter(self.cfg.metrics, self.status,
+                                        self.metrics.latency_histogram)
+        try:
+            self.exporter.start()
+        except RuntimeError:
+            self._close_io()
+            raise
+        textfile = self.cfg.metrics.textfile
+        log.info("metrics: %s", ", ".join(filter(None, [
+            self.exporter.url, textfile and f"textfile {textfile}"])))
+
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
                                                               else [])
@@ -187,7 +210,9 @@ class Agent:
             out = [*self.cfg.output.endpoints[:-1],
                    self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
-        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
+        metrics = [self.exporter.url] if self.exporter is not None and self.exporter.url else []
+        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg),
+                "metrics": metrics}
 
     def _ingest_endpoints(self) -> str:
         eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
@@ -216,7 +241,10 @@ class Agent:
                     self.ctx, self._status_endpoints(cfg),
                     {"ping": self._ping, "status": self.status, "metrics": self._metrics,
                      "config": self._config},
-                    self._request_checkpoint, self._count_control_error)
+                    {"checkpoint": self._request_checkpoint,
+                     "collect": lambda: self._defer("collect"),
+                     "reload": lambda: self._defer("reload")},
+                    self._count_control_error)
         except BaseException:
             self._close_io(with_status)
             raise
@@ -260,6 +288,8 @@ class Agent:
             if self._reload:
                 self._reload = False
                 self._reload_config()
+            if not self._requests.empty():
+                self._serve_requests()
             if now >= next_status:
                 self.notifier.status(self._status_line())
                 next_status = now + STATUS_EVERY_S
@@ -357,6 +387,8 @@ class Agent:
             dead.append("StatusServer")
         if self._cal_thread is not None and not self._cal_thread.is_alive():
             dead.append("calibration")
+        if self.exporter is not None and not self.exporter.alive():
+            dead.append("metrics")
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -433,6 +465,37 @@ class Agent:
         self._ckpt_requests.put(fut)
         return fut
 
+    def _defer(self, cmd: str) -> Future[dict[str, Any]]:
+        fut: Future[dict[str, Any]] = Future()
+        self._requests.put((cmd, fut))
+        return fut
+
+    def _serve_requests(self) -> None:
+        """``collect`` and ``reload`` from the status socket (main thread: it owns the
+        labelled log and the model)."""
+        while not self._requests.empty():
+            cmd, fut = self._requests.get()
+            try:
+                fut.set_result(self._collect() if cmd == "collect" else self._reload_now())
+            except Exception as exc:  # the requester gets the error; the agent goes on
+                log.exception("%s failed", cmd)
+                fut.set_exception(exc)
+
+    def _reload_now(self) -> dict[str, Any]:
+        before = self.model.engine.model_version
+        error = self._reload_config()
+        after = self.model.engine.model_version
+        return {"error": error, "model_version": after, "changed": after != before}
+
+    def _collect(self) -> dict[str, Any]:
+        eng = self.model.engine
+        qcore = self.calibration.state() if self.calibration is not None else None
+        self.metrics.inc("collects")
+        return collect_reply(self.cfg.metrics.board_name, eng.model_version,
+                             eng.input_shape, self.model.label_names,
+                             bool(self.model.bundle.meta.get(SERIES_NORM)),
+                             list(self.labelled), qcore)
+
     def _checkpoint(self) -> None:
         waiting = []
         while not self._ckpt_requests.empty():
@@ -463,17 +526,19 @@ class Agent:
 
     # ------------------------------------------------------------ reload
 
-    def _reload_config(self) -> None:
+    def _reload_config(self) -> str | None:
+        """Reload the configuration file (and a changed bundle); return why it failed."""
         if self.config_path is None:
             log.warning("SIGHUP: no configuration file to reload")
-            return
+            return "no configuration file to reload"
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
-            return
+            return str(exc)
         old = self.cfg
         logging.getLogger().setLevel(new.log.level.upper())
         self.metrics.set_accuracy_window(new.inference.accuracy_window)
@@ -489,11 +554,13 @@ class Agent:
                 self._reopen_io(new, old)
         except (BundleError, OSError, RuntimeError) as exc:
             log.error("reload failed, keeping the running model and sockets: %s", exc)
+            self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
-            return
+            return str(exc)
         self.cfg = new
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready(self._status_line())
+        return None
 
     def _swap_model(self, new: AgentConfig) -> None:
         data = Path(new.model.bundle).read_bytes()
@@ -504,6 +571,7 @@ class Agent:
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
         self._start_calibration(None)  # a new model starts from its own QCore
+        self.metrics.inc("model_reloads")
         log.info("model %s loaded from %s", eng.model_version, model.path)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
@@ -542,7 +610,8 @@ class Agent:
         return {
             "agent": {"version": __version__, "pid": os.getpid(), "uptime_s": snap["uptime_s"],
                       "stopping": self._stopping},
-            "model": {"version": eng.model_version, "path": self.model.path,
+            "board": self.cfg.metrics.board_name,
+            "model": {"version": eng.model_version, "path": self.model.path, "bits": eng.bits,
                       "input_shape": list(eng.input_shape), "num_classes": eng.num_classes,
                       "label_names": self.model.label_names},
             "samples": {
@@ -559,7 +628,8 @@ class Agent:
                 "seq_missing": c.get("seq_missing", 0),
             },
             "accuracy": {"rolling": snap["rolling_accuracy"], "n": snap["rolling_accuracy_n"],
-                         "labelled_total": c.get("labelled_predictions", 0)},
+                         "labelled_total": c.get("labelled_predictions", 0),
+                         "labelled_correct": c.get("labelled_correct", 0)},
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
             "latency_ms": snap["latency_ms"],
             "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
@@ -574,6 +644,11 @@ class Agent:
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
+            "checkpoint_counts": {"written": c.get("checkpoints", 0),
+                                  "errors": c.get("checkpoint_errors", 0)},
+            "fleet": {"reloads": c.get("model_reloads", 0),
+                      "reload_failures": c.get("model_reload_failures", 0),
+                      "collects": c.get("collects", 0)},
             "rss_bytes": snap["rss_bytes"],
         }
 
@@ -619,6 +694,8 @@ class Agent:
             self.bursts.close()
         self.energy.close()
         self._checkpoint()
+        if self.exporter is not None:
+            self.exporter.stop()
         self._close_io()
         self.store.close()
         self.ctx.term()
