@@ -4,9 +4,10 @@ ZeroMQ's own forwarder (``zmq.proxy_steerable``) between an XSUB socket that pub
 connect to and an XPUB socket that agents connect to (``[ingest] mode = "connect"``).
 Subscriptions travel upstream, so an agent subscribed to ``board-7/`` only receives
 messages whose first frame (the topic of the protocol's two-frame form) starts with it.
-The counters are libzmq's: the control socket's ``STATISTICS`` command returns messages
-and bytes per socket and direction (a multipart message counts once); nothing here
-counts per message, so the forwarding path stays in C.
+The counters are libzmq's: the control socket's ``STATISTICS`` command returns frames
+and bytes per socket and direction (libzmq's documentation says "messages", but the
+libzmq 4.3.5 that pyzmq bundles counts every frame: a sample in the protocol's two-frame
+form is two); nothing here counts per message, so the forwarding path stays in C.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class ProxyStats:
-    """libzmq's proxy counters: messages and bytes per socket and direction."""
+    """libzmq's proxy counters: frames and bytes per socket and direction."""
 
-    messages: dict[tuple[str, str], int]
+    frames: dict[tuple[str, str], int]
     bytes: dict[tuple[str, str], int]
 
     @property
     def forwarded(self) -> int:
-        """Messages forwarded from publishers to agents."""
-        return self.messages[("backend", "out")]
+        """Frames forwarded from publishers to agents."""
+        return self.frames[("backend", "out")]
 
 
 class Proxy:
@@ -119,10 +120,10 @@ class Proxy:
         values = [struct.unpack("=Q", f)[0] for f in frames]
         if len(values) != 8:
             raise RuntimeError(f"proxy STATISTICS gave {len(values)} values, expected 8")
-        # libzmq order: frontend msgs in, bytes in, msgs out, bytes out; then the backend
-        msgs = {k: values[2 * i] for i, k in enumerate(STAT_KEYS)}
+        # libzmq order: frontend frames in, bytes in, frames out, bytes out; then the backend
+        frames = {k: values[2 * i] for i, k in enumerate(STAT_KEYS)}
         nbytes = {k: values[2 * i + 1] for i, k in enumerate(STAT_KEYS)}
-        return ProxyStats(msgs, nbytes)
+        return ProxyStats(frames, nbytes)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop forwarding and close the sockets."""

@@ -65,9 +65,9 @@ def _line(proxy: Proxy) -> str:
         st = proxy.stats()
     except RuntimeError as exc:
         return f"statistics unavailable: {exc}"
-    return (f"{st.messages[('frontend', 'in')]} messages in, {st.forwarded} forwarded "
+    return (f"{st.frames[('frontend', 'in')]} frames in, {st.forwarded} forwarded "
             f"({st.bytes[('backend', 'out')] / 2**20:.1f} MiB), "
-            f"{st.messages[('backend', 'in')]} subscription messages")
+            f"{st.frames[('backend', 'in')]} subscription frames")
 
 
 def proxy_main(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class ProxyCollector:
-    """``edge_agent_proxy_{messages,bytes}_total{socket,direction}`` and health gauges.
+    """``edge_agent_proxy_{frames,bytes}_total{socket,direction}`` and health gauges.
 
     ``socket="backend", direction="out"`` is what reached the agents' side;
     ``socket="frontend", direction="in"`` what publishers sent; the reverse pair carries
@@ -60,8 +60,8 @@ class ProxyCollector:
         yield uptime
         if st is None:
             return
-        for name, values, doc in (("messages", st.messages, "Messages (a multipart message "
-                                   "counts once)"), ("bytes", st.bytes, "Payload bytes")):
+        for name, values, doc in (("frames", st.frames, "Frames (a two-frame sample counts "
+                                   "twice)"), ("bytes", st.bytes, "Payload bytes")):
             fam = CounterMetricFamily(f"edge_agent_proxy_{name}", f"{doc} per socket and "
                                       "direction, libzmq's counters.",
                                       labels=["board", "socket", "direction"])
