@@ -116,8 +116,8 @@ class Proxy:
             self.control.send(b"STATISTICS")
             if not self.control.poll(timeout_ms):
                 raise RuntimeError("proxy did not answer STATISTICS")
-            frames = self.control.recv_multipart()
-        values = [struct.unpack("=Q", f)[0] for f in frames]
+            raw = self.control.recv_multipart()
+        values = [struct.unpack("=Q", f)[0] for f in raw]
         if len(values) != 8:
             raise RuntimeError(f"proxy STATISTICS gave {len(values)} values, expected 8")
         # libzmq order: frontend frames in, bytes in, frames out, bytes out; then the backend
