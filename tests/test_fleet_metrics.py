@@ -171,3 +171,34 @@ def test_histogram_buckets_are_cumulative() -> None:
     buckets, total, count = h.snapshot()
     assert buckets == [(0.001, 2), (0.01, 3), (float("inf"), 4)]
     assert count == 4 and total == pytest.approx(5.0035)
+
+
+def test_the_dashboard_uses_only_exposed_metrics(
+        metrics_agent: tuple[AgentProcess, Path]) -> None:
+    """Every edge_agent_* series in deploy/grafana-dashboard.json is one the agent (scraped
+    here) or the proxy (its collector over a real in-process proxy) exposes."""
+    import json
+    import re
+
+    import zmq
+
+    from edge_agent.fleet.proxy import Proxy, ProxyConfig
+    from edge_agent.fleet.proxy_metrics import ProxyCollector
+
+    agent, _ = metrics_agent
+    exposed = {name for name, _ in _scrape(agent.status()["endpoints"]["metrics"][0])}
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    proxy = Proxy(ProxyConfig(["inproc://df"], ["inproc://db"]), ctx)
+    proxy.start()
+    try:
+        exposed |= {s.name for fam in ProxyCollector(proxy, "gw").collect() for s in fam.samples}
+    finally:
+        proxy.stop()
+        ctx.term()
+    dash = json.loads((Path(__file__).resolve().parents[1] / "deploy" /
+                       "grafana-dashboard.json").read_text())
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows == ["Ingest", "Accuracy and drift", "Calibration", "Energy", "Health"]
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bedge_agent_\w+", e)}
+    assert used and used <= exposed, sorted(used - exposed)

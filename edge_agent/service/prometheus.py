@@ -26,10 +26,12 @@ from prometheus_client.core import (
 
 from edge_agent.service.histogram import Histogram
 from edge_agent.service.metrics_config import MetricsConfig
+from edge_agent.service.protocol import REASONS
 
 log = logging.getLogger(__name__)
 
 P = "edge_agent_"
+DROP_KINDS = ("unlabelled", "labelled")  # what the ingest queue sheds
 StatusFn = Callable[[], dict[str, Any]]
 
 # (metric name without prefix/_total, help, path into the status reply)
@@ -85,8 +87,6 @@ GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("energy_pressure", "1 when the energy policy asks for the pressure bit-width.",
      ("energy", "pressure")),
     ("energy_policy_bits", "Bit-width the energy policy asks for.", ("energy", "bits")),
-    ("burst_cpu_seconds", "CPU seconds spent in QAT burst children.",
-     ("bursts", "cpu_s_total")),
 )
 
 
@@ -150,12 +150,14 @@ class AgentCollector:
         s = st.get("samples", {})
         rej = CounterMetricFamily(P + "samples_rejected", "Messages rejected, by reason.",
                                   labels=["board", "reason"])
-        for reason, n in sorted(s.get("rejected", {}).items()):
+        # every known reason and kind from 0, so rate() and sum() work before the first one
+        rejected = {**dict.fromkeys(REASONS, 0), **s.get("rejected", {})}
+        for reason, n in sorted(rejected.items()):
             rej.add_metric([b, reason], n)
         yield rej
         drop = CounterMetricFamily(P + "samples_dropped", "Accepted items shed, by stage and "
                                    "kind.", labels=["board", "stage", "kind"])
-        for kind, n in sorted(s.get("dropped", {}).items()):
+        for kind, n in sorted({**dict.fromkeys(DROP_KINDS, 0), **s.get("dropped", {})}.items()):
             drop.add_metric([b, "queue", kind], n)
         yield drop
         cal = st.get("calibration", {})
@@ -181,6 +183,10 @@ class AgentCollector:
         for outcome in ("started", "accepted", "rolled_back", "preempted", "failed"):
             fam.add_metric([b, outcome], bu.get(outcome, 0))
         yield fam
+        cpu = CounterMetricFamily(P + "burst_cpu_seconds", "CPU seconds spent in QAT burst "
+                                  "children.", labels=["board"])
+        cpu.add_metric([b], float(bu.get("cpu_s_total", 0.0)))
+        yield cpu
         running = GaugeMetricFamily(P + "burst_running", "1 while a QAT burst runs.",
                                     labels=["board"])
         running.add_metric([b], float(bu.get("state", "idle") not in ("idle", None)
