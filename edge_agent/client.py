@@ -288,7 +288,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"status socket (default {DEFAULT_STATUS})")
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.add_argument("--command", default="status",
-                        choices=("status", "metrics", "config", "checkpoint", "ping"),
+                        choices=("status", "metrics", "config", "checkpoint", "ping", "reload"),
                         help="request to send (default status)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
