@@ -35,7 +35,8 @@ class Target:
     endpoint: str
     canary: bool = False
     bundle_path: Path | None = None
-    old_version: str = ""
+    old_version: str = ""             # what it ran (calibration may have moved it)
+    prev_version: str = ""            # its configured bundle's, what a rollback restores
     before: float | None = None       # rolling accuracy before the push
     base: tuple[int, int] = (0, 0)    # (labelled, correct) right after the reload
     after: float | None = None        # accuracy of the new model's labelled predictions
@@ -166,12 +167,14 @@ class Rollout:
         assert t.bundle_path is not None
         path = t.bundle_path
         try:
-            _write_atomic(path.with_name(path.name + ".prev"), path.read_bytes())
+            prev = path.read_bytes()
+            t.prev_version = from_bytes(prev, str(path)).model_version
+            _write_atomic(path.with_name(path.name + ".prev"), prev)
             _write_atomic(path, self.data)
             t.written = True
             res = _request(t.endpoint, "reload", self.timeout_s)
             st = _request(t.endpoint, "status", self.timeout_s)
-        except (OSError, ClientError) as exc:
+        except (OSError, ClientError, BundleError) as exc:
             self._fail(t, f"push failed: {exc}")
             return
         if st["model"]["version"] != self.report.new_version:
@@ -219,9 +222,10 @@ class Rollout:
             t.state, t.reason = "rollback_failed", f"{t.reason}; rollback: {exc}"
             self._event(f"{t.endpoint}: ROLLBACK FAILED: {exc}")
             return
-        if version != t.old_version:
+        if version != t.prev_version:
             t.state = "rollback_failed"
-            self._event(f"{t.endpoint}: ROLLBACK FAILED: runs {version}, not {t.old_version}")
+            self._event(f"{t.endpoint}: ROLLBACK FAILED: runs {version}, not {t.prev_version}")
             return
         t.state = "rolled_back"
-        self._event(f"{t.endpoint}: rolled back to {t.old_version}")
+        # a model the agent had recalibrated in place restarts from its configured bundle
+        self._event(f"{t.endpoint}: rolled back to {t.prev_version}")
