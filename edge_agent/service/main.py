@@ -37,7 +37,7 @@ from edge_agent.data.datasets import SERIES_NORM, normalize_series
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine import Engine
 from edge_agent.service.config import AgentConfig, ConfigError, add_run_arguments, load_config
-from edge_agent.service.field_export import collect_reply
+from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.intake import Intake, Item
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.notify import Notifier
@@ -85,7 +85,7 @@ class Model:
         return normalize_series(X) if self.bundle.meta.get(SERIES_NORM) else X
 
 
-class Agent:
+class Agent(FleetOps):
     """One agent process: owns the sockets, threads, engine and state."""
 
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
@@ -181,23 +181,6 @@ class Agent:
         if self.cfg.calibration.enabled:
             self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
                                                      state)
-
-    def _start_exporter(self) -> None:
-        """Prometheus exposition, when configured (prometheus_client is imported only then)."""
-        if not self.cfg.metrics.enabled:
-            return
-        from edge_agent.service.prometheus import MetricsExporter
-
-        self.exporter = MetricsExporter(self.cfg.metrics, self.status,
-                                        self.metrics.latency_histogram)
-        try:
-            self.exporter.start()
-        except RuntimeError:
-            self._close_io()
-            raise
-        textfile = self.cfg.metrics.textfile
-        log.info("metrics: %s", ", ".join(filter(None, [
-            self.exporter.url, textfile and f"textfile {textfile}"])))
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
@@ -464,37 +447,6 @@ class Agent:
         fut: Future[dict[str, Any]] = Future()
         self._ckpt_requests.put(fut)
         return fut
-
-    def _defer(self, cmd: str) -> Future[dict[str, Any]]:
-        fut: Future[dict[str, Any]] = Future()
-        self._requests.put((cmd, fut))
-        return fut
-
-    def _serve_requests(self) -> None:
-        """``collect`` and ``reload`` from the status socket (main thread: it owns the
-        labelled log and the model)."""
-        while not self._requests.empty():
-            cmd, fut = self._requests.get()
-            try:
-                fut.set_result(self._collect() if cmd == "collect" else self._reload_now())
-            except Exception as exc:  # the requester gets the error; the agent goes on
-                log.exception("%s failed", cmd)
-                fut.set_exception(exc)
-
-    def _reload_now(self) -> dict[str, Any]:
-        before = self.model.engine.model_version
-        error = self._reload_config()
-        after = self.model.engine.model_version
-        return {"error": error, "model_version": after, "changed": after != before}
-
-    def _collect(self) -> dict[str, Any]:
-        eng = self.model.engine
-        qcore = self.calibration.state() if self.calibration is not None else None
-        self.metrics.inc("collects")
-        return collect_reply(self.cfg.metrics.board_name, eng.model_version,
-                             eng.input_shape, self.model.label_names,
-                             bool(self.model.bundle.meta.get(SERIES_NORM)),
-                             list(self.labelled), qcore)
 
     def _checkpoint(self) -> None:
         waiting = []
