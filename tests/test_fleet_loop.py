@@ -128,6 +128,22 @@ def test_collect_gathers_every_agent_with_provenance(
         load_field(tmp_path / "other.npz")
 
 
+def test_collect_command_line(fleet: tuple[list[AgentProcess], list[Path], Path],
+                              tmp_path: Path) -> None:
+    agents, _, _ = fleet
+    (tmp_path / "agents.txt").write_text(
+        "# the fleet\n" + "".join(f"{ag.status_ep}  # {b}\n" for ag, b in zip(agents, BOARDS,
+                                                                              strict=True)))
+    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "collect", "--agents-file",
+                        str(tmp_path / "agents.txt"), "--out", str(tmp_path / "f.npz"),
+                        "--textfile", str(tmp_path / "collect.prom")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "samples from 3 of 3 agents" in r.stdout
+    assert "edge_agent_fleet_collect_agents 3.0" in (tmp_path / "collect.prom").read_text()
+    assert sorted(set(load_field(tmp_path / "f.npz")["board"].tolist())) == list(BOARDS)
+
+
 def test_failing_canaries_are_all_rolled_back(
         fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path) -> None:
     agents, dirs, base = fleet
