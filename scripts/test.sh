@@ -4,9 +4,12 @@
 EXTRAS=dev
 source "$(dirname "$0")/venv.sh"
 # System packages the tests use: systemd-analyze (the unit file), a C compiler and the
-# Python headers (the ahead-of-time kernels, edge-agent compile-kernels).
+# Python headers (the ahead-of-time kernels, edge-agent compile-kernels), prometheus.
 missing=()
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# Debian's Prometheus server: tests/test_fleet_prometheus.py scrapes real agents with it
+# (skipped, with its reason, where it is missing); bench/fleet.py needs it too.
+command -v prometheus >/dev/null || missing+=(prometheus)
 command -v "$(python -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')" \
   >/dev/null || missing+=(gcc)
 python -c 'import os, sys, sysconfig
