@@ -37,13 +37,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.fleet_steps import retrain, settle, throughput  # noqa: E402
 from bench.fleet_support import Fleet, Prometheus, ProxyProc, compile_aot  # noqa: E402
 from edge_agent.fleet.collect import collect, save  # noqa: E402
 from edge_agent.fleet.rollout import Rollout  # noqa: E402
 
 BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
-KINDS = (("none", ()), ("rotation", (30, 60, 90)), ("gain", (2.0, 3.0, 4.0)),
-         ("offset", (1.0, 1.5, 2.0)), ("noise", (0.3, 0.5, 0.8)))
+KINDS = (
+    ("none", ()),
+    ("rotation", (30, 60, 90)),
+    ("gain", (2.0, 3.0, 4.0)),
+    ("offset", (1.0, 1.5, 2.0)),
+    ("noise", (0.3, 0.5, 0.8)),
+)
 
 
 T0 = time.monotonic()
@@ -60,19 +66,51 @@ def drift_of(i: int) -> str:
     return "none" if kind == "none" else f"{kind}:{strengths[(i // len(KINDS)) % 3]}@0"
 
 
-def publishers(fleet: Fleet, front: str, n_pub: int, split: str, count: int, rate: float,
-               labels_every: int, first_seq: int) -> list[subprocess.Popen[str]]:
+def publishers(
+    fleet: Fleet,
+    front: str,
+    n_pub: int,
+    split: str,
+    count: int,
+    rate: float,
+    labels_every: int,
+    first_seq: int,
+) -> list[subprocess.Popen[str]]:
     """Start ``n_pub`` replay processes sharing the boards out."""
     procs = []
     for k in range(n_pub):
         idx = list(range(k, len(fleet.boards), n_pub))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bench.fleet_publish", "replay", "--endpoint", front,
-             "--split", split, "--boards", ",".join(fleet.boards[i] for i in idx),
-             "--drifts", ",".join(drift_of(i) for i in idx), "--count", str(count),
-             "--rate", str(rate), "--labels-every", str(labels_every),
-             "--first-seq", str(first_seq), "--seed", str(k)],
-            cwd=REPO, stdout=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.fleet_publish",
+                    "replay",
+                    "--endpoint",
+                    front,
+                    "--split",
+                    split,
+                    "--boards",
+                    ",".join(fleet.boards[i] for i in idx),
+                    "--drifts",
+                    ",".join(drift_of(i) for i in idx),
+                    "--count",
+                    str(count),
+                    "--rate",
+                    str(rate),
+                    "--labels-every",
+                    str(labels_every),
+                    "--first-seq",
+                    str(first_seq),
+                    "--seed",
+                    str(k),
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -85,76 +123,6 @@ def finish(procs: list[subprocess.Popen[str]]) -> dict[str, int]:
             raise RuntimeError(f"publisher failed: {out}")
         sent.update(json.loads(out.strip().splitlines()[-1])["sent"])
     return sent
-
-
-SUMS = {"predicted": "edge_agent_samples_predicted_total",
-        "received": "edge_agent_samples_received_total",
-        "dropped": "edge_agent_samples_dropped_total",
-        "rejected": "edge_agent_samples_rejected_total",
-        "labelled": "edge_agent_labelled_predictions_total",
-        "correct": "edge_agent_labelled_correct_total"}
-
-
-def settle(fleet: Fleet, prom: Prometheus, timeout_s: float = 180.0) -> dict[str, float]:
-    """Wait until every agent is idle and Prometheus has scraped its final counters;
-    return the fleet sums as Prometheus reports them."""
-    deadline = time.monotonic() + timeout_s
-    prev: tuple[int, ...] | None = None
-    while time.monotonic() < deadline:
-        st = fleet.statuses()
-        tot = (sum(s["samples"]["predicted"] for s in st),
-               sum(s["samples"]["received"] for s in st),
-               sum(s["accuracy"]["labelled_total"] for s in st))
-        if tot == prev and all(s["queue"]["depth"] == 0 for s in st):
-            break
-        prev = tot
-        time.sleep(1.0)
-    assert prev is not None
-    while time.monotonic() < deadline:
-        sums = {k: prom.scalar(f"sum({m})") for k, m in SUMS.items()}
-        if (sums["predicted"], sums["received"], sums["labelled"]) == tuple(map(float, prev)):
-            return sums
-        time.sleep(0.5)
-    raise RuntimeError(f"Prometheus never showed the agents' totals {prev}")
-
-
-def throughput(proxy: ProxyProc, n_blast: int, seconds: float) -> dict[str, float]:
-    """Blasters -> proxy -> one counting subscriber; samples/s delivered and proxy CPU."""
-    cmd = [sys.executable, "-m", "bench.fleet_publish"]
-    sink = subprocess.Popen([*cmd, "sink", "--endpoint", proxy.back, "--seconds",
-                             str(seconds + 15)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None
-    sink.stdout.readline()  # "ready"
-    f0, c0 = proxy.frames(), proxy.cpu_s()
-    blasters = [subprocess.Popen([*cmd, "blast", "--endpoint", proxy.front, "--seconds",
-                                  str(seconds)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-                for _ in range(n_blast)]
-    outs = [json.loads(b.communicate(timeout=seconds + 120)[0].strip().splitlines()[-1])
-            for b in blasters]
-    sent = sum(o["sent"] for o in outs)
-    # the sending window: first blaster's first send to the last one's flush (start-up and
-    # the wait for the subscription excluded)
-    wall = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-    time.sleep(1.0)  # let the proxy and the sink drain
-    f1, c1 = proxy.frames(), proxy.cpu_s()
-    sink.terminate()
-    received = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])["received"]
-    forwarded = (f1["backend/out"] - f0["backend/out"]) / 2  # two frames per sample
-    return {"sent": sent, "forwarded": forwarded, "received": received, "wall_s": wall,
-            "samples_per_s": received / wall, "forwarded_per_s": forwarded / wall,
-            "proxy_cpu_s": c1 - c0, "proxy_cpu_share": (c1 - c0) / wall}
-
-
-def retrain(work: Path, collected: Path, steps: tuple[int, int]) -> tuple[Path, float]:
-    """``edge-agent train --extra``; returns the bundle and its CPU seconds."""
-    out = work / "retrained.eab"
-    t0 = os.times()
-    subprocess.run([sys.executable, "-m", "edge_agent.cli", "train", "--data", "basicmotions",
-                    "--bits", "4", "--extra", str(collected), "--out", str(out), "--quiet",
-                    "--no-flipper", "--fp-steps", str(steps[0]), "--qat-steps", str(steps[1])],
-                   cwd=REPO, check=True, capture_output=True, timeout=1800)
-    t1 = os.times()
-    return out, (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -171,9 +139,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fleet.start()
         res["startup_s"] = time.monotonic() - t_start
         say("agents ready; starting prometheus")
-        prom = Prometheus(work, args.port0 - 2, list(zip(fleet.boards, fleet.ports,
-                                                         strict=True)),
-                          proxy.port, args.scrape_s)
+        prom = Prometheus(
+            work,
+            args.port0 - 2,
+            list(zip(fleet.boards, fleet.ports, strict=True)),
+            proxy.port,
+            args.scrape_s,
+        )
         deadline = time.monotonic() + 60
         while (up := prom.targets_up()) < args.agents and time.monotonic() < deadline:
             time.sleep(args.scrape_s / 2)  # a target counts once its first scrape is done
@@ -194,8 +166,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seq += count
         total_sent += sum(sent.values())
         s1 = settle(fleet, prom)
-        res["fleet_accuracy_before"] = (s1["correct"] - s0["correct"]) / (s1["labelled"] -
-                                                                           s0["labelled"])
+        res["fleet_accuracy_before"] = (s1["correct"] - s0["correct"]) / (
+            s1["labelled"] - s0["labelled"]
+        )
         say("phase 4: proxy throughput")
         tp = throughput(proxy, args.blasters, args.blast_s)
         # what the proxy forwarded (libzmq's counter); what one Python subscriber received
@@ -209,9 +182,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say("rollout")
         feed = publishers(fleet, proxy.front, n_pub, "test", 10**9, rate, 1, seq)
         t0 = time.monotonic()
-        report = Rollout(bundle, [fleet.status_ep(i) for i in range(args.agents)],
-                         canary_share=0.1, min_labelled=40, tolerance=0.05,
-                         gate_timeout_s=240, poll_s=0.5).run()
+        report = Rollout(
+            bundle,
+            [fleet.status_ep(i) for i in range(args.agents)],
+            canary_share=0.1,
+            min_labelled=40,
+            tolerance=0.05,
+            gate_timeout_s=240,
+            poll_s=0.5,
+        ).run()
         res["rollout_s"] = time.monotonic() - t0
         for p in feed:
             p.terminate()
@@ -219,16 +198,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seq += max(sent.values()) + 1
         total_sent += sum(sent.values())
         res["rollout_ok"] = report.ok
-        res["rollout"] = {s: sum(t.state == s for t in report.targets)
-                          for s in ("passed", "failed", "rolled_back", "rollback_failed")}
+        res["rollout"] = {
+            s: sum(t.state == s for t in report.targets)
+            for s in ("passed", "failed", "rolled_back", "rollback_failed")
+        }
         res["rollout_events"] = report.events[-8:]
         s2 = settle(fleet, prom)
         say(f"rollout ok={report.ok}; phase 6: after (test split)")
         sent = finish(publishers(fleet, proxy.front, n_pub, "test", count, rate, 1, seq))
         total_sent += sum(sent.values())
         s3 = settle(fleet, prom)
-        res["fleet_accuracy_after"] = (s3["correct"] - s2["correct"]) / (s3["labelled"] -
-                                                                         s2["labelled"])
+        res["fleet_accuracy_after"] = (s3["correct"] - s2["correct"]) / (
+            s3["labelled"] - s2["labelled"]
+        )
         res["samples_sent"] = total_sent
         res["samples_predicted"] = s3["predicted"]
         res["samples_dropped"] = s3["dropped"]
@@ -251,30 +233,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(r: dict[str, Any]) -> str:
     tp = r["proxy"]
-    return "\n".join([
-        "# Fleet benchmark (`python -m bench.fleet --json`)", "",
-        f"{r['agents']} agents (AOT kernels), one proxy, Prometheus scraping all; "
-        f"wall {r['wall_s']:.0f} s (start-up {r['startup_s']:.0f} s), load average "
-        f"{', '.join(f'{v:.1f}' for v in r['load_average'])}.", "",
-        "| key | value |", "|---|---|",
-        *[f"| {k} | {r[k]} |" for k in (
-            "targets_up", "samples_sent", "samples_predicted", "samples_dropped",
-            "samples_rejected", "lost_uncounted", "rollout_ok", "fleet_accuracy_before",
-            "fleet_accuracy_after", "peak_rss_mb_per_agent", "proxy_samples_per_s",
-            "proxy_delivered_per_s")],
-        "", f"Proxy: {tp['sent']} samples sent by the blasters in {tp['wall_s']:.1f} s, "
-        f"{tp['forwarded']:.0f} forwarded ({tp['forwarded_per_s']:.0f}/s), {tp['received']} "
-        f"received by the subscriber ({tp['samples_per_s']:.0f}/s); proxy CPU "
-        f"{tp['proxy_cpu_s']:.1f} s ({100 * tp['proxy_cpu_share']:.0f}% of one core; "
-        "the proxy's CPU includes the 1 s drain after the window).",
-        f"Rollout: {r['rollout']} in {r['rollout_s']:.0f} s; retraining took "
-        f"{r['retrain_cpu_s']:.0f} s CPU ({r['train_steps'][0]} FP + {r['train_steps'][1]} "
-        "QAT steps).", ""])
+    return "\n".join(
+        [
+            "# Fleet benchmark (`python -m bench.fleet --json`)",
+            "",
+            f"{r['agents']} agents (AOT kernels), one proxy, Prometheus scraping all; "
+            f"wall {r['wall_s']:.0f} s (start-up {r['startup_s']:.0f} s), load average "
+            f"{', '.join(f'{v:.1f}' for v in r['load_average'])}.",
+            "",
+            "| key | value |",
+            "|---|---|",
+            *[
+                f"| {k} | {r[k]} |"
+                for k in (
+                    "targets_up",
+                    "samples_sent",
+                    "samples_predicted",
+                    "samples_dropped",
+                    "samples_rejected",
+                    "lost_uncounted",
+                    "rollout_ok",
+                    "fleet_accuracy_before",
+                    "fleet_accuracy_after",
+                    "peak_rss_mb_per_agent",
+                    "proxy_samples_per_s",
+                    "proxy_delivered_per_s",
+                )
+            ],
+            "",
+            f"Proxy: {tp['sent']} samples sent by the blasters in {tp['wall_s']:.1f} s, "
+            f"{tp['forwarded']:.0f} forwarded ({tp['forwarded_per_s']:.0f}/s), {tp['received']} "
+            f"received by the subscriber ({tp['samples_per_s']:.0f}/s); proxy CPU "
+            f"{tp['proxy_cpu_s']:.1f} s ({100 * tp['proxy_cpu_share']:.0f}% of one core; "
+            "the proxy's CPU includes the 1 s drain after the window).",
+            f"Rollout: {r['rollout']} in {r['rollout_s']:.0f} s; retraining took "
+            f"{r['retrain_cpu_s']:.0f} s CPU ({r['train_steps'][0]} FP + {r['train_steps'][1]} "
+            "QAT steps).",
+            "",
+        ]
+    )
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--agents", type=int, default=50)
     p.add_argument("--publishers", type=int, default=5)
     p.add_argument("--count", type=int, default=200, help="samples per board per phase")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.data.drift import Drift  # noqa: E402
-from edge_agent.service.protocol import encode_sample  # noqa: E402
+from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
 STOP = False
 
@@ -35,8 +35,9 @@ def _stop(*_: object) -> None:
     STOP = True
 
 
-def _xpub(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, topics: list[bytes],
-          wait_s: float = 120.0) -> zmq.Socket[bytes]:
+def _xpub(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, topics: list[bytes], wait_s: float = 120.0
+) -> zmq.Socket[bytes]:
     """An XPUB connected to the proxy, once every topic has a subscriber (slow joiner)."""
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 1_000_000)
@@ -78,8 +79,9 @@ def replay(args: argparse.Namespace) -> dict[str, object]:
             Xb, yb, order = streams[b]
             j = int(order[i % len(order)])
             label = int(yb[j]) if args.labels_every and (i + 1) % args.labels_every == 0 else None
-            sock.send_multipart([topics[b], encode_sample(b, args.first_seq + i, Xb[j],
-                                                          time.time(), label)])
+            sock.send_multipart(
+                [topics[b], encode_sample(b, args.first_seq + i, Xb[j], time.time(), label)]
+            )
             sent[b] += 1
         i += 1
     sock.close()  # lingers until ZeroMQ has handed everything to the proxy

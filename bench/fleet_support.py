@@ -31,16 +31,23 @@ def status(ep: str, cmd: str = "status", timeout: float = 10.0) -> dict[str, Any
 def compile_aot(cache: Path) -> None:
     """Build the AOT kernels into ``cache`` (what ``deploy/install.sh`` does on a board)."""
     env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(cache)}
-    subprocess.run([sys.executable, "-m", "edge_agent.cli", "compile-kernels"], cwd=REPO,
-                   env=env, check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "compile-kernels"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
 
 
 class Fleet:
     """N agent subprocesses, each with its own state dir, board identity and metrics port,
     subscribed to ``board-XX/`` at the proxy's backend."""
 
-    def __init__(self, work: Path, n: int, bundle: Path, backend: str, port0: int,
-                 cache: Path) -> None:
+    def __init__(
+        self, work: Path, n: int, bundle: Path, backend: str, port0: int, cache: Path
+    ) -> None:
         self.boards = [f"board-{i:02d}" for i in range(n)]
         self.dirs = [work / b for b in self.boards]
         self.ports = [port0 + i for i in range(n)]
@@ -81,11 +88,22 @@ level = "warning"
     def start(self, wave: int = 10, timeout_s: float = 600.0) -> None:
         """Start the agents ``wave`` at a time (2 cores: all at once only thrash)."""
         for k in range(0, len(self.dirs), wave):
-            for d in self.dirs[k:k + wave]:
+            for d in self.dirs[k : k + wave]:
                 with open(d / "agent.log", "wb") as log:
-                    self.procs.append(subprocess.Popen(
-                        [sys.executable, "-m", "edge_agent.service", "--config",
-                         str(d / "agent.toml")], cwd=REPO, stderr=log, env=self.env))
+                    self.procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-m",
+                                "edge_agent.service",
+                                "--config",
+                                str(d / "agent.toml"),
+                            ],
+                            cwd=REPO,
+                            stderr=log,
+                            env=self.env,
+                        )
+                    )
             for i in range(k, min(k + wave, len(self.dirs))):
                 self._wait_ready(i, timeout_s)
 
@@ -93,8 +111,9 @@ level = "warning"
         deadline = time.monotonic() + timeout_s
         while True:
             if self.procs[i].poll() is not None:
-                raise RuntimeError(f"{self.boards[i]} exited: "
-                                   f"{(self.dirs[i] / 'agent.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"{self.boards[i]} exited: {(self.dirs[i] / 'agent.log').read_text()[-2000:]}"
+                )
             try:
                 status(self.status_ep(i), "ping", 1.0)
                 return
@@ -137,9 +156,22 @@ class ProxyProc:
         self.port = port
         with open(work / "proxy.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.fleet.proxy_main", "--frontend", self.front,
-                 "--backend", self.back, "--metrics", f"127.0.0.1:{port}", "--board", "gateway"],
-                cwd=REPO, stderr=log)
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent.fleet.proxy_main",
+                    "--frontend",
+                    self.front,
+                    "--backend",
+                    self.back,
+                    "--metrics",
+                    f"127.0.0.1:{port}",
+                    "--board",
+                    "gateway",
+                ],
+                cwd=REPO,
+                stderr=log,
+            )
         self.ps = psutil.Process(self.proc.pid)
 
     def frames(self) -> dict[str, float]:
@@ -159,8 +191,9 @@ class ProxyProc:
         for line in text.splitlines():
             if line.startswith("edge_agent_proxy_frames_total{"):
                 labels, value = line.rsplit(" ", 1)
-                key = ("backend" if 'socket="backend"' in labels else "frontend") + \
-                    ("/out" if 'direction="out"' in labels else "/in")
+                key = ("backend" if 'socket="backend"' in labels else "frontend") + (
+                    "/out" if 'direction="out"' in labels else "/in"
+                )
                 out[key] = float(value)
         return out
 
@@ -178,24 +211,46 @@ class ProxyProc:
 class Prometheus:
     """Debian's ``prometheus`` binary with a generated scrape config on loopback."""
 
-    def __init__(self, work: Path, port: int, targets: list[tuple[str, int]],
-                 proxy_port: int, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        work: Path,
+        port: int,
+        targets: list[tuple[str, int]],
+        proxy_port: int,
+        interval_s: float = 2.0,
+    ) -> None:
         exe = shutil.which("prometheus")
         if exe is None:
             raise RuntimeError("the prometheus binary is missing: apt-get install prometheus")
         self.url = f"http://127.0.0.1:{port}"
         every = f"{round(interval_s * 1000)}ms"  # Prometheus durations take no fractions
-        jobs = [{"job_name": "edge-agent", "scrape_interval": every,
-                 "static_configs": [{"targets": [f"127.0.0.1:{p}" for _, p in targets]}]},
-                {"job_name": "edge-agent-proxy", "scrape_interval": every,
-                 "static_configs": [{"targets": [f"127.0.0.1:{proxy_port}"]}]}]
+        jobs = [
+            {
+                "job_name": "edge-agent",
+                "scrape_interval": every,
+                "static_configs": [{"targets": [f"127.0.0.1:{p}" for _, p in targets]}],
+            },
+            {
+                "job_name": "edge-agent-proxy",
+                "scrape_interval": every,
+                "static_configs": [{"targets": [f"127.0.0.1:{proxy_port}"]}],
+            },
+        ]
         cfg = work / "prometheus.yml"
-        cfg.write_text(json.dumps({"global": {"scrape_interval": every},
-                                   "scrape_configs": jobs}))  # JSON is YAML
+        cfg.write_text(
+            json.dumps({"global": {"scrape_interval": every}, "scrape_configs": jobs})
+        )  # JSON is YAML
         with open(work / "prometheus.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [exe, f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}"], stderr=log, stdout=log)
+                [
+                    exe,
+                    f"--config.file={cfg}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stderr=log,
+                stdout=log,
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -203,8 +258,9 @@ class Prometheus:
                     return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"prometheus did not start: "
-                                       f"{(work / 'prometheus.log').read_text()[-2000:]}") from None
+                    raise RuntimeError(
+                        f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.3)
 
     def api(self, path: str, **params: str) -> Any:

@@ -34,15 +34,24 @@ BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 
 def _mem(pid: int) -> dict[str, float]:
     text = Path(f"/proc/{pid}/status").read_text()
-    kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in text.splitlines()
-          if ln.startswith(("VmHWM", "VmRSS"))}
+    kb = {
+        ln.split(":")[0]: int(ln.split()[1])
+        for ln in text.splitlines()
+        if ln.startswith(("VmHWM", "VmRSS"))
+    }
     return {"peak_mb": kb["VmHWM"] / 1024, "rss_mb": kb["VmRSS"] / 1024}
 
 
 def one(work: Path, metrics: bool, port: int) -> dict[str, float]:
     d = Path(tempfile.mkdtemp(prefix="eam-", dir=work))
-    extra = (f'[metrics]\nhttp = true\nlisten = "127.0.0.1:{port}"\n'
-             f'textfile = "{d}/agent.prom"\ntextfile_interval_s = 1.0\n') if metrics else ""
+    extra = (
+        (
+            f'[metrics]\nhttp = true\nlisten = "127.0.0.1:{port}"\n'
+            f'textfile = "{d}/agent.prom"\ntextfile_interval_s = 1.0\n'
+        )
+        if metrics
+        else ""
+    )
     cfg = d / "agent.toml"
     cfg.write_text(f"""
 [model]
@@ -77,8 +86,9 @@ level = "warning"
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--port", type=int, default=19590)
     p.add_argument("--kernel-cache", default="")
@@ -99,10 +109,14 @@ def main() -> int:
     med: dict[str, Any] = {}
     for k, rs in runs.items():
         med[k] = {m: sorted(r[m] for r in rs)[len(rs) // 2] for m in ("peak_mb", "rss_mb")}
-    res = {"runs": runs, "median": med,
-           "peak_delta_mb": med["on"]["peak_mb"] - med["off"]["peak_mb"],
-           "rss_delta_mb": med["on"]["rss_mb"] - med["off"]["rss_mb"],
-           "target_mb": 5.0, "load_average": os.getloadavg()}
+    res = {
+        "runs": runs,
+        "median": med,
+        "peak_delta_mb": med["on"]["peak_mb"] - med["off"]["peak_mb"],
+        "rss_delta_mb": med["on"]["rss_mb"] - med["off"]["rss_mb"],
+        "target_mb": 5.0,
+        "load_average": os.getloadavg(),
+    }
     res["met"] = res["peak_delta_mb"] <= 5.0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics_memory.json").write_text(json.dumps(res, indent=2) + "\n")

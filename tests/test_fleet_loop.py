@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.client import Publisher
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 from edge_agent.fleet.collect import collect, load_field, save, with_field_samples
 from edge_agent.fleet.rollout import Rollout
 
@@ -39,13 +40,17 @@ def _last_layer(bundle: Bundle, change: str) -> Bundle:
     else:
         rows = last.packed.shape[0]
         order = np.roll(np.arange(rows), 1)
-        last = dataclasses.replace(last, packed=last.packed[order], bias_q=last.bias_q[order],
-                                   w_scale=last.w_scale[order],
-                                   out_mult=None if last.out_mult is None
-                                   else last.out_mult[order])
+        last = dataclasses.replace(
+            last,
+            packed=last.packed[order],
+            bias_q=last.bias_q[order],
+            w_scale=last.w_scale[order],
+            out_mult=None if last.out_mult is None else last.out_mult[order],
+        )
     layers = [*q.layers[:-1], last]
-    return dataclasses.replace(bundle, quant={bundle.default_bits:
-                                              dataclasses.replace(q, layers=layers)})
+    return dataclasses.replace(
+        bundle, quant={bundle.default_bits: dataclasses.replace(q, layers=layers)}
+    )
 
 
 class Feeder:
@@ -54,8 +59,9 @@ class Feeder:
 
     def __init__(self, dirs: list[Path], X: np.ndarray, y: np.ndarray) -> None:
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(d, X, y), daemon=True)
-                        for d in dirs]
+        self.threads = [
+            threading.Thread(target=self._run, args=(d, X, y), daemon=True) for d in dirs
+        ]
         for t in self.threads:
             t.start()
 
@@ -74,8 +80,9 @@ class Feeder:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[AgentProcess],
-                                                                     list[Path], Path]]:
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[list[AgentProcess], list[Path], Path]]:
     base = tmp_path_factory.mktemp("bundles")
     a = make_bundle(base / "a.eab")
     d = short_dir()
@@ -108,7 +115,8 @@ def _versions(agents: list[AgentProcess]) -> list[str]:
 
 
 def test_collect_gathers_every_agent_with_provenance(
-        fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path) -> None:
+    fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
+) -> None:
     agents, _, _ = fleet
     got = collect([ag.status_ep for ag in agents] + ["ipc:///nonexistent/status.sock"])
     assert set(got.errors) == {"ipc:///nonexistent/status.sock"}
@@ -128,16 +136,32 @@ def test_collect_gathers_every_agent_with_provenance(
         load_field(tmp_path / "other.npz")
 
 
-def test_collect_command_line(fleet: tuple[list[AgentProcess], list[Path], Path],
-                              tmp_path: Path) -> None:
+def test_collect_command_line(
+    fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
+) -> None:
     agents, _, _ = fleet
     (tmp_path / "agents.txt").write_text(
-        "# the fleet\n" + "".join(f"{ag.status_ep}  # {b}\n" for ag, b in zip(agents, BOARDS,
-                                                                              strict=True)))
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "collect", "--agents-file",
-                        str(tmp_path / "agents.txt"), "--out", str(tmp_path / "f.npz"),
-                        "--textfile", str(tmp_path / "collect.prom")],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+        "# the fleet\n"
+        + "".join(f"{ag.status_ep}  # {b}\n" for ag, b in zip(agents, BOARDS, strict=True))
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "collect",
+            "--agents-file",
+            str(tmp_path / "agents.txt"),
+            "--out",
+            str(tmp_path / "f.npz"),
+            "--textfile",
+            str(tmp_path / "collect.prom"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "samples from 3 of 3 agents" in r.stdout
     assert "edge_agent_fleet_collect_agents 3.0" in (tmp_path / "collect.prom").read_text()
@@ -145,22 +169,39 @@ def test_collect_command_line(fleet: tuple[list[AgentProcess], list[Path], Path]
 
 
 def test_failing_canaries_are_all_rolled_back(
-        fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path) -> None:
+    fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
+) -> None:
     agents, dirs, base = fleet
     before = _versions(agents)
     bad = tmp_path / "bad.eab"
     save_bundle(_last_layer(load_bundle(base / "a.eab"), "roll"), bad)
     r = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "rollout", str(bad),
-         *[a for ag in agents for a in ("--agent", ag.status_ep)], "--canary-share", "0.67",
-         "--min-labelled", "30", "--gate-timeout", "60", "--json",
-         "--textfile", str(tmp_path / "rollout.prom")],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "rollout",
+            str(bad),
+            *[a for ag in agents for a in ("--agent", ag.status_ep)],
+            "--canary-share",
+            "0.67",
+            "--min-labelled",
+            "30",
+            "--gate-timeout",
+            "60",
+            "--json",
+            "--textfile",
+            str(tmp_path / "rollout.prom"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     states = [(t["canary"], t["state"]) for t in report["agents"]]
-    assert states == [(True, "rolled_back"), (True, "rolled_back"), (False, "pending")], \
-        r.stderr
+    assert states == [(True, "rolled_back"), (True, "rolled_back"), (False, "pending")], r.stderr
     assert all(t["after"] < 0.5 for t in report["agents"][:2])
     assert _versions(agents) == before, "every agent runs the old bundle again"
     for d in dirs[:2]:
@@ -171,12 +212,14 @@ def test_failing_canaries_are_all_rolled_back(
         st = ag.wait_for(lambda s, n=n: s["samples"]["predicted"] > n + 10)
         assert st["fleet"]["reload_failures"] == 0
     assert agents[0].status()["fleet"]["reloads"] >= 2  # pushed, then rolled back
-    assert "edge_agent_fleet_rollout_agents_rolled_back 2.0" in (tmp_path / "rollout.prom") \
-        .read_text()
+    assert (
+        "edge_agent_fleet_rollout_agents_rolled_back 2.0" in (tmp_path / "rollout.prom").read_text()
+    )
 
 
 def test_a_corrupt_bundle_is_refused_before_anything_is_touched(
-        fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path) -> None:
+    fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
+) -> None:
     agents, dirs, base = fleet
     corrupt = tmp_path / "corrupt.eab"
     data = bytearray((base / "a.eab").read_bytes())
@@ -189,15 +232,23 @@ def test_a_corrupt_bundle_is_refused_before_anything_is_touched(
 
 
 def test_a_good_bundle_goes_to_the_canary_then_the_rest(
-        fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path) -> None:
+    fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
+) -> None:
     agents, _, base = fleet
     good = tmp_path / "good.eab"
     new = _last_layer(load_bundle(base / "a.eab"), "bias")
     save_bundle(new, good)
     events: list[str] = []
-    report = Rollout(good, [ag.status_ep for ag in agents], canary_share=0.3,
-                     min_labelled=30, tolerance=0.1, gate_timeout_s=60, poll_s=0.2,
-                     on_event=events.append).run()
+    report = Rollout(
+        good,
+        [ag.status_ep for ag in agents],
+        canary_share=0.3,
+        min_labelled=30,
+        tolerance=0.1,
+        gate_timeout_s=60,
+        poll_s=0.2,
+        on_event=events.append,
+    ).run()
     assert report.ok, report.events
     assert [t.canary for t in report.targets] == [True, False, False]
     assert [t.state for t in report.targets] == ["passed"] * 3

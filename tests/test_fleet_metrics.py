@@ -67,12 +67,18 @@ def test_metrics_match_status(metrics_agent: tuple[AgentProcess, Path]) -> None:
     ds = load_dataset("basicmotions")
     with Publisher(f"ipc://{d}/in.sock") as pub:
         for i in range(60):
-            pub.send_sample("s1", i, ds.X_test[i % 40], label=int(ds.y_test[i % 40])
-                            if i % 2 else None)
+            pub.send_sample(
+                "s1", i, ds.X_test[i % 40], label=int(ds.y_test[i % 40]) if i % 2 else None
+            )
         pub.send_raw(b"\xc1not msgpack")
         pub.send_raw(msgpack.packb({"v": 1, "type": "sample", "sensor": "s1"}))  # no seq
-    st = agent.wait_for(lambda s: s["samples"]["predicted"] >= 60 and
-                        s["samples"]["rejected_total"] >= 2 and s["checkpoint"])
+    st = agent.wait_for(
+        lambda s: (
+            s["samples"]["predicted"] >= 60
+            and s["samples"]["rejected_total"] >= 2
+            and s["checkpoint"]
+        )
+    )
     time.sleep(0.3)
     st = agent.status()
     (url,) = st["endpoints"]["metrics"]
@@ -85,21 +91,37 @@ def test_metrics_match_status(metrics_agent: tuple[AgentProcess, Path]) -> None:
     assert _value(m, "edge_agent_samples_predicted_total") == s["predicted"] == 60
     for reason, n in s["rejected"].items():
         assert _value(m, "edge_agent_samples_rejected_total", reason=reason) == n
-    assert sum(v for (name, _), v in m.items() if name == "edge_agent_samples_rejected_total") \
-        == s["rejected_total"] == 2
-    assert _value(m, "edge_agent_labelled_predictions_total") == \
-        st["accuracy"]["labelled_total"] == 30
+    assert (
+        sum(v for (name, _), v in m.items() if name == "edge_agent_samples_rejected_total")
+        == s["rejected_total"]
+        == 2
+    )
+    assert (
+        _value(m, "edge_agent_labelled_predictions_total") == st["accuracy"]["labelled_total"] == 30
+    )
     assert _value(m, "edge_agent_labelled_correct_total") == st["accuracy"]["labelled_correct"]
     assert _value(m, "edge_agent_rolling_accuracy_ratio") == pytest.approx(
-        st["accuracy"]["rolling"])
+        st["accuracy"]["rolling"]
+    )
     assert _value(m, "edge_agent_queue_capacity") == st["queue"]["capacity"]
     assert _value(m, "edge_agent_model_bits") == st["model"]["bits"] == 4
-    assert _value(m, "edge_agent_model_info", model_version=st["model"]["version"],
-                  agent_version=st["agent"]["version"]) == 1
-    assert _value(m, "edge_agent_calibration_rounds_total", outcome="kept") == \
-        st["calibration"]["accepted"]
-    assert _value(m, "edge_agent_calibration_rounds_total", outcome="rolled_back") == \
-        st["calibration"]["rolled_back"]
+    assert (
+        _value(
+            m,
+            "edge_agent_model_info",
+            model_version=st["model"]["version"],
+            agent_version=st["agent"]["version"],
+        )
+        == 1
+    )
+    assert (
+        _value(m, "edge_agent_calibration_rounds_total", outcome="kept")
+        == st["calibration"]["accepted"]
+    )
+    assert (
+        _value(m, "edge_agent_calibration_rounds_total", outcome="rolled_back")
+        == st["calibration"]["rolled_back"]
+    )
     assert _value(m, "edge_agent_bursts_total", outcome="started") == 0
     assert _value(m, "edge_agent_checkpoints_total") >= 1
     assert 0 <= _value(m, "edge_agent_checkpoint_age_seconds") < 30
@@ -107,14 +129,18 @@ def test_metrics_match_status(metrics_agent: tuple[AgentProcess, Path]) -> None:
     # the latency histogram counts every prediction once, cumulative buckets
     assert _value(m, "edge_agent_inference_latency_seconds_count") == 60
     assert _value(m, "edge_agent_inference_latency_seconds_bucket", le="+Inf") == 60
-    buckets = sorted((float(dict(k[1])["le"]), v) for k, v in m.items()
-                     if k[0] == "edge_agent_inference_latency_seconds_bucket")
+    buckets = sorted(
+        (float(dict(k[1])["le"]), v)
+        for k, v in m.items()
+        if k[0] == "edge_agent_inference_latency_seconds_bucket"
+    )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)
     assert all(dict(labels)["board"] == "bench-7" for _, labels in m)
 
 
 def test_textfile_is_written_atomically_with_the_same_metrics(
-        metrics_agent: tuple[AgentProcess, Path]) -> None:
+    metrics_agent: tuple[AgentProcess, Path],
+) -> None:
     agent, d = metrics_agent
     path = d / "agent.prom"
     deadline = time.monotonic() + 10
@@ -152,8 +178,11 @@ def test_a_taken_port_fails_start_up_with_a_clear_message(tmp_path: Path) -> Non
         port = s.getsockname()[1]
         d = short_dir()
         try:
-            a = AgentProcess(write_config(d, bundle, extra=f'[metrics]\nhttp = true\n'
-                                          f'listen = "127.0.0.1:{port}"\n'))
+            a = AgentProcess(
+                write_config(
+                    d, bundle, extra=f'[metrics]\nhttp = true\nlisten = "127.0.0.1:{port}"\n'
+                )
+            )
             rc = a.proc.wait(120)
             a.stop()
             assert rc == 1
@@ -173,8 +202,7 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert count == 4 and total == pytest.approx(5.0035)
 
 
-def test_the_dashboard_uses_only_exposed_metrics(
-        metrics_agent: tuple[AgentProcess, Path]) -> None:
+def test_the_dashboard_uses_only_exposed_metrics(metrics_agent: tuple[AgentProcess, Path]) -> None:
     """Every edge_agent_* series in deploy/grafana-dashboard.json is one the agent (scraped
     here) or the proxy (its collector over a real in-process proxy) exposes."""
     import json
@@ -195,8 +223,9 @@ def test_the_dashboard_uses_only_exposed_metrics(
     finally:
         proxy.stop()
         ctx.term()
-    dash = json.loads((Path(__file__).resolve().parents[1] / "deploy" /
-                       "grafana-dashboard.json").read_text())
+    dash = json.loads(
+        (Path(__file__).resolve().parents[1] / "deploy" / "grafana-dashboard.json").read_text()
+    )
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
     assert rows == ["Ingest", "Accuracy and drift", "Calibration", "Energy", "Health"]
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]

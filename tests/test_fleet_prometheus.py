@@ -22,7 +22,8 @@ from bench.fleet_support import Prometheus  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,
-    reason="needs the prometheus server binary (Debian: apt-get install prometheus)")
+    reason="needs the prometheus server binary (Debian: apt-get install prometheus)",
+)
 
 
 def _free_port() -> int:
@@ -45,8 +46,9 @@ def test_prometheus_scrapes_every_agent_and_sums_match(tmp_path: Path) -> None:
             agents.append(AgentProcess(write_config(ad, bundle, extra=extra)))
         for a in agents:
             a.wait_ready()
-        prom = Prometheus(d, _free_port(), [("a0", ports[0]), ("a1", ports[1])], _free_port(),
-                          interval_s=0.5)
+        prom = Prometheus(
+            d, _free_port(), [("a0", ports[0]), ("a1", ports[1])], _free_port(), interval_s=0.5
+        )
         X = load_dataset("basicmotions").X_test
         sent = [30, 45]
         for a, n in zip(agents, sent, strict=True):

@@ -33,9 +33,22 @@ class ProxyProcess:
         self.front, self.back = f"ipc://{d}/front.sock", f"ipc://{d}/back.sock"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.fleet.proxy_main", "--frontend", self.front,
-                 "--backend", self.back, "--metrics", "127.0.0.1:0", "--board", "gw"],
-                cwd=REPO, stderr=log)
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent.fleet.proxy_main",
+                    "--frontend",
+                    self.front,
+                    "--backend",
+                    self.back,
+                    "--metrics",
+                    "127.0.0.1:0",
+                    "--board",
+                    "gw",
+                ],
+                cwd=REPO,
+                stderr=log,
+            )
         deadline = time.monotonic() + 30
         while not (m := re.search(r"metrics at (\S+)", self.log())):
             assert self.proc.poll() is None and time.monotonic() < deadline, self.log()
@@ -48,13 +61,17 @@ class ProxyProcess:
     def scrape(self) -> dict[tuple[str, str], float]:
         with urllib.request.urlopen(self.url, timeout=10) as r:
             text = r.read().decode()
-        return {(s.labels.get("socket", "") + "/" + s.labels.get("direction", ""), s.name):
-                s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+        return {
+            (s.labels.get("socket", "") + "/" + s.labels.get("direction", ""), s.name): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProcess,
-                                                                     list[AgentProcess]]]:
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProxyProcess, list[AgentProcess]]]:
     bundle = make_bundle(tmp_path_factory.mktemp("bundle") / "p.eab")
     d = short_dir()
     proxy = ProxyProcess(d)
@@ -63,8 +80,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProce
         for board in ("board-a", "board-b"):
             ad = d / board
             ad.mkdir()
-            ingest = (f'mode = "connect"\nendpoints = ["{proxy.back}"]\n'
-                      f'topics = ["{board}/"]')
+            ingest = f'mode = "connect"\nendpoints = ["{proxy.back}"]\ntopics = ["{board}/"]'
             agents.append(AgentProcess(write_config(ad, bundle, ingest=ingest)))
         for a in agents:
             a.wait_ready()
@@ -78,11 +94,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProce
 
 
 def test_publishers_reach_the_agents_of_their_topic(
-        fleet: tuple[ProxyProcess, list[AgentProcess]]) -> None:
+    fleet: tuple[ProxyProcess, list[AgentProcess]],
+) -> None:
     proxy, (a, b) = fleet
     X = load_dataset("basicmotions").X_test
-    plan = [("board-a/", "p1", 50), ("board-b/", "p2", 40), ("board-a/", "p3", 30),
-            ("board-b/", "p3", 20)]
+    plan = [
+        ("board-a/", "p1", 50),
+        ("board-b/", "p2", 40),
+        ("board-a/", "p3", 30),
+        ("board-b/", "p3", 20),
+    ]
 
     def send(topic: str, sensor: str, n: int) -> None:
         with Publisher(proxy.front, topic=topic + sensor) as pub:
@@ -110,7 +131,8 @@ def test_publishers_reach_the_agents_of_their_topic(
 
 
 def test_a_topic_nobody_takes_is_not_waited_for_forever(
-        fleet: tuple[ProxyProcess, list[AgentProcess]]) -> None:
+    fleet: tuple[ProxyProcess, list[AgentProcess]],
+) -> None:
     proxy, _ = fleet
     with pytest.raises(ClientError, match="no agent subscribed to 'board-z/s'"):
         Publisher(proxy.front, topic="board-z/s", wait_s=0.5)
@@ -128,11 +150,21 @@ def test_the_proxy_stops_on_sigterm_with_its_totals_logged(tmp_path: Path) -> No
 
 
 def test_a_bad_endpoint_is_a_config_error_without_traceback() -> None:
-    r = subprocess.run([sys.executable, "-m", "edge_agent.fleet.proxy_main", "--frontend",
-                        "udp://x"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.fleet.proxy_main", "--frontend", "udp://x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 78 and "is not a tcp://" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "edge_agent.fleet.proxy_main", "--metrics",
-                        "0.0.0.0:9"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.fleet.proxy_main", "--metrics", "0.0.0.0:9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 78 and "allow_remote" in r.stderr
 
 

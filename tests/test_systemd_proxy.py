@@ -30,16 +30,21 @@ def _unit_here(tmp_path: Path) -> Path:
 @needs_analyze
 def test_proxy_unit_passes_verify(tmp_path: Path) -> None:
     assert ANALYZE is not None
-    r = subprocess.run([ANALYZE, "verify", str(_unit_here(tmp_path))], capture_output=True,
-                       text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [ANALYZE, "verify", str(_unit_here(tmp_path))], capture_output=True, text=True, cwd=tmp_path
+    )
     assert r.returncode == 0 and "edge-agent" not in r.stderr, r.stderr
 
 
 @needs_analyze
 def test_proxy_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
     assert ANALYZE is not None
-    r = subprocess.run([ANALYZE, "security", "--offline=true", "--no-pager",
-                        str(_unit_here(tmp_path))], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(_unit_here(tmp_path))],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= 2.0, r.stdout
@@ -54,21 +59,44 @@ def test_proxy_unit_keeps_what_libzmq_needs() -> None:
     assert "Type=notify" in text and "WatchdogSec=" in text and "DynamicUser=yes" in text
     assert "RestartPreventExitStatus=78" in text  # matches proxy_main.EX_CONFIG
     assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"} <= _setting(
-        text, "RestrictAddressFamilies")
+        text, "RestrictAddressFamilies"
+    )
     assert "edge-agent proxy" in text
 
 
 def test_proxy_unit_is_at_least_as_hardened_as_the_agent() -> None:
     """Every hardening line of the agent's unit (but the agent's own directories and
     resource numbers) is in the proxy's unit too."""
-    skip = ("Description", "Documentation", "ExecStart", "ExecReload", "StateDirectory",
-            "CacheDirectory", "ConfigurationDirectory", "RuntimeDirectory", "Nice", "CPUWeight",
-            "IOWeight", "Memory", "TasksMax", "LimitNOFILE", "Timeout", "RestrictAddressFamilies",
-            "SystemCallFilter", "StateDirectoryMode", "CacheDirectoryMode")
+    skip = (
+        "Description",
+        "Documentation",
+        "ExecStart",
+        "ExecReload",
+        "StateDirectory",
+        "CacheDirectory",
+        "ConfigurationDirectory",
+        "RuntimeDirectory",
+        "Nice",
+        "CPUWeight",
+        "IOWeight",
+        "Memory",
+        "TasksMax",
+        "LimitNOFILE",
+        "Timeout",
+        "RestrictAddressFamilies",
+        "SystemCallFilter",
+        "StateDirectoryMode",
+        "CacheDirectoryMode",
+    )
     proxy = set(UNIT.read_text().splitlines())
-    missing = [line for line in AGENT_UNIT.read_text().splitlines()
-               if "=" in line and not line.startswith("#") and not line.startswith(skip)
-               and line not in proxy]
+    missing = [
+        line
+        for line in AGENT_UNIT.read_text().splitlines()
+        if "=" in line
+        and not line.startswith("#")
+        and not line.startswith(skip)
+        and line not in proxy
+    ]
     assert not missing, missing
     agent_filters = re.findall(r"^SystemCallFilter=(.*)$", AGENT_UNIT.read_text(), re.M)
     proxy_filters = re.findall(r"^SystemCallFilter=(.*)$", UNIT.read_text(), re.M)

@@ -28,10 +28,11 @@ from edge_agent.calibrate.flip_round import (
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import BufferConfig, QCoreBuffer, neighbour_bits
-from kernels.packing import pack_rows
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer
+from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from kernels.plan.packing import pack_rows
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,8 @@ class CalibrationController:
         self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
         recent = (
             (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
-            if self._recent else None
+            if self._recent
+            else None
         )
         y = np.array([p.label if p.label is not None else -1 for p in chunk], dtype=np.int64)
         t0 = time.thread_time()

@@ -23,9 +23,17 @@ from edge_agent.data.datasets import Dataset
 
 log = logging.getLogger(__name__)
 
-SOURCE_STREAM = 1  # edge_agent.qcore: buffer rows that came from the stream
-COLUMNS = ("X", "y", "labelled", "source", "board", "model_version", "sample_time",
-           "collected_time")
+SOURCE_STREAM = 1  # edge_agent.calibrate.qcore: buffer rows that came from the stream
+COLUMNS = (
+    "X",
+    "y",
+    "labelled",
+    "source",
+    "board",
+    "model_version",
+    "sample_time",
+    "collected_time",
+)
 
 
 @dataclass
@@ -46,17 +54,28 @@ class Collected:
 def _rows(reply: dict[str, Any], where: str) -> dict[str, np.ndarray]:
     """One agent's reply as columns (raises ValueError naming what is wrong)."""
     try:
-        lab = {k: array_from_record(reply["labelled"][k], f"{where} labelled.{k}")
-               for k in ("X", "y", "ts")}
+        lab = {
+            k: array_from_record(reply["labelled"][k], f"{where} labelled.{k}")
+            for k in ("X", "y", "ts")
+        }
         q = reply.get("qcore")
-        qc = ({k: array_from_record(q[k], f"{where} qcore.{k}")
-               for k in ("X", "y", "labelled", "source", "time")} if q else None)
+        qc = (
+            {
+                k: array_from_record(q[k], f"{where} qcore.{k}")
+                for k in ("X", "y", "labelled", "source", "time")
+            }
+            if q
+            else None
+        )
     except (KeyError, TypeError, BundleError) as exc:
         raise ValueError(f"{where}: malformed collect reply: {exc}") from None
     board, version, now = str(reply["board"]), str(reply["model_version"]), float(reply["time"])
     X, y = [lab["X"]], [lab["y"]]
-    labelled, source, ts = [np.ones(len(lab["y"]), bool)], [np.zeros(len(lab["y"]), np.uint8)], \
-        [lab["ts"]]
+    labelled, source, ts = (
+        [np.ones(len(lab["y"]), bool)],
+        [np.zeros(len(lab["y"]), np.uint8)],
+        [lab["ts"]],
+    )
     if qc is not None:
         field_rows = qc["source"] == SOURCE_STREAM  # the bundle's own QCore is training data
         X.append(qc["X"][field_rows])
@@ -65,11 +84,16 @@ def _rows(reply: dict[str, Any], where: str) -> dict[str, np.ndarray]:
         source.append(np.ones(int(field_rows.sum()), np.uint8))
         ts.append(qc["time"][field_rows])
     n = sum(len(v) for v in y)
-    return {"X": np.concatenate(X).astype(np.float32), "y": np.concatenate(y).astype(np.int64),
-            "labelled": np.concatenate(labelled), "source": np.concatenate(source),
-            "board": np.full(n, board), "model_version": np.full(n, version),
-            "sample_time": np.concatenate(ts).astype(np.float64),
-            "collected_time": np.full(n, now)}
+    return {
+        "X": np.concatenate(X).astype(np.float32),
+        "y": np.concatenate(y).astype(np.int64),
+        "labelled": np.concatenate(labelled),
+        "source": np.concatenate(source),
+        "board": np.full(n, board),
+        "model_version": np.full(n, version),
+        "sample_time": np.concatenate(ts).astype(np.float64),
+        "collected_time": np.full(n, now),
+    }
 
 
 def collect(endpoints: list[str], timeout_s: float = 30.0) -> Collected:
@@ -84,17 +108,24 @@ def collect(endpoints: list[str], timeout_s: float = 30.0) -> Collected:
             if out.input_shape is None:
                 out.input_shape, out.label_names = shape, names
             elif (shape, names) != (out.input_shape, out.label_names):
-                raise ValueError(f"{ep}: input shape {list(shape)} / classes {names} differ "
-                                 f"from the first agent's")
+                raise ValueError(
+                    f"{ep}: input shape {list(shape)} / classes {names} differ "
+                    f"from the first agent's"
+                )
         except (ClientError, ValueError, KeyError) as exc:
             out.errors[ep] = str(exc)
             log.error("collect from %s failed: %s", ep, exc)
             continue
         if reply.get("series_normalized"):
             log.warning("%s: samples are per-series normalized (as its model takes them)", ep)
-        log.info("collected %d samples (%d labelled) from %s (board %s, model %s)",
-                 len(rows["y"]), int(rows["labelled"].sum()), ep, reply["board"],
-                 reply["model_version"])
+        log.info(
+            "collected %d samples (%d labelled) from %s (board %s, model %s)",
+            len(rows["y"]),
+            int(rows["labelled"].sum()),
+            ep,
+            reply["board"],
+            reply["model_version"],
+        )
         out.parts.append(rows)
     return out
 
@@ -125,8 +156,9 @@ def load_field(path: str | Path, pseudo: bool = False) -> dict[str, np.ndarray]:
     return {k: (v[keep] if k in COLUMNS else v) for k, v in d.items()}
 
 
-def with_field_samples(ds: Dataset, path: str | Path, weight: int = 2,
-                       pseudo: bool = False) -> tuple[Dataset, dict[str, Any]]:
+def with_field_samples(
+    ds: Dataset, path: str | Path, weight: int = 2, pseudo: bool = False
+) -> tuple[Dataset, dict[str, Any]]:
     """``ds`` with the collected samples added to its training split ``weight`` times
     (oversampling is the weighting: every training step draws them that much more often).
     The test split is untouched, so accuracies stay comparable."""
@@ -137,11 +169,17 @@ def with_field_samples(ds: Dataset, path: str | Path, weight: int = 2,
     if names != list(ds.label_names):
         raise ValueError(f"{path}: classes {names} differ from the data set's {ds.label_names}")
     if f["X"].shape[1:] != ds.X_train.shape[1:]:
-        raise ValueError(f"{path}: sample shape {list(f['X'].shape[1:])} differs from the data "
-                         f"set's {list(ds.X_train.shape[1:])}")
+        raise ValueError(
+            f"{path}: sample shape {list(f['X'].shape[1:])} differs from the data "
+            f"set's {list(ds.X_train.shape[1:])}"
+        )
     X = np.concatenate([ds.X_train, *[f["X"]] * weight]).astype(np.float32)
     y = np.concatenate([ds.y_train, *[f["y"]] * weight]).astype(np.int64)
-    info = {"file": str(path), "samples": len(f["y"]), "weight": weight,
-            "boards": sorted({str(b) for b in f["board"]}),
-            "model_versions": sorted({str(v) for v in f["model_version"]})}
+    info = {
+        "file": str(path),
+        "samples": len(f["y"]),
+        "weight": weight,
+        "boards": sorted({str(b) for b in f["board"]}),
+        "model_versions": sorted({str(v) for v in f["model_version"]}),
+    }
     return replace(ds, X_train=X, y_train=y), info

@@ -23,7 +23,10 @@ import zmq
 log = logging.getLogger(__name__)
 
 STAT_KEYS = (
-    ("frontend", "in"), ("frontend", "out"), ("backend", "in"), ("backend", "out"),
+    ("frontend", "in"),
+    ("frontend", "out"),
+    ("backend", "in"),
+    ("backend", "out"),
 )
 
 
@@ -33,9 +36,9 @@ class ProxyConfig:
 
     frontend: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
     backend: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5560"])
-    capture: str = ""        # optional: a PUB socket bound here gets a copy of every message
-    rcvhwm: int = 100_000    # per publisher
-    sndhwm: int = 100_000    # per agent; beyond it libzmq drops for that agent (PUB rules)
+    capture: str = ""  # optional: a PUB socket bound here gets a copy of every message
+    rcvhwm: int = 100_000  # per publisher
+    sndhwm: int = 100_000  # per agent; beyond it libzmq drops for that agent (PUB rules)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ class Proxy:
         try:
             self.front = self._socket(zmq.XSUB, cfg.frontend, zmq.RCVHWM, cfg.rcvhwm)
             self.back = self._socket(zmq.XPUB, cfg.backend, zmq.SNDHWM, cfg.sndhwm)
-            self.capture = (self._socket(zmq.PUB, [cfg.capture], zmq.SNDHWM, cfg.sndhwm)
-                            if cfg.capture else None)
+            self.capture = (
+                self._socket(zmq.PUB, [cfg.capture], zmq.SNDHWM, cfg.sndhwm)
+                if cfg.capture
+                else None
+            )
             self.control = self._socket(zmq.PAIR, [ctl_ep], zmq.LINGER, 0)
             self._peer = self.ctx.socket(zmq.PAIR)
             self._peer.connect(ctl_ep)
@@ -75,8 +81,7 @@ class Proxy:
         self._thread = threading.Thread(target=self._run, name="proxy", daemon=True)
         self.error: str | None = None
 
-    def _socket(self, kind: int, endpoints: list[str], opt: int, value: int
-                ) -> zmq.Socket[bytes]:
+    def _socket(self, kind: int, endpoints: list[str], opt: int, value: int) -> zmq.Socket[bytes]:
         s = self.ctx.socket(kind)
         self._sockets.append(s)
         s.setsockopt(zmq.LINGER, 0)
@@ -90,8 +95,10 @@ class Proxy:
 
     def endpoints(self) -> dict[str, str]:
         """The bound frontend and backend (wildcard ports resolved)."""
-        return {"frontend": self.front.getsockopt_string(zmq.LAST_ENDPOINT),
-                "backend": self.back.getsockopt_string(zmq.LAST_ENDPOINT)}
+        return {
+            "frontend": self.front.getsockopt_string(zmq.LAST_ENDPOINT),
+            "backend": self.back.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
 
     def start(self) -> None:
         """Start forwarding."""

@@ -23,22 +23,50 @@ TICK_S = 0.5
 def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent proxy``."""
     d = ProxyConfig()
-    parser.add_argument("--frontend", action="append", default=None, metavar="ENDPOINT",
-                        help=f"where publishers connect (XSUB; repeatable; default "
-                             f"{d.frontend[0]})")
-    parser.add_argument("--backend", action="append", default=None, metavar="ENDPOINT",
-                        help=f"where agents connect with [ingest] mode = \"connect\" (XPUB; "
-                             f"repeatable; default {d.backend[0]})")
-    parser.add_argument("--capture", default="", metavar="ENDPOINT",
-                        help="also publish a copy of every message here (debugging)")
-    parser.add_argument("--sndhwm", type=int, default=d.sndhwm,
-                        help=f"messages buffered per agent (default {d.sndhwm})")
-    parser.add_argument("--rcvhwm", type=int, default=d.rcvhwm,
-                        help=f"messages buffered per publisher (default {d.rcvhwm})")
-    parser.add_argument("--metrics", default="", metavar="HOST:PORT",
-                        help="serve Prometheus /metrics here (default: off)")
-    parser.add_argument("--allow-remote-metrics", action="store_true",
-                        help="permit a --metrics address other than loopback")
+    parser.add_argument(
+        "--frontend",
+        action="append",
+        default=None,
+        metavar="ENDPOINT",
+        help=f"where publishers connect (XSUB; repeatable; default {d.frontend[0]})",
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        metavar="ENDPOINT",
+        help=f'where agents connect with [ingest] mode = "connect" (XPUB; '
+        f"repeatable; default {d.backend[0]})",
+    )
+    parser.add_argument(
+        "--capture",
+        default="",
+        metavar="ENDPOINT",
+        help="also publish a copy of every message here (debugging)",
+    )
+    parser.add_argument(
+        "--sndhwm",
+        type=int,
+        default=d.sndhwm,
+        help=f"messages buffered per agent (default {d.sndhwm})",
+    )
+    parser.add_argument(
+        "--rcvhwm",
+        type=int,
+        default=d.rcvhwm,
+        help=f"messages buffered per publisher (default {d.rcvhwm})",
+    )
+    parser.add_argument(
+        "--metrics",
+        default="",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics here (default: off)",
+    )
+    parser.add_argument(
+        "--allow-remote-metrics",
+        action="store_true",
+        help="permit a --metrics address other than loopback",
+    )
     parser.add_argument("--board", default="", help="the board label (default: hostname)")
 
 
@@ -52,11 +80,20 @@ def _config(args: argparse.Namespace) -> tuple[ProxyConfig, MetricsConfig | None
     for name in ("sndhwm", "rcvhwm"):
         if not 0 <= getattr(args, name) <= 100_000_000:
             raise ValueError(f"--{name} must be in 0..100000000")
-    cfg = ProxyConfig(args.frontend or d.frontend, args.backend or d.backend, args.capture,
-                      args.rcvhwm, args.sndhwm)
-    metrics = (MetricsConfig(http=True, listen=args.metrics,
-                             allow_remote=args.allow_remote_metrics, board=args.board)
-               if args.metrics else None)
+    cfg = ProxyConfig(
+        args.frontend or d.frontend,
+        args.backend or d.backend,
+        args.capture,
+        args.rcvhwm,
+        args.sndhwm,
+    )
+    metrics = (
+        MetricsConfig(
+            http=True, listen=args.metrics, allow_remote=args.allow_remote_metrics, board=args.board
+        )
+        if args.metrics
+        else None
+    )
     return cfg, metrics
 
 
@@ -65,9 +102,11 @@ def _line(proxy: Proxy) -> str:
         st = proxy.stats()
     except RuntimeError as exc:
         return f"statistics unavailable: {exc}"
-    return (f"{st.frames[('frontend', 'in')]} frames in, {st.forwarded} forwarded "
-            f"({st.bytes[('backend', 'out')] / 2**20:.1f} MiB), "
-            f"{st.frames[('backend', 'in')]} subscription frames")
+    return (
+        f"{st.frames[('frontend', 'in')]} frames in, {st.forwarded} forwarded "
+        f"({st.bytes[('backend', 'out')] / 2**20:.1f} MiB), "
+        f"{st.frames[('backend', 'in')]} subscription frames"
+    )
 
 
 def proxy_main(args: argparse.Namespace) -> int:
@@ -141,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent proxy", description=__doc__)
     add_proxy_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     return proxy_main(args)
 
 

@@ -36,8 +36,9 @@ class ProxyCollector:
     def collect(self) -> Iterator[Metric]:
         """One scrape."""
         b = self.board
-        up = GaugeMetricFamily("edge_agent_proxy_up", "1 while the forwarder runs.",
-                               labels=["board"])
+        up = GaugeMetricFamily(
+            "edge_agent_proxy_up", "1 while the forwarder runs.", labels=["board"]
+        )
         try:
             st = self.proxy.stats()
         except RuntimeError as exc:
@@ -46,25 +47,36 @@ class ProxyCollector:
             st = None
         up.add_metric([b], float(st is not None))
         yield up
-        err = CounterMetricFamily("edge_agent_proxy_scrape_errors", "Scrapes whose statistics "
-                                  "read failed.", labels=["board"])
+        err = CounterMetricFamily(
+            "edge_agent_proxy_scrape_errors",
+            "Scrapes whose statistics read failed.",
+            labels=["board"],
+        )
         err.add_metric([b], self.errors)
         yield err
-        rss = GaugeMetricFamily("edge_agent_proxy_resident_memory_bytes", "Resident set size "
-                                "of the proxy process.", labels=["board"])
+        rss = GaugeMetricFamily(
+            "edge_agent_proxy_resident_memory_bytes",
+            "Resident set size of the proxy process.",
+            labels=["board"],
+        )
         rss.add_metric([b], self._process.memory_info().rss)
         yield rss
-        uptime = GaugeMetricFamily("edge_agent_proxy_uptime_seconds", "Seconds since the "
-                                   "proxy started.", labels=["board"])
+        uptime = GaugeMetricFamily(
+            "edge_agent_proxy_uptime_seconds", "Seconds since the proxy started.", labels=["board"]
+        )
         uptime.add_metric([b], time.monotonic() - self.proxy.started)
         yield uptime
         if st is None:
             return
-        for name, values, doc in (("frames", st.frames, "Frames (a two-frame sample counts "
-                                   "twice)"), ("bytes", st.bytes, "Payload bytes")):
-            fam = CounterMetricFamily(f"edge_agent_proxy_{name}", f"{doc} per socket and "
-                                      "direction, libzmq's counters.",
-                                      labels=["board", "socket", "direction"])
+        for name, values, doc in (
+            ("frames", st.frames, "Frames (a two-frame sample counts twice)"),
+            ("bytes", st.bytes, "Payload bytes"),
+        ):
+            fam = CounterMetricFamily(
+                f"edge_agent_proxy_{name}",
+                f"{doc} per socket and direction, libzmq's counters.",
+                labels=["board", "socket", "direction"],
+            )
             for sock, direction in STAT_KEYS:
                 fam.add_metric([b, sock, direction], values[(sock, direction)])
             yield fam

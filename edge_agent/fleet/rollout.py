@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle import BundleError, from_bytes
+from edge_agent.bundle import BundleError
+from edge_agent.bundle_io import from_bytes
 from edge_agent.client import ClientError, StatusClient
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ class Target:
     endpoint: str
     canary: bool = False
     bundle_path: Path | None = None
-    old_version: str = ""             # what it ran (calibration may have moved it)
-    prev_version: str = ""            # its configured bundle's, what a rollback restores
-    before: float | None = None       # rolling accuracy before the push
-    base: tuple[int, int] = (0, 0)    # (labelled, correct) right after the reload
-    after: float | None = None        # accuracy of the new model's labelled predictions
-    state: str = "pending"            # pushed, passed, failed, rolled_back, rollback_failed
-    written: bool = False             # the new bundle was written over its path
+    old_version: str = ""  # what it ran (calibration may have moved it)
+    prev_version: str = ""  # its configured bundle's, what a rollback restores
+    before: float | None = None  # rolling accuracy before the push
+    base: tuple[int, int] = (0, 0)  # (labelled, correct) right after the reload
+    after: float | None = None  # accuracy of the new model's labelled predictions
+    state: str = "pending"  # pushed, passed, failed, rolled_back, rollback_failed
+    written: bool = False  # the new bundle was written over its path
     reason: str = ""
 
 
@@ -56,9 +57,18 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"ok": self.ok, "new_version": self.new_version, "events": self.events,
-                "agents": [{**{k: v for k, v in t.__dict__.items() if k != "bundle_path"},
-                            "bundle_path": str(t.bundle_path)} for t in self.targets]}
+        return {
+            "ok": self.ok,
+            "new_version": self.new_version,
+            "events": self.events,
+            "agents": [
+                {
+                    **{k: v for k, v in t.__dict__.items() if k != "bundle_path"},
+                    "bundle_path": str(t.bundle_path),
+                }
+                for t in self.targets
+            ],
+        }
 
 
 def _request(ep: str, cmd: str, timeout_s: float) -> dict[str, Any]:
@@ -75,10 +85,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Rollout:
     """One rollout run (see the module docstring)."""
 
-    def __init__(self, bundle: Path, endpoints: list[str], canary_share: float = 0.2,
-                 min_labelled: int = 50, tolerance: float = 0.0, gate_timeout_s: float = 300.0,
-                 timeout_s: float = 60.0, poll_s: float = 0.5,
-                 on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Path,
+        endpoints: list[str],
+        canary_share: float = 0.2,
+        min_labelled: int = 50,
+        tolerance: float = 0.0,
+        gate_timeout_s: float = 300.0,
+        timeout_s: float = 60.0,
+        poll_s: float = 0.5,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("no agents given")
         if not 0 < canary_share <= 1:
@@ -91,8 +109,9 @@ class Rollout:
         n = len(endpoints)
         k = max(1, math.ceil(canary_share * n))
         k = min(k, n - 1) if n > 1 and canary_share < 1 else k
-        self.report = Report(new.model_version, [Target(ep, i < k)
-                                                 for i, ep in enumerate(endpoints)])
+        self.report = Report(
+            new.model_version, [Target(ep, i < k) for i, ep in enumerate(endpoints)]
+        )
         self.min_labelled, self.tolerance = min_labelled, tolerance
         self.gate_timeout_s, self.timeout_s, self.poll_s = gate_timeout_s, timeout_s, poll_s
         self.on_event = on_event
@@ -125,9 +144,11 @@ class Rollout:
             if t.state == "failed":
                 self._rollback(t)
         r.ok = all(t.state == "passed" for t in r.targets)
-        self._event(f"rollout {'complete' if r.ok else 'incomplete'}: "
-                    f"{sum(t.state == 'passed' for t in r.targets)}/{len(r.targets)} agents "
-                    f"run {r.new_version}")
+        self._event(
+            f"rollout {'complete' if r.ok else 'incomplete'}: "
+            f"{sum(t.state == 'passed' for t in r.targets)}/{len(r.targets)} agents "
+            f"run {r.new_version}"
+        )
         return r
 
     def _inspect(self, t: Target) -> None:
@@ -159,8 +180,11 @@ class Rollout:
                 if self._gate(t):
                     waiting.remove(t)
         for t in waiting:
-            self._fail(t, f"gate: fewer than {self.min_labelled} labelled predictions within "
-                          f"{self.gate_timeout_s:.0f} s")
+            self._fail(
+                t,
+                f"gate: fewer than {self.min_labelled} labelled predictions within "
+                f"{self.gate_timeout_s:.0f} s",
+            )
         return all(t.state == "passed" for t in targets)
 
     def _push(self, t: Target) -> None:
@@ -182,8 +206,10 @@ class Rollout:
             return
         acc = st["accuracy"]
         t.base, t.state = (acc["labelled_total"], acc["labelled_correct"]), "pushed"
-        self._event(f"{t.endpoint}: runs {self.report.new_version} (was {t.old_version}); "
-                    f"gating against accuracy {t.before:.3f}")
+        self._event(
+            f"{t.endpoint}: runs {self.report.new_version} (was {t.old_version}); "
+            f"gating against accuracy {t.before:.3f}"
+        )
 
     def _gate(self, t: Target) -> bool:
         """True once the gate decided (passed or failed)."""
@@ -203,11 +229,12 @@ class Rollout:
         assert t.before is not None
         if t.after + self.tolerance >= t.before:
             t.state = "passed"
-            self._event(f"{t.endpoint}: gate passed ({t.after:.3f} on {n} labelled vs "
-                        f"{t.before:.3f} before)")
+            self._event(
+                f"{t.endpoint}: gate passed ({t.after:.3f} on {n} labelled vs "
+                f"{t.before:.3f} before)"
+            )
         else:
-            self._fail(t, f"gate failed ({t.after:.3f} on {n} labelled vs {t.before:.3f} "
-                          "before)")
+            self._fail(t, f"gate failed ({t.after:.3f} on {n} labelled vs {t.before:.3f} before)")
         return True
 
     def _rollback(self, t: Target) -> None:

@@ -21,19 +21,27 @@ MAX_REPLY_BYTES = 12 << 20
 FORMAT = 1
 
 
-def collect_reply(board: str, model_version: str, input_shape: Sequence[int],
-                  label_names: Sequence[str], series_normalized: bool,
-                  labelled: Sequence[LabelledSample],
-                  qcore: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def collect_reply(
+    board: str,
+    model_version: str,
+    input_shape: Sequence[int],
+    label_names: Sequence[str],
+    series_normalized: bool,
+    labelled: Sequence[LabelledSample],
+    qcore: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
     """Everything one agent contributes to a fleet data set; ``qcore`` is the calibration
     controller's state (array records of the QCore buffer)."""
     per_sample = int(np.prod(input_shape)) * 4 + 64
     budget = MAX_REPLY_BYTES - (len(qcore["X"]["data"]) if qcore else 0)
     keep = max(0, min(len(labelled), budget // per_sample))
-    rows = list(labelled)[len(labelled) - keep:]
+    rows = list(labelled)[len(labelled) - keep :]
     shape = tuple(int(v) for v in input_shape)
-    X = (np.stack([r.x for r in rows]).astype(np.float32) if rows
-         else np.zeros((0, *shape), np.float32))
+    X = (
+        np.stack([r.x for r in rows]).astype(np.float32)
+        if rows
+        else np.zeros((0, *shape), np.float32)
+    )
     out: dict[str, Any] = {
         "format": FORMAT,
         "board": board,

@@ -2,7 +2,7 @@
 ``collect`` (field data for ``edge-agent collect``) and ``reload`` (``edge-agent
 rollout``), carried out by the main loop.
 
-A part of :class:`edge_agent.service.main.Agent`.
+A part of :class:`edge_agent.service.agent.Agent`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.data.datasets import SERIES_NORM
+from edge_agent.bundle import SERIES_NORM
 from edge_agent.service.field_export import collect_reply
 
 if TYPE_CHECKING:
@@ -41,22 +41,38 @@ class FleetOps:
         def _reload_config(self) -> str | None: ...
         def _close_io(self, with_status: bool = True) -> None: ...
 
+    def _init_fleet(self) -> None:
+        # collect / reload requests from the status thread, carried out by the main loop
+        self._requests = queue.SimpleQueue()
+        self.exporter = None  # MetricsExporter when [metrics] is on
+
+    def _fleet_dead(self) -> list[str]:
+        """The fleet's threads that should run and do not."""
+        return ["metrics"] if self.exporter is not None and not self.exporter.alive() else []
+
+    def _stop_exporter(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+
     def _start_exporter(self) -> None:
         """Prometheus exposition, when configured (prometheus_client is imported only then)."""
         if not self.cfg.metrics.enabled:
             return
         from edge_agent.service.prometheus import MetricsExporter
 
-        self.exporter = MetricsExporter(self.cfg.metrics, self.status,
-                                        self.metrics.latency_histogram)
+        self.exporter = MetricsExporter(
+            self.cfg.metrics, self.status, self.metrics.latency_histogram
+        )
         try:
             self.exporter.start()
         except RuntimeError:
             self._close_io()
             raise
         textfile = self.cfg.metrics.textfile
-        log.info("metrics: %s", ", ".join(filter(None, [
-            self.exporter.url, textfile and f"textfile {textfile}"])))
+        log.info(
+            "metrics: %s",
+            ", ".join(filter(None, [self.exporter.url, textfile and f"textfile {textfile}"])),
+        )
 
     def _defer(self, cmd: str) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
@@ -84,7 +100,12 @@ class FleetOps:
         eng = self.model.engine
         qcore = self.calibration.state() if self.calibration is not None else None
         self.metrics.inc("collects")
-        return collect_reply(self.cfg.metrics.board_name, eng.model_version,
-                             eng.input_shape, self.model.label_names,
-                             bool(self.model.bundle.meta.get(SERIES_NORM)),
-                             list(self.labelled), qcore)
+        return collect_reply(
+            self.cfg.metrics.board_name,
+            eng.model_version,
+            eng.input_shape,
+            self.model.label_names,
+            bool(self.model.bundle.meta.get(SERIES_NORM)),
+            list(self.labelled),
+            qcore,
+        )
