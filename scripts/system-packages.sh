@@ -15,4 +15,7 @@ sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Pyth
 # Node.js and npm: the publisher written from docs/protocol.md alone (tests/test_interop.py)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# Debian's Prometheus server: tests/test_fleet_prometheus.py scrapes real agents with it
+# (skipped, with its reason, where it is missing); bench/fleet.py needs it too.
+command -v prometheus >/dev/null || missing+=(prometheus)
 echo "${missing[*]}"

@@ -22,7 +22,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command",
         default="status",
-        choices=("status", "metrics", "config", "checkpoint", "ping"),
+        choices=("status", "metrics", "config", "checkpoint", "ping", "reload"),
         help="request to send (default status)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")

@@ -32,7 +32,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<")
     for name in ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32")
 }
-COMMANDS = ("ping", "status", "metrics", "config", "checkpoint")
+COMMANDS = ("ping", "status", "metrics", "config", "checkpoint", "collect", "reload")
 
 # Reasons a message is rejected; every one has a counter in the agent's metrics.
 REASONS = (

@@ -2,7 +2,8 @@
 
 The socket is created and bound in the constructor (so a bad endpoint fails start-up
 with a clear error) and then used only by the source's thread. A message is one frame
-(the payload) or two frames (a topic, ignored, then the payload).
+(the payload) or two frames (a topic, then the payload); a SUB socket receives the
+configured topic prefixes only.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class ZmqSource:
             # is disconnected by libzmq instead of being buffered in memory.
             self.sock.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 4, 1 << 20))
             if kind == zmq.SUB:
-                self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+                for topic in cfg.topics:
+                    self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
             if cfg.curve.enabled:
                 self._setup_curve(ctx)
             for ep in cfg.endpoints:

@@ -34,6 +34,7 @@ from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model, load_running_model
@@ -54,7 +55,7 @@ CALIBRATION_JOIN_S = 2.0
 BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
 
 
-class Agent(Sockets, Persistence, StatusReport):
+class Agent(Sockets, Persistence, StatusReport, FleetOps):
     """One agent process: owns the sockets, threads, engine and state."""
 
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
@@ -72,6 +73,7 @@ class Agent(Sockets, Persistence, StatusReport):
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
         self._stopping = False
         self._reload = False
+        self._init_fleet()
         self._last_ckpt: dict[str, Any] = {}
         self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
         self._base_sha = ""
@@ -139,6 +141,7 @@ class Agent(Sockets, Persistence, StatusReport):
             )
             self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
+        self._start_exporter()
         self._cal_thread = threading.Thread(
             target=self._calibration_loop, name="calibration", daemon=True
         )
@@ -188,6 +191,7 @@ class Agent(Sockets, Persistence, StatusReport):
             if self._reload:
                 self._reload = False
                 self._reload_config()
+            self._serve_requests()  # collect / reload from the status socket
             if now >= next_status:
                 self.notifier.status(self._status_line())
                 next_status = now + STATUS_EVERY_S
@@ -290,6 +294,7 @@ class Agent(Sockets, Persistence, StatusReport):
             dead.append("StatusServer")
         if self._cal_thread is not None and not self._cal_thread.is_alive():
             dead.append("calibration")
+        dead += self._fleet_dead()
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -379,6 +384,7 @@ class Agent(Sockets, Persistence, StatusReport):
             self.bursts.close()
         self.energy.close()
         self._checkpoint()
+        self._stop_exporter()
         self._close_io()
         self.store.close()
         self.ctx.term()

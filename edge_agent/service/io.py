@@ -36,6 +36,7 @@ class Sockets:
         _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
         sources: list[ZmqSource | SerialSource]
         status_server: StatusServer | None
+        exporter: Any
 
         def _config(self) -> dict[str, Any]: ...
 
@@ -46,6 +47,8 @@ class Sockets:
         def _ping(self) -> dict[str, Any]: ...
 
         def _request_checkpoint(self) -> Future[dict[str, Any]]: ...
+
+        def _defer(self, cmd: str) -> Future[dict[str, Any]]: ...
 
         def status(self) -> dict[str, Any]: ...
 
@@ -60,7 +63,13 @@ class Sockets:
         if self.pub is not None:
             out = [*self.cfg.output.endpoints[:-1], self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
-        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
+        metrics = [self.exporter.url] if self.exporter is not None and self.exporter.url else []
+        return {
+            "ingest": ingest,
+            "output": out,
+            "status": self._status_endpoints(self.cfg),
+            "metrics": metrics,
+        }
 
     def _ingest_endpoints(self) -> str:
         eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
@@ -96,7 +105,11 @@ class Sockets:
                         "metrics": self._metrics,
                         "config": self._config,
                     },
-                    self._request_checkpoint,
+                    {
+                        "checkpoint": self._request_checkpoint,
+                        "collect": lambda: self._defer("collect"),
+                        "reload": lambda: self._defer("reload"),
+                    },
                     self._count_control_error,
                 )
         except BaseException:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from edge_agent.service.histogram import Histogram
+
 LATENCY_WINDOW = 4096
 RATE_WINDOW_S = 10.0
 
@@ -33,6 +35,8 @@ class Metrics:
         self._infer_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._pred_times: deque[tuple[float, int]] = deque()
         self._process = psutil.Process()
+        # received -> published, in seconds, for Prometheus (counts only grow)
+        self.latency_histogram = Histogram()
 
     def inc(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
@@ -71,6 +75,7 @@ class Metrics:
             self._pred_times.append((now, n))
             while self._pred_times and now - self._pred_times[0][0] > RATE_WINDOW_S:
                 self._pred_times.popleft()
+        self.latency_histogram.observe_many(np.asarray(latencies_ms) / 1e3)
 
     def record_outcome(self, correct: bool) -> None:
         """Record whether a labelled prediction was right."""

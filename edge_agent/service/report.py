@@ -74,8 +74,10 @@ class StatusReport:
                 "uptime_s": snap["uptime_s"],
                 "stopping": self._stopping,
             },
+            "board": self.cfg.metrics.board_name,
             "model": {
                 "version": eng.model_version,
+                "bits": eng.bits,
                 "path": self.model.path,
                 "input_shape": list(eng.input_shape),
                 "num_classes": eng.num_classes,
@@ -101,6 +103,7 @@ class StatusReport:
                 "rolling": snap["rolling_accuracy"],
                 "n": snap["rolling_accuracy_n"],
                 "labelled_total": c.get("labelled_predictions", 0),
+                "labelled_correct": c.get("labelled_correct", 0),
             },
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
             "latency_ms": snap["latency_ms"],
@@ -118,6 +121,15 @@ class StatusReport:
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
+            "checkpoint_counts": {
+                "written": c.get("checkpoints", 0),
+                "errors": c.get("checkpoint_errors", 0),
+            },
+            "fleet": {
+                "reloads": c.get("model_reloads", 0),
+                "reload_failures": c.get("model_reload_failures", 0),
+                "collects": c.get("collects", 0),
+            },
             "rss_bytes": snap["rss_bytes"],
         }
 
