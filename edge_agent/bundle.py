@@ -33,6 +33,7 @@ FORMAT_VERSION = 1
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 _DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float32", "float64", "bool"}
 WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
+INPUT_CORRECTED = "input_corrected"  # meta: the normalization is the statistics rung's
 
 
 class BundleError(ValueError):
@@ -107,6 +108,9 @@ class Bundle:
     def model_version(self) -> str:
         """Short content hash of the integer weights: changes with every accepted update."""
         h = hashlib.sha256()
+        if self.meta.get(INPUT_CORRECTED):  # the statistics rung moved the normalization
+            h.update(self.norm_mean.astype(np.float32).tobytes())
+            h.update(self.norm_std.astype(np.float32).tobytes())
         for bits in sorted(self.quant):
             for layer in self.quant[bits].layers:
                 h.update(layer.packed.tobytes())

@@ -65,6 +65,7 @@ class RoundResult:
     loss_after: float
     cpu_seconds: float
     version: str | None  # new engine model version when accepted
+    rung: str = "flip"  # "flip", or "stats" (edge_agent.calibrate.stats_rung)
 
 
 def network_proposer(net: FlipNet, threshold: float) -> Proposer:
