@@ -450,7 +450,6 @@ def replace_biases(model: Model, weights: Weights, biases: Mapping[int, np.ndarr
     for index, new in biases.items():
         if not 0 <= index < len(model.slots):
             raise IndexError(f"no weighted layer {index}")
-        slot = model.slots[index]
         _, bits, k, o, p0 = (int(v) for v in weights.ltab[index, :5])
         b_new = np.asarray(new, dtype=np.int64)
         if b_new.shape != (o,) or np.abs(b_new).max(initial=0) >= 2**31:

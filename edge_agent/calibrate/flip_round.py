@@ -148,6 +148,12 @@ class BitFlipCalibrator:
         self.anchor_X = np.asarray(bundle.extras.get(EXTRA_X, np.zeros(shape)), np.float32)
         self.anchor_y = np.asarray(bundle.extras.get(EXTRA_Y, np.zeros(0)), np.int64)
 
+    def set_bundle(self, bundle: Bundle) -> None:
+        """Run on ``bundle`` from now on (same weights and anchors, other biases or input
+        normalization: the statistics rung's); scratch engines are rebuilt from it."""
+        self.bundle = bundle
+        self._scratch, self._loaded = {}, {}
+
     def deployed_codes(self, bits: int) -> list[np.ndarray]:
         """The bundle's integer weights (O, K) at ``bits``."""
         return [unpack_rows(lq.packed, lq.k, lq.bits) for lq in self.bundle.quant[bits].layers]

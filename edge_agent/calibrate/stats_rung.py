@@ -232,8 +232,8 @@ def run_stats_round(engine: Engine, scratch: Engine, bundle: Bundle, stats: Stat
     ``scratch`` (holding the live model), gate on ``labelled`` (inputs, labels: stream
     samples the correction never used), and swap the correction into ``engine`` if kept.
 
-    The gate is :mod:`edge_agent.calibrate.gate`'s: not worse in accuracy, and a higher
-    soft accuracy (:func:`gate.guard`). The bundle's pre-drift anchors take no part: a
+    The gate is :mod:`edge_agent.calibrate.gate`'s, stricter: at least one more labelled
+    sample right, and a higher soft accuracy (:func:`gate.guard`). The bundle's pre-drift anchors take no part: a
     correction for drifted inputs is meant to change what undrifted ones give.
     ``version_of(correction)``, if given, names the version the engine reports (that of
     the bundle the agent will save)."""
@@ -243,8 +243,11 @@ def run_stats_round(engine: Engine, scratch: Engine, bundle: Bundle, stats: Stat
     Xl, yl = labelled
     before = engine.predict_logits(Xl) if len(yl) else np.zeros((0, engine.num_classes))
     after = scratch.predict_logits(Xl) if len(yl) else before
+    # a correction must get at least one more labelled sample right: a tie keeps the model
+    # (a kept correction moves the anchors the flip rounds after it pull towards)
+    gain = -0.5 / max(1, len(yl))
     decision = gate.decide(gate.hits(before, yl), gate.hits(after, yl), len(yl), "accuracy",
-                           cfg.tolerance, cfg.min_labelled)
+                           min(cfg.tolerance, 0.0) + gain, cfg.min_labelled)
     empty = (np.zeros((0, engine.num_classes)),) * 2 + (np.zeros(0, np.int64),)
     decision = gate.guard(decision, (before, after, yl), empty)
     version = None

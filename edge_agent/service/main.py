@@ -174,7 +174,7 @@ class Agent:
         self.calibration = None
         if self.cfg.calibration.enabled:
             self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration,
-                                                     state)
+                                                     state, count=self.metrics.inc)
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
         return ([cfg.status_ipc] if cfg.status.ipc else []) + ([cfg.status.tcp] if cfg.status.tcp
@@ -279,11 +279,12 @@ class Agent:
                 time.sleep(CALIBRATION_POLL_S)
                 continue
             try:
-                result: RoundResult | Exception = ctl.run(self.model.engine)
+                result: RoundResult | Exception | None = ctl.run(self.model.engine)
             except Exception as exc:  # a calibration bug must never stop the agent
                 log.exception("calibration round failed; the model is unchanged")
                 result = exc
-            self._cal_results.put((ctl, result))
+            if result is not None:  # None: a buffer update without a round
+                self._cal_results.put((ctl, result))
 
     def _collect_calibrations(self) -> None:
         """Count finished rounds; save an accepted model at once (main thread)."""
@@ -565,6 +566,11 @@ class Agent:
             "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
             "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
             "calibration": {"done": c.get("calibrations", 0),
+                            "stats_rounds_kept": c.get("stats_rounds_kept", 0),
+                            "stats_rounds_rolled_back": c.get("stats_rounds_rolled_back", 0),
+                            "flip_rounds_kept": c.get("flip_rounds_kept", 0),
+                            "flip_rounds_rolled_back": c.get("flip_rounds_rolled_back", 0),
+                            "drift_alarms": c.get("drift_alarms", 0),
                             "accepted": c.get("calibrations_accepted", 0),
                             "rolled_back": c.get("calibrations_rolled_back", 0),
                             "errors": c.get("calibration_errors", 0),
