@@ -233,7 +233,7 @@ class CalibrationController:
         if self.cfg.trigger == "samples" or self.drift is None:
             return True
         ep = self._episode
-        if ep is None or ep.flips_left <= 0 or not ep.stats_done:
+        if ep is None or ep.flips_left <= 0:
             return False
         ep.flips_left -= 1
         return True

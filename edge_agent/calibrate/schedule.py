@@ -14,7 +14,7 @@ Jobs, in stream order:
   passes only); every chunk makes one.
 - ``flip``: the same, then one gated bit-flip round on the buffer. With
   ``trigger = "samples"`` every chunk is one; with ``trigger = "drift"`` (the default) only
-  the ``episode_rounds`` chunks after a drift alarm (and its statistics round).
+  the ``episode_rounds`` chunks completed after a drift alarm.
 - ``stats``: one statistics-rung round (:mod:`edge_agent.calibrate.stats_rung`) on the
   stream samples since the alarm's change point, made ``stats_min_samples`` samples after
   that point (at the alarm if there are already enough).

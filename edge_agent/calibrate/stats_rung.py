@@ -233,8 +233,9 @@ def run_stats_round(engine: Engine, scratch: Engine, bundle: Bundle, stats: Stat
     samples the correction never used), and swap the correction into ``engine`` if kept.
 
     The gate is :mod:`edge_agent.calibrate.gate`'s, stricter: at least one more labelled
-    sample right, and a higher soft accuracy (:func:`gate.guard`). The bundle's pre-drift anchors take no part: a
-    correction for drifted inputs is meant to change what undrifted ones give.
+    sample right, and a higher soft accuracy (:func:`gate.guard`). The bundle's pre-drift
+    anchors take no part: a correction for drifted inputs is meant to change what
+    undrifted ones give.
     ``version_of(correction)``, if given, names the version the engine reports (that of
     the bundle the agent will save)."""
     cfg = cfg or StatsConfig()
