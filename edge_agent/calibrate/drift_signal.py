@@ -29,8 +29,10 @@ Public API (``bench/real_drift.py`` and the agent's controller use it):
 
 Numpy only, deterministic: the same samples in the same order give the same alarms.
 `river`'s ``PageHinkley`` / ``ADWIN`` would do the test itself, but importing
-``river.drift`` takes 1.6 s and 86 MB (scipy, narwhals) on the development machine
-(``python bench/drift_import_cost.py``), too much for a 1 GB board; the CUSUM is ten lines.
+``river.drift`` pulls in scipy and narwhals: 79 MB more peak RSS and 12.7 s at load 20
+on the development machine (``bench/drift_import_cost.py``,
+``bench/results/drift_import_cost.json``), too much for a 1 GB board whose agent runs in
+about 40 MB; the CUSUM is a few lines.
 """
 
 from __future__ import annotations
