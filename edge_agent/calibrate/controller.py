@@ -189,14 +189,24 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ stream side
 
-    def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
+    def drift_scores(self, X: np.ndarray) -> np.ndarray | None:
+        """The drift signal's novelty scores of a batch (for :meth:`observe`'s ``score``:
+        one vectorized call per batch), or None without a drift signal."""
+        return None if self.drift is None else self.drift.reference.score(X)
+
+    def observe(self, x: np.ndarray, label: int | None, seq: int,
+                score: float | None = None) -> None:
         """Offer one accepted stream sample, in stream order (every one: the drift signal
         and the statistics window see them all; the buffer labelled ones, and one in
-        ``unlabelled_every`` unlabelled ones when label-free)."""
+        ``unlabelled_every`` unlabelled ones when label-free). ``score``: its drift
+        novelty score, if already computed."""
         if not self.cfg.enabled:
             return
         x = np.array(x, dtype=np.float32)
-        fired = self.drift.update(x[None]) if self.drift is not None else []
+        fired: list[int] = []
+        if self.drift is not None:
+            fired = (self.drift.update(x[None]) if score is None
+                     else self.drift.update_scores(np.array([score])))
         with self._lock:
             n = self._seen
             self._seen += 1

@@ -375,12 +375,18 @@ class Agent:
             preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
         fresh: list[LabelledSample] = []
         window = self.cfg.inference.feedback_window
+        cal = self.calibration
+        # drift scores of the whole batch in one call; samples and late labels still reach
+        # the calibration in message order (its jobs must not depend on the batching)
+        scores = cal.drift_scores(X) if cal is not None and samples else None
+        rows = {id(it): i for i, it in enumerate(samples)}
         for it in batch:
             msg = it.msg
             if isinstance(msg, Sample):
                 pred, x = preds[id(it)]
-                if self.calibration is not None:
-                    self.calibration.observe(x, msg.label, msg.seq)
+                if cal is not None:
+                    cal.observe(x, msg.label, msg.seq,
+                                None if scores is None else float(scores[rows[id(it)]]))
                 if msg.label is not None:
                     fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred, x))
                 elif window:
