@@ -142,6 +142,7 @@ class CalibrationController:
         self._episode: Episode | None = None
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
+        self._alarms_at_burst = 0
         self.last: dict[str, Any] = {}
         self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
         if cfg.stats_rung:
@@ -162,6 +163,24 @@ class CalibrationController:
             log.warning("drift signal: the bundle has neither a drift reference nor QCore "
                         "anchors: a flip round every %d samples instead", self.cfg.chunk)
         return None if ref is None else DriftSignal(ref, self.cfg.drift_config())
+
+    def burst_wanted(self) -> bool:
+        """Whether a QAT burst may start: a drift alarm came since the last one started
+        (always with ``trigger = "samples"`` or without a drift signal)."""
+        if self.cfg.trigger == "samples" or self.drift is None:
+            return True
+        return self.counts["drift_alarms"] > self._alarms_at_burst
+
+    def burst_started(self) -> None:
+        """A burst started: the next needs a new alarm."""
+        self._alarms_at_burst = self.counts["drift_alarms"]
+
+    def carry_from(self, old: CalibrationController) -> None:
+        """Take over the stream-side state of the controller this one replaces (after a
+        QAT burst changed the model): drift signal, episode, counters, sample count."""
+        with old._lock:
+            self.drift, self._episode, self._seen = old.drift, old._episode, old._seen
+            self.counts, self._alarms_at_burst = old.counts, old._alarms_at_burst
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n

@@ -115,6 +115,7 @@ class Agent:
         self._cal_thread: threading.Thread | None = None
         self.energy = EnergyMonitor(cfg.energy)
         self._energy: EnergyDecision | None = None
+        self._bursts_seen = 0
         self.bursts = (BurstScheduler(self.cfg.state_dir / "burst", cfg.bursts.scheduler)
                        if cfg.bursts.enabled else None)
 
@@ -321,8 +322,13 @@ class Agent:
             self.metrics.inc("bit_switches")
         if self.bursts is None:
             return
-        current = self.calibration.updated_bundle(eng) if self.calibration else self.model.bundle
-        accepted = self.bursts.tick(d, current, lambda x: eng.predict(x)[0], self._burst_pool)
+        cal = self.calibration
+        current = cal.updated_bundle(eng) if cal else self.model.bundle
+        accepted = self.bursts.tick(d, current, lambda x: eng.predict(x)[0], self._burst_pool,
+                                    wanted=cal.burst_wanted() if cal else True)
+        if cal is not None and self.bursts.counters.started != self._bursts_seen:
+            cal.burst_started()  # bursts, like rounds, follow the drift signal
+        self._bursts_seen = self.bursts.counters.started
         if accepted is None or accepted.engine is None or accepted.bundle is None:
             return
         data = to_bytes(accepted.bundle)
@@ -330,6 +336,8 @@ class Agent:
         state = self.calibration.state() if self.calibration else None
         self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
         self._start_calibration(state)  # the buffer carries over to the new weights
+        if cal is not None and self.calibration is not None:
+            self.calibration.carry_from(cal)  # and the drift signal: the drift is known
         self.metrics.inc("bursts_accepted")
         log.info("QAT burst accepted: model %s", accepted.engine.model_version)
 
