@@ -137,3 +137,21 @@ def test_two_agent_runs_one_beside_a_cpu_hog_give_the_same_model() -> None:
     loaded = _agent_run(DEFAULT, hog=True)
     assert quiet["drift_alarms"] == 1 and quiet["rounds_skipped"] == 0, quiet
     assert loaded == quiet
+
+
+def test_bursts_wait_for_a_drift_alarm() -> None:
+    bundle = load_bundle(DEFAULT)
+    ctl = CalibrationController(bundle, CFG)
+    X, y = _stream()
+    for i in range(100):
+        ctl.observe(X[i], int(y[i]), i)
+    assert not ctl.burst_wanted()  # no drift yet
+    for i in range(100, 160):
+        ctl.observe(X[i], int(y[i]), i)
+    assert ctl.counts["drift_alarms"] == 1 and ctl.burst_wanted()
+    ctl.burst_started()
+    assert not ctl.burst_wanted()  # the next burst needs the next alarm
+    again = CalibrationController(bundle, CFG)
+    again.carry_from(ctl)  # a burst replaced the model: the signal and counts go on
+    assert again.drift is ctl.drift and not again.burst_wanted()
+    assert CalibrationController(bundle, CalibrationConfig(trigger="samples")).burst_wanted()
