@@ -36,12 +36,19 @@ def main() -> None:
     ap.add_argument("--path", required=True, help="where river was installed (--target)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    out = subprocess.run([sys.executable, "-c", CHILD, args.path], capture_output=True,
-                         text=True, check=True).stdout.split()
-    res = {"river": out[0], "numpy_import_s": float(out[1]), "numpy_peak_rss_mb": float(out[2]),
-           "river_drift_import_s": float(out[3]), "peak_rss_mb_after": float(out[4]),
-           "river_extra_mb": float(out[4]) - float(out[2]), "heavy_modules": int(out[5]),
-           "loadavg": os.getloadavg()}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, args.path], capture_output=True, text=True, check=True
+    ).stdout.split()
+    res = {
+        "river": out[0],
+        "numpy_import_s": float(out[1]),
+        "numpy_peak_rss_mb": float(out[2]),
+        "river_drift_import_s": float(out[3]),
+        "peak_rss_mb_after": float(out[4]),
+        "river_extra_mb": float(out[4]) - float(out[2]),
+        "heavy_modules": int(out[5]),
+        "loadavg": os.getloadavg(),
+    }
     print(json.dumps(res, indent=1))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "drift_import_cost.json").write_text(json.dumps(res, indent=1) + "\n")

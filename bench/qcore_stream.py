@@ -24,11 +24,12 @@ import numpy as np
 
 from edge_agent.bundle import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig
+from edge_agent.calibrate.qcore import SOURCE_STREAM, BufferConfig, QCoreBuffer
+from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import SOURCE_STREAM, BufferConfig, QCoreBuffer, neighbour_bits
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +38,19 @@ def run(kind: str, random: bool) -> list[dict[str, Any]]:
     bundle = load_bundle(ROOT / "edge_agent" / "defaults" / "basicmotions.eab")
     ds = load_dataset("basicmotions")
     cfg = CalibrationConfig()
-    buf = QCoreBuffer.from_bundle(bundle, BufferConfig(cfg.buffer_samples, cfg.buffer_bytes,
-                                                       random=random))
+    buf = QCoreBuffer.from_bundle(
+        bundle, BufferConfig(cfg.buffer_samples, cfg.buffer_bytes, random=random)
+    )
     eng = Engine(bundle)
-    others = {b: Engine(bundle, bits=b, scratch=True)
-              for b in neighbour_bits(eng.available_bits, eng.bits, 1) if b != eng.bits}
-    predict = {eng.bits: lambda a: eng.predict(a)[0],
-               **{b: (lambda a, e=e: e.predict(a)[0]) for b, e in others.items()}}
+    others = {
+        b: Engine(bundle, bits=b, scratch=True)
+        for b in neighbour_bits(eng.available_bits, eng.bits, 1)
+        if b != eng.bits
+    }
+    predict = {
+        eng.bits: lambda a: eng.predict(a)[0],
+        **{b: (lambda a, e=e: e.predict(a)[0]) for b, e in others.items()},
+    }
     fp = fp_predict_fn(bundle)
     idx = np.random.default_rng(0).integers(0, len(ds.X_test), 32 * 8)
     X = Drift.parse(f"{kind}@0").apply_stream(ds.X_test[idx])
@@ -52,16 +59,25 @@ def run(kind: str, random: bool) -> list[dict[str, Any]]:
     for u in range(8):
         s = slice(32 * u, 32 * (u + 1))
         lab = np.arange(32) % 5 == 0
-        r = buf.update(X[s], np.where(lab, y[s], -1), lab, predict, fp,
-                       seqs=np.arange(32 * u, 32 * (u + 1)))
+        r = buf.update(
+            X[s], np.where(lab, y[s], -1), lab, predict, fp, seqs=np.arange(32 * u, 32 * (u + 1))
+        )
         stream = buf.source == SOURCE_STREAM
-        rows.append({"update": u, "old_sample_transitions": r.events,
-                     "new_wrong": r.new_misses, "kept_new": r.kept_new,
-                     "stream_share": round(float(stream.mean()), 3),
-                     "difficulty_bundle": round(float(buf.misses[~stream].mean()), 2)
-                     if (~stream).any() else None,
-                     "difficulty_stream": round(float(buf.misses[stream].mean()), 2)
-                     if stream.any() else None})
+        rows.append(
+            {
+                "update": u,
+                "old_sample_transitions": r.events,
+                "new_wrong": r.new_misses,
+                "kept_new": r.kept_new,
+                "stream_share": round(float(stream.mean()), 3),
+                "difficulty_bundle": round(float(buf.misses[~stream].mean()), 2)
+                if (~stream).any()
+                else None,
+                "difficulty_stream": round(float(buf.misses[stream].mean()), 2)
+                if stream.any()
+                else None,
+            }
+        )
     return rows
 
 
@@ -72,8 +88,13 @@ def main() -> None:
             key = f"{kind} {'uniform' if random else 'difficulty'}"
             res[key] = run(kind, random)
             last = res[key][-1]
-            print(key, "transitions per update", [r["old_sample_transitions"]
-                                                  for r in res[key]], "last", last)
+            print(
+                key,
+                "transitions per update",
+                [r["old_sample_transitions"] for r in res[key]],
+                "last",
+                last,
+            )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "qcore_stream.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -15,7 +15,10 @@ All integers little-endian.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
+import tempfile
+from pathlib import Path
 
 HEADER = struct.Struct("<8sHHQ32s")
 
@@ -48,3 +51,25 @@ def unseal(
     if hashlib.sha256(payload).digest() != digest:
         raise error(f"{source}: checksum mismatch: the file is corrupt or was modified")
     return payload
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, directory fsync."""
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

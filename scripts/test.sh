@@ -23,6 +23,7 @@ if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/zeromq ]; then
     || echo "npm ci failed: the Node.js publisher test will be skipped" >&2
 fi
 ruff check edge_agent kernels tests bench
+ruff format --check edge_agent kernels tests bench
 mypy edge_agent kernels
 set +e
 python -m pytest "$@"

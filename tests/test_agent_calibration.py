@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from test_service_support import AgentProcess, cleanup, short_dir, write_config
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 
 CALIBRATION = """
 [calibration]

@@ -17,11 +17,12 @@ from edge_agent.calibrate.controller import CalibrationConfig, CalibrationContro
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 
 DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
-CFG = CalibrationConfig(chunk=16, min_holdout=2, episode_rounds=3, stats_min_samples=32,
-                        max_backlog=8)
+CFG = CalibrationConfig(
+    chunk=16, min_holdout=2, episode_rounds=3, stats_min_samples=32, max_backlog=8
+)
 
 
 def _stream(n: int = 360, drift: str = "gain:0.4@100") -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +62,9 @@ def test_same_models_whenever_the_jobs_run() -> None:
 
 def test_a_calibration_thread_that_falls_behind_skips_rounds_and_counts_them() -> None:
     bundle = load_bundle(DEFAULT)
-    cfg = CalibrationConfig(chunk=8, min_holdout=2, episode_rounds=6, stats_min_samples=32,
-                            max_backlog=1)
+    cfg = CalibrationConfig(
+        chunk=8, min_holdout=2, episode_rounds=6, stats_min_samples=32, max_backlog=1
+    )
     _, counts = _replay(bundle, cfg, 300)
     rounds = sum(v for k, v in counts.items() if k.endswith(("_kept", "_rolled_back")))
     assert counts["rounds_skipped"] >= 1
@@ -96,34 +98,57 @@ max_backlog = 8
 
 def _agent_run(bundle: Path, hog: bool) -> dict[str, object]:
     d = short_dir()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3 if hog
-                                                                                        else 0)]
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3 if hog else 0)
+    ]
     agent = AgentProcess(write_config(d, bundle, extra=AGENT))
     try:
         agent.wait_ready()
         st = agent.status()
         ds = load_dataset("basicmotions")
         n = 360
-        items = list(stream(ds.X_test, ds.y_test, n, seed=7,
-                            drift=Drift.parse("gain:0.4@100").transform(), drift_start=100,
-                            labels_every=2))
+        items = list(
+            stream(
+                ds.X_test,
+                ds.y_test,
+                n,
+                seed=7,
+                drift=Drift.parse("gain:0.4@100").transform(),
+                drift_start=100,
+                labels_every=2,
+            )
+        )
         with Publisher(st["endpoints"]["ingest"][0]) as pub:
             replay(pub, iter(items), rate=400, sensor="det")
 
         def settled(s: dict[str, object]) -> bool:
             c = s["calibration"]
             assert isinstance(c, dict)
-            return (s["samples"]["predicted"] == n  # type: ignore[index]
-                    and c["jobs_waiting"] == 0 and c["episode"] is not None
-                    and c["episode"]["flip_rounds_left"] == 0 and c["done"] == 4)
+            return (
+                s["samples"]["predicted"] == n  # type: ignore[index]
+                and c["jobs_waiting"] == 0
+                and c["episode"] is not None
+                and c["episode"]["flip_rounds_left"] == 0
+                and c["done"] == 4
+            )
 
         st = agent.wait_for(settled, timeout=240)
         agent.terminate()
         cal = st["calibration"]
-        return {"version": st["model"]["version"],
-                **{k: cal[k] for k in ("stats_rounds_kept", "stats_rounds_rolled_back",
-                                       "flip_rounds_kept", "flip_rounds_rolled_back",
-                                       "rounds_skipped", "drift_alarms")}}
+        return {
+            "version": st["model"]["version"],
+            **{
+                k: cal[k]
+                for k in (
+                    "stats_rounds_kept",
+                    "stats_rounds_rolled_back",
+                    "flip_rounds_kept",
+                    "flip_rounds_rolled_back",
+                    "rounds_skipped",
+                    "drift_alarms",
+                )
+            },
+        }
     finally:
         for h in hogs:
             h.kill()

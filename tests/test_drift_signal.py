@@ -44,8 +44,9 @@ def test_quiet_when_one_class_lasts(reference: DriftReference) -> None:
     assert sig.alarms == 0, sig.status()
 
 
-@pytest.mark.parametrize("kind", ["offset:0.5", "gain:1.5", "gain:0.5", "noise:0.5",
-                                  "rotation:30", "dropout:0.34"])
+@pytest.mark.parametrize(
+    "kind", ["offset:0.5", "gain:1.5", "gain:0.5", "noise:0.5", "rotation:30", "dropout:0.34"]
+)
 def test_fires_within_50_samples_of_a_drift(reference: DriftReference, kind: str) -> None:
     X, _ = _synthetic(1500, np.random.default_rng(3))
     Xd = Drift.parse(f"{kind}@1000").apply_stream(X)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import reference
 from edge_agent.bundle import Bundle, load_bundle
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
+from edge_agent.engine import reference
+from edge_agent.engine.engine import Engine
 
 DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
 
@@ -45,8 +45,10 @@ def test_correction_is_exact_on_the_engine_grid(bundle: Bundle, bits: int) -> No
     corr = sr.propose(scratch, bundle, stats, X)
     # the numpy reference with the corrected float32 normalization and int32 biases
     quant = bundle.quant[bits]
-    layers = [dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
-              for i, lq in enumerate(quant.layers)]
+    layers = [
+        dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
+        for i, lq in enumerate(quant.layers)
+    ]
     fixed = dataclasses.replace(quant, layers=layers)
     accs: dict[int, np.ndarray] = {}
 
@@ -77,8 +79,9 @@ def test_restores_held_out_accuracy_under_gain_drift(bundle: Bundle) -> None:
     eng, scratch = _live(bundle, bundle.default_bits)
     stream, held = np.arange(0, 40, 2), np.arange(1, 40, 2)  # never labelled: held
     before = float((eng.predict(Xd[held])[0] == ds.y_test[held]).mean())
-    res, corr = sr.run_stats_round(eng, scratch, bundle, stats, Xd[stream],
-                                   (Xd[stream][:8], ds.y_test[stream][:8]))
+    res, corr = sr.run_stats_round(
+        eng, scratch, bundle, stats, Xd[stream], (Xd[stream][:8], ds.y_test[stream][:8])
+    )
     after = float((eng.predict(Xd[held])[0] == ds.y_test[held]).mean())
     assert res.rung == "stats" and res.version is not None and corr is not None
     assert before <= 0.5 and after >= 0.95, (before, after)
@@ -91,20 +94,24 @@ def test_a_correction_that_does_not_help_is_rolled_back(bundle: Bundle) -> None:
     ds = load_dataset("basicmotions")
     eng, scratch = _live(bundle, bundle.default_bits)
     version = eng.model_version
-    res, corr = sr.run_stats_round(eng, scratch, bundle, stats, ds.X_test,
-                                   (ds.X_test, ds.y_test))  # no drift: nothing to win
+    res, corr = sr.run_stats_round(
+        eng, scratch, bundle, stats, ds.X_test, (ds.X_test, ds.y_test)
+    )  # no drift: nothing to win
     assert res.version is None and corr is None and eng.model_version == version
 
 
 def test_bundle_without_statistics_uses_anchors_or_turns_the_rung_off(bundle: Bundle) -> None:
-    bare = dataclasses.replace(bundle, extras={k: v for k, v in bundle.extras.items()
-                                               if not k.startswith(("stats/", "drift/"))})
+    bare = dataclasses.replace(
+        bundle,
+        extras={k: v for k, v in bundle.extras.items() if not k.startswith(("stats/", "drift/"))},
+    )
     stats, why = sr.statistics_of(bare)
     assert stats is not None and stats.source == "anchors" and "anchors" in why
     ctl = CalibrationController(bare, CalibrationConfig())
     assert ctl.stats()["stats_rung"]["enabled"] and ctl.drift is not None
-    none = dataclasses.replace(bare, extras={k: v for k, v in bare.extras.items()
-                                             if k not in ("qcore_X", "qcore_y")})
+    none = dataclasses.replace(
+        bare, extras={k: v for k, v in bare.extras.items() if k not in ("qcore_X", "qcore_y")}
+    )
     stats, why = sr.statistics_of(none)
     assert stats is None and "no training statistics" in why
     ctl = CalibrationController(none, CalibrationConfig())

@@ -114,8 +114,11 @@ class BurstScheduler:
             if outcome is not None:
                 self._finished(outcome, current)
             return None
-        if wanted and decision.burst_allowed and \
-                self._clock() - self._last_start >= self.cfg.interval_s:
+        if (
+            wanted
+            and decision.burst_allowed
+            and self._clock() - self._last_start >= self.cfg.interval_s
+        ):
             self._starting = self._pool.submit(self._start, decision.bits, bundle, pool)
         return None
 

@@ -13,109 +13,49 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle, array_from_record, array_record
 from edge_agent.calibrate import stats_rung
-from edge_agent.calibrate.drift_signal import DriftConfig, DriftReference, DriftSignal
+from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
-    FlipConfig,
     RoundResult,
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.calibrate.schedule import Episode, Job, JobQueue
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import EXTRA_X, BufferConfig, QCoreBuffer, neighbour_bits
-from kernels.packing import pack_rows
+from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
+from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.calibrate.schedule import Job, StreamScheduler
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from kernels.plan.packing import pack_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """The ``[calibration]`` section of the agent's configuration."""
-
-    enabled: bool = True
-    chunk: int = 32  # stream samples per QCore update and flip round
-    label_free: bool = True  # also learn from unlabelled samples (FP pseudo-labels)
-    unlabelled_every: int = 8  # keep one unlabelled sample in this many as a candidate
-    buffer_samples: int = 64
-    buffer_bytes: int = 1 << 20
-    class_balance: bool = True
-    neighbour_bits: int = 1  # QCore miss tracking at the deployed width and this many around it
-    budget_fraction: float = 0.02
-    threshold: float = 0.5
-    iterations: int = 4
-    holdout_fraction: float = 0.3
-    min_holdout: int = 4
-    tolerance: float = 0.0
-    anchor_tolerance: float = 0.05
-    recent_labelled: int = 64  # latest labelled stream samples a kept round may not do worse on
-    trigger: str = "drift"  # "drift": rounds only after a drift alarm; "samples": every chunk
-    episode_rounds: int = 8  # flip rounds (one per chunk) after each drift alarm
-    stats_rung: bool = True  # the label-free statistics round first after an alarm
-    stats_window: int = 256  # latest stream samples kept for the statistics round
-    stats_min_samples: int = 64  # samples since the change point before it runs
-    drift_allowance: float = 1.0  # CUSUM k, in standard deviations of the novelty score
-    drift_threshold: float = 20.0  # CUSUM h
-    drift_hold: int = 1024  # samples after an alarm before the signal re-baselines
-    drift_baseline: int = 256  # samples its new level is estimated from
-    max_backlog: int = 4  # rounds waiting for the calibration thread; more: skip the oldest
-
-    def drift_config(self) -> DriftConfig:
-        """The drift signal's knobs."""
-        return DriftConfig(allowance=self.drift_allowance, threshold=self.drift_threshold,
-                           hold=self.drift_hold, baseline=self.drift_baseline)
-
-    def flip_config(self) -> FlipConfig:
-        """The flip-round knobs."""
-        return FlipConfig(
-            self.budget_fraction,
-            self.threshold,
-            self.iterations,
-            self.holdout_fraction,
-            self.min_holdout,
-            self.tolerance,
-            self.anchor_tolerance,
-        )
-
-    def buffer_config(self) -> BufferConfig:
-        """The QCore buffer's bounds."""
-        return BufferConfig(
-            max_samples=self.buffer_samples,
-            max_bytes=self.buffer_bytes,
-            class_balance=self.class_balance,
-        )
-
-
-@dataclass(frozen=True)
-class _Pending:
-    x: np.ndarray
-    label: int | None
-    seq: int
-    time: float
 
 
 class CalibrationController:
     """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
 
-    ``observe`` / ``feedback`` (stream order, short) decide which jobs are due
-    (:mod:`edge_agent.calibrate.schedule`); ``run`` runs the oldest one (the calibration
-    thread). ``count(name, n)``, if given, receives every counter (the agent's metrics).
+    The stream side (:meth:`observe`, :meth:`feedback`, :meth:`prescore`: stream order,
+    short) is a :class:`StreamScheduler` that decides which jobs are due; :meth:`run`
+    runs the oldest one (the calibration thread). ``count(name, n)``, if given, receives
+    every counter (the agent's metrics registry); :attr:`counts` keeps them too.
     """
 
     def __init__(
-        self, bundle: Bundle, cfg: CalibrationConfig, state: dict[str, Any] | None = None,
+        self,
+        bundle: Bundle,
+        cfg: CalibrationConfig,
+        state: dict[str, Any] | None = None,
         count: Callable[[str, int], None] | None = None,
+        carry: CalibrationController | None = None,
     ) -> None:
         self.bundle = bundle
         self.cfg = cfg
@@ -129,27 +69,31 @@ class CalibrationController:
         self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip_config())
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
-        self._chunk: list[_Pending] = []
-        self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
-        self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
-        self._labels: list[tuple[int, int]] = []  # feedback since the last job
-        self._lock = threading.Lock()  # guards the stream-side state and the job queue
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
-        self._unlabelled_seen = 0
-        self._seen = 0  # accepted stream samples
-        self._jobs = JobQueue(cfg.max_backlog)
-        self._made = 0  # jobs made
-        self._episode: Episode | None = None
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
+        self._bursts_seen = 0
         self.last: dict[str, Any] = {}
         self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
         if cfg.stats_rung:
             self.train_stats, self.stats_reason = stats_rung.statistics_of(bundle)
-            log.log(logging.INFO if self.train_stats else logging.WARNING, "statistics rung: %s%s",
-                    self.stats_reason, "" if self.train_stats else ": the rung is off")
-        self.drift = self._drift_signal()
+            log.log(
+                logging.INFO if self.train_stats else logging.WARNING,
+                "statistics rung: %s%s",
+                self.stats_reason,
+                "" if self.train_stats else ": the rung is off",
+            )
+        self.stream = StreamScheduler(
+            cfg.schedule_config(), self._drift_signal(), self.train_stats is not None, self._count
+        )
+        if carry is not None:  # a QAT burst replaced the model: the stream side goes on
+            self.carry_from(carry)
+
+    @property
+    def drift(self) -> DriftSignal | None:
+        """The drift signal (None without a reference: a flip round every chunk)."""
+        return self.stream.drift
 
     def _drift_signal(self) -> DriftSignal | None:
         """The drift signal from the bundle's reference (else its anchors'), or None."""
@@ -160,13 +104,20 @@ class CalibrationController:
                 ref = DriftReference.fit(X, y, self.bundle.num_classes)
                 log.info("drift signal: reference from the bundle's %d QCore anchors", len(y))
         if ref is None and self.cfg.trigger == "drift":
-            log.warning("drift signal: the bundle has neither a drift reference nor QCore "
-                        "anchors: a flip round every %d samples instead", self.cfg.chunk)
+            log.warning(
+                "drift signal: the bundle has neither a drift reference nor QCore "
+                "anchors: a flip round every %d samples instead",
+                self.cfg.chunk,
+            )
         return None if ref is None else DriftSignal(ref, self.cfg.drift_config())
 
-    def burst_wanted(self) -> bool:
+    def burst_wanted(self, started: int | None = None) -> bool:
         """Whether a QAT burst may start: a drift alarm came since the last one started
-        (always with ``trigger = "samples"`` or without a drift signal)."""
+        (always with ``trigger = "samples"`` or without a drift signal). ``started``: the
+        scheduler's count of started bursts (a change marks a start)."""
+        if started is not None and started != self._bursts_seen:
+            self._bursts_seen = started
+            self.burst_started()
         if self.cfg.trigger == "samples" or self.drift is None:
             return True
         return self.counts["drift_alarms"] > self._alarms_at_burst
@@ -176,11 +127,10 @@ class CalibrationController:
         self._alarms_at_burst = self.counts["drift_alarms"]
 
     def carry_from(self, old: CalibrationController) -> None:
-        """Take over the stream-side state of the controller this one replaces (after a
-        QAT burst changed the model): drift signal, episode, counters, sample count."""
-        with old._lock:
-            self.drift, self._episode, self._seen = old.drift, old._episode, old._seen
-            self.counts, self._alarms_at_burst = old.counts, old._alarms_at_burst
+        """Take over the stream side of the controller this one replaces (a QAT burst
+        changed the model): drift signal, episode, open chunk, jobs, counters."""
+        self.stream, self.counts = old.stream, old.counts
+        self._alarms_at_burst, self._bursts_seen = old._alarms_at_burst, old._bursts_seen
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -208,110 +158,24 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ stream side
 
-    def drift_scores(self, X: np.ndarray) -> np.ndarray | None:
-        """The drift signal's novelty scores of a batch (for :meth:`observe`'s ``score``:
-        one vectorized call per batch), or None without a drift signal."""
-        return None if self.drift is None else self.drift.reference.score(X)
+    def prescore(self, X: np.ndarray) -> None:
+        """Drift scores of a batch in one call, before its samples are observed in order."""
+        if self.cfg.enabled:
+            self.stream.prescore(X)
 
-    def observe(self, x: np.ndarray, label: int | None, seq: int,
-                score: float | None = None) -> None:
-        """Offer one accepted stream sample, in stream order (every one: the drift signal
-        and the statistics window see them all; the buffer labelled ones, and one in
-        ``unlabelled_every`` unlabelled ones when label-free). ``score``: its drift
-        novelty score, if already computed."""
-        if not self.cfg.enabled:
-            return
-        x = np.array(x, dtype=np.float32)
-        fired: list[int] = []
-        if self.drift is not None:
-            fired = (self.drift.update(x[None]) if score is None
-                     else self.drift.update_scores(np.array([score])))
-        with self._lock:
-            n = self._seen
-            self._seen += 1
-            self._window.append((n, x, label))
-            if label is not None:
-                self._recent.append((x, label))
-            if fired:
-                self._alarm(n)
-            ep = self._episode
-            if ep is not None and not ep.stats_done and self._seen >= ep.stats_at:
-                ep.stats_done = True
-                if self.train_stats is not None:
-                    self._put_stats(ep)
-            if label is None:
-                if not self.cfg.label_free:
-                    return
-                self._unlabelled_seen += 1
-                if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
-                    return
-            self._chunk.append(_Pending(x, label, seq, time.time()))
-            if len(self._chunk) >= max(1, self.cfg.chunk):
-                self._put_chunk()
-
-    def _alarm(self, n: int) -> None:
-        assert self.drift is not None
-        cp = self.drift.change_point if self.drift.change_point is not None else n
-        self._count("drift_alarms")
-        log.info("drift signal: alarm at stream sample %d (change point %d)", n, cp)
-        self._episode = Episode(n, cp, max(n + 1, cp + self.cfg.stats_min_samples),
-                                self.cfg.episode_rounds)
-
-    def _rounds_due(self) -> bool:
-        """Whether the chunk just completed gets a flip round."""
-        if self.cfg.trigger == "samples" or self.drift is None:
-            return True
-        ep = self._episode
-        if ep is None or ep.flips_left <= 0:
-            return False
-        ep.flips_left -= 1
-        return True
-
-    def _put_chunk(self) -> None:
-        chunk, self._chunk = self._chunk, []
-        labels, self._labels = self._labels, []
-        recent = (
-            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
-            if self._recent else None
-        )
-        job = Job(self._made, self._seen, "flip" if self._rounds_due() else "update",
-                  np.stack([p.x for p in chunk]),
-                  np.array([p.label if p.label is not None else -1 for p in chunk], np.int64),
-                  np.array([p.seq for p in chunk], np.int64), labels, recent)
-        self._put(job)
-
-    def _put_stats(self, ep: Episode) -> None:
-        rows = [(x, lab) for i, x, lab in self._window if i >= ep.change_point]
-        X = np.stack([x for x, _ in rows])
-        lab = [(x, c) for x, c in rows if c is not None]
-        labelled = ((np.stack([x for x, _ in lab]), np.array([c for _, c in lab], np.int64))
-                    if lab else None)
-        self._put(Job(self._made, self._seen, "stats", X, recent=labelled))
-
-    def _put(self, job: Job) -> None:
-        self._made += 1
-        skipped, dropped = self._jobs.skipped, self._jobs.dropped
-        self._jobs.put(job)
-        if self._jobs.skipped > skipped:
-            self._count("rounds_skipped")
-            log.warning("calibration is behind: a round was skipped (%d so far)",
-                        self._jobs.skipped)
-        if self._jobs.dropped > dropped:
-            self._count("updates_dropped")
+    def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
+        """Offer one accepted stream sample, in stream order (every one)."""
+        if self.cfg.enabled:
+            self.stream.observe(x, label, seq)
 
     def feedback(self, seq: int, label: int) -> None:
         """A label for an earlier sample: replaces its pseudo-label (applied by the next
         job if the sample is buffered, at once if it still waits in the chunk)."""
-        with self._lock:
-            self._labels.append((seq, label))
-            for i, p in enumerate(self._chunk):
-                if p.seq == seq:
-                    self._chunk[i] = dataclasses.replace(p, label=label)
+        self.stream.feedback(seq, label)
 
     def due(self) -> bool:
         """Whether a job waits for :meth:`run`."""
-        with self._lock:
-            return self.cfg.enabled and len(self._jobs) > 0
+        return self.cfg.enabled and self.stream.waiting()[1] > 0
 
     # ------------------------------------------------------------------ rounds
 
@@ -327,8 +191,7 @@ class CalibrationController:
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:
         """Run the oldest due job: a buffer update, then its round if it has one (the
         result; None for a buffer update alone). Seeds derive from the job's index."""
-        with self._lock:
-            job = self._jobs.get()
+        job = self.stream.get()
         if job is None:
             return None
         t0 = time.thread_time()
@@ -343,7 +206,11 @@ class CalibrationController:
                 bx, by = self.buffer.X.copy(), self.buffer.y.copy()
                 blab = self.buffer.labelled.copy()
             result = self.calibrator.run_round(
-                engine, bx, by, seed=job.index if seed is None else seed, labelled=blab,
+                engine,
+                bx,
+                by,
+                seed=job.index if seed is None else seed,
+                labelled=blab,
                 recent=job.recent,
             )
         kept = result.version is not None
@@ -372,8 +239,13 @@ class CalibrationController:
             for s_, lab in job.labels:
                 self.buffer.set_label(s_, lab)
             return self.buffer.update(
-                job.X, job.y, job.y >= 0, self._predict_by_bits(engine), self._fp_predict,
-                now=time.time(), seqs=job.seqs,
+                job.X,
+                job.y,
+                job.y >= 0,
+                self._predict_by_bits(engine),
+                self._fp_predict,
+                now=time.time(),
+                seqs=job.seqs,
             )
 
     def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
@@ -386,7 +258,12 @@ class CalibrationController:
         stats_rung.sync(scratch, engine, layers)
         empty = (np.zeros((0, *self.bundle.input_shape), np.float32), np.zeros(0, np.int64))
         result, corr = stats_rung.run_stats_round(
-            engine, scratch, self.bundle, self.train_stats, job.X, job.recent or empty,
+            engine,
+            scratch,
+            self.bundle,
+            self.train_stats,
+            job.X,
+            job.recent or empty,
             stats_rung.StatsConfig(self.cfg.tolerance, self.cfg.min_holdout),
             version_of=lambda c: self._corrected(engine.bits, c, engine).model_version,
         )
@@ -408,16 +285,22 @@ class CalibrationController:
         z = (X - st.norm_mean.reshape(shape)) / st.norm_std.reshape(shape)
         return (z * corr.std.reshape(shape) + corr.mean.reshape(shape)).astype(np.float32)
 
-    def _corrected(self, bits: int, corr: stats_rung.Correction,
-                   engine: Engine | None = None) -> Bundle:
+    def _corrected(
+        self, bits: int, corr: stats_rung.Correction, engine: Engine | None = None
+    ) -> Bundle:
         """The bundle with a statistics correction (and, given ``engine``, its codes)."""
         quant = self.bundle.quant[bits]
-        layers = [dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
-                  for i, lq in enumerate(quant.layers)]
+        layers = [
+            dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
+            for i, lq in enumerate(quant.layers)
+        ]
         b = dataclasses.replace(
-            self.bundle, norm_mean=corr.mean, norm_std=corr.std,
+            self.bundle,
+            norm_mean=corr.mean,
+            norm_std=corr.std,
             meta={**self.bundle.meta, INPUT_CORRECTED: True},
-            quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)})
+            quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
+        )
         return b if engine is None else self._with_codes(b, engine)
 
     def updated_bundle(self, engine: Engine) -> Bundle:
@@ -455,23 +338,16 @@ class CalibrationController:
         return {k: array_record(v) for k, v in state.items()}
 
     def stats(self) -> dict[str, Any]:
-        """Buffer fill and the last round, for status."""
+        """Buffer fill, the drift signal, the rungs and the last round, for status."""
         with self._buffer_lock:
             buffer = self.buffer.stats()
-        with self._lock:
-            pending, jobs = len(self._chunk), len(self._jobs)
-            ep = self._episode
+        pending, jobs = self.stream.waiting()
         return {
             "buffer": buffer,
             "pending": pending,
             "jobs_waiting": jobs,
             "method": self.method,
-            "trigger": self.cfg.trigger if self.drift is not None else "samples",
-            "rounds_skipped": self.counts["rounds_skipped"],
+            **self.stream.status(),
             "stats_rung": {"enabled": self.train_stats is not None, "reason": self.stats_reason},
-            "drift": self.drift.status() if self.drift is not None else {"enabled": False},
-            "episode": None if ep is None else {
-                "alarm": ep.alarm, "change_point": ep.change_point,
-                "flip_rounds_left": ep.flips_left},
             "last_round": self.last,
         }

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EXTRA_MEAN = "drift/feature_mean"  # (classes, features) float32
-EXTRA_STD = "drift/feature_std"  # (classes, features) float32
-EXTRA_LEVEL = "drift/score_level"  # (2,) float32: mean and std of the score on training data
+from edge_agent.bundle import DRIFT_FEATURE_MEAN as EXTRA_MEAN
+from edge_agent.bundle import DRIFT_FEATURE_STD as EXTRA_STD
+from edge_agent.bundle import DRIFT_SCORE_LEVEL as EXTRA_LEVEL
+
 _EPS = 1e-6
 _MIN_SPREAD = 0.05  # floor of a feature's class spread, as a share of its pooled spread
 
@@ -91,8 +92,9 @@ class DriftReference:
         lo, sd = float(np.mean(scores)), float(np.std(scores))
         return cls(ref.mean, ref.std, (lo, max(sd, 1e-3)))
 
-    def _loo_scores(self, f: np.ndarray, y: np.ndarray, num_classes: int,
-                    counts: np.ndarray) -> np.ndarray:
+    def _loo_scores(
+        self, f: np.ndarray, y: np.ndarray, num_classes: int, counts: np.ndarray
+    ) -> np.ndarray:
         """Scores of the fitting samples with each left out of its class mean (the spread
         is kept: one sample moves it little, and a floor bounds it)."""
         present = [k for k in range(num_classes) if (y == k).any()]
@@ -120,19 +122,27 @@ class DriftReference:
 
     def to_extras(self) -> dict[str, np.ndarray]:
         """The reference as bundle extras."""
-        return {EXTRA_MEAN: self.mean.astype(np.float32), EXTRA_STD: self.std.astype(np.float32),
-                EXTRA_LEVEL: np.asarray(self.level, np.float32)}
+        return {
+            EXTRA_MEAN: self.mean.astype(np.float32),
+            EXTRA_STD: self.std.astype(np.float32),
+            EXTRA_LEVEL: np.asarray(self.level, np.float32),
+        }
 
     @classmethod
     def from_extras(cls, extras: dict[str, np.ndarray]) -> DriftReference | None:
         """The reference a bundle records, or None if it has none (or a malformed one)."""
         try:
-            mean, std, level = (np.asarray(extras[k], np.float64)
-                                for k in (EXTRA_MEAN, EXTRA_STD, EXTRA_LEVEL))
+            mean, std, level = (
+                np.asarray(extras[k], np.float64) for k in (EXTRA_MEAN, EXTRA_STD, EXTRA_LEVEL)
+            )
         except KeyError:
             return None
-        if mean.ndim != 2 or std.shape != mean.shape or level.shape != (2,) or \
-                not (np.all(std > 0) and level[1] > 0):
+        if (
+            mean.ndim != 2
+            or std.shape != mean.shape
+            or level.shape != (2,)
+            or not (np.all(std > 0) and level[1] > 0)
+        ):
             return None
         return cls(mean, std, (float(level[0]), float(level[1])))
 
@@ -217,7 +227,12 @@ class DriftSignal:
 
     def status(self) -> dict[str, object]:
         """For the agent's status."""
-        return {"samples": self.n, "alarms": self.alarms, "last_alarm": self.last_alarm,
-                "change_point": self.change_point, "phase": self.phase,
-                "cusum": [round(self._up, 3), round(self._down, 3)],
-                "level": [round(v, 4) for v in self.level]}
+        return {
+            "samples": self.n,
+            "alarms": self.alarms,
+            "last_alarm": self.last_alarm,
+            "change_point": self.change_point,
+            "phase": self.phase,
+            "cusum": [round(self._up, 3), round(self._down, 3)],
+            "level": [round(v, 4) for v in self.level],
+        }

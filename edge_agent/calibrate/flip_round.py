@@ -19,20 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, QuantModel
+from edge_agent.bundle import RESIDUAL_SCALE, Bundle, QuantModel, residual_key
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import (
-    FEATURES,
-    RESIDUAL_SCALE,
-    LayerTrace,
-    layer_features,
-    layer_traces,
-    residual_key,
-)
+from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
 from edge_agent.calibrate.flip_net import FlipNet
-from edge_agent.engine import Engine
-from edge_agent.qcore import EXTRA_X, EXTRA_Y
-from kernels.packing import pack_rows, qrange, unpack_rows
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.engine.engine import Engine
+from kernels.plan.packing import pack_rows, qrange, unpack_rows
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +247,19 @@ class BitFlipCalibrator:
         for _ in range(cfg.iterations):
             iterations += 1
             if proposal is None:  # features of the current best codes
-                proposal = self.proposer(layer_features(
-                    self.bundle, self.bundle.quant[bits], best, deployed, residuals,
-                    layer_traces(self.bundle, bits, best, inputs), logits, yc, anchors,
-                ))
+                proposal = self.proposer(
+                    layer_features(
+                        self.bundle,
+                        self.bundle.quant[bits],
+                        best,
+                        deployed,
+                        residuals,
+                        layer_traces(self.bundle, bits, best, inputs),
+                        logits,
+                        yc,
+                        anchors,
+                    )
+                )
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
@@ -270,7 +272,11 @@ class BitFlipCalibrator:
                     break
                 continue
             best, best_loss, logits, inputs, proposal = (
-                cand, cand_loss, cand_logits, cand_inputs, None
+                cand,
+                cand_loss,
+                cand_logits,
+                cand_inputs,
+                None,
             )
 
         changed = {

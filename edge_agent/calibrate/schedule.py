@@ -29,10 +29,20 @@ More than ``MAX_JOBS`` waiting jobs of any kind: the oldest is dropped altogethe
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from edge_agent.calibrate.drift_signal import DriftSignal
+
+log = logging.getLogger(__name__)
 
 MAX_JOBS = 64
 
@@ -94,3 +104,200 @@ class JobQueue:
 
     def __len__(self) -> int:
         return len(self.jobs)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A candidate sample waiting for its chunk to fill."""
+
+    x: np.ndarray
+    label: int | None
+    seq: int
+    time: float
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The stream-side knobs (from the agent's ``[calibration]`` section)."""
+
+    chunk: int = 32
+    label_free: bool = True
+    unlabelled_every: int = 8
+    recent_labelled: int = 64
+    trigger: str = "drift"
+    episode_rounds: int = 8
+    stats_window: int = 256
+    stats_min_samples: int = 64
+    max_backlog: int = 4
+
+
+class StreamScheduler:
+    """The stream side of the calibration: every accepted sample, in stream order, goes
+    through :meth:`observe`; due jobs come out of :meth:`get` (see the module text).
+
+    ``drift`` None means no drift signal: a flip round every chunk. ``stats`` says
+    whether statistics jobs are made. ``count(name, n)`` receives every counter.
+    """
+
+    def __init__(
+        self,
+        cfg: ScheduleConfig,
+        drift: DriftSignal | None,
+        stats: bool,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.cfg = cfg
+        self.drift = drift
+        self.stats = stats
+        self.count = count
+        self.alarms = 0
+        self.episode: Episode | None = None
+        self.seen = 0  # accepted stream samples
+        self._chunk: list[Pending] = []
+        self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
+        self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
+        self._labels: list[tuple[int, int]] = []  # feedback since the last job
+        self._scores: deque[float] = deque()  # drift scores computed ahead (prescore)
+        self._unlabelled_seen = 0
+        self._jobs = JobQueue(cfg.max_backlog)
+        self._made = 0
+        self._lock = threading.Lock()  # the inference thread writes, the calibration reads
+
+    def prescore(self, X: np.ndarray) -> None:
+        """Score the next samples for the drift signal in one call (a batch, before its
+        samples go through :meth:`observe` one by one, in the same order)."""
+        if self.drift is not None and len(X):
+            self._scores.extend(self.drift.reference.score(X).tolist())
+
+    def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
+        """One accepted sample (every one: the drift signal and the statistics window see
+        them all; chunks take labelled ones and one in ``unlabelled_every`` unlabelled
+        ones when label-free)."""
+        x = np.array(x, dtype=np.float32)
+        fired: list[int] = []
+        if self.drift is not None:
+            fired = (
+                self.drift.update_scores(np.array([self._scores.popleft()]))
+                if self._scores
+                else self.drift.update(x[None])
+            )
+        with self._lock:
+            n = self.seen
+            self.seen += 1
+            self._window.append((n, x, label))
+            if label is not None:
+                self._recent.append((x, label))
+            if fired:
+                self._alarm(n)
+            ep = self.episode
+            if ep is not None and not ep.stats_done and self.seen >= ep.stats_at:
+                ep.stats_done = True
+                if self.stats:
+                    self._put_stats(ep)
+            if label is None:
+                if not self.cfg.label_free:
+                    return
+                self._unlabelled_seen += 1
+                if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
+                    return
+            self._chunk.append(Pending(x, label, seq, time.time()))
+            if len(self._chunk) >= max(1, self.cfg.chunk):
+                self._put_chunk()
+
+    def _alarm(self, n: int) -> None:
+        assert self.drift is not None
+        cp = self.drift.change_point if self.drift.change_point is not None else n
+        self.alarms += 1
+        self.count("drift_alarms", 1)
+        log.info("drift signal: alarm at stream sample %d (change point %d)", n, cp)
+        self.episode = Episode(
+            n, cp, max(n + 1, cp + self.cfg.stats_min_samples), self.cfg.episode_rounds
+        )
+
+    def _rounds_due(self) -> bool:
+        """Whether the chunk just completed gets a flip round."""
+        if self.cfg.trigger == "samples" or self.drift is None:
+            return True
+        ep = self.episode
+        if ep is None or ep.flips_left <= 0:
+            return False
+        ep.flips_left -= 1
+        return True
+
+    def _put_chunk(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        labels, self._labels = self._labels, []
+        recent = (
+            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
+            if self._recent
+            else None
+        )
+        job = Job(
+            self._made,
+            self.seen,
+            "flip" if self._rounds_due() else "update",
+            np.stack([p.x for p in chunk]),
+            np.array([p.label if p.label is not None else -1 for p in chunk], np.int64),
+            np.array([p.seq for p in chunk], np.int64),
+            labels,
+            recent,
+        )
+        self._put(job)
+
+    def _put_stats(self, ep: Episode) -> None:
+        rows = [(x, lab) for i, x, lab in self._window if i >= ep.change_point]
+        lab = [(x, c) for x, c in rows if c is not None]
+        labelled = (
+            (np.stack([x for x, _ in lab]), np.array([c for _, c in lab], np.int64))
+            if lab
+            else None
+        )
+        self._put(
+            Job(self._made, self.seen, "stats", np.stack([x for x, _ in rows]), recent=labelled)
+        )
+
+    def _put(self, job: Job) -> None:
+        self._made += 1
+        skipped, dropped = self._jobs.skipped, self._jobs.dropped
+        self._jobs.put(job)
+        if self._jobs.skipped > skipped:
+            self.count("rounds_skipped", 1)
+            log.warning(
+                "calibration is behind: a round was skipped (%d so far)", self._jobs.skipped
+            )
+        if self._jobs.dropped > dropped:
+            self.count("updates_dropped", 1)
+
+    def feedback(self, seq: int, label: int) -> None:
+        """A late label: goes with the next job (at once if its sample waits in the chunk)."""
+        with self._lock:
+            self._labels.append((seq, label))
+            for i, p in enumerate(self._chunk):
+                if p.seq == seq:
+                    self._chunk[i] = dataclasses.replace(p, label=label)
+
+    def get(self) -> Job | None:
+        """The oldest due job, or None."""
+        with self._lock:
+            return self._jobs.get()
+
+    def waiting(self) -> tuple[int, int]:
+        """Candidates in the open chunk and jobs waiting."""
+        with self._lock:
+            return len(self._chunk), len(self._jobs)
+
+    def status(self) -> dict[str, Any]:
+        """The drift signal and the episode, for status."""
+        with self._lock:
+            ep = self.episode
+            return {
+                "trigger": self.cfg.trigger if self.drift is not None else "samples",
+                "drift": self.drift.status() if self.drift is not None else {"enabled": False},
+                "episode": None
+                if ep is None
+                else {
+                    "alarm": ep.alarm,
+                    "change_point": ep.change_point,
+                    "flip_rounds_left": ep.flips_left,
+                },
+            }

@@ -42,24 +42,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.bundle import WEIGHTED_OPS, Bundle
+from edge_agent.bundle import STATS_INPUT as EXTRA_INPUT
+from edge_agent.bundle import WEIGHTED_OPS, Bundle, acc_mean_key
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.drift_signal import DriftReference
 from edge_agent.calibrate.flip_features import conv_patch_stats
 from edge_agent.calibrate.flip_round import RoundResult
-from edge_agent.engine import Engine
-from edge_agent.qcore import EXTRA_X, EXTRA_Y
-from edge_agent.reference import conv_geometry
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.reference import conv_geometry
 
 log = logging.getLogger(__name__)
 
-EXTRA_INPUT = "stats/input"  # (4, C) float64: norm mean, norm std, input mean, input std
 _MIN_RATIO = 0.01  # a channel's scale may shrink to this share of its training scale
-
-
-def acc_key(bits: int, layer: int) -> str:
-    """Bundle extras key of the mean accumulators of one layer at one bit-width."""
-    return f"stats/{bits}/acc_mean/{layer}"
+acc_key = acc_mean_key  # bundle extras key of one hidden layer's training mean accumulators
 
 
 @dataclass(frozen=True)
@@ -101,8 +97,9 @@ def hidden_layers(bundle: Bundle) -> list[int]:
     return list(range(len(bundle.weighted_ops()) - 1))
 
 
-def accumulator_means(engine: Engine, bundle: Bundle, X: np.ndarray,
-                      layers: list[int]) -> dict[int, np.ndarray]:
+def accumulator_means(
+    engine: Engine, bundle: Bundle, X: np.ndarray, layers: list[int]
+) -> dict[int, np.ndarray]:
     """Mean int32 accumulator (O,) of each of ``layers`` over samples and positions, from
     one traced pass of the engine's active model (mean input patch times the weights,
     plus the bias: the mean of a linear function)."""
@@ -120,19 +117,23 @@ def accumulator_means(engine: Engine, bundle: Bundle, X: np.ndarray,
     return out
 
 
-def record_statistics(bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None,
-                      batch: int = 256) -> dict[str, np.ndarray]:
+def record_statistics(
+    bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, batch: int = 256
+) -> dict[str, np.ndarray]:
     """The statistics extras of ``bundle`` from its training samples ``X`` (see module)."""
     X = np.asarray(X, np.float32)
     mean, std = channel_stats(X)
-    out = {EXTRA_INPUT: np.stack([bundle.norm_mean.astype(np.float64),
-                                  bundle.norm_std.astype(np.float64), mean, std])}
+    out = {
+        EXTRA_INPUT: np.stack(
+            [bundle.norm_mean.astype(np.float64), bundle.norm_std.astype(np.float64), mean, std]
+        )
+    }
     layers = hidden_layers(bundle)
     for bits in bundle.quant:
         eng = Engine(bundle, bits=bits, scratch=True)
         sums = {i: np.zeros(bundle.quant[bits].layers[i].out_features) for i in layers}
         for s in range(0, len(X), batch):  # batched: traces hold every layer's input
-            part = X[s:s + batch]
+            part = X[s : s + batch]
             for i, m in accumulator_means(eng, bundle, part, layers).items():
                 sums[i] += m * len(part)
         out.update({acc_key(bits, i): v / len(X) for i, v in sums.items()})
@@ -143,8 +144,7 @@ def record_statistics(bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None
 
 def with_statistics(bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None) -> Bundle:
     """``bundle`` with :func:`record_statistics` of ``X`` in its extras."""
-    return dataclasses.replace(bundle, extras={**bundle.extras,
-                                               **record_statistics(bundle, X, y)})
+    return dataclasses.replace(bundle, extras={**bundle.extras, **record_statistics(bundle, X, y)})
 
 
 def _from_extras(bundle: Bundle, extras: dict[str, np.ndarray], source: str) -> Statistics | None:
@@ -178,8 +178,10 @@ def statistics_of(bundle: Bundle) -> tuple[Statistics | None, str]:
         return None, "the bundle records no training statistics and has no QCore anchors"
     y = bundle.extras.get(EXTRA_Y)
     extras = record_statistics(bundle, np.asarray(X, np.float32), y)
-    return (_from_extras(bundle, extras, "anchors"),
-            f"statistics computed from the bundle's {len(X)} QCore anchors (it records none)")
+    return (
+        _from_extras(bundle, extras, "anchors"),
+        f"statistics computed from the bundle's {len(X)} QCore anchors (it records none)",
+    )
 
 
 def propose(scratch: Engine, bundle: Bundle, stats: Statistics, X: np.ndarray) -> Correction:
@@ -220,14 +222,19 @@ def sync(scratch: Engine, engine: Engine, layers: list[int]) -> None:
     """Give ``scratch`` the live engine's normalization and hidden biases at its bit-width
     (its weights are synced by the caller)."""
     mean, std = engine.normalization()
-    scratch.swap_params(mean=mean, std=std,
-                        biases={i: engine.layer_bias(i) for i in layers})
+    scratch.swap_params(mean=mean, std=std, biases={i: engine.layer_bias(i) for i in layers})
 
 
-def run_stats_round(engine: Engine, scratch: Engine, bundle: Bundle, stats: Statistics,
-                    X: np.ndarray, labelled: tuple[np.ndarray, np.ndarray],
-                    cfg: StatsConfig | None = None,
-                    version_of: object = None) -> tuple[RoundResult, Correction | None]:
+def run_stats_round(
+    engine: Engine,
+    scratch: Engine,
+    bundle: Bundle,
+    stats: Statistics,
+    X: np.ndarray,
+    labelled: tuple[np.ndarray, np.ndarray],
+    cfg: StatsConfig | None = None,
+    version_of: object = None,
+) -> tuple[RoundResult, Correction | None]:
     """One statistics round: propose from the unlabelled stream samples ``X`` on
     ``scratch`` (holding the live model), gate on ``labelled`` (inputs, labels: stream
     samples the correction never used), and swap the correction into ``engine`` if kept.
@@ -247,16 +254,34 @@ def run_stats_round(engine: Engine, scratch: Engine, bundle: Bundle, stats: Stat
     # a correction must get at least one more labelled sample right: a tie keeps the model
     # (a kept correction moves the anchors the flip rounds after it pull towards)
     gain = -0.5 / max(1, len(yl))
-    decision = gate.decide(gate.hits(before, yl), gate.hits(after, yl), len(yl), "accuracy",
-                           min(cfg.tolerance, 0.0) + gain, cfg.min_labelled)
+    decision = gate.decide(
+        gate.hits(before, yl),
+        gate.hits(after, yl),
+        len(yl),
+        "accuracy",
+        min(cfg.tolerance, 0.0) + gain,
+        cfg.min_labelled,
+    )
     empty = (np.zeros((0, engine.num_classes)),) * 2 + (np.zeros(0, np.int64),)
     decision = gate.guard(decision, (before, after, yl), empty)
     version = None
     if decision.accepted:
         name = version_of(corr) if callable(version_of) else None
         version = engine.swap_params(corr.mean, corr.std, corr.biases, version=name)
-    log.info("statistics round on %d samples: bias steps %s, %s", len(X),
-             corr.moved, "kept" if version else "rolled back")
-    result = RoundResult(decision, int(sum(corr.moved.values())), 1, float("nan"),
-                         float("nan"), time.thread_time() - t0, version, rung="stats")
+    log.info(
+        "statistics round on %d samples: bias steps %s, %s",
+        len(X),
+        corr.moved,
+        "kept" if version else "rolled back",
+    )
+    result = RoundResult(
+        decision,
+        int(sum(corr.moved.values())),
+        1,
+        float("nan"),
+        float("nan"),
+        time.thread_time() - t0,
+        version,
+        rung="stats",
+    )
     return result, corr if version else None

@@ -91,16 +91,17 @@ def _case(channels: list[str], where: str) -> np.ndarray:
     """One case's channels (C, T); ragged channels are padded like ragged cases."""
     try:
         values = [
-            [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")]
-            for ch in channels
+            [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")] for ch in channels
         ]
     except ValueError as exc:
         raise TsFormatError(f"{where}: bad value: {exc}") from None
     length = max(len(v) for v in values)
-    return np.stack([
-        pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
-        for c, v in enumerate(values)
-    ])
+    return np.stack(
+        [
+            pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
+            for c, v in enumerate(values)
+        ]
+    )
 
 
 def pad_end(x: np.ndarray, length: int) -> np.ndarray:
@@ -129,11 +130,13 @@ def load_ts_files(*paths: str | Path) -> list[tuple[np.ndarray, np.ndarray, list
     if min(lengths) != max(lengths):
         log.info(
             "%s: series of %d..%d steps padded to %d with their last value",
-            ", ".join(str(p) for p in paths), min(lengths), max(lengths), max(lengths),
+            ", ".join(str(p) for p in paths),
+            min(lengths),
+            max(lengths),
+            max(lengths),
         )
     return [
-        (np.stack([pad_end(s, max(lengths)) for s in f.series]), f.y, f.class_names)
-        for f in files
+        (np.stack([pad_end(s, max(lengths)) for s in f.series]), f.y, f.class_names) for f in files
     ]
 
 

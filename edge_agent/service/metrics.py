@@ -79,8 +79,9 @@ class Metrics:
             self.counters["labelled_predictions"] += 1
             self.counters["labelled_correct"] += int(correct)
 
-    def restore(self, counters: dict[str, int], rejected: dict[str, int],
-                dropped: dict[str, int]) -> None:
+    def restore(
+        self, counters: dict[str, int], rejected: dict[str, int], dropped: dict[str, int]
+    ) -> None:
         """Continue counting from a checkpoint."""
         with self._lock:
             self.counters.update(counters)
@@ -90,8 +91,11 @@ class Metrics:
     def counts(self) -> dict[str, dict[str, int]]:
         """Plain copies of the counters (for checkpoints)."""
         with self._lock:
-            return {"counters": dict(self.counters), "rejected": dict(self.rejected),
-                    "dropped": dict(self.dropped)}
+            return {
+                "counters": dict(self.counters),
+                "rejected": dict(self.rejected),
+                "dropped": dict(self.dropped),
+            }
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the ``metrics`` command reports."""

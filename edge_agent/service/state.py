@@ -32,9 +32,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from edge_agent.bundle import atomic_write_bytes
-from edge_agent.container import HEADER, seal, unseal
-from edge_agent.service.protocol import unpack_one
+from edge_agent.container import HEADER, atomic_write_bytes, seal, unseal
+from edge_agent.ingest.protocol import unpack_one
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +64,18 @@ class LabelledSample:
     def to_record(self) -> bytes:
         """Serialize as one log record (length, crc32, msgpack)."""
         x = np.ascontiguousarray(self.x, dtype="<f4")
-        body = msgpack.packb({"sensor": self.sensor, "seq": self.seq, "ts": self.ts,
-                              "label": self.label, "pred": self.pred, "shape": list(x.shape),
-                              "data": x.tobytes()}, use_bin_type=True)
+        body = msgpack.packb(
+            {
+                "sensor": self.sensor,
+                "seq": self.seq,
+                "ts": self.ts,
+                "label": self.label,
+                "pred": self.pred,
+                "shape": list(x.shape),
+                "data": x.tobytes(),
+            },
+            use_bin_type=True,
+        )
         return _RECORD.pack(len(body), zlib.crc32(body)) + body
 
     @classmethod
@@ -77,8 +85,9 @@ class LabelledSample:
             r = unpack_one(body, MAX_RECORD_BYTES)
             shape = tuple(int(s) for s in r["shape"])
             x = np.frombuffer(r["data"], dtype="<f4").reshape(shape).astype(np.float32)
-            return cls(str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]),
-                       int(r["pred"]), x)
+            return cls(
+                str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]), int(r["pred"]), x
+            )
         except Exception as exc:  # any malformed content is the same failure
             raise StateError(f"bad labelled record: {exc}") from None
 
@@ -145,8 +154,9 @@ class StateStore:
             self._seg_index = _number(last, _SEG_RE)
             self._seg_records = sum(1 for _ in self._read_segment(last, repair=False))
         if samples:
-            log.info("restored %d labelled samples from %d log segment(s)", len(samples),
-                     len(segments))
+            log.info(
+                "restored %d labelled samples from %d log segment(s)", len(samples), len(segments)
+            )
         return payload, list(samples) if self.capacity else []
 
     def _files(self, pattern: re.Pattern[str]) -> list[Path]:
@@ -180,7 +190,7 @@ class StateStore:
         pos = 0
         while pos + _RECORD.size <= len(data):
             length, crc = _RECORD.unpack_from(data, pos)
-            body = data[pos + _RECORD.size: pos + _RECORD.size + length]
+            body = data[pos + _RECORD.size : pos + _RECORD.size + length]
             if length > MAX_RECORD_BYTES or len(body) != length or zlib.crc32(body) != crc:
                 break
             try:
@@ -189,8 +199,12 @@ class StateStore:
                 break
             pos += _RECORD.size + length
         if pos != len(data) and repair:
-            log.warning("%s: cut %d bytes of torn or corrupt tail after %d records", path.name,
-                        len(data) - pos, len(out))
+            log.warning(
+                "%s: cut %d bytes of torn or corrupt tail after %d records",
+                path.name,
+                len(data) - pos,
+                len(out),
+            )
             with open(path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())
@@ -209,7 +223,7 @@ class StateStore:
         data = b"".join(s.to_record() for s in samples)
         view = memoryview(data)
         while view:
-            view = view[os.write(self._seg_fd, view):]
+            view = view[os.write(self._seg_fd, view) :]
         self._seg_records += len(samples)
 
     def _rotate(self) -> None:
@@ -234,7 +248,7 @@ class StateStore:
         body = dict(payload, generation=self.generation, written=time.time())
         path = self.dir / f"checkpoint-{self.generation:012d}.eas"
         atomic_write_bytes(path, encode_checkpoint(body))
-        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep:]:
+        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from edge_agent.service.protocol import (
+from edge_agent.ingest.protocol import (
     MAX_REQUEST_BYTES,
     ProtocolError,
     decode_request,
@@ -35,10 +35,14 @@ HARD_MAX_BYTES = 1 << 20  # libzmq disconnects a peer sending more than this
 class StatusServer:
     """Answers ``ping``, ``status``, ``metrics``, ``config`` and ``checkpoint``."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoints: list[str],
-                 handlers: dict[str, Callable[[], dict[str, Any]]],
-                 request_checkpoint: Callable[[], Future[dict[str, Any]]],
-                 on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        endpoints: list[str],
+        handlers: dict[str, Callable[[], dict[str, Any]]],
+        request_checkpoint: Callable[[], Future[dict[str, Any]]],
+        on_error: Callable[[str], None],
+    ) -> None:
         self.handlers = handlers
         self.request_checkpoint = request_checkpoint
         self.on_error = on_error
@@ -51,7 +55,7 @@ class StatusServer:
         try:
             for ep in endpoints:
                 if ep.startswith("ipc://"):
-                    _prepare_ipc(Path(ep[len("ipc://"):]))
+                    _prepare_ipc(Path(ep[len("ipc://") :]))
                 self.sock.bind(ep)
         except (zmq.ZMQError, OSError) as exc:
             self.sock.close(linger=0)
@@ -76,7 +80,7 @@ class StatusServer:
             self.sock.close(linger=0)
         for ep in self.endpoints:
             if ep.startswith("ipc://"):
-                Path(ep[len("ipc://"):]).unlink(missing_ok=True)
+                Path(ep[len("ipc://") :]).unlink(missing_ok=True)
 
     def _run(self) -> None:
         try:
