@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal
 from edge_agent.data import load_dataset

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.data import load_dataset
 

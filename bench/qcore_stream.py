@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.calibrate.qcore import SOURCE_STREAM, BufferConfig, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits

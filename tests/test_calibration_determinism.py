@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from test_service_support import AgentProcess, cleanup, short_dir, write_config
 
-from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset

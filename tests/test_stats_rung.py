@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import Bundle, load_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.data import load_dataset
