@@ -136,7 +136,8 @@ def test_rounds_are_checked_on_the_latest_labelled_samples(
     basicmotions_bundle: Path, monkeypatch: pytest.MonkeyPatch, window: int
 ) -> None:
     bundle = load_bundle(basicmotions_bundle)
-    ctl = CalibrationController(bundle, CalibrationConfig(chunk=16, recent_labelled=window))
+    cfg = CalibrationConfig(chunk=16, recent_labelled=window, trigger="samples")
+    ctl = CalibrationController(bundle, cfg)
     seen: list[Any] = []
     run_round = ctl.calibrator.run_round
 

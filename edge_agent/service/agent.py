@@ -161,11 +161,12 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         )
         return model
 
-    def _start_calibration(self, state: dict[str, Any] | None) -> None:
+    def _start_calibration(self, state: dict[str, Any] | None, carry: bool = False) -> None:
         """The QCore buffer and bit-flip calibrator of the running model (if enabled)."""
-        self.calibration = None
+        old, self.calibration = self.calibration, None
         if self.cfg.calibration.enabled:
-            self.calibration = CalibrationController(self.model.bundle, self.cfg.calibration, state)
+            bundle, cfg, carried = self.model.bundle, self.cfg.calibration, old if carry else None
+            self.calibration = CalibrationController(bundle, cfg, state, self.metrics.inc, carried)
 
     # ------------------------------------------------------------ main loop
 
@@ -211,11 +212,12 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
                 time.sleep(CALIBRATION_POLL_S)
                 continue
             try:
-                result: RoundResult | Exception = ctl.run(self.model.engine)
+                result: RoundResult | Exception | None = ctl.run(self.model.engine)
             except Exception as exc:  # a calibration bug must never stop the agent
                 log.exception("calibration round failed; the model is unchanged")
                 result = exc
-            self._cal_results.put((ctl, result))
+            if result is not None:  # None: a buffer update without a round
+                self._cal_results.put((ctl, result))
 
     def _collect_calibrations(self) -> None:
         """Count finished rounds; save an accepted model at once (main thread)."""
@@ -254,15 +256,17 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self.metrics.inc("bit_switches")
         if self.bursts is None:
             return
-        current = self.calibration.updated_bundle(eng) if self.calibration else self.model.bundle
-        accepted = self.bursts.tick(d, current, lambda x: eng.predict(x)[0], self._burst_pool)
+        cal = self.calibration  # bursts, like rounds, wait for the drift signal
+        current = cal.updated_bundle(eng) if cal else self.model.bundle
+        wanted = cal.burst_wanted(self.bursts.counters.started) if cal else True
+        accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
         if accepted is None or accepted.engine is None or accepted.bundle is None:
             return
         data = to_bytes(accepted.bundle)
         self.store.save_model(data)
         state = self.calibration.state() if self.calibration else None
         self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
-        self._start_calibration(state)  # the buffer carries over to the new weights
+        self._start_calibration(state, carry=True)  # the buffer and the drift signal carry over
         self.metrics.inc("bursts_accepted")
         log.info("QAT burst accepted: model %s", accepted.engine.model_version)
 
@@ -311,6 +315,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
+            if self.calibration is not None:  # drift scores in one call; observed in order
+                self.calibration.prescore(X)
         fresh: list[LabelledSample] = []
         window = self.cfg.inference.feedback_window
         for it in batch:

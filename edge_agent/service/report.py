@@ -22,6 +22,15 @@ from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
 from edge_agent.service.state import LabelledSample
 
+RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
+    "stats_rounds_kept",
+    "stats_rounds_rolled_back",
+    "flip_rounds_kept",
+    "flip_rounds_rolled_back",
+    "drift_alarms",
+    "rounds_skipped",
+)
+
 log = logging.getLogger("edge_agent.agent")
 
 
@@ -115,6 +124,7 @@ class StatusReport:
                 "rolled_back": c.get("calibrations_rolled_back", 0),
                 "errors": c.get("calibration_errors", 0),
                 "rounds": list(self.rounds),  # the latest: kept, and the sample it ended at
+                **{k: c.get(k, 0) for k in RUNG_COUNTERS},
                 **(self.calibration.stats() if self.calibration else {"enabled": False}),
             },
             "energy": self._energy.as_status() if self._energy else None,
