@@ -35,7 +35,7 @@ def test_a_clean_stop_removes_the_socket_files() -> None:
             a.wait_ready()
             files = [d / "in.sock", d / "out.sock", d / "run" / "status.sock"]
             assert all(f.is_socket() for f in files)
-            assert a.terminate()[0] == 0
+            assert a.terminate(60)[0] == 0
             assert [f.name for f in files if f.exists()] == []
             # a stale socket file (after kill -9) is replaced at the next start
             b = AgentProcess(config)
@@ -44,7 +44,7 @@ def test_a_clean_stop_removes_the_socket_files() -> None:
             assert (d / "in.sock").is_socket()
             c = AgentProcess(config)
             c.wait_ready()
-            assert c.terminate()[0] == 0
+            assert c.terminate(60)[0] == 0
         finally:
             for p in [x for x in locals().values() if isinstance(x, AgentProcess)]:
                 p.stop()

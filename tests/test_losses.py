@@ -40,7 +40,8 @@ def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
         st = a.wait_for(
             lambda s: (
                 s["samples"]["feedback_unmatched"] >= 1 and s["samples"]["rejected_total"] >= 2
-            )
+            ),
+            timeout=60,
         )
         s = st["samples"]
         assert (s["seq_gaps"], s["seq_missing"], s["seq_restarts"]) == (1, 3, 1), s
@@ -59,13 +60,13 @@ def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
         push = ctx.socket(zmq.PUSH)
         push.connect(f"ipc://{d}/in.sock")
         push.send(b"\x00" * ((1 << 20) + 1))
-        st = a.wait_for(lambda s: s["losses"]["transport_disconnects"] > before)
+        st = a.wait_for(lambda s: s["losses"]["transport_disconnects"] > before, timeout=60)
         push.close(linger=0)
         ctx.term()
         assert st["losses"]["transport_disconnects"] >= before + 1
 
         # status after a restart: the checkpoint it restored, not "none yet"
-        assert a.terminate()[0] == 0
+        assert a.terminate(60)[0] == 0
         b = AgentProcess(config)
         try:
             b.wait_ready()

@@ -87,7 +87,7 @@ def test_a_damaged_model_falls_back_to_the_previous_calibrated_one() -> None:
         a.wait_ready()
         base_version = a.status()["model"]["version"]
         assert a.status()["model"]["fallback"] is None
-        assert a.terminate()[0] == 0
+        assert a.terminate(60)[0] == 0
         # two calibrated models in turn (as accepted rounds save them), then damage
         calibrated = [load_bundle(make_bundle(d / f"cal{i}.eab", seed=i)) for i in (1, 2)]
         store = StateStore(d / "state")
@@ -106,7 +106,7 @@ def test_a_damaged_model_falls_back_to_the_previous_calibrated_one() -> None:
         assert fb["used"] == "model-000000000002.eab" and "truncated" in fb["damaged"][0]
         assert st["model"]["path"] == str(d / "state" / "model.eab")
         assert "previous calibrated model" in b.log()
-        assert b.terminate()[0] == 0
+        assert b.terminate(60)[0] == 0
         # model.eab is whole again: the next start needs no fallback
         c = AgentProcess(config)
         procs.append(c)
@@ -114,7 +114,7 @@ def test_a_damaged_model_falls_back_to_the_previous_calibrated_one() -> None:
         st = c.status()
         assert st["model"]["version"] == calibrated[0].model_version
         assert st["model"]["fallback"] is None
-        c.terminate()
+        c.terminate(60)
     finally:
         for p in procs:
             p.stop()

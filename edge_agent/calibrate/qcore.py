@@ -12,7 +12,7 @@ FP-vs-quantized disagreement) until :meth:`QCoreBuffer.set_label` brings the rea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +36,6 @@ SOURCE_TRAIN, SOURCE_STREAM = 0, 1
 UNKNOWN, WRONG, RIGHT = -1, 0, 1  # values of the per-bit-width last correctness
 
 # ---------------------------------------------------------------- the buffer
-
-
-def seq_codes(seqs: Sequence[int]) -> np.ndarray:
-    """Stream sequence numbers (0..2^64-1) as the int64 the buffer stores them in.
-
-    Two's complement, so 2^63 and above come out negative (the protocol allows them and
-    int64 cannot hold them); only stream rows are ever matched against them.
-    """
-    return np.asarray(seqs, dtype=np.uint64).view(np.int64)
 
 
 @dataclass(frozen=True)
@@ -108,7 +99,7 @@ class QCoreBuffer:
     targets (label or FP pseudo-label), ``labelled``, ``misses`` (difficulty), and
     ``last_correct`` (-1 unknown, 0 wrong, 1 right) per tracked bit-width ``bits``;
     provenance ``source`` (0 training, 1 stream), ``time``, ``seq`` (stream sequence number
-    as :func:`seq_codes`, -1 for training samples) and ``train_index`` (-1 for stream samples).
+    as two's-complement int64, -1 for training samples) and ``train_index`` (-1 for stream samples).
     """
 
     def __init__(
@@ -291,11 +282,8 @@ class QCoreBuffer:
         Its stored correctness becomes unknown (it was against the old target); its miss
         count is kept. Returns False when the sample is no longer in the buffer.
         """
-        if not 0 <= seq < 2**64:
-            return False
-        code = int(seq_codes([seq])[0])
-        hit = np.flatnonzero((self.seq == code) & (self.source == SOURCE_STREAM))
-        if len(hit) == 0:
+        hit = np.flatnonzero((self.seq == seq - (seq >> 63 << 64)) & (self.source == SOURCE_STREAM))
+        if len(hit) == 0 or not 0 <= seq < 2**64:  # seq is stored as int64, two's complement
             return False
         self.y[hit] = int(label)
         self.labelled[hit] = True

@@ -41,9 +41,15 @@ from typing import Any
 import numpy as np
 
 from edge_agent.calibrate.drift_signal import DriftSignal
-from edge_agent.calibrate.qcore import seq_codes
 
 log = logging.getLogger(__name__)
+
+
+def seq_codes(seqs: list[int]) -> np.ndarray:
+    """Stream sequence numbers (0..2^64-1) as the int64 the QCore buffer stores them in:
+    two's complement, so 2^63 and above come out negative (int64 cannot hold them)."""
+    return np.asarray(seqs, dtype=np.uint64).view(np.int64)
+
 
 MAX_JOBS = 64
 

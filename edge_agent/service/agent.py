@@ -127,14 +127,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         self.labelled.extend(samples)
         self._start_calibration(payload.get("calibration") if payload else None)
         if payload is not None:
-            gen = payload["generation"]  # status shows it until the next one is written
-            self._last_ckpt = {
-                "path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
-                "generation": gen,
-                "labelled": payload.get("labelled"),
-                "time": payload.get("written"),
-                "restored": True,
-            }
+            self._last_ckpt = self._restored_checkpoint(payload)
             counts = payload.get("counts", {})
             self.metrics.restore(
                 counts.get("counters", {}), counts.get("rejected", {}), counts.get("dropped", {})

@@ -51,6 +51,17 @@ class Persistence:
 
         def _status_line(self) -> str: ...
 
+    def _restored_checkpoint(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """What status shows of the checkpoint restored at start, until the next one."""
+        gen = payload["generation"]
+        return {
+            "path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
+            "generation": gen,
+            "labelled": payload.get("labelled"),
+            "time": payload.get("written"),
+            "restored": True,
+        }
+
     def _request_checkpoint(self) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
         self._ckpt_requests.put(fut)
