@@ -272,6 +272,20 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
     _in_range(cal.anchor_tolerance, "calibration.anchor_tolerance", 0.0, 1.0)
     _in_range(cal.recent_labelled, "calibration.recent_labelled", 0, 100_000)
+    _one_of(cal.trigger, "calibration.trigger", ("drift", "samples"))
+    _in_range(cal.episode_rounds, "calibration.episode_rounds", 0, 100_000)
+    _in_range(cal.stats_window, "calibration.stats_window", 2, 1_000_000)
+    _in_range(cal.stats_min_samples, "calibration.stats_min_samples", 2, 1_000_000)
+    _need(
+        cal.stats_min_samples <= cal.stats_window,
+        "calibration.stats_min_samples",
+        "must not exceed calibration.stats_window",
+    )
+    _in_range(cal.drift_allowance, "calibration.drift_allowance", 0.0, 10.0)
+    _in_range(cal.drift_threshold, "calibration.drift_threshold", 0.1, 1e6)
+    _in_range(cal.drift_hold, "calibration.drift_hold", 0, 10_000_000)
+    _in_range(cal.drift_baseline, "calibration.drift_baseline", 2, 10_000_000)
+    _in_range(cal.max_backlog, "calibration.max_backlog", 1, 60)
     _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from edge_agent.ingest import ipc
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
@@ -32,6 +33,7 @@ class Sockets:
         intake: Intake
         model: Model
         pub: zmq.Socket[bytes] | None
+        _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
         sources: list[ZmqSource | SerialSource]
         status_server: StatusServer | None
         exporter: Any
@@ -80,12 +82,14 @@ class Sockets:
         try:
             pub = self.ctx.socket(zmq.PUB)
             self.pub = pub
+            self._output_bound = list(cfg.output.endpoints)
             pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
             pub.setsockopt(zmq.LINGER, 0)
             for ep in cfg.output.endpoints:
                 try:
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
                     pub.bind(ep)
-                except zmq.ZMQError as exc:
+                except (zmq.ZMQError, OSError) as exc:
                     raise RuntimeError(f"output socket {ep}: {exc}") from None
             if cfg.ingest.endpoints:
                 self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
@@ -126,6 +130,7 @@ class Sockets:
         if self.pub is not None:
             self.pub.close(linger=0)
             self.pub = None
+            ipc.remove_bound(self._output_bound)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
         # the status socket stays up through a reload unless its own endpoints change

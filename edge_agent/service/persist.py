@@ -140,6 +140,7 @@ class Persistence:
         model = Model.load(new.model.bundle)
         eng = model.engine
         self.store.save_model(data)
+        self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
         self._base_sha = hashlib.sha256(data).hexdigest()
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine

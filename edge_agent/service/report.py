@@ -22,6 +22,15 @@ from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
 from edge_agent.service.state import LabelledSample
 
+RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
+    "stats_rounds_kept",
+    "stats_rounds_rolled_back",
+    "flip_rounds_kept",
+    "flip_rounds_rolled_back",
+    "drift_alarms",
+    "rounds_skipped",
+)
+
 log = logging.getLogger("edge_agent.agent")
 
 
@@ -31,6 +40,7 @@ class StatusReport:
     if TYPE_CHECKING:  # what the other parts of Agent provide
         _energy: EnergyDecision | None
         _last_ckpt: dict[str, Any]
+        model_fallback: dict[str, Any] | None
         _stopping: bool
         bursts: BurstScheduler | None
         calibration: CalibrationController | None
@@ -80,6 +90,7 @@ class StatusReport:
                 "input_shape": list(eng.input_shape),
                 "num_classes": eng.num_classes,
                 "label_names": self.model.label_names,
+                "fallback": self.model_fallback,
             },
             "samples": {
                 "received": c.get("received", 0),
@@ -93,7 +104,9 @@ class StatusReport:
                 "predicted": c.get("predicted", 0),
                 "seq_gaps": c.get("seq_gaps", 0),
                 "seq_missing": c.get("seq_missing", 0),
+                "seq_restarts": c.get("seq_restarts", 0),
             },
+            "losses": _losses(snap),
             "accuracy": {
                 "rolling": snap["rolling_accuracy"],
                 "n": snap["rolling_accuracy_n"],
@@ -109,6 +122,7 @@ class StatusReport:
                 "accepted": c.get("calibrations_accepted", 0),
                 "rolled_back": c.get("calibrations_rolled_back", 0),
                 "errors": c.get("calibration_errors", 0),
+                **{k: c.get(k, 0) for k in RUNG_COUNTERS},
                 **(self.calibration.stats() if self.calibration else {"enabled": False}),
             },
             "energy": self._energy.as_status() if self._energy else None,
@@ -137,3 +151,15 @@ class StatusReport:
             f"queue {len(self.queue)}/{self.queue.capacity}, "
             f"model {self.model.engine.model_version}"
         )
+
+
+def _losses(snap: dict[str, Any]) -> dict[str, int]:
+    """What never became a prediction, by the stage that lost it (docs/protocol.md,
+    "Overload, and where samples are lost")."""
+    c = snap["counters"]
+    return {
+        "missing_in_transport": c.get("seq_missing", 0),  # seq gaps: ZeroMQ, network
+        "transport_disconnects": c.get("ingest_disconnects", 0),
+        "rejected": sum(snap["rejected"].values()),
+        "dropped_from_queue": sum(snap["dropped"].values()),
+    }
