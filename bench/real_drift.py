@@ -41,6 +41,7 @@ from bench.real_drift_data import (  # noqa: E402
     BUNDLED_SETS,
     REAL_SETS,
     DriftSplit,
+    StreamData,
     check_disjoint,
     load_split,
 )
@@ -68,11 +69,9 @@ def recovery(before: float, right_after: float, after: float, min_loss: float = 
 
 def stream_items(X: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float,
                  rng: np.random.Generator, items: int = STREAM_ITEMS,
-                 transform: Any = None) -> Any:
+                 transform: Any = None) -> StreamData:
     """A replay: the stream part in shuffled passes up to ``items``; a fixed ``fraction``
     of its samples carry their label every time they come by."""
-    from bench.real_drift_methods import StreamData
-
     n = len(ids)
     labelled_ids = set(rng.choice(ids, size=max(1, round(fraction * n)), replace=False).tolist())
     order = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
@@ -152,9 +151,9 @@ def run_job(name: str, seed: int, bits_list: list[int], cache: str, quick: bool,
         outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats)
         rows = _score(outcomes, Xh, y[scored], X[clean], y[clean])
         res = {"set": name, "seed": seed, "bits": bits, "kind": kind, "drift": drift,
-               "label_fraction": fraction, "stream_samples": int(len(np.unique(data.ids))),
-               "labelled_samples": int(len(np.unique(data.ids[data.labelled]))),
-               "scored_samples": int(len(scored)), "methods": rows}
+               "label_fraction": fraction, "stream_samples": len(np.unique(data.ids)),
+               "labelled_samples": len(np.unique(data.ids[data.labelled])),
+               "scored_samples": len(scored), "methods": rows}
         if kind == "real" and bits == 4:
             res["round_peak_mb"] = m.round_peak_memory(bundle, bits, data)
             res["numpy_backprop_peak_mb"] = float(
@@ -236,8 +235,14 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futs = {pool.submit(run_job, n, s, bits, str(args.cache), args.quick,
                             not args.no_stats_rung): (n, s) for n, s in jobs}
+        failed = []
         for f in as_completed(futs):
-            r = f.result()
+            try:
+                r = f.result()
+            except Exception as exc:  # one job's failure must not lose the others' results
+                log.error("job %s seed %d failed: %r", *futs[f], exc)
+                failed.append(f"{futs[f][0]} seed {futs[f][1]}: {exc!r}")
+                continue
             r["set"], r["seed"] = futs[f]
             done.append(r)
             log.info("done %s seed %d (train %.0f s, cases %.0f s), %.0f s so far",
@@ -248,6 +253,9 @@ def main() -> None:
         "loadavg_end": os.getloadavg(), "cpus": os.cpu_count(), "jobs": args.jobs,
         "stream_items": STREAM_ITEMS, "label_fraction": LABEL_FRACTION,
         "stats_rung": "run" if stats and not args.no_stats_rung else stats_note or "off",
+        "flips_alone": "run separately" if stats and not args.no_stats_rung
+        else "the default path is flips alone in this build (no statistics rung)",
+        "failed_jobs": failed,
         "train_s_sum": round(sum(r["train_s"] for r in done), 1),
         "cases_s_sum": round(sum(r["cases_s"] for r in done), 1),
     }

@@ -69,6 +69,28 @@ class DriftSplit:
         return bool(self.provenance.get("three_axis", False))
 
 
+@dataclass
+class StreamData:
+    """What one replay streams: samples in stream order, their ids, labels and which
+    of them carry their label (a fixed subset of the stream's samples)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    labelled: np.ndarray  # per streamed item
+
+    def labelled_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct labelled samples (X, y), for the back-prop references."""
+        _, first = np.unique(self.ids[self.labelled], return_index=True)
+        sel = np.flatnonzero(self.labelled)[first]
+        return self.X[sel], self.y[sel]
+
+    def distinct(self) -> np.ndarray:
+        """Every distinct streamed sample (unlabelled use: AdaBN, TENT)."""
+        _, first = np.unique(self.ids, return_index=True)
+        return self.X[first]
+
+
 def check_disjoint(streamed: np.ndarray, scored: np.ndarray, what: str = "") -> None:
     """Raise ValueError if any scored sample index was also streamed."""
     both = np.intersect1d(np.asarray(streamed), np.asarray(scored))
@@ -137,6 +159,20 @@ def _stratified_halves(y: np.ndarray, idx: np.ndarray, frac: float, rng: np.rand
     return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
 
 
+def make_split(name: str, X: np.ndarray, y: np.ndarray, label_names: list[str],
+               in_train: np.ndarray, seed: int, provenance: dict[str, Any],
+               groups: np.ndarray | None = None) -> DriftSplit:
+    """Cut samples into fit / clean (train domain, 75/25 per class) and stream / held
+    (drifted domain, 50/50 per class); with ``groups`` whole recordings go to one part."""
+    if groups is not None and any(len(np.unique(y[groups == g])) > 1 for g in np.unique(groups)):
+        raise ValueError(f"{name}: a recording holds more than one class")
+    rng = np.random.default_rng(seed)
+    in_train = np.asarray(in_train, dtype=bool)
+    fit, clean = _stratified_halves(y, np.flatnonzero(in_train), 0.75, rng, groups)
+    stream, held = _stratified_halves(y, np.flatnonzero(~in_train), 0.5, rng, groups)
+    return DriftSplit(name, X, y, label_names, fit, clean, stream, held, provenance)
+
+
 def _ts_set(name: str, label: str, cache: Path, seed: int, decimate: int,
             drift: str, why: str) -> DriftSplit:
     base = f"aeon/datasets/data/{label}/{label}"
@@ -149,14 +185,9 @@ def _ts_set(name: str, label: str, cache: Path, seed: int, decimate: int,
         Xte = Xte[..., :t].reshape(*Xte.shape[:-1], -1, decimate).mean(-1)
     X = np.concatenate([Xtr, Xte]).astype(np.float32)
     y = np.concatenate([ds.y_train, ds.y_test])
-    rng = np.random.default_rng(seed)
-    tr = np.arange(len(Xtr))
-    te = np.arange(len(Xtr), len(X))
-    fit, clean = _stratified_halves(y, tr, 0.75, rng)
-    stream, held = _stratified_halves(y, te, 0.5, rng)
     prov.update(drift=drift, why_real=why, decimate=decimate, train_domain="the _TRAIN file",
                 drifted_domain="the _TEST file")
-    return DriftSplit(name, X, y, ds.label_names, fit, clean, stream, held, prov)
+    return make_split(name, X, y, ds.label_names, np.arange(len(X)) < len(Xtr), seed, prov)
 
 
 def japanese_vowels(cache: Path, seed: int) -> DriftSplit:
@@ -205,15 +236,11 @@ def _watch_split(name: str, cache: Path, seed: int, train_mask_fn: Any, drift: s
     subject = np.asarray(d["subject"])[rec]
     side = np.asarray(d["side"])[rec]
     in_train = train_mask_fn(subject, side)
-    rng = np.random.default_rng(seed)
-    fit, clean = _stratified_halves(y, np.flatnonzero(in_train), 0.75, rng, rec)
-    stream, held = _stratified_halves(y, np.flatnonzero(~in_train), 0.5, rng, rec)
     prov.update(drift=drift, why_real=why, window=WATCH_WINDOW,
                 windows_per_recording=WATCH_PER_RECORDING, three_axis=True,
                 split_unit="recording (a set of 20 repetitions); windows of one recording "
                 "never on two sides of a split")
-    return DriftSplit(name, X, y, [str(v) for v in d["y_labels"]], fit, clean, stream, held,
-                      prov)
+    return make_split(name, X, y, [str(v) for v in d["y_labels"]], in_train, seed, prov, rec)
 
 
 def watch_subject(cache: Path, seed: int) -> DriftSplit:

@@ -26,41 +26,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.real_drift_data import StreamData
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.engine import Engine
 from edge_agent.model.export import quant_model
 from edge_agent.model.qnet import QuantNet
 from edge_agent.model.train import normalize
-from edge_agent.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer
+from edge_agent.qcore import EXTRA_X, EXTRA_Y, QCoreBuffer
 from kernels.packing import qrange
 
 BACKPROP_STEPS = 80  # torch replay, as bench/calibration.py
 NUMPY_STEPS = 120  # numpy last-layer fine-tuning
 CHECK_EVERY = 5  # back-prop checkpoints (held-out accuracy; not counted in CPU)
 TENT_STEPS = 10
-
-
-@dataclass
-class StreamData:
-    """What one replay streams: samples in stream order, their ids, labels and which
-    of them carry their label (a fixed subset of the stream's samples)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    ids: np.ndarray
-    labelled: np.ndarray  # per streamed item
-
-    def labelled_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct labelled samples (X, y), for the back-prop references."""
-        _, first = np.unique(self.ids[self.labelled], return_index=True)
-        sel = np.flatnonzero(self.labelled)[first]
-        return self.X[sel], self.y[sel]
-
-    def distinct(self) -> np.ndarray:
-        """Every distinct streamed sample (unlabelled use: AdaBN, TENT)."""
-        _, first = np.unique(self.ids, return_index=True)
-        return self.X[first]
 
 
 @dataclass

@@ -77,7 +77,7 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
               for k, v in real.items() if k[1] == 4 and "buffer_random" in v]
     ratios, whole, lower_bound = [], [], 0
     for c in cases:
-        if c["kind"] != "real" or c["bits"] != 4:
+        if c["kind"] != "real" or c["bits"] != 4 or "numpy_backprop" not in c["methods"]:
             continue
         d, nb = c["methods"]["default"], c["methods"]["numpy_backprop"]
         match = nb.get("cpu_s_to_match_default")
