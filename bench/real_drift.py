@@ -45,7 +45,7 @@ from bench.real_drift_data import (  # noqa: E402
     check_disjoint,
     load_split,
 )
-from bench.real_drift_report import summarize, write_outputs  # noqa: E402
+from bench.real_drift_report import jsonable, summarize, write_outputs  # noqa: E402
 
 log = logging.getLogger("bench.real_drift")
 
@@ -215,9 +215,18 @@ def main() -> None:
     ap.add_argument("--no-stats-rung", action="store_true",
                     help="do not run the statistics rung even if the agent has it")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ap.add_argument("--from-json", type=Path,
+                    help="only rewrite the Markdown and PNG from an earlier run's JSON")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
+    if args.from_json:
+        old = json.loads(args.from_json.read_text())
+        summary = summarize(old["cases"])
+        write_outputs(args.out, summary, old["cases"], old["provenance"], old["run"])
+        print(json.dumps(jsonable({**summary["keys"], "run": old["run"]})) if args.json
+              else (args.out / "real_drift.md").read_text())
+        return
     if args.quick:
         sets, seeds, bits = ["japanese_vowels", "watch_side"], [0], [4]
     else:
@@ -264,7 +273,7 @@ def main() -> None:
     summary = summarize(cases)
     write_outputs(args.out, summary, cases, provenance, run_info)
     if args.json:
-        print(json.dumps({**summary["keys"], "run": run_info}))
+        print(json.dumps(jsonable({**summary["keys"], "run": run_info})))
     else:
         print((args.out / "real_drift.md").read_text())
 

@@ -112,6 +112,17 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return {"keys": keys, "real": real, "injected": inj, "no_drift": nod, "sweep": sweep}
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None (strict JSON), tuples as lists."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None or v != v else f"{100 * v:.1f}"
 
@@ -201,10 +212,34 @@ def write_outputs(out: Path, summary: dict[str, Any], cases: list[dict[str, Any]
         "was ever seen), each the mean over seeds; n/a where the drift cost under "
         f"{100 * MIN_LOSS:.0f} points. Forgetting = before - accuracy on the same clean "
         "samples after calibration.", "",
-        "## Keys", "", "```json", json.dumps(k, indent=1, default=str), "```", "",
+        "Key definitions: `mean_recovery_4bit` / `min_recovery_4bit` / `mean_recovery_2bit`: "
+        "the agent's default path on the real-drift sets (mean / least over sets; sets "
+        "whose drift cost < 2 points are left out); `per_kind_recovery_4bit`: injected "
+        "kinds, mean over sets (seed 0); `max_forgetting_pts`: the default path's largest "
+        "forgetting over every (set, bits, drift); `no_drift_*`: the no-drift control "
+        "(accuracy drop on its scoring half, share of rounds kept); "
+        "`qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random "
+        "buffer), mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same in "
+        "held-out accuracy points); `cpu_ratio_vs_torchfree_backprop`: thread CPU the "
+        "numpy last-layer back-propagation needs to first reach the default path's "
+        "held-out accuracy (checkpoints every 5 steps; all of its steps where it never "
+        "does, counted in `..._never_matched`) over the CPU of one agent round, "
+        "`..._whole_stream` over the agent's CPU for the whole stream; "
+        "`memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one agent round over "
+        "that of the numpy back-propagation run. onnxruntime on-device training is not "
+        "the torch-free reference: `onnxruntime-training` 1.19.2 has x86-64 wheels "
+        "only on PyPI, none for aarch64, so a board cannot install it.", "",
+        "## Keys", "", "```json", json.dumps(jsonable(k), indent=1, default=str), "```", "",
         "## Recovery per method, real drift, 4-bit", "", method_summary(summary["real"], 4), "",
     ]
-    body = [table(summary["real"], "Real drift (labels on 20% of the stream)"), "",
+    prov = ["## Data sets (details: bench/real_drift_sets.md)", "",
+            "| set | source | drift | fit / clean / stream / held |", "|---|---|---|---|"]
+    for name, p in sorted(provenance.items()):
+        sz = p.get("sizes", {})
+        prov.append(f"| {name} | {p.get('package', '?')} {p.get('version', '')} | "
+                    f"{p.get('drift', '?')} | {sz.get('fit')} / {sz.get('clean')} / "
+                    f"{sz.get('stream')} / {sz.get('held')} |")
+    body = [*prov, "", table(summary["real"], "Real drift (labels on 20% of the stream)"), "",
             table(summary["sweep"], "Label sweep (4-bit, seed 0)"), "",
             table(summary["no_drift"], "No-drift control (clean train-domain stream)"), "",
             table(summary["injected"], "Injected drifts (4-bit, seed 0, halves of the clean "
@@ -212,7 +247,7 @@ def write_outputs(out: Path, summary: dict[str, Any], cases: list[dict[str, Any]
     (out / "real_drift.md").write_text("\n".join(head + body) + "\n")
     jsummary = {name: {"|".join(map(str, key)): v for key, v in g.items()}
                 for name, g in summary.items() if name != "keys"}
-    (out / "real_drift.json").write_text(json.dumps(
-        {**k, "run": run, "provenance": provenance, "tables": jsummary, "cases": cases},
+    (out / "real_drift.json").write_text(json.dumps(jsonable(
+        {**k, "run": run, "provenance": provenance, "tables": jsummary, "cases": cases}),
         indent=1, default=str))
     plot(summary, out / "real_drift.png")
