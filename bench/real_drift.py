@@ -45,31 +45,45 @@ from bench.real_drift_data import (  # noqa: E402
     check_disjoint,
     load_split,
 )
-from bench.real_drift_report import jsonable, summarize, write_outputs  # noqa: E402
+from bench.real_drift_report import MIN_LOSS, jsonable, summarize, write_outputs  # noqa: E402
 
 log = logging.getLogger("bench.real_drift")
 
 STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
 LABEL_FRACTION = 0.2
 SWEEP_FRACTIONS = (0.05, 0.5)
+MIN_SCORED = 20  # injected kinds only where the scoring half has this many samples
 # injected kinds (edge_agent/data/drift.py specs at their default strengths)
-KINDS = {"offset": "offset", "gain": "gain", "rotation": "rotation", "noise": "noise",
-         "dead_channel": "dropout", "timewarp": "timewarp"}
+KINDS = {
+    "offset": "offset",
+    "gain": "gain",
+    "rotation": "rotation",
+    "noise": "noise",
+    "dead_channel": "dropout",
+    "timewarp": "timewarp",
+}
 
 
-def recovery(before: float, right_after: float, after: float, min_loss: float = 0.02
-             ) -> float | None:
+def recovery(
+    before: float, right_after: float, after: float, min_loss: float = MIN_LOSS
+) -> float | None:
     """Share of the accuracy lost to drift that calibration won back; None when the drift
-    cost less than ``min_loss`` (nothing to recover: left out of the means)."""
+    cost less than ``min_loss`` (nothing measurable to recover: left out of the means)."""
     lost = before - right_after
     if lost < min_loss:
         return None
     return (after - right_after) / lost
 
 
-def stream_items(X: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float,
-                 rng: np.random.Generator, items: int = STREAM_ITEMS,
-                 transform: Any = None) -> StreamData:
+def stream_items(
+    X: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    items: int = STREAM_ITEMS,
+    transform: Any = None,
+) -> StreamData:
     """A replay: the stream part in shuffled passes up to ``items``; a fixed ``fraction``
     of its samples carry their label every time they come by."""
     n = len(ids)
@@ -80,8 +94,16 @@ def stream_items(X: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float,
     return StreamData(Xs.astype(np.float32), y[order], ids[order], lab)
 
 
-def _methods(bundle: Any, qnet: Any, bits: int, data: Any, X_src: np.ndarray, seed: int,
-             full: bool, stats: dict[str, Any] | None) -> dict[str, Any]:
+def _methods(
+    bundle: Any,
+    qnet: Any,
+    bits: int,
+    data: Any,
+    X_src: np.ndarray,
+    seed: int,
+    full: bool,
+    stats: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Run the methods on one replay; returns name -> Outcome (or a note string)."""
     from bench import real_drift_methods as m
 
@@ -100,8 +122,9 @@ def _methods(bundle: Any, qnet: Any, bits: int, data: Any, X_src: np.ndarray, se
     return out
 
 
-def _score(outcomes: dict[str, Any], Xh: np.ndarray, yh: np.ndarray, Xc: np.ndarray,
-           yc: np.ndarray) -> dict[str, dict[str, Any]]:
+def _score(
+    outcomes: dict[str, Any], Xh: np.ndarray, yh: np.ndarray, Xc: np.ndarray, yc: np.ndarray
+) -> dict[str, dict[str, Any]]:
     from bench.real_drift_methods import accuracy, first_reaching
 
     base = outcomes["none"].engine
@@ -109,21 +132,28 @@ def _score(outcomes: dict[str, Any], Xh: np.ndarray, yh: np.ndarray, Xc: np.ndar
     rows: dict[str, dict[str, Any]] = {}
     for name, o in outcomes.items():
         rows[name] = {
-            "before": before, "right_after": right_after,
-            "after": accuracy(o.engine, Xh, yh), "clean_after": accuracy(o.engine, Xc, yc),
-            "cpu_s": o.cpu_s, "rounds": o.rounds, "kept": o.kept,
-            "cpu_per_round_s": o.cpu_per_round, **({"note": o.note} if o.note else {}),
+            "before": before,
+            "right_after": right_after,
+            "after": accuracy(o.engine, Xh, yh),
+            "clean_after": accuracy(o.engine, Xc, yc),
+            "cpu_s": o.cpu_s,
+            "rounds": o.rounds,
+            "kept": o.kept,
+            "cpu_per_round_s": o.cpu_per_round,
+            **({"note": o.note} if o.note else {}),
         }
     target = rows["default"]["after"]
     for name in ("numpy_backprop", "torch_replay"):
         if name in outcomes:
             rows[name]["cpu_s_to_match_default"] = first_reaching(
-                outcomes[name].curve, target, lambda e: accuracy(e, Xh, yh))
+                outcomes[name].curve, target, lambda e: accuracy(e, Xh, yh)
+            )
     return rows
 
 
-def run_job(name: str, seed: int, bits_list: list[int], cache: str, quick: bool,
-            stats_on: bool) -> dict[str, Any]:
+def run_job(
+    name: str, seed: int, bits_list: list[int], cache: str, quick: bool, stats_on: bool
+) -> dict[str, Any]:
     """Train (or load) one bundle and run every case of one (set, seed): a worker's job."""
     import torch
 
@@ -143,43 +173,95 @@ def run_job(name: str, seed: int, bits_list: list[int], cache: str, quick: bool,
     X_src = X[split.fit]
     cases: list[dict[str, Any]] = []
 
-    def case(kind: str, bits: int, data: Any, scored: np.ndarray, Xh: np.ndarray,
-             clean: np.ndarray, fraction: float, full: bool, drift: str) -> None:
+    def case(
+        kind: str,
+        bits: int,
+        data: Any,
+        scored: np.ndarray,
+        Xh: np.ndarray,
+        clean: np.ndarray,
+        fraction: float,
+        full: bool,
+        drift: str,
+    ) -> None:
         check_disjoint(data.ids, scored, f"{name} {drift}: held-out")
         if kind != "no_drift":  # the clean part is scored too (before, forgetting)
             check_disjoint(data.ids, clean, f"{name} {drift}: clean")
         outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats)
         rows = _score(outcomes, Xh, y[scored], X[clean], y[clean])
-        res = {"set": name, "seed": seed, "bits": bits, "kind": kind, "drift": drift,
-               "label_fraction": fraction, "stream_samples": len(np.unique(data.ids)),
-               "labelled_samples": len(np.unique(data.ids[data.labelled])),
-               "scored_samples": len(scored), "methods": rows}
+        res = {
+            "set": name,
+            "seed": seed,
+            "bits": bits,
+            "kind": kind,
+            "drift": drift,
+            "label_fraction": fraction,
+            "stream_samples": len(np.unique(data.ids)),
+            "labelled_samples": len(np.unique(data.ids[data.labelled])),
+            "scored_samples": len(scored),
+            "methods": rows,
+        }
         if kind == "real" and bits == 4:
             res["round_peak_mb"] = m.round_peak_memory(bundle, bits, data)
             res["numpy_backprop_peak_mb"] = float(
-                m.numpy_last_layer(bundle, bits, data, seed, peak_memory=True).note.split()[0])
+                m.numpy_last_layer(bundle, bits, data, seed, peak_memory=True).note.split()[0]
+            )
         cases.append(res)
         d = rows["default"]
-        log.info("%s seed %d %d-bit %s %s: before %.3f right after %.3f default %.3f "
-                 "(%d/%d rounds kept)", name, seed, bits, kind, drift, d["before"],
-                 d["right_after"], d["after"], d["kept"], d["rounds"])
+        log.info(
+            "%s seed %d %d-bit %s %s: before %.3f right after %.3f default %.3f "
+            "(%d/%d rounds kept)",
+            name,
+            seed,
+            bits,
+            kind,
+            drift,
+            d["before"],
+            d["right_after"],
+            d["after"],
+            d["kept"],
+            d["rounds"],
+        )
 
     if split.real:
         for bits in bits_list:
             data = stream_items(X, y, split.stream, LABEL_FRACTION, rng)
-            case("real", bits, data, split.held, X[split.held], split.clean, LABEL_FRACTION,
-                 True, "real")
+            case(
+                "real",
+                bits,
+                data,
+                split.held,
+                X[split.held],
+                split.clean,
+                LABEL_FRACTION,
+                True,
+                "real",
+            )
         if 4 in bits_list:
             data = stream_items(X, y, split.clean_a, LABEL_FRACTION, rng)
-            case("no_drift", 4, data, split.clean_b, X[split.clean_b], split.clean_b,
-                 LABEL_FRACTION, False, "none")
+            case(
+                "no_drift",
+                4,
+                data,
+                split.clean_b,
+                X[split.clean_b],
+                split.clean_b,
+                LABEL_FRACTION,
+                False,
+                "none",
+            )
     first_seed = seed == 0
     if first_seed and split.real and 4 in bits_list:
         for frac in SWEEP_FRACTIONS:
             data = stream_items(X, y, split.stream, frac, rng)
-            case("sweep", 4, data, split.held, X[split.held], split.clean, frac, False,
-                 "real")
-    if first_seed and 4 in bits_list:
+            case("sweep", 4, data, split.held, X[split.held], split.clean, frac, False, "real")
+    skipped = []
+    if first_seed and 4 in bits_list and len(split.clean_b) < MIN_SCORED:
+        skipped.append(
+            f"injected kinds: the clean part's scoring half has "
+            f"{len(split.clean_b)} samples (< {MIN_SCORED})"
+        )
+    elif first_seed and 4 in bits_list:
         channels = X.shape[1]
         image = X.ndim == 4
         for kind, spec in KINDS.items():
@@ -190,21 +272,30 @@ def run_job(name: str, seed: int, bits_list: list[int], cache: str, quick: bool,
             if kind == "timewarp" and image:
                 continue
             drift = Drift.parse(f"{spec}@0")
-            data = stream_items(X, y, split.clean_a, LABEL_FRACTION, rng,
-                                transform=drift.transform(seed))
+            data = stream_items(
+                X, y, split.clean_a, LABEL_FRACTION, rng, transform=drift.transform(seed)
+            )
             Xh = drift.apply_stream(X[split.clean_b], seed=seed + 1)
-            case("injected", 4, data, split.clean_b, Xh, split.clean_b, LABEL_FRACTION,
-                 False, kind)
-    return {"cases": cases, "train_s": train_s, "cases_s": time.time() - t0,
-            "provenance": split.provenance, "sizes": {
-                "fit": len(split.fit), "clean": len(split.clean), "stream": len(split.stream),
-                "held": len(split.held)}}
+            case("injected", 4, data, split.clean_b, Xh, split.clean_b, LABEL_FRACTION, False, kind)
+    return {
+        "cases": cases,
+        "train_s": train_s,
+        "cases_s": time.time() - t0,
+        "provenance": {**split.provenance, "skipped": skipped},
+        "sizes": {
+            "fit": len(split.fit),
+            "clean": len(split.clean),
+            "stream": len(split.stream),
+            "held": len(split.held),
+        },
+    }
 
 
 def main() -> None:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="2 sets, seed 0, 4 bits (< 5 min)")
     ap.add_argument("--sets", help="comma-separated (default: 4 real + 3 bundled)")
     ap.add_argument("--seeds", default="0,1,2")
@@ -212,11 +303,17 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-bench")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--no-stats-rung", action="store_true",
-                    help="do not run the statistics rung even if the agent has it")
+    ap.add_argument(
+        "--no-stats-rung",
+        action="store_true",
+        help="do not run the statistics rung even if the agent has it",
+    )
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    ap.add_argument("--from-json", type=Path,
-                    help="only rewrite the Markdown and PNG from an earlier run's JSON")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        help="only rewrite the Markdown and PNG from an earlier run's JSON",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
@@ -224,8 +321,11 @@ def main() -> None:
         old = json.loads(args.from_json.read_text())
         summary = summarize(old["cases"])
         write_outputs(args.out, summary, old["cases"], old["provenance"], old["run"])
-        print(json.dumps(jsonable({**summary["keys"], "run": old["run"]})) if args.json
-              else (args.out / "real_drift.md").read_text())
+        print(
+            json.dumps(jsonable({**summary["keys"], "run": old["run"]}))
+            if args.json
+            else (args.out / "real_drift.md").read_text()
+        )
         return
     if args.quick:
         sets, seeds, bits = ["japanese_vowels", "watch_side"], [0], [4]
@@ -242,8 +342,13 @@ def main() -> None:
     done: list[dict[str, Any]] = []
     args.cache.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futs = {pool.submit(run_job, n, s, bits, str(args.cache), args.quick,
-                            not args.no_stats_rung): (n, s) for n, s in jobs}
+        futs = {
+            pool.submit(run_job, n, s, bits, str(args.cache), args.quick, not args.no_stats_rung): (
+                n,
+                s,
+            )
+            for n, s in jobs
+        }
         failed = []
         for f in as_completed(futs):
             try:
@@ -254,15 +359,28 @@ def main() -> None:
                 continue
             r["set"], r["seed"] = futs[f]
             done.append(r)
-            log.info("done %s seed %d (train %.0f s, cases %.0f s), %.0f s so far",
-                     *futs[f], r["train_s"], r["cases_s"], time.time() - t0)
+            log.info(
+                "done %s seed %d (train %.0f s, cases %.0f s), %.0f s so far",
+                *futs[f],
+                r["train_s"],
+                r["cases_s"],
+                time.time() - t0,
+            )
     run_info = {
-        "mode": "quick" if args.quick else "full", "sets": sets, "seeds": seeds, "bits": bits,
-        "wall_s": round(time.time() - t0, 1), "loadavg_start": load0,
-        "loadavg_end": os.getloadavg(), "cpus": os.cpu_count(), "jobs": args.jobs,
-        "stream_items": STREAM_ITEMS, "label_fraction": LABEL_FRACTION,
+        "mode": "quick" if args.quick else "full",
+        "sets": sets,
+        "seeds": seeds,
+        "bits": bits,
+        "wall_s": round(time.time() - t0, 1),
+        "loadavg_start": load0,
+        "loadavg_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "jobs": args.jobs,
+        "stream_items": STREAM_ITEMS,
+        "label_fraction": LABEL_FRACTION,
         "stats_rung": "run" if stats and not args.no_stats_rung else stats_note or "off",
-        "flips_alone": "run separately" if stats and not args.no_stats_rung
+        "flips_alone": "run separately"
+        if stats and not args.no_stats_rung
         else "the default path is flips alone in this build (no statistics rung)",
         "failed_jobs": failed,
         "train_s_sum": round(sum(r["train_s"] for r in done), 1),

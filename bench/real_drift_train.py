@@ -36,21 +36,29 @@ FLIP = FlipTrainConfig(episodes=6, steps=120)
 
 def fit_dataset(split: DriftSplit) -> Dataset:
     """The train-domain part as a Dataset (its 'test' is the clean part, for the log)."""
-    return Dataset(split.name, split.X[split.fit], split.y[split.fit], split.X[split.clean],
-                   split.y[split.clean], split.label_names)
+    return Dataset(
+        split.name,
+        split.X[split.fit],
+        split.y[split.fit],
+        split.X[split.clean],
+        split.y[split.clean],
+        split.label_names,
+    )
 
 
 def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
     h = hashlib.sha256()
     for part in (split.fit, split.X[split.fit][:4]):
         h.update(part.tobytes())
-    h.update(json.dumps([asdict(TRAIN), asdict(QCORE), asdict(FLIP), bits, seed],
-                        default=str).encode())
+    h.update(
+        json.dumps([asdict(TRAIN), asdict(QCORE), asdict(FLIP), bits, seed], default=str).encode()
+    )
     return f"{split.name}-s{seed}-{h.hexdigest()[:10]}"
 
 
-def trained(split: DriftSplit, seed: int, cache: Path,
-            bits: list[int] | None = None) -> tuple[Bundle, dict[int, QuantNet], float]:
+def trained(
+    split: DriftSplit, seed: int, cache: Path, bits: list[int] | None = None
+) -> tuple[Bundle, dict[int, QuantNet], float]:
     """(bundle, QAT models by bits, training wall seconds; 0 when cached)."""
     bits = bits or BITS
     d = cache / "bundles"
@@ -63,13 +71,25 @@ def trained(split: DriftSplit, seed: int, cache: Path,
     ds = fit_dataset(split)
     tracker = MissTracker.for_dataset(ds, QCORE, TRAIN.act_bits)
     spec = default_spec(ds.input_shape, ds.num_classes)
-    fp, qnets, metrics = fit(ds, spec, bits, seed, TRAIN, tracker,
-                             QCORE.snapshot_steps(TRAIN.fp_steps))
-    bundle = build_bundle(ds, spec, fp, qnets, {"seed": seed, "bench": "real_drift"},
-                          qcore_extras(ds, tracker, QCORE, seed))
+    fp, qnets, metrics = fit(
+        ds, spec, bits, seed, TRAIN, tracker, QCORE.snapshot_steps(TRAIN.fp_steps)
+    )
+    bundle = build_bundle(
+        ds,
+        spec,
+        fp,
+        qnets,
+        {"seed": seed, "bench": "real_drift"},
+        qcore_extras(ds, tracker, QCORE, seed),
+    )
     bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FLIP))
     save_bundle(bundle, bpath)
     torch.save(qnets, qpath)
-    log.info("%s seed %d trained in %.0f s: %s", split.name, seed, time.time() - t0,
-             {k: round(v, 3) for k, v in metrics.items()})
+    log.info(
+        "%s seed %d trained in %.0f s: %s",
+        split.name,
+        seed,
+        time.time() - t0,
+        {k: round(v, 3) for k, v in metrics.items()},
+    )
     return bundle, qnets, time.time() - t0

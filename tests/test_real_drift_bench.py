@@ -40,8 +40,9 @@ def test_parts_are_disjoint_and_domains_kept(groups: bool) -> None:
 def test_recording_with_two_classes_is_refused() -> None:
     X = np.zeros((8, 1, 4), np.float32)
     with pytest.raises(ValueError, match="more than one class"):
-        make_split("bad", X, np.arange(8) % 2, ["a", "b"], np.arange(8) < 4, 0, {},
-                   np.arange(8) // 4)
+        make_split(
+            "bad", X, np.arange(8) % 2, ["a", "b"], np.arange(8) < 4, 0, {}, np.arange(8) // 4
+        )
 
 
 def test_streamed_labels_are_never_scored() -> None:
@@ -63,18 +64,32 @@ def test_recovery_arithmetic() -> None:
     assert recovery(0.90, 0.50, 0.70) == pytest.approx(0.5)
     assert recovery(0.90, 0.50, 0.90) == pytest.approx(1.0)
     assert recovery(0.90, 0.50, 0.40) == pytest.approx(-0.25)
-    assert recovery(0.90, 0.89, 0.90) is None  # a drift that cost < 2 points
+    assert recovery(0.90, 0.86, 0.90) is None  # a drift that cost < 5 points
 
 
-def _case(seed: int, before: float, right: float, after: float, clean_after: float,
-          kind: str = "real") -> dict:
-    row = {"before": before, "right_after": right, "after": after,
-           "clean_after": clean_after, "cpu_s": 1.0, "rounds": 4, "kept": 1,
-           "cpu_per_round_s": 0.25}
-    none = {**row, "after": right, "clean_after": before, "cpu_s": 0.0, "rounds": 0,
-            "kept": 0}
-    return {"set": "s", "seed": seed, "bits": 4, "kind": kind, "drift": "real",
-            "label_fraction": 0.2, "methods": {"none": none, "default": row}}
+def _case(
+    seed: int, before: float, right: float, after: float, clean_after: float, kind: str = "real"
+) -> dict:
+    row = {
+        "before": before,
+        "right_after": right,
+        "after": after,
+        "clean_after": clean_after,
+        "cpu_s": 1.0,
+        "rounds": 4,
+        "kept": 1,
+        "cpu_per_round_s": 0.25,
+    }
+    none = {**row, "after": right, "clean_after": before, "cpu_s": 0.0, "rounds": 0, "kept": 0}
+    return {
+        "set": "s",
+        "seed": seed,
+        "bits": 4,
+        "kind": kind,
+        "drift": "real",
+        "label_fraction": 0.2,
+        "methods": {"none": none, "default": row},
+    }
 
 
 def test_recovery_is_taken_over_seed_means() -> None:
