@@ -387,7 +387,10 @@ def main() -> None:
         "cases_s_sum": round(sum(r["cases_s"] for r in done), 1),
     }
     cases = [c for r in sorted(done, key=lambda r: (r["set"], r["seed"])) for c in r["cases"]]
-    provenance = {r["set"]: {**r["provenance"], "sizes": r["sizes"]} for r in done}
+    provenance: dict[str, Any] = {}
+    for r in sorted(done, key=lambda r: r["seed"]):  # sizes of seed 0's cut, skips of any
+        p = provenance.setdefault(r["set"], {**r["provenance"], "sizes": r["sizes"]})
+        p["skipped"] = sorted(set(p["skipped"]) | set(r["provenance"]["skipped"]))
     summary = summarize(cases)
     write_outputs(args.out, summary, cases, provenance, run_info)
     if args.json:
