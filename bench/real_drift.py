@@ -45,7 +45,7 @@ from bench.real_drift_data import (  # noqa: E402
     check_disjoint,
     load_split,
 )
-from bench.real_drift_report import MIN_LOSS, jsonable, summarize, write_outputs  # noqa: E402
+from bench.real_drift_report import jsonable, summarize, write_outputs  # noqa: E402
 
 log = logging.getLogger("bench.real_drift")
 
@@ -62,17 +62,6 @@ KINDS = {
     "dead_channel": "dropout",
     "timewarp": "timewarp",
 }
-
-
-def recovery(
-    before: float, right_after: float, after: float, min_loss: float = MIN_LOSS
-) -> float | None:
-    """Share of the accuracy lost to drift that calibration won back; None when the drift
-    cost less than ``min_loss`` (nothing measurable to recover: left out of the means)."""
-    lost = before - right_after
-    if lost < min_loss:
-        return None
-    return (after - right_after) / lost
 
 
 def stream_items(

@@ -34,9 +34,15 @@ def _mean(xs: list[float]) -> float:
     return statistics.fmean(xs) if xs else float("nan")
 
 
-def _rec(before: float, right: float, after: float) -> float | None:
-    lost = before - right
-    return None if lost < MIN_LOSS else (after - right) / lost
+def recovery(
+    before: float, right_after: float, after: float, min_loss: float = MIN_LOSS
+) -> float | None:
+    """Share of the accuracy lost to drift that calibration won back; None when the drift
+    cost less than ``min_loss`` (nothing measurable to recover: left out of the means)."""
+    lost = before - right_after
+    if lost < min_loss:
+        return None
+    return (after - right_after) / lost
 
 
 def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[str, float]]]:
@@ -54,7 +60,7 @@ def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[
         for m, rows in methods.items():
             num = {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
             agg = {k: _mean([r.get(k) for r in rows]) for k in num}
-            agg["recovery"] = _rec(agg["before"], agg["right_after"], agg["after"])
+            agg["recovery"] = recovery(agg["before"], agg["right_after"], agg["after"])
             agg["seeds"] = len(rows)
             match = [r.get("cpu_s_to_match_default", "absent") for r in rows]
             if "absent" not in match:
