@@ -100,7 +100,8 @@ def _methods(
     out["default"] = m.replay(bundle, bits, data, seed=seed)
     if stats is not None:
         out["flips"] = m.replay(bundle, bits, data, stats["off"], seed=seed)
-        out["stats"] = m.replay(bundle, bits, data, stats["alone"], seed=seed)
+        if "alone" in stats:
+            out["stats"] = m.replay(bundle, bits, data, stats["alone"], seed=seed)
     if full:
         out["buffer_random"] = m.replay(bundle, bits, data, buffer="random", seed=seed)
         out["buffer_recent"] = m.replay(bundle, bits, data, buffer="recent", seed=seed)

@@ -83,14 +83,13 @@ def stats_rung() -> tuple[dict[str, Any] | None, str]:
     except ImportError:
         return None, "not available: edge_agent.calibrate.stats_rung is not in this build"
     names = {f.name for f in dataclasses.fields(CalibrationConfig)}
-    on = next((n for n in ("stats_rung", "statistics", "stats") if n in names), None)
-    flips = next((n for n in ("flips", "flip_rounds", "flip") if n in names), None)
-    if on is None or flips is None:
-        return None, (
-            f"not available: stats_rung imports but CalibrationConfig has no "
-            f"recognised switches (fields: {sorted(names)})"
-        )
-    return {"alone": {on: True, flips: False}, "off": {on: False}}, ""
+    if "stats_rung" not in names:
+        return None, "not available: CalibrationConfig has no stats_rung switch"
+    off = {"stats_rung": False}
+    # flip rounds off: the rung alone (the controller's episode of flip rounds has 0)
+    if "episode_rounds" not in names:
+        return {"off": off}, "statistics rung alone: no switch for the flip rounds"
+    return {"alone": {"stats_rung": True, "episode_rounds": 0}, "off": off}, ""
 
 
 def replay(
@@ -117,9 +116,11 @@ def replay(
         engine.predict(x[None])  # the agent predicts before it offers the sample
         t0 = time.thread_time()
         controller.observe(x, int(data.y[i]) if data.labelled[i] else None, i)
-        if controller.due():
-            rounds += 1
-            kept += bool(controller.run(engine).decision.accepted)  # seeded as the agent does
+        while controller.due():
+            result = controller.run(engine)  # seeded as the agent seeds it
+            if result is not None:  # None: a buffer update without a round
+                rounds += 1
+                kept += bool(result.decision.accepted)
         cpu += time.thread_time() - t0
     return Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
 

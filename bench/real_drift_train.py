@@ -25,6 +25,11 @@ from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
 from edge_agent.model.qnet import QuantNet
 from edge_agent.model.train import TrainConfig, fit
 
+try:  # the agent's statistics rung (issue 17 item 3), where this build has it
+    from edge_agent.calibrate.stats_rung import with_statistics
+except ImportError:
+    with_statistics = None
+
 log = logging.getLogger("bench.real_drift")
 
 BITS = [8, 4, 2]
@@ -53,6 +58,8 @@ def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
     h.update(
         json.dumps([asdict(TRAIN), asdict(QCORE), asdict(FLIP), bits, seed], default=str).encode()
     )
+    if with_statistics is not None:  # such bundles differ (keys of older caches unchanged)
+        h.update(b"with_statistics")
     return f"{split.name}-s{seed}-{h.hexdigest()[:10]}"
 
 
@@ -82,6 +89,8 @@ def trained(
         {"seed": seed, "bench": "real_drift"},
         qcore_extras(ds, tracker, QCORE, seed),
     )
+    if with_statistics is not None:  # what the statistics rung compares the stream with
+        bundle = with_statistics(bundle, ds.X_train, ds.y_train)
     bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FLIP))
     save_bundle(bundle, bpath)
     torch.save(qnets, qpath)
