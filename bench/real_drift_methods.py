@@ -126,18 +126,20 @@ def replay(
 
 
 def round_peak_memory(bundle: Bundle, bits: int, data: StreamData) -> float:
-    """tracemalloc peak (MB) of one controller round on the first chunk of ``data``."""
+    """tracemalloc peak (MB) of the first controller round (buffer update + round) on
+    ``data``; NaN when the stream gives none (e.g. no drift alarm)."""
     controller = CalibrationController(bundle, CalibrationConfig())
     engine = Engine(bundle, bits=bits)
-    i = 0
-    while not controller.due() and i < len(data.y):
+    for i in range(len(data.y)):
         controller.observe(data.X[i], int(data.y[i]) if data.labelled[i] else None, i)
-        i += 1
-    tracemalloc.start()
-    controller.run(engine, seed=1)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak / 2**20
+        while controller.due():
+            tracemalloc.start()
+            result = controller.run(engine)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            if result is not None:  # a job that was a buffer update alone does not count
+                return peak / 2**20
+    return float("nan")
 
 
 # ---------------------------------------------------------------------- torch anchors
