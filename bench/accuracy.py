@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.data.datasets import Dataset, load_digits_csv, load_ts_pair
-from edge_agent.engine import Engine
-from edge_agent.model.pipeline import train_bundle
-from edge_agent.model.train import TrainConfig
+from edge_agent.engine.engine import Engine
+from edge_agent.training.fit import TrainConfig
+from edge_agent.training.pipeline import train_bundle
 
 RAW = {
     "basicmotions": lambda d: load_ts_pair(d / "uea" / "BasicMotions_TRAIN.ts"),

@@ -32,8 +32,14 @@ class Agent:
     context manager: entering waits until the status socket answers, leaving terminates.
     """
 
-    def __init__(self, config: Path, status_endpoint: str, log_path: Path,
-                 cpus: Iterable[int] | None = None, ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        config: Path,
+        status_endpoint: str,
+        log_path: Path,
+        cpus: Iterable[int] | None = None,
+        ready_timeout_s: float = 120.0,
+    ) -> None:
         self.config = config
         self.status_endpoint = status_endpoint
         self.log_path = log_path
@@ -47,8 +53,10 @@ class Agent:
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.service", "--config", str(self.config)],
-                cwd=REPO, preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
-                stderr=log)
+                cwd=REPO,
+                preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
+                stderr=log,
+            )
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             if self.proc.poll() is not None:

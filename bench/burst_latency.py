@@ -48,7 +48,11 @@ AFTER_S = 5.0  # "just after a burst": the first seconds after one ends
 
 def _config(d: Path, bundle: Path, bursts: bool, interval_s: float) -> Path:
     path = d / "agent.toml"
-    path.write_text(local_config_text(d, bundle, f"""
+    path.write_text(
+        local_config_text(
+            d,
+            bundle,
+            f"""
 [energy]
 burst_min_battery_percent = false
 burst_max_temp_c = false
@@ -62,7 +66,9 @@ switch_bits = false
 interval_s = {interval_s}
 [log]
 level = "info"
-"""))
+""",
+        )
+    )
     return path
 
 
@@ -93,8 +99,11 @@ class BurstStateLog:
 
     def since_burst(self, times: np.ndarray) -> np.ndarray:
         """Seconds from the end of the last burst before each of ``times`` (inf: none yet)."""
-        ends = [t for (t, b), (_, prev) in zip(self.samples[1:], self.samples, strict=False)
-                if prev and not b]
+        ends = [
+            t
+            for (t, b), (_, prev) in zip(self.samples[1:], self.samples, strict=False)
+            if prev and not b
+        ]
         if not ends:
             return np.full(len(times), np.inf)
         e = np.array(ends)
@@ -111,20 +120,26 @@ def _pcts(v: np.ndarray) -> dict[str, Any]:
     return {"n": len(v), **percentiles(v)}
 
 
-def stream_through_agent(bundle: Path, rate: float, seconds: float, bursts: bool,
-                         interval_s: float) -> dict[str, Any]:
+def stream_through_agent(
+    bundle: Path, rate: float, seconds: float, bursts: bool, interval_s: float
+) -> dict[str, Any]:
     """One agent (bursts on or off), one labelled stream: latencies by burst state."""
     d = Path(tempfile.mkdtemp(prefix="ebl-", dir="/tmp"))
     ds = load_dataset("basicmotions")
     count = int(rate * seconds)
-    agent = Agent(_config(d, bundle, bursts, interval_s), f"ipc://{d}/run/status.sock",
-                  d / "agent.log")
+    agent = Agent(
+        _config(d, bundle, bursts, interval_s), f"ipc://{d}/run/status.sock", d / "agent.log"
+    )
     with agent:
         sink = PredictionSink(agent.endpoints["output"][0])
         states = BurstStateLog(agent)
         with Publisher(agent.endpoints["ingest"][0]) as pub:
-            replay(pub, stream(ds.X_test, ds.y_test, count, seed=0, labels_every=2), rate,
-                   sensor="bench")
+            replay(
+                pub,
+                stream(ds.X_test, ds.y_test, count, seed=0, labels_every=2),
+                rate,
+                sensor="bench",
+            )
         sink.wait_for(count, 30.0)
         sink.close()
         states.close()
@@ -136,9 +151,12 @@ def stream_through_agent(bundle: Path, rate: float, seconds: float, bursts: bool
     soon = ~during & (states.since_burst(recv) < AFTER_S)
     return {
         "lost": count - len(sink.got),
-        "agent_ms": {"idle": _pcts(agent_ms[~during]), "burst": _pcts(agent_ms[during]),
-                     "idle_after_burst": _pcts(agent_ms[soon]),
-                     "idle_later": _pcts(agent_ms[~during & ~soon])},
+        "agent_ms": {
+            "idle": _pcts(agent_ms[~during]),
+            "burst": _pcts(agent_ms[during]),
+            "idle_after_burst": _pcts(agent_ms[soon]),
+            "idle_later": _pcts(agent_ms[~during & ~soon]),
+        },
         "e2e_ms": {"idle": _pcts(e2e_ms[~during]), "burst": _pcts(e2e_ms[during])},
         "bursts": {k: v for k, v in st["bursts"].items() if k != "last"},
         "calibration_rounds": {k: st["calibration"].get(k) for k in ("done", "accepted")},
@@ -152,9 +170,13 @@ def run(bundle: Path, rate: float, seconds: float, interval_s: float) -> dict[st
     on = stream_through_agent(bundle, rate, seconds, True, interval_s)
     base, burst = off["agent_ms"]["idle"]["p99"], on["agent_ms"]["burst"]["p99"]
     return {
-        "rate_hz": rate, "seconds": seconds, "count": int(rate * seconds),
-        "cpus": os.cpu_count(), "load_avg_1m_end": os.getloadavg()[0],
-        "bursts_off": off, "bursts_on": on,
+        "rate_hz": rate,
+        "seconds": seconds,
+        "count": int(rate * seconds),
+        "cpus": os.cpu_count(),
+        "load_avg_1m_end": os.getloadavg()[0],
+        "bursts_off": off,
+        "bursts_on": on,
         "p99_ratio_burst_vs_no_bursts": burst / base if base and burst else None,
     }
 
@@ -179,21 +201,35 @@ def markdown(r: dict[str, Any]) -> str:
         "| bursts on, during a burst |",
         "|---|---|---|---|",
     ]
-    for key, name in (("agent_ms", "agent (received -> published)"),
-                      ("e2e_ms", "end to end (sent -> received)")):
+    for key, name in (
+        ("agent_ms", "agent (received -> published)"),
+        ("e2e_ms", "end to end (sent -> received)"),
+    ):
         cells = [off[key]["idle"], on[key]["idle"], on[key]["burst"]]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in cells) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in cells)
+            + " |"
+        )
     split = [on["agent_ms"][k] for k in ("idle_after_burst", "idle_later")]
     rounds = [x["calibration_rounds"] for x in (off, on)]
-    lines += ["", f"Agent latency between bursts, the first {AFTER_S:g} s after a burst "
-                  f"ends / later (p50 / p99): " + " | ".join(
-                      f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in split),
-              "Flip rounds (done, accepted): bursts off " + ", ".join(map(str, rounds[0].values()))
-              + "; bursts on " + ", ".join(map(str, rounds[1].values())) + "."]
+    lines += [
+        "",
+        f"Agent latency between bursts, the first {AFTER_S:g} s after a burst "
+        f"ends / later (p50 / p99): "
+        + " | ".join(f"{_cell(c['p50'])} / {_cell(c['p99'])} (n {c['n']})" for c in split),
+        "Flip rounds (done, accepted): bursts off "
+        + ", ".join(map(str, rounds[0].values()))
+        + "; bursts on "
+        + ", ".join(map(str, rounds[1].values()))
+        + ".",
+    ]
     ratio = r["p99_ratio_burst_vs_no_bursts"]
-    lines += ["", "p99 of the agent latency during bursts / without bursts: "
-                  f"{'n/a' if ratio is None else f'{ratio:.2f}'} (target <= 1.20)"]
+    lines += [
+        "",
+        "p99 of the agent latency during bursts / without bursts: "
+        f"{'n/a' if ratio is None else f'{ratio:.2f}'} (target <= 1.20)",
+    ]
     return "\n".join(lines)
 
 
@@ -202,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--rate", type=float, default=100.0, help="samples/s (default 100)")
-    p.add_argument("--seconds", type=float, default=180.0,
-                   help="stream length per agent (default 180)")
+    p.add_argument(
+        "--seconds", type=float, default=180.0, help="stream length per agent (default 180)"
+    )
     p.add_argument("--interval", type=float, default=30.0, help="seconds between burst starts")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--json", action="store_true", help="print one JSON object")

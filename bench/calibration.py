@@ -59,7 +59,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from edge_agent.bundle import Bundle, save_bundle  # noqa: E402
+from edge_agent.bundle import Bundle  # noqa: E402
+from edge_agent.bundle_io import save_bundle  # noqa: E402
 from edge_agent.calibrate.flip_net import FlipNet  # noqa: E402
 from edge_agent.calibrate.flip_round import (  # noqa: E402
     BitFlipCalibrator,
@@ -69,17 +70,18 @@ from edge_agent.calibrate.flip_round import (  # noqa: E402
     network_proposer,
     random_proposer,
 )
-from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper  # noqa: E402
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer  # noqa: E402
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y  # noqa: E402
 from edge_agent.data.datasets import Dataset, load_dataset  # noqa: E402
 from edge_agent.data.drift import Drift  # noqa: E402
-from edge_agent.engine import Engine  # noqa: E402
-from edge_agent.fp_model import fp_predict_fn  # noqa: E402
-from edge_agent.model.arch import default_spec  # noqa: E402
-from edge_agent.model.export import build_bundle, quant_model  # noqa: E402
-from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras  # noqa: E402
-from edge_agent.model.qnet import QuantNet  # noqa: E402
-from edge_agent.model.train import TrainConfig, fit, normalize  # noqa: E402
-from edge_agent.qcore import EXTRA_X, EXTRA_Y, BufferConfig, QCoreBuffer  # noqa: E402
+from edge_agent.engine.engine import Engine  # noqa: E402
+from edge_agent.engine.fp_model import fp_predict_fn  # noqa: E402
+from edge_agent.training.arch import default_spec  # noqa: E402
+from edge_agent.training.export import build_bundle, quant_model  # noqa: E402
+from edge_agent.training.fit import TrainConfig, fit, normalize  # noqa: E402
+from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper  # noqa: E402
+from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras  # noqa: E402
+from edge_agent.training.qnet import QuantNet  # noqa: E402
 
 log = logging.getLogger("bench.calibration")
 
@@ -159,7 +161,11 @@ def flip_method(
 
 
 def backprop_method(
-    bundle: Bundle, qnet: QuantNet, X: np.ndarray, y: np.ndarray, seed: int,
+    bundle: Bundle,
+    qnet: QuantNet,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
     checkpoints: bool = False,
 ) -> tuple[Engine, float, list[tuple[float, Engine]]]:
     """Fine-tune the fake-quant model on (X, y) with back-propagation; re-export. Runs
@@ -291,14 +297,14 @@ steps = {{}}
 def mark(name):
     status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
     steps[name] = int(status.split()[0]) / 1024
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import BitFlipCalibrator, network_proposer
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import QCoreBuffer
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from edge_agent.calibrate.qcore import QCoreBuffer
 b = load_bundle({path!r}); ds = load_dataset({data!r})
 mark("imports, bundle, data")
 e = Engine(b, bits={bits}); e.warmup()
@@ -343,8 +349,8 @@ def memory_of(path: Path, data: str, cache: Path, cold: bool) -> dict[str, dict]
 _TORCH_START = """
 import time
 import torch
-from edge_agent.bundle import load_bundle
-from edge_agent.calibrate.burst import models_from_bundle
+from edge_agent.bundle_io import load_bundle
+from edge_agent.training.burst import models_from_bundle
 torch.set_num_threads(1)
 models_from_bundle(load_bundle({path!r}), {bits})
 print(time.process_time())
@@ -357,8 +363,11 @@ def backprop_startup_cpu(bundle_path: Path, bits: int, repeats: int = 3) -> floa
     the agent itself never imports torch). The least of ``repeats`` runs."""
     code = _TORCH_START.format(path=str(bundle_path), bits=bits)
     runs = [
-        float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                             text=True).stdout.split()[-1])
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            ).stdout.split()[-1]
+        )
         for _ in range(repeats)
     ]
     return min(runs)
@@ -711,7 +720,13 @@ def main() -> None:
             switches.sort(key=lambda r: (order[r["dataset"]], r["seed"]))
             timings["total"] = time.time() - t_start
             report = write_report(
-                results, switches, memory, startup, timings, args.out, bits_list,
+                results,
+                switches,
+                memory,
+                startup,
+                timings,
+                args.out,
+                bits_list,
                 args.label_fraction,
             )
     print(report)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from bench.agent_process import Agent, PredictionSink  # noqa: E402
 from edge_agent.client import Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
-from edge_agent.service.protocol import encode_sample  # noqa: E402
+from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 
@@ -63,8 +63,9 @@ def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) ->
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[core % len(cpus)]}
-    agent = Agent(_config(d, bundle, transport), f"ipc://{d}/run/status.sock", d / "agent.log",
-                  cpus=agent_cpu)
+    agent = Agent(
+        _config(d, bundle, transport), f"ipc://{d}/run/status.sock", d / "agent.log", cpus=agent_cpu
+    )
     with agent:
         others = [c for c in cpus if c not in agent_cpu]
         if others:
@@ -88,7 +89,9 @@ def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) ->
         lat = (recv - np.array([g[1]["ts"] for g in got])) * 1e3
         span = recv.max() - recv.min() if len(recv) > 1 else float("nan")
         return {
-            "transport": transport, "rate_target": rate, "count": count,
+            "transport": transport,
+            "rate_target": rate,
+            "count": count,
             "send_rate": count / send_s,
             "samples_per_s": (len(got) - 1) / span if len(got) > 1 else 0.0,
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
@@ -105,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="model bundle")
     p.add_argument("--transport", choices=("ipc", "tcp", "both"), default="both")
-    p.add_argument("--rate", type=float, default=5000.0,
-                   help="samples/s offered (0: as fast as possible); default 5000")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=5000.0,
+        help="samples/s offered (0: as fast as possible); default 5000",
+    )
     p.add_argument("--count", type=int, default=30000, help="samples per run (default 30000)")
     p.add_argument("--core", type=int, default=0, help="index of the CPU the agent runs on")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -117,18 +124,26 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_s": min(r["samples_per_s"] for r in runs),
         "p99_ms": max(r["p99_ms"] or float("inf") for r in runs),
         "lost": sum(r["lost"] for r in runs),
-        "rate_target": args.rate, "count": args.count, "runs": runs,
+        "rate_target": args.rate,
+        "count": args.count,
+        "runs": runs,
     }
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"end-to-end ingest, BasicMotions 6x100 float32, agent on one core, "
-          f"{args.count} samples at {'max' if args.rate == 0 else f'{args.rate:.0f}/s'}")
-    print(f"{'transport':<10}{'offered/s':>11}{'predicted/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'lost':>7}{'RSS MiB':>9}")
+    print(
+        f"end-to-end ingest, BasicMotions 6x100 float32, agent on one core, "
+        f"{args.count} samples at {'max' if args.rate == 0 else f'{args.rate:.0f}/s'}"
+    )
+    print(
+        f"{'transport':<10}{'offered/s':>11}{'predicted/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'lost':>7}{'RSS MiB':>9}"
+    )
     for r in runs:
-        print(f"{r['transport']:<10}{r['send_rate']:>11.0f}{r['samples_per_s']:>13.0f}"
-              f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['lost']:>7}{r['agent_rss_mib']:>9.0f}")
+        print(
+            f"{r['transport']:<10}{r['send_rate']:>11.0f}{r['samples_per_s']:>13.0f}"
+            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['lost']:>7}{r['agent_rss_mib']:>9.0f}"
+        )
     return 0
 
 

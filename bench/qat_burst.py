@@ -42,7 +42,7 @@ from bench.accuracy import RAW
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.data.datasets import Dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 
 log = logging.getLogger("bench.qat_burst")
 
@@ -71,10 +71,10 @@ def start_bundle(ds: Dataset, bits: list[int], fp_steps: int) -> Bundle:
     """FP training (seed 0) and post-training quantization at ``bits``."""
     import torch
 
-    from edge_agent.model.arch import default_spec
-    from edge_agent.model.export import build_bundle
-    from edge_agent.model.qnet import QuantNet, calibrate_activation_ranges
-    from edge_agent.model.train import TrainConfig, normalize, train_fp
+    from edge_agent.training.arch import default_spec
+    from edge_agent.training.export import build_bundle
+    from edge_agent.training.fit import TrainConfig, normalize, train_fp
+    from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
 
     mean, std = ds.normalization()
     x = normalize(ds.X_train, mean, std)
@@ -93,8 +93,8 @@ def candidate_pool(ds: Dataset, min_size: int, seed: int = 123) -> tuple[np.ndar
     """The training split plus augmented copies until at least ``min_size`` samples."""
     import torch
 
-    from edge_agent.model.augment import augment
-    from edge_agent.model.train import normalize
+    from edge_agent.training.augment import augment
+    from edge_agent.training.fit import normalize
 
     mean, std = ds.normalization()
     shape = (1, -1, *([1] * (ds.X_train.ndim - 2)))
@@ -117,7 +117,7 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Every variant for one (data set, bit-width, seed)."""
     import torch
 
-    from edge_agent.calibrate.burst import run_burst
+    from edge_agent.training.burst import run_burst
 
     torch.set_num_threads(1)
     ds: Dataset = job["ds"]

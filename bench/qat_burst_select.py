@@ -38,7 +38,7 @@ from bench.qat_burst import candidate_pool, start_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.data.datasets import Dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 
 log = logging.getLogger("bench.qat_burst_select")
 
@@ -110,7 +110,7 @@ def run_fold(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Every setting on one (data set, fold): validation accuracy and cross-entropy."""
     import torch
 
-    from edge_agent.calibrate.burst import run_burst
+    from edge_agent.training.burst import run_burst
 
     torch.set_num_threads(1)
     ds: Dataset = job["ds"]
@@ -247,8 +247,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "qat_burst_select.md").write_text(md + "\n")
     (args.out / "qat_burst_select.json").write_text(
-        json.dumps({"rows": rows, "summary": summary, "centre": CENTRE,
-                    "variations": VARIATIONS}, indent=1) + "\n"
+        json.dumps(
+            {"rows": rows, "summary": summary, "centre": CENTRE, "variations": VARIATIONS}, indent=1
+        )
+        + "\n"
     )
 
 

@@ -5,6 +5,8 @@
 #   sudo deploy/install.sh --uninstall     stop, disable, remove the unit and the venv
 #                                          (keeps /etc/edge-agent and the state)
 #   sudo deploy/install.sh --uninstall --purge   also remove configuration and state
+#   sudo deploy/install.sh --with-torch    also install torch, so that the agent can run QAT
+#                                          bursts ([bursts] enabled = true; about 1 GB of disk)
 #   sudo deploy/install.sh --root /mnt/img  install into a root file system whose
 #                                          systemd is not running (image builds, chroots)
 #
@@ -21,6 +23,7 @@ ACTION=install
 PURGE=0
 START=1
 VENV=1
+EXTRAS=
 
 usage() {
   sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -29,6 +32,7 @@ Options:
   --root DIR     target root file system (implies --no-start; enables the unit offline)
   --no-start     install and enable, but do not (re)start the service
   --no-venv      skip creating/upgrading the venv (it is provisioned separately)
+  --with-torch   also install torch (edge-agent[train]) for QAT bursts
   --uninstall    remove the service, the unit and $PREFIX
   --purge        with --uninstall: also remove /etc/edge-agent and all state
   -h, --help     this text
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
     --root) ROOT=${2:?--root needs a directory}; START=0; shift ;;
     --no-start) START=0 ;;
     --no-venv) VENV=0 ;;
+    --with-torch) EXTRAS="[train]" ;;
     --uninstall) ACTION=uninstall ;;
     --purge) PURGE=1 ;;
     -h|--help) usage; exit 0 ;;
@@ -91,8 +96,8 @@ install_venv() {
   # Only what the package build needs: no venv, tests or build outputs.
   tar -C "$SRC" --exclude=.venv --exclude=.git --exclude=__pycache__ --exclude=out \
       -cf - pyproject.toml README.md edge_agent kernels | tar -C "$T$stage" -xf -
-  say "installing edge-agent into $PREFIX/venv"
-  in_root "$PREFIX/venv/bin/pip" install --quiet --upgrade "$stage"
+  say "installing edge-agent${EXTRAS} into $PREFIX/venv"
+  in_root "$PREFIX/venv/bin/pip" install --quiet --upgrade "$stage$EXTRAS"
   rm -rf "$T$stage"
   install -d "$T$PREFIX/share"
   install -m 0644 "$SRC/README.md" "$T$PREFIX/share/README.md"

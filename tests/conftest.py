@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import backend
+from kernels.exec import backend
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -28,12 +28,12 @@ def shared_data() -> Path:
 
 
 def _train_bundle(tmp_dir: Path, data: str, bits: list[int], name: str) -> Path:
-    from edge_agent.bundle import save_bundle
-    from edge_agent.calibrate.flip_train import FlipTrainConfig
+    from edge_agent.bundle_io import save_bundle
     from edge_agent.data import load_dataset
-    from edge_agent.model.pipeline import train_bundle
-    from edge_agent.model.qcore_build import QCoreConfig
-    from edge_agent.model.train import TrainConfig
+    from edge_agent.training.fit import TrainConfig
+    from edge_agent.training.flip_train import FlipTrainConfig
+    from edge_agent.training.pipeline import train_bundle
+    from edge_agent.training.qcore_build import QCoreConfig
 
     cfg = TrainConfig(fp_steps=200, qat_steps=80, progress=False)
     qcore_cfg = QCoreConfig(bits=(2, 4, 8), snapshots=4, per_class=3)
@@ -73,8 +73,15 @@ def aot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("AOT kernels not tested here (EDGE_AGENT_TEST_AOT=0)")
     root = tmp_path_factory.mktemp("kernel-cache")
     env = {**os.environ, "EDGE_AGENT_JIT_CACHE": str(root)}
-    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "compile-kernels"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "compile-kernels"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "compiled the" in done.stdout, done.stdout
     return root

@@ -18,10 +18,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_agent.data import load_dataset  # noqa: E402
-from edge_agent.engine import Engine  # noqa: E402
-from edge_agent.model.arch import default_spec  # noqa: E402
-from edge_agent.model.export import build_bundle  # noqa: E402
-from edge_agent.model.train import TrainConfig, fit, normalize  # noqa: E402
+from edge_agent.engine.engine import Engine  # noqa: E402
+from edge_agent.training.arch import default_spec  # noqa: E402
+from edge_agent.training.export import build_bundle  # noqa: E402
+from edge_agent.training.fit import TrainConfig, fit, normalize  # noqa: E402
 
 CASES = {"basicmotions": [8, 4, 2], "gunpoint": [4, 3], "digits": [8, 4]}
 CFG = TrainConfig(fp_steps=40, qat_steps=15, progress=False)

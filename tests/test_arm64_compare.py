@@ -53,8 +53,10 @@ def test_one_ulp_in_one_logit_fails(real: dict[str, np.ndarray]) -> None:
 
 
 def test_negative_zero_is_a_difference() -> None:
-    a = {"engine_logits_8": np.zeros((2, 3), np.float32),
-         "reference_logits_8": np.zeros((2, 3), np.float32)}
+    a = {
+        "engine_logits_8": np.zeros((2, 3), np.float32),
+        "reference_logits_8": np.zeros((2, 3), np.float32),
+    }
     b = _copy(a)
     b["engine_logits_8"][1, 2] = np.float32(-0.0)
     b["reference_logits_8"][1, 2] = np.float32(-0.0)
@@ -88,8 +90,9 @@ def test_missing_or_reshaped_results_fail(real: dict[str, np.ndarray]) -> None:
     assert any(p.startswith(f"{key}: float64") for p in golden.compare(real, retyped))
 
 
-def test_check_command_fails_on_a_tampered_golden_file(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_command_fails_on_a_tampered_golden_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = tmp_path / "golden.npz"
     assert golden.main(["compute", str(good)]) == 0
     assert golden.main(["check", str(good)]) == 0

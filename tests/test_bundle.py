@@ -10,10 +10,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from edge_agent.bundle import (
+from edge_agent.bundle import BundleError
+from edge_agent.bundle_io import (
     FORMAT_VERSION,
     MAGIC,
-    BundleError,
     from_bytes,
     load_bundle,
     save_bundle,

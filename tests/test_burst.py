@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.calibrate.burst_runner import BurstLimits, BurstRunner, gate_candidate
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
-from kernels.packing import pack_rows
+from edge_agent.engine.engine import Engine
+from kernels.plan.packing import pack_rows
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_agent/defaults/basicmotions.eab"
 
@@ -41,8 +42,8 @@ def test_runner_and_energy_modules_do_not_import_torch() -> None:
 
 
 def test_fake_quant_model_is_rebuilt_exactly_from_the_bundle(bundle: Bundle) -> None:
-    from edge_agent.calibrate.burst import models_from_bundle
-    from edge_agent.model.export import quant_model
+    from edge_agent.training.burst import models_from_bundle
+    from edge_agent.training.export import quant_model
 
     for bits, stored in bundle.quant.items():
         _, qnet = models_from_bundle(bundle, bits)
@@ -55,7 +56,7 @@ def test_fake_quant_model_is_rebuilt_exactly_from_the_bundle(bundle: Bundle) -> 
 
 
 def test_short_burst_returns_a_valid_bundle(bundle: Bundle, data) -> None:
-    from edge_agent.calibrate.burst import BurstInterrupted, run_burst
+    from edge_agent.training.burst import BurstInterrupted, run_burst
 
     y = data.y_train.copy()
     y[::2] = -1  # half unlabelled

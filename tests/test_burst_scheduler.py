@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.calibrate.burst_scheduler import BurstScheduler, SchedulerConfig
 from edge_agent.data import load_dataset
-from edge_agent.energy import EnergyDecision, EnergyReadings
-from edge_agent.engine import Engine
+from edge_agent.energy import EnergyDecision
+from edge_agent.energy_sources import EnergyReadings
+from edge_agent.engine.engine import Engine
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "edge_agent/defaults/basicmotions.eab"
 ALLOW = EnergyDecision(True, 2, False, ("bursts allowed",), EnergyReadings())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from edge_agent.calibrate.clc import (
+from edge_agent.training.arch import FPNet, image_cnn, sensor_cnn
+from edge_agent.training.clc import (
     cascaded_clc_loss,
     clc_loss,
     correction_loss,
@@ -12,8 +13,7 @@ from edge_agent.calibrate.clc import (
     layer_alignment,
     quant_block,
 )
-from edge_agent.model.arch import FPNet, image_cnn, sensor_cnn
-from edge_agent.model.qnet import QuantNet, calibrate_activation_ranges
+from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
 
 
 def _nets(spec: dict, x: torch.Tensor, bits: int = 4) -> tuple[FPNet, QuantNet]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_agent.calibrate.consistency import EMATeacher, consistency_loss, ramp_up, two_views
+from edge_agent.training.consistency import EMATeacher, consistency_loss, ramp_up, two_views
 
 
 def test_ema_update_follows_the_formula() -> None:

@@ -120,8 +120,9 @@ def test_series_normalization_is_per_sample_and_channel() -> None:
     np.testing.assert_allclose(Z[:2].std(axis=2), 1, atol=1e-4)
     np.testing.assert_array_equal(Z[2, 1], 0)
     np.testing.assert_allclose(normalize_series(X * 1e4 - 3), Z, atol=1e-4)  # scale-free
-    ds = series_normalized(Dataset("x", X, np.zeros(3, np.int64), X[:1], np.zeros(1, np.int64),
-                                   ["a"]))
+    ds = series_normalized(
+        Dataset("x", X, np.zeros(3, np.int64), X[:1], np.zeros(1, np.int64), ["a"])
+    )
     np.testing.assert_array_equal(ds.X_train, Z)
     np.testing.assert_array_equal(ds.X_test, Z[:1])
 
@@ -136,8 +137,10 @@ def test_unknown_file_types_are_refused_with_the_known_ones(tmp_path: Path) -> N
 def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     good = {
-        "X_train": rng.normal(size=(6, 2, 16)), "y_train": np.array([0, 1, 2, 0, 1, 2]),
-        "X_test": rng.normal(size=(3, 2, 16)), "y_test": np.array([0, 1, 2]),
+        "X_train": rng.normal(size=(6, 2, 16)),
+        "y_train": np.array([0, 1, 2, 0, 1, 2]),
+        "X_test": rng.normal(size=(3, 2, 16)),
+        "y_test": np.array([0, 1, 2]),
     }
     path = tmp_path / "mine.npz"
     np.savez(path, **good)

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.energy import (
-    EnergyConfig,
-    EnergyMonitor,
+from edge_agent.energy import EnergyConfig, EnergyMonitor, decide
+from edge_agent.energy_sources import (
     EnergyReadings,
     SerialPowerMonitor,
-    decide,
     parse_power_line,
     parse_throttled,
     read_ina3221,

@@ -13,57 +13,141 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent import reference
 from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
-from edge_agent.engine import Engine
-from kernels import backend, tables
-from kernels.fixedpoint import quantize_multipliers
-from kernels.packing import pack_rows, qrange
+from edge_agent.engine import reference
+from edge_agent.engine.engine import Engine
+from kernels.exec import backend
+from kernels.plan import tables
+from kernels.plan.fixedpoint import quantize_multipliers
+from kernels.plan.packing import pack_rows, qrange
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = (8, 4, 3, 2)
 
-SENSOR = {"name": "sensor", "input_shape": [6, 37], "num_classes": 5, "layers": [
-    {"op": "conv1d", "in_ch": 6, "out_ch": 19, "kernel": 5, "stride": 1, "padding": 2,
-     "relu": True},
-    {"op": "maxpool1d", "kernel": 2, "stride": 2},
-    {"op": "conv1d", "in_ch": 19, "out_ch": 33, "kernel": 3, "stride": 2, "padding": 1,
-     "relu": False},
-    {"op": "avgpool1d", "kernel": 3, "stride": 2},
-    {"op": "conv1d", "in_ch": 33, "out_ch": 20, "kernel": 3, "stride": 1, "padding": 1,
-     "relu": True},
-    {"op": "gap"},
-    {"op": "linear", "in_features": 20, "out_features": 5, "relu": False},
-]}
-IMAGE = {"name": "image", "input_shape": [3, 9, 7], "num_classes": 3, "layers": [
-    {"op": "conv2d", "in_ch": 3, "out_ch": 17, "kernel": [3, 3], "stride": [1, 1],
-     "padding": [1, 1], "relu": True},
-    {"op": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
-    {"op": "conv2d", "in_ch": 17, "out_ch": 9, "kernel": [2, 3], "stride": [1, 2],
-     "padding": [0, 1], "relu": False},
-    {"op": "avgpool2d", "kernel": [2, 1], "stride": [1, 1]},
-    {"op": "flatten"},
-    {"op": "linear", "in_features": 36, "out_features": 21, "relu": True},
-    {"op": "linear", "in_features": 21, "out_features": 3, "relu": False},
-]}
-CONV_HEAD = {"name": "convhead", "input_shape": [4, 11], "num_classes": 6, "layers": [
-    {"op": "conv1d", "in_ch": 4, "out_ch": 8, "kernel": 3, "stride": 1, "padding": 0,
-     "relu": True},
-    {"op": "conv1d", "in_ch": 8, "out_ch": 6, "kernel": 9, "stride": 1, "padding": 0,
-     "relu": False},
-]}
-POOLS = {"name": "pools", "input_shape": [5, 41], "num_classes": 4, "layers": [
-    {"op": "conv1d", "in_ch": 5, "out_ch": 18, "kernel": 4, "stride": 3, "padding": 1,
-     "relu": True},
-    {"op": "maxpool1d", "kernel": 3, "stride": 2},  # overlapping windows: not fused
-    {"op": "maxpool1d", "kernel": 2, "stride": 1},
-    {"op": "conv1d", "in_ch": 18, "out_ch": 21, "kernel": 1, "stride": 1, "padding": 2,
-     "relu": False},
-    {"op": "maxpool1d", "kernel": 2, "stride": 2},  # fused into the epilogue, odd length
-    {"op": "flatten"},
-    {"op": "linear", "in_features": 21 * 4, "out_features": 9, "relu": True},
-    {"op": "linear", "in_features": 9, "out_features": 4, "relu": False},
-]}
+SENSOR = {
+    "name": "sensor",
+    "input_shape": [6, 37],
+    "num_classes": 5,
+    "layers": [
+        {
+            "op": "conv1d",
+            "in_ch": 6,
+            "out_ch": 19,
+            "kernel": 5,
+            "stride": 1,
+            "padding": 2,
+            "relu": True,
+        },
+        {"op": "maxpool1d", "kernel": 2, "stride": 2},
+        {
+            "op": "conv1d",
+            "in_ch": 19,
+            "out_ch": 33,
+            "kernel": 3,
+            "stride": 2,
+            "padding": 1,
+            "relu": False,
+        },
+        {"op": "avgpool1d", "kernel": 3, "stride": 2},
+        {
+            "op": "conv1d",
+            "in_ch": 33,
+            "out_ch": 20,
+            "kernel": 3,
+            "stride": 1,
+            "padding": 1,
+            "relu": True,
+        },
+        {"op": "gap"},
+        {"op": "linear", "in_features": 20, "out_features": 5, "relu": False},
+    ],
+}
+IMAGE = {
+    "name": "image",
+    "input_shape": [3, 9, 7],
+    "num_classes": 3,
+    "layers": [
+        {
+            "op": "conv2d",
+            "in_ch": 3,
+            "out_ch": 17,
+            "kernel": [3, 3],
+            "stride": [1, 1],
+            "padding": [1, 1],
+            "relu": True,
+        },
+        {"op": "maxpool2d", "kernel": [2, 2], "stride": [2, 2]},
+        {
+            "op": "conv2d",
+            "in_ch": 17,
+            "out_ch": 9,
+            "kernel": [2, 3],
+            "stride": [1, 2],
+            "padding": [0, 1],
+            "relu": False,
+        },
+        {"op": "avgpool2d", "kernel": [2, 1], "stride": [1, 1]},
+        {"op": "flatten"},
+        {"op": "linear", "in_features": 36, "out_features": 21, "relu": True},
+        {"op": "linear", "in_features": 21, "out_features": 3, "relu": False},
+    ],
+}
+CONV_HEAD = {
+    "name": "convhead",
+    "input_shape": [4, 11],
+    "num_classes": 6,
+    "layers": [
+        {
+            "op": "conv1d",
+            "in_ch": 4,
+            "out_ch": 8,
+            "kernel": 3,
+            "stride": 1,
+            "padding": 0,
+            "relu": True,
+        },
+        {
+            "op": "conv1d",
+            "in_ch": 8,
+            "out_ch": 6,
+            "kernel": 9,
+            "stride": 1,
+            "padding": 0,
+            "relu": False,
+        },
+    ],
+}
+POOLS = {
+    "name": "pools",
+    "input_shape": [5, 41],
+    "num_classes": 4,
+    "layers": [
+        {
+            "op": "conv1d",
+            "in_ch": 5,
+            "out_ch": 18,
+            "kernel": 4,
+            "stride": 3,
+            "padding": 1,
+            "relu": True,
+        },
+        {"op": "maxpool1d", "kernel": 3, "stride": 2},  # overlapping windows: not fused
+        {"op": "maxpool1d", "kernel": 2, "stride": 1},
+        {
+            "op": "conv1d",
+            "in_ch": 18,
+            "out_ch": 21,
+            "kernel": 1,
+            "stride": 1,
+            "padding": 2,
+            "relu": False,
+        },
+        {"op": "maxpool1d", "kernel": 2, "stride": 2},  # fused into the epilogue, odd length
+        {"op": "flatten"},
+        {"op": "linear", "in_features": 21 * 4, "out_features": 9, "relu": True},
+        {"op": "linear", "in_features": 9, "out_features": 4, "relu": False},
+    ],
+}
 ARCHS = {"sensor": SENSOR, "image": IMAGE, "convhead": CONV_HEAD, "pools": POOLS}
 
 
@@ -78,8 +162,9 @@ def _weighted(spec: dict[str, Any]) -> list[tuple[int, tuple[int, ...]]]:
     return out
 
 
-def random_bundle(spec: dict[str, Any], seed: int = 0, act_bits: int = 8,
-                  bits: tuple[int, ...] = BITS) -> Bundle:
+def random_bundle(
+    spec: dict[str, Any], seed: int = 0, act_bits: int = 8, bits: tuple[int, ...] = BITS
+) -> Bundle:
     """A valid bundle with random integer parameters at every bit-width."""
     rng = np.random.default_rng(seed)
     top = (1 << act_bits) - 1
@@ -97,20 +182,32 @@ def random_bundle(spec: dict[str, Any], seed: int = 0, act_bits: int = 8,
             bias = rng.integers(-3000, 3000, o).astype(np.int32)
             if i == len(ops) - 1:
                 mult = (ws * in_scale).astype(np.float32)
-                layers.append(LayerQuant(b, k, pack_rows(q, b), ws, bias, in_scale, zp, None,
-                                         None, None, None, mult))
+                layers.append(
+                    LayerQuant(
+                        b, k, pack_rows(q, b), ws, bias, in_scale, zp, None, None, None, None, mult
+                    )
+                )
             else:
                 out_zp = int(rng.integers(0, top // 3))
                 m0, sh = quantize_multipliers(rng.uniform(2e-4, 3e-2, o) * 8 / (8 + k))
-                layers.append(LayerQuant(b, k, pack_rows(q, b), ws, bias, in_scale, zp, 0.1,
-                                         out_zp, m0, sh, None))
+                layers.append(
+                    LayerQuant(
+                        b, k, pack_rows(q, b), ws, bias, in_scale, zp, 0.1, out_zp, m0, sh, None
+                    )
+                )
                 zp = out_zp
         quant[b] = QuantModel(b, act_bits, 0.05, int(rng.integers(0, top + 1)), layers)
     c = spec["input_shape"][0]
     fp = [(np.zeros(shape, np.float32), np.zeros(o, np.float32)) for o, shape in ops]
-    return Bundle(spec, fp, [f"c{i}" for i in range(spec["num_classes"])],
-                  rng.normal(0, 0.2, c).astype(np.float32),
-                  rng.uniform(0.5, 2.0, c).astype(np.float32), quant, bits[0])
+    return Bundle(
+        spec,
+        fp,
+        [f"c{i}" for i in range(spec["num_classes"])],
+        rng.normal(0, 0.2, c).astype(np.float32),
+        rng.uniform(0.5, 2.0, c).astype(np.float32),
+        quant,
+        bits[0],
+    )
 
 
 def _inputs(spec: dict[str, Any], n: int, seed: int = 1) -> np.ndarray:
@@ -130,14 +227,16 @@ def engines() -> dict[str, tuple[Bundle, Engine]]:
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 @pytest.mark.parametrize("batch", [1, 5, 37])  # 37: several chunks of samples
-def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch: str,
-                                 bits: int, batch: int) -> None:
+def test_engine_equals_reference(
+    engines: dict[str, tuple[Bundle, Engine]], arch: str, bits: int, batch: int
+) -> None:
     bundle, engine = engines[arch]
     engine.set_bits(bits)
     x = _inputs(ARCHS[arch], batch, seed=bits * 10 + batch)
     got = engine.predict_logits(x)
-    want = reference.forward(bundle.arch["layers"], bundle.quant[bits], bundle.norm_mean,
-                             bundle.norm_std, x)
+    want = reference.forward(
+        bundle.arch["layers"], bundle.quant[bits], bundle.norm_mean, bundle.norm_std, x
+    )
     assert got.dtype == np.float32 and got.shape == (batch, bundle.num_classes)
     np.testing.assert_array_equal(got, want)
 
@@ -145,8 +244,14 @@ def test_engine_equals_reference(engines: dict[str, tuple[Bundle, Engine]], arch
 def assert_trace_equals_reference(bundle: Bundle, engine: Engine, x: np.ndarray) -> None:
     """The engine's traced layer inputs, as patches, are the reference's, bit for bit."""
     want: list[np.ndarray] = []
-    reference.forward(bundle.arch["layers"], bundle.quant[engine.bits], bundle.norm_mean,
-                      bundle.norm_std, x, lambda i, cols, acc: want.append(cols))
+    reference.forward(
+        bundle.arch["layers"],
+        bundle.quant[engine.bits],
+        bundle.norm_mean,
+        bundle.norm_std,
+        x,
+        lambda i, cols, acc: want.append(cols),
+    )
     logits, inputs = engine.trace(x)
     np.testing.assert_array_equal(logits, engine.predict_logits(x))
     weighted = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS]
@@ -159,7 +264,8 @@ def assert_trace_equals_reference(bundle: Bundle, engine: Engine, x: np.ndarray)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_trace_records_every_weighted_layers_input(
-        engines: dict[str, tuple[Bundle, Engine]], arch: str, bits: int) -> None:
+    engines: dict[str, tuple[Bundle, Engine]], arch: str, bits: int
+) -> None:
     bundle, engine = engines[arch]
     engine.set_bits(bits)
     for batch in (1, 37):  # 37: several chunks of samples
@@ -176,8 +282,9 @@ def test_sums_that_may_wrap_pool_after_requantizing() -> None:
     engine = Engine(bundle)
     assert engine._state.model.ops[0, tables.F_MAP + tables.M_PREMAX] == 0
     x = _inputs(SENSOR, 9)
-    want = reference.forward(SENSOR["layers"], bundle.quant[8], bundle.norm_mean,
-                             bundle.norm_std, x)
+    want = reference.forward(
+        SENSOR["layers"], bundle.quant[8], bundle.norm_mean, bundle.norm_std, x
+    )
     np.testing.assert_array_equal(engine.predict_logits(x), want)
 
 
@@ -211,9 +318,10 @@ def test_scratch_engine_logs_its_start_and_swaps_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bundle = random_bundle(IMAGE, seed=3, bits=(4,))
-    codes = {0: np.zeros((bundle.quant[4].layers[0].out_features, bundle.quant[4].layers[0].k),
-                         np.int8)}
-    caplog.set_level(logging.DEBUG, logger="edge_agent.engine")
+    codes = {
+        0: np.zeros((bundle.quant[4].layers[0].out_features, bundle.quant[4].layers[0].k), np.int8)
+    }
+    caplog.set_level(logging.DEBUG, logger="edge_agent.engine.engine")
     for scratch, level in ((False, logging.INFO), (True, logging.DEBUG)):
         caplog.clear()
         Engine(bundle, scratch=scratch).swap_weights(codes)
@@ -235,8 +343,10 @@ def test_swap_weights_matches_reference_and_layer_codes(kernels: backend.Kernels
     assert engine.backend == kernels.backend
     rng = np.random.default_rng(5)
     before = engine.model_version
-    new_q = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
-             for lq in bundle.quant[4].layers]
+    new_q = [
+        rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
+        for lq in bundle.quant[4].layers
+    ]
     version = engine.swap_weights({0: new_q[0], 3: pack_rows(new_q[3], 4)})
     assert version != before and engine.model_version == version
     np.testing.assert_array_equal(engine.layer_codes(0), new_q[0])
@@ -244,8 +354,7 @@ def test_swap_weights_matches_reference_and_layer_codes(kernels: backend.Kernels
     for i in (0, 3):  # the reference sees the same update through the bundle
         bundle.quant[4].layers[i].packed = pack_rows(new_q[i], 4)
     x = _inputs(IMAGE, 3)
-    want = reference.forward(IMAGE["layers"], bundle.quant[4], bundle.norm_mean,
-                             bundle.norm_std, x)
+    want = reference.forward(IMAGE["layers"], bundle.quant[4], bundle.norm_mean, bundle.norm_std, x)
     np.testing.assert_array_equal(engine.predict_logits(x), want)
     with pytest.raises(ValueError):
         engine.swap_weights({1: np.full((9, 17 * 6), 8, np.int16)})
@@ -258,8 +367,13 @@ def test_swap_is_atomic_under_concurrent_inference(kernels: backend.Kernels) -> 
     engine = Engine(bundle, kernels=kernels)
     x = _inputs(SENSOR, 2)
     rng = np.random.default_rng(9)
-    sets = [[rng.integers(-128, 128, (lq.out_features, lq.k)).astype(np.int8)
-             for lq in bundle.quant[8].layers] for _ in range(3)]
+    sets = [
+        [
+            rng.integers(-128, 128, (lq.out_features, lq.k)).astype(np.int8)
+            for lq in bundle.quant[8].layers
+        ]
+        for _ in range(3)
+    ]
     expected = []
     for codes in sets:
         engine.swap_weights(list(codes))
@@ -295,8 +409,15 @@ def _run_snippet(code: str, env: dict[str, str]) -> str:
     # -P: the child imports edge_agent and kernels from where this process does (the
     # installed package on a board), not from the checkout in its cwd; numba's on-disk
     # cache is keyed by the kernels' file paths, so the child reuses this one's kernels
-    done = subprocess.run([sys.executable, "-P", "-c", code], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -306,11 +427,11 @@ def test_engine_never_imports_torch(tmp_path: Path) -> None:
         "import sys, numpy as np\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_engine import random_bundle, SENSOR\n"
-        "from edge_agent.bundle import save_bundle\n"
+        "from edge_agent.bundle_io import save_bundle\n"
         f"save_bundle(random_bundle(SENSOR, bits=(8,)), {str(tmp_path / 'b.eab')!r})\n"
         "for m in [m for m in sys.modules if m.startswith(('test_engine', 'pytest', '_pytest'))]:\n"
         "    del sys.modules[m]\n"
-        "from edge_agent.engine import Engine\n"
+        "from edge_agent.engine.engine import Engine\n"
         f"e = Engine.from_path({str(tmp_path / 'b.eab')!r})\n"
         "e.predict(np.zeros((1, 6, 37), np.float32))\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
@@ -324,8 +445,8 @@ def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
         "import sys, numpy as np\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_engine import random_bundle, _inputs, ARCHS\n"
-        "from edge_agent import reference\n"
-        "from edge_agent.engine import Engine\n"
+        "from edge_agent.engine import reference\n"
+        "from edge_agent.engine.engine import Engine\n"
         "b = random_bundle(ARCHS['image'])\n"
         "e = Engine(b)\n"
         "assert e.isa == 'generic', e.isa\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import (
     FEATURES,
@@ -30,9 +30,9 @@ from edge_agent.calibrate.flip_round import (
     select_flips,
 )
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
-from edge_agent.reference import forward, patches
-from kernels.packing import qrange, unpack_rows
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.reference import forward, patches
+from kernels.plan.packing import qrange, unpack_rows
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -111,8 +111,14 @@ def test_trace_means_are_the_reference_accumulators(basicmotions_bundle: Path) -
     bundle = load_bundle(basicmotions_bundle)
     X = load_dataset("basicmotions").X_test[:9]
     accs: list[np.ndarray] = []
-    forward(bundle.arch["layers"], bundle.quant[4], bundle.norm_mean, bundle.norm_std, X,
-            lambda i, c, a: accs.append(a))
+    forward(
+        bundle.arch["layers"],
+        bundle.quant[4],
+        bundle.norm_mean,
+        bundle.norm_std,
+        X,
+        lambda i, c, a: accs.append(a),
+    )
     calib = BitFlipCalibrator(bundle, greedy_proposer())
     _, traces = calib.trace(4, calib.deployed_codes(4), X)
     layers = zip(bundle.quant[4].layers, traces, accs, input_divisors(bundle), strict=True)
@@ -238,9 +244,12 @@ def test_guard_withdraws_a_round_that_forgets_the_anchors() -> None:
 
         return f
 
-    def guard(decision: gate.GateDecision, current: Callable[[np.ndarray], np.ndarray],
-              candidate: Callable[[np.ndarray], np.ndarray], anchors: int = 10
-              ) -> gate.GateDecision:
+    def guard(
+        decision: gate.GateDecision,
+        current: Callable[[np.ndarray], np.ndarray],
+        candidate: Callable[[np.ndarray], np.ndarray],
+        anchors: int = 10,
+    ) -> gate.GateDecision:
         held = (current(X[:4]), candidate(X[:4]), labels[:4])
         pre = (current(X[:anchors]), candidate(X[:anchors]), labels[:anchors])
         return gate.guard(decision, held, pre)
@@ -356,10 +365,10 @@ def test_flipnet_proposes_its_most_likely_action_with_the_confidence_of_a_flip()
 def test_device_flip_path_never_imports_torch(basicmotions_bundle: Path) -> None:
     code = f"""
 import sys
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.flip_round import BitFlipCalibrator, random_proposer
 from edge_agent.data import load_dataset
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 b = load_bundle({str(basicmotions_bundle)!r})
 ds = load_dataset("basicmotions")
 e = Engine(b, bits=4)

@@ -28,9 +28,17 @@ def test_node_publisher_written_from_the_protocol_document(tmp_path: Path) -> No
         agent.wait_ready()
         assert NODE is not None
         done = subprocess.run(
-            [NODE, str(INTEROP / "node_publisher.js"), agent.status_ep, f"ipc://{d}/in.sock",
-             f"ipc://{d}/out.sock", "300"],
-            capture_output=True, text=True, timeout=120,
+            [
+                NODE,
+                str(INTEROP / "node_publisher.js"),
+                agent.status_ep,
+                f"ipc://{d}/in.sock",
+                f"ipc://{d}/out.sock",
+                "300",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{agent.log()}"
         status = agent.status()

@@ -10,20 +10,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import reference
-from kernels import cachepaths, layout
-from kernels.epilogue import requant_store
-from kernels.fixedpoint import quantize_multiplier, requantize_reference
-from kernels.gemm import gemm_rows, identity_map
-from kernels.isa import ACTIVE_ISA
-from kernels.ops import quantize_input
-from kernels.packing import qrange
-from kernels.targets import act_offset
+from edge_agent.engine import reference
+from kernels.build import cachepaths
+from kernels.codegen.epilogue import requant_store
+from kernels.codegen.gemm import gemm_rows, identity_map
+from kernels.codegen.isa import ACTIVE_ISA
+from kernels.codegen.ops import quantize_input
+from kernels.plan import layout
+from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
+from kernels.plan.packing import qrange
+from kernels.plan.targets import act_offset
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.sampled_from([2, 3, 4, 8]), out_ch=st.integers(1, 40), k=st.integers(1, 70),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    bits=st.sampled_from([2, 3, 4, 8]),
+    out_ch=st.integers(1, 40),
+    k=st.integers(1, 70),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_panel_round_trip_and_size(bits: int, out_ch: int, k: int, seed: int) -> None:
     lo, hi = qrange(bits)
     q = np.random.default_rng(seed).integers(lo, hi + 1, (out_ch, k)).astype(np.int8)
@@ -55,26 +60,69 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     logits = np.empty(rows * out_ch, np.float32)
     zeros = np.zeros(out_ch, np.int32)
     fold = (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
-    gemm_rows(a, kp, rows, layout.to_panel(q, bits), 0, bits, k, out_ch, fold, zeros,
-              zeros + 1, np.ones(out_ch, np.float32), 0, 0, 0, 255, True, identity_map(out_ch),
-              np.empty(1, np.uint8), logits, np.empty(128, np.int32))
-    want = a[:rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
+    gemm_rows(
+        a,
+        kp,
+        rows,
+        layout.to_panel(q, bits),
+        0,
+        bits,
+        k,
+        out_ch,
+        fold,
+        zeros,
+        zeros + 1,
+        np.ones(out_ch, np.float32),
+        0,
+        0,
+        0,
+        255,
+        True,
+        identity_map(out_ch),
+        np.empty(1, np.uint8),
+        logits,
+        np.empty(128, np.int32),
+    )
+    want = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
 
 
 @numba.njit
-def _requant(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zo: int, lo: int, hi: int,
-             out: np.ndarray, n: int, first: bool) -> None:
+def _requant(
+    acc: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    zo: int,
+    lo: int,
+    hi: int,
+    out: np.ndarray,
+    n: int,
+    first: bool,
+) -> None:
     for c0 in range(0, acc.size, 16):
-        requant_store(acc, c0, 1, np.zeros_like(acc), m0, shift, c0, zo, lo, hi, out, c0,
-                      min(n - c0, 16), first)
+        requant_store(
+            acc,
+            c0,
+            1,
+            np.zeros_like(acc),
+            m0,
+            shift,
+            c0,
+            zo,
+            lo,
+            hi,
+            out,
+            c0,
+            min(n - c0, 16),
+            first,
+        )
 
 
 def _wide(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Low byte of the unclamped epilogue result (clamp bounds at the int64 limits)."""
     out = np.zeros(acc.size + 16, np.uint8)
     _requant(acc, m0, shift, 0, -(2**63), 2**63 - 1, out, acc.size, True)
-    return out[:acc.size]
+    return out[: acc.size]
 
 
 def test_requantize_rounds_half_away_from_zero() -> None:
@@ -104,10 +152,10 @@ def test_requantize_extremes_clamp_and_zero_multiplier() -> None:
 
 
 @numba.njit
-def _requant_max(acc: np.ndarray, rows: int, m0: np.ndarray, shift: np.ndarray,
-                 out: np.ndarray) -> None:
-    requant_store(acc, 0, rows, np.zeros(16, np.int32), m0, shift, 0, 0, 0, 255, out, 0, 16,
-                  True)
+def _requant_max(
+    acc: np.ndarray, rows: int, m0: np.ndarray, shift: np.ndarray, out: np.ndarray
+) -> None:
+    requant_store(acc, 0, rows, np.zeros(16, np.int32), m0, shift, 0, 0, 0, 255, out, 0, 16, True)
 
 
 def test_requantize_store_max_of_rows_first() -> None:
@@ -141,8 +189,22 @@ def test_input_quantization_ties_round_half_even() -> None:
     mean = np.zeros(1, np.float32)
     std = np.ones(1, np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x, 1, 1, x.size, mean, std, np.float32(1.0), 10, 255, out, x.size, 0, 0,
-                   np.empty(x.size, np.uint8))
+    quantize_input(
+        x,
+        1,
+        1,
+        x.size,
+        mean,
+        std,
+        np.float32(1.0),
+        10,
+        255,
+        out,
+        x.size,
+        0,
+        0,
+        np.empty(x.size, np.uint8),
+    )
     np.testing.assert_array_equal(out, [10, 12, 12, 10, 8, 255, 0, 10])
     want = reference.quantize_input(x[None, None], mean, std, 1.0, 10, 8)
     np.testing.assert_array_equal(out, want.ravel())
@@ -154,8 +216,22 @@ def test_input_quantization_matches_reference_random() -> None:
     mean = rng.normal(0, 1, 3).astype(np.float32)
     std = rng.uniform(0.3, 2, 3).astype(np.float32)
     out = np.empty(x.size, np.uint8)
-    quantize_input(x.ravel(), 3, 1, 50, mean, std, np.float32(0.037), 77, 127, out, 50, 0, 0,
-                   np.empty(50, np.uint8))
+    quantize_input(
+        x.ravel(),
+        3,
+        1,
+        50,
+        mean,
+        std,
+        np.float32(0.037),
+        77,
+        127,
+        out,
+        50,
+        0,
+        0,
+        np.empty(50, np.uint8),
+    )
     want = reference.quantize_input(x[None], mean, std, 0.037, 77, 7)[0]
     np.testing.assert_array_equal(out.reshape(50, 3).T, want)  # kernels are channels-last
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from kernels import isa
-from kernels.microkernel import _V16I32, _V64I8, _dot_sdot
+from kernels.codegen import isa
+from kernels.codegen.microkernel import _V16I32, _V64I8, _dot_sdot
 
 
 def _aarch64_asm(cpu: str, features: str) -> str:
@@ -37,7 +37,8 @@ def test_sdot_lowers_to_four_dot_products_on_cortex_a76() -> None:
 
 
 def test_detect_picks_sdot_only_with_the_dot_product_extension(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(isa.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(isa, "host_features", lambda: {"neon", "dotprod"})
     assert isa.detect() == "neon-sdot"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.fixedpoint import quantize_multiplier, requantize_reference
-from kernels.packing import (
+from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
+from kernels.plan.packing import (
     pack_flat,
     pack_rows,
     qrange,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.service.protocol import (
+from edge_agent.ingest.protocol import (
     REASONS,
     Feedback,
     ProtocolError,
@@ -42,8 +42,16 @@ def _reason(raw: bytes, max_bytes: int = 1 << 20) -> str:
 
 def _good(**over: object) -> dict[str, object]:
     x = np.arange(600, dtype="<f4").reshape(SHAPE)
-    msg: dict[str, object] = {"v": 1, "type": "sample", "sensor": "s1", "seq": 7, "ts": 1.5,
-                              "dtype": "float32", "shape": [6, 100], "data": x.tobytes()}
+    msg: dict[str, object] = {
+        "v": 1,
+        "type": "sample",
+        "sensor": "s1",
+        "seq": 7,
+        "ts": 1.5,
+        "dtype": "float32",
+        "shape": [6, 100],
+        "data": x.tobytes(),
+    }
     msg.update(over)
     return msg
 
@@ -78,51 +86,54 @@ def test_unknown_keys_are_ignored() -> None:
     assert isinstance(_decode(_pack(_good(extra="future field"))), Sample)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"", "msgpack"),
-    (b"\xc1", "msgpack"),                              # never-used byte
-    (_pack(_good())[:-10], "msgpack"),                 # truncated
-    (_pack(_good()) + b"\x00", "msgpack"),             # trailing bytes
-    (b"\xdb\xff\xff\xff\xf0", "msgpack"),              # str32 declaring ~4 GiB
-    (b"\xc6\x7f\xff\xff\xff", "msgpack"),              # bin32 declaring 2 GiB
-    (b"\xdd\xff\xff\xff\xff", "msgpack"),              # array32 declaring 4G items
-    (b"\xdf\xff\xff\xff\xff", "msgpack"),              # map32 declaring 4G pairs
-    (_pack(msgpack.ExtType(5, b"xx")), "msgpack"),    # ext types are not allowed
-    (_pack({1: 2}), "msgpack"),                        # non-string keys
-    (_pack([1, 2, 3]), "not_map"),
-    (_pack(42), "not_map"),
-    (_pack({"type": "sample"}), "version"),
-    (_pack(_good(v=2)), "version"),
-    (_pack(_good(v="1")), "version"),
-    (_pack(_good(v=True)), "version"),
-    (_pack(_good(type="bogus")), "type"),
-    (_pack(_good(type=None)), "type"),
-    (_pack({k: v for k, v in _good().items() if k != "seq"}), "field"),
-    (_pack(_good(seq=-1)), "field"),
-    (_pack(_good(seq=1.0)), "field"),
-    (_pack(_good(seq=True)), "field"),
-    (_pack(_good(sensor="")), "field"),
-    (_pack(_good(sensor="x" * 65)), "field"),
-    (_pack(_good(sensor=5)), "field"),
-    (_pack(_good(ts=math.nan)), "field"),
-    (_pack(_good(ts="now")), "field"),
-    (_pack(_good(dtype="complex64")), "dtype"),
-    (_pack(_good(dtype=None)), "dtype"),
-    (_pack(_good(shape=[100, 6])), "shape"),
-    (_pack(_good(shape=[600])), "shape"),
-    (_pack(_good(shape="6x100")), "field"),
-    (_pack(_good(shape=[6, 100, 1, 1, 1])), "msgpack"),  # more dims than allowed
-    (_pack(_good(data="text")), "field"),
-    (_pack(_good(data=b"\x00" * 100)), "size"),
-    (_pack(_good(data=np.full(SHAPE, np.nan, "<f4").tobytes())), "nonfinite"),
-    (_pack(_good(data=np.full(SHAPE, np.inf, "<f4").tobytes())), "nonfinite"),
-    (_pack(_good(dtype="float64", data=np.full(SHAPE, 1e300, "<f8").tobytes())), "nonfinite"),
-    (_pack(_good(label=4)), "label"),
-    (_pack(_good(label=-1)), "label"),
-    (_pack(_good(label="Running")), "field"),
-    (_pack({"v": 1, "type": "label", "sensor": "s", "seq": 1}), "field"),
-    (_pack({"v": 1, "type": "label", "sensor": "s", "seq": 1, "label": 9}), "label"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "msgpack"),
+        (b"\xc1", "msgpack"),  # never-used byte
+        (_pack(_good())[:-10], "msgpack"),  # truncated
+        (_pack(_good()) + b"\x00", "msgpack"),  # trailing bytes
+        (b"\xdb\xff\xff\xff\xf0", "msgpack"),  # str32 declaring ~4 GiB
+        (b"\xc6\x7f\xff\xff\xff", "msgpack"),  # bin32 declaring 2 GiB
+        (b"\xdd\xff\xff\xff\xff", "msgpack"),  # array32 declaring 4G items
+        (b"\xdf\xff\xff\xff\xff", "msgpack"),  # map32 declaring 4G pairs
+        (_pack(msgpack.ExtType(5, b"xx")), "msgpack"),  # ext types are not allowed
+        (_pack({1: 2}), "msgpack"),  # non-string keys
+        (_pack([1, 2, 3]), "not_map"),
+        (_pack(42), "not_map"),
+        (_pack({"type": "sample"}), "version"),
+        (_pack(_good(v=2)), "version"),
+        (_pack(_good(v="1")), "version"),
+        (_pack(_good(v=True)), "version"),
+        (_pack(_good(type="bogus")), "type"),
+        (_pack(_good(type=None)), "type"),
+        (_pack({k: v for k, v in _good().items() if k != "seq"}), "field"),
+        (_pack(_good(seq=-1)), "field"),
+        (_pack(_good(seq=1.0)), "field"),
+        (_pack(_good(seq=True)), "field"),
+        (_pack(_good(sensor="")), "field"),
+        (_pack(_good(sensor="x" * 65)), "field"),
+        (_pack(_good(sensor=5)), "field"),
+        (_pack(_good(ts=math.nan)), "field"),
+        (_pack(_good(ts="now")), "field"),
+        (_pack(_good(dtype="complex64")), "dtype"),
+        (_pack(_good(dtype=None)), "field"),  # wrong type, not an unknown dtype
+        (_pack(_good(shape=[100, 6])), "shape"),
+        (_pack(_good(shape=[600])), "shape"),
+        (_pack(_good(shape="6x100")), "field"),
+        (_pack(_good(shape=[6, 100, 1, 1, 1])), "msgpack"),  # more dims than allowed
+        (_pack(_good(data="text")), "field"),
+        (_pack(_good(data=b"\x00" * 100)), "size"),
+        (_pack(_good(data=np.full(SHAPE, np.nan, "<f4").tobytes())), "nonfinite"),
+        (_pack(_good(data=np.full(SHAPE, np.inf, "<f4").tobytes())), "nonfinite"),
+        (_pack(_good(dtype="float64", data=np.full(SHAPE, 1e300, "<f8").tobytes())), "nonfinite"),
+        (_pack(_good(label=4)), "label"),
+        (_pack(_good(label=-1)), "label"),
+        (_pack(_good(label="Running")), "field"),
+        (_pack({"v": 1, "type": "label", "sensor": "s", "seq": 1}), "field"),
+        (_pack({"v": 1, "type": "label", "sensor": "s", "seq": 1, "label": 9}), "label"),
+    ],
+)
 def test_rejections(raw: bytes, reason: str) -> None:
     assert _reason(raw) == reason
 
@@ -132,21 +143,28 @@ def test_oversized_is_rejected_before_unpacking() -> None:
 
 
 def test_request_errors() -> None:
-    for raw, reason in [(b"\x93", "msgpack"), (encode_request("reboot"), "field"),
-                        (_pack({"v": 1, "type": "sample"}), "type"),
-                        (_pack({"v": 1, "type": "request", "cmd": "status", "id": [1]}),
-                         "field"),
-                        (b"\x00" * 5000, "oversized")]:
+    for raw, reason in [
+        (b"\x93", "msgpack"),
+        (encode_request("reboot"), "field"),
+        (_pack({"v": 1, "type": "sample"}), "type"),
+        (_pack({"v": 1, "type": "request", "cmd": "status", "id": [1]}), "field"),
+        (b"\x00" * 5000, "oversized"),
+    ]:
         with pytest.raises(ProtocolError) as info:
             decode_request(raw)
         assert info.value.reason == reason
 
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.text(max_size=80) | st.binary(max_size=3000),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=80)
+    | st.binary(max_size=3000),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=12)
+    ),
     max_leaves=30,
 )
 

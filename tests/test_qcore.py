@@ -6,8 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from support.qcore import calibration_split
 
-from edge_agent.qcore import (
+from edge_agent.calibrate.qcore import (
     RIGHT,
     SOURCE_STREAM,
     SOURCE_TRAIN,
@@ -15,6 +16,8 @@ from edge_agent.qcore import (
     WRONG,
     BufferConfig,
     QCoreBuffer,
+)
+from edge_agent.calibrate.qcore_miss import (
     difficulty,
     draw_proportional,
     forgetting_events,
@@ -300,7 +303,7 @@ def test_new_bit_width_and_calibration_split() -> None:
     buf.update(x, y, None, {8: _by_feature()}, None)
     buf.update(x[:0], y[:0], None, {4: _by_feature(0.2), 8: _by_feature()}, None)
     assert buf.bits == (4, 8) and buf.last_correct.shape == (10, 2)
-    cal, hold = buf.calibration_split(0.3, seed=0)
+    cal, hold = calibration_split(buf, 0.3, seed=0)
     assert len(hold) == 3 and len(cal) == 7
     assert sorted(np.concatenate([cal, hold]).tolist()) == list(range(10))
     st = buf.stats()

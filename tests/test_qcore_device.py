@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.qcore import calibration_split
 from test_engine import ARCHS, SENSOR, random_bundle
 
-from edge_agent import qcore
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
+from edge_agent.calibrate import qcore, qcore_miss
 from edge_agent.data import load_dataset
-from edge_agent.fp_model import fp_logits, fp_predict_fn
-from edge_agent.model.arch import FPNet, default_spec, exported_spec
-from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
-from edge_agent.model.train import TrainConfig, normalize, train_fp
+from edge_agent.engine.fp_model import fp_logits, fp_predict_fn
+from edge_agent.training.arch import FPNet, default_spec, exported_spec
+from edge_agent.training.fit import TrainConfig, normalize, train_fp
+from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,11 +78,11 @@ def _bundle_with_qcore(path: Path) -> Bundle:
     rng = np.random.default_rng(3)
     n = 12
     bundle.extras = {
-        qcore.EXTRA_X: rng.normal(0, 2, (n, *bundle.input_shape)).astype(np.float32),
-        qcore.EXTRA_Y: rng.integers(0, bundle.num_classes, n).astype(np.int64),
-        qcore.EXTRA_DIFFICULTY: rng.integers(0, 5, n).astype(np.float32),
-        qcore.EXTRA_TRAIN_INDEX: np.arange(n, dtype=np.int64),
-        qcore.EXTRA_BITS: np.array([2, 4, 8], dtype=np.int64),
+        qcore_miss.EXTRA_X: rng.normal(0, 2, (n, *bundle.input_shape)).astype(np.float32),
+        qcore_miss.EXTRA_Y: rng.integers(0, bundle.num_classes, n).astype(np.int64),
+        qcore_miss.EXTRA_DIFFICULTY: rng.integers(0, 5, n).astype(np.float32),
+        qcore_miss.EXTRA_TRAIN_INDEX: np.arange(n, dtype=np.int64),
+        qcore_miss.EXTRA_BITS: np.array([2, 4, 8], dtype=np.int64),
     }
     save_bundle(bundle, path)
     return bundle
@@ -92,8 +94,8 @@ def test_from_bundle_seeds_the_buffer(tmp_path: Path) -> None:
     buf = qcore.QCoreBuffer.from_bundle(loaded, qcore.BufferConfig(max_samples=100), now=5.0)
     assert len(buf) == 12 and buf.bits == (2, 4, 8)
     order = np.argsort(buf.train_index)
-    assert np.array_equal(buf.X[order], bundle.extras[qcore.EXTRA_X])
-    assert np.array_equal(buf.y[order], bundle.extras[qcore.EXTRA_Y])
+    assert np.array_equal(buf.X[order], bundle.extras[qcore_miss.EXTRA_X])
+    assert np.array_equal(buf.y[order], bundle.extras[qcore_miss.EXTRA_Y])
     assert (
         buf.labelled.all() and (buf.source == qcore.SOURCE_TRAIN).all() and (buf.time == 5.0).all()
     )
@@ -111,10 +113,10 @@ def test_device_path_runs_the_engine_without_torch(tmp_path: Path) -> None:
     code = f"""
 import sys
 import numpy as np
-from edge_agent.bundle import load_bundle
-from edge_agent.engine import Engine
-from edge_agent.fp_model import fp_predict_fn
-from edge_agent.qcore import BufferConfig, QCoreBuffer
+from edge_agent.bundle_io import load_bundle
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.fp_model import fp_predict_fn
+from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer
 b = load_bundle({str(tmp_path / "b.eab")!r})
 engines = {{bits: Engine(b, bits=bits) for bits in (8, 4)}}
 preds = {{bits: (lambda x, e=e: e.predict(x)[0]) for bits, e in engines.items()}}
@@ -155,33 +157,36 @@ def test_qcore_built_during_fp_training() -> None:
         c.shape == (3, len(ds.y_train)) for c in correct.values()
     )
     diff = tracker.difficulty()
-    assert np.array_equal(diff, qcore.difficulty(correct, qcfg.never_correct))
+    assert np.array_equal(diff, qcore_miss.difficulty(correct, qcfg.never_correct))
     ex = qcore_extras(ds, tracker, qcfg, seed=0)
-    assert set(ex) == set(qcore.EXTRA_KEYS)
-    idx = ex[qcore.EXTRA_TRAIN_INDEX]
+    assert set(ex) == set(qcore_miss.EXTRA_KEYS)
+    idx = ex[qcore_miss.EXTRA_TRAIN_INDEX]
     assert len(idx) == 3 * ds.num_classes == len(set(idx.tolist()))
-    assert np.bincount(ex[qcore.EXTRA_Y], minlength=ds.num_classes).tolist() == [3] * ds.num_classes
-    assert np.array_equal(ex[qcore.EXTRA_X], ds.X_train[idx])
-    assert np.array_equal(ex[qcore.EXTRA_DIFFICULTY], diff[idx].astype(np.float32))
-    assert ex[qcore.EXTRA_X].dtype == np.float32 and ex[qcore.EXTRA_Y].dtype == np.int64
+    assert (
+        np.bincount(ex[qcore_miss.EXTRA_Y], minlength=ds.num_classes).tolist()
+        == [3] * ds.num_classes
+    )
+    assert np.array_equal(ex[qcore_miss.EXTRA_X], ds.X_train[idx])
+    assert np.array_equal(ex[qcore_miss.EXTRA_DIFFICULTY], diff[idx].astype(np.float32))
+    assert ex[qcore_miss.EXTRA_X].dtype == np.float32 and ex[qcore_miss.EXTRA_Y].dtype == np.int64
     # per class: nonzero-difficulty samples first, then the flagged zero-difficulty fill
     for c in range(ds.num_classes):
-        in_class = ex[qcore.EXTRA_Y] == c
+        in_class = ex[qcore_miss.EXTRA_Y] == c
         hard = int(((ds.y_train == c) & (diff > 0)).sum())
-        assert (ex[qcore.EXTRA_DIFFICULTY][in_class] > 0).sum() == min(3, hard)
+        assert (ex[qcore_miss.EXTRA_DIFFICULTY][in_class] > 0).sum() == min(3, hard)
     accs = tracker.accuracies()
     assert set(accs) == {"fp", "q2", "q4", "q8"} and all(len(v) == 3 for v in accs.values())
 
 
 def test_buffer_on_a_trained_bundle_and_a_drifted_stream(basicmotions_bundle: Path) -> None:
     from edge_agent.data.drift import gain
-    from edge_agent.engine import Engine
+    from edge_agent.engine.engine import Engine
 
     bundle = load_bundle(basicmotions_bundle)
-    assert set(qcore.EXTRA_KEYS) <= set(bundle.extras)
+    assert set(qcore_miss.EXTRA_KEYS) <= set(bundle.extras)
     buf = qcore.QCoreBuffer.from_bundle(bundle, qcore.BufferConfig(max_samples=16))
     seeded = len(buf)
-    assert seeded == len(bundle.extras[qcore.EXTRA_Y]) and buf.labelled.all()
+    assert seeded == len(bundle.extras[qcore_miss.EXTRA_Y]) and buf.labelled.all()
     engines = {b: Engine(bundle, bits=b) for b in (8, 4, 3)}
     preds = {b: (lambda x, e=e: e.predict(x)[0]) for b, e in engines.items()}
     ds = load_dataset("basicmotions")
@@ -201,5 +206,5 @@ def test_buffer_on_a_trained_bundle_and_a_drifted_stream(basicmotions_bundle: Pa
         assert len(buf) == 16 and buf.nbytes <= buf.config.max_bytes and res.new == 10
     st = buf.stats()
     assert st["size"] == 16 and 0.0 < st["stream_fraction"] <= 1.0
-    cal, hold = buf.calibration_split(0.25, seed=0)
+    cal, hold = calibration_split(buf, 0.25, seed=0)
     assert len(hold) == 4 and len(cal) == 12

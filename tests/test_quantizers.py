@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge_agent.model.quantizers import ActQuantizer, WeightQuantizer, round_ste
+from edge_agent.training.quantizers import ActQuantizer, WeightQuantizer, round_ste
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent import reference
+from edge_agent.engine import reference
 
 
-def _conv1d_loops(xq: np.ndarray, q: np.ndarray, bias: np.ndarray, zp: int, stride: int,
-                  pad: int) -> np.ndarray:
+def _conv1d_loops(
+    xq: np.ndarray, q: np.ndarray, bias: np.ndarray, zp: int, stride: int, pad: int
+) -> np.ndarray:
     c, t = xq.shape
     o, _, k = q.shape
     t_out = (t + 2 * pad - k) // stride + 1

@@ -9,11 +9,25 @@ import pytest
 from edge_agent.cli import main
 
 
-def test_demo_runs_and_writes_table_and_plot(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_and_writes_table_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     png = tmp_path / "acc.png"
-    rc = main(["demo", "--count", "400", "--rate", "1000", "--drift", "gain:3@200",
-               "--labels-every", "4", "--plot", str(png)])
+    rc = main(
+        [
+            "demo",
+            "--count",
+            "400",
+            "--rate",
+            "1000",
+            "--drift",
+            "gain:3@200",
+            "--labels-every",
+            "4",
+            "--plot",
+            str(png),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "400/400 predicted" in out

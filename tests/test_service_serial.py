@@ -14,8 +14,8 @@ import pytest
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
 from edge_agent.data import load_dataset
-from edge_agent.service.protocol import encode_sample
-from edge_agent.service.serial_source import format_line, frame
+from edge_agent.ingest.protocol import encode_sample
+from edge_agent.ingest.serial_source import format_line, frame
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,19 @@ def workdir() -> Iterator[Path]:
 
 
 def _serial_config(d: Path, bundle: Path, port: str, framing: str) -> Path:
-    return write_config(d, bundle, ingest="endpoints = []", extra=f"""
+    return write_config(
+        d,
+        bundle,
+        ingest="endpoints = []",
+        extra=f"""
 [serial]
 enabled = true
 port = "{port}"
 framing = "{framing}"
 sensor = "uart"
 reconnect_s = 0.2
-""")
+""",
+    )
 
 
 def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
@@ -48,15 +53,21 @@ def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
         a.wait_ready()
         ds = load_dataset("basicmotions")
         time.sleep(0.5)  # the agent opens the port right after start-up
-        lines = [format_line(ds.X_test[i], int(ds.y_test[i]) if i % 2 else None)
-                 for i in range(20)]
-        junk = [b"# boot banner from the sensor\n", b"\n", b"1,2,oops\n", b"1,2,3\n",
-                format_line(ds.X_test[0], 9), b"nan," * 599 + b"nan\n"]
+        lines = [format_line(ds.X_test[i], int(ds.y_test[i]) if i % 2 else None) for i in range(20)]
+        junk = [
+            b"# boot banner from the sensor\n",
+            b"\n",
+            b"1,2,oops\n",
+            b"1,2,3\n",
+            format_line(ds.X_test[0], 9),
+            b"nan," * 599 + b"nan\n",
+        ]
         for chunk in lines[:10] + junk + lines[10:]:
             os.write(master, chunk)
             time.sleep(0.005)
-        st = a.wait_for(lambda s: s["samples"]["predicted"] >= 20 and
-                        s["samples"]["rejected_total"] >= 4)
+        st = a.wait_for(
+            lambda s: s["samples"]["predicted"] >= 20 and s["samples"]["rejected_total"] >= 4
+        )
         s = st["samples"]
         assert s["accepted"] == 20 and s["accepted_labelled"] == 10
         assert s["rejected"] == {"serial": 1, "shape": 1, "label": 1, "nonfinite": 1}
@@ -89,7 +100,7 @@ def test_frames_over_a_device_that_disappears(bundle: Path, workdir: Path) -> No
                 payload += frame(encode_sample("u", seq, ds.X_test[seq % 40], 1.0))
                 seq += 1
             for i in range(0, len(payload), 700):  # arrives in pieces
-                conn.sendall(payload[i:i + 700])
+                conn.sendall(payload[i : i + 700])
                 time.sleep(0.002)
             a.wait_for(lambda s, n=seq: s["samples"]["predicted"] >= n)
             conn.close()  # the device goes away; the agent reconnects

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edge_agent.bundle import Bundle, LayerQuant, QuantModel, save_bundle
+from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle_io import save_bundle
 from edge_agent.client import ClientError, StatusClient
 from edge_agent.data import load_dataset
-from kernels.fixedpoint import quantize_multipliers
-from kernels.packing import pack_rows
+from kernels.plan.fixedpoint import quantize_multipliers
+from kernels.plan.packing import pack_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +30,9 @@ def short_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ea-", dir="/tmp"))
 
 
-def write_config(d: Path, bundle: Path, extra: str = "", ingest: str = "",
-                 checkpoint_s: float = 30.0) -> Path:
+def write_config(
+    d: Path, bundle: Path, extra: str = "", ingest: str = "", checkpoint_s: float = 30.0
+) -> Path:
     """An agent.toml using ipc endpoints inside ``d``."""
     ingest = ingest or f'endpoints = ["ipc://{d}/in.sock"]'
     text = f"""
@@ -64,8 +66,11 @@ class AgentProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.service", "--config", str(config)],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})})
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         self.status_ep = f"ipc://{self.dir}/run/status.sock"
 
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -147,11 +152,25 @@ def make_bundle(path: Path, seed: int = 0) -> Path:
     ds = load_dataset("basicmotions")
     mean, std = ds.normalization()
     layers: list[dict[str, Any]] = [
-        {"op": "conv1d", "in_ch": 6, "out_ch": 32, "kernel": 5, "stride": 1, "padding": 2,
-         "relu": True},
+        {
+            "op": "conv1d",
+            "in_ch": 6,
+            "out_ch": 32,
+            "kernel": 5,
+            "stride": 1,
+            "padding": 2,
+            "relu": True,
+        },
         {"op": "maxpool1d", "kernel": 2, "stride": 2},
-        {"op": "conv1d", "in_ch": 32, "out_ch": 64, "kernel": 5, "stride": 1, "padding": 2,
-         "relu": True},
+        {
+            "op": "conv1d",
+            "in_ch": 32,
+            "out_ch": 64,
+            "kernel": 5,
+            "stride": 1,
+            "padding": 2,
+            "relu": True,
+        },
         {"op": "maxpool1d", "kernel": 2, "stride": 2},
         {"op": "gap"},
         {"op": "linear", "in_features": 64, "out_features": 4, "relu": False},
@@ -177,19 +196,40 @@ def make_bundle(path: Path, seed: int = 0) -> Path:
         q = np.clip(np.rint(w.reshape(shape[0], -1) / w_scale[:, None]), -8, 7).astype(np.int8)
         bias_q = np.rint(b / (w_scale * in_scale)).astype(np.int32)
         last = op["op"] == "linear"
-        m0, shift = quantize_multipliers(w_scale * in_scale / act_scale) if not last else (None,
-                                                                                           None)
-        quant.append(LayerQuant(
-            bits=4, k=q.shape[1], packed=pack_rows(q, 4), w_scale=w_scale, bias_q=bias_q,
-            in_scale=in_scale, in_zp=in_zp, out_scale=None if last else act_scale,
-            out_zp=None if last else 0, m0=m0, shift=shift,
-            out_mult=(w_scale * in_scale).astype(np.float32) if last else None))
+        m0, shift = (
+            quantize_multipliers(w_scale * in_scale / act_scale) if not last else (None, None)
+        )
+        quant.append(
+            LayerQuant(
+                bits=4,
+                k=q.shape[1],
+                packed=pack_rows(q, 4),
+                w_scale=w_scale,
+                bias_q=bias_q,
+                in_scale=in_scale,
+                in_zp=in_zp,
+                out_scale=None if last else act_scale,
+                out_zp=None if last else 0,
+                m0=m0,
+                shift=shift,
+                out_mult=(w_scale * in_scale).astype(np.float32) if last else None,
+            )
+        )
         in_scale, in_zp = act_scale, 0
     bundle = Bundle(
-        arch={"name": "service_test_cnn", "input_shape": [6, 100], "num_classes": 4,
-              "layers": layers},
-        fp_weights=fp, label_names=list(ds.label_names), norm_mean=mean, norm_std=std,
-        quant={4: QuantModel(4, 8, 8.0 / 255, 128, quant)}, default_bits=4,
-        meta={"dataset": "basicmotions", "note": "random weights for service tests"})
+        arch={
+            "name": "service_test_cnn",
+            "input_shape": [6, 100],
+            "num_classes": 4,
+            "layers": layers,
+        },
+        fp_weights=fp,
+        label_names=list(ds.label_names),
+        norm_mean=mean,
+        norm_std=std,
+        quant={4: QuantModel(4, 8, 8.0 / 255, 128, quant)},
+        default_bits=4,
+        meta={"dataset": "basicmotions", "note": "random weights for service tests"},
+    )
     save_bundle(bundle, path)
     return path

@@ -11,27 +11,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
+from edge_agent.ingest.queue import DropQueue
 from edge_agent.service.config import AgentConfig, ConfigError, load_config, parse_config
-from edge_agent.service.queue import DropQueue
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("[ingest]\nendpont = 'tcp://x:1'", "ingest.endpont: unknown key"),
-    ("[ingset]\n", "ingset: unknown key"),
-    ("[ingest]\nrcvhwm = '10'", "ingest.rcvhwm: expected int"),
-    ("[ingest]\nrcvhwm = true", "ingest.rcvhwm: expected int"),
-    ("[ingest]\nendpoints = 'tcp://a:1'", "ingest.endpoints: expected a list"),
-    ("[ingest]\nendpoints = ['tcp://a:1', 'udp://b']", "ingest.endpoints[1]"),
-    ("[ingest]\nsocket = 'req'", "ingest.socket: must be one of sub, pull"),
-    ("[ingest]\nqueue_capacity = 0", "ingest.queue_capacity: must be in"),
-    ("[ingest.curve]\nenabled = true", "ingest.curve.secret_key"),
-    ("[status]\ntcp = 'tcp://0.0.0.0:5558'", "status.tcp: host '0.0.0.0' is not loopback"),
-    ("[state]\ncheckpoint_interval_s = -1", "state.checkpoint_interval_s"),
-    ("[log]\nlevel = 'loud'", "log.level"),
-    ("[serial]\nframing = 'xml'", "serial.framing"),
-    ("model = 3", "model: expected a table"),
-    ("[model\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[ingest]\nendpont = 'tcp://x:1'", "ingest.endpont: unknown key"),
+        ("[ingset]\n", "ingset: unknown key"),
+        ("[ingest]\nrcvhwm = '10'", "ingest.rcvhwm: expected int"),
+        ("[ingest]\nrcvhwm = true", "ingest.rcvhwm: expected int"),
+        ("[ingest]\nendpoints = 'tcp://a:1'", "ingest.endpoints: expected a list"),
+        ("[ingest]\nendpoints = ['tcp://a:1', 'udp://b']", "ingest.endpoints[1]"),
+        ("[ingest]\nsocket = 'req'", "ingest.socket: must be one of sub, pull"),
+        ("[ingest]\nqueue_capacity = 0", "ingest.queue_capacity: must be in"),
+        ("[ingest.curve]\nenabled = true", "ingest.curve.secret_key"),
+        ("[status]\ntcp = 'tcp://0.0.0.0:5558'", "status.tcp: host '0.0.0.0' is not loopback"),
+        ("[state]\ncheckpoint_interval_s = -1", "state.checkpoint_interval_s"),
+        ("[log]\nlevel = 'loud'", "log.level"),
+        ("[serial]\nframing = 'xml'", "serial.framing"),
+        ("model = 3", "model: expected a table"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
 def test_config_errors_name_the_key(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "agent.toml")
@@ -40,8 +43,9 @@ def test_config_errors_name_the_key(text: str, key: str) -> None:
 
 def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert parse_config("") == AgentConfig()
-    (tmp_path / "a.toml").write_text("[model]\nbundle = 'm.eab'\n[state]\ndir = 'st'\n"
-                                     "checkpoint_interval_s = 5")
+    (tmp_path / "a.toml").write_text(
+        "[model]\nbundle = 'm.eab'\n[state]\ndir = 'st'\ncheckpoint_interval_s = 5"
+    )
     cfg = load_config(tmp_path / "a.toml")
     assert cfg.model.bundle == str(tmp_path / "m.eab")
     assert cfg.state_dir == tmp_path / "st" and cfg.state.checkpoint_interval_s == 5.0
@@ -87,8 +91,9 @@ def test_sd_notify_ready_watchdog_status_stopping(tmp_path_factory: pytest.TempP
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(d / "notify"))
     sock.settimeout(60)
-    a = AgentProcess(write_config(d, bundle),
-                     env={"NOTIFY_SOCKET": str(d / "notify"), "WATCHDOG_USEC": "400000"})
+    a = AgentProcess(
+        write_config(d, bundle), env={"NOTIFY_SOCKET": str(d / "notify"), "WATCHDOG_USEC": "400000"}
+    )
     try:
         msgs: list[str] = []
         while not any("READY=1" in m for m in msgs):

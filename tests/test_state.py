@@ -39,7 +39,8 @@ def test_checkpoints_round_trip_and_keep_the_newest(tmp_path: Path) -> None:
 
 
 def test_corrupt_checkpoint_is_set_aside_and_the_previous_used(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = StateStore(tmp_path)
     store.checkpoint({"counts": {"n": 1}})
     newest = store.checkpoint({"counts": {"n": 2}})
@@ -52,7 +53,8 @@ def test_corrupt_checkpoint_is_set_aside_and_the_previous_used(
     assert payload is not None and payload["counts"] == {"n": 1}
     assert again.corrupt_found == 1
     assert [p.name.split(".")[0] for p in (tmp_path / "corrupt").iterdir()] == [
-        "checkpoint-000000000002"]
+        "checkpoint-000000000002"
+    ]
     assert "checksum mismatch" in caplog.text
     assert not list(tmp_path.glob(".checkpoint-*.tmp"))
     assert again.checkpoint({}).name == "checkpoint-000000000003.eas"
@@ -101,8 +103,9 @@ def test_kill_9_during_checkpointing_then_restore(tmp_path_factory: pytest.TempP
             seen: list[tuple[float, int]] = []
             stop = threading.Event()
 
-            def send(ep: str = st["endpoints"]["ingest"][0], c: int = cycle,
-                     ev: threading.Event = stop) -> None:
+            def send(
+                ep: str = st["endpoints"]["ingest"][0], c: int = cycle, ev: threading.Event = stop
+            ) -> None:
                 with Publisher(ep) as pub:
                     i = 0
                     while not ev.is_set():

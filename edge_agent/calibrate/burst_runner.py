@@ -3,7 +3,7 @@
 The agent side (:class:`BurstRunner`, :func:`gate_candidate`) never imports torch. It
 writes the current bundle, the candidate pool and the job to a work directory (atomic
 writes, no pickle: a bundle file, an ``.npz`` read with ``allow_pickle=False`` and JSON),
-and starts ``python -m edge_agent.calibrate.burst_runner WORK_DIR``. The child lowers its
+and starts ``python -m edge_agent.training.burst_child WORK_DIR``. The child lowers its
 priority (``os.nice``), runs torch on one thread under ``RLIMIT_CPU`` / ``RLIMIT_AS``,
 stops cleanly on SIGTERM (pre-emption) or when its CPU budget is spent, and writes
 ``result.eab`` and ``result.json``. The parent enforces the wall-clock bound (SIGTERM, then
@@ -17,9 +17,7 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -31,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, BundleError, atomic_write_bytes, load_bundle, save_bundle
+from edge_agent.bundle import Bundle, BundleError
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
+from edge_agent.container import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class BurstRunner:
         env = {**os.environ, **{k: "1" for k in _THREAD_ENV}}
         with open(self.work_dir / LOG, "wb") as out:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_agent.calibrate.burst_runner", str(self.work_dir)],
+                [sys.executable, "-m", "edge_agent.training.burst_child", str(self.work_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -196,7 +196,7 @@ class GateOutcome:
 
     decision: gate.GateDecision
     bundle: Bundle | None
-    engine: Any | None  # edge_agent.engine.Engine, warmed up; None when refused
+    engine: Any | None  # edge_agent.engine.engine.Engine, warmed up; None when refused
 
 
 def gate_candidate(
@@ -213,7 +213,7 @@ def gate_candidate(
     """Load a burst's candidate, build and warm its engine at ``bits`` (off the inference
     thread), and run the accept-or-rollback gate on the held-out ``X``. The caller swaps
     ``engine`` in with one reference assignment when ``decision.accepted``."""
-    from edge_agent.engine import Engine
+    from edge_agent.engine.engine import Engine
 
     factory = engine_factory or (lambda b, n: Engine(b, bits=n))
     try:
@@ -232,67 +232,3 @@ def gate_candidate(
     return GateOutcome(
         decision, bundle if decision.accepted else None, engine if decision.accepted else None
     )
-
-
-# ---------------------------------------------------------------- child process
-
-
-def _apply_limits(limits: dict[str, Any]) -> None:
-    try:
-        os.nice(int(limits["nice"]))
-    except OSError as exc:
-        # A seccomp filter without setpriority (e.g. ~@resources) refuses even lowering
-        # one's own priority; the CPU and memory limits below still hold.
-        log.warning(
-            "cannot lower the burst's priority (%s); it runs at the agent's", exc
-        )
-    cpu = math.ceil(float(limits["cpu_s"])) + 2
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + math.ceil(limits["grace_s"])))
-    mem = int(limits["memory_mb"]) * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-
-
-def _write_result(work: Path, state: str, reason: str, stats: dict[str, Any]) -> None:
-    body = {"state": state, "reason": reason, "stats": stats}
-    atomic_write_bytes(work / RESULT, json.dumps(body, default=float).encode())
-
-
-def child_main(work: Path) -> int:
-    """Entry point of the burst process: read the job, train, write the result."""
-    job = json.loads((work / JOB).read_text())
-    limits = job["limits"]
-    _apply_limits(limits)
-    stop: list[str] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append("pre-empted (SIGTERM)"))
-    signal.signal(signal.SIGXCPU, lambda *_: stop.append("CPU limit"))
-    cpu_budget = float(limits["cpu_s"])
-
-    def should_stop() -> bool:
-        if time.process_time() > cpu_budget:
-            stop.append(f"CPU budget of {cpu_budget:g} s spent")
-        return bool(stop)
-
-    import torch
-
-    torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
-    from edge_agent.calibrate.burst import BurstInterrupted, run_burst
-
-    config = BurstConfig(**job["config"])
-    bundle = load_bundle(work / INPUT_BUNDLE)
-    with np.load(work / POOL, allow_pickle=False) as z:
-        x, y = z["x"], z["y"]
-    try:
-        result = run_burst(bundle, x, y, config, should_stop)
-    except BurstInterrupted as exc:
-        _write_result(work, "interrupted", f"{stop[0] if stop else 'stopped'}: {exc}", {})
-        return EXIT_PREEMPTED
-    save_bundle(result.bundle, work / RESULT_BUNDLE)
-    stats = {k: v for k, v in result.stats.items() if k != "config"}
-    _write_result(work, "done", "finished", stats)
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s burst %(levelname)s %(message)s")
-    sys.exit(child_main(Path(sys.argv[1])))

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import WEIGHTED_OPS, Bundle, QuantModel
-from edge_agent.reference import conv_geometry, padded, window
-from kernels.packing import qrange
+from edge_agent.engine.reference import conv_geometry, padded, window
+from kernels.plan.packing import qrange
 
 FEATURES = (
     "residual",
@@ -47,12 +47,6 @@ FEATURES = (
 )
 STEP_CLIP = 4.0
 COV_ROWS = 4096  # patch rows a convolution's input second moments are estimated from
-RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 1/254
-
-
-def residual_key(bits: int, layer: int) -> str:
-    """Bundle extras key of one layer's rounding residuals at one bit-width."""
-    return f"flip.residual.{bits}.{layer}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ def conv_patch_stats(
     (N, K) float64, and the patches (R, K) at every ``step``-th output position along the
     last spatial axis of every sample, ``step`` the smallest that keeps R <= ``max_rows``
     where the axis allows, in (sample, position) order; columns in torch order, as
-    :func:`edge_agent.reference.patches`, which builds every patch."""
+    :func:`edge_agent.engine.reference.patches`, which builds every patch."""
     nd = len(kernel)
     xp, out = padded(x, kernel, stride, padding)
     n, c = xp.shape[:2]
@@ -197,16 +191,18 @@ def layer_features(
             xbar = tr.mean_patch * scale
             task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
         feats = np.empty((*q.shape, len(FEATURES)), np.float32)
-        for f, value in enumerate((
-            r,
-            np.clip(q - q0, -2, 2),
-            np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
-            np.clip(task_step, -STEP_CLIP, STEP_CLIP),
-            float(i == last),
-            q <= qmin,
-            q >= qmax,
-            2.0 ** -(quant.weight_bits - 1),
-        )):
+        for f, value in enumerate(
+            (
+                r,
+                np.clip(q - q0, -2, 2),
+                np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
+                np.clip(task_step, -STEP_CLIP, STEP_CLIP),
+                float(i == last),
+                q <= qmin,
+                q >= qmax,
+                2.0 ** -(quant.weight_bits - 1),
+            )
+        ):
             feats[..., f] = value
         out.append(feats)
     return out

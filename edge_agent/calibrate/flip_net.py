@@ -3,7 +3,7 @@
 It maps the features of :mod:`edge_agent.calibrate.flip_features` to logits of the
 actions {-1, 0, +1} (one integer step down, keep, one step up). The same few hundred
 parameters serve every conv and linear layer of any supported model. Inference is numpy;
-the network is trained offline (:mod:`edge_agent.calibrate.flip_train`, torch) and ships
+the network is trained offline (:mod:`edge_agent.training.flip_train`, torch) and ships
 in the bundle's extras.
 """
 

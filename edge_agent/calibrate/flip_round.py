@@ -19,20 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, QuantModel
+from edge_agent.bundle import RESIDUAL_SCALE, Bundle, QuantModel, residual_key
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import (
-    FEATURES,
-    RESIDUAL_SCALE,
-    LayerTrace,
-    layer_features,
-    layer_traces,
-    residual_key,
-)
+from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
 from edge_agent.calibrate.flip_net import FlipNet
-from edge_agent.engine import Engine
-from edge_agent.qcore import EXTRA_X, EXTRA_Y
-from kernels.packing import pack_rows, qrange, unpack_rows
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.engine.engine import Engine
+from kernels.plan.packing import pack_rows, qrange, unpack_rows
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +58,7 @@ class RoundResult:
     loss_after: float
     cpu_seconds: float
     version: str | None  # new engine model version when accepted
+    rung: str = "flip"  # "flip", or "stats" (edge_agent.calibrate.stats_rung)
 
 
 def network_proposer(net: FlipNet, threshold: float) -> Proposer:
@@ -146,6 +140,12 @@ class BitFlipCalibrator:
         shape = (0, *bundle.input_shape)
         self.anchor_X = np.asarray(bundle.extras.get(EXTRA_X, np.zeros(shape)), np.float32)
         self.anchor_y = np.asarray(bundle.extras.get(EXTRA_Y, np.zeros(0)), np.int64)
+
+    def set_bundle(self, bundle: Bundle) -> None:
+        """Run on ``bundle`` from now on (same weights and anchors, other biases or input
+        normalization: the statistics rung's); scratch engines are rebuilt from it."""
+        self.bundle = bundle
+        self._scratch, self._loaded = {}, {}
 
     def deployed_codes(self, bits: int) -> list[np.ndarray]:
         """The bundle's integer weights (O, K) at ``bits``."""
@@ -247,10 +247,19 @@ class BitFlipCalibrator:
         for _ in range(cfg.iterations):
             iterations += 1
             if proposal is None:  # features of the current best codes
-                proposal = self.proposer(layer_features(
-                    self.bundle, self.bundle.quant[bits], best, deployed, residuals,
-                    layer_traces(self.bundle, bits, best, inputs), logits, yc, anchors,
-                ))
+                proposal = self.proposer(
+                    layer_features(
+                        self.bundle,
+                        self.bundle.quant[bits],
+                        best,
+                        deployed,
+                        residuals,
+                        layer_traces(self.bundle, bits, best, inputs),
+                        logits,
+                        yc,
+                        anchors,
+                    )
+                )
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
@@ -263,7 +272,11 @@ class BitFlipCalibrator:
                     break
                 continue
             best, best_loss, logits, inputs, proposal = (
-                cand, cand_loss, cand_logits, cand_inputs, None
+                cand,
+                cand_loss,
+                cand_logits,
+                cand_inputs,
+                None,
             )
 
         changed = {
@@ -303,12 +316,13 @@ class BitFlipCalibrator:
         result = RoundResult(
             decision, flips, iterations, loss_before, best_loss, time.thread_time() - t0, version
         )
-        log.info(
-            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU",
+        log.info(  # the round's one verdict (the gate's own steps are not logged)
+            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU; gate %s",
             flips,
             loss_before,
             best_loss,
             "kept" if version else "rolled back",
             result.cpu_seconds,
+            gate.describe(decision),
         )
         return result

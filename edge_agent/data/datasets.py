@@ -29,7 +29,6 @@ VENDORED_DIR = Path(__file__).parent / "vendored"
 NAMED = ("basicmotions", "gunpoint", "digits")
 TEST_FRACTION = 0.3  # held out of a data set that comes as one file
 SPLIT_SEED = 0
-SERIES_NORM = "series_norm"  # bundle meta: the model takes every sample z-normalized per series
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,8 @@ def warn_if_narrow(ds: Dataset, limit: float = 0.1) -> float:
             "quantization steps (amplitudes differ by orders of magnitude between samples): "
             "the quantized model cannot tell their shapes apart; train with "
             "--normalize-series (the agent then z-normalizes every sample it receives)",
-            ds.name, 100 * narrow,
+            ds.name,
+            100 * narrow,
         )
     return narrow
 
@@ -145,7 +145,9 @@ def _split_files(path: Path) -> tuple[list[Path], str]:
         return [path, test_path], name
     log.warning(
         "%s: no *_TEST%s twin beside it; holding out a stratified %d%% of it for testing",
-        path, path.suffix, round(100 * TEST_FRACTION),
+        path,
+        path.suffix,
+        round(100 * TEST_FRACTION),
     )
     return [path], name
 
@@ -164,9 +166,7 @@ def load_ts_pair(train_path: str | Path) -> Dataset:
     else:
         y_te = y_te_raw
     if X_te.shape[1:] != X_tr.shape[1:]:
-        raise ValueError(
-            f"{paths[1]}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}"
-        )
+        raise ValueError(f"{paths[1]}: sample shape {X_te.shape[1:]} differs from {X_tr.shape[1:]}")
     return Dataset(name, X_tr, y_tr, X_te, y_te, names)
 
 
@@ -190,8 +190,9 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
     classes = np.unique(np.concatenate([t[:, 0] for t in raw]))
     names = [f"{c:g}" for c in classes]
     X = [
-        np.stack([fill_missing(row[1:].astype(np.float32), f"{path}:{i + 1}")
-                  for i, row in enumerate(t)])[:, None, :]
+        np.stack(
+            [fill_missing(row[1:].astype(np.float32), f"{path}:{i + 1}") for i, row in enumerate(t)]
+        )[:, None, :]
         for path, t in zip(paths, raw, strict=True)
     ]
     y = [np.searchsorted(classes, t[:, 0]).astype(np.int64) for t in raw]
@@ -244,16 +245,16 @@ def load_dataset(spec: str) -> Dataset:
     if not path.exists():
         raise FileNotFoundError(f"data set {spec!r}: not one of {NAMED} and no such file")
     loaders: dict[str, Callable[[Path], Dataset]] = {
-        ".ts": load_ts_pair, ".tsv": load_tsv_pair, ".npz": load_npz
+        ".ts": load_ts_pair,
+        ".tsv": load_tsv_pair,
+        ".npz": load_npz,
     }
     if path.name.endswith((".csv", ".csv.gz")):
         return checked(load_digits_csv(path), spec)
     if path.suffix in loaders:
         return checked(loaders[path.suffix](path), spec)
     hint = " (the UEA/UCR archive ships every .arff data set as .ts too)" * (path.suffix == ".arff")
-    raise ValueError(
-        f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}"
-    )
+    raise ValueError(f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}")
 
 
 def data_source(spec: str) -> str:
@@ -294,6 +295,12 @@ def checked(ds: Dataset, source: str) -> Dataset:
             )
         if not np.isfinite(X).all():
             problems.append(f"{split}: NaN or infinite values")
+    present = np.unique(ds.y_train)
+    if len(present) == 1 and 0 <= present[0] < ds.num_classes:
+        problems.append(
+            f"train: every sample is of one class ({ds.label_names[int(present[0])]!r}); "
+            "a classifier needs at least two"
+        )
     if problems:
         raise ValueError(f"data set {source}: " + "; ".join(problems))
     return ds

@@ -1,1 +1,2 @@
-"""The agent as a service: wire protocol, ingest, status socket, state store, main loop."""
+"""The agent as a service: main loop, sockets, persistence, status report, configuration,
+state store, status socket, systemd notify and metrics."""

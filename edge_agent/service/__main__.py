@@ -1,5 +1,6 @@
-"""``python -m edge_agent.service --config FILE``: run the agent."""
+"""``python -m edge_agent.service --config FILE``: run the agent (an entry point, like
+``edge-agent run``)."""
 
-from edge_agent.service.main import main
+from edge_agent.cli.run import service_main
 
-raise SystemExit(main())
+raise SystemExit(service_main())

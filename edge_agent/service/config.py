@@ -8,7 +8,6 @@ Paths left empty fall back to the directories systemd provides (``STATE_DIRECTOR
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import tomllib
@@ -21,7 +20,8 @@ from typing import Any
 from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
-from edge_agent.service.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from edge_agent.ingest.config import IngestConfig, SerialConfig
+from edge_agent.service.metrics_config import MetricsConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -35,41 +35,6 @@ class ModelConfig:
     """The model bundle the agent runs."""
 
     bundle: str = "/etc/edge-agent/model.eab"
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """Optional CURVE encryption and authentication of the ingest socket (zmq.auth)."""
-
-    enabled: bool = False
-    secret_key: str = ""         # the agent's certificate (zmq.auth.create_certificates)
-    authorized_keys: str = ""    # bind mode: directory of accepted publisher .key files
-    server_public_key: str = ""  # connect mode: the publisher's public certificate
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """The ZeroMQ ingest socket and the bounded queue behind it."""
-
-    socket: str = "sub"  # "sub" or "pull"
-    mode: str = "bind"   # "bind" or "connect"
-    endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
-    rcvhwm: int = 10000
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    queue_capacity: int = 1024
-    curve: CurveConfig = field(default_factory=CurveConfig)
-
-
-@dataclass(frozen=True)
-class SerialConfig:
-    """An optional serial sensor feeding the same queue."""
-
-    enabled: bool = False
-    port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
-    baud: int = 115200
-    framing: str = "line"       # "line" (text values) or "frame" (binary, see protocol.md)
-    sensor: str = "serial0"
-    reconnect_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,19 +59,19 @@ class InferenceConfig:
     """The inference loop."""
 
     batch_max: int = 64
-    feedback_window: int = 4096   # recent samples kept to match late labels
-    accuracy_window: int = 200    # labelled predictions in the rolling accuracy
+    feedback_window: int = 4096  # recent samples kept to match late labels
+    accuracy_window: int = 200  # labelled predictions in the rolling accuracy
 
 
 @dataclass(frozen=True)
 class StateConfig:
     """The crash-safe state store."""
 
-    dir: str = ""                    # empty: $STATE_DIRECTORY or /var/lib/edge-agent
-    runtime_dir: str = ""            # empty: $RUNTIME_DIRECTORY or /run/edge-agent
+    dir: str = ""  # empty: $STATE_DIRECTORY or /var/lib/edge-agent
+    runtime_dir: str = ""  # empty: $RUNTIME_DIRECTORY or /run/edge-agent
     checkpoint_interval_s: float = 30.0
     keep: int = 3
-    labelled_capacity: int = 4096    # labelled samples kept (the QCore buffer's source)
+    labelled_capacity: int = 4096  # labelled samples kept (the QCore buffer's source)
 
 
 @dataclass(frozen=True)
@@ -140,6 +105,7 @@ class AgentConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     bursts: BurstsConfig = field(default_factory=BurstsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -212,8 +178,9 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and not isinstance(hint, types.GenericAlias):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} "
-                          f"{value!r}")
+        raise ConfigError(
+            f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
     raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - schema bug
 
 
@@ -232,8 +199,11 @@ def _in_range(value: float, key: str, lo: float, hi: float) -> None:
 
 def _endpoints(eps: list[str], key: str) -> None:
     for i, ep in enumerate(eps):
-        _need(ep.startswith(("tcp://", "ipc://", "inproc://")), f"{key}[{i}]",
-              f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint")
+        _need(
+            ep.startswith(("tcp://", "ipc://", "inproc://")),
+            f"{key}[{i}]",
+            f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint",
+        )
 
 
 def _check(cfg: AgentConfig) -> None:
@@ -241,20 +211,32 @@ def _check(cfg: AgentConfig) -> None:
     ing, ser, st, inf, s = cfg.ingest, cfg.serial, cfg.status, cfg.inference, cfg.state
     _one_of(ing.socket, "ingest.socket", ("sub", "pull"))
     _one_of(ing.mode, "ingest.mode", ("bind", "connect"))
-    _need(bool(ing.endpoints) or ser.enabled, "ingest.endpoints",
-          "needs at least one endpoint (or enable [serial])")
+    _need(
+        bool(ing.endpoints) or ser.enabled,
+        "ingest.endpoints",
+        "needs at least one endpoint (or enable [serial])",
+    )
     _endpoints(ing.endpoints, "ingest.endpoints")
     _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
     _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
     _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
+    _need(bool(ing.topics), "ingest.topics", 'needs at least one topic ("" takes all)')
+    for i, t in enumerate(ing.topics):
+        _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
         if ing.mode == "bind":
-            _need(bool(ing.curve.authorized_keys), "ingest.curve.authorized_keys",
-                  "required with CURVE in bind mode")
+            _need(
+                bool(ing.curve.authorized_keys),
+                "ingest.curve.authorized_keys",
+                "required with CURVE in bind mode",
+            )
         else:
-            _need(bool(ing.curve.server_public_key), "ingest.curve.server_public_key",
-                  "required with CURVE in connect mode")
+            _need(
+                bool(ing.curve.server_public_key),
+                "ingest.curve.server_public_key",
+                "required with CURVE in connect mode",
+            )
     _one_of(ser.framing, "serial.framing", ("line", "frame"))
     _in_range(ser.baud, "serial.baud", 1, 100_000_000)
     _in_range(ser.reconnect_s, "serial.reconnect_s", 0.01, 3600)
@@ -263,9 +245,12 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cfg.output.sndhwm, "output.sndhwm", 1, 10_000_000)
     if st.tcp:
         _need(st.tcp.startswith("tcp://"), "status.tcp", f"{st.tcp!r} is not a tcp:// endpoint")
-        host = st.tcp[len("tcp://"):].rsplit(":", 1)[0]
-        _need(st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"), "status.tcp",
-              f"host {host!r} is not loopback; set status.allow_remote = true to expose it")
+        host = st.tcp[len("tcp://") :].rsplit(":", 1)[0]
+        _need(
+            st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"),
+            "status.tcp",
+            f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
+        )
     _need(st.ipc or bool(st.tcp), "status", "enable ipc or give a tcp endpoint")
     _in_range(inf.batch_max, "inference.batch_max", 1, 4096)
     _in_range(inf.feedback_window, "inference.feedback_window", 0, 1_000_000)
@@ -287,6 +272,20 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
     _in_range(cal.anchor_tolerance, "calibration.anchor_tolerance", 0.0, 1.0)
     _in_range(cal.recent_labelled, "calibration.recent_labelled", 0, 100_000)
+    _one_of(cal.trigger, "calibration.trigger", ("drift", "samples"))
+    _in_range(cal.episode_rounds, "calibration.episode_rounds", 0, 100_000)
+    _in_range(cal.stats_window, "calibration.stats_window", 2, 1_000_000)
+    _in_range(cal.stats_min_samples, "calibration.stats_min_samples", 2, 1_000_000)
+    _need(
+        cal.stats_min_samples <= cal.stats_window,
+        "calibration.stats_min_samples",
+        "must not exceed calibration.stats_window",
+    )
+    _in_range(cal.drift_allowance, "calibration.drift_allowance", 0.0, 10.0)
+    _in_range(cal.drift_threshold, "calibration.drift_threshold", 0.1, 1e6)
+    _in_range(cal.drift_hold, "calibration.drift_hold", 0, 10_000_000)
+    _in_range(cal.drift_baseline, "calibration.drift_baseline", 2, 10_000_000)
+    _in_range(cal.max_backlog, "calibration.max_backlog", 1, 60)
     _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 
@@ -323,8 +322,9 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
-        state=dataclasses.replace(cfg.state, dir=anchored(cfg.state.dir),
-                                  runtime_dir=anchored(cfg.state.runtime_dir)),
+        state=dataclasses.replace(
+            cfg.state, dir=anchored(cfg.state.dir), runtime_dir=anchored(cfg.state.runtime_dir)
+        ),
     )
 
 
@@ -342,11 +342,3 @@ endpoints = ["ipc://{run_dir}/out.sock"]
 dir = "{run_dir}/state"
 runtime_dir = "{run_dir}/run"
 {extra}"""
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``edge-agent run``."""
-    parser.add_argument("--config", type=Path, default=Path("/etc/edge-agent/agent.toml"),
-                        help="TOML configuration file (default /etc/edge-agent/agent.toml)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the configuration and the model bundle, then exit")

@@ -6,11 +6,15 @@ Two kinds of file:
   written atomically (temp file, fsync, rename, directory fsync) every checkpoint
   interval and at shutdown; the newest ``keep`` are kept. On start the newest one that
   reads back intact is used; a corrupt one is moved to ``corrupt/`` with a log line.
+* ``model.eab`` — the running model with its calibrated weights; the ``keep`` models it
+  replaced stay as ``model-<n>.eab``, the fallback when ``model.eab`` is damaged.
 * ``labelled-<segment>.log`` — an append-only log of accepted labelled samples (the
   source of the QCore buffer). Each record is ``u32 length, u32 crc32, msgpack``; records
   are written as they are accepted and fsynced at every checkpoint, so a ``kill -9``
   loses none and a power cut none older than the checkpoint interval. A torn tail is cut
   off on start. Old segments are removed once ``capacity`` newer records exist.
+
+Every file is created 0600: they hold the user's data and model.
 
 File header of a checkpoint (little-endian): magic ``b"EDGEAGS\\0"``, u16 version, u16
 flags, u64 payload length, 32-byte sha256 of the payload, then the msgpack payload.
@@ -32,9 +36,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from edge_agent.bundle import atomic_write_bytes
-from edge_agent.container import HEADER, seal, unseal
-from edge_agent.service.protocol import unpack_one
+from edge_agent.container import HEADER, atomic_write_bytes, seal, unseal
+from edge_agent.ingest.protocol import unpack_one
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ MAX_CHECKPOINT_BYTES = 64 << 20
 MAX_RECORD_BYTES = 16 << 20
 _CKPT_RE = re.compile(r"^checkpoint-(\d{12})\.eas$")
 _SEG_RE = re.compile(r"^labelled-(\d{12})\.log$")
+_MODEL_RE = re.compile(r"^model-(\d{12})\.eab$")
+FILE_MODE = 0o600  # state files hold user data, whatever the umask
 
 
 class StateError(ValueError):
@@ -65,9 +70,18 @@ class LabelledSample:
     def to_record(self) -> bytes:
         """Serialize as one log record (length, crc32, msgpack)."""
         x = np.ascontiguousarray(self.x, dtype="<f4")
-        body = msgpack.packb({"sensor": self.sensor, "seq": self.seq, "ts": self.ts,
-                              "label": self.label, "pred": self.pred, "shape": list(x.shape),
-                              "data": x.tobytes()}, use_bin_type=True)
+        body = msgpack.packb(
+            {
+                "sensor": self.sensor,
+                "seq": self.seq,
+                "ts": self.ts,
+                "label": self.label,
+                "pred": self.pred,
+                "shape": list(x.shape),
+                "data": x.tobytes(),
+            },
+            use_bin_type=True,
+        )
         return _RECORD.pack(len(body), zlib.crc32(body)) + body
 
     @classmethod
@@ -77,8 +91,9 @@ class LabelledSample:
             r = unpack_one(body, MAX_RECORD_BYTES)
             shape = tuple(int(s) for s in r["shape"])
             x = np.frombuffer(r["data"], dtype="<f4").reshape(shape).astype(np.float32)
-            return cls(str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]),
-                       int(r["pred"]), x)
+            return cls(
+                str(r["sensor"]), int(r["seq"]), float(r["ts"]), int(r["label"]), int(r["pred"]), x
+            )
         except Exception as exc:  # any malformed content is the same failure
             raise StateError(f"bad labelled record: {exc}") from None
 
@@ -145,8 +160,9 @@ class StateStore:
             self._seg_index = _number(last, _SEG_RE)
             self._seg_records = sum(1 for _ in self._read_segment(last, repair=False))
         if samples:
-            log.info("restored %d labelled samples from %d log segment(s)", len(samples),
-                     len(segments))
+            log.info(
+                "restored %d labelled samples from %d log segment(s)", len(samples), len(segments)
+            )
         return payload, list(samples) if self.capacity else []
 
     def _files(self, pattern: re.Pattern[str]) -> list[Path]:
@@ -158,8 +174,28 @@ class StateStore:
         return self.dir / "model.eab"
 
     def save_model(self, data: bytes) -> None:
-        """Atomically replace the current model bundle."""
-        atomic_write_bytes(self.model_path, data)
+        """Atomically replace the current model bundle; the one it replaces is kept as
+        ``model-<n>.eab`` (the newest ``keep`` of them) to fall back to."""
+        try:
+            old = self.model_path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        if old is not None and old != data:
+            n = max((_number(p, _MODEL_RE) for p in self._files(_MODEL_RE)), default=0) + 1
+            atomic_write_bytes(self.dir / f"model-{n:012d}.eab", old, FILE_MODE)
+            for stale in sorted(self._files(_MODEL_RE), reverse=True)[max(self.keep, 1) :]:
+                stale.unlink(missing_ok=True)
+        atomic_write_bytes(self.model_path, data, FILE_MODE)
+
+    def model_candidates(self) -> list[Path]:
+        """``model.eab`` (if present), then the models it replaced, newest first."""
+        current = [self.model_path] if self.model_path.exists() else []
+        return current + sorted(self._files(_MODEL_RE), reverse=True)
+
+    def forget_models(self) -> None:
+        """Remove the kept previous models (they derive from another configured bundle)."""
+        for old in self._files(_MODEL_RE):
+            old.unlink(missing_ok=True)
 
     def set_aside(self, path: Path, why: str) -> None:
         """Move an unusable state file to ``corrupt/`` with a log line."""
@@ -180,7 +216,7 @@ class StateStore:
         pos = 0
         while pos + _RECORD.size <= len(data):
             length, crc = _RECORD.unpack_from(data, pos)
-            body = data[pos + _RECORD.size: pos + _RECORD.size + length]
+            body = data[pos + _RECORD.size : pos + _RECORD.size + length]
             if length > MAX_RECORD_BYTES or len(body) != length or zlib.crc32(body) != crc:
                 break
             try:
@@ -189,8 +225,12 @@ class StateStore:
                 break
             pos += _RECORD.size + length
         if pos != len(data) and repair:
-            log.warning("%s: cut %d bytes of torn or corrupt tail after %d records", path.name,
-                        len(data) - pos, len(out))
+            log.warning(
+                "%s: cut %d bytes of torn or corrupt tail after %d records",
+                path.name,
+                len(data) - pos,
+                len(out),
+            )
             with open(path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())
@@ -209,7 +249,7 @@ class StateStore:
         data = b"".join(s.to_record() for s in samples)
         view = memoryview(data)
         while view:
-            view = view[os.write(self._seg_fd, view):]
+            view = view[os.write(self._seg_fd, view) :]
         self._seg_records += len(samples)
 
     def _rotate(self) -> None:
@@ -219,7 +259,7 @@ class StateStore:
             self._seg_index += 1
             self._seg_records = 0
         path = self.dir / f"labelled-{self._seg_index:012d}.log"
-        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         _fsync_dir(self.dir)
         for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
             if _number(old, _SEG_RE) < self._seg_index - 1:
@@ -233,8 +273,8 @@ class StateStore:
         self.generation += 1
         body = dict(payload, generation=self.generation, written=time.time())
         path = self.dir / f"checkpoint-{self.generation:012d}.eas"
-        atomic_write_bytes(path, encode_checkpoint(body))
-        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep:]:
+        atomic_write_bytes(path, encode_checkpoint(body), FILE_MODE)
+        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep :]:
             old.unlink(missing_ok=True)
         return path
 

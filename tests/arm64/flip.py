@@ -31,7 +31,7 @@ SEED = 0
 def run_round() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One round; its summary and the engine's weight codes afterwards."""
     import edge_agent
-    from edge_agent.bundle import load_bundle
+    from edge_agent.bundle_io import load_bundle
     from edge_agent.calibrate.flip_net import FlipNet
     from edge_agent.calibrate.flip_round import (
         BitFlipCalibrator,
@@ -41,8 +41,8 @@ def run_round() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     )
     from edge_agent.data import load_dataset
     from edge_agent.data.drift import Drift
-    from edge_agent.engine import Engine
-    from kernels.isa import ACTIVE_ISA
+    from edge_agent.engine.engine import Engine
+    from kernels.codegen.isa import ACTIVE_ISA
 
     defaults = Path(edge_agent.__file__).resolve().parent / "defaults"
     bundle = load_bundle(defaults / "basicmotions.eab")
@@ -70,17 +70,24 @@ def run_round() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             problems.append("accepted, but the model version did not change")
         budget = max(1, round(cfg.budget_fraction * sum(q.size for q in before)))
         if not 0 < changed == result.flips <= budget * result.iterations:
-            problems.append(f"accepted with {result.flips} flips reported, {changed} weights "
-                            f"changed (budget {budget} x {result.iterations} iterations)")
+            problems.append(
+                f"accepted with {result.flips} flips reported, {changed} weights "
+                f"changed (budget {budget} x {result.iterations} iterations)"
+            )
     elif changed or engine.model_version != version_before or result.flips:
         problems.append("rolled back, but the engine's weights or version changed")
     summary = {
-        "machine": platform.machine(), "isa": ACTIVE_ISA,
+        "machine": platform.machine(),
+        "isa": ACTIVE_ISA,
         "proposer": "network" if net is not None else "greedy",
-        "accepted": accepted, "reason": str(getattr(result.decision, "reason", "")),
-        "flips": result.flips, "iterations": result.iterations,
-        "loss_before": float(result.loss_before), "loss_after": float(result.loss_after),
-        "version": result.version, "problems": problems,
+        "accepted": accepted,
+        "reason": str(getattr(result.decision, "reason", "")),
+        "flips": result.flips,
+        "iterations": result.iterations,
+        "loss_before": float(result.loss_before),
+        "loss_after": float(result.loss_after),
+        "version": result.version,
+        "problems": problems,
         "cpu_seconds": round(result.cpu_seconds, 2),
     }
     return summary, {f"codes_{i}": q for i, q in enumerate(after)}
@@ -98,21 +105,31 @@ def main(argv: list[str] | None = None) -> int:
         print("FAIL: " + "; ".join(summary["problems"]), file=sys.stderr)
         return 1
     if args.write:
-        np.savez_compressed(args.write, summary_json=np.frombuffer(
-            json.dumps(summary).encode(), np.uint8), **codes)
+        np.savez_compressed(
+            args.write, summary_json=np.frombuffer(json.dumps(summary).encode(), np.uint8), **codes
+        )
     if args.compare:
         with np.load(args.compare, allow_pickle=False) as z:
             other = json.loads(bytes(z["summary_json"]).decode())
             other_codes = {k: z[k] for k in z.files if k != "summary_json"}
         keys = ("proposer", "accepted", "flips", "iterations", "version")
-        diff = [f"{k}: {summary[k]!r} here, {other[k]!r} on {other['machine']}"
-                for k in keys if summary[k] != other[k]]
-        diff += [f"{k} differs" for k in sorted(set(codes) | set(other_codes))
-                 if k not in codes or k not in other_codes
-                 or not np.array_equal(codes[k], other_codes[k])]
+        diff = [
+            f"{k}: {summary[k]!r} here, {other[k]!r} on {other['machine']}"
+            for k in keys
+            if summary[k] != other[k]
+        ]
+        diff += [
+            f"{k} differs"
+            for k in sorted(set(codes) | set(other_codes))
+            if k not in codes
+            or k not in other_codes
+            or not np.array_equal(codes[k], other_codes[k])
+        ]
         if diff:
-            print(f"FAIL: the round differs from the one on {other['machine']}: "
-                  + "; ".join(diff), file=sys.stderr)
+            print(
+                f"FAIL: the round differs from the one on {other['machine']}: " + "; ".join(diff),
+                file=sys.stderr,
+            )
             return 1
         print(f"OK: the round is identical to the one on {other['machine']} ({other['isa']})")
     return 0

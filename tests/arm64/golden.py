@@ -55,9 +55,9 @@ def golden_inputs() -> np.ndarray:
 
 def results(x: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     """Engine and reference results of the bundle at ``path`` for inputs ``x``."""
-    from edge_agent import reference
-    from edge_agent.bundle import load_bundle
-    from edge_agent.engine import Engine
+    from edge_agent.bundle_io import load_bundle
+    from edge_agent.engine import reference
+    from edge_agent.engine.engine import Engine
 
     bundle = load_bundle(path)
     engine = Engine(bundle)
@@ -67,8 +67,13 @@ def results(x: np.ndarray, path: Path) -> dict[str, np.ndarray]:
         quant = bundle.quant[bits]
         logits = engine.predict_logits(x)
         classes, _ = engine.predict(x)
-        ref = reference.forward(bundle.arch["layers"], quant, bundle.norm_mean, bundle.norm_std,
-                                x.reshape(len(x), *bundle.input_shape))
+        ref = reference.forward(
+            bundle.arch["layers"],
+            quant,
+            bundle.norm_mean,
+            bundle.norm_std,
+            x.reshape(len(x), *bundle.input_shape),
+        )
         out[f"engine_logits_{bits}"] = np.asarray(logits, dtype=np.float32)
         out[f"engine_classes_{bits}"] = np.asarray(classes, dtype=np.int64)
         out[f"reference_logits_{bits}"] = np.asarray(ref, dtype=np.float32)
@@ -89,8 +94,9 @@ def compare(golden: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) 
             continue
         g, a = np.asarray(golden[key]), np.asarray(actual[key])
         if g.dtype != a.dtype or g.shape != a.shape:
-            problems.append(f"{key}: {a.dtype}{a.shape} here, "
-                            f"{g.dtype}{g.shape} in the golden file")
+            problems.append(
+                f"{key}: {a.dtype}{a.shape} here, {g.dtype}{g.shape} in the golden file"
+            )
             continue
         if g.dtype.kind == "f":  # compare the bit patterns, not the values
             g = g.view(np.dtype(f"u{g.dtype.itemsize}"))
@@ -98,15 +104,22 @@ def compare(golden: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) 
         diff = np.argwhere(g != a)
         if len(diff):
             first = tuple(int(v) for v in diff[0])
-            problems.append(f"{key}: {len(diff)} element(s) differ, first at {first}: "
-                            f"{np.asarray(actual[key])[first]!r} here, "
-                            f"{np.asarray(golden[key])[first]!r} in the golden file")
+            problems.append(
+                f"{key}: {len(diff)} element(s) differ, first at {first}: "
+                f"{np.asarray(actual[key])[first]!r} here, "
+                f"{np.asarray(golden[key])[first]!r} in the golden file"
+            )
     for key in sorted(actual):  # the engine must also agree with the reference here
         if key.startswith("engine_logits_"):
-            ref = actual.get("reference_" + key[len("engine_"):])
+            ref = actual.get("reference_" + key[len("engine_") :])
             e = np.asarray(actual[key])
-            if ref is None or ref.shape != e.shape or not np.array_equal(
-                    e.view(np.uint32), np.asarray(ref, dtype=np.float32).view(np.uint32)):
+            if (
+                ref is None
+                or ref.shape != e.shape
+                or not np.array_equal(
+                    e.view(np.uint32), np.asarray(ref, dtype=np.float32).view(np.uint32)
+                )
+            ):
                 problems.append(f"{key}: engine and reference disagree on this machine")
     return problems
 
@@ -116,22 +129,24 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_compute(out: Path) -> int:
-    from kernels.isa import ACTIVE_ISA
+    from kernels.codegen.isa import ACTIVE_ISA
 
     path = bundle_path()
     x = golden_inputs()
     res = results(x, path)
-    meta = {"bundle_sha256": _sha256(path), "machine": platform.machine(),
-            "isa": ACTIVE_ISA}
-    np.savez_compressed(out, inputs=x, meta_json=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-                        **res)
-    print(f"golden: {len(x)} inputs, {len(res)} result arrays from {path} on "
-          f"{meta['machine']} ({meta['isa']}) -> {out}")
+    meta = {"bundle_sha256": _sha256(path), "machine": platform.machine(), "isa": ACTIVE_ISA}
+    np.savez_compressed(
+        out, inputs=x, meta_json=np.frombuffer(json.dumps(meta).encode(), np.uint8), **res
+    )
+    print(
+        f"golden: {len(x)} inputs, {len(res)} result arrays from {path} on "
+        f"{meta['machine']} ({meta['isa']}) -> {out}"
+    )
     return 0
 
 
 def cmd_check(golden_file: Path, expect_isa: str | None) -> int:
-    from kernels.isa import ACTIVE_ISA
+    from kernels.codegen.isa import ACTIVE_ISA
 
     with np.load(golden_file, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
@@ -143,8 +158,9 @@ def cmd_check(golden_file: Path, expect_isa: str | None) -> int:
         return 1
     isa = ACTIVE_ISA
     if expect_isa and isa != expect_isa:
-        print(f"FAIL: the engine chose the {isa!r} kernels, expected {expect_isa!r}",
-              file=sys.stderr)
+        print(
+            f"FAIL: the engine chose the {isa!r} kernels, expected {expect_isa!r}", file=sys.stderr
+        )
         return 1
     problems = compare(data, results(x, path))
     where = f"{platform.machine()} ({isa} kernels) vs {meta['machine']} ({meta['isa']} kernels)"

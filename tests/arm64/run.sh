@@ -143,7 +143,7 @@ except ImportError:
 print(int(f["ASIMDDP"]))')
   # the ISA the engine must choose: generic without the dot product; with it, the
   # engine's aarch64 dot-product path if it has one
-  isas=$(in_board "$cpu" "${pyt[@]}" -c 'from kernels import isa; print(*isa.ISAS)')
+  isas=$(in_board "$cpu" "${pyt[@]}" -c 'from kernels.codegen import isa; print(*isa.ISAS)')
   if [ "$cpu" = cortex-a72 ]; then
     [ "$dot" = 0 ] || die "$cpu emulation reports the int8 dot product (ASIMDDP)"
     want=generic

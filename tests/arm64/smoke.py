@@ -60,10 +60,12 @@ def read_unit(path: Path) -> Unit:
     env: dict[str, str] = {}
     dynamic = False
     user = "root"
-    dirs = {"StateDirectory": ("STATE_DIRECTORY", "/var/lib"),
-            "CacheDirectory": ("CACHE_DIRECTORY", "/var/cache"),
-            "RuntimeDirectory": ("RUNTIME_DIRECTORY", "/run"),
-            "ConfigurationDirectory": ("CONFIGURATION_DIRECTORY", "/etc")}
+    dirs = {
+        "StateDirectory": ("STATE_DIRECTORY", "/var/lib"),
+        "CacheDirectory": ("CACHE_DIRECTORY", "/var/cache"),
+        "RuntimeDirectory": ("RUNTIME_DIRECTORY", "/run"),
+        "ConfigurationDirectory": ("CONFIGURATION_DIRECTORY", "/etc"),
+    }
     for line in path.read_text().splitlines():
         key, sep, value = line.strip().partition("=")
         if not sep or key.startswith("#"):
@@ -106,8 +108,17 @@ def as_user(unit: Unit, argv: list[str]) -> list[str]:
     if unit.user == "root":
         return argv
     pw = pwd.getpwnam(unit.user)
-    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
-            "--reset-env", "--", "env", *(f"{k}={v}" for k, v in unit.env.items()), *argv]
+    return [
+        "setpriv",
+        f"--reuid={pw.pw_uid}",
+        f"--regid={pw.pw_gid}",
+        "--clear-groups",
+        "--reset-env",
+        "--",
+        "env",
+        *(f"{k}={v}" for k, v in unit.env.items()),
+        *argv,
+    ]
 
 
 def run(cmd: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -120,8 +131,10 @@ def run(cmd: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[s
 
 def status(exe: str, endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
     """``edge-agent status --json`` parsed."""
-    p = run([exe, "status", "--json", "--endpoint", endpoint, "--timeout", str(timeout)],
-            timeout=timeout + 60)
+    p = run(
+        [exe, "status", "--json", "--endpoint", endpoint, "--timeout", str(timeout)],
+        timeout=timeout + 60,
+    )
     try:
         reply: dict[str, Any] = json.loads(p.stdout)
     except json.JSONDecodeError as exc:
@@ -138,7 +151,7 @@ def expected_classes(bundle: str, count: int, seed: int) -> np.ndarray:
     """The engine's predictions for the stream ``edge-agent publish`` sends."""
     from edge_agent.client import stream
     from edge_agent.data import load_dataset
-    from edge_agent.engine import Engine
+    from edge_agent.engine.engine import Engine
 
     ds = load_dataset("basicmotions")
     xs = np.stack([it.x for it in stream(ds.X_test, ds.y_test, count, seed)])
@@ -154,8 +167,9 @@ def wait_for_round(exe: str, endpoint: str, start_rounds: int) -> dict[str, Any]
         if st["calibration"].get("done", 0) > start_rounds:
             return st
         if time.monotonic() > deadline:
-            raise SmokeError(f"no calibration round in {ROUND_TIMEOUT_S:.0f} s: "
-                             f"{json.dumps(st['calibration'])}")
+            raise SmokeError(
+                f"no calibration round in {ROUND_TIMEOUT_S:.0f} s: {json.dumps(st['calibration'])}"
+            )
         time.sleep(2.0)
 
 
@@ -179,11 +193,16 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
     status_ep = cfg.status_ipc
     ingest_ep = cfg.ingest.endpoints[0]
     if cfg.ingest.mode != "bind" or cfg.ingest.socket != "sub":
-        raise SmokeError(f"the installed config's ingest is {cfg.ingest.mode}/"
-                         f"{cfg.ingest.socket}; this test publishes to a binding SUB socket")
-    print(f"smoke: {shlex.join(unit.argv)} as {unit.user}, config {config_path}, "
-          f"model {cfg.model.bundle}, ingest {ingest_ep}, "
-          f"predictions {cfg.output.endpoints[0]}, state {cfg.state_dir}", flush=True)
+        raise SmokeError(
+            f"the installed config's ingest is {cfg.ingest.mode}/"
+            f"{cfg.ingest.socket}; this test publishes to a binding SUB socket"
+        )
+    print(
+        f"smoke: {shlex.join(unit.argv)} as {unit.user}, config {config_path}, "
+        f"model {cfg.model.bundle}, ingest {ingest_ep}, "
+        f"predictions {cfg.output.endpoints[0]}, state {cfg.state_dir}",
+        flush=True,
+    )
     run(as_user(unit, [*unit.argv, "--check"]))
     before = checkpoints(cfg.state_dir)
 
@@ -206,14 +225,31 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
                 if time.monotonic() - t0 > READY_TIMEOUT_S:
                     raise SmokeError(f"no status in {READY_TIMEOUT_S:.0f} s: {exc}") from None
                 time.sleep(1.0)
-        print(f"smoke: agent answering status after {time.monotonic() - t0:.1f} s "
-              f"(model {st['model']['version']})", flush=True)
+        print(
+            f"smoke: agent answering status after {time.monotonic() - t0:.1f} s "
+            f"(model {st['model']['version']})",
+            flush=True,
+        )
         start = st["samples"]  # non-zero when a previous run left a checkpoint
         time.sleep(0.5)  # let the prediction subscription reach the agent's PUB socket
 
         t1 = time.monotonic()
-        out = run([exe, "publish", "--endpoint", ingest_ep, "--count", str(count), "--rate", "0",
-                   "--sensor", SENSOR, "--seed", "0"])
+        out = run(
+            [
+                exe,
+                "publish",
+                "--endpoint",
+                ingest_ep,
+                "--count",
+                str(count),
+                "--rate",
+                "0",
+                "--sensor",
+                SENSOR,
+                "--seed",
+                "0",
+            ]
+        )
         print("smoke: " + out.stdout.strip(), flush=True)
         got: dict[int, int] = {}
         poller = zmq.Poller()
@@ -228,32 +264,41 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
             if msg["seq"] in got:
                 raise SmokeError(f"prediction for seq {msg['seq']} received twice")
             got[int(msg["seq"])] = int(msg["class"])
-        print(f"smoke: {len(got)} predictions received in {time.monotonic() - t1:.1f} s",
-              flush=True)
+        print(
+            f"smoke: {len(got)} predictions received in {time.monotonic() - t1:.1f} s", flush=True
+        )
         if sorted(got) != list(range(count)):
             missing = sorted(set(range(count)) - set(got))
-            raise SmokeError(f"{len(missing)} of {count} predictions missing "
-                             f"(first: {missing[:5]})")
+            raise SmokeError(
+                f"{len(missing)} of {count} predictions missing (first: {missing[:5]})"
+            )
         want = expected_classes(cfg.model.bundle, count, seed=0)
         wrong = [s for s in range(count) if got[s] != int(want[s])]
         if wrong:
-            raise SmokeError(f"{len(wrong)} predictions differ from the engine's own, first seq "
-                             f"{wrong[0]}: {got[wrong[0]]} vs {int(want[wrong[0]])}")
+            raise SmokeError(
+                f"{len(wrong)} predictions differ from the engine's own, first seq "
+                f"{wrong[0]}: {got[wrong[0]]} vs {int(want[wrong[0]])}"
+            )
 
         # The installed config calibrates label-free: the stream fills one chunk, so the
         # agent runs one QCore update and bit-flip round by itself in its calibration thread.
         st = wait_for_round(exe, status_ep, start_rounds=st["calibration"].get("done", 0))
         cal = st["calibration"]
-        print(f"smoke: the agent ran {cal['done']} bit-flip round(s) itself, last: "
-              + json.dumps(cal.get("last_round")), flush=True)
+        print(
+            f"smoke: the agent ran {cal['done']} bit-flip round(s) itself, last: "
+            + json.dumps(cal.get("last_round")),
+            flush=True,
+        )
         if cal["errors"]:
             raise SmokeError(f"calibration errors in the agent: {cal}")
         samples = st["samples"]
         print("smoke: status " + json.dumps({k: st[k] for k in ("agent", "samples")}), flush=True)
         for key in ("accepted", "predicted"):
             if samples[key] - start[key] != count:
-                raise SmokeError(f"status counts {samples} (at start {start}): expected "
-                                 f"{count} more accepted and predicted")
+                raise SmokeError(
+                    f"status counts {samples} (at start {start}): expected "
+                    f"{count} more accepted and predicted"
+                )
         if any(samples[k] != start[k] for k in ("rejected_total", "seq_gaps", "seq_missing")):
             raise SmokeError(f"status reports rejected samples or sequence gaps: {samples}")
 
@@ -276,18 +321,26 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
     ckpt = decode_checkpoint(new[-1].read_bytes(), str(new[-1]))
     counts = ckpt.get("counts", {})
     if counts.get("counters", counts).get("predicted") != samples["predicted"]:
-        raise SmokeError(f"{new[-1].name}: counts {counts}, expected "
-                         f"{samples['predicted']} predicted")
-    print(f"smoke: SIGTERM -> exit 0, checkpoint {new[-1].name} (generation "
-          f"{ckpt['generation']}, {samples['predicted']} predicted)", flush=True)
+        raise SmokeError(
+            f"{new[-1].name}: counts {counts}, expected {samples['predicted']} predicted"
+        )
+    print(
+        f"smoke: SIGTERM -> exit 0, checkpoint {new[-1].name} (generation "
+        f"{ckpt['generation']}, {samples['predicted']} predicted)",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--unit", type=Path, default=Path("/etc/systemd/system/edge-agent.service"))
     p.add_argument("--count", type=int, default=300)
-    p.add_argument("--seed-jit-cache", type=Path, default=None,
-                   help="copy this JIT cache into the unit's cache directory first")
+    p.add_argument(
+        "--seed-jit-cache",
+        type=Path,
+        default=None,
+        help="copy this JIT cache into the unit's cache directory first",
+    )
     args = p.parse_args(argv)
     log_path = Path(tempfile.gettempdir()) / "edge-agent-smoke.log"
     try:

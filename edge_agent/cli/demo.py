@@ -1,0 +1,259 @@
+"""``edge-agent demo``: the whole loop on one machine, in under a minute.
+
+Starts the agent as a subprocess (ipc sockets in a temporary directory), replays the
+bundled BasicMotions test split through the publisher with a drift injected part-way,
+labels every K-th sample, prints a live status line, and ends with a table of accuracy
+before the drift, after it, and after recalibration (once the agent reports accepted
+calibrations), plus a PNG of rolling accuracy with the drift and calibrations marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from edge_agent.client import ClientError, Publisher, StatusClient, replay, stream
+from edge_agent.service.config import local_config_text
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "defaults" / "basicmotions.eab"
+ROLLING = 50
+
+
+@dataclass
+class Trace:
+    """What the demo observed: predictions by sequence number and calibration events."""
+
+    pred: dict[int, int] = field(default_factory=dict)
+    calibrations: list[tuple[int, bool]] = field(default_factory=list)  # (seq, accepted)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``edge-agent demo``."""
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=DEFAULT_BUNDLE,
+        help="model bundle (default: the bundled BasicMotions model)",
+    )
+    parser.add_argument(
+        "--data", help="data set to replay (default: the one the bundle was trained on)"
+    )
+    parser.add_argument("--count", type=int, default=3000, help="samples (default 3000)")
+    parser.add_argument("--rate", type=float, default=300.0, help="samples/s (default 300)")
+    parser.add_argument(
+        "--drift",
+        default="rotation@1000",
+        metavar="KIND[:STRENGTH]@N",
+        help="drift to inject (default rotation@1000)",
+    )
+    parser.add_argument(
+        "--labels-every",
+        type=int,
+        default=5,
+        metavar="K",
+        help="label every K-th sample (default 5)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("demo-accuracy.png"),
+        help="PNG to write (default demo-accuracy.png)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    """Run the demo; return the exit status."""
+    from edge_agent.bundle_io import load_bundle
+    from edge_agent.data import load_dataset
+    from edge_agent.data.datasets import trained_data_spec
+    from edge_agent.data.drift import Drift
+
+    drift = Drift.parse(args.drift)
+    bundle = load_bundle(args.bundle)
+    args.data = args.data or trained_data_spec(bundle.meta)
+    ds = load_dataset(args.data)
+    if ds.input_shape != bundle.input_shape:
+        raise ValueError(
+            f"{args.data}: samples have shape {ds.input_shape}, the model in "
+            f"{args.bundle} takes {bundle.input_shape}"
+        )
+    with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
+        d = Path(tmp)
+        config = d / "agent.toml"
+        config.write_text(local_config_text(d, args.bundle.resolve(), '[log]\nlevel = "warning"\n'))
+        log = open(d / "agent.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.service", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            status_ep = f"ipc://{d}/run/status.sock"
+            _wait_ready(proc, status_ep, d / "agent.log")
+            trace = _run_stream(args, ds, drift, d, status_ep)
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            log.close()
+    y = _truth(ds, args)
+    _print_table(trace, y, drift.start, args)
+    _plot(trace, y, drift, args.plot)
+    return 0
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], status_ep: str, log: Path) -> None:
+    print("starting the agent (model load and JIT warm-up)...", file=sys.stderr)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the agent exited:\n{log.read_text()}")
+        try:
+            with StatusClient(status_ep, 1.0) as c:
+                c.request("ping")
+            return
+        except ClientError:
+            time.sleep(0.2)
+    raise RuntimeError("the agent did not become ready within 180 s")
+
+
+def _truth(ds: Any, args: argparse.Namespace) -> np.ndarray:
+    return np.array([it.y for it in stream(ds.X_test, ds.y_test, args.count, args.seed)])
+
+
+def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path, status_ep: str) -> Trace:
+    trace = Trace()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"pred/")
+    sub.connect(f"ipc://{d}/out.sock")
+    time.sleep(0.3)
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set() or sub.poll(0):
+            if sub.poll(50):
+                p = msgpack.unpackb(sub.recv_multipart()[1])
+                trace.pred[p["seq"]] = p["class"]
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    items = stream(
+        ds.X_test,
+        ds.y_test,
+        args.count,
+        args.seed,
+        drift.transform(args.seed),
+        drift.start,
+        args.labels_every,
+    )
+    with Publisher(f"ipc://{d}/in.sock") as pub, StatusClient(status_ep) as status:
+        sender = threading.Thread(target=replay, args=(pub, items, args.rate, "demo"))
+        sender.start()
+        seen_cal = (0, 0)
+        while sender.is_alive():
+            time.sleep(1.0)
+            st = status.request("status")
+            cal = st["calibration"]
+            if cal["done"] > seen_cal[0]:
+                seq = max(trace.pred, default=0)
+                trace.calibrations.append((seq, cal["accepted"] > seen_cal[1]))
+                seen_cal = (cal["done"], cal["accepted"])
+            _live_line(st, args.count, drift.start)
+        sender.join()
+        deadline = time.monotonic() + 10
+        while len(trace.pred) < args.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+    done.set()
+    receiver.join()
+    sub.close()
+    ctx.term()
+    print(file=sys.stderr)
+    return trace
+
+
+def _live_line(st: dict[str, Any], count: int, drift_at: int) -> None:
+    s, acc = st["samples"], st["accuracy"]["rolling"]
+    phase = "after drift" if s["predicted"] >= drift_at else "before drift"
+    print(
+        f"\r{s['predicted']:>6}/{count} predicted ({phase}), "
+        f"{st['prediction_rate_per_s']:6.0f}/s, rolling accuracy "
+        f"{'  n/a' if acc is None else f'{acc:5.3f}'}, "
+        f"calibrations {st['calibration']['accepted']}/{st['calibration']['done']}, "
+        f"p99 {st['latency_ms']['p99'] or 0:.2f} ms   ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _accuracy(trace: Trace, y: np.ndarray, lo: int, hi: int) -> tuple[float | None, int]:
+    seqs = [s for s in range(lo, hi) if s in trace.pred]
+    if not seqs:
+        return None, 0
+    return float(np.mean([trace.pred[s] == y[s] for s in seqs])), len(seqs)
+
+
+def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Namespace) -> None:
+    # the first calibration the agent accepted after the drift began
+    accepted = [seq for seq, ok in trace.calibrations if ok and seq > drift_at]
+    recal_at = accepted[0] if accepted else None
+    rows = [
+        ("before drift", *_accuracy(trace, y, 0, drift_at)),
+        ("after drift", *_accuracy(trace, y, drift_at, recal_at or len(y))),
+    ]
+    if recal_at is not None:
+        rows.append(("after recalibration", *_accuracy(trace, y, recal_at, len(y))))
+    print(
+        f"\n{args.data}, drift {args.drift}, every {args.labels_every}th sample labelled, "
+        f"{len(trace.pred)}/{len(y)} predicted"
+    )
+    print(f"{'phase':<22}{'accuracy':>10}{'samples':>9}")
+    for name, acc, n in rows:
+        print(f"{name:<22}{'n/a' if acc is None else f'{acc:.3f}':>10}{n:>9}")
+    if recal_at is None:
+        print(f"{'after recalibration':<22}{'n/a':>10}  (no calibration accepted after the drift)")
+
+
+def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "matplotlib is not installed (pip install 'edge-agent[demo]'): no plot", file=sys.stderr
+        )
+        return
+    seqs = np.array(sorted(trace.pred))
+    hit = np.array([trace.pred[s] == y[s] for s in seqs], dtype=np.float64)
+    kernel = np.ones(ROLLING) / ROLLING
+    rolling = np.convolve(hit, kernel, mode="valid")
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(seqs[ROLLING - 1 :], rolling, lw=1.2, label=f"rolling accuracy ({ROLLING})")
+    ax.axvline(drift.start, color="tab:red", ls="--", label=f"drift: {drift.kind}")
+    labelled: set[bool] = set()
+    for seq, ok in trace.calibrations:
+        label = None if ok in labelled else ("calibration kept" if ok else "rolled back")
+        labelled.add(ok)
+        ax.axvline(seq, color="tab:green" if ok else "tab:gray", ls=":", label=label)
+    ax.set_xlabel("stream sample")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")

@@ -1,0 +1,368 @@
+"""Inference engine: runs a bundle's quantized models on the integer kernels.
+
+The kernels are compiled ahead of time where that was done (``edge-agent
+compile-kernels``), else JIT-compiled by numba (:mod:`kernels.exec.backend`); the engine
+imports numba only in the second case. Every bit-width of the bundle is laid out once at
+load. The active model is one frozen :class:`_State` object; inference reads that
+reference once per call, and :meth:`Engine.swap_weights` / :meth:`Engine.set_bits` build
+a new state and assign it, so readers on other threads never see a half-updated model.
+Torch is never imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle_io import load_bundle
+from kernels.exec import backend
+from kernels.plan import abi, bias, layout, program, trace
+from kernels.plan.model import LayerParams, Model, Weights
+from kernels.plan.packing import qrange, row_bytes, unpack_rows
+
+log = logging.getLogger(__name__)
+
+WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
+_NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
+
+
+@dataclass(frozen=True)
+class _State:
+    """What one inference call needs; replaced as a whole, never modified."""
+
+    bits: int
+    model: Model
+    weights: Weights
+    version: str
+    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
+
+    def __post_init__(self) -> None:
+        m, w = self.model, self.weights
+        args = (
+            m.ops,
+            m.tens,
+            w.ltab,
+            w.panel,
+            w.bias,
+            w.m0,
+            w.shift,
+            w.out_mult,
+            m.mean,
+            m.std,
+            m.in_scale,
+            m.in_zp,
+            m.act_hi,
+            m.sizes,
+        )
+        abi.check(args)  # compiled kernels would misread other types
+        object.__setattr__(self, "args", args)
+
+
+def layer_params(quant: QuantModel) -> list[LayerParams]:
+    """Kernel parameters of a bundle's quantized model (weights unpacked transiently)."""
+    return [_params(layer, quant.weight_bits) for layer in quant.layers]
+
+
+def _params(layer: LayerQuant, bits: int) -> LayerParams:
+    return LayerParams(
+        q=unpack_rows(layer.packed, layer.k, layer.bits),
+        bits=bits,
+        bias_q=layer.bias_q,
+        in_zp=layer.in_zp,
+        out_zp=layer.out_zp,
+        m0=layer.m0,
+        shift=layer.shift,
+        out_mult=layer.out_mult,
+    )
+
+
+class Engine:
+    """Runs one bundle; thread-safe for concurrent inference and weight swaps.
+
+    ``kernels`` defaults to the process's choice (:func:`kernels.exec.backend.default`). A
+    ``scratch`` engine (a calibrator's private copy for trying candidate weights) logs its
+    start and swaps at DEBUG, not INFO.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        bits: int | None = None,
+        kernels: backend.Kernels | None = None,
+        *,
+        scratch: bool = False,
+    ) -> None:
+        self._log_level = logging.DEBUG if scratch else logging.INFO
+        self._kernels = backend.default() if kernels is None else kernels
+        self.input_shape: tuple[int, ...] = bundle.input_shape
+        self.num_classes: int = bundle.num_classes
+        self.label_names: list[str] = list(bundle.label_names)
+        self._features = int(np.prod(self.input_shape))
+        self._initial: dict[int, _State] = {}
+        for b, quant in sorted(bundle.quant.items()):
+            model, weights = program.build_model(
+                bundle.arch["layers"],
+                self.input_shape,
+                layer_params(quant),
+                bundle.norm_mean,
+                bundle.norm_std,
+                quant.input_scale,
+                quant.input_zp,
+                quant.act_bits,
+                act_offset=self._kernels.act_offset,
+            )
+            if model.num_outputs != self.num_classes:
+                raise ValueError(
+                    f"{b}-bit model gives {model.num_outputs} outputs for "
+                    f"{self.num_classes} classes"
+                )
+            self._initial[b] = _State(b, model, weights, bundle.model_version)
+        self._current = dict(self._initial)  # latest state per bit-width
+        self._write_lock = threading.Lock()  # serializes writers; readers never lock
+        self._state = self._current[bundle.default_bits if bits is None else bits]
+        log.log(
+            self._log_level,
+            "engine ready: %s, bit-widths %s, active %d, kernels %s (%s)",
+            bundle.arch.get("name", "model"),
+            sorted(self._current),
+            self._state.bits,
+            self.isa,
+            self.backend,
+        )
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], bits: int | None = None) -> Engine:
+        """Load a bundle file and build an engine for it."""
+        return cls(load_bundle(path), bits=bits)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def bits(self) -> int:
+        """Weight bit-width of the active model."""
+        return self._state.bits
+
+    @property
+    def available_bits(self) -> tuple[int, ...]:
+        """Bit-widths the bundle holds."""
+        return tuple(sorted(self._current))
+
+    @property
+    def model_version(self) -> str:
+        """Content hash of the active integer weights (changes with every swap)."""
+        return self._state.version
+
+    @property
+    def isa(self) -> str:
+        """Instruction set the kernels were compiled for."""
+        return self._kernels.isa
+
+    @property
+    def backend(self) -> str:
+        """How the kernels were compiled: ``"aot"`` (ahead of time) or ``"jit"`` (numba)."""
+        return self._kernels.backend
+
+    def weight_bytes(self, bits: int | None = None) -> int:
+        """Bytes of packed weights the kernels hold for one bit-width."""
+        st = self._state if bits is None else self._current[bits]
+        return int(st.weights.panel.nbytes)
+
+    # ------------------------------------------------------------------ inference
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """Float logits (N, classes) of float inputs (N, *input_shape) or one (*input_shape)."""
+        st = self._state  # the one read of the shared reference
+        return self._run(st, self._as_batch(x))
+
+    def _run(self, st: _State, xs: np.ndarray) -> np.ndarray:
+        """``xs``: C-contiguous float32 (N, features), as :meth:`_as_batch` makes it."""
+        out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
+        self._kernels.run_program(xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT)
+        return out
+
+    def trace(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Float logits of a batch and every weighted layer's input codes with the zero
+        point subtracted (:func:`kernels.plan.trace.layer_inputs`), from one kernel run."""
+        st = self._state
+        xs = self._as_batch(x)
+        at, per_sample = trace.trace_plan(st.model)
+        buf = np.empty(len(xs) * per_sample, np.uint8)
+        out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
+        self._kernels.run_program(xs, *st.args, out, buf, at)
+        return out, trace.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
+
+    def predict_classes(self, x: np.ndarray) -> np.ndarray:
+        """Class indices (int64) of a batch."""
+        return self.predict_logits(x).argmax(axis=1).astype(np.int64)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (int64) and softmax confidences (float32) for a batch."""
+        logits = self.predict_logits(x)
+        top = logits.argmax(axis=1)
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z, dtype=np.float32)
+        conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # exp(0) / sum for the top class
+        return top.astype(np.int64), conf
+
+    def _as_batch(self, x: np.ndarray) -> np.ndarray:
+        a = np.asarray(x, dtype=np.float32)
+        if a.shape == self.input_shape:
+            a = a[None]
+        if a.shape[1:] != self.input_shape:
+            raise ValueError(f"input shape {a.shape} does not match (N, {self.input_shape})")
+        if not np.isfinite(a).all():
+            raise ValueError("input contains NaN or infinity")
+        return np.ascontiguousarray(a.reshape(a.shape[0], self._features))
+
+    def warmup(self) -> None:
+        """Run every bit-width once (the JIT compiles or loads its cache here)."""
+        xs = np.zeros((1, self._features), dtype=np.float32)
+        for st in list(self._current.values()):
+            self._run(st, xs)
+
+    # ------------------------------------------------------------------ updates
+
+    def set_bits(self, bits: int) -> None:
+        """Make the model of another bit-width (with its latest weights) active."""
+        with self._write_lock:
+            if bits not in self._current:
+                raise ValueError(f"bundle has no {bits}-bit model (has {self.available_bits})")
+            self._state = self._current[bits]
+        log.info("active bit-width: %d", bits)
+
+    def swap_weights(
+        self, update: WeightUpdate, bits: int | None = None, version: str | None = None
+    ) -> str:
+        """Atomically replace the integer weights of some layers; returns the new version.
+
+        ``update`` maps weighted-layer indices to new weights, or lists one entry per
+        weighted layer (``None`` keeps a layer). An entry is either signed codes (any
+        signed integer dtype, shape (O, K), torch column order) or packed rows (uint8,
+        (O, row_bytes), the bundle format). Bit-widths, scales and biases are unchanged.
+        The new weights are laid out first; the swap itself is one reference assignment.
+        """
+        with self._write_lock:
+            b = self._state.bits if bits is None else bits
+            if b not in self._current:
+                raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
+            old = self._current[b]
+            codes = self._codes(old, update)
+            weights = program.replace_layers(old.model, old.weights, codes)
+            if version is None:
+                h = hashlib.sha256(old.version.encode())
+                for i in sorted(codes):
+                    h.update(i.to_bytes(4, "little") + codes[i].tobytes())
+                version = h.hexdigest()[:12]
+            new = _State(b, old.model, weights, version)
+            self._current[b] = new
+            if self._state.bits == b:
+                self._state = new
+        log.log(
+            self._log_level,
+            "swapped %d layer(s) of the %d-bit model: version %s",
+            len(codes),
+            b,
+            version,
+        )
+        return version
+
+    def swap_params(
+        self,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        biases: Mapping[int, np.ndarray] | None = None,
+        bits: int | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Atomically replace the input normalization (per-channel float32 ``mean`` and
+        ``std``) and/or the int32 ``bias_q`` of some weighted layers (index -> (O,)) of
+        one bit-width's model; returns the new version. Weights, scales and zero points
+        are unchanged; the new parameters are exactly what :mod:`edge_agent.reference`
+        computes with (the statistics rung's corrections, forward-only)."""
+        with self._write_lock:
+            b = self._state.bits if bits is None else bits
+            if b not in self._current:
+                raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
+            old = self._current[b]
+            model, weights = old.model, old.weights
+            h = hashlib.sha256(old.version.encode())
+            if mean is not None or std is not None:
+                m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
+                s = np.ascontiguousarray(model.std if std is None else std, np.float32)
+                if (
+                    m.shape != model.mean.shape
+                    or s.shape != model.std.shape
+                    or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0))
+                ):
+                    raise ValueError(
+                        f"normalization must be finite, shape {model.mean.shape}, std > 0"
+                    )
+                model = dataclasses.replace(model, mean=m, std=s)
+                h.update(m.tobytes() + s.tobytes())
+            if biases:
+                weights = bias.replace_biases(model, weights, biases)
+                for i in sorted(biases):
+                    h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
+            new = _State(b, model, weights, version or h.hexdigest()[:12])
+            self._current[b] = new
+            if self._state.bits == b:
+                self._state = new
+        log.log(
+            self._log_level, "swapped parameters of the %d-bit model: version %s", b, new.version
+        )
+        return new.version
+
+    def normalization(self, bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The input normalization (mean, std) float32 (C,) of the active (or ``bits``) model."""
+        st = self._state if bits is None else self._current[bits]
+        return st.model.mean.copy(), st.model.std.copy()
+
+    def layer_bias(self, index: int, bits: int | None = None) -> np.ndarray:
+        """Current int32 ``bias_q`` (O,) of one weighted layer."""
+        st = self._state if bits is None else self._current[bits]
+        return bias.layer_bias(st.model, st.weights, index)
+
+    def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:
+        items: list[tuple[int, Any]] = (
+            list(update.items()) if isinstance(update, Mapping) else list(enumerate(update))
+        )
+        codes: dict[int, np.ndarray] = {}
+        for i, arr in items:
+            if arr is None:
+                continue
+            if not 0 <= i < len(st.model.slots):
+                raise IndexError(f"no weighted layer {i}")
+            a = np.asarray(arr)
+            k = st.model.slots[i].k
+            if a.dtype == np.uint8:
+                if a.ndim != 2 or a.shape[1] != row_bytes(k, st.bits):
+                    raise ValueError(f"layer {i}: packed rows {a.shape} do not hold {k} codes")
+                a = unpack_rows(a, k, st.bits)
+            elif not np.issubdtype(a.dtype, np.signedinteger):
+                raise ValueError(f"layer {i}: weights must be signed integers or packed uint8")
+            lo, hi = qrange(st.bits)
+            if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+                raise ValueError(f"layer {i}: weights outside the {st.bits}-bit range")
+            codes[i] = np.ascontiguousarray(a, dtype=np.int8) if a.dtype != np.int8 else a
+        return codes
+
+    def layer_codes(self, index: int, bits: int | None = None) -> np.ndarray:
+        """Current signed weights (O, K) int8 of one weighted layer, torch column order."""
+        st = self._state if bits is None else self._current[bits]
+        slot = st.model.slots[index]
+        w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
+        size = layout.panel_nbytes(o, k, b)
+        kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
+        perm = program.kernel_order(slot, np.arange(k, dtype=np.int64)[None, :])[0]
+        q = np.empty_like(kernel_q)
+        q[:, perm] = kernel_q
+        return q

@@ -1,0 +1,1 @@
+"""Ingest: the wire protocol, the ZeroMQ and serial sources, intake checks and the bounded queue."""

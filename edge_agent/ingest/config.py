@@ -1,0 +1,46 @@
+"""Configuration sections of the ingest sources (``[ingest]``, ``[ingest.curve]``,
+``[serial]`` in agent.toml); validated with the rest by :mod:`edge_agent.service.config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge_agent.ingest.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """Optional CURVE encryption and authentication of the ingest socket (zmq.auth)."""
+
+    enabled: bool = False
+    secret_key: str = ""  # the agent's certificate (zmq.auth.create_certificates)
+    authorized_keys: str = ""  # bind mode: directory of accepted publisher .key files
+    server_public_key: str = ""  # connect mode: the publisher's public certificate
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The ZeroMQ ingest socket and the bounded queue behind it."""
+
+    socket: str = "sub"  # "sub" or "pull"
+    mode: str = "bind"  # "bind" or "connect"
+    endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
+    rcvhwm: int = 10000
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    queue_capacity: int = 1024
+    # SUB only: topic prefixes (first frame of the two-frame form) to receive; "" is all.
+    # Behind `edge-agent proxy`, e.g. ["board-7/"] takes only this board's messages.
+    topics: list[str] = field(default_factory=lambda: [""])
+    curve: CurveConfig = field(default_factory=CurveConfig)
+
+
+@dataclass(frozen=True)
+class SerialConfig:
+    """An optional serial sensor feeding the same queue."""
+
+    enabled: bool = False
+    port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
+    baud: int = 115200
+    framing: str = "line"  # "line" (text values) or "frame" (binary, see protocol.md)
+    sensor: str = "serial0"
+    reconnect_s: float = 1.0

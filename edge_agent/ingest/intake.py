@@ -1,0 +1,134 @@
+"""The gate every source passes: decode, validate, check sequences, enqueue, count.
+
+Sources (ZeroMQ, serial) hand raw messages or parsed samples to :class:`Intake`, which
+rejects bad input with a counted reason and a rate-limited log line, tracks sequence
+numbers per sensor, and puts accepted items on the bounded :class:`DropQueue`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from edge_agent.ingest.protocol import Feedback, ProtocolError, Sample, decode_ingest
+from edge_agent.ingest.queue import DropQueue
+
+log = logging.getLogger(__name__)
+
+MAX_TRACKED_SENSORS = 4096
+LOG_EVERY_S = 10.0
+
+
+class Counters(Protocol):
+    """What intake counts through (the agent hands in its metrics registry)."""
+
+    def inc(self, name: str, n: int = 1) -> None: ...
+
+    def accept(self, kind: str) -> None: ...
+
+    def reject(self, reason: str) -> None: ...
+
+    def drop(self, kind: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Item:
+    """An accepted sample or label with its arrival time (``time.perf_counter``)."""
+
+    msg: Sample | Feedback
+    arrived: float
+
+
+class Intake:
+    """Thread-safe validation and enqueueing shared by all sources."""
+
+    def __init__(
+        self,
+        queue: DropQueue[Item],
+        metrics: Counters,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        max_bytes: int,
+    ) -> None:
+        self.queue = queue
+        self.metrics = metrics
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        self._last_log: dict[str, float] = {}
+
+    def submit_raw(self, raw: bytes) -> None:
+        """Decode one wire message and submit it."""
+        arrived = time.perf_counter()
+        try:
+            msg = decode_ingest(raw, self.input_shape, self.num_classes, self.max_bytes)
+        except ProtocolError as exc:
+            self.reject(exc)
+            return
+        self.submit(msg, arrived)
+
+    def submit(self, msg: Sample | Feedback, arrived: float) -> None:
+        """Sequence-check and enqueue a decoded message."""
+        if isinstance(msg, Sample):
+            try:
+                self._check_seq(msg.sensor, msg.seq)
+            except ProtocolError as exc:
+                self.reject(exc)
+                return
+            self.metrics.accept("accepted_labelled" if msg.label is not None else "accepted")
+        else:
+            self.metrics.accept("accepted_feedback")
+        labelled = isinstance(msg, Feedback) or msg.label is not None
+        dropped = self.queue.put(Item(msg, arrived), labelled)
+        if dropped is not None:
+            self.metrics.drop(dropped)
+
+    def reject(self, exc: ProtocolError) -> None:
+        """Count a rejected message; log each reason at most every few seconds."""
+        self.metrics.reject(exc.reason)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_log.get(exc.reason)
+            if last is not None and now - last < LOG_EVERY_S:
+                return
+            self._last_log[exc.reason] = now
+        log.warning(
+            "rejected message (%s); same-reason rejections are counted and logged "
+            "at most every %.0f s",
+            exc,
+            LOG_EVERY_S,
+        )
+
+    def _check_seq(self, sensor: str, seq: int) -> None:
+        with self._lock:
+            last = self._last_seq.get(sensor)
+            if last is not None and seq == last:
+                raise ProtocolError("duplicate", f"sensor {sensor!r} sent seq {seq} twice")
+            self._last_seq[sensor] = seq
+            self._last_seq.move_to_end(sensor)
+            if len(self._last_seq) > MAX_TRACKED_SENSORS:
+                self._last_seq.popitem(last=False)
+        if last is None:
+            return
+        if seq > last + 1:
+            self.metrics.inc("seq_gaps")
+            self.metrics.inc("seq_missing", seq - last - 1)
+        elif seq < last:
+            self.metrics.inc("seq_restarts")
+
+    def sequences(self) -> dict[str, int]:
+        """Last sequence number per sensor (for checkpoints)."""
+        with self._lock:
+            return dict(self._last_seq)
+
+    def restore_sequences(self, seqs: dict[str, int]) -> None:
+        """Continue gap detection from a checkpoint."""
+        with self._lock:
+            for sensor, seq in list(seqs.items())[-MAX_TRACKED_SENSORS:]:
+                self._last_seq[str(sensor)] = int(seq)

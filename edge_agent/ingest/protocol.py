@@ -1,0 +1,349 @@
+"""Wire protocol v1: msgpack messages between publishers, the agent and status clients.
+
+Every message is one msgpack map with string keys, ``"v": 1`` and a ``"type"``. The
+full specification, precise enough to write a publisher in another language, is
+``docs/protocol.md``; this module is its reference implementation. Decoding never
+trusts its input: sizes are limited before and while unpacking, every field is type
+checked, and each failure raises :class:`ProtocolError` with a short machine-readable
+``reason`` that the agent counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+MAX_SENSOR_LEN = 64
+MAX_DIMS = 4
+MAX_MAP_KEYS = 32
+MAX_SEQ = (1 << 64) - 1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+MAX_REQUEST_BYTES = 4096
+MAX_STR_LEN = 256
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Wire dtype names (all little-endian on the wire) -> numpy dtype.
+DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32")
+}
+COMMANDS = ("ping", "status", "metrics", "config", "checkpoint", "collect", "reload")
+
+# Reasons a message is rejected; every one has a counter in the agent's metrics.
+REASONS = (
+    "oversized",  # longer than the size limit (checked before unpacking)
+    "msgpack",  # not decodable msgpack: truncated, trailing bytes, limits exceeded
+    "not_map",  # top level is not a map
+    "version",  # missing or unsupported "v"
+    "type",  # missing or unknown "type"
+    "field",  # a required field is missing or has the wrong type or range
+    "dtype",  # dtype not in DTYPES
+    "shape",  # shape differs from the model's input shape
+    "size",  # data length differs from shape x dtype size
+    "nonfinite",  # NaN or infinity in float data
+    "label",  # label outside 0..num_classes-1
+    "duplicate",  # same (sensor, seq) as the previous sample of that sensor
+    "frames",  # a ZeroMQ message with an unexpected number of frames
+    "serial",  # an unparsable serial line or frame
+)
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.detail = message
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sensor window, converted to float32 with the model's input shape."""
+
+    sensor: str
+    seq: int
+    ts: float
+    x: np.ndarray
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A label for a sample sent earlier (matched by sensor and sequence number)."""
+
+    sensor: str
+    seq: int
+    label: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """A control request on the status socket."""
+
+    cmd: str
+    id: int | str | None = None
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_sample(
+    sensor: str,
+    seq: int,
+    x: np.ndarray,
+    ts: float,
+    label: int | None = None,
+    dtype: str = "float32",
+) -> bytes:
+    """Encode a sample message; ``x`` is sent as ``dtype`` little-endian bytes."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    arr = np.ascontiguousarray(x, dtype=DTYPES[dtype])
+    msg: dict[str, Any] = {
+        "v": VERSION,
+        "type": "sample",
+        "sensor": sensor,
+        "seq": int(seq),
+        "ts": float(ts),
+        "dtype": dtype,
+        "shape": list(arr.shape),
+        "data": arr.tobytes(),
+    }
+    if label is not None:
+        msg["label"] = int(label)
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def encode_feedback(sensor: str, seq: int, label: int) -> bytes:
+    """Encode a labelled-feedback message for an earlier sample."""
+    return msgpack.packb(
+        {"v": VERSION, "type": "label", "sensor": sensor, "seq": int(seq), "label": int(label)},
+        use_bin_type=True,
+    )
+
+
+def encode_request(cmd: str, req_id: int | str | None = None) -> bytes:
+    """Encode a control request."""
+    msg: dict[str, Any] = {"v": VERSION, "type": "request", "cmd": cmd}
+    if req_id is not None:
+        msg["id"] = req_id
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def encode_reply(req_id: int | str | None, cmd: str | None, result: dict[str, Any]) -> bytes:
+    """Encode a successful reply."""
+    return msgpack.packb(
+        {"v": VERSION, "type": "reply", "id": req_id, "cmd": cmd, "ok": True, "result": result},
+        use_bin_type=True,
+    )
+
+
+def encode_error(req_id: int | str | None, code: str, message: str) -> bytes:
+    """Encode an error reply."""
+    return msgpack.packb(
+        {
+            "v": VERSION,
+            "type": "reply",
+            "id": req_id,
+            "ok": False,
+            "error": {"code": code, "message": message},
+        },
+        use_bin_type=True,
+    )
+
+
+def encode_prediction(
+    sensor: str,
+    seq: int,
+    ts: float,
+    cls: int,
+    class_name: str,
+    confidence: float,
+    model_version: str,
+    latency_ms: float,
+    label: int | None,
+) -> bytes:
+    """Encode a prediction published on the output socket."""
+    return msgpack.packb(
+        {
+            "v": VERSION,
+            "type": "prediction",
+            "sensor": sensor,
+            "seq": seq,
+            "ts": ts,
+            "class": cls,
+            "class_name": class_name,
+            "confidence": confidence,
+            "model_version": model_version,
+            "latency_ms": latency_ms,
+            "label": label,
+        },
+        use_bin_type=True,
+    )
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def unpack_one(raw: bytes, max_bytes: int, strict_map_key: bool = True, **limits: int) -> Any:
+    """Unpack exactly one msgpack object of at most ``max_bytes`` (the buffer limit,
+    checked before unpacking) under per-type ``limits``; raises on truncation, trailing
+    bytes or a limit exceeded."""
+    if len(raw) > max_bytes:
+        raise ValueError(f"{len(raw)} bytes exceeds the {max_bytes}-byte buffer limit")
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=strict_map_key, **limits)
+
+
+def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """Unpack one msgpack map under strict size limits and check its version."""
+    if len(raw) > max_bytes:
+        raise ProtocolError("oversized", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        obj = unpack_one(
+            raw,
+            max_bytes,
+            max_str_len=MAX_STR_LEN,
+            max_bin_len=max_bytes,
+            max_array_len=MAX_DIMS,
+            max_map_len=MAX_MAP_KEYS,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many unrelated types for bad input
+        raise ProtocolError("msgpack", f"cannot decode msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_map", f"top level is {type(obj).__name__}, not a map")
+    if not all(isinstance(k, str) for k in obj):  # msgpack lets bin keys through as bytes
+        raise ProtocolError("msgpack", "map keys must be msgpack str, not bin or other types")
+    version = obj.get("v")
+    if _is_int(version) and version == VERSION:
+        return obj
+    if "v" not in obj:
+        raise ProtocolError("version", "missing protocol version 'v'")
+    raise ProtocolError("version", f"unsupported protocol version {version!r} (this is v{VERSION})")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _field(obj: dict[str, Any], key: str) -> Any:
+    if key not in obj:
+        raise ProtocolError("field", f"missing field {key!r}")
+    return obj[key]
+
+
+def _sensor(obj: dict[str, Any]) -> str:
+    sensor = _field(obj, "sensor")
+    if not isinstance(sensor, str) or not 1 <= len(sensor) <= MAX_SENSOR_LEN:
+        raise ProtocolError("field", f"'sensor' must be a string of 1..{MAX_SENSOR_LEN} chars")
+    return sensor
+
+
+def _seq(obj: dict[str, Any]) -> int:
+    seq = _field(obj, "seq")
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise ProtocolError("field", "'seq' must be an integer in 0..2^64-1")
+    return int(seq)
+
+
+def _label(obj: dict[str, Any], num_classes: int, required: bool) -> int | None:
+    label = obj.get("label")
+    if label is None:
+        if required:
+            raise ProtocolError("field", "missing field 'label'")
+        return None
+    if not _is_int(label):
+        raise ProtocolError("field", f"'label' must be an integer, got {type(label).__name__}")
+    if not 0 <= label < num_classes:
+        raise ProtocolError("label", f"label {label} outside 0..{num_classes - 1}")
+    return int(label)
+
+
+def _ts(obj: dict[str, Any]) -> float:
+    ts = _field(obj, "ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+        raise ProtocolError("field", "'ts' must be a finite number (Unix seconds)")
+    return float(ts)
+
+
+def decode_sample_fields(
+    obj: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> Sample:
+    """Validate a sample map against the model's input shape and class count."""
+    sensor, seq, ts = _sensor(obj), _seq(obj), _ts(obj)
+    dtype_name = _field(obj, "dtype")
+    if not isinstance(dtype_name, str):  # wrong type, like any other field
+        raise ProtocolError("field", f"'dtype' must be a string, got {type(dtype_name).__name__}")
+    if dtype_name not in DTYPES:
+        raise ProtocolError("dtype", f"dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
+    shape = _field(obj, "shape")
+    if not isinstance(shape, list) or not all(_is_int(s) for s in shape):
+        raise ProtocolError("field", "'shape' must be an array of integers")
+    if tuple(shape) != input_shape:
+        raise ProtocolError("shape", f"shape {shape} differs from the model's {list(input_shape)}")
+    data = _field(obj, "data")
+    if not isinstance(data, bytes):
+        raise ProtocolError("field", f"'data' must be binary, got {type(data).__name__}")
+    dt = DTYPES[dtype_name]
+    expected = math.prod(input_shape) * dt.itemsize
+    if len(data) != expected:
+        raise ProtocolError(
+            "size", f"data has {len(data)} bytes, shape x {dtype_name} needs {expected}"
+        )
+    raw = np.frombuffer(data, dtype=dt).reshape(input_shape)
+    if dt.kind == "f":
+        if not np.isfinite(raw).all():
+            raise ProtocolError("nonfinite", "data holds NaN or infinity")
+        if dt.itemsize > 4 and np.abs(raw).max() > FLOAT32_MAX:
+            raise ProtocolError("nonfinite", "data overflows float32")
+    x = raw.astype(np.float32)
+    return Sample(sensor, seq, ts, x, _label(obj, num_classes, required=False))
+
+
+def decode_ingest(
+    raw: bytes,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Sample | Feedback:
+    """Decode and validate one ingest message (a sample or a label)."""
+    obj = unpack_map(raw, max_bytes)
+    kind = obj.get("type")
+    if kind == "sample":
+        return decode_sample_fields(obj, input_shape, num_classes)
+    if kind == "label":
+        label = _label(obj, num_classes, required=True)
+        assert label is not None
+        return Feedback(_sensor(obj), _seq(obj), label)
+    raise ProtocolError("type", f"unknown message type {kind!r} (expected 'sample' or 'label')")
+
+
+def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
+    """Decode a control request; raise ProtocolError for anything malformed."""
+    obj = unpack_map(raw, max_bytes)
+    if obj.get("type") != "request":
+        raise ProtocolError("type", f"expected type 'request', got {obj.get('type')!r}")
+    req_id = obj.get("id")
+    if req_id is not None and not (_is_int(req_id) or isinstance(req_id, str)):
+        raise ProtocolError("field", "'id' must be an integer or a string")
+    cmd = obj.get("cmd")
+    if cmd not in COMMANDS:
+        raise ProtocolError("field", f"unknown command {cmd!r}; one of {list(COMMANDS)}")
+    return Request(cmd, req_id)
+
+
+def decode_reply(raw: bytes, max_bytes: int = 16 << 20) -> dict[str, Any]:
+    """Decode a reply from the status socket (client side; generous limits)."""
+    try:
+        obj = unpack_one(raw, max_bytes, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError("msgpack", f"cannot decode reply: {type(exc).__name__}") from None
+    if not isinstance(obj, dict) or obj.get("v") != VERSION or obj.get("type") != "reply":
+        raise ProtocolError("type", "not a v1 reply")
+    return obj

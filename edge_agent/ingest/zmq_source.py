@@ -1,0 +1,173 @@
+"""ZeroMQ ingest: a SUB or PULL socket (bind or connect), optional CURVE, in its own thread.
+
+The socket is created and bound in the constructor (so a bad endpoint fails start-up
+with a clear error) and then used only by the source's thread. A message is one frame
+(the payload) or two frames (a topic, then the payload); a SUB socket receives the
+configured topic prefixes only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from edge_agent.ingest import ipc
+from edge_agent.ingest.config import IngestConfig
+from edge_agent.ingest.intake import Intake
+from edge_agent.ingest.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+DRAIN_MAX = 1000
+
+
+class ZmqSource:
+    """Receives wire messages and hands them to the intake."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: IngestConfig, intake: Intake
+    ) -> None:
+        self.cfg = cfg
+        self.intake = intake
+        self._stop = threading.Event()
+        self._auth: ThreadAuthenticator | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        kind = zmq.SUB if cfg.socket == "sub" else zmq.PULL
+        self.sock = ctx.socket(kind)
+        try:
+            self.sock.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            # A hard ceiling far above the protocol limit, so a peer announcing a huge frame
+            # is disconnected by libzmq instead of being buffered in memory.
+            self.sock.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 4, 1 << 20))
+            if kind == zmq.SUB:
+                for topic in cfg.topics:
+                    self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            if cfg.curve.enabled:
+                self._setup_curve(ctx)
+            for ep in cfg.endpoints:
+                if cfg.mode == "bind":
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
+                    self.sock.bind(ep)
+                else:
+                    self.sock.connect(ep)
+            # Connections libzmq closes (a frame over MAXMSGSIZE, a peer gone) are seen only
+            # here: counted as ingest_disconnects.
+            self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        except (zmq.ZMQError, OSError, ValueError) as exc:
+            self._release()
+            raise RuntimeError(
+                f"ingest socket ({cfg.socket} {cfg.mode} {', '.join(cfg.endpoints)}): {exc}"
+            ) from None
+        self._thread = threading.Thread(target=self._run, name="ingest-zmq", daemon=True)
+
+    def _setup_curve(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        public, secret = zmq.auth.load_certificate(self.cfg.curve.secret_key)
+        if secret is None:
+            raise ValueError(f"{self.cfg.curve.secret_key} holds no secret key")
+        self.sock.curve_publickey = public
+        self.sock.curve_secretkey = secret
+        if self.cfg.mode == "bind":
+            keys = Path(self.cfg.curve.authorized_keys)
+            if not keys.is_dir():
+                raise ValueError(f"ingest.curve.authorized_keys: {keys} is not a directory")
+            self._auth = ThreadAuthenticator(ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(keys))
+            self.sock.curve_server = True
+        else:
+            server_public, _ = zmq.auth.load_certificate(self.cfg.curve.server_public_key)
+            self.sock.curve_serverkey = server_public
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints actually bound (wildcard ports resolved) or connected."""
+        if self.cfg.mode == "connect":
+            return list(self.cfg.endpoints)
+        last = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return [*self.cfg.endpoints[:-1], last]
+
+    def start(self) -> None:
+        """Start receiving."""
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """Whether the receive thread runs."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        submit, reject = self.intake.submit_raw, self.intake.reject
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(POLL_MS))
+                if not ready:
+                    continue
+                if self._monitor is not None and self._monitor in ready:
+                    self._count_disconnects()
+                for _ in range(DRAIN_MAX):
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(frames) in (1, 2):
+                        submit(frames[-1])
+                    else:
+                        reject(ProtocolError("frames", f"{len(frames)} frames (expected 1 or 2)"))
+        except zmq.ZMQError as exc:
+            if not self._stop.is_set():
+                log.error("ingest socket failed: %s", exc)
+        finally:
+            self._close_monitor()
+            self.sock.close(linger=0)
+
+    def _count_disconnects(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = int.from_bytes(frames[0][:2], "little") if len(frames) == 2 else 0
+            if event == zmq.EVENT_DISCONNECTED:
+                self.intake.metrics.inc("ingest_disconnects")
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):  # the socket may be closed already
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop receiving; the thread closes the socket on its way out."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        else:
+            self._close_monitor()
+            self.sock.close(linger=0)
+        self._release()
+        if self.cfg.mode == "bind":
+            ipc.remove_bound(self.cfg.endpoints)
+
+    def _release(self) -> None:
+        if self._thread_less():
+            self._close_monitor()
+            self.sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def _thread_less(self) -> bool:
+        return not hasattr(self, "_thread")

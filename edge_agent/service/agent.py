@@ -1,0 +1,395 @@
+"""The agent's main loop: load the model, restore state, run ingest -> inference -> outputs.
+
+Threads: one per ingest source, one for the status socket; the main thread runs the
+inference loop, checkpoints, reloads and watchdog pings, so everything that touches the
+engine, the labelled buffer or the state store happens in one place.
+
+Signals: SIGTERM/SIGINT stop ingest, finish queued work, checkpoint and exit 0;
+SIGHUP reloads the configuration file.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge_agent.bundle_io import to_bytes
+from edge_agent.calibrate.burst_scheduler import BurstScheduler
+from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.energy import EnergyDecision, EnergyMonitor
+from edge_agent.ingest.intake import Intake, Item
+from edge_agent.ingest.protocol import Feedback, Sample
+from edge_agent.ingest.queue import DropQueue
+from edge_agent.ingest.serial_source import SerialSource
+from edge_agent.ingest.zmq_source import ZmqSource
+from edge_agent.service.config import AgentConfig
+from edge_agent.service.fleet_ops import FleetOps
+from edge_agent.service.io import Sockets
+from edge_agent.service.metrics import Metrics
+from edge_agent.service.model import Model, load_running_model
+from edge_agent.service.notify import Notifier
+from edge_agent.service.persist import Persistence
+from edge_agent.service.report import StatusReport
+from edge_agent.service.state import LabelledSample, StateStore
+from edge_agent.service.status import StatusServer
+
+log = logging.getLogger("edge_agent.agent")
+
+EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus keeps it from looping
+DRAIN_DEADLINE_S = 5.0
+STATUS_EVERY_S = 5.0
+IDLE_WAIT_S = 0.1
+CALIBRATION_POLL_S = 0.2
+CALIBRATION_JOIN_S = 2.0
+BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
+
+
+class Agent(Sockets, Persistence, StatusReport, FleetOps):
+    """One agent process: owns the sockets, threads, engine and state."""
+
+    def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.metrics = Metrics(cfg.inference.accuracy_window)
+        self.queue: DropQueue[Item] = DropQueue(cfg.ingest.queue_capacity)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.store = StateStore(cfg.state_dir, cfg.state.keep, cfg.state.labelled_capacity)
+        # Accepted labelled samples, newest last: the QCore buffer's source (persisted by
+        # the state store's log).
+        self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
+        self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
+        self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
+        self._stopping = False
+        self._reload = False
+        self._init_fleet()
+        self._last_ckpt: dict[str, Any] = {}
+        self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
+        self._base_sha = ""
+        self.model: Model
+        self.intake: Intake
+        self.sources: list[ZmqSource | SerialSource] = []
+        self.status_server: StatusServer | None = None
+        self.pub: zmq.Socket[bytes] | None = None
+        self._output_bound: list[str] = []
+        self.calibration: CalibrationController | None = None
+        self._cal_results: queue.SimpleQueue[
+            tuple[CalibrationController, RoundResult | Exception]
+        ] = queue.SimpleQueue()
+        self._cal_thread: threading.Thread | None = None
+        self.energy = EnergyMonitor(cfg.energy)
+        self._energy: EnergyDecision | None = None
+        self.bursts = (
+            BurstScheduler(self.cfg.state_dir / "burst", cfg.bursts.scheduler)
+            if cfg.bursts.enabled
+            else None
+        )
+
+    # ------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Restore state, load the model, open sockets, start threads, tell systemd."""
+        t0 = time.monotonic()
+        self.notifier.status("loading model")
+        payload, samples = self.store.restore()
+        self.model = self._load_model(payload)
+        eng = self.model.engine
+        log.info(
+            "model %s loaded from %s: input %s, %d classes (JIT warm after %.1f s)",
+            eng.model_version,
+            self.model.path,
+            list(eng.input_shape),
+            eng.num_classes,
+            time.monotonic() - t0,
+        )
+        self.intake = Intake(
+            self.queue,
+            self.metrics,
+            tuple(eng.input_shape),
+            eng.num_classes,
+            self.cfg.ingest.max_message_bytes,
+        )
+        self.labelled.extend(samples)
+        self._start_calibration(payload.get("calibration") if payload else None)
+        if payload is not None:
+            gen = payload["generation"]  # status shows it until the next one is written
+            self._last_ckpt = {
+                "path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
+                "generation": gen,
+                "labelled": payload.get("labelled"),
+                "time": payload.get("written"),
+                "restored": True,
+            }
+            counts = payload.get("counts", {})
+            self.metrics.restore(
+                counts.get("counters", {}), counts.get("rejected", {}), counts.get("dropped", {})
+            )
+            self.intake.restore_sequences(payload.get("sequences", {}))
+        self._open_io(self.cfg)
+        self._start_exporter()
+        self._cal_thread = threading.Thread(
+            target=self._calibration_loop, name="calibration", daemon=True
+        )
+        self._cal_thread.start()
+        self.notifier.ready(self._status_line())
+        log.info(
+            "ready in %.1f s: ingest %s, predictions %s, status %s",
+            time.monotonic() - t0,
+            self._ingest_endpoints(),
+            ", ".join(self.cfg.output.endpoints),
+            ", ".join(self._status_endpoints(self.cfg)),
+        )
+
+    def _load_model(self, payload: dict[str, Any] | None) -> Model:
+        model, self._base_sha, self.model_fallback = load_running_model(
+            self.store, Path(self.cfg.model.bundle), payload
+        )
+        return model
+
+    def _start_calibration(self, state: dict[str, Any] | None, carry: bool = False) -> None:
+        """The QCore buffer and bit-flip calibrator of the running model (if enabled)."""
+        old, self.calibration = self.calibration, None
+        if self.cfg.calibration.enabled:
+            bundle, cfg, carried = self.model.bundle, self.cfg.calibration, old if carry else None
+            self.calibration = CalibrationController(bundle, cfg, state, self.metrics.inc, carried)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`)."""
+        cfg_interval = self.cfg.state.checkpoint_interval_s
+        next_ckpt = time.monotonic() + cfg_interval
+        next_status = time.monotonic() + STATUS_EVERY_S
+        next_watchdog = time.monotonic()
+        next_energy = time.monotonic()
+        while not self._stopping:
+            batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
+            if batch:
+                self._process(batch)
+            self._collect_calibrations()
+            now = time.monotonic()
+            if now >= next_energy:
+                self._energy_tick()
+                next_energy = now + self.cfg.bursts.energy_poll_s
+            if now >= next_ckpt or not self._ckpt_requests.empty():
+                self._checkpoint()
+                next_ckpt = now + self.cfg.state.checkpoint_interval_s
+            if self._reload:
+                self._reload = False
+                self._reload_config()
+            self._serve_requests()  # collect / reload from the status socket
+            if now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + STATUS_EVERY_S
+            if self.notifier.watchdog_interval_s is not None and now >= next_watchdog:
+                if self._threads_alive():
+                    self.notifier.watchdog()
+                next_watchdog = now + self.notifier.watchdog_interval_s
+
+    def _calibration_loop(self) -> None:
+        """The calibration thread: QCore updates and flip rounds whenever a chunk is
+        ready. Inference never waits for it (the engine swap is one reference
+        assignment); its results go back to the main thread, which owns the state store."""
+        while not self._stopping:
+            ctl = self.calibration
+            busy = self.bursts is not None and self.bursts.state != "idle"
+            if ctl is None or busy or not ctl.due():
+                time.sleep(CALIBRATION_POLL_S)
+                continue
+            try:
+                result: RoundResult | Exception | None = ctl.run(self.model.engine)
+            except Exception as exc:  # a calibration bug must never stop the agent
+                log.exception("calibration round failed; the model is unchanged")
+                result = exc
+            if result is not None:  # None: a buffer update without a round
+                self._cal_results.put((ctl, result))
+
+    def _collect_calibrations(self) -> None:
+        """Count finished rounds; save an accepted model at once (main thread)."""
+        while not self._cal_results.empty():
+            ctl, result = self._cal_results.get()
+            if isinstance(result, Exception):
+                self.metrics.inc("calibration_errors")
+                continue
+            self.metrics.inc("calibrations")
+            if result.version is None:
+                self.metrics.inc("calibrations_rolled_back")
+                continue
+            self.metrics.inc("calibrations_accepted")
+            if ctl is not self.calibration:  # the model was replaced meanwhile
+                continue
+            try:
+                self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
+            except OSError as exc:
+                self.metrics.inc("checkpoint_errors")
+                log.error("could not save the recalibrated model: %s", exc)
+
+    def _energy_tick(self) -> None:
+        """Apply the energy policy: the bit-width to run at, and QAT bursts."""
+        eng = self.model.engine
+        try:
+            d = self.energy.decide(eng.available_bits, self.model.bundle.default_bits)
+        except Exception:  # a broken sensor must never stop the agent
+            self.metrics.inc("energy_errors")
+            log.exception("energy policy failed")
+            return
+        self._energy = d
+        if self.cfg.bursts.switch_bits and d.bits != eng.bits:
+            eng.set_bits(d.bits)
+            self.metrics.inc("bit_switches")
+        if self.bursts is None:
+            return
+        cal = self.calibration  # bursts, like rounds, wait for the drift signal
+        current = cal.updated_bundle(eng) if cal else self.model.bundle
+        wanted = cal.burst_wanted(self.bursts.counters.started) if cal else True
+        accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
+        if accepted is None or accepted.engine is None or accepted.bundle is None:
+            return
+        data = to_bytes(accepted.bundle)
+        self.store.save_model(data)
+        state = self.calibration.state() if self.calibration else None
+        self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
+        self._start_calibration(state, carry=True)  # the buffer and the drift signal carry over
+        self.metrics.inc("bursts_accepted")
+        log.info("QAT burst accepted: model %s", accepted.engine.model_version)
+
+    def _burst_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A burst's candidate pool: the QCore buffer plus recent unlabelled stream samples
+        with the FP model's predictions as targets. Called from the burst scheduler's
+        worker thread: ``list(dict.values())`` copies the main thread's window in one C
+        call under the GIL."""
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        cal = self.calibration
+        if cal is not None:
+            parts.append(cal.pool())
+        recent = [x for x, _ in list(self._recent.values())[-BURST_RECENT:]]
+        if recent and cal is not None:
+            X = np.stack(recent)
+            parts.append((X, cal.fp_predict(X), np.zeros(len(X), dtype=bool)))
+        if not parts:
+            shape = (0, *self.model.engine.input_shape)
+            return (np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
+
+    def _threads_alive(self) -> bool:
+        dead = [type(s).__name__ for s in self.sources if not s.alive()]
+        if self.status_server is not None and not self.status_server.alive():
+            dead.append("StatusServer")
+        if self._cal_thread is not None and not self._cal_thread.is_alive():
+            dead.append("calibration")
+        dead += self._fleet_dead()
+        if dead:
+            log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
+        return not dead
+
+    def _process(self, batch: list[Item]) -> None:
+        """Predict a batch, log its labelled samples, then publish the predictions (so a
+        published prediction implies its labelled sample is already in the log)."""
+        samples = [it for it in batch if isinstance(it.msg, Sample)]
+        preds: dict[int, tuple[int, np.ndarray]] = {}
+        if samples:
+            t0 = time.perf_counter()
+            X = self.model.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
+            classes, conf = self.model.engine.predict(X)
+            done = time.perf_counter()
+            preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
+            if self.calibration is not None:  # drift scores in one call; observed in order
+                self.calibration.prescore(X)
+        fresh: list[LabelledSample] = []
+        window = self.cfg.inference.feedback_window
+        for it in batch:
+            msg = it.msg
+            if isinstance(msg, Sample):
+                pred, x = preds[id(it)]
+                if self.calibration is not None:
+                    self.calibration.observe(x, msg.label, msg.seq)
+                if msg.label is not None:
+                    fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred, x))
+                elif window:
+                    self._recent[(msg.sensor, msg.seq)] = (x, pred)
+                    if len(self._recent) > window:
+                        self._recent.popitem(last=False)
+            else:
+                fresh.extend(self._feedback(msg))
+        if fresh:
+            self.store.append_labelled(fresh)
+            self.labelled.extend(fresh)
+        if samples:
+            latencies = self._publish(samples, classes, conf, done)
+            self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
+
+    def _labelled(
+        self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray
+    ) -> LabelledSample:
+        self.metrics.record_outcome(pred == label)
+        return LabelledSample(sensor, seq, ts, label, pred, x)
+
+    def _feedback(self, fb: Feedback) -> list[LabelledSample]:
+        hit = self._recent.pop((fb.sensor, fb.seq), None)
+        if hit is None:
+            self.metrics.inc("feedback_unmatched")
+            return []
+        x, pred = hit
+        if self.calibration is not None:
+            self.calibration.feedback(fb.seq, fb.label)
+        return [self._labelled(fb.sensor, fb.seq, time.time(), fb.label, pred, x)]
+
+    # ------------------------------------------------------------ shutdown
+
+    def request_stop(self, *_: object) -> None:
+        """Ask the main loop to stop (signal-handler safe)."""
+        self._stopping = True
+
+    def request_reload(self, *_: object) -> None:
+        """Ask the main loop to reload the configuration (signal-handler safe)."""
+        self._reload = True
+
+    def shutdown(self) -> None:
+        """Stop ingest, finish queued work, checkpoint and close everything."""
+        t0 = time.monotonic()
+        self.notifier.stopping()
+        for src in self.sources:
+            src.stop()
+        deadline = t0 + DRAIN_DEADLINE_S
+        while time.monotonic() < deadline:
+            batch = self.queue.get_batch(self.cfg.inference.batch_max, 0)
+            if not batch:
+                break
+            self._process(batch)
+        left = len(self.queue)
+        if left:
+            log.warning(
+                "shutdown: %d queued items not processed within %.0f s", left, DRAIN_DEADLINE_S
+            )
+        if self._cal_thread is not None:
+            self._cal_thread.join(timeout=CALIBRATION_JOIN_S)  # let a round in flight finish
+        self._collect_calibrations()
+        if self.bursts is not None:
+            self.bursts.close()
+        self.energy.close()
+        self._checkpoint()
+        self._stop_exporter()
+        self._close_io()
+        self.store.close()
+        self.ctx.term()
+        self.notifier.close()
+        log.info(
+            "stopped cleanly in %.2f s (checkpoint generation %d)",
+            time.monotonic() - t0,
+            self.store.generation,
+        )

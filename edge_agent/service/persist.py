@@ -1,0 +1,146 @@
+"""Checkpoints of the agent's state and configuration reloads (SIGHUP).
+
+A part of :class:`edge_agent.service.agent.Agent`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.bundle import BundleError
+from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.ingest.intake import Intake
+from edge_agent.service.config import AgentConfig, ConfigError, load_config
+from edge_agent.service.metrics import Metrics
+from edge_agent.service.model import Model
+from edge_agent.service.notify import Notifier
+from edge_agent.service.state import LabelledSample, StateStore
+
+log = logging.getLogger("edge_agent.agent")
+
+
+class Persistence:
+    """Checkpoints of the agent's state and configuration reloads (SIGHUP)."""
+
+    if TYPE_CHECKING:  # what the other parts of Agent provide
+        _base_sha: str
+        _ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]]
+        _last_ckpt: dict[str, Any]
+        calibration: CalibrationController | None
+        cfg: AgentConfig
+        config_path: Path | None
+        intake: Intake
+        labelled: deque[LabelledSample]
+        metrics: Metrics
+        model: Model
+        notifier: Notifier
+        store: StateStore
+
+        def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None: ...
+
+        def _start_calibration(self, state: dict[str, Any] | None) -> None: ...
+
+        def _status_line(self) -> str: ...
+
+    def _request_checkpoint(self) -> Future[dict[str, Any]]:
+        fut: Future[dict[str, Any]] = Future()
+        self._ckpt_requests.put(fut)
+        return fut
+
+    def _checkpoint(self) -> None:
+        waiting = []
+        while not self._ckpt_requests.empty():
+            waiting.append(self._ckpt_requests.get())
+        try:
+            t0 = time.perf_counter()
+            path = self.store.checkpoint(
+                {
+                    "model_version": self.model.engine.model_version,
+                    "base_sha256": self._base_sha,
+                    "counts": self.metrics.counts(),
+                    "sequences": self.intake.sequences(),
+                    "labelled": len(self.labelled),
+                    "calibration": self.calibration.state() if self.calibration else None,
+                }
+            )
+            info = {
+                "path": str(path),
+                "generation": self.store.generation,
+                "labelled": len(self.labelled),
+                "ms": (time.perf_counter() - t0) * 1e3,
+                "time": time.time(),
+            }
+            self._last_ckpt = info
+            self.metrics.inc("checkpoints")
+            log.debug("checkpoint %s written in %.1f ms", path.name, info["ms"])
+            for fut in waiting:
+                fut.set_result(info)
+        except OSError as exc:
+            self.metrics.inc("checkpoint_errors")
+            log.error("checkpoint failed: %s", exc)
+            for fut in waiting:
+                fut.set_exception(exc)
+
+    def _reload_config(self) -> str | None:
+        """Reload the configuration file (and a changed bundle); return why it failed."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no configuration file to reload")
+            return "no configuration file to reload"
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.metrics.inc("model_reload_failures")
+            self.notifier.ready(self._status_line())
+            return str(exc)
+        old = self.cfg
+        logging.getLogger().setLevel(new.log.level.upper())
+        self.metrics.set_accuracy_window(new.inference.accuracy_window)
+        if new.state != old.state:
+            log.warning("[state] changes take effect at the next restart")
+            new = replace(new, state=old.state)
+        try:
+            if (
+                new.model.bundle != old.model.bundle
+                or os.stat(new.model.bundle).st_mtime != self.model.mtime
+            ):
+                self._swap_model(new)
+            if (new.ingest, new.serial, new.output, new.status) != (
+                old.ingest,
+                old.serial,
+                old.output,
+                old.status,
+            ):
+                self._reopen_io(new, old)
+        except (BundleError, OSError, RuntimeError) as exc:
+            log.error("reload failed, keeping the running model and sockets: %s", exc)
+            self.metrics.inc("model_reload_failures")
+            self.notifier.ready(self._status_line())
+            return str(exc)
+        self.cfg = new
+        log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready(self._status_line())
+        return None
+
+    def _swap_model(self, new: AgentConfig) -> None:
+        data = Path(new.model.bundle).read_bytes()
+        model = Model.load(new.model.bundle)
+        eng = model.engine
+        self.store.save_model(data)
+        self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
+        self._base_sha = hashlib.sha256(data).hexdigest()
+        self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
+        self.model = model  # one reference assignment: the next batch uses the new engine
+        self._start_calibration(None)  # a new model starts from its own QCore
+        self.metrics.inc("model_reloads")
+        log.info("model %s loaded from %s", eng.model_version, model.path)

@@ -1,0 +1,165 @@
+"""What the status socket answers and the periodic status line.
+
+A part of :class:`edge_agent.service.agent.Agent`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent import __version__
+from edge_agent.calibrate.burst_scheduler import BurstScheduler
+from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.energy import EnergyDecision
+from edge_agent.ingest.intake import Item
+from edge_agent.ingest.queue import DropQueue
+from edge_agent.service.config import AgentConfig
+from edge_agent.service.metrics import Metrics
+from edge_agent.service.model import Model
+from edge_agent.service.state import LabelledSample
+
+RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
+    "stats_rounds_kept",
+    "stats_rounds_rolled_back",
+    "flip_rounds_kept",
+    "flip_rounds_rolled_back",
+    "drift_alarms",
+    "rounds_skipped",
+)
+
+log = logging.getLogger("edge_agent.agent")
+
+
+class StatusReport:
+    """What the status socket answers and the periodic status line."""
+
+    if TYPE_CHECKING:  # what the other parts of Agent provide
+        _energy: EnergyDecision | None
+        _last_ckpt: dict[str, Any]
+        model_fallback: dict[str, Any] | None
+        _stopping: bool
+        bursts: BurstScheduler | None
+        calibration: CalibrationController | None
+        cfg: AgentConfig
+        config_path: Path | None
+        labelled: deque[LabelledSample]
+        metrics: Metrics
+        model: Model
+        queue: DropQueue[Item]
+
+        def endpoints(self) -> dict[str, list[str]]: ...
+
+    def _ping(self) -> dict[str, Any]:
+        return {"pong": True, "pid": os.getpid(), "version": __version__}
+
+    def _metrics(self) -> dict[str, Any]:
+        snap = self.metrics.snapshot()
+        snap["queue"] = {"depth": len(self.queue), "capacity": self.queue.capacity}
+        return snap
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "path": str(self.config_path) if self.config_path else None,
+            "config": self.cfg.to_dict(),
+        }
+
+    def _count_control_error(self, reason: str) -> None:
+        self.metrics.inc(f"control_errors_{reason}")
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``edge-agent status`` shows."""
+        snap = self.metrics.snapshot()
+        c = snap["counters"]
+        eng = self.model.engine
+        return {
+            "agent": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": snap["uptime_s"],
+                "stopping": self._stopping,
+            },
+            "board": self.cfg.metrics.board_name,
+            "model": {
+                "version": eng.model_version,
+                "bits": eng.bits,
+                "path": self.model.path,
+                "input_shape": list(eng.input_shape),
+                "num_classes": eng.num_classes,
+                "label_names": self.model.label_names,
+                "fallback": self.model_fallback,
+            },
+            "samples": {
+                "received": c.get("received", 0),
+                "accepted": c.get("accepted", 0) + c.get("accepted_labelled", 0),
+                "accepted_labelled": c.get("accepted_labelled", 0),
+                "feedback": c.get("accepted_feedback", 0),
+                "feedback_unmatched": c.get("feedback_unmatched", 0),
+                "rejected": snap["rejected"],
+                "rejected_total": sum(snap["rejected"].values()),
+                "dropped": snap["dropped"],
+                "predicted": c.get("predicted", 0),
+                "seq_gaps": c.get("seq_gaps", 0),
+                "seq_missing": c.get("seq_missing", 0),
+                "seq_restarts": c.get("seq_restarts", 0),
+            },
+            "losses": _losses(snap),
+            "accuracy": {
+                "rolling": snap["rolling_accuracy"],
+                "n": snap["rolling_accuracy_n"],
+                "labelled_total": c.get("labelled_predictions", 0),
+                "labelled_correct": c.get("labelled_correct", 0),
+            },
+            "prediction_rate_per_s": snap["prediction_rate_per_s"],
+            "latency_ms": snap["latency_ms"],
+            "queue": {"depth": len(self.queue), "capacity": self.queue.capacity},
+            "buffer": {"labelled": len(self.labelled), "capacity": self.labelled.maxlen},
+            "calibration": {
+                "done": c.get("calibrations", 0),
+                "accepted": c.get("calibrations_accepted", 0),
+                "rolled_back": c.get("calibrations_rolled_back", 0),
+                "errors": c.get("calibration_errors", 0),
+                **{k: c.get(k, 0) for k in RUNG_COUNTERS},
+                **(self.calibration.stats() if self.calibration else {"enabled": False}),
+            },
+            "energy": self._energy.as_status() if self._energy else None,
+            "bursts": self.bursts.status() if self.bursts else {"enabled": False},
+            "endpoints": self.endpoints(),
+            "checkpoint": self._last_ckpt,
+            "checkpoint_counts": {
+                "written": c.get("checkpoints", 0),
+                "errors": c.get("checkpoint_errors", 0),
+            },
+            "fleet": {
+                "reloads": c.get("model_reloads", 0),
+                "reload_failures": c.get("model_reload_failures", 0),
+                "collects": c.get("collects", 0),
+            },
+            "rss_bytes": snap["rss_bytes"],
+        }
+
+    def _status_line(self) -> str:
+        snap = self.metrics.snapshot()
+        acc = snap["rolling_accuracy"]
+        return (
+            f"{snap['counters'].get('predicted', 0)} predicted, "
+            f"{snap['prediction_rate_per_s']:.0f}/s, "
+            f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}, "
+            f"queue {len(self.queue)}/{self.queue.capacity}, "
+            f"model {self.model.engine.model_version}"
+        )
+
+
+def _losses(snap: dict[str, Any]) -> dict[str, int]:
+    """What never became a prediction, by the stage that lost it (docs/protocol.md,
+    "Overload, and where samples are lost")."""
+    c = snap["counters"]
+    return {
+        "missing_in_transport": c.get("seq_missing", 0),  # seq gaps: ZeroMQ, network
+        "transport_disconnects": c.get("ingest_disconnects", 0),
+        "rejected": sum(snap["rejected"].values()),
+        "dropped_from_queue": sum(snap["dropped"].values()),
+    }

@@ -1,0 +1,216 @@
+"""Deterministic FP training and LSQ+ quantization-aware training with distillation."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from edge_agent.data.datasets import Dataset
+from edge_agent.training.arch import FPNet, Spec, fold_batchnorm
+from edge_agent.training.augment import augment
+from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of FP training and QAT (defaults suit the small bundled sets)."""
+
+    fp_steps: int = 1200
+    qat_steps: int = 600
+    batch_size: int = 32
+    fp_lr: float = 3e-3
+    qat_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    kd_temperature: float = 4.0
+    kd_weight: float = 1.0
+    ce_weight: float = 1.0
+    act_bits: int = 8
+    augment: bool = True
+    progress: bool = True
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; make torch deterministic; return a seeded generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    return torch.Generator().manual_seed(seed)
+
+
+def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """Per-channel normalization of channels-first samples, as a float32 tensor."""
+    shape = (1, -1, *([1] * (x.ndim - 2)))
+    return torch.from_numpy(((x - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32))
+
+
+def _batches(n: int, batch: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
+            if done >= steps:
+                return
+            yield perm[i : i + batch]
+            done += 1
+
+
+def _loop(
+    model: nn.Module,
+    params: list[dict],
+    steps: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    desc: str,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in params], total_steps=steps, pct_start=0.15
+    )
+    model.train()
+    bar = tqdm(total=steps, desc=desc, disable=not cfg.progress, leave=False, mininterval=0.5)
+    for step, idx in enumerate(_batches(len(x), cfg.batch_size, steps, gen), 1):
+        xb = x[idx]
+        if cfg.augment:
+            xb = augment(xb, gen)
+        loss = loss_fn(model(xb), y[idx], xb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if on_step is not None:
+            on_step(step)
+    bar.close()
+    model.eval()
+
+
+SnapshotCallback = Callable[[int, FPNet], None]
+
+
+def train_fp(
+    spec: Spec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    cfg: TrainConfig,
+    on_snapshot: SnapshotCallback | None = None,
+    snapshot_every: int = 0,
+) -> FPNet:
+    """Train the FP network (with BatchNorm) and return it folded (conv + bias).
+
+    With ``on_snapshot``, every ``snapshot_every`` steps a folded eval-mode copy of the
+    network is handed to it (QCore's miss tracking); training is not otherwise affected.
+    """
+    gen = set_seed(seed)
+    net = FPNet(spec)
+
+    def snapshot(step: int) -> None:
+        if on_snapshot is not None and snapshot_every > 0 and step % snapshot_every == 0:
+            net.eval()
+            folded = fold_batchnorm(net)
+            net.train()
+            on_snapshot(step, folded)
+
+    _loop(
+        net,
+        [{"params": net.parameters(), "lr": cfg.fp_lr}],
+        cfg.fp_steps,
+        x,
+        y,
+        lambda out, yb, _x: F.cross_entropy(out, yb),
+        cfg,
+        gen,
+        "FP training",
+        on_step=snapshot,
+    )
+    return fold_batchnorm(net)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Distillation loss: KL(teacher || student) at ``temperature``, scaled by T^2."""
+    t = temperature
+    return (
+        F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1), reduction="batchmean")
+        * t
+        * t
+    )
+
+
+def train_qat(
+    fp: FPNet, x: torch.Tensor, y: torch.Tensor, bits: int, seed: int, cfg: TrainConfig
+) -> QuantNet:
+    """LSQ+ QAT of the folded FP model at ``bits``, distilled from it (KD + CE)."""
+    gen = set_seed(seed + 1000 * bits)
+    qnet = QuantNet(fp, bits, cfg.act_bits)
+    calibrate_activation_ranges(qnet, fp, x)
+    fp.eval()
+
+    def loss_fn(out: torch.Tensor, yb: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = fp(xb)
+        return cfg.kd_weight * kd_loss(
+            out, teacher, cfg.kd_temperature
+        ) + cfg.ce_weight * F.cross_entropy(out, yb)
+
+    params = [
+        {"params": qnet.weight_params(), "lr": cfg.qat_lr},
+        {"params": qnet.quantizer_params(), "lr": cfg.qat_lr, "weight_decay": 0.0},
+    ]
+    _loop(qnet, params, cfg.qat_steps, x, y, loss_fn, cfg, gen, f"QAT {bits}-bit")
+    return qnet
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on normalized inputs."""
+    model.eval()
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def fit(
+    ds: Dataset,
+    spec: Spec,
+    bits: list[int],
+    seed: int,
+    cfg: TrainConfig,
+    on_snapshot: SnapshotCallback | None = None,
+    snapshot_every: int = 0,
+) -> tuple[FPNet, dict[int, QuantNet], dict[str, float]]:
+    """Train FP then QAT at every bit-width; return models and test accuracies.
+
+    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking).
+    """
+    mean, std = ds.normalization()
+    x_tr, y_tr = normalize(ds.X_train, mean, std), torch.from_numpy(ds.y_train)
+    x_te, y_te = normalize(ds.X_test, mean, std), torch.from_numpy(ds.y_test)
+    fp = train_fp(spec, x_tr, y_tr, seed, cfg, on_snapshot, snapshot_every)
+    metrics = {"fp_test_accuracy": accuracy(fp, x_te, y_te)}
+    log.info("%s seed %d: FP test accuracy %.4f", ds.name, seed, metrics["fp_test_accuracy"])
+    qnets: dict[int, QuantNet] = {}
+    for b in bits:
+        qnets[b] = train_qat(fp, x_tr, y_tr, b, seed, cfg)
+        metrics[f"q{b}_test_accuracy"] = accuracy(qnets[b], x_te, y_te)
+        log.info(
+            "%s seed %d: %d-bit fake-quant test accuracy %.4f",
+            ds.name,
+            seed,
+            b,
+            metrics[f"q{b}_test_accuracy"],
+        )
+    return fp, qnets, metrics

@@ -1,0 +1,115 @@
+"""The int32 linear layer after global average pooling and the panel lookup it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.codegen.jit import kernel
+from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
+from kernels.codegen.store import _store, _targets
+
+mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
+mk4_8, mk4_4, mk4_1 = (tile_kernel(4, 8), tile_kernel(4, 4), tile_kernel(4, 1))
+mk3_8, mk3_4, mk3_1 = (tile_kernel(3, 8), tile_kernel(3, 4), tile_kernel(3, 1))
+mk2_8, mk2_4, mk2_1 = (tile_kernel(2, 8), tile_kernel(2, 4), tile_kernel(2, 1))
+mw8, mw4, mw3, mw2 = (
+    tile_kernel_wide(8, 8),
+    tile_kernel_wide(4, 8),
+    tile_kernel_wide(3, 8),
+    tile_kernel_wide(2, 8),
+)
+
+
+@kernel
+def panel_code(w: np.ndarray, w_off: int, bits: int, k: int, o: int, j: int) -> np.int32:
+    """Signed weight ``q[o, j]`` read from a panel (for small layers off the fast path)."""
+    log_tiles = 0 if bits == 8 else (1 if bits == 4 else (2 if bits == 2 else 3))
+    tiles = 1 << log_tiles
+    cb = 192 if bits == 3 else 64
+    nchunks = (((k + 3) >> 2) + tiles - 1) >> log_tiles
+    k4 = j >> 2
+    chunk = k4 >> log_tiles
+    g = k4 & (tiles - 1)
+    n = 4 * (o & 15) + (j & 3)
+    base = w_off + ((o >> 4) * nchunks + chunk) * cb
+    u = np.int32(0)
+    if bits == 8:
+        u = np.int32(w[base + n])
+    elif bits == 3:
+        low = (np.int32(w[base + 64 * (g >> 2) + n]) >> (2 * (g & 3))) & 3
+        high = (np.int32(w[base + 128 + n]) >> g) & 1
+        u = low | (high << 2)
+    else:
+        u = (np.int32(w[base + n]) >> (g * bits)) & ((1 << bits) - 1)
+    return np.int32(u - (1 << (bits - 1)))
+
+
+@kernel
+def linear_i32(
+    s: np.ndarray,
+    stride: int,
+    nb: int,
+    w: np.ndarray,
+    w_off: int,
+    bits: int,
+    k: int,
+    out_ch: int,
+    bias: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    out_mult: np.ndarray,
+    p0: int,
+    zo: int,
+    lo: int,
+    hi: int,
+    last: bool,
+    emap: np.ndarray,
+    out: np.ndarray,
+    logits: np.ndarray,
+    acc: np.ndarray,
+) -> None:
+    """Linear layer on the int32 centred sums of ``nb`` samples (after ``gap``).
+
+    Sample ``r`` reads ``s[r * stride:r * stride + k]``; each block's weights are decoded once.
+    """
+    st = np.zeros(8, np.int64)
+    tgt = np.empty(1, np.int64)
+    q = np.empty(16 * k, np.int64)
+    for b in range((out_ch + 15) // 16):
+        o0 = b * 16
+        o1 = min(out_ch, o0 + 16)
+        for o in range(o0, o1):
+            for j in range(k):
+                q[(o - o0) * k + j] = np.int64(panel_code(w, w_off, bits, k, o, j))
+        for r in range(nb):
+            x = s[r * stride : r * stride + k]
+            for o in range(o0, o1):
+                qo = q[(o - o0) * k : (o - o0 + 1) * k]
+                total = np.int64(0)
+                for j in range(k):
+                    total += qo[j] * np.int64(x[j])
+                acc[o - o0] = np.int32(total)
+            st[:] = 0
+            st[0] = r
+            _targets(emap, last, out_ch, 1, st, tgt)
+            _store(
+                acc,
+                0,
+                tgt,
+                0,
+                1,
+                o0,
+                o1 - o0,
+                bias,
+                m0,
+                shift,
+                out_mult,
+                p0,
+                zo,
+                lo,
+                hi,
+                last,
+                False,
+                out,
+                logits,
+            )

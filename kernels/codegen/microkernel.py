@@ -1,0 +1,260 @@
+"""Dot-product micro-kernels, written as numba intrinsics in LLVM IR.
+
+``tile_kernel(bits, rows)`` returns an intrinsic
+
+    mk(acc, a, a_off, a_stride, a_last, w, w_off, nchunks) -> None
+
+that computes, for ``rows`` activation rows and one block of 16 output channels, the
+exact int32 sums ``acc[16*r + o] = sum_k a[row_r + k] * q[o, k]`` over ``nchunks``
+panel chunks (see :mod:`kernels.plan.layout`). Row ``r`` starts at
+``a_off + min(r, a_last) * a_stride`` of the uint8 array ``a`` (rows past ``a_last``
+repeat the last one, so a partial block reads only valid rows); ``w_off`` is the byte
+offset of the block's first chunk in the uint8 panel ``w``. Sums wrap modulo 2^32.
+``tile_kernel_wide(bits, rows)`` does the same for two blocks at once (each broadcast
+activation word feeds two dot products).
+
+The accumulators live in vector registers for the whole reduction. Weight chunks are
+unpacked in registers (mask, shift, subtract the code offset), never in memory. The
+4-way u8 x s8 dot product is ``vpdpbusd`` on AVX-512 VNNI, ``sdot`` on AArch64 with the
+dot-product extension (s8 x s8: activation bytes are xor-ed with 0x80, i.e. ``x - 128``,
+so the sums are ``sum (x - 128) * q``; the caller folds ``128 * rowsum(q)`` into the bias)
+and plain vector IR (widen, multiply, add neighbours) elsewhere; :mod:`kernels.codegen.isa`
+decides which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from kernels.codegen.isa import ACTIVE_ISA
+from kernels.plan.layout import CHUNK
+from kernels.plan.targets import SIGNED_ACTIVATIONS
+
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V64I32 = ir.VectorType(_I32, 64)
+
+
+def _splat8(value: int) -> ir.Constant:
+    return ir.Constant(_V64I8, [value] * 64)
+
+
+def _dot_vnni(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) -> ir.Value:
+    fnty = ir.FunctionType(_V16I32, [_V16I32, _V16I32, _V16I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.512")
+    return builder.call(fn, [acc, x, builder.bitcast(w, _V16I32)])
+
+
+def _dot_generic(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) -> ir.Value:
+    xw = builder.zext(builder.bitcast(x, _V64I8), _V64I32)
+    ww = builder.sext(w, _V64I32)
+    prod = builder.mul(xw, ww)
+    out = acc
+    for j in range(4):
+        mask = ir.Constant(ir.VectorType(_I32, 16), [4 * i + j for i in range(16)])
+        out = builder.add(out, builder.shuffle_vector(prod, prod, mask))
+    return out
+
+
+def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) -> ir.Value:
+    """``acc[o] += sum_j x_j * w[4o + j]`` with four ``sdot`` on 128-bit quarters."""
+    v4i32 = ir.VectorType(_I32, 4)
+    v16i8 = ir.VectorType(_I8, 16)
+    fnty = ir.FunctionType(v4i32, [v4i32, v16i8, v16i8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.aarch64.neon.sdot.v4i32.v16i8")
+    xb = builder.bitcast(x, _V64I8)
+    x16 = builder.shuffle_vector(xb, xb, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+    parts = []
+    for g in range(4):
+        lanes = ir.Constant(ir.VectorType(_I32, 4), [4 * g + i for i in range(4)])
+        bytes_ = ir.Constant(ir.VectorType(_I32, 16), [16 * g + i for i in range(16)])
+        part = builder.shuffle_vector(acc, acc, lanes)
+        parts.append(builder.call(fn, [part, x16, builder.shuffle_vector(w, w, bytes_)]))
+    low = builder.shuffle_vector(
+        parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+    )
+    high = builder.shuffle_vector(
+        parts[2], parts[3], ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+    )
+    return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+
+
+_DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
+
+
+def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir.Value]:
+    """Signed int8 tiles (as <64 x i8>) of one chunk, given its 64-byte planes."""
+    if bits == 8:
+        return [builder.sub(planes[0], _splat8(128))]
+    offset = _splat8(1 << (bits - 1))
+    tiles = []
+    if bits in (4, 2):
+        mask = _splat8((1 << bits) - 1)
+        for g in range(8 // bits):
+            field = builder.lshr(planes[0], _splat8(g * bits)) if g else planes[0]
+            tiles.append(builder.sub(builder.and_(field, mask), offset))
+        return tiles
+    three = _splat8(3)
+    one = _splat8(1)
+    for g in range(8):
+        low = planes[g // 4]
+        low = builder.lshr(low, _splat8(2 * (g % 4))) if g % 4 else low
+        high = builder.lshr(planes[2], _splat8(g)) if g else planes[2]
+        high = builder.shl(builder.and_(high, one), _splat8(2))
+        tiles.append(builder.sub(builder.or_(builder.and_(low, three), high), offset))
+    return tiles
+
+
+def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
+    tiles_per_chunk, chunk_bytes = CHUNK[bits]
+    dot = _DOT[isa]
+    signed = isa in SIGNED_ACTIVATIONS
+
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
+        acc_t, a_t, w_t = sig.args[0], sig.args[1], sig.args[5]
+        acc_ptr = context.make_array(acc_t)(context, builder, args[0]).data
+        a_ptr = context.make_array(a_t)(context, builder, args[1]).data
+        w_ptr = context.make_array(w_t)(context, builder, args[5]).data
+        a_off, a_stride, a_last, w_off, nchunks = _int_args(context, builder, sig, args)
+
+        row_ptrs = []
+        for r in range(rows):
+            below = builder.icmp_signed("<", ir.Constant(_I64, r), a_last)
+            idx = builder.select(below, ir.Constant(_I64, r), a_last)
+            off = builder.add(a_off, builder.mul(idx, a_stride))
+            row_ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
+        w_bases = [builder.gep(w_ptr, [w_off])]
+        if blocks == 2:
+            w_step = context.cast(builder, args[8], sig.args[8], types.int64)
+            w_bases.append(builder.gep(w_ptr, [builder.add(w_off, w_step)]))
+
+        entry = builder.block
+        loop = builder.append_basic_block("mk_loop")
+        done = builder.append_basic_block("mk_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        i = builder.phi(_I64)
+        i.add_incoming(ir.Constant(_I64, 0), entry)
+        accs = []  # accumulator of row r and block c at r + rows * c
+        for _ in range(rows * blocks):
+            phi = builder.phi(_V16I32)
+            phi.add_incoming(ir.Constant(_V16I32, None), entry)
+            accs.append(phi)
+        block_tiles = []
+        for w_base in w_bases:
+            chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
+            planes = []
+            for p in range(chunk_bytes // 64):
+                ptr = builder.bitcast(
+                    builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]), _V64I8.as_pointer()
+                )
+                planes.append(builder.load(ptr, align=1))
+            block_tiles.append(_unpack(builder, planes, bits))
+        new = list(accs)
+        k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
+        for g in range(tiles_per_chunk):
+            k4 = builder.add(k4_base, ir.Constant(_I64, g))
+            for r in range(rows):
+                word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
+                if signed:
+                    word = builder.xor(word, ir.Constant(_I32, 0x80808080))
+                vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
+                xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
+                for c, tiles in enumerate(block_tiles):
+                    new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
+        i_next = builder.add(i, ir.Constant(_I64, 1))
+        i.add_incoming(i_next, builder.block)
+        for phi, val in zip(accs, new, strict=True):
+            phi.add_incoming(val, builder.block)
+        builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
+
+        builder.position_at_end(done)
+        out = builder.bitcast(acc_ptr, _V16I32.as_pointer())
+        for r in range(rows * blocks):
+            builder.store(new[r], builder.gep(out, [ir.Constant(_I64, r)]), align=4)
+
+    return codegen
+
+
+def _int_args(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> list[ir.Value]:
+    """The integer arguments (a_off, a_stride, a_last, w_off, nchunks) as i64."""
+    return [context.cast(builder, args[n], sig.args[n], types.int64) for n in (2, 3, 4, 6, 7)]
+
+
+def tile_kernel(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
+    """The micro-kernel intrinsic for ``bits``-bit panels and ``rows`` activation rows."""
+    if bits not in CHUNK:
+        raise ValueError(f"no micro-kernel for {bits}-bit weights")
+    if isa not in _DOT:
+        raise ValueError(f"unknown instruction set {isa!r}")
+    codegen = _codegen(bits, rows, isa)
+
+    def typer(
+        typingctx: Any,
+        acc: Any,
+        a: Any,
+        a_off: Any,
+        a_stride: Any,
+        a_last: Any,
+        w: Any,
+        w_off: Any,
+        nchunks: Any,
+    ) -> Any:
+        arrays = (acc, a, w)
+        if not all(isinstance(t, types.Array) and t.ndim == 1 for t in arrays):
+            return None
+        if (acc.dtype, a.dtype, w.dtype) != (types.int32, types.uint8, types.uint8):
+            return None
+        if not all(isinstance(t, types.Integer) for t in (a_off, a_stride, a_last, w_off, nchunks)):
+            return None
+        return types.void(acc, a, a_off, a_stride, a_last, w, w_off, nchunks), codegen
+
+    typer.__name__ = f"tile_kernel_{bits}b_{rows}r_{isa}"
+    return intrinsic(typer)
+
+
+def tile_kernel_wide(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
+    """Like :func:`tile_kernel` for two blocks of 16 output channels at once.
+
+    ``mk(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step)``: the second block's
+    chunks start ``w_step`` bytes after the first's; its sums go to ``acc[16 * rows:]``.
+    Each broadcast activation word feeds two dot products.
+    """
+    if bits not in CHUNK:
+        raise ValueError(f"no micro-kernel for {bits}-bit weights")
+    if isa not in _DOT:
+        raise ValueError(f"unknown instruction set {isa!r}")
+    codegen = _codegen(bits, rows, isa, blocks=2)
+
+    def typer(
+        typingctx: Any,
+        acc: Any,
+        a: Any,
+        a_off: Any,
+        a_stride: Any,
+        a_last: Any,
+        w: Any,
+        w_off: Any,
+        nchunks: Any,
+        w_step: Any,
+    ) -> Any:
+        arrays = (acc, a, w)
+        if not all(isinstance(t, types.Array) and t.ndim == 1 for t in arrays):
+            return None
+        if (acc.dtype, a.dtype, w.dtype) != (types.int32, types.uint8, types.uint8):
+            return None
+        ints = (a_off, a_stride, a_last, w_off, nchunks, w_step)
+        if not all(isinstance(t, types.Integer) for t in ints):
+            return None
+        return types.void(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step), codegen
+
+    typer.__name__ = f"tile_kernel_wide_{bits}b_{rows}r_{isa}"
+    return intrinsic(typer)

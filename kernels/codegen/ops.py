@@ -1,0 +1,153 @@
+"""Data-movement and pooling kernels on channels-last uint8 activations (numba).
+
+A tensor of a batch is stored sample after sample, ``ss`` bytes each; a sample is an
+``(hp, wp, c)`` buffer whose interior ``(h, w, c)`` starts at row ``ph``, column ``pw``
+(the padding of the convolution that reads it; a 1-D signal has ``h = 1``). The inner
+loops run over channels. Arithmetic follows docs/quantization.md exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.codegen.jit import kernel
+
+
+@kernel
+def quantize_input(
+    x: np.ndarray,
+    c: int,
+    h: int,
+    w: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    scale: np.float32,
+    zp: int,
+    hi: int,
+    out: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+    tmp: np.ndarray,
+) -> None:
+    """One float ``(C, H, W)`` channel-first sample -> uint8 codes in a channels-last layout.
+
+    ``clamp(rint((x - mean[c]) / std[c] / scale) + zp, 0, hi)`` in float32, rint half
+    to even. ``x`` must be finite. Each input row is quantized into ``tmp`` (uint8 of at
+    least ``w``) with contiguous vector loads and divisions, then spread over channels.
+    """
+    zf = np.float32(zp)
+    top = np.float32(hi)
+    zero = np.float32(0.0)
+    for ch in range(c):
+        m = mean[ch]
+        s = std[ch]
+        for i in range(h):
+            src = x[(ch * h + i) * w : (ch * h + i + 1) * w]
+            for j in range(w):
+                v = np.rint(((src[j] - m) / s) / scale) + zf
+                tmp[j] = np.uint8(min(max(v, zero), top))
+            base = ((i + ph) * wp + pw) * c + ch
+            for j in range(w):
+                out[base + j * c] = tmp[j]
+
+
+@kernel
+def im2col(
+    src: np.ndarray,
+    wp: int,
+    c: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    row_len: int,
+    dst: np.ndarray,
+) -> None:
+    """Gather each receptive field of a padded (., wp, c) buffer into a row of ``dst``.
+
+    Row ``oh_i * ow + ow_i`` holds the window in ``[kh, kw, c]`` order; bytes past
+    ``kh * kw * c`` are left as they are (they meet zero weights).
+    """
+    seg = kw * c
+    for i in range(oh):
+        for j in range(ow):
+            row = (i * ow + j) * row_len
+            for r in range(kh):
+                s = ((i * sh + r) * wp + j * sw) * c
+                dst[row + r * seg : row + (r + 1) * seg] = src[s : s + seg]
+
+
+@kernel
+def max_pool(
+    src: np.ndarray,
+    c: int,
+    w: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    dst: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+) -> None:
+    """Max over each (kh, kw) window of an unpadded (., w, c) buffer, into a layout."""
+    for i in range(oh):
+        for j in range(ow):
+            d = ((i + ph) * wp + j + pw) * c
+            out = dst[d : d + c]
+            s0 = (i * sh * w + j * sw) * c
+            out[:] = src[s0 : s0 + c]
+            for r in range(kh):
+                for t in range(kw):
+                    s = ((i * sh + r) * w + j * sw + t) * c
+                    for ch in range(c):
+                        out[ch] = max(out[ch], src[s + ch])
+
+
+@kernel
+def avg_pool(
+    src: np.ndarray,
+    c: int,
+    w: int,
+    oh: int,
+    ow: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    dst: np.ndarray,
+    wp: int,
+    ph: int,
+    pw: int,
+    tmp: np.ndarray,
+) -> None:
+    """``(sum + n // 2) // n`` over each (kh, kw) window; ``tmp`` is int32 scratch of c."""
+    n = kh * kw
+    for i in range(oh):
+        for j in range(ow):
+            tmp[:c] = 0
+            for r in range(kh):
+                for t in range(kw):
+                    s = ((i * sh + r) * w + j * sw + t) * c
+                    for ch in range(c):
+                        tmp[ch] += np.int32(src[s + ch])
+            d = ((i + ph) * wp + j + pw) * c
+            for ch in range(c):
+                dst[d + ch] = np.uint8((tmp[ch] + n // 2) // n)
+
+
+@kernel
+def global_sum(src: np.ndarray, positions: int, c: int, zp: int, dst: np.ndarray) -> None:
+    """Centred sums ``S_c = sum_p (x[p, c] - zp)`` as int32."""
+    for ch in range(c):
+        dst[ch] = -positions * zp
+    for p in range(positions):
+        base = p * c
+        for ch in range(c):
+            dst[ch] += np.int32(src[base + ch])

@@ -1,0 +1,259 @@
+"""The whole-model interpreter: one compiled call runs every layer of every sample.
+
+A model is an op table and a tensor-layout table (see :mod:`kernels.plan.program`; columns in
+:mod:`kernels.plan.tables`) plus flat weight arrays. The batch goes through the layers in chunks
+of up to ``sizes[S_CHUNK]`` samples: every weighted layer is one GEMM over the rows of all
+samples of the chunk, and its epilogue writes straight into the next layer's (padded) input
+layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.codegen.gemm import gemm_rows
+from kernels.codegen.jit import kernel
+from kernels.codegen.linear import linear_i32
+from kernels.codegen.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
+from kernels.plan.tables import (
+    F_IN,
+    F_KH,
+    F_KW,
+    F_LAST,
+    F_LAYER,
+    F_MAP,
+    F_OH,
+    F_OP,
+    F_OUT,
+    F_OW,
+    F_SH,
+    F_SW,
+    F_ZP,
+    L_BITS,
+    L_K,
+    L_KP,
+    L_LO,
+    L_OUT,
+    L_OUTZP,
+    L_P0,
+    L_WOFF,
+    OP_AVGPOOL,
+    OP_CONV_DIRECT,
+    OP_CONV_IM2COL,
+    OP_GAP,
+    OP_LINEAR_I32,
+    OP_MAXPOOL,
+    S_ACT,
+    S_CHUNK,
+    S_COL,
+    S_VEC,
+    T_C,
+    T_FILL,
+    T_H,
+    T_PH,
+    T_PW,
+    T_SS,
+    T_W,
+    T_WP,
+)
+
+
+@kernel
+def run_program(
+    x: np.ndarray,
+    ops: np.ndarray,
+    tens: np.ndarray,
+    ltab: np.ndarray,
+    panel: np.ndarray,
+    bias: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    out_mult: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    in_scale: np.float32,
+    in_zp: int,
+    hi: int,
+    sizes: np.ndarray,
+    logits: np.ndarray,
+    trace: np.ndarray,
+    trace_at: np.ndarray,
+) -> None:
+    """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
+
+    With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
+    activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
+    :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
+    """
+    n_all = x.shape[0]
+    if n_all == 0:
+        return
+    classes = logits.shape[1]
+    flat = logits.reshape(-1)
+    chunk = min(sizes[S_CHUNK], n_all)
+    act_a = np.empty(chunk * sizes[S_ACT], np.uint8)
+    act_b = np.empty(chunk * sizes[S_ACT], np.uint8)
+    cols = np.empty(chunk * sizes[S_COL], np.uint8)
+    vec = np.empty(chunk * sizes[S_VEC], np.int32)
+    tmp = np.empty(tens[:, T_C].max(), np.int32)
+    acc = np.empty(8 * 16, np.int32)
+    t0 = tens[0]
+    row_q = np.empty(t0[T_W], np.uint8)
+    for s0 in range(0, n_all, chunk):
+        nb = min(chunk, n_all - s0)
+        out = flat[s0 * classes : (s0 + nb) * classes]
+        ss = t0[T_SS]
+        act_a[: nb * ss] = np.uint8(t0[T_FILL])
+        for s in range(nb):
+            quantize_input(
+                x[s0 + s],
+                t0[T_C],
+                t0[T_H],
+                t0[T_W],
+                mean,
+                std,
+                in_scale,
+                in_zp,
+                hi,
+                act_a[s * ss :],
+                t0[T_WP],
+                t0[T_PH],
+                t0[T_PW],
+                row_q,
+            )
+        cur = act_a
+        nxt = act_b
+        for i in range(ops.shape[0]):
+            row = ops[i]
+            op = row[F_OP]
+            src = tens[row[F_IN]]
+            dst = tens[row[F_OUT]]
+            c = src[T_C]
+            if trace.shape[0] > 0 and trace_at[i] >= 0:
+                at = trace_at[i] * n_all + s0 * src[T_SS]
+                trace[at : at + nb * src[T_SS]] = cur[: nb * src[T_SS]]
+            if op == OP_GAP:
+                for s in range(nb):
+                    global_sum(
+                        cur[s * src[T_SS] :], src[T_H] * src[T_W], c, row[F_ZP], vec[s * c :]
+                    )
+                continue
+            padded = dst[T_SS] != dst[T_H] * dst[T_W] * dst[T_C]
+            if padded and row[F_LAST] == 0:
+                nxt[: nb * dst[T_SS]] = np.uint8(dst[T_FILL])
+            if op in (OP_MAXPOOL, OP_AVGPOOL):
+                for s in range(nb):
+                    a = cur[s * src[T_SS] :]
+                    d = nxt[s * dst[T_SS] :]
+                    if op == OP_MAXPOOL:
+                        max_pool(
+                            a,
+                            c,
+                            src[T_W],
+                            row[F_OH],
+                            row[F_OW],
+                            row[F_KH],
+                            row[F_KW],
+                            row[F_SH],
+                            row[F_SW],
+                            d,
+                            dst[T_WP],
+                            dst[T_PH],
+                            dst[T_PW],
+                        )
+                    else:
+                        avg_pool(
+                            a,
+                            c,
+                            src[T_W],
+                            row[F_OH],
+                            row[F_OW],
+                            row[F_KH],
+                            row[F_KW],
+                            row[F_SH],
+                            row[F_SW],
+                            d,
+                            dst[T_WP],
+                            dst[T_PH],
+                            dst[T_PW],
+                            tmp,
+                        )
+            else:
+                lay = ltab[row[F_LAYER]]
+                emap = row[F_MAP:]
+                last = row[F_LAST] != 0
+                if op == OP_LINEAR_I32:
+                    linear_i32(
+                        vec,
+                        c,
+                        nb,
+                        panel,
+                        lay[L_WOFF],
+                        lay[L_BITS],
+                        lay[L_K],
+                        lay[L_OUT],
+                        bias,
+                        m0,
+                        shift,
+                        out_mult,
+                        lay[L_P0],
+                        lay[L_OUTZP],
+                        lay[L_LO],
+                        hi,
+                        last,
+                        emap,
+                        nxt,
+                        out,
+                        acc,
+                    )
+                else:
+                    a = cur
+                    stride = src[T_SS]
+                    rows = nb
+                    if op == OP_CONV_DIRECT:
+                        stride = row[F_SW] * c
+                        rows = (nb - 1) * emap[0] + row[F_OW]
+                    elif op == OP_CONV_IM2COL:
+                        kp = lay[L_KP]
+                        per = row[F_OH] * row[F_OW]
+                        for s in range(nb):
+                            im2col(
+                                cur[s * src[T_SS] :],
+                                src[T_WP],
+                                c,
+                                row[F_OH],
+                                row[F_OW],
+                                row[F_KH],
+                                row[F_KW],
+                                row[F_SH],
+                                row[F_SW],
+                                kp,
+                                cols[s * per * kp :],
+                            )
+                        a = cols
+                        stride = kp
+                        rows = nb * per
+                    gemm_rows(
+                        a,
+                        stride,
+                        rows,
+                        panel,
+                        lay[L_WOFF],
+                        lay[L_BITS],
+                        lay[L_K],
+                        lay[L_OUT],
+                        bias,
+                        m0,
+                        shift,
+                        out_mult,
+                        lay[L_P0],
+                        lay[L_OUTZP],
+                        lay[L_LO],
+                        hi,
+                        last,
+                        emap,
+                        nxt,
+                        out,
+                        acc,
+                    )
+            cur, nxt = nxt, cur

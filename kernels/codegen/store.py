@@ -1,0 +1,138 @@
+"""Where a GEMM block's results go: the output targets of a row and the requantizing store."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.codegen.epilogue import requant_store
+from kernels.codegen.jit import inline_kernel, kernel
+from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
+from kernels.plan.tables import (
+    M_OW,
+    M_P,
+    M_PH,
+    M_PKH,
+    M_PKW,
+    M_POH,
+    M_POW,
+    M_PW,
+    M_R,
+    M_SS,
+    M_WP,
+)
+
+mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
+mk4_8, mk4_4, mk4_1 = (tile_kernel(4, 8), tile_kernel(4, 4), tile_kernel(4, 1))
+mk3_8, mk3_4, mk3_1 = (tile_kernel(3, 8), tile_kernel(3, 4), tile_kernel(3, 1))
+mk2_8, mk2_4, mk2_1 = (tile_kernel(2, 8), tile_kernel(2, 4), tile_kernel(2, 1))
+mw8, mw4, mw3, mw2 = (
+    tile_kernel_wide(8, 8),
+    tile_kernel_wide(4, 8),
+    tile_kernel_wide(3, 8),
+    tile_kernel_wide(2, 8),
+)
+
+
+@kernel
+def _targets(
+    emap: np.ndarray, last: bool, oc: int, nrows: int, st: np.ndarray, tgt: np.ndarray
+) -> None:
+    """Output offsets of the next ``nrows`` GEMM rows, advancing the row cursor ``st``.
+
+    GEMM row ``r`` is position ``r % R`` of sample ``r // R``; positions ``>= P`` are
+    rows that straddle two samples (dropped, -1). Position ``(i, j) = divmod(pos, OW)``
+    lands in cell ``(i // PKH, j // PKW)`` of the output tensor, whose interior starts at
+    ``(PH, PW)`` of a ``WP``-wide layout of ``SS`` bytes per sample; cells past
+    ``(POH, POW)`` are dropped. A target is ``2 * offset + first``, where ``first`` marks
+    the first position of its pooling window. ``st`` (8 int64) holds ``s, pos, i, j,
+    i % PKH, j % PKW, i // PKH, j // PKW`` and is updated without divisions (they would
+    cost more than the GEMM).
+    """
+    pkh = emap[M_PKH]
+    pkw = emap[M_PKW]
+    ow = emap[M_OW]
+    r_ = emap[M_R]
+    p_ = emap[M_P]
+    poh = emap[M_POH]
+    pow_ = emap[M_POW]
+    s, pos, i, jj, qi, qj, pi, pj = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+    for t in range(nrows):
+        if pos >= p_ or pi >= poh or pj >= pow_:
+            tgt[t] = -1
+        elif last:
+            tgt[t] = 2 * s * oc + 1
+        else:
+            d = s * emap[M_SS] + ((pi + emap[M_PH]) * emap[M_WP] + pj + emap[M_PW]) * oc
+            tgt[t] = 2 * d + (1 if qi == 0 and qj == 0 else 0)
+        pos += 1
+        jj += 1
+        qj += 1
+        if qj == pkw:
+            qj = 0
+            pj += 1
+        if jj == ow:
+            jj = 0
+            qj = 0
+            pj = 0
+            i += 1
+            qi += 1
+            if qi == pkh:
+                qi = 0
+                pi += 1
+        if pos == r_:
+            s, pos, i, jj, qi, qj, pi, pj = s + 1, 0, 0, 0, 0, 0, 0, 0
+    st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = s, pos, i, jj, qi, qj, pi, pj
+
+
+@inline_kernel
+def _store(
+    acc: np.ndarray,
+    a0: int,
+    tgt: np.ndarray,
+    t0: int,
+    nrows: int,
+    o0: int,
+    n: int,
+    bias: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    out_mult: np.ndarray,
+    p0: int,
+    zo: int,
+    lo: int,
+    hi: int,
+    last: bool,
+    premax: bool,
+    out: np.ndarray,
+    logits: np.ndarray,
+) -> None:
+    """Bias and requantize (or scale to logits) ``nrows`` accumulator rows of one block.
+
+    Row ``t`` (sums at ``acc[a0 + 16 * t:]``) goes to the target ``tgt[t0 + t]`` of
+    :func:`_targets` (channel ``o0`` on): the
+    first value of a pooling window is stored, the others are max-ed in. With ``premax``
+    (the layer's sums provably never wrap, so requantization is monotone in them) rows of
+    the tile that share a pooling cell are max-ed as int32 first and requantized once.
+    """
+    c0 = p0 + o0
+    t = 0
+    while t < nrows:
+        g = tgt[t0 + t]
+        u = t + 1
+        if g < 0:
+            t = u
+            continue
+        d = (g >> 1) + o0
+        if last:
+            for j in range(n):
+                v = np.int32(np.int64(acc[a0 + t * 16 + j]) + np.int64(bias[c0 + j]))
+                logits[d + j] = np.float32(v) * out_mult[c0 + j]
+            t = u
+            continue
+        if premax:
+            while u < nrows and tgt[t0 + u] >= 0 and (tgt[t0 + u] >> 1) == (g >> 1):
+                u += 1
+        requant_store(
+            acc, a0 + t * 16, u - t, bias, m0, shift, c0, zo, lo, hi, out, d, n, (g & 1) != 0
+        )
+        t = u

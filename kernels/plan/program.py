@@ -1,0 +1,387 @@
+"""Turn a layer list (docs/quantization.md) and integer parameters into a runnable model.
+
+:func:`build_model` checks shapes, lays the weights out as panels and writes the op
+table the compiled interpreter (:mod:`kernels.codegen.runner`) walks, with a table of activation
+layouts: each tensor is padded for the convolution that reads it, so its producer (a
+GEMM epilogue, a pool, the input quantization) writes straight into the padded buffer.
+Max pooling with ``kernel == stride`` after a convolution is fused into its epilogue;
+``flatten`` is no op at all (a channels-last sample is already flat). The weights live in a
+frozen :class:`Weights` object; :func:`replace_layers` makes a new one with some layers'
+codes changed, so a swap is one reference assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kernels.plan import layout, tables
+from kernels.plan.model import LayerParams, Model, Weights, _Slot
+from kernels.plan.packing import check_bits
+
+_SLACK = 64  # bytes past every activation buffer: the micro-kernel reads whole chunks
+_CHUNK = 16  # samples run through the layers together (rows of one GEMM per layer) ...
+_CHUNK_BYTES = 1 << 20  # ... unless their scratch buffers would exceed this
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
+
+
+def _conv_geometry(op: dict[str, Any], h: int, w: int) -> tuple[int, ...]:
+    """(kh, kw, sh, sw, ph, pw, oh, ow) of a conv or pooling op on an (h, w) input."""
+    if op["op"] in ("conv1d", "maxpool1d", "avgpool1d"):
+        if h != 1:
+            raise ValueError(f"{op['op']} needs a 1-D input")
+        kh, kw = 1, int(op["kernel"])
+        sh, sw = 1, int(op.get("stride") or (1 if op["op"] == "conv1d" else kw))
+        ph, pw = 0, int(op.get("padding", 0))
+    else:
+        default = 1 if op["op"] == "conv2d" else op["kernel"]
+        (kh, kw), (sh, sw) = _pair(op["kernel"]), _pair(op.get("stride") or default)
+        ph, pw = _pair(op.get("padding", 0))
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{op['op']} does not fit its {h}x{w} input")
+    return kh, kw, sh, sw, ph, pw, oh, ow
+
+
+@dataclass
+class _Tensor:
+    """An activation tensor of the plan; its consumer sets the padding and fill code."""
+
+    h: int
+    w: int
+    c: int
+    ph: int = 0
+    pw: int = 0
+    w_mult: int = 1  # padded width rounded up to a multiple of this (direct conv stride)
+    fill: int = 0
+
+    def row(self) -> list[int]:
+        wp = -(-(self.w + 2 * self.pw) // self.w_mult) * self.w_mult
+        return [
+            self.h,
+            self.w,
+            self.c,
+            self.ph,
+            self.pw,
+            wp,
+            (self.h + 2 * self.ph) * wp * self.c,
+            self.fill,
+        ]
+
+
+def build_model(
+    layers: Sequence[dict[str, Any]],
+    input_shape: Sequence[int],
+    params: Sequence[LayerParams],
+    mean: np.ndarray,
+    std: np.ndarray,
+    in_scale: float,
+    in_zp: int,
+    act_bits: int,
+    *,
+    act_offset: int,
+) -> tuple[Model, Weights]:
+    """Check the layer list against ``input_shape`` and the parameters; plan and pack.
+
+    ``act_offset`` is that of the instruction set the kernels run on
+    (:func:`kernels.plan.targets.act_offset`): it is folded into the biases.
+    """
+    shape = tuple(int(v) for v in input_shape)
+    if not 1 <= len(shape) <= 3:
+        raise ValueError(f"input shape {shape} must be (C,), (C, T) or (C, H, W)")
+    c = shape[0]
+    h, w = (1, 1) if len(shape) == 1 else ((1, shape[1]) if len(shape) == 2 else shape[1:])
+    zp = int(in_zp)  # zero point of the current activation grid
+    tensors = [_Tensor(h, w, c)]
+    ops: list[list[int]] = []
+    slots: list[_Slot] = []
+    col = vec = 0
+    centred = False
+    flat_from: tuple[int, int] | None = None
+    n_weighted = sum(op["op"] in ("conv1d", "conv2d", "linear") for op in layers)
+    if len(params) != n_weighted:
+        raise ValueError(f"{len(params)} parameter sets for {n_weighted} weighted layers")
+    for op in layers:
+        kind = op["op"]
+        reorder: tuple[str, int, tuple[int, ...]]
+        row = [0] * tables.OP_FIELDS
+        row[tables.F_IN] = len(tensors) - 1
+        src = tensors[-1]
+        if (centred or flat_from) and kind != "linear":
+            raise ValueError(f"only a linear layer may follow gap or flatten, not {kind}")
+        if kind in ("conv1d", "conv2d", "linear"):
+            p = params[len(slots)]
+            last = len(slots) == n_weighted - 1
+            if kind == "linear":
+                k_in = c if centred else h * w * c
+                if int(op["in_features"]) != k_in:
+                    raise ValueError(f"linear expects {op['in_features']} inputs, gets {k_in}")
+                if not centred and h * w > 1 and flat_from is None:
+                    raise ValueError("linear on a spatial input needs flatten or gap first")
+                out = int(op["out_features"])
+                reorder = (
+                    ("flatten", flat_from[0], (flat_from[1],))
+                    if (flat_from and flat_from[1] > 1)
+                    else ("none", 0, ())
+                )
+                row[tables.F_OP] = tables.OP_LINEAR_I32 if centred else tables.OP_LINEAR
+                oh = ow = 1
+            else:
+                if int(op["in_ch"]) != c:
+                    raise ValueError(f"{kind} expects {op['in_ch']} channels, gets {c}")
+                kh, kw, sh, sw, ph, pw, oh, ow = _conv_geometry(op, h, w)
+                out = int(op["out_ch"])
+                spatial = (kw,) if kind == "conv1d" else (kh, kw)
+                reorder = ("conv", c, spatial)
+                k_in = kh * kw * c
+                row[tables.F_KH : tables.F_SW + 1] = [kh, kw, sh, sw]
+                src.ph, src.pw, src.fill = ph, pw, int(p.in_zp)
+                if kind == "conv1d":  # windows are contiguous runs of the padded signal
+                    row[tables.F_OP] = tables.OP_CONV_DIRECT
+                    src.w_mult = sw
+                else:
+                    row[tables.F_OP] = tables.OP_CONV_IM2COL
+                    col = max(col, oh * ow * layout.padded_k(k_in, p.bits))
+            _check_params(p, out, k_in, last, len(slots))
+            row[tables.F_MAP + tables.M_PREMAX] = int(_never_wraps(p, k_in))
+            if last and oh * ow != 1:
+                raise ValueError("the last weighted layer must have one output position")
+            row[tables.F_OH : tables.F_OW + 1] = [oh, ow]
+            row[tables.F_PKH : tables.F_PKW + 1] = [1, 1]
+            row[tables.F_LAYER] = len(slots)
+            row[tables.F_LAST] = int(last)
+            slots.append(_Slot(kind, out, k_in, reorder, centred, bool(op.get("relu", False))))
+            h, w, c = oh, ow, out
+            zp = p.out_zp if p.out_zp is not None else 0
+            centred, flat_from = False, None
+        elif kind in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+            kh, kw, sh, sw, _, _, oh, ow = _conv_geometry({**op, "padding": 0}, h, w)
+            h, w = oh, ow
+            prev = ops[-1] if ops else None
+            if (
+                kind.startswith("max")
+                and (kh, kw) == (sh, sw)
+                and prev is not None
+                and prev[tables.F_OP] in (tables.OP_CONV_DIRECT, tables.OP_CONV_IM2COL)
+                and prev[tables.F_PKH] == prev[tables.F_PKW] == 1
+            ):
+                prev[tables.F_PKH : tables.F_PKW + 1] = [kh, kw]  # fused into the epilogue
+                src.h, src.w = h, w
+                continue
+            row[tables.F_OP] = tables.OP_MAXPOOL if kind.startswith("max") else tables.OP_AVGPOOL
+            row[tables.F_KH : tables.F_SW + 1] = [kh, kw, sh, sw]
+            row[tables.F_OH : tables.F_OW + 1] = [oh, ow]
+        elif kind == "gap":
+            row[tables.F_OP] = tables.OP_GAP
+            row[tables.F_ZP] = zp
+            vec = max(vec, c)
+            h = w = 1
+            centred = True
+        elif kind == "flatten":  # a channels-last sample is already flat: no op, no copy
+            flat_from = (c, h * w)
+            h, w, c = 1, 1, h * w * c
+            continue
+        else:
+            raise ValueError(f"unknown layer op {kind!r}")
+        row[tables.F_OUT] = len(tensors)
+        tensors.append(_Tensor(h, w, c))
+        ops.append(row)
+    if not slots or ops[-1][tables.F_OP] not in tables.WEIGHTED_OPS:
+        raise ValueError("the layer list must end with a weighted layer")
+    tens = np.array([t.row() for t in tensors], dtype=np.int64)
+    for row in ops:
+        _set_map(row, tens)
+    act = int(tens[:, tables.T_SS].max())
+    per_sample = 2 * (act + _SLACK) + col + _SLACK
+    chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
+    sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), chunk], dtype=np.int64)
+    model = Model(
+        ops=np.array(ops, dtype=np.int64),
+        tens=tens,
+        sizes=sizes,
+        slots=tuple(slots),
+        input_shape=shape,
+        num_outputs=slots[-1].out_ch,
+        mean=np.ascontiguousarray(mean, dtype=np.float32),
+        std=np.ascontiguousarray(std, dtype=np.float32),
+        in_scale=np.float32(in_scale),
+        in_zp=int(in_zp),
+        act_hi=(1 << int(act_bits)) - 1,
+        act_offset=int(act_offset),
+    )
+    if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
+        raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
+    return model, pack_weights(model, params)
+
+
+def _never_wraps(p: LayerParams, k: int) -> bool:
+    """Whether ``sum (x - act_offset) q + folded bias`` fits int32 for any codes.
+
+    Then requantization is monotone in the sums, and a fused max pool may take the max
+    of the int32 sums before requantizing (same result, fewer requantizations). Both the
+    kernel sum and the zero-point fold are bounded by ``255 * k * 2^(b-1)``; swaps change
+    only the codes, so the bound holds for every later weight swap too.
+    """
+    bound = 2 * 255 * k * (1 << (p.bits - 1)) + int(np.abs(p.bias_q.astype(np.int64)).max())
+    return bound < 2**31
+
+
+def _set_map(row: list[int], tens: np.ndarray) -> None:
+    """Fill the epilogue map of a weighted op: GEMM rows -> cells of its output tensor."""
+    if row[tables.F_OP] not in tables.WEIGHTED_OPS:
+        return
+    src, dst = tens[row[tables.F_IN]], tens[row[tables.F_OUT]]
+    oh, ow = row[tables.F_OH], row[tables.F_OW]
+    rows = oh * ow
+    if row[tables.F_OP] == tables.OP_CONV_DIRECT:
+        rows = int(src[tables.T_WP]) // row[tables.F_SW]
+    m = tables.F_MAP
+    row[m + tables.M_R] = rows
+    row[m + tables.M_P] = oh * ow
+    row[m + tables.M_OW] = ow
+    row[m + tables.M_PKH] = row[tables.F_PKH]
+    row[m + tables.M_PKW] = row[tables.F_PKW]
+    row[m + tables.M_POH] = int(dst[tables.T_H])
+    row[m + tables.M_POW] = int(dst[tables.T_W])
+    row[m + tables.M_SS] = int(dst[tables.T_SS])
+    row[m + tables.M_WP] = int(dst[tables.T_WP])
+    row[m + tables.M_PH] = int(dst[tables.T_PH])
+    row[m + tables.M_PW] = int(dst[tables.T_PW])
+
+
+def _check_params(p: LayerParams, out: int, k: int, last: bool, index: int) -> None:
+    check_bits(p.bits)
+    where = f"weighted layer {index}"
+    if p.q.shape != (out, k):
+        raise ValueError(f"{where}: weights have shape {p.q.shape}, expected {(out, k)}")
+    if p.bias_q.shape != (out,):
+        raise ValueError(f"{where}: bias must have shape ({out},)")
+    if last and (p.out_mult is None or p.out_mult.shape != (out,)):
+        raise ValueError(f"{where}: the last layer needs out_mult of shape ({out},)")
+    if not last and (
+        p.m0 is None
+        or p.shift is None
+        or p.out_zp is None
+        or p.m0.shape != (out,)
+        or p.shift.shape != (out,)
+    ):
+        raise ValueError(f"{where}: a hidden layer needs out_zp, m0 and shift of shape ({out},)")
+
+
+def kernel_order(slot: _Slot, q: np.ndarray) -> np.ndarray:
+    """Columns of ``q`` reordered from torch order to the kernels' channels-last order."""
+    kind, channels, dims = slot.reorder
+    if kind == "conv":
+        return layout.conv_to_kernel_order(q, channels, dims)
+    if kind == "flatten":
+        return layout.flatten_to_kernel_order(q, channels, dims[0])
+    return np.ascontiguousarray(q)
+
+
+def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray, act_offset: int) -> np.ndarray:
+    """``bias_q - (in_zp - act_offset) * rowsum(q)`` (int32, wrapping), ``bias_q`` after gap.
+
+    The micro-kernels sum ``(x - act_offset) * q`` over the codes ``x`` (kernels.plan.targets).
+    """
+    bias = np.asarray(p.bias_q, dtype=np.int32)
+    if slot.centred:
+        return bias.copy()
+    rowsum = q.astype(np.int64).sum(axis=1)
+    return (bias.astype(np.int64) - (int(p.in_zp) - act_offset) * rowsum).astype(np.int32)
+
+
+def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
+    """Lay out every layer's parameters into a fresh :class:`Weights`.
+
+    Per-channel parameters of each layer are padded to whole blocks of 16 channels
+    (the vector epilogue reads 16 at a time): bias 0, ``m0`` 0, ``shift`` 1.
+    """
+    panels, biases, m0s, shifts, mults, rows = [], [], [], [], [], []
+    w_off = p0 = 0
+    for slot, p in zip(model.slots, params, strict=True):
+        q = np.asarray(p.q, dtype=np.int8)
+        panel = layout.to_panel(kernel_order(slot, q), p.bits)
+        o = slot.out_ch
+        pad = -o % layout.OUT_BLOCK
+        panels.append(panel)
+        biases.append(np.pad(_folded_bias(slot, p, q, model.act_offset), (0, pad)))
+        m0s.append(
+            np.zeros(o + pad, np.int32)
+            if p.m0 is None
+            else np.pad(np.asarray(p.m0, np.int32), (0, pad))
+        )
+        shifts.append(
+            np.ones(o + pad, np.int32)
+            if p.shift is None
+            else np.pad(np.asarray(p.shift, np.int32), (0, pad), constant_values=1)
+        )
+        mults.append(
+            np.zeros(o + pad, np.float32)
+            if p.out_mult is None
+            else np.pad(np.asarray(p.out_mult, np.float32), (0, pad))
+        )
+        zo = 0 if p.out_zp is None else int(p.out_zp)
+        rows.append(
+            [
+                w_off,
+                p.bits,
+                slot.k,
+                o,
+                p0,
+                int(p.in_zp),
+                zo,
+                zo if slot.relu else 0,
+                layout.padded_k(slot.k, p.bits),
+            ]
+        )
+        w_off += panel.size
+        p0 += o + pad
+    ltab = np.array(rows, dtype=np.int64)
+    return Weights(
+        panel=np.concatenate(panels),
+        bias=np.concatenate(biases),
+        m0=np.concatenate(m0s),
+        shift=np.concatenate(shifts),
+        out_mult=np.concatenate(mults),
+        ltab=ltab,
+    )
+
+
+def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarray]) -> Weights:
+    """A new :class:`Weights` with the codes of some layers replaced (bit-widths unchanged).
+
+    ``codes`` maps a weighted-layer index to its new (O, K) signed weights in torch order.
+    The folded biases of those layers are recomputed; ``weights`` is not modified.
+    """
+    panel = weights.panel.copy()
+    bias = weights.bias.copy()
+    for index, q_new in codes.items():
+        if not 0 <= index < len(model.slots):
+            raise IndexError(f"no weighted layer {index}")
+        slot = model.slots[index]
+        w_off, bits, _, o, p0, in_zp = (int(v) for v in weights.ltab[index, :6])
+        q = np.asarray(q_new)
+        if q.shape != (o, slot.k):
+            raise ValueError(f"layer {index}: new weights {q.shape}, expected {(o, slot.k)}")
+        new_panel = layout.to_panel(kernel_order(slot, q), bits)
+        panel[w_off : w_off + new_panel.size] = new_panel
+        old_bias = bias[p0 : p0 + o].astype(np.int64)
+        old_q = layout.from_panel(weights.panel[w_off : w_off + new_panel.size], o, slot.k, bits)
+        if not slot.centred:  # refold bias_q with the new rows (see _folded_bias)
+            delta = q.astype(np.int64).sum(axis=1) - old_q.astype(np.int64).sum(axis=1)
+            bias[p0 : p0 + o] = (old_bias - (in_zp - model.act_offset) * delta).astype(np.int32)
+    return Weights(
+        panel=panel,
+        bias=bias,
+        m0=weights.m0,
+        shift=weights.shift,
+        out_mult=weights.out_mult,
+        ltab=weights.ltab,
+    )
