@@ -28,13 +28,15 @@ import torch.nn.functional as F
 
 from bench.real_drift_data import StreamData
 from edge_agent.bundle import Bundle
-from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
-from edge_agent.engine import Engine
-from edge_agent.model.export import quant_model
-from edge_agent.model.qnet import QuantNet
-from edge_agent.model.train import normalize
-from edge_agent.qcore import EXTRA_X, EXTRA_Y, QCoreBuffer
-from kernels.packing import qrange
+from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.calibrate.qcore import QCoreBuffer
+from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.engine.engine import Engine
+from edge_agent.training.export import quant_model
+from edge_agent.training.fit import normalize
+from edge_agent.training.qnet import QuantNet
+from kernels.plan.packing import qrange
 
 BACKPROP_STEPS = 80  # torch replay, as bench/calibration.py
 NUMPY_STEPS = 120  # numpy last-layer fine-tuning
@@ -120,7 +122,7 @@ def replay(
             result = controller.run(engine)  # seeded as the agent seeds it
             if result is not None:  # None: a buffer update without a round
                 rounds += 1
-                kept += bool(result.decision.accepted)
+                kept += result.version is not None  # the controller's own rule
         cpu += time.thread_time() - t0
     return Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
 

@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from bench.real_drift_data import DriftSplit
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
-from edge_agent.calibrate.flip_train import FlipTrainConfig, train_flipper, with_flipper
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.data.datasets import Dataset
-from edge_agent.model.arch import default_spec
-from edge_agent.model.export import build_bundle
-from edge_agent.model.qcore_build import MissTracker, QCoreConfig, qcore_extras
-from edge_agent.model.qnet import QuantNet
-from edge_agent.model.train import TrainConfig, fit
+from edge_agent.training.arch import default_spec
+from edge_agent.training.export import build_bundle
+from edge_agent.training.fit import TrainConfig, fit
+from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper
+from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras
+from edge_agent.training.qnet import QuantNet
 
 try:  # the agent's statistics rung (issue 17 item 3), where this build has it
     from edge_agent.calibrate.stats_rung import with_statistics
