@@ -45,7 +45,7 @@ from bench.real_drift_data import (  # noqa: E402
     check_disjoint,
     load_split,
 )
-from bench.real_drift_report import jsonable, summarize, write_outputs  # noqa: E402
+from bench.real_drift_report import REF, jsonable, summarize, write_outputs  # noqa: E402
 
 log = logging.getLogger("bench.real_drift")
 
@@ -102,9 +102,12 @@ def _methods(
         out["flips"] = m.replay(bundle, bits, data, stats["off"], seed=seed)
         if "alone" in stats:
             out["stats"] = m.replay(bundle, bits, data, stats["alone"], seed=seed)
-    if full:
-        out["buffer_random"] = m.replay(bundle, bits, data, buffer="random", seed=seed)
-        out["buffer_recent"] = m.replay(bundle, bits, data, buffer="recent", seed=seed)
+    chunk = m.every_chunk()  # {} in a build without the drift trigger: the default path
+    if chunk:
+        out[REF] = m.replay(bundle, bits, data, chunk, seed=seed)
+    if full:  # buffer policies on the every-chunk path (rounds there whatever the signal)
+        for buf in ("random", "recent"):
+            out[f"buffer_{buf}"] = m.replay(bundle, bits, data, chunk, buffer=buf, seed=seed)
         out["torch_replay"] = m.torch_replay(bundle, qnet, data, seed)
     out["adabn"] = m.adabn(bundle, qnet, X_src, data)
     out["tent"] = m.tent(bundle, qnet, X_src, data, seed)
@@ -132,10 +135,10 @@ def _score(
             "cpu_per_round_s": o.cpu_per_round,
             **({"note": o.note} if o.note else {}),
         }
-    target = rows["default"]["after"]
+    target = rows[REF if REF in rows else "default"]["after"]
     for name in ("numpy_backprop", "torch_replay"):
         if name in outcomes:
-            rows[name]["cpu_s_to_match_default"] = first_reaching(
+            rows[name]["cpu_s_to_match_flips"] = first_reaching(
                 outcomes[name].curve, target, lambda e: accuracy(e, Xh, yh)
             )
     return rows
@@ -192,7 +195,7 @@ def run_job(
             "methods": rows,
         }
         if kind == "real" and bits == 4:
-            res["round_peak_mb"] = m.round_peak_memory(bundle, bits, data)
+            res["round_peak_mb"] = m.round_peak_memory(bundle, bits, data, m.every_chunk())
             res["numpy_backprop_peak_mb"] = float(
                 m.numpy_last_layer(bundle, bits, data, seed, peak_memory=True).note.split()[0]
             )

@@ -94,6 +94,15 @@ def stats_rung() -> tuple[dict[str, Any] | None, str]:
     return {"alone": {"stats_rung": True, "episode_rounds": 0}, "off": off}, ""
 
 
+def every_chunk() -> dict[str, Any]:
+    """CalibrationConfig overrides for flip rounds on every chunk, without the drift signal
+    and the statistics rung (the agent's path before they came): the reference a flip
+    round's cost and the buffer policies are measured on, since with the drift trigger a
+    stream may give no round at all."""
+    names = {f.name for f in dataclasses.fields(CalibrationConfig)}
+    return {k: v for k, v in (("trigger", "samples"), ("stats_rung", False)) if k in names}
+
+
 def replay(
     bundle: Bundle,
     bits: int,
@@ -127,10 +136,13 @@ def replay(
     return Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
 
 
-def round_peak_memory(bundle: Bundle, bits: int, data: StreamData) -> float:
+def round_peak_memory(
+    bundle: Bundle, bits: int, data: StreamData, overrides: dict[str, Any] | None = None
+) -> float:
     """tracemalloc peak (MB) of the first controller round (buffer update + round) on
     ``data``; NaN when the stream gives none (e.g. no drift alarm)."""
-    controller = CalibrationController(bundle, CalibrationConfig())
+    cfg = dataclasses.replace(CalibrationConfig(), **(overrides or {}))
+    controller = CalibrationController(bundle, cfg)
     engine = Engine(bundle, bits=bits)
     for i in range(len(data.y)):
         controller.observe(data.X[i], int(data.y[i]) if data.labelled[i] else None, i)

@@ -14,11 +14,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+REF = "flips_every_chunk"  # the flip path the buffer policies and round costs are measured on
 METHOD_ORDER = [
     "none",
     "default",
     "flips",
     "stats",
+    REF,
     "buffer_random",
     "buffer_recent",
     "adabn",
@@ -62,7 +64,10 @@ def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[
             agg = {k: _mean([r.get(k) for r in rows]) for k in num}
             agg["recovery"] = recovery(agg["before"], agg["right_after"], agg["after"])
             agg["seeds"] = len(rows)
-            match = [r.get("cpu_s_to_match_default", "absent") for r in rows]
+            match = [
+                r.get("cpu_s_to_match_flips", r.get("cpu_s_to_match_default", "absent"))
+                for r in rows
+            ]
             if "absent" not in match:
                 agg["matched"] = sum(v is not None for v in match)
             out[key][m] = agg
@@ -91,13 +96,17 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     drop = [100 * (v["default"]["before"] - v["default"]["after"]) for v in nod.values()]
     rounds = sum(c["methods"]["default"]["rounds"] for c in cases if c["kind"] == "no_drift")
     kept = sum(c["methods"]["default"]["kept"] for c in cases if c["kind"] == "no_drift")
+
+    def ref(methods: dict[str, Any]) -> str:  # the QCore-buffer flip path of a build
+        return REF if REF in methods else "default"
+
     qr = [
-        (v["default"]["recovery"], v["buffer_random"]["recovery"])
-        for k, v in real.items()
-        if k[1] == 4 and "buffer_random" in v
-    ]
-    qr_acc = [
-        100 * (v["default"]["after"] - v["buffer_random"]["after"])
+        (
+            v[ref(v)]["recovery"],
+            v["buffer_random"]["recovery"],
+            v[ref(v)]["after"],
+            v["buffer_random"]["after"],
+        )
         for k, v in real.items()
         if k[1] == 4 and "buffer_random" in v
     ]
@@ -105,8 +114,8 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     for c in cases:
         if c["kind"] != "real" or c["bits"] != 4 or "numpy_backprop" not in c["methods"]:
             continue
-        d, nb = c["methods"]["default"], c["methods"]["numpy_backprop"]
-        match = nb.get("cpu_s_to_match_default")
+        d, nb = c["methods"][ref(c["methods"])], c["methods"]["numpy_backprop"]
+        match = nb.get("cpu_s_to_match_flips", nb.get("cpu_s_to_match_default"))
         if match is None:
             lower_bound += 1
             match = nb["cpu_s"]
@@ -125,9 +134,9 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "no_drift_kept_fraction": kept / rounds if rounds else float("nan"),
         "no_drift_rounds": rounds,
         "qcore_minus_random_pts": _mean(
-            [100 * (a - b) for a, b in qr if a is not None and b is not None]
+            [100 * (a - b) for a, b, _, _ in qr if a is not None and b is not None]
         ),
-        "qcore_minus_random_accuracy_pts": _mean(qr_acc),
+        "qcore_minus_random_accuracy_pts": _mean([100 * (a - b) for _, _, a, b in qr]),
         "cpu_ratio_vs_torchfree_backprop": _mean(ratios),
         "cpu_ratio_vs_torchfree_backprop_whole_stream": _mean(whole),
         "cpu_ratio_cases_backprop_never_matched": lower_bound,
@@ -143,17 +152,20 @@ KEY_DOC = """Key definitions: `mean_recovery_4bit` / `min_recovery_4bit` /
 sets; sets whose drift cost < {min_loss:.0f} points are left out);
 `per_kind_recovery_4bit`: injected kinds, mean over sets (seed 0); `max_forgetting_pts`:
 the default path's largest forgetting over every (set, bits, drift); `no_drift_*`: the
-no-drift control (accuracy drop on its scoring half, share of rounds kept);
-`qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random buffer),
-mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same in held-out accuracy
-points); `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy last-layer
-back-propagation needs to first reach the default path's held-out accuracy (checkpoints
-every 5 steps; all of its steps where it never does, counted in `..._never_matched`) over
-the CPU of one agent round, `..._whole_stream` over the agent's CPU for the whole stream;
-`memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one agent round over that of
-the numpy back-propagation run. onnxruntime on-device training is not the torch-free
-reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on PyPI, none for
-aarch64, so a board cannot install it."""
+default path in the no-drift control (accuracy drop on its scoring half, share of rounds
+kept). `flips_every_chunk` is a flip round on every chunk, without the drift trigger and
+the statistics rung (the agent's path before they came); the buffer policies and a
+round's cost are measured on it, since with the drift trigger a stream may give no round
+at all. `qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random
+buffer) on that path, mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same
+in held-out accuracy points); `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy
+last-layer back-propagation needs to first reach that path's held-out accuracy
+(checkpoints every 5 steps; all of its steps where it never does, counted in
+`..._never_matched`) over the CPU of one of its rounds, `..._whole_stream` over its CPU
+for the whole stream; `memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one such
+round over that of the numpy back-propagation run. onnxruntime on-device training is not
+the torch-free reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on
+PyPI, none for aarch64, so a board cannot install it."""
 
 
 def jsonable(obj: Any) -> Any:
