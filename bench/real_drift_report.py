@@ -228,6 +228,20 @@ def method_summary(g: dict, bits: int) -> str:
     return "\n".join(lines)
 
 
+def kind_summary(g: dict) -> str:
+    """Mean recovery per method and injected kind (4-bit, over the sets with a loss)."""
+    kinds = sorted({k[2] for k in g if k[1] == 4})
+    methods = [m for m in METHOD_ORDER if any(m in v for v in g.values())]
+    lines = ["| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for m in methods:
+        cells = []
+        for kind in kinds:
+            vals = [v[m]["recovery"] for k, v in g.items() if k[1] == 4 and k[2] == kind and m in v]
+            cells.append(_rtxt(_mean([r for r in vals if r is not None])))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(summary: dict[str, Any], path: Path) -> None:
     """Recovery per method: real-drift sets (4-bit) and injected kinds (4-bit); a set or
     kind whose drift cost under MIN_LOSS is marked n/a."""
@@ -313,6 +327,10 @@ def write_outputs(
         "## Recovery per method, real drift, 4-bit",
         "",
         method_summary(summary["real"], 4),
+        "",
+        "## Recovery per method and injected kind, 4-bit (mean over sets)",
+        "",
+        kind_summary(summary["injected"]),
         "",
     ]
     prov = [
