@@ -250,7 +250,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(METHOD_ORDER)}
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHOD_ORDER[1:])}
     fig, axes = plt.subplots(1, 2, figsize=(15, 5))
     panels = (
         (summary["real"], 0, "real drift, 4-bit (mean over seeds)"),
