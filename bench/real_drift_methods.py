@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -209,7 +209,8 @@ def _adabn_net(
         shape = (-1, *([1] * (ql.layer.weight.ndim - 1)))
         ql.layer.weight.mul_(a.reshape(shape))
         ql.wq.scale.mul_(a)
-        ql.layer.bias.copy_(a * ql.layer.bias + ms - a * mt)
+        bias = cast(torch.Tensor, ql.layer.bias)
+        bias.copy_(a * bias + ms - a * mt)
     return net, mean, std
 
 
@@ -230,19 +231,19 @@ def tent(bundle: Bundle, qnet: QuantNet, X_src: np.ndarray, data: StreamData, se
     X_tgt = data.distinct()
     net, mean, std = _adabn_net(bundle, qnet, X_src, X_tgt)
     x = normalize(X_tgt, mean, std)
-    params = []
+    params: list[torch.Tensor] = []
     for ql in net.quant_layers():
-        params += [ql.layer.bias, ql.wq.scale]
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+        params += [cast(torch.Tensor, ql.layer.bias), ql.wq.scale]
+    for w in net.parameters():
+        w.requires_grad_(False)
+    for t in params:
+        t.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=1e-3)
     net.eval()  # quantizer ranges fixed; no BN left to put in train mode
     for _ in range(TENT_STEPS):
         idx = torch.randint(0, len(x), (min(64, len(x)),))
-        p = F.softmax(net(x[idx]), 1)
-        loss = -(p * torch.log(p + 1e-8)).sum(1).mean()
+        prob = F.softmax(net(x[idx]), 1)
+        loss = -(prob * torch.log(prob + 1e-8)).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

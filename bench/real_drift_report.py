@@ -31,9 +31,9 @@ METHOD_ORDER = [
 MIN_LOSS = 0.05
 
 
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if x is not None and x == x]
-    return statistics.fmean(xs) if xs else float("nan")
+def _mean(xs: list[float | None] | list[float]) -> float:
+    vals = [x for x in xs if x is not None and x == x]
+    return statistics.fmean(vals) if vals else float("nan")
 
 
 def recovery(
@@ -47,7 +47,7 @@ def recovery(
     return (after - right_after) / lost
 
 
-def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[str, float]]]:
+def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[str, Any]]]:
     """(set, bits, drift, label_fraction) -> method -> seed-mean of every number."""
     acc: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for c in cases:
@@ -56,12 +56,12 @@ def group(cases: list[dict[str, Any]], kind: str) -> dict[tuple, dict[str, dict[
         key = (c["set"], c["bits"], c["drift"], c["label_fraction"])
         for m, row in c["methods"].items():
             acc[key][m].append(row)
-    out: dict[tuple, dict[str, dict[str, float]]] = {}
+    out: dict[tuple, dict[str, dict[str, Any]]] = {}
     for key, methods in acc.items():
         out[key] = {}
         for m, rows in methods.items():
             num = {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
-            agg = {k: _mean([r.get(k) for r in rows]) for k in num}
+            agg: dict[str, Any] = {k: _mean([r.get(k) for r in rows]) for k in num}
             agg["recovery"] = recovery(agg["before"], agg["right_after"], agg["after"])
             agg["seeds"] = len(rows)
             match = [

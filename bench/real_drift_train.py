@@ -18,6 +18,7 @@ import torch
 from bench.real_drift_data import DriftSplit
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
+from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import default_spec
 from edge_agent.training.export import build_bundle
@@ -25,11 +26,6 @@ from edge_agent.training.fit import TrainConfig, fit
 from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper
 from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras
 from edge_agent.training.qnet import QuantNet
-
-try:  # the agent's statistics rung (issue 17 item 3), where this build has it
-    from edge_agent.calibrate.stats_rung import with_statistics
-except ImportError:
-    with_statistics = None
 
 log = logging.getLogger("bench.real_drift")
 
@@ -59,8 +55,7 @@ def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
     h.update(
         json.dumps([asdict(TRAIN), asdict(QCORE), asdict(FLIP), bits, seed], default=str).encode()
     )
-    if with_statistics is not None:  # such bundles differ (keys of older caches unchanged)
-        h.update(b"with_statistics")
+    h.update(b"with_statistics")  # bundles carry the training statistics (as the pipeline's)
     return f"{split.name}-s{seed}-{h.hexdigest()[:10]}"
 
 
@@ -90,8 +85,8 @@ def trained(
         {"seed": seed, "bench": "real_drift"},
         qcore_extras(ds, tracker, QCORE, seed),
     )
-    if with_statistics is not None:  # what the statistics rung compares the stream with
-        bundle = with_statistics(bundle, ds.X_train, ds.y_train)
+    # what the statistics rung and the drift signal compare the stream with
+    bundle = with_statistics(bundle, ds.X_train, ds.y_train)
     bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FLIP))
     save_bundle(bundle, bpath)
     torch.save(qnets, qpath)
