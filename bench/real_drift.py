@@ -31,6 +31,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import time  # noqa: E402
+import zlib  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -40,16 +41,16 @@ import numpy as np  # noqa: E402
 from bench.real_drift_data import (  # noqa: E402
     BUNDLED_SETS,
     REAL_SETS,
+    STREAM_ITEMS,
     DriftSplit,
-    StreamData,
     check_disjoint,
     load_split,
+    stream_items,
 )
 from bench.real_drift_report import REF, jsonable, summarize, write_outputs  # noqa: E402
 
 log = logging.getLogger("bench.real_drift")
 
-STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
 LABEL_FRACTION = 0.2
 SWEEP_FRACTIONS = (0.05, 0.5)
 MIN_SCORED = 20  # injected kinds only where the scoring half has this many samples
@@ -62,25 +63,6 @@ KINDS = {
     "dead_channel": "dropout",
     "timewarp": "timewarp",
 }
-
-
-def stream_items(
-    X: np.ndarray,
-    y: np.ndarray,
-    ids: np.ndarray,
-    fraction: float,
-    rng: np.random.Generator,
-    items: int = STREAM_ITEMS,
-    transform: Any = None,
-) -> StreamData:
-    """A replay: the stream part in shuffled passes up to ``items``; a fixed ``fraction``
-    of its samples carry their label every time they come by."""
-    n = len(ids)
-    labelled_ids = set(rng.choice(ids, size=max(1, round(fraction * n)), replace=False).tolist())
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
-    Xs = X[order] if transform is None else np.stack([transform(X[i]) for i in order])
-    lab = np.array([ids[i] in labelled_ids for i in order])
-    return StreamData(Xs.astype(np.float32), y[order], ids[order], lab)
 
 
 def _methods(
@@ -161,7 +143,12 @@ def run_job(
     split: DriftSplit = load_split(name, Path(cache), seed)
     bundle, qnets, train_s = trained(split, seed, Path(cache))
     t0 = time.time()
-    rng = np.random.default_rng(seed)
+
+    def rng(kind: str, drift: str, fraction: float) -> np.random.Generator:
+        """A case's own stream generator: the same stream at every bit-width, and whichever
+        other cases run (a --quick run replays the full run's streams)."""
+        return np.random.default_rng([seed, zlib.crc32(f"{kind}|{drift}|{fraction}".encode())])
+
     X, y = split.X, split.y
     X_src = X[split.fit]
     cases: list[dict[str, Any]] = []
@@ -218,7 +205,9 @@ def run_job(
 
     if split.real:
         for bits in bits_list:
-            data = stream_items(X, y, split.stream, LABEL_FRACTION, rng)
+            data = stream_items(
+                X, y, split.stream, LABEL_FRACTION, rng("real", "real", LABEL_FRACTION)
+            )
             case(
                 "real",
                 bits,
@@ -231,7 +220,9 @@ def run_job(
                 "real",
             )
         if 4 in bits_list:
-            data = stream_items(X, y, split.clean_a, LABEL_FRACTION, rng)
+            data = stream_items(
+                X, y, split.clean_a, LABEL_FRACTION, rng("no_drift", "none", LABEL_FRACTION)
+            )
             case(
                 "no_drift",
                 4,
@@ -246,7 +237,7 @@ def run_job(
     first_seed = seed == 0
     if first_seed and split.real and 4 in bits_list:
         for frac in SWEEP_FRACTIONS:
-            data = stream_items(X, y, split.stream, frac, rng)
+            data = stream_items(X, y, split.stream, frac, rng("real", "real", frac))
             case("sweep", 4, data, split.held, X[split.held], split.clean, frac, False, "real")
     skipped = []
     if first_seed and 4 in bits_list and len(split.clean_b) < MIN_SCORED:
@@ -266,7 +257,12 @@ def run_job(
                 continue
             drift = Drift.parse(f"{spec}@0")
             data = stream_items(
-                X, y, split.clean_a, LABEL_FRACTION, rng, transform=drift.transform(seed)
+                X,
+                y,
+                split.clean_a,
+                LABEL_FRACTION,
+                rng("injected", kind, LABEL_FRACTION),
+                transform=drift.transform(seed),
             )
             Xh = drift.apply_stream(X[split.clean_b], seed=seed + 1)
             case("injected", 4, data, split.clean_b, Xh, split.clean_b, LABEL_FRACTION, False, kind)

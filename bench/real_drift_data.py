@@ -34,6 +34,7 @@ WHEELS = {
     "aeon": "1.6.0",
     "seglearn": "1.2.5",
 }
+STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
 WATCH_WINDOW = 100  # samples per window (2 s at 50 Hz)
 WATCH_PER_RECORDING = 8  # windows taken per recording, evenly spaced
 
@@ -98,6 +99,25 @@ def check_disjoint(streamed: np.ndarray, scored: np.ndarray, what: str = "") -> 
         raise ValueError(
             f"{what or 'scoring'}: {len(both)} scored sample(s) were streamed, e.g. {both[:5]}"
         )
+
+
+def stream_items(
+    X: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    items: int = STREAM_ITEMS,
+    transform: Any = None,
+) -> StreamData:
+    """A replay: the stream part in shuffled passes up to ``items``; a fixed ``fraction``
+    of its samples carry their label every time they come by."""
+    n = len(ids)
+    labelled_ids = set(rng.choice(ids, size=max(1, round(fraction * n)), replace=False).tolist())
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
+    Xs = X[order] if transform is None else np.stack([transform(X[i]) for i in order])
+    lab = np.array([ids[i] in labelled_ids for i in order])
+    return StreamData(Xs.astype(np.float32), y[order], ids[order], lab)
 
 
 # ---------------------------------------------------------------------- wheels

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.real_drift import stream_items
-from bench.real_drift_data import check_disjoint, make_split
+from bench.real_drift_data import check_disjoint, make_split, stream_items
 from bench.real_drift_report import group, recovery, summarize
 
 
