@@ -118,7 +118,7 @@ def format_status(r: dict[str, Any]) -> str:
         f"queue        {q['depth']} / {q['capacity']}",
         "checkpoint   "
         + (
-            f"generation {ck['generation']}, {time.time() - ck['time']:.0f} s ago"
+            f"generation {ck['generation']}, {ck.get('age_s', time.time() - ck['time']):.0f} s ago"
             if ck
             else "none yet"
         ),

@@ -75,6 +75,7 @@ class Agent(Sockets, Persistence, StatusReport):
         self._stopping = False
         self._reload = False
         self._last_ckpt: dict[str, Any] = {}
+        self._disk_errors: dict[str, str] = {}  # what -> last error, while it fails
         self._base_sha = ""
         self.model: Model
         self.intake: Intake
@@ -161,7 +162,7 @@ class Agent(Sockets, Persistence, StatusReport):
         elif payload is not None:
             log.info("the configured bundle changed since the last checkpoint: starting from it")
         model = Model.load(str(base))
-        self.store.save_model(base.read_bytes())
+        self._save_model(base.read_bytes())
         return model
 
     def _start_calibration(self, state: dict[str, Any] | None) -> None:
@@ -233,11 +234,7 @@ class Agent(Sockets, Persistence, StatusReport):
             self.metrics.inc("calibrations_accepted")
             if ctl is not self.calibration:  # the model was replaced meanwhile
                 continue
-            try:
-                self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
-            except OSError as exc:
-                self.metrics.inc("checkpoint_errors")
-                log.error("could not save the recalibrated model: %s", exc)
+            self._save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
 
     def _energy_tick(self) -> None:
         """Apply the energy policy: the bit-width to run at, and QAT bursts."""
@@ -258,8 +255,7 @@ class Agent(Sockets, Persistence, StatusReport):
         accepted = self.bursts.tick(d, current, lambda x: eng.predict(x)[0], self._burst_pool)
         if accepted is None or accepted.engine is None or accepted.bundle is None:
             return
-        data = to_bytes(accepted.bundle)
-        self.store.save_model(data)
+        self._save_model(to_bytes(accepted.bundle))
         state = self.calibration.state() if self.calibration else None
         self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
         self._start_calibration(state)  # the buffer carries over to the new weights
@@ -289,11 +285,7 @@ class Agent(Sockets, Persistence, StatusReport):
         )
 
     def _threads_alive(self) -> bool:
-        dead = [type(s).__name__ for s in self.sources if not s.alive()]
-        if self.status_server is not None and not self.status_server.alive():
-            dead.append("StatusServer")
-        if self._cal_thread is not None and not self._cal_thread.is_alive():
-            dead.append("calibration")
+        dead = [name for name, alive in self.threads().items() if not alive]
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -326,7 +318,7 @@ class Agent(Sockets, Persistence, StatusReport):
             else:
                 fresh.extend(self._feedback(msg))
         if fresh:
-            self.store.append_labelled(fresh)
+            self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
             latencies = self._publish(samples, classes, conf, done)

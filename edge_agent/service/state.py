@@ -120,6 +120,7 @@ class StateStore:
         self._seg_index = 0
         self._seg_records = 0
         self._seg_fd: int | None = None
+        self._seg_size = 0  # bytes of whole records in the open segment
         self.corrupt_found = 0
 
     # ------------------------------------------------------------ restore
@@ -222,18 +223,46 @@ class StateStore:
         assert self._seg_fd is not None
         data = b"".join(s.to_record() for s in samples)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._seg_fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._seg_fd, view) :]
+        except OSError:
+            self._abandon_segment()
+            raise
+        self._seg_size += len(data)
         self._seg_records += len(samples)
 
+    def _abandon_segment(self) -> None:
+        """After a failed write (disk full, read-only): cut the partial record off if
+        the file system lets us and close the segment (which also lets the file system
+        be unmounted); the next append continues it, or starts a new segment if its tail
+        could not be cut (restore cuts such a tail)."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, self._seg_size)
+        except OSError:
+            self._seg_index += 1
+            self._seg_records = 0
+        finally:
+            os.close(fd)
+
     def _rotate(self) -> None:
-        if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
-            os.close(self._seg_fd)
+        """Open the segment to append to: a new one once the current one is full."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self._seg_records >= self.capacity:
             self._seg_index += 1
             self._seg_records = 0
         path = self.dir / f"labelled-{self._seg_index:012d}.log"
-        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._seg_size = os.fstat(fd).st_size
+        self._seg_fd = fd
         _fsync_dir(self.dir)
         for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
             if _number(old, _SEG_RE) < self._seg_index - 1:
@@ -243,7 +272,11 @@ class StateStore:
         """Make the log durable, then write the next checkpoint generation atomically and
         remove checkpoints beyond ``keep``."""
         if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
+            try:
+                os.fsync(self._seg_fd)
+            except OSError as exc:  # the log's own error; the checkpoint may still work
+                log.error("labelled log: fsync failed: %s", exc)
+                self._abandon_segment()
         self.generation += 1
         body = dict(payload, generation=self.generation, written=time.time())
         path = self.dir / f"checkpoint-{self.generation:012d}.eas"
@@ -253,11 +286,15 @@ class StateStore:
         return path
 
     def close(self) -> None:
-        """Flush and close the log."""
-        if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
-            os.close(self._seg_fd)
-            self._seg_fd = None
+        """Flush and close the log (a failing disk is logged, not raised)."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.error("labelled log: fsync at close failed: %s", exc)
+            finally:
+                os.close(fd)
 
 
 def _number(path: Path, pattern: re.Pattern[str]) -> int:
