@@ -76,6 +76,7 @@ class Agent(Sockets, Persistence, StatusReport):
         self._reload = False
         self._last_ckpt: dict[str, Any] = {}
         self._disk_errors: dict[str, str] = {}  # what -> last error, while it fails
+        self._unsaved_model: bytes | None = None  # saved at the next checkpoint
         self._base_sha = ""
         self.model: Model
         self.intake: Intake

@@ -34,6 +34,7 @@ class Persistence:
     if TYPE_CHECKING:  # what the other parts of Agent provide
         _base_sha: str
         _disk_errors: dict[str, str]
+        _unsaved_model: bytes | None
         _ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]]
         _last_ckpt: dict[str, Any]
         calibration: CalibrationController | None
@@ -79,13 +80,16 @@ class Persistence:
 
     def _save_model(self, data: bytes) -> bool:
         """Replace the state directory's model; False (counted, logged) if the disk
-        refuses (the running model stays in memory, the previous file stays intact)."""
+        refuses: the running model stays in memory, the previous file stays intact, and
+        every checkpoint tries again until it is saved."""
+        self._unsaved_model = data
         try:
             self.store.save_model(data)
         except OSError as exc:
             self.metrics.inc("model_save_errors")
             self._disk_failed("saving the model", exc, every=True)
             return False
+        self._unsaved_model = None
         self._disk_ok("saving the model")
         return True
 
@@ -98,6 +102,8 @@ class Persistence:
         waiting = []
         while not self._ckpt_requests.empty():
             waiting.append(self._ckpt_requests.get())
+        if self._unsaved_model is not None:  # a model save the disk refused earlier
+            self._save_model(self._unsaved_model)
         try:
             t0 = time.perf_counter()
             path = self.store.checkpoint(
