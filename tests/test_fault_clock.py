@@ -200,3 +200,17 @@ def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
             feeder.join(10)
         a.stop()
         wd.close()
+
+
+def test_set_aside_never_replaces_earlier_evidence(tmp_path: Path) -> None:
+    """Corrupt files are set aside under a wall-clock stamp, which repeats within a second
+    and after the clock steps back: each copy must survive."""
+    from edge_agent.service.state import StateStore
+
+    store = StateStore(tmp_path)
+    store.restore()
+    for i in range(3):
+        (tmp_path / "model.eab").write_bytes(b"damaged %d" % i)
+        store.set_aside(tmp_path / "model.eab", "test")
+    kept = sorted(p.read_bytes() for p in (tmp_path / "corrupt").iterdir())
+    assert kept == [b"damaged 0", b"damaged 1", b"damaged 2"]

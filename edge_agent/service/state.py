@@ -177,7 +177,14 @@ class StateStore:
         self.corrupt_found += 1
         aside = self.dir / "corrupt"
         aside.mkdir(exist_ok=True)
-        target = aside / f"{path.name}.{int(time.time())}"
+        # a wall-clock stamp repeats (same second, or the clock was stepped back): never
+        # replace evidence set aside earlier
+        stamp = int(time.time())
+        target = aside / f"{path.name}.{stamp}"
+        n = 0
+        while target.exists():
+            n += 1
+            target = aside / f"{path.name}.{stamp}.{n}"
         try:
             os.replace(path, target)
         except OSError as exc:
