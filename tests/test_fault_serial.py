@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,14 @@ from typing import Any
 
 import pytest
 from support.faults import cpu_seconds
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import (
+    REPO,
+    AgentProcess,
+    cleanup,
+    make_bundle,
+    short_dir,
+    write_config,
+)
 
 from edge_agent.data import load_dataset
 from edge_agent.ingest.protocol import encode_sample
@@ -117,6 +126,15 @@ def test_pty_unplugged_and_replugged(bundle: Path, workdir: Path) -> None:
         assert st["samples"]["accepted"] == st["samples"]["predicted"] == 60
         assert st["serial"]["disconnects"] == 2 and st["serial"]["reconnects"] == 2
         assert st["serial"]["open_failures"] >= 2  # it kept trying while unplugged
+        cli = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "status", "--endpoint", a.status_ep],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert f"{dev.link} connected, 2 disconnects, 2 reconnects" in cli.stdout, cli.stdout
         print(f"CPU while unplugged (fraction of one core): {cpu}")
         assert max(cpu) < MAX_CPU_FRACTION, cpu
         rc, _ = a.terminate(30)
