@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.agent_process import Agent  # noqa: E402
-from edge_agent.client import Publisher  # noqa: E402
+from edge_agent.client import ClientError, Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
@@ -74,6 +75,18 @@ def _proc(pid: int) -> tuple[int, int, float]:
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
     return rss, len(os.listdir(f"/proc/{pid}/fd")), cpu
+
+
+def _status(agent: Agent, tries: int = 5) -> dict[str, Any]:
+    """The agent's status, asking again when a reply is late (a loaded machine)."""
+    for i in range(tries):
+        try:
+            return agent.status()
+        except ClientError:
+            if i == tries - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -161,7 +174,7 @@ def soak(
         sender.start()
         while True:
             done = not sender.is_alive()
-            st = agent.status()
+            st = _status(agent)
             rss, fds, cpu = _proc(pid)
             s = st["samples"]
             series.append(
@@ -184,10 +197,11 @@ def soak(
                 time.sleep(0.5)
                 continue
             time.sleep(every_s)
-        final = agent.status()
+        final = _status(agent)
         time.sleep(0.5)
         counter.close()
     log = (d / "agent.log").read_text(errors="replace")
+    shutil.rmtree(d, ignore_errors=True)
     s = final["samples"]
     pts = [p for p in series if p["predicted"] >= WARMUP_FRACTION * samples]
     x = np.array([p["predicted"] for p in pts], dtype=np.float64) / 1e6
