@@ -203,10 +203,6 @@ def soak(
     log = (d / "agent.log").read_text(errors="replace")
     shutil.rmtree(d, ignore_errors=True)
     s = final["samples"]
-    pts = [p for p in series if p["predicted"] >= WARMUP_FRACTION * samples]
-    x = np.array([p["predicted"] for p in pts], dtype=np.float64) / 1e6
-    rss_slope = _slope(x, np.array([p["rss_mib"] for p in pts]))
-    fd_slope = _slope(x, np.array([p["fds"] for p in pts], dtype=np.float64))
     dropped, rejected = sum(s["dropped"].values()), s["rejected_total"]
     return {
         "samples": samples,
@@ -221,11 +217,8 @@ def soak(
         "counters_exact": pub["sent"] == s["predicted"] + dropped + rejected,
         "rss_mib_start": series[0]["rss_mib"],
         "rss_mib_end": series[-1]["rss_mib"],
-        "rss_mib_per_million": rss_slope,
         "fds_start": series[0]["fds"],
         "fds_end": series[-1]["fds"],
-        "fds_per_million": fd_slope,
-        "warmup_samples": int(WARMUP_FRACTION * samples),
         "calibrations": final["calibration"]["done"],
         "calibrations_accepted": final["calibration"]["accepted"],
         "checkpoints": final["storage"]["checkpoints"],
@@ -240,7 +233,23 @@ def soak(
             "python": platform.python_version(),
         },
         "series": series,
+        **slopes(series, samples),
     }
+
+
+def slopes(series: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """RSS and descriptor slopes per million samples after the warm-up, and over the
+    second half alone (does the growth level off?)."""
+    out: dict[str, Any] = {"warmup_samples": int(WARMUP_FRACTION * samples)}
+    for tag, start in (("", WARMUP_FRACTION), ("_second_half", 0.5)):
+        pts = [p for p in series if p["predicted"] >= start * samples]
+        x = np.array([p["predicted"] for p in pts], dtype=np.float64) / 1e6
+        out[f"rss_mib_per_million{tag}"] = _slope(x, np.array([p["rss_mib"] for p in pts]))
+        fds = np.array([p["fds"] for p in pts], dtype=np.float64)
+        out[f"fds_per_million{tag}"] = _slope(x, fds)
+    out["rss_mib_max"] = max(p["rss_mib"] for p in series)
+    out["fds_max"] = max(p["fds"] for p in series)
+    return out
 
 
 def _md(r: dict[str, Any], command: str) -> str:
@@ -251,6 +260,8 @@ def _md(r: dict[str, Any], command: str) -> str:
         f"{r['sent']:,} / {r['predicted']:,} / {sum(r['dropped'].values()):,} / "
         f"{sum(r['rejected'].values()):,}"
     )
+    rss = f"{f(r['rss_mib_per_million'])} / {f(r['rss_mib_per_million_second_half'])}"
+    fds = f"{f(r['fds_per_million'])} / {f(r['fds_per_million_second_half'])}"
     return f"""# Soak: {r["samples"]:,} samples through the real agent
 
 Command: `{command}`; {r["rate_sent"]:.0f} samples/s sent (target {r["rate_target"]:.0f}),
@@ -264,9 +275,11 @@ Slopes are least squares over the samples after the first {r["warmup_samples"]:,
 | counters exact (sent == predicted + dropped + rejected) | {r["counters_exact"]} |
 | predictions received by a subscriber | {r["predictions_received"]:,} |
 | RSS start -> end | {r["rss_mib_start"]:.1f} -> {r["rss_mib_end"]:.1f} MiB |
-| RSS slope | {f(r["rss_mib_per_million"])} MiB per million samples |
+| RSS slope after warm-up / over the second half | {rss} MiB per million samples |
+| RSS max | {r["rss_mib_max"]:.1f} MiB |
 | open fds start -> end | {r["fds_start"]} -> {r["fds_end"]} |
-| fd slope | {f(r["fds_per_million"])} per million samples |
+| fd slope after warm-up / over the second half | {fds} per million samples |
+| open fds max | {r["fds_max"]} |
 | calibration rounds (accepted) | {r["calibrations"]:,} ({r["calibrations_accepted"]:,}) |
 | checkpoints, storage errors | {r["checkpoints"]:,}, {r["storage_errors"]} |
 | a thread died | {r["thread_died"]} |
@@ -284,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     p.add_argument("--md", action="store_true", help="also write the .md beside --out")
+    p.add_argument(
+        "--rescore", action="store_true", help="recompute the slopes of --out's series, no run"
+    )
     args = p.parse_args(argv)
-    r = soak(args.samples, args.rate, args.labels_every, args.every, args.bundle)
-    command = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    r["command"] = command.strip()
+    if args.rescore:
+        r = json.loads(args.out.read_text())
+        r.update(slopes(r["series"], r["samples"]))
+    else:
+        r = soak(args.samples, args.rate, args.labels_every, args.every, args.bundle)
+        command = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        r["command"] = command.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")
     if args.md:
