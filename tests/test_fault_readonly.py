@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.faults import check_state_files, need_root, remount, tmpfs
 from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
 
 from edge_agent.client import Publisher
 from edge_agent.data import load_dataset
-from edge_agent.service.state import StateStore
+from edge_agent.service.state import LabelledSample, StateStore
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,54 @@ def test_ext4_error_remounts_read_only_under_an_open_log(
         assert payload is not None and len(samples) == end["records"]
     finally:
         a.stop()
+
+
+def test_start_on_a_read_only_card_with_a_torn_log(bundle: Path, workdir: Path) -> None:
+    """A power cut left a torn log record, an unfinished checkpoint and a damaged newest
+    checkpoint; the card then came back read-only. The agent must start (nothing can be
+    repaired), restore what is whole, predict, and once the card is writable never
+    append after the torn record."""
+    with tmpfs(workdir / "state", "4m") as state:
+        store = StateStore(state, capacity=100)
+        store.restore()
+        store.append_labelled([_labelled(i) for i in range(5)])
+        store.checkpoint({"counts": {}})
+        store.close()
+        seg = next(state.glob("labelled-*.log"))
+        with open(seg, "ab") as f:
+            f.write(_labelled(5).to_record()[:100])  # torn by the power cut
+        (state / ".checkpoint-000000000002.eas.x1.tmp").write_bytes(b"unfinished")
+        (state / "checkpoint-000000000002.eas").write_bytes(b"damaged")
+        _until("remount,ro", lambda: remount(state, "ro"))
+
+        a = AgentProcess(write_config(workdir, bundle, checkpoint_s=0.3))
+        try:
+            a.wait_ready()
+            st = a.status()
+            assert st["buffer"]["labelled"] == 5, st["buffer"]
+            with Publisher(st["endpoints"]["ingest"][0]) as pub:
+                send(pub, 0, 20, labels=True)
+                a.wait_for(
+                    lambda s: (
+                        s["samples"]["predicted"] >= 20 and s["storage"]["labelled_log_errors"] >= 1
+                    )
+                )
+            a.kill()
+        finally:
+            a.stop()
+        log = a.log()
+        assert "cannot cut the torn tail" in log and "cannot move it aside" in log, log
+        assert "Traceback" not in log, log
+
+        store = StateStore(state, capacity=100)
+        _, samples = store.restore()  # still read-only: the tail stays
+        assert [s.seq for s in samples] == list(range(5))
+        assert remount(state, "rw")  # writable again while that store runs
+        store.append_labelled([_labelled(i) for i in range(6, 9)])
+        store.close()
+        _, samples = StateStore(state, capacity=100).restore()
+        assert [s.seq for s in samples] == [0, 1, 2, 3, 4, 6, 7, 8]
+
+
+def _labelled(i: int) -> LabelledSample:
+    return LabelledSample("s", i, float(i), i % 4, -1, np.full((6, 100), i, np.float32))

@@ -120,6 +120,7 @@ class StateStore:
         self._seg_index = 0
         self._seg_records = 0
         self._seg_fd: int | None = None
+        self._uncut: set[str] = set()  # segments whose torn tail could not be cut
         self._seg_size = 0  # bytes of whole records in the open segment
         self.corrupt_found = 0
 
@@ -131,7 +132,10 @@ class StateStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.dir.glob(".checkpoint-*.tmp"):  # a write cut short by a crash
             log.info("removing unfinished checkpoint %s", tmp.name)
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only card: restore reads on regardless
+                log.error("cannot remove %s: %s", tmp.name, exc)
         payload = None
         # Generations keep increasing, past any file set aside below.
         newest = max((_number(p, _CKPT_RE) for p in self._files(_CKPT_RE)), default=0)
@@ -154,6 +158,9 @@ class StateStore:
             last = segments[-1]
             self._seg_index = _number(last, _SEG_RE)
             self._seg_records = sum(1 for _ in self._read_segment(last, repair=False))
+            if last.name in self._uncut:  # never append after a torn record
+                self._seg_index += 1
+                self._seg_records = 0
         if samples:
             log.info(
                 "restored %d labelled samples from %d log segment(s)", len(samples), len(segments)
@@ -176,7 +183,6 @@ class StateStore:
         """Move an unusable state file to ``corrupt/`` with a log line."""
         self.corrupt_found += 1
         aside = self.dir / "corrupt"
-        aside.mkdir(exist_ok=True)
         # a wall-clock stamp repeats (same second, or the clock was stepped back): never
         # replace evidence set aside earlier
         stamp = int(time.time())
@@ -186,6 +192,7 @@ class StateStore:
             n += 1
             target = aside / f"{path.name}.{stamp}.{n}"
         try:
+            aside.mkdir(exist_ok=True)
             os.replace(path, target)
         except OSError as exc:
             log.error("corrupt state file %s (%s); cannot move it aside: %s", path, why, exc)
@@ -213,9 +220,13 @@ class StateStore:
                 len(data) - pos,
                 len(out),
             )
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(pos)
+                    os.fsync(f.fileno())
+            except OSError as exc:  # read-only: restore still reads the whole records
+                log.error("%s: cannot cut the torn tail: %s", path.name, exc)
+                self._uncut.add(path.name)
         return out
 
     # ------------------------------------------------------------ writing
