@@ -94,6 +94,9 @@ class Bundle:
     def model_version(self) -> str:
         """Short content hash of the integer weights: changes with every accepted update."""
         h = hashlib.sha256()
+        if self.meta.get(INPUT_CORRECTED):  # the statistics rung moved the normalization
+            h.update(self.norm_mean.astype(np.float32).tobytes())
+            h.update(self.norm_std.astype(np.float32).tobytes())
         for bits in sorted(self.quant):
             for layer in self.quant[bits].layers:
                 h.update(layer.packed.tobytes())
@@ -114,6 +117,19 @@ RESIDUAL_SCALE = 254  # residuals in [-0.5, 0.5] are stored as int8 in units of 
 def residual_key(bits: int, layer: int) -> str:
     """Extras key of one layer's rounding residuals at one bit-width."""
     return f"flip.residual.{bits}.{layer}"
+
+
+INPUT_CORRECTED = "input_corrected"  # meta: the normalization is the statistics rung's
+STATS_INPUT = "stats/input"  # (4, C) float64: norm mean, norm std, input mean, input std
+DRIFT_FEATURE_MEAN = "drift/feature_mean"  # (classes, features) float32
+DRIFT_FEATURE_STD = "drift/feature_std"  # (classes, features) float32
+DRIFT_SCORE_LEVEL = "drift/score_level"  # (2,): mean and std of the score on training data
+
+
+def acc_mean_key(bits: int, layer: int) -> str:
+    """Extras key of the training mean int32 accumulator (O,) float64 of one hidden
+    layer at one bit-width (the statistics rung's target)."""
+    return f"stats/{bits}/acc_mean/{layer}"
 
 
 # ---------------------------------------------------------------- serialization

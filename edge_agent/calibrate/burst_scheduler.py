@@ -97,8 +97,11 @@ class BurstScheduler:
         bundle: Bundle,
         current: gate.Predict,
         pool: PoolSource,
+        wanted: bool = True,
     ) -> GateOutcome | None:
-        """One step of the scheduler; returns an *accepted* gate outcome once, else None."""
+        """One step of the scheduler; returns an *accepted* gate outcome once, else None.
+        ``wanted``: whether a new burst may start (the calibration's drift signal says
+        there is something to recover from); a running one goes on either way."""
         if self._gating is not None:
             return self._collect_gate()
         if self._starting is not None:
@@ -111,7 +114,11 @@ class BurstScheduler:
             if outcome is not None:
                 self._finished(outcome, current)
             return None
-        if decision.burst_allowed and self._clock() - self._last_start >= self.cfg.interval_s:
+        if (
+            wanted
+            and decision.burst_allowed
+            and self._clock() - self._last_start >= self.cfg.interval_s
+        ):
             self._starting = self._pool.submit(self._start, decision.bits, bundle, pool)
         return None
 

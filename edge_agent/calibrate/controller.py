@@ -13,23 +13,26 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, array_from_record, array_record
+from edge_agent.bundle import INPUT_CORRECTED, Bundle, array_from_record, array_record
+from edge_agent.calibrate import stats_rung
+from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
-    FlipConfig,
     RoundResult,
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.calibrate.qcore import BufferConfig, QCoreBuffer
+from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.fp_model import fp_predict_fn
 from kernels.plan.packing import pack_rows
@@ -37,64 +40,27 @@ from kernels.plan.packing import pack_rows
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """The ``[calibration]`` section of the agent's configuration."""
-
-    enabled: bool = True
-    chunk: int = 32  # stream samples per QCore update and flip round
-    label_free: bool = True  # also learn from unlabelled samples (FP pseudo-labels)
-    unlabelled_every: int = 8  # keep one unlabelled sample in this many as a candidate
-    buffer_samples: int = 64
-    buffer_bytes: int = 1 << 20
-    class_balance: bool = True
-    neighbour_bits: int = 1  # QCore miss tracking at the deployed width and this many around it
-    budget_fraction: float = 0.02
-    threshold: float = 0.5
-    iterations: int = 4
-    holdout_fraction: float = 0.3
-    min_holdout: int = 4
-    tolerance: float = 0.0
-    anchor_tolerance: float = 0.05
-    recent_labelled: int = 64  # latest labelled stream samples a kept round may not do worse on
-
-    def flip_config(self) -> FlipConfig:
-        """The flip-round knobs."""
-        return FlipConfig(
-            self.budget_fraction,
-            self.threshold,
-            self.iterations,
-            self.holdout_fraction,
-            self.min_holdout,
-            self.tolerance,
-            self.anchor_tolerance,
-        )
-
-    def buffer_config(self) -> BufferConfig:
-        """The QCore buffer's bounds."""
-        return BufferConfig(
-            max_samples=self.buffer_samples,
-            max_bytes=self.buffer_bytes,
-            class_balance=self.class_balance,
-        )
-
-
-@dataclass(frozen=True)
-class _Pending:
-    x: np.ndarray
-    label: int | None
-    seq: int
-    time: float
-
-
 class CalibrationController:
-    """Owns the QCore buffer and the bit-flip calibrator of one running bundle."""
+    """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
+
+    The stream side (:meth:`observe`, :meth:`feedback`, :meth:`prescore`: stream order,
+    short) is a :class:`StreamScheduler` that decides which jobs are due; :meth:`run`
+    runs the oldest one (the calibration thread). ``count(name, n)``, if given, receives
+    every counter (the agent's metrics registry); :attr:`counts` keeps them too.
+    """
 
     def __init__(
-        self, bundle: Bundle, cfg: CalibrationConfig, state: dict[str, Any] | None = None
+        self,
+        bundle: Bundle,
+        cfg: CalibrationConfig,
+        state: dict[str, Any] | None = None,
+        count: Callable[[str, int], None] | None = None,
+        carry: CalibrationController | None = None,
     ) -> None:
         self.bundle = bundle
         self.cfg = cfg
+        self.counts: Counter[str] = Counter()
+        self._count_to = count
         net = FlipNet.from_extras(bundle.extras)
         if net is None:
             log.warning("bundle has no flipping network: calibration uses greedy local flips")
@@ -103,14 +69,73 @@ class CalibrationController:
         self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip_config())
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
-        self._pending: deque[_Pending] = deque(maxlen=max(1, cfg.chunk) * 4)
-        self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
-        self._labels: list[tuple[int, int]] = []  # feedback for buffered samples
-        self._lock = threading.Lock()  # guards _pending and _labels (inference thread)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
-        self._unlabelled_seen = 0
         self._neighbours: dict[int, Engine] = {}
+        self._scratch: Engine | None = None
+        self._alarms_at_burst = 0
+        self._bursts_seen = 0
         self.last: dict[str, Any] = {}
+        self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
+        if cfg.stats_rung:
+            self.train_stats, self.stats_reason = stats_rung.statistics_of(bundle)
+            log.log(
+                logging.INFO if self.train_stats else logging.WARNING,
+                "statistics rung: %s%s",
+                self.stats_reason,
+                "" if self.train_stats else ": the rung is off",
+            )
+        self.stream = StreamScheduler(
+            cfg.schedule_config(), self._drift_signal(), self.train_stats is not None, self._count
+        )
+        if carry is not None:  # a QAT burst replaced the model: the stream side goes on
+            self.carry_from(carry)
+
+    @property
+    def drift(self) -> DriftSignal | None:
+        """The drift signal (None without a reference: a flip round every chunk)."""
+        return self.stream.drift
+
+    def _drift_signal(self) -> DriftSignal | None:
+        """The drift signal from the bundle's reference (else its anchors'), or None."""
+        ref = DriftReference.from_extras(self.bundle.extras)
+        if ref is None:
+            X, y = self.calibrator.anchor_X, self.calibrator.anchor_y
+            if len(y) >= 2:
+                ref = DriftReference.fit(X, y, self.bundle.num_classes)
+                log.info("drift signal: reference from the bundle's %d QCore anchors", len(y))
+        if ref is None and self.cfg.trigger == "drift":
+            log.warning(
+                "drift signal: the bundle has neither a drift reference nor QCore "
+                "anchors: a flip round every %d samples instead",
+                self.cfg.chunk,
+            )
+        return None if ref is None else DriftSignal(ref, self.cfg.drift_config())
+
+    def burst_wanted(self, started: int | None = None) -> bool:
+        """Whether a QAT burst may start: a drift alarm came since the last one started
+        (always with ``trigger = "samples"`` or without a drift signal). ``started``: the
+        scheduler's count of started bursts (a change marks a start)."""
+        if started is not None and started != self._bursts_seen:
+            self._bursts_seen = started
+            self.burst_started()
+        if self.cfg.trigger == "samples" or self.drift is None:
+            return True
+        return self.counts["drift_alarms"] > self._alarms_at_burst
+
+    def burst_started(self) -> None:
+        """A burst started: the next needs a new alarm."""
+        self._alarms_at_burst = self.counts["drift_alarms"]
+
+    def carry_from(self, old: CalibrationController) -> None:
+        """Take over the stream side of the controller this one replaces (a QAT burst
+        changed the model): drift signal, episode, open chunk, jobs, counters."""
+        self.stream, self.counts = old.stream, old.counts
+        self._alarms_at_burst, self._bursts_seen = old._alarms_at_burst, old._bursts_seen
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+        if self._count_to is not None:
+            self._count_to(name, n)
 
     def _restore(self, state: dict[str, Any] | None) -> QCoreBuffer | None:
         if not state:
@@ -133,33 +158,24 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ stream side
 
+    def prescore(self, X: np.ndarray) -> None:
+        """Drift scores of a batch in one call, before its samples are observed in order."""
+        if self.cfg.enabled:
+            self.stream.prescore(X)
+
     def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
-        """Offer one accepted stream sample (labelled, or unlabelled when label-free)."""
-        if not self.cfg.enabled:
-            return
-        if label is None:
-            if not self.cfg.label_free:
-                return
-            self._unlabelled_seen += 1
-            if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
-                return
-        item = _Pending(np.array(x, dtype=np.float32), label, seq, time.time())
-        with self._lock:
-            self._pending.append(item)
+        """Offer one accepted stream sample, in stream order (every one)."""
+        if self.cfg.enabled:
+            self.stream.observe(x, label, seq)
 
     def feedback(self, seq: int, label: int) -> None:
         """A label for an earlier sample: replaces its pseudo-label (applied by the next
-        round if the sample is buffered, at once if it still waits in the chunk)."""
-        with self._lock:
-            self._labels.append((seq, label))
-            for i, p in enumerate(self._pending):
-                if p.seq == seq:
-                    self._pending[i] = dataclasses.replace(p, label=label)
+        job if the sample is buffered, at once if it still waits in the chunk)."""
+        self.stream.feedback(seq, label)
 
     def due(self) -> bool:
-        """Whether enough new samples wait for an update and a round."""
-        with self._lock:
-            return self.cfg.enabled and len(self._pending) >= self.cfg.chunk
+        """Whether a job waits for :meth:`run`."""
+        return self.cfg.enabled and self.stream.waiting()[1] > 0
 
     # ------------------------------------------------------------------ rounds
 
@@ -172,43 +188,39 @@ class CalibrationController:
                 out[b] = lambda a, e=self._neighbours[b]: e.predict(a)[0]
         return out
 
-    def run(self, engine: Engine, seed: int | None = None) -> RoundResult:
-        """Update the buffer with the oldest pending chunk and run one gated flip round."""
-        with self._lock:
-            n = min(len(self._pending), max(1, self.cfg.chunk))
-            chunk = [self._pending.popleft() for _ in range(n)]
-            labels, self._labels = self._labels, []
-        X = np.stack([p.x for p in chunk])
-        labelled = np.array([p.label is not None for p in chunk])
-        self._recent.extend((p.x, p.label) for p in chunk if p.label is not None)
-        recent = (
-            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
-            if self._recent
-            else None
-        )
-        y = np.array([p.label if p.label is not None else -1 for p in chunk], dtype=np.int64)
+    def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:
+        """Run the oldest due job: a buffer update, then its round if it has one (the
+        result; None for a buffer update alone). Seeds derive from the job's index."""
+        job = self.stream.get()
+        if job is None:
+            return None
         t0 = time.thread_time()
-        with self._buffer_lock:
-            for s_, lab in labels:
-                self.buffer.set_label(s_, lab)
-            upd = self.buffer.update(
-                X,
-                y,
-                labelled,
-                self._predict_by_bits(engine),
-                self._fp_predict,
-                now=time.time(),
-                seqs=np.array([p.seq for p in chunk], dtype=np.int64),
+        upd = None
+        if job.kind == "stats":
+            result = self._stats_round(engine, job)
+        else:
+            upd = self._update_buffer(engine, job)
+            if job.kind == "update":
+                return None
+            with self._buffer_lock:
+                bx, by = self.buffer.X.copy(), self.buffer.y.copy()
+                blab = self.buffer.labelled.copy()
+            result = self.calibrator.run_round(
+                engine,
+                bx,
+                by,
+                seed=job.index if seed is None else seed,
+                labelled=blab,
+                recent=job.recent,
             )
-            bx, by = self.buffer.X.copy(), self.buffer.y.copy()
-            blab = self.buffer.labelled.copy()
-            rounds = self.buffer.rounds
-        result = self.calibrator.run_round(
-            engine, bx, by, seed=rounds if seed is None else seed, labelled=blab, recent=recent
-        )
+        kept = result.version is not None
+        self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
         self.last = {
             "time": time.time(),
-            "method": self.method,
+            "rung": result.rung,
+            "job": job.index,
+            "at_sample": job.at,
+            "method": self.method if result.rung == "flip" else "statistics",
             "accepted": result.decision.accepted,
             "reason": result.decision.reason,
             "metric": result.decision.metric,
@@ -216,22 +228,96 @@ class CalibrationController:
             "after": result.decision.after,
             "flips": result.flips,
             "cpu_s": round(time.thread_time() - t0, 4),
-            "new_samples": upd.new,
-            "kept_new": upd.kept_new,
         }
+        if upd is not None:
+            self.last.update(new_samples=upd.new, kept_new=upd.kept_new)
         return result
 
-    def updated_bundle(self, engine: Engine) -> Bundle:
-        """The bundle with the engine's current integer weights at its active bit-width."""
-        bits = engine.bits
+    def _update_buffer(self, engine: Engine, job: Job) -> Any:
+        assert job.X is not None and job.y is not None
+        with self._buffer_lock:
+            for s_, lab in job.labels:
+                self.buffer.set_label(s_, lab)
+            return self.buffer.update(
+                job.X,
+                job.y,
+                job.y >= 0,
+                self._predict_by_bits(engine),
+                self._fp_predict,
+                now=time.time(),
+                seqs=job.seqs,
+            )
+
+    def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
+        assert self.train_stats is not None and job.X is not None
+        if self._scratch is None or self._scratch.bits != engine.bits:
+            self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
+        scratch = self._scratch
+        layers = stats_rung.hidden_layers(self.bundle)
+        scratch.swap_weights([engine.layer_codes(i) for i in range(len(layers) + 1)])
+        stats_rung.sync(scratch, engine, layers)
+        empty = (np.zeros((0, *self.bundle.input_shape), np.float32), np.zeros(0, np.int64))
+        result, corr = stats_rung.run_stats_round(
+            engine,
+            scratch,
+            self.bundle,
+            self.train_stats,
+            job.X,
+            job.recent or empty,
+            stats_rung.StatsConfig(self.cfg.tolerance, self.cfg.min_holdout),
+            version_of=lambda c: self._corrected(engine.bits, c, engine).model_version,
+        )
+        if corr is not None:
+            self.bundle = self._corrected(engine.bits, corr)
+            self.calibrator.set_bundle(self.bundle)
+            self.calibrator.anchor_X = self._anchors_for(corr)
+            self._neighbours = {}
+        return result
+
+    def _anchors_for(self, corr: stats_rung.Correction) -> np.ndarray:
+        """The bundle's anchors moved into the corrected input domain: the corrected
+        normalization gives them exactly what the training normalization gave them, so
+        they still show the flip rounds what each class looked like before the drift."""
+        assert self.train_stats is not None
+        X = np.asarray(self.bundle.extras.get(EXTRA_X, self.calibrator.anchor_X), np.float32)
+        shape = (1, -1, *(1,) * (X.ndim - 2))
+        st = self.train_stats
+        z = (X - st.norm_mean.reshape(shape)) / st.norm_std.reshape(shape)
+        return (z * corr.std.reshape(shape) + corr.mean.reshape(shape)).astype(np.float32)
+
+    def _corrected(
+        self, bits: int, corr: stats_rung.Correction, engine: Engine | None = None
+    ) -> Bundle:
+        """The bundle with a statistics correction (and, given ``engine``, its codes)."""
         quant = self.bundle.quant[bits]
+        layers = [
+            dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
+            for i, lq in enumerate(quant.layers)
+        ]
+        b = dataclasses.replace(
+            self.bundle,
+            norm_mean=corr.mean,
+            norm_std=corr.std,
+            meta={**self.bundle.meta, INPUT_CORRECTED: True},
+            quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
+        )
+        return b if engine is None else self._with_codes(b, engine)
+
+    def updated_bundle(self, engine: Engine) -> Bundle:
+        """The bundle with the engine's current integer weights at its active bit-width
+        (and the statistics rung's kept corrections)."""
+        return self._with_codes(self.bundle, engine)
+
+    @staticmethod
+    def _with_codes(bundle: Bundle, engine: Engine) -> Bundle:
+        bits = engine.bits
+        quant = bundle.quant[bits]
         layers = [
             dataclasses.replace(lq, packed=pack_rows(engine.layer_codes(i), bits))
             for i, lq in enumerate(quant.layers)
         ]
         return dataclasses.replace(
-            self.bundle,
-            quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
+            bundle, quant={**bundle.quant, bits: dataclasses.replace(quant, layers=layers)}
         )
 
     # ------------------------------------------------------------------ state
@@ -252,14 +338,16 @@ class CalibrationController:
         return {k: array_record(v) for k, v in state.items()}
 
     def stats(self) -> dict[str, Any]:
-        """Buffer fill and the last round, for status."""
+        """Buffer fill, the drift signal, the rungs and the last round, for status."""
         with self._buffer_lock:
             buffer = self.buffer.stats()
-        with self._lock:
-            pending = len(self._pending)
+        pending, jobs = self.stream.waiting()
         return {
             "buffer": buffer,
             "pending": pending,
+            "jobs_waiting": jobs,
             "method": self.method,
+            **self.stream.status(),
+            "stats_rung": {"enabled": self.train_stats is not None, "reason": self.stats_reason},
             "last_round": self.last,
         }

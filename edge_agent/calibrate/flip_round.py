@@ -58,6 +58,7 @@ class RoundResult:
     loss_after: float
     cpu_seconds: float
     version: str | None  # new engine model version when accepted
+    rung: str = "flip"  # "flip", or "stats" (edge_agent.calibrate.stats_rung)
 
 
 def network_proposer(net: FlipNet, threshold: float) -> Proposer:
@@ -139,6 +140,12 @@ class BitFlipCalibrator:
         shape = (0, *bundle.input_shape)
         self.anchor_X = np.asarray(bundle.extras.get(EXTRA_X, np.zeros(shape)), np.float32)
         self.anchor_y = np.asarray(bundle.extras.get(EXTRA_Y, np.zeros(0)), np.int64)
+
+    def set_bundle(self, bundle: Bundle) -> None:
+        """Run on ``bundle`` from now on (same weights and anchors, other biases or input
+        normalization: the statistics rung's); scratch engines are rebuilt from it."""
+        self.bundle = bundle
+        self._scratch, self._loaded = {}, {}
 
     def deployed_codes(self, bits: int) -> list[np.ndarray]:
         """The bundle's integer weights (O, K) at ``bits``."""
@@ -309,12 +316,13 @@ class BitFlipCalibrator:
         result = RoundResult(
             decision, flips, iterations, loss_before, best_loss, time.thread_time() - t0, version
         )
-        log.info(
-            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU",
+        log.info(  # the round's one verdict (the gate's own steps are not logged)
+            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU; gate %s",
             flips,
             loss_before,
             best_loss,
             "kept" if version else "rolled back",
             result.cpu_seconds,
+            gate.describe(decision),
         )
         return result

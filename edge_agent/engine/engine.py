@@ -11,6 +11,7 @@ Torch is never imported.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ import numpy as np
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from kernels.exec import backend
-from kernels.plan import abi, layout, program, trace
+from kernels.plan import abi, bias, layout, program, trace
 from kernels.plan.model import LayerParams, Model, Weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
@@ -199,6 +200,10 @@ class Engine:
         self._kernels.run_program(xs, *st.args, out, buf, at)
         return out, trace.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
 
+    def predict_classes(self, x: np.ndarray) -> np.ndarray:
+        """Class indices (int64) of a batch."""
+        return self.predict_logits(x).argmax(axis=1).astype(np.int64)
+
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (int64) and softmax confidences (float32) for a batch."""
         logits = self.predict_logits(x)
@@ -269,6 +274,62 @@ class Engine:
             version,
         )
         return version
+
+    def swap_params(
+        self,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        biases: Mapping[int, np.ndarray] | None = None,
+        bits: int | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Atomically replace the input normalization (per-channel float32 ``mean`` and
+        ``std``) and/or the int32 ``bias_q`` of some weighted layers (index -> (O,)) of
+        one bit-width's model; returns the new version. Weights, scales and zero points
+        are unchanged; the new parameters are exactly what :mod:`edge_agent.reference`
+        computes with (the statistics rung's corrections, forward-only)."""
+        with self._write_lock:
+            b = self._state.bits if bits is None else bits
+            if b not in self._current:
+                raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
+            old = self._current[b]
+            model, weights = old.model, old.weights
+            h = hashlib.sha256(old.version.encode())
+            if mean is not None or std is not None:
+                m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
+                s = np.ascontiguousarray(model.std if std is None else std, np.float32)
+                if (
+                    m.shape != model.mean.shape
+                    or s.shape != model.std.shape
+                    or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0))
+                ):
+                    raise ValueError(
+                        f"normalization must be finite, shape {model.mean.shape}, std > 0"
+                    )
+                model = dataclasses.replace(model, mean=m, std=s)
+                h.update(m.tobytes() + s.tobytes())
+            if biases:
+                weights = bias.replace_biases(model, weights, biases)
+                for i in sorted(biases):
+                    h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
+            new = _State(b, model, weights, version or h.hexdigest()[:12])
+            self._current[b] = new
+            if self._state.bits == b:
+                self._state = new
+        log.log(
+            self._log_level, "swapped parameters of the %d-bit model: version %s", b, new.version
+        )
+        return new.version
+
+    def normalization(self, bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The input normalization (mean, std) float32 (C,) of the active (or ``bits``) model."""
+        st = self._state if bits is None else self._current[bits]
+        return st.model.mean.copy(), st.model.std.copy()
+
+    def layer_bias(self, index: int, bits: int | None = None) -> np.ndarray:
+        """Current int32 ``bias_q`` (O,) of one weighted layer."""
+        st = self._state if bits is None else self._current[bits]
+        return bias.layer_bias(st.model, st.weights, index)
 
     def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:
         items: list[tuple[int, Any]] = (

@@ -21,6 +21,7 @@ from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
 from edge_agent.ingest.config import IngestConfig, SerialConfig
+from edge_agent.service.metrics_config import MetricsConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -104,6 +105,7 @@ class AgentConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     bursts: BurstsConfig = field(default_factory=BurstsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -218,6 +220,9 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
     _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
     _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
+    _need(bool(ing.topics), "ingest.topics", 'needs at least one topic ("" takes all)')
+    for i, t in enumerate(ing.topics):
+        _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
         if ing.mode == "bind":
@@ -267,6 +272,20 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
     _in_range(cal.anchor_tolerance, "calibration.anchor_tolerance", 0.0, 1.0)
     _in_range(cal.recent_labelled, "calibration.recent_labelled", 0, 100_000)
+    _one_of(cal.trigger, "calibration.trigger", ("drift", "samples"))
+    _in_range(cal.episode_rounds, "calibration.episode_rounds", 0, 100_000)
+    _in_range(cal.stats_window, "calibration.stats_window", 2, 1_000_000)
+    _in_range(cal.stats_min_samples, "calibration.stats_min_samples", 2, 1_000_000)
+    _need(
+        cal.stats_min_samples <= cal.stats_window,
+        "calibration.stats_min_samples",
+        "must not exceed calibration.stats_window",
+    )
+    _in_range(cal.drift_allowance, "calibration.drift_allowance", 0.0, 10.0)
+    _in_range(cal.drift_threshold, "calibration.drift_threshold", 0.1, 1e6)
+    _in_range(cal.drift_hold, "calibration.drift_hold", 0, 10_000_000)
+    _in_range(cal.drift_baseline, "calibration.drift_baseline", 2, 10_000_000)
+    _in_range(cal.max_backlog, "calibration.max_backlog", 1, 60)
     _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
     _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 

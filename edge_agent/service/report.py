@@ -27,6 +27,15 @@ from edge_agent.service.model import Model
 from edge_agent.service.state import LabelledSample
 from edge_agent.service.status import StatusServer
 
+RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
+    "stats_rounds_kept",
+    "stats_rounds_rolled_back",
+    "flip_rounds_kept",
+    "flip_rounds_rolled_back",
+    "drift_alarms",
+    "rounds_skipped",
+)
+
 log = logging.getLogger("edge_agent.agent")
 
 
@@ -38,6 +47,7 @@ class StatusReport:
         _disk_errors: dict[str, str]
         _energy: EnergyDecision | None
         _last_ckpt: dict[str, Any]
+        model_fallback: dict[str, Any] | None
         _stopping: bool
         bursts: BurstScheduler | None
         calibration: CalibrationController | None
@@ -52,6 +62,8 @@ class StatusReport:
 
         def endpoints(self) -> dict[str, list[str]]: ...
 
+        def _fleet_dead(self) -> list[str]: ...
+
     def threads(self) -> dict[str, bool]:
         """Whether each of the agent's long-lived threads runs."""
         out = {type(s).__name__: s.alive() for s in self.sources}
@@ -59,6 +71,7 @@ class StatusReport:
             out["StatusServer"] = self.status_server.alive()
         if self._cal_thread is not None:
             out["calibration"] = self._cal_thread.is_alive()
+        out.update(dict.fromkeys(self._fleet_dead(), False))
         return out
 
     def _serial(self, c: dict[str, int]) -> dict[str, Any] | None:
@@ -103,12 +116,15 @@ class StatusReport:
                 "uptime_s": snap["uptime_s"],
                 "stopping": self._stopping,
             },
+            "board": self.cfg.metrics.board_name,
             "model": {
                 "version": eng.model_version,
+                "bits": eng.bits,
                 "path": self.model.path,
                 "input_shape": list(eng.input_shape),
                 "num_classes": eng.num_classes,
                 "label_names": self.model.label_names,
+                "fallback": self.model_fallback,
             },
             "samples": {
                 "received": c.get("received", 0),
@@ -122,11 +138,14 @@ class StatusReport:
                 "predicted": c.get("predicted", 0),
                 "seq_gaps": c.get("seq_gaps", 0),
                 "seq_missing": c.get("seq_missing", 0),
+                "seq_restarts": c.get("seq_restarts", 0),
             },
+            "losses": _losses(snap),
             "accuracy": {
                 "rolling": snap["rolling_accuracy"],
                 "n": snap["rolling_accuracy_n"],
                 "labelled_total": c.get("labelled_predictions", 0),
+                "labelled_correct": c.get("labelled_correct", 0),
             },
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
             "latency_ms": snap["latency_ms"],
@@ -137,12 +156,17 @@ class StatusReport:
                 "accepted": c.get("calibrations_accepted", 0),
                 "rolled_back": c.get("calibrations_rolled_back", 0),
                 "errors": c.get("calibration_errors", 0),
+                **{k: c.get(k, 0) for k in RUNG_COUNTERS},
                 **(self.calibration.stats() if self.calibration else {"enabled": False}),
             },
             "energy": self._energy.as_status() if self._energy else None,
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": _with_age(self._last_ckpt),
+            "checkpoint_counts": {
+                "written": c.get("checkpoints", 0),
+                "errors": c.get("checkpoint_errors", 0),
+            },
             "storage": {
                 "checkpoints": c.get("checkpoints", 0),
                 "checkpoint_errors": c.get("checkpoint_errors", 0),
@@ -153,6 +177,11 @@ class StatusReport:
             },
             "threads": self.threads(),
             "serial": self._serial(c),
+            "fleet": {
+                "reloads": c.get("model_reloads", 0),
+                "reload_failures": c.get("model_reload_failures", 0),
+                "collects": c.get("collects", 0),
+            },
             "rss_bytes": snap["rss_bytes"],
         }
 
@@ -166,6 +195,18 @@ class StatusReport:
             f"queue {len(self.queue)}/{self.queue.capacity}, "
             f"model {self.model.engine.model_version}"
         )
+
+
+def _losses(snap: dict[str, Any]) -> dict[str, int]:
+    """What never became a prediction, by the stage that lost it (docs/protocol.md,
+    "Overload, and where samples are lost")."""
+    c = snap["counters"]
+    return {
+        "missing_in_transport": c.get("seq_missing", 0),  # seq gaps: ZeroMQ, network
+        "transport_disconnects": c.get("ingest_disconnects", 0),
+        "rejected": sum(snap["rejected"].values()),
+        "dropped_from_queue": sum(snap["dropped"].values()),
+    }
 
 
 def _with_age(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from edge_agent.bundle import Bundle
+from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset, warn_if_narrow
 from edge_agent.training.arch import default_spec
 from edge_agent.training.export import build_bundle
@@ -46,6 +47,8 @@ def train_bundle(
     if qcore_cfg:
         info["qcore_config"] = asdict(qcore_cfg)
     bundle = build_bundle(ds, spec, fp, qnets, {**info, **(meta or {})}, extras)
+    # what the statistics rung and the drift signal compare the stream with
+    bundle = with_statistics(bundle, ds.X_train, ds.y_train)
     if flip_cfg:
         bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, flip_cfg))
     return bundle, metrics

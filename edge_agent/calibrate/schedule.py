@@ -1,0 +1,304 @@
+"""Sample-driven calibration schedule: which round runs on what, decided by the stream.
+
+Everything here happens in stream order, on the thread that offers samples (the agent's
+inference loop, or a benchmark's loop): the sample counter, the drift signal, the chunks
+of candidate samples, the labels, and the decision that a *job* is due. A job carries a
+snapshot of everything its round needs (the chunk, the labels that arrived before it,
+the latest labelled samples, for a statistics round the recent stream window), so the
+calibration thread that runs it later computes the same thing whenever it gets to it:
+the same stream gives the same sequence of models whatever the CPU load.
+
+Jobs, in stream order:
+
+- ``update``: the QCore buffer takes a chunk of ``chunk`` candidate samples (forward
+  passes only); every chunk makes one.
+- ``flip``: the same, then one gated bit-flip round on the buffer. With
+  ``trigger = "samples"`` every chunk is one; with ``trigger = "drift"`` (the default) only
+  the ``episode_rounds`` chunks completed after a drift alarm.
+- ``stats``: one statistics-rung round (:mod:`edge_agent.calibrate.stats_rung`) on the
+  stream samples since the alarm's change point, made ``stats_min_samples`` samples after
+  that point (at the alarm if there are already enough).
+
+**Falling behind.** When a round job is queued while ``max_backlog`` round jobs already
+wait, the oldest waiting one is *skipped*: it becomes an ``update`` (its chunk still
+reaches the buffer) and ``rounds_skipped`` counts it. A skipped round is the only way
+two runs of one stream can give different models, and status says how many there were.
+More than ``MAX_JOBS`` waiting jobs of any kind: the oldest is dropped altogether
+(``updates_dropped``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_agent.calibrate.drift_signal import DriftSignal
+from edge_agent.calibrate.qcore import seq_codes
+
+log = logging.getLogger(__name__)
+
+MAX_JOBS = 64
+
+
+@dataclass
+class Job:
+    """One unit of calibration work, with the data it runs on."""
+
+    index: int  # 0, 1, ... in stream order: the round's seed
+    at: int  # stream samples seen when it was made
+    kind: str  # "update" | "flip" | "stats"
+    X: np.ndarray | None = None  # the chunk (update, flip) or the stream window (stats)
+    y: np.ndarray | None = None  # chunk targets, -1 where unlabelled
+    seqs: np.ndarray | None = None
+    labels: list[tuple[int, int]] = field(default_factory=list)  # late labels before it
+    recent: tuple[np.ndarray, np.ndarray] | None = None  # latest labelled (X, y)
+    skipped: bool = False
+
+
+@dataclass
+class Episode:
+    """What a drift alarm set going."""
+
+    alarm: int
+    change_point: int
+    stats_at: int  # sample count at which the statistics round is made
+    flips_left: int
+    stats_done: bool = False
+
+
+class JobQueue:
+    """Jobs waiting for the calibration thread, with the falling-behind rule."""
+
+    def __init__(self, max_backlog: int) -> None:
+        self.max_backlog = max(1, max_backlog)
+        self.jobs: deque[Job] = deque()
+        self.skipped = 0
+        self.dropped = 0
+
+    def put(self, job: Job) -> None:
+        """Queue a job; skip the oldest waiting round or drop the oldest job if needed."""
+        self.jobs.append(job)
+        rounds = [j for j in self.jobs if j.kind != "update"]
+        if job.kind != "update" and len(rounds) > self.max_backlog:
+            oldest = rounds[0]
+            if oldest.kind == "stats":  # no chunk to give the buffer: nothing left to do
+                self.jobs.remove(oldest)
+            else:
+                oldest.kind = "update"
+            oldest.skipped = True
+            self.skipped += 1
+        if len(self.jobs) > MAX_JOBS:
+            self.jobs.popleft()
+            self.dropped += 1
+
+    def get(self) -> Job | None:
+        """The oldest waiting job, or None."""
+        return self.jobs.popleft() if self.jobs else None
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A candidate sample waiting for its chunk to fill."""
+
+    x: np.ndarray
+    label: int | None
+    seq: int
+    time: float
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The stream-side knobs (from the agent's ``[calibration]`` section)."""
+
+    chunk: int = 32
+    label_free: bool = True
+    unlabelled_every: int = 8
+    recent_labelled: int = 64
+    trigger: str = "drift"
+    episode_rounds: int = 8
+    stats_window: int = 256
+    stats_min_samples: int = 64
+    max_backlog: int = 4
+
+
+class StreamScheduler:
+    """The stream side of the calibration: every accepted sample, in stream order, goes
+    through :meth:`observe`; due jobs come out of :meth:`get` (see the module text).
+
+    ``drift`` None means no drift signal: a flip round every chunk. ``stats`` says
+    whether statistics jobs are made. ``count(name, n)`` receives every counter.
+    """
+
+    def __init__(
+        self,
+        cfg: ScheduleConfig,
+        drift: DriftSignal | None,
+        stats: bool,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.cfg = cfg
+        self.drift = drift
+        self.stats = stats
+        self.count = count
+        self.alarms = 0
+        self.episode: Episode | None = None
+        self.seen = 0  # accepted stream samples
+        self._chunk: list[Pending] = []
+        self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
+        self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
+        self._labels: list[tuple[int, int]] = []  # feedback since the last job
+        self._scores: deque[float] = deque()  # drift scores computed ahead (prescore)
+        self._unlabelled_seen = 0
+        self._jobs = JobQueue(cfg.max_backlog)
+        self._made = 0
+        self._lock = threading.Lock()  # the inference thread writes, the calibration reads
+
+    def prescore(self, X: np.ndarray) -> None:
+        """Score the next samples for the drift signal in one call (a batch, before its
+        samples go through :meth:`observe` one by one, in the same order)."""
+        if self.drift is not None and len(X):
+            self._scores.extend(self.drift.reference.score(X).tolist())
+
+    def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
+        """One accepted sample (every one: the drift signal and the statistics window see
+        them all; chunks take labelled ones and one in ``unlabelled_every`` unlabelled
+        ones when label-free)."""
+        x = np.array(x, dtype=np.float32)
+        fired: list[int] = []
+        if self.drift is not None:
+            fired = (
+                self.drift.update_scores(np.array([self._scores.popleft()]))
+                if self._scores
+                else self.drift.update(x[None])
+            )
+        with self._lock:
+            n = self.seen
+            self.seen += 1
+            self._window.append((n, x, label))
+            if label is not None:
+                self._recent.append((x, label))
+            if fired:
+                self._alarm(n)
+            ep = self.episode
+            if ep is not None and not ep.stats_done and self.seen >= ep.stats_at:
+                ep.stats_done = True
+                if self.stats:
+                    self._put_stats(ep)
+            if label is None:
+                if not self.cfg.label_free:
+                    return
+                self._unlabelled_seen += 1
+                if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
+                    return
+            self._chunk.append(Pending(x, label, seq, time.time()))
+            if len(self._chunk) >= max(1, self.cfg.chunk):
+                self._put_chunk()
+
+    def _alarm(self, n: int) -> None:
+        assert self.drift is not None
+        cp = self.drift.change_point if self.drift.change_point is not None else n
+        self.alarms += 1
+        self.count("drift_alarms", 1)
+        log.info("drift signal: alarm at stream sample %d (change point %d)", n, cp)
+        self.episode = Episode(
+            n, cp, max(n + 1, cp + self.cfg.stats_min_samples), self.cfg.episode_rounds
+        )
+
+    def _rounds_due(self) -> bool:
+        """Whether the chunk just completed gets a flip round."""
+        if self.cfg.trigger == "samples" or self.drift is None:
+            return True
+        ep = self.episode
+        if ep is None or ep.flips_left <= 0:
+            return False
+        ep.flips_left -= 1
+        return True
+
+    def _put_chunk(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        labels, self._labels = self._labels, []
+        recent = (
+            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
+            if self._recent
+            else None
+        )
+        job = Job(
+            self._made,
+            self.seen,
+            "flip" if self._rounds_due() else "update",
+            np.stack([p.x for p in chunk]),
+            np.array([p.label if p.label is not None else -1 for p in chunk], np.int64),
+            seq_codes([p.seq for p in chunk]),
+            labels,
+            recent,
+        )
+        self._put(job)
+
+    def _put_stats(self, ep: Episode) -> None:
+        rows = [(x, lab) for i, x, lab in self._window if i >= ep.change_point]
+        lab = [(x, c) for x, c in rows if c is not None]
+        labelled = (
+            (np.stack([x for x, _ in lab]), np.array([c for _, c in lab], np.int64))
+            if lab
+            else None
+        )
+        self._put(
+            Job(self._made, self.seen, "stats", np.stack([x for x, _ in rows]), recent=labelled)
+        )
+
+    def _put(self, job: Job) -> None:
+        self._made += 1
+        skipped, dropped = self._jobs.skipped, self._jobs.dropped
+        self._jobs.put(job)
+        if self._jobs.skipped > skipped:
+            self.count("rounds_skipped", 1)
+            log.warning(
+                "calibration is behind: a round was skipped (%d so far)", self._jobs.skipped
+            )
+        if self._jobs.dropped > dropped:
+            self.count("updates_dropped", 1)
+
+    def feedback(self, seq: int, label: int) -> None:
+        """A late label: goes with the next job (at once if its sample waits in the chunk)."""
+        with self._lock:
+            self._labels.append((seq, label))
+            for i, p in enumerate(self._chunk):
+                if p.seq == seq:
+                    self._chunk[i] = dataclasses.replace(p, label=label)
+
+    def get(self) -> Job | None:
+        """The oldest due job, or None."""
+        with self._lock:
+            return self._jobs.get()
+
+    def waiting(self) -> tuple[int, int]:
+        """Candidates in the open chunk and jobs waiting."""
+        with self._lock:
+            return len(self._chunk), len(self._jobs)
+
+    def status(self) -> dict[str, Any]:
+        """The drift signal and the episode, for status."""
+        with self._lock:
+            ep = self.episode
+            return {
+                "trigger": self.cfg.trigger if self.drift is not None else "samples",
+                "drift": self.drift.status() if self.drift is not None else {"enabled": False},
+                "episode": None
+                if ep is None
+                else {
+                    "alarm": ep.alarm,
+                    "change_point": ep.change_point,
+                    "flip_rounds_left": ep.flips_left,
+                },
+            }
