@@ -34,9 +34,10 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.agent_process import Agent  # noqa: E402
+from bench.agent_process import Agent, status  # noqa: E402
 from edge_agent.client import ClientError, Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
+from edge_agent.data.drift import rotate_axes  # noqa: E402
 from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
@@ -127,15 +128,18 @@ class _Counter:
         self.ctx.term()
 
 
-def _publish(endpoint: str, n: int, rate: float, labels_every: int, out: dict[str, Any]) -> None:
+def _publish(
+    endpoint: str, n: int, rate: float, labels_every: int, drift_period: int, out: dict[str, Any]
+) -> None:
     ds = load_dataset("basicmotions")
-    frames = [
-        (ds.X_test[i], int(ds.y_test[i])) for i in range(len(ds.X_test))
-    ]  # samples and labels cycled
+    clean = [(ds.X_test[i], int(ds.y_test[i])) for i in range(len(ds.X_test))]
+    drifted = [(rotate_axes(x, 60.0), y) for x, y in clean]  # axes rotated 60 degrees
     with Publisher(endpoint, socket="push", sndhwm=1_000_000) as pub:
         t0 = time.monotonic()
         for i in range(n):
-            x, y = frames[i % len(frames)]
+            # the second half of every drift period is drifted: drift alarms, rounds
+            on = drift_period > 0 and i % drift_period >= drift_period // 2
+            x, y = (drifted if on else clean)[i % len(clean)]
             label = y if labels_every and i % labels_every == 0 else None
             pub.send_raw(encode_sample("soak", i, x, time.time(), label))
             out["sent"] = i + 1
@@ -153,6 +157,7 @@ def soak(
     every_s: float = 5.0,
     bundle: Path = DEFAULT_BUNDLE,
     checkpoint_s: float = 5.0,
+    drift_period: int = 100_000,
 ) -> dict[str, Any]:
     """Run one soak; return the measurements (see the module docstring)."""
     d = Path(tempfile.mkdtemp(prefix="eas-", dir="/tmp"))
@@ -167,7 +172,7 @@ def soak(
         pub: dict[str, Any] = {"sent": 0}
         sender = threading.Thread(
             target=_publish,
-            args=(agent.endpoints["ingest"][0], samples, rate, labels_every, pub),
+            args=(agent.endpoints["ingest"][0], samples, rate, labels_every, drift_period, pub),
             daemon=True,
         )
         t0 = time.monotonic()
@@ -198,6 +203,7 @@ def soak(
                 continue
             time.sleep(every_s)
         final = _status(agent)
+        counters = status(agent.status_endpoint, "metrics")["counters"]
         time.sleep(0.5)
         counter.close()
     log = (d / "agent.log").read_text(errors="replace")
@@ -209,6 +215,8 @@ def soak(
         "rate_target": rate,
         "rate_sent": samples / pub["send_s"],
         "labels_every": labels_every,
+        "drift_period": drift_period,
+        "drift_alarms": counters.get("drift_alarms", 0),
         "sent": pub["sent"],
         "predicted": s["predicted"],
         "dropped": s["dropped"],
@@ -262,6 +270,13 @@ def _md(r: dict[str, Any], command: str) -> str:
     )
     rss = f"{f(r['rss_mib_per_million'])} / {f(r['rss_mib_per_million_second_half'])}"
     fds = f"{f(r['fds_per_million'])} / {f(r['fds_per_million_second_half'])}"
+    period = r.get("drift_period", 0)
+    drift = (
+        f"{r['samples'] // period:,} of {period:,} samples (second half rotated 60 degrees), "
+        f"{r.get('drift_alarms', 'n/a')} alarms"
+        if period
+        else "none"
+    )
     return f"""# Soak: {r["samples"]:,} samples through the real agent
 
 Command: `{command}`; {r["rate_sent"]:.0f} samples/s sent (target {r["rate_target"]:.0f}),
@@ -280,6 +295,7 @@ Slopes are least squares over the samples after the first {r["warmup_samples"]:,
 | open fds start -> end | {r["fds_start"]} -> {r["fds_end"]} |
 | fd slope after warm-up / over the second half | {fds} per million samples |
 | open fds max | {r["fds_max"]} |
+| drift periods, drift alarms | {drift} |
 | calibration rounds (accepted) | {r["calibrations"]:,} ({r["calibrations_accepted"]:,}) |
 | checkpoints, storage errors | {r["checkpoints"]:,}, {r["storage_errors"]} |
 | a thread died | {r["thread_died"]} |
@@ -294,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=2000.0, help="samples/s (default 2000)")
     p.add_argument("--labels-every", type=int, default=4, help="label every Nth (default 4)")
     p.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    p.add_argument(
+        "--drift-period",
+        type=int,
+        default=100_000,
+        help="samples; the second half of each is drifted (0: none; default 100,000)",
+    )
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     p.add_argument("--md", action="store_true", help="also write the .md beside --out")
@@ -305,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(args.out.read_text())
         r.update(slopes(r["series"], r["samples"]))
     else:
-        r = soak(args.samples, args.rate, args.labels_every, args.every, args.bundle)
+        r = soak(
+            args.samples,
+            args.rate,
+            args.labels_every,
+            args.every,
+            args.bundle,
+            drift_period=args.drift_period,
+        )
         command = "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
         r["command"] = command.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)

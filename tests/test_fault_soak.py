@@ -10,7 +10,7 @@ SAMPLES = 20_000
 
 
 def test_short_soak_counts_exactly_and_leaks_no_descriptors() -> None:
-    r = soak(SAMPLES, rate=2000.0, labels_every=4, every_s=1.0, checkpoint_s=1.0)
+    r = soak(SAMPLES, 2000.0, 4, every_s=1.0, checkpoint_s=1.0, drift_period=10_000)
     assert r["sent"] == SAMPLES
     assert r["counters_exact"], r
     assert r["predicted"] + sum(r["dropped"].values()) + sum(r["rejected"].values()) == SAMPLES
