@@ -16,6 +16,7 @@ prediction rate and uptime stay right, the checkpoint's age (in ``status`` and i
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import socket
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +134,15 @@ def _cli_age(status_ep: str) -> float:
     return float(m.group(1))
 
 
+def _prom_age(url: str) -> float:
+    """The agent's ``edge_agent_checkpoint_age_seconds`` gauge."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(r"^edge_agent_checkpoint_age_seconds\{[^}]*\} (\S+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
 def _newest_written(state: Path) -> float:
     for path in sorted((p for p in state.iterdir() if _CKPT_RE.match(p.name)), reverse=True):
         try:
@@ -157,7 +168,10 @@ def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
         "NOTIFY_SOCKET": str(workdir / "notify.sock"),
         "WATCHDOG_USEC": str(int(WATCHDOG_S * 1e6)),
     }
-    a = AgentProcess(write_config(workdir, bundle, checkpoint_s=CHECKPOINT_S), env)
+    # Prometheus too, where prometheus_client is installed (its checkpoint age gauge)
+    prom = importlib.util.find_spec("prometheus_client") is not None
+    extra = '[metrics]\nhttp = true\nlisten = "127.0.0.1:0"\n' if prom else ""
+    a = AgentProcess(write_config(workdir, bundle, extra, checkpoint_s=CHECKPOINT_S), env)
     stop = threading.Event()
     feeder: threading.Thread | None = None
     try:
@@ -172,6 +186,11 @@ def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
         for i, (name, offset) in enumerate(phases):
             if i:
                 shift(offset)
+                # the newest checkpoint was (almost always) written before the step
+                st = a.status()
+                assert 0 <= st["checkpoint"]["age_s"] < 5, st["checkpoint"]
+                if prom:
+                    assert 0 <= _prom_age(st["endpoints"]["metrics"][0]) < 5, name
             before, t0 = a.status(), time.monotonic()
             time.sleep(PHASE_S)
             st, elapsed = a.status(), time.monotonic() - t0
@@ -184,6 +203,8 @@ def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
             assert RATE / 4 <= st["prediction_rate_per_s"] <= RATE * 4, where
             assert 0 <= st["checkpoint"]["age_s"] < 5, where
             assert 0 <= _cli_age(a.status_ep) < 10, where
+            if prom:
+                assert 0 <= _prom_age(st["endpoints"]["metrics"][0]) < 5, where
             # timestamps are what the wall clock says
             written = _newest_written(workdir / "state")
             assert abs(written - (time.time() + offset)) < 60, (name, written)

@@ -133,6 +133,9 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
                 "time": payload.get("written"),
                 "restored": True,
             }
+            written = payload.get("written")
+            if isinstance(written, int | float):  # its age: the wall clock's now, then monotonic
+                self._last_ckpt["monotonic"] = time.monotonic() - max(0.0, time.time() - written)
             counts = payload.get("counts", {})
             self.metrics.restore(
                 counts.get("counters", {}), counts.get("rejected", {}), counts.get("dropped", {})
