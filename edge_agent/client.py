@@ -46,7 +46,9 @@ class Publisher:
 
     ``socket="pub"`` (matching the agent's default SUB) uses an XPUB socket and waits for
     the agent's subscription before the first send, so nothing is lost to ZeroMQ's slow
-    joiner; ``"push"`` matches an agent with a PULL socket.
+    joiner; ``"push"`` matches an agent with a PULL socket. With ``topic`` every message
+    goes in the two-frame form (topic, payload), e.g. to agents behind ``edge-agent proxy``
+    that subscribe to their board's topic.
     """
 
     def __init__(
@@ -58,7 +60,9 @@ class Publisher:
         curve_secret_key: str = "",
         curve_server_key: str = "",
         wait_s: float = 10.0,
+        topic: str = "",
     ) -> None:
+        self.topic = topic.encode()
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         kind = zmq.XPUB if socket == "pub" else zmq.PUSH
         self.sock = self.ctx.socket(kind)
@@ -78,14 +82,22 @@ class Publisher:
             self._wait_subscriber(wait_s)
 
     def _wait_subscriber(self, wait_s: float) -> None:
-        if not self.sock.poll(int(wait_s * 1000)):
-            self.close()
-            raise ClientError(f"no agent subscribed at {self.endpoint} within {wait_s:.0f} s")
-        self.sock.recv()  # the subscription message
+        """Wait for a subscription that takes our topic (XPUB drops what nobody took yet)."""
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0 and self.sock.poll(int(left * 1000)):
+            msg = self.sock.recv()  # 0x01 + prefix: subscribe; 0x00 + prefix: unsubscribe
+            if msg[:1] == b"\x01" and self.topic.startswith(msg[1:]):
+                return
+        self.close()
+        what = f" to {self.topic.decode()!r}" if self.topic else ""
+        raise ClientError(f"no agent subscribed{what} at {self.endpoint} within {wait_s:.0f} s")
 
     def send_raw(self, payload: bytes) -> None:
-        """Send one already-encoded message (one frame)."""
-        self.sock.send(payload)
+        """Send one already-encoded message (one frame, or topic + payload)."""
+        if self.topic:
+            self.sock.send_multipart([self.topic, payload])
+        else:
+            self.sock.send(payload)
 
     def send_sample(
         self,
@@ -96,11 +108,11 @@ class Publisher:
         ts: float | None = None,
     ) -> None:
         """Send one sample (float32)."""
-        self.sock.send(encode_sample(sensor, seq, x, time.time() if ts is None else ts, label))
+        self.send_raw(encode_sample(sensor, seq, x, time.time() if ts is None else ts, label))
 
     def send_label(self, sensor: str, seq: int, label: int) -> None:
         """Send a label for an earlier sample."""
-        self.sock.send(encode_feedback(sensor, seq, label))
+        self.send_raw(encode_feedback(sensor, seq, label))
 
     def close(self) -> None:
         """Flush (up to the linger time) and close."""

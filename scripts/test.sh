@@ -3,21 +3,16 @@
 # Usage: scripts/test.sh [pytest options]
 EXTRAS=dev
 source "$(dirname "$0")/venv.sh"
-# System packages the tests use: systemd-analyze (the unit file), a C compiler and the
-# Python headers (the ahead-of-time kernels, edge-agent compile-kernels).
-missing=()
-command -v systemd-analyze >/dev/null || missing+=(systemd)
-command -v "$(python -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])')" \
-  >/dev/null || missing+=(gcc)
-python -c 'import os, sys, sysconfig
-sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-  || missing+=(python3-dev)
+# System packages the tests use (scripts/system-packages.sh says which and why), installed
+# when missing where we are root and have apt-get.
+read -r -a missing <<< "$(scripts/system-packages.sh python)"
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing ${missing[*]} ..." >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 # The cross-language publisher test (tests/test_interop.py) needs Node.js packages; it is
-# skipped, with its reason, where npm is missing or the registry cannot be reached.
+# skipped, with its reason, where npm is still missing (not root, no apt-get) or the
+# registry cannot be reached.
 if command -v npm >/dev/null && [ ! -d tests/interop/node_modules/zeromq ]; then
   timeout 180 npm ci --prefix tests/interop --no-audit --no-fund --silent >&2 \
     || echo "npm ci failed: the Node.js publisher test will be skipped" >&2

@@ -51,6 +51,14 @@ def test_agent_calibrates_on_a_drifted_stream_and_keeps_its_buffer(
         agent.wait_for(lambda s: s["checkpoint"].get("generation", 0) >= 2)
         rc, _ = agent.terminate()
         assert rc == 0
+        # recovery, not just rounds: the saved model classifies the drifted data better
+        # than the bundle it started from (the bundle: 0.80 here; rounds that were all
+        # rolled back would leave it there)
+        before = float(np.mean(Engine(load_bundle(basicmotions_bundle)).predict(X)[0] == ds.y_test))
+        saved = load_bundle(d / "state" / "model.eab")
+        assert saved.model_version == version != load_bundle(basicmotions_bundle).model_version
+        after = float(np.mean(Engine(saved).predict(X)[0] == ds.y_test))
+        assert cal["accepted"] >= 1 and after > before, (before, after, cal)
 
         again = AgentProcess(config)
         again.wait_ready()

@@ -117,7 +117,7 @@ def test_unknown_keys_are_ignored() -> None:
         (_pack(_good(ts=math.nan)), "field"),
         (_pack(_good(ts="now")), "field"),
         (_pack(_good(dtype="complex64")), "dtype"),
-        (_pack(_good(dtype=None)), "dtype"),
+        (_pack(_good(dtype=None)), "field"),  # wrong type, not an unknown dtype
         (_pack(_good(shape=[100, 6])), "shape"),
         (_pack(_good(shape=[600])), "shape"),
         (_pack(_good(shape="6x100")), "field"),

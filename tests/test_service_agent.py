@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 import time
 from collections import Counter
@@ -91,6 +92,20 @@ def test_end_to_end(agent: AgentProcess, service_bundle: Path) -> None:
     original = [i for i, v in enumerate(versions) if v == engine.model_version]
     assert original == list(range(len(original))) and original, "the bundle's model first"
     assert [got[i]["class"] for i in original] == expected[original].tolist()
+    # after a change too: each later version answers as that model's bundle does (the
+    # state directory keeps the running model and the ones it replaced)
+    kept = {}
+    for path in [*(agent.dir / "state").glob("model*.eab")]:
+        b = load_bundle(path)
+        kept[b.model_version] = b
+    X = np.stack([it.x for it in items])
+    for v in sorted(set(versions) - {engine.model_version}):
+        idx = [i for i, w in enumerate(versions) if w == v]
+        if v in kept:
+            want, _ = Engine(kept[v]).predict(X[idx])
+            assert [got[i]["class"] for i in idx] == want.tolist(), v
+    if len(set(versions)) > 1:
+        assert versions[-1] in kept, "the latest model is on disk"
     n_feedback = sum(1 for it in items[1:100:2] if not it.labelled)
     st_ = agent.wait_for(
         lambda s: s["samples"]["feedback"] - before["samples"]["feedback"] >= n_feedback
@@ -113,6 +128,37 @@ def test_end_to_end(agent: AgentProcess, service_bundle: Path) -> None:
     assert st_["latency_ms"]["p99"] is not None
     maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
     assert "torch" not in maps, "the agent process must not load torch"
+    _predictions_follow_a_new_model(agent, service_bundle, ds)
+
+
+def _predictions_follow_a_new_model(agent: AgentProcess, bundle: Path, ds: Any) -> None:
+    """A model change the test makes sure of (kept flip rounds may not happen): the
+    configuration names another bundle, SIGHUP; every prediction after is that model's."""
+    other = make_bundle(bundle.with_name("other.eab"), seed=1)
+    new = Engine(load_bundle(other))
+    config = agent.dir / "agent.toml"
+    config.write_text(config.read_text().replace(str(bundle), str(other)))
+    agent.proc.send_signal(signal.SIGHUP)
+    st_ = agent.wait_for(lambda s: s["model"]["version"] == new.model_version)
+    # the calibrated models of the old bundle are no fallback for the new one
+    assert [p.name for p in (agent.dir / "state").glob("model*.eab")] == ["model.eab"]
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = subscribe(ctx, st_["endpoints"]["output"][0])
+    time.sleep(0.3)
+    items = list(stream(ds.X_test, ds.y_test, 100, seed=2))  # unlabelled: too few for a round
+    with Publisher(st_["endpoints"]["ingest"][0]) as pub:
+        replay(pub, iter(items), rate=3000, sensor="e2e-new", first_seq=0)
+    preds = {p["seq"]: p for p in _recv_all(sub, 100)}
+    sub.close()
+    ctx.term()
+    assert sorted(preds) == list(range(100))
+    want, _ = new.predict(np.stack([it.x for it in items]))
+    assert [preds[i]["model_version"] for i in range(100)] == [new.model_version] * 100
+    assert [preds[i]["class"] for i in range(100)] == want.tolist()
+    assert (
+        want.tolist()
+        != Engine(load_bundle(bundle)).predict(np.stack([it.x for it in items]))[0].tolist()
+    ), "the two models must differ"
 
 
 def test_a_series_normalized_model_gets_every_sample_normalized(tmp_path: Path) -> None:

@@ -13,15 +13,20 @@ from edge_agent.bundle import SERIES_NORM
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data import load_dataset
 from edge_agent.data.datasets import save_npz
+from edge_agent.engine.engine import Engine
 from edge_agent.training.arch import FPNet, default_spec, fold_batchnorm
 from edge_agent.training.fit import TrainConfig, accuracy, normalize, train_fp
 
 
 def test_short_training_reaches_sane_accuracy(basicmotions_bundle: Path) -> None:
-    metrics = load_bundle(basicmotions_bundle).meta["metrics"]
+    bundle = load_bundle(basicmotions_bundle)
+    metrics = bundle.meta["metrics"]
     assert metrics["fp_test_accuracy"] >= 0.85
-    assert metrics["q8_test_accuracy"] >= 0.85
-    assert metrics["q4_test_accuracy"] >= 0.85
+    ds = load_dataset("basicmotions")
+    for bits in (8, 4, 3, 2):  # every width, as training reports it and as the engine runs it
+        assert metrics[f"q{bits}_test_accuracy"] >= 0.85, (bits, metrics)
+        pred = Engine(bundle, bits=bits).predict(ds.X_test)[0]
+        assert np.mean(pred == ds.y_test) >= 0.85, bits
 
 
 def test_training_is_deterministic() -> None:

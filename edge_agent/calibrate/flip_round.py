@@ -316,12 +316,13 @@ class BitFlipCalibrator:
         result = RoundResult(
             decision, flips, iterations, loss_before, best_loss, time.thread_time() - t0, version
         )
-        log.info(
-            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU",
+        log.info(  # the round's one verdict (the gate's own steps are not logged)
+            "flip round: %d flips, loss %.4f -> %.4f, %s, %.3f s CPU; gate %s",
             flips,
             loss_before,
             best_loss,
             "kept" if version else "rolled back",
             result.cpu_seconds,
+            gate.describe(decision),
         )
         return result

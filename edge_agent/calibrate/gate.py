@@ -61,7 +61,11 @@ def score(predict: Predict, X: np.ndarray, targets: np.ndarray) -> float:
 def decide(
     before: float, after: float, n: int, metric: str, tolerance: float = 0.0, min_samples: int = 1
 ) -> GateDecision:
-    """Accept when ``after >= before - tolerance`` on at least ``min_samples`` samples."""
+    """Accept when ``after >= before - tolerance`` on at least ``min_samples`` samples.
+
+    Not logged: a flip round may still withdraw the acceptance (:func:`guard`), and the
+    log must give each round one verdict; :func:`describe` words the final one.
+    """
     if n < min_samples or not np.isfinite(before) or not np.isfinite(after):
         decision = GateDecision(
             False, metric, before, after, n, f"only {n} held-out samples (need {min_samples})"
@@ -70,15 +74,6 @@ def decide(
         decision = GateDecision(True, metric, before, after, n, "not worse on held-out data")
     else:
         decision = GateDecision(False, metric, before, after, n, "worse on held-out data")
-    log.info(
-        "gate %s: %s %.4f -> %.4f on %d held-out samples (%s)",
-        "accepted" if decision.accepted else "rolled back",
-        metric,
-        before,
-        after,
-        n,
-        decision.reason,
-    )
     return decision
 
 
@@ -91,14 +86,26 @@ def check(
     tolerance: float = 0.0,
     min_samples: int = 1,
 ) -> GateDecision:
-    """Score both models on the held-out ``X`` and decide."""
-    return decide(
+    """Score both models on the held-out ``X`` and decide (a final verdict: logged)."""
+    decision = decide(
         score(current, X, targets),
         score(candidate, X, targets),
         len(X),
         metric,
         tolerance,
         min_samples,
+    )
+    log.info("gate %s", describe(decision))
+    return decision
+
+
+def describe(decision: GateDecision) -> str:
+    """One line for the log: the verdict, the held-out scores and the reason."""
+    d = decision
+    verdict = "accepted" if d.accepted else "rolled back"
+    return (
+        f"{verdict}: {d.metric} {d.before:.4f} -> {d.after:.4f} on {d.n} held-out samples"
+        f" ({d.reason})"
     )
 
 

@@ -12,7 +12,7 @@ FP-vs-quantized disagreement) until :meth:`QCoreBuffer.set_label` brings the rea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,15 @@ SOURCE_TRAIN, SOURCE_STREAM = 0, 1
 UNKNOWN, WRONG, RIGHT = -1, 0, 1  # values of the per-bit-width last correctness
 
 # ---------------------------------------------------------------- the buffer
+
+
+def seq_codes(seqs: Sequence[int]) -> np.ndarray:
+    """Stream sequence numbers (0..2^64-1) as the int64 the buffer stores them in.
+
+    Two's complement, so 2^63 and above come out negative (the protocol allows them and
+    int64 cannot hold them); only stream rows are ever matched against them.
+    """
+    return np.asarray(seqs, dtype=np.uint64).view(np.int64)
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,8 @@ class QCoreBuffer:
     Per-sample arrays (read them, do not modify them): ``X`` raw float32 inputs, ``y``
     targets (label or FP pseudo-label), ``labelled``, ``misses`` (difficulty), and
     ``last_correct`` (-1 unknown, 0 wrong, 1 right) per tracked bit-width ``bits``;
-    provenance ``source`` (0 training, 1 stream), ``time``, ``seq`` (stream sequence number,
-    -1 none) and ``train_index`` (-1 for stream samples).
+    provenance ``source`` (0 training, 1 stream), ``time``, ``seq`` (stream sequence number
+    as :func:`seq_codes`, -1 for training samples) and ``train_index`` (-1 for stream samples).
     """
 
     def __init__(
@@ -277,13 +286,16 @@ class QCoreBuffer:
         )
 
     def set_label(self, seq: int, label: int) -> bool:
-        """Replace the target of the buffered stream sample ``seq`` by its real label.
+        """Replace the target of the buffered stream sample ``seq`` (0..2^64-1) by its real label.
 
         Its stored correctness becomes unknown (it was against the old target); its miss
         count is kept. Returns False when the sample is no longer in the buffer.
         """
-        hit = np.flatnonzero(self.seq == int(seq))
-        if len(hit) == 0 or seq < 0:
+        if not 0 <= seq < 2**64:
+            return False
+        code = int(seq_codes([seq])[0])
+        hit = np.flatnonzero((self.seq == code) & (self.source == SOURCE_STREAM))
+        if len(hit) == 0:
             return False
         self.y[hit] = int(label)
         self.labelled[hit] = True

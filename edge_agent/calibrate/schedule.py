@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.calibrate.drift_signal import DriftSignal
+from edge_agent.calibrate.qcore import seq_codes
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class StreamScheduler:
             "flip" if self._rounds_due() else "update",
             np.stack([p.x for p in chunk]),
             np.array([p.label if p.label is not None else -1 for p in chunk], np.int64),
-            np.array([p.seq for p in chunk], np.int64),
+            seq_codes([p.seq for p in chunk]),
             labels,
             recent,
         )

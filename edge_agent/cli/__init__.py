@@ -45,6 +45,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.data)
     meta: dict[str, object] = {"data_source": data_source(args.data)}
+    if args.extra:
+        from edge_agent.fleet.collect import with_field_samples
+
+        ds, field_info = with_field_samples(ds, args.extra, args.extra_weight)
+        meta["field_data"] = field_info
+        print(
+            f"field samples: {field_info['samples']} from {args.extra}, "
+            f"weighted x{args.extra_weight}"
+        )
     if args.normalize_series:
         ds = series_normalized(ds)
         meta[SERIES_NORM] = True
@@ -199,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
         "in the agent (for data whose amplitudes differ by orders of magnitude between "
         "samples; train warns when that is so)",
     )
+    p.add_argument(
+        "--extra",
+        type=Path,
+        default=None,
+        metavar="COLLECTED.npz",
+        help="add field samples written by `edge-agent collect` to the training "
+        "split (truly labelled ones; the test split is unchanged)",
+    )
+    p.add_argument(
+        "--extra-weight",
+        type=int,
+        default=2,
+        metavar="K",
+        help="each field sample counts K times (default 2)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -276,6 +300,10 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     add_demo_arguments(p)
     p.set_defaults(func=demo_main)
+
+    from edge_agent.fleet.commands import add_fleet_commands
+
+    add_fleet_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

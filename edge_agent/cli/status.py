@@ -22,7 +22,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command",
         default="status",
-        choices=("status", "metrics", "config", "checkpoint", "ping"),
+        choices=("status", "metrics", "config", "checkpoint", "ping", "reload"),
         help="request to send (default status)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
@@ -89,6 +89,22 @@ def _bursts(b: dict[str, Any]) -> str:
     )
 
 
+def _fallback(fb: dict[str, Any] | None) -> list[str]:
+    if not fb:
+        return []
+    return [f"             damaged, replaced by {fb['used']}: " + "; ".join(fb["damaged"])]
+
+
+def _losses(loss: dict[str, int] | None) -> list[str]:
+    if not loss:
+        return []
+    return [
+        f"lost         {loss['missing_in_transport']} missing in transport (sequence gaps), "
+        f"{loss['rejected']} rejected, {loss['dropped_from_queue']} dropped from the queue; "
+        f"{loss['transport_disconnects']} publisher connections closed"
+    ]
+
+
 def format_status(r: dict[str, Any]) -> str:
     """A human summary of a ``status`` reply."""
     a, m, s, acc = r["agent"], r["model"], r["samples"], r["accuracy"]
@@ -100,12 +116,15 @@ def format_status(r: dict[str, Any]) -> str:
     lines = [
         f"edge-agent {a['version']}, pid {a['pid']}, up {_dur(a['uptime_s'])}",
         f"model        {m['version']} ({m['path']}; {shape} input, {m['num_classes']} classes)",
+        *_fallback(m.get("fallback")),
         f"samples      received {s['received']}, accepted {s['accepted']} "
         f"(labelled {s['accepted_labelled']}), labels {s['feedback']} "
         f"(unmatched {s['feedback_unmatched']})",
         f"rejected     {s['rejected_total']}: {_counts(s['rejected'])}",
         f"dropped      {sum(s['dropped'].values())}: {_counts(s['dropped'])}",
-        f"sequence     {s['seq_gaps']} gaps, {s['seq_missing']} samples missing",
+        f"sequence     {s['seq_gaps']} gaps, {s['seq_missing']} samples missing, "
+        f"{s.get('seq_restarts', 0)} restarts",
+        *_losses(r.get("losses")),
         f"predictions  {s['predicted']} at {r['prediction_rate_per_s']:.1f}/s, latency "
         f"p50 {_ms(lat['p50'])}, p99 {_ms(lat['p99'])}",
         f"accuracy     {rolling} rolling over {acc['n']} labelled ({acc['labelled_total']} total)",

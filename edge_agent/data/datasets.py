@@ -295,6 +295,12 @@ def checked(ds: Dataset, source: str) -> Dataset:
             )
         if not np.isfinite(X).all():
             problems.append(f"{split}: NaN or infinite values")
+    present = np.unique(ds.y_train)
+    if len(present) == 1 and 0 <= present[0] < ds.num_classes:
+        problems.append(
+            f"train: every sample is of one class ({ds.label_names[int(present[0])]!r}); "
+            "a classifier needs at least two"
+        )
     if problems:
         raise ValueError(f"data set {source}: " + "; ".join(problems))
     return ds

@@ -44,6 +44,7 @@ def read_ts(path: str | Path) -> TsCases:
     series: list[np.ndarray] = []
     labels: list[str] = []
     in_data = False
+    ragged = 0
     with path.open(encoding="utf-8") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
@@ -71,12 +72,24 @@ def read_ts(path: str | Path) -> TsCases:
             *channels, label = line.split(":")
             if not channels:
                 raise TsFormatError(f"{path}:{lineno}: a case needs channel values and a label")
-            series.append(_case(channels, f"{path}:{lineno}"))
+            case = _case(channels, f"{path}:{lineno}")
+            ragged += case[1]
+            series.append(case[0])
             labels.append(label.strip())
     if class_names is None:
         raise TsFormatError(f"{path}: no @classLabel header")
+    if not in_data:
+        raise TsFormatError(f"{path}: no @data line (the cases follow a line '@data')")
     if not series:
         raise TsFormatError(f"{path}: no data after @data")
+    if ragged:  # unusual within a case (across cases it is @equalLength false): say so
+        log.warning(
+            "%s: %d case%s channels of different lengths, padded to the longest with "
+            "their last value",
+            path,
+            ragged,
+            " has" if ragged == 1 else "s have",
+        )
     n_channels = {len(s) for s in series}
     if len(n_channels) != 1:
         raise TsFormatError(f"{path}: cases have different channel counts {sorted(n_channels)}")
@@ -87,8 +100,9 @@ def read_ts(path: str | Path) -> TsCases:
     return TsCases(series, y, class_names)
 
 
-def _case(channels: list[str], where: str) -> np.ndarray:
-    """One case's channels (C, T); ragged channels are padded like ragged cases."""
+def _case(channels: list[str], where: str) -> tuple[np.ndarray, bool]:
+    """One case's channels (C, T) and whether they were ragged (then padded like ragged
+    cases)."""
     try:
         values = [
             [np.nan if v.strip() in MISSING else float(v) for v in ch.split(",")] for ch in channels
@@ -96,12 +110,11 @@ def _case(channels: list[str], where: str) -> np.ndarray:
     except ValueError as exc:
         raise TsFormatError(f"{where}: bad value: {exc}") from None
     length = max(len(v) for v in values)
-    return np.stack(
-        [
-            pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
-            for c, v in enumerate(values)
-        ]
-    )
+    padded = [
+        pad_end(fill_missing(np.asarray(v, np.float32), f"{where}: channel {c}"), length)
+        for c, v in enumerate(values)
+    ]
+    return np.stack(padded), min(len(v) for v in values) != length
 
 
 def pad_end(x: np.ndarray, length: int) -> np.ndarray:

@@ -28,6 +28,9 @@ class IngestConfig:
     rcvhwm: int = 10000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     queue_capacity: int = 1024
+    # SUB only: topic prefixes (first frame of the two-frame form) to receive; "" is all.
+    # Behind `edge-agent proxy`, e.g. ["board-7/"] takes only this board's messages.
+    topics: list[str] = field(default_factory=lambda: [""])
     curve: CurveConfig = field(default_factory=CurveConfig)
 
 

@@ -32,7 +32,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<")
     for name in ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32")
 }
-COMMANDS = ("ping", "status", "metrics", "config", "checkpoint")
+COMMANDS = ("ping", "status", "metrics", "config", "checkpoint", "collect", "reload")
 
 # Reasons a message is rejected; every one has a counter in the agent's metrics.
 REASONS = (
@@ -218,6 +218,8 @@ def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError("msgpack", f"cannot decode msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("not_map", f"top level is {type(obj).__name__}, not a map")
+    if not all(isinstance(k, str) for k in obj):  # msgpack lets bin keys through as bytes
+        raise ProtocolError("msgpack", "map keys must be msgpack str, not bin or other types")
     version = obj.get("v")
     if _is_int(version) and version == VERSION:
         return obj
@@ -276,7 +278,9 @@ def decode_sample_fields(
     """Validate a sample map against the model's input shape and class count."""
     sensor, seq, ts = _sensor(obj), _seq(obj), _ts(obj)
     dtype_name = _field(obj, "dtype")
-    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+    if not isinstance(dtype_name, str):  # wrong type, like any other field
+        raise ProtocolError("field", f"'dtype' must be a string, got {type(dtype_name).__name__}")
+    if dtype_name not in DTYPES:
         raise ProtocolError("dtype", f"dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
     shape = _field(obj, "shape")
     if not isinstance(shape, list) or not all(_is_int(s) for s in shape):

@@ -2,11 +2,13 @@
 
 The socket is created and bound in the constructor (so a bad endpoint fails start-up
 with a clear error) and then used only by the source's thread. A message is one frame
-(the payload) or two frames (a topic, ignored, then the payload).
+(the payload) or two frames (a topic, then the payload); a SUB socket receives the
+configured topic prefixes only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -15,6 +17,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from edge_agent.ingest import ipc
 from edge_agent.ingest.config import IngestConfig
 from edge_agent.ingest.intake import Intake
 from edge_agent.ingest.protocol import ProtocolError
@@ -35,6 +38,7 @@ class ZmqSource:
         self.intake = intake
         self._stop = threading.Event()
         self._auth: ThreadAuthenticator | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
         kind = zmq.SUB if cfg.socket == "sub" else zmq.PULL
         self.sock = ctx.socket(kind)
         try:
@@ -44,11 +48,19 @@ class ZmqSource:
             # is disconnected by libzmq instead of being buffered in memory.
             self.sock.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 4, 1 << 20))
             if kind == zmq.SUB:
-                self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+                for topic in cfg.topics:
+                    self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
             if cfg.curve.enabled:
                 self._setup_curve(ctx)
             for ep in cfg.endpoints:
-                (self.sock.bind if cfg.mode == "bind" else self.sock.connect)(ep)
+                if cfg.mode == "bind":
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
+                    self.sock.bind(ep)
+                else:
+                    self.sock.connect(ep)
+            # Connections libzmq closes (a frame over MAXMSGSIZE, a peer gone) are seen only
+            # here: counted as ingest_disconnects.
+            self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         except (zmq.ZMQError, OSError, ValueError) as exc:
             self._release()
             raise RuntimeError(
@@ -93,11 +105,16 @@ class ZmqSource:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         submit, reject = self.intake.submit_raw, self.intake.reject
         try:
             while not self._stop.is_set():
-                if not poller.poll(POLL_MS):
+                ready = dict(poller.poll(POLL_MS))
+                if not ready:
                     continue
+                if self._monitor is not None and self._monitor in ready:
+                    self._count_disconnects()
                 for _ in range(DRAIN_MAX):
                     try:
                         frames = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -111,7 +128,26 @@ class ZmqSource:
             if not self._stop.is_set():
                 log.error("ingest socket failed: %s", exc)
         finally:
+            self._close_monitor()
             self.sock.close(linger=0)
+
+    def _count_disconnects(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = int.from_bytes(frames[0][:2], "little") if len(frames) == 2 else 0
+            if event == zmq.EVENT_DISCONNECTED:
+                self.intake.metrics.inc("ingest_disconnects")
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):  # the socket may be closed already
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop receiving; the thread closes the socket on its way out."""
@@ -119,11 +155,15 @@ class ZmqSource:
         if self._thread.ident is not None:
             self._thread.join(timeout)
         else:
+            self._close_monitor()
             self.sock.close(linger=0)
         self._release()
+        if self.cfg.mode == "bind":
+            ipc.remove_bound(self.cfg.endpoints)
 
     def _release(self) -> None:
         if self._thread_less():
+            self._close_monitor()
             self.sock.close(linger=0)
         if self._auth is not None:
             self._auth.stop()

@@ -10,7 +10,6 @@ SIGHUP reloads the configuration file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edge_agent.bundle import BundleError
 from edge_agent.bundle_io import to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
@@ -36,9 +34,10 @@ from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
 from edge_agent.service.metrics import Metrics
-from edge_agent.service.model import Model
+from edge_agent.service.model import Model, load_running_model
 from edge_agent.service.notify import Notifier
 from edge_agent.service.persist import Persistence
 from edge_agent.service.report import StatusReport
@@ -56,7 +55,7 @@ CALIBRATION_JOIN_S = 2.0
 BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
 
 
-class Agent(Sockets, Persistence, StatusReport):
+class Agent(Sockets, Persistence, StatusReport, FleetOps):
     """One agent process: owns the sockets, threads, engine and state."""
 
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
@@ -74,13 +73,16 @@ class Agent(Sockets, Persistence, StatusReport):
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
         self._stopping = False
         self._reload = False
+        self._init_fleet()
         self._last_ckpt: dict[str, Any] = {}
+        self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
         self._base_sha = ""
         self.model: Model
         self.intake: Intake
         self.sources: list[ZmqSource | SerialSource] = []
         self.status_server: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
+        self._output_bound: list[str] = []
         self.calibration: CalibrationController | None = None
         self._cal_results: queue.SimpleQueue[
             tuple[CalibrationController, RoundResult | Exception]
@@ -121,12 +123,21 @@ class Agent(Sockets, Persistence, StatusReport):
         self.labelled.extend(samples)
         self._start_calibration(payload.get("calibration") if payload else None)
         if payload is not None:
+            gen = payload["generation"]  # status shows it until the next one is written
+            self._last_ckpt = {
+                "path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
+                "generation": gen,
+                "labelled": payload.get("labelled"),
+                "time": payload.get("written"),
+                "restored": True,
+            }
             counts = payload.get("counts", {})
             self.metrics.restore(
                 counts.get("counters", {}), counts.get("rejected", {}), counts.get("dropped", {})
             )
             self.intake.restore_sequences(payload.get("sequences", {}))
         self._open_io(self.cfg)
+        self._start_exporter()
         self._cal_thread = threading.Thread(
             target=self._calibration_loop, name="calibration", daemon=True
         )
@@ -141,27 +152,9 @@ class Agent(Sockets, Persistence, StatusReport):
         )
 
     def _load_model(self, payload: dict[str, Any] | None) -> Model:
-        """The state directory's model if it derives from the configured bundle (it holds
-        in-place updates), else the configured bundle, copied into the state directory."""
-        base = Path(self.cfg.model.bundle)
-        try:
-            self._base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise BundleError(f"{base}: cannot read bundle: {exc.strerror or exc}") from None
-        current = self.store.model_path
-        if (
-            payload is not None
-            and payload.get("base_sha256") == self._base_sha
-            and current.exists()
-        ):
-            try:
-                return Model.load(str(current))
-            except BundleError as exc:
-                self.store.set_aside(current, str(exc))
-        elif payload is not None:
-            log.info("the configured bundle changed since the last checkpoint: starting from it")
-        model = Model.load(str(base))
-        self.store.save_model(base.read_bytes())
+        model, self._base_sha, self.model_fallback = load_running_model(
+            self.store, Path(self.cfg.model.bundle), payload
+        )
         return model
 
     def _start_calibration(self, state: dict[str, Any] | None, carry: bool = False) -> None:
@@ -195,6 +188,7 @@ class Agent(Sockets, Persistence, StatusReport):
             if self._reload:
                 self._reload = False
                 self._reload_config()
+            self._serve_requests()  # collect / reload from the status socket
             if now >= next_status:
                 self.notifier.status(self._status_line())
                 next_status = now + STATUS_EVERY_S
@@ -298,6 +292,7 @@ class Agent(Sockets, Persistence, StatusReport):
             dead.append("StatusServer")
         if self._cal_thread is not None and not self._cal_thread.is_alive():
             dead.append("calibration")
+        dead += self._fleet_dead()
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -388,6 +383,7 @@ class Agent(Sockets, Persistence, StatusReport):
             self.bursts.close()
         self.energy.close()
         self._checkpoint()
+        self._stop_exporter()
         self._close_io()
         self.store.close()
         self.ctx.term()

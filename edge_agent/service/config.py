@@ -21,6 +21,7 @@ from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
 from edge_agent.ingest.config import IngestConfig, SerialConfig
+from edge_agent.service.metrics_config import MetricsConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -104,6 +105,7 @@ class AgentConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     bursts: BurstsConfig = field(default_factory=BurstsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -218,6 +220,9 @@ def _check(cfg: AgentConfig) -> None:
     _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
     _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
     _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
+    _need(bool(ing.topics), "ingest.topics", 'needs at least one topic ("" takes all)')
+    for i, t in enumerate(ing.topics):
+        _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
         if ing.mode == "bind":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from edge_agent.ingest import ipc
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
@@ -32,8 +33,10 @@ class Sockets:
         intake: Intake
         model: Model
         pub: zmq.Socket[bytes] | None
+        _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
         sources: list[ZmqSource | SerialSource]
         status_server: StatusServer | None
+        exporter: Any
 
         def _config(self) -> dict[str, Any]: ...
 
@@ -44,6 +47,8 @@ class Sockets:
         def _ping(self) -> dict[str, Any]: ...
 
         def _request_checkpoint(self) -> Future[dict[str, Any]]: ...
+
+        def _defer(self, cmd: str) -> Future[dict[str, Any]]: ...
 
         def status(self) -> dict[str, Any]: ...
 
@@ -58,7 +63,13 @@ class Sockets:
         if self.pub is not None:
             out = [*self.cfg.output.endpoints[:-1], self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
-        return {"ingest": ingest, "output": out, "status": self._status_endpoints(self.cfg)}
+        metrics = [self.exporter.url] if self.exporter is not None and self.exporter.url else []
+        return {
+            "ingest": ingest,
+            "output": out,
+            "status": self._status_endpoints(self.cfg),
+            "metrics": metrics,
+        }
 
     def _ingest_endpoints(self) -> str:
         eps = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
@@ -71,12 +82,14 @@ class Sockets:
         try:
             pub = self.ctx.socket(zmq.PUB)
             self.pub = pub
+            self._output_bound = list(cfg.output.endpoints)
             pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
             pub.setsockopt(zmq.LINGER, 0)
             for ep in cfg.output.endpoints:
                 try:
+                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
                     pub.bind(ep)
-                except zmq.ZMQError as exc:
+                except (zmq.ZMQError, OSError) as exc:
                     raise RuntimeError(f"output socket {ep}: {exc}") from None
             if cfg.ingest.endpoints:
                 self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
@@ -92,7 +105,11 @@ class Sockets:
                         "metrics": self._metrics,
                         "config": self._config,
                     },
-                    self._request_checkpoint,
+                    {
+                        "checkpoint": self._request_checkpoint,
+                        "collect": lambda: self._defer("collect"),
+                        "reload": lambda: self._defer("reload"),
+                    },
                     self._count_control_error,
                 )
         except BaseException:
@@ -113,6 +130,7 @@ class Sockets:
         if self.pub is not None:
             self.pub.close(linger=0)
             self.pub = None
+            ipc.remove_bound(self._output_bound)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
         # the status socket stays up through a reload unless its own endpoints change

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from edge_agent.service.histogram import Histogram
+
 LATENCY_WINDOW = 4096
 RATE_WINDOW_S = 10.0
 
@@ -33,6 +35,8 @@ class Metrics:
         self._infer_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._pred_times: deque[tuple[float, int]] = deque()
         self._process = psutil.Process()
+        # received -> published, in seconds, for Prometheus (counts only grow)
+        self.latency_histogram = Histogram()
 
     def inc(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
@@ -71,6 +75,7 @@ class Metrics:
             self._pred_times.append((now, n))
             while self._pred_times and now - self._pred_times[0][0] > RATE_WINDOW_S:
                 self._pred_times.popleft()
+        self.latency_histogram.observe_many(np.asarray(latencies_ms) / 1e3)
 
     def record_outcome(self, correct: bool) -> None:
         """Record whether a labelled prediction was right."""
@@ -104,8 +109,7 @@ class Metrics:
             lat = np.fromiter(self._latency_ms, dtype=np.float64)
             inf = np.fromiter(self._infer_ms, dtype=np.float64)
             recent = [(t, n) for t, n in self._pred_times if now - t <= RATE_WINDOW_S]
-            span = min(RATE_WINDOW_S, now - self.started)
-            rate = sum(n for _, n in recent) / span if span > 0 else 0.0
+            rate = _rate(recent, now)
             correct = list(self._correct)
             out: dict[str, Any] = {
                 "uptime_s": now - self.started,
@@ -128,3 +132,13 @@ def percentiles(a: np.ndarray) -> dict[str, float | None]:
         return {"p50": None, "p99": None}
     p50, p99 = np.percentile(a, [50, 99])
     return {"p50": float(p50), "p99": float(p99)}
+
+
+def _rate(batches: list[tuple[float, int]], now: float) -> float:
+    """Predictions per second over the time the stream has run within the window: from
+    the first batch in it (whose predictions arrived before it, so they are not counted)
+    to now. Dividing by the whole window read 30/s for a 300/s stream 1 s old."""
+    if len(batches) < 2:
+        return 0.0
+    span = now - batches[0][0]
+    return sum(n for _, n in batches[1:]) / span if span > 0 else 0.0

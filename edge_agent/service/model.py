@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import SERIES_NORM, Bundle
+from edge_agent.bundle import SERIES_NORM, Bundle, BundleError
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data.datasets import normalize_series
 from edge_agent.engine.engine import Engine
+from edge_agent.service.state import StateStore
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -40,3 +45,50 @@ class Model:
         """Accepted samples as the model takes them (z-normalized per series if it was
         trained so); everything after ingest sees only these."""
         return normalize_series(X) if self.bundle.meta.get(SERIES_NORM) else X
+
+
+def load_running_model(
+    store: StateStore, base: Path, payload: dict[str, Any] | None
+) -> tuple[Model, str, dict[str, Any] | None]:
+    """The model to run, the configured bundle's sha256, and what replaced a damaged one.
+
+    The state directory's model if it derives from the configured bundle (it holds the
+    calibrated weights); when it is damaged, the newest intact model it replaced (kept by
+    the store), restored as ``model.eab``; else the configured bundle, copied there.
+    """
+    try:
+        base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise BundleError(f"{base}: cannot read bundle: {exc.strerror or exc}") from None
+    fallback: dict[str, Any] | None = None
+    if payload is not None and payload.get("base_sha256") == base_sha:
+        damaged: list[str] = []
+        for path in store.model_candidates():
+            try:
+                model = Model.load(str(path))
+            except BundleError as exc:
+                store.set_aside(path, str(exc))
+                damaged.append(str(exc))
+                continue
+            if damaged:  # the newest good calibrated model becomes model.eab again
+                log.warning(
+                    "the state's model was damaged: running the previous calibrated model %s",
+                    path.name,
+                )
+                store.save_model(path.read_bytes())
+                model = replace(model, path=str(store.model_path))
+                fallback = {"damaged": damaged, "used": path.name, "time": time.time()}
+            return model, base_sha, fallback
+        if damaged:
+            fallback = {"damaged": damaged, "used": str(base), "time": time.time()}
+            log.warning(
+                "no intact calibrated model in the state directory: starting from the "
+                "configured bundle %s",
+                base,
+            )
+    elif payload is not None:
+        log.info("the configured bundle changed since the last checkpoint: starting from it")
+        store.forget_models()
+    model = Model.load(str(base))
+    store.save_model(base.read_bytes())
+    return model, base_sha, fallback

@@ -90,17 +90,19 @@ class Persistence:
             for fut in waiting:
                 fut.set_exception(exc)
 
-    def _reload_config(self) -> None:
+    def _reload_config(self) -> str | None:
+        """Reload the configuration file (and a changed bundle); return why it failed."""
         if self.config_path is None:
             log.warning("SIGHUP: no configuration file to reload")
-            return
+            return "no configuration file to reload"
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
-            return
+            return str(exc)
         old = self.cfg
         logging.getLogger().setLevel(new.log.level.upper())
         self.metrics.set_accuracy_window(new.inference.accuracy_window)
@@ -122,19 +124,23 @@ class Persistence:
                 self._reopen_io(new, old)
         except (BundleError, OSError, RuntimeError) as exc:
             log.error("reload failed, keeping the running model and sockets: %s", exc)
+            self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
-            return
+            return str(exc)
         self.cfg = new
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready(self._status_line())
+        return None
 
     def _swap_model(self, new: AgentConfig) -> None:
         data = Path(new.model.bundle).read_bytes()
         model = Model.load(new.model.bundle)
         eng = model.engine
         self.store.save_model(data)
+        self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
         self._base_sha = hashlib.sha256(data).hexdigest()
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
         self._start_calibration(None)  # a new model starts from its own QCore
+        self.metrics.inc("model_reloads")
         log.info("model %s loaded from %s", eng.model_version, model.path)

@@ -40,6 +40,7 @@ class StatusReport:
     if TYPE_CHECKING:  # what the other parts of Agent provide
         _energy: EnergyDecision | None
         _last_ckpt: dict[str, Any]
+        model_fallback: dict[str, Any] | None
         _stopping: bool
         bursts: BurstScheduler | None
         calibration: CalibrationController | None
@@ -81,12 +82,15 @@ class StatusReport:
                 "uptime_s": snap["uptime_s"],
                 "stopping": self._stopping,
             },
+            "board": self.cfg.metrics.board_name,
             "model": {
                 "version": eng.model_version,
+                "bits": eng.bits,
                 "path": self.model.path,
                 "input_shape": list(eng.input_shape),
                 "num_classes": eng.num_classes,
                 "label_names": self.model.label_names,
+                "fallback": self.model_fallback,
             },
             "samples": {
                 "received": c.get("received", 0),
@@ -100,11 +104,14 @@ class StatusReport:
                 "predicted": c.get("predicted", 0),
                 "seq_gaps": c.get("seq_gaps", 0),
                 "seq_missing": c.get("seq_missing", 0),
+                "seq_restarts": c.get("seq_restarts", 0),
             },
+            "losses": _losses(snap),
             "accuracy": {
                 "rolling": snap["rolling_accuracy"],
                 "n": snap["rolling_accuracy_n"],
                 "labelled_total": c.get("labelled_predictions", 0),
+                "labelled_correct": c.get("labelled_correct", 0),
             },
             "prediction_rate_per_s": snap["prediction_rate_per_s"],
             "latency_ms": snap["latency_ms"],
@@ -122,6 +129,15 @@ class StatusReport:
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": self._last_ckpt,
+            "checkpoint_counts": {
+                "written": c.get("checkpoints", 0),
+                "errors": c.get("checkpoint_errors", 0),
+            },
+            "fleet": {
+                "reloads": c.get("model_reloads", 0),
+                "reload_failures": c.get("model_reload_failures", 0),
+                "collects": c.get("collects", 0),
+            },
             "rss_bytes": snap["rss_bytes"],
         }
 
@@ -135,3 +151,15 @@ class StatusReport:
             f"queue {len(self.queue)}/{self.queue.capacity}, "
             f"model {self.model.engine.model_version}"
         )
+
+
+def _losses(snap: dict[str, Any]) -> dict[str, int]:
+    """What never became a prediction, by the stage that lost it (docs/protocol.md,
+    "Overload, and where samples are lost")."""
+    c = snap["counters"]
+    return {
+        "missing_in_transport": c.get("seq_missing", 0),  # seq gaps: ZeroMQ, network
+        "transport_disconnects": c.get("ingest_disconnects", 0),
+        "rejected": sum(snap["rejected"].values()),
+        "dropped_from_queue": sum(snap["dropped"].values()),
+    }

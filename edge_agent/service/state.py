@@ -6,11 +6,15 @@ Two kinds of file:
   written atomically (temp file, fsync, rename, directory fsync) every checkpoint
   interval and at shutdown; the newest ``keep`` are kept. On start the newest one that
   reads back intact is used; a corrupt one is moved to ``corrupt/`` with a log line.
+* ``model.eab`` — the running model with its calibrated weights; the ``keep`` models it
+  replaced stay as ``model-<n>.eab``, the fallback when ``model.eab`` is damaged.
 * ``labelled-<segment>.log`` — an append-only log of accepted labelled samples (the
   source of the QCore buffer). Each record is ``u32 length, u32 crc32, msgpack``; records
   are written as they are accepted and fsynced at every checkpoint, so a ``kill -9``
   loses none and a power cut none older than the checkpoint interval. A torn tail is cut
   off on start. Old segments are removed once ``capacity`` newer records exist.
+
+Every file is created 0600: they hold the user's data and model.
 
 File header of a checkpoint (little-endian): magic ``b"EDGEAGS\\0"``, u16 version, u16
 flags, u64 payload length, 32-byte sha256 of the payload, then the msgpack payload.
@@ -44,6 +48,8 @@ MAX_CHECKPOINT_BYTES = 64 << 20
 MAX_RECORD_BYTES = 16 << 20
 _CKPT_RE = re.compile(r"^checkpoint-(\d{12})\.eas$")
 _SEG_RE = re.compile(r"^labelled-(\d{12})\.log$")
+_MODEL_RE = re.compile(r"^model-(\d{12})\.eab$")
+FILE_MODE = 0o600  # state files hold user data, whatever the umask
 
 
 class StateError(ValueError):
@@ -168,8 +174,28 @@ class StateStore:
         return self.dir / "model.eab"
 
     def save_model(self, data: bytes) -> None:
-        """Atomically replace the current model bundle."""
-        atomic_write_bytes(self.model_path, data)
+        """Atomically replace the current model bundle; the one it replaces is kept as
+        ``model-<n>.eab`` (the newest ``keep`` of them) to fall back to."""
+        try:
+            old = self.model_path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        if old is not None and old != data:
+            n = max((_number(p, _MODEL_RE) for p in self._files(_MODEL_RE)), default=0) + 1
+            atomic_write_bytes(self.dir / f"model-{n:012d}.eab", old, FILE_MODE)
+            for stale in sorted(self._files(_MODEL_RE), reverse=True)[max(self.keep, 1) :]:
+                stale.unlink(missing_ok=True)
+        atomic_write_bytes(self.model_path, data, FILE_MODE)
+
+    def model_candidates(self) -> list[Path]:
+        """``model.eab`` (if present), then the models it replaced, newest first."""
+        current = [self.model_path] if self.model_path.exists() else []
+        return current + sorted(self._files(_MODEL_RE), reverse=True)
+
+    def forget_models(self) -> None:
+        """Remove the kept previous models (they derive from another configured bundle)."""
+        for old in self._files(_MODEL_RE):
+            old.unlink(missing_ok=True)
 
     def set_aside(self, path: Path, why: str) -> None:
         """Move an unusable state file to ``corrupt/`` with a log line."""
@@ -233,7 +259,7 @@ class StateStore:
             self._seg_index += 1
             self._seg_records = 0
         path = self.dir / f"labelled-{self._seg_index:012d}.log"
-        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         _fsync_dir(self.dir)
         for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
             if _number(old, _SEG_RE) < self._seg_index - 1:
@@ -247,7 +273,7 @@ class StateStore:
         self.generation += 1
         body = dict(payload, generation=self.generation, written=time.time())
         path = self.dir / f"checkpoint-{self.generation:012d}.eas"
-        atomic_write_bytes(path, encode_checkpoint(body))
+        atomic_write_bytes(path, encode_checkpoint(body), FILE_MODE)
         for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep :]:
             old.unlink(missing_ok=True)
         return path

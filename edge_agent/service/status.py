@@ -2,8 +2,9 @@
 
 Works with REQ and DEALER clients alike (the reply repeats the request's envelope).
 Every request gets a reply: malformed, oversized or unknown ones an error reply with a
-code and message. ``checkpoint`` is carried out by the main loop; its reply is sent
-when the main loop has written the checkpoint (or failed to).
+code and message. ``deferred`` commands (``checkpoint``, ``collect``, ``reload``) are
+carried out by the main loop; their reply is sent when the main loop has done them (or
+failed to).
 """
 
 from __future__ import annotations
@@ -33,21 +34,21 @@ HARD_MAX_BYTES = 1 << 20  # libzmq disconnects a peer sending more than this
 
 
 class StatusServer:
-    """Answers ``ping``, ``status``, ``metrics``, ``config`` and ``checkpoint``."""
+    """Answers ``handlers`` in this thread and ``deferred`` commands via the main loop."""
 
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
         endpoints: list[str],
         handlers: dict[str, Callable[[], dict[str, Any]]],
-        request_checkpoint: Callable[[], Future[dict[str, Any]]],
+        deferred: dict[str, Callable[[], Future[dict[str, Any]]]],
         on_error: Callable[[str], None],
     ) -> None:
         self.handlers = handlers
-        self.request_checkpoint = request_checkpoint
+        self.deferred = deferred
         self.on_error = on_error
         self._stop = threading.Event()
-        self._pending: list[tuple[list[bytes], Any, Future[dict[str, Any]]]] = []
+        self._pending: list[tuple[list[bytes], Any, str, Future[dict[str, Any]]]] = []
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_BYTES)
@@ -110,8 +111,8 @@ class StatusServer:
             self.on_error(exc.reason)
             self._send(envelope, encode_error(None, exc.reason, exc.detail))
             return
-        if req.cmd == "checkpoint":
-            self._pending.append((envelope, req.id, self.request_checkpoint()))
+        if req.cmd in self.deferred:
+            self._pending.append((envelope, req.id, req.cmd, self.deferred[req.cmd]()))
             return
         try:
             result = self.handlers[req.cmd]()
@@ -123,15 +124,15 @@ class StatusServer:
 
     def _finish_pending(self) -> None:
         still = []
-        for envelope, req_id, fut in self._pending:
+        for envelope, req_id, cmd, fut in self._pending:
             if not fut.done():
-                still.append((envelope, req_id, fut))
+                still.append((envelope, req_id, cmd, fut))
                 continue
             exc = fut.exception()
             if exc is None:
-                self._send(envelope, encode_reply(req_id, "checkpoint", fut.result()))
+                self._send(envelope, encode_reply(req_id, cmd, fut.result()))
             else:
-                self._send(envelope, encode_error(req_id, "checkpoint_failed", str(exc)))
+                self._send(envelope, encode_error(req_id, f"{cmd}_failed", str(exc)))
         self._pending = still
 
     def _send(self, envelope: list[bytes], reply: bytes) -> None:
