@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,9 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: run()'s finally stops the agents,
+    # the proxy and Prometheus instead of leaving them behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     r = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "fleet" if args.agents == 50 else f"fleet_{args.agents}"

@@ -231,3 +231,19 @@ def test_the_dashboard_uses_only_exposed_metrics(metrics_agent: tuple[AgentProce
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     used = {m for e in exprs for m in re.findall(r"\bedge_agent_\w+", e)}
     assert used and used <= exposed, sorted(used - exposed)
+
+
+def test_a_reload_keeps_the_running_exporter(metrics_agent: tuple[AgentProcess, Path]) -> None:
+    agent, d = metrics_agent
+    cfg = d / "agent.toml"
+    text = cfg.read_text()
+    url = agent.status()["endpoints"]["metrics"]
+    try:
+        cfg.write_text(text.replace('board = "bench-7"', 'board = "renamed"'))
+        assert agent.request("reload")["error"] is None
+        st = agent.status()
+        assert st["board"] == "bench-7" and st["endpoints"]["metrics"] == url
+        assert _value(_scrape(url[0]), "edge_agent_model_reloads_total") == 0
+        assert "[metrics] changes take effect at the next restart" in agent.log()
+    finally:
+        cfg.write_text(text)

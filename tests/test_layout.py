@@ -1,6 +1,6 @@
 """The package layout holds the torch boundary and the direction of imports.
 
-Layers, highest first: cli > service > calibrate > engine > kernels; ingest, bundle
+Layers, highest first: cli and fleet > service > calibrate > engine > kernels; ingest, bundle
 (``bundle``, ``bundle_io``, ``container``), data and energy sit beside them. training (the
 only torch side) may import anything but service and cli; only cli's train and evaluate
 commands import training, lazily inside functions.
@@ -20,7 +20,8 @@ import kernels
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_FREE = ("ingest", "engine", "calibrate", "service", "data")
 TORCH_FREE_MODULES = ("bundle", "bundle_io", "container", "energy", "energy_sources", "client")
-RANKS = {"kernels": 0, "engine": 1, "calibrate": 2, "service": 3, "cli": 4}
+# fleet (proxy, collect, rollout) is a client of agents, beside cli
+RANKS = {"kernels": 0, "engine": 1, "calibrate": 2, "service": 3, "cli": 4, "fleet": 4}
 # What a package may not import (beside the rank order above).
 FORBIDDEN = {
     "ingest": {"service", "calibrate", "engine", "training", "cli"},

@@ -156,6 +156,9 @@ class Persistence:
         if new.state != old.state:
             log.warning("[state] changes take effect at the next restart")
             new = replace(new, state=old.state)
+        if new.metrics != old.metrics:  # the exporter keeps its socket and board label
+            log.warning("[metrics] changes take effect at the next restart")
+            new = replace(new, metrics=old.metrics)
         try:
             if (
                 new.model.bundle != old.model.bundle
