@@ -7,8 +7,10 @@ pseudo-labels for unlabelled ones); printed after every update: how many old sam
 gained a miss on the stream (correct -> wrong transitions: the only on-stream miss
 updates), how many new samples came in wrong, the stream share of the buffer and the
 mean difficulty of its bundle vs its stream samples, for the difficulty-weighted draw and
-for a uniform draw (``BufferConfig(random=True)``). Also: the same after one kept round
-changed the model (when transitions can happen at all).
+for a uniform draw (``BufferConfig(random=True)``). After update 3 the deployed model's
+weights change (``QCORE_STREAM_SHARE``, default 2%, of them moved one step at random,
+seeded: what a kept flip round does), so update 4 shows what transitions a model change
+brings.
 
 ``python -m bench.qcore_stream`` writes bench/results/qcore_stream.json.
 """
@@ -32,6 +34,7 @@ from edge_agent.engine.engine import Engine
 from edge_agent.engine.fp_model import fp_predict_fn
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARE = float(os.environ.get("QCORE_STREAM_SHARE", "0.02"))  # weights moved at update 4
 
 
 def run(kind: str, random: bool) -> list[dict[str, Any]]:
@@ -57,6 +60,15 @@ def run(kind: str, random: bool) -> list[dict[str, Any]]:
     y = ds.y_test[idx]
     rows = []
     for u in range(8):
+        if u == 4:  # a model change, as a kept round makes one
+            rng = np.random.default_rng(1)
+            moved = {}
+            for i in range(len(bundle.quant[eng.bits].layers)):
+                q = eng.layer_codes(i).astype(np.int16)
+                step = rng.choice([-1, 1], q.shape) * (rng.random(q.shape) < SHARE)
+                lo, hi = -(1 << (eng.bits - 1)), (1 << (eng.bits - 1)) - 1
+                moved[i] = np.clip(q + step, lo, hi).astype(np.int8)
+            eng.swap_weights(moved)
         s = slice(32 * u, 32 * (u + 1))
         lab = np.arange(32) % 5 == 0
         r = buf.update(

@@ -89,6 +89,17 @@ def _bursts(b: dict[str, Any]) -> str:
     )
 
 
+def _storage(st: dict[str, Any]) -> str:
+    if not st:
+        return "n/a"
+    failing = "; ".join(f"{k}: {v}" for k, v in st["failing"].items())
+    return (
+        f"{st['checkpoint_errors']} failed checkpoints, {st['model_save_errors']} failed "
+        f"model saves, {st['labelled_unlogged']} labelled samples not logged"
+        + (f"; FAILING: {failing}" if failing else "")
+    )
+
+
 def _fallback(fb: dict[str, Any] | None) -> list[str]:
     if not fb:
         return []
@@ -137,10 +148,17 @@ def format_status(r: dict[str, Any]) -> str:
         f"queue        {q['depth']} / {q['capacity']}",
         "checkpoint   "
         + (
-            f"generation {ck['generation']}, {time.time() - ck['time']:.0f} s ago"
+            f"generation {ck['generation']}, {ck.get('age_s', time.time() - ck['time']):.0f} s ago"
             if ck
             else "none yet"
         ),
+        f"storage      {_storage(r.get('storage') or {})}",
         f"memory       RSS {r['rss_bytes'] / 2**20:.1f} MiB",
     ]
+    ser = r.get("serial")
+    if ser:
+        lines.append(
+            f"serial       {ser['port']} {'connected' if ser['connected'] else 'ABSENT'}, "
+            f"{ser['disconnects']} disconnects, {ser['reconnects']} reconnects"
+        )
     return "\n".join(lines)

@@ -72,12 +72,14 @@ class SerialSource:
 
     def _run(self) -> None:
         reported = False
+        opened_before = False
         while not self._stop.is_set():
             try:
                 port = serial.serial_for_url(
                     self.cfg.port, baudrate=self.cfg.baud, timeout=READ_TIMEOUT_S
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
+                self.intake.metrics.inc("serial_open_failures")
                 if not reported:
                     log.warning(
                         "serial %s unavailable (%s); retrying every %.1f s",
@@ -95,6 +97,9 @@ class SerialSource:
                 self.cfg.framing,
             )
             reported = False
+            if opened_before:
+                self.intake.metrics.inc("serial_reconnects")
+            opened_before = True
             self._buf.clear()
             self.connected.set()
             try:

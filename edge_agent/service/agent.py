@@ -75,6 +75,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         self._reload = False
         self._init_fleet()
         self._last_ckpt: dict[str, Any] = {}
+        self._disk_errors: dict[str, str] = {}  # what -> last error, while it fails
+        self._unsaved_model: bytes | None = None  # saved at the next checkpoint
         self.model_fallback: dict[str, Any] | None = None  # set when model.eab was damaged
         self._base_sha = ""
         self.model: Model
@@ -150,7 +152,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
 
     def _load_model(self, payload: dict[str, Any] | None) -> Model:
         model, self._base_sha, self.model_fallback = load_running_model(
-            self.store, Path(self.cfg.model.bundle), payload
+            self.store, Path(self.cfg.model.bundle), payload, self._save_model
         )
         return model
 
@@ -228,11 +230,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self.metrics.inc("calibrations_accepted")
             if ctl is not self.calibration:  # the model was replaced meanwhile
                 continue
-            try:
-                self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
-            except OSError as exc:
-                self.metrics.inc("checkpoint_errors")
-                log.error("could not save the recalibrated model: %s", exc)
+            self._save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
 
     def _energy_tick(self) -> None:
         """Apply the energy policy: the bit-width to run at, and QAT bursts."""
@@ -255,8 +253,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
         if accepted is None or accepted.engine is None or accepted.bundle is None:
             return
-        data = to_bytes(accepted.bundle)
-        self.store.save_model(data)
+        self._save_model(to_bytes(accepted.bundle))
         state = self.calibration.state() if self.calibration else None
         self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
         self._start_calibration(state, carry=True)  # the buffer and the drift signal carry over
@@ -286,12 +283,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         )
 
     def _threads_alive(self) -> bool:
-        dead = [type(s).__name__ for s in self.sources if not s.alive()]
-        if self.status_server is not None and not self.status_server.alive():
-            dead.append("StatusServer")
-        if self._cal_thread is not None and not self._cal_thread.is_alive():
-            dead.append("calibration")
-        dead += self._fleet_dead()
+        dead = [name for name, alive in self.threads().items() if not alive]
         if dead:
             log.error("thread(s) died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -327,7 +319,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             else:
                 fresh.extend(self._feedback(msg))
         if fresh:
-            self.store.append_labelled(fresh)
+            self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
             latencies = self._publish(samples, classes, conf, done)

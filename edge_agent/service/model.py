@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,20 @@ class Model:
 
 
 def load_running_model(
-    store: StateStore, base: Path, payload: dict[str, Any] | None
+    store: StateStore,
+    base: Path,
+    payload: dict[str, Any] | None,
+    save: Callable[[bytes], object] | None = None,
 ) -> tuple[Model, str, dict[str, Any] | None]:
     """The model to run, the configured bundle's sha256, and what replaced a damaged one.
 
     The state directory's model if it derives from the configured bundle (it holds the
     calibrated weights); when it is damaged, the newest intact model it replaced (kept by
     the store), restored as ``model.eab``; else the configured bundle, copied there.
+    ``save`` writes ``model.eab`` (default ``store.save_model``; the agent's own counts a
+    refused write and retries it, so a full or read-only card does not stop the start).
     """
+    save = save or store.save_model
     try:
         base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
     except OSError as exc:
@@ -75,7 +82,7 @@ def load_running_model(
                     "the state's model was damaged: running the previous calibrated model %s",
                     path.name,
                 )
-                store.save_model(path.read_bytes())
+                save(path.read_bytes())
                 model = replace(model, path=str(store.model_path))
                 fallback = {"damaged": damaged, "used": path.name, "time": time.time()}
             return model, base_sha, fallback
@@ -88,7 +95,10 @@ def load_running_model(
             )
     elif payload is not None:
         log.info("the configured bundle changed since the last checkpoint: starting from it")
-        store.forget_models()
+        try:
+            store.forget_models()
+        except OSError as exc:  # a read-only card: they stay until it is writable
+            log.error("cannot remove the previous bundle's models: %s", exc)
     model = Model.load(str(base))
-    store.save_model(base.read_bytes())
+    save(base.read_bytes())
     return model, base_sha, fallback

@@ -33,6 +33,8 @@ class Persistence:
 
     if TYPE_CHECKING:  # what the other parts of Agent provide
         _base_sha: str
+        _disk_errors: dict[str, str]
+        _unsaved_model: bytes | None
         _ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]]
         _last_ckpt: dict[str, Any]
         calibration: CalibrationController | None
@@ -54,13 +56,57 @@ class Persistence:
     def _restored_checkpoint(self, payload: dict[str, Any]) -> dict[str, Any]:
         """What status shows of the checkpoint restored at start, until the next one."""
         gen = payload["generation"]
-        return {
+        info = {
             "path": str(self.store.dir / f"checkpoint-{gen:012d}.eas"),
             "generation": gen,
             "labelled": payload.get("labelled"),
             "time": payload.get("written"),
             "restored": True,
         }
+        written = payload.get("written")
+        if isinstance(written, int | float):  # its age: the wall clock's now, then monotonic
+            info["monotonic"] = time.monotonic() - max(0.0, time.time() - written)
+        return info
+
+    def _disk_failed(self, what: str, exc: OSError, every: bool = False) -> None:
+        """Log a failed write to the state directory: every time with ``every``, else
+        once until it works again (the caller counts each failure)."""
+        first = what not in self._disk_errors
+        self._disk_errors[what] = exc.strerror or str(exc)
+        if every or first:
+            log.error("%s failed: %s", what, exc)
+
+    def _disk_ok(self, what: str) -> None:
+        """A write to the state directory worked: say so once after failures."""
+        if self._disk_errors.pop(what, None) is not None:
+            log.info("%s works again", what)
+
+    def _log_labelled(self, fresh: list[LabelledSample]) -> None:
+        """Append accepted labelled samples to the log; on a failing disk they stay in
+        memory only and are counted as ``labelled_unlogged``."""
+        try:
+            self.store.append_labelled(fresh)
+        except OSError as exc:
+            self.metrics.inc("labelled_log_errors")
+            self.metrics.inc("labelled_unlogged", len(fresh))
+            self._disk_failed("labelled log", exc)
+            return
+        self._disk_ok("labelled log")
+
+    def _save_model(self, data: bytes) -> bool:
+        """Replace the state directory's model; False (counted, logged) if the disk
+        refuses: the running model stays in memory, the previous file stays intact, and
+        every checkpoint tries again until it is saved."""
+        self._unsaved_model = data
+        try:
+            self.store.save_model(data)
+        except OSError as exc:
+            self.metrics.inc("model_save_errors")
+            self._disk_failed("saving the model", exc, every=True)
+            return False
+        self._unsaved_model = None
+        self._disk_ok("saving the model")
+        return True
 
     def _request_checkpoint(self) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
@@ -71,6 +117,8 @@ class Persistence:
         waiting = []
         while not self._ckpt_requests.empty():
             waiting.append(self._ckpt_requests.get())
+        if self._unsaved_model is not None:  # a model save the disk refused earlier
+            self._save_model(self._unsaved_model)
         try:
             t0 = time.perf_counter()
             path = self.store.checkpoint(
@@ -88,7 +136,8 @@ class Persistence:
                 "generation": self.store.generation,
                 "labelled": len(self.labelled),
                 "ms": (time.perf_counter() - t0) * 1e3,
-                "time": time.time(),
+                "time": time.time(),  # wall clock: a timestamp, never a duration
+                "monotonic": time.monotonic(),
             }
             self._last_ckpt = info
             self.metrics.inc("checkpoints")
@@ -97,9 +146,11 @@ class Persistence:
                 fut.set_result(info)
         except OSError as exc:
             self.metrics.inc("checkpoint_errors")
-            log.error("checkpoint failed: %s", exc)
+            self._disk_failed("checkpoint", exc, every=True)
             for fut in waiting:
                 fut.set_exception(exc)
+            return
+        self._disk_ok("checkpoint")
 
     def _reload_config(self) -> str | None:
         """Reload the configuration file (and a changed bundle); return why it failed."""
@@ -150,8 +201,8 @@ class Persistence:
         data = Path(new.model.bundle).read_bytes()
         model = Model.load(new.model.bundle)
         eng = model.engine
-        self.store.save_model(data)
-        self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
+        if self._save_model(data):
+            self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
         self._base_sha = hashlib.sha256(data).hexdigest()
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine

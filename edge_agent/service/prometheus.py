@@ -219,7 +219,9 @@ class AgentCollector:
             age = GaugeMetricFamily(
                 P + "checkpoint_age_seconds", "Seconds since the last checkpoint.", labels=["board"]
             )
-            age.add_metric([b], max(0.0, time.time() - float(ck["time"])))
+            # age_s is from the monotonic clock: right when NTP steps the wall clock
+            age_s = ck.get("age_s", time.time() - float(ck["time"]))
+            age.add_metric([b], max(0.0, float(age_s)))
             yield age
         yield self._latency(b)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,13 @@ from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.energy import EnergyDecision
 from edge_agent.ingest.intake import Item
 from edge_agent.ingest.queue import DropQueue
+from edge_agent.ingest.serial_source import SerialSource
+from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
 from edge_agent.service.state import LabelledSample
+from edge_agent.service.status import StatusServer
 
 RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
     "stats_rounds_kept",
@@ -38,6 +43,8 @@ class StatusReport:
     """What the status socket answers and the periodic status line."""
 
     if TYPE_CHECKING:  # what the other parts of Agent provide
+        _cal_thread: threading.Thread | None
+        _disk_errors: dict[str, str]
         _energy: EnergyDecision | None
         _last_ckpt: dict[str, Any]
         rounds: deque[dict[str, Any]]
@@ -51,8 +58,35 @@ class StatusReport:
         metrics: Metrics
         model: Model
         queue: DropQueue[Item]
+        sources: list[ZmqSource | SerialSource]
+        status_server: StatusServer | None
 
         def endpoints(self) -> dict[str, list[str]]: ...
+
+        def _fleet_dead(self) -> list[str]: ...
+
+    def threads(self) -> dict[str, bool]:
+        """Whether each of the agent's long-lived threads runs."""
+        out = {type(s).__name__: s.alive() for s in self.sources}
+        if self.status_server is not None:
+            out["StatusServer"] = self.status_server.alive()
+        if self._cal_thread is not None:
+            out["calibration"] = self._cal_thread.is_alive()
+        out.update(dict.fromkeys(self._fleet_dead(), False))
+        return out
+
+    def _serial(self, c: dict[str, int]) -> dict[str, Any] | None:
+        """The serial port's state and its disconnect/reconnect counts (None: no serial)."""
+        ports = [s for s in self.sources if isinstance(s, SerialSource)]
+        if not ports:
+            return None
+        return {
+            "port": ports[0].cfg.port,
+            "connected": ports[0].connected.is_set(),
+            "disconnects": c.get("serial_disconnects", 0),
+            "reconnects": c.get("serial_reconnects", 0),
+            "open_failures": c.get("serial_open_failures", 0),
+        }
 
     def _ping(self) -> dict[str, Any]:
         return {"pong": True, "pid": os.getpid(), "version": __version__}
@@ -130,11 +164,21 @@ class StatusReport:
             "energy": self._energy.as_status() if self._energy else None,
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
-            "checkpoint": self._last_ckpt,
+            "checkpoint": _with_age(self._last_ckpt),
             "checkpoint_counts": {
                 "written": c.get("checkpoints", 0),
                 "errors": c.get("checkpoint_errors", 0),
             },
+            "storage": {
+                "checkpoints": c.get("checkpoints", 0),
+                "checkpoint_errors": c.get("checkpoint_errors", 0),
+                "model_save_errors": c.get("model_save_errors", 0),
+                "labelled_log_errors": c.get("labelled_log_errors", 0),
+                "labelled_unlogged": c.get("labelled_unlogged", 0),
+                "failing": dict(self._disk_errors),
+            },
+            "threads": self.threads(),
+            "serial": self._serial(c),
             "fleet": {
                 "reloads": c.get("model_reloads", 0),
                 "reload_failures": c.get("model_reload_failures", 0),
@@ -165,3 +209,13 @@ def _losses(snap: dict[str, Any]) -> dict[str, int]:
         "rejected": sum(snap["rejected"].values()),
         "dropped_from_queue": sum(snap["dropped"].values()),
     }
+
+
+def _with_age(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's info with ``age_s`` from the monotonic clock (right across wall-clock
+    jumps, e.g. NTP stepping a board without a real-time clock out of 1970)."""
+    if "monotonic" not in ckpt:
+        return ckpt
+    out = {k: v for k, v in ckpt.items() if k != "monotonic"}
+    out["age_s"] = time.monotonic() - ckpt["monotonic"]
+    return out

@@ -126,6 +126,8 @@ class StateStore:
         self._seg_index = 0
         self._seg_records = 0
         self._seg_fd: int | None = None
+        self._uncut: set[str] = set()  # segments whose torn tail could not be cut
+        self._seg_size = 0  # bytes of whole records in the open segment
         self.corrupt_found = 0
 
     # ------------------------------------------------------------ restore
@@ -136,7 +138,10 @@ class StateStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.dir.glob(".checkpoint-*.tmp"):  # a write cut short by a crash
             log.info("removing unfinished checkpoint %s", tmp.name)
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only card: restore reads on regardless
+                log.error("cannot remove %s: %s", tmp.name, exc)
         payload = None
         # Generations keep increasing, past any file set aside below.
         newest = max((_number(p, _CKPT_RE) for p in self._files(_CKPT_RE)), default=0)
@@ -159,6 +164,9 @@ class StateStore:
             last = segments[-1]
             self._seg_index = _number(last, _SEG_RE)
             self._seg_records = sum(1 for _ in self._read_segment(last, repair=False))
+            if last.name in self._uncut:  # never append after a torn record
+                self._seg_index += 1
+                self._seg_records = 0
         if samples:
             log.info(
                 "restored %d labelled samples from %d log segment(s)", len(samples), len(segments)
@@ -201,9 +209,16 @@ class StateStore:
         """Move an unusable state file to ``corrupt/`` with a log line."""
         self.corrupt_found += 1
         aside = self.dir / "corrupt"
-        aside.mkdir(exist_ok=True)
-        target = aside / f"{path.name}.{int(time.time())}"
+        # a wall-clock stamp repeats (same second, or the clock was stepped back): never
+        # replace evidence set aside earlier
+        stamp = int(time.time())
+        target = aside / f"{path.name}.{stamp}"
+        n = 0
+        while target.exists():
+            n += 1
+            target = aside / f"{path.name}.{stamp}.{n}"
         try:
+            aside.mkdir(exist_ok=True)
             os.replace(path, target)
         except OSError as exc:
             log.error("corrupt state file %s (%s); cannot move it aside: %s", path, why, exc)
@@ -231,9 +246,13 @@ class StateStore:
                 len(data) - pos,
                 len(out),
             )
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(pos)
+                    os.fsync(f.fileno())
+            except OSError as exc:  # read-only: restore still reads the whole records
+                log.error("%s: cannot cut the torn tail: %s", path.name, exc)
+                self._uncut.add(path.name)
         return out
 
     # ------------------------------------------------------------ writing
@@ -248,18 +267,46 @@ class StateStore:
         assert self._seg_fd is not None
         data = b"".join(s.to_record() for s in samples)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._seg_fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._seg_fd, view) :]
+        except OSError:
+            self._abandon_segment()
+            raise
+        self._seg_size += len(data)
         self._seg_records += len(samples)
 
+    def _abandon_segment(self) -> None:
+        """After a failed write (disk full, read-only): cut the partial record off if
+        the file system lets us and close the segment (which also lets the file system
+        be unmounted); the next append continues it, or starts a new segment if its tail
+        could not be cut (restore cuts such a tail)."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, self._seg_size)
+        except OSError:
+            self._seg_index += 1
+            self._seg_records = 0
+        finally:
+            os.close(fd)
+
     def _rotate(self) -> None:
-        if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
-            os.close(self._seg_fd)
+        """Open the segment to append to: a new one once the current one is full."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self._seg_records >= self.capacity:
             self._seg_index += 1
             self._seg_records = 0
         path = self.dir / f"labelled-{self._seg_index:012d}.log"
-        self._seg_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._seg_size = os.fstat(fd).st_size
+        self._seg_fd = fd
         _fsync_dir(self.dir)
         for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
             if _number(old, _SEG_RE) < self._seg_index - 1:
@@ -269,7 +316,11 @@ class StateStore:
         """Make the log durable, then write the next checkpoint generation atomically and
         remove checkpoints beyond ``keep``."""
         if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
+            try:
+                os.fsync(self._seg_fd)
+            except OSError as exc:  # the log's own error; the checkpoint may still work
+                log.error("labelled log: fsync failed: %s", exc)
+                self._abandon_segment()
         self.generation += 1
         body = dict(payload, generation=self.generation, written=time.time())
         path = self.dir / f"checkpoint-{self.generation:012d}.eas"
@@ -279,11 +330,15 @@ class StateStore:
         return path
 
     def close(self) -> None:
-        """Flush and close the log."""
-        if self._seg_fd is not None:
-            os.fsync(self._seg_fd)
-            os.close(self._seg_fd)
-            self._seg_fd = None
+        """Flush and close the log (a failing disk is logged, not raised)."""
+        fd, self._seg_fd = self._seg_fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.error("labelled log: fsync at close failed: %s", exc)
+            finally:
+                os.close(fd)
 
 
 def _number(path: Path, pattern: re.Pattern[str]) -> int:
