@@ -3,6 +3,7 @@ engine-only child process that measures peak RSS and start-up without torch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -71,7 +72,7 @@ def gemm_bench(seconds: float) -> dict[str, float]:
         args = (a, kp, m, panel, 0, bits, k, o, bias, m0, shift, np.zeros(o, np.float32), 0,
                 128, 0, 255, False, identity_map(o), out, np.empty(1, np.float32),
                 np.empty(128, np.int32))
-        cases[f"engine_{bits}bit"] = (lambda args=args: gemm_rows(*args), macs)
+        cases[f"engine_{bits}bit"] = (functools.partial(gemm_rows, *args), macs)
     fa = rng.normal(size=(m, k)).astype(np.float32)
     fb = rng.normal(size=(k, o)).astype(np.float32)
     cases["numpy_fp32"] = (lambda: fa @ fb, macs)

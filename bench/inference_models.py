@@ -119,7 +119,7 @@ def fp_net(bundle: Bundle) -> Any:
     with torch.no_grad():
         for layer, (w, b) in zip(net.weighted_layers(), bundle.fp_weights, strict=True):
             layer.weight.copy_(torch.from_numpy(w))
-            layer.bias.copy_(torch.from_numpy(b))
+            layer.bias.copy_(torch.from_numpy(b))  # type: ignore[union-attr]
     return net
 
 

@@ -13,6 +13,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -65,8 +66,9 @@ def time_runtimes(runtimes: dict[str, Runtime], seconds: float,
     """
     from bench.cputime import interleaved
 
-    cases = {f"{name}/b{n}": ((lambda fn=fn, x=x: fn(x)), n)
-             for name, rt in runtimes.items() for n, (fn, x) in rt.items()}
+    cases: dict[str, tuple[Callable[[], Any], int]] = {
+        f"{name}/b{n}": (functools.partial(fn, x), n)
+        for name, rt in runtimes.items() for n, (fn, x) in rt.items()}
     rates, info = interleaved(cases, seconds * len(cases), reps)
     out = {name: {f"b{n}": rates[f"{name}/b{n}"] for n in rt} for name, rt in runtimes.items()}
     return out, info
