@@ -85,6 +85,7 @@ def session(path: Path, optimized: Path | None = None) -> Any:
     """A one-thread CPU session (optionally saving the graph onnxruntime runs)."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # not the NchwcTransformer warning of every save
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
