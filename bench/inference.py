@@ -33,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -109,9 +110,9 @@ def agreement(p: Prepared, rts: dict[str, Runtime]) -> dict[str, dict[str, float
     return out
 
 
-def noamx_child(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: float, reps: int,
-                noamx: bool) -> dict[str, Any]:
-    """Time the engine and int8 anchors in a child process (refusing AMX with ``noamx``)."""
+def _plan(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: float,
+          reps: int) -> Path:
+    """Write the child timing process's plan (models, inputs, timing) and return its path."""
     plan: dict[str, Any] = {"aot_dir": str(aot_dir), "seconds": seconds, "reps": reps,
                             "models": {}}
     for p in prepared:
@@ -122,13 +123,35 @@ def noamx_child(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: flo
             "tflite": str(p.tflite) if p.tflite else None,
             "raw": str(tmp / f"{p.case.name}.raw.npy"),
             "normed": str(tmp / f"{p.case.name}.normed.npy")}
-    plan_path, out_path = tmp / "plan.json", tmp / "child.json"
-    plan_path.write_text(json.dumps(plan))
-    args = [sys.executable, str(ROOT / "bench" / "inference_timing.py"), str(plan_path),
+    path = tmp / f"plan-{seconds}-{reps}.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def child_timing(plan: Path, tmp: Path, noamx: bool,
+                 prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Time the engine and int8 anchors in a child process (refusing AMX with ``noamx``)."""
+    out_path = tmp / "child.json"
+    args = [*prefix, sys.executable, str(ROOT / "bench" / "inference_timing.py"), str(plan),
             str(out_path)] + (["--noamx"] if noamx else [])
-    subprocess.run(args, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(args, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                   capture_output=bool(prefix))
     result: dict[str, Any] = json.loads(out_path.read_text())
     return result
+
+
+def amx_requests(prepared: list[Prepared], aot_dir: Path, tmp: Path) -> int | None:
+    """How many times the engine and the int8 anchors ask the kernel for AMX tile data
+    (``arch_prctl(ARCH_REQ_XCOMP_PERM)``) while running every model: a short child run
+    under ``strace``; None without strace. A library that never asks never uses AMX."""
+    if shutil.which("strace") is None:
+        return None
+    log_file = tmp / "strace.txt"
+    plan = _plan(prepared, aot_dir, tmp, 0.01, 1)
+    child_timing(plan, tmp, False, ("strace", "-f", "-qq", "-e", "trace=arch_prctl", "-o",
+                                    str(log_file)))
+    text = log_file.read_text()
+    return text.count("0x1023") + text.count("ARCH_REQ_XCOMP_PERM")
 
 
 def ratios(rates: dict[str, dict[str, dict[str, float]]], engine: str = "engine_aot_8bit",
@@ -196,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                 "model_bytes": {str(b): q.weight_bytes()
                                 for b, q in sorted(p.bundle.quant.items())},
             }
-        amx_main = amx_state()
-        noamx = None if args.no_noamx else noamx_child(prepared, kernel_cache / "aot", tmp,
-                                                       args.seconds, args.reps, True)
+        amx_main: dict[str, Any] = dict(amx_state())
+        noamx = None
+        if not args.no_noamx:
+            plan = _plan(prepared, kernel_cache / "aot", tmp, args.seconds, args.reps)
+            noamx = child_timing(plan, tmp, True)
+        amx_main["requests_seen"] = amx_requests(prepared, kernel_cache / "aot", tmp)
         gemm = gemm_bench(args.seconds)
 
     result: dict[str, Any] = {"clock": "thread_cpu", "kernel_isa": kernels["aot"].isa,

@@ -71,8 +71,12 @@ def markdown(r: dict[str, Any]) -> str:
     lines.append("")
     for name, m in r["models"].items():
         lines += [*_model_table(name, m), ""]
-    amx = r["amx"]
-    lines.append(f"- AMX: {amx}")
+    amx = r["amx"]["main"]
+    lines.append(
+        f"- AMX: CPU and kernel support tile data: {amx['supported']}; held by the timing "
+        f"process after every runtime ran: {amx['permitted']}; requests for it "
+        f"(`arch_prctl(ARCH_REQ_XCOMP_PERM)`, strace over a short child run of the engine, "
+        f"onnxruntime and LiteRT): {amx.get('requests_seen')}")
     for name, what in (("aot", "AOT kernels"), ("jit", "JIT kernels, cache warm")):
         p = r["engine_process"][name]
         lines.append(
