@@ -32,26 +32,39 @@ def missing(tf_python: str) -> str | None:
         import ai_edge_litert.interpreter  # noqa: F401
     except ImportError:
         return "ai-edge-litert is not installed (pip install ai-edge-litert)"
-    probe = subprocess.run([tf_python, "-c", "import tensorflow"], capture_output=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    probe = subprocess.run(
+        [tf_python, "-c", "import tensorflow"],
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if probe.returncode != 0:
-        return (f"{tf_python} cannot import tensorflow (the TFLite converter); give "
-                "--tf-python or $BENCH_TF_PYTHON, a Python with tensorflow-cpu")
+        return (
+            f"{tf_python} cannot import tensorflow (the TFLite converter); give "
+            "--tf-python or $BENCH_TF_PYTHON, a Python with tensorflow-cpu"
+        )
     return None
 
 
-def convert(spec: dict[str, Any], fp_weights: list[tuple[np.ndarray, np.ndarray]],
-            calib: np.ndarray, fp_logits: np.ndarray, out: Path, tf_python: str) -> dict[str, Any]:
+def convert(
+    spec: dict[str, Any],
+    fp_weights: list[tuple[np.ndarray, np.ndarray]],
+    calib: np.ndarray,
+    fp_logits: np.ndarray,
+    out: Path,
+    tf_python: str,
+) -> dict[str, Any]:
     """Write the full-integer .tflite of a bundle's FP network; returns the converter's report."""
     arrays: dict[str, Any] = {"spec": json.dumps(spec), "calib": calib, "fp_logits": fp_logits}
     for i, (w, b) in enumerate(fp_weights):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
     npz = out.with_suffix(".npz")
     np.savez(npz, **arrays)
-    done = subprocess.run([tf_python, str(HERE / "tflite_convert.py"), str(npz), str(out)],
-                          capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-                               "CUDA_VISIBLE_DEVICES": ""})
+    done = subprocess.run(
+        [tf_python, str(HERE / "tflite_convert.py"), str(npz), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"TFLite conversion failed:\n{done.stderr[-3000:]}")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -92,8 +105,9 @@ def op_types(path: Path) -> dict[str, int]:
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     for op in interp._get_ops_details():
         outs = op.get("outputs", [])
-        dtype = np.dtype(tensors[outs[0]]["dtype"]).name if len(outs) and outs[0] in tensors \
-            else "?"
+        dtype = (
+            np.dtype(tensors[outs[0]]["dtype"]).name if len(outs) and outs[0] in tensors else "?"
+        )
         key = f"{op['op_name']}:{dtype}"
         counts[key] = counts.get(key, 0) + 1
     return counts

@@ -26,7 +26,7 @@ def export_fp32(net: Any, example: np.ndarray, path: Path) -> Path:
     import torch
     from torch import nn
 
-    from edge_agent.model.arch import GlobalAvgPool
+    from edge_agent.training.arch import GlobalAvgPool
 
     class GAP(nn.Module):
         def __init__(self, dims: int) -> None:
@@ -40,9 +40,16 @@ def export_fp32(net: Any, example: np.ndarray, path: Path) -> Path:
     for i, block in enumerate(net.blocks):
         if isinstance(block, GlobalAvgPool):
             net.blocks[i] = GAP(dims)
-    torch.onnx.export(net, (torch.from_numpy(example[:1]),), str(path), input_names=["x"],
-                      output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.from_numpy(example[:1]),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
     return path
 
 
@@ -60,9 +67,15 @@ def quantize(fp32: Path, calib: np.ndarray, out_dir: Path) -> dict[str, Path]:
     models = {}
     for name, fmt in (("qdq", QuantFormat.QDQ), ("qoperator", QuantFormat.QOperator)):
         path = out_dir / f"model.int8.{name}.onnx"
-        quantize_static(str(pre), str(path), _reader(calib), quant_format=fmt,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True)
+        quantize_static(
+            str(pre),
+            str(path),
+            _reader(calib),
+            quant_format=fmt,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
         models[name] = path
     return models
 
@@ -73,7 +86,7 @@ def _reader(calib: np.ndarray) -> Any:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+            self.items = iter([{"x": calib[i : i + 1]} for i in range(len(calib))])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -128,8 +141,19 @@ def pick_faster(models: dict[str, Path], x: np.ndarray, seconds: float = 0.5) ->
 
 def int8_float_ops(types: dict[str, int]) -> list[str]:
     """Op types in an int8 graph that compute in float (besides the edge (De)QuantizeLinear)."""
-    ok = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MaxPool",
-          "NhwcMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+    ok = {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MaxPool",
+        "NhwcMaxPool",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+    }
     return sorted(t for t in types if t not in ok and not t.startswith(("QLinear", "QGemm")))
 
 
@@ -145,11 +169,24 @@ def float_gap_int8(net: Any, calib: np.ndarray, out_dir: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = out_dir / "floatgap.onnx", out_dir / "floatgap.int8.onnx"
-    torch.onnx.export(net, (torch.from_numpy(calib[:1]),), str(fp32), input_names=["x"],
-                      output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        net,
+        (torch.from_numpy(calib[:1]),),
+        str(fp32),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
 
-    quantize_static(str(fp32), str(int8), _reader(calib), quant_format=QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
+    quantize_static(
+        str(fp32),
+        str(int8),
+        _reader(calib),
+        quant_format=QuantFormat.QOperator,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
     return int8

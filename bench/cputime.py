@@ -28,9 +28,13 @@ class Rates:
 
     def summary(self) -> dict[str, float]:
         """Best (= min time per item) and median rate by both clocks."""
-        return {"cpu_best": max(self.cpu), "cpu_median": statistics.median(self.cpu),
-                "wall_best": max(self.wall), "wall_median": statistics.median(self.wall),
-                "proc_over_thread": max(self.proc_over_thread)}
+        return {
+            "cpu_best": max(self.cpu),
+            "cpu_median": statistics.median(self.cpu),
+            "wall_best": max(self.wall),
+            "wall_median": statistics.median(self.wall),
+            "proc_over_thread": max(self.proc_over_thread),
+        }
 
 
 def loadavg() -> tuple[float, float, float]:
@@ -38,8 +42,9 @@ def loadavg() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
-def interleaved(cases: dict[str, tuple[Callable[[], Any], int]], seconds: float,
-                reps: int = 5) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+def interleaved(
+    cases: dict[str, tuple[Callable[[], Any], int]], seconds: float, reps: int = 5
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Rates of each case (``fn`` handling ``items`` items) over ``reps`` repetitions.
 
     Repetitions go round-robin over the cases (each gets ``seconds / reps`` of thread CPU
@@ -67,6 +72,10 @@ def interleaved(cases: dict[str, tuple[Callable[[], Any], int]], seconds: float,
             per[name].cpu.append(n * items / cpu * 1e9)
             per[name].wall.append(n * items / max(w1 - w0, 1) * 1e9)
             per[name].proc_over_thread.append((p1 - p0) / cpu)
-    info = {"reps": reps, "seconds_per_case": seconds, "loadavg_start": load_start,
-            "loadavg_end": loadavg()}
+    info = {
+        "reps": reps,
+        "seconds_per_case": seconds,
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+    }
     return {name: r.summary() for name, r in per.items()}, info

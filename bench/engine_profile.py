@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 _LOOP = """
 import sys, time, numpy as np
 from pathlib import Path
-from edge_agent.bundle import load_bundle
-from edge_agent.engine import Engine, _NO_TRACE, _NO_TRACE_AT
-from kernels import backend
+from edge_agent.bundle_io import load_bundle
+from edge_agent.engine.engine import Engine, _NO_TRACE, _NO_TRACE_AT
+from kernels.exec import backend
 k = backend.load("aot", aot_dir=Path(sys.argv[1]))
 b = load_bundle(sys.argv[2]); n = int(sys.argv[3])
 st = Engine(b, bits=8, kernels=k)._state
@@ -46,16 +46,39 @@ while time.thread_time() - t0 < float(sys.argv[4]):
 """
 
 
-def perf_top(aot_dir: Path, bundle: Path, batch: int, seconds: float, tmp: Path,
-             top: int = 12) -> list[tuple[float, str]]:
+def perf_top(
+    aot_dir: Path, bundle: Path, batch: int, seconds: float, tmp: Path, top: int = 12
+) -> list[tuple[float, str]]:
     """(percent, symbol) of the symbols with the most samples of ``run_program`` calls."""
     data = tmp / f"perf{batch}.data"
-    subprocess.run(["perf", "record", "-q", "-F", "4000", "-o", str(data), sys.executable,
-                    "-c", _LOOP, str(aot_dir), str(bundle), str(batch), str(seconds)],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   capture_output=True)
-    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
-                             "--sort", "symbol"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            "perf",
+            "record",
+            "-q",
+            "-F",
+            "4000",
+            "-o",
+            str(data),
+            sys.executable,
+            "-c",
+            _LOOP,
+            str(aot_dir),
+            str(bundle),
+            str(batch),
+            str(seconds),
+        ],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+    )
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "symbol"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = []
     for line in report.stdout.splitlines():
         parts = line.split()
@@ -74,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.cputime import interleaved
-    from edge_agent.bundle import load_bundle
-    from edge_agent.engine import _NO_TRACE, _NO_TRACE_AT, Engine
-    from kernels import aot, backend
+    from edge_agent.bundle_io import load_bundle
+    from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT, Engine
+    from kernels.build import aot
+    from kernels.exec import backend
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -94,20 +118,25 @@ def main(argv: list[str] | None = None) -> int:
             out = np.empty((n, bundle.num_classes), np.float32)
             cases[f"predict_logits/b{n}"] = (functools.partial(engine.predict_logits, x), n)
             cases[f"as_batch/b{n}"] = (functools.partial(engine._as_batch, x), n)
-            cases[f"run_program/b{n}"] = (functools.partial(
-                kernels.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT), n)
+            cases[f"run_program/b{n}"] = (
+                functools.partial(kernels.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT),
+                n,
+            )
         rates, info = interleaved(cases, args.seconds, reps=5)
         result["us_per_sample"] = {k: 1e6 / v["cpu_best"] for k, v in rates.items()}
         result["timing"] = info
         if shutil.which("perf"):
-            result["perf"] = {f"b{n}": perf_top(tmp / "aot", args.bundle, n, args.seconds, tmp)
-                              for n in (1, 64)}
+            result["perf"] = {
+                f"b{n}": perf_top(tmp / "aot", args.bundle, n, args.seconds, tmp) for n in (1, 64)
+            }
     lines = ["| call | b1 us/sample | b64 us/sample |", "|---|---:|---:|"]
     for what in ("predict_logits", "as_batch", "run_program"):
         us = result["us_per_sample"]
         lines.append(f"| {what} | {us[f'{what}/b1']:.2f} | {us[f'{what}/b64']:.2f} |")
-    lines.append(f"\nload average {result['timing']['loadavg_start'][0]:.1f}; best of 5 "
-                 "interleaved repetitions, thread CPU time")
+    lines.append(
+        f"\nload average {result['timing']['loadavg_start'][0]:.1f}; best of 5 "
+        "interleaved repetitions, thread CPU time"
+    )
     for b, rows in result.get("perf", {}).items():
         lines.append(f"\nperf, run_program at {b}: " + "; ".join(f"{s} {p:.1f}%" for p, s in rows))
     text = "\n".join(lines)
@@ -117,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "engine_profile.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "engine_profile.md").write_text(
             f"# Engine per-call profile\n\n`python bench/engine_profile.py {args.bundle.name}`"
-            f"\n\n{text}\n")
+            f"\n\n{text}\n"
+        )
     return 0
 
 

@@ -58,7 +58,8 @@ from bench.inference_models import MODELS, Prepared, fp_net, prepare  # noqa: E4
 from bench.inference_report import markdown  # noqa: E402
 from bench.inference_timing import BATCHES, Runtime  # noqa: E402
 from bench.noamx import amx_state  # noqa: E402
-from kernels import aot, backend  # noqa: E402
+from kernels.build import aot  # noqa: E402
+from kernels.exec import backend  # noqa: E402
 
 log = logging.getLogger("bench.inference")
 ANCHORS = ("litert_int8", "ort_int8", "ort_fp32", "torch_fp32", "torch_int8", "ort_int8_floatgap")
@@ -70,10 +71,12 @@ def runtimes_for(p: Prepared, kernels: dict[str, Any], tmp: Path) -> dict[str, R
     bits = sorted(p.bundle.quant, reverse=True)
     for b in bits:
         rts[f"engine_aot_{b}bit"] = inference_timing.engine_runtime(
-            p.bundle_path, b, kernels["aot"], p.raw)
+            p.bundle_path, b, kernels["aot"], p.raw
+        )
     if p.case.name == "default":
         rts["engine_jit_8bit"] = inference_timing.engine_runtime(
-            p.bundle_path, 8, kernels["jit"], p.raw)
+            p.bundle_path, 8, kernels["jit"], p.raw
+        )
     if p.tflite is not None:
         rts["litert_int8"] = inference_timing.litert_runtime(p.tflite, p.normed)
     rts["ort_int8"] = inference_timing.ort_runtime(p.onnx_int8["best"], p.normed)
@@ -105,37 +108,50 @@ def agreement(p: Prepared, rts: dict[str, Runtime]) -> dict[str, dict[str, float
             pred = rts[name][1][0](p.test_raw if name.startswith("engine") else p.test_normed)
         top = np.asarray(pred).argmax(axis=1)
         ref = top if ref is None else ref
-        out[name] = {"agreement": float((top == ref).mean()),
-                     "accuracy": float((top == labels).mean())}
+        out[name] = {
+            "agreement": float((top == ref).mean()),
+            "accuracy": float((top == labels).mean()),
+        }
     return out
 
 
-def _plan(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: float,
-          reps: int) -> Path:
+def _plan(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: float, reps: int) -> Path:
     """Write the child timing process's plan (models, inputs, timing) and return its path."""
-    plan: dict[str, Any] = {"aot_dir": str(aot_dir), "seconds": seconds, "reps": reps,
-                            "models": {}}
+    plan: dict[str, Any] = {"aot_dir": str(aot_dir), "seconds": seconds, "reps": reps, "models": {}}
     for p in prepared:
         np.save(tmp / f"{p.case.name}.raw.npy", p.raw)
         np.save(tmp / f"{p.case.name}.normed.npy", p.normed)
         plan["models"][p.case.name] = {
-            "bundle": str(p.bundle_path), "onnx_int8": str(p.onnx_int8["best"]),
+            "bundle": str(p.bundle_path),
+            "onnx_int8": str(p.onnx_int8["best"]),
             "tflite": str(p.tflite) if p.tflite else None,
             "raw": str(tmp / f"{p.case.name}.raw.npy"),
-            "normed": str(tmp / f"{p.case.name}.normed.npy")}
+            "normed": str(tmp / f"{p.case.name}.normed.npy"),
+        }
     path = tmp / f"plan-{seconds}-{reps}.json"
     path.write_text(json.dumps(plan))
     return path
 
 
-def child_timing(plan: Path, tmp: Path, noamx: bool,
-                 prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+def child_timing(
+    plan: Path, tmp: Path, noamx: bool, prefix: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Time the engine and int8 anchors in a child process (refusing AMX with ``noamx``)."""
     out_path = tmp / "child.json"
-    args = [*prefix, sys.executable, str(ROOT / "bench" / "inference_timing.py"), str(plan),
-            str(out_path)] + (["--noamx"] if noamx else [])
-    subprocess.run(args, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   capture_output=bool(prefix))
+    args = [
+        *prefix,
+        sys.executable,
+        str(ROOT / "bench" / "inference_timing.py"),
+        str(plan),
+        str(out_path),
+    ] + (["--noamx"] if noamx else [])
+    subprocess.run(
+        args,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=bool(prefix),
+    )
     result: dict[str, Any] = json.loads(out_path.read_text())
     return result
 
@@ -148,35 +164,54 @@ def amx_requests(prepared: list[Prepared], aot_dir: Path, tmp: Path) -> int | No
         return None
     log_file = tmp / "strace.txt"
     plan = _plan(prepared, aot_dir, tmp, 0.01, 1)
-    child_timing(plan, tmp, False, ("strace", "-f", "-qq", "-e", "trace=arch_prctl", "-o",
-                                    str(log_file)))
+    child_timing(
+        plan, tmp, False, ("strace", "-f", "-qq", "-e", "trace=arch_prctl", "-o", str(log_file))
+    )
     text = log_file.read_text()
     return text.count("0x1023") + text.count("ARCH_REQ_XCOMP_PERM")
 
 
-def ratios(rates: dict[str, dict[str, dict[str, float]]], engine: str = "engine_aot_8bit",
-           stat: str = "cpu_median") -> dict[str, float]:
+def ratios(
+    rates: dict[str, dict[str, dict[str, float]]],
+    engine: str = "engine_aot_8bit",
+    stat: str = "cpu_median",
+) -> dict[str, float]:
     """engine rate / anchor rate for every other runtime and batch."""
-    return {f"vs_{name}_b{n}": rates[engine][f"b{n}"][stat] / v[f"b{n}"][stat]
-            for name, v in rates.items() if name != engine for n in BATCHES}
+    return {
+        f"vs_{name}_b{n}": rates[engine][f"b{n}"][stat] / v[f"b{n}"][stat]
+        for name, v in rates.items()
+        if name != engine
+        for n in BATCHES
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table (or one JSON object with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.5,
-                        help="thread CPU seconds per runtime and batch, over all repetitions")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=1.5,
+        help="thread CPU seconds per runtime and batch, over all repetitions",
+    )
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
-    parser.add_argument("--models", type=Path,
-                        default=Path.home() / ".cache" / "edge-agent" / "bench-models",
-                        help="where trained bundles are cached")
-    parser.add_argument("--tf-python", default=anchor_litert.default_tf_python(),
-                        help="a Python with tensorflow-cpu, for the TFLite converter")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path.home() / ".cache" / "edge-agent" / "bench-models",
+        help="where trained bundles are cached",
+    )
+    parser.add_argument(
+        "--tf-python",
+        default=anchor_litert.default_tf_python(),
+        help="a Python with tensorflow-cpu, for the TFLite converter",
+    )
     parser.add_argument("--only", help="comma-separated model names (default: all)")
     parser.add_argument("--no-noamx", action="store_true", help="skip the no-AMX child run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--out", type=Path,
-                        help="also write inference.json and inference.md into this directory")
+    parser.add_argument(
+        "--out", type=Path, help="also write inference.json and inference.md into this directory"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     warnings.filterwarnings("ignore")  # deprecation chatter of torch.ao and the ONNX exporter
@@ -193,15 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         aot.build(kernel_cache / "aot")
         aot_build_s = time.perf_counter() - t0
-        kernels = {"aot": backend.load("aot", aot_dir=kernel_cache / "aot"),
-                   "jit": backend.load("jit")}
-        from edge_agent.engine import Engine
+        kernels = {
+            "aot": backend.load("aot", aot_dir=kernel_cache / "aot"),
+            "jit": backend.load("jit"),
+        }
+        from edge_agent.engine.engine import Engine
 
         main_bundle = prepared[0]
         Engine(main_bundle.bundle, kernels=kernels["jit"]).warmup()  # JIT cache for the child
-        children = {"aot": engine_child(main_bundle.bundle_path, "aot",
-                                        {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}),
-                    "jit": engine_child(main_bundle.bundle_path, "jit", {})}
+        children = {
+            "aot": engine_child(
+                main_bundle.bundle_path, "aot", {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}
+            ),
+            "jit": engine_child(main_bundle.bundle_path, "jit", {}),
+        }
         models: dict[str, Any] = {}
         for p in prepared:
             rts = runtimes_for(p, kernels, tmp / p.case.name)
@@ -209,15 +249,24 @@ def main(argv: list[str] | None = None) -> int:
             rates, timing = inference_timing.time_runtimes(rts, args.seconds, args.reps)
             best = [k for k, v in p.onnx_int8.items() if k != "best" and v == p.onnx_int8["best"]]
             models[p.case.name] = {
-                "data": p.case.data, "width": p.case.width, "macs": p.macs,
-                "input_shape": list(p.bundle.input_shape), "rates": rates, "timing": timing,
-                "ratios": ratios(rates), "ratios_best": ratios(rates, stat="cpu_best"),
-                "ratios_wall": ratios(rates, stat="wall_median"), "agreement": agree,
-                "onnx_int8_format": best[0], "onnx_ops": p.onnx_ops,
+                "data": p.case.data,
+                "width": p.case.width,
+                "macs": p.macs,
+                "input_shape": list(p.bundle.input_shape),
+                "rates": rates,
+                "timing": timing,
+                "ratios": ratios(rates),
+                "ratios_best": ratios(rates, stat="cpu_best"),
+                "ratios_wall": ratios(rates, stat="wall_median"),
+                "agreement": agree,
+                "onnx_int8_format": best[0],
+                "onnx_ops": p.onnx_ops,
                 "onnx_float_ops": anchor_onnx.int8_float_ops(p.onnx_ops),
-                "tflite_ops": p.tflite_ops, "tflite_twin_max_abs_err": p.twin_err,
-                "model_bytes": {str(b): q.weight_bytes()
-                                for b, q in sorted(p.bundle.quant.items())},
+                "tflite_ops": p.tflite_ops,
+                "tflite_twin_max_abs_err": p.twin_err,
+                "model_bytes": {
+                    str(b): q.weight_bytes() for b, q in sorted(p.bundle.quant.items())
+                },
             }
         amx_main: dict[str, Any] = dict(amx_state())
         noamx = None
@@ -227,8 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         amx_main["requests_seen"] = amx_requests(prepared, kernel_cache / "aot", tmp)
         gemm = gemm_bench(args.seconds)
 
-    result: dict[str, Any] = {"clock": "thread_cpu", "kernel_isa": kernels["aot"].isa,
-                              "models": models, "amx": {"main": amx_main}}
+    result: dict[str, Any] = {
+        "clock": "thread_cpu",
+        "kernel_isa": kernels["aot"].isa,
+        "models": models,
+        "amx": {"main": amx_main},
+    }
     suffix = {"default": "", "wide": "_wide", "digits": "_digits"}
     for name, m in models.items():
         s = suffix[name]
@@ -248,19 +301,27 @@ def main(argv: list[str] | None = None) -> int:
         result["ratio_vs_torch_fp32_b1"] = models["default"]["ratios"]["vs_torch_fp32_b1"]
     if noamx is not None:
         result["amx"]["noamx_child"] = noamx["amx"]
-    result.update({
-        "engine_rss_mb": children["aot"]["rss_mb"], "engine_rss_mb_jit": children["jit"]["rss_mb"],
-        "engine_process": children, "numba_import_rss_mb": numba_import_rss_mb(),
-        "aot_build_s": aot_build_s, "gemm_256_gmac_s": gemm,
-        "total_s": time.perf_counter() - started, "loadavg_end": list(os.getloadavg()),
-    })
+    result.update(
+        {
+            "engine_rss_mb": children["aot"]["rss_mb"],
+            "engine_rss_mb_jit": children["jit"]["rss_mb"],
+            "engine_process": children,
+            "numba_import_rss_mb": numba_import_rss_mb(),
+            "aot_build_s": aot_build_s,
+            "gemm_256_gmac_s": gemm,
+            "total_s": time.perf_counter() - started,
+            "loadavg_end": list(os.getloadavg()),
+        }
+    )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "inference.json").write_text(json.dumps(result, indent=2) + "\n")
-        command = "python bench/inference.py " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:])
+        command = "python bench/inference.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
         (args.out / "inference.md").write_text(
-            f"# Inference benchmark\n\n`{command.strip()}`\n\n{markdown(result)}\n")
+            f"# Inference benchmark\n\n`{command.strip()}`\n\n{markdown(result)}\n"
+        )
     print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
 

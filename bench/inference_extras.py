@@ -38,11 +38,10 @@ def torch_runners(net: Any, calib: np.ndarray) -> dict[str, Callable[[np.ndarray
         def f(x: np.ndarray) -> Any:
             with torch.inference_mode():
                 return model(torch.from_numpy(x))
+
         return f
 
     return {"torch_fp32": run(net), "torch_int8": run(qnet)}
-
-
 
 
 def gemm_bench(seconds: float) -> dict[str, float]:
@@ -52,8 +51,8 @@ def gemm_bench(seconds: float) -> dict[str, float]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from kernels import layout
-    from kernels.gemm import gemm_rows, identity_map
+    from kernels.codegen.gemm import gemm_rows, identity_map
+    from kernels.plan import layout
 
     m = k = o = 256
     macs = m * k * o
@@ -69,38 +68,67 @@ def gemm_bench(seconds: float) -> dict[str, float]:
         m0 = np.full(o, 1 << 30, np.int32)  # requantize by 2^-12 to uint8 (hidden-layer path)
         shift = np.full(o, 42, np.int32)
         out = np.empty(m * o + 64, np.uint8)
-        args = (a, kp, m, panel, 0, bits, k, o, bias, m0, shift, np.zeros(o, np.float32), 0,
-                128, 0, 255, False, identity_map(o), out, np.empty(1, np.float32),
-                np.empty(128, np.int32))
+        args = (
+            a,
+            kp,
+            m,
+            panel,
+            0,
+            bits,
+            k,
+            o,
+            bias,
+            m0,
+            shift,
+            np.zeros(o, np.float32),
+            0,
+            128,
+            0,
+            255,
+            False,
+            identity_map(o),
+            out,
+            np.empty(1, np.float32),
+            np.empty(128, np.int32),
+        )
         cases[f"engine_{bits}bit"] = (functools.partial(gemm_rows, *args), macs)
     fa = rng.normal(size=(m, k)).astype(np.float32)
     fb = rng.normal(size=(k, o)).astype(np.float32)
     cases["numpy_fp32"] = (lambda: fa @ fb, macs)
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "gemm",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, [m, o])],
-        [helper.make_tensor("b", TensorProto.INT8, [k, o],
-                            rng.integers(-128, 128, k * o).astype(np.int8).tobytes(), raw=True)])
+        [
+            helper.make_tensor(
+                "b",
+                TensorProto.INT8,
+                [k, o],
+                rng.integers(-128, 128, k * o).astype(np.int8).tobytes(),
+                raw=True,
+            )
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(onnx._serialize(model) if hasattr(onnx, "_serialize")
-                                else model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString(),
+        opts,
+        providers=["CPUExecutionProvider"],
+    )
     ua = rng.integers(0, 256, (m, k)).astype(np.uint8)
     cases["ort_matmulinteger"] = (lambda: sess.run(None, {"a": ua}), macs)
     rates, _ = interleaved(cases, seconds * len(cases), reps=3)
     return {name: v["cpu_median"] / 1e9 for name, v in rates.items()}
 
 
-
-
 _CHILD = """
 import sys, time, json
 t0 = time.perf_counter()
 import numpy as np
-from edge_agent.engine import Engine
+from edge_agent.engine.engine import Engine
 e = Engine.from_path(sys.argv[1])
 assert e.backend == sys.argv[2], e.backend
 t1 = time.perf_counter()
@@ -138,17 +166,21 @@ def engine_child(bundle_path: Path, kernels: str, env: dict[str, str]) -> dict[s
     Peak RSS is the process's ``VmHWM``: ``ru_maxrss`` would carry over the parent's
     high-water mark from before ``exec`` (the parent holds torch and onnxruntime).
     """
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(bundle_path), kernels], cwd=ROOT,
-                          env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(bundle_path), kernels],
+        cwd=ROOT,
+        env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 def numba_import_rss_mb() -> float:
     """Peak RSS of a process that only imports numba."""
-    base = subprocess.run([sys.executable, "-c", _BASELINE], capture_output=True, text=True,
-                          check=True)
+    base = subprocess.run(
+        [sys.executable, "-c", _BASELINE], capture_output=True, text=True, check=True
+    )
     return float(base.stdout.strip())
-
-

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from bench import anchor_litert, anchor_onnx
-from edge_agent.bundle import Bundle, load_bundle, save_bundle
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.data import load_dataset
 
 log = logging.getLogger("bench.inference")
@@ -62,7 +63,7 @@ class Prepared:
 
 def spec_of(case: ModelCase, ds: Any) -> dict[str, Any]:
     """The architecture of a case (the default one, at the case's width)."""
-    from edge_agent.model.arch import default_spec, image_cnn, sensor_cnn
+    from edge_agent.training.arch import default_spec, image_cnn, sensor_cnn
 
     if case.width is None:
         return default_spec(ds.input_shape, ds.num_classes)
@@ -72,14 +73,18 @@ def spec_of(case: ModelCase, ds: Any) -> dict[str, Any]:
 
 def train(case: ModelCase, path: Path) -> Bundle:
     """Train a case's model (FP then QAT at its bit-widths) and save its bundle."""
-    from edge_agent.model.export import build_bundle
-    from edge_agent.model.train import TrainConfig, fit
+    from edge_agent.training.export import build_bundle
+    from edge_agent.training.fit import TrainConfig, fit
 
     ds = load_dataset(case.data)
     spec = spec_of(case, ds)
-    fp, qnets, metrics = fit(ds, spec, list(case.bits), seed=0,
-                             cfg=TrainConfig(fp_steps=case.fp_steps, qat_steps=case.qat_steps,
-                                             progress=False))
+    fp, qnets, metrics = fit(
+        ds,
+        spec,
+        list(case.bits),
+        seed=0,
+        cfg=TrainConfig(fp_steps=case.fp_steps, qat_steps=case.qat_steps, progress=False),
+    )
     bundle = build_bundle(ds, spec, fp, qnets, {"seed": 0, "metrics": metrics})
     save_bundle(bundle, path)
     return bundle
@@ -101,8 +106,11 @@ def macs(spec: dict[str, Any]) -> int:
             total += h * w * op["out_ch"] * op["in_ch"] * k[0] * k[1]
         elif kind.startswith("maxpool"):
             k = (1, op["kernel"]) if kind == "maxpool1d" else tuple(op["kernel"])
-            s = ((1, op.get("stride") or op["kernel"]) if kind == "maxpool1d"
-                 else tuple(op["stride"]))
+            s = (
+                (1, op.get("stride") or op["kernel"])
+                if kind == "maxpool1d"
+                else tuple(op["stride"])
+            )
             h, w = (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1
         elif kind == "linear":
             total += op["in_features"] * op["out_features"]
@@ -113,7 +121,7 @@ def fp_net(bundle: Bundle) -> Any:
     """The folded FP32 torch network of a bundle."""
     import torch
 
-    from edge_agent.model.arch import FPNet
+    from edge_agent.training.arch import FPNet
 
     net = FPNet(bundle.arch, folded=True).eval()
     with torch.no_grad():
@@ -123,13 +131,16 @@ def fp_net(bundle: Bundle) -> Any:
     return net
 
 
-def prepare(case: ModelCase, models_dir: Path, tmp: Path, tf_python: str,
-            litert_missing: str | None) -> Prepared:
+def prepare(
+    case: ModelCase, models_dir: Path, tmp: Path, tf_python: str, litert_missing: str | None
+) -> Prepared:
     """Load or train a case's bundle; export the ONNX (FP32, int8) and TFLite models."""
     import torch
 
-    key = f"{case.data}_w{case.width or 'default'}_b{''.join(map(str, case.bits))}" \
-          f"_{case.fp_steps}_{case.qat_steps}.eab"
+    key = (
+        f"{case.data}_w{case.width or 'default'}_b{''.join(map(str, case.bits))}"
+        f"_{case.fp_steps}_{case.qat_steps}.eab"
+    )
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / key
     bundle = load_bundle(path) if path.exists() else train(case, path)
@@ -149,13 +160,25 @@ def prepare(case: ModelCase, models_dir: Path, tmp: Path, tf_python: str,
     onnx_fp32 = anchor_onnx.export_fp32(net, calib, d / "model.onnx")
     int8 = anchor_onnx.quantize(onnx_fp32, calib, d)
     int8["best"] = int8[anchor_onnx.pick_faster(int8, norm(raw))]
-    prepared = Prepared(case, path, bundle, raw, norm(raw), test_raw, norm(test_raw),
-                        macs(bundle.arch), onnx_fp32, int8,
-                        anchor_onnx.op_types(int8["best"], d), None)
+    prepared = Prepared(
+        case,
+        path,
+        bundle,
+        raw,
+        norm(raw),
+        test_raw,
+        norm(test_raw),
+        macs(bundle.arch),
+        onnx_fp32,
+        int8,
+        anchor_onnx.op_types(int8["best"], d),
+        None,
+    )
     if litert_missing is None:
         tfl = d / "model.tflite"
-        report = anchor_litert.convert(bundle.arch, bundle.fp_weights, calib, fp_logits, tfl,
-                                       tf_python)
+        report = anchor_litert.convert(
+            bundle.arch, bundle.fp_weights, calib, fp_logits, tfl, tf_python
+        )
         prepared.tflite, prepared.twin_err = tfl, report["twin_max_abs_err"]
         prepared.tflite_ops = anchor_litert.op_types(tfl)
     return prepared

@@ -34,8 +34,8 @@ Runtime = dict[int, tuple[Runner, np.ndarray]]
 
 def engine_runtime(bundle_path: Path, bits: int, kernels: Any, raw: np.ndarray) -> Runtime:
     """The engine at one bit-width: float inputs (normalized inside), float logits."""
-    from edge_agent.bundle import load_bundle
-    from edge_agent.engine import Engine
+    from edge_agent.bundle_io import load_bundle
+    from edge_agent.engine.engine import Engine
 
     engine = Engine(load_bundle(bundle_path), bits=bits, kernels=kernels)
     return {n: (engine.predict_logits, np.ascontiguousarray(raw[:n])) for n in BATCHES}
@@ -57,8 +57,9 @@ def litert_runtime(path: Path, normed: np.ndarray) -> Runtime:
     return {n: (anchor_litert.runner(path, n), np.ascontiguousarray(x[:n])) for n in BATCHES}
 
 
-def time_runtimes(runtimes: dict[str, Runtime], seconds: float,
-                  reps: int) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, Any]]:
+def time_runtimes(
+    runtimes: dict[str, Runtime], seconds: float, reps: int
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, Any]]:
     """Interleaved thread-CPU timing of every runtime at every batch.
 
     Returns ``{runtime: {"b1": summary, "b64": summary}}`` (see :mod:`bench.cputime`) and
@@ -68,7 +69,9 @@ def time_runtimes(runtimes: dict[str, Runtime], seconds: float,
 
     cases: dict[str, tuple[Callable[[], Any], int]] = {
         f"{name}/b{n}": (functools.partial(fn, x), n)
-        for name, rt in runtimes.items() for n, (fn, x) in rt.items()}
+        for name, rt in runtimes.items()
+        for n, (fn, x) in rt.items()
+    }
     rates, info = interleaved(cases, seconds * len(cases), reps)
     out = {name: {f"b{n}": rates[f"{name}/b{n}"] for n in rt} for name, rt in runtimes.items()}
     return out, info
@@ -83,14 +86,16 @@ def child_main(argv: list[str]) -> int:
         refuse_amx()  # before onnxruntime or LiteRT is loaded
     plan = json.loads(Path(argv[0]).read_text())
     from bench.noamx import amx_state
-    from kernels import backend
+    from kernels.exec import backend
 
     kernels = backend.load("aot", aot_dir=Path(plan["aot_dir"]))
     result: dict[str, Any] = {"models": {}}
     for name, m in plan["models"].items():
         raw, normed = np.load(m["raw"]), np.load(m["normed"])
-        runtimes = {"engine_aot_8bit": engine_runtime(Path(m["bundle"]), 8, kernels, raw),
-                    "ort_int8": ort_runtime(Path(m["onnx_int8"]), normed)}
+        runtimes = {
+            "engine_aot_8bit": engine_runtime(Path(m["bundle"]), 8, kernels, raw),
+            "ort_int8": ort_runtime(Path(m["onnx_int8"]), normed),
+        }
         if m.get("tflite"):
             runtimes["litert_int8"] = litert_runtime(Path(m["tflite"]), normed)
         rates, info = time_runtimes(runtimes, plan["seconds"], plan["reps"])

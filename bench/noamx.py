@@ -27,8 +27,12 @@ _EPERM = 1
 
 
 class _Filter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                ("k", ctypes.c_uint)]
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    ]
 
 
 class _Prog(ctypes.Structure):
@@ -53,8 +57,10 @@ def amx_state() -> dict[str, bool | None]:
     """Whether the CPU and kernel support AMX tile data, and whether this process holds it."""
     supp, perm = _xcomp(ARCH_GET_XCOMP_SUPP), _xcomp(ARCH_GET_XCOMP_PERM)
     bit = 1 << XFEATURE_XTILEDATA
-    return {"supported": None if supp is None else bool(supp & bit),
-            "permitted": None if perm is None else bool(perm & bit)}
+    return {
+        "supported": None if supp is None else bool(supp & bit),
+        "permitted": None if perm is None else bool(perm & bit),
+    }
 
 
 def refuse_amx() -> None:

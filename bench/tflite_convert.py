@@ -45,8 +45,9 @@ def keras_twin(spec: dict, weights: list[tuple[np.ndarray, np.ndarray]]):  # typ
             same = all(pi == ki // 2 and ki % 2 == 1 for pi, ki in zip(p, k, strict=True))
             if not same and any(p):
                 x = tf.keras.layers.ZeroPadding2D(p)(x)
-            layer = tf.keras.layers.Conv2D(op["out_ch"], k, s,
-                                           padding="same" if same else "valid", activation=act)
+            layer = tf.keras.layers.Conv2D(
+                op["out_ch"], k, s, padding="same" if same else "valid", activation=act
+            )
         elif kind == "linear":
             layer = tf.keras.layers.Dense(op["out_features"], activation=act)
         elif kind in ("maxpool1d", "maxpool2d"):
@@ -96,7 +97,7 @@ def main(argv: list[str]) -> int:
 
     def representative():  # type: ignore[no-untyped-def]
         for i in range(len(calib)):
-            yield [calib[i:i + 1]]
+            yield [calib[i : i + 1]]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

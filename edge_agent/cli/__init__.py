@@ -56,8 +56,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
-    bundle, metrics = train_bundle(ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta,
-                                   width=args.width)
+    bundle, metrics = train_bundle(
+        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width
+    )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
     print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")

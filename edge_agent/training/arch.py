@@ -80,8 +80,7 @@ def image_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -
     }
 
 
-def default_spec(input_shape: tuple[int, ...], num_classes: int,
-                 width: int | None = None) -> Spec:
+def default_spec(input_shape: tuple[int, ...], num_classes: int, width: int | None = None) -> Spec:
     """The default architecture for an input shape: (C, T) -> sensor CNN, (C, H, W) -> image
     CNN; ``width`` (channels of the first conv, doubled further on) defaults to the builder's."""
     if width is not None and width < 1:

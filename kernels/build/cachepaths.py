@@ -85,7 +85,7 @@ def _dist_version(name: str) -> str:
     for location in spec.submodule_search_locations or []:
         found = sorted(Path(location).parent.glob(f"{name}-*.dist-info"))
         if len(found) == 1:
-            return found[0].name[len(name) + 1:-len(".dist-info")]
+            return found[0].name[len(name) + 1 : -len(".dist-info")]
     from importlib import metadata
 
     try:
@@ -96,9 +96,17 @@ def _dist_version(name: str) -> str:
 
 @functools.cache
 def _build_key() -> str:
-    parts = [sources_digest(), _dist_version("numba"), np.__version__, sys.implementation.cache_tag,
-             EXTENSION_SUFFIX, platform.machine(), ",".join(_cpu_features()),
-             os.environ.get("NUMBA_CPU_NAME", ""), os.environ.get("NUMBA_CPU_FEATURES", "")]
+    parts = [
+        sources_digest(),
+        _dist_version("numba"),
+        np.__version__,
+        sys.implementation.cache_tag,
+        EXTENSION_SUFFIX,
+        platform.machine(),
+        ",".join(_cpu_features()),
+        os.environ.get("NUMBA_CPU_NAME", ""),
+        os.environ.get("NUMBA_CPU_FEATURES", ""),
+    ]
     return "\0".join(parts)
 
 
