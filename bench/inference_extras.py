@@ -172,8 +172,9 @@ def engine_child(bundle_path: Path, kernels: str, env: dict[str, str]) -> dict[s
         env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
         capture_output=True,
         text=True,
-        check=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"engine-only child ({kernels}) failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
