@@ -1,9 +1,12 @@
 """LiteRT anchor: the bundle's FP network as a full-integer TFLite model, run by XNNPACK.
 
-Install (bench only; neither is needed by the agent):
+Install (bench only; neither is needed by the agent): ``pip install -e '.[bench]'``
+(ai-edge-litert, the interpreter, and tensorflow-cpu, the converter; both install beside
+torch 2.13.0 on Python 3.11), or keep TensorFlow in a venv of its own:
 
-    pip install ai-edge-litert                    # the interpreter, in the bench's Python
-    python3 -m venv /opt/tf && /opt/tf/bin/pip install numpy tensorflow-cpu   # the converter
+    pip install ai-edge-litert
+    python3 -m venv /opt/tf && /opt/tf/bin/pip install numpy tensorflow-cpu
+    BENCH_TF_PYTHON=/opt/tf/bin/python python bench/inference.py
 
 The converter (TensorFlow) runs in a child process of whichever Python ``--tf-python``
 (or ``$BENCH_TF_PYTHON``) names, default this one; it never shares a process with
