@@ -84,7 +84,7 @@ def perf_top(
         parts = line.split()
         if len(parts) >= 3 and parts[0].endswith("%") and not line.startswith("#"):
             sym = " ".join(parts[2:])
-            rows.append((float(parts[0][:-1]), sym.split("[abi")[0].strip()))
+            rows.append((float(parts[0][:-1]), sym.split("[abi")[0].removesuffix("- -").strip()))
     return rows[:top]
 
 
