@@ -1,17 +1,26 @@
-"""Inference benchmark: the integer engine against torch and onnxruntime, one thread.
+"""Inference benchmark: the integer engine against LiteRT, onnxruntime and torch, one thread.
 
-    python bench/inference.py [--bundle PATH] [--data basicmotions] [--seconds 1.0] [--json]
+    python bench/inference.py [--seconds 1.5] [--reps 5] [--models DIR] [--tf-python PY]
+                              [--only default,wide,digits] [--no-noamx] [--json]
                               [--out bench/results]
 
-Without ``--bundle`` a small BasicMotions model (8/4/2 bits) is trained first. Every
-runtime runs the same trained model: torch FP32 eager (the folded FP network), torch int8
-(torch.ao FX static quantization, x86 backend), onnxruntime FP32 and int8 (static,
-QOperator), and the engine at each bit-width with its kernels compiled ahead of time
-(AOT, built here into a temporary kernel cache) and JIT-compiled by numba, at batch 1 and
-64, taking turns in rounds (best round kept) so that all see the same load of a shared
-machine. Also reported: peak RSS and first-sample latency of an engine-only child process
-(torch never imported) with either kind of kernels, model bytes per bit-width, and a
-256x256x256 GEMM in GMAC/s.
+Three models (:mod:`bench.inference_models`): the default BasicMotions sensor CNN, the same
+4x wider, and the digits image CNN, trained once and cached in ``--models``. Each runs on
+the engine (kernels compiled ahead of time, built here into a temporary cache; at 8, 4 and
+2 bits and JIT-compiled for the default model), LiteRT int8 (full-integer post-training
+quantization, XNNPACK, one thread; :mod:`bench.anchor_litert` says how to install it),
+onnxruntime int8 (all-int8 graph, :mod:`bench.anchor_onnx`) and FP32, torch FP32 eager,
+and for the default model torch int8 (torch.ao, x86) and onnxruntime int8 as this bench
+built it before (global average pooling left in float).
+
+Timing (:mod:`bench.cputime`): thread CPU time, all runtimes of a model interleaved in one
+process, ``--reps`` repetitions; ratios are engine rate / anchor rate of the median
+repetitions (best-repetition ratios are in the JSON too). Wall-clock rates and load
+averages are printed beside them. The engine and the int8 anchors are timed again in a
+child process that refuses itself AMX (:mod:`bench.noamx`): the ``_noamx`` keys. Also:
+agreement of every runtime's predictions with the engine's (8-bit) on the test split, the
+op types each anchor runs, peak RSS of an engine-only process (torch never imported),
+model bytes and a 256x256x256 GEMM.
 """
 
 from __future__ import annotations
@@ -24,12 +33,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -38,296 +47,167 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.bundle import Bundle  # noqa: E402
-from edge_agent.bundle_io import load_bundle, save_bundle  # noqa: E402
-from edge_agent.data import load_dataset  # noqa: E402
-from edge_agent.engine.engine import Engine  # noqa: E402
+from bench import anchor_litert, anchor_onnx, inference_timing  # noqa: E402
+from bench.inference_extras import (  # noqa: E402
+    engine_child,
+    gemm_bench,
+    numba_import_rss_mb,
+    torch_runners,
+)
+from bench.inference_models import MODELS, Prepared, fp_net, prepare  # noqa: E402
+from bench.inference_report import markdown  # noqa: E402
+from bench.inference_timing import BATCHES, Runtime  # noqa: E402
+from bench.noamx import amx_state  # noqa: E402
 from kernels.build import aot  # noqa: E402
 from kernels.exec import backend  # noqa: E402
 
 log = logging.getLogger("bench.inference")
-BATCHES = (1, 64)
-BACKENDS = ("aot", "jit")
+ANCHORS = ("litert_int8", "ort_int8", "ort_fp32", "torch_fp32", "torch_int8", "ort_int8_floatgap")
 
 
-def round_robin(
-    cases: dict[str, tuple[Callable[[], Any], int]], seconds: float, rounds: int = 7
-) -> dict[str, float]:
-    """Items per second of each case (``fn`` handling ``items`` items): best of ``rounds``.
-
-    The cases take turns, ``seconds / rounds`` each per round, so that every runtime sees
-    the same mix of quiet and busy moments of a shared machine; ratios come from one run.
-    """
-    best = dict.fromkeys(cases, 0.0)
-    for fn, _ in cases.values():
-        fn()
-    for _ in range(rounds):
-        for name, (fn, items) in cases.items():
-            n = 0
-            start = time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds / rounds or n < 2:
-                fn()
-                n += 1
-            best[name] = max(best[name], n * items / elapsed)
-    return best
-
-
-def train_bundle(data: str, path: Path) -> Bundle:
-    """Train a small model at 8, 4 and 2 bits (the lead's training API) and save it."""
-    from edge_agent.training.arch import default_spec
-    from edge_agent.training.export import build_bundle
-    from edge_agent.training.fit import TrainConfig, fit
-
-    ds = load_dataset(data)
-    spec = default_spec(ds.input_shape, ds.num_classes)
-    fp, qnets, metrics = fit(
-        ds, spec, [8, 4, 2], seed=0, cfg=TrainConfig(fp_steps=300, qat_steps=100, progress=False)
-    )
-    bundle = build_bundle(ds, spec, fp, qnets, {"seed": 0, "metrics": metrics})
-    save_bundle(bundle, path)
-    return bundle
-
-
-def fp_net(bundle: Bundle) -> Any:
-    """The folded FP32 torch network of a bundle."""
-    import torch
-
-    from edge_agent.training.arch import FPNet
-
-    net = FPNet(bundle.arch, folded=True).eval()
-    with torch.no_grad():
-        for layer, (w, b) in zip(net.weighted_layers(), bundle.fp_weights, strict=True):
-            layer.weight.copy_(torch.from_numpy(w))
-            layer.bias.copy_(torch.from_numpy(b))
-    return net
-
-
-def torch_runners(net: Any, calib: np.ndarray) -> dict[str, Callable[[np.ndarray], Any]]:
-    """torch FP32 eager and torch.ao int8 (FX static, x86 backend) forward functions."""
-    import torch
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(False)  # training turns it on; quantized ops lack it
-    torch.backends.quantized.engine = "x86"
-    example = (torch.from_numpy(calib[:1]),)
-    prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), example)
-    with torch.no_grad():
-        prepared(torch.from_numpy(calib))
-    qnet = convert_fx(prepared).eval()
-
-    def run(model: Any) -> Callable[[np.ndarray], Any]:
-        def f(x: np.ndarray) -> Any:
-            with torch.inference_mode():
-                return model(torch.from_numpy(x))
-
-        return f
-
-    return {"torch_fp32": run(net), "torch_int8": run(qnet)}
-
-
-def onnx_runners(net: Any, calib: np.ndarray, tmp: Path) -> dict[str, Callable[[np.ndarray], Any]]:
-    """onnxruntime FP32 and int8 (static, QOperator) sessions on one thread."""
-    import onnxruntime as ort
-    import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    fp32 = tmp / "model.onnx"
-    int8 = tmp / "model.int8.onnx"
-    torch.onnx.export(
-        net,
-        (torch.from_numpy(calib[:1]),),
-        str(fp32),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"x": calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(fp32),
-        str(int8),
-        Reader(),
-        quant_format=QuantFormat.QOperator,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    runners = {}
-    for name, path in (("ort_fp32", fp32), ("ort_int8", int8)):
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        runners[name] = (lambda s: lambda x: s.run(None, {"x": x}))(sess)
-    return runners
-
-
-def gemm_bench(seconds: float) -> dict[str, float]:
-    """GMAC/s of a 256x256x256 product: engine kernel (8/4/2 bits, requantized uint8 output
-    as in hidden layers), numpy FP32, ORT int8 ``MatMulInteger`` (int32 output)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    from kernels.codegen.gemm import gemm_rows, identity_map
-    from kernels.plan import layout
-
-    m = k = o = 256
-    macs = m * k * o
-    rng = np.random.default_rng(0)
-    cases: dict[str, tuple[Callable[[], Any], int]] = {}
-    for bits in (8, 4, 2):
-        lim = 1 << (bits - 1)
-        q = rng.integers(-lim, lim, (o, k)).astype(np.int8)
-        panel = layout.to_panel(q, bits)
-        kp = layout.padded_k(k, bits)
-        a = rng.integers(0, 256, m * kp + 64).astype(np.uint8)
-        bias = np.zeros(o, np.int32)
-        m0 = np.full(o, 1 << 30, np.int32)  # requantize by 2^-12 to uint8 (hidden-layer path)
-        shift = np.full(o, 42, np.int32)
-        out = np.empty(m * o + 64, np.uint8)
-        args = (
-            a,
-            kp,
-            m,
-            panel,
-            0,
-            bits,
-            k,
-            o,
-            bias,
-            m0,
-            shift,
-            np.zeros(o, np.float32),
-            0,
-            128,
-            0,
-            255,
-            False,
-            identity_map(o),
-            out,
-            np.empty(1, np.float32),
-            np.empty(128, np.int32),
+def runtimes_for(p: Prepared, kernels: dict[str, Any], tmp: Path) -> dict[str, Runtime]:
+    """Every runtime of one model, each with its inputs at each batch."""
+    rts: dict[str, Runtime] = {}
+    bits = sorted(p.bundle.quant, reverse=True)
+    for b in bits:
+        rts[f"engine_aot_{b}bit"] = inference_timing.engine_runtime(
+            p.bundle_path, b, kernels["aot"], p.raw
         )
-        cases[f"engine_{bits}bit"] = (lambda args=args: gemm_rows(*args), macs)
-    fa = rng.normal(size=(m, k)).astype(np.float32)
-    fb = rng.normal(size=(k, o)).astype(np.float32)
-    cases["numpy_fp32"] = (lambda: fa @ fb, macs)
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
-        "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, o])],
-        [
-            helper.make_tensor(
-                "b",
-                TensorProto.INT8,
-                [k, o],
-                rng.integers(-128, 128, k * o).astype(np.int8).tobytes(),
-                raw=True,
-            )
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(
-        onnx._serialize(model) if hasattr(onnx, "_serialize") else model.SerializeToString(),
-        opts,
-        providers=["CPUExecutionProvider"],
-    )
-    ua = rng.integers(0, 256, (m, k)).astype(np.uint8)
-    cases["ort_matmulinteger"] = (lambda: sess.run(None, {"a": ua}), macs)
-    return {name: v / 1e9 for name, v in round_robin(cases, seconds * len(cases)).items()}
+    if p.case.name == "default":
+        rts["engine_jit_8bit"] = inference_timing.engine_runtime(
+            p.bundle_path, 8, kernels["jit"], p.raw
+        )
+    if p.tflite is not None:
+        rts["litert_int8"] = inference_timing.litert_runtime(p.tflite, p.normed)
+    rts["ort_int8"] = inference_timing.ort_runtime(p.onnx_int8["best"], p.normed)
+    rts["ort_fp32"] = inference_timing.ort_runtime(p.onnx_fp32, p.normed)
+    net = fp_net(p.bundle)  # with the training code's GAP (flatten + mean)
+    torch_fns = torch_runners(net, p.normed)
+    rts["torch_fp32"] = {n: (torch_fns["torch_fp32"], p.normed[:n]) for n in BATCHES}
+    if p.case.name == "default":
+        rts["torch_int8"] = {n: (torch_fns["torch_int8"], p.normed[:n]) for n in BATCHES}
+        old = anchor_onnx.float_gap_int8(net, p.normed, tmp / "floatgap")
+        rts["ort_int8_floatgap"] = inference_timing.ort_runtime(old, p.normed)
+    return rts
 
 
-_CHILD = """
-import sys, time, json
-t0 = time.perf_counter()
-import numpy as np
-from edge_agent.engine.engine import Engine
-e = Engine.from_path(sys.argv[1])
-assert e.backend == sys.argv[2], e.backend
-t1 = time.perf_counter()
-x = np.zeros((1, *e.input_shape), np.float32)
-e.predict(x)
-t2 = time.perf_counter()
-xb = np.random.default_rng(0).normal(size=(64, *e.input_shape)).astype(np.float32)
-for b in e.available_bits:
-    e.set_bits(b)
-    for _ in range(20):
-        e.predict(xb)
-        e.predict(xb[:1])
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-kb = {k: int(status[k].split()[0]) for k in ("VmHWM", "RssAnon", "RssFile")}
-print(json.dumps({"rss_mb": kb["VmHWM"] / 1024,
-                  "rss_anon_mb": kb["RssAnon"] / 1024, "rss_file_mb": kb["RssFile"] / 1024,
-                  "start_s": t1 - t0, "first_sample_ms": (t2 - t1) * 1e3,
-                  "imported": sorted({m.split(".")[0] for m in sys.modules}
-                                     & {"torch", "numba", "llvmlite"})}))
-"""
+def agreement(p: Prepared, rts: dict[str, Runtime]) -> dict[str, dict[str, float]]:
+    """Per runtime: share of test samples where its top class equals the 8-bit engine's,
+    and its accuracy (every forward function but LiteRT's takes any batch size)."""
+    from edge_agent.data import load_dataset
+
+    labels = load_dataset(p.case.data).y_test
+    ref = None
+    out: dict[str, dict[str, float]] = {}
+    for name in ["engine_aot_8bit", *[a for a in ANCHORS if a in rts]]:
+        if name == "litert_int8":
+            assert p.tflite is not None
+            x = anchor_litert.channels_last(p.test_normed)
+            pred = anchor_litert.runner(p.tflite, len(x))(x)
+        else:
+            pred = rts[name][1][0](p.test_raw if name.startswith("engine") else p.test_normed)
+        top = np.asarray(pred).argmax(axis=1)
+        ref = top if ref is None else ref
+        out[name] = {
+            "agreement": float((top == ref).mean()),
+            "accuracy": float((top == labels).mean()),
+        }
+    return out
 
 
-_BASELINE = """
-import numba
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(int(status["VmHWM"].split()[0]) / 1024)
-"""
+def _plan(prepared: list[Prepared], aot_dir: Path, tmp: Path, seconds: float, reps: int) -> Path:
+    """Write the child timing process's plan (models, inputs, timing) and return its path."""
+    plan: dict[str, Any] = {"aot_dir": str(aot_dir), "seconds": seconds, "reps": reps, "models": {}}
+    for p in prepared:
+        np.save(tmp / f"{p.case.name}.raw.npy", p.raw)
+        np.save(tmp / f"{p.case.name}.normed.npy", p.normed)
+        plan["models"][p.case.name] = {
+            "bundle": str(p.bundle_path),
+            "onnx_int8": str(p.onnx_int8["best"]),
+            "tflite": str(p.tflite) if p.tflite else None,
+            "raw": str(tmp / f"{p.case.name}.raw.npy"),
+            "normed": str(tmp / f"{p.case.name}.normed.npy"),
+        }
+    path = tmp / f"plan-{seconds}-{reps}.json"
+    path.write_text(json.dumps(plan))
+    return path
 
 
-def engine_child(bundle_path: Path, kernels: str, env: dict[str, str]) -> dict[str, Any]:
-    """Peak RSS (and its private / file-backed parts at the end), start time and
-    first-sample latency of an engine-only process running ``kernels`` (aot or jit), and
-    which of torch, numba and llvmlite it imported.
-
-    Peak RSS is the process's ``VmHWM``: ``ru_maxrss`` would carry over the parent's
-    high-water mark from before ``exec`` (the parent holds torch and onnxruntime).
-    """
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(bundle_path), kernels],
+def child_timing(
+    plan: Path, tmp: Path, noamx: bool, prefix: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Time the engine and int8 anchors in a child process (refusing AMX with ``noamx``)."""
+    out_path = tmp / "child.json"
+    args = [
+        *prefix,
+        sys.executable,
+        str(ROOT / "bench" / "inference_timing.py"),
+        str(plan),
+        str(out_path),
+    ] + (["--noamx"] if noamx else [])
+    subprocess.run(
+        args,
         cwd=ROOT,
-        env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
-        capture_output=True,
-        text=True,
         check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=bool(prefix),
     )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out_path.read_text())
     return result
 
 
-def numba_import_rss_mb() -> float:
-    """Peak RSS of a process that only imports numba."""
-    base = subprocess.run(
-        [sys.executable, "-c", _BASELINE], capture_output=True, text=True, check=True
+def amx_requests(prepared: list[Prepared], aot_dir: Path, tmp: Path) -> int | None:
+    """How many times the engine and the int8 anchors ask the kernel for AMX tile data
+    (``arch_prctl(ARCH_REQ_XCOMP_PERM)``) while running every model: a short child run
+    under ``strace``; None without strace. A library that never asks never uses AMX."""
+    if shutil.which("strace") is None:
+        return None
+    log_file = tmp / "strace.txt"
+    plan = _plan(prepared, aot_dir, tmp, 0.01, 1)
+    child_timing(
+        plan, tmp, False, ("strace", "-f", "-qq", "-e", "trace=arch_prctl", "-o", str(log_file))
     )
-    return float(base.stdout.strip())
+    text = log_file.read_text()
+    return text.count("0x1023") + text.count("ARCH_REQ_XCOMP_PERM")
+
+
+def ratios(
+    rates: dict[str, dict[str, dict[str, float]]],
+    engine: str = "engine_aot_8bit",
+    stat: str = "cpu_median",
+) -> dict[str, float]:
+    """engine rate / anchor rate for every other runtime and batch."""
+    return {
+        f"vs_{name}_b{n}": rates[engine][f"b{n}"][stat] / v[f"b{n}"][stat]
+        for name, v in rates.items()
+        if name != engine
+        for n in BATCHES
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table (or one JSON object with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--bundle",
-        type=Path,
-        help="bundle file; trained (BasicMotions, 8/4/2 bits) and saved if missing",
+        "--seconds",
+        type=float,
+        default=1.5,
+        help="thread CPU seconds per runtime and batch, over all repetitions",
     )
-    parser.add_argument("--data", default="basicmotions", help="data set for calibration")
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path.home() / ".cache" / "edge-agent" / "bench-models",
+        help="where trained bundles are cached",
+    )
+    parser.add_argument(
+        "--tf-python",
+        default=anchor_litert.default_tf_python(),
+        help="a Python with tensorflow-cpu, for the TFLite converter",
+    )
+    parser.add_argument("--only", help="comma-separated model names (default: all)")
+    parser.add_argument("--no-noamx", action="store_true", help="skip the no-AMX child run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--out", type=Path, help="also write inference.json and inference.md into this directory"
@@ -335,93 +215,104 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     warnings.filterwarnings("ignore")  # deprecation chatter of torch.ao and the ONNX exporter
+    started = time.perf_counter()
+    cases = [m for m in MODELS if not args.only or m.name in args.only.split(",")]
+    litert_missing = anchor_litert.missing(args.tf_python)
+    if litert_missing:
+        print(f"LiteRT anchor skipped: {litert_missing}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        bundle_path = args.bundle or tmp / "bench.eab"
-        if bundle_path.exists():
-            bundle = load_bundle(bundle_path)
-        else:
-            bundle = train_bundle(args.data, bundle_path)
-        ds = load_dataset(args.data)
-        mean = bundle.norm_mean.reshape(1, -1, *(1,) * (len(bundle.input_shape) - 1))
-        std = bundle.norm_std.reshape(mean.shape)
-        raw = ds.X_test.astype(np.float32)
-        reps = -(-64 // len(raw))
-        raw = np.concatenate([raw] * reps)[:64]
-        normed = ((raw - mean) / std).astype(np.float32)
-        calib = ((ds.X_train[:64].astype(np.float32) - mean) / std).astype(np.float32)
-
+        prepared = [prepare(c, args.models, tmp, args.tf_python, litert_missing) for c in cases]
         kernel_cache = tmp / "kernel-cache"  # the AOT child finds the module here
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         aot.build(kernel_cache / "aot")
-        aot_build_s = time.perf_counter() - start
+        aot_build_s = time.perf_counter() - t0
         kernels = {
             "aot": backend.load("aot", aot_dir=kernel_cache / "aot"),
             "jit": backend.load("jit"),
         }
-        engine = Engine(bundle, kernels=kernels["jit"])
-        engine.warmup()  # fills the JIT cache, so the JIT child measures a warm start
-        children = {
-            "aot": engine_child(bundle_path, "aot", {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}),
-            "jit": engine_child(bundle_path, "jit", {}),
-        }
-        runners: dict[str, tuple[Callable[[np.ndarray], Any], np.ndarray]] = {}
-        for name in BACKENDS:
-            for b in sorted(engine.available_bits, reverse=True):
-                runners[f"engine_{name}_{b}bit"] = (
-                    Engine(bundle, bits=b, kernels=kernels[name]).predict_logits,
-                    raw,
-                )
-        net = fp_net(bundle)
-        for name, fn in torch_runners(net, calib).items():
-            runners[name] = (fn, normed)
-        for name, fn in onnx_runners(net, calib, tmp).items():
-            runners[name] = (fn, normed)
+        from edge_agent.engine.engine import Engine
 
-        cases: dict[str, tuple[Callable[[], Any], int]] = {}
-        for name, (fn, data) in runners.items():
-            for n in BATCHES:
-                batch = np.ascontiguousarray(data[:n])
-                cases[f"{name}/b{n}"] = ((lambda fn=fn, batch=batch: fn(batch)), n)
-        rates = round_robin(cases, args.seconds * len(cases))
-        sps = {name: {f"b{n}": rates[f"{name}/b{n}"] for n in BATCHES} for name in runners}
+        main_bundle = prepared[0]
+        Engine(main_bundle.bundle, kernels=kernels["jit"]).warmup()  # JIT cache for the child
+        children = {
+            "aot": engine_child(
+                main_bundle.bundle_path, "aot", {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}
+            ),
+            "jit": engine_child(main_bundle.bundle_path, "jit", {}),
+        }
+        models: dict[str, Any] = {}
+        for p in prepared:
+            rts = runtimes_for(p, kernels, tmp / p.case.name)
+            agree = agreement(p, rts)
+            rates, timing = inference_timing.time_runtimes(rts, args.seconds, args.reps)
+            best = [k for k, v in p.onnx_int8.items() if k != "best" and v == p.onnx_int8["best"]]
+            models[p.case.name] = {
+                "data": p.case.data,
+                "width": p.case.width,
+                "macs": p.macs,
+                "input_shape": list(p.bundle.input_shape),
+                "rates": rates,
+                "timing": timing,
+                "ratios": ratios(rates),
+                "ratios_best": ratios(rates, stat="cpu_best"),
+                "ratios_wall": ratios(rates, stat="wall_median"),
+                "agreement": agree,
+                "onnx_int8_format": best[0],
+                "onnx_ops": p.onnx_ops,
+                "onnx_float_ops": anchor_onnx.int8_float_ops(p.onnx_ops),
+                "tflite_ops": p.tflite_ops,
+                "tflite_twin_max_abs_err": p.twin_err,
+                "model_bytes": {
+                    str(b): q.weight_bytes() for b, q in sorted(p.bundle.quant.items())
+                },
+            }
+        amx_main: dict[str, Any] = dict(amx_state())
+        noamx = None
+        if not args.no_noamx:
+            plan = _plan(prepared, kernel_cache / "aot", tmp, args.seconds, args.reps)
+            noamx = child_timing(plan, tmp, True)
+        amx_main["requests_seen"] = amx_requests(prepared, kernel_cache / "aot", tmp)
         gemm = gemm_bench(args.seconds)
 
-    main_engine = f"engine_aot_{max(engine.available_bits)}bit"
     result: dict[str, Any] = {
-        "model": bundle.arch.get("name"),
-        "input_shape": list(bundle.input_shape),
-        "kernel_isa": engine.isa,
-        "aot_build_s": aot_build_s,
-        "samples_per_s": sps,
-        "ratio_vs_ort_int8_b1": sps[main_engine]["b1"] / sps["ort_int8"]["b1"],
-        "ratio_vs_ort_int8_b64": sps[main_engine]["b64"] / sps["ort_int8"]["b64"],
-        "ratio_vs_torch_fp32_b1": sps[main_engine]["b1"] / sps["torch_fp32"]["b1"],
-        "ratios_per_bits": {
-            name: {
-                f"vs_{peer}_b{n}": sps[name][f"b{n}"] / sps[peer][f"b{n}"]
-                for peer in ("ort_int8", "torch_fp32", "torch_int8")
-                for n in BATCHES
-            }
-            for name in sps
-            if name.startswith("engine_")
-        },
-        "aot_vs_jit": {
-            f"{b}bit": {
-                f"b{n}": sps[f"engine_aot_{b}bit"][f"b{n}"] / sps[f"engine_jit_{b}bit"][f"b{n}"]
-                for n in BATCHES
-            }
-            for b in sorted(engine.available_bits, reverse=True)
-        },
-        "engine_rss_mb": children["aot"]["rss_mb"],
-        "engine_rss_mb_jit": children["jit"]["rss_mb"],
-        "engine_process": children,
-        "numba_import_rss_mb": numba_import_rss_mb(),
-        "model_bytes": {str(b): q.weight_bytes() for b, q in sorted(bundle.quant.items())},
-        "kernel_panel_bytes": {str(b): engine.weight_bytes(b) for b in engine.available_bits},
-        "gemm_256_gmac_s": gemm,
+        "clock": "thread_cpu",
+        "kernel_isa": kernels["aot"].isa,
+        "models": models,
+        "amx": {"main": amx_main},
     }
+    suffix = {"default": "", "wide": "_wide", "digits": "_digits"}
+    for name, m in models.items():
+        s = suffix[name]
+        for n in BATCHES:
+            for anchor in ("litert_int8", "ort_int8"):
+                if f"vs_{anchor}_b{n}" in m["ratios"]:
+                    result[f"ratio_vs_{anchor}{s}_b{n}"] = m["ratios"][f"vs_{anchor}_b{n}"]
+        if noamx is not None:
+            r = ratios(noamx["models"][name]["rates"])
+            m["ratios_noamx"] = r
+            m["rates_noamx"] = noamx["models"][name]["rates"]
+            for n in BATCHES:
+                for anchor in ("litert_int8", "ort_int8"):
+                    if f"vs_{anchor}_b{n}" in r:
+                        result[f"ratio_vs_{anchor}{s}_b{n}_noamx"] = r[f"vs_{anchor}_b{n}"]
+    if "default" in models:
+        result["ratio_vs_torch_fp32_b1"] = models["default"]["ratios"]["vs_torch_fp32_b1"]
+    if noamx is not None:
+        result["amx"]["noamx_child"] = noamx["amx"]
+    result.update(
+        {
+            "engine_rss_mb": children["aot"]["rss_mb"],
+            "engine_rss_mb_jit": children["jit"]["rss_mb"],
+            "engine_process": children,
+            "numba_import_rss_mb": numba_import_rss_mb(),
+            "aot_build_s": aot_build_s,
+            "gemm_256_gmac_s": gemm,
+            "total_s": time.perf_counter() - started,
+            "loadavg_end": list(os.getloadavg()),
+        }
+    )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "inference.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -433,48 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(json.dumps(result, indent=2) if args.json else markdown(result))
     return 0
-
-
-def markdown(r: dict[str, Any]) -> str:
-    """The report as a markdown table and notes (what the README shows)."""
-    sps = r["samples_per_s"]
-    main_engine = f"engine_aot_{max(int(b) for b in r['model_bytes'])}bit"
-    lines = [
-        f"Model `{r['model']}` {r['input_shape']}, one thread, engine kernels: "
-        f"`{r['kernel_isa']}`, compiled ahead of time (aot) or by numba's JIT (jit); "
-        "samples/s, best of the rounds of one run.",
-        "",
-        "| runtime | batch 1 /s | batch 64 /s | engine aot 8-bit / this, b1 | b64 |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, v in sps.items():
-        ratio = [sps[main_engine][f"b{n}"] / v[f"b{n}"] for n in BATCHES]
-        lines.append(
-            f"| {name} | {v['b1']:,.0f} | {v['b64']:,.0f} | {ratio[0]:.2f}x | {ratio[1]:.2f}x |"
-        )
-    lines.append("")
-    for name, what in (("aot", "AOT kernels"), ("jit", "JIT kernels, cache warm")):
-        p = r["engine_process"][name]
-        lines.append(
-            f"- engine-only process, {what} (bundle loaded, inference run; of torch, numba "
-            f"and llvmlite it imported: {', '.join(p['imported']) or 'none'}): peak RSS "
-            f"{p['rss_mb']:.1f} MB (at exit {p['rss_anon_mb']:.1f} MB private + "
-            f"{p['rss_file_mb']:.1f} MB file-backed); start {p['start_s']:.2f} s, first sample "
-            f"{p['first_sample_ms']:.1f} ms"
-        )
-    lines += [
-        f"- `import numba` alone peaks at {r['numba_import_rss_mb']:.1f} MB; building the AOT "
-        f"module took {r['aot_build_s']:.1f} s",
-        "- engine aot / jit, samples/s: "
-        + ", ".join(
-            f"{b} {v['b1']:.2f}x (b1) {v['b64']:.2f}x (b64)" for b, v in r["aot_vs_jit"].items()
-        ),
-        "- model bytes (bundle, packed rows): "
-        + ", ".join(f"{b}-bit {n:,}" for b, n in r["model_bytes"].items()),
-        "- GEMM 256x256x256, GMAC/s: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in r["gemm_256_gmac_s"].items()),
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

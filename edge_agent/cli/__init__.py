@@ -65,7 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
-    bundle, metrics = train_bundle(ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta)
+    bundle, metrics = train_bundle(
+        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width
+    )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
     print(f"  FP test accuracy       {metrics['fp_test_accuracy']:.4f}")
@@ -180,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(2, 9),
         metavar="{2..8}",
         help="activation bit-width (default 8)",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        metavar="N",
+        help="channels of the first conv layer, doubled in later ones (default: 32 for "
+        "series, 16 for images; MACs grow about with its square)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--fp-steps", type=int, default=1200, help="FP training steps (default 1200)")

@@ -80,12 +80,15 @@ def image_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -
     }
 
 
-def default_spec(input_shape: tuple[int, ...], num_classes: int) -> Spec:
-    """The default architecture for an input shape: (C, T) -> sensor CNN, (C, H, W) -> image CNN."""
+def default_spec(input_shape: tuple[int, ...], num_classes: int, width: int | None = None) -> Spec:
+    """The default architecture for an input shape: (C, T) -> sensor CNN, (C, H, W) -> image
+    CNN; ``width`` (channels of the first conv, doubled further on) defaults to the builder's."""
+    if width is not None and width < 1:
+        raise ValueError(f"width must be positive, got {width}")
     if len(input_shape) == 2:
-        return sensor_cnn(input_shape, num_classes)
+        return sensor_cnn(input_shape, num_classes, **({"width": width} if width else {}))
     if len(input_shape) == 3:
-        return image_cnn(input_shape, num_classes)
+        return image_cnn(input_shape, num_classes, **({"width": width} if width else {}))
     raise ValueError(f"no default architecture for input shape {input_shape}")
 
 

@@ -27,11 +27,13 @@ def train_bundle(
     qcore_cfg: QCoreConfig | None = None,
     flip_cfg: FlipTrainConfig | None = None,
     meta: dict[str, Any] | None = None,
+    width: int | None = None,
 ) -> tuple[Bundle, dict[str, float]]:
     """Train and export a bundle; with ``qcore_cfg`` it carries a QCore, with ``flip_cfg``
-    a trained flipping network. Returns the bundle and the test accuracies."""
+    a trained flipping network, with ``width`` the default architecture at that width.
+    Returns the bundle and the test accuracies."""
     warn_if_narrow(ds)
-    spec = default_spec(ds.input_shape, ds.num_classes)
+    spec = default_spec(ds.input_shape, ds.num_classes, width)
     tracker = MissTracker.for_dataset(ds, qcore_cfg, cfg.act_bits) if qcore_cfg else None
     fp, qnets, metrics = fit(
         ds,

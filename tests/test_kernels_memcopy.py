@@ -1,0 +1,49 @@
+"""``copy_bytes`` (the view-free copy im2col uses) against slice assignment, and its IR on
+the boards' CPUs."""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+
+from kernels.codegen.memcopy import copy_bytes
+
+
+@numba.njit
+def _copy(dst: np.ndarray, d: int, src: np.ndarray, s: int, n: int) -> None:
+    copy_bytes(dst, d, src, s, n)
+
+
+def test_copy_bytes_equals_slice_assignment() -> None:
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, 300).astype(np.uint8)
+    for _ in range(50):
+        n = int(rng.integers(0, 100))
+        s, d = int(rng.integers(0, 300 - n + 1)), int(rng.integers(0, 200 - n + 1))
+        got = rng.integers(0, 256, 200).astype(np.uint8)
+        want = got.copy()
+        want[d : d + n] = src[s : s + n]
+        _copy(got, d, src, s, n)
+        assert np.array_equal(got, want), (s, d, n)
+
+
+def test_memcpy_lowers_for_the_pi_4_and_pi_5_cpus() -> None:
+    # the intrinsic emits llvm.memcpy; it must compile for the boards' cores as well
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    for cpu in ("cortex-a72", "cortex-a76"):
+        module = ir.Module(name="memcopy_test")
+        module.triple = "aarch64-unknown-linux-gnu"
+        ptr = ir.IntType(8).as_pointer()
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, ir.IntType(64)]), "cp")
+        builder = ir.IRBuilder(fn.append_basic_block())
+        cgutils.raw_memcpy(builder, fn.args[0], fn.args[1], fn.args[2], 1)
+        builder.ret_void()
+        target = llvm.Target.from_triple(module.triple)
+        machine = target.create_target_machine(cpu=cpu, opt=2)
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+        assert "memcpy" in str(machine.emit_assembly(parsed))
