@@ -27,12 +27,11 @@ from edge_agent.bundle_io import to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
-from edge_agent.ingest.serial_source import SerialSource
-from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
@@ -79,7 +78,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         self._base_sha = ""
         self.model: Model
         self.intake: Intake
-        self.sources: list[ZmqSource | SerialSource] = []
+        self.sources: list[SampleSource] = []
         self.status_server: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self._output_bound: list[str] = []
