@@ -35,7 +35,6 @@ from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.fp_model import fp_predict_fn
-from kernels.plan.packing import pack_rows
 
 log = logging.getLogger(__name__)
 
@@ -301,24 +300,7 @@ class CalibrationController:
             meta={**self.bundle.meta, INPUT_CORRECTED: True},
             quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
         )
-        return b if engine is None else self._with_codes(b, engine)
-
-    def updated_bundle(self, engine: Engine) -> Bundle:
-        """The bundle with the engine's current integer weights at its active bit-width
-        (and the statistics rung's kept corrections)."""
-        return self._with_codes(self.bundle, engine)
-
-    @staticmethod
-    def _with_codes(bundle: Bundle, engine: Engine) -> Bundle:
-        bits = engine.bits
-        quant = bundle.quant[bits]
-        layers = [
-            dataclasses.replace(lq, packed=pack_rows(engine.layer_codes(i), bits))
-            for i, lq in enumerate(quant.layers)
-        ]
-        return dataclasses.replace(
-            bundle, quant={**bundle.quant, bits: dataclasses.replace(quant, layers=layers)}
-        )
+        return b if engine is None else b.with_codes(engine.bits, engine.codes())
 
     # ------------------------------------------------------------------ state
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.bundle import RESIDUAL_SCALE, Bundle, QuantModel, residual_key
+from edge_agent.bundle import RESIDUAL_SCALE, Bundle, residual_key
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
-from kernels.plan.packing import pack_rows, qrange, unpack_rows
+from kernels.plan.packing import qrange, unpack_rows
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +164,6 @@ class BitFlipCalibrator:
             )
         return out
 
-    def quant_with(self, bits: int, codes: list[np.ndarray]) -> QuantModel:
-        """The bundle's ``bits`` model with its integer weights replaced by ``codes``."""
-        quant = self.bundle.quant[bits]
-        layers = [
-            dataclasses.replace(lq, packed=pack_rows(q, bits))
-            for lq, q in zip(quant.layers, codes, strict=True)
-        ]
-        return dataclasses.replace(quant, layers=layers)
-
     def trace(
         self, bits: int, codes: list[np.ndarray], X: np.ndarray
     ) -> tuple[np.ndarray, list[LayerTrace]]:
@@ -308,9 +299,7 @@ class BitFlipCalibrator:
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
-            saved = dataclasses.replace(
-                self.bundle, quant={**self.bundle.quant, bits: self.quant_with(bits, best)}
-            )
+            saved = self.bundle.with_codes(bits, best)
             version = engine.swap_weights(changed, version=saved.model_version)
         flips = int(sum((best[i] != current[i]).sum() for i in changed)) if version else 0
         result = RoundResult(

@@ -25,7 +25,7 @@ import numpy as np
 from edge_agent.bundle import Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from kernels.exec import backend
-from kernels.plan import abi, bias, layout, program, trace
+from kernels.plan import abi, bias, program, trace
 from kernels.plan.model import LayerParams, Model, Weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
@@ -43,6 +43,7 @@ class _State:
     model: Model
     weights: Weights
     version: str
+    codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
     args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
 
     def __post_init__(self) -> None:
@@ -109,10 +110,11 @@ class Engine:
         self._features = int(np.prod(self.input_shape))
         self._initial: dict[int, _State] = {}
         for b, quant in sorted(bundle.quant.items()):
+            params = layer_params(quant)
             model, weights = program.build_model(
                 bundle.arch["layers"],
                 self.input_shape,
-                layer_params(quant),
+                params,
                 bundle.norm_mean,
                 bundle.norm_std,
                 quant.input_scale,
@@ -125,7 +127,8 @@ class Engine:
                     f"{b}-bit model gives {model.num_outputs} outputs for "
                     f"{self.num_classes} classes"
                 )
-            self._initial[b] = _State(b, model, weights, bundle.model_version)
+            codes = tuple(_frozen(p.q) for p in params)
+            self._initial[b] = _State(b, model, weights, bundle.model_version, codes)
         self._current = dict(self._initial)  # latest state per bit-width
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
@@ -262,7 +265,10 @@ class Engine:
                 for i in sorted(codes):
                     h.update(i.to_bytes(4, "little") + codes[i].tobytes())
                 version = h.hexdigest()[:12]
-            new = _State(b, old.model, weights, version)
+            kept = list(old.codes)
+            for i, q in codes.items():
+                kept[i] = _frozen(q)
+            new = _State(b, old.model, weights, version, tuple(kept))
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -312,7 +318,7 @@ class Engine:
                 weights = bias.replace_biases(model, weights, biases)
                 for i in sorted(biases):
                     h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
-            new = _State(b, model, weights, version or h.hexdigest()[:12])
+            new = _State(b, model, weights, version or h.hexdigest()[:12], old.codes)
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -356,13 +362,20 @@ class Engine:
         return codes
 
     def layer_codes(self, index: int, bits: int | None = None) -> np.ndarray:
-        """Current signed weights (O, K) int8 of one weighted layer, torch column order."""
+        """Current signed weights (O, K) int8 of one weighted layer, torch column order (a
+        copy of the codes the engine keeps next to the layer's kernel panel)."""
         st = self._state if bits is None else self._current[bits]
-        slot = st.model.slots[index]
-        w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
-        size = layout.panel_nbytes(o, k, b)
-        kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
-        perm = program.kernel_order(slot, np.arange(k, dtype=np.int64)[None, :])[0]
-        q = np.empty_like(kernel_q)
-        q[:, perm] = kernel_q
-        return q
+        return st.codes[index].copy()
+
+    def codes(self, bits: int | None = None) -> list[np.ndarray]:
+        """Current signed weights of every weighted layer (:meth:`layer_codes`), as
+        :meth:`edge_agent.bundle.Bundle.with_codes` takes them."""
+        st = self._state if bits is None else self._current[bits]
+        return [q.copy() for q in st.codes]
+
+
+def _frozen(q: np.ndarray) -> np.ndarray:
+    """A private read-only int8 copy of signed codes (O, K)."""
+    out = np.array(q, dtype=np.int8, order="C", copy=True)
+    out.setflags(write=False)
+    return out

@@ -229,7 +229,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             if ctl is not self.calibration:  # the model was replaced meanwhile
                 continue
             try:
-                self.store.save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
+                eng = self.model.engine
+                self.store.save_model(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
             except OSError as exc:
                 self.metrics.inc("checkpoint_errors")
                 log.error("could not save the recalibrated model: %s", exc)
@@ -250,7 +251,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         if self.bursts is None:
             return
         cal = self.calibration  # bursts, like rounds, wait for the drift signal
-        current = cal.updated_bundle(eng) if cal else self.model.bundle
+        current = cal.bundle.with_codes(eng.bits, eng.codes()) if cal else self.model.bundle
         wanted = cal.burst_wanted(self.bursts.counters.started) if cal else True
         accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
         if accepted is None or accepted.engine is None or accepted.bundle is None:
