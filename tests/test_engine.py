@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import SERIES_NORM, WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
+from edge_agent.data.datasets import normalize_series
 from edge_agent.engine import reference
 from edge_agent.engine.engine import Engine
 from kernels.exec import backend
@@ -525,3 +527,26 @@ def test_bundle_with_codes_packs_the_engines_codes() -> None:
     x = _inputs(SENSOR, 4)
     np.testing.assert_array_equal(reloaded.predict_logits(x), engine.predict_logits(x))
     assert reloaded.model_version != Engine(bundle, bits=4).model_version
+
+
+def test_predict_normalizes_per_series_exactly_as_the_agent_did() -> None:
+    plain = random_bundle(SENSOR, seed=6, bits=(8, 4))
+    series = dataclasses.replace(plain, meta={**plain.meta, SERIES_NORM: True})
+    rng = np.random.default_rng(8)
+    X = (_inputs(SENSOR, 12) * rng.uniform(1e-3, 1e3, (12, 1, 1))).astype(np.float32)
+    X[3, 1] = 5.0  # a flat channel becomes zeros
+    want_x = normalize_series(X)  # what service/model.py's prepare did before predict
+    for bits in (8, 4):
+        engine, before = Engine(series, bits=bits), Engine(plain, bits=bits)
+        assert engine.series_norm and not before.series_norm
+        np.testing.assert_array_equal(engine.prepare(X), want_x)
+        np.testing.assert_array_equal(engine.prepare(X[0]), want_x[0])
+        want = before.predict(want_x)
+        for got in (engine.predict(X), engine.predict(want_x, prepared=True)):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(engine.predict(X[5])[0], want[0][5:6])
+        np.testing.assert_array_equal(engine.predict_classes(want_x), want[0])
+        # without the meta key nothing changes
+        assert before.prepare(X) is X
+        np.testing.assert_array_equal(before.predict(X)[1], before.predict(X, prepared=True)[1])

@@ -228,7 +228,7 @@ def gate_candidate(
         return GateOutcome(bad, None, None)
     engine.warmup()
     decision = gate.check(
-        current, lambda x: engine.predict(x)[0], X, targets, metric, tolerance, min_samples
+        current, engine.predict_classes, X, targets, metric, tolerance, min_samples
     )
     return GateOutcome(
         decision, bundle if decision.accepted else None, engine if decision.accepted else None

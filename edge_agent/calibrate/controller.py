@@ -179,12 +179,12 @@ class CalibrationController:
     # ------------------------------------------------------------------ rounds
 
     def _predict_by_bits(self, engine: Engine) -> dict[int, Any]:
-        out: dict[int, Any] = {engine.bits: lambda a: engine.predict(a)[0]}
+        out: dict[int, Any] = {engine.bits: engine.predict_classes}  # prepared samples
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
                     self._neighbours[b] = Engine(self.bundle, bits=b, scratch=True)
-                out[b] = lambda a, e=self._neighbours[b]: e.predict(a)[0]
+                out[b] = self._neighbours[b].predict_classes
         return out
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import SERIES_NORM, Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
+from edge_agent.data.datasets import normalize_series
 from kernels.exec import backend
 from kernels.plan import abi, bias, program, trace
 from kernels.plan.model import LayerParams, Model, Weights
@@ -107,6 +108,7 @@ class Engine:
         self.input_shape: tuple[int, ...] = bundle.input_shape
         self.num_classes: int = bundle.num_classes
         self.label_names: list[str] = list(bundle.label_names)
+        self.series_norm = bool(bundle.meta.get(SERIES_NORM))  # z-normalize each sample first
         self._features = int(np.prod(self.input_shape))
         self._initial: dict[int, _State] = {}
         for b, quant in sorted(bundle.quant.items()):
@@ -207,9 +209,20 @@ class Engine:
         """Class indices (int64) of a batch."""
         return self.predict_logits(x).argmax(axis=1).astype(np.int64)
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class indices (int64) and softmax confidences (float32) for a batch."""
-        logits = self.predict_logits(x)
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Samples as the model takes them: z-normalized per series (every channel over its
+        own time or pixel axes) if the bundle was trained so, else ``x`` unchanged."""
+        if not self.series_norm:
+            return x
+        a = np.asarray(x, dtype=np.float32)
+        return normalize_series(a[None])[0] if a.shape == self.input_shape else normalize_series(a)
+
+    def predict(self, x: np.ndarray, *, prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (int64) and softmax confidences (float32) for a batch of samples as
+        they arrive (:meth:`prepare` applied here) or, ``prepared``, as the model takes them
+        (what :meth:`prepare` returned; :meth:`predict_logits`, :meth:`predict_classes`
+        and :meth:`trace` take these)."""
+        logits = self.predict_logits(x if prepared else self.prepare(x))
         top = logits.argmax(axis=1)
         z = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(z, dtype=np.float32)

@@ -304,8 +304,9 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         preds: dict[int, tuple[int, np.ndarray]] = {}
         if samples:
             t0 = time.perf_counter()
-            X = self.model.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-            classes, conf = self.model.engine.predict(X)
+            eng = self.model.engine  # everything after ingest sees the prepared samples only
+            X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
+            classes, conf = eng.predict(X, prepared=True)
             done = time.perf_counter()
             preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}
             if self.calibration is not None:  # drift scores in one call; observed in order
