@@ -63,9 +63,9 @@ class CalibrationController:
         net = FlipNet.from_extras(bundle.extras)
         if net is None:
             log.warning("bundle has no flipping network: calibration uses greedy local flips")
-        proposer = greedy_proposer() if net is None else network_proposer(net, cfg.threshold)
+        proposer = greedy_proposer() if net is None else network_proposer(net, cfg.flip.threshold)
         self.method = "greedy" if net is None else "network"
-        self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip_config())
+        self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip)
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
@@ -263,7 +263,9 @@ class CalibrationController:
             self.train_stats,
             job.X,
             job.recent or empty,
-            stats_rung.StatsConfig(self.cfg.tolerance, self.cfg.min_holdout),
+            stats_rung.StatsConfig(
+                tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
+            ),
             version_of=lambda c: self._corrected(engine.bits, c, engine).model_version,
         )
         if corr is not None:

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,15 +36,21 @@ Proposer = Callable[[list[np.ndarray]], Proposal]
 
 @dataclass(frozen=True)
 class FlipConfig:
-    """Knobs of a round (all in the agent's config)."""
+    """Knobs of a round (all in the agent's config, ``[calibration]``; ``range``: the
+    values the config accepts)."""
 
-    budget_fraction: float = 0.02  # flips per step, as a fraction of all weights
-    threshold: float = 0.5  # network confidence needed for a flip
-    iterations: int = 4  # propose/apply steps per round (a failed step halves the budget)
-    holdout_fraction: float = 0.3
-    min_holdout: int = 4
-    tolerance: float = 0.0  # held-out score may drop by this much and still pass
-    anchor_tolerance: float = 0.05  # accuracy the pre-drift anchors may lose and still pass
+    # flips per step, as a fraction of all weights
+    budget_fraction: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
+    # network confidence needed for a flip
+    threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    # propose/apply steps per round (a failed step halves the budget)
+    iterations: int = field(default=4, metadata={"range": (1, 1000)})
+    holdout_fraction: float = field(default=0.3, metadata={"range": (0.05, 0.95)})
+    min_holdout: int = field(default=4, metadata={"range": (1, 100_000)})
+    # held-out score may drop by this much and still pass
+    tolerance: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # accuracy the pre-drift anchors may lose and still pass
+    anchor_tolerance: float = field(default=0.05, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
