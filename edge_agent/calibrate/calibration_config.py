@@ -9,6 +9,7 @@ Field metadata: ``range`` (lo, hi) and ``choices`` are what the config accepts (
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from edge_agent.calibrate.drift_signal import DriftConfig
@@ -56,18 +57,9 @@ class CalibrationConfig:
     max_backlog: int = field(default=4, metadata={"range": (1, 60)})
 
     def schedule_config(self) -> ScheduleConfig:
-        """The stream side's knobs."""
-        return ScheduleConfig(
-            chunk=self.chunk,
-            label_free=self.label_free,
-            unlabelled_every=self.unlabelled_every,
-            recent_labelled=self.recent_labelled,
-            trigger=self.trigger,
-            episode_rounds=self.episode_rounds,
-            stats_window=self.stats_window,
-            stats_min_samples=self.stats_min_samples,
-            max_backlog=self.max_backlog,
-        )
+        """The stream side's knobs (the fields of the same names)."""
+        names = [f.name for f in dataclasses.fields(ScheduleConfig)]
+        return ScheduleConfig(**{name: getattr(self, name) for name in names})
 
     def drift_config(self) -> DriftConfig:
         """The drift signal's knobs."""
