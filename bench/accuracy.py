@@ -1,7 +1,8 @@
 """FP and quantized test accuracy per data set, bit-width and seed.
 
-Trains the default architecture on each data set (read from the raw public files in
-``--data-dir``, default ``../shared/data``), QAT at every bit-width, and evaluates the
+Trains the default architecture on each data set (the vendored copies in
+``edge_agent/data/vendored``, or the raw public files in ``--data-dir``: the same arrays),
+QAT at every bit-width, and evaluates the
 exported bundle on the integer engine (the numbers the agent will see) next to the torch
 fake-quant model. Prints a Markdown table; ``--json FILE`` writes every number.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.data import load_dataset
 from edge_agent.data.datasets import Dataset, load_digits_csv, load_ts_pair
 from edge_agent.engine.engine import Engine
 from edge_agent.training.fit import TrainConfig
@@ -29,6 +31,12 @@ RAW = {
     "gunpoint": lambda d: load_ts_pair(d / "uea" / "GunPoint_TRAIN.ts"),
     "digits": lambda d: load_digits_csv(d / "digits.csv.gz"),
 }
+
+
+def bench_dataset(name: str, data_dir: Path | None) -> Dataset:
+    """Data set ``name`` from the raw public files in ``data_dir`` or, when None, its
+    vendored copy (equal to the raw files: tests/test_data.py)."""
+    return load_dataset(name) if data_dir is None else RAW[name](data_dir)
 
 
 def run_one(ds: Dataset, bits: list[int], seed: int, cfg: TrainConfig) -> dict[str, float]:
@@ -71,7 +79,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+        "--data-dir", type=Path, help="raw public files (uea/*.ts, digits.csv.gz); default vendored"
     )
     ap.add_argument("--datasets", default="basicmotions,gunpoint,digits")
     ap.add_argument("--seeds", default="0,1,2")
@@ -84,7 +92,7 @@ def main() -> None:
     results: dict[str, dict[int, dict[str, float]]] = {}
     t0 = time.time()
     for name in args.datasets.split(","):
-        ds = RAW[name](args.data_dir)
+        ds = bench_dataset(name, args.data_dir)
         results[name] = {s: run_one(ds, bits, s, cfg) for s in seeds}
     print(table(results, bits))
     print(f"\n{len(seeds)} seeds, default TrainConfig, {time.time() - t0:.0f} s")

@@ -1,6 +1,6 @@
 """Ablation of QAT bursts (RES coreset, CLC, CR): accuracy and CPU seconds per burst.
 
-For each data set (raw public files in ``--data-dir``) an FP model is
+For each data set (vendored, or raw public files in ``--data-dir``) an FP model is
 trained once (seed 0) and quantized post-training (LSQ+ initialization, activation ranges
 from the training split) at 2 and 4 bits: the state a board is in after switching to a
 bit-width it has no QAT model for. Each burst starts from that state and trains the same
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import RAW
+from bench.accuracy import bench_dataset
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.data.datasets import Dataset
@@ -274,7 +274,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+        "--data-dir", type=Path, help="raw public files (uea/*.ts, digits.csv.gz); default vendored"
     )
     ap.add_argument("--datasets", default="basicmotions,gunpoint,digits")
     ap.add_argument("--bits", default="2,4")
@@ -294,7 +294,7 @@ def main() -> None:
     t0 = time.time()
     jobs, start, bundles = [], {}, {}
     for name in args.datasets.split(","):
-        ds = RAW[name](args.data_dir)
+        ds = bench_dataset(name, args.data_dir)
         bundle = bundles[name] = start_bundle(ds, bits, args.fp_steps)
         pool_x, pool_y = candidate_pool(ds, args.pool_min)
         for b in bits:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import RAW
+from bench.accuracy import bench_dataset
 from bench.qat_burst import candidate_pool, start_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
@@ -202,7 +202,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+        "--data-dir", type=Path, help="raw public files (uea/*.ts, digits.csv.gz); default vendored"
     )
     ap.add_argument("--datasets", default="gunpoint,digits")
     ap.add_argument("--bits", type=int, default=2)
@@ -217,7 +217,7 @@ def main() -> None:
     t0 = time.time()
     jobs = []
     for name in args.datasets.split(","):
-        ds = RAW[name](args.data_dir)
+        ds = bench_dataset(name, args.data_dir)
         jobs += [
             {
                 "ds": fold_dataset(ds, val),

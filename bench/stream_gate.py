@@ -21,13 +21,12 @@ import logging
 
 import numpy as np
 
-from edge_agent.bundle import SERIES_NORM
 from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.cli.demo import DEFAULT_BUNDLE
 from edge_agent.client import stream
 from edge_agent.data import load_dataset
-from edge_agent.data.datasets import normalize_series, trained_data_spec
+from edge_agent.data.datasets import trained_data_spec
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
 
@@ -54,10 +53,8 @@ def replay_through_controller(
         ds.X_test, ds.y_test, count, seed, drift.transform(seed), drift.start, labels_every
     )
     for item in items:
-        x = item.x[None]
-        if bundle.meta.get(SERIES_NORM):
-            x = normalize_series(x)
-        hits.append(engine.predict(x)[0][0] == item.y)
+        x = engine.prepare(item.x[None])
+        hits.append(engine.predict(x, prepared=True)[0][0] == item.y)
         controller.observe(x[0], item.y if item.labelled else None, item.index)
         while controller.due():
             result = controller.run(engine)

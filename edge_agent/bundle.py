@@ -8,15 +8,15 @@ and atomic I/O are in :mod:`edge_agent.bundle_io`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kernels.plan.packing import (
-    row_bytes,
-)
+from kernels.plan.packing import pack_rows, row_bytes
 
 _DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float32", "float64", "bool"}
 WEIGHTED_OPS = ("conv1d", "conv2d", "linear")
@@ -106,6 +106,18 @@ class Bundle:
     def weighted_ops(self) -> list[dict[str, Any]]:
         """The conv/linear entries of the layer list, in order."""
         return [op for op in self.arch["layers"] if op["op"] in WEIGHTED_OPS]
+
+    def with_codes(self, bits: int, codes: Sequence[np.ndarray]) -> Bundle:
+        """A new bundle whose ``bits`` model holds the signed integer weights ``codes`` (one
+        (O, K) array per weighted layer, torch column order), packed; the rest is shared."""
+        quant = self.quant[bits]
+        layers = [
+            dataclasses.replace(lq, packed=pack_rows(q, bits))
+            for lq, q in zip(quant.layers, codes, strict=True)
+        ]
+        return dataclasses.replace(
+            self, quant={**self.quant, bits: dataclasses.replace(quant, layers=layers)}
+        )
 
 
 # ---------------------------------------------------------------- keys

@@ -1,5 +1,5 @@
-"""Shared fixtures: paths to the real data, small trained bundles (trained once per run)
-and ahead-of-time compiled kernels (built once per run)."""
+"""Shared fixtures: the raw public data (when given), small trained bundles (trained once
+per run) and ahead-of-time compiled kernels (built once per run)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ import pytest
 from kernels.exec import backend
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The raw public files the vendored sets were converted from (uea/*.ts, digits.csv.gz; see
+# edge_agent/data/vendored/PROVENANCE.md): optional, only the parser-on-real-files tests use them.
+RAW_DATA_ENV = "EDGE_AGENT_RAW_DATA"
 # Engines (here and in child processes) JIT-compile unless a test asks for AOT kernels:
 # what a test checks must not depend on what the developer's kernel cache holds.
 os.environ.setdefault("EDGE_AGENT_KERNELS", "jit")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The raw public data sets beside the checkout (tests may use them; the product may not)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: tests need ../shared/data beside the checkout")
-    return SHARED_DATA
+def raw_data() -> Path:
+    """The raw public data files, from ``$EDGE_AGENT_RAW_DATA`` (skips the test when unset)."""
+    where = os.environ.get(RAW_DATA_ENV)
+    if not where:
+        pytest.skip(f"raw public data files not given (set {RAW_DATA_ENV} to their directory)")
+    path = Path(where)
+    if not path.is_dir():
+        pytest.fail(f"{RAW_DATA_ENV}={where} is not a directory")
+    return path
 
 
 def _train_bundle(tmp_dir: Path, data: str, bits: list[int], name: str) -> Path:

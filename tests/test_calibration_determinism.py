@@ -15,6 +15,7 @@ from test_service_support import AgentProcess, cleanup, short_dir, write_config
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
+from edge_agent.calibrate.flip_round import FlipConfig
 from edge_agent.client import Publisher, replay, stream
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
@@ -22,7 +23,7 @@ from edge_agent.engine.engine import Engine
 
 DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
 CFG = CalibrationConfig(
-    chunk=16, min_holdout=2, episode_rounds=3, stats_min_samples=32, max_backlog=8
+    chunk=16, flip=FlipConfig(min_holdout=2), episode_rounds=3, stats_min_samples=32, max_backlog=8
 )
 
 
@@ -64,7 +65,11 @@ def test_same_models_whenever_the_jobs_run() -> None:
 def test_a_calibration_thread_that_falls_behind_skips_rounds_and_counts_them() -> None:
     bundle = load_bundle(DEFAULT)
     cfg = CalibrationConfig(
-        chunk=8, min_holdout=2, episode_rounds=6, stats_min_samples=32, max_backlog=1
+        chunk=8,
+        flip=FlipConfig(min_holdout=2),
+        episode_rounds=6,
+        stats_min_samples=32,
+        max_backlog=1,
     )
     _, counts = _replay(bundle, cfg, 300)
     rounds = sum(v for k, v in counts.items() if k.endswith(("_kept", "_rolled_back")))
@@ -75,7 +80,7 @@ def test_a_calibration_thread_that_falls_behind_skips_rounds_and_counts_them() -
 def test_no_rounds_without_drift() -> None:
     ds = load_dataset("basicmotions")
     bundle = load_bundle(DEFAULT)
-    ctl = CalibrationController(bundle, CalibrationConfig(chunk=16, min_holdout=2))
+    ctl = CalibrationController(bundle, CalibrationConfig(chunk=16, flip=FlipConfig(min_holdout=2)))
     eng = Engine(bundle)
     idx = np.random.default_rng(8).integers(0, len(ds.X_test), 2000)
     results = []

@@ -23,8 +23,8 @@ from edge_agent.data.drift import Drift
 from edge_agent.data.ts_format import TsFormatError, load_ts
 
 
-def test_ts_parser_basicmotions(shared_data: Path) -> None:
-    X, y, names = load_ts(shared_data / "uea" / "BasicMotions_TRAIN.ts")
+def test_ts_parser_basicmotions(raw_data: Path) -> None:
+    X, y, names = load_ts(raw_data / "uea" / "BasicMotions_TRAIN.ts")
     assert X.shape == (40, 6, 100) and X.dtype == np.float32
     assert names == ["Standing", "Running", "Walking", "Badminton"]
     assert sorted(set(y.tolist())) == [0, 1, 2, 3]
@@ -34,8 +34,8 @@ def test_ts_parser_basicmotions(shared_data: Path) -> None:
     assert X[0, 0, 2] == pytest.approx(-0.903497)
 
 
-def test_ts_parser_gunpoint(shared_data: Path) -> None:
-    ds = load_ts_pair(shared_data / "uea" / "GunPoint_TRAIN.ts")
+def test_ts_parser_gunpoint(raw_data: Path) -> None:
+    ds = load_ts_pair(raw_data / "uea" / "GunPoint_TRAIN.ts")
     assert ds.X_train.shape == (50, 1, 150) and ds.X_test.shape == (150, 1, 150)
     assert ds.label_names == ["1", "2"]
 
@@ -179,9 +179,15 @@ def test_ts_parser_rejects_bad_files(tmp_path: Path, text: str, message: str) ->
         load_ts(bad)
 
 
-def test_digits_csv_split_is_stratified_and_deterministic(shared_data: Path) -> None:
-    a = load_digits_csv(shared_data / "digits.csv.gz")
-    b = load_digits_csv(shared_data / "digits.csv.gz")
+def test_digits_csv_split_is_stratified_and_deterministic(tmp_path: Path) -> None:
+    # the vendored digits written back as the public CSV (64 pixels, label last)
+    vendored = load_dataset("digits")
+    X = np.concatenate([vendored.X_train, vendored.X_test]).reshape(-1, 64)
+    y = np.concatenate([vendored.y_train, vendored.y_test])
+    csv = tmp_path / "digits.csv.gz"
+    np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%d")
+    a = load_digits_csv(csv)
+    b = load_digits_csv(csv)
     assert a.X_train.shape[1:] == (1, 8, 8)
     assert len(a.y_train) + len(a.y_test) == 1797
     np.testing.assert_array_equal(a.y_test, b.y_test)
@@ -189,16 +195,14 @@ def test_digits_csv_split_is_stratified_and_deterministic(shared_data: Path) -> 
     assert np.all(np.abs(frac - 0.3) < 0.02)
 
 
-def test_vendored_sets_equal_the_raw_files(shared_data: Path) -> None:
-    raw = load_ts_pair(shared_data / "uea" / "BasicMotions_TRAIN.ts")
+def test_vendored_sets_equal_the_raw_files(raw_data: Path) -> None:
+    raw = load_ts_pair(raw_data / "uea" / "BasicMotions_TRAIN.ts")
     vendored = load_dataset("basicmotions")
     np.testing.assert_array_equal(raw.X_train, vendored.X_train)
     np.testing.assert_array_equal(raw.y_test, vendored.y_test)
     assert raw.label_names == vendored.label_names
     digits = load_dataset("digits")
-    np.testing.assert_array_equal(
-        digits.X_test, load_digits_csv(shared_data / "digits.csv.gz").X_test
-    )
+    np.testing.assert_array_equal(digits.X_test, load_digits_csv(raw_data / "digits.csv.gz").X_test)
 
 
 def test_normalization_uses_training_split_only() -> None:

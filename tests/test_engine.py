@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -13,11 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.bundle import WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import SERIES_NORM, WEIGHTED_OPS, Bundle, LayerQuant, QuantModel
+from edge_agent.data.datasets import normalize_series
 from edge_agent.engine import reference
 from edge_agent.engine.engine import Engine
 from kernels.exec import backend
-from kernels.plan import tables
+from kernels.plan import layout, program, tables
 from kernels.plan.fixedpoint import quantize_multipliers
 from kernels.plan.packing import pack_rows, qrange
 
@@ -460,3 +462,91 @@ def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
     )
     env = {"EDGE_AGENT_KERNEL_ISA": "generic", "EDGE_AGENT_JIT_CACHE": str(tmp_path / "jit")}
     assert _run_snippet(code, env).strip() == "ok"
+
+
+def _codes_from_panels(engine: Engine, index: int, bits: int) -> np.ndarray:
+    """A layer's signed codes rebuilt from its kernel panel (what layer_codes once did)."""
+    st = engine._current[bits]
+    w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
+    size = layout.panel_nbytes(o, k, b)
+    kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
+    perm = program.kernel_order(st.model.slots[index], np.arange(k, dtype=np.int64)[None, :])[0]
+    q = np.empty_like(kernel_q)
+    q[:, perm] = kernel_q
+    return q
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_kept_codes_equal_the_panels_through_swaps(arch: str) -> None:
+    spec = ARCHS[arch]
+    bundle = random_bundle(spec, seed=13, bits=(8, 4))
+    engine = Engine(bundle, bits=4)
+    rng = np.random.default_rng(2)
+
+    def check() -> None:
+        for b in engine.available_bits:
+            codes = engine.codes(b)
+            for i in range(len(bundle.quant[b].layers)):
+                want = _codes_from_panels(engine, i, b)
+                np.testing.assert_array_equal(engine.layer_codes(i, b), want)
+                np.testing.assert_array_equal(codes[i], want)
+                assert engine.layer_codes(i, b).dtype == np.int8
+
+    check()
+    layers = bundle.quant[4].layers
+    new = [rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8) for lq in layers]
+    mine = new[0].copy()
+    engine.swap_weights({0: mine, len(layers) - 1: pack_rows(new[-1], 4)})
+    mine[:] = 0  # the engine keeps its own copy
+    got = engine.layer_codes(0)
+    got[:] = 1  # and hands out copies
+    check()
+    engine.swap_params(biases={0: engine.layer_bias(0) + 1})
+    engine.set_bits(8)
+    engine.swap_weights([None, *(rng.integers(-128, 128, lq.shape) for lq in engine.codes()[1:])])
+    check()
+
+
+def test_bundle_with_codes_packs_the_engines_codes() -> None:
+    bundle = random_bundle(SENSOR, seed=4, bits=(8, 4))
+    engine = Engine(bundle, bits=4)
+    rng = np.random.default_rng(3)
+    new = [
+        rng.integers(-8, 8, (lq.out_features, lq.k)).astype(np.int8)
+        for lq in bundle.quant[4].layers
+    ]
+    engine.swap_weights(new)
+    before = [lq.packed.copy() for lq in bundle.quant[4].layers]
+    saved = bundle.with_codes(4, engine.codes())
+    assert saved is not bundle and saved.quant[8] is bundle.quant[8]
+    for lq, q in zip(saved.quant[4].layers, new, strict=True):
+        np.testing.assert_array_equal(lq.packed, pack_rows(q, 4))
+    for lq, packed in zip(bundle.quant[4].layers, before, strict=True):  # original untouched
+        np.testing.assert_array_equal(lq.packed, packed)
+    reloaded = Engine(saved, bits=4)
+    x = _inputs(SENSOR, 4)
+    np.testing.assert_array_equal(reloaded.predict_logits(x), engine.predict_logits(x))
+    assert reloaded.model_version != Engine(bundle, bits=4).model_version
+
+
+def test_predict_normalizes_per_series_exactly_as_the_agent_did() -> None:
+    plain = random_bundle(SENSOR, seed=6, bits=(8, 4))
+    series = dataclasses.replace(plain, meta={**plain.meta, SERIES_NORM: True})
+    rng = np.random.default_rng(8)
+    X = (_inputs(SENSOR, 12) * rng.uniform(1e-3, 1e3, (12, 1, 1))).astype(np.float32)
+    X[3, 1] = 5.0  # a flat channel becomes zeros
+    want_x = normalize_series(X)  # what service/model.py's prepare did before predict
+    for bits in (8, 4):
+        engine, before = Engine(series, bits=bits), Engine(plain, bits=bits)
+        assert engine.series_norm and not before.series_norm
+        np.testing.assert_array_equal(engine.prepare(X), want_x)
+        np.testing.assert_array_equal(engine.prepare(X[0]), want_x[0])
+        want = before.predict(want_x)
+        for got in (engine.predict(X), engine.predict(want_x, prepared=True)):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(engine.predict(X[5])[0], want[0][5:6])
+        np.testing.assert_array_equal(engine.predict_classes(want_x), want[0])
+        # without the meta key nothing changes
+        assert before.prepare(X) is X
+        np.testing.assert_array_equal(before.predict(X)[1], before.predict(X, prepared=True)[1])

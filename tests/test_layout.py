@@ -1,9 +1,9 @@
 """The package layout holds the torch boundary and the direction of imports.
 
 Layers, highest first: cli and fleet > service > calibrate > engine > kernels; ingest, bundle
-(``bundle``, ``bundle_io``, ``container``), data and energy sit beside them. training (the
-only torch side) may import anything but service and cli; only cli's train and evaluate
-commands import training, lazily inside functions.
+(``bundle``, ``bundle_io``, ``container``), contracts, data and energy sit beside them.
+training (the only torch side) may import anything but service and cli; only cli's train
+and evaluate commands import training, lazily inside functions.
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_FREE = ("ingest", "engine", "calibrate", "service", "data")
-TORCH_FREE_MODULES = ("bundle", "bundle_io", "container", "energy", "energy_sources", "client")
+TORCH_FREE_MODULES = (
+    "bundle",
+    "bundle_io",
+    "container",
+    "contracts",
+    "energy",
+    "energy_sources",
+    "client",
+)
 # fleet (proxy, collect, rollout) is a client of agents, beside cli
 RANKS = {"kernels": 0, "engine": 1, "calibrate": 2, "service": 3, "cli": 4, "fleet": 4}
 # What a package may not import (beside the rank order above).
@@ -31,6 +39,7 @@ FORBIDDEN = {
     "data": {"service", "calibrate", "training", "cli"},
     "bundle": {"service", "calibrate", "engine", "training", "cli", "ingest"},
     "training": {"service", "cli"},
+    "contracts": {"service", "calibrate", "engine", "training", "cli", "ingest", "bundle", "data"},
 }
 
 

@@ -166,8 +166,8 @@ def _predictions_follow_a_new_model(agent: AgentProcess, bundle: Path, ds: Any) 
 
 
 def test_a_series_normalized_model_gets_every_sample_normalized(tmp_path: Path) -> None:
-    bundle = load_bundle(make_bundle(tmp_path / "plain.eab"))
-    bundle = dataclasses.replace(bundle, meta={**bundle.meta, SERIES_NORM: True})
+    plain = load_bundle(make_bundle(tmp_path / "plain.eab"))
+    bundle = dataclasses.replace(plain, meta={**plain.meta, SERIES_NORM: True})
     save_bundle(bundle, tmp_path / "series.eab")
     d = short_dir()
     agent = AgentProcess(write_config(d, tmp_path / "series.eab"))
@@ -183,7 +183,7 @@ def test_a_series_normalized_model_gets_every_sample_normalized(tmp_path: Path) 
                 pub.send_sample("s", i, x, label=i % 4)
         preds = {p["seq"]: p["class"] for p in _recv_all(sub, len(X))}
         sub.close()
-        expected, _ = Engine(bundle).predict(normalize_series(X))
+        expected, _ = Engine(plain).predict(normalize_series(X))
         assert [preds[i] for i in range(len(X))] == expected.tolist()
         agent.request("checkpoint")  # the labelled log is on disk
         agent.stop()

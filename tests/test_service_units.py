@@ -33,12 +33,50 @@ from edge_agent.service.config import AgentConfig, ConfigError, load_config, par
         ("[serial]\nframing = 'xml'", "serial.framing"),
         ("model = 3", "model: expected a table"),
         ("[model\n", "not valid TOML"),
+        # ranges and choices (field metadata) name the key, the value and what is allowed
+        ("[calibration]\nchunk = 0", "calibration.chunk: must be in 1..100000, not 0"),
+        (  # a flip-round knob, nested in FlipConfig, keeps its flat key
+            "[calibration]\nholdout_fraction = 0.99",
+            "calibration.holdout_fraction: must be in 0.05..0.95, not 0.99",
+        ),
+        (
+            "[calibration]\ntrigger = 'often'",
+            "calibration.trigger: must be one of drift, samples, not 'often'",
+        ),
+        ("[ingest]\nrcvhwm = 0", "ingest.rcvhwm: must be in 1..1e+07, not 0"),
+        ("[serial]\nsensor = ''", "serial.sensor (length): must be in 1..64, not 0"),
+        ("[state]\nkeep = 101", "state.keep: must be in 1..100, not 101"),
+        ("[bursts]\nenergy_poll_s = 0.01", "bursts.energy_poll_s: must be in 0.1..3600, not 0.01"),
     ],
 )
 def test_config_errors_name_the_key(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "agent.toml")
     assert key in str(info.value) and str(info.value).startswith("agent.toml: ")
+
+
+def test_calibration_nests_the_flip_knobs_under_their_flat_keys() -> None:
+    cfg = parse_config("[calibration]\nmin_holdout = 2\ntolerance = 0.1\nchunk = 8")
+    cal = cfg.calibration
+    assert cal.chunk == 8 and cal.flip.min_holdout == 2 and cal.flip.tolerance == 0.1
+    assert cal.schedule_config().chunk == 8  # the stream side's same-named knobs
+    assert cal.flip.anchor_tolerance == AgentConfig().calibration.flip.anchor_tolerance
+    view = cfg.to_dict()["calibration"]  # the config status reply: keyed as in the file
+    assert "flip" not in view and view["min_holdout"] == 2 and view["tolerance"] == 0.1
+    assert list(view)[:10] == [
+        "enabled",
+        "chunk",
+        "label_free",
+        "unlabelled_every",
+        "buffer_samples",
+        "buffer_bytes",
+        "class_balance",
+        "neighbour_bits",
+        "budget_fraction",
+        "threshold",
+    ]
+    with pytest.raises(ConfigError, match=r"calibration\.flip: unknown key"):
+        parse_config("[calibration]\nflip = {}")  # the nested section has no table of its own
 
 
 def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ class BurstConfig:
     lr: float = 5e-3  # weights and biases (bench/qat_burst_select)
     quantizer_lr: float = 5e-4  # LSQ+ scales and offsets
     coreset_fraction: float = 0.05
-    selection: str = "res"  # combined (d(t) of methods.md), res (RES alone), random, all
+    selection: str = "res"  # combined (d(t), docs/method.md sec. 8), res (RES alone), random, all
     reselect_every: int = 10
     score_temperature: float = 1.0  # softmax temperature of RES (bench/qat_burst_select)
     normalize_scores: bool = True

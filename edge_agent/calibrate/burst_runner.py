@@ -34,6 +34,7 @@ from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.container import atomic_write_bytes
+from edge_agent.contracts import Predict
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class GateOutcome:
 
 
 def gate_candidate(
-    current: gate.Predict,
+    current: Predict,
     candidate_path: str | os.PathLike[str],
     X: np.ndarray,
     targets: np.ndarray,
@@ -227,7 +228,7 @@ def gate_candidate(
         return GateOutcome(bad, None, None)
     engine.warmup()
     decision = gate.check(
-        current, lambda x: engine.predict(x)[0], X, targets, metric, tolerance, min_samples
+        current, engine.predict_classes, X, targets, metric, tolerance, min_samples
     )
     return GateOutcome(
         decision, bundle if decision.accepted else None, engine if decision.accepted else None

@@ -28,6 +28,7 @@ from edge_agent.bundle import Bundle
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.burst_config import BurstConfig
 from edge_agent.calibrate.burst_runner import BurstLimits, BurstRunner, GateOutcome, gate_candidate
+from edge_agent.contracts import Predict
 from edge_agent.energy import EnergyDecision
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class BurstScheduler:
         self,
         decision: EnergyDecision,
         bundle: Bundle,
-        current: gate.Predict,
+        current: Predict,
         pool: PoolSource,
         wanted: bool = True,
     ) -> GateOutcome | None:
@@ -156,7 +157,7 @@ class BurstScheduler:
         }
         return True
 
-    def _finished(self, outcome: Any, current: gate.Predict) -> None:
+    def _finished(self, outcome: Any, current: Predict) -> None:
         self.counters.cpu_s_total += outcome.cpu_s
         self.last.update(
             state=outcome.state,

@@ -1,10 +1,16 @@
 """The ``[calibration]`` section of the agent's configuration, and the knobs each part of
 the calibration takes from it (flip rounds, the QCore buffer, the drift signal, the
-stream-side schedule)."""
+stream-side schedule).
+
+Field metadata: ``range`` (lo, hi) and ``choices`` are what the config accepts (checked by
+:mod:`edge_agent.service.config`); ``flatten`` keeps a nested section's keys in
+``[calibration]`` itself (the flip-round knobs of :class:`FlipConfig`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from edge_agent.calibrate.drift_signal import DriftConfig
 from edge_agent.calibrate.flip_round import FlipConfig
@@ -17,45 +23,43 @@ class CalibrationConfig:
     """The ``[calibration]`` section of the agent's configuration."""
 
     enabled: bool = True
-    chunk: int = 32  # stream samples per QCore update and flip round
+    # stream samples per QCore update and flip round
+    chunk: int = field(default=32, metadata={"range": (1, 100_000)})
     label_free: bool = True  # also learn from unlabelled samples (FP pseudo-labels)
-    unlabelled_every: int = 8  # keep one unlabelled sample in this many as a candidate
-    buffer_samples: int = 64
-    buffer_bytes: int = 1 << 20
+    # keep one unlabelled sample in this many as a candidate
+    unlabelled_every: int = field(default=8, metadata={"range": (1, 1_000_000)})
+    buffer_samples: int = field(default=64, metadata={"range": (1, 1_000_000)})
+    buffer_bytes: int = field(default=1 << 20, metadata={"range": (1024, 1 << 32)})
     class_balance: bool = True
-    neighbour_bits: int = 1  # QCore miss tracking at the deployed width and this many around it
-    budget_fraction: float = 0.02
-    threshold: float = 0.5
-    iterations: int = 4
-    holdout_fraction: float = 0.3
-    min_holdout: int = 4
-    tolerance: float = 0.0
-    anchor_tolerance: float = 0.05
-    recent_labelled: int = 64  # latest labelled stream samples a kept round may not do worse on
-    trigger: str = "drift"  # "drift": rounds only after a drift alarm; "samples": every chunk
-    episode_rounds: int = 8  # flip rounds (one per chunk) after each drift alarm
+    # QCore miss tracking at the deployed width and this many around it
+    neighbour_bits: int = field(default=1, metadata={"range": (0, 3)})
+    # the flip-round knobs (budget_fraction ... anchor_tolerance), flat in [calibration]
+    flip: FlipConfig = field(default_factory=FlipConfig, metadata={"flatten": True})
+    # latest labelled stream samples a kept round may not do worse on
+    recent_labelled: int = field(default=64, metadata={"range": (0, 100_000)})
+    # "drift": rounds only after a drift alarm; "samples": every chunk
+    trigger: str = field(default="drift", metadata={"choices": ("drift", "samples")})
+    # flip rounds (one per chunk) after each drift alarm
+    episode_rounds: int = field(default=8, metadata={"range": (0, 100_000)})
     stats_rung: bool = True  # the label-free statistics round first after an alarm
-    stats_window: int = 256  # latest stream samples kept for the statistics round
-    stats_min_samples: int = 64  # samples since the change point before it runs
-    drift_allowance: float = 1.0  # CUSUM k, in standard deviations of the novelty score
-    drift_threshold: float = 20.0  # CUSUM h
-    drift_hold: int = 1024  # samples after an alarm before the signal re-baselines
-    drift_baseline: int = 256  # samples its new level is estimated from
-    max_backlog: int = 4  # rounds waiting for the calibration thread; more: skip the oldest
+    # latest stream samples kept for the statistics round
+    stats_window: int = field(default=256, metadata={"range": (2, 1_000_000)})
+    # samples since the change point before it runs
+    stats_min_samples: int = field(default=64, metadata={"range": (2, 1_000_000)})
+    # CUSUM k, in standard deviations of the novelty score
+    drift_allowance: float = field(default=1.0, metadata={"range": (0.0, 10.0)})
+    drift_threshold: float = field(default=20.0, metadata={"range": (0.1, 1e6)})  # CUSUM h
+    # samples after an alarm before the signal re-baselines
+    drift_hold: int = field(default=1024, metadata={"range": (0, 10_000_000)})
+    # samples its new level is estimated from
+    drift_baseline: int = field(default=256, metadata={"range": (2, 10_000_000)})
+    # rounds waiting for the calibration thread; more: skip the oldest
+    max_backlog: int = field(default=4, metadata={"range": (1, 60)})
 
     def schedule_config(self) -> ScheduleConfig:
-        """The stream side's knobs."""
-        return ScheduleConfig(
-            self.chunk,
-            self.label_free,
-            self.unlabelled_every,
-            self.recent_labelled,
-            self.trigger,
-            self.episode_rounds,
-            self.stats_window,
-            self.stats_min_samples,
-            self.max_backlog,
-        )
+        """The stream side's knobs (the fields of the same names)."""
+        names = [f.name for f in dataclasses.fields(ScheduleConfig)]
+        return ScheduleConfig(**{name: getattr(self, name) for name in names})
 
     def drift_config(self) -> DriftConfig:
         """The drift signal's knobs."""
@@ -64,18 +68,6 @@ class CalibrationConfig:
             threshold=self.drift_threshold,
             hold=self.drift_hold,
             baseline=self.drift_baseline,
-        )
-
-    def flip_config(self) -> FlipConfig:
-        """The flip-round knobs."""
-        return FlipConfig(
-            self.budget_fraction,
-            self.threshold,
-            self.iterations,
-            self.holdout_fraction,
-            self.min_holdout,
-            self.tolerance,
-            self.anchor_tolerance,
         )
 
     def buffer_config(self) -> BufferConfig:

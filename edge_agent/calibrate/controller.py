@@ -35,7 +35,6 @@ from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.fp_model import fp_predict_fn
-from kernels.plan.packing import pack_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,9 @@ class CalibrationController:
         net = FlipNet.from_extras(bundle.extras)
         if net is None:
             log.warning("bundle has no flipping network: calibration uses greedy local flips")
-        proposer = greedy_proposer() if net is None else network_proposer(net, cfg.threshold)
+        proposer = greedy_proposer() if net is None else network_proposer(net, cfg.flip.threshold)
         self.method = "greedy" if net is None else "network"
-        self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip_config())
+        self.calibrator = BitFlipCalibrator(bundle, proposer, cfg.flip)
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
@@ -180,12 +179,12 @@ class CalibrationController:
     # ------------------------------------------------------------------ rounds
 
     def _predict_by_bits(self, engine: Engine) -> dict[int, Any]:
-        out: dict[int, Any] = {engine.bits: lambda a: engine.predict(a)[0]}
+        out: dict[int, Any] = {engine.bits: engine.predict_classes}  # prepared samples
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
                     self._neighbours[b] = Engine(self.bundle, bits=b, scratch=True)
-                out[b] = lambda a, e=self._neighbours[b]: e.predict(a)[0]
+                out[b] = self._neighbours[b].predict_classes
         return out
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:
@@ -264,7 +263,9 @@ class CalibrationController:
             self.train_stats,
             job.X,
             job.recent or empty,
-            stats_rung.StatsConfig(self.cfg.tolerance, self.cfg.min_holdout),
+            stats_rung.StatsConfig(
+                tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
+            ),
             version_of=lambda c: self._corrected(engine.bits, c, engine).model_version,
         )
         if corr is not None:
@@ -301,24 +302,7 @@ class CalibrationController:
             meta={**self.bundle.meta, INPUT_CORRECTED: True},
             quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
         )
-        return b if engine is None else self._with_codes(b, engine)
-
-    def updated_bundle(self, engine: Engine) -> Bundle:
-        """The bundle with the engine's current integer weights at its active bit-width
-        (and the statistics rung's kept corrections)."""
-        return self._with_codes(self.bundle, engine)
-
-    @staticmethod
-    def _with_codes(bundle: Bundle, engine: Engine) -> Bundle:
-        bits = engine.bits
-        quant = bundle.quant[bits]
-        layers = [
-            dataclasses.replace(lq, packed=pack_rows(engine.layer_codes(i), bits))
-            for i, lq in enumerate(quant.layers)
-        ]
-        return dataclasses.replace(
-            bundle, quant={**bundle.quant, bits: dataclasses.replace(quant, layers=layers)}
-        )
+        return b if engine is None else b.with_codes(engine.bits, engine.codes())
 
     # ------------------------------------------------------------------ state
 

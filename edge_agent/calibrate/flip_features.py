@@ -1,4 +1,4 @@
-"""Forward-only features for bit flipping (QCore's general form, see methods.md section 2).
+"""Forward-only features for bit flipping (QCore's general form, docs/method.md section 5).
 
 One forward pass of the integer model over the calibration samples (the engine's kernels,
 recording every weighted layer's input codes) gives every conv/linear layer's centred

@@ -15,17 +15,17 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_agent.bundle import RESIDUAL_SCALE, Bundle, QuantModel, residual_key
+from edge_agent.bundle import RESIDUAL_SCALE, Bundle, residual_key
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
-from kernels.plan.packing import pack_rows, qrange, unpack_rows
+from kernels.plan.packing import qrange, unpack_rows
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,21 @@ Proposer = Callable[[list[np.ndarray]], Proposal]
 
 @dataclass(frozen=True)
 class FlipConfig:
-    """Knobs of a round (all in the agent's config)."""
+    """Knobs of a round (all in the agent's config, ``[calibration]``; ``range``: the
+    values the config accepts)."""
 
-    budget_fraction: float = 0.02  # flips per step, as a fraction of all weights
-    threshold: float = 0.5  # network confidence needed for a flip
-    iterations: int = 4  # propose/apply steps per round (a failed step halves the budget)
-    holdout_fraction: float = 0.3
-    min_holdout: int = 4
-    tolerance: float = 0.0  # held-out score may drop by this much and still pass
-    anchor_tolerance: float = 0.05  # accuracy the pre-drift anchors may lose and still pass
+    # flips per step, as a fraction of all weights
+    budget_fraction: float = field(default=0.02, metadata={"range": (0.0, 1.0)})
+    # network confidence needed for a flip
+    threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    # propose/apply steps per round (a failed step halves the budget)
+    iterations: int = field(default=4, metadata={"range": (1, 1000)})
+    holdout_fraction: float = field(default=0.3, metadata={"range": (0.05, 0.95)})
+    min_holdout: int = field(default=4, metadata={"range": (1, 100_000)})
+    # held-out score may drop by this much and still pass
+    tolerance: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    # accuracy the pre-drift anchors may lose and still pass
+    anchor_tolerance: float = field(default=0.05, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -163,15 +169,6 @@ class BitFlipCalibrator:
                 else r.astype(np.float64) / RESIDUAL_SCALE
             )
         return out
-
-    def quant_with(self, bits: int, codes: list[np.ndarray]) -> QuantModel:
-        """The bundle's ``bits`` model with its integer weights replaced by ``codes``."""
-        quant = self.bundle.quant[bits]
-        layers = [
-            dataclasses.replace(lq, packed=pack_rows(q, bits))
-            for lq, q in zip(quant.layers, codes, strict=True)
-        ]
-        return dataclasses.replace(quant, layers=layers)
 
     def trace(
         self, bits: int, codes: list[np.ndarray], X: np.ndarray
@@ -308,9 +305,7 @@ class BitFlipCalibrator:
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
-            saved = dataclasses.replace(
-                self.bundle, quant={**self.bundle.quant, bits: self.quant_with(bits, best)}
-            )
+            saved = self.bundle.with_codes(bits, best)
             version = engine.swap_weights(changed, version=saved.model_version)
         flips = int(sum((best[i] != current[i]).sum() for i in changed)) if version else 0
         result = RoundResult(

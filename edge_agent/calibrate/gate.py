@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from edge_agent.contracts import Predict
 
-Predict = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N,) class indices
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ FP-vs-quantized disagreement) until :meth:`QCoreBuffer.set_label` brings the rea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,10 @@ from edge_agent.calibrate.qcore_miss import (
     NEVER_CORRECT,
     draw_proportional,
 )
+from edge_agent.contracts import Predict
 
 log = logging.getLogger(__name__)
 
-Predict = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N,) class indices
 
 SOURCE_TRAIN, SOURCE_STREAM = 0, 1
 UNKNOWN, WRONG, RIGHT = -1, 0, 1  # values of the per-bit-width last correctness

@@ -2,7 +2,7 @@
 
 numpy only (no torch): the scores are functions of the quantized and full-precision
 models' softmax outputs, so they can be computed from any forward pass, the burst's
-fake-quant model or the agent's integer engine alike (methods.md section 3).
+fake-quant model or the agent's integer engine alike (docs/method.md section 8).
 
 - ``RES(x) = KL(p_Q(x) || p_F(x)) = sum_m p_Q,m log(p_Q,m / p_F,m)`` at a temperature.
 - ``d(t) = a(t) * EVS + (1 - a(t)) * DS + RES`` with ``EVS = ||p_Q - onehot(y)||_2``,

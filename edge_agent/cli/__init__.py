@@ -84,16 +84,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle with the integer engine on a data set's test split."""
     import numpy as np
 
-    from edge_agent.bundle import SERIES_NORM
     from edge_agent.bundle_io import load_bundle
     from edge_agent.data import load_dataset
-    from edge_agent.data.datasets import series_normalized, trained_data_spec
+    from edge_agent.data.datasets import trained_data_spec
     from edge_agent.engine.engine import Engine
 
     bundle = load_bundle(args.bundle)
     ds = load_dataset(args.data or trained_data_spec(bundle.meta))
-    if bundle.meta.get(SERIES_NORM):
-        ds = series_normalized(ds)
     if ds.input_shape != bundle.input_shape:
         print(
             f"error: data samples have shape {ds.input_shape}, the model expects "
@@ -115,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     engine = Engine(bundle)
     for bits in bits_list:
         engine.set_bits(bits)
-        pred, _ = engine.predict(ds.X_test)
+        pred, _ = engine.predict(ds.X_test)  # z-normalized per series if trained so
         acc = float(np.mean(pred == ds.y_test))
         print(f"  {bits}-bit integer engine accuracy {acc:.4f}")
     return 0

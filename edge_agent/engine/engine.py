@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import SERIES_NORM, Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
+from edge_agent.data.datasets import normalize_series
 from kernels.exec import backend
-from kernels.plan import abi, bias, layout, program, trace
+from kernels.plan import abi, bias, program, trace
 from kernels.plan.model import LayerParams, Model, Weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
@@ -43,6 +44,7 @@ class _State:
     model: Model
     weights: Weights
     version: str
+    codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
     args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
 
     def __post_init__(self) -> None:
@@ -106,13 +108,15 @@ class Engine:
         self.input_shape: tuple[int, ...] = bundle.input_shape
         self.num_classes: int = bundle.num_classes
         self.label_names: list[str] = list(bundle.label_names)
+        self.series_norm = bool(bundle.meta.get(SERIES_NORM))  # z-normalize each sample first
         self._features = int(np.prod(self.input_shape))
         self._initial: dict[int, _State] = {}
         for b, quant in sorted(bundle.quant.items()):
+            params = layer_params(quant)
             model, weights = program.build_model(
                 bundle.arch["layers"],
                 self.input_shape,
-                layer_params(quant),
+                params,
                 bundle.norm_mean,
                 bundle.norm_std,
                 quant.input_scale,
@@ -125,7 +129,8 @@ class Engine:
                     f"{b}-bit model gives {model.num_outputs} outputs for "
                     f"{self.num_classes} classes"
                 )
-            self._initial[b] = _State(b, model, weights, bundle.model_version)
+            codes = tuple(_frozen(p.q) for p in params)
+            self._initial[b] = _State(b, model, weights, bundle.model_version, codes)
         self._current = dict(self._initial)  # latest state per bit-width
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
@@ -204,9 +209,20 @@ class Engine:
         """Class indices (int64) of a batch."""
         return self.predict_logits(x).argmax(axis=1).astype(np.int64)
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class indices (int64) and softmax confidences (float32) for a batch."""
-        logits = self.predict_logits(x)
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Samples as the model takes them: z-normalized per series (every channel over its
+        own time or pixel axes) if the bundle was trained so, else ``x`` unchanged."""
+        if not self.series_norm:
+            return x
+        a = np.asarray(x, dtype=np.float32)
+        return normalize_series(a[None])[0] if a.shape == self.input_shape else normalize_series(a)
+
+    def predict(self, x: np.ndarray, *, prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (int64) and softmax confidences (float32) for a batch of samples as
+        they arrive (:meth:`prepare` applied here) or, ``prepared``, as the model takes them
+        (what :meth:`prepare` returned; :meth:`predict_logits`, :meth:`predict_classes`
+        and :meth:`trace` take these)."""
+        logits = self.predict_logits(x if prepared else self.prepare(x))
         top = logits.argmax(axis=1)
         z = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(z, dtype=np.float32)
@@ -262,7 +278,10 @@ class Engine:
                 for i in sorted(codes):
                     h.update(i.to_bytes(4, "little") + codes[i].tobytes())
                 version = h.hexdigest()[:12]
-            new = _State(b, old.model, weights, version)
+            kept = list(old.codes)
+            for i, q in codes.items():
+                kept[i] = _frozen(q)
+            new = _State(b, old.model, weights, version, tuple(kept))
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -312,7 +331,7 @@ class Engine:
                 weights = bias.replace_biases(model, weights, biases)
                 for i in sorted(biases):
                     h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
-            new = _State(b, model, weights, version or h.hexdigest()[:12])
+            new = _State(b, model, weights, version or h.hexdigest()[:12], old.codes)
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -356,13 +375,20 @@ class Engine:
         return codes
 
     def layer_codes(self, index: int, bits: int | None = None) -> np.ndarray:
-        """Current signed weights (O, K) int8 of one weighted layer, torch column order."""
+        """Current signed weights (O, K) int8 of one weighted layer, torch column order (a
+        copy of the codes the engine keeps next to the layer's kernel panel)."""
         st = self._state if bits is None else self._current[bits]
-        slot = st.model.slots[index]
-        w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
-        size = layout.panel_nbytes(o, k, b)
-        kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
-        perm = program.kernel_order(slot, np.arange(k, dtype=np.int64)[None, :])[0]
-        q = np.empty_like(kernel_q)
-        q[:, perm] = kernel_q
-        return q
+        return st.codes[index].copy()
+
+    def codes(self, bits: int | None = None) -> list[np.ndarray]:
+        """Current signed weights of every weighted layer (:meth:`layer_codes`), as
+        :meth:`edge_agent.bundle.Bundle.with_codes` takes them."""
+        st = self._state if bits is None else self._current[bits]
+        return [q.copy() for q in st.codes]
+
+
+def _frozen(q: np.ndarray) -> np.ndarray:
+    """A private read-only int8 copy of signed codes (O, K)."""
+    out = np.array(q, dtype=np.int8, order="C", copy=True)
+    out.setflags(write=False)
+    return out

@@ -7,15 +7,14 @@ the torch ``FPNet`` it was exported from (convolutions as windowed tensor contra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edge_agent.bundle import WEIGHTED_OPS, Bundle
-
-Predict = Callable[[np.ndarray], np.ndarray]
+from edge_agent.contracts import Predict
 
 
 def _ints(op: dict[str, Any], key: str, nd: int, default: int) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
 """Configuration sections of the ingest sources (``[ingest]``, ``[ingest.curve]``,
-``[serial]`` in agent.toml); validated with the rest by :mod:`edge_agent.service.config`."""
+``[serial]`` in agent.toml); validated with the rest by :mod:`edge_agent.service.config`
+(field metadata: ``choices``, ``range`` (lo, hi), ``length`` (lo, hi) of a string)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ class CurveConfig:
 class IngestConfig:
     """The ZeroMQ ingest socket and the bounded queue behind it."""
 
-    socket: str = "sub"  # "sub" or "pull"
-    mode: str = "bind"  # "bind" or "connect"
+    socket: str = field(default="sub", metadata={"choices": ("sub", "pull")})
+    mode: str = field(default="bind", metadata={"choices": ("bind", "connect")})
     endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5556"])
-    rcvhwm: int = 10000
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    queue_capacity: int = 1024
+    rcvhwm: int = field(default=10000, metadata={"range": (1, 10_000_000)})
+    max_message_bytes: int = field(
+        default=DEFAULT_MAX_MESSAGE_BYTES, metadata={"range": (64, 64 << 20)}
+    )
+    queue_capacity: int = field(default=1024, metadata={"range": (1, 1_000_000)})
     # SUB only: topic prefixes (first frame of the two-frame form) to receive; "" is all.
     # Behind `edge-agent proxy`, e.g. ["board-7/"] takes only this board's messages.
     topics: list[str] = field(default_factory=lambda: [""])
@@ -40,7 +43,8 @@ class SerialConfig:
 
     enabled: bool = False
     port: str = "/dev/ttyUSB0"  # a device path or a pyserial URL such as loop://
-    baud: int = 115200
-    framing: str = "line"  # "line" (text values) or "frame" (binary, see protocol.md)
-    sensor: str = "serial0"
-    reconnect_s: float = 1.0
+    baud: int = field(default=115200, metadata={"range": (1, 100_000_000)})
+    # "line" (text values) or "frame" (binary, see protocol.md)
+    framing: str = field(default="line", metadata={"choices": ("line", "frame")})
+    sensor: str = field(default="serial0", metadata={"length": (1, 64)})
+    reconnect_s: float = field(default=1.0, metadata={"range": (0.01, 3600)})

@@ -24,6 +24,7 @@ import serial
 from edge_agent.ingest.config import SerialConfig
 from edge_agent.ingest.intake import Intake
 from edge_agent.ingest.protocol import ProtocolError, Sample
+from edge_agent.ingest.worker import ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +45,18 @@ def format_line(x: np.ndarray, label: int | None = None) -> bytes:
     return (text + (f";{label}" if label is not None else "") + "\n").encode()
 
 
-class SerialSource:
+class SerialSource(ThreadWorker):
     """Reads a serial port in a thread and feeds the intake."""
+
+    thread_name = "ingest-serial"
 
     def __init__(self, cfg: SerialConfig, intake: Intake) -> None:
         self.cfg = cfg
         self.intake = intake
-        self._stop = threading.Event()
         self._buf = bytearray()
         self._seq = 0
         self.connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-serial", daemon=True)
-
-    def start(self) -> None:
-        """Start reading (and reconnecting)."""
-        self._thread.start()
-
-    def alive(self) -> bool:
-        """Whether the reader thread runs."""
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop reading and close the port."""
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
+        super().__init__()
 
     def _run(self) -> None:
         reported = False

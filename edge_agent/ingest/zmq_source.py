@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from pathlib import Path
 
 import zmq
@@ -21,6 +20,7 @@ from edge_agent.ingest import ipc
 from edge_agent.ingest.config import IngestConfig
 from edge_agent.ingest.intake import Intake
 from edge_agent.ingest.protocol import ProtocolError
+from edge_agent.ingest.worker import ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,16 @@ POLL_MS = 100
 DRAIN_MAX = 1000
 
 
-class ZmqSource:
+class ZmqSource(ThreadWorker):
     """Receives wire messages and hands them to the intake."""
+
+    thread_name = "ingest-zmq"
 
     def __init__(
         self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: IngestConfig, intake: Intake
     ) -> None:
         self.cfg = cfg
         self.intake = intake
-        self._stop = threading.Event()
         self._auth: ThreadAuthenticator | None = None
         self._monitor: zmq.Socket[bytes] | None = None
         kind = zmq.SUB if cfg.socket == "sub" else zmq.PULL
@@ -66,7 +67,7 @@ class ZmqSource:
             raise RuntimeError(
                 f"ingest socket ({cfg.socket} {cfg.mode} {', '.join(cfg.endpoints)}): {exc}"
             ) from None
-        self._thread = threading.Thread(target=self._run, name="ingest-zmq", daemon=True)
+        super().__init__()
 
     def _setup_curve(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
         public, secret = zmq.auth.load_certificate(self.cfg.curve.secret_key)
@@ -93,14 +94,6 @@ class ZmqSource:
             return list(self.cfg.endpoints)
         last = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return [*self.cfg.endpoints[:-1], last]
-
-    def start(self) -> None:
-        """Start receiving."""
-        self._thread.start()
-
-    def alive(self) -> bool:
-        """Whether the receive thread runs."""
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -149,14 +142,13 @@ class ZmqSource:
             self._monitor.close(linger=0)
             self._monitor = None
 
+    def _release_unstarted(self) -> None:
+        self._close_monitor()
+        self.sock.close(linger=0)
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop receiving; the thread closes the socket on its way out."""
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-        else:
-            self._close_monitor()
-            self.sock.close(linger=0)
+        super().stop(timeout)
         self._release()
         if self.cfg.mode == "bind":
             ipc.remove_bound(self.cfg.endpoints)

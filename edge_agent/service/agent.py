@@ -27,12 +27,11 @@ from edge_agent.bundle_io import to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
-from edge_agent.ingest.serial_source import SerialSource
-from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
@@ -81,7 +80,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         self._base_sha = ""
         self.model: Model
         self.intake: Intake
-        self.sources: list[ZmqSource | SerialSource] = []
+        self.sources: list[SampleSource] = []
         self.status_server: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self._output_bound: list[str] = []
@@ -230,7 +229,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self.metrics.inc("calibrations_accepted")
             if ctl is not self.calibration:  # the model was replaced meanwhile
                 continue
-            self._save_model(to_bytes(ctl.updated_bundle(self.model.engine)))
+            eng = self.model.engine
+            self._save_model(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
 
     def _energy_tick(self) -> None:
         """Apply the energy policy: the bit-width to run at, and QAT bursts."""
@@ -248,7 +248,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         if self.bursts is None:
             return
         cal = self.calibration  # bursts, like rounds, wait for the drift signal
-        current = cal.updated_bundle(eng) if cal else self.model.bundle
+        current = cal.bundle.with_codes(eng.bits, eng.codes()) if cal else self.model.bundle
         wanted = cal.burst_wanted(self.bursts.counters.started) if cal else True
         accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
         if accepted is None or accepted.engine is None or accepted.bundle is None:
@@ -295,8 +295,9 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         preds: dict[int, tuple[int, np.ndarray]] = {}
         if samples:
             t0 = time.perf_counter()
-            X = self.model.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-            classes, conf = self.model.engine.predict(X)
+            eng = self.model.engine  # everything after ingest sees the prepared samples only
+            X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
+            classes, conf = eng.predict(X, prepared=True)
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             preds = {id(it): (int(c), x) for it, c, x in zip(samples, classes, X, strict=True)}

@@ -2,12 +2,16 @@
 
 Every problem is reported as :class:`ConfigError` naming the offending key
 (``ingest.endpoints[1]: ...``), including unknown keys, so a typo never passes silently.
+Ranges and choices are declared on the sections' fields (``metadata``: ``range`` (lo, hi),
+``choices``, ``length`` (lo, hi) of a string; ``flatten``: a nested section whose keys sit
+in its parent's table) and checked by one walk over the configuration.
 Paths left empty fall back to the directories systemd provides (``STATE_DIRECTORY``,
 ``RUNTIME_DIRECTORY``) and then to the usual ``/var/lib`` and ``/run`` locations.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -42,7 +46,7 @@ class OutputConfig:
     """Where predictions are published."""
 
     endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5557"])
-    sndhwm: int = 10000
+    sndhwm: int = field(default=10000, metadata={"range": (1, 10_000_000)})
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,11 @@ class StatusConfig:
 class InferenceConfig:
     """The inference loop."""
 
-    batch_max: int = 64
-    feedback_window: int = 4096  # recent samples kept to match late labels
-    accuracy_window: int = 200  # labelled predictions in the rolling accuracy
+    batch_max: int = field(default=64, metadata={"range": (1, 4096)})
+    # recent samples kept to match late labels
+    feedback_window: int = field(default=4096, metadata={"range": (0, 1_000_000)})
+    # labelled predictions in the rolling accuracy
+    accuracy_window: int = field(default=200, metadata={"range": (1, 1_000_000)})
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,10 @@ class StateConfig:
 
     dir: str = ""  # empty: $STATE_DIRECTORY or /var/lib/edge-agent
     runtime_dir: str = ""  # empty: $RUNTIME_DIRECTORY or /run/edge-agent
-    checkpoint_interval_s: float = 30.0
-    keep: int = 3
-    labelled_capacity: int = 4096  # labelled samples kept (the QCore buffer's source)
+    checkpoint_interval_s: float = field(default=30.0, metadata={"range": (0.01, 86400)})
+    keep: int = field(default=3, metadata={"range": (1, 100)})
+    # labelled samples kept (the QCore buffer's source)
+    labelled_capacity: int = field(default=4096, metadata={"range": (0, 10_000_000)})
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,8 @@ class BurstsConfig:
     """QAT bursts in a child process, when the energy policy allows them."""
 
     enabled: bool = False
-    energy_poll_s: float = 5.0  # how often the energy sources are read and the policy applied
+    # how often the energy sources are read and the policy applied
+    energy_poll_s: float = field(default=5.0, metadata={"range": (0.1, 3600)})
     switch_bits: bool = True  # run at the policy's bit-width (lower under energy pressure)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
@@ -88,7 +96,7 @@ class BurstsConfig:
 class LogConfig:
     """Logging."""
 
-    level: str = "info"
+    level: str = field(default="info", metadata={"choices": LOG_LEVELS})
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,21 @@ class AgentConfig:
         return f"ipc://{self.runtime_dir / 'status.sock'}"
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain-data view (for the ``config`` status command)."""
-        return dataclasses.asdict(self)
+        """A plain-data view (for the ``config`` status command), keyed as in the file."""
+        return _plain(self)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("flatten"):
+            out.update(_plain(value))
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = _plain(value)
+        else:
+            out[f.name] = copy.deepcopy(value)
+    return out
 
 
 def _resolve_dir(value: str, env: str, default: str) -> Path:
@@ -140,14 +161,23 @@ def _build(cls: type[Any], table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where or 'config'}: expected a table")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    flat = {  # nested sections whose keys sit in this table
+        f.name: {g.name for g in dataclasses.fields(hints[f.name])}
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("flatten")
+    }
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in flat}
+    names = names.union(*flat.values())
     for key in table:
         if key not in names:
             known = ", ".join(sorted(names))
             raise ConfigError(f"{_join(where, key)}: unknown key (known: {known})")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in table:
+        if f.name in flat:
+            inner = {k: v for k, v in table.items() if k in flat[f.name]}
+            values[f.name] = _build(hints[f.name], inner, where)
+        elif f.name in table:
             values[f.name] = _convert(hints[f.name], table[f.name], _join(where, f.name))
     try:  # some sections validate their own values
         return cls(**values)
@@ -206,20 +236,32 @@ def _endpoints(eps: list[str], key: str) -> None:
         )
 
 
+def _check_fields(obj: Any, where: str) -> None:
+    """The ranges, choices and lengths declared in the fields' metadata, section by section."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = where if f.metadata.get("flatten") else _join(where, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key)
+        elif value is not None:
+            if "choices" in f.metadata:
+                _one_of(value, key, tuple(f.metadata["choices"]))
+            if "range" in f.metadata:
+                _in_range(value, key, *f.metadata["range"])
+            if "length" in f.metadata:
+                _in_range(len(value), f"{key} (length)", *f.metadata["length"])
+
+
 def _check(cfg: AgentConfig) -> None:
     """Range and consistency checks beyond types."""
-    ing, ser, st, inf, s = cfg.ingest, cfg.serial, cfg.status, cfg.inference, cfg.state
-    _one_of(ing.socket, "ingest.socket", ("sub", "pull"))
-    _one_of(ing.mode, "ingest.mode", ("bind", "connect"))
+    _check_fields(cfg, "")
+    ing, ser, st = cfg.ingest, cfg.serial, cfg.status
     _need(
         bool(ing.endpoints) or ser.enabled,
         "ingest.endpoints",
         "needs at least one endpoint (or enable [serial])",
     )
     _endpoints(ing.endpoints, "ingest.endpoints")
-    _in_range(ing.rcvhwm, "ingest.rcvhwm", 1, 10_000_000)
-    _in_range(ing.max_message_bytes, "ingest.max_message_bytes", 64, 64 << 20)
-    _in_range(ing.queue_capacity, "ingest.queue_capacity", 1, 1_000_000)
     _need(bool(ing.topics), "ingest.topics", 'needs at least one topic ("" takes all)')
     for i, t in enumerate(ing.topics):
         _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
@@ -237,12 +279,7 @@ def _check(cfg: AgentConfig) -> None:
                 "ingest.curve.server_public_key",
                 "required with CURVE in connect mode",
             )
-    _one_of(ser.framing, "serial.framing", ("line", "frame"))
-    _in_range(ser.baud, "serial.baud", 1, 100_000_000)
-    _in_range(ser.reconnect_s, "serial.reconnect_s", 0.01, 3600)
-    _in_range(len(ser.sensor), "serial.sensor (length)", 1, 64)
     _endpoints(cfg.output.endpoints, "output.endpoints")
-    _in_range(cfg.output.sndhwm, "output.sndhwm", 1, 10_000_000)
     if st.tcp:
         _need(st.tcp.startswith("tcp://"), "status.tcp", f"{st.tcp!r} is not a tcp:// endpoint")
         host = st.tcp[len("tcp://") :].rsplit(":", 1)[0]
@@ -252,42 +289,12 @@ def _check(cfg: AgentConfig) -> None:
             f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
         )
     _need(st.ipc or bool(st.tcp), "status", "enable ipc or give a tcp endpoint")
-    _in_range(inf.batch_max, "inference.batch_max", 1, 4096)
-    _in_range(inf.feedback_window, "inference.feedback_window", 0, 1_000_000)
-    _in_range(inf.accuracy_window, "inference.accuracy_window", 1, 1_000_000)
-    _in_range(s.checkpoint_interval_s, "state.checkpoint_interval_s", 0.01, 86400)
-    _in_range(s.keep, "state.keep", 1, 100)
-    _in_range(s.labelled_capacity, "state.labelled_capacity", 0, 10_000_000)
     cal = cfg.calibration
-    _in_range(cal.chunk, "calibration.chunk", 1, 100_000)
-    _in_range(cal.unlabelled_every, "calibration.unlabelled_every", 1, 1_000_000)
-    _in_range(cal.buffer_samples, "calibration.buffer_samples", 1, 1_000_000)
-    _in_range(cal.buffer_bytes, "calibration.buffer_bytes", 1024, 1 << 32)
-    _in_range(cal.neighbour_bits, "calibration.neighbour_bits", 0, 3)
-    _in_range(cal.budget_fraction, "calibration.budget_fraction", 0.0, 1.0)
-    _in_range(cal.threshold, "calibration.threshold", 0.0, 1.0)
-    _in_range(cal.iterations, "calibration.iterations", 1, 1000)
-    _in_range(cal.holdout_fraction, "calibration.holdout_fraction", 0.05, 0.95)
-    _in_range(cal.min_holdout, "calibration.min_holdout", 1, 100_000)
-    _in_range(cal.tolerance, "calibration.tolerance", 0.0, 1.0)
-    _in_range(cal.anchor_tolerance, "calibration.anchor_tolerance", 0.0, 1.0)
-    _in_range(cal.recent_labelled, "calibration.recent_labelled", 0, 100_000)
-    _one_of(cal.trigger, "calibration.trigger", ("drift", "samples"))
-    _in_range(cal.episode_rounds, "calibration.episode_rounds", 0, 100_000)
-    _in_range(cal.stats_window, "calibration.stats_window", 2, 1_000_000)
-    _in_range(cal.stats_min_samples, "calibration.stats_min_samples", 2, 1_000_000)
     _need(
         cal.stats_min_samples <= cal.stats_window,
         "calibration.stats_min_samples",
         "must not exceed calibration.stats_window",
     )
-    _in_range(cal.drift_allowance, "calibration.drift_allowance", 0.0, 10.0)
-    _in_range(cal.drift_threshold, "calibration.drift_threshold", 0.1, 1e6)
-    _in_range(cal.drift_hold, "calibration.drift_hold", 0, 10_000_000)
-    _in_range(cal.drift_baseline, "calibration.drift_baseline", 2, 10_000_000)
-    _in_range(cal.max_backlog, "calibration.max_backlog", 1, 60)
-    _in_range(cfg.bursts.energy_poll_s, "bursts.energy_poll_s", 0.1, 3600)
-    _one_of(cfg.log.level, "log.level", LOG_LEVELS)
 
 
 def parse_config(text: str, source: str = "<config>") -> AgentConfig:

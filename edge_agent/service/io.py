@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from edge_agent.contracts import SampleSource
 from edge_agent.ingest import ipc
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Sample, encode_prediction
@@ -34,7 +35,7 @@ class Sockets:
         model: Model
         pub: zmq.Socket[bytes] | None
         _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
-        sources: list[ZmqSource | SerialSource]
+        sources: list[SampleSource]
         status_server: StatusServer | None
         exporter: Any
 

@@ -11,11 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge_agent.bundle import SERIES_NORM, Bundle, BundleError
 from edge_agent.bundle_io import load_bundle
-from edge_agent.data.datasets import normalize_series
 from edge_agent.engine.engine import Engine
 from edge_agent.service.state import StateStore
 
@@ -41,11 +38,6 @@ class Model:
         if bundle.meta.get(SERIES_NORM):
             log.info("the model takes samples z-normalized per series: the agent does it")
         return cls(engine, path, os.stat(path).st_mtime, list(bundle.label_names), bundle)
-
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        """Accepted samples as the model takes them (z-normalized per series if it was
-        trained so); everything after ingest sees only these."""
-        return normalize_series(X) if self.bundle.meta.get(SERIES_NORM) else X
 
 
 def load_running_model(

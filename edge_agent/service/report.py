@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from edge_agent import __version__
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision
 from edge_agent.ingest.intake import Item
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
-from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
@@ -58,7 +58,7 @@ class StatusReport:
         metrics: Metrics
         model: Model
         queue: DropQueue[Item]
-        sources: list[ZmqSource | SerialSource]
+        sources: list[SampleSource]
         status_server: StatusServer | None
 
         def endpoints(self) -> dict[str, list[str]]: ...

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -26,6 +25,7 @@ from edge_agent.ingest.protocol import (
     encode_error,
     encode_reply,
 )
+from edge_agent.ingest.worker import ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ POLL_MS = 50
 HARD_MAX_BYTES = 1 << 20  # libzmq disconnects a peer sending more than this
 
 
-class StatusServer:
+class StatusServer(ThreadWorker):
     """Answers ``handlers`` in this thread and ``deferred`` commands via the main loop."""
+
+    thread_name = "status"
 
     def __init__(
         self,
@@ -47,7 +49,6 @@ class StatusServer:
         self.handlers = handlers
         self.deferred = deferred
         self.on_error = on_error
-        self._stop = threading.Event()
         self._pending: list[tuple[list[bytes], Any, str, Future[dict[str, Any]]]] = []
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -62,23 +63,14 @@ class StatusServer:
             self.sock.close(linger=0)
             raise RuntimeError(f"status socket {', '.join(endpoints)}: {exc}") from None
         self.endpoints = endpoints
-        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        super().__init__()
 
-    def start(self) -> None:
-        """Start answering."""
-        self._thread.start()
-
-    def alive(self) -> bool:
-        """Whether the server thread runs."""
-        return self._thread.is_alive()
+    def _release_unstarted(self) -> None:
+        self.sock.close(linger=0)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop answering and close the socket (removing the ipc file)."""
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-        else:
-            self.sock.close(linger=0)
+        super().stop(timeout)
         for ep in self.endpoints:
             if ep.startswith("ipc://"):
                 Path(ep[len("ipc://") :]).unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 The alignment of one layer is ``KL(softmax(pool(F_l) / tau) || softmax(pool(Q_l) / tau))``
 over channels, where ``pool`` is the global average over spatial positions and ``F_l`` /
 ``Q_l`` are the outputs of hidden weighted layer ``l`` (after ReLU; on the activation grid
-for Q). Two variants (methods.md section 3, "cascaded" is ours to define):
+for Q). Two variants (docs/method.md section 8, "cascaded" is ours to define):
 
 - ``independent``: ``Q_l`` comes from the quantized model's own forward pass, so errors of
   earlier layers are in it.

@@ -1,4 +1,4 @@
-"""Consistency regularization for QAT bursts (methods.md section 4, the CR paper).
+"""Consistency regularization for QAT bursts (docs/method.md section 8, the CR paper).
 
 The student is the quantized model being trained; the teacher is its exponential moving
 average ``theta' <- m * theta' + (1 - m) * theta``. For two augmented views of a sample the
