@@ -25,8 +25,8 @@ from test_service_support import (
     AgentProcess,
     cleanup,
     make_bundle,
+    serial_config,
     short_dir,
-    write_config,
 )
 
 from edge_agent.data import load_dataset
@@ -50,22 +50,8 @@ def workdir() -> Iterator[Path]:
 
 
 def _config(d: Path, bundle: Path, port: str, framing: str) -> Path:
-    return write_config(
-        d,
-        bundle,
-        ingest="endpoints = []",
-        extra=f"""
-[serial]
-enabled = true
-port = "{port}"
-framing = "{framing}"
-sensor = "uart"
-reconnect_s = 0.2
-
-[calibration]
-enabled = false  # its rounds would blur the CPU time measured while unplugged
-""",
-    )
+    # calibration off: its rounds would blur the CPU time measured while unplugged
+    return serial_config(d, bundle, port, framing, extra="[calibration]\nenabled = false\n")
 
 
 def _idle_cpu(a: AgentProcess) -> float:

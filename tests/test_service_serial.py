@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import AgentProcess, cleanup, make_bundle, serial_config, short_dir
 
 from edge_agent.data import load_dataset
 from edge_agent.ingest.protocol import encode_sample
@@ -30,25 +30,9 @@ def workdir() -> Iterator[Path]:
     cleanup(d)
 
 
-def _serial_config(d: Path, bundle: Path, port: str, framing: str) -> Path:
-    return write_config(
-        d,
-        bundle,
-        ingest="endpoints = []",
-        extra=f"""
-[serial]
-enabled = true
-port = "{port}"
-framing = "{framing}"
-sensor = "uart"
-reconnect_s = 0.2
-""",
-    )
-
-
 def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
     master, slave = os.openpty()
-    a = AgentProcess(_serial_config(workdir, bundle, os.ttyname(slave), "line"))
+    a = AgentProcess(serial_config(workdir, bundle, os.ttyname(slave), "line"))
     try:
         a.wait_ready()
         ds = load_dataset("basicmotions")
@@ -80,7 +64,7 @@ def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
 def test_frames_over_a_device_that_disappears(bundle: Path, workdir: Path) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    a = AgentProcess(_serial_config(workdir, bundle, f"socket://127.0.0.1:{port}", "frame"))
+    a = AgentProcess(serial_config(workdir, bundle, f"socket://127.0.0.1:{port}", "frame"))
     ds = load_dataset("basicmotions")
     try:
         a.wait_ready()

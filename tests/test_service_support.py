@@ -57,6 +57,19 @@ checkpoint_interval_s = {checkpoint_s}
     return path
 
 
+def serial_config(d: Path, bundle: Path, port: str, framing: str, extra: str = "") -> Path:
+    """An agent.toml reading one serial port (no ZeroMQ ingest), reconnecting every 0.2 s."""
+    serial = f"""
+[serial]
+enabled = true
+port = "{port}"
+framing = "{framing}"
+sensor = "uart"
+reconnect_s = 0.2
+"""
+    return write_config(d, bundle, ingest="endpoints = []", extra=serial + extra)
+
+
 class AgentProcess:
     """``python -m edge_agent.service`` in a subprocess, stderr captured to a file."""
 
