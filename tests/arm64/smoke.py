@@ -189,7 +189,16 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
     from edge_agent.service.config import load_config
     from edge_agent.service.state import decode_checkpoint
 
+    # Rounds run only once the drift signal fires ([calibration] trigger = "drift"); this
+    # stream has no drift, so the agent is asked for a round per chunk to show it runs one
+    # by itself on the board.
+    text = config_path.read_text()
+    if 'trigger = "drift"' not in text:
+        raise SmokeError(f'{config_path} has no [calibration] trigger = "drift" to switch')
+    config_path.write_text(text.replace('trigger = "drift"', 'trigger = "samples"', 1))
     cfg = load_config(config_path)
+    if cfg.calibration.trigger != "samples":
+        raise SmokeError(f"{config_path}: trigger is {cfg.calibration.trigger!r}")
     status_ep = cfg.status_ipc
     ingest_ep = cfg.ingest.endpoints[0]
     if cfg.ingest.mode != "bind" or cfg.ingest.socket != "sub":
@@ -281,7 +290,8 @@ def smoke(unit_path: Path, count: int, log_path: Path, seed_jit_cache: Path | No
             )
 
         # The installed config calibrates label-free: the stream fills one chunk, so the
-        # agent runs one QCore update and bit-flip round by itself in its calibration thread.
+        # agent runs one QCore update and bit-flip round by itself in its calibration thread
+        # (trigger switched to "samples" above).
         st = wait_for_round(exe, status_ep, start_rounds=st["calibration"].get("done", 0))
         cal = st["calibration"]
         print(
