@@ -18,6 +18,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=/
 PREFIX=/opt/edge-agent
 UNIT=edge-agent.service
+PROXY_UNIT=edge-agent-proxy.service
 CACHE=/var/cache/edge-agent     # the unit's CacheDirectory= (its $CACHE_DIRECTORY)
 ACTION=install
 PURGE=0
@@ -117,6 +118,8 @@ install_files() {
   fi
   install -d "$T/etc/systemd/system"
   install -m 0644 "$SRC/systemd/$UNIT" "$T/etc/systemd/system/$UNIT"
+  # The fan-in proxy (docs/fleet.md) is installed, not enabled: a fleet runs it on one host.
+  install -m 0644 "$SRC/systemd/$PROXY_UNIT" "$T/etc/systemd/system/$PROXY_UNIT"
 }
 
 # Compile the kernels ahead of time where the service looks for them ($CACHE/numba/aot):
@@ -161,7 +164,11 @@ do_uninstall() {
   if live_systemd; then
     systemctl disable --now "$UNIT" >/dev/null 2>&1 || true
   fi
-  rm -f "$T/etc/systemd/system/multi-user.target.wants/$UNIT" "$T/etc/systemd/system/$UNIT"
+  if live_systemd; then
+    systemctl disable --now "$PROXY_UNIT" >/dev/null 2>&1 || true
+  fi
+  rm -f "$T/etc/systemd/system/multi-user.target.wants/$UNIT" "$T/etc/systemd/system/$UNIT" \
+        "$T/etc/systemd/system/$PROXY_UNIT"
   live_systemd && systemctl daemon-reload
   rm -rf "${T:?}$PREFIX"
   if [ "$PURGE" -eq 1 ]; then

@@ -41,9 +41,13 @@ def box(*cmd: str, timeout: float = 120, check: bool = True) -> str:
     return r.stdout
 
 
-def show(*props: str) -> dict[str, str]:
-    out = box("systemctl", "show", UNIT, *(f"-p{p}" for p in props))
+def show_unit(unit: str, *props: str) -> dict[str, str]:
+    out = box("systemctl", "show", unit, *(f"-p{p}" for p in props))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def show(*props: str) -> dict[str, str]:
+    return show_unit(UNIT, *props)
 
 
 def journal() -> str:
@@ -217,6 +221,55 @@ def test_a_qat_burst_runs_inside_the_units_sandbox() -> None:
     assert "cannot lower the burst's priority" not in log  # setpriority is allowed
     assert "Operation not permitted" not in log and "Bad system call" not in log
     assert show("NRestarts")["NRestarts"] == "0"
+
+
+def test_the_proxy_unit_fans_samples_in_to_the_agent() -> None:
+    """edge-agent-proxy.service (installed, not enabled) under its own sandbox: publishers
+    send to its frontend, the agent subscribes to its backend in connect mode."""
+    proxy = "edge-agent-proxy.service"
+    box("systemctl", "start", proxy, timeout=120)  # Type=notify: returns after READY=1
+    st = show_unit(proxy, "ActiveState", "NRestarts")
+    assert st == {"ActiveState": "active", "NRestarts": "0"}, st
+    cfg = box("cat", "/etc/edge-agent/agent.toml")
+    cfg = cfg.replace('mode = "bind"', 'mode = "connect"', 1).replace(
+        f'endpoints = ["tcp://127.0.0.1:{PORTS["ingest"]}"]',
+        'endpoints = ["tcp://127.0.0.1:5560"]',  # the proxy unit's --backend
+        1,
+    )
+    subprocess.run(
+        ["bash", str(BOX), "run", RUN_DIR, "--", "tee", "/etc/edge-agent/agent.toml"],
+        input=cfg,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    reloads = journal().count("configuration reloaded from")
+    box("systemctl", "reload", UNIT, timeout=60)
+    wait_for("the reload", lambda: journal().count("configuration reloaded from") > reloads, 30)
+    before = status()["samples"]["predicted"]
+    box(
+        EXE,
+        "publish",
+        "--endpoint",
+        "tcp://127.0.0.1:5556",
+        "--count",
+        "300",
+        "--rate",
+        "300",
+        timeout=120,
+    )  # the proxy unit's --frontend
+    wait_for(
+        "predictions through the proxy",
+        lambda: status()["samples"]["predicted"] - before >= 300,
+        60,
+    )
+    assert status()["samples"]["predicted"] - before == 300
+    box("systemctl", "stop", proxy, timeout=60)
+    st = show_unit(proxy, "Result", "ExecMainStatus")
+    assert st == {"Result": "success", "ExecMainStatus": "0"}, (
+        st,
+        box("journalctl", "-u", proxy, "--no-pager", "-o", "cat")[-3000:],
+    )
 
 
 def test_stops_cleanly_on_sigterm() -> None:
