@@ -19,6 +19,7 @@ See ``bench/real_drift_sets.md`` for why each drift is real.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import subprocess
 import sys
 import zipfile
@@ -274,9 +275,41 @@ def acsf1(cache: Path, seed: int) -> DriftSplit:
     )
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts and lists only: any other global is refused, so a
+    tampered file cannot run code (the wheel ships its data set as a pickled object)."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how protocol-2 pickles write bytes
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _watch(cache: Path) -> tuple[dict[str, Any], dict]:
     (path,), prov = _extract("seglearn", ["seglearn/data/watch_dataset.npy"], cache)
-    return np.load(path, allow_pickle=True).item(), prov
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        _, _, dtype = read_header(f)
+        if dtype != np.dtype(object):
+            raise ValueError(f"{path}: expected a pickled object array, got {dtype}")
+        return _ArraysOnly(f).load().item(), prov
 
 
 def _watch_windows(d: dict[str, Any]) -> tuple[np.ndarray, ...]:

@@ -20,7 +20,7 @@ from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset
-from edge_agent.training.arch import default_spec
+from edge_agent.training.arch import FPNet, default_spec
 from edge_agent.training.export import build_bundle
 from edge_agent.training.fit import TrainConfig, fit
 from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper
@@ -59,6 +59,17 @@ def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
     return f"{split.name}-s{seed}-{h.hexdigest()[:10]}"
 
 
+def _load_qnets(path: Path, bundle: Bundle) -> dict[int, QuantNet]:
+    """The QAT models of a cached run, rebuilt from their state dicts."""
+    template = FPNet(bundle.arch, folded=True)  # its weights are replaced by the state dicts
+    qnets = {}
+    for bits, sd in torch.load(path, weights_only=True).items():
+        q = QuantNet(template, int(bits), TRAIN.act_bits)
+        q.load_state_dict(sd)
+        qnets[int(bits)] = q.eval()
+    return qnets
+
+
 def trained(
     split: DriftSplit, seed: int, cache: Path, bits: list[int] | None = None
 ) -> tuple[Bundle, dict[int, QuantNet], float]:
@@ -67,9 +78,10 @@ def trained(
     d = cache / "bundles"
     d.mkdir(parents=True, exist_ok=True)
     key = _key(split, seed, bits)
-    bpath, qpath = d / f"{key}.eab", d / f"{key}.qnets.pt"
+    bpath, qpath = d / f"{key}.eab", d / f"{key}.qnets-state.pt"
     if bpath.exists() and qpath.exists():
-        return load_bundle(bpath), torch.load(qpath, weights_only=False), 0.0
+        bundle = load_bundle(bpath)
+        return bundle, _load_qnets(qpath, bundle), 0.0
     t0 = time.time()
     ds = fit_dataset(split)
     tracker = MissTracker.for_dataset(ds, QCORE, TRAIN.act_bits)
@@ -89,7 +101,8 @@ def trained(
     bundle = with_statistics(bundle, ds.X_train, ds.y_train)
     bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FLIP))
     save_bundle(bundle, bpath)
-    torch.save(qnets, qpath)
+    # tensors only (state dicts), so the cache loads with weights_only=True, without pickle
+    torch.save({b: q.state_dict() for b, q in qnets.items()}, qpath)
     log.info(
         "%s seed %d trained in %.0f s: %s",
         split.name,
