@@ -62,11 +62,11 @@ COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("accuracy", "labelled_total"),
     ),
     ("labelled_correct", "Labelled predictions that were right.", ("accuracy", "labelled_correct")),
-    ("checkpoints", "Checkpoints written.", ("checkpoint_counts", "written")),
+    ("checkpoints", "Checkpoints written.", ("storage", "checkpoints")),
     (
         "checkpoint_errors",
         "Checkpoints or model saves that failed.",
-        ("checkpoint_counts", "errors"),
+        ("storage", "checkpoint_errors"),
     ),
     (
         "model_reloads",

@@ -165,10 +165,6 @@ class StatusReport:
             "bursts": self.bursts.status() if self.bursts else {"enabled": False},
             "endpoints": self.endpoints(),
             "checkpoint": _with_age(self._last_ckpt),
-            "checkpoint_counts": {
-                "written": c.get("checkpoints", 0),
-                "errors": c.get("checkpoint_errors", 0),
-            },
             "storage": {
                 "checkpoints": c.get("checkpoints", 0),
                 "checkpoint_errors": c.get("checkpoint_errors", 0),
