@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -460,6 +461,39 @@ def test_sighup_reloads_the_configuration(service_bundle: Path) -> None:
             replay(pub, stream(ds.X_test, ds.y_test, 50), rate=0)
         a.wait_for(lambda s: s["samples"]["predicted"] >= st_["samples"]["predicted"] + 50)
         assert "configuration reloaded" in a.log()
+    finally:
+        a.stop()
+        cleanup(d)
+
+
+def test_reload_of_ingest_keeps_a_tcp_output_bound(service_bundle: Path) -> None:
+    """Reloading a changed ingest section must not rebind an unchanged tcp output: libzmq
+    frees a closed socket's port asynchronously, so the rebind failed with EADDRINUSE."""
+    d = short_dir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(d, service_bundle)
+    cfg.write_text(cfg.read_text().replace(f"ipc://{d}/out.sock", f"tcp://127.0.0.1:{port}"))
+    a = AgentProcess(cfg)
+    try:
+        a.wait_ready()
+        for n in (2, 3, 4):
+            old = f"in{n - 1}.sock" if n > 2 else "in.sock"
+            cfg.write_text(cfg.read_text().replace(old, f"in{n}.sock"))
+            a.proc.send_signal(signal.SIGHUP)
+            a.wait_for(lambda s, n=n: s["endpoints"]["ingest"] == [f"ipc://{d}/in{n}.sock"])
+        assert "reload failed" not in a.log()
+        ctx = zmq.Context.instance()
+        sub = subscribe(ctx, f"tcp://127.0.0.1:{port}")
+        time.sleep(0.3)  # the subscription reaches the PUB socket
+        try:
+            with Publisher(f"ipc://{d}/in4.sock") as pub:
+                ds = load_dataset("basicmotions")
+                replay(pub, stream(ds.X_test, ds.y_test, 20), rate=0)
+            assert sub.poll(10_000), "no prediction on the tcp output after three reloads"
+        finally:
+            sub.close(0)
     finally:
         a.stop()
         cleanup(d)

@@ -77,21 +77,14 @@ class Sockets:
         eps += [f"serial {s.cfg.port}" for s in self.sources if isinstance(s, SerialSource)]
         return ", ".join(eps) or "none"
 
-    def _open_io(self, cfg: AgentConfig, with_status: bool = True) -> None:
-        """Open ingest, output and (``with_status``) status sockets for ``cfg`` and start
-        their threads."""
+    def _open_io(
+        self, cfg: AgentConfig, with_status: bool = True, with_output: bool = True
+    ) -> None:
+        """Open ingest, (``with_output``) output and (``with_status``) status sockets for
+        ``cfg`` and start their threads."""
         try:
-            pub = self.ctx.socket(zmq.PUB)
-            self.pub = pub
-            self._output_bound = list(cfg.output.endpoints)
-            pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
-            pub.setsockopt(zmq.LINGER, 0)
-            for ep in cfg.output.endpoints:
-                try:
-                    ipc.prepare_bind(ep)  # never replace a regular file with the socket
-                    pub.bind(ep)
-                except (zmq.ZMQError, OSError) as exc:
-                    raise RuntimeError(f"output socket {ep}: {exc}") from None
+            if with_output:
+                self._open_output(cfg)
             if cfg.ingest.endpoints:
                 self.sources.append(ZmqSource(self.ctx, cfg.ingest, self.intake))
             if cfg.serial.enabled:
@@ -114,33 +107,49 @@ class Sockets:
                     self._count_control_error,
                 )
         except BaseException:
-            self._close_io(with_status)
+            self._close_io(with_status, with_output)
             raise
         for src in self.sources:
             src.start()
         if with_status and self.status_server is not None:
             self.status_server.start()
 
-    def _close_io(self, with_status: bool = True) -> None:
+    def _open_output(self, cfg: AgentConfig) -> None:
+        pub = self.ctx.socket(zmq.PUB)
+        self.pub = pub
+        self._output_bound = list(cfg.output.endpoints)
+        pub.setsockopt(zmq.SNDHWM, cfg.output.sndhwm)
+        pub.setsockopt(zmq.LINGER, 0)
+        for ep in cfg.output.endpoints:
+            try:
+                ipc.prepare_bind(ep)  # never replace a regular file with the socket
+                pub.bind(ep)
+            except (zmq.ZMQError, OSError) as exc:
+                raise RuntimeError(f"output socket {ep}: {exc}") from None
+
+    def _close_io(self, with_status: bool = True, with_output: bool = True) -> None:
         for src in self.sources:
             src.stop()
         self.sources = []
         if with_status and self.status_server is not None:
             self.status_server.stop()
             self.status_server = None
-        if self.pub is not None:
+        if with_output and self.pub is not None:
             self.pub.close(linger=0)
             self.pub = None
             ipc.remove_bound(self._output_bound)
 
     def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None:
-        # the status socket stays up through a reload unless its own endpoints change
+        # The status and output sockets stay up through a reload unless their own settings
+        # change: libzmq releases a closed socket's port asynchronously, so binding the
+        # same address again at once can fail with EADDRINUSE.
         status = self._status_endpoints(new) != self._status_endpoints(old)
-        self._close_io(status)
+        output = new.output != old.output
+        self._close_io(status, output)
         try:
-            self._open_io(new, status)
+            self._open_io(new, status, output)
         except (RuntimeError, zmq.ZMQError, OSError):
-            self._open_io(old, status)
+            self._open_io(old, status, output)
             raise
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 

@@ -16,10 +16,14 @@ cmd=${1:-}
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ -n "$cmd" ] || usage
 
-init_pid() {  # the container's PID 1 (systemd), child of the nspawn process
-  local np; np=$(cat "$1/nspawn.pid" 2>/dev/null) || return 1
+init_pid() {  # the container's PID 1 (systemd): a child or grandchild of the nspawn process
+  local np c p; np=$(cat "$1/nspawn.pid" 2>/dev/null) || return 1
   kill -0 "$np" 2>/dev/null || return 1
-  pgrep -P "$np" -x systemd | head -1
+  for c in "$np" $(pgrep -P "$np" -x systemd-nspawn); do
+    p=$(pgrep -P "$c" -x systemd | head -1)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+  done
+  return 1
 }
 
 pip_binds() {  # the host's pip configuration files and local package folders
@@ -79,7 +83,8 @@ case "$cmd" in
       case "$1" in --bind) binds+=("--bind=$2"); shift 2 ;; *) echo "box: unknown option $1" >&2; exit 2 ;; esac
     done
     # nspawn wants a terminal: `script` gives it one. No host systemd: --register=no --keep-unit.
-    setsid script -qfc "systemd-nspawn -D '$base/root' --volatile=overlay --boot \
+    # `exec`, so that nspawn is script's child whichever shell script runs (dash forks).
+    setsid script -qfc "exec systemd-nspawn -D '$base/root' --volatile=overlay --boot \
       --machine=edgebox$$ --register=no --keep-unit ${etc_binds[*]} ${binds[*]:-}" \
       "$run/console.log" </dev/null >/dev/null 2>&1 &
     echo $! >"$run/script.pid"
@@ -92,7 +97,9 @@ case "$cmd" in
       fi
       sleep 1
     done
-    echo "box: the container did not come up; see $run/console.log" >&2; exit 1 ;;
+    echo "box: the container did not come up; the end of $run/console.log:" >&2
+    tail -n 40 "$run/console.log" >&2 || true
+    exit 1 ;;
   run)
     run=${2:?run directory}; shift 2
     [ "${1:-}" = "--" ] && shift

@@ -183,7 +183,10 @@ def test_watchdog_is_fed_past_watchdog_sec() -> None:
 
 def test_reload_on_sighup_keeps_the_process() -> None:
     pid = show("MainPID")["MainPID"]
-    box("systemctl", "reload", UNIT, timeout=60)  # Type=notify waits for RELOADING=1 -> READY=1
+    box("systemctl", "reload", UNIT, timeout=60)
+    # `kill -HUP` returns at once; the agent then sends RELOADING=1 and READY=1 from its loop,
+    # so the unit may pass through "reloading" after systemctl has returned.
+    wait_for("active after the reload", lambda: show("ActiveState")["ActiveState"] == "active", 30)
     st = show("ActiveState", "MainPID", "NRestarts")
     assert st == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}, st
     wait_for(
