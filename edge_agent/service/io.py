@@ -5,7 +5,9 @@ A part of :class:`edge_agent.service.agent.Agent`.
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +125,7 @@ class Sockets:
         for ep in cfg.output.endpoints:
             try:
                 ipc.prepare_bind(ep)  # never replace a regular file with the socket
-                pub.bind(ep)
+                _bind_retrying(pub, ep)
             except (zmq.ZMQError, OSError) as exc:
                 raise RuntimeError(f"output socket {ep}: {exc}") from None
 
@@ -170,3 +172,17 @@ class Sockets:
             )
             self.pub.send_multipart([b"pred/" + s.sensor.encode(), payload])
         return latencies
+
+
+def _bind_retrying(sock: zmq.Socket[bytes], endpoint: str, within_s: float = 1.0) -> None:
+    """Bind, retrying EADDRINUSE for up to ``within_s``: a port this process closed a moment
+    ago (a reload rolling back to its old endpoints) is freed by libzmq asynchronously."""
+    end = time.monotonic() + within_s
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > end:
+                raise
+            time.sleep(0.02)
