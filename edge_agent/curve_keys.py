@@ -131,3 +131,14 @@ def default_client_key() -> Path:
         return Path(env)
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return base / "edge-agent" / "client.key_secret"
+
+
+def load_client_key(path: str | Path | None = None) -> tuple[bytes, bytes]:
+    """This client's (public, secret) key pair: ``path``, else :func:`default_client_key`."""
+    p = Path(path) if path else default_client_key()
+    if not p.exists():
+        raise KeyFileError(
+            f"no client key at {p}: create one with `edge-agent keys client` (or give "
+            f"--client-key / ${CLIENT_KEY_ENV})"
+        )
+    return load_secret(p)
