@@ -58,9 +58,7 @@ def _client(out: Path | None) -> int:
     public, secret = create_pair(secret.parent, name)
     print(f"wrote {secret} (secret, 0600) and {public} (public)")
     print(f"public key: {load_public(public).decode()}")
-    print(
-        f"allow it on an agent: copy {public.name} there, then `edge-agent keys allow {public.name}`"
-    )
+    print(f"allow it on an agent: copy {public.name} there, then `edge-agent keys allow FILE`")
     return 0
 
 
