@@ -1,7 +1,9 @@
 """The fleet learning loop against 3 real agent subprocesses: collect (provenance, the
-train --extra weighting), a rollout whose canaries fail the gate (a bad bundle: every
-canary rolled back, no agent without a working bundle), a corrupt bundle refused before
-anything is touched, and a good rollout (canary, then the rest)."""
+train --extra weighting), a rollout whose canaries fail the gate (a bad bundle pushed
+over the status socket: every canary rolled back, no agent without a working bundle), a
+corrupt bundle refused before anything is touched, a bundle the agents cannot run refused
+by them, one over the agents' push limit refused and counted, and a good rollout (canary,
+then the rest). The configured bundle files are never written."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, 
 
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
-from edge_agent.client import Publisher
+from edge_agent.client import ClientError, Publisher, StatusClient
 from edge_agent.data import load_dataset
 from edge_agent.engine.engine import Engine
 from edge_agent.fleet.collect import collect, load_field, save, with_field_samples
@@ -204,14 +206,16 @@ def test_failing_canaries_are_all_rolled_back(
     assert states == [(True, "rolled_back"), (True, "rolled_back"), (False, "pending")], r.stderr
     assert all(t["after"] < 0.5 for t in report["agents"][:2])
     assert _versions(agents) == before, "every agent runs the old bundle again"
-    for d in dirs[:2]:
-        assert (d / "model.eab.prev").exists()
+    for d in dirs:  # the configured bundle was never touched; nothing pushed remains
         assert load_bundle(d / "model.eab").model_version == before[0]
+        assert not (d / "state" / "deploy" / "current.eab").exists()
     for ag in agents:  # and keeps predicting
         n = ag.status()["samples"]["predicted"]
         st = ag.wait_for(lambda s, n=n: s["samples"]["predicted"] > n + 10)
         assert st["fleet"]["reload_failures"] == 0
-    assert agents[0].status()["fleet"]["reloads"] >= 2  # pushed, then rolled back
+    fleet0 = agents[0].status()["fleet"]
+    assert fleet0["pushes"] >= 1 and fleet0["rollbacks"] >= 1
+    assert fleet0["reloads"] >= 2  # pushed, then rolled back
     assert (
         "edge_agent_fleet_rollout_agents_rolled_back 2.0" in (tmp_path / "rollout.prom").read_text()
     )
@@ -229,6 +233,38 @@ def test_a_corrupt_bundle_is_refused_before_anything_is_touched(
     with pytest.raises(ValueError, match="not pushing it"):
         Rollout(corrupt, [ag.status_ep for ag in agents])
     assert [(d / "model.eab").stat().st_mtime_ns for d in dirs] == mtimes
+
+
+def test_a_bundle_the_agent_cannot_run_is_refused_there(
+    fleet: tuple[list[AgentProcess], list[Path], Path],
+) -> None:
+    agents, dirs, base = fleet
+    before = agents[2].status()
+    data = bytearray((base / "a.eab").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the checksum no longer matches
+    with StatusClient(agents[2].status_ep, 30) as c:
+        res = c.request("push", bytes(data))
+    assert res["changed"] is False and "refused" in res["error"]
+    after = agents[2].status()
+    assert after["model"]["version"] == before["model"]["version"]
+    assert after["fleet"]["push_failures"] == before["fleet"]["push_failures"] + 1
+    assert not (dirs[2] / "state" / "deploy" / "incoming.eab").exists()
+    with StatusClient(agents[2].status_ep, 30) as c:  # nothing was pushed to go back from
+        assert "no pushed bundle" in c.request("rollback")["error"]
+
+
+def test_a_push_over_the_limit_is_refused_and_counted(
+    fleet: tuple[list[AgentProcess], list[Path], Path],
+) -> None:
+    agents, _, _ = fleet
+    c0 = agents[1].status()["control"]["errors"].get("oversized", 0)
+    limit = agents[1].request("config")["config"]["status"]["max_push_bytes"]
+    with (
+        StatusClient(agents[1].status_ep, 30) as c,
+        pytest.raises(ClientError, match="oversized"),
+    ):
+        c.request("push", b"x" * (limit + 1))
+    assert agents[1].status()["control"]["errors"]["oversized"] == c0 + 1
 
 
 def test_a_good_bundle_goes_to_the_canary_then_the_rest(

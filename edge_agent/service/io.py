@@ -19,7 +19,7 @@ from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Request, Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
-from edge_agent.service.config import AgentConfig
+from edge_agent.service.config import AgentConfig, ConfigError
 from edge_agent.service.model import Model
 from edge_agent.service.status import StatusServer
 from edge_agent.service.status_curve import CurveGuard, describe
@@ -146,8 +146,8 @@ class Sockets:
             return
         try:
             guard = CurveGuard(curve, cfg.state_dir, lambda r: self._count(f"status_refused_{r}"))
-        except (KeyFileError, OSError) as exc:
-            raise RuntimeError(f"status.curve: {exc}") from None
+        except (KeyFileError, OSError) as exc:  # a configuration problem: exit 78, no restarts
+            raise ConfigError(f"status.curve: {exc}") from None
         try:
             self.remote_status = StatusServer(
                 guard.ctx,
@@ -192,7 +192,7 @@ class Sockets:
         self._close_io(status)
         try:
             self._open_io(new, status)
-        except (RuntimeError, zmq.ZMQError, OSError):
+        except (RuntimeError, zmq.ZMQError, OSError, ConfigError):
             self._open_io(old, status)
             raise
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())

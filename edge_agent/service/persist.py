@@ -192,7 +192,7 @@ class Persistence:
                 old.status,
             ):
                 self._reopen_io(new, old)
-        except (BundleError, OSError, RuntimeError) as exc:
+        except (BundleError, OSError, RuntimeError, ConfigError) as exc:
             log.error("reload failed, keeping the running model and sockets: %s", exc)
             self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
