@@ -7,7 +7,6 @@ then the rest). The configured bundle files are never written."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -18,9 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import (
+    AgentProcess,
+    changed_bundle,
+    cleanup,
+    make_bundle,
+    short_dir,
+    write_config,
+)
 
-from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.client import ClientError, Publisher, StatusClient
 from edge_agent.data import load_dataset
@@ -30,29 +35,6 @@ from edge_agent.fleet.rollout import Rollout
 
 REPO = Path(__file__).resolve().parents[1]
 BOARDS = ("b0", "b1", "b2")
-
-
-def _last_layer(bundle: Bundle, change: str) -> Bundle:
-    """``bias``: the last layer's integer bias +1 (a new version, nearly the same answers);
-    ``roll``: its output rows rolled by one (class c answers as c+1: a bad model)."""
-    q = bundle.quant[bundle.default_bits]
-    last = q.layers[-1]
-    if change == "bias":
-        last = dataclasses.replace(last, bias_q=last.bias_q + 1)
-    else:
-        rows = last.packed.shape[0]
-        order = np.roll(np.arange(rows), 1)
-        last = dataclasses.replace(
-            last,
-            packed=last.packed[order],
-            bias_q=last.bias_q[order],
-            w_scale=last.w_scale[order],
-            out_mult=None if last.out_mult is None else last.out_mult[order],
-        )
-    layers = [*q.layers[:-1], last]
-    return dataclasses.replace(
-        bundle, quant={bundle.default_bits: dataclasses.replace(q, layers=layers)}
-    )
 
 
 class Feeder:
@@ -176,7 +158,7 @@ def test_failing_canaries_are_all_rolled_back(
     agents, dirs, base = fleet
     before = _versions(agents)
     bad = tmp_path / "bad.eab"
-    save_bundle(_last_layer(load_bundle(base / "a.eab"), "roll"), bad)
+    save_bundle(changed_bundle(load_bundle(base / "a.eab"), "roll"), bad)
     r = subprocess.run(
         [
             sys.executable,
@@ -272,7 +254,7 @@ def test_a_good_bundle_goes_to_the_canary_then_the_rest(
 ) -> None:
     agents, _, base = fleet
     good = tmp_path / "good.eab"
-    new = _last_layer(load_bundle(base / "a.eab"), "bias")
+    new = changed_bundle(load_bundle(base / "a.eab"), "bias")
     save_bundle(new, good)
     events: list[str] = []
     report = Rollout(

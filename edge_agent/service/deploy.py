@@ -106,6 +106,8 @@ class Deployments:
         if rec.get("previous") == "configured":
             self.clear()
             return configured
+        if rec.get("previous") == "none":
+            raise ValueError("rolled back once already: only the last push's previous is kept")
         if not previous.exists():
             raise ValueError("the bundle before the last push is gone")
         os.replace(previous, current)
