@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 import zmq
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import (
+    AgentProcess,
+    changed_bundle,
+    cleanup,
+    make_bundle,
+    short_dir,
+    write_config,
+)
 
+from edge_agent.bundle_io import load_bundle, to_bytes
 from edge_agent.client import AgentAddress, ClientError, StatusClient
 from edge_agent.curve_keys import KeyFileError, create_pair, load_public, load_secret
 from edge_agent.fleet.collect import collect
@@ -46,6 +54,7 @@ class Remote:
         curve = (
             f'[status.curve]\nendpoint = "{self.endpoint}"\nauthorized_keys = "{self.allowed}"\n'
         )
+        self.bundle = bundle
         self.agent = AgentProcess(write_config(d, bundle, extra=curve))
         self.agent.wait_ready()
         self.server_public_file = d / "state" / "status_curve" / "server.key"
@@ -111,6 +120,42 @@ def test_an_allowed_client_works(remote: Remote) -> None:
         load_secret(remote.client_secret),
     )
     assert not got.errors and len(got.parts) == 1
+
+
+def test_a_bundle_is_pushed_and_rolled_back_over_curve(remote: Remote) -> None:
+    original = load_bundle(remote.bundle)
+    new = changed_bundle(original, "bias")
+    with remote.client(timeout=60) as c:
+        assert c.request("push", to_bytes(new))["model_version"] == new.model_version
+        assert c.request("status")["model"]["version"] == new.model_version
+        assert c.request("rollback")["model_version"] == original.model_version
+
+
+def test_keys_command_line(remote: Remote, tmp_path: Path) -> None:
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "keys", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "EDGE_AGENT_CLIENT_KEY": str(tmp_path / "cli.key_secret")},
+        )
+
+    r = keys("client")
+    assert r.returncode == 0, r.stderr
+    public = tmp_path / "cli.key"
+    assert load_public(public).decode() in r.stdout
+    assert keys("client").returncode == 2  # never replaces a key
+    config = str(remote.dir / "agent.toml")
+    r = keys("allow", str(public), "--config", config)
+    assert r.returncode == 0 and (remote.allowed / "cli.key").exists(), r.stderr
+    (tmp_path / "bad.key").write_text("junk")
+    r = keys("allow", str(tmp_path / "bad.key"), "--config", config)
+    assert r.returncode == 2 and "not a readable CURVE certificate" in r.stderr
+    assert not (remote.allowed / "bad.key").exists()
+    r = keys("server", "--config", config)
+    assert r.returncode == 0 and remote.server_key.decode() in r.stdout, r.stderr
 
 
 def test_a_bad_allow_list_file_is_skipped_and_counted(remote: Remote) -> None:
