@@ -33,8 +33,8 @@ from edge_agent.service.status_curve import CurveGuard
 log = logging.getLogger(__name__)
 
 POLL_MS = 50
-# libzmq disconnects a peer sending more than this (no reply possible); requests between
-# the push limit and it get an "oversized" error reply
+# libzmq disconnects a peer sending more than this, or twice the push limit if larger
+# (no reply possible); requests between the limits and it get an "oversized" error reply
 HARD_MAX_BYTES = 1 << 20
 
 
