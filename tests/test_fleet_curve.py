@@ -122,6 +122,33 @@ def test_an_allowed_client_works(remote: Remote) -> None:
     assert not got.errors and len(got.parts) == 1
 
 
+def test_collect_command_line_over_curve(remote: Remote, tmp_path: Path) -> None:
+    agents = tmp_path / "agents.txt"
+    agents.write_text(f"# the fleet\n{remote.endpoint}  {remote.server_public_file}  # b7\n")
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "edge_agent.cli", "collect"),
+                *("--agents-file", str(agents), "--out", str(tmp_path / "f.npz")),
+                *("--timeout", "5", *extra),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "EDGE_AGENT_CLIENT_KEY": str(tmp_path / "none.key_secret")},
+        )
+
+    r = run("--client-key", str(remote.client_secret))
+    assert r.returncode == 0 and "from 1 of 1 agents" in r.stdout, r.stderr
+    r = run()  # no client key where the default points
+    assert r.returncode == 2 and "edge-agent keys client" in r.stderr, r.stderr
+    agents.write_text(f"{remote.endpoint} not-a-key\n")
+    r = run("--client-key", str(remote.client_secret))
+    assert r.returncode == 2 and "agents.txt:1" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_a_bundle_is_pushed_and_rolled_back_over_curve(remote: Remote) -> None:
     original = load_bundle(remote.bundle)
     new = changed_bundle(original, "bias")
@@ -174,10 +201,10 @@ def test_an_unknown_key_is_refused_and_counted(remote: Remote) -> None:
 
 
 def test_a_plaintext_client_is_refused_and_counted(remote: Remote) -> None:
-    before = remote.refused()["protocol"]
+    before = remote.refused()["handshake"]
     with StatusClient(remote.endpoint, 1.5) as c, pytest.raises(ClientError, match="no reply"):
         c.request("ping")
-    assert remote.agent.wait_for(lambda s: s["control"]["refused"]["protocol"] > before, 10)
+    assert remote.agent.wait_for(lambda s: s["control"]["refused"]["handshake"] > before, 10)
 
 
 def test_a_client_allowed_later_works_after_a_reload(remote: Remote) -> None:

@@ -23,15 +23,17 @@ from edge_agent.service.config import StatusCurveConfig
 log = logging.getLogger("edge_agent.agent")
 
 ZAP_DOMAIN = "edge-agent-status"
-# handshakes refused, by the monitor event: an unknown client key (ZAP said 400), a
-# plaintext or otherwise mismatched peer, anything else
+# handshakes refused, by the monitor event: an unknown client key (ZAP said 400); any
+# other failed handshake (a plaintext client, a wrong server key, a peer gone during it:
+# libzmq reports a plaintext client as a protocol error or, when it hangs up first,
+# without detail)
 REFUSALS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "unknown_key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "other",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake",
 }
 # what status reports under control.refused (bad_key_file: an unusable allow-list file)
-REFUSED_REASONS = ("unknown_key", "protocol", "other", "bad_key_file")
+REFUSED_REASONS = ("unknown_key", "handshake", "bad_key_file")
 
 
 class CurveGuard:
@@ -99,7 +101,7 @@ class CurveGuard:
             except zmq.Again:
                 return
             event = parse_monitor_message(frames)
-            reason = REFUSALS.get(event["event"], "other")
+            reason = REFUSALS.get(event["event"], "handshake")
             log.warning("remote status socket: refused a client (%s, %s)", reason, event["value"])
             self.count(reason)
 
