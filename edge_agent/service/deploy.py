@@ -96,21 +96,30 @@ class Deployments:
         atomic_write_bytes(self.dir / RECORD, json.dumps(rec).encode(), FILE_MODE)
         return current
 
-    def rollback(self, configured: Path) -> Path:
-        """Return to the bundle the last push replaced; return its path. Raises
+    def rollback_source(self, configured: Path) -> Path:
+        """Where the bundle the last push replaced is now (nothing changes). Raises
         ValueError when there is nothing to go back to."""
         rec = self._record()
-        current, previous = self.dir / CURRENT, self.dir / PREVIOUS
-        if rec is None or not current.exists():
+        if rec is None or not (self.dir / CURRENT).exists():
             raise ValueError("no pushed bundle to roll back")
         if rec.get("previous") == "configured":
-            self.clear()
             return configured
         if rec.get("previous") == "none":
             raise ValueError("rolled back once already: only the last push's previous is kept")
-        if not previous.exists():
+        if not (self.dir / PREVIOUS).exists():
             raise ValueError("the bundle before the last push is gone")
-        os.replace(previous, current)
+        return self.dir / PREVIOUS
+
+    def rollback(self, configured: Path) -> Path:
+        """Return to the bundle the last push replaced; return the path it now has.
+        Raises ValueError when there is nothing to go back to."""
+        source = self.rollback_source(configured)
+        if source == configured:
+            self.clear()
+            return configured
+        rec = self._record() or {}
+        current = self.dir / CURRENT
+        os.replace(source, current)
         atomic_write_bytes(
             self.dir / RECORD, json.dumps({**rec, "previous": "none"}).encode(), FILE_MODE
         )

@@ -163,14 +163,18 @@ class FleetOps:
         }
 
     def _rollback_now(self) -> dict[str, Any]:
-        """Back to the bundle the last push replaced."""
+        """Back to the bundle the last push replaced: loaded first, then the files change."""
+        configured = Path(self.cfg.model.bundle)
         try:
-            path = self.deploy.rollback(Path(self.cfg.model.bundle))
-        except (ValueError, OSError) as exc:
+            source = self.deploy.rollback_source(configured)
+            data = source.read_bytes()
+            model = Model.load(str(source))
+            path = self.deploy.rollback(configured)
+        except Exception as exc:  # nothing to go back to, or it no longer loads: keep running
             self.metrics.inc("rollback_failures")
-            log.error("rollback refused: %s", exc)
+            log.error("rollback refused, the running model stays: %s", exc)
             return {"error": str(exc), "model_version": self.model.engine.model_version}
-        self._swap_model(path)
+        self._use_model(replace(model, path=str(path)), data, path)
         self.metrics.inc("rollbacks")
         version = self.model.engine.model_version
         log.info("rolled back to %s (%s)", version, path)
