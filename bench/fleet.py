@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         say("phase 4: proxy throughput")
         tp = throughput(proxy, args.blasters, args.blast_s)
-        # what the proxy forwarded (libzmq's counter); what one Python subscriber received
+        # what the proxy forwarded (its message counter); what one Python subscriber received
         # is beside it (it falls behind first: XPUB then drops for it, as PUB does)
         res["proxy_samples_per_s"] = tp["forwarded_per_s"]
         res["proxy_delivered_per_s"] = tp["samples_per_s"]

@@ -61,7 +61,7 @@ def throughput(proxy: ProxyProc, n_blast: int, seconds: float) -> dict[str, floa
     )
     assert sink.stdout is not None
     sink.stdout.readline()  # "ready"
-    f0, c0 = proxy.frames(), proxy.cpu_s()
+    f0, c0 = proxy.messages(), proxy.cpu_s()
     blasters = [
         subprocess.Popen(
             [*cmd, "blast", "--endpoint", proxy.front, "--seconds", str(seconds)],
@@ -80,10 +80,10 @@ def throughput(proxy: ProxyProc, n_blast: int, seconds: float) -> dict[str, floa
     # the wait for the subscription excluded)
     wall = max(o["end"] for o in outs) - min(o["start"] for o in outs)
     time.sleep(1.0)  # let the proxy and the sink drain
-    f1, c1 = proxy.frames(), proxy.cpu_s()
+    f1, c1 = proxy.messages(), proxy.cpu_s()
     sink.terminate()
     received = json.loads(sink.communicate(timeout=60)[0].strip().splitlines()[-1])["received"]
-    forwarded = (f1["backend/out"] - f0["backend/out"]) / 2  # two frames per sample
+    forwarded = f1["backend/out"] - f0["backend/out"]  # messages: one per sample
     return {
         "sent": sent,
         "forwarded": forwarded,

@@ -174,8 +174,8 @@ class ProxyProc:
             )
         self.ps = psutil.Process(self.proc.pid)
 
-    def frames(self) -> dict[str, float]:
-        """libzmq's frame counters, from the proxy's /metrics."""
+    def messages(self) -> dict[str, float]:
+        """The proxy's message counters, from its /metrics."""
         url = f"http://127.0.0.1:{self.port}/metrics"
         deadline = time.monotonic() + 30
         while True:
@@ -189,7 +189,7 @@ class ProxyProc:
                 time.sleep(0.2)
         out = {}
         for line in text.splitlines():
-            if line.startswith("edge_agent_proxy_frames_total{"):
+            if line.startswith("edge_agent_proxy_messages_total{"):
                 labels, value = line.rsplit(" ", 1)
                 key = ("backend" if 'socket="backend"' in labels else "frontend") + (
                     "/out" if 'direction="out"' in labels else "/in"

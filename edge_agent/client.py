@@ -5,6 +5,9 @@ Library use::
     with Publisher("tcp://127.0.0.1:5556") as pub:
         pub.send_sample("watch-1", seq, x, label=None)
     result = StatusClient("ipc:///run/edge-agent/status.sock").request("status")
+    # an agent's CURVE status socket: its public key, and this client's key pair
+    agent = AgentAddress.parse("tcp://board-7:5559 board-7.key")
+    StatusClient(agent.endpoint, server_key=agent.server_key, client_key=load_secret(f))
 
 ``edge-agent publish`` and ``edge-agent status`` (:mod:`edge_agent.cli`) are built on it.
 """
@@ -23,6 +26,7 @@ import numpy as np
 import zmq
 import zmq.auth
 
+from edge_agent.curve_keys import KeyFileError, parse_public
 from edge_agent.ingest.protocol import (
     ProtocolError,
     decode_reply,
@@ -126,30 +130,79 @@ class Publisher:
         self.close()
 
 
+@dataclass(frozen=True)
+class AgentAddress:
+    """An agent's status endpoint and, for its CURVE endpoint, its public key."""
+
+    endpoint: str
+    server_key: bytes | None = None  # Z85; set: the connection uses CURVE
+
+    @classmethod
+    def parse(cls, text: str) -> AgentAddress:
+        """``ENDPOINT [KEY]``: KEY is the agent's public key (40 Z85 characters) or its
+        certificate file (``server.key`` from the agent's state directory)."""
+        parts = text.split()
+        if not parts or len(parts) > 2:
+            raise ValueError(f"{text!r}: expected ENDPOINT [SERVER_KEY]")
+        if not parts[0].startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"{parts[0]!r} is not a tcp://, ipc:// or inproc:// endpoint")
+        if len(parts) == 1:
+            return cls(parts[0])
+        if not parts[0].startswith("tcp://"):
+            raise ValueError(f"{parts[0]}: a server key goes with a tcp:// endpoint only")
+        try:
+            return cls(parts[0], parse_public(parts[1]))
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+
+    def __str__(self) -> str:
+        return self.endpoint
+
+
 class StatusClient:
     """Sends control requests to the agent's status socket (a DEALER, so a timed-out
-    request never wedges the client)."""
+    request never wedges the client). With ``server_key`` (the agent's public key) and
+    ``client_key`` (this client's (public, secret) pair) it speaks CURVE."""
 
-    def __init__(self, endpoint: str = DEFAULT_STATUS, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_STATUS,
+        timeout_s: float = 5.0,
+        server_key: bytes | None = None,
+        client_key: tuple[bytes, bytes] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.curve = server_key is not None
         self._ids = itertools.count(1)
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
+        if server_key is not None and client_key is None:
+            raise ClientError(
+                f"{endpoint}: a CURVE endpoint needs this client's key pair "
+                "(create one with `edge-agent keys client`)"
+            )
         if endpoint.startswith("ipc://") and not Path(endpoint[6:]).exists():
-            self.close()
             raise ClientError(
                 f"no status socket at {endpoint[6:]} (is the agent running? "
                 "as another user, run with sudo or use --endpoint tcp://...)"
             )
-        self.sock.connect(endpoint)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if server_key is not None and client_key is not None:
+            self.sock.curve_publickey, self.sock.curve_secretkey = client_key
+            self.sock.curve_serverkey = server_key
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ClientError(f"{endpoint}: {exc}") from None
 
-    def request(self, cmd: str) -> dict[str, Any]:
-        """Send ``cmd`` and return the reply's result; raise ClientError on an error reply
-        or when no reply comes within the timeout."""
+    def request(self, cmd: str, bundle: bytes | None = None) -> dict[str, Any]:
+        """Send ``cmd`` (``bundle``: what a ``push`` carries) and return the reply's
+        result; raise ClientError on an error reply or when no reply comes within the
+        timeout (also what a CURVE server that refused our key looks like)."""
         req_id = next(self._ids)
-        self.sock.send_multipart([b"", encode_request(cmd, req_id)])
+        self.sock.send_multipart([b"", encode_request(cmd, req_id, bundle)])
         deadline = time.monotonic() + self.timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if not self.sock.poll(int(left * 1000) + 1):
@@ -166,7 +219,8 @@ class StatusClient:
                 raise ClientError(f"agent refused {cmd!r}: {err.get('code')}: {err.get('message')}")
             result: dict[str, Any] = reply.get("result") or {}
             return result
-        raise ClientError(f"no reply from {self.endpoint} within {self.timeout_s:.1f} s")
+        curve = " (CURVE: is this client's key allowed there?)" if self.curve else ""
+        raise ClientError(f"no reply from {self.endpoint} within {self.timeout_s:.1f} s{curve}")
 
     def close(self) -> None:
         """Close the socket."""
@@ -178,6 +232,14 @@ class StatusClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def status_client(
+    agent: str | AgentAddress, timeout_s: float, client_key: tuple[bytes, bytes] | None = None
+) -> StatusClient:
+    """A client for ``agent`` (an endpoint, or an address with the agent's public key)."""
+    a = agent if isinstance(agent, AgentAddress) else AgentAddress(agent)
+    return StatusClient(a.endpoint, timeout_s, a.server_key, client_key)
 
 
 # ---------------------------------------------------------------- replay

@@ -1,11 +1,12 @@
 """The fleet learning loop against 3 real agent subprocesses: collect (provenance, the
-train --extra weighting), a rollout whose canaries fail the gate (a bad bundle: every
-canary rolled back, no agent without a working bundle), a corrupt bundle refused before
-anything is touched, and a good rollout (canary, then the rest)."""
+train --extra weighting), a rollout whose canaries fail the gate (a bad bundle pushed
+over the status socket: every canary rolled back, no agent without a working bundle), a
+corrupt bundle refused before anything is touched, a bundle the agents cannot run refused
+by them, one over the agents' push limit refused and counted, and a good rollout (canary,
+then the rest). The configured bundle files are never written."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,11 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import (
+    AgentProcess,
+    changed_bundle,
+    cleanup,
+    make_bundle,
+    short_dir,
+    write_config,
+)
 
-from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
-from edge_agent.client import Publisher
+from edge_agent.client import ClientError, Publisher, StatusClient
 from edge_agent.data import load_dataset
 from edge_agent.engine.engine import Engine
 from edge_agent.fleet.collect import collect, load_field, save, with_field_samples
@@ -28,29 +35,6 @@ from edge_agent.fleet.rollout import Rollout
 
 REPO = Path(__file__).resolve().parents[1]
 BOARDS = ("b0", "b1", "b2")
-
-
-def _last_layer(bundle: Bundle, change: str) -> Bundle:
-    """``bias``: the last layer's integer bias +1 (a new version, nearly the same answers);
-    ``roll``: its output rows rolled by one (class c answers as c+1: a bad model)."""
-    q = bundle.quant[bundle.default_bits]
-    last = q.layers[-1]
-    if change == "bias":
-        last = dataclasses.replace(last, bias_q=last.bias_q + 1)
-    else:
-        rows = last.packed.shape[0]
-        order = np.roll(np.arange(rows), 1)
-        last = dataclasses.replace(
-            last,
-            packed=last.packed[order],
-            bias_q=last.bias_q[order],
-            w_scale=last.w_scale[order],
-            out_mult=None if last.out_mult is None else last.out_mult[order],
-        )
-    layers = [*q.layers[:-1], last]
-    return dataclasses.replace(
-        bundle, quant={bundle.default_bits: dataclasses.replace(q, layers=layers)}
-    )
 
 
 class Feeder:
@@ -174,7 +158,7 @@ def test_failing_canaries_are_all_rolled_back(
     agents, dirs, base = fleet
     before = _versions(agents)
     bad = tmp_path / "bad.eab"
-    save_bundle(_last_layer(load_bundle(base / "a.eab"), "roll"), bad)
+    save_bundle(changed_bundle(load_bundle(base / "a.eab"), "roll"), bad)
     r = subprocess.run(
         [
             sys.executable,
@@ -204,14 +188,16 @@ def test_failing_canaries_are_all_rolled_back(
     assert states == [(True, "rolled_back"), (True, "rolled_back"), (False, "pending")], r.stderr
     assert all(t["after"] < 0.5 for t in report["agents"][:2])
     assert _versions(agents) == before, "every agent runs the old bundle again"
-    for d in dirs[:2]:
-        assert (d / "model.eab.prev").exists()
+    for d in dirs:  # the configured bundle was never touched; nothing pushed remains
         assert load_bundle(d / "model.eab").model_version == before[0]
+        assert not (d / "state" / "deploy" / "current.eab").exists()
     for ag in agents:  # and keeps predicting
         n = ag.status()["samples"]["predicted"]
         st = ag.wait_for(lambda s, n=n: s["samples"]["predicted"] > n + 10)
         assert st["fleet"]["reload_failures"] == 0
-    assert agents[0].status()["fleet"]["reloads"] >= 2  # pushed, then rolled back
+    fleet0 = agents[0].status()["fleet"]
+    assert fleet0["pushes"] >= 1 and fleet0["rollbacks"] >= 1
+    assert fleet0["reloads"] >= 2  # pushed, then rolled back
     assert (
         "edge_agent_fleet_rollout_agents_rolled_back 2.0" in (tmp_path / "rollout.prom").read_text()
     )
@@ -231,12 +217,44 @@ def test_a_corrupt_bundle_is_refused_before_anything_is_touched(
     assert [(d / "model.eab").stat().st_mtime_ns for d in dirs] == mtimes
 
 
+def test_a_bundle_the_agent_cannot_run_is_refused_there(
+    fleet: tuple[list[AgentProcess], list[Path], Path],
+) -> None:
+    agents, dirs, base = fleet
+    before = agents[2].status()
+    data = bytearray((base / "a.eab").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the checksum no longer matches
+    with StatusClient(agents[2].status_ep, 30) as c:
+        res = c.request("push", bytes(data))
+    assert res["changed"] is False and "refused" in res["error"]
+    after = agents[2].status()
+    assert after["model"]["version"] == before["model"]["version"]
+    assert after["fleet"]["push_failures"] == before["fleet"]["push_failures"] + 1
+    assert not (dirs[2] / "state" / "deploy" / "incoming.eab").exists()
+    with StatusClient(agents[2].status_ep, 30) as c:  # nothing was pushed to go back from
+        assert "no pushed bundle" in c.request("rollback")["error"]
+
+
+def test_a_push_over_the_limit_is_refused_and_counted(
+    fleet: tuple[list[AgentProcess], list[Path], Path],
+) -> None:
+    agents, _, _ = fleet
+    c0 = agents[1].status()["control"]["errors"].get("oversized", 0)
+    limit = agents[1].request("config")["config"]["status"]["max_push_bytes"]
+    with (
+        StatusClient(agents[1].status_ep, 30) as c,
+        pytest.raises(ClientError, match="oversized"),
+    ):
+        c.request("push", b"x" * (limit + 1))
+    assert agents[1].status()["control"]["errors"]["oversized"] == c0 + 1
+
+
 def test_a_good_bundle_goes_to_the_canary_then_the_rest(
     fleet: tuple[list[AgentProcess], list[Path], Path], tmp_path: Path
 ) -> None:
     agents, _, base = fleet
     good = tmp_path / "good.eab"
-    new = _last_layer(load_bundle(base / "a.eab"), "bias")
+    new = changed_bundle(load_bundle(base / "a.eab"), "bias")
     save_bundle(new, good)
     events: list[str] = []
     report = Rollout(

@@ -123,6 +123,9 @@ def test_metrics_match_status(metrics_agent: tuple[AgentProcess, Path]) -> None:
         == st["calibration"]["rolled_back"]
     )
     assert _value(m, "edge_agent_bursts_total", outcome="started") == 0
+    assert _value(m, "edge_agent_bundle_pushes_total") == st["fleet"]["pushes"] == 0
+    for reason, n in st["control"]["refused"].items():  # every reason from 0
+        assert _value(m, "edge_agent_status_refused_total", reason=reason) == n == 0
     assert _value(m, "edge_agent_checkpoints_total") >= 1
     assert 0 <= _value(m, "edge_agent_checkpoint_age_seconds") < 30
     assert _value(m, "edge_agent_resident_memory_bytes") > 10e6

@@ -122,10 +122,11 @@ def test_publishers_reach_the_agents_of_their_topic(
     assert sa["samples"]["predicted"] == 80 and sa["samples"]["rejected_total"] == 0
     assert sb["samples"]["predicted"] == 60 and sb["samples"]["rejected_total"] == 0
     m = proxy.scrape()
-    # libzmq counts frames: 140 samples in the two-frame form
+    # 140 samples in the two-frame form: 140 messages, 280 frames
+    assert m[("frontend/in", "edge_agent_proxy_messages_total")] == 140
+    assert m[("backend/out", "edge_agent_proxy_messages_total")] == 140
     assert m[("frontend/in", "edge_agent_proxy_frames_total")] == 280
-    assert m[("backend/out", "edge_agent_proxy_frames_total")] == 280
-    assert m[("backend/in", "edge_agent_proxy_frames_total")] >= 2  # the subscriptions
+    assert m[("backend/in", "edge_agent_proxy_messages_total")] >= 2  # the subscriptions
     assert m[("backend/out", "edge_agent_proxy_bytes_total")] > 140 * 2400
     assert m[("/", "edge_agent_proxy_up")] == 1
 
@@ -144,7 +145,7 @@ def test_the_proxy_stops_on_sigterm_with_its_totals_logged(tmp_path: Path) -> No
         p = ProxyProcess(d)
         p.proc.send_signal(signal.SIGTERM)
         assert p.proc.wait(10) == 0
-        assert "stopping: 0 frames in, 0 forwarded" in p.log()
+        assert "stopping: 0 messages in, 0 forwarded" in p.log()
     finally:
         cleanup(d)
 
@@ -180,10 +181,14 @@ def test_statistics_in_process() -> None:
     assert pub.poll(2000) and pub.recv() == b"\x01t/"
     for _ in range(5):
         pub.send_multipart([b"t/1", b"x" * 10])
-    got = [sub.recv_multipart() for _ in range(5)]
-    assert got == [[b"t/1", b"x" * 10]] * 5
+    for _ in range(3):  # the one-frame form: a topic-prefixed payload
+        pub.send(b"t/2" + b"y" * 7)
+    got = [sub.recv_multipart() for _ in range(8)]
+    assert got == [[b"t/1", b"x" * 10]] * 5 + [[b"t/2" + b"y" * 7]] * 3
     st = proxy.stats()
-    assert st.forwarded == 10 and st.bytes[("backend", "out")] == 5 * 13  # frames
+    assert st.forwarded == 8 and st.messages[("frontend", "in")] == 8  # messages, either form
+    assert st.frames[("backend", "out")] == 13 and st.bytes[("backend", "out")] == 5 * 13 + 3 * 10
+    assert st.messages[("backend", "in")] == 1  # the subscription
     proxy.stop()
     with pytest.raises(RuntimeError, match="not running"):
         proxy.stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -246,3 +247,26 @@ def make_bundle(path: Path, seed: int = 0) -> Path:
     )
     save_bundle(bundle, path)
     return path
+
+
+def changed_bundle(bundle: Bundle, change: str) -> Bundle:
+    """``bias``: the last layer's integer bias +1 (a new version, nearly the same answers);
+    ``roll``: its output rows rolled by one (class c answers as c+1: a bad model)."""
+    q = bundle.quant[bundle.default_bits]
+    last = q.layers[-1]
+    if change == "bias":
+        last = dataclasses.replace(last, bias_q=last.bias_q + 1)
+    else:
+        rows = last.packed.shape[0]
+        order = np.roll(np.arange(rows), 1)
+        last = dataclasses.replace(
+            last,
+            packed=last.packed[order],
+            bias_q=last.bias_q[order],
+            w_scale=last.w_scale[order],
+            out_mult=None if last.out_mult is None else last.out_mult[order],
+        )
+    layers = [*q.layers[:-1], last]
+    return dataclasses.replace(
+        bundle, quant={bundle.default_bits: dataclasses.replace(q, layers=layers)}
+    )

@@ -307,9 +307,18 @@ def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     add_demo_arguments(p)
     p.set_defaults(func=demo_main)
 
+    from edge_agent.cli.keys import add_keys_arguments, keys_main
     from edge_agent.fleet.commands import add_fleet_commands
 
     add_fleet_commands(sub)
+    p = sub.add_parser(
+        "keys",
+        help="CURVE keys for the remote status socket (client pairs, allow-list, server key)",
+        description="Create a client key pair, allow a client on an agent, or print an "
+        "agent's public key. See docs/fleet.md.",
+    )
+    add_keys_arguments(p)
+    p.set_defaults(func=keys_main)
 
 
 def main(argv: list[str] | None = None) -> int:

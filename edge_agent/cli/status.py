@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 
 from edge_agent.client import DEFAULT_STATUS, ClientError, StatusClient
+from edge_agent.curve_keys import KeyFileError, load_client_key, parse_public
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,18 +23,34 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command",
         default="status",
-        choices=("status", "metrics", "config", "checkpoint", "ping", "reload"),
+        choices=("status", "metrics", "config", "checkpoint", "ping", "reload", "rollback"),
         help="request to send (default status)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument(
+        "--server-key",
+        default="",
+        metavar="KEY",
+        help="the agent's public key (its server.key file, or the 40 Z85 characters): "
+        "connect to its CURVE endpoint",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=None,
+        metavar="FILE.key_secret",
+        help="this client's key pair with --server-key (default $EDGE_AGENT_CLIENT_KEY or "
+        "~/.config/edge-agent/client.key_secret)",
+    )
 
 
 def status_main(args: argparse.Namespace) -> int:
     """``edge-agent status``: query a running agent."""
     try:
-        with StatusClient(args.endpoint, args.timeout) as client:
+        server_key = parse_public(args.server_key) if args.server_key else None
+        client_key = load_client_key(args.client_key) if server_key else None
+        with StatusClient(args.endpoint, args.timeout, server_key, client_key) as client:
             result = client.request(args.command)
-    except (ClientError, zmq.ZMQError) as exc:
+    except (ClientError, KeyFileError, zmq.ZMQError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json or args.command != "status":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import BundleError, array_from_record
-from edge_agent.client import ClientError, StatusClient
+from edge_agent.client import AgentAddress, ClientError, status_client
 from edge_agent.data.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,18 @@ def _rows(reply: dict[str, Any], where: str) -> dict[str, np.ndarray]:
     }
 
 
-def collect(endpoints: list[str], timeout_s: float = 30.0) -> Collected:
-    """Ask every agent for its field data; an agent that fails is reported, not fatal."""
+def collect(
+    agents: Sequence[str | AgentAddress],
+    timeout_s: float = 30.0,
+    client_key: tuple[bytes, bytes] | None = None,
+) -> Collected:
+    """Ask every agent for its field data; an agent that fails is reported, not fatal.
+    ``client_key``: this client's CURVE key pair, for agents given with a server key."""
     out = Collected()
-    for ep in endpoints:
+    for agent in agents:
+        ep = str(agent)
         try:
-            with StatusClient(ep, timeout_s) as c:
+            with status_client(agent, timeout_s, client_key) as c:
                 reply = c.request("collect")
             rows = _rows(reply, ep)
             shape, names = tuple(reply["input_shape"]), list(reply["label_names"])

@@ -9,30 +9,63 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.client import AgentAddress
+from edge_agent.curve_keys import KeyFileError, load_client_key
 from edge_agent.fleet.collect import collect, save
 from edge_agent.fleet.rollout import Report, Rollout
 
 
-def _agents(args: argparse.Namespace) -> list[str]:
-    eps = list(args.agent or [])
+class UsageError(ValueError):
+    """Bad agents, agents file or key: printed, exit status 2."""
+
+
+def _agents(args: argparse.Namespace) -> tuple[list[AgentAddress], tuple[bytes, bytes] | None]:
+    """The agents (``--agent``, ``--agents-file`` lines: ``ENDPOINT [SERVER_KEY]``) and,
+    when any of them is given with a server key, this client's CURVE key pair."""
+    lines = [(f"--agent {a!r}", a) for a in args.agent or []]
     if args.agents_file:
-        text = Path(args.agents_file).read_text(encoding="utf-8")
-        eps += [ln.split("#")[0].strip() for ln in text.splitlines() if ln.split("#")[0].strip()]
-    return eps
+        try:
+            text = Path(args.agents_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.agents_file}: cannot read: {exc}") from None
+        for n, ln in enumerate(text.splitlines(), 1):
+            if ln.split("#")[0].strip():
+                lines.append((f"{args.agents_file}:{n}", ln.split("#")[0]))
+    if not lines:
+        raise UsageError("give --agent or --agents-file")
+    agents = []
+    for where, line in lines:
+        try:
+            agents.append(AgentAddress.parse(line))
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+    if not any(a.server_key for a in agents):
+        return agents, None
+    try:
+        return agents, load_client_key(args.client_key)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--agent",
         action="append",
-        metavar="ENDPOINT",
-        help="an agent's status socket, e.g. ipc:///run/edge-agent/status.sock or "
-        "tcp://board-7:5558 (repeatable)",
+        metavar="'ENDPOINT [SERVER_KEY]'",
+        help="an agent's status socket, e.g. ipc:///run/edge-agent/status.sock, or its "
+        "CURVE endpoint with its public key (file or Z85): 'tcp://board-7:5559 "
+        "board-7.key' (repeatable)",
     )
     p.add_argument(
         "--agents-file",
         metavar="FILE",
-        help="a file listing status endpoints, one per line (# comments)",
+        help="a file listing agents, one 'ENDPOINT [SERVER_KEY]' per line (# comments)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="FILE.key_secret",
+        help="this client's CURVE key pair for agents given with a server key (default "
+        "$EDGE_AGENT_CLIENT_KEY or ~/.config/edge-agent/client.key_secret)",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     p.add_argument(
@@ -91,11 +124,12 @@ def _write_metrics(path: str, gauges: dict[str, tuple[str, float]]) -> None:
 
 def collect_main(args: argparse.Namespace) -> int:
     """Pull field samples from the agents into one .npz."""
-    eps = _agents(args)
-    if not eps:
-        print("error: give --agent or --agents-file", file=sys.stderr)
+    try:
+        eps, client_key = _agents(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    got = collect(eps, args.timeout)
+    got = collect(eps, args.timeout, client_key)
     for ep, err in got.errors.items():
         print(f"error: {ep}: {err}", file=sys.stderr)
     if got.parts:
@@ -133,8 +167,8 @@ def _print(report: Report, as_json: bool) -> None:
 
 def rollout_main(args: argparse.Namespace) -> int:
     """Canary, gate, the rest; roll back on failure."""
-    eps = _agents(args)
     try:
+        eps, client_key = _agents(args)
         ro = Rollout(
             args.bundle,
             eps,
@@ -144,8 +178,9 @@ def rollout_main(args: argparse.Namespace) -> int:
             args.gate_timeout,
             args.timeout,
             on_event=lambda m: print(m, file=sys.stderr, flush=True),
+            client_key=client_key,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UsageError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = ro.run()
@@ -193,9 +228,9 @@ def add_fleet_commands(sub: Any) -> None:
     p = sub.add_parser(
         "rollout",
         help="push a bundle to a canary share of agents, gate, then the rest",
-        description="Write the bundle over each agent's configured bundle (keeping "
-        "<bundle>.prev) and reload it: canaries first; once their labelled accuracy is not "
-        "lower than before, the rest; canaries that fail are all rolled back.",
+        description="Push the bundle to each agent over its status socket (the agent "
+        "keeps the bundle it replaces): canaries first; once their labelled accuracy is "
+        "not lower than before, the rest; canaries that fail are all rolled back.",
     )
     add_rollout_arguments(p)
     p.set_defaults(func=rollout_main)

@@ -1,19 +1,20 @@
 """``edge-agent proxy``: one fan-in address for many publishers and many agents.
 
-ZeroMQ's own forwarder (``zmq.proxy_steerable``) between an XSUB socket that publishers
-connect to and an XPUB socket that agents connect to (``[ingest] mode = "connect"``).
+An XSUB socket that publishers connect to and an XPUB socket that agents connect to
+(``[ingest] mode = "connect"``), with a forwarding loop between them in its own thread.
 Subscriptions travel upstream, so an agent subscribed to ``board-7/`` only receives
 messages whose first frame (the topic of the protocol's two-frame form) starts with it.
-The counters are libzmq's: the control socket's ``STATISTICS`` command returns frames
-and bytes per socket and direction (libzmq's documentation says "messages", but the
-libzmq 4.3.5 that pyzmq bundles counts every frame: a sample in the protocol's two-frame
-form is two); nothing here counts per message, so the forwarding path stays in C.
+
+The loop counts messages, frames and bytes per socket and direction. libzmq's own
+forwarder (``zmq.proxy_steerable``) would forward in C, but the libzmq 4.3.5 that pyzmq
+bundles counts frames there, not messages (a two-frame sample counted twice, a one-frame
+one once: no count of samples can be had from it). This loop receives whole messages
+(``recv_multipart``), drains each socket in bursts and forwards the frames as they came.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ STAT_KEYS = (
     ("backend", "in"),
     ("backend", "out"),
 )
+BURST = 1000  # messages forwarded from one socket before the other gets its turn
+POLL_MS = 100  # how often the loop looks at the stop flag when idle
 
 
 @dataclass(frozen=True)
@@ -43,27 +46,38 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class ProxyStats:
-    """libzmq's proxy counters: frames and bytes per socket and direction."""
+    """Messages, frames and bytes per socket and direction."""
 
+    messages: dict[tuple[str, str], int]
     frames: dict[tuple[str, str], int]
     bytes: dict[tuple[str, str], int]
 
     @property
     def forwarded(self) -> int:
-        """Frames forwarded from publishers to agents."""
-        return self.frames[("backend", "out")]
+        """Messages forwarded from publishers to agents."""
+        return self.messages[("backend", "out")]
+
+
+class _Counts:
+    """One direction's counters, updated by the forwarding thread only (ints under the
+    GIL: a reader sees each value whole)."""
+
+    __slots__ = ("bytes", "frames", "messages")
+
+    def __init__(self) -> None:
+        self.messages = self.frames = self.bytes = 0
 
 
 class Proxy:
-    """The XSUB/XPUB forwarder in its own thread, steerable over an inproc PAIR."""
+    """The XSUB/XPUB forwarder in its own thread."""
 
     def __init__(self, cfg: ProxyConfig, ctx: zmq.Context[zmq.Socket[bytes]] | None = None):
         self.cfg = cfg
         self.ctx: zmq.Context[zmq.Socket[bytes]] = ctx or zmq.Context()
         self.started = time.monotonic()
-        self._lock = threading.Lock()  # the control socket is used by scrapes and the main loop
         self._sockets: list[zmq.Socket[bytes]] = []
-        ctl_ep = f"inproc://proxy-control-{id(self)}"
+        self._stop = threading.Event()
+        self._up, self._down = _Counts(), _Counts()  # publishers -> agents; subscriptions
         try:
             self.front = self._socket(zmq.XSUB, cfg.frontend, zmq.RCVHWM, cfg.rcvhwm)
             self.back = self._socket(zmq.XPUB, cfg.backend, zmq.SNDHWM, cfg.sndhwm)
@@ -72,9 +86,6 @@ class Proxy:
                 if cfg.capture
                 else None
             )
-            self.control = self._socket(zmq.PAIR, [ctl_ep], zmq.LINGER, 0)
-            self._peer = self.ctx.socket(zmq.PAIR)
-            self._peer.connect(ctl_ep)
         except zmq.ZMQError as exc:
             self.close()
             raise RuntimeError(f"proxy: {exc}") from None
@@ -109,34 +120,71 @@ class Proxy:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
         try:
-            zmq.proxy_steerable(self.front, self.back, self.capture, self._peer)
+            while not self._stop.is_set():
+                ready = dict(poller.poll(POLL_MS))
+                if self.front in ready:
+                    self._forward(self.front, self.back, self._up)
+                if self.back in ready:  # subscriptions and unsubscriptions, upstream
+                    self._forward(self.back, self.front, self._down)
         except zmq.ZMQError as exc:  # the context was terminated, or a socket failed
-            self.error = str(exc)
-            log.error("proxy stopped: %s", exc)
+            if not self._stop.is_set():
+                self.error = str(exc)
+                log.error("proxy stopped: %s", exc)
 
-    def stats(self, timeout_ms: int = 2000) -> ProxyStats:
-        """libzmq's counters (raises RuntimeError when the proxy does not answer)."""
-        with self._lock:
-            if not self.alive():
-                raise RuntimeError(f"proxy not running ({self.error or 'stopped'})")
-            self.control.send(b"STATISTICS")
-            if not self.control.poll(timeout_ms):
-                raise RuntimeError("proxy did not answer STATISTICS")
-            raw = self.control.recv_multipart()
-        values = [struct.unpack("=Q", f)[0] for f in raw]
-        if len(values) != 8:
-            raise RuntimeError(f"proxy STATISTICS gave {len(values)} values, expected 8")
-        # libzmq order: frontend frames in, bytes in, frames out, bytes out; then the backend
-        frames = {k: values[2 * i] for i, k in enumerate(STAT_KEYS)}
-        nbytes = {k: values[2 * i + 1] for i, k in enumerate(STAT_KEYS)}
-        return ProxyStats(frames, nbytes)
+    def _forward(self, src: zmq.Socket[bytes], dst: zmq.Socket[bytes], c: _Counts) -> None:
+        """Up to BURST whole messages from ``src`` to ``dst`` (and the capture socket),
+        frame by frame as they come (no list per message); a message is counted before
+        its last frame is sent: whoever received one sees it counted."""
+        recv, send, more = src.recv, dst.send, src.get
+        capture = self.capture
+        RCVMORE, SNDMORE, NOBLOCK = zmq.RCVMORE, zmq.SNDMORE, zmq.NOBLOCK
+        for _ in range(BURST):
+            try:
+                frame = recv(NOBLOCK)
+            except zmq.Again:
+                return
+            while True:  # the rest of a message is there once its first frame is
+                c.frames += 1
+                c.bytes += len(frame)
+                if more(RCVMORE):
+                    send(frame, SNDMORE)  # XPUB and XSUB never block (PUB rules: drop)
+                    if capture is not None:
+                        capture.send(frame, SNDMORE)
+                    frame = recv()
+                    continue
+                c.messages += 1
+                send(frame)
+                if capture is not None:
+                    capture.send(frame)
+                break
+
+    def stats(self) -> ProxyStats:
+        """The counters (raises RuntimeError when the forwarder is not running)."""
+        if not self.alive():
+            raise RuntimeError(f"proxy not running ({self.error or 'stopped'})")
+        up, down = self._up, self._down
+        # publishers' messages come in at the frontend and go out at the backend; the
+        # agents' subscriptions the other way
+        by_key = {
+            ("frontend", "in"): up,
+            ("backend", "out"): up,
+            ("backend", "in"): down,
+            ("frontend", "out"): down,
+        }
+        return ProxyStats(
+            {k: v.messages for k, v in by_key.items()},
+            {k: v.frames for k, v in by_key.items()},
+            {k: v.bytes for k, v in by_key.items()},
+        )
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop forwarding and close the sockets."""
+        self._stop.set()
         if self._thread.is_alive():
-            with self._lock:
-                self.control.send(b"TERMINATE")
             self._thread.join(timeout)
         self.close()
 
@@ -144,5 +192,3 @@ class Proxy:
         """Close every socket (the context stays for its owner)."""
         for s in self._sockets:
             s.close(linger=0)
-        if hasattr(self, "_peer"):
-            self._peer.close(linger=0)

@@ -103,9 +103,9 @@ def _line(proxy: Proxy) -> str:
     except RuntimeError as exc:
         return f"statistics unavailable: {exc}"
     return (
-        f"{st.frames[('frontend', 'in')]} frames in, {st.forwarded} forwarded "
+        f"{st.messages[('frontend', 'in')]} messages in, {st.forwarded} forwarded "
         f"({st.bytes[('backend', 'out')] / 2**20:.1f} MiB), "
-        f"{st.frames[('backend', 'in')]} subscription frames"
+        f"{st.messages[('backend', 'in')]} subscription messages"
     )
 
 

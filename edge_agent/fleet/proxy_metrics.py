@@ -1,4 +1,4 @@
-"""Prometheus exposition of the proxy: libzmq's counters, read at scrape time."""
+"""Prometheus exposition of the proxy: its counters, read at scrape time."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class ProxyCollector:
-    """``edge_agent_proxy_{frames,bytes}_total{socket,direction}`` and health gauges.
+    """``edge_agent_proxy_{messages,frames,bytes}_total{socket,direction}`` and health
+    gauges (a sample is one message, in one frame or the two-frame form).
 
     ``socket="backend", direction="out"`` is what reached the agents' side;
     ``socket="frontend", direction="in"`` what publishers sent; the reverse pair carries
@@ -69,12 +70,13 @@ class ProxyCollector:
         if st is None:
             return
         for name, values, doc in (
-            ("frames", st.frames, "Frames (a two-frame sample counts twice)"),
+            ("messages", st.messages, "Messages (a sample is one, in either form)"),
+            ("frames", st.frames, "Frames (a two-frame sample is two)"),
             ("bytes", st.bytes, "Payload bytes"),
         ):
             fam = CounterMetricFamily(
                 f"edge_agent_proxy_{name}",
-                f"{doc} per socket and direction, libzmq's counters.",
+                f"{doc} per socket and direction.",
                 labels=["board", "socket", "direction"],
             )
             for sock, direction in STAT_KEYS:

@@ -1,15 +1,16 @@
 """``edge-agent rollout``: a new bundle to a canary share of agents, gated, then the rest.
 
-Per agent: its configured bundle path comes from its ``config`` reply; the running bundle
-is kept beside it as ``<bundle>.prev``, the new one is written to a temporary file and
-renamed over the path (atomic), and the ``reload`` command makes the agent load it (a
-bundle it cannot load is refused there, the old model keeps running). The gate: once
-``min_labelled`` labelled predictions were made by the new model, their accuracy must not
-be lower than the agent's rolling accuracy before the push (minus ``tolerance``). A canary
-that fails, or any failure before the rest are touched, rolls every canary back (the
-``.prev`` file renamed back, reload, version checked). Agents outside the canary share that
-fail their own gate are rolled back one by one. The bundle path must be writable from
-here (the same host, or a shared file system).
+Per agent, everything goes over its status socket (ipc, or tcp with CURVE across the
+LAN); nothing needs access to the agent's files. The ``push`` command carries the bundle
+(at most the agent's ``status.max_push_bytes``, read from its ``config`` reply first):
+the agent writes it into its state directory, loads and warms it up, and only then runs
+it, keeping the bundle it replaced (a bundle it cannot load is refused, the old model
+keeps running). The gate: once ``min_labelled`` labelled predictions were made by the
+new model, their accuracy must not be lower than the agent's rolling accuracy before the
+push (minus ``tolerance``). A canary that fails, or any failure before the rest are
+touched, rolls every canary back (the ``rollback`` command: the agent runs the bundle the
+push replaced again; the version is checked). Agents outside the canary share that fail
+their own gate are rolled back one by one.
 """
 
 from __future__ import annotations
@@ -17,33 +18,40 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import BundleError
 from edge_agent.bundle_io import from_bytes
-from edge_agent.client import ClientError, StatusClient
+from edge_agent.client import AgentAddress, ClientError, status_client
 
 log = logging.getLogger(__name__)
+
+PUSH_EXTRA_S = 60.0  # on top of the request timeout: the agent loads and warms the bundle
 
 
 @dataclass
 class Target:
     """One agent in a rollout and what happened to it."""
 
-    endpoint: str
+    address: AgentAddress
     canary: bool = False
-    bundle_path: Path | None = None
+    max_push_bytes: int = 0  # the agent's status.max_push_bytes
     old_version: str = ""  # what it ran (calibration may have moved it)
-    prev_version: str = ""  # its configured bundle's, what a rollback restores
+    prev_version: str = ""  # the bundle the push replaced, what a rollback restores
     before: float | None = None  # rolling accuracy before the push
-    base: tuple[int, int] = (0, 0)  # (labelled, correct) right after the reload
+    base: tuple[int, int] = (0, 0)  # (labelled, correct) right after the push
     after: float | None = None  # accuracy of the new model's labelled predictions
     state: str = "pending"  # pushed, passed, failed, rolled_back, rollback_failed
-    written: bool = False  # the new bundle was written over its path
+    written: bool = False  # the agent took the new bundle
     reason: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        """The agent's status endpoint."""
+        return self.address.endpoint
 
 
 @dataclass
@@ -63,23 +71,13 @@ class Report:
             "events": self.events,
             "agents": [
                 {
-                    **{k: v for k, v in t.__dict__.items() if k != "bundle_path"},
-                    "bundle_path": str(t.bundle_path),
+                    "endpoint": t.endpoint,
+                    "curve": t.address.server_key is not None,
+                    **{k: v for k, v in t.__dict__.items() if k != "address"},
                 }
                 for t in self.targets
             ],
         }
-
-
-def _request(ep: str, cmd: str, timeout_s: float) -> dict[str, Any]:
-    with StatusClient(ep, timeout_s) as c:
-        return c.request(cmd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{time.monotonic_ns()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 class Rollout:
@@ -88,7 +86,7 @@ class Rollout:
     def __init__(
         self,
         bundle: Path,
-        endpoints: list[str],
+        endpoints: Sequence[str | AgentAddress],
         canary_share: float = 0.2,
         min_labelled: int = 50,
         tolerance: float = 0.0,
@@ -96,6 +94,7 @@ class Rollout:
         timeout_s: float = 60.0,
         poll_s: float = 0.5,
         on_event: Callable[[str], None] | None = None,
+        client_key: tuple[bytes, bytes] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no agents given")
@@ -109,9 +108,9 @@ class Rollout:
         n = len(endpoints)
         k = max(1, math.ceil(canary_share * n))
         k = min(k, n - 1) if n > 1 and canary_share < 1 else k
-        self.report = Report(
-            new.model_version, [Target(ep, i < k) for i, ep in enumerate(endpoints)]
-        )
+        addresses = [a if isinstance(a, AgentAddress) else AgentAddress(a) for a in endpoints]
+        self.report = Report(new.model_version, [Target(a, i < k) for i, a in enumerate(addresses)])
+        self.client_key = client_key
         self.min_labelled, self.tolerance = min_labelled, tolerance
         self.gate_timeout_s, self.timeout_s, self.poll_s = gate_timeout_s, timeout_s, poll_s
         self.on_event = on_event
@@ -151,17 +150,29 @@ class Rollout:
         )
         return r
 
+    def _request(
+        self, t: Target, cmd: str, bundle: bytes | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        with status_client(t.address, timeout_s or self.timeout_s, self.client_key) as c:
+            return c.request(cmd, bundle)
+
     def _inspect(self, t: Target) -> None:
         try:
-            cfg = _request(t.endpoint, "config", self.timeout_s)["config"]
-            st = _request(t.endpoint, "status", self.timeout_s)
-        except (ClientError, KeyError) as exc:
+            cfg = self._request(t, "config")["config"]
+            st = self._request(t, "status")
+            t.max_push_bytes = int(cfg["status"]["max_push_bytes"])
+        except (ClientError, KeyError, TypeError, ValueError) as exc:
             self._fail(t, f"cannot inspect: {exc}")
             return
-        t.bundle_path = Path(cfg["model"]["bundle"])
         t.old_version = st["model"]["version"]
         t.before = st["accuracy"]["rolling"]
-        if t.before is None:
+        if len(self.data) > t.max_push_bytes:
+            self._fail(
+                t,
+                f"the bundle is {len(self.data)} bytes; the agent takes at most "
+                f"{t.max_push_bytes} (its status.max_push_bytes)",
+            )
+        elif t.before is None:
             self._fail(t, "no labelled predictions yet: nothing to gate on")
 
     def _fail(self, t: Target, reason: str) -> None:
@@ -188,21 +199,23 @@ class Rollout:
         return all(t.state == "passed" for t in targets)
 
     def _push(self, t: Target) -> None:
-        assert t.bundle_path is not None
-        path = t.bundle_path
         try:
-            prev = path.read_bytes()
-            t.prev_version = from_bytes(prev, str(path)).model_version
-            _write_atomic(path.with_name(path.name + ".prev"), prev)
-            _write_atomic(path, self.data)
-            t.written = True
-            res = _request(t.endpoint, "reload", self.timeout_s)
-            st = _request(t.endpoint, "status", self.timeout_s)
-        except (OSError, ClientError, BundleError) as exc:
+            # the agent loads and warms the bundle up before it answers
+            res = self._request(t, "push", self.data, self.timeout_s + PUSH_EXTRA_S)
+        except ClientError as exc:
             self._fail(t, f"push failed: {exc}")
             return
+        if res.get("error") or not res.get("changed"):
+            self._fail(t, f"the agent did not take it: {res.get('error') or 'model unchanged'}")
+            return
+        t.written, t.prev_version = True, str(res.get("previous_version", ""))
+        try:
+            st = self._request(t, "status")
+        except ClientError as exc:
+            self._fail(t, f"after the push: {exc}")
+            return
         if st["model"]["version"] != self.report.new_version:
-            self._fail(t, f"the agent did not load it: {res.get('error') or 'model unchanged'}")
+            self._fail(t, f"the agent runs {st['model']['version']} after the push")
             return
         acc = st["accuracy"]
         t.base, t.state = (acc["labelled_total"], acc["labelled_correct"]), "pushed"
@@ -214,7 +227,7 @@ class Rollout:
     def _gate(self, t: Target) -> bool:
         """True once the gate decided (passed or failed)."""
         try:
-            st = _request(t.endpoint, "status", self.timeout_s)
+            st = self._request(t, "status")
         except ClientError as exc:
             self._fail(t, f"gate: {exc}")
             return True
@@ -238,21 +251,21 @@ class Rollout:
         return True
 
     def _rollback(self, t: Target) -> None:
-        if t.bundle_path is None or not t.written or t.state == "rolled_back":
+        if not t.written or t.state in ("rolled_back", "rollback_failed"):
             return  # nothing of ours is on that agent
-        prev = t.bundle_path.with_name(t.bundle_path.name + ".prev")
         try:
-            _write_atomic(t.bundle_path, prev.read_bytes())
-            _request(t.endpoint, "reload", self.timeout_s)
-            version = _request(t.endpoint, "status", self.timeout_s)["model"]["version"]
-        except (OSError, ClientError) as exc:
+            res = self._request(t, "rollback", timeout_s=self.timeout_s + PUSH_EXTRA_S)
+            version = self._request(t, "status")["model"]["version"]
+        except ClientError as exc:
             t.state, t.reason = "rollback_failed", f"{t.reason}; rollback: {exc}"
             self._event(f"{t.endpoint}: ROLLBACK FAILED: {exc}")
             return
-        if version != t.prev_version:
+        if res.get("error") or (t.prev_version and version != t.prev_version):
             t.state = "rollback_failed"
-            self._event(f"{t.endpoint}: ROLLBACK FAILED: runs {version}, not {t.prev_version}")
+            why = res.get("error") or f"runs {version}, not {t.prev_version}"
+            t.reason = f"{t.reason}; rollback: {why}"
+            self._event(f"{t.endpoint}: ROLLBACK FAILED: {why}")
             return
         t.state = "rolled_back"
-        # a model the agent had recalibrated in place restarts from its configured bundle
-        self._event(f"{t.endpoint}: rolled back to {t.prev_version}")
+        # a model the agent had recalibrated in place restarts from the bundle it ran
+        self._event(f"{t.endpoint}: rolled back to {version}")

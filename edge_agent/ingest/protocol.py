@@ -32,7 +32,17 @@ DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<")
     for name in ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32")
 }
-COMMANDS = ("ping", "status", "metrics", "config", "checkpoint", "collect", "reload")
+COMMANDS = (
+    "ping",
+    "status",
+    "metrics",
+    "config",
+    "checkpoint",
+    "collect",
+    "reload",
+    "push",
+    "rollback",
+)
 
 # Reasons a message is rejected; every one has a counter in the agent's metrics.
 REASONS = (
@@ -88,6 +98,7 @@ class Request:
 
     cmd: str
     id: int | str | None = None
+    bundle: bytes | None = None  # ``push`` only: the model bundle's bytes
 
 
 # ---------------------------------------------------------------- encoding
@@ -128,11 +139,13 @@ def encode_feedback(sensor: str, seq: int, label: int) -> bytes:
     )
 
 
-def encode_request(cmd: str, req_id: int | str | None = None) -> bytes:
-    """Encode a control request."""
+def encode_request(cmd: str, req_id: int | str | None = None, bundle: bytes | None = None) -> bytes:
+    """Encode a control request (``bundle``: the bytes a ``push`` carries)."""
     msg: dict[str, Any] = {"v": VERSION, "type": "request", "cmd": cmd}
     if req_id is not None:
         msg["id"] = req_id
+    if bundle is not None:
+        msg["bundle"] = bundle
     return msgpack.packb(msg, use_bin_type=True)
 
 
@@ -324,9 +337,12 @@ def decode_ingest(
     raise ProtocolError("type", f"unknown message type {kind!r} (expected 'sample' or 'label')")
 
 
-def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
-    """Decode a control request; raise ProtocolError for anything malformed."""
-    obj = unpack_map(raw, max_bytes)
+def decode_request(
+    raw: bytes, max_bytes: int = MAX_REQUEST_BYTES, max_bundle_bytes: int = 0
+) -> Request:
+    """Decode a control request; raise ProtocolError for anything malformed. Only a
+    ``push`` may exceed ``max_bytes``, by its bundle of at most ``max_bundle_bytes``."""
+    obj = unpack_map(raw, max_bytes + max_bundle_bytes)
     if obj.get("type") != "request":
         raise ProtocolError("type", f"expected type 'request', got {obj.get('type')!r}")
     req_id = obj.get("id")
@@ -335,7 +351,19 @@ def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
     cmd = obj.get("cmd")
     if cmd not in COMMANDS:
         raise ProtocolError("field", f"unknown command {cmd!r}; one of {list(COMMANDS)}")
-    return Request(cmd, req_id)
+    if cmd != "push":
+        if len(raw) > max_bytes:
+            raise ProtocolError("oversized", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
+        return Request(cmd, req_id)
+    bundle = obj.get("bundle")
+    if not isinstance(bundle, bytes):
+        raise ProtocolError("field", "'push' needs the bundle as msgpack bin 'bundle'")
+    if len(bundle) > max_bundle_bytes:
+        raise ProtocolError(
+            "oversized",
+            f"a bundle of {len(bundle)} bytes exceeds the {max_bundle_bytes}-byte push limit",
+        )
+    return Request(cmd, req_id, bundle)
 
 
 def decode_reply(raw: bytes, max_bytes: int = 16 << 20) -> dict[str, Any]:

@@ -11,6 +11,7 @@ SIGHUP reloads the configuration file.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -82,6 +83,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         self.intake: Intake
         self.sources: list[SampleSource] = []
         self.status_server: StatusServer | None = None
+        self.remote_status: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self._output_bound: list[str] = []
         self.calibration: CalibrationController | None = None
@@ -150,9 +152,11 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         )
 
     def _load_model(self, payload: dict[str, Any] | None) -> Model:
+        base = self._bundle_path(self.cfg)  # a pushed bundle, or the configured one
         model, self._base_sha, self.model_fallback = load_running_model(
-            self.store, Path(self.cfg.model.bundle), payload, self._save_model
+            self.store, base, payload, self._save_model
         )
+        self._base_path, self._base_mtime = base, os.stat(base).st_mtime
         return model
 
     def _start_calibration(self, state: dict[str, Any] | None, carry: bool = False) -> None:

@@ -50,12 +50,27 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class StatusCurveConfig:
+    """The remote status socket: tcp, CURVE-encrypted, clients authenticated by key."""
+
+    endpoint: str = ""  # e.g. "tcp://0.0.0.0:5559"; empty disables
+    # a directory of allowed clients' public certificates (*.key, as zmq.auth writes them)
+    authorized_keys: str = ""
+    # the server's certificate; empty: <state dir>/status_curve/server.key_secret, created
+    # at first start
+    server_key: str = ""
+
+
+@dataclass(frozen=True)
 class StatusConfig:
-    """The status socket: ipc under the runtime directory, optional tcp."""
+    """The status socket: ipc under the runtime directory, optional tcp, optional CURVE."""
 
     ipc: bool = True
     tcp: str = ""  # e.g. "tcp://127.0.0.1:5558"; empty disables
-    allow_remote: bool = False  # permit a tcp address other than loopback
+    allow_remote: bool = False  # permit a plain tcp address other than loopback
+    # the largest bundle the push command takes (edge-agent rollout)
+    max_push_bytes: int = field(default=16 << 20, metadata={"range": (1 << 16, 256 << 20)})
+    curve: StatusCurveConfig = field(default_factory=StatusCurveConfig)
 
 
 @dataclass(frozen=True)
@@ -288,7 +303,27 @@ def _check(cfg: AgentConfig) -> None:
             "status.tcp",
             f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
         )
-    _need(st.ipc or bool(st.tcp), "status", "enable ipc or give a tcp endpoint")
+    if st.curve.endpoint:
+        _need(
+            st.curve.endpoint.startswith("tcp://"),
+            "status.curve.endpoint",
+            f"{st.curve.endpoint!r} is not a tcp:// endpoint",
+        )
+        _need(
+            bool(st.curve.authorized_keys),
+            "status.curve.authorized_keys",
+            "required with status.curve.endpoint (a directory of client .key files)",
+        )
+        _need(
+            st.curve.endpoint != st.tcp,
+            "status.curve.endpoint",
+            "must differ from status.tcp (that one is plaintext)",
+        )
+    _need(
+        st.ipc or bool(st.tcp) or bool(st.curve.endpoint),
+        "status",
+        "enable ipc or give a tcp or curve endpoint",
+    )
     cal = cfg.calibration
     _need(
         cal.stats_min_samples <= cal.stats_window,
@@ -326,9 +361,16 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         return str(base / value) if value and not Path(value).is_absolute() else value
 
     # Relative paths in the file are relative to the file, not to the working directory.
+    curve = cfg.status.curve
+    curve = dataclasses.replace(
+        curve,
+        authorized_keys=anchored(curve.authorized_keys),
+        server_key=anchored(curve.server_key),
+    )
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
+        status=dataclasses.replace(cfg.status, curve=curve),
         state=dataclasses.replace(
             cfg.state, dir=anchored(cfg.state.dir), runtime_dir=anchored(cfg.state.runtime_dir)
         ),

@@ -1,6 +1,10 @@
 """The agent's part in a fleet: Prometheus exposition, and the status commands
-``collect`` (field data for ``edge-agent collect``) and ``reload`` (``edge-agent
-rollout``), carried out by the main loop.
+``collect`` (field data for ``edge-agent collect``), ``reload``, ``push`` and
+``rollback`` (``edge-agent rollout``), carried out by the main loop.
+
+A pushed bundle is written into the state directory (:mod:`edge_agent.service.deploy`),
+loaded and warmed up before it replaces anything: one the agent cannot run is refused
+(counted as ``push_failures``) and the running model stays.
 
 A part of :class:`edge_agent.service.agent.Agent`.
 """
@@ -11,10 +15,16 @@ import logging
 import queue
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.bundle import SERIES_NORM
+from edge_agent.bundle_io import load_bundle
+from edge_agent.ingest.protocol import Request
+from edge_agent.service.deploy import Deployments
 from edge_agent.service.field_export import collect_reply
+from edge_agent.service.model import Model
 
 if TYPE_CHECKING:
     from edge_agent.calibrate.controller import CalibrationController
@@ -35,16 +45,24 @@ class FleetOps:
         labelled: deque[LabelledSample]
         calibration: CalibrationController | None
         exporter: Any
-        _requests: queue.SimpleQueue[tuple[str, Future[dict[str, Any]]]]
+        _requests: queue.SimpleQueue[tuple[Request, Future[dict[str, Any]]]]
+        _base_path: Path
 
         def status(self) -> dict[str, Any]: ...
         def _reload_config(self) -> str | None: ...
         def _close_io(self, with_status: bool = True) -> None: ...
+        def _swap_model(self, path: Path) -> None: ...
+        def _use_model(self, model: Model, data: bytes, path: Path) -> None: ...
 
     def _init_fleet(self) -> None:
-        # collect / reload requests from the status thread, carried out by the main loop
+        # collect / reload / push / rollback from the status thread, done by the main loop
         self._requests = queue.SimpleQueue()
         self.exporter = None  # MetricsExporter when [metrics] is on
+        self.deploy = Deployments(self.cfg.state_dir)
+
+    def _bundle_path(self, cfg: AgentConfig) -> Path:
+        """The bundle the agent runs from: a pushed one, else the configured one."""
+        return self.deploy.bundle_path(Path(cfg.model.bundle))
 
     def _fleet_dead(self) -> list[str]:
         """The fleet's threads that should run and do not."""
@@ -74,21 +92,93 @@ class FleetOps:
             ", ".join(filter(None, [self.exporter.url, textfile and f"textfile {textfile}"])),
         )
 
-    def _defer(self, cmd: str) -> Future[dict[str, Any]]:
+    def _defer(self, req: Request) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
-        self._requests.put((cmd, fut))
+        self._requests.put((req, fut))
         return fut
 
     def _serve_requests(self) -> None:
-        """``collect`` and ``reload`` from the status socket (main thread: it owns the
-        labelled log and the model)."""
+        """``collect``, ``reload``, ``push`` and ``rollback`` from the status socket (main
+        thread: it owns the labelled log and the model)."""
         while not self._requests.empty():
-            cmd, fut = self._requests.get()
+            req, fut = self._requests.get()
             try:
-                fut.set_result(self._collect() if cmd == "collect" else self._reload_now())
+                if req.cmd == "collect":
+                    fut.set_result(self._collect())
+                elif req.cmd == "push":
+                    assert req.bundle is not None  # decode_request guarantees it
+                    fut.set_result(self._push_now(req.bundle))
+                elif req.cmd == "rollback":
+                    fut.set_result(self._rollback_now())
+                else:
+                    fut.set_result(self._reload_now())
             except Exception as exc:  # the requester gets the error; the agent goes on
-                log.exception("%s failed", cmd)
+                log.exception("%s failed", req.cmd)
                 fut.set_exception(exc)
+
+    def _base_version(self) -> str:
+        """The version of the bundle file the running model came from (calibration may
+        have moved the engine's own)."""
+        try:
+            return load_bundle(str(self._base_path)).model_version
+        except Exception:  # only informative: a rollback checks the version itself
+            return ""
+
+    def _push_now(self, data: bytes) -> dict[str, Any]:
+        """Write, load and check a pushed bundle, then run it (the old one kept)."""
+        previous = self._base_version()
+        try:
+            incoming = self.deploy.incoming(data)
+            model = Model.load(str(incoming))
+        except Exception as exc:  # any bundle the engine cannot run is refused, not fatal
+            self.deploy.discard_incoming()
+            self.metrics.inc("push_failures")
+            log.error("pushed bundle refused, the running model stays: %s", exc)
+            return {
+                "error": f"refused: {exc}",
+                "model_version": self.model.engine.model_version,
+                "previous_version": previous,
+                "changed": False,
+            }
+        try:
+            current = self.deploy.install(self._base_path, Path(self.cfg.model.bundle))
+        except OSError as exc:
+            self.deploy.discard_incoming()
+            self.metrics.inc("push_failures")
+            log.error("cannot keep the pushed bundle, the running model stays: %s", exc)
+            return {
+                "error": f"cannot store it: {exc.strerror or exc}",
+                "model_version": self.model.engine.model_version,
+                "previous_version": previous,
+                "changed": False,
+            }
+        self._use_model(replace(model, path=str(current)), data, current)
+        self.metrics.inc("pushes")
+        log.info("pushed bundle %s runs (was %s)", model.engine.model_version, previous)
+        return {
+            "error": None,
+            "model_version": model.engine.model_version,
+            "previous_version": previous,
+            "changed": True,
+        }
+
+    def _rollback_now(self) -> dict[str, Any]:
+        """Back to the bundle the last push replaced: loaded first, then the files change."""
+        configured = Path(self.cfg.model.bundle)
+        try:
+            source = self.deploy.rollback_source(configured)
+            data = source.read_bytes()
+            model = Model.load(str(source))
+            path = self.deploy.rollback(configured)
+        except Exception as exc:  # nothing to go back to, or it no longer loads: keep running
+            self.metrics.inc("rollback_failures")
+            log.error("rollback refused, the running model stays: %s", exc)
+            return {"error": str(exc), "model_version": self.model.engine.model_version}
+        self._use_model(replace(model, path=str(path)), data, path)
+        self.metrics.inc("rollbacks")
+        version = self.model.engine.model_version
+        log.info("rolled back to %s (%s)", version, path)
+        return {"error": None, "model_version": version}
 
     def _reload_now(self) -> dict[str, Any]:
         before = self.model.engine.model_version

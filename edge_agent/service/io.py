@@ -15,14 +15,16 @@ import numpy as np
 import zmq
 
 from edge_agent.contracts import SampleSource
+from edge_agent.curve_keys import KeyFileError
 from edge_agent.ingest import ipc
 from edge_agent.ingest.intake import Intake, Item
-from edge_agent.ingest.protocol import Sample, encode_prediction
+from edge_agent.ingest.protocol import Request, Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
-from edge_agent.service.config import AgentConfig
+from edge_agent.service.config import AgentConfig, ConfigError
 from edge_agent.service.model import Model
 from edge_agent.service.status import StatusServer
+from edge_agent.service.status_curve import CurveGuard, describe
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -39,6 +41,7 @@ class Sockets:
         _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
         sources: list[SampleSource]
         status_server: StatusServer | None
+        remote_status: StatusServer | None  # the CURVE one
         exporter: Any
 
         def _config(self) -> dict[str, Any]: ...
@@ -51,11 +54,14 @@ class Sockets:
 
         def _request_checkpoint(self) -> Future[dict[str, Any]]: ...
 
-        def _defer(self, cmd: str) -> Future[dict[str, Any]]: ...
+        def _defer(self, req: Request) -> Future[dict[str, Any]]: ...
+
+        def _count(self, name: str) -> None: ...
 
         def status(self) -> dict[str, Any]: ...
 
     def _status_endpoints(self, cfg: AgentConfig) -> list[str]:
+        """The local (ipc, plain tcp) status endpoints."""
         return ([cfg.status_ipc] if cfg.status.ipc else []) + (
             [cfg.status.tcp] if cfg.status.tcp else []
         )
@@ -67,10 +73,12 @@ class Sockets:
             out = [*self.cfg.output.endpoints[:-1], self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
         metrics = [self.exporter.url] if self.exporter is not None and self.exporter.url else []
+        remote = [self.cfg.status.curve.endpoint] if self.remote_status is not None else []
         return {
             "ingest": ingest,
             "output": out,
             "status": self._status_endpoints(self.cfg),
+            "status_curve": remote,
             "metrics": metrics,
         }
 
@@ -92,29 +100,72 @@ class Sockets:
             if cfg.serial.enabled:
                 self.sources.append(SerialSource(cfg.serial, self.intake))
             if with_status:
-                self.status_server = StatusServer(
-                    self.ctx,
-                    self._status_endpoints(cfg),
-                    {
-                        "ping": self._ping,
-                        "status": self.status,
-                        "metrics": self._metrics,
-                        "config": self._config,
-                    },
-                    {
-                        "checkpoint": self._request_checkpoint,
-                        "collect": lambda: self._defer("collect"),
-                        "reload": lambda: self._defer("reload"),
-                    },
-                    self._count_control_error,
-                )
+                self._open_status(cfg)
         except BaseException:
             self._close_io(with_status, with_output)
             raise
         for src in self.sources:
             src.start()
-        if with_status and self.status_server is not None:
-            self.status_server.start()
+        if with_status:
+            for server in (self.status_server, self.remote_status):
+                if server is not None:
+                    server.start()
+
+    def _open_status(self, cfg: AgentConfig) -> None:
+        """The local status server and, with ``[status.curve]``, the remote one."""
+        handlers = {
+            "ping": self._ping,
+            "status": self.status,
+            "metrics": self._metrics,
+            "config": self._config,
+        }
+        deferred = {
+            "checkpoint": lambda _req: self._request_checkpoint(),
+            "collect": self._defer,
+            "reload": self._defer,
+            "push": self._defer,
+            "rollback": self._defer,
+        }
+        push = cfg.status.max_push_bytes
+        if self._status_endpoints(cfg):
+            self.status_server = StatusServer(
+                self.ctx,
+                self._status_endpoints(cfg),
+                handlers,
+                deferred,
+                self._count_control_error,
+                push,
+            )
+        curve = cfg.status.curve
+        if not curve.endpoint:
+            return
+        try:
+            guard = CurveGuard(curve, cfg.state_dir, lambda r: self._count(f"status_refused_{r}"))
+        except (KeyFileError, OSError) as exc:  # a configuration problem: exit 78, no restarts
+            raise ConfigError(f"status.curve: {exc}") from None
+        try:
+            self.remote_status = StatusServer(
+                guard.ctx,
+                [curve.endpoint],
+                handlers,
+                deferred,
+                self._count_control_error,
+                push,
+                guard,
+            )
+        except RuntimeError:
+            guard.close()
+            raise
+        log.info("remote status socket %s (CURVE): %s", curve.endpoint, describe(guard))
+
+    def _reload_status_keys(self) -> None:
+        """Re-read the remote status socket's allow-list (SIGHUP)."""
+        if self.remote_status is not None and self.remote_status.curve is not None:
+            try:
+                self.remote_status.curve.reload_keys()
+            except KeyFileError as exc:  # the directory vanished: keep the keys we had
+                log.error("status.curve.authorized_keys: %s; keeping the loaded keys", exc)
+                self._count("status_refused_bad_key_file")
 
     def _open_output(self, cfg: AgentConfig) -> None:
         pub = self.ctx.socket(zmq.PUB)
@@ -133,9 +184,11 @@ class Sockets:
         for src in self.sources:
             src.stop()
         self.sources = []
-        if with_status and self.status_server is not None:
-            self.status_server.stop()
-            self.status_server = None
+        if with_status:
+            for server in (self.status_server, self.remote_status):
+                if server is not None:
+                    server.stop()
+            self.status_server = self.remote_status = None
         if with_output and self.pub is not None:
             self.pub.close(linger=0)
             self.pub = None
@@ -145,12 +198,12 @@ class Sockets:
         # The status and output sockets stay up through a reload unless their own settings
         # change: libzmq releases a closed socket's port asynchronously, so binding the
         # same address again at once can fail with EADDRINUSE.
-        status = self._status_endpoints(new) != self._status_endpoints(old)
+        status = new.status != old.status
         output = new.output != old.output
         self._close_io(status, output)
         try:
             self._open_io(new, status, output)
-        except (RuntimeError, zmq.ZMQError, OSError):
+        except (RuntimeError, zmq.ZMQError, OSError, ConfigError):
             self._open_io(old, status, output)
             raise
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())

@@ -47,7 +47,14 @@ class Persistence:
         notifier: Notifier
         store: StateStore
 
+        _base_path: Path  # the bundle file the running model came from
+        _base_mtime: float
+
         def _reopen_io(self, new: AgentConfig, old: AgentConfig) -> None: ...
+
+        def _bundle_path(self, cfg: AgentConfig) -> Path: ...
+
+        def _reload_status_keys(self) -> None: ...
 
         def _start_calibration(self, state: dict[str, Any] | None) -> None: ...
 
@@ -175,11 +182,9 @@ class Persistence:
             log.warning("[metrics] changes take effect at the next restart")
             new = replace(new, metrics=old.metrics)
         try:
-            if (
-                new.model.bundle != old.model.bundle
-                or os.stat(new.model.bundle).st_mtime != self.model.mtime
-            ):
-                self._swap_model(new)
+            path = self._bundle_path(new)  # a pushed bundle, or the configured one
+            if path != self._base_path or os.stat(path).st_mtime != self._base_mtime:
+                self._swap_model(path)
             if (new.ingest, new.serial, new.output, new.status) != (
                 old.ingest,
                 old.serial,
@@ -187,23 +192,29 @@ class Persistence:
                 old.status,
             ):
                 self._reopen_io(new, old)
-        except (BundleError, OSError, RuntimeError) as exc:
+        except (BundleError, OSError, RuntimeError, ConfigError) as exc:
             log.error("reload failed, keeping the running model and sockets: %s", exc)
             self.metrics.inc("model_reload_failures")
             self.notifier.ready(self._status_line())
             return str(exc)
         self.cfg = new
+        self._reload_status_keys()  # a client added to (or removed from) the allow-list
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready(self._status_line())
         return None
 
-    def _swap_model(self, new: AgentConfig) -> None:
-        data = Path(new.model.bundle).read_bytes()
-        model = Model.load(new.model.bundle)
+    def _swap_model(self, path: Path) -> None:
+        """Run the bundle at ``path`` (raises BundleError or OSError, nothing changed)."""
+        data = path.read_bytes()
+        self._use_model(Model.load(str(path)), data, path)
+
+    def _use_model(self, model: Model, data: bytes, path: Path) -> None:
+        """Run ``model``, loaded from ``data`` at ``path``, from the next batch on."""
         eng = model.engine
         if self._save_model(data):
             self.store.forget_models()  # calibrated from the old bundle: no fallback for this one
         self._base_sha = hashlib.sha256(data).hexdigest()
+        self._base_path, self._base_mtime = path, os.stat(path).st_mtime
         self.intake.input_shape, self.intake.num_classes = tuple(eng.input_shape), eng.num_classes
         self.model = model  # one reference assignment: the next batch uses the new engine
         self._start_calibration(None)  # a new model starts from its own QCore

@@ -79,6 +79,18 @@ COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("fleet", "reload_failures"),
     ),
     ("collects", "Fleet collect requests answered.", ("fleet", "collects")),
+    ("bundle_pushes", "Pushed bundles the agent took and runs.", ("fleet", "pushes")),
+    (
+        "bundle_push_failures",
+        "Pushed bundles refused (not loadable, or not storable).",
+        ("fleet", "push_failures"),
+    ),
+    ("bundle_rollbacks", "Rollbacks to the bundle a push replaced.", ("fleet", "rollbacks")),
+    (
+        "bundle_rollback_failures",
+        "Rollbacks refused (nothing pushed to go back from).",
+        ("fleet", "rollback_failures"),
+    ),
 )
 
 GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -201,6 +213,7 @@ class AgentCollector:
         for kind, n in sorted({**dict.fromkeys(DROP_KINDS, 0), **s.get("dropped", {})}.items()):
             drop.add_metric([b, "queue", kind], n)
         yield drop
+        yield from self._control(st.get("control") or {}, b)
         cal = st.get("calibration", {})
         rounds = CounterMetricFamily(
             P + "calibration_rounds", "Bit-flip rounds, by outcome.", labels=["board", "outcome"]
@@ -224,6 +237,25 @@ class AgentCollector:
             age.add_metric([b], max(0.0, float(age_s)))
             yield age
         yield self._latency(b)
+
+    def _control(self, ctl: dict[str, Any], b: str) -> Iterator[Metric]:
+        """Status requests answered with an error, and the CURVE socket's refusals."""
+        err = CounterMetricFamily(
+            P + "control_errors",
+            "Status-socket requests answered with an error, by code.",
+            labels=["board", "code"],
+        )
+        for code, n in sorted(ctl.get("errors", {}).items()):
+            err.add_metric([b, code], n)
+        yield err
+        ref = CounterMetricFamily(
+            P + "status_refused",
+            "Clients the CURVE status socket refused, and allow-list files skipped, by reason.",
+            labels=["board", "reason"],
+        )
+        for reason, n in sorted(ctl.get("refused", {}).items()):
+            ref.add_metric([b, reason], n)
+        yield ref
 
     def _bursts(self, bu: dict[str, Any], b: str) -> Iterator[Metric]:
         fam = CounterMetricFamily(

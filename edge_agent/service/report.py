@@ -22,10 +22,12 @@ from edge_agent.ingest.intake import Item
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.deploy import Deployments
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
 from edge_agent.service.state import LabelledSample
 from edge_agent.service.status import StatusServer
+from edge_agent.service.status_curve import REFUSED_REASONS as REFUSED
 
 RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
     "stats_rounds_kept",
@@ -60,6 +62,8 @@ class StatusReport:
         queue: DropQueue[Item]
         sources: list[SampleSource]
         status_server: StatusServer | None
+        remote_status: StatusServer | None
+        deploy: Deployments
 
         def endpoints(self) -> dict[str, list[str]]: ...
 
@@ -70,6 +74,8 @@ class StatusReport:
         out = {type(s).__name__: s.alive() for s in self.sources}
         if self.status_server is not None:
             out["StatusServer"] = self.status_server.alive()
+        if self.remote_status is not None:
+            out["RemoteStatusServer"] = self.remote_status.alive()
         if self._cal_thread is not None:
             out["calibration"] = self._cal_thread.is_alive()
         out.update(dict.fromkeys(self._fleet_dead(), False))
@@ -105,6 +111,9 @@ class StatusReport:
     def _count_control_error(self, reason: str) -> None:
         self.metrics.inc(f"control_errors_{reason}")
 
+    def _count(self, name: str) -> None:
+        self.metrics.inc(name)
+
     def status(self) -> dict[str, Any]:
         """Everything ``edge-agent status`` shows."""
         snap = self.metrics.snapshot()
@@ -126,6 +135,7 @@ class StatusReport:
                 "num_classes": eng.num_classes,
                 "label_names": self.model.label_names,
                 "fallback": self.model_fallback,
+                "deploy": self.deploy.status(Path(self.cfg.model.bundle)),
             },
             "samples": {
                 "received": c.get("received", 0),
@@ -179,6 +189,20 @@ class StatusReport:
                 "reloads": c.get("model_reloads", 0),
                 "reload_failures": c.get("model_reload_failures", 0),
                 "collects": c.get("collects", 0),
+                "pushes": c.get("pushes", 0),
+                "push_failures": c.get("push_failures", 0),
+                "rollbacks": c.get("rollbacks", 0),
+                "rollback_failures": c.get("rollback_failures", 0),
+            },
+            "control": {
+                # requests answered with an error, by reason (oversized: a push too large)
+                "errors": {
+                    k[len("control_errors_") :]: v
+                    for k, v in c.items()
+                    if k.startswith("control_errors_")
+                },
+                # the remote status socket's refused clients, by reason
+                "refused": {r: c.get(f"status_refused_{r}", 0) for r in REFUSED},
             },
             "rss_bytes": snap["rss_bytes"],
         }

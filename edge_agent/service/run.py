@@ -36,10 +36,10 @@ def run_agent(config_path: Path, check_only: bool = False) -> int:
     signal.signal(signal.SIGHUP, agent.request_reload)
     try:
         agent.start()
-    except (BundleError, RuntimeError, OSError) as exc:
+    except (BundleError, ConfigError, RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)
         agent.notifier.status(f"failed: {exc}")
-        return EX_CONFIG if isinstance(exc, BundleError) else 1
+        return EX_CONFIG if isinstance(exc, BundleError | ConfigError) else 1
     try:
         agent.run()
     finally:

@@ -2,9 +2,10 @@
 
 Works with REQ and DEALER clients alike (the reply repeats the request's envelope).
 Every request gets a reply: malformed, oversized or unknown ones an error reply with a
-code and message. ``deferred`` commands (``checkpoint``, ``collect``, ``reload``) are
-carried out by the main loop; their reply is sent when the main loop has done them (or
-failed to).
+code and message. ``deferred`` commands (``checkpoint``, ``collect``, ``reload``,
+``push``, ``rollback``) are carried out by the main loop; their reply is sent when the
+main loop has done them (or failed to). The agent runs one server on its local endpoints
+(ipc, plain tcp) and, with ``[status.curve]``, a second one on the CURVE endpoint.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ import zmq
 from edge_agent.ingest.protocol import (
     MAX_REQUEST_BYTES,
     ProtocolError,
+    Request,
     decode_request,
     encode_error,
     encode_reply,
 )
 from edge_agent.ingest.worker import ThreadWorker
+from edge_agent.service.status_curve import CurveGuard
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 50
-HARD_MAX_BYTES = 1 << 20  # libzmq disconnects a peer sending more than this
+# libzmq disconnects a peer sending more than this, or twice the push limit if larger
+# (no reply possible); requests between the limits and it get an "oversized" error reply
+HARD_MAX_BYTES = 1 << 20
 
 
 class StatusServer(ThreadWorker):
@@ -43,18 +48,24 @@ class StatusServer(ThreadWorker):
         ctx: zmq.Context[zmq.Socket[bytes]],
         endpoints: list[str],
         handlers: dict[str, Callable[[], dict[str, Any]]],
-        deferred: dict[str, Callable[[], Future[dict[str, Any]]]],
+        deferred: dict[str, Callable[[Request], Future[dict[str, Any]]]],
         on_error: Callable[[str], None],
+        max_push_bytes: int = 0,
+        curve: CurveGuard | None = None,
     ) -> None:
         self.handlers = handlers
         self.deferred = deferred
         self.on_error = on_error
+        self.max_push_bytes = max_push_bytes
+        self.curve = curve
         self._pending: list[tuple[list[bytes], Any, str, Future[dict[str, Any]]]] = []
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_BYTES)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max(HARD_MAX_BYTES, 2 * max_push_bytes))
         self.sock.setsockopt(zmq.SNDHWM, 1000)
         try:
+            if curve is not None:
+                curve.secure(self.sock)
             for ep in endpoints:
                 if ep.startswith("ipc://"):
                     _prepare_ipc(Path(ep[len("ipc://") :]))
@@ -71,15 +82,26 @@ class StatusServer(ThreadWorker):
     def stop(self, timeout: float = 2.0) -> None:
         """Stop answering and close the socket (removing the ipc file)."""
         super().stop(timeout)
+        if self.curve is not None:
+            self.curve.close()
         for ep in self.endpoints:
             if ep.startswith("ipc://"):
                 Path(ep[len("ipc://") :]).unlink(missing_ok=True)
 
     def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        monitor = self.curve.monitor if self.curve is not None else None
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 self._finish_pending()
-                if not self.sock.poll(POLL_MS):
+                ready = dict(poller.poll(POLL_MS))
+                if monitor is not None and monitor in ready:
+                    assert self.curve is not None
+                    self.curve.drain_monitor()
+                if self.sock not in ready:
                     continue
                 while True:
                     try:
@@ -98,13 +120,13 @@ class StatusServer(ThreadWorker):
             return  # nothing to reply to
         envelope, payload = frames[:-1], frames[-1]
         try:
-            req = decode_request(payload, MAX_REQUEST_BYTES)
+            req = decode_request(payload, MAX_REQUEST_BYTES, self.max_push_bytes)
         except ProtocolError as exc:
             self.on_error(exc.reason)
             self._send(envelope, encode_error(None, exc.reason, exc.detail))
             return
         if req.cmd in self.deferred:
-            self._pending.append((envelope, req.id, req.cmd, self.deferred[req.cmd]()))
+            self._pending.append((envelope, req.id, req.cmd, self.deferred[req.cmd](req)))
             return
         try:
             result = self.handlers[req.cmd]()
