@@ -124,6 +124,16 @@ class FleetOps:
         except Exception:  # only informative: a rollback checks the version itself
             return ""
 
+    def _push_refused(self, error: str, previous: str) -> dict[str, Any]:
+        self.deploy.discard_incoming()
+        self.metrics.inc("push_failures")
+        return {
+            "error": error,
+            "model_version": self.model.engine.model_version,
+            "previous_version": previous,
+            "changed": False,
+        }
+
     def _push_now(self, data: bytes) -> dict[str, Any]:
         """Write, load and check a pushed bundle, then run it (the old one kept)."""
         previous = self._base_version()
@@ -131,27 +141,13 @@ class FleetOps:
             incoming = self.deploy.incoming(data)
             model = Model.load(str(incoming))
         except Exception as exc:  # any bundle the engine cannot run is refused, not fatal
-            self.deploy.discard_incoming()
-            self.metrics.inc("push_failures")
             log.error("pushed bundle refused, the running model stays: %s", exc)
-            return {
-                "error": f"refused: {exc}",
-                "model_version": self.model.engine.model_version,
-                "previous_version": previous,
-                "changed": False,
-            }
+            return self._push_refused(f"refused: {exc}", previous)
         try:
             current = self.deploy.install(self._base_path, Path(self.cfg.model.bundle))
         except OSError as exc:
-            self.deploy.discard_incoming()
-            self.metrics.inc("push_failures")
             log.error("cannot keep the pushed bundle, the running model stays: %s", exc)
-            return {
-                "error": f"cannot store it: {exc.strerror or exc}",
-                "model_version": self.model.engine.model_version,
-                "previous_version": previous,
-                "changed": False,
-            }
+            return self._push_refused(f"cannot store it: {exc.strerror or exc}", previous)
         self._use_model(replace(model, path=str(current)), data, current)
         self.metrics.inc("pushes")
         log.info("pushed bundle %s runs (was %s)", model.engine.model_version, previous)
