@@ -40,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_agent.data.datasets import data_source, series_normalized
     from edge_agent.training.fit import TrainConfig
     from edge_agent.training.flip_train import FlipTrainConfig
+    from edge_agent.training.phases import PhaseTimer
     from edge_agent.training.pipeline import train_bundle
     from edge_agent.training.qcore_build import QCoreConfig
 
@@ -65,8 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
+    timer = PhaseTimer()
     bundle, metrics = train_bundle(
-        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width
+        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width, timer=timer
     )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
@@ -77,6 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  QCore                  {len(bundle.extras['qcore_y'])} samples")
     if flip_cfg:
         print("  flipping network       trained on simulated drift episodes")
+    print("time per phase (process CPU: all threads; wall):")
+    print("\n".join(timer.report()))
     return 0
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import FPNet, Spec, fold_batchnorm
 from edge_agent.training.augment import augment
+from edge_agent.training.phases import PhaseTimer
 from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
 
 log = logging.getLogger(__name__)
@@ -191,20 +192,33 @@ def fit(
     cfg: TrainConfig,
     on_snapshot: SnapshotCallback | None = None,
     snapshot_every: int = 0,
+    timer: PhaseTimer | None = None,
 ) -> tuple[FPNet, dict[int, QuantNet], dict[str, float]]:
     """Train FP then QAT at every bit-width; return models and test accuracies.
 
-    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking).
+    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking);
+    ``timer`` gets the phases "FP training", "QCore snapshots" and "QAT <b>-bit".
     """
+    timer = timer or PhaseTimer()
     mean, std = ds.normalization()
     x_tr, y_tr = normalize(ds.X_train, mean, std), torch.from_numpy(ds.y_train)
     x_te, y_te = normalize(ds.X_test, mean, std), torch.from_numpy(ds.y_test)
-    fp = train_fp(spec, x_tr, y_tr, seed, cfg, on_snapshot, snapshot_every)
+    snap = None
+    if on_snapshot is not None:
+        callback = on_snapshot
+
+        def snap(step: int, net: FPNet) -> None:
+            with timer.phase("QCore snapshots"):
+                callback(step, net)
+
+    with timer.phase("FP training"):
+        fp = train_fp(spec, x_tr, y_tr, seed, cfg, snap, snapshot_every)
     metrics = {"fp_test_accuracy": accuracy(fp, x_te, y_te)}
     log.info("%s seed %d: FP test accuracy %.4f", ds.name, seed, metrics["fp_test_accuracy"])
     qnets: dict[int, QuantNet] = {}
     for b in bits:
-        qnets[b] = train_qat(fp, x_tr, y_tr, b, seed, cfg)
+        with timer.phase(f"QAT {b}-bit"):
+            qnets[b] = train_qat(fp, x_tr, y_tr, b, seed, cfg)
         metrics[f"q{b}_test_accuracy"] = accuracy(qnets[b], x_te, y_te)
         log.info(
             "%s seed %d: %d-bit fake-quant test accuracy %.4f",
