@@ -9,7 +9,8 @@ a time:
   loader), fetched with ``pip download`` into the bench cache like ``bench/real_drift``.
 
 Each case runs this checkout's defaults (``--bits 4``: the time targets, 3 and 5 minutes
-of wall time) and ``--bits 8,4,2`` (accuracy per bit-width). The "before" numbers run the
+of wall time) and ``--bits 8,4,2`` (accuracy per bit-width); basicmotions also a short
+FP + QAT run with one and with two torch threads, twice, interleaved. The "before" numbers run the
 same commands on an older revision (``--baseline REV``, default the one recorded in
 ``BEFORE``), extracted with ``git archive``; they are cached in
 ``bench/results/train_time_before.json`` per revision, since the old defaults take many
@@ -42,6 +43,12 @@ PICKUP = "aeon/datasets/data/PickupGestureWiimoteZ/PickupGestureWiimoteZ"
 TARGET_WALL_S = {"basicmotions": 180.0, "pickup_gesture": 300.0}
 ACCURACY_TOLERANCE_PTS = 1.0
 RUNS = {"default": [], "bits_842": ["--bits", "8,4,2"]}
+# the older revision's run per case: its defaults take about 12 CPU minutes on
+# pickup_gesture (issue 17), with three bit-widths about twice that
+BEFORE_RUN = {"basicmotions": "bits_842", "pickup_gesture": "default"}
+# torch threads, 1 against 2, on a short FP + QAT run (no QCore, no flipper): basicmotions
+SHORT = ["--fp-steps", "150", "--qat-steps", "75", "--qcore-per-class", "0", "--no-flipper"]
+THREAD_RUNS = {"threads_1": [*SHORT, "--threads", "1"], "threads_2": [*SHORT, "--threads", "2"]}
 
 
 def pickup_gesture(cache: Path) -> Path:
@@ -114,40 +121,45 @@ def extract_revision(rev: str, dest: Path) -> Path:
 def before_runs(
     rev: str, cases: dict[str, str], cache_file: Path, tmp: Path
 ) -> dict[str, dict[str, Any]]:
-    """The older revision's ``bits_842`` run per case, cached in ``cache_file``."""
+    """The older revision's ``BEFORE_RUN`` per case, cached in ``cache_file``."""
     cached: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     mine = cached.setdefault(rev, {})
-    missing = [c for c in cases if c not in mine]
+    keys = {c: f"{c} {BEFORE_RUN[c]}" for c in cases}
+    missing = [c for c in cases if keys[c] not in mine]
     if missing:
         src = extract_revision(rev, tmp / "before")
         for case in missing:
             print(f"before ({rev}) {case}:", flush=True)
-            mine[case] = run_train(src, cases[case], RUNS["bits_842"], tmp)
+            mine[keys[case]] = run_train(src, cases[case], RUNS[BEFORE_RUN[case]], tmp)
             cache_file.write_text(json.dumps(cached, indent=1))
-    return {c: mine[c] for c in cases}
+    return {c: mine[keys[c]] for c in cases}
 
 
-def default_time_from_842(run: dict[str, Any]) -> dict[str, float]:
-    """An older revision's defaults (``--bits 4``) from its 8,4,2 run: the run's totals
-    less its 8- and 2-bit QAT phases (the other phases do not depend on the bit list;
-    the flipper's episodes draw a bit-width each, at about the same cost)."""
+def default_time(run: dict[str, Any], kind: str) -> dict[str, Any]:
+    """An older revision's time with its defaults (``--bits 4``): measured, or from its
+    8,4,2 run less the 8- and 2-bit QAT phases (the other phases do not depend on the
+    bit list; the flipper's episodes draw a bit-width each, at about the same cost)."""
+    if kind == "default":
+        return {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "derived": False}
     extra = [run["phases"].get(f"QAT {b}-bit", {}) for b in (8, 2)]
     return {
         "wall_s": round(run["wall_s"] - sum(p.get("wall_s", 0.0) for p in extra), 1),
         "cpu_s": round(run["cpu_s"] - sum(p.get("cpu_s", 0.0) for p in extra), 1),
+        "derived": True,
     }
 
 
-def summarize(
-    before: dict[str, Any], after: dict[str, dict[str, Any]], rev: str
-) -> dict[str, Any]:
-    """Per case: times, phases, accuracies before/after and whether the targets hold."""
+def summarize(before: dict[str, Any], after: dict[str, dict[str, Any]], rev: str) -> dict[str, Any]:
+    """Per case: times, phases, accuracies before/after (the same arguments on both
+    sides) and whether the targets hold."""
     cases: dict[str, Any] = {}
     for case, runs in after.items():
+        kind = BEFORE_RUN[case]
         acc_after = runs["bits_842"]["metrics"]
         acc_before = before[case]["metrics"]
+        compared = runs[kind]["metrics"]
         keys = sorted(k for k in acc_before if k.endswith("_test_accuracy"))
-        delta = {k: round(100 * (acc_after[k] - acc_before[k]), 2) for k in keys}
+        delta = {k: round(100 * (compared[k] - acc_before[k]), 2) for k in keys}
         d = runs["default"]
         cases[case] = {
             "default_wall_s": d["wall_s"],
@@ -159,22 +171,31 @@ def summarize(
             "bits_842_wall_s": runs["bits_842"]["wall_s"],
             "bits_842_cpu_s": runs["bits_842"]["cpu_s"],
             "bits_842_phases": runs["bits_842"]["phases"],
-            "accuracy_after": acc_after,
+            "accuracy_after_default": d["metrics"],
+            "accuracy_after_842": acc_after,
             "accuracy_before": acc_before,
+            "accuracy_compared_run": kind,
             "accuracy_delta_pts": delta,
             "accuracy_target_met": all(v >= -ACCURACY_TOLERANCE_PTS for v in delta.values()),
             "before_revision": rev,
-            "before_bits_842_wall_s": before[case]["wall_s"],
-            "before_bits_842_cpu_s": before[case]["cpu_s"],
-            "before_bits_842_phases": before[case]["phases"],
-            "before_bits_842_loadavg": [before[case]["loadavg_start"], before[case]["loadavg_end"]],
-            "before_default_derived": default_time_from_842(before[case]),
+            "before_run": kind,
+            "before_wall_s": before[case]["wall_s"],
+            "before_cpu_s": before[case]["cpu_s"],
+            "before_phases": before[case]["phases"],
+            "before_loadavg": [before[case]["loadavg_start"], before[case]["loadavg_end"]],
+            "before_default": default_time(before[case], kind),
         }
     return cases
 
 
 def _phase_table(phases: dict[str, dict[str, float]]) -> list[str]:
     return [f"| {k} | {v['cpu_s']:.1f} | {v['wall_s']:.1f} |" for k, v in phases.items()]
+
+
+def _acc(a: dict[str, float]) -> str:
+    bits = [k for k in ("q8", "q4", "q2") if f"{k}_test_accuracy" in a]
+    parts = [f"{k[1:]}-bit {100 * a[f'{k}_test_accuracy']:.0f}" for k in bits]
+    return ", ".join([*parts, f"FP {100 * a['fp_test_accuracy']:.0f}"])
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -184,33 +205,49 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"Machine: {os.cpu_count()} cores, shared; wall times move with the load average "
         "(given per run), CPU times (all threads) much less. Before: revision "
-        f"`{res['before_revision']}` with its defaults. Accuracy: torch fake-quant, test split.",
+        f"`{res['before_revision']}` with its defaults (a time marked * is its 8,4,2 run "
+        "less the 8- and 2-bit QAT phases). Accuracy: torch fake-quant on the test split, "
+        "seed 0, before and after from runs with the same arguments.",
         "",
-        "| case | defaults wall s (target) | CPU s | load 1m | before wall s / CPU s "
-        "(derived) | accuracy after (8/4/2-bit, FP) | before | delta pts |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | defaults: wall s (target) | CPU s | load 1m | before: wall s | CPU s "
+        "| load 1m | accuracy % before | after | delta pts |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, c in res["cases"].items():
-        acc = c["accuracy_after"]
-        bef = c["accuracy_before"]
-
-        def fmt(a: dict[str, float]) -> str:
-            bits = "/".join(f"{100 * a[f'q{b}_test_accuracy']:.1f}" for b in (8, 4, 2))
-            return f"{bits}, {100 * a['fp_test_accuracy']:.1f}"
-
+        bd = c["before_default"]
+        star = "*" if bd["derived"] else ""
+        after = c[
+            "accuracy_after_842" if c["before_run"] == "bits_842" else "accuracy_after_default"
+        ]
         lines.append(
             f"| {case} | {c['default_wall_s']:.0f} ({c['target_wall_s']:.0f}, "
             f"{'met' if c['wall_target_met'] else 'missed'}) | {c['default_cpu_s']:.0f} | "
-            f"{c['default_loadavg'][0][0]:.1f} -> {c['default_loadavg'][1][0]:.1f} | "
-            f"{c['before_default_derived']['wall_s']:.0f} / "
-            f"{c['before_default_derived']['cpu_s']:.0f} | {fmt(acc)} | {fmt(bef)} | "
-            f"{', '.join(f'{v:+.1f}' for v in c['accuracy_delta_pts'].values())} |"
+            f"{c['default_loadavg'][0][0]:.1f} | {bd['wall_s']:.0f}{star} | "
+            f"{bd['cpu_s']:.0f}{star} | {c['before_loadavg'][0][0]:.1f} | "
+            f"{_acc(c['accuracy_before'])} | {_acc(after)} | "
+            f"{', '.join(f'{v:+.0f}' for v in c['accuracy_delta_pts'].values())} |"
         )
+    lines += ["", "Accuracy of this checkout with `--bits 8,4,2`:", ""]
+    lines += [f"- {case}: {_acc(c['accuracy_after_842'])}" for case, c in res["cases"].items()]
+    if any(t["cpu_s"] for t in res["threads"].values()):
+        lines += [
+            "",
+            "## torch threads (basicmotions, 150 FP + 75 QAT steps, no QCore, no flipper)",
+            "",
+            "| threads | CPU s per run | wall s per run | load 1m at start |",
+            "|---|---|---|---|",
+        ]
+        for k, t in res["threads"].items():
+            lines.append(
+                f"| {k.split('_')[1]} | {' / '.join(map(str, t['cpu_s']))} | "
+                f"{' / '.join(map(str, t['wall_s']))} | "
+                f"{' / '.join(map(str, t['loadavg_start']))} |"
+            )
     for case, c in res["cases"].items():
         for title, key in (
             ("defaults", "default_phases"),
             ("--bits 8,4,2", "bits_842_phases"),
-            (f"before ({res['before_revision']}), --bits 8,4,2", "before_bits_842_phases"),
+            (f"before ({res['before_revision']}, {c['before_run']})", "before_phases"),
         ):
             lines += ["", f"## {case}, {title}", "", "| phase | CPU s | wall s |", "|---|---|---|"]
             lines += _phase_table(c[key])
@@ -225,20 +262,39 @@ def main() -> int:
     ap.add_argument("--cases", default="basicmotions,pickup_gesture")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results")
+    ap.add_argument(
+        "--only-before", action="store_true", help="run (and cache) the 'before' runs only"
+    )
     args = ap.parse_args()
     data = {"basicmotions": "basicmotions", "pickup_gesture": str(pickup_gesture(args.cache))}
     cases = {c: data[c] for c in args.cases.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         before = before_runs(args.baseline, cases, args.out / "train_time_before.json", Path(tmp))
+        if args.only_before:
+            return 0
         after: dict[str, dict[str, Any]] = {}
         for case, spec in cases.items():
             print(f"after {case}:", flush=True)
             after[case] = {k: run_train(ROOT, spec, extra, Path(tmp)) for k, extra in RUNS.items()}
+        threads: dict[str, list[dict[str, Any]]] = {k: [] for k in THREAD_RUNS}
+        if "basicmotions" in cases:
+            print("torch threads (basicmotions, short):", flush=True)
+            for _ in range(2):
+                for k, extra in THREAD_RUNS.items():
+                    threads[k].append(run_train(ROOT, "basicmotions", extra, Path(tmp)))
     res = {
         "before_revision": args.baseline,
         "loadavg_end": os.getloadavg(),
         "cases": summarize(before, after, args.baseline),
+        "threads": {
+            k: {
+                "cpu_s": [r["cpu_s"] for r in runs],
+                "wall_s": [r["wall_s"] for r in runs],
+                "loadavg_start": [r["loadavg_start"][0] for r in runs],
+            }
+            for k, runs in threads.items()
+        },
     }
     for case, c in res["cases"].items():
         print(

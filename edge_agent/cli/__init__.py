@@ -32,6 +32,16 @@ def _bits_list(text: str) -> list[int]:
     return bits
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want at least 1, got {value}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train FP + QAT models (with QCore and flipping network) and write a bundle."""
     from edge_agent.bundle import SERIES_NORM
@@ -63,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         qat_steps=args.qat_steps,
         act_bits=args.act_bits,
         progress=not args.quiet,
+        torch_threads=args.threads,
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
@@ -232,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         metavar="K",
         help="each field sample counts K times (default 2)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1: the models are small, and more threads cost more "
+        "CPU than they save, most of all on a busy machine)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

@@ -2,16 +2,17 @@
 
 Simulated drift episodes are built from the training data with the drift kinds the
 publisher injects and mixtures of two, every kind at every bit-width of the bundle
-(:mod:`edge_agent.training.flip_episodes` plans them). In each episode the quantized model's integer weights start at the
-deployed codes, optionally already moved by a few random flips (so the network sees
-non-zero offsets); the forward-only features come from the integer model on the
-episode's drifted samples plus the bundle's QCore as pre-drift anchors (as in a device
-round). The target action of a weight is the local step the device would propose
-(the sign of its ``task_step``, or ``rec_step`` without one, where it exceeds half an
-integer step: :func:`~edge_agent.calibrate.flip_round.greedy_proposer`) *confirmed* by
-back-propagation: kept only where it has the sign of the negative gradient of the
-episode's cross-entropy with respect to that weight (through the torch fake-quant model);
-all others are "keep". The network thus learns, from forward-only features, which local
+(:mod:`edge_agent.training.flip_episodes` plans them). In each episode the quantized
+model's integer weights start at the deployed codes, optionally already moved by a few
+random flips (so the network sees non-zero offsets); the forward-only features come from
+the integer model on the episode's drifted samples plus the bundle's QCore as pre-drift
+anchors (as in a device round). The target action of a weight is the local step the
+device would propose (the sign of its ``task_step``, or ``rec_step`` without one, where
+it exceeds half an integer step:
+:func:`~edge_agent.calibrate.flip_round.greedy_proposer`) *confirmed* by
+back-propagation: kept only where it has the sign of the negative gradient of the episode's
+cross-entropy with respect to that weight (through the torch fake-quant model); all
+others are "keep". The network thus learns, from forward-only features, which local
 proposals the true gradient would support. (Targets taken from the gradient alone, the
 top 2% of each layer by first-order gain, made a network that validated worse than the
 local steps it sees.)

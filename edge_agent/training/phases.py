@@ -33,6 +33,7 @@ class PhaseTimer:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the block as phase ``name`` (exclusive of phases opened inside it)."""
+        t = self.phases.setdefault(name, PhaseTime())  # listed in the order phases start
         cpu0, wall0 = time.process_time(), time.perf_counter()
         self._stack.append([0.0, 0.0])
         try:
@@ -43,7 +44,6 @@ class PhaseTimer:
             if self._stack:  # the parent excludes this phase's inclusive time
                 self._stack[-1][0] += cpu
                 self._stack[-1][1] += wall
-            t = self.phases.setdefault(name, PhaseTime())
             t.cpu_s += cpu - child_cpu
             t.wall_s += wall - child_wall
             t.calls += 1

@@ -12,7 +12,7 @@ from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset, warn_if_narrow
 from edge_agent.training.arch import default_spec
 from edge_agent.training.export import build_bundle
-from edge_agent.training.fit import TrainConfig, fit
+from edge_agent.training.fit import TrainConfig, fit, torch_threads
 from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper
 from edge_agent.training.phases import PhaseTimer
 from edge_agent.training.qcore_build import MissTracker, QCoreConfig, qcore_extras
@@ -35,6 +35,21 @@ def train_bundle(
     a trained flipping network, with ``width`` the default architecture at that width.
     ``timer`` records where the time goes. Returns the bundle and the test accuracies."""
     timer = timer or PhaseTimer()
+    with torch_threads(cfg.torch_threads):
+        return _train(ds, bits, seed, cfg, qcore_cfg, flip_cfg, meta, width, timer)
+
+
+def _train(
+    ds: Dataset,
+    bits: list[int],
+    seed: int,
+    cfg: TrainConfig,
+    qcore_cfg: QCoreConfig | None,
+    flip_cfg: FlipTrainConfig | None,
+    meta: dict[str, Any] | None,
+    width: int | None,
+    timer: PhaseTimer,
+) -> tuple[Bundle, dict[str, float]]:
     warn_if_narrow(ds)
     spec = default_spec(ds.input_shape, ds.num_classes, width)
     tracker = MissTracker.for_dataset(ds, qcore_cfg, cfg.act_bits) if qcore_cfg else None
