@@ -10,11 +10,12 @@ a time:
 
 Each case runs this checkout's defaults (``--bits 4``: the time targets, 3 and 5 minutes
 of wall time) and ``--bits 8,4,2`` (accuracy per bit-width); basicmotions also a short
-FP + QAT run with one and with two torch threads, twice, interleaved. The "before" numbers run the
-same commands on an older revision (``--baseline REV``, default the one recorded in
-``BEFORE``), extracted with ``git archive``; they are cached in
-``bench/results/train_time_before.json`` per revision, since the old defaults take many
-minutes. Time per phase comes from the train command's own timer, or for an older
+FP + QAT run with one and with two torch threads, twice, interleaved. The "before"
+numbers run an older revision (``--baseline REV``, default ``BEFORE``, extracted with
+``git archive``) with the same arguments: ``--bits 8,4,2`` on basicmotions, the
+defaults on pickup_gesture (``BEFORE_RUN``: the old defaults alone take about 12 CPU
+minutes there); they are cached in ``bench/results/train_time_before.json`` per
+revision. Time per phase comes from the train command's own timer, or for an older
 revision from wrapped functions (``bench/train_time_run.py``); totals are the child
 process's wall time and CPU time (``RUSAGE_CHILDREN``: user + system, all threads).
 Every run records the load average before and after: this machine is shared, so wall
@@ -119,20 +120,21 @@ def extract_revision(rev: str, dest: Path) -> Path:
 
 
 def before_runs(
-    rev: str, cases: dict[str, str], cache_file: Path, tmp: Path
-) -> dict[str, dict[str, Any]]:
-    """The older revision's ``BEFORE_RUN`` per case, cached in ``cache_file``."""
+    rev: str, cases: dict[str, str], cache_file: Path, tmp: Path, run_missing: bool = True
+) -> dict[str, dict[str, Any] | None]:
+    """The older revision's ``BEFORE_RUN`` per case, cached in ``cache_file`` (None for a
+    case not cached when ``run_missing`` is False)."""
     cached: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     mine = cached.setdefault(rev, {})
     keys = {c: f"{c} {BEFORE_RUN[c]}" for c in cases}
     missing = [c for c in cases if keys[c] not in mine]
-    if missing:
+    if missing and run_missing:
         src = extract_revision(rev, tmp / "before")
         for case in missing:
             print(f"before ({rev}) {case}:", flush=True)
             mine[keys[case]] = run_train(src, cases[case], RUNS[BEFORE_RUN[case]], tmp)
             cache_file.write_text(json.dumps(cached, indent=1))
-    return {c: mine[keys[c]] for c in cases}
+    return {c: mine.get(keys[c]) for c in cases}
 
 
 def default_time(run: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -149,17 +151,25 @@ def default_time(run: dict[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
+BEFORE_KEYS = (
+    "accuracy_before",
+    "accuracy_delta_pts",
+    "accuracy_target_met",
+    "before_wall_s",
+    "before_cpu_s",
+    "before_phases",
+    "before_loadavg",
+    "before_default",
+)
+
+
 def summarize(before: dict[str, Any], after: dict[str, dict[str, Any]], rev: str) -> dict[str, Any]:
     """Per case: times, phases, accuracies before/after (the same arguments on both
-    sides) and whether the targets hold."""
+    sides) and whether the targets hold; the "before" keys are None where not run."""
     cases: dict[str, Any] = {}
     for case, runs in after.items():
         kind = BEFORE_RUN[case]
         acc_after = runs["bits_842"]["metrics"]
-        acc_before = before[case]["metrics"]
-        compared = runs[kind]["metrics"]
-        keys = sorted(k for k in acc_before if k.endswith("_test_accuracy"))
-        delta = {k: round(100 * (compared[k] - acc_before[k]), 2) for k in keys}
         d = runs["default"]
         cases[case] = {
             "default_wall_s": d["wall_s"],
@@ -173,23 +183,34 @@ def summarize(before: dict[str, Any], after: dict[str, dict[str, Any]], rev: str
             "bits_842_phases": runs["bits_842"]["phases"],
             "accuracy_after_default": d["metrics"],
             "accuracy_after_842": acc_after,
-            "accuracy_before": acc_before,
             "accuracy_compared_run": kind,
-            "accuracy_delta_pts": delta,
-            "accuracy_target_met": all(v >= -ACCURACY_TOLERANCE_PTS for v in delta.values()),
             "before_revision": rev,
             "before_run": kind,
-            "before_wall_s": before[case]["wall_s"],
-            "before_cpu_s": before[case]["cpu_s"],
-            "before_phases": before[case]["phases"],
-            "before_loadavg": [before[case]["loadavg_start"], before[case]["loadavg_end"]],
-            "before_default": default_time(before[case], kind),
         }
+        b = before.get(case)
+        if b is None:
+            cases[case].update(dict.fromkeys(BEFORE_KEYS))
+            continue
+        compared = runs[kind]["metrics"]
+        keys = sorted(k for k in b["metrics"] if k.endswith("_test_accuracy"))
+        delta = {k: round(100 * (compared[k] - b["metrics"][k]), 2) for k in keys}
+        cases[case].update(
+            accuracy_before=b["metrics"],
+            accuracy_delta_pts=delta,
+            accuracy_target_met=all(v >= -ACCURACY_TOLERANCE_PTS for v in delta.values()),
+            before_wall_s=b["wall_s"],
+            before_cpu_s=b["cpu_s"],
+            before_phases=b["phases"],
+            before_loadavg=[b["loadavg_start"], b["loadavg_end"]],
+            before_default=default_time(b, kind),
+        )
     return cases
 
 
 def _phase_table(phases: dict[str, dict[str, float]]) -> list[str]:
-    return [f"| {k} | {v['cpu_s']:.1f} | {v['wall_s']:.1f} |" for k, v in phases.items()]
+    rows = [f"| {k} | {v['cpu_s']:.1f} | {v['wall_s']:.1f} |" for k, v in phases.items()]
+    cpu, wall = (sum(v[k] for v in phases.values()) for k in ("cpu_s", "wall_s"))
+    return [*rows, f"| all phases | {cpu:.1f} | {wall:.1f} |"]
 
 
 def _acc(a: dict[str, float]) -> str:
@@ -214,6 +235,14 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, c in res["cases"].items():
+        if c["before_default"] is None:
+            lines.append(
+                f"| {case} | {c['default_wall_s']:.0f} ({c['target_wall_s']:.0f}, "
+                f"{'met' if c['wall_target_met'] else 'missed'}) | {c['default_cpu_s']:.0f} | "
+                f"{c['default_loadavg'][0][0]:.1f} | not run | | | | "
+                f"{_acc(c['accuracy_after_default'])} | |"
+            )
+            continue
         bd = c["before_default"]
         star = "*" if bd["derived"] else ""
         after = c[
@@ -249,6 +278,8 @@ def markdown(res: dict[str, Any]) -> str:
             ("--bits 8,4,2", "bits_842_phases"),
             (f"before ({res['before_revision']}, {c['before_run']})", "before_phases"),
         ):
+            if c[key] is None:
+                continue
             lines += ["", f"## {case}, {title}", "", "| phase | CPU s | wall s |", "|---|---|---|"]
             lines += _phase_table(c[key])
     return "\n".join(lines) + "\n"
@@ -265,12 +296,23 @@ def main() -> int:
     ap.add_argument(
         "--only-before", action="store_true", help="run (and cache) the 'before' runs only"
     )
+    ap.add_argument(
+        "--cached-before",
+        action="store_true",
+        help="use only cached 'before' runs (a case without one is reported as not run)",
+    )
     args = ap.parse_args()
     data = {"basicmotions": "basicmotions", "pickup_gesture": str(pickup_gesture(args.cache))}
     cases = {c: data[c] for c in args.cases.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        before = before_runs(args.baseline, cases, args.out / "train_time_before.json", Path(tmp))
+        before = before_runs(
+            args.baseline,
+            cases,
+            args.out / "train_time_before.json",
+            Path(tmp),
+            run_missing=not args.cached_before,
+        )
         if args.only_before:
             return 0
         after: dict[str, dict[str, Any]] = {}
@@ -299,8 +341,8 @@ def main() -> int:
     for case, c in res["cases"].items():
         print(
             f"{case}: defaults {c['default_wall_s']} s wall (target {c['target_wall_s']:.0f}), "
-            f"{c['default_cpu_s']} s CPU, load {c['default_loadavg']}; accuracy delta "
-            f"{c['accuracy_delta_pts']} pts"
+            f"{c['default_cpu_s']} s CPU, load {c['default_loadavg']}; accuracy "
+            f"{c['accuracy_after_842']}, delta {c['accuracy_delta_pts']} pts"
         )
     if args.json:
         (args.out / "train_time.json").write_text(json.dumps(res, indent=1))
