@@ -285,6 +285,23 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def after_runs(
+    cases: dict[str, str], tmp: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """This checkout's runs per case, then the torch-threads comparison."""
+    after: dict[str, dict[str, Any]] = {}
+    for case, spec in cases.items():
+        print(f"after {case}:", flush=True)
+        after[case] = {k: run_train(ROOT, spec, extra, tmp) for k, extra in RUNS.items()}
+    threads: dict[str, list[dict[str, Any]]] = {k: [] for k in THREAD_RUNS}
+    if "basicmotions" in cases:
+        print("torch threads (basicmotions, short):", flush=True)
+        for _ in range(2):
+            for k, extra in THREAD_RUNS.items():
+                threads[k].append(run_train(ROOT, "basicmotions", extra, tmp))
+    return after, threads
+
+
 def main() -> int:
     """Run the cases; write ``train_time.{json,md}``."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -297,6 +314,12 @@ def main() -> int:
         "--only-before", action="store_true", help="run (and cache) the 'before' runs only"
     )
     ap.add_argument(
+        "--from-results",
+        action="store_true",
+        help="no runs: rebuild train_time.{json,md} from the last one's runs and the "
+        "'before' cache (after a 'before' run finished)",
+    )
+    ap.add_argument(
         "--cached-before",
         action="store_true",
         help="use only cached 'before' runs (a case without one is reported as not run)",
@@ -305,26 +328,19 @@ def main() -> int:
     data = {"basicmotions": "basicmotions", "pickup_gesture": str(pickup_gesture(args.cache))}
     cases = {c: data[c] for c in args.cases.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        before = before_runs(
-            args.baseline,
-            cases,
-            args.out / "train_time_before.json",
-            Path(tmp),
-            run_missing=not args.cached_before,
-        )
-        if args.only_before:
-            return 0
-        after: dict[str, dict[str, Any]] = {}
-        for case, spec in cases.items():
-            print(f"after {case}:", flush=True)
-            after[case] = {k: run_train(ROOT, spec, extra, Path(tmp)) for k, extra in RUNS.items()}
-        threads: dict[str, list[dict[str, Any]]] = {k: [] for k in THREAD_RUNS}
-        if "basicmotions" in cases:
-            print("torch threads (basicmotions, short):", flush=True)
-            for _ in range(2):
-                for k, extra in THREAD_RUNS.items():
-                    threads[k].append(run_train(ROOT, "basicmotions", extra, Path(tmp)))
+    cache_file = args.out / "train_time_before.json"
+    if args.from_results:  # the runs of the last --json run, with the before cache as it is now
+        raw = json.loads((args.out / "train_time.json").read_text())["raw"]
+        after, threads = raw["after"], raw["threads"]
+        before = before_runs(args.baseline, cases, cache_file, ROOT, run_missing=False)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            before = before_runs(
+                args.baseline, cases, cache_file, Path(tmp), run_missing=not args.cached_before
+            )
+            if args.only_before:
+                return 0
+            after, threads = after_runs(cases, Path(tmp))
     res = {
         "before_revision": args.baseline,
         "loadavg_end": os.getloadavg(),
@@ -337,6 +353,7 @@ def main() -> int:
             }
             for k, runs in threads.items()
         },
+        "raw": {"after": after, "threads": threads},
     }
     for case, c in res["cases"].items():
         print(
