@@ -219,6 +219,11 @@ def _acc(a: dict[str, float]) -> str:
     return ", ".join([*parts, f"FP {100 * a['fp_test_accuracy']:.0f}"])
 
 
+def _delta(d: dict[str, float]) -> str:
+    names = {"fp": "FP", "q8": "8-bit", "q4": "4-bit", "q2": "2-bit"}
+    return ", ".join(f"{names.get(k.split('_')[0], k)} {v:+.0f}" for k, v in d.items())
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The report: one table of totals, then the phases of every run."""
     lines = [
@@ -254,7 +259,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"{c['default_loadavg'][0][0]:.1f} | {bd['wall_s']:.0f}{star} | "
             f"{bd['cpu_s']:.0f}{star} | {c['before_loadavg'][0][0]:.1f} | "
             f"{_acc(c['accuracy_before'])} | {_acc(after)} | "
-            f"{', '.join(f'{v:+.0f}' for v in c['accuracy_delta_pts'].values())} |"
+            f"{_delta(c['accuracy_delta_pts'])} |"
         )
     lines += ["", "Accuracy of this checkout with `--bits 8,4,2`:", ""]
     lines += [f"- {case}: {_acc(c['accuracy_after_842'])}" for case, c in res["cases"].items()]
