@@ -25,6 +25,7 @@ times move with it while CPU times move much less.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -277,6 +278,26 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{' / '.join(map(str, t['wall_s']))} | "
                 f"{' / '.join(map(str, t['loadavg_start']))} |"
             )
+    check = res.get("thread_check")
+    if check:
+        lines += [
+            "",
+            "## Thread check (pickup_gesture, " + " ".join(check["args"]) + ")",
+            "",
+            "Is the thread count the only change on the training path? The same short run:",
+            "",
+            "| run | 4-bit % | FP % | integer weights (SHA-256) | CPU s | load 1m |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in check.items():
+            if name == "args":
+                continue
+            m = r["metrics"]
+            lines.append(
+                f"| {name} | {100 * m['q4_test_accuracy']:.0f} | "
+                f"{100 * m['fp_test_accuracy']:.0f} | `{r['weights_sha256']}` | "
+                f"{r['cpu_s']} | {r['loadavg_start'][0]} |"
+            )
     for case, c in res["cases"].items():
         for title, key in (
             ("defaults", "default_phases"),
@@ -288,6 +309,45 @@ def markdown(res: dict[str, Any]) -> str:
             lines += ["", f"## {case}, {title}", "", "| phase | CPU s | wall s |", "|---|---|---|"]
             lines += _phase_table(c[key])
     return "\n".join(lines) + "\n"
+
+
+CHECK = ["--fp-steps", "100", "--qat-steps", "50", "--qcore-per-class", "0", "--no-flipper"]
+
+
+def _codes_digest(path: Path) -> str:
+    """SHA-256 of a bundle's packed integer weights at every bit-width (the model itself,
+    not the metadata a newer revision adds)."""
+    from edge_agent.bundle_io import load_bundle
+
+    bundle = load_bundle(path)
+    h = hashlib.sha256()
+    for bits in sorted(bundle.quant):
+        for layer in bundle.quant[bits].layers:
+            h.update(layer.packed.tobytes())
+    return h.hexdigest()[:16]
+
+
+def thread_check(rev: str, spec: str, tmp: Path) -> dict[str, Any]:
+    """Is the thread count the only change on the training path? The same short run
+    (100 FP + 50 QAT steps, no QCore, no flipper) by the older revision (two threads, its
+    only way), by this checkout with two threads and with one: accuracies and a digest of
+    the integer weights of each."""
+    src = extract_revision(rev, tmp / "before")
+    out: dict[str, Any] = {"args": CHECK}
+    for name, root, extra in (
+        (f"{rev} (2 threads)", src, []),
+        ("this checkout, --threads 2", ROOT, ["--threads", "2"]),
+        ("this checkout, --threads 1", ROOT, ["--threads", "1"]),
+    ):
+        run = run_train(root, spec, [*CHECK, *extra], tmp)
+        out[name] = {
+            "metrics": run["metrics"],
+            "weights_sha256": _codes_digest(tmp / "model.eab"),
+            "cpu_s": run["cpu_s"],
+            "wall_s": run["wall_s"],
+            "loadavg_start": run["loadavg_start"],
+        }
+    return out
 
 
 def after_runs(
@@ -325,6 +385,12 @@ def main() -> int:
         "'before' cache (after a 'before' run finished)",
     )
     ap.add_argument(
+        "--thread-check",
+        action="store_true",
+        help="only the thread check on pickup_gesture (train_time_thread_check.json); the "
+        "report includes it",
+    )
+    ap.add_argument(
         "--cached-before",
         action="store_true",
         help="use only cached 'before' runs (a case without one is reported as not run)",
@@ -334,6 +400,13 @@ def main() -> int:
     cases = {c: data[c] for c in args.cases.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     cache_file = args.out / "train_time_before.json"
+    check_file = args.out / "train_time_thread_check.json"
+    if args.thread_check:
+        with tempfile.TemporaryDirectory() as tmp:
+            check = thread_check(args.baseline, data["pickup_gesture"], Path(tmp))
+        check_file.write_text(json.dumps(check, indent=1))
+        print(json.dumps(check, indent=1))
+        return 0
     if args.from_results:  # the runs of the last --json run, with the before cache as it is now
         raw = json.loads((args.out / "train_time.json").read_text())["raw"]
         after, threads = raw["after"], raw["threads"]
@@ -358,6 +431,7 @@ def main() -> int:
             }
             for k, runs in threads.items()
         },
+        "thread_check": json.loads(check_file.read_text()) if check_file.exists() else None,
         "raw": {"after": after, "threads": threads},
     }
     for case, c in res["cases"].items():
