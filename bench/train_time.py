@@ -18,6 +18,8 @@ minutes there); they are cached in ``bench/results/train_time_before.json`` per
 revision. Time per phase comes from the train command's own timer, or for an older
 revision from wrapped functions (``bench/train_time_run.py``); totals are the child
 process's wall time and CPU time (``RUSAGE_CHILDREN``: user + system, all threads).
+``--thread-check`` runs one short training three times (the older revision, this
+checkout with two torch threads and with one) and compares the integer weights.
 Every run records the load average before and after: this machine is shared, so wall
 times move with it while CPU times move much less.
 """
