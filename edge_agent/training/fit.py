@@ -98,7 +98,17 @@ class EarlyStop:
         if step % self.every:
             return False
         model.eval()
-        loss = float(F.cross_entropy(model(self.x), self.y))
+        loss = (
+            sum(  # in chunks: a large validation split need not fit one batch
+                float(
+                    F.cross_entropy(
+                        model(self.x[i : i + 512]), self.y[i : i + 512], reduction="sum"
+                    )
+                )
+                for i in range(0, len(self.x), 512)
+            )
+            / len(self.x)
+        )
         model.train()
         if loss < self.best_loss - 1e-4:
             self.best_loss, self.best_step, self._bad = loss, step, 0
