@@ -91,6 +91,18 @@ def test_cli_train_writes_a_bundle_that_remembers_its_data(tmp_path: Path) -> No
     )
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and "2-bit test accuracy" in res.stdout
+    phases = res.stdout.split("time per phase")[1].splitlines()[1:]  # one line per phase
+    names = [ln.split(" s CPU")[0].rsplit(None, 1)[0].strip() for ln in phases]
+    assert names == [
+        "FP training",
+        "QCore snapshots",
+        "QAT 4-bit",
+        "QAT 2-bit",
+        "export",
+        "flipper episodes",
+        "flipper network",
+        "total",
+    ], res.stdout
     b = load_bundle(out)
     assert sorted(b.quant) == [2, 4] and b.default_bits == 4
     assert b.input_shape == (1, 8, 8)

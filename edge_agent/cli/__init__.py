@@ -32,6 +32,16 @@ def _bits_list(text: str) -> list[int]:
     return bits
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want at least 1, got {value}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train FP + QAT models (with QCore and flipping network) and write a bundle."""
     from edge_agent.bundle import SERIES_NORM
@@ -40,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edge_agent.data.datasets import data_source, series_normalized
     from edge_agent.training.fit import TrainConfig
     from edge_agent.training.flip_train import FlipTrainConfig
+    from edge_agent.training.phases import PhaseTimer
     from edge_agent.training.pipeline import train_bundle
     from edge_agent.training.qcore_build import QCoreConfig
 
@@ -62,11 +73,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         qat_steps=args.qat_steps,
         act_bits=args.act_bits,
         progress=not args.quiet,
+        torch_threads=args.threads,
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
+    timer = PhaseTimer()
     bundle, metrics = train_bundle(
-        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width
+        ds, args.bits, args.seed, cfg, qcore_cfg, flip_cfg, meta, width=args.width, timer=timer
     )
     save_bundle(bundle, args.out)
     print(f"wrote {args.out}: {ds.name}, bits {args.bits}, model version {bundle.model_version}")
@@ -77,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  QCore                  {len(bundle.extras['qcore_y'])} samples")
     if flip_cfg:
         print("  flipping network       trained on simulated drift episodes")
+    print("time per phase (process CPU: all threads; wall):")
+    print("\n".join(timer.report()))
     return 0
 
 
@@ -228,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         metavar="K",
         help="each field sample counts K times (default 2)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1: the models are small, and more threads cost more "
+        "CPU than they save, most of all on a busy machine)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

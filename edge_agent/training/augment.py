@@ -23,42 +23,41 @@ def scaling(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor
 
 
 def rotation3(x: torch.Tensor, max_deg: float, gen: torch.Generator) -> torch.Tensor:
-    """Rotate every 3-channel triplet of (N, C, T) windows by a small random rotation."""
+    """Rotate every 3-channel triplet of (N, C, T) windows by a small random rotation
+    (one rotation per sample, Rz Ry Rx of three angles; batched, no per-sample loop)."""
     n, c = x.shape[:2]
     if c < 3:
         return x
     angles = (torch.rand((n, 3), generator=gen) * 2 - 1) * math.radians(max_deg)
-    out = x.clone()
-    for i in range(n):
-        a, b, g = angles[i]
-        rx = torch.tensor(
-            [[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]]
-        )
-        ry = torch.tensor(
-            [[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]]
-        )
-        rz = torch.tensor(
-            [[math.cos(g), -math.sin(g), 0], [math.sin(g), math.cos(g), 0], [0, 0, 1]]
-        )
-        r = (rz @ ry @ rx).to(x.dtype)
-        for c0 in range(0, c - c % 3, 3):
-            out[i, c0 : c0 + 3] = r @ x[i, c0 : c0 + 3]
-    return out
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones(n), torch.zeros(n)
+
+    def mat(rows: list[list[torch.Tensor]]) -> torch.Tensor:
+        return torch.stack([torch.stack(r, -1) for r in rows], -2)  # (n, 3, 3)
+
+    (ca, cb, cg), (sa, sb, sg) = cos.unbind(1), sin.unbind(1)
+    rx = mat([[one, zero, zero], [zero, ca, -sa], [zero, sa, ca]])
+    ry = mat([[cb, zero, sb], [zero, one, zero], [-sb, zero, cb]])
+    rz = mat([[cg, -sg, zero], [sg, cg, zero], [zero, zero, one]])
+    r = (rz @ ry @ rx).to(x.dtype)
+    k = c - c % 3
+    trip = x[:, :k].reshape(n, k // 3, 3, -1)
+    rotated = torch.einsum("nij,ngjt->ngit", r, trip).reshape(n, k, -1)
+    return torch.cat([rotated, x[:, k:]], 1) if k < c else rotated
 
 
 def time_warp(x: torch.Tensor, max_factor: float, gen: torch.Generator) -> torch.Tensor:
-    """Resample each (N, C, T) window at a random speed in [1/f, f] (linear interpolation)."""
-    n, _, t = x.shape
+    """Resample each (N, C, T) window at a random speed in [1/f, f] (linear interpolation,
+    all samples at once)."""
+    n, c, t = x.shape
     logf = (torch.rand(n, generator=gen) * 2 - 1) * math.log(max_factor)
-    out = torch.empty_like(x)
     base = torch.arange(t, dtype=x.dtype)
-    for i in range(n):
-        pos = torch.clamp(base * torch.exp(logf[i]), 0, t - 1)
-        lo = pos.floor().long()
-        hi = torch.clamp(lo + 1, max=t - 1)
-        w = pos - lo
-        out[i] = x[i][:, lo] * (1 - w) + x[i][:, hi] * w
-    return out
+    pos = torch.clamp(base[None, :] * torch.exp(logf)[:, None], 0, t - 1)  # (n, t)
+    lo = pos.floor().long()
+    hi = torch.clamp(lo + 1, max=t - 1)
+    w = (pos - lo).unsqueeze(1)
+    lo_i, hi_i = lo.unsqueeze(1).expand(n, c, t), hi.unsqueeze(1).expand(n, c, t)
+    return x.gather(2, lo_i) * (1 - w) + x.gather(2, hi_i) * w
 
 
 def image_shift(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from edge_agent.data.datasets import Dataset
+from edge_agent.data.datasets import Dataset, stratified_split
 from edge_agent.training.arch import FPNet, Spec, fold_batchnorm
 from edge_agent.training.augment import augment
+from edge_agent.training.phases import PhaseTimer
 from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
 
 log = logging.getLogger(__name__)
@@ -23,7 +27,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of FP training and QAT (defaults suit the small bundled sets)."""
+    """Hyper-parameters of FP training and QAT.
+
+    ``fp_steps`` / ``qat_steps`` are the most steps run. With at least
+    ``early_stop_min_samples`` training samples a stratified ``val_fraction`` of them is
+    held out: every ``eval_every`` steps (0: about an epoch, at least 25) the validation
+    loss is measured, training stops after ``patience`` measurements without a better
+    one and the best weights are kept. Smaller training splits keep every sample and run
+    all their steps (fewer cost accuracy there: docs/method.md, "Training schedule").
+    ``torch_threads``: intra-op threads (one is fastest for these small models, most of
+    all on a busy machine: bench/train_time.py).
+    """
 
     fp_steps: int = 1200
     qat_steps: int = 600
@@ -37,6 +51,76 @@ class TrainConfig:
     act_bits: int = 8
     augment: bool = True
     progress: bool = True
+    torch_threads: int = 1
+    val_fraction: float = 0.1
+    early_stop_min_samples: int = 300
+    eval_every: int = 0
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("fp_steps", "qat_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1, got {self.torch_threads}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def early_stopping(self, n_train: int) -> bool:
+        """Whether a training split of ``n_train`` samples gives a validation split."""
+        return n_train >= self.early_stop_min_samples
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the former count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class EarlyStop:
+    """Validation-loss early stopping: keeps the best weights seen, says when to stop."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, every: int, patience: int) -> None:
+        self.x, self.y, self.every, self.patience = x, y, every, patience
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._bad = 0
+
+    @torch.no_grad()
+    def check(self, model: nn.Module, step: int) -> bool:
+        """At every ``every``-th step: score ``model``; True when training should stop."""
+        if step % self.every:
+            return False
+        model.eval()
+        loss = (
+            sum(  # in chunks: a large validation split need not fit one batch
+                float(
+                    F.cross_entropy(
+                        model(self.x[i : i + 512]), self.y[i : i + 512], reduction="sum"
+                    )
+                )
+                for i in range(0, len(self.x), 512)
+            )
+            / len(self.x)
+        )
+        model.train()
+        if loss < self.best_loss - 1e-4:
+            self.best_loss, self.best_step, self._bad = loss, step, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self._bad += 1
+        return self._bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best weights seen (if any were scored)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -76,13 +160,17 @@ def _loop(
     gen: torch.Generator,
     desc: str,
     on_step: Callable[[int], None] | None = None,
-) -> None:
+    stopper: EarlyStop | None = None,
+) -> int:
+    """Run up to ``steps`` optimizer steps; with ``stopper``, stop early and end on its
+    best weights. Returns the steps run."""
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[g["lr"] for g in params], total_steps=steps, pct_start=0.15
     )
     model.train()
     bar = tqdm(total=steps, desc=desc, disable=not cfg.progress, leave=False, mininterval=0.5)
+    step = 0
     for step, idx in enumerate(_batches(len(x), cfg.batch_size, steps, gen), 1):
         xb = x[idx]
         if cfg.augment:
@@ -96,8 +184,26 @@ def _loop(
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if on_step is not None:
             on_step(step)
+        if stopper is not None and stopper.check(model, step):
+            log.info(
+                "%s: stopped at step %d of %d (best at %d)", desc, step, steps, stopper.best_step
+            )
+            break
     bar.close()
+    if stopper is not None:
+        stopper.restore(model)
     model.eval()
+    return step
+
+
+Validation = tuple[torch.Tensor, torch.Tensor]
+
+
+def _stopper(cfg: TrainConfig, n_train: int, val: Validation | None) -> EarlyStop | None:
+    if val is None:
+        return None
+    every = cfg.eval_every or max(25, math.ceil(n_train / cfg.batch_size))
+    return EarlyStop(val[0], val[1], every, cfg.patience)
 
 
 SnapshotCallback = Callable[[int, FPNet], None]
@@ -111,11 +217,13 @@ def train_fp(
     cfg: TrainConfig,
     on_snapshot: SnapshotCallback | None = None,
     snapshot_every: int = 0,
+    val: Validation | None = None,
 ) -> FPNet:
     """Train the FP network (with BatchNorm) and return it folded (conv + bias).
 
     With ``on_snapshot``, every ``snapshot_every`` steps a folded eval-mode copy of the
     network is handed to it (QCore's miss tracking); training is not otherwise affected.
+    With ``val`` (inputs, labels) it stops early on the validation loss.
     """
     gen = set_seed(seed)
     net = FPNet(spec)
@@ -138,6 +246,7 @@ def train_fp(
         gen,
         "FP training",
         on_step=snapshot,
+        stopper=_stopper(cfg, len(x), val),
     )
     return fold_batchnorm(net)
 
@@ -153,9 +262,16 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
 
 
 def train_qat(
-    fp: FPNet, x: torch.Tensor, y: torch.Tensor, bits: int, seed: int, cfg: TrainConfig
+    fp: FPNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bits: int,
+    seed: int,
+    cfg: TrainConfig,
+    val: Validation | None = None,
 ) -> QuantNet:
-    """LSQ+ QAT of the folded FP model at ``bits``, distilled from it (KD + CE)."""
+    """LSQ+ QAT of the folded FP model at ``bits``, distilled from it (KD + CE); with
+    ``val`` it stops early on the validation loss."""
     gen = set_seed(seed + 1000 * bits)
     qnet = QuantNet(fp, bits, cfg.act_bits)
     calibrate_activation_ranges(qnet, fp, x)
@@ -172,7 +288,8 @@ def train_qat(
         {"params": qnet.weight_params(), "lr": cfg.qat_lr},
         {"params": qnet.quantizer_params(), "lr": cfg.qat_lr, "weight_decay": 0.0},
     ]
-    _loop(qnet, params, cfg.qat_steps, x, y, loss_fn, cfg, gen, f"QAT {bits}-bit")
+    stopper = _stopper(cfg, len(x), val)
+    _loop(qnet, params, cfg.qat_steps, x, y, loss_fn, cfg, gen, f"QAT {bits}-bit", stopper=stopper)
     return qnet
 
 
@@ -191,20 +308,39 @@ def fit(
     cfg: TrainConfig,
     on_snapshot: SnapshotCallback | None = None,
     snapshot_every: int = 0,
+    timer: PhaseTimer | None = None,
 ) -> tuple[FPNet, dict[int, QuantNet], dict[str, float]]:
     """Train FP then QAT at every bit-width; return models and test accuracies.
 
-    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking).
+    ``on_snapshot`` / ``snapshot_every`` are passed to :func:`train_fp` (QCore tracking);
+    ``timer`` gets the phases "FP training", "QCore snapshots" and "QAT <b>-bit". A
+    large training split gives a validation split for early stopping (:class:`TrainConfig`).
     """
+    timer = timer or PhaseTimer()
     mean, std = ds.normalization()
     x_tr, y_tr = normalize(ds.X_train, mean, std), torch.from_numpy(ds.y_train)
     x_te, y_te = normalize(ds.X_test, mean, std), torch.from_numpy(ds.y_test)
-    fp = train_fp(spec, x_tr, y_tr, seed, cfg, on_snapshot, snapshot_every)
+    val: Validation | None = None
+    if cfg.early_stopping(len(x_tr)):
+        keep, held = stratified_split(ds.y_train, cfg.val_fraction, seed)
+        val = (x_tr[held], y_tr[held])
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    snap = None
+    if on_snapshot is not None:
+        callback = on_snapshot
+
+        def snap(step: int, net: FPNet) -> None:
+            with timer.phase("QCore snapshots"):
+                callback(step, net)
+
+    with torch_threads(cfg.torch_threads), timer.phase("FP training"):
+        fp = train_fp(spec, x_tr, y_tr, seed, cfg, snap, snapshot_every, val)
     metrics = {"fp_test_accuracy": accuracy(fp, x_te, y_te)}
     log.info("%s seed %d: FP test accuracy %.4f", ds.name, seed, metrics["fp_test_accuracy"])
     qnets: dict[int, QuantNet] = {}
     for b in bits:
-        qnets[b] = train_qat(fp, x_tr, y_tr, b, seed, cfg)
+        with torch_threads(cfg.torch_threads), timer.phase(f"QAT {b}-bit"):
+            qnets[b] = train_qat(fp, x_tr, y_tr, b, seed, cfg, val)
         metrics[f"q{b}_test_accuracy"] = accuracy(qnets[b], x_te, y_te)
         log.info(
             "%s seed %d: %d-bit fake-quant test accuracy %.4f",

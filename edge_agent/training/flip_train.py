@@ -1,16 +1,18 @@
 """Offline training of the bit-flipping network (torch; runs at `edge-agent train` time).
 
-Simulated drift episodes are built from the training data with the same drift kinds the
-publisher injects. In each episode the quantized model's integer weights start at the
-deployed codes, optionally already moved by a few random flips (so the network sees
-non-zero offsets); the forward-only features come from the integer model on the
-episode's drifted samples plus the bundle's QCore as pre-drift anchors (as in a device
-round). The target action of a weight is the local step the device would propose
-(the sign of its ``task_step``, or ``rec_step`` without one, where it exceeds half an
-integer step: :func:`~edge_agent.calibrate.flip_round.greedy_proposer`) *confirmed* by
-back-propagation: kept only where it has the sign of the negative gradient of the
-episode's cross-entropy with respect to that weight (through the torch fake-quant model);
-all others are "keep". The network thus learns, from forward-only features, which local
+Simulated drift episodes are built from the training data with the drift kinds the
+publisher injects and mixtures of two, every kind at every bit-width of the bundle
+(:mod:`edge_agent.training.flip_episodes` plans them). In each episode the quantized
+model's integer weights start at the deployed codes, optionally already moved by a few
+random flips (so the network sees non-zero offsets); the forward-only features come from
+the integer model on the episode's drifted samples plus the bundle's QCore as pre-drift
+anchors (as in a device round). The target action of a weight is the local step the
+device would propose (the sign of its ``task_step``, or ``rec_step`` without one, where
+it exceeds half an integer step:
+:func:`~edge_agent.calibrate.flip_round.greedy_proposer`) *confirmed* by
+back-propagation: kept only where it has the sign of the negative gradient of the episode's
+cross-entropy with respect to that weight (through the torch fake-quant model); all
+others are "keep". The network thus learns, from forward-only features, which local
 proposals the true gradient would support. (Targets taken from the gradient alone, the
 top 2% of each layer by first-order gain, made a network that validated worse than the
 local steps it sees.)
@@ -38,8 +40,9 @@ from edge_agent.calibrate.flip_round import (
     select_flips,
 )
 from edge_agent.data.datasets import Dataset
-from edge_agent.data.drift import DEFAULT_STRENGTH, IMAGE_KINDS, SENSOR_KINDS, Drift
 from edge_agent.training.fit import normalize
+from edge_agent.training.flip_episodes import EpisodeDrift, episode_kinds, episode_plan
+from edge_agent.training.phases import PhaseTimer
 from edge_agent.training.qnet import QuantNet
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FlipTrainConfig:
-    """Episodes and network size of the offline flipper training."""
+    """Episodes and network size of the offline flipper training.
 
-    episodes: int = 24
+    ``episodes``: None is one full cycle of the (drift kind, bit-width) cells, at least
+    ``min_episodes``; a number is taken as given (fewer than the cells covers some).
+    """
+
+    episodes: int | None = None
+    min_episodes: int = 24
     episode_samples: int = 48
     hidden: int = 16
     steps: int = 400
@@ -79,21 +87,26 @@ def _gradient_signs(
     return out
 
 
+def episode_count(cfg: FlipTrainConfig, bits: list[int], input_shape: tuple[int, ...]) -> int:
+    """How many episodes ``cfg`` asks for with these bit-widths and this input."""
+    if cfg.episodes is not None:
+        return cfg.episodes
+    return max(cfg.min_episodes, len(episode_kinds(input_shape)) * len(bits))
+
+
 def episode_examples(
-    bundle: Bundle,
+    calib: BitFlipCalibrator,
     qnets: dict[int, QuantNet],
     ds: Dataset,
+    episode: EpisodeDrift,
     rng: np.random.Generator,
     cfg: FlipTrainConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n, F) and target classes (n,) in {0: -1, 1: keep, 2: +1} of one episode."""
-    bits = int(rng.choice(sorted(qnets)))
-    kinds = SENSOR_KINDS if len(ds.input_shape) == 2 else IMAGE_KINDS
-    kind = str(rng.choice(kinds))
-    drift = Drift(kind, DEFAULT_STRENGTH.get(kind, 1.0) * float(rng.uniform(0.4, 1.2)), 0)
+    """Features (n, F) and target classes (n,) in {0: -1, 1: keep, 2: +1} of one episode
+    (``calib``: a calibrator on the bundle, reused across episodes for its engines)."""
+    bundle, bits = calib.bundle, episode.bits
     idx = rng.choice(len(ds.X_train), size=min(cfg.episode_samples, len(ds.X_train)), replace=False)
-    calib = BitFlipCalibrator(bundle, random_proposer(int(rng.integers(1 << 30))))
-    drifted = drift.apply_stream(ds.X_train[idx], seed=int(rng.integers(1 << 30)))
+    drifted = episode.apply(ds.X_train[idx], seed=int(rng.integers(1 << 30)))
     X = np.concatenate([drifted, calib.anchor_X])
     y = np.concatenate([ds.y_train[idx], calib.anchor_y])
     anchors = np.arange(len(X)) >= len(drifted)
@@ -102,7 +115,8 @@ def episode_examples(
     if rng.random() < 0.5:  # start from a state earlier rounds could have left
         feats0 = [np.zeros((*q.shape, len(FEATURES)), np.float32) for q in codes]
         budget = max(1, round(0.01 * sum(q.size for q in codes)))
-        codes = apply_flips(codes, select_flips(calib.proposer(feats0), budget), bits)
+        proposer = random_proposer(int(rng.integers(1 << 30)))
+        codes = apply_flips(codes, select_flips(proposer(feats0), budget), bits)
     logits, traces = calib.trace(bits, codes, X)
     feats = layer_features(
         bundle, bundle.quant[bits], codes, deployed, residuals, traces, logits, y, anchors
@@ -128,13 +142,36 @@ def train_flipper(
     ds: Dataset,
     seed: int,
     cfg: FlipTrainConfig | None = None,
+    timer: PhaseTimer | None = None,
 ) -> FlipNet:
-    """Train the flipping network on simulated drift episodes of ``ds``'s training split."""
+    """Train the flipping network on simulated drift episodes of ``ds``'s training split
+    (``timer``: phases "flipper episodes" and "flipper network")."""
     cfg = cfg or FlipTrainConfig()
+    timer = timer or PhaseTimer()
     rng = np.random.default_rng(seed)
-    parts = [episode_examples(bundle, qnets, ds, rng, cfg) for _ in range(cfg.episodes)]
+    with timer.phase("flipper episodes"):
+        bits = sorted(qnets)
+        plan = episode_plan(episode_count(cfg, bits, ds.input_shape), bits, ds.input_shape, rng)
+        calib = BitFlipCalibrator(bundle, greedy_proposer())  # its engines serve every episode
+        parts = [episode_examples(calib, qnets, ds, ep, rng, cfg) for ep in plan]
+        log.info("flipper episodes: %s", _plan_summary(plan))
     feats = np.concatenate([p[0] for p in parts]).astype(np.float32)
     target = np.concatenate([p[1] for p in parts])
+    with timer.phase("flipper network"):
+        net = _fit_network(feats, target, seed, cfg)
+    return net
+
+
+def _plan_summary(plan: list[EpisodeDrift]) -> str:
+    counts: dict[str, int] = {}
+    for ep in plan:
+        key = f"{ep.kind}@{ep.bits}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+
+
+def _fit_network(feats: np.ndarray, target: np.ndarray, seed: int, cfg: FlipTrainConfig) -> FlipNet:
+    """The MLP fitted to the episodes' examples, as a numpy :class:`FlipNet`."""
     mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-6
     torch.manual_seed(seed)
     f = len(FEATURES)
@@ -160,9 +197,8 @@ def train_flipper(
     with torch.no_grad():
         acc = float((mlp(x).argmax(1) == t).float().mean())
     log.info(
-        "flipper: %d examples from %d episodes, %.1f%% flips, train accuracy %.3f",
+        "flipper: %d examples, %.1f%% flips, train accuracy %.3f",
         len(t),
-        cfg.episodes,
         100 * float((t != 1).float().mean()),
         acc,
     )

@@ -27,7 +27,7 @@ from edge_agent.calibrate import qcore_miss
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import FPNet
 from edge_agent.training.fit import normalize
-from edge_agent.training.qnet import QuantNet, calibrate_activation_ranges
+from edge_agent.training.qnet import QuantNet, activation_ranges, set_activation_ranges
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,10 @@ class MissTracker:
         fp.eval()
         self.steps.append(step)
         self._fp_correct.append(self._right(fp))
+        ranges = activation_ranges(fp, self._calib)  # one FP pass serves every bit-width
         for b in self.cfg.bits:
             qnet = QuantNet(fp, b, self.act_bits)
-            calibrate_activation_ranges(qnet, fp, self._calib)
+            set_activation_ranges(qnet, ranges)
             self._correct[b].append(self._right(qnet.eval()))
 
     def _right(self, model: torch.nn.Module, batch: int = 512) -> np.ndarray:

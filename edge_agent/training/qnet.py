@@ -118,24 +118,40 @@ def _ctor_args(layer: nn.Module) -> tuple:
     return (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
 
 
+Ranges = list[tuple[float, float]]
+
+
+def _percentiles(t: torch.Tensor) -> tuple[float, float]:
+    flat = t.flatten().float()
+    if flat.numel() > 200_000:
+        flat = flat[
+            torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:200_000]
+        ]
+    return float(torch.quantile(flat, 0.001)), float(torch.quantile(flat, 0.999))
+
+
 @torch.no_grad()
-def calibrate_activation_ranges(qnet: QuantNet, fp: FPNet, x: torch.Tensor) -> None:
-    """Initialize every activation quantizer from the FP model's ranges on ``x``
-    (0.1 / 99.9 percentiles, LSQ+ min/max initialization)."""
-
-    def pct(t: torch.Tensor) -> tuple[float, float]:
-        flat = t.flatten().float()
-        if flat.numel() > 200_000:
-            flat = flat[
-                torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:200_000]
-            ]
-        return float(torch.quantile(flat, 0.001)), float(torch.quantile(flat, 0.999))
-
-    qnet.input_q.init_range(*pct(x))
+def activation_ranges(fp: FPNet, x: torch.Tensor) -> Ranges:
+    """The FP model's 0.1 / 99.9 percentiles on ``x``: of the input, then of every
+    quantized block's output (one FP pass; the same for every weight bit-width)."""
+    out = [_percentiles(x)]
     h = x
-    ai = 0
     for block in fp.blocks:
         h = block(h)
-        if isinstance(block, nn.Sequential) and ai < len(qnet.act_q):
-            qnet.act_quantizers()[ai].init_range(*pct(h))
-            ai += 1
+        if isinstance(block, nn.Sequential):
+            out.append(_percentiles(h))
+    return out
+
+
+def set_activation_ranges(qnet: QuantNet, ranges: Ranges) -> None:
+    """Initialize the activation quantizers from :func:`activation_ranges` (LSQ+ min/max
+    initialization)."""
+    qnet.input_q.init_range(*ranges[0])
+    for q, r in zip(qnet.act_quantizers(), ranges[1:], strict=False):
+        q.init_range(*r)
+
+
+@torch.no_grad()
+def calibrate_activation_ranges(qnet: QuantNet, fp: FPNet, x: torch.Tensor) -> None:
+    """Initialize every activation quantizer from the FP model's ranges on ``x``."""
+    set_activation_ranges(qnet, activation_ranges(fp, x))
