@@ -36,6 +36,10 @@ WHEELS = {
     "seglearn": "1.2.5",
 }
 STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
+# after a drifted replay: the drift goes on for RETURN_DRIFT items (the drift signal's
+# hold and re-baseline, 1280 samples from an alarm, end inside it), then RETURN_BACK
+# train-domain items: the agent re-adapts, its forgetting is scored after
+RETURN_DRIFT, RETURN_BACK = 576, 768
 WATCH_WINDOW = 100  # samples per window (2 s at 50 Hz)
 WATCH_PER_RECORDING = 8  # windows taken per recording, evenly spaced
 

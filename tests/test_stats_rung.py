@@ -118,9 +118,7 @@ def test_layer_output_equals_the_float_adabn_reference_within_one_step(
     ops = bundle.weighted_ops()
     for i in sr.hidden_layers(bundle):
         # layers before i corrected, layer i as shipped: its accumulators on the stream
-        part = dataclasses.replace(
-            corr, layers={bits: {j: f for j, f in fix.items() if j < i}}
-        )
+        part = dataclasses.replace(corr, layers={bits: {j: f for j, f in fix.items() if j < i}})
         a = _accumulators(sr.corrected_bundle(bundle, part), bits, X)[i]
         lo = bundle.quant[bits].layers[i]
         assert lo.m0 is not None and lo.shift is not None and lo.out_zp is not None

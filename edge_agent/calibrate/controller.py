@@ -111,9 +111,9 @@ class CalibrationController:
             return None
         out = OutputReference.from_extras(self.bundle.extras)
         if out is None and self.cfg.drift_output:
-            X = self.bundle.extras.get(EXTRA_X)
-            if X is not None and len(X) >= 2:  # measured on the anchors (training samples)
-                out = OutputReference.fit(self.bundle, np.asarray(X, np.float32))
+            anchors = self.bundle.extras.get(EXTRA_X)
+            if anchors is not None and len(anchors) >= 2:  # the anchors: training samples
+                out = OutputReference.fit(self.bundle, np.asarray(anchors, np.float32))
         if out is None or not self.cfg.drift_output:
             return DriftSignal(ref, self.cfg.drift_config())
         return DriftSignal(ref, self.cfg.drift_config(), out, out.model(self.bundle))

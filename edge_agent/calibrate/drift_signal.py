@@ -30,7 +30,7 @@ Public API (``bench/real_drift.py`` and the agent's controller use it):
   standard deviations in about 12 samples. The output score's training level is
   optimistic (the model fits its training data better than unseen data of the same
   domain), so while it is watched against that level its allowance is the larger
-  ``output_allowance``; once re-baselined on the stream it is ``allowance``. After an
+  ``output_allowance``; once re-baselined on the stream it is ``output_allowance_stream``. After an
   alarm the signal holds for ``hold`` samples (the calibration episode the alarm
   starts), then re-estimates both levels from the next ``baseline`` samples (the new
   normal: a drift the agent could not undo does not keep firing; the stream returning
@@ -51,11 +51,10 @@ about 40 MB; the CUSUM is a few lines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from collections.abc import Callable
 
 from edge_agent.bundle import DRIFT_FEATURE_MEAN as EXTRA_MEAN
 from edge_agent.bundle import DRIFT_FEATURE_STD as EXTRA_STD
@@ -188,7 +187,10 @@ class OutputReference:
         """Measure the level on samples ``X`` (as the model takes them)."""
         eng = Engine(bundle, bits=bundle.default_bits, scratch=True)
         h = np.concatenate(
-            [predictive_entropy(eng.predict_logits(X[s : s + batch])) for s in range(0, len(X), batch)]
+            [
+                predictive_entropy(eng.predict_logits(X[s : s + batch]))
+                for s in range(0, len(X), batch)
+            ]
         )
         return cls(bundle.default_bits, (float(h.mean()), max(float(h.std()), 1e-3)))
 
@@ -218,6 +220,9 @@ class DriftConfig:
     allowance: float = 1.0  # k: shifts of the standardized score below this are ignored
     # k of the output score while it is watched against its (optimistic) training level
     output_allowance: float = 1.5
+    # ... and once re-baselined on the stream (no bias left: half the input score's k,
+    # so a return to the training domain, about 1 std of the drifted entropy, is seen)
+    output_allowance_stream: float = 0.5
     threshold: float = 20.0  # h: alarm when a cumulative sum passes it
     clip: float = 4.0  # standardized scores are clipped to [-clip, clip]
     hold: int = 1024  # samples after an alarm before the signal re-baselines
@@ -279,8 +284,10 @@ class DriftSignal:
         return self.update_scores(self.score(X))
 
     def _allowance(self, j: int) -> float:
-        if j == _OUTPUT and not self.rebaselined:
-            return self.cfg.output_allowance
+        if j == _OUTPUT:
+            return (
+                self.cfg.output_allowance_stream if self.rebaselined else self.cfg.output_allowance
+            )
         return self.cfg.allowance
 
     def update_scores(self, scores: np.ndarray) -> list[int]:

@@ -280,9 +280,7 @@ def _layer_fix(
         m0_new, shift_new = quantize_multipliers(np.where(ok, mult, 1.0))
         m0, shift = np.where(ok, m0_new, m0), np.where(ok, shift_new, shift)
         # the multiplier actually used (rounded): the bias is solved for it
-        ratio = np.where(
-            ok, m0 * np.exp2(-shift.astype(np.float64)) / (mult / ratio), 1.0
-        )
+        ratio = np.where(ok, m0 * np.exp2(-shift.astype(np.float64)) / (mult / ratio), 1.0)
     delta = np.rint(mean_t / ratio - mom.mean).astype(np.int64)
     new = np.clip(scratch.layer_bias(i).astype(np.int64) + delta, -(2**31) + 1, 2**31 - 1)
     fix = LayerFix(new.astype(np.int32), m0.astype(np.int32), shift.astype(np.int32))
