@@ -119,10 +119,11 @@ def stream_items(
     of its samples carry their label every time they come by."""
     n = len(ids)
     labelled_ids = set(rng.choice(ids, size=max(1, round(fraction * n)), replace=False).tolist())
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
+    pos = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
+    order = np.asarray(ids)[pos]  # rows of X: the stream part's own samples
     Xs = X[order] if transform is None else np.stack([transform(X[i]) for i in order])
-    lab = np.array([ids[i] in labelled_ids for i in order])
-    return StreamData(Xs.astype(np.float32), y[order], ids[order], lab)
+    lab = np.array([i in labelled_ids for i in order.tolist()])
+    return StreamData(Xs.astype(np.float32), y[order], order, lab)
 
 
 # ---------------------------------------------------------------------- wheels
