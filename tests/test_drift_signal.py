@@ -119,16 +119,16 @@ def _output_signal(reference: DriftReference, hold: int = 1024) -> DriftSignal:
 
 def test_output_score_quiet_at_the_held_out_gap(reference: DriftReference) -> None:
     """Unseen data of the training domain is less confident than the training data (up
-    to one training std more entropy on the real-drift sets): no alarm in 20,000 samples."""
+    to 2.3 training stds more entropy on the real-drift sets): no alarm in 20,000 samples."""
     rng = np.random.default_rng(7)
     sig = _output_signal(reference)
-    sig.update_scores(_scores(_entropy(20_000, 0.20, rng), rng, reference))
+    sig.update_scores(_scores(_entropy(20_000, 0.33, rng), rng, reference))
     assert sig.alarms == 0, sig.status()
 
 
 def test_output_score_fires_when_the_model_gets_unsure(reference: DriftReference) -> None:
     rng = np.random.default_rng(8)
-    ent = np.concatenate([_entropy(1000, 0.15, rng), _entropy(500, 0.35, rng)])
+    ent = np.concatenate([_entropy(1000, 0.15, rng), _entropy(500, 0.6, rng)])
     sig = _output_signal(reference)
     fired = sig.update_scores(_scores(ent, rng, reference))
     assert fired and 1000 <= fired[0] < 1060 and sig.fired_by == "output", (fired, sig.status())
@@ -139,7 +139,7 @@ def test_output_score_fires_again_when_the_stream_returns(reference: DriftRefere
     """After the hold the drifted level is the new normal; going back to the training
     domain is a change again (the agent re-adapts to it)."""
     rng = np.random.default_rng(9)
-    ent = np.concatenate([_entropy(1500, 0.35, rng), _entropy(600, 0.15, rng)])
+    ent = np.concatenate([_entropy(1500, 0.6, rng), _entropy(600, 0.3, rng)])
     sig = _output_signal(reference, hold=500)
     fired = sig.update_scores(_scores(ent, rng, reference))
     assert len(fired) == 2 and fired[0] < 60 and 1500 <= fired[1] < 1600, fired

@@ -52,7 +52,7 @@ class CalibrationConfig:
     # the output score (the deployed model's predictive entropy) beside the input one
     drift_output: bool = True
     # its CUSUM k while it is watched against its training level
-    drift_output_allowance: float = field(default=1.5, metadata={"range": (0.0, 10.0)})
+    drift_output_allowance: float = field(default=3.0, metadata={"range": (0.0, 10.0)})
     # samples after an alarm before the signal re-baselines
     drift_hold: int = field(default=1024, metadata={"range": (0, 10_000_000)})
     # samples its new level is estimated from

@@ -218,8 +218,10 @@ class DriftConfig:
     """Knobs of :class:`DriftSignal` (the agent's ``calibration.drift_*`` keys)."""
 
     allowance: float = 1.0  # k: shifts of the standardized score below this are ignored
-    # k of the output score while it is watched against its (optimistic) training level
-    output_allowance: float = 1.5
+    # k of the output score while it is watched against its (optimistic) training level:
+    # above the 2.3 training stds unseen train-domain samples reach on the real-drift sets
+    # (bench/results/drift_output_level.json)
+    output_allowance: float = 3.0
     # ... and once re-baselined on the stream (no bias left: half the input score's k,
     # so a return to the training domain, about 1 std of the drifted entropy, is seen)
     output_allowance_stream: float = 0.5
