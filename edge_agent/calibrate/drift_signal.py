@@ -18,9 +18,9 @@ Public API (``bench/real_drift.py`` and the agent's controller use it):
   predictive entropy ``H(softmax(logits)) / log K`` of the *deployed integer model* (the
   bundle's default bit-width as the agent started it, never the calibrated one: the
   score must not depend on when rounds landed); its reference is the level of that
-  entropy on the training data. A drift that leaves the input statistics alone (the
-  watch on the other wrist) still makes the model unsure. Integer logits: the same
-  score whether samples come one at a time or in a batch.
+  entropy on the training data. It is for a drift that leaves the input statistics
+  alone but makes the model unsure. Integer logits: the same score whether samples come
+  one at a time or in a batch.
 - :class:`DriftSignal`: a two-sided CUSUM (Page's cumulative sum; the Page-Hinkley test
   with a known reference level) on each standardized score, clipped to
   [-``clip``, ``clip``] so one odd sample cannot fire it: ``S+ = max(0, S+ + z - k)``,
