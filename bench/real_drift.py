@@ -41,6 +41,8 @@ import numpy as np  # noqa: E402
 from bench.real_drift_data import (  # noqa: E402
     BUNDLED_SETS,
     REAL_SETS,
+    RETURN_BACK,
+    RETURN_DRIFT,
     STREAM_ITEMS,
     DriftSplit,
     check_disjoint,
@@ -74,12 +76,15 @@ def _methods(
     seed: int,
     full: bool,
     stats: dict[str, Any] | None,
+    then: Any = None,
 ) -> dict[str, Any]:
-    """Run the methods on one replay; returns name -> Outcome (or a note string)."""
+    """Run the methods on one replay; returns name -> Outcome (or a note string). With
+    ``then`` (more drifted samples, train-domain samples) the default path's stream goes
+    on: the drift lasts, then goes away (``return_forgetting``)."""
     from bench import real_drift_methods as m
 
     out: dict[str, Any] = {"none": m.Outcome(m.Engine(bundle, bits=bits))}
-    out["default"] = m.replay(bundle, bits, data, seed=seed)
+    out["default"] = m.replay(bundle, bits, data, seed=seed, then=then)
     if stats is not None:
         out["flips"] = m.replay(bundle, bits, data, stats["off"], seed=seed)
         if "alone" in stats:
@@ -98,8 +103,15 @@ def _methods(
 
 
 def _score(
-    outcomes: dict[str, Any], Xh: np.ndarray, yh: np.ndarray, Xc: np.ndarray, yc: np.ndarray
+    outcomes: dict[str, Any],
+    Xh: np.ndarray,
+    yh: np.ndarray,
+    Xc: np.ndarray,
+    yc: np.ndarray,
+    back: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Accuracies and costs of every method; ``back``: the clean samples the return part
+    of the default stream never saw (its forgetting after the drift went away)."""
     from bench.real_drift_methods import accuracy, first_reaching
 
     base = outcomes["none"].engine
@@ -117,6 +129,13 @@ def _score(
             "cpu_per_round_s": o.cpu_per_round,
             **({"note": o.note} if o.note else {}),
         }
+        if o.returned is not None and back is not None:
+            rows[name]["return"] = {
+                "before": accuracy(base, *back),
+                "after_drift": accuracy(o.engine, *back),
+                "after_return": accuracy(o.returned, *back),
+                "alarms": list(o.alarms),
+            }
     target = rows[REF if REF in rows else "default"]["after"]
     for name in ("numpy_backprop", "torch_replay"):
         if name in outcomes:
@@ -153,6 +172,13 @@ def run_job(
     X_src = X[split.fit]
     cases: list[dict[str, Any]] = []
 
+    def returning(ids: np.ndarray, transform: Any, r: np.random.Generator) -> tuple[Any, Any]:
+        """What follows a drifted replay: more of the drift (the signal's hold and
+        re-baseline end inside it), then clean train-domain samples (``clean_a``)."""
+        more = stream_items(X, y, ids, LABEL_FRACTION, r, RETURN_DRIFT, transform)
+        back = stream_items(X, y, split.clean_a, LABEL_FRACTION, r, RETURN_BACK)
+        return more, back
+
     def case(
         kind: str,
         bits: int,
@@ -163,12 +189,17 @@ def run_job(
         fraction: float,
         full: bool,
         drift: str,
+        ret: Any = None,
     ) -> None:
         check_disjoint(data.ids, scored, f"{name} {drift}: held-out")
         if kind != "no_drift":  # the clean part is scored too (before, forgetting)
             check_disjoint(data.ids, clean, f"{name} {drift}: clean")
-        outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats)
-        rows = _score(outcomes, Xh, y[scored], X[clean], y[clean])
+        then, back = None, None
+        if ret is not None:  # the drift lasts, then the stream returns to the train domain
+            then, back = ret, (X[split.clean_b], y[split.clean_b])
+            check_disjoint(ret[1].ids, split.clean_b, f"{name} {drift}: return")
+        outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats, then)
+        rows = _score(outcomes, Xh, y[scored], X[clean], y[clean], back)
         res = {
             "set": name,
             "seed": seed,
@@ -208,6 +239,9 @@ def run_job(
             data = stream_items(
                 X, y, split.stream, LABEL_FRACTION, rng("real", "real", LABEL_FRACTION)
             )
+            ret = None
+            if bits == 4 and len(split.clean_b) >= MIN_SCORED:
+                ret = returning(split.stream, None, rng("return", "real", LABEL_FRACTION))
             case(
                 "real",
                 bits,
@@ -218,6 +252,7 @@ def run_job(
                 LABEL_FRACTION,
                 True,
                 "real",
+                ret,
             )
         if 4 in bits_list:
             data = stream_items(
@@ -265,7 +300,19 @@ def run_job(
                 transform=drift.transform(seed),
             )
             Xh = drift.apply_stream(X[split.clean_b], seed=seed + 1)
-            case("injected", 4, data, split.clean_b, Xh, split.clean_b, LABEL_FRACTION, False, kind)
+            ret = returning(split.clean_a, drift.transform(seed + 2), rng("return", kind, 0.2))
+            case(
+                "injected",
+                4,
+                data,
+                split.clean_b,
+                Xh,
+                split.clean_b,
+                LABEL_FRACTION,
+                False,
+                kind,
+                ret,
+            )
     return {
         "cases": cases,
         "train_s": train_s,

@@ -36,6 +36,10 @@ WHEELS = {
     "seglearn": "1.2.5",
 }
 STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
+# after a drifted replay: the drift goes on for RETURN_DRIFT items (the drift signal's
+# hold and re-baseline, 1280 samples from an alarm, end inside it), then RETURN_BACK
+# train-domain items: the agent re-adapts, its forgetting is scored after
+RETURN_DRIFT, RETURN_BACK = 576, 768
 WATCH_WINDOW = 100  # samples per window (2 s at 50 Hz)
 WATCH_PER_RECORDING = 8  # windows taken per recording, evenly spaced
 
@@ -115,10 +119,11 @@ def stream_items(
     of its samples carry their label every time they come by."""
     n = len(ids)
     labelled_ids = set(rng.choice(ids, size=max(1, round(fraction * n)), replace=False).tolist())
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
+    pos = np.concatenate([rng.permutation(n) for _ in range(-(-items // n))])[:items]
+    order = np.asarray(ids)[pos]  # rows of X: the stream part's own samples
     Xs = X[order] if transform is None else np.stack([transform(X[i]) for i in order])
-    lab = np.array([ids[i] in labelled_ids for i in order])
-    return StreamData(Xs.astype(np.float32), y[order], ids[order], lab)
+    lab = np.array([i in labelled_ids for i in order.tolist()])
+    return StreamData(Xs.astype(np.float32), y[order], order, lab)
 
 
 # ---------------------------------------------------------------------- wheels

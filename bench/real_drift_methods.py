@@ -55,6 +55,8 @@ class Outcome:
     cpu_per_round: float = 0.0
     curve: list[tuple[float, Engine]] = field(default_factory=list)  # back-prop checkpoints
     note: str = ""
+    returned: Engine | None = None  # after the stream went back to the train domain
+    alarms: tuple[int, int, int] = (0, 0, 0)
 
 
 def accuracy(engine: Engine, X: np.ndarray, y: np.ndarray) -> float:
@@ -110,8 +112,13 @@ def replay(
     overrides: dict[str, Any] | None = None,
     buffer: str = "qcore",
     seed: int = 0,
+    then: tuple[StreamData, StreamData] | None = None,
 ) -> Outcome:
-    """Stream ``data`` through a fresh controller and engine, sample by sample."""
+    """Stream ``data`` through a fresh controller and engine, sample by sample. With
+    ``then`` = (more drifted samples, train-domain samples): the outcome's engine is the
+    model after ``data`` as a restart from the saved bundle gives it, and the stream goes
+    on with both parts (the drift lasts, then goes away): ``returned`` is the model at
+    the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end."""
     cfg = dataclasses.replace(CalibrationConfig(), **(overrides or {}))
     controller = CalibrationController(bundle, cfg)
     if buffer == "random":
@@ -121,19 +128,42 @@ def replay(
     elif buffer == "recent":
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
     engine = Engine(bundle, bits=bits)
+    cpu, rounds, kept = _stream(controller, engine, data, 0)
+    out = Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
+    if then is not None:  # the model as a restart gives it (the bundle the agent saves)
+        saved = controller.bundle.with_codes(engine.bits, engine.codes())
+        out.engine = Engine(saved, bits=bits)
+        alarms = controller.counts["drift_alarms"]
+        drift_more, back = then
+        _stream(controller, engine, drift_more, len(data.y))
+        alarms_drift = controller.counts["drift_alarms"]
+        _stream(controller, engine, back, len(data.y) + len(drift_more.y))
+        out.returned = engine
+        out.alarms = (alarms, alarms_drift, controller.counts["drift_alarms"])
+    return out
+
+
+def _stream(
+    controller: CalibrationController, engine: Engine, data: StreamData, first: int
+) -> tuple[float, int, int]:
+    """Offer ``data`` sample by sample (stream indices from ``first``), running every due
+    job as the agent's calibration thread would; (thread CPU s, rounds, kept rounds)."""
     cpu, rounds, kept = 0.0, 0, 0
+    t0 = time.thread_time()
+    controller.prescore(data.X)  # the agent scores each batch it gets ahead, in one call
+    cpu += time.thread_time() - t0
     for i in range(len(data.y)):
         x = data.X[i]
         engine.predict(x[None])  # the agent predicts before it offers the sample
         t0 = time.thread_time()
-        controller.observe(x, int(data.y[i]) if data.labelled[i] else None, i)
+        controller.observe(x, int(data.y[i]) if data.labelled[i] else None, first + i)
         while controller.due():
             result = controller.run(engine)  # seeded as the agent seeds it
             if result is not None:  # None: a buffer update without a round
                 rounds += 1
                 kept += result.version is not None  # the controller's own rule
         cpu += time.thread_time() - t0
-    return Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
+    return cpu, rounds, kept
 
 
 def round_peak_memory(

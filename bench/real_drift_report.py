@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.real_drift_data import RETURN_BACK, RETURN_DRIFT
+
 REF = "flips_every_chunk"  # the flip path the buffer policies and round costs are measured on
 METHOD_ORDER = [
     "none",
@@ -123,6 +125,9 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
             ratios.append(match / max(d["cpu_per_round_s"], 1e-9))
             whole.append(match / max(d["cpu_s"], 1e-9))
     mem = [(c["round_peak_mb"], c["numpy_backprop_peak_mb"]) for c in cases if "round_peak_mb" in c]
+    rets = [c["methods"]["default"]["return"] for c in cases if "return" in c["methods"]["default"]]
+    ret_f = [100 * (r["before"] - r["after_return"]) for r in rets]
+    adapted = [r for r in rets if r["alarms"][0] > 0]
     keys = {
         "mean_recovery_4bit": _mean(valid4),
         "min_recovery_4bit": min(valid4) if valid4 else float("nan"),
@@ -130,6 +135,17 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "per_set_recovery_4bit": r4,
         "per_kind_recovery_4bit": per_kind,
         "max_forgetting_pts": max(forgetting) if forgetting else float("nan"),
+        "return_forgetting_pts": max(ret_f) if ret_f else float("nan"),
+        "return_forgetting_mean_pts": _mean(ret_f),
+        "return_forgetting_before_return_pts": max(
+            (100 * (r["before"] - r["after_drift"]) for r in rets), default=float("nan")
+        ),
+        "return_realarm_fraction": (
+            sum(r["alarms"][2] > r["alarms"][1] for r in adapted) / len(adapted)
+            if adapted
+            else float("nan")
+        ),
+        "return_cases": len(rets),
         "no_drift_accuracy_drop_pts": _mean(drop),
         "no_drift_kept_fraction": kept / rounds if rounds else float("nan"),
         "no_drift_rounds": rounds,
@@ -147,25 +163,31 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return {"keys": keys, "real": real, "injected": inj, "no_drift": nod, "sweep": sweep}
 
 
-KEY_DOC = """Key definitions: `mean_recovery_4bit` / `min_recovery_4bit` /
-`mean_recovery_2bit`: the agent's default path on the real-drift sets (mean / least over
-sets; sets whose drift cost < {min_loss:.0f} points are left out);
-`per_kind_recovery_4bit`: injected kinds, mean over sets (seed 0); `max_forgetting_pts`:
-the default path's largest forgetting over every (set, bits, drift); `no_drift_*`: the
-default path in the no-drift control (accuracy drop on its scoring half, share of rounds
-kept). `flips_every_chunk` is a flip round on every chunk, without the drift trigger and
-the statistics rung (the agent's path before they came); the buffer policies and a
-round's cost are measured on it, since with the drift trigger a stream may give no round
-at all. `qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random
-buffer) on that path, mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same
-in held-out accuracy points); `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy
-last-layer back-propagation needs to first reach that path's held-out accuracy
-(checkpoints every 5 steps; all of its steps where it never does, counted in
-`..._never_matched`) over the CPU of one of its rounds, `..._whole_stream` over its CPU
-for the whole stream; `memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one such
-round over that of the numpy back-propagation run. onnxruntime on-device training is not
-the torch-free reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on
-PyPI, none for aarch64, so a board cannot install it."""
+KEY_DOC = """Key definitions: `mean_recovery_4bit` / `min_recovery_4bit` / `mean_recovery_2bit`: the
+agent's default path on the real-drift sets (mean / least over sets; sets whose drift cost
+< {min_loss:.0f} points are left out); `per_kind_recovery_4bit`: injected kinds, mean over
+sets (seed 0); `max_forgetting_pts`: the default path's largest forgetting over every
+(set, bits, drift); `no_drift_*`: the default path in the no-drift control (accuracy drop
+on its scoring half, share of rounds kept). `return_forgetting_pts`: the default path at 4
+bits (real sets and injected kinds) after its drifted replay goes on with {ret_drift} more
+drifted samples and then {ret_back} clean train-domain samples: the largest drop in
+accuracy on clean held-out samples (`clean_b`, never streamed) from before the drift to
+the end (`..._mean_pts` the mean, `..._before_return_pts` the same drop measured when the
+drift was still there); `return_realarm_fraction`: share of those runs with an alarm
+during the drift that raised another once the stream came back. `flips_every_chunk` is a
+flip round on every chunk, without the drift trigger and the statistics rung (the agent's
+path before they came); the buffer policies and a round's cost are measured on it, since
+with the drift trigger a stream may give no round at all. `qcore_minus_random_pts`: 100 x
+(recovery with the QCore buffer - with a random buffer) on that path, mean over real-drift
+sets at 4 bits (`..._accuracy_pts`: the same in held-out accuracy points);
+`cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy last-layer back-propagation needs
+to first reach that path's held-out accuracy (checkpoints every 5 steps; all of its steps
+where it never does, counted in `..._never_matched`) over the CPU of one of its rounds,
+`..._whole_stream` over its CPU for the whole stream;
+`memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one such round over that of the
+numpy back-propagation run. onnxruntime on-device training is not the torch-free
+reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on PyPI, none for
+aarch64, so a board cannot install it."""
 
 
 def jsonable(obj: Any) -> Any:
@@ -291,6 +313,33 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def return_table(cases: list[dict[str, Any]]) -> str:
+    """The default path when the drift goes away (4-bit), per set and drift (seed mean)."""
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in cases:
+        r = c["methods"]["default"].get("return")
+        if r is not None:
+            rows[(c["set"], c["drift"])].append(r)
+    lines = [
+        "### The drift goes away (default path, 4-bit; clean held-out accuracy)",
+        "",
+        "| set | drift | before | drift still there | after the return | forgetting pts "
+        "| alarms: drift / more drift / return |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, drift), rs in sorted(rows.items()):
+        b, d, a = (_mean([r[k] for r in rs]) for k in ("before", "after_drift", "after_return"))
+        al = [
+            f"{r['alarms'][0]}/{r['alarms'][1] - r['alarms'][0]}/{r['alarms'][2] - r['alarms'][1]}"
+            for r in rs
+        ]
+        lines.append(
+            f"| {name} | {drift} | {_pct(b)} | {_pct(d)} | {_pct(a)} | {100 * (b - a):.1f} "
+            f"| {', '.join(al)} |"
+        )
+    return "\n".join(lines)
+
+
 def write_outputs(
     out: Path,
     summary: dict[str, Any],
@@ -316,7 +365,7 @@ def write_outputs(
         f"{100 * MIN_LOSS:.0f} points. Forgetting = before - accuracy on the same clean "
         "samples after calibration.",
         "",
-        KEY_DOC.format(min_loss=100 * MIN_LOSS),
+        KEY_DOC.format(min_loss=100 * MIN_LOSS, ret_drift=RETURN_DRIFT, ret_back=RETURN_BACK),
         "",
         "## Keys",
         "",
@@ -357,6 +406,8 @@ def write_outputs(
         table(summary["no_drift"], "No-drift control (clean train-domain stream)"),
         "",
         table(summary["injected"], "Injected drifts (4-bit, seed 0, halves of the clean part)"),
+        "",
+        return_table(cases),
         "",
     ]
     (out / "real_drift.md").write_text("\n".join(head + body) + "\n")

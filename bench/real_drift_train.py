@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from bench.real_drift_data import DriftSplit
-from edge_agent.bundle import Bundle
+from edge_agent.bundle import Bundle, acc_std_key
 from edge_agent.bundle_io import load_bundle, save_bundle
+from edge_agent.calibrate.drift_signal import OutputReference
 from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import FPNet, default_spec
@@ -70,6 +71,15 @@ def _load_qnets(path: Path, bundle: Bundle) -> dict[int, QuantNet]:
     return qnets
 
 
+def _has_statistics(bundle: Bundle) -> bool:
+    """Whether the bundle records every statistic the current agent uses (the spreads of
+    the hidden accumulators and the output score's level)."""
+    return (
+        all(acc_std_key(b, 0) in bundle.extras for b in bundle.quant)
+        and OutputReference.from_extras(bundle.extras) is not None
+    )
+
+
 def trained(
     split: DriftSplit, seed: int, cache: Path, bits: list[int] | None = None
 ) -> tuple[Bundle, dict[int, QuantNet], float]:
@@ -81,6 +91,9 @@ def trained(
     bpath, qpath = d / f"{key}.eab", d / f"{key}.qnets-state.pt"
     if bpath.exists() and qpath.exists():
         bundle = load_bundle(bpath)
+        if not _has_statistics(bundle):  # cached before the rung recorded all it uses
+            bundle = with_statistics(bundle, split.X[split.fit], split.y[split.fit])
+            save_bundle(bundle, bpath)
         return bundle, _load_qnets(qpath, bundle), 0.0
     t0 = time.time()
     ds = fit_dataset(split)

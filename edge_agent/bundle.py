@@ -101,6 +101,9 @@ class Bundle:
             for layer in self.quant[bits].layers:
                 h.update(layer.packed.tobytes())
                 h.update(layer.bias_q.tobytes())
+                if self.meta.get(INPUT_CORRECTED) and layer.m0 is not None:
+                    h.update(np.asarray(layer.m0, np.int32).tobytes())  # the rung's scale
+                    h.update(np.asarray(layer.shift, np.int32).tobytes())
         return h.hexdigest()[:12]
 
     def weighted_ops(self) -> list[dict[str, Any]]:
@@ -136,12 +139,20 @@ STATS_INPUT = "stats/input"  # (4, C) float64: norm mean, norm std, input mean, 
 DRIFT_FEATURE_MEAN = "drift/feature_mean"  # (classes, features) float32
 DRIFT_FEATURE_STD = "drift/feature_std"  # (classes, features) float32
 DRIFT_SCORE_LEVEL = "drift/score_level"  # (2,): mean and std of the score on training data
+# (3,): bit-width, mean and std of the deployed model's predictive entropy on training data
+DRIFT_OUTPUT_LEVEL = "drift/output_level"
 
 
 def acc_mean_key(bits: int, layer: int) -> str:
     """Extras key of the training mean int32 accumulator (O,) float64 of one hidden
     layer at one bit-width (the statistics rung's target)."""
     return f"stats/{bits}/acc_mean/{layer}"
+
+
+def acc_std_key(bits: int, layer: int) -> str:
+    """Extras key of the training standard deviation (O,) float64 of one hidden layer's
+    int32 accumulators at one bit-width (the statistics rung's scale target)."""
+    return f"stats/{bits}/acc_std/{layer}"
 
 
 # ---------------------------------------------------------------- serialization

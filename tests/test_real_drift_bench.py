@@ -48,6 +48,9 @@ def test_streamed_labels_are_never_scored() -> None:
     s = _split()
     data = stream_items(s.X, s.y, s.stream, 0.2, np.random.default_rng(3), items=200)
     assert set(data.ids) <= set(s.stream)
+    # the streamed samples and labels are the stream part's own rows (not X[0:n])
+    np.testing.assert_array_equal(data.X, s.X[data.ids])
+    np.testing.assert_array_equal(data.y, s.y[data.ids])
     labelled = set(data.ids[data.labelled])
     assert len(labelled) == round(0.2 * len(s.stream))
     # a labelled sample carries its label every time it comes by, others never do

@@ -24,8 +24,15 @@ DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "bas
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Bundle:
+def shipped() -> Bundle:
     return load_bundle(DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def bundle(shipped: Bundle) -> Bundle:
+    """The demo bundle with every statistic the rung uses recorded (as training does)."""
+    ds = load_dataset("basicmotions")
+    return sr.with_statistics(shipped, ds.X_train, ds.y_train)
 
 
 def _live(bundle: Bundle, bits: int) -> tuple[Engine, Engine]:
@@ -35,41 +42,106 @@ def _live(bundle: Bundle, bits: int) -> tuple[Engine, Engine]:
     return eng, scratch
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
-def test_correction_is_exact_on_the_engine_grid(bundle: Bundle, bits: int) -> None:
-    stats, _ = sr.statistics_of(bundle)
-    assert stats is not None and stats.source == "bundle"
-    ds = load_dataset("basicmotions")
-    X = Drift.parse("gain:2.5@0").apply_stream(ds.X_test)
-    X = Drift.parse("offset:0.5@0").apply_stream(X)
-    _, scratch = _live(bundle, bits)
-    corr = sr.propose(scratch, bundle, stats, X)
-    # the numpy reference with the corrected float32 normalization and int32 biases
-    quant = bundle.quant[bits]
-    layers = [
-        dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
-        for i, lq in enumerate(quant.layers)
-    ]
-    fixed = dataclasses.replace(quant, layers=layers)
+def _drifted() -> np.ndarray:
+    X = Drift.parse("gain:2.5@0").apply_stream(load_dataset("basicmotions").X_test)
+    return Drift.parse("offset:0.5@0").apply_stream(X)
+
+
+def _accumulators(bundle: Bundle, bits: int, X: np.ndarray) -> dict[int, np.ndarray]:
+    """Every weighted layer's int32 accumulators in the numpy reference, (O, rest) float64."""
     accs: dict[int, np.ndarray] = {}
 
     def hook(i: int, cols: np.ndarray, acc: np.ndarray) -> None:
-        accs[i] = acc
+        a = acc.astype(np.float64)
+        accs[i] = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1)
 
-    ref = reference.forward(bundle.arch["layers"], fixed, corr.mean, corr.std, X, hook)
+    reference.forward(
+        bundle.arch["layers"], bundle.quant[bits], bundle.norm_mean, bundle.norm_std, X, hook
+    )
+    return accs
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_correction_is_exact_on_the_engine_grid(bundle: Bundle, bits: int) -> None:
+    stats, _ = sr.statistics_of(bundle)
+    assert stats is not None and stats.source == "bundle" and stats.acc_std is not None
+    X = _drifted()
+    _, scratch = _live(bundle, bits)
+    corr = sr.propose(scratch, bundle, stats, X)
+    assert set(corr.layers) == set(bundle.quant)  # every bit-width, from the same samples
+    fixed = sr.corrected_bundle(bundle, corr)
+    # the numpy reference with the corrected normalization, biases and multipliers
+    quant = fixed.quant[bits]
+    ref = reference.forward(bundle.arch["layers"], quant, corr.mean, corr.std, X)
     np.testing.assert_array_equal(scratch.predict_logits(X), ref)  # bit for bit
+    np.testing.assert_array_equal(Engine(fixed, bits=bits).predict_logits(X), ref)
     # (a) the normalized stream has the training input's mean and scale again
     mu_n, sd_n = stats.target
     m, s = sr.channel_stats(X)
     np.testing.assert_allclose((m - corr.mean) / corr.std, mu_n, atol=1e-4)
     np.testing.assert_allclose(s / corr.std, sd_n, rtol=1e-4)
-    # (b) every hidden channel's mean accumulator within half a step (+ float error) of
-    # its training mean, computed in float64 from the reference's int32 accumulators
+    # (b) every hidden channel's requantized output: its training mean and spread again,
+    # in the output's own units (multiplier times accumulator), within half a step
+    old = bundle.quant[bits]
+    accs = _accumulators(fixed, bits, X)
     for i in sr.hidden_layers(bundle):
-        a = accs[i].astype(np.float64)
-        mean = np.moveaxis(a, 1, 0).reshape(a.shape[1], -1).mean(axis=1)
-        assert np.abs(mean - stats.acc_mean[bits][i]).max() <= 0.5 + 1e-6, i
-        assert corr.biases[i].dtype == np.int32
+        lq, lo = quant.layers[i], old.layers[i]
+        assert lq.m0 is not None and lq.shift is not None and lo.m0 is not None
+        assert lo.shift is not None
+        mult = lq.m0 * np.exp2(-lq.shift.astype(np.float64))
+        mult_old = lo.m0 * np.exp2(-lo.shift.astype(np.float64))
+        a = accs[i]
+        mean_t, std_t = stats.acc_mean[bits][i], stats.acc_std[bits][i]
+        assert np.all(np.abs(mult * a.mean(axis=1) - mult_old * mean_t) <= 0.5 * mult + 1e-9), i
+        ratio = std_t / np.maximum(a.std(axis=1) * mult / mult_old, 1e-12)
+        free = (std_t >= 0.5) & (ratio > 1 / sr.MAX_RATIO) & (ratio < sr.MAX_RATIO)
+        np.testing.assert_allclose(
+            (mult * a.std(axis=1))[free], (mult_old * std_t)[free], rtol=1e-6
+        )
+        assert lq.bias_q.dtype == np.int32 and lq.m0.dtype == np.int32
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_layer_output_equals_the_float_adabn_reference_within_one_step(
+    bundle: Bundle, bits: int
+) -> None:
+    """Per hidden layer, with the layers before it corrected: the corrected codes are
+    within one output step of ``out_zp + M * (r * (acc - mean_s) + mean_t)`` in float
+    (AdaBN of the accumulators: ``r`` = training std / stream std), clipped as the
+    layer clips."""
+    stats, _ = sr.statistics_of(bundle)
+    assert stats is not None and stats.acc_std is not None
+    X = _drifted()
+    _, scratch = _live(bundle, bits)
+    corr = sr.propose(scratch, bundle, stats, X)
+    fix = corr.layers[bits]
+    ops = bundle.weighted_ops()
+    for i in sr.hidden_layers(bundle):
+        # layers before i corrected, layer i as shipped: its accumulators on the stream
+        part = dataclasses.replace(corr, layers={bits: {j: f for j, f in fix.items() if j < i}})
+        a = _accumulators(sr.corrected_bundle(bundle, part), bits, X)[i]
+        lo = bundle.quant[bits].layers[i]
+        assert lo.m0 is not None and lo.shift is not None and lo.out_zp is not None
+        mult = (lo.m0 * np.exp2(-lo.shift.astype(np.float64)))[:, None]
+        mean_s, std_s = a.mean(axis=1), a.std(axis=1)
+        mean_t, std_t = stats.acc_mean[bits][i], stats.acc_std[bits][i]
+        r = np.where(
+            (std_s >= 0.5) & (std_t >= 0.5),
+            np.clip(std_t / np.maximum(std_s, 1e-12), 1 / sr.MAX_RATIO, sr.MAX_RATIO),
+            1.0,
+        )[:, None]
+        hi = (1 << bundle.quant[bits].act_bits) - 1
+        low = lo.out_zp if ops[i].get("relu") else 0
+        want = np.clip(lo.out_zp + mult * (r * (a - mean_s[:, None]) + mean_t[:, None]), low, hi)
+        # the integer path: corrected accumulators, requantized with the new multiplier
+        full = dataclasses.replace(corr, layers={bits: {j: f for j, f in fix.items() if j <= i}})
+        b = _accumulators(sr.corrected_bundle(bundle, full), bits, X)[i]
+        f = fix[i]
+        got = reference.requantize(
+            b.astype(np.int64)[None], f.m0, f.shift, lo.out_zp, bool(ops[i].get("relu")), 8
+        )[0].astype(np.float64)
+        got = np.clip(got, low, hi)
+        assert np.abs(got - want).max() <= 1.0 + 1e-9, (i, np.abs(got - want).max())
 
 
 def test_restores_held_out_accuracy_under_gain_drift(bundle: Bundle) -> None:
@@ -119,3 +191,47 @@ def test_bundle_without_statistics_uses_anchors_or_turns_the_rung_off(bundle: Bu
     st = ctl.stats()
     assert not st["stats_rung"]["enabled"] and st["trigger"] == "samples"
     Engine(none).predict(load_dataset("basicmotions").X_test[:2])  # still loads and runs
+
+
+def test_scale_recovers_a_dead_channel_the_shift_alone_does_not(bundle: Bundle) -> None:
+    stats, _ = sr.statistics_of(bundle)
+    assert stats is not None and stats.acc_std is not None
+    ds = load_dataset("basicmotions")
+    Xd = Drift.parse("dropout:0.34@0").apply_stream(ds.X_test)
+    stream, held = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    accs = []
+    for st in (stats, dataclasses.replace(stats, acc_std=None)):
+        eng, scratch = _live(bundle, 4)
+        before = float((eng.predict(Xd[held])[0] == ds.y_test[held]).mean())
+        sr.propose(scratch, bundle, st, Xd[stream])
+        accs.append(float((scratch.predict(Xd[held])[0] == ds.y_test[held]).mean()))
+    assert accs[0] >= before + 0.1 and accs[0] > accs[1], (before, accs)
+
+
+def test_shipped_bundle_without_spreads_takes_them_from_its_anchors(shipped: Bundle) -> None:
+    stats, why = sr.statistics_of(shipped)
+    assert stats is not None and stats.acc_std is not None and "anchors" in why
+
+
+def test_a_kept_correction_holds_at_every_bit_width_and_after_a_restart(bundle: Bundle) -> None:
+    """The correction lives in one place: after a kept statistics round at 4 bits, the
+    live engine at every bit-width equals an engine built from the bundle the agent would
+    save (a restart), and the 8- and 2-bit models are corrected too."""
+    ds = load_dataset("basicmotions")
+    X = Drift.parse("gain:0.3@0").apply_stream(ds.X_test[np.arange(200) % len(ds.X_test)])
+    y = ds.y_test[np.arange(200) % len(ds.y_test)]
+    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
+    eng = Engine(bundle, bits=4)
+    for i in range(len(X)):
+        ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["stats_rounds_kept"] == 1, dict(ctl.counts)
+    saved = ctl.bundle.with_codes(eng.bits, eng.codes())
+    held = Drift.parse("gain:0.3@0").apply_stream(ds.X_test)
+    for bits in (8, 4, 2):
+        eng.set_bits(bits)
+        live = eng.predict_logits(held)
+        np.testing.assert_array_equal(live, Engine(saved, bits=bits).predict_logits(held))
+        shipped = float((Engine(bundle, bits=bits).predict(held)[0] == ds.y_test).mean())
+        assert float((live.argmax(axis=1) == ds.y_test).mean()) > shipped + 0.3, bits

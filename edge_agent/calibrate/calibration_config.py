@@ -49,6 +49,10 @@ class CalibrationConfig:
     # CUSUM k, in standard deviations of the novelty score
     drift_allowance: float = field(default=1.0, metadata={"range": (0.0, 10.0)})
     drift_threshold: float = field(default=20.0, metadata={"range": (0.1, 1e6)})  # CUSUM h
+    # the output score (the deployed model's predictive entropy) beside the input one
+    drift_output: bool = True
+    # its CUSUM k while it is watched against its training level
+    drift_output_allowance: float = field(default=3.0, metadata={"range": (0.0, 10.0)})
     # samples after an alarm before the signal re-baselines
     drift_hold: int = field(default=1024, metadata={"range": (0, 10_000_000)})
     # samples its new level is estimated from
@@ -66,6 +70,7 @@ class CalibrationConfig:
         return DriftConfig(
             allowance=self.drift_allowance,
             threshold=self.drift_threshold,
+            output_allowance=self.drift_output_allowance,
             hold=self.drift_hold,
             baseline=self.drift_baseline,
         )

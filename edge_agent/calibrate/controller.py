@@ -9,7 +9,6 @@ inference never waits for one. Nothing here imports torch.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -19,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import INPUT_CORRECTED, Bundle, array_from_record, array_record
+from edge_agent.bundle import Bundle, array_from_record, array_record
 from edge_agent.calibrate import stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
-from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal
+from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BitFlipCalibrator,
@@ -108,7 +107,16 @@ class CalibrationController:
                 "anchors: a flip round every %d samples instead",
                 self.cfg.chunk,
             )
-        return None if ref is None else DriftSignal(ref, self.cfg.drift_config())
+        if ref is None:
+            return None
+        out = OutputReference.from_extras(self.bundle.extras)
+        if out is None and self.cfg.drift_output:
+            anchors = self.bundle.extras.get(EXTRA_X)
+            if anchors is not None and len(anchors) >= 2:  # the anchors: training samples
+                out = OutputReference.fit(self.bundle, np.asarray(anchors, np.float32))
+        if out is None or not self.cfg.drift_output:
+            return DriftSignal(ref, self.cfg.drift_config())
+        return DriftSignal(ref, self.cfg.drift_config(), out, out.model(self.bundle))
 
     def burst_wanted(self, started: int | None = None) -> bool:
         """Whether a QAT burst may start: a drift alarm came since the last one started
@@ -249,12 +257,10 @@ class CalibrationController:
 
     def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
         assert self.train_stats is not None and job.X is not None
-        if self._scratch is None or self._scratch.bits != engine.bits:
+        if self._scratch is None:  # holds every bit-width: the correction covers them all
             self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
         scratch = self._scratch
-        layers = stats_rung.hidden_layers(self.bundle)
-        scratch.swap_weights([engine.layer_codes(i) for i in range(len(layers) + 1)])
-        stats_rung.sync(scratch, engine, layers)
+        stats_rung.sync(scratch, engine, stats_rung.hidden_layers(self.bundle))
         empty = (np.zeros((0, *self.bundle.input_shape), np.float32), np.zeros(0, np.int64))
         result, corr = stats_rung.run_stats_round(
             engine,
@@ -266,10 +272,10 @@ class CalibrationController:
             stats_rung.StatsConfig(
                 tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
             ),
-            version_of=lambda c: self._corrected(engine.bits, c, engine).model_version,
+            version_of=lambda c: self._corrected(c, engine).model_version,
         )
         if corr is not None:
-            self.bundle = self._corrected(engine.bits, corr)
+            self.bundle = self._corrected(corr)
             self.calibrator.set_bundle(self.bundle)
             self.calibrator.anchor_X = self._anchors_for(corr)
             self._neighbours = {}
@@ -286,22 +292,10 @@ class CalibrationController:
         z = (X - st.norm_mean.reshape(shape)) / st.norm_std.reshape(shape)
         return (z * corr.std.reshape(shape) + corr.mean.reshape(shape)).astype(np.float32)
 
-    def _corrected(
-        self, bits: int, corr: stats_rung.Correction, engine: Engine | None = None
-    ) -> Bundle:
-        """The bundle with a statistics correction (and, given ``engine``, its codes)."""
-        quant = self.bundle.quant[bits]
-        layers = [
-            dataclasses.replace(lq, bias_q=corr.biases.get(i, lq.bias_q))
-            for i, lq in enumerate(quant.layers)
-        ]
-        b = dataclasses.replace(
-            self.bundle,
-            norm_mean=corr.mean,
-            norm_std=corr.std,
-            meta={**self.bundle.meta, INPUT_CORRECTED: True},
-            quant={**self.bundle.quant, bits: dataclasses.replace(quant, layers=layers)},
-        )
+    def _corrected(self, corr: stats_rung.Correction, engine: Engine | None = None) -> Bundle:
+        """The bundle with a statistics correction in every bit-width (and, given
+        ``engine``, its active codes: the bundle the agent saves)."""
+        b = stats_rung.corrected_bundle(self.bundle, corr)
         return b if engine is None else b.with_codes(engine.bits, engine.codes())
 
     # ------------------------------------------------------------------ state

@@ -14,21 +14,35 @@ Public API (``bench/real_drift.py`` and the agent's controller use it):
   Class-conditional on purpose: a run of samples of one class (a label shift, an activity
   that lasts) stays close to that class and raises no alarm; a drift moves samples away
   from every class.
+- :class:`OutputReference`: the output side. The score of a sample is the normalized
+  predictive entropy ``H(softmax(logits)) / log K`` of the *deployed integer model* (the
+  bundle's default bit-width as the agent started it, never the calibrated one: the
+  score must not depend on when rounds landed); its reference is the level of that
+  entropy on the training data. It is for a drift that leaves the input statistics
+  alone but makes the model unsure. Integer logits: the same score whether samples come
+  one at a time or in a batch.
 - :class:`DriftSignal`: a two-sided CUSUM (Page's cumulative sum; the Page-Hinkley test
-  with a known reference level) on the standardized novelty score, clipped to
-  [-``clip``, ``clip``] so one odd sample cannot fire it. ``S+ = max(0, S+ + z - k)``,
-  ``S- = max(0, S- - z - k)``; an alarm when either passes ``h``. For independent
+  with a known reference level) on each standardized score, clipped to
+  [-``clip``, ``clip``] so one odd sample cannot fire it: ``S+ = max(0, S+ + z - k)``,
+  ``S- = max(0, S- - z - k)``; an alarm when any sum passes ``h``. For independent
   standard normal z, ``k = 0.5, h = 12`` gives an average run length between false alarms
   of about 4e5 samples per side (Siegmund's approximation) and detects a shift of 1.5
-  standard deviations in about 12 samples. After an alarm the signal holds for ``hold``
-  samples (the calibration episode the alarm starts), then re-estimates the score's
-  level from the next ``baseline`` samples (the new normal: a drift the agent could not
-  undo does not keep firing) and watches again. :meth:`DriftSignal.update` takes a batch
-  of samples and returns the stream indices at which alarms fired; ``change_point`` is
-  the estimated first drifted sample of the latest alarm (where its sum last left 0).
+  standard deviations in about 12 samples. The output score's training level is
+  optimistic (the model fits its training data better than unseen data of the same
+  domain), so while it is watched against that level its allowance is the larger
+  ``output_allowance``; once re-baselined on the stream it is ``output_allowance_stream``. After an
+  alarm the signal holds for ``hold`` samples (the calibration episode the alarm
+  starts), then re-estimates both levels from the next ``baseline`` samples (the new
+  normal: a drift the agent could not undo does not keep firing; the stream returning
+  to the training domain afterwards is a change again) and watches again.
+  :meth:`DriftSignal.update` takes a batch of samples and returns the stream indices at
+  which alarms fired; ``change_point`` is the estimated first drifted sample of the
+  latest alarm (where its sum last left 0), ``fired_by`` which score fired it.
 
-Numpy only, deterministic: the same samples in the same order give the same alarms.
-`river`'s ``PageHinkley`` / ``ADWIN`` would do the test itself, but importing
+Numpy and the integer engine, deterministic: the same samples in the same order give the
+same alarms. `river`'s ``PageHinkley`` / ``ADWIN`` would do the test itself (and ADWIN,
+which compares the stream with its own past, cannot see a stream that is drifted from
+its first sample on, as a freshly deployed model's may be), but importing
 ``river.drift`` pulls in scipy and narwhals: 79 MB more peak RSS and 12.7 s at load 20
 on the development machine (``bench/drift_import_cost.py``,
 ``bench/results/drift_import_cost.json``), too much for a 1 GB board whose agent runs in
@@ -37,13 +51,17 @@ about 40 MB; the CUSUM is a few lines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge_agent.bundle import DRIFT_FEATURE_MEAN as EXTRA_MEAN
 from edge_agent.bundle import DRIFT_FEATURE_STD as EXTRA_STD
+from edge_agent.bundle import DRIFT_OUTPUT_LEVEL as EXTRA_OUTPUT
 from edge_agent.bundle import DRIFT_SCORE_LEVEL as EXTRA_LEVEL
+from edge_agent.bundle import Bundle
+from edge_agent.engine.engine import Engine
 
 _EPS = 1e-6
 _MIN_SPREAD = 0.05  # floor of a feature's class spread, as a share of its pooled spread
@@ -147,50 +165,142 @@ class DriftReference:
         return cls(mean, std, (float(level[0]), float(level[1])))
 
 
+def predictive_entropy(logits: np.ndarray) -> np.ndarray:
+    """Entropy of the softmax of each row of ``logits`` over log(classes): in [0, 1]."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    h = -(p * np.log(np.maximum(p, 1e-300))).sum(axis=1)
+    return h / np.log(max(z.shape[1], 2))
+
+
+@dataclass(frozen=True)
+class OutputReference:
+    """Level of the deployed integer model's predictive entropy on the training data."""
+
+    bits: int  # the bit-width it was measured at
+    level: tuple[float, float]  # mean and std
+
+    @classmethod
+    def fit(cls, bundle: Bundle, X: np.ndarray, batch: int = 256) -> OutputReference:
+        """Measure the level on samples ``X`` (as the model takes them)."""
+        eng = Engine(bundle, bits=bundle.default_bits, scratch=True)
+        h = np.concatenate(
+            [
+                predictive_entropy(eng.predict_logits(X[s : s + batch]))
+                for s in range(0, len(X), batch)
+            ]
+        )
+        return cls(bundle.default_bits, (float(h.mean()), max(float(h.std()), 1e-3)))
+
+    def to_extras(self) -> dict[str, np.ndarray]:
+        """The reference as bundle extras."""
+        return {EXTRA_OUTPUT: np.array([self.bits, *self.level], np.float64)}
+
+    @classmethod
+    def from_extras(cls, extras: dict[str, np.ndarray]) -> OutputReference | None:
+        """The reference a bundle records, or None (absent or malformed)."""
+        v = np.asarray(extras.get(EXTRA_OUTPUT, ()), np.float64)
+        if v.shape != (3,) or not (np.all(np.isfinite(v)) and v[2] > 0):
+            return None
+        return cls(int(v[0]), (float(v[1]), float(v[2])))
+
+    def model(self, bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+        """The scoring model: logits of ``bundle`` at the reference's bit-width (the
+        default one if the bundle has no such model)."""
+        bits = self.bits if self.bits in bundle.quant else bundle.default_bits
+        return Engine(bundle, bits=bits, scratch=True).predict_logits
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     """Knobs of :class:`DriftSignal` (the agent's ``calibration.drift_*`` keys)."""
 
     allowance: float = 1.0  # k: shifts of the standardized score below this are ignored
+    # k of the output score while it is watched against its (optimistic) training level:
+    # above the 2.3 training stds unseen train-domain samples reach on the real-drift sets
+    # (bench/results/drift_output_level.json)
+    output_allowance: float = 3.0
+    # ... and once re-baselined on the stream (no bias left: half the input score's k,
+    # so a return to the training domain, about 1 std of the drifted entropy, is seen)
+    output_allowance_stream: float = 0.5
     threshold: float = 20.0  # h: alarm when a cumulative sum passes it
     clip: float = 4.0  # standardized scores are clipped to [-clip, clip]
     hold: int = 1024  # samples after an alarm before the signal re-baselines
     baseline: int = 256  # samples the new level is estimated from
 
 
+_INPUT, _OUTPUT = 0, 1  # score columns
+NAMES = ("input", "output")
+
+
 @dataclass
 class DriftSignal:
-    """Two-sided CUSUM over the novelty score of every stream sample (see module text)."""
+    """Two-sided CUSUMs over the input novelty and (given ``output`` and ``model``) the
+    output entropy of every stream sample (see module text)."""
 
     reference: DriftReference
     cfg: DriftConfig = field(default_factory=DriftConfig)
+    output: OutputReference | None = None
+    model: Callable[[np.ndarray], np.ndarray] | None = None  # logits of the deployed model
     n: int = 0  # samples seen
     alarms: int = 0
     last_alarm: int | None = None
     change_point: int | None = None
-    level: tuple[float, float] = (0.0, 1.0)
+    fired_by: str | None = None
+    levels: list[tuple[float, float]] = field(default_factory=list)  # per score
     phase: str = "watch"  # "watch" | "hold" | "baseline"
-    _up: float = 0.0
-    _down: float = 0.0
-    _up_zero: int = 0  # index after the last sample at which the sum was 0
-    _down_zero: int = 0
+    rebaselined: bool = False  # levels come from the stream (else from training)
+    _up: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    _down: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    _up_zero: list[int] = field(default_factory=lambda: [0, 0])  # after the last 0
+    _down_zero: list[int] = field(default_factory=lambda: [0, 0])
     _until: int = 0  # end of hold
-    _collected: list[float] = field(default_factory=list)
+    _collected: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.level = self.reference.level
+        if self.model is None:
+            self.output = None
+        out = self.output.level if self.output is not None else (0.0, 1.0)
+        self.levels = [self.reference.level, out]
+
+    @property
+    def level(self) -> tuple[float, float]:
+        """The input score's current level."""
+        return self.levels[_INPUT]
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Scores (N, 2) of a batch: input novelty, output entropy (NaN without one)."""
+        out = np.full((len(X), 2), np.nan)
+        if len(X):
+            out[:, _INPUT] = self.reference.score(X)
+            if self.model is not None:
+                out[:, _OUTPUT] = predictive_entropy(self.model(X))
+        return out
 
     def update(self, X: np.ndarray) -> list[int]:
         """Score a batch of samples (in stream order); the stream indices of alarms."""
         if len(X) == 0:
             return []
-        return self.update_scores(self.reference.score(X))
+        return self.update_scores(self.score(X))
+
+    def _allowance(self, j: int) -> float:
+        if j == _OUTPUT:
+            return (
+                self.cfg.output_allowance_stream if self.rebaselined else self.cfg.output_allowance
+            )
+        return self.cfg.allowance
 
     def update_scores(self, scores: np.ndarray) -> list[int]:
-        """Feed precomputed novelty scores; the stream indices of alarms."""
+        """Feed precomputed scores (N,) input novelty or (N, 2) as :meth:`score` gives
+        them; the stream indices of alarms."""
+        s2 = np.asarray(scores, np.float64)
+        if s2.ndim == 1:
+            s2 = np.stack([s2, np.full(len(s2), np.nan)], axis=1)
         fired: list[int] = []
         c = self.cfg
-        for s in np.asarray(scores, np.float64):
+        for row in s2:
             i = self.n
             self.n += 1
             if self.phase == "hold":
@@ -198,22 +308,38 @@ class DriftSignal:
                     self.phase, self._collected = "baseline", []
                 continue
             if self.phase == "baseline":
-                self._collected.append(float(s))
+                self._collected.append(row)
                 if len(self._collected) >= c.baseline:
                     arr = np.array(self._collected)
-                    self.level = (float(arr.mean()), max(float(arr.std()), 1e-3))
+                    self.levels = [
+                        (float(arr[:, j].mean()), max(float(arr[:, j].std()), 1e-3))
+                        if np.all(np.isfinite(arr[:, j]))
+                        else self.levels[j]
+                        for j in range(2)
+                    ]
+                    self.rebaselined = True
                     self._reset(self.n)
                     self.phase = "watch"
                 continue
-            z = min(max((s - self.level[0]) / self.level[1], -c.clip), c.clip)
-            self._up = max(0.0, self._up + z - c.allowance)
-            self._down = max(0.0, self._down - z - c.allowance)
-            if self._up == 0.0:
-                self._up_zero = i + 1
-            if self._down == 0.0:
-                self._down_zero = i + 1
-            if self._up > c.threshold or self._down > c.threshold:
-                self.change_point = self._up_zero if self._up > c.threshold else self._down_zero
+            hit = None
+            for j in range(2):
+                if not np.isfinite(row[j]) or (j == _OUTPUT and self.output is None):
+                    continue
+                lo, sd = self.levels[j]
+                z = min(max((row[j] - lo) / sd, -c.clip), c.clip)
+                k = self._allowance(j)
+                self._up[j] = max(0.0, self._up[j] + z - k)
+                self._down[j] = max(0.0, self._down[j] - z - k)
+                if self._up[j] == 0.0:
+                    self._up_zero[j] = i + 1
+                if self._down[j] == 0.0:
+                    self._down_zero[j] = i + 1
+                if hit is None and (self._up[j] > c.threshold or self._down[j] > c.threshold):
+                    hit = j
+            if hit is not None:
+                up = self._up[hit] > c.threshold
+                self.change_point = self._up_zero[hit] if up else self._down_zero[hit]
+                self.fired_by = NAMES[hit]
                 self.alarms += 1
                 self.last_alarm = i
                 fired.append(i)
@@ -222,8 +348,8 @@ class DriftSignal:
         return fired
 
     def _reset(self, at: int) -> None:
-        self._up = self._down = 0.0
-        self._up_zero = self._down_zero = at
+        self._up, self._down = [0.0, 0.0], [0.0, 0.0]
+        self._up_zero, self._down_zero = [at, at], [at, at]
 
     def status(self) -> dict[str, object]:
         """For the agent's status."""
@@ -232,7 +358,11 @@ class DriftSignal:
             "alarms": self.alarms,
             "last_alarm": self.last_alarm,
             "change_point": self.change_point,
+            "fired_by": self.fired_by,
             "phase": self.phase,
-            "cusum": [round(self._up, 3), round(self._down, 3)],
-            "level": [round(v, 4) for v in self.level],
+            "output_score": self.output is not None,
+            "cusum": [round(self._up[0], 3), round(self._down[0], 3)],
+            "output_cusum": [round(self._up[1], 3), round(self._down[1], 3)],
+            "level": [round(v, 4) for v in self.levels[_INPUT]],
+            "output_level": [round(v, 4) for v in self.levels[_OUTPUT]],
         }

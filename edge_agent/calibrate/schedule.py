@@ -164,7 +164,7 @@ class StreamScheduler:
         self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
         self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
         self._labels: list[tuple[int, int]] = []  # feedback since the last job
-        self._scores: deque[float] = deque()  # drift scores computed ahead (prescore)
+        self._scores: deque[np.ndarray] = deque()  # drift scores computed ahead (prescore)
         self._unlabelled_seen = 0
         self._jobs = JobQueue(cfg.max_backlog)
         self._made = 0
@@ -174,7 +174,7 @@ class StreamScheduler:
         """Score the next samples for the drift signal in one call (a batch, before its
         samples go through :meth:`observe` one by one, in the same order)."""
         if self.drift is not None and len(X):
-            self._scores.extend(self.drift.reference.score(X).tolist())
+            self._scores.extend(self.drift.score(X))
 
     def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
         """One accepted sample (every one: the drift signal and the statistics window see
@@ -184,7 +184,7 @@ class StreamScheduler:
         fired: list[int] = []
         if self.drift is not None:
             fired = (
-                self.drift.update_scores(np.array([self._scores.popleft()]))
+                self.drift.update_scores(self._scores.popleft()[None])
                 if self._scores
                 else self.drift.update(x[None])
             )
@@ -216,7 +216,13 @@ class StreamScheduler:
         cp = self.drift.change_point if self.drift.change_point is not None else n
         self.alarms += 1
         self.count("drift_alarms", 1)
-        log.info("drift signal: alarm at stream sample %d (change point %d)", n, cp)
+        self.count(f"drift_alarms_{self.drift.fired_by or 'input'}", 1)
+        log.info(
+            "drift signal: alarm at stream sample %d (change point %d, %s score)",
+            n,
+            cp,
+            self.drift.fired_by,
+        )
         self.episode = Episode(
             n, cp, max(n + 1, cp + self.cfg.stats_min_samples), self.cfg.episode_rounds
         )

@@ -253,7 +253,7 @@ class Engine:
             if bits not in self._current:
                 raise ValueError(f"bundle has no {bits}-bit model (has {self.available_bits})")
             self._state = self._current[bits]
-        log.info("active bit-width: %d", bits)
+        log.log(self._log_level, "active bit-width: %d", bits)
 
     def swap_weights(
         self, update: WeightUpdate, bits: int | None = None, version: str | None = None
@@ -301,12 +301,14 @@ class Engine:
         biases: Mapping[int, np.ndarray] | None = None,
         bits: int | None = None,
         version: str | None = None,
+        requant: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> str:
         """Atomically replace the input normalization (per-channel float32 ``mean`` and
-        ``std``) and/or the int32 ``bias_q`` of some weighted layers (index -> (O,)) of
-        one bit-width's model; returns the new version. Weights, scales and zero points
-        are unchanged; the new parameters are exactly what :mod:`edge_agent.reference`
-        computes with (the statistics rung's corrections, forward-only)."""
+        ``std``), the int32 ``bias_q`` of some weighted layers (index -> (O,)) and/or the
+        requantization multipliers of some hidden layers (index -> (m0, shift)) of one
+        bit-width's model; returns the new version. Weights and zero points are unchanged;
+        the new parameters are exactly what :mod:`edge_agent.reference` computes with (the
+        statistics rung's corrections, forward-only)."""
         with self._write_lock:
             b = self._state.bits if bits is None else bits
             if b not in self._current:
@@ -331,6 +333,11 @@ class Engine:
                 weights = bias.replace_biases(model, weights, biases)
                 for i in sorted(biases):
                     h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
+            if requant:
+                weights = bias.replace_requant(model, weights, requant)
+                for i in sorted(requant):
+                    m0, sh = (np.asarray(v, np.int32).tobytes() for v in requant[i])
+                    h.update(i.to_bytes(4, "little") + m0 + sh)
             new = _State(b, model, weights, version or h.hexdigest()[:12], old.codes)
             self._current[b] = new
             if self._state.bits == b:
@@ -349,6 +356,11 @@ class Engine:
         """Current int32 ``bias_q`` (O,) of one weighted layer."""
         st = self._state if bits is None else self._current[bits]
         return bias.layer_bias(st.model, st.weights, index)
+
+    def layer_requant(self, index: int, bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Current requantization multiplier ``(m0, shift)`` (O,) int32 of a hidden layer."""
+        st = self._state if bits is None else self._current[bits]
+        return bias.layer_requant(st.weights, index)
 
     def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:
         items: list[tuple[int, Any]] = (

@@ -35,6 +35,8 @@ RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
     "flip_rounds_kept",
     "flip_rounds_rolled_back",
     "drift_alarms",
+    "drift_alarms_input",  # which score fired (edge_agent.calibrate.drift_signal)
+    "drift_alarms_output",
     "rounds_skipped",
 )
 

@@ -1,4 +1,5 @@
-"""Read and replace the int32 biases of a built model (the statistics rung's corrections).
+"""Read and replace the int32 biases and requantization multipliers of a built model (the
+statistics rung's corrections).
 
 The kernels hold each layer's bias folded with its input zero point
 (:func:`kernels.plan.program.pack_weights`); these helpers unfold it and move it by an
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from kernels.plan import layout, tables
+from kernels.plan.fixedpoint import MAX_SHIFT
 from kernels.plan.model import Model, Weights
 
 
@@ -59,6 +61,45 @@ def replace_biases(model: Model, weights: Weights, biases: Mapping[int, np.ndarr
         bias=bias,
         m0=weights.m0,
         shift=weights.shift,
+        out_mult=weights.out_mult,
+        ltab=weights.ltab,
+    )
+
+
+def layer_requant(weights: Weights, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed-point requantization multiplier ``(m0, shift)`` (O,) int32 of one hidden
+    weighted layer (the last layer has none: its ``m0`` is 0)."""
+    o, p0 = (int(v) for v in weights.ltab[index, 3:5])
+    return weights.m0[p0 : p0 + o].copy(), weights.shift[p0 : p0 + o].copy()
+
+
+def replace_requant(
+    model: Model, weights: Weights, requant: Mapping[int, tuple[np.ndarray, np.ndarray]]
+) -> Weights:
+    """A new :class:`Weights` with the requantization multipliers of some hidden layers
+    replaced (index -> (m0, shift), as :func:`kernels.plan.fixedpoint.quantize_multipliers`
+    gives them). A multiplier stays positive, so requantization stays monotone in the sums
+    (what a fused max pool relies on). ValueError for the last layer or a bad pair."""
+    m0s, shifts = weights.m0.copy(), weights.shift.copy()
+    for index, (m0, shift) in requant.items():
+        if not 0 <= index < len(model.slots) - 1:
+            raise IndexError(f"no hidden weighted layer {index}")
+        o, p0 = (int(v) for v in weights.ltab[index, 3:5])
+        m = np.asarray(m0, dtype=np.int64)
+        s = np.asarray(shift, dtype=np.int64)
+        if m.shape != (o,) or s.shape != (o,):
+            raise ValueError(f"layer {index}: m0 and shift must be ({o},)")
+        if m.min(initial=0) < 0 or m.max(initial=0) >= 2**31:
+            raise ValueError(f"layer {index}: m0 must lie in [0, 2^31)")
+        if s.min(initial=1) < 1 or s.max(initial=1) > MAX_SHIFT:
+            raise ValueError(f"layer {index}: shift must lie in [1, {MAX_SHIFT}]")
+        m0s[p0 : p0 + o] = m.astype(np.int32)
+        shifts[p0 : p0 + o] = s.astype(np.int32)
+    return Weights(
+        panel=weights.panel,
+        bias=weights.bias,
+        m0=m0s,
+        shift=shifts,
         out_mult=weights.out_mult,
         ltab=weights.ltab,
     )
