@@ -12,7 +12,6 @@ Torch is never imported.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ import numpy as np
 from edge_agent.bundle import SERIES_NORM, Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data.datasets import normalize_series
+from kernels.digest import sha256
 from kernels.exec import backend
 from kernels.plan import abi, bias, program, trace
 from kernels.plan.model import LayerParams, Model, Weights
@@ -274,7 +274,7 @@ class Engine:
             codes = self._codes(old, update)
             weights = program.replace_layers(old.model, old.weights, codes)
             if version is None:
-                h = hashlib.sha256(old.version.encode())
+                h = sha256(old.version.encode())
                 for i in sorted(codes):
                     h.update(i.to_bytes(4, "little") + codes[i].tobytes())
                 version = h.hexdigest()[:12]
@@ -313,7 +313,7 @@ class Engine:
                 raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
             old = self._current[b]
             model, weights = old.model, old.weights
-            h = hashlib.sha256(old.version.encode())
+            h = sha256(old.version.encode())
             if mean is not None or std is not None:
                 m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
                 s = np.ascontiguousarray(model.std if std is None else std, np.float32)
