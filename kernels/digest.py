@@ -8,6 +8,7 @@ for 40 kB; ``hashlib`` stays the fallback where neither exists.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,14 +22,14 @@ class Hash(Protocol):
 
 
 def _constructor() -> Any:
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
-    except ImportError:
+    for name in ("_sha2", "_sha256"):  # CPython >= 3.12, 3.11
         try:
-            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # 3.11
-        except ImportError:  # another implementation: pay for OpenSSL
-            from hashlib import sha256  # type: ignore[assignment]
-    return sha256
+            return importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+    import hashlib  # another implementation: pay for OpenSSL
+
+    return hashlib.sha256
 
 
 _SHA256 = _constructor()
