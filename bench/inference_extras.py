@@ -52,7 +52,7 @@ def gemm_bench(seconds: float) -> dict[str, float]:
     from onnx import TensorProto, helper
 
     from kernels.codegen.gemm import gemm_rows, identity_map
-    from kernels.plan import layout
+    from kernels.plan import layout, tables
 
     m = k = o = 256
     macs = m * k * o
@@ -89,7 +89,8 @@ def gemm_bench(seconds: float) -> dict[str, float]:
             identity_map(o),
             out,
             np.empty(1, np.float32),
-            np.empty(128, np.int32),
+            np.empty(tables.I32_SCRATCH, np.int32),
+            np.empty(8 + tables.PANEL_ROWS, np.int64),
         )
         cases[f"engine_{bits}bit"] = (functools.partial(gemm_rows, *args), macs)
     fa = rng.normal(size=(m, k)).astype(np.float32)

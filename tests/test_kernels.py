@@ -19,6 +19,7 @@ from kernels.codegen.ops import quantize_input
 from kernels.plan import layout
 from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
 from kernels.plan.packing import qrange
+from kernels.plan.tables import I32_SCRATCH, PANEL_ROWS
 from kernels.plan.targets import act_offset
 
 
@@ -81,7 +82,8 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
         identity_map(out_ch),
         np.empty(1, np.uint8),
         logits,
-        np.empty(128, np.int32),
+        np.empty(I32_SCRATCH, np.int32),
+        np.empty(8 + PANEL_ROWS, np.int64),
     )
     want = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))

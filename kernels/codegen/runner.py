@@ -4,7 +4,8 @@ A model is an op table and a tensor-layout table (see :mod:`kernels.plan.program
 :mod:`kernels.plan.tables`) plus flat weight arrays. The batch goes through the layers in chunks
 of up to ``sizes[S_CHUNK]`` samples: every weighted layer is one GEMM over the rows of all
 samples of the chunk, and its epilogue writes straight into the next layer's (padded) input
-layout.
+layout. All scratch memory is carved from the caller's workspace (``sizes[W_*]``), so a
+call allocates nothing; an empty workspace makes the call allocate its own.
 """
 
 from __future__ import annotations
@@ -43,10 +44,7 @@ from kernels.plan.tables import (
     OP_GAP,
     OP_LINEAR_I32,
     OP_MAXPOOL,
-    S_ACT,
     S_CHUNK,
-    S_COL,
-    S_VEC,
     T_C,
     T_FILL,
     T_H,
@@ -55,7 +53,25 @@ from kernels.plan.tables import (
     T_SS,
     T_W,
     T_WP,
+    W_ACT_B,
+    W_BYTES,
+    W_COLS,
+    W_I32,
+    W_I64,
+    W_ROWQ,
+    W_TMP,
+    W_VEC,
 )
+
+
+@kernel
+def _non_finite(bits: np.ndarray) -> bool:
+    """Whether a float32 row, read as int32 ``bits``, holds a NaN or an infinity (all
+    exponent bits set); integer OR-reduction, which vectorizes."""
+    bad = False
+    for j in range(bits.shape[0]):
+        bad |= (bits[j] & 0x7F800000) == 0x7F800000
+    return bad
 
 
 @kernel
@@ -78,27 +94,39 @@ def run_program(
     logits: np.ndarray,
     trace: np.ndarray,
     trace_at: np.ndarray,
-) -> None:
+    work: np.ndarray,
+) -> int:
     """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
+
+    Returns the number of samples holding a NaN or an infinity (their logits are
+    meaningless; the caller rejects the batch). ``work`` is uint8 scratch of at least
+    ``sizes[W_BYTES]`` bytes (one call at a time per workspace; an empty one: allocated here).
 
     With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
     activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
     :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
     """
     n_all = x.shape[0]
-    if n_all == 0:
-        return
+    bad = 0
+    xbits = x.view(np.int32)
+    for s in range(n_all):
+        bad += _non_finite(xbits[s])
+    if n_all == 0 or bad > 0:
+        return bad
     classes = logits.shape[1]
     flat = logits.reshape(-1)
     chunk = min(sizes[S_CHUNK], n_all)
-    act_a = np.empty(chunk * sizes[S_ACT], np.uint8)
-    act_b = np.empty(chunk * sizes[S_ACT], np.uint8)
-    cols = np.empty(chunk * sizes[S_COL], np.uint8)
-    vec = np.empty(chunk * sizes[S_VEC], np.int32)
-    tmp = np.empty(tens[:, T_C].max(), np.int32)
-    acc = np.empty(8 * 16, np.int32)
+    if work.shape[0] < sizes[W_BYTES]:
+        work = np.empty(sizes[W_BYTES], np.uint8)
+    act_a = work[: sizes[W_ACT_B]]
+    act_b = work[sizes[W_ACT_B] : sizes[W_COLS]]
+    cols = work[sizes[W_COLS] : sizes[W_VEC]]
+    vec = work[sizes[W_VEC] : sizes[W_TMP]].view(np.int32)
+    tmp = work[sizes[W_TMP] : sizes[W_ROWQ]].view(np.int32)
     t0 = tens[0]
-    row_q = np.empty(t0[T_W], np.uint8)
+    row_q = work[sizes[W_ROWQ] : sizes[W_I32]]
+    acc = work[sizes[W_I32] : sizes[W_I64]].view(np.int32)
+    scratch = work[sizes[W_I64] : sizes[W_BYTES]].view(np.int64)
     for s0 in range(0, n_all, chunk):
         nb = min(chunk, n_all - s0)
         out = flat[s0 * classes : (s0 + nb) * classes]
@@ -205,6 +233,7 @@ def run_program(
                         nxt,
                         out,
                         acc,
+                        scratch,
                     )
                 else:
                     a = cur
@@ -255,5 +284,7 @@ def run_program(
                         nxt,
                         out,
                         acc,
+                        scratch,
                     )
             cur, nxt = nxt, cur
+    return 0
