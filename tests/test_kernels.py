@@ -121,22 +121,18 @@ def _requant(
 
 
 def _wide(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Low byte of the unclamped epilogue result (clamp bounds at the int32 limits)."""
+    """Low byte of the unclamped epilogue result (clamp bounds at the int64 limits)."""
     out = np.zeros(acc.size + 16, np.uint8)
-    _requant(acc, m0, shift, 0, -(2**31), 2**31 - 1, out, acc.size, True)
+    _requant(acc, m0, shift, 0, -(2**63), 2**63 - 1, out, acc.size, True)
     return out[: acc.size]
 
 
-def test_requantize_rounding_of_both_fixed_point_steps() -> None:
-    m0 = np.full(16, 1 << 30, np.int32)  # 0.5 in Q31
-    # shift 31: no right shift, the high multiplication's ties round half up
+def test_requantize_rounds_half_away_from_zero() -> None:
     acc = np.array([1, -1, 3, -3, 2, -2, 0, 5, -5, 7, -7, 9, -9, 11, -11, 4], np.int32)
-    want = np.array([1, 0, 2, -1, 1, -1, 0, 3, -2, 4, -3, 5, -4, 6, -5, 2])
-    np.testing.assert_array_equal(_wide(acc, m0, np.full(16, 31, np.int32)), want.astype(np.uint8))
-    # shift 32 on even sums: exact halving, then the right shift's ties round half away
+    m0 = np.full(16, 1 << 30, np.int32)  # multiplier 0.5: every odd accumulator is a tie
+    shift = np.full(16, 31, np.int32)
     want = np.array([1, -1, 2, -2, 1, -1, 0, 3, -3, 4, -4, 5, -5, 6, -6, 2])
-    got = _wide(2 * acc, m0, np.full(16, 32, np.int32))
-    np.testing.assert_array_equal(got, want.astype(np.uint8))
+    np.testing.assert_array_equal(_wide(acc, m0, shift), want.astype(np.uint8))
     rng = np.random.default_rng(0)
     acc = rng.integers(-(2**31), 2**31, 2048, dtype=np.int64).astype(np.int32)
     m0s = rng.integers(2**30, 2**31, 2048).astype(np.int32)

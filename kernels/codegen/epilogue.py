@@ -3,24 +3,17 @@
 ``requant_store(acc, acc_off, rows, bias, m0, shift, c0, zo, lo, hi, out, d, n, first)``
 computes, for the 16 lanes ``j`` of ``a = max(acc[acc_off + 16 * i:] for i < rows)``
 (``rows > 1`` only where the sums cannot wrap, so that requantization is monotone in
-them: a fused max pool before requantizing) and per-channel parameters at ``c0 + j``,
-in int32 only (gemmlowp's fixed point, docs/quantization.md)::
+them: a fused max pool before requantizing) and per-channel parameters at ``c0 + j``::
 
-    v = a + bias                                            # wraps like the reference
-    x = sat32(v << left)                                    # left = max(31 - shift, 0)
-    h = (int64(x) * m0 + 2^30) >> 31                        # SaturatingRoundingDoublingHighMul
-    r = (h >> right) + [(h & mask) > (mask >> 1) + (h < 0)] # RoundingDivideByPOT, half away
-    y = zo + clamp(r, lo - zo, hi - zo)                     # = clamp(zo + r, lo, hi), no wrap
+    v = int32(a + bias)                                     # wraps like the reference
+    p = int64(v) * int64(m0)
+    y = clamp(zo + ((p + 2^(shift-1) - [p < 0]) >> shift), lo, hi)   # round half away
 
-(``right = clip(shift - 31, 0, 31)``, ``mask = 2^right - 1``; the product is the one
-64-bit step, a widening multiply of int32 lanes) and writes ``y`` (or ``max(out, y)``
-unless ``first``: fused max pooling) to the first ``n`` bytes of ``out[d:]``; the other
-lanes of those 16 bytes are written back unchanged. ``lo - zo`` and ``hi - zo`` must fit
-int32 (for codes ``0 <= lo <= zo <= hi <= 255``).
+and writes ``y`` (or ``max(out, y)`` unless ``first``: fused max pooling) to the first
+``n`` bytes of ``out[d:]``; the other lanes of those 16 bytes are written back unchanged.
 So the caller guarantees 16 readable entries of every array at the given offsets
 (parameters are padded to whole blocks of 16 channels, activation buffers have slack).
-Numba's loop over at most 16 lanes did not vectorize and cost more than the dot products;
-the former int64 arithmetic cost about as much as them.
+Numba's loop over at most 16 lanes did not vectorize and cost more than the dot products.
 """
 
 from __future__ import annotations
@@ -78,33 +71,6 @@ def _rows_max(builder: ir.IRBuilder, acc: ir.Value, off: ir.Value, rows: ir.Valu
     return out
 
 
-def _const(value: int) -> ir.Constant:
-    return ir.Constant(_V16I32, [value] * _LANES)
-
-
-def _fixed_point(builder: ir.IRBuilder, v: ir.Value, m0: ir.Value, shift: ir.Value) -> ir.Value:
-    """``v * m0 * 2^-shift`` in gemmlowp's int32 fixed point (module docstring)."""
-    zero, int_max = _const(0), _const(2**31 - 1)
-    left = builder.sub(_const(31), shift)
-    left = builder.select(builder.icmp_signed("<", left, zero), zero, left)
-    right = builder.sub(shift, _const(31))
-    right = builder.select(builder.icmp_signed("<", right, zero), zero, right)
-    right = builder.select(builder.icmp_signed(">", right, _const(31)), _const(31), right)
-    # saturating left shift: where shifting back does not give v, v's sign picks the limit
-    shifted = builder.shl(v, left)
-    sign = builder.ashr(v, _const(31))  # -1 where v < 0, else 0
-    limit = builder.xor(int_max, sign)  # INT32_MAX, or INT32_MIN where v < 0
-    overflow = builder.icmp_signed("!=", builder.ashr(shifted, left), v)
-    x = builder.select(overflow, limit, shifted)
-    p = builder.mul(builder.sext(x, _V16I64), builder.sext(m0, _V16I64))
-    p = builder.add(p, ir.Constant(_V16I64, [1 << 30] * _LANES))
-    h = builder.trunc(builder.ashr(p, ir.Constant(_V16I64, [31] * _LANES)), _V16I32)
-    mask = builder.sub(builder.shl(_const(1), right), _const(1))
-    threshold = builder.sub(builder.ashr(mask, _const(1)), builder.ashr(h, _const(31)))
-    above = builder.icmp_signed(">", builder.and_(h, mask), threshold)
-    return builder.add(builder.ashr(h, right), builder.zext(above, _V16I32))
-
-
 def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     ptrs = {i: context.make_array(sig.args[i])(context, builder, args[i]).data for i in _ARRAYS}
     acc_off, rows, c0, zo, lo, hi, d, n, first = (
@@ -112,15 +78,18 @@ def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     )
     a = _rows_max(builder, ptrs[0], acc_off, rows)
     v = builder.add(a, _load(builder, ptrs[3], c0, _V16I32))
-    m0 = _load(builder, ptrs[4], c0, _V16I32)
-    shift = _load(builder, ptrs[5], c0, _V16I32)
-    r = _fixed_point(builder, v, m0, shift)
-    # clamp r itself to [lo - zo, hi - zo] (small numbers): zo + r could wrap int32
-    lo_v = _splat(builder, builder.trunc(builder.sub(lo, zo), _I32), _V16I32)
-    hi_v = _splat(builder, builder.trunc(builder.sub(hi, zo), _I32), _V16I32)
-    r = builder.select(builder.icmp_signed("<", r, lo_v), lo_v, r)
-    r = builder.select(builder.icmp_signed(">", r, hi_v), hi_v, r)
-    y8 = builder.trunc(builder.add(r, _splat(builder, builder.trunc(zo, _I32), _V16I32)), _V16I8)
+    m0 = builder.sext(_load(builder, ptrs[4], c0, _V16I32), _V16I64)
+    shift = builder.sext(_load(builder, ptrs[5], c0, _V16I32), _V16I64)
+    p = builder.mul(builder.sext(v, _V16I64), m0)
+    one = ir.Constant(_V16I64, [1] * _LANES)
+    half = builder.shl(one, builder.sub(shift, one))
+    sign = builder.ashr(p, ir.Constant(_V16I64, [63] * _LANES))  # -1 where p < 0, else 0
+    r = builder.ashr(builder.add(builder.add(p, half), sign), shift)
+    y = builder.add(r, _splat(builder, zo, _V16I64))
+    lo_v, hi_v = _splat(builder, lo, _V16I64), _splat(builder, hi, _V16I64)
+    y = builder.select(builder.icmp_signed("<", y, lo_v), lo_v, y)
+    y = builder.select(builder.icmp_signed(">", y, hi_v), hi_v, y)
+    y8 = builder.trunc(y, _V16I8)
     old = _load(builder, ptrs[10], d, _V16I8)
     pooled = builder.select(builder.icmp_unsigned(">", y8, old), y8, old)
     is_first = builder.icmp_signed("!=", first, ir.Constant(_I64, 0))

@@ -7,7 +7,6 @@ import math
 import numpy as np
 
 MAX_SHIFT = 62
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
@@ -40,24 +39,14 @@ def quantize_multipliers(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m0, shift
 
 
-def split_shift(shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right) int64 shifts of ``m0 * 2^-shift``: ``left = max(31 - shift, 0)`` before
-    the Q31 high multiplication, ``right = clip(shift - 31, 0, 31)`` after it."""
-    s = np.asarray(shift, dtype=np.int64)
-    return np.maximum(31 - s, 0), np.clip(s - 31, 0, 31)
-
-
 def requantize_reference(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``acc * m0 * 2^-shift`` in gemmlowp's int32 fixed point (numpy reference, int64 out).
-
-    ``x = sat32(acc << left)``, ``h = SaturatingRoundingDoublingHighMul(x, m0)`` (round half
-    up: ``(x * m0 + 2^30) >> 31``; ``m0 > 0`` never saturates) and
-    ``RoundingDivideByPOT(h, right)`` (round half away from zero), with the shifts of
-    :func:`split_shift`. Every intermediate fits int32, as in the kernels' epilogue.
-    """
-    left, right = split_shift(shift)
-    x = np.clip(acc.astype(np.int64) << left, INT32_MIN, INT32_MAX)
-    h = (x * m0.astype(np.int64) + (1 << 30)) >> 31
-    mask = (np.int64(1) << right) - 1
-    threshold = (mask >> 1) + (h < 0)
-    return (h >> right) + ((h & mask) > threshold)
+    """Round-half-away-from-zero ``acc * m0 * 2^-shift`` in int64 (numpy reference)."""
+    p = acc.astype(np.int64)
+    p *= m0.astype(np.int64)
+    negative = p < 0
+    s = shift.astype(np.int64)
+    np.abs(p, out=p)
+    p += np.left_shift(np.int64(1), s - 1)  # half
+    p >>= s
+    np.negative(p, out=p, where=negative)
+    return p
