@@ -101,17 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.cputime import interleaved
+    from bench.inference_extras import cached_aot
     from edge_agent.bundle_io import load_bundle
     from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT, Engine
-    from kernels.build import aot
-    from kernels.exec import backend
+    from kernels.build import cachepaths
     from kernels.plan.tables import W_BYTES
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        aot.build(tmp / "aot")
-        kernels = backend.load("aot", aot_dir=tmp / "aot")
+        kernels, _ = cached_aot()
         bundle = load_bundle(args.bundle)
         engine = Engine(bundle, bits=8, kernels=kernels)
         st = engine._state
@@ -135,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         result["timing"] = info
         if shutil.which("perf"):
             result["perf"] = {
-                f"b{n}": perf_top(tmp / "aot", args.bundle, n, args.seconds, tmp) for n in (1, 64)
+                f"b{n}": perf_top(cachepaths.aot_dir(), args.bundle, n, args.seconds, tmp)
+                for n in (1, 64)
             }
     lines = ["| call | b1 us/sample | b64 us/sample |", "|---|---:|---:|"]
     for what in ("predict_logits", "as_batch", "run_program"):

@@ -19,6 +19,23 @@ from bench.cputime import interleaved
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cached_aot() -> tuple[Any, float | None]:
+    """The AOT kernels of these sources from the kernel cache (the agent's,
+    :func:`kernels.build.cachepaths.aot_dir`), built there first if missing; and the build's
+    wall seconds (None: reused). Benches time the module the agent would load."""
+    import time
+
+    from kernels.build import aot
+    from kernels.exec import backend
+
+    try:
+        return backend.load("aot"), None
+    except backend.KernelsUnavailable:
+        t0 = time.perf_counter()
+        aot.build()
+        return backend.load("aot"), time.perf_counter() - t0
+
+
 def torch_runners(net: Any, calib: np.ndarray) -> dict[str, Callable[[np.ndarray], Any]]:
     """torch FP32 eager and torch.ao int8 (FX static, x86 backend) forward functions."""
     import torch
