@@ -16,8 +16,9 @@ Only the product and its rounding shift are 64-bit; saturating to int32 there (e
 ``lo - zo`` and ``hi - zo`` must fit int32, as codes' bounds do) leaves the clamps and the
 packing to 16 int32 lanes, one narrowing instead of two. gemmlowp's all-int32 fixed point
 (rounding doubling high multiply, then a rounding right shift) rounds twice and measured
-slower here (bench/results/kernel_ab_epilogue.md). So the caller guarantees 16 readable entries of every array at the given offsets
-(parameters are padded to whole blocks of 16 channels, activation buffers have slack).
+slower here (bench/results/kernel_ab_epilogue.md). So the caller guarantees 16 readable
+entries of every array at the given offsets (parameters are padded to whole blocks of 16
+channels, activation buffers have slack).
 Numba's loop over at most 16 lanes did not vectorize and cost more than the dot products.
 """
 
