@@ -152,81 +152,86 @@ def run_program(
         cur = act_a
         nxt = act_b
         for i in range(ops.shape[0]):
-            row = ops[i]
-            op = row[F_OP]
-            src = tens[row[F_IN]]
-            dst = tens[row[F_OUT]]
-            c = src[T_C]
+            # scalar reads of the tables: row views would cost an atomic reference count
+            # increment and decrement each (a fifth of a batch-1 call)
+            op = ops[i, F_OP]
+            fin = ops[i, F_IN]
+            fout = ops[i, F_OUT]
+            c = tens[fin, T_C]
             if trace.shape[0] > 0 and trace_at[i] >= 0:
-                at = trace_at[i] * n_all + s0 * src[T_SS]
-                trace[at : at + nb * src[T_SS]] = cur[: nb * src[T_SS]]
+                at = trace_at[i] * n_all + s0 * tens[fin, T_SS]
+                trace[at : at + nb * tens[fin, T_SS]] = cur[: nb * tens[fin, T_SS]]
             if op == OP_GAP:
                 for s in range(nb):
                     global_sum(
-                        cur[s * src[T_SS] :], src[T_H] * src[T_W], c, row[F_ZP], vec[s * c :]
+                        cur[s * tens[fin, T_SS] :],
+                        tens[fin, T_H] * tens[fin, T_W],
+                        c,
+                        ops[i, F_ZP],
+                        vec[s * c :],
                     )
                 continue
-            padded = dst[T_SS] != dst[T_H] * dst[T_W] * dst[T_C]
-            if padded and row[F_LAST] == 0:
-                nxt[: nb * dst[T_SS]] = np.uint8(dst[T_FILL])
+            padded = tens[fout, T_SS] != tens[fout, T_H] * tens[fout, T_W] * tens[fout, T_C]
+            if padded and ops[i, F_LAST] == 0:
+                nxt[: nb * tens[fout, T_SS]] = np.uint8(tens[fout, T_FILL])
             if op in (OP_MAXPOOL, OP_AVGPOOL):
                 for s in range(nb):
-                    a = cur[s * src[T_SS] :]
-                    d = nxt[s * dst[T_SS] :]
+                    a = cur[s * tens[fin, T_SS] :]
+                    d = nxt[s * tens[fout, T_SS] :]
                     if op == OP_MAXPOOL:
                         max_pool(
                             a,
                             c,
-                            src[T_W],
-                            row[F_OH],
-                            row[F_OW],
-                            row[F_KH],
-                            row[F_KW],
-                            row[F_SH],
-                            row[F_SW],
+                            tens[fin, T_W],
+                            ops[i, F_OH],
+                            ops[i, F_OW],
+                            ops[i, F_KH],
+                            ops[i, F_KW],
+                            ops[i, F_SH],
+                            ops[i, F_SW],
                             d,
-                            dst[T_WP],
-                            dst[T_PH],
-                            dst[T_PW],
+                            tens[fout, T_WP],
+                            tens[fout, T_PH],
+                            tens[fout, T_PW],
                         )
                     else:
                         avg_pool(
                             a,
                             c,
-                            src[T_W],
-                            row[F_OH],
-                            row[F_OW],
-                            row[F_KH],
-                            row[F_KW],
-                            row[F_SH],
-                            row[F_SW],
+                            tens[fin, T_W],
+                            ops[i, F_OH],
+                            ops[i, F_OW],
+                            ops[i, F_KH],
+                            ops[i, F_KW],
+                            ops[i, F_SH],
+                            ops[i, F_SW],
                             d,
-                            dst[T_WP],
-                            dst[T_PH],
-                            dst[T_PW],
+                            tens[fout, T_WP],
+                            tens[fout, T_PH],
+                            tens[fout, T_PW],
                             tmp,
                         )
             else:
-                lay = ltab[row[F_LAYER]]
-                emap = row[F_MAP:]
-                last = row[F_LAST] != 0
+                li = ops[i, F_LAYER]
+                emap = ops[i, F_MAP:]
+                last = ops[i, F_LAST] != 0
                 if op == OP_LINEAR_I32:
                     linear_i32(
                         vec,
                         c,
                         nb,
                         panel,
-                        lay[L_WOFF],
-                        lay[L_BITS],
-                        lay[L_K],
-                        lay[L_OUT],
+                        ltab[li, L_WOFF],
+                        ltab[li, L_BITS],
+                        ltab[li, L_K],
+                        ltab[li, L_OUT],
                         bias,
                         m0,
                         shift,
                         out_mult,
-                        lay[L_P0],
-                        lay[L_OUTZP],
-                        lay[L_LO],
+                        ltab[li, L_P0],
+                        ltab[li, L_OUTZP],
+                        ltab[li, L_LO],
                         hi,
                         last,
                         emap,
@@ -237,25 +242,25 @@ def run_program(
                     )
                 else:
                     a = cur
-                    stride = src[T_SS]
+                    stride = tens[fin, T_SS]
                     rows = nb
                     if op == OP_CONV_DIRECT:
-                        stride = row[F_SW] * c
-                        rows = (nb - 1) * emap[0] + row[F_OW]
+                        stride = ops[i, F_SW] * c
+                        rows = (nb - 1) * emap[0] + ops[i, F_OW]
                     elif op == OP_CONV_IM2COL:
-                        kp = lay[L_KP]
-                        per = row[F_OH] * row[F_OW]
+                        kp = ltab[li, L_KP]
+                        per = ops[i, F_OH] * ops[i, F_OW]
                         for s in range(nb):
                             im2col(
-                                cur[s * src[T_SS] :],
-                                src[T_WP],
+                                cur[s * tens[fin, T_SS] :],
+                                tens[fin, T_WP],
                                 c,
-                                row[F_OH],
-                                row[F_OW],
-                                row[F_KH],
-                                row[F_KW],
-                                row[F_SH],
-                                row[F_SW],
+                                ops[i, F_OH],
+                                ops[i, F_OW],
+                                ops[i, F_KH],
+                                ops[i, F_KW],
+                                ops[i, F_SH],
+                                ops[i, F_SW],
                                 kp,
                                 cols[s * per * kp :],
                             )
@@ -267,17 +272,17 @@ def run_program(
                         stride,
                         rows,
                         panel,
-                        lay[L_WOFF],
-                        lay[L_BITS],
-                        lay[L_K],
-                        lay[L_OUT],
+                        ltab[li, L_WOFF],
+                        ltab[li, L_BITS],
+                        ltab[li, L_K],
+                        ltab[li, L_OUT],
                         bias,
                         m0,
                         shift,
                         out_mult,
-                        lay[L_P0],
-                        lay[L_OUTZP],
-                        lay[L_LO],
+                        ltab[li, L_P0],
+                        ltab[li, L_OUTZP],
+                        ltab[li, L_LO],
                         hi,
                         last,
                         emap,
