@@ -33,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -189,6 +190,16 @@ def ratios(
     }
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far: what
+    the run costs, whatever the load (its wall time grows with the machine's load)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table (or one JSON object with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -327,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             "phase_s": phases,
             "gemm_256_gmac_s": gemm,
             "total_s": time.perf_counter() - started,
+            "total_cpu_s": _cpu_seconds(),
             "loadavg_end": list(os.getloadavg()),
         }
     )
