@@ -2,11 +2,13 @@
 
     python bench/engine_profile.py BUNDLE [--seconds 4] [--out bench/results]
 
-Times, interleaved: the whole ``Engine.predict_logits`` call, its Python input checks
-(``_as_batch``) and the compiled ``run_program`` alone. With ``perf`` installed it then
-samples ``run_program`` in a child process at each batch and lists the symbols that hold
-the most samples (micro-kernel + epilogue inside ``gemm_rows``, NRT reference counting and
-allocation, the im2col / pooling / quantization kernels, the Python wrapper).
+Times, interleaved: the whole ``Engine.predict_logits`` call (a float32 C-contiguous
+batch: the fast path), the slow path's input conversion (``_as_batch``, for other inputs)
+and the compiled ``run_program`` alone, with a preallocated workspace as the engine gives
+it. With ``perf`` installed it then samples ``run_program`` in a child process at each
+batch and lists the symbols that hold the most samples (micro-kernel + epilogue inside
+``gemm_rows``, NRT reference counting and allocation, the im2col / pooling / quantization
+kernels, the Python wrapper).
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ from pathlib import Path
 from edge_agent.bundle_io import load_bundle
 from edge_agent.engine.engine import Engine, _NO_TRACE, _NO_TRACE_AT
 from kernels.exec import backend
+from kernels.plan.tables import W_BYTES
 k = backend.load("aot", aot_dir=Path(sys.argv[1]))
 b = load_bundle(sys.argv[2]); n = int(sys.argv[3])
 st = Engine(b, bits=8, kernels=k)._state
 xs = np.random.default_rng(0).normal(size=(n, int(np.prod(b.input_shape)))).astype(np.float32)
 out = np.empty((n, b.num_classes), np.float32)
+work = np.empty(st.model.sizes[W_BYTES], np.uint8)
 t0 = time.thread_time()
 while time.thread_time() - t0 < float(sys.argv[4]):
     for _ in range(100):
-        k.run_program(xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT)
+        k.run_program(xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work)
 """
 
 
@@ -97,16 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.cputime import interleaved
+    from bench.inference_extras import cached_aot
     from edge_agent.bundle_io import load_bundle
     from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT, Engine
-    from kernels.build import aot
-    from kernels.exec import backend
+    from kernels.build import cachepaths
+    from kernels.plan.tables import W_BYTES
 
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        aot.build(tmp / "aot")
-        kernels = backend.load("aot", aot_dir=tmp / "aot")
+        kernels, _ = cached_aot()
         bundle = load_bundle(args.bundle)
         engine = Engine(bundle, bits=8, kernels=kernels)
         st = engine._state
@@ -116,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             x = rng.normal(size=(n, *bundle.input_shape)).astype(np.float32)
             xs = np.ascontiguousarray(x.reshape(n, -1))
             out = np.empty((n, bundle.num_classes), np.float32)
+            work = np.empty(st.model.sizes[W_BYTES], np.uint8)
             cases[f"predict_logits/b{n}"] = (functools.partial(engine.predict_logits, x), n)
             cases[f"as_batch/b{n}"] = (functools.partial(engine._as_batch, x), n)
             cases[f"run_program/b{n}"] = (
-                functools.partial(kernels.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT),
+                functools.partial(
+                    kernels.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work
+                ),
                 n,
             )
         rates, info = interleaved(cases, args.seconds, reps=5)
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         result["timing"] = info
         if shutil.which("perf"):
             result["perf"] = {
-                f"b{n}": perf_top(tmp / "aot", args.bundle, n, args.seconds, tmp) for n in (1, 64)
+                f"b{n}": perf_top(cachepaths.aot_dir(), args.bundle, n, args.seconds, tmp)
+                for n in (1, 64)
             }
     lines = ["| call | b1 us/sample | b64 us/sample |", "|---|---:|---:|"]
     for what in ("predict_logits", "as_batch", "run_program"):

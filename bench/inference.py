@@ -33,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -49,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import anchor_litert, anchor_onnx, inference_timing  # noqa: E402
 from bench.inference_extras import (  # noqa: E402
+    cached_aot,
     engine_child,
     gemm_bench,
     numba_import_rss_mb,
@@ -58,14 +60,14 @@ from bench.inference_models import MODELS, Prepared, fp_net, prepare  # noqa: E4
 from bench.inference_report import markdown  # noqa: E402
 from bench.inference_timing import BATCHES, Runtime  # noqa: E402
 from bench.noamx import amx_state  # noqa: E402
-from kernels.build import aot  # noqa: E402
+from kernels.build import cachepaths  # noqa: E402
 from kernels.exec import backend  # noqa: E402
 
 log = logging.getLogger("bench.inference")
 ANCHORS = ("litert_int8", "ort_int8", "ort_fp32", "torch_fp32", "torch_int8", "ort_int8_floatgap")
 
 
-def runtimes_for(p: Prepared, kernels: dict[str, Any], tmp: Path) -> dict[str, Runtime]:
+def runtimes_for(p: Prepared, kernels: dict[str, Any]) -> dict[str, Runtime]:
     """Every runtime of one model, each with its inputs at each batch."""
     rts: dict[str, Runtime] = {}
     bits = sorted(p.bundle.quant, reverse=True)
@@ -86,7 +88,10 @@ def runtimes_for(p: Prepared, kernels: dict[str, Any], tmp: Path) -> dict[str, R
     rts["torch_fp32"] = {n: (torch_fns["torch_fp32"], p.normed[:n]) for n in BATCHES}
     if p.case.name == "default":
         rts["torch_int8"] = {n: (torch_fns["torch_int8"], p.normed[:n]) for n in BATCHES}
-        old = anchor_onnx.float_gap_int8(net, p.normed, tmp / "floatgap")
+        assert p.anchor_dir is not None
+        old = p.anchor_dir / "floatgap" / "floatgap.int8.onnx"  # cached beside the others
+        if not old.exists():
+            old = anchor_onnx.float_gap_int8(net, p.normed, p.anchor_dir / "floatgap")
         rts["ort_int8_floatgap"] = inference_timing.ort_runtime(old, p.normed)
     return rts
 
@@ -185,6 +190,16 @@ def ratios(
     }
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far: what
+    the run costs, whatever the load (its wall time grows with the machine's load)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table (or one JSON object with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -216,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     warnings.filterwarnings("ignore")  # deprecation chatter of torch.ao and the ONNX exporter
     started = time.perf_counter()
+    phases: dict[str, float] = {}  # wall seconds per stage of the run
     cases = [m for m in MODELS if not args.only or m.name in args.only.split(",")]
     litert_missing = anchor_litert.missing(args.tf_python)
     if litert_missing:
@@ -223,28 +239,32 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        prepared = [prepare(c, args.models, tmp, args.tf_python, litert_missing) for c in cases]
-        kernel_cache = tmp / "kernel-cache"  # the AOT child finds the module here
+        prepared = [prepare(c, args.models, args.tf_python, litert_missing) for c in cases]
+        phases["prepare"] = time.perf_counter() - started
         t0 = time.perf_counter()
-        aot.build(kernel_cache / "aot")
-        aot_build_s = time.perf_counter() - t0
-        kernels = {
-            "aot": backend.load("aot", aot_dir=kernel_cache / "aot"),
-            "jit": backend.load("jit"),
-        }
+        aot_kernels, aot_build_s = cached_aot()
+        kernel_cache = cachepaths.cache_root()  # the AOT child finds the module there too
+        aot_dir = cachepaths.aot_dir(kernel_cache)
+        kernels = {"aot": aot_kernels, "jit": backend.load("jit")}
+        phases["aot"] = time.perf_counter() - t0
         from edge_agent.engine.engine import Engine
 
+        t0 = time.perf_counter()
         main_bundle = prepared[0]
         Engine(main_bundle.bundle, kernels=kernels["jit"]).warmup()  # JIT cache for the child
+        phases["jit_warmup"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         children = {
             "aot": engine_child(
                 main_bundle.bundle_path, "aot", {"EDGE_AGENT_JIT_CACHE": str(kernel_cache)}
             ),
             "jit": engine_child(main_bundle.bundle_path, "jit", {}),
         }
+        phases["engine_children"] = time.perf_counter() - t0
         models: dict[str, Any] = {}
         for p in prepared:
-            rts = runtimes_for(p, kernels, tmp / p.case.name)
+            t0 = time.perf_counter()
+            rts = runtimes_for(p, kernels)
             agree = agreement(p, rts)
             rates, timing = inference_timing.time_runtimes(rts, args.seconds, args.reps)
             best = [k for k, v in p.onnx_int8.items() if k != "best" and v == p.onnx_int8["best"]]
@@ -268,13 +288,20 @@ def main(argv: list[str] | None = None) -> int:
                     str(b): q.weight_bytes() for b, q in sorted(p.bundle.quant.items())
                 },
             }
+            phases[f"time_{p.case.name}"] = time.perf_counter() - t0
         amx_main: dict[str, Any] = dict(amx_state())
         noamx = None
+        t0 = time.perf_counter()
         if not args.no_noamx:
-            plan = _plan(prepared, kernel_cache / "aot", tmp, args.seconds, args.reps)
+            plan = _plan(prepared, aot_dir, tmp, args.seconds, args.reps)
             noamx = child_timing(plan, tmp, True)
-        amx_main["requests_seen"] = amx_requests(prepared, kernel_cache / "aot", tmp)
+        phases["noamx_child"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        amx_main["requests_seen"] = amx_requests(prepared, aot_dir, tmp)
+        phases["amx_strace"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         gemm = gemm_bench(args.seconds)
+        phases["gemm"] = time.perf_counter() - t0
 
     result: dict[str, Any] = {
         "clock": "thread_cpu",
@@ -307,9 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             "engine_rss_mb_jit": children["jit"]["rss_mb"],
             "engine_process": children,
             "numba_import_rss_mb": numba_import_rss_mb(),
-            "aot_build_s": aot_build_s,
+            "aot_build_s": aot_build_s,  # None: the module of these sources was reused
+            "phase_s": phases,
             "gemm_256_gmac_s": gemm,
             "total_s": time.perf_counter() - started,
+            "total_cpu_s": _cpu_seconds(),
             "loadavg_end": list(os.getloadavg()),
         }
     )

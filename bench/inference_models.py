@@ -2,12 +2,16 @@
 
 Three models: the default BasicMotions sensor CNN, the same 4x wider, and the digits
 image CNN. Trained bundles are cached in ``--models`` (keyed by data set, width, bits and
-training steps) so reruns time the same weights; timings never depend on the cache.
+training steps) so reruns time the same weights, and so are their anchor conversions
+(ONNX FP32 and int8, TFLite; keyed by the bundle's contents and the converting code);
+timings never depend on the cache.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from bench import anchor_litert, anchor_onnx
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.data import load_dataset
+from kernels.digest import file_sha256, sha256
 
 log = logging.getLogger("bench.inference")
 
@@ -59,6 +64,7 @@ class Prepared:
     tflite: Path | None
     tflite_ops: dict[str, int] = field(default_factory=dict)
     twin_err: float | None = None
+    anchor_dir: Path | None = None  # where the anchor files are cached
 
 
 def spec_of(case: ModelCase, ds: Any) -> dict[str, Any]:
@@ -131,10 +137,28 @@ def fp_net(bundle: Bundle) -> Any:
     return net
 
 
+ANCHOR_SOURCES = ("inference_models.py", "anchor_onnx.py", "anchor_litert.py", "tflite_convert.py")
+
+
+def anchor_dir(models_dir: Path, case: ModelCase, bundle_path: Path) -> Path:
+    """Where a bundle's anchor files are cached: named after the bundle file's SHA-256, the
+    sources that convert it and the converters' versions, so any change converts anew."""
+    from importlib import metadata
+
+    h = sha256(file_sha256(bundle_path).encode())
+    here = Path(__file__).parent
+    for name in ANCHOR_SOURCES:
+        h.update((here / name).read_bytes())
+    for dist in ("onnx", "onnxruntime", "torch"):
+        h.update(metadata.version(dist).encode() + b"\0")
+    return models_dir / "anchors" / f"{case.name}-{h.hexdigest()[:16]}"
+
+
 def prepare(
-    case: ModelCase, models_dir: Path, tmp: Path, tf_python: str, litert_missing: str | None
+    case: ModelCase, models_dir: Path, tf_python: str, litert_missing: str | None
 ) -> Prepared:
-    """Load or train a case's bundle; export the ONNX (FP32, int8) and TFLite models."""
+    """Load or train a case's bundle; export the ONNX (FP32, int8) and TFLite models, or
+    take them from the cache of an earlier run (:func:`anchor_dir`)."""
     import torch
 
     key = (
@@ -152,14 +176,39 @@ def prepare(
     raw = np.concatenate([test_raw] * -(-64 // len(test_raw)))[:64]
     norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
     calib = norm(ds.X_train[:128].astype(np.float32))
-    d = tmp / case.name
-    d.mkdir()
-    net = fp_net(bundle)
-    with torch.no_grad():
-        fp_logits = net(torch.from_numpy(calib)).numpy()
-    onnx_fp32 = anchor_onnx.export_fp32(net, calib, d / "model.onnx")
-    int8 = anchor_onnx.quantize(onnx_fp32, calib, d)
-    int8["best"] = int8[anchor_onnx.pick_faster(int8, norm(raw))]
+    d = anchor_dir(models_dir, case, path)
+    done = d / "anchors.json"
+    meta: dict[str, Any] = json.loads(done.read_text()) if done.exists() else {}
+    if meta.get("litert") is None and litert_missing is None:
+        meta = {}  # cached without LiteRT: convert everything again, with it
+    if not meta:
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        net = fp_net(bundle)
+        with torch.no_grad():
+            fp_logits = net(torch.from_numpy(calib)).numpy()
+        onnx_fp32 = anchor_onnx.export_fp32(net, calib, d / "model.onnx")
+        int8 = anchor_onnx.quantize(onnx_fp32, calib, d)
+        best = anchor_onnx.pick_faster(int8, norm(raw))
+        meta = {
+            "onnx_int8": {k: v.name for k, v in int8.items()},
+            "onnx_best": best,
+            "onnx_ops": anchor_onnx.op_types(int8[best], d),
+            "litert": None,
+        }
+        if litert_missing is None:
+            tfl = d / "model.tflite"
+            report = anchor_litert.convert(
+                bundle.arch, bundle.fp_weights, calib, fp_logits, tfl, tf_python
+            )
+            meta["litert"] = {
+                "file": tfl.name,
+                "twin_err": report["twin_max_abs_err"],
+                "ops": anchor_litert.op_types(tfl),
+            }
+        done.write_text(json.dumps(meta))
+    int8 = {k: d / v for k, v in meta["onnx_int8"].items()}
+    int8["best"] = int8[meta["onnx_best"]]
     prepared = Prepared(
         case,
         path,
@@ -169,16 +218,14 @@ def prepare(
         test_raw,
         norm(test_raw),
         macs(bundle.arch),
-        onnx_fp32,
+        d / "model.onnx",
         int8,
-        anchor_onnx.op_types(int8["best"], d),
+        meta["onnx_ops"],
         None,
+        anchor_dir=d,
     )
-    if litert_missing is None:
-        tfl = d / "model.tflite"
-        report = anchor_litert.convert(
-            bundle.arch, bundle.fp_weights, calib, fp_logits, tfl, tf_python
-        )
-        prepared.tflite, prepared.twin_err = tfl, report["twin_max_abs_err"]
-        prepared.tflite_ops = anchor_litert.op_types(tfl)
+    lit = meta["litert"]
+    if lit is not None and litert_missing is None:
+        prepared.tflite, prepared.twin_err = d / lit["file"], lit["twin_err"]
+        prepared.tflite_ops = lit["ops"]
     return prepared

@@ -114,9 +114,13 @@ def markdown(r: dict[str, Any]) -> str:
             f"{', '.join(p['imported']) or 'none'}): peak RSS {p['rss_mb']:.1f} MB; start "
             f"{p['start_s']:.2f} s, first sample {p['first_sample_ms']:.1f} ms"
         )
+    build = r["aot_build_s"]
+    built = "reused from the kernel cache" if build is None else f"built in {build:.1f} s"
+    phases = ", ".join(f"{k} {v:.0f}" for k, v in r.get("phase_s", {}).items())
     lines += [
-        f"- `import numba` alone peaks at {r['numba_import_rss_mb']:.1f} MB; building "
-        f"the AOT module took {r['aot_build_s']:.1f} s; whole run {r['total_s']:.0f} s",
+        f"- `import numba` alone peaks at {r['numba_import_rss_mb']:.1f} MB; the AOT module "
+        f"was {built}; whole run {r['total_s']:.0f} s wall, "
+        f"{r.get('total_cpu_s', float('nan')):.0f} s CPU (wall per stage, s: {phases})",
         "- GEMM 256x256x256, GMAC/s of thread CPU time: "
         + ", ".join(f"{k} {v:.1f}" for k, v in r["gemm_256_gmac_s"].items()),
     ]

@@ -60,7 +60,8 @@ def litert_runtime(path: Path, normed: np.ndarray) -> Runtime:
 def time_runtimes(
     runtimes: dict[str, Runtime], seconds: float, reps: int
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, Any]]:
-    """Interleaved thread-CPU timing of every runtime at every batch.
+    """Interleaved thread-CPU timing of every runtime at every batch, ``seconds`` of thread
+    CPU time each (over all ``reps``).
 
     Returns ``{runtime: {"b1": summary, "b64": summary}}`` (see :mod:`bench.cputime`) and
     the timing info (load averages).
@@ -72,7 +73,7 @@ def time_runtimes(
         for name, rt in runtimes.items()
         for n, (fn, x) in rt.items()
     }
-    rates, info = interleaved(cases, seconds * len(cases), reps)
+    rates, info = interleaved(cases, seconds, reps)  # ``seconds`` for each case
     out = {name: {f"b{n}": rates[f"{name}/b{n}"] for n in rt} for name, rt in runtimes.items()}
     return out, info
 

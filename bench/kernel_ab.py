@@ -6,8 +6,9 @@
 ``python -c "from kernels.build import aot; from pathlib import Path;
 aot.build(Path('/tmp/old'))"``); the new one is built here from the current sources unless
 ``--new`` names one. Both are loaded as files (the loader's staleness check would refuse
-the old one), run the same model arguments at batch 1 and 64, must give the same logits
-bit for bit, and are timed by thread CPU time, interleaved (best and median of 7).
+the old one), run the same model arguments at batch 1 and 64 (so both must take the
+current ones: builds that have the workspace argument), must give the same logits bit
+for bit, and are timed by thread CPU time, interleaved (best and median of 7).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT, Engine
     from kernels.build import aot
     from kernels.exec import backend
+    from kernels.plan.tables import W_BYTES
 
     with tempfile.TemporaryDirectory() as tmpdir:
         new_dir = args.new
@@ -71,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, mod in mods.items():
                     out = np.empty((n, bundle.num_classes), np.float32)
                     outs[name, n] = out
+                    work = np.empty(st.model.sizes[W_BYTES], np.uint8)
                     fn = functools.partial(
-                        mod.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT
+                        mod.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work
                     )
                     cases[f"{name}/b{n}"] = (fn, n)
             rates, info = interleaved(cases, args.seconds, reps=7)

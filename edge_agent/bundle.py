@@ -9,13 +9,13 @@ and atomic I/O are in :mod:`edge_agent.bundle_io`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from kernels.digest import sha256
 from kernels.plan.packing import pack_rows, row_bytes
 
 _DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float32", "float64", "bool"}
@@ -93,7 +93,7 @@ class Bundle:
     @property
     def model_version(self) -> str:
         """Short content hash of the integer weights: changes with every accepted update."""
-        h = hashlib.sha256()
+        h = sha256()
         if self.meta.get(INPUT_CORRECTED):  # the statistics rung moved the normalization
             h.update(self.norm_mean.astype(np.float32).tobytes())
             h.update(self.norm_std.astype(np.float32).tobytes())

@@ -14,18 +14,19 @@ All integers little-endian.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import tempfile
 from pathlib import Path
+
+from kernels.digest import sha256
 
 HEADER = struct.Struct("<8sHHQ32s")
 
 
 def seal(magic: bytes, version: int, payload: bytes) -> bytes:
     """Header (magic, version, length, sha256) followed by ``payload``."""
-    return HEADER.pack(magic, version, 0, len(payload), hashlib.sha256(payload).digest()) + payload
+    return HEADER.pack(magic, version, 0, len(payload), sha256(payload).digest()) + payload
 
 
 def unseal(
@@ -48,7 +49,7 @@ def unseal(
         raise error(f"{source}: truncated: payload has {len(payload)} of {length} bytes")
     if len(payload) > length:
         raise error(f"{source}: {len(payload) - length} unexpected bytes after the payload")
-    if hashlib.sha256(payload).digest() != digest:
+    if sha256(payload).digest() != digest:
         raise error(f"{source}: checksum mismatch: the file is corrupt or was modified")
     return payload
 

@@ -79,7 +79,8 @@ def test_engine_states_have_the_compiled_argument_types(aot_kernels: backend.Ker
     x = engine._as_batch(_inputs(ARCHS["image"], 2))
     out = np.empty((2, engine.num_classes), np.float32)
     no_trace = (np.empty(0, np.uint8), np.empty(0, np.int64))
-    abi.check((x, *st.args, out, *no_trace), abi.RUN_PROGRAM)  # what _run passes
+    work = engine._workspaces[0] if engine._workspaces else np.empty(0, np.uint8)
+    abi.check((x, *st.args, out, *no_trace, work), abi.RUN_PROGRAM)  # what _run passes
     for i, bad in ((3, st.args[3].astype(np.int64)), (0, np.asfortranarray(st.args[0])), (11, 1.5)):
         args = list(st.args)
         args[i] = bad

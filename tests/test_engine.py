@@ -305,6 +305,76 @@ def test_predict_and_single_sample(engines: dict[str, tuple[Bundle, Engine]]) ->
         engine.predict_logits(np.full((1, 6, 37), np.nan, np.float32))
 
 
+def test_non_finite_inputs_are_rejected_by_the_kernels(
+    engines: dict[str, tuple[Bundle, Engine]],
+) -> None:
+    """NaN or an infinity anywhere in any sample, on the fast path (float32 C-contiguous)
+    and the converting one (float64), fails the call with a message; the engine goes on."""
+    _, engine = engines["sensor"]
+    x = _inputs(SENSOR, 5)
+    good = engine.predict_logits(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        for s, c, t in ((0, 0, 0), (4, 5, 36), (2, 3, 17)):
+            y = x.copy()
+            y[s, c, t] = bad
+            with pytest.raises(ValueError, match=r"NaN or infinity \(1 of 5 samples\)"):
+                engine.predict_logits(y)
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                engine.predict_logits(y.astype(np.float64))
+    with pytest.raises(ValueError, match=r"\(2 of 5"):
+        engine.trace(np.where(np.arange(5)[:, None, None] % 2 == 1, np.nan, x))
+    big = np.float32(3e38)  # finite extremes are codes at the clamps, not errors
+    engine.predict_logits(np.full((1, 6, 37), big, np.float32))
+    np.testing.assert_array_equal(engine.predict_logits(x), good)
+
+
+def test_views_and_workspaces(engines: dict[str, tuple[Bundle, Engine]]) -> None:
+    """Strided views take the converting path; sequential calls of any batch size reuse
+    one workspace; the kernels allocate their own when given none."""
+    bundle, engine = engines["sensor"]
+    engine.set_bits(8)
+    x = _inputs(SENSOR, 40)
+    want = reference.forward(
+        bundle.arch["layers"], bundle.quant[8], bundle.norm_mean, bundle.norm_std, x
+    )
+    np.testing.assert_array_equal(engine.predict_logits(x[::2]), want[::2])
+    for n in (1, 40, 3, 17):
+        np.testing.assert_array_equal(engine.predict_logits(x[:n]), want[:n])
+    assert len(engine._workspaces) == 1
+    assert engine._workspaces[0].nbytes == engine._state.model.sizes[tables.W_BYTES]
+    out = np.empty((3, bundle.num_classes), np.float32)
+    xs = np.ascontiguousarray(x[:3].reshape(3, -1))
+    empty = np.empty(0, np.uint8)
+    bad = engine._kernels.run_program(
+        xs, *engine._state.args, out, empty, empty.view(np.int64), empty
+    )
+    assert bad == 0
+    np.testing.assert_array_equal(out, want[:3])
+
+
+def test_concurrent_callers_never_share_a_workspace(kernels: backend.Kernels) -> None:
+    bundle = random_bundle(SENSOR, seed=5, bits=(8,))
+    engine = Engine(bundle, kernels=kernels)
+    inputs = [_inputs(SENSOR, n, seed=n) for n in (1, 7, 16, 33)]
+    expected = [engine.predict_logits(x) for x in inputs]
+    errors: list[BaseException] = []
+
+    def infer(i: int) -> None:
+        try:
+            for _ in range(150):
+                np.testing.assert_array_equal(engine.predict_logits(inputs[i]), expected[i])
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=infer, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert 1 <= len(engine._workspaces) <= len(inputs)
+
+
 def test_properties_and_bit_switch(engines: dict[str, tuple[Bundle, Engine]]) -> None:
     bundle, engine = engines["image"]
     engine.set_bits(4)

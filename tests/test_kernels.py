@@ -19,6 +19,7 @@ from kernels.codegen.ops import quantize_input
 from kernels.plan import layout
 from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
 from kernels.plan.packing import qrange
+from kernels.plan.tables import I32_SCRATCH, PANEL_ROWS
 from kernels.plan.targets import act_offset
 
 
@@ -81,7 +82,8 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
         identity_map(out_ch),
         np.empty(1, np.uint8),
         logits,
-        np.empty(128, np.int32),
+        np.empty(I32_SCRATCH, np.int32),
+        np.empty(8 + PANEL_ROWS, np.int64),
     )
     want = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
@@ -119,9 +121,9 @@ def _requant(
 
 
 def _wide(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Low byte of the unclamped epilogue result (clamp bounds at the int64 limits)."""
+    """Low byte of the epilogue result saturated to int32 (clamp bounds at its limits)."""
     out = np.zeros(acc.size + 16, np.uint8)
-    _requant(acc, m0, shift, 0, -(2**63), 2**63 - 1, out, acc.size, True)
+    _requant(acc, m0, shift, 0, -(2**31), 2**31 - 1, out, acc.size, True)
     return out[: acc.size]
 
 
@@ -135,8 +137,13 @@ def test_requantize_rounds_half_away_from_zero() -> None:
     acc = rng.integers(-(2**31), 2**31, 2048, dtype=np.int64).astype(np.int32)
     m0s = rng.integers(2**30, 2**31, 2048).astype(np.int32)
     shifts = rng.integers(1, 63, 2048).astype(np.int32)
-    want = requantize_reference(acc, m0s, shifts).astype(np.uint8)  # low byte
+    exact = requantize_reference(acc, m0s, shifts)  # int64: most exceed int32 here
+    want = np.clip(exact, -(2**31), 2**31 - 1).astype(np.uint8)  # low byte
     np.testing.assert_array_equal(_wide(acc, m0s, shifts), want)
+    for zo, lo, hi in ((0, 0, 255), (128, 0, 255), (37, 37, 255), (5, 0, 15)):
+        out = np.zeros(acc.size + 16, np.uint8)  # saturating to int32 never changes a code
+        _requant(acc, m0s, shifts, zo, lo, hi, out, acc.size, True)
+        np.testing.assert_array_equal(out[: acc.size], np.clip(zo + exact, lo, hi))
 
 
 def test_requantize_extremes_clamp_and_zero_multiplier() -> None:

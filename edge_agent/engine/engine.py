@@ -6,13 +6,15 @@ imports numba only in the second case. Every bit-width of the bundle is laid out
 load. The active model is one frozen :class:`_State` object; inference reads that
 reference once per call, and :meth:`Engine.swap_weights` / :meth:`Engine.set_bits` build
 a new state and assign it, so readers on other threads never see a half-updated model.
-Torch is never imported.
+A call allocates only its logits: the kernels' scratch comes from a pool of workspaces
+(one per concurrent caller, kept for the next call), and a float32 C-contiguous batch goes
+to the kernels as it is; the kernels themselves reject non-finite inputs. Torch is never
+imported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -25,13 +27,15 @@ import numpy as np
 from edge_agent.bundle import SERIES_NORM, Bundle, LayerQuant, QuantModel
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data.datasets import normalize_series
+from kernels.digest import sha256
 from kernels.exec import backend
-from kernels.plan import abi, bias, program, trace
+from kernels.plan import abi, bias, program, tables, trace
 from kernels.plan.model import LayerParams, Model, Weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
 
+_F32 = np.dtype(np.float32)
 WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
 _NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
 
@@ -132,6 +136,10 @@ class Engine:
             codes = tuple(_frozen(p.q) for p in params)
             self._initial[b] = _State(b, model, weights, bundle.model_version, codes)
         self._current = dict(self._initial)  # latest state per bit-width
+        # kernel workspaces big enough for every bit-width's model (swaps keep the layouts);
+        # list.pop and list.append are atomic, so concurrent callers never share one
+        self._work_bytes = max(int(st.model.sizes[tables.W_BYTES]) for st in self._initial.values())
+        self._workspaces: list[np.ndarray] = []
         self._write_lock = threading.Lock()  # serializes writers; readers never lock
         self._state = self._current[bundle.default_bits if bits is None else bits]
         log.log(
@@ -186,12 +194,30 @@ class Engine:
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Float logits (N, classes) of float inputs (N, *input_shape) or one (*input_shape)."""
         st = self._state  # the one read of the shared reference
+        if (  # the common case, checked cheaply: a float32 C-contiguous batch
+            type(x) is np.ndarray
+            and x.dtype == _F32
+            and x.shape[1:] == self.input_shape
+            and x.flags.c_contiguous
+        ):
+            return self._run(st, x.reshape(x.shape[0], self._features))
         return self._run(st, self._as_batch(x))
 
-    def _run(self, st: _State, xs: np.ndarray) -> np.ndarray:
+    def _run(
+        self,
+        st: _State,
+        xs: np.ndarray,
+        trace_buf: np.ndarray = _NO_TRACE,
+        trace_at: np.ndarray = _NO_TRACE_AT,
+    ) -> np.ndarray:
         """``xs``: C-contiguous float32 (N, features), as :meth:`_as_batch` makes it."""
         out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
-        self._kernels.run_program(xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT)
+        pool = self._workspaces
+        work = pool.pop() if pool else np.empty(self._work_bytes, np.uint8)
+        bad = self._kernels.run_program(xs, *st.args, out, trace_buf, trace_at, work)
+        pool.append(work)
+        if bad:
+            raise ValueError(f"input contains NaN or infinity ({bad} of {len(xs)} samples)")
         return out
 
     def trace(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -201,8 +227,7 @@ class Engine:
         xs = self._as_batch(x)
         at, per_sample = trace.trace_plan(st.model)
         buf = np.empty(len(xs) * per_sample, np.uint8)
-        out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
-        self._kernels.run_program(xs, *st.args, out, buf, at)
+        out = self._run(st, xs, buf, at)
         return out, trace.layer_inputs(st.model, st.weights.ltab, buf, at, len(xs))
 
     def predict_classes(self, x: np.ndarray) -> np.ndarray:
@@ -235,8 +260,6 @@ class Engine:
             a = a[None]
         if a.shape[1:] != self.input_shape:
             raise ValueError(f"input shape {a.shape} does not match (N, {self.input_shape})")
-        if not np.isfinite(a).all():
-            raise ValueError("input contains NaN or infinity")
         return np.ascontiguousarray(a.reshape(a.shape[0], self._features))
 
     def warmup(self) -> None:
@@ -274,7 +297,7 @@ class Engine:
             codes = self._codes(old, update)
             weights = program.replace_layers(old.model, old.weights, codes)
             if version is None:
-                h = hashlib.sha256(old.version.encode())
+                h = sha256(old.version.encode())
                 for i in sorted(codes):
                     h.update(i.to_bytes(4, "little") + codes[i].tobytes())
                 version = h.hexdigest()[:12]
@@ -315,7 +338,7 @@ class Engine:
                 raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
             old = self._current[b]
             model, weights = old.model, old.weights
-            h = hashlib.sha256(old.version.encode())
+            h = sha256(old.version.encode())
             if mean is not None or std is not None:
                 m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
                 s = np.ascontiguousarray(model.std if std is None else std, np.float32)

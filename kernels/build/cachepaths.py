@@ -19,7 +19,6 @@ and SHA-256, so that a truncated or altered file is not loaded either.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -29,6 +28,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from kernels.digest import file_sha256 as file_sha256
+from kernels.digest import sha256
 
 AOT_PREFIX = "edge_kernels_"
 EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -56,7 +58,7 @@ def aot_dir(root: Path | None = None) -> Path:
 @functools.cache
 def sources_digest() -> str:
     """Hash of every kernel source file: editing or upgrading any of them changes it."""
-    h = hashlib.sha256()
+    h = sha256()
     root = Path(__file__).parent.parent
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
@@ -112,7 +114,7 @@ def _build_key() -> str:
 
 def module_name(isa: str) -> str:
     """Name of the AOT module of ``isa`` for these kernel sources, this software and CPU."""
-    key = hashlib.sha256(f"{isa}\0{_build_key()}".encode()).hexdigest()[:16]
+    key = sha256(f"{isa}\0{_build_key()}".encode()).hexdigest()[:16]
     return f"{AOT_PREFIX}{isa.replace('-', '_')}_{key}"
 
 
@@ -124,9 +126,3 @@ def module_file(isa: str, directory: Path) -> Path:
 def manifest_file(isa: str, directory: Path) -> Path:
     """Path of the manifest of the AOT module of ``isa`` in ``directory``."""
     return directory / (module_name(isa) + ".json")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's contents."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -6,13 +6,19 @@ computes, for the 16 lanes ``j`` of ``a = max(acc[acc_off + 16 * i:] for i < row
 them: a fused max pool before requantizing) and per-channel parameters at ``c0 + j``::
 
     v = int32(a + bias)                                     # wraps like the reference
-    p = int64(v) * int64(m0)
-    y = clamp(zo + ((p + 2^(shift-1) - [p < 0]) >> shift), lo, hi)   # round half away
+    p = int64(v) * int64(m0)                                # one widening multiply
+    r = sat32((p + 2^(shift-1) - [p < 0]) >> shift)         # round half away from zero
+    y = zo + clamp(r, lo - zo, hi - zo)                     # = clamp(zo + r, lo, hi)
 
 and writes ``y`` (or ``max(out, y)`` unless ``first``: fused max pooling) to the first
 ``n`` bytes of ``out[d:]``; the other lanes of those 16 bytes are written back unchanged.
-So the caller guarantees 16 readable entries of every array at the given offsets
-(parameters are padded to whole blocks of 16 channels, activation buffers have slack).
+Only the product and its rounding shift are 64-bit; saturating to int32 there (exact:
+``lo - zo`` and ``hi - zo`` must fit int32, as codes' bounds do) leaves the clamps and the
+packing to 16 int32 lanes, one narrowing instead of two. gemmlowp's all-int32 fixed point
+(rounding doubling high multiply, then a rounding right shift) rounds twice and measured
+slower here (bench/results/kernel_ab_epilogue.md). So the caller guarantees 16 readable
+entries of every array at the given offsets (parameters are padded to whole blocks of 16
+channels, activation buffers have slack).
 Numba's loop over at most 16 lanes did not vectorize and cost more than the dot products.
 """
 
@@ -85,11 +91,19 @@ def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     half = builder.shl(one, builder.sub(shift, one))
     sign = builder.ashr(p, ir.Constant(_V16I64, [63] * _LANES))  # -1 where p < 0, else 0
     r = builder.ashr(builder.add(builder.add(p, half), sign), shift)
-    y = builder.add(r, _splat(builder, zo, _V16I64))
-    lo_v, hi_v = _splat(builder, lo, _V16I64), _splat(builder, hi, _V16I64)
-    y = builder.select(builder.icmp_signed("<", y, lo_v), lo_v, y)
-    y = builder.select(builder.icmp_signed(">", y, hi_v), hi_v, y)
-    y8 = builder.trunc(y, _V16I8)
+    # the one narrowing: saturate to int32 (vpmovsqd), then clamp, add and pack 16 int32
+    # lanes (clamping r to [lo - zo, hi - zo] first: zo + r could wrap int32)
+    i32_lo = ir.Constant(_V16I64, [-(2**31)] * _LANES)
+    i32_hi = ir.Constant(_V16I64, [2**31 - 1] * _LANES)
+    r = builder.select(builder.icmp_signed("<", r, i32_lo), i32_lo, r)
+    r = builder.select(builder.icmp_signed(">", r, i32_hi), i32_hi, r)
+    r32 = builder.trunc(r, _V16I32)
+    lo_v = _splat(builder, builder.trunc(builder.sub(lo, zo), _I32), _V16I32)
+    hi_v = _splat(builder, builder.trunc(builder.sub(hi, zo), _I32), _V16I32)
+    r32 = builder.select(builder.icmp_signed("<", r32, lo_v), lo_v, r32)
+    r32 = builder.select(builder.icmp_signed(">", r32, hi_v), hi_v, r32)
+    zo32 = _splat(builder, builder.trunc(zo, _I32), _V16I32)
+    y8 = builder.trunc(builder.add(r32, zo32), _V16I8)
     old = _load(builder, ptrs[10], d, _V16I8)
     pooled = builder.select(builder.icmp_unsigned(">", y8, old), y8, old)
     is_first = builder.icmp_signed("!=", first, ir.Constant(_I64, 0))

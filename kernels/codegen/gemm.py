@@ -29,6 +29,7 @@ from kernels.plan.tables import (
     M_SS,
     M_WP,
     MAP_FIELDS,
+    PANEL_ROWS,
 )
 
 mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
@@ -48,7 +49,6 @@ TILES_PER_CHUNK = np.array(
     [0, 0, CHUNK[2][0], CHUNK[3][0], CHUNK[4][0], 0, 0, 0, CHUNK[8][0]], dtype=np.int64
 )
 
-PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 #: 8-row tiles cover two blocks of 16 output channels (16 accumulators: AVX-512 has 32
 #: vector registers; NEON's 32 128-bit registers would spill)
 WIDE = ACTIVE_ISA == "avx512vnni"
@@ -144,6 +144,7 @@ def gemm_rows(
     out: np.ndarray,
     logits: np.ndarray,
     acc: np.ndarray,
+    scratch: np.ndarray,
 ) -> None:
     """``rows_total`` rows of ``a`` (row r at ``r * a_stride``) times a panel, fused epilogue.
 
@@ -153,15 +154,17 @@ def gemm_rows(
     ``emap`` (:func:`_targets`, :func:`identity_map`).
     ``bias`` must hold ``bias_q - (z_in - offset) * rowsum(q)``, ``offset`` the activation
     offset of the instruction set (:func:`kernels.plan.targets.act_offset`);
-    ``acc`` is int32 scratch of 128.
+    ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256) and
+    ``scratch`` int64 scratch of ``8 + PANEL_ROWS``: the caller's, nothing is allocated.
     """
     tiles = TILES_PER_CHUNK[bits]
     cb = CHUNK_BYTES[bits]
     nchunks = (((k + 3) // 4) + tiles - 1) // tiles
     nblocks = (out_ch + 15) // 16
-    st = np.zeros(8, np.int64)
-    tgt = np.empty(PANEL_ROWS, np.int64)
-    wacc = np.empty(256, np.int32)  # two blocks of a wide tile
+    st = scratch[:8]
+    st[:] = 0
+    tgt = scratch[8 : 8 + PANEL_ROWS]
+    wacc = acc  # two blocks of a wide tile; one block's tiles use its first 128
     premax = emap[M_PREMAX] != 0
     for m0_ in range(0, rows_total, PANEL_ROWS):
         m1 = min(rows_total, m0_ + PANEL_ROWS)

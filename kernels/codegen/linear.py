@@ -67,14 +67,16 @@ def linear_i32(
     out: np.ndarray,
     logits: np.ndarray,
     acc: np.ndarray,
+    scratch: np.ndarray,
 ) -> None:
     """Linear layer on the int32 centred sums of ``nb`` samples (after ``gap``).
 
-    Sample ``r`` reads ``s[r * stride:r * stride + k]``; each block's weights are decoded once.
+    Sample ``r`` reads ``s[r * stride:r * stride + k]``; each block's weights are decoded
+    once, into ``scratch`` (int64, at least ``16 + 16 * k``; ``acc`` int32 of 16).
     """
-    st = np.zeros(8, np.int64)
-    tgt = np.empty(1, np.int64)
-    q = np.empty(16 * k, np.int64)
+    st = scratch[:8]
+    tgt = scratch[8:9]
+    q = scratch[16 : 16 + 16 * k]
     for b in range((out_ch + 15) // 16):
         o0 = b * 16
         o1 = min(out_ch, o0 + 16)

@@ -4,7 +4,8 @@ A model is an op table and a tensor-layout table (see :mod:`kernels.plan.program
 :mod:`kernels.plan.tables`) plus flat weight arrays. The batch goes through the layers in chunks
 of up to ``sizes[S_CHUNK]`` samples: every weighted layer is one GEMM over the rows of all
 samples of the chunk, and its epilogue writes straight into the next layer's (padded) input
-layout.
+layout. All scratch memory is carved from the caller's workspace (``sizes[W_*]``), so a
+call allocates nothing; an empty workspace makes the call allocate its own.
 """
 
 from __future__ import annotations
@@ -43,10 +44,7 @@ from kernels.plan.tables import (
     OP_GAP,
     OP_LINEAR_I32,
     OP_MAXPOOL,
-    S_ACT,
     S_CHUNK,
-    S_COL,
-    S_VEC,
     T_C,
     T_FILL,
     T_H,
@@ -55,7 +53,25 @@ from kernels.plan.tables import (
     T_SS,
     T_W,
     T_WP,
+    W_ACT_B,
+    W_BYTES,
+    W_COLS,
+    W_I32,
+    W_I64,
+    W_ROWQ,
+    W_TMP,
+    W_VEC,
 )
+
+
+@kernel
+def _non_finite(bits: np.ndarray) -> bool:
+    """Whether a float32 row, read as int32 ``bits``, holds a NaN or an infinity (all
+    exponent bits set); integer OR-reduction, which vectorizes."""
+    bad = False
+    for j in range(bits.shape[0]):
+        bad |= (bits[j] & 0x7F800000) == 0x7F800000
+    return bad
 
 
 @kernel
@@ -78,27 +94,39 @@ def run_program(
     logits: np.ndarray,
     trace: np.ndarray,
     trace_at: np.ndarray,
-) -> None:
+    work: np.ndarray,
+) -> int:
     """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
+
+    Returns the number of samples holding a NaN or an infinity (their logits are
+    meaningless; the caller rejects the batch). ``work`` is uint8 scratch of at least
+    ``sizes[W_BYTES]`` bytes (one call at a time per workspace; an empty one: allocated here).
 
     With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
     activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
     :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
     """
     n_all = x.shape[0]
-    if n_all == 0:
-        return
+    bad = 0
+    xbits = x.view(np.int32)
+    for s in range(n_all):
+        bad += _non_finite(xbits[s])
+    if n_all == 0 or bad > 0:
+        return bad
     classes = logits.shape[1]
     flat = logits.reshape(-1)
     chunk = min(sizes[S_CHUNK], n_all)
-    act_a = np.empty(chunk * sizes[S_ACT], np.uint8)
-    act_b = np.empty(chunk * sizes[S_ACT], np.uint8)
-    cols = np.empty(chunk * sizes[S_COL], np.uint8)
-    vec = np.empty(chunk * sizes[S_VEC], np.int32)
-    tmp = np.empty(tens[:, T_C].max(), np.int32)
-    acc = np.empty(8 * 16, np.int32)
+    if work.shape[0] < sizes[W_BYTES]:
+        work = np.empty(sizes[W_BYTES], np.uint8)
+    act_a = work[: sizes[W_ACT_B]]
+    act_b = work[sizes[W_ACT_B] : sizes[W_COLS]]
+    cols = work[sizes[W_COLS] : sizes[W_VEC]]
+    vec = work[sizes[W_VEC] : sizes[W_TMP]].view(np.int32)
+    tmp = work[sizes[W_TMP] : sizes[W_ROWQ]].view(np.int32)
     t0 = tens[0]
-    row_q = np.empty(t0[T_W], np.uint8)
+    row_q = work[sizes[W_ROWQ] : sizes[W_I32]]
+    acc = work[sizes[W_I32] : sizes[W_I64]].view(np.int32)
+    scratch = work[sizes[W_I64] : sizes[W_BYTES]].view(np.int64)
     for s0 in range(0, n_all, chunk):
         nb = min(chunk, n_all - s0)
         out = flat[s0 * classes : (s0 + nb) * classes]
@@ -124,109 +152,115 @@ def run_program(
         cur = act_a
         nxt = act_b
         for i in range(ops.shape[0]):
-            row = ops[i]
-            op = row[F_OP]
-            src = tens[row[F_IN]]
-            dst = tens[row[F_OUT]]
-            c = src[T_C]
+            # scalar reads of the tables: row views would cost an atomic reference count
+            # increment and decrement each (a fifth of a batch-1 call)
+            op = ops[i, F_OP]
+            fin = ops[i, F_IN]
+            fout = ops[i, F_OUT]
+            c = tens[fin, T_C]
             if trace.shape[0] > 0 and trace_at[i] >= 0:
-                at = trace_at[i] * n_all + s0 * src[T_SS]
-                trace[at : at + nb * src[T_SS]] = cur[: nb * src[T_SS]]
+                at = trace_at[i] * n_all + s0 * tens[fin, T_SS]
+                trace[at : at + nb * tens[fin, T_SS]] = cur[: nb * tens[fin, T_SS]]
             if op == OP_GAP:
                 for s in range(nb):
                     global_sum(
-                        cur[s * src[T_SS] :], src[T_H] * src[T_W], c, row[F_ZP], vec[s * c :]
+                        cur[s * tens[fin, T_SS] :],
+                        tens[fin, T_H] * tens[fin, T_W],
+                        c,
+                        ops[i, F_ZP],
+                        vec[s * c :],
                     )
                 continue
-            padded = dst[T_SS] != dst[T_H] * dst[T_W] * dst[T_C]
-            if padded and row[F_LAST] == 0:
-                nxt[: nb * dst[T_SS]] = np.uint8(dst[T_FILL])
+            padded = tens[fout, T_SS] != tens[fout, T_H] * tens[fout, T_W] * tens[fout, T_C]
+            if padded and ops[i, F_LAST] == 0:
+                nxt[: nb * tens[fout, T_SS]] = np.uint8(tens[fout, T_FILL])
             if op in (OP_MAXPOOL, OP_AVGPOOL):
                 for s in range(nb):
-                    a = cur[s * src[T_SS] :]
-                    d = nxt[s * dst[T_SS] :]
+                    a = cur[s * tens[fin, T_SS] :]
+                    d = nxt[s * tens[fout, T_SS] :]
                     if op == OP_MAXPOOL:
                         max_pool(
                             a,
                             c,
-                            src[T_W],
-                            row[F_OH],
-                            row[F_OW],
-                            row[F_KH],
-                            row[F_KW],
-                            row[F_SH],
-                            row[F_SW],
+                            tens[fin, T_W],
+                            ops[i, F_OH],
+                            ops[i, F_OW],
+                            ops[i, F_KH],
+                            ops[i, F_KW],
+                            ops[i, F_SH],
+                            ops[i, F_SW],
                             d,
-                            dst[T_WP],
-                            dst[T_PH],
-                            dst[T_PW],
+                            tens[fout, T_WP],
+                            tens[fout, T_PH],
+                            tens[fout, T_PW],
                         )
                     else:
                         avg_pool(
                             a,
                             c,
-                            src[T_W],
-                            row[F_OH],
-                            row[F_OW],
-                            row[F_KH],
-                            row[F_KW],
-                            row[F_SH],
-                            row[F_SW],
+                            tens[fin, T_W],
+                            ops[i, F_OH],
+                            ops[i, F_OW],
+                            ops[i, F_KH],
+                            ops[i, F_KW],
+                            ops[i, F_SH],
+                            ops[i, F_SW],
                             d,
-                            dst[T_WP],
-                            dst[T_PH],
-                            dst[T_PW],
+                            tens[fout, T_WP],
+                            tens[fout, T_PH],
+                            tens[fout, T_PW],
                             tmp,
                         )
             else:
-                lay = ltab[row[F_LAYER]]
-                emap = row[F_MAP:]
-                last = row[F_LAST] != 0
+                li = ops[i, F_LAYER]
+                emap = ops[i, F_MAP:]
+                last = ops[i, F_LAST] != 0
                 if op == OP_LINEAR_I32:
                     linear_i32(
                         vec,
                         c,
                         nb,
                         panel,
-                        lay[L_WOFF],
-                        lay[L_BITS],
-                        lay[L_K],
-                        lay[L_OUT],
+                        ltab[li, L_WOFF],
+                        ltab[li, L_BITS],
+                        ltab[li, L_K],
+                        ltab[li, L_OUT],
                         bias,
                         m0,
                         shift,
                         out_mult,
-                        lay[L_P0],
-                        lay[L_OUTZP],
-                        lay[L_LO],
+                        ltab[li, L_P0],
+                        ltab[li, L_OUTZP],
+                        ltab[li, L_LO],
                         hi,
                         last,
                         emap,
                         nxt,
                         out,
                         acc,
+                        scratch,
                     )
                 else:
                     a = cur
-                    stride = src[T_SS]
+                    stride = tens[fin, T_SS]
                     rows = nb
                     if op == OP_CONV_DIRECT:
-                        stride = row[F_SW] * c
-                        rows = (nb - 1) * emap[0] + row[F_OW]
+                        stride = ops[i, F_SW] * c
+                        rows = (nb - 1) * emap[0] + ops[i, F_OW]
                     elif op == OP_CONV_IM2COL:
-                        kp = lay[L_KP]
-                        per = row[F_OH] * row[F_OW]
+                        kp = ltab[li, L_KP]
+                        per = ops[i, F_OH] * ops[i, F_OW]
                         for s in range(nb):
                             im2col(
-                                cur[s * src[T_SS] :],
-                                src[T_WP],
+                                cur[s * tens[fin, T_SS] :],
+                                tens[fin, T_WP],
                                 c,
-                                row[F_OH],
-                                row[F_OW],
-                                row[F_KH],
-                                row[F_KW],
-                                row[F_SH],
-                                row[F_SW],
+                                ops[i, F_OH],
+                                ops[i, F_OW],
+                                ops[i, F_KH],
+                                ops[i, F_KW],
+                                ops[i, F_SH],
+                                ops[i, F_SW],
                                 kp,
                                 cols[s * per * kp :],
                             )
@@ -238,22 +272,24 @@ def run_program(
                         stride,
                         rows,
                         panel,
-                        lay[L_WOFF],
-                        lay[L_BITS],
-                        lay[L_K],
-                        lay[L_OUT],
+                        ltab[li, L_WOFF],
+                        ltab[li, L_BITS],
+                        ltab[li, L_K],
+                        ltab[li, L_OUT],
                         bias,
                         m0,
                         shift,
                         out_mult,
-                        lay[L_P0],
-                        lay[L_OUTZP],
-                        lay[L_LO],
+                        ltab[li, L_P0],
+                        ltab[li, L_OUTZP],
+                        ltab[li, L_LO],
                         hi,
                         last,
                         emap,
                         nxt,
                         out,
                         acc,
+                        scratch,
                     )
             cur, nxt = nxt, cur
+    return 0

@@ -43,7 +43,7 @@ class Kernels:
 
     backend: str  # "aot" or "jit"
     isa: str
-    run_program: Callable[..., None]
+    run_program: Callable[..., int]  # returns the number of non-finite samples
     origin: str  # the AOT module file, or the JIT cache directory
 
     @property

@@ -53,14 +53,16 @@ RUN_PROGRAM = (
     _arg("logits", np.float32, 2),
     _arg("trace", np.uint8, 1),
     _arg("trace_at", np.int64, 1),
+    _arg("work", np.uint8, 1),
 )
-#: the arguments a model fixes: all but the samples (first), the logits and the trace
-MODEL_ARGS = RUN_PROGRAM[1:-3]
+#: the arguments a model fixes: all but the samples (first), logits, trace and workspace
+MODEL_ARGS = RUN_PROGRAM[1:-4]
 
 
 def pycc_signature(args: Sequence[Arg] = RUN_PROGRAM) -> str:
-    """numba signature of a kernel returning nothing, e.g. ``void(f4[:,::1], i8)``."""
-    return f"void({', '.join(a.pycc_type() for a in args)})"
+    """numba signature of the kernel, returning an int64 (the number of non-finite
+    samples), e.g. ``i8(f4[:,::1], i8)``."""
+    return f"i8({', '.join(a.pycc_type() for a in args)})"
 
 
 def check(values: Sequence[object], args: Sequence[Arg] = MODEL_ARGS) -> None:

@@ -102,7 +102,7 @@ def build_model(
     tensors = [_Tensor(h, w, c)]
     ops: list[list[int]] = []
     slots: list[_Slot] = []
-    col = vec = 0
+    col = vec = lin = 0
     centred = False
     flat_from: tuple[int, int] | None = None
     n_weighted = sum(op["op"] in ("conv1d", "conv2d", "linear") for op in layers)
@@ -132,6 +132,7 @@ def build_model(
                     else ("none", 0, ())
                 )
                 row[tables.F_OP] = tables.OP_LINEAR_I32 if centred else tables.OP_LINEAR
+                lin = max(lin, k_in) if centred else lin
                 oh = ow = 1
             else:
                 if int(op["in_ch"]) != c:
@@ -201,7 +202,9 @@ def build_model(
     act = int(tens[:, tables.T_SS].max())
     per_sample = 2 * (act + _SLACK) + col + _SLACK
     chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
-    sizes = np.array([act + _SLACK, col + _SLACK, max(vec, 1), chunk], dtype=np.int64)
+    sizes = _sizes(
+        act + _SLACK, col + _SLACK, max(vec, 1), chunk, int(tens[:, tables.T_C].max()), lin
+    )
     model = Model(
         ops=np.array(ops, dtype=np.int64),
         tens=tens,
@@ -219,6 +222,38 @@ def build_model(
     if model.mean.shape != (shape[0],) or model.std.shape != (shape[0],):
         raise ValueError(f"normalization statistics must have shape ({shape[0]},)")
     return model, pack_weights(model, params)
+
+
+def _align(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def _sizes(act: int, col: int, vec: int, chunk: int, max_c: int, lin: int) -> np.ndarray:
+    """The sizes vector (:mod:`kernels.plan.tables`): per-sample buffer sizes and the
+    workspace layout of a whole chunk, every part 64-byte aligned.
+
+    The kernel's parts: two activation buffers, the im2col columns, the int32 sums after
+    ``gap``, an int32 row for average pooling (``max_c``), one quantized input row, the
+    int32 tile sums and int64 scratch (the GEMM's row cursor and row targets; the
+    int32 linear layer's decoded weights, ``16 * lin``).
+    """
+    parts = [
+        chunk * act,
+        chunk * act,
+        chunk * col,
+        4 * chunk * vec,
+        4 * max_c,
+        act,
+        4 * tables.I32_SCRATCH,
+        8 * (8 + max(tables.PANEL_ROWS, 16 * lin)),
+    ]
+    offsets = [0]
+    for n in parts:
+        offsets.append(offsets[-1] + _align(n))
+    sizes = np.zeros(tables.SIZES, np.int64)
+    sizes[: tables.W_ACT_B] = [act, col, vec, chunk]
+    sizes[tables.W_ACT_B :] = offsets[1:]
+    return sizes
 
 
 def _never_wraps(p: LayerParams, k: int) -> bool:
