@@ -38,18 +38,25 @@ class DropQueue(Generic[T]):
     def put(self, item: T, labelled: bool) -> str | None:
         """Enqueue ``item``; return the kind dropped to make room ("unlabelled",
         "labelled") or None."""
-        dropped = None
+        dropped = self.put_many([(item, labelled)])
+        return dropped[0] if dropped else None
+
+    def put_many(self, items: list[tuple[T, bool]]) -> list[str]:
+        """Enqueue ``(item, labelled)`` pairs in order under one lock (the same policy as
+        :meth:`put` for each); the kinds dropped to make room, one per drop."""
+        dropped: list[str] = []
         with self._cond:
-            if len(self._plain) + len(self._labelled) >= self.capacity:
-                if self._plain:
-                    self._plain.popleft()
-                    self.dropped_unlabelled += 1
-                    dropped = "unlabelled"
-                else:
-                    self._labelled.popleft()
-                    self.dropped_labelled += 1
-                    dropped = "labelled"
-            (self._labelled if labelled else self._plain).append((next(self._order), item))
+            for item, labelled in items:
+                if len(self._plain) + len(self._labelled) >= self.capacity:
+                    if self._plain:
+                        self._plain.popleft()
+                        self.dropped_unlabelled += 1
+                        dropped.append("unlabelled")
+                    else:
+                        self._labelled.popleft()
+                        self.dropped_labelled += 1
+                        dropped.append("labelled")
+                (self._labelled if labelled else self._plain).append((next(self._order), item))
             self._cond.notify()
         return dropped
 
