@@ -191,7 +191,8 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
     cfg = _config(d, args.bundle, transport)
-    agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", cpus=agent_cpu)
+    nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
+    agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", cpus=agent_cpu, nice=nice)
     with agent:
         if others:
             os.sched_setaffinity(0, set(others))
@@ -231,6 +232,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
     return {
         "transport": transport,
         "agent_cpu": sorted(agent_cpu),
+        "agent_nice": nice,
         "capacity_per_s": capacity,
         "search": search,
         "at_50": at50,
@@ -288,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-max", type=float, default=80000.0, help="search end (80000)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per stream (4)")
     p.add_argument("--core", type=int, default=0, help="index of the CPU the agent runs on")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=-5,
+        help="the agent's nice value, as systemd/edge-agent.service sets it (-5; root only)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = p.parse_args(argv)

@@ -60,9 +60,11 @@ class DropQueue(Generic[T]):
             self._cond.notify()
         return dropped
 
-    def get_batch(self, max_items: int, timeout: float) -> list[T]:
+    def get_batch(self, max_items: int, timeout: float, gather: float = 0.0) -> list[T]:
         """Up to ``max_items`` items in arrival order; waits up to ``timeout`` s for the
-        first one and returns an empty list if none came."""
+        first one and returns an empty list if none came. With ``gather`` > 0 and fewer
+        than ``max_items`` waiting, it then sleeps ``gather`` s once (without the lock) so
+        that more arrive and go in the same batch: one wake-up for many items."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not (self._plain or self._labelled):
@@ -70,6 +72,10 @@ class DropQueue(Generic[T]):
                 if left <= 0:
                     return []
                 self._cond.wait(left)
+            short = len(self._plain) + len(self._labelled) < max_items
+        if gather > 0 and short:
+            time.sleep(gather)
+        with self._cond:
             out: list[T] = []
             plain, lab = self._plain, self._labelled
             while len(out) < max_items and (plain or lab):

@@ -186,7 +186,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         next_watchdog = time.monotonic()
         next_energy = time.monotonic()
         while not self._stopping:
-            batch = self.queue.get_batch(self.cfg.inference.batch_max, IDLE_WAIT_S)
+            inf = self.cfg.inference
+            batch = self.queue.get_batch(inf.batch_max, IDLE_WAIT_S, inf.batch_wait_ms / 1e3)
             if batch:
                 self._process(batch)
             self._collect_calibrations()
