@@ -52,6 +52,7 @@ DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 RESULTS = REPO / "bench" / "results"
 TS_KEY = b"\xa2ts\xcb"  # msgpack: the str "ts", then a float64 (8 bytes, big-endian)
 P99_TARGET_MS = 10.0
+PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def _config(d: Path, bundle: Path, transport: str) -> Path:
@@ -157,9 +158,9 @@ def stream(
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
     span = float(recv.max() - recv.min()) if len(recv) > 1 else float("nan")
     pct = (
-        dict(zip(("p50_ms", "p90_ms", "p99_ms"), map(float, np.percentile(lat, [50, 90, 99]))))
+        dict(zip(PCTS, map(float, np.percentile(lat, [50, 90, 99])), strict=True))
         if len(lat)
-        else dict.fromkeys(("p50_ms", "p90_ms", "p99_ms"))
+        else dict.fromkeys(PCTS)
     )
     predicted = st1["samples"]["predicted"] - st0["samples"]["predicted"]
     cal0, cal1 = st0["calibration"], st1["calibration"]

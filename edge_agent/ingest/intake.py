@@ -41,7 +41,11 @@ class Counters(Protocol):
     def drop(self, kind: str) -> None: ...
 
     def add(
-        self, received: int, counters: dict[str, int], rejected: dict[str, int], dropped: dict[str, int]
+        self,
+        received: int,
+        counters: dict[str, int],
+        rejected: dict[str, int],
+        dropped: dict[str, int],
     ) -> None: ...
 
 
