@@ -316,7 +316,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             eng = self.model.engine  # everything after ingest sees the prepared samples only
             X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
             cls, conf = eng.predict(X, prepared=True)
-            self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)  # type: ignore[union-attr]
+            self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             classes = cls.tolist()
             if self.calibration is not None:  # drift scores in one call; observed in order
