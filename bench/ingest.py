@@ -144,7 +144,7 @@ def stream(
     ats = [b.index(TS_KEY) + len(TS_KEY) for b in bufs]
     pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
     assert agent.proc is not None
-    cpu0, st0 = _cpu_s(agent.proc.pid), agent.status()
+    cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
         while (time.perf_counter() - t0) * rate < i:
@@ -153,7 +153,7 @@ def stream(
         send(buf)
     send_s = time.perf_counter() - t0
     got = sink.take(sensor, count, 10.0 + seconds)
-    cpu1, st1 = _cpu_s(agent.proc.pid), agent.status()
+    cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
     span = float(recv.max() - recv.min()) if len(recv) > 1 else float("nan")
@@ -173,10 +173,30 @@ def stream(
         "lost": count - len(got),
         "dropped": sum(st1["losses"].values()) - sum(st0["losses"].values()),
         "agent_cpu_us_per_sample": (cpu1 - cpu0) / max(predicted, 1) * 1e6,
+        "thread_cpu_us_per_sample": {
+            name: round((t - th0.get(name, 0.0)) / max(predicted, 1) * 1e6, 1)
+            for name, t in th1.items()
+            if t - th0.get(name, 0.0) > 0
+        },
         "calibration_rounds": cal1["done"] - cal0["done"],
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
     }
+
+
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads by OS name (the agent names its own;
+    the main thread is "main"; threads of one name are summed)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
 
 
 def _cpu_s(pid: int) -> float:
@@ -276,7 +296,13 @@ def _md(summary: dict[str, Any]) -> str:
                 f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['lost']} | "
                 f"{r['agent_cpu_us_per_sample']:.1f} | {r['loadavg'][0]:.1f} |"
             )
-        lines += ["", f"agent RSS {t['agent_rss_mib']:.0f} MiB; calibration {t['calibration']}", ""]
+        lines += [
+            "",
+            f"agent nice {t['agent_nice']}, RSS {t['agent_rss_mib']:.0f} MiB; calibration "
+            f"{t['calibration']}, buffer updates dropped {t['updates_dropped']}; CPU us per "
+            f"sample by thread at the target rate: {t['target']['thread_cpu_us_per_sample']}",
+            "",
+        ]
     return "\n".join(lines)
 
 

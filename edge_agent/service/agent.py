@@ -33,6 +33,7 @@ from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
+from edge_agent.ingest.worker import name_os_thread
 from edge_agent.service.config import AgentConfig
 from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
@@ -216,6 +217,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         assignment); its results go back to the main thread, which owns the state store.
         It runs at a lower priority, so on a busy core inference and ingest come first and
         the calibration thread takes the CPU time they leave."""
+        name_os_thread("calibration")
         lower_thread_priority(CALIBRATION_NICE)
         while not self._stopping:
             ctl = self.calibration
