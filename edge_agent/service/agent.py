@@ -309,8 +309,10 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
         return not dead
 
     def _process(self, batch: list[Item]) -> None:
-        """Predict a batch, log its labelled samples, then publish the predictions (so a
-        published prediction implies its labelled sample is already in the log)."""
+        """Predict a batch, log its labelled samples, publish the predictions (so a
+        published prediction implies its labelled sample is already in the log), then let
+        the calibration see the batch: its stream work (drift scores, chunks) comes after
+        the predictions went out, not before."""
         samples = [it for it in batch if isinstance(it.msg, Sample)]
         classes: list[int] = []
         if samples:
@@ -321,18 +323,18 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             classes = cls.tolist()
-            if self.calibration is not None:  # drift scores in one call; observed in order
-                self.calibration.prescore(X)
         fresh: list[LabelledSample] = []
+        # what the calibration hears, in arrival order: (sample index, label, seq) or a
+        # matched label
+        heard: list[tuple[int, int | None, int] | Feedback] = []
         window = self.cfg.inference.feedback_window
         k = 0  # index of the next sample in X / classes
         for it in batch:
             msg = it.msg
             if isinstance(msg, Sample):
                 pred, x = classes[k], X[k]
+                heard.append((k, msg.label, msg.seq))
                 k += 1
-                if self.calibration is not None:
-                    self.calibration.observe(x, msg.label, msg.seq)
                 if msg.label is not None:
                     fresh.append(self._labelled(msg.sensor, msg.seq, msg.ts, msg.label, pred, x))
                 elif window:
@@ -340,13 +342,35 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
                     if len(self._recent) > window:
                         self._recent.popitem(last=False)
             else:
-                fresh.extend(self._feedback(msg))
+                matched = self._feedback(msg)
+                if matched:
+                    heard.append(msg)
+                fresh.extend(matched)
         if fresh:
             self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
             latencies = self._publish(samples, classes, conf.tolist(), done)
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
+        if self.calibration is not None and heard:
+            self._hear(self.calibration, X if samples else None, heard)
+
+    @staticmethod
+    def _hear(
+        cal: CalibrationController,
+        X: np.ndarray | None,
+        heard: list[tuple[int, int | None, int] | Feedback],
+    ) -> None:
+        """Offer a batch's samples and matched labels to the calibration in arrival order
+        (drift scores of all its samples in one call first)."""
+        if X is not None:
+            cal.prescore(X)
+        for ev in heard:
+            if isinstance(ev, Feedback):
+                cal.feedback(ev.seq, ev.label)
+            else:
+                assert X is not None
+                cal.observe(X[ev[0]], ev[1], ev[2])
 
     def _labelled(
         self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray
@@ -360,8 +384,6 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
             self.metrics.inc("feedback_unmatched")
             return []
         x, pred = hit
-        if self.calibration is not None:
-            self.calibration.feedback(fb.seq, fb.label)
         return [self._labelled(fb.sensor, fb.seq, time.time(), fb.label, pred, x)]
 
     # ------------------------------------------------------------ shutdown
