@@ -10,7 +10,7 @@ of RSS and descriptors per million samples after the warm-up (least squares), wh
 the counters are exact (sent == predicted + dropped + rejected), and whether a thread
 died (``status.threads`` at every sample, and the agent's log).
 
-    python bench/soak.py                        # 5 million samples (about 40 min at 2,000/s)
+    python bench/soak.py --md                   # 5 million samples (about 14 min at 6,000/s)
     python bench/soak.py --samples 200000 --md  # shorter; also bench/results/soak.md
 """
 
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the soak and write bench/results/soak.json (and .md with ``--md``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--samples", type=int, default=5_000_000, help="default 5,000,000")
-    p.add_argument("--rate", type=float, default=2000.0, help="samples/s (default 2000)")
+    p.add_argument("--rate", type=float, default=6000.0, help="samples/s (default 6000)")
     p.add_argument("--labels-every", type=int, default=4, help="label every Nth (default 4)")
     p.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     p.add_argument(
