@@ -42,7 +42,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.agent_process import Agent  # noqa: E402
+from bench.agent_process import Agent, status  # noqa: E402
 from bench.cputime import loadavg  # noqa: E402
 from edge_agent.client import Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
@@ -250,6 +250,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
             pub.close()
             sink.close()
         st = agent.status()
+        counters = status(agent.status_endpoint, "metrics")["counters"]
     return {
         "transport": transport,
         "agent_cpu": sorted(agent_cpu),
@@ -263,7 +264,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
         "calibration": {
             k: st["calibration"][k] for k in ("done", "drift_alarms", "rounds_skipped")
         },
-        "updates_dropped": st["calibration"].get("updates_dropped", None),
+        "updates_dropped": counters.get("updates_dropped", 0),  # QCore updates shed
     }
 
 
