@@ -28,8 +28,9 @@ def status(endpoint: str, cmd: str = "status") -> dict[str, Any]:
 class Agent:
     """``python -m edge_agent.service --config CONFIG`` with its log in ``log_path``.
 
-    ``cpus`` pins the agent (and the burst child it starts) to those CPUs. Use as a
-    context manager: entering waits until the status socket answers, leaving terminates.
+    ``cpus`` pins the agent (and the burst child it starts) to those CPUs; ``nice`` sets
+    its nice value (the shipped unit runs it at ``Nice=-5``; below 0 needs root). Use as
+    a context manager: entering waits until the status socket answers, leaving terminates.
     """
 
     def __init__(
@@ -39,22 +40,31 @@ class Agent:
         log_path: Path,
         cpus: Iterable[int] | None = None,
         ready_timeout_s: float = 120.0,
+        nice: int | None = None,
     ) -> None:
         self.config = config
         self.status_endpoint = status_endpoint
         self.log_path = log_path
         self.cpus = set(cpus) if cpus is not None else None
         self.ready_timeout_s = ready_timeout_s
+        self.nice = nice
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoints: dict[str, list[str]] = {}
 
     def __enter__(self) -> Agent:
-        pin = self.cpus
+        pin, nice = self.cpus, self.nice
+
+        def setup() -> None:
+            if pin:
+                os.sched_setaffinity(0, pin)
+            if nice is not None:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.service", "--config", str(self.config)],
                 cwd=REPO,
-                preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
+                preexec_fn=setup if pin or nice is not None else None,
                 stderr=log,
             )
         deadline = time.monotonic() + self.ready_timeout_s

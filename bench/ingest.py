@@ -1,12 +1,25 @@
 """End-to-end ingest benchmark: publisher -> agent (a real subprocess) -> predictions.
 
-Runs the agent pinned to one CPU core, replays BasicMotions-sized samples (6 x 100
-float32) at a fixed rate over ipc and tcp, and measures on the subscriber side: the
-sustained prediction rate, the end-to-end latency (send time in the sample -> prediction
-received) and how many samples never came back as predictions.
+Runs the agent pinned to one CPU core (the publisher and the prediction subscriber on the
+others), with its default calibration (rounds on drift; QCore buffer updates from every
+8th sample), and streams BasicMotions-sized samples (6 x 100 float32) over ipc and tcp:
 
-    python bench/ingest.py                       # table, 5,000 samples/s, ipc and tcp
-    python bench/ingest.py --rate 0 --json       # as fast as possible, one JSON object
+1. a rate search: streams at rising rates until one loses a sample; the capacity is the
+   highest rate that lost none;
+2. streams at 50% and 90% of that capacity: latency percentiles (send time in the sample
+   -> prediction received by the subscriber);
+3. a stream at the target rate (``--rate``, default 20,000/s).
+
+Every stream uses its own sensor name, so one agent serves them all. Per stream: the
+rate offered and the rate predicted (first to last prediction received), latency
+percentiles, samples lost (sent, never predicted), the agent's queue drops, and the
+agent's CPU time per sample (/proc; with the agent alone on its core, 1 / that is the
+rate the core sustains, whatever the load elsewhere). The load average comes with every
+result: on a shared machine the wall-clock rates depend on it.
+
+    python bench/ingest.py                      # table; bench/results/ingest.{md,json}
+    python bench/ingest.py --json               # one JSON object on stdout as well
+    python bench/ingest.py --transport ipc --seconds 2   # shorter
 """
 
 from __future__ import annotations
@@ -14,23 +27,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
+import zmq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.agent_process import Agent, PredictionSink  # noqa: E402
+from bench.agent_process import Agent, status  # noqa: E402
+from bench.cputime import loadavg  # noqa: E402
 from edge_agent.client import Publisher  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.ingest.protocol import encode_sample  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
+RESULTS = REPO / "bench" / "results"
+TS_KEY = b"\xa2ts\xcb"  # msgpack: the str "ts", then a float64 (8 bytes, big-endian)
+P99_TARGET_MS = 10.0
+PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def _config(d: Path, bundle: Path, transport: str) -> Path:
@@ -58,93 +80,284 @@ level = "warning"
     return path
 
 
-def run_one(bundle: Path, transport: str, rate: float, count: int, core: int) -> dict[str, Any]:
-    """One agent, one stream; returns the measured numbers."""
+class Sink:
+    """A thread keeping ``(receive time, payload)`` of every prediction; decoded later, so
+    the receiving loop stays short and adds little to the latencies it measures."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, 0)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(endpoint)
+        self.got: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        time.sleep(0.3)  # let the subscription reach the agent
+        self._thread.start()
+
+    def _run(self) -> None:
+        sub, got, clock = self._sub, self.got, time.time
+        while not self._stop.is_set():
+            if sub.poll(50):
+                while True:
+                    try:
+                        frames = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    got.append((clock(), frames[1]))
+
+    def take(self, sensor: str, count: int, timeout_s: float) -> list[tuple[float, dict[str, Any]]]:
+        """Wait up to ``timeout_s`` for ``count`` predictions of ``sensor``; return them."""
+        deadline = time.monotonic() + timeout_s
+        mine: list[tuple[float, dict[str, Any]]] = []
+        seen = 0
+        while True:
+            new = self.got[seen:]
+            seen += len(new)
+            for t, payload in new:
+                msg = msgpack.unpackb(payload)
+                if msg["sensor"] == sensor:
+                    mine.append((t, msg))
+            if len(mine) >= count or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop the thread and close the socket."""
+        self._stop.set()
+        self._thread.join()
+        self._sub.close()
+        self._ctx.term()
+
+
+def stream(
+    agent: Agent, sink: Sink, pub: Publisher, sensor: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Send ``rate * seconds`` samples of ``sensor`` at ``rate``; measure what came back."""
+    count = max(2, int(rate * seconds))
+    ds = load_dataset("basicmotions")
+    X = ds.X_test.astype(np.float32)
+    # Encoded ahead with ts = 0; the send loop writes the send time into the ts bytes.
+    # (the offset of the ts bytes varies with the length of the seq's encoding before it)
+    bufs = [bytearray(encode_sample(sensor, i, X[i % len(X)], 0.0)) for i in range(count)]
+    ats = [b.index(TS_KEY) + len(TS_KEY) for b in bufs]
+    pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
+    assert agent.proc is not None
+    cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    t0 = time.perf_counter()
+    for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
+        while (time.perf_counter() - t0) * rate < i:
+            time.sleep(0.0001)
+        pack_into(buf, at, clock())
+        send(buf)
+    send_s = time.perf_counter() - t0
+    got = sink.take(sensor, count, 10.0 + seconds)
+    cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    recv = np.array([t for t, _ in got])
+    lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
+    span = float(recv.max() - recv.min()) if len(recv) > 1 else float("nan")
+    pct = (
+        dict(zip(PCTS, map(float, np.percentile(lat, [50, 90, 99])), strict=True))
+        if len(lat)
+        else dict.fromkeys(PCTS)
+    )
+    predicted = st1["samples"]["predicted"] - st0["samples"]["predicted"]
+    cal0, cal1 = st0["calibration"], st1["calibration"]
+    return {
+        "sensor": sensor,
+        "offered_per_s": count / send_s,
+        "count": count,
+        "samples_per_s": (len(got) - 1) / span if len(got) > 1 else 0.0,
+        **pct,
+        "lost": count - len(got),
+        "dropped": sum(st1["losses"].values()) - sum(st0["losses"].values()),
+        "agent_cpu_us_per_sample": (cpu1 - cpu0) / max(predicted, 1) * 1e6,
+        "thread_cpu_us_per_sample": {
+            name: round((t - th0.get(name, 0.0)) / max(predicted, 1) * 1e6, 1)
+            for name, t in th1.items()
+            if t - th0.get(name, 0.0) > 0
+        },
+        "calibration_rounds": cal1["done"] - cal0["done"],
+        "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
+        "loadavg": loadavg(),
+    }
+
+
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads by OS name (the agent names its own;
+    the main thread is "main"; threads of one name are summed)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
+    """One agent: the rate search, the 50% / 90% streams and the target-rate stream."""
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
     cpus = sorted(os.sched_getaffinity(0))
-    agent_cpu = {cpus[core % len(cpus)]}
-    agent = Agent(
-        _config(d, bundle, transport), f"ipc://{d}/run/status.sock", d / "agent.log", cpus=agent_cpu
-    )
+    agent_cpu = {cpus[args.core % len(cpus)]}
+    others = [c for c in cpus if c not in agent_cpu]
+    cfg = _config(d, args.bundle, transport)
+    nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
+    agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", cpus=agent_cpu, nice=nice)
     with agent:
-        others = [c for c in cpus if c not in agent_cpu]
         if others:
             os.sched_setaffinity(0, set(others))
-        ds = load_dataset("basicmotions")
-        msgs = [ds.X_test[i % len(ds.X_test)] for i in range(count)]
-        sink = PredictionSink(agent.endpoints["output"][0])
-        with Publisher(agent.endpoints["ingest"][0], sndhwm=1_000_000) as pub:
-            t0 = time.perf_counter()
-            for i, x in enumerate(msgs):
-                if rate > 0:
-                    while (time.perf_counter() - t0) * rate < i:
-                        time.sleep(0.0002)
-                pub.send_raw(encode_sample("bench", i, x, time.time()))
-            send_s = time.perf_counter() - t0
-        sink.wait_for(count, 30.0)
-        sink.close()
+        sink = Sink(agent.endpoints["output"][0])
+        pub = Publisher(agent.endpoints["ingest"][0], sndhwm=10_000_000)
+        n = 0
+
+        def go(rate: float, seconds: float) -> dict[str, Any]:
+            nonlocal n
+            n += 1
+            r = stream(agent, sink, pub, f"{transport}-{n}", rate, seconds)
+            print(
+                f"  {transport} {rate:>8.0f}/s: predicted {r['samples_per_s']:8.0f}/s, "
+                f"p99 {r['p99_ms']:8.2f} ms, lost {r['lost']}, "
+                f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, load {r['loadavg'][0]:.1f}",
+                file=sys.stderr,
+            )
+            return r
+
+        try:
+            go(args.rate_start / 2, 1.0)  # warm-up: JIT, buffers, first calibration jobs
+            search, capacity, rate = [], 0.0, args.rate_start
+            while rate <= args.rate_max:
+                r = go(rate, args.seconds)
+                search.append(r)
+                if r["lost"] > 0:
+                    break
+                capacity = rate
+                rate *= args.rate_step
+            at50 = go(capacity * 0.5, args.seconds) if capacity else None
+            at90 = go(capacity * 0.9, args.seconds) if capacity else None
+            target = go(args.rate, args.seconds)
+        finally:
+            pub.close()
+            sink.close()
         st = agent.status()
-        got = sink.got
-        recv = np.array([g[0] for g in got])
-        lat = (recv - np.array([g[1]["ts"] for g in got])) * 1e3
-        span = recv.max() - recv.min() if len(recv) > 1 else float("nan")
-        return {
-            "transport": transport,
-            "rate_target": rate,
-            "count": count,
-            "send_rate": count / send_s,
-            "samples_per_s": (len(got) - 1) / span if len(got) > 1 else 0.0,
-            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-            "lost": count - len(got),
-            "dropped": st["samples"]["dropped"],
-            "agent_rss_mib": st["rss_bytes"] / 2**20,
-            "agent_cpu": sorted(agent_cpu),
-        }
+        counters = status(agent.status_endpoint, "metrics")["counters"]
+    return {
+        "transport": transport,
+        "agent_cpu": sorted(agent_cpu),
+        "agent_nice": nice,
+        "capacity_per_s": capacity,
+        "search": search,
+        "at_50": at50,
+        "at_90": at90,
+        "target": target,
+        "agent_rss_mib": st["rss_bytes"] / 2**20,
+        "calibration": {
+            k: st["calibration"][k] for k in ("done", "drift_alarms", "rounds_skipped")
+        },
+        "updates_dropped": counters.get("updates_dropped", 0),  # QCore updates shed
+    }
+
+
+def _md(summary: dict[str, Any]) -> str:
+    lines = [
+        "# Ingest end to end",
+        "",
+        f"Command: `{summary['command']}`; BasicMotions 6x100 float32, agent pinned to one "
+        f"core, publisher and subscriber on the others; {os.cpu_count()} CPUs; load average "
+        "per stream in the tables. CPU us/sample: the agent's CPU time (all its threads) per "
+        "prediction; 1e6 / it is the rate one core sustains.",
+        "",
+    ]
+    for t in summary["runs"]:
+        lines += [
+            f"## {t['transport']}: capacity {t['capacity_per_s']:,.0f} samples/s (0 lost)",
+            "",
+            "| stream | offered /s | predicted /s | p50 ms | p90 ms | p99 ms | lost | "
+            "CPU us/sample | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        rows = [("search", r) for r in t["search"]]
+        rows += [("50% of capacity", t["at_50"]), ("90% of capacity", t["at_90"])]
+        rows += [("target", t["target"])]
+        for name, r in rows:
+            if r is None:
+                continue
+            lines.append(
+                f"| {name} | {r['offered_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
+                f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['lost']} | "
+                f"{r['agent_cpu_us_per_sample']:.1f} | {r['loadavg'][0]:.1f} |"
+            )
+        lines += [
+            "",
+            f"agent nice {t['agent_nice']}, RSS {t['agent_rss_mib']:.0f} MiB; calibration "
+            f"{t['calibration']}, buffer updates dropped {t['updates_dropped']}; CPU us per "
+            f"sample by thread at the target rate: {t['target']['thread_cpu_us_per_sample']}",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print a table or JSON."""
+    """Run the benchmark; print a table (and JSON); write bench/results/ingest.*."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="model bundle")
     p.add_argument("--transport", choices=("ipc", "tcp", "both"), default="both")
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=5000.0,
-        help="samples/s offered (0: as fast as possible); default 5000",
-    )
-    p.add_argument("--count", type=int, default=30000, help="samples per run (default 30000)")
+    p.add_argument("--rate", type=float, default=20000.0, help="target samples/s (20000)")
+    p.add_argument("--rate-start", type=float, default=8000.0, help="search start (8000)")
+    p.add_argument("--rate-step", type=float, default=1.25, help="search factor (1.25)")
+    p.add_argument("--rate-max", type=float, default=80000.0, help="search end (80000)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per stream (4)")
     p.add_argument("--core", type=int, default=0, help="index of the CPU the agent runs on")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=-5,
+        help="the agent's nice value, as systemd/edge-agent.service sets it (-5; root only)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = p.parse_args(argv)
     transports = ["ipc", "tcp"] if args.transport == "both" else [args.transport]
-    runs = [run_one(args.bundle, t, args.rate, args.count, args.core) for t in transports]
+    runs = [run_transport(args, t) for t in transports]
+    targets = [r["target"] for r in runs]
     summary = {
-        "samples_per_s": min(r["samples_per_s"] for r in runs),
-        "p99_ms": max(r["p99_ms"] or float("inf") for r in runs),
-        "lost": sum(r["lost"] for r in runs),
+        "command": "python bench/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "samples_per_s": min(r["samples_per_s"] for r in targets),
+        "offered_per_s": min(r["offered_per_s"] for r in targets),
+        "p99_ms": max(r["p99_ms"] or float("inf") for r in targets),
+        "lost": sum(r["lost"] for r in targets),
+        "capacity_per_s": min(r["capacity_per_s"] for r in runs),
+        "latency_at_50pct_ms": _worst(runs, "at_50"),
+        "latency_at_90pct_ms": _worst(runs, "at_90"),
+        "agent_cpu_us_per_sample": max(r["agent_cpu_us_per_sample"] for r in targets),
         "rate_target": args.rate,
-        "count": args.count,
+        "p99_target_ms": P99_TARGET_MS,
+        "loadavg_end": loadavg(),
         "runs": runs,
     }
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    print(
-        f"end-to-end ingest, BasicMotions 6x100 float32, agent on one core, "
-        f"{args.count} samples at {'max' if args.rate == 0 else f'{args.rate:.0f}/s'}"
-    )
-    print(
-        f"{'transport':<10}{'offered/s':>11}{'predicted/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'lost':>7}{'RSS MiB':>9}"
-    )
-    for r in runs:
-        print(
-            f"{r['transport']:<10}{r['send_rate']:>11.0f}{r['samples_per_s']:>13.0f}"
-            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['lost']:>7}{r['agent_rss_mib']:>9.0f}"
-        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ingest.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.out / "ingest.md").write_text(_md(summary))
+    print(json.dumps(summary) if args.json else _md(summary))
     return 0
+
+
+def _worst(runs: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """The worst p50 / p90 / p99 over the transports' streams at ``key``."""
+    rs = [r[key] for r in runs if r[key] is not None]
+    if not rs:
+        return None
+    return {p: max(r[p] for r in rs) for p in ("p50_ms", "p90_ms", "p99_ms")}
 
 
 if __name__ == "__main__":

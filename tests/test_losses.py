@@ -13,7 +13,8 @@ from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, 
 from edge_agent.client import Publisher
 from edge_agent.ingest.protocol import encode_sample
 
-MAX = 4096  # ingest.max_message_bytes: ZeroMQ's own ceiling is max(4 x MAX, 1 MiB)
+MAX = 4096  # ingest.max_message_bytes
+CEILING = 1 << 16  # ingest.max_frame_bytes: ZeroMQ's own ceiling
 
 
 def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
@@ -22,7 +23,10 @@ def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
         d,
         make_bundle(d / "m.eab"),
         extra="",
-        ingest=f'endpoints = ["ipc://{d}/in.sock"]\nsocket = "pull"\nmax_message_bytes = {MAX}',
+        ingest=(
+            f'endpoints = ["ipc://{d}/in.sock"]\nsocket = "pull"\nmax_message_bytes = {MAX}\n'
+            f"max_frame_bytes = {CEILING}"
+        ),
     )
     a = AgentProcess(config)
     try:
@@ -59,7 +63,7 @@ def test_sequence_label_and_size_losses_are_counted_in_status() -> None:
         before = st["losses"]["transport_disconnects"]
         push = ctx.socket(zmq.PUSH)
         push.connect(f"ipc://{d}/in.sock")
-        push.send(b"\x00" * ((1 << 20) + 1))
+        push.send(b"\x00" * (CEILING + 1))
         st = a.wait_for(lambda s: s["losses"]["transport_disconnects"] > before, timeout=60)
         push.close(linger=0)
         ctx.term()

@@ -30,6 +30,11 @@ class IngestConfig:
     max_message_bytes: int = field(
         default=DEFAULT_MAX_MESSAGE_BYTES, metadata={"range": (64, 64 << 20)}
     )
+    # The hard ceiling on one ZeroMQ frame (ZMQ_MAXMSGSIZE): frames above
+    # max_message_bytes and up to this are received and counted as "oversized"; a larger
+    # one makes ZeroMQ close the publisher's connection (counted as a transport
+    # disconnect). It bounds the memory one frame can take.
+    max_frame_bytes: int = field(default=64 << 20, metadata={"range": (64, 1 << 30)})
     queue_capacity: int = field(default=1024, metadata={"range": (1, 1_000_000)})
     # SUB only: topic prefixes (first frame of the two-frame form) to receive; "" is all.
     # Behind `edge-agent proxy`, e.g. ["board-7/"] takes only this board's messages.

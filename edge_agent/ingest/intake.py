@@ -10,11 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge_agent.ingest.protocol import Feedback, ProtocolError, Sample, decode_ingest
+from edge_agent.ingest.protocol import (
+    Feedback,
+    ProtocolError,
+    Sample,
+    decode_ingest,
+    decode_ingest_many,
+)
 from edge_agent.ingest.queue import DropQueue
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,14 @@ class Counters(Protocol):
     def reject(self, reason: str) -> None: ...
 
     def drop(self, kind: str) -> None: ...
+
+    def add(
+        self,
+        received: int,
+        counters: dict[str, int],
+        rejected: dict[str, int],
+        dropped: dict[str, int],
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,17 +87,46 @@ class Intake:
             return
         self.submit(msg, arrived)
 
+    def submit_raw_many(self, raws: list[bytes]) -> None:
+        """Decode a batch of wire messages (drained from a socket together) and submit
+        them in order: one decode call, one lock for the sequence checks, one for the
+        counters and one for the queue, instead of one of each per message."""
+        arrived = time.perf_counter()
+        decoded = decode_ingest_many(raws, self.input_shape, self.num_classes, self.max_bytes)
+        counts: Counter[str] = Counter()  # accepted by kind, sequence gaps and restarts
+        rejected: Counter[str] = Counter()
+        items: list[tuple[Item, bool]] = []
+        errors: list[ProtocolError] = []
+        with self._lock:
+            for msg in decoded:
+                if isinstance(msg, Sample):
+                    err = self._check_seq_locked(msg.sensor, msg.seq, counts)
+                    if err is not None:
+                        msg = err
+                if isinstance(msg, ProtocolError):
+                    rejected[msg.reason] += 1
+                    errors.append(msg)
+                    continue
+                labelled = isinstance(msg, Feedback) or msg.label is not None
+                counts[_kind(msg)] += 1
+                items.append((Item(msg, arrived), labelled))
+        dropped = Counter(self.queue.put_many(items)) if items else Counter()
+        self.metrics.add(len(raws), counts, rejected, dropped)
+        for exc in errors:
+            self._log_rejection(exc)
+
     def submit(self, msg: Sample | Feedback, arrived: float) -> None:
         """Sequence-check and enqueue a decoded message."""
         if isinstance(msg, Sample):
-            try:
-                self._check_seq(msg.sensor, msg.seq)
-            except ProtocolError as exc:
-                self.reject(exc)
+            seq_counts: Counter[str] = Counter()
+            with self._lock:
+                err = self._check_seq_locked(msg.sensor, msg.seq, seq_counts)
+            if err is not None:
+                self.reject(err)
                 return
-            self.metrics.accept("accepted_labelled" if msg.label is not None else "accepted")
-        else:
-            self.metrics.accept("accepted_feedback")
+            for name, n in seq_counts.items():
+                self.metrics.inc(name, n)
+        self.metrics.accept(_kind(msg))
         labelled = isinstance(msg, Feedback) or msg.label is not None
         dropped = self.queue.put(Item(msg, arrived), labelled)
         if dropped is not None:
@@ -92,6 +135,9 @@ class Intake:
     def reject(self, exc: ProtocolError) -> None:
         """Count a rejected message; log each reason at most every few seconds."""
         self.metrics.reject(exc.reason)
+        self._log_rejection(exc)
+
+    def _log_rejection(self, exc: ProtocolError) -> None:
         now = time.monotonic()
         with self._lock:
             last = self._last_log.get(exc.reason)
@@ -105,22 +151,26 @@ class Intake:
             LOG_EVERY_S,
         )
 
-    def _check_seq(self, sensor: str, seq: int) -> None:
-        with self._lock:
-            last = self._last_seq.get(sensor)
-            if last is not None and seq == last:
-                raise ProtocolError("duplicate", f"sensor {sensor!r} sent seq {seq} twice")
-            self._last_seq[sensor] = seq
-            self._last_seq.move_to_end(sensor)
-            if len(self._last_seq) > MAX_TRACKED_SENSORS:
-                self._last_seq.popitem(last=False)
+    def _check_seq_locked(
+        self, sensor: str, seq: int, counts: Counter[str]
+    ) -> ProtocolError | None:
+        """Track ``sensor``'s sequence (the caller holds the lock): the duplicate error, or
+        None with gaps and restarts added to ``counts``."""
+        last = self._last_seq.get(sensor)
+        if last is not None and seq == last:
+            return ProtocolError("duplicate", f"sensor {sensor!r} sent seq {seq} twice")
+        self._last_seq[sensor] = seq
+        self._last_seq.move_to_end(sensor)
+        if len(self._last_seq) > MAX_TRACKED_SENSORS:
+            self._last_seq.popitem(last=False)
         if last is None:
-            return
+            return None
         if seq > last + 1:
-            self.metrics.inc("seq_gaps")
-            self.metrics.inc("seq_missing", seq - last - 1)
+            counts["seq_gaps"] += 1
+            counts["seq_missing"] += seq - last - 1
         elif seq < last:
-            self.metrics.inc("seq_restarts")
+            counts["seq_restarts"] += 1
+        return None
 
     def sequences(self) -> dict[str, int]:
         """Last sequence number per sensor (for checkpoints)."""
@@ -132,3 +182,10 @@ class Intake:
         with self._lock:
             for sensor, seq in list(seqs.items())[-MAX_TRACKED_SENSORS:]:
                 self._last_seq[str(sensor)] = int(seq)
+
+
+def _kind(msg: Sample | Feedback) -> str:
+    """The ``accepted*`` counter of an accepted message."""
+    if isinstance(msg, Feedback):
+        return "accepted_feedback"
+    return "accepted_labelled" if msg.label is not None else "accepted"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -285,10 +285,11 @@ def _ts(obj: dict[str, Any]) -> float:
     return float(ts)
 
 
-def decode_sample_fields(
+def _sample_header(
     obj: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
-) -> Sample:
-    """Validate a sample map against the model's input shape and class count."""
+) -> tuple[str, int, float, np.dtype[Any], bytes, int | None]:
+    """A sample map's fields checked against the model (everything but the data's
+    values): sensor, seq, ts, wire dtype, data bytes, label."""
     sensor, seq, ts = _sensor(obj), _seq(obj), _ts(obj)
     dtype_name = _field(obj, "dtype")
     if not isinstance(dtype_name, str):  # wrong type, like any other field
@@ -309,14 +310,27 @@ def decode_sample_fields(
         raise ProtocolError(
             "size", f"data has {len(data)} bytes, shape x {dtype_name} needs {expected}"
         )
+    return sensor, seq, ts, dt, data, _label(obj, num_classes, required=False)
+
+
+def _to_float32(data: bytes, dt: np.dtype[Any], input_shape: tuple[int, ...]) -> np.ndarray:
+    """The data as float32 of the model's shape: a read-only view of ``data`` when it is
+    float32 already (no copy), a converted copy otherwise; non-finite values rejected."""
     raw = np.frombuffer(data, dtype=dt).reshape(input_shape)
     if dt.kind == "f":
         if not np.isfinite(raw).all():
             raise ProtocolError("nonfinite", "data holds NaN or infinity")
         if dt.itemsize > 4 and np.abs(raw).max() > FLOAT32_MAX:
             raise ProtocolError("nonfinite", "data overflows float32")
-    x = raw.astype(np.float32)
-    return Sample(sensor, seq, ts, x, _label(obj, num_classes, required=False))
+    return raw.astype(np.float32, copy=False)
+
+
+def decode_sample_fields(
+    obj: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> Sample:
+    """Validate a sample map against the model's input shape and class count."""
+    sensor, seq, ts, dt, data, label = _sample_header(obj, input_shape, num_classes)
+    return Sample(sensor, seq, ts, _to_float32(data, dt, input_shape), label)
 
 
 def decode_ingest(
@@ -330,11 +344,60 @@ def decode_ingest(
     kind = obj.get("type")
     if kind == "sample":
         return decode_sample_fields(obj, input_shape, num_classes)
+    return _decode_other(obj, kind, num_classes)
+
+
+def _decode_other(obj: dict[str, Any], kind: object, num_classes: int) -> Feedback:
+    """An ingest message that is not a sample: a label, or an error."""
     if kind == "label":
         label = _label(obj, num_classes, required=True)
         assert label is not None
         return Feedback(_sensor(obj), _seq(obj), label)
     raise ProtocolError("type", f"unknown message type {kind!r} (expected 'sample' or 'label')")
+
+
+F32 = DTYPES["float32"]
+
+
+def decode_ingest_many(
+    raws: list[bytes],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> list[Sample | Feedback | ProtocolError]:
+    """Decode a batch of ingest messages, one result per message in order (the message or
+    the error that rejects it); the same checks as :func:`decode_ingest`. float32 samples
+    (the common case) are finite-checked together and share one array: each ``x`` is a
+    read-only row of it, so the data is copied once for the whole batch."""
+    out: list[Sample | Feedback | ProtocolError | None] = []
+    fast: list[tuple[int, str, int, float, int | None]] = []  # float32 samples, checked below
+    datas: list[bytes] = []
+    for raw in raws:
+        try:
+            obj = unpack_map(raw, max_bytes)
+            kind = obj.get("type")
+            if kind != "sample":
+                out.append(_decode_other(obj, kind, num_classes))
+                continue
+            sensor, seq, ts, dt, data, label = _sample_header(obj, input_shape, num_classes)
+            if dt == F32:
+                fast.append((len(out), sensor, seq, ts, label))
+                datas.append(data)
+                out.append(None)  # set below
+            else:
+                out.append(Sample(sensor, seq, ts, _to_float32(data, dt, input_shape), label))
+        except ProtocolError as exc:
+            out.append(exc)
+    if fast:
+        X = np.frombuffer(b"".join(datas), dtype=F32).reshape(len(fast), *input_shape)
+        finite = np.isfinite(X.reshape(len(fast), -1)).all(axis=1).tolist()
+        for (i, sensor, seq, ts, label), x, ok in zip(fast, X, finite, strict=True):
+            out[i] = (
+                Sample(sensor, seq, ts, x, label)
+                if ok
+                else ProtocolError("nonfinite", "data holds NaN or infinity")
+            )
+    return cast(list[Sample | Feedback | ProtocolError], out)  # every None was set above
 
 
 def decode_request(

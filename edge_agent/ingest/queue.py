@@ -38,24 +38,33 @@ class DropQueue(Generic[T]):
     def put(self, item: T, labelled: bool) -> str | None:
         """Enqueue ``item``; return the kind dropped to make room ("unlabelled",
         "labelled") or None."""
-        dropped = None
+        dropped = self.put_many([(item, labelled)])
+        return dropped[0] if dropped else None
+
+    def put_many(self, items: list[tuple[T, bool]]) -> list[str]:
+        """Enqueue ``(item, labelled)`` pairs in order under one lock (the same policy as
+        :meth:`put` for each); the kinds dropped to make room, one per drop."""
+        dropped: list[str] = []
         with self._cond:
-            if len(self._plain) + len(self._labelled) >= self.capacity:
-                if self._plain:
-                    self._plain.popleft()
-                    self.dropped_unlabelled += 1
-                    dropped = "unlabelled"
-                else:
-                    self._labelled.popleft()
-                    self.dropped_labelled += 1
-                    dropped = "labelled"
-            (self._labelled if labelled else self._plain).append((next(self._order), item))
+            for item, labelled in items:
+                if len(self._plain) + len(self._labelled) >= self.capacity:
+                    if self._plain:
+                        self._plain.popleft()
+                        self.dropped_unlabelled += 1
+                        dropped.append("unlabelled")
+                    else:
+                        self._labelled.popleft()
+                        self.dropped_labelled += 1
+                        dropped.append("labelled")
+                (self._labelled if labelled else self._plain).append((next(self._order), item))
             self._cond.notify()
         return dropped
 
-    def get_batch(self, max_items: int, timeout: float) -> list[T]:
+    def get_batch(self, max_items: int, timeout: float, gather: float = 0.0) -> list[T]:
         """Up to ``max_items`` items in arrival order; waits up to ``timeout`` s for the
-        first one and returns an empty list if none came."""
+        first one and returns an empty list if none came. With ``gather`` > 0 and fewer
+        than ``max_items`` waiting, it then sleeps ``gather`` s once (without the lock) so
+        that more arrive and go in the same batch: one wake-up for many items."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not (self._plain or self._labelled):
@@ -63,6 +72,10 @@ class DropQueue(Generic[T]):
                 if left <= 0:
                     return []
                 self._cond.wait(left)
+            short = len(self._plain) + len(self._labelled) < max_items
+        if gather > 0 and short:
+            time.sleep(gather)
+        with self._cond:
             out: list[T] = []
             plain, lab = self._plain, self._labelled
             while len(out) < max_items and (plain or lab):

@@ -3,7 +3,11 @@ stop shared by the ingest sources and the status server."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from pathlib import Path
+
+COMM = Path("/proc/thread-self/comm")
 
 
 class ThreadWorker:
@@ -15,7 +19,11 @@ class ThreadWorker:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(target=self._named_run, name=self.thread_name, daemon=True)
+
+    def _named_run(self) -> None:
+        name_os_thread(self.thread_name)
+        self._run()
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -38,3 +46,10 @@ class ThreadWorker:
             self._thread.join(timeout)
         else:
             self._release_unstarted()
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread its name in the OS too (Linux: ``top -H``, ``ps -L`` and
+    /proc show it; 15 bytes at most); nothing where the system offers no way to."""
+    with contextlib.suppress(OSError):
+        COMM.write_bytes(name.encode()[:15])

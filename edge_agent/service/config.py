@@ -78,6 +78,9 @@ class InferenceConfig:
     """The inference loop."""
 
     batch_max: int = field(default=64, metadata={"range": (1, 4096)})
+    # after the first queued sample, wait this long for more to predict and publish them
+    # as one batch (a few per wake-up cost far less CPU each than one; docs/protocol.md)
+    batch_wait_ms: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
     # recent samples kept to match late labels
     feedback_window: int = field(default=4096, metadata={"range": (0, 1_000_000)})
     # labelled predictions in the rolling accuracy

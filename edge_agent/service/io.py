@@ -28,6 +28,8 @@ from edge_agent.service.status_curve import CurveGuard, describe
 
 log = logging.getLogger("edge_agent.agent")
 
+MAX_TOPICS = 4096  # cached prediction topics (one per sensor)
+
 
 class Sockets:
     """The agent's sockets: ingest sources, the PUB socket for predictions, the status server."""
@@ -39,6 +41,7 @@ class Sockets:
         model: Model
         pub: zmq.Socket[bytes] | None
         _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
+        _topics: dict[str, bytes]  # sensor -> its prediction topic frame
         sources: list[SampleSource]
         status_server: StatusServer | None
         remote_status: StatusServer | None  # the CURVE one
@@ -209,21 +212,27 @@ class Sockets:
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 
     def _publish(
-        self, samples: list[Item], classes: np.ndarray, conf: np.ndarray, done: float
-    ) -> list[float]:
+        self, samples: list[Item], classes: list[int], conf: list[float], done: float
+    ) -> np.ndarray:
+        """Send one prediction per sample (topic frame, then the message); the latencies
+        from arrival to ``done`` in ms."""
         names = self.model.label_names
         version = self.model.engine.model_version
-        latencies = []
         assert self.pub is not None
-        for it, c, p in zip(samples, classes, conf, strict=True):
+        send, more = self.pub.send, zmq.SNDMORE
+        topics = self._topics
+        arrived = np.fromiter((it.arrived for it in samples), np.float64, len(samples))
+        latencies = (done - arrived) * 1e3
+        for it, c, p, lat in zip(samples, classes, conf, latencies.tolist(), strict=True):
             s = it.msg
             assert isinstance(s, Sample)
-            lat = (done - it.arrived) * 1e3
-            latencies.append(lat)
-            payload = encode_prediction(
-                s.sensor, s.seq, s.ts, int(c), names[int(c)], float(p), version, lat, s.label
-            )
-            self.pub.send_multipart([b"pred/" + s.sensor.encode(), payload])
+            topic = topics.get(s.sensor)
+            if topic is None:
+                if len(topics) >= MAX_TOPICS:  # bounded: sensors come and go
+                    topics.clear()
+                topic = topics[s.sensor] = b"pred/" + s.sensor.encode()
+            send(topic, more)
+            send(encode_prediction(s.sensor, s.seq, s.ts, c, names[c], p, version, lat, s.label))
         return latencies
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,22 +61,40 @@ class Metrics:
         with self._lock:
             self.dropped[kind] += 1
 
+    def add(
+        self,
+        received: int,
+        counters: dict[str, int],
+        rejected: dict[str, int],
+        dropped: dict[str, int],
+    ) -> None:
+        """Count a batch of ``received`` messages at once: counters (accepted kinds,
+        sequence gaps), rejections by reason, queue drops by kind."""
+        with self._lock:
+            self.counters["received"] += received
+            self.counters.update(counters)
+            self.rejected.update(rejected)
+            self.dropped.update(dropped)
+
     def set_accuracy_window(self, n: int) -> None:
         """Resize the rolling accuracy window, keeping the newest outcomes."""
         with self._lock:
             self._correct = deque(self._correct, maxlen=n)
 
-    def record_batch(self, n: int, infer_ms: float, latencies_ms: list[float]) -> None:
+    def record_batch(
+        self, n: int, infer_ms: float, latencies_ms: Sequence[float] | np.ndarray
+    ) -> None:
         """Record one inference batch of ``n`` predictions."""
+        lat = np.asarray(latencies_ms, dtype=np.float64)
         now = time.monotonic()
         with self._lock:
             self.counters["predicted"] += n
             self._infer_ms.append(infer_ms)
-            self._latency_ms.extend(latencies_ms)
+            self._latency_ms.extend(lat.tolist())
             self._pred_times.append((now, n))
             while self._pred_times and now - self._pred_times[0][0] > RATE_WINDOW_S:
                 self._pred_times.popleft()
-        self.latency_histogram.observe_many(np.asarray(latencies_ms) / 1e3)
+        self.latency_histogram.observe_many(lat / 1e3)
 
     def record_outcome(self, correct: bool) -> None:
         """Record whether a labelled prediction was right."""
