@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+_RATES = """
+import json, time
 from bench.cputime import interleaved
 
-REPO = Path(__file__).resolve().parents[1]
+def busy():
+    t0 = time.thread_time_ns()
+    while time.thread_time_ns() - t0 < 200_000:
+        pass
+
+rates, info = interleaved(
+    {"sleep": (lambda: time.sleep(0.002), 1), "busy": (busy, 2)}, seconds=0.02, reps=3
+)
+print(json.dumps({"rates": rates, "info": info}))
+"""
 
 
 def test_thread_cpu_rates_ignore_sleeping() -> None:
     # a case that sleeps spends wall time, not CPU time: its CPU rate must be far above
-    # its wall rate, while a busy case's two rates stay close
-    def busy() -> None:
-        t0 = time.thread_time_ns()
-        while time.thread_time_ns() - t0 < 200_000:
-            pass
-
-    rates, info = interleaved(
-        {"sleep": (lambda: time.sleep(0.002), 1), "busy": (busy, 2)}, seconds=0.02, reps=3
+    # its wall rate, while a busy case's two rates stay close. In a fresh process, so that
+    # threads left by other tests do not add to the process CPU time.
+    done = subprocess.run(
+        [sys.executable, "-c", _RATES], cwd=REPO, capture_output=True, text=True, timeout=120
     )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    rates, info = out["rates"], out["info"]
     assert set(rates) == {"sleep", "busy"} and info["reps"] == 3
     assert rates["sleep"]["cpu_median"] > 5 * rates["sleep"]["wall_median"]
     assert rates["busy"]["cpu_best"] >= rates["busy"]["cpu_median"] > 0
