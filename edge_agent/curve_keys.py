@@ -129,7 +129,13 @@ def default_client_key() -> Path:
     env = os.environ.get(CLIENT_KEY_ENV)
     if env:
         return Path(env)
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    config_home = os.environ.get("XDG_CONFIG_HOME")
+    try:  # a service user (systemd's DynamicUser=) may have no home directory
+        base = Path(config_home) if config_home else Path.home() / ".config"
+    except RuntimeError:
+        raise KeyFileError(
+            f"no home directory to find the client key in: give --client-key or ${CLIENT_KEY_ENV}"
+        ) from None
     return base / "edge-agent" / "client.key_secret"
 
 

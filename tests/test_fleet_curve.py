@@ -7,6 +7,7 @@ later works after a reload, and bad key configuration fails clearly."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -27,7 +28,13 @@ from test_service_support import (
 
 from edge_agent.bundle_io import load_bundle, to_bytes
 from edge_agent.client import AgentAddress, ClientError, StatusClient
-from edge_agent.curve_keys import KeyFileError, create_pair, load_public, load_secret
+from edge_agent.curve_keys import (
+    KeyFileError,
+    create_pair,
+    default_client_key,
+    load_public,
+    load_secret,
+)
 from edge_agent.fleet.collect import collect
 from edge_agent.service.config import ConfigError, parse_config
 
@@ -287,3 +294,33 @@ def test_a_bad_server_key_fails_start_up_clearly(tmp_path: Path) -> None:
         assert "Traceback" not in r.stderr
     finally:
         cleanup(d)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
+def test_the_command_line_works_for_a_user_without_a_home() -> None:
+    """The unit runs the agent as a DynamicUser= with no passwd entry and no HOME: building
+    the command line must not look the home directory up (it raised at every start)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CONFIG_HOME")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        ["setpriv", "--reuid=61999", "--regid=61999", "--clear-groups",
+         sys.executable, "-m", "edge_agent.cli", "keys", "client", "--help"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "client.key_secret" in done.stdout
+
+
+def test_the_default_client_key_without_a_home_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("EDGE_AGENT_CLIENT_KEY", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(KeyFileError, match="no home directory"):
+        default_client_key()

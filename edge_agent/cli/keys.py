@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge_agent.container import atomic_write_bytes
 from edge_agent.curve_keys import (
+    CLIENT_KEY_ENV,
     SERVER_DIR,
     SERVER_NAME,
     KeyFileError,
@@ -37,7 +38,10 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE.key_secret",
-        help=f"where to write the secret file; NAME.key beside it (default {default_client_key()})",
+        help=(
+            "where to write the secret file; NAME.key beside it (default "
+            f"${CLIENT_KEY_ENV} or ~/.config/edge-agent/client.key_secret)"
+        ),
     )
     p = sub.add_parser("allow", help="allow a client's public key on this agent")
     p.add_argument("key", type=Path, help="the client's public certificate (NAME.key)")
