@@ -49,9 +49,16 @@ def test_early_stop_keeps_the_best_weights_and_stops_after_patience() -> None:
 def test_a_large_training_split_stops_early_on_its_validation_split() -> None:
     ds = load_dataset("digits")  # 1258 training samples: a validation split
     cfg = TrainConfig(
-        fp_steps=600, qat_steps=300, eval_every=10, patience=2, progress=False, augment=False
+        fp_steps=600,
+        qat_steps=300,
+        eval_every=10,
+        patience=2,
+        progress=False,
+        augment=False,
+        early_stop_min_samples=300,
     )
     assert cfg.early_stopping(len(ds.X_train))
+    assert not TrainConfig().early_stopping(len(ds.X_train))  # off by default
     timer = PhaseTimer()
     calls: list[int] = []
     _, _, metrics = fit(

@@ -74,6 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         act_bits=args.act_bits,
         progress=not args.quiet,
         torch_threads=args.threads,
+        early_stop_min_samples=args.early_stop,
     )
     qcore_cfg = QCoreConfig(per_class=args.qcore_per_class) if args.qcore_per_class else None
     flip_cfg = FlipTrainConfig() if args.flipper else None
@@ -251,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="torch threads (default 1: the models are small, and more threads cost more "
         "CPU than they save, most of all on a busy machine)",
+    )
+    p.add_argument(
+        "--early-stop",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="stop on a 10%% validation split when the training split has at least N "
+        "samples (default off: faster on large sets, but it cost digits about a point "
+        "at 3 and 2 bits)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
