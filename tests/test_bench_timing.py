@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
+from support.fresh_python import fresh_python
 
 _RATES = """
 import json, time
@@ -33,11 +28,7 @@ def test_thread_cpu_rates_ignore_sleeping() -> None:
     # a case that sleeps spends wall time, not CPU time: its CPU rate must be far above
     # its wall rate, while a busy case's two rates stay close. In a fresh process, so that
     # threads left by other tests do not add to the process CPU time.
-    done = subprocess.run(
-        [sys.executable, "-c", _RATES], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = json.loads(fresh_python(_RATES))
     rates, info = out["rates"], out["info"]
     assert set(rates) == {"sleep", "busy"} and info["reps"] == 3
     assert rates["sleep"]["cpu_median"] > 5 * rates["sleep"]["wall_median"]
@@ -54,15 +45,8 @@ def test_refuse_amx_makes_the_permission_request_fail_with_eperm() -> None:
         "refuse_amx()\n"
         "print(request_amx(), amx_state()['permitted'])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO)},
-    )
-    errno, permitted = done.stdout.split()
+    out = fresh_python(code)
+    errno, permitted = out.split()
     assert errno == "1"  # EPERM from the filter, whether or not the CPU has AMX
     assert permitted in ("False", "None")
 
@@ -75,12 +59,5 @@ def test_refuse_amx_leaves_other_arch_prctl_calls_alone() -> None:
         "refuse_amx()\n"
         "print(before == amx_state() and before['supported'] is not None)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO)},
-    )
-    assert done.stdout.strip() == "True"
+    out = fresh_python(code)
+    assert out.strip() == "True"

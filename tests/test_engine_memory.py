@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
-from kernels.build import cachepaths
+from support.fresh_python import fresh_python
 
-REPO = Path(__file__).resolve().parents[1]
+from kernels.build import cachepaths
 
 
 def test_dist_version_reads_what_importlib_metadata_reads() -> None:
@@ -28,15 +26,7 @@ def test_naming_the_aot_module_imports_no_package_metadata() -> None:
         "heavy = {'importlib.metadata', 'email', 'zipfile', 'numba'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO)},
-    )
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code).strip() == "[]"
 
 
 def test_engine_import_path_loads_no_openssl() -> None:
@@ -47,15 +37,7 @@ def test_engine_import_path_loads_no_openssl() -> None:
         "from kernels.exec import backend\n"
         "print(sorted({'_hashlib', 'hashlib'} & set(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(REPO)},
-    )
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code).strip() == "[]"
 
 
 def test_digest_matches_hashlib(tmp_path: Path) -> None:
