@@ -27,13 +27,8 @@ import zmq
 import zmq.auth
 
 from edge_agent.curve_keys import KeyFileError, parse_public
-from edge_agent.ingest.protocol import (
-    ProtocolError,
-    decode_reply,
-    encode_feedback,
-    encode_request,
-    encode_sample,
-)
+from edge_agent.ingest.control import decode_reply, encode_request
+from edge_agent.ingest.protocol import ProtocolError, encode_feedback, encode_sample
 
 DEFAULT_INGEST = "tcp://127.0.0.1:5556"
 DEFAULT_STATUS = "ipc://" + os.path.join(

@@ -10,18 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.ingest.control import (
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_reply,
+    encode_request,
+)
 from edge_agent.ingest.protocol import (
     REASONS,
     Feedback,
     ProtocolError,
     Sample,
     decode_ingest,
-    decode_reply,
-    decode_request,
-    encode_error,
     encode_feedback,
-    encode_reply,
-    encode_request,
     encode_sample,
 )
 

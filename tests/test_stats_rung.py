@@ -13,6 +13,7 @@ import pytest
 
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle
+from edge_agent.calibrate import stats_round
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.data import load_dataset
@@ -38,7 +39,7 @@ def bundle(shipped: Bundle) -> Bundle:
 def _live(bundle: Bundle, bits: int) -> tuple[Engine, Engine]:
     eng = Engine(bundle, bits=bits)
     scratch = Engine(bundle, bits=bits, scratch=True)
-    sr.sync(scratch, eng, sr.hidden_layers(bundle))
+    stats_round.sync(scratch, eng, sr.hidden_layers(bundle))
     return eng, scratch
 
 
@@ -152,7 +153,7 @@ def test_restores_held_out_accuracy_under_gain_drift(bundle: Bundle) -> None:
     eng, scratch = _live(bundle, bundle.default_bits)
     stream, held = np.arange(0, 40, 2), np.arange(1, 40, 2)  # never labelled: held
     before = float((eng.predict(Xd[held])[0] == ds.y_test[held]).mean())
-    res, corr = sr.run_stats_round(
+    res, corr = stats_round.run_stats_round(
         eng, scratch, bundle, stats, Xd[stream], (Xd[stream][:8], ds.y_test[stream][:8])
     )
     after = float((eng.predict(Xd[held])[0] == ds.y_test[held]).mean())
@@ -167,7 +168,7 @@ def test_a_correction_that_does_not_help_is_rolled_back(bundle: Bundle) -> None:
     ds = load_dataset("basicmotions")
     eng, scratch = _live(bundle, bundle.default_bits)
     version = eng.model_version
-    res, corr = sr.run_stats_round(
+    res, corr = stats_round.run_stats_round(
         eng, scratch, bundle, stats, ds.X_test, (ds.X_test, ds.y_test)
     )  # no drift: nothing to win
     assert res.version is None and corr is None and eng.model_version == version

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, array_from_record, array_record
-from edge_agent.calibrate import stats_rung
+from edge_agent.calibrate import stats_round, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
 from edge_agent.calibrate.flip_net import FlipNet
@@ -260,16 +260,16 @@ class CalibrationController:
         if self._scratch is None:  # holds every bit-width: the correction covers them all
             self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
         scratch = self._scratch
-        stats_rung.sync(scratch, engine, stats_rung.hidden_layers(self.bundle))
+        stats_round.sync(scratch, engine, stats_rung.hidden_layers(self.bundle))
         empty = (np.zeros((0, *self.bundle.input_shape), np.float32), np.zeros(0, np.int64))
-        result, corr = stats_rung.run_stats_round(
+        result, corr = stats_round.run_stats_round(
             engine,
             scratch,
             self.bundle,
             self.train_stats,
             job.X,
             job.recent or empty,
-            stats_rung.StatsConfig(
+            stats_round.StatsConfig(
                 tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
             ),
             version_of=lambda c: self._corrected(c, engine).model_version,

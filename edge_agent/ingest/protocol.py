@@ -23,7 +23,6 @@ MAX_DIMS = 4
 MAX_MAP_KEYS = 32
 MAX_SEQ = (1 << 64) - 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
-MAX_REQUEST_BYTES = 4096
 MAX_STR_LEN = 256
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -32,17 +31,6 @@ DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name).newbyteorder("<")
     for name in ("float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32")
 }
-COMMANDS = (
-    "ping",
-    "status",
-    "metrics",
-    "config",
-    "checkpoint",
-    "collect",
-    "reload",
-    "push",
-    "rollback",
-)
 
 # Reasons a message is rejected; every one has a counter in the agent's metrics.
 REASONS = (
@@ -92,15 +80,6 @@ class Feedback:
     label: int
 
 
-@dataclass(frozen=True)
-class Request:
-    """A control request on the status socket."""
-
-    cmd: str
-    id: int | str | None = None
-    bundle: bytes | None = None  # ``push`` only: the model bundle's bytes
-
-
 # ---------------------------------------------------------------- encoding
 
 
@@ -135,38 +114,6 @@ def encode_feedback(sensor: str, seq: int, label: int) -> bytes:
     """Encode a labelled-feedback message for an earlier sample."""
     return msgpack.packb(
         {"v": VERSION, "type": "label", "sensor": sensor, "seq": int(seq), "label": int(label)},
-        use_bin_type=True,
-    )
-
-
-def encode_request(cmd: str, req_id: int | str | None = None, bundle: bytes | None = None) -> bytes:
-    """Encode a control request (``bundle``: the bytes a ``push`` carries)."""
-    msg: dict[str, Any] = {"v": VERSION, "type": "request", "cmd": cmd}
-    if req_id is not None:
-        msg["id"] = req_id
-    if bundle is not None:
-        msg["bundle"] = bundle
-    return msgpack.packb(msg, use_bin_type=True)
-
-
-def encode_reply(req_id: int | str | None, cmd: str | None, result: dict[str, Any]) -> bytes:
-    """Encode a successful reply."""
-    return msgpack.packb(
-        {"v": VERSION, "type": "reply", "id": req_id, "cmd": cmd, "ok": True, "result": result},
-        use_bin_type=True,
-    )
-
-
-def encode_error(req_id: int | str | None, code: str, message: str) -> bytes:
-    """Encode an error reply."""
-    return msgpack.packb(
-        {
-            "v": VERSION,
-            "type": "reply",
-            "id": req_id,
-            "ok": False,
-            "error": {"code": code, "message": message},
-        },
         use_bin_type=True,
     )
 
@@ -234,14 +181,14 @@ def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if not all(isinstance(k, str) for k in obj):  # msgpack lets bin keys through as bytes
         raise ProtocolError("msgpack", "map keys must be msgpack str, not bin or other types")
     version = obj.get("v")
-    if _is_int(version) and version == VERSION:
+    if is_int(version) and version == VERSION:
         return obj
     if "v" not in obj:
         raise ProtocolError("version", "missing protocol version 'v'")
     raise ProtocolError("version", f"unsupported protocol version {version!r} (this is v{VERSION})")
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -260,7 +207,7 @@ def _sensor(obj: dict[str, Any]) -> str:
 
 def _seq(obj: dict[str, Any]) -> int:
     seq = _field(obj, "seq")
-    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+    if not is_int(seq) or not 0 <= seq <= MAX_SEQ:
         raise ProtocolError("field", "'seq' must be an integer in 0..2^64-1")
     return int(seq)
 
@@ -271,7 +218,7 @@ def _label(obj: dict[str, Any], num_classes: int, required: bool) -> int | None:
         if required:
             raise ProtocolError("field", "missing field 'label'")
         return None
-    if not _is_int(label):
+    if not is_int(label):
         raise ProtocolError("field", f"'label' must be an integer, got {type(label).__name__}")
     if not 0 <= label < num_classes:
         raise ProtocolError("label", f"label {label} outside 0..{num_classes - 1}")
@@ -297,7 +244,7 @@ def _sample_header(
     if dtype_name not in DTYPES:
         raise ProtocolError("dtype", f"dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
     shape = _field(obj, "shape")
-    if not isinstance(shape, list) or not all(_is_int(s) for s in shape):
+    if not isinstance(shape, list) or not all(is_int(s) for s in shape):
         raise ProtocolError("field", "'shape' must be an array of integers")
     if tuple(shape) != input_shape:
         raise ProtocolError("shape", f"shape {shape} differs from the model's {list(input_shape)}")
@@ -398,43 +345,3 @@ def decode_ingest_many(
                 else ProtocolError("nonfinite", "data holds NaN or infinity")
             )
     return cast(list[Sample | Feedback | ProtocolError], out)  # every None was set above
-
-
-def decode_request(
-    raw: bytes, max_bytes: int = MAX_REQUEST_BYTES, max_bundle_bytes: int = 0
-) -> Request:
-    """Decode a control request; raise ProtocolError for anything malformed. Only a
-    ``push`` may exceed ``max_bytes``, by its bundle of at most ``max_bundle_bytes``."""
-    obj = unpack_map(raw, max_bytes + max_bundle_bytes)
-    if obj.get("type") != "request":
-        raise ProtocolError("type", f"expected type 'request', got {obj.get('type')!r}")
-    req_id = obj.get("id")
-    if req_id is not None and not (_is_int(req_id) or isinstance(req_id, str)):
-        raise ProtocolError("field", "'id' must be an integer or a string")
-    cmd = obj.get("cmd")
-    if cmd not in COMMANDS:
-        raise ProtocolError("field", f"unknown command {cmd!r}; one of {list(COMMANDS)}")
-    if cmd != "push":
-        if len(raw) > max_bytes:
-            raise ProtocolError("oversized", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
-        return Request(cmd, req_id)
-    bundle = obj.get("bundle")
-    if not isinstance(bundle, bytes):
-        raise ProtocolError("field", "'push' needs the bundle as msgpack bin 'bundle'")
-    if len(bundle) > max_bundle_bytes:
-        raise ProtocolError(
-            "oversized",
-            f"a bundle of {len(bundle)} bytes exceeds the {max_bundle_bytes}-byte push limit",
-        )
-    return Request(cmd, req_id, bundle)
-
-
-def decode_reply(raw: bytes, max_bytes: int = 16 << 20) -> dict[str, Any]:
-    """Decode a reply from the status socket (client side; generous limits)."""
-    try:
-        obj = unpack_one(raw, max_bytes, strict_map_key=False)
-    except Exception as exc:
-        raise ProtocolError("msgpack", f"cannot decode reply: {type(exc).__name__}") from None
-    if not isinstance(obj, dict) or obj.get("v") != VERSION or obj.get("type") != "reply":
-        raise ProtocolError("type", "not a v1 reply")
-    return obj

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.bundle import SERIES_NORM
 from edge_agent.bundle_io import load_bundle
-from edge_agent.ingest.protocol import Request
+from edge_agent.ingest.control import Request
 from edge_agent.service.deploy import Deployments
 from edge_agent.service.field_export import collect_reply
 from edge_agent.service.model import Model

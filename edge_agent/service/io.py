@@ -17,8 +17,9 @@ import zmq
 from edge_agent.contracts import SampleSource
 from edge_agent.curve_keys import KeyFileError
 from edge_agent.ingest import ipc
+from edge_agent.ingest.control import Request
 from edge_agent.ingest.intake import Intake, Item
-from edge_agent.ingest.protocol import Request, Sample, encode_prediction
+from edge_agent.ingest.protocol import Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
 from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig, ConfigError

@@ -19,14 +19,14 @@ from typing import Any
 
 import zmq
 
-from edge_agent.ingest.protocol import (
+from edge_agent.ingest.control import (
     MAX_REQUEST_BYTES,
-    ProtocolError,
     Request,
     decode_request,
     encode_error,
     encode_reply,
 )
+from edge_agent.ingest.protocol import ProtocolError
 from edge_agent.ingest.worker import ThreadWorker
 from edge_agent.service.status_curve import CurveGuard
 
