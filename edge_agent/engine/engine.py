@@ -3,7 +3,7 @@
 The kernels are compiled ahead of time where that was done (``edge-agent
 compile-kernels``), else JIT-compiled by numba (:mod:`kernels.exec.backend`); the engine
 imports numba only in the second case. Every bit-width of the bundle is laid out once at
-load. The active model is one frozen :class:`_State` object; inference reads that
+load. The active model is one frozen :class:`EngineState` object; inference reads that
 reference once per call, and :meth:`Engine.swap_weights` / :meth:`Engine.set_bits` build
 a new state and assign it, so readers on other threads never see a half-updated model.
 A call allocates only its logits: the kernels' scratch comes from a pool of workspaces
@@ -19,18 +19,17 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edge_agent.bundle import SERIES_NORM, Bundle, LayerQuant, QuantModel
+from edge_agent.bundle import SERIES_NORM, Bundle
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data.datasets import normalize_series
+from edge_agent.engine.state import EngineState, frozen_codes, layer_params
 from kernels.digest import sha256
 from kernels.exec import backend
-from kernels.plan import abi, bias, program, tables, trace
-from kernels.plan.model import LayerParams, Model, Weights
+from kernels.plan import bias, program, tables, trace
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
@@ -38,57 +37,6 @@ log = logging.getLogger(__name__)
 _F32 = np.dtype(np.float32)
 WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
 _NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
-
-
-@dataclass(frozen=True)
-class _State:
-    """What one inference call needs; replaced as a whole, never modified."""
-
-    bits: int
-    model: Model
-    weights: Weights
-    version: str
-    codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
-    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
-
-    def __post_init__(self) -> None:
-        m, w = self.model, self.weights
-        args = (
-            m.ops,
-            m.tens,
-            w.ltab,
-            w.panel,
-            w.bias,
-            w.m0,
-            w.shift,
-            w.out_mult,
-            m.mean,
-            m.std,
-            m.in_scale,
-            m.in_zp,
-            m.act_hi,
-            m.sizes,
-        )
-        abi.check(args)  # compiled kernels would misread other types
-        object.__setattr__(self, "args", args)
-
-
-def layer_params(quant: QuantModel) -> list[LayerParams]:
-    """Kernel parameters of a bundle's quantized model (weights unpacked transiently)."""
-    return [_params(layer, quant.weight_bits) for layer in quant.layers]
-
-
-def _params(layer: LayerQuant, bits: int) -> LayerParams:
-    return LayerParams(
-        q=unpack_rows(layer.packed, layer.k, layer.bits),
-        bits=bits,
-        bias_q=layer.bias_q,
-        in_zp=layer.in_zp,
-        out_zp=layer.out_zp,
-        m0=layer.m0,
-        shift=layer.shift,
-        out_mult=layer.out_mult,
-    )
 
 
 class Engine:
@@ -114,7 +62,7 @@ class Engine:
         self.label_names: list[str] = list(bundle.label_names)
         self.series_norm = bool(bundle.meta.get(SERIES_NORM))  # z-normalize each sample first
         self._features = int(np.prod(self.input_shape))
-        self._initial: dict[int, _State] = {}
+        self._initial: dict[int, EngineState] = {}
         for b, quant in sorted(bundle.quant.items()):
             params = layer_params(quant)
             model, weights = program.build_model(
@@ -133,8 +81,8 @@ class Engine:
                     f"{b}-bit model gives {model.num_outputs} outputs for "
                     f"{self.num_classes} classes"
                 )
-            codes = tuple(_frozen(p.q) for p in params)
-            self._initial[b] = _State(b, model, weights, bundle.model_version, codes)
+            codes = tuple(frozen_codes(p.q) for p in params)
+            self._initial[b] = EngineState(b, model, weights, bundle.model_version, codes)
         self._current = dict(self._initial)  # latest state per bit-width
         # kernel workspaces big enough for every bit-width's model (swaps keep the layouts);
         # list.pop and list.append are atomic, so concurrent callers never share one
@@ -205,7 +153,7 @@ class Engine:
 
     def _run(
         self,
-        st: _State,
+        st: EngineState,
         xs: np.ndarray,
         trace_buf: np.ndarray = _NO_TRACE,
         trace_at: np.ndarray = _NO_TRACE_AT,
@@ -303,8 +251,8 @@ class Engine:
                 version = h.hexdigest()[:12]
             kept = list(old.codes)
             for i, q in codes.items():
-                kept[i] = _frozen(q)
-            new = _State(b, old.model, weights, version, tuple(kept))
+                kept[i] = frozen_codes(q)
+            new = EngineState(b, old.model, weights, version, tuple(kept))
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -361,7 +309,7 @@ class Engine:
                 for i in sorted(requant):
                     m0, sh = (np.asarray(v, np.int32).tobytes() for v in requant[i])
                     h.update(i.to_bytes(4, "little") + m0 + sh)
-            new = _State(b, model, weights, version or h.hexdigest()[:12], old.codes)
+            new = EngineState(b, model, weights, version or h.hexdigest()[:12], old.codes)
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -385,7 +333,7 @@ class Engine:
         st = self._state if bits is None else self._current[bits]
         return bias.layer_requant(st.weights, index)
 
-    def _codes(self, st: _State, update: WeightUpdate) -> dict[int, np.ndarray]:
+    def _codes(self, st: EngineState, update: WeightUpdate) -> dict[int, np.ndarray]:
         items: list[tuple[int, Any]] = (
             list(update.items()) if isinstance(update, Mapping) else list(enumerate(update))
         )
@@ -420,10 +368,3 @@ class Engine:
         :meth:`edge_agent.bundle.Bundle.with_codes` takes them."""
         st = self._state if bits is None else self._current[bits]
         return [q.copy() for q in st.codes]
-
-
-def _frozen(q: np.ndarray) -> np.ndarray:
-    """A private read-only int8 copy of signed codes (O, K)."""
-    out = np.array(q, dtype=np.int8, order="C", copy=True)
-    out.setflags(write=False)
-    return out

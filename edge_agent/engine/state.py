@@ -1,0 +1,73 @@
+"""The engine's per-bit-width state: one frozen object per model, replaced as a whole
+(:class:`edge_agent.engine.engine.Engine` swaps the reference), and the kernel parameters
+it is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bundle import LayerQuant, QuantModel
+from kernels.plan import abi
+from kernels.plan.model import LayerParams, Model, Weights
+from kernels.plan.packing import unpack_rows
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """What one inference call needs; replaced as a whole, never modified."""
+
+    bits: int
+    model: Model
+    weights: Weights
+    version: str
+    codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
+    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
+
+    def __post_init__(self) -> None:
+        m, w = self.model, self.weights
+        args = (
+            m.ops,
+            m.tens,
+            w.ltab,
+            w.panel,
+            w.bias,
+            w.m0,
+            w.shift,
+            w.out_mult,
+            m.mean,
+            m.std,
+            m.in_scale,
+            m.in_zp,
+            m.act_hi,
+            m.sizes,
+        )
+        abi.check(args)  # compiled kernels would misread other types
+        object.__setattr__(self, "args", args)
+
+
+def layer_params(quant: QuantModel) -> list[LayerParams]:
+    """Kernel parameters of a bundle's quantized model (weights unpacked transiently)."""
+    return [_params(layer, quant.weight_bits) for layer in quant.layers]
+
+
+def _params(layer: LayerQuant, bits: int) -> LayerParams:
+    return LayerParams(
+        q=unpack_rows(layer.packed, layer.k, layer.bits),
+        bits=bits,
+        bias_q=layer.bias_q,
+        in_zp=layer.in_zp,
+        out_zp=layer.out_zp,
+        m0=layer.m0,
+        shift=layer.shift,
+        out_mult=layer.out_mult,
+    )
+
+
+def frozen_codes(q: np.ndarray) -> np.ndarray:
+    """A private read-only int8 copy of signed codes (O, K)."""
+    out = np.array(q, dtype=np.int8, order="C", copy=True)
+    out.setflags(write=False)
+    return out
