@@ -19,7 +19,8 @@ from edge_agent.data.datasets import normalize_series
 from edge_agent.engine import reference
 from edge_agent.engine.engine import Engine
 from kernels.exec import backend
-from kernels.plan import layout, program, tables
+from kernels.plan import layout, tables
+from kernels.plan import weights as plan_weights
 from kernels.plan.fixedpoint import quantize_multipliers
 from kernels.plan.packing import pack_rows, qrange
 
@@ -540,7 +541,9 @@ def _codes_from_panels(engine: Engine, index: int, bits: int) -> np.ndarray:
     w_off, b, k, o = (int(v) for v in st.weights.ltab[index, :4])
     size = layout.panel_nbytes(o, k, b)
     kernel_q = layout.from_panel(st.weights.panel[w_off : w_off + size], o, k, b)
-    perm = program.kernel_order(st.model.slots[index], np.arange(k, dtype=np.int64)[None, :])[0]
+    perm = plan_weights.kernel_order(st.model.slots[index], np.arange(k, dtype=np.int64)[None, :])[
+        0
+    ]
     q = np.empty_like(kernel_q)
     q[:, perm] = kernel_q
     return q

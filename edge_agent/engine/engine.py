@@ -30,6 +30,7 @@ from edge_agent.engine.state import EngineState, frozen_codes, layer_params
 from kernels.digest import sha256
 from kernels.exec import backend
 from kernels.plan import bias, program, tables, trace
+from kernels.plan import weights as plan_weights
 from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class Engine:
                 raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
             old = self._current[b]
             codes = self._codes(old, update)
-            weights = program.replace_layers(old.model, old.weights, codes)
+            weights = plan_weights.replace_layers(old.model, old.weights, codes)
             if version is None:
                 h = sha256(old.version.encode())
                 for i in sorted(codes):

@@ -2,7 +2,7 @@
 statistics rung's corrections).
 
 The kernels hold each layer's bias folded with its input zero point
-(:func:`kernels.plan.program.pack_weights`); these helpers unfold it and move it by an
+(:func:`kernels.plan.weights.pack_weights`); these helpers unfold it and move it by an
 exact integer amount, without touching the weight panels.
 """
 
