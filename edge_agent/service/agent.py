@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.ingest.worker import name_os_thread
 from edge_agent.service.config import AgentConfig
+from edge_agent.service.energy_ops import EnergyOps
 from edge_agent.service.fleet_ops import FleetOps
 from edge_agent.service.io import Sockets
 from edge_agent.service.metrics import Metrics
@@ -53,7 +53,6 @@ STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
 CALIBRATION_POLL_S = 0.2
 CALIBRATION_JOIN_S = 2.0
-BURST_RECENT = 256  # recent unlabelled stream samples offered to a QAT burst
 # Added to the calibration thread's nice value: on a busy core inference and ingest come
 # first and calibration sheds its work (counted: rounds_skipped, updates_dropped). At +5
 # (0 under the unit's Nice=-5) a loaded 2-core machine made the queue drop samples in the
@@ -72,7 +71,7 @@ def lower_thread_priority(step: int) -> None:
         log.warning("calibration thread keeps the agent's priority: %s", exc)
 
 
-class Agent(Sockets, Persistence, StatusReport, FleetOps):
+class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
     """One agent process: owns the sockets, threads, engine and state."""
 
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
@@ -258,56 +257,6 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps):
                 continue
             eng = self.model.engine
             self._save_model(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
-
-    def _energy_tick(self) -> None:
-        """Apply the energy policy: the bit-width to run at, and QAT bursts."""
-        eng = self.model.engine
-        try:
-            d = self.energy.decide(eng.available_bits, self.model.bundle.default_bits)
-        except Exception:  # a broken sensor must never stop the agent
-            self.metrics.inc("energy_errors")
-            log.exception("energy policy failed")
-            return
-        self._energy = d
-        if self.cfg.bursts.switch_bits and d.bits != eng.bits:
-            eng.set_bits(d.bits)
-            self.metrics.inc("bit_switches")
-        if self.bursts is None:
-            return
-        cal = self.calibration  # bursts, like rounds, wait for the drift signal
-        current = cal.bundle.with_codes(eng.bits, eng.codes()) if cal else self.model.bundle
-        wanted = cal.burst_wanted(self.bursts.counters.started) if cal else True
-        accepted = self.bursts.tick(d, current, eng.predict_classes, self._burst_pool, wanted)
-        if accepted is None or accepted.engine is None or accepted.bundle is None:
-            return
-        self._save_model(to_bytes(accepted.bundle))
-        state = self.calibration.state() if self.calibration else None
-        self.model = replace(self.model, engine=accepted.engine, bundle=accepted.bundle)
-        self._start_calibration(state, carry=True)  # the buffer and the drift signal carry over
-        self.metrics.inc("bursts_accepted")
-        log.info("QAT burst accepted: model %s", accepted.engine.model_version)
-
-    def _burst_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A burst's candidate pool: the QCore buffer plus recent unlabelled stream samples
-        with the FP model's predictions as targets. Called from the burst scheduler's
-        worker thread: ``list(dict.values())`` copies the main thread's window in one C
-        call under the GIL."""
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        cal = self.calibration
-        if cal is not None:
-            parts.append(cal.pool())
-        recent = [x for x, _ in list(self._recent.values())[-BURST_RECENT:]]
-        if recent and cal is not None:
-            X = np.stack(recent)
-            parts.append((X, cal.fp_predict(X), np.zeros(len(X), dtype=bool)))
-        if not parts:
-            shape = (0, *self.model.engine.input_shape)
-            return (np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-        return (
-            np.concatenate([p[0] for p in parts]),
-            np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]),
-        )
 
     def _threads_alive(self) -> bool:
         dead = [name for name, alive in self.threads().items() if not alive]
