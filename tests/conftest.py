@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,22 @@ def aot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def aot_kernels(aot_cache: Path) -> backend.Kernels:
     """The AOT kernels of :func:`aot_cache`, loaded in this process."""
     return backend.load("aot", aot_dir=aot_cache / "aot")
+
+
+@pytest.fixture(scope="session")
+def agent_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid BasicMotions-shaped bundle with random weights, for tests of the agent
+    process (no training needed)."""
+    from test_service_support import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A fresh short directory for an agent's sockets and state, removed afterwards."""
+    from test_service_support import cleanup, short_dir
+
+    d = short_dir()
+    yield d
+    cleanup(d)

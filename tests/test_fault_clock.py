@@ -26,16 +26,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_service_support import (
     REPO,
     AgentProcess,
-    cleanup,
-    make_bundle,
-    short_dir,
     write_config,
 )
 
@@ -48,18 +44,6 @@ CHECKPOINT_S = 0.5
 WATCHDOG_S = 2.0  # WATCHDOG_USEC: the agent pings every 1 s
 RATE = 100.0
 YEAR_S = 365 * 86400
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = short_dir()
-    yield d
-    cleanup(d)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +136,7 @@ def _newest_written(state: Path) -> float:
     raise AssertionError("no checkpoint")
 
 
-def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
+def test_clock_jumps(agent_bundle: Path, workdir: Path, shim: Path) -> None:
     offset_file = workdir / "clock-offset"
     boot = -time.time() + 3600  # the board thinks it is 1970-01-01 01:00
 
@@ -171,7 +155,7 @@ def test_clock_jumps(bundle: Path, workdir: Path, shim: Path) -> None:
     # Prometheus too, where prometheus_client is installed (its checkpoint age gauge)
     prom = importlib.util.find_spec("prometheus_client") is not None
     extra = '[metrics]\nhttp = true\nlisten = "127.0.0.1:0"\n' if prom else ""
-    a = AgentProcess(write_config(workdir, bundle, extra, checkpoint_s=CHECKPOINT_S), env)
+    a = AgentProcess(write_config(workdir, agent_bundle, extra, checkpoint_s=CHECKPOINT_S), env)
     stop = threading.Event()
     feeder: threading.Thread | None = None
     try:

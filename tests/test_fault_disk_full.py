@@ -6,29 +6,15 @@ read it, and write again once space returns."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from support.faults import check_state_files, fill, tmpfs
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import AgentProcess, write_config
 
 from edge_agent.client import Publisher
 from edge_agent.data import load_dataset
 from edge_agent.service.state import StateStore
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = short_dir()
-    yield d
-    cleanup(d)
 
 
 def send(pub: Publisher, start: int, n: int) -> int:
@@ -41,9 +27,9 @@ def send(pub: Publisher, start: int, n: int) -> int:
     return start + n
 
 
-def test_state_dir_fills_up_and_frees_again(bundle: Path, workdir: Path) -> None:
+def test_state_dir_fills_up_and_frees_again(agent_bundle: Path, workdir: Path) -> None:
     with tmpfs(workdir / "state", "2m") as state:
-        a = AgentProcess(write_config(workdir, bundle, checkpoint_s=0.3))
+        a = AgentProcess(write_config(workdir, agent_bundle, checkpoint_s=0.3))
         try:
             a.wait_ready()
             st = a.status()
@@ -106,13 +92,13 @@ def test_state_dir_fills_up_and_frees_again(bundle: Path, workdir: Path) -> None
             a.stop()
 
 
-def test_first_start_on_a_full_card(bundle: Path, workdir: Path) -> None:
+def test_first_start_on_a_full_card(agent_bundle: Path, workdir: Path) -> None:
     """A new board whose card is already full: the agent starts (it cannot copy its
     model into the state directory), predicts, and saves the model and its first
     checkpoints once space returns."""
     with tmpfs(workdir / "state", "1m") as state:
         filler = fill(state)
-        a = AgentProcess(write_config(workdir, bundle, checkpoint_s=0.3))
+        a = AgentProcess(write_config(workdir, agent_bundle, checkpoint_s=0.3))
         try:
             a.wait_ready()
             st = a.wait_for(

@@ -18,23 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.faults import check_state_files, need_root, remount, tmpfs
-from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, write_config
+from test_service_support import AgentProcess, write_config
 
 from edge_agent.client import Publisher
 from edge_agent.data import load_dataset
 from edge_agent.service.state import LabelledSample, StateStore
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = short_dir()
-    yield d
-    cleanup(d)
 
 
 def send(pub: Publisher, start: int, n: int, labels: bool) -> int:
@@ -56,11 +44,11 @@ def _until(what: str, ok: object, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_remount_read_only_and_back(bundle: Path, workdir: Path) -> None:
+def test_remount_read_only_and_back(agent_bundle: Path, workdir: Path) -> None:
     """Read-only mid-run, then a restart on the read-only card (a board that rebooted),
     then writable again."""
     with tmpfs(workdir / "state", "8m") as state:
-        config = write_config(workdir, bundle, checkpoint_s=0.3)
+        config = write_config(workdir, agent_bundle, checkpoint_s=0.3)
         a = AgentProcess(config)
         try:
             a.wait_ready()
@@ -139,14 +127,14 @@ def ext4(workdir: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def test_ext4_error_remounts_read_only_under_an_open_log(
-    bundle: Path, workdir: Path, ext4: tuple[Path, Path]
+    agent_bundle: Path, workdir: Path, ext4: tuple[Path, Path]
 ) -> None:
     image, state = ext4
     dev = Path(_run("findmnt", "-n", "-o", "SOURCE", str(state)).stdout.strip()).name
     trigger = Path(f"/sys/fs/ext4/{dev}/trigger_fs_error")
     if not trigger.exists():
         pytest.skip(f"{trigger} is missing: cannot make ext4 fail on purpose here")
-    a = AgentProcess(write_config(workdir, bundle, checkpoint_s=0.3))
+    a = AgentProcess(write_config(workdir, agent_bundle, checkpoint_s=0.3))
     try:
         a.wait_ready()
         with Publisher(a.status()["endpoints"]["ingest"][0]) as pub:
@@ -195,7 +183,7 @@ def test_ext4_error_remounts_read_only_under_an_open_log(
         a.stop()
 
 
-def test_start_on_a_read_only_card_with_a_torn_log(bundle: Path, workdir: Path) -> None:
+def test_start_on_a_read_only_card_with_a_torn_log(agent_bundle: Path, workdir: Path) -> None:
     """A power cut left a torn log record, an unfinished checkpoint and a damaged newest
     checkpoint; the card then came back read-only. The agent must start (nothing can be
     repaired), restore what is whole, predict, and once the card is writable never
@@ -213,7 +201,7 @@ def test_start_on_a_read_only_card_with_a_torn_log(bundle: Path, workdir: Path) 
         (state / "checkpoint-000000000002.eas").write_bytes(b"damaged")
         _until("remount,ro", lambda: remount(state, "ro"))
 
-        a = AgentProcess(write_config(workdir, bundle, checkpoint_s=0.3))
+        a = AgentProcess(write_config(workdir, agent_bundle, checkpoint_s=0.3))
         try:
             a.wait_ready()
             st = a.status()

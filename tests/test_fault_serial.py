@@ -14,19 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support.faults import cpu_seconds
 from test_service_support import (
     REPO,
     AgentProcess,
-    cleanup,
-    make_bundle,
     serial_config,
-    short_dir,
 )
 
 from edge_agent.data import load_dataset
@@ -35,18 +30,6 @@ from edge_agent.ingest.serial_source import format_line, frame
 
 UNPLUGGED_S = 3.0
 MAX_CPU_FRACTION = 0.05  # of one core, over the unplugged period
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = short_dir()
-    yield d
-    cleanup(d)
 
 
 def _config(d: Path, bundle: Path, port: str, framing: str) -> Path:
@@ -86,11 +69,11 @@ class Pty:
         os.close(self.slave)
 
 
-def test_pty_unplugged_and_replugged(bundle: Path, workdir: Path) -> None:
+def test_pty_unplugged_and_replugged(agent_bundle: Path, workdir: Path) -> None:
     ds = load_dataset("basicmotions")
     dev = Pty(workdir / "ttyUSB0")
     dev.plug()
-    a = AgentProcess(_config(workdir, bundle, str(dev.link), "line"))
+    a = AgentProcess(_config(workdir, agent_bundle, str(dev.link), "line"))
     cpu = []
     try:
         a.wait_ready()
@@ -131,11 +114,11 @@ def test_pty_unplugged_and_replugged(bundle: Path, workdir: Path) -> None:
             dev.unplug()
 
 
-def test_socket_peer_gone_and_back(bundle: Path, workdir: Path) -> None:
+def test_socket_peer_gone_and_back(agent_bundle: Path, workdir: Path) -> None:
     ds = load_dataset("basicmotions")
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    a = AgentProcess(_config(workdir, bundle, f"socket://127.0.0.1:{port}", "frame"))
+    a = AgentProcess(_config(workdir, agent_bundle, f"socket://127.0.0.1:{port}", "frame"))
     cpu = []
     try:
         a.wait_ready()

@@ -6,33 +6,19 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-from test_service_support import AgentProcess, cleanup, make_bundle, serial_config, short_dir
+from test_service_support import AgentProcess, serial_config
 
 from edge_agent.data import load_dataset
 from edge_agent.ingest.protocol import encode_sample
 from edge_agent.ingest.serial_source import format_line, frame
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "t.eab")
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    d = short_dir()
-    yield d
-    cleanup(d)
-
-
-def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
+def test_pty_line_framing(agent_bundle: Path, workdir: Path) -> None:
     master, slave = os.openpty()
-    a = AgentProcess(serial_config(workdir, bundle, os.ttyname(slave), "line"))
+    a = AgentProcess(serial_config(workdir, agent_bundle, os.ttyname(slave), "line"))
     try:
         a.wait_ready()
         ds = load_dataset("basicmotions")
@@ -61,10 +47,10 @@ def test_pty_line_framing(bundle: Path, workdir: Path) -> None:
         os.close(slave)
 
 
-def test_frames_over_a_device_that_disappears(bundle: Path, workdir: Path) -> None:
+def test_frames_over_a_device_that_disappears(agent_bundle: Path, workdir: Path) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
-    a = AgentProcess(serial_config(workdir, bundle, f"socket://127.0.0.1:{port}", "frame"))
+    a = AgentProcess(serial_config(workdir, agent_bundle, f"socket://127.0.0.1:{port}", "frame"))
     ds = load_dataset("basicmotions")
     try:
         a.wait_ready()
