@@ -29,6 +29,7 @@ from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
+from edge_agent.engine.engine import ModelKey, top_and_confidence
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
@@ -273,9 +274,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         classes: list[int] = []
         if samples:
             t0 = time.perf_counter()
-            eng = self.model.engine  # everything after ingest sees the prepared samples only
-            X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-            cls, conf = eng.predict(X, prepared=True)
+            X, logits, key = self._infer(samples)
+            cls, conf = top_and_confidence(logits)
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             classes = cls.tolist()
@@ -306,27 +306,47 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
-            latencies = self._publish(samples, classes, conf.tolist(), done)
+            latencies = self._publish(samples, classes, conf.tolist(), done, key[1])
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
         if self.calibration is not None and heard:
-            self._hear(self.calibration, X if samples else None, heard)
+            self._hear(self.calibration, (X, logits, key) if samples else None, heard)
+
+    def _infer(self, samples: list[Item]) -> tuple[np.ndarray, np.ndarray, ModelKey]:
+        """The inference step, the one place the running model sees samples: the batch
+        as the model takes it, its logits and the key of the model that computed them."""
+        eng = self.model.engine  # everything after ingest sees the prepared samples only
+        X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
+        logits, key = eng.predict_logits_keyed(X)
+        return X, logits, key
 
     @staticmethod
     def _hear(
         cal: CalibrationController,
-        X: np.ndarray | None,
+        inferred: tuple[np.ndarray, np.ndarray, ModelKey] | None,
         heard: list[tuple[int, int | None, int] | Feedback],
     ) -> None:
         """Offer a batch's samples and matched labels to the calibration in arrival order
-        (drift scores of all its samples in one call first)."""
-        if X is not None:
-            cal.prescore(X)
-        for ev in heard:
-            if isinstance(ev, Feedback):
+        (drift scores of all its samples in one call first, from the inference's logits
+        where they are the drift model's)."""
+        if inferred is None:
+            for ev in heard:
+                assert isinstance(ev, Feedback)
                 cal.feedback(ev.seq, ev.label)
-            else:
-                assert X is not None
-                cal.observe(X[ev[0]], ev[1], ev[2])
+            return
+        X = inferred[0]
+        cal.prescore(*inferred)
+        run: list[tuple[int, int | None, int]] = []  # consecutive samples: one call
+        events: list[tuple[int, int | None, int] | Feedback | None] = [*heard, None]
+        for event in events:  # None: flushes the last run
+            if isinstance(event, tuple):
+                run.append(event)
+                continue
+            if run:  # consecutive rows of X: a view
+                X_run = X[run[0][0] : run[-1][0] + 1]
+                cal.observe_many(X_run, [lab for _, lab, _ in run], [s for _, _, s in run])
+                run = []
+            if event is not None:
+                cal.feedback(event.seq, event.label)
 
     def _labelled(
         self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray

@@ -213,12 +213,11 @@ class Sockets:
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 
     def _publish(
-        self, samples: list[Item], classes: list[int], conf: list[float], done: float
+        self, samples: list[Item], classes: list[int], conf: list[float], done: float, version: str
     ) -> np.ndarray:
-        """Send one prediction per sample (topic frame, then the message); the latencies
-        from arrival to ``done`` in ms."""
+        """Send one prediction per sample (topic frame, then the message) made by the model
+        ``version``; the latencies from arrival to ``done`` in ms."""
         names = self.model.label_names
-        version = self.model.engine.model_version
         assert self.pub is not None
         send, more = self.pub.send, zmq.SNDMORE
         topics = self._topics
