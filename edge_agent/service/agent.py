@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
         self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
+        self._ckpt_writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._ckpt_writing = None
         self._stopping = False
         self._reload = False
         self._init_fleet()
@@ -203,8 +205,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             if now >= next_energy:
                 self._energy_tick()
                 next_energy = now + self.cfg.bursts.energy_poll_s
-            if now >= next_ckpt or not self._ckpt_requests.empty():
-                self._checkpoint()
+            self._finish_checkpoint()
+            if (now >= next_ckpt or not self._ckpt_requests.empty()) and self._checkpoint():
                 next_ckpt = now + self.cfg.state.checkpoint_interval_s
             if self._reload:
                 self._reload = False
@@ -395,7 +397,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         if self.bursts is not None:
             self.bursts.close()
         self.energy.close()
-        self._checkpoint()
+        self._checkpoint(wait=True)
+        self._ckpt_writer.shutdown()
         self._stop_exporter()
         self._close_io()
         self.store.close()
