@@ -105,6 +105,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self.remote_status: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self._output_bound: list[str] = []
+        self._output_endpoints: list[str] = []
         self._topics: dict[str, bytes] = {}
         self.calibration: CalibrationController | None = None
         self._cal_results: queue.SimpleQueue[
