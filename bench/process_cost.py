@@ -116,7 +116,7 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
     }
     res["saved_us_min"] = round(res["second pass"]["min_us"] - res["reuse"]["min_us"], 2)
     out = {
-        "command": "python -m bench.process_cost " + " ".join(argv_of(args)),
+        "command": " ".join(["python -m bench.process_cost", *argv_of(args)]),
         "batch": args.batch,
         "samples_per_rep": args.samples,
         "reps": args.reps,
