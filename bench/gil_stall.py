@@ -4,7 +4,8 @@ A probe thread (standing in for the inference thread) sleeps 0.5 ms at a time an
 records how late it wakes up; waking up needs the GIL. Beside it the agent's calibration
 code runs for real (:class:`CalibrationController`: QCore buffer updates and a gated
 flip round every chunk, ``trigger = "samples"``, the busiest setting) on a stream of
-BasicMotions samples, fed in the probe's process. Cases, interleaved, each repeated:
+BasicMotions samples, fed in the probe's process, in a thread at the agent's
+calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each repeated:
 
 - ``idle``: no calibration thread (what the OS and the machine's load add alone);
 - ``calibration, switch 5 ms``: Python's default GIL switch interval;
@@ -21,21 +22,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import threading
-import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
+# One BLAS thread, as the benchmarks pin the agent to one core (OpenBLAS then starts
+# one): its spinning workers would show up as CPU contention, not as the GIL.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from bench.cputime import loadavg
-from edge_agent.bundle_io import load_bundle
-from edge_agent.calibrate.calibration_config import CalibrationConfig
-from edge_agent.calibrate.controller import CalibrationController
-from edge_agent.data import load_dataset
-from edge_agent.engine.engine import Engine
-from edge_agent.service.runtime import GIL_SWITCH_S
+import numpy as np  # noqa: E402
+
+from bench.cputime import loadavg  # noqa: E402
+from edge_agent.bundle_io import load_bundle  # noqa: E402
+from edge_agent.calibrate.calibration_config import CalibrationConfig  # noqa: E402
+from edge_agent.calibrate.controller import CalibrationController  # noqa: E402
+from edge_agent.data import load_dataset  # noqa: E402
+from edge_agent.engine.engine import Engine  # noqa: E402
+from edge_agent.service.agent import CALIBRATION_NICE, lower_thread_priority  # noqa: E402
+from edge_agent.service.runtime import GIL_SWITCH_S  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
@@ -51,6 +59,7 @@ def _probe(stop: threading.Event, late: list[float]) -> None:
 
 
 def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine) -> None:
+    lower_thread_priority(CALIBRATION_NICE)  # as the agent's calibration thread runs
     X = load_dataset("basicmotions").X_test.astype(np.float32)
     n = 0
     while not stop.is_set():
