@@ -10,7 +10,9 @@ ingest and calibration threads are not counted), min and median of the repetitio
 - ``second pass``: the drift model run again on every batch (what it did before:
   the drift signal's model key cleared, so the logits never match).
 
-``--profile`` prints the functions that cost most in ``reuse`` (cProfile) instead.
+Also the pause of a full garbage collection with the start-up heap in the collector and
+after ``gc.freeze()`` (what the agent does once started). ``--profile`` prints the
+functions that cost most in ``reuse`` (cProfile, thread CPU time) instead.
 
     python -m bench.process_cost            # bench/results/process_cost.json
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -36,6 +39,7 @@ from edge_agent.ingest.intake import Item
 from edge_agent.ingest.protocol import decode_ingest, encode_sample
 from edge_agent.service.agent import Agent
 from edge_agent.service.config import local_config_text, parse_config
+from edge_agent.service.runtime import tune_for_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
@@ -63,6 +67,16 @@ def _run(agent: Agent, items: list[Item], batch: int) -> float:
     return (time.thread_time_ns() - t0) / len(items) / 1e3
 
 
+def _full_gc_ms() -> float:
+    """Median wall time of 5 full collections (ms)."""
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        gc.collect()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the A/B (or the profile); write bench/results/process_cost.json."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(local_config_text(d, BUNDLE, '[log]\nlevel = "warning"\n'))
     agent = Agent(cfg)
     agent.start()
+    tune_for_latency()  # as edge_agent.service.run does after start
     try:
         return _measure(agent, args)
     finally:
@@ -115,12 +130,16 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
         for k, v in times.items()
     }
     res["saved_us_min"] = round(res["second pass"]["min_us"] - res["reuse"]["min_us"], 2)
+    # a full collection's pause with the start-up heap in the collector and frozen
+    gc.unfreeze()
+    pauses = {"unfrozen": _full_gc_ms(), "frozen": (gc.freeze(), _full_gc_ms())[1]}
     out = {
         "command": " ".join(["python -m bench.process_cost", *argv_of(args)]),
         "batch": args.batch,
         "samples_per_rep": args.samples,
         "reps": args.reps,
         "per_sample_main_thread": res,
+        "full_gc_pause_ms_median_of_5": pauses,
         "loadavg": loadavg(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
