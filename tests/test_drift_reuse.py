@@ -13,6 +13,7 @@ from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.drift_signal import DriftSignal, predictive_entropy
 from edge_agent.data import load_dataset
+from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
 
 BUNDLE = "edge_agent/defaults/basicmotions.eab"
@@ -126,8 +127,6 @@ def test_a_run_of_samples_observed_at_once_equals_one_at_a_time() -> None:
     """Alarms, their change points, chunks and statistics jobs: the same whether the
     stream arrives one sample per call or in runs (the agent's batches); a short hold
     puts several alarms into one run."""
-    from edge_agent.data.drift import Drift
-
     bundle = load_bundle(BUNDLE)
     ds = load_dataset("basicmotions")
     idx = np.random.default_rng(3).integers(0, len(ds.X_test), 900)
