@@ -265,6 +265,11 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
             k: st["calibration"][k] for k in ("done", "drift_alarms", "rounds_skipped")
         },
         "updates_dropped": counters.get("updates_dropped", 0),  # QCore updates shed
+        # the latest checkpoint's write time (main thread: a stall of the inference loop)
+        "checkpoint_ms": st["checkpoint"].get("ms"),
+        # samples whose output drift score needed a model pass of its own (0: every
+        # score came from the inference's logits)
+        "drift_output_rescored": st["calibration"].get("drift", {}).get("output_rescored"),
     }
 
 
@@ -300,7 +305,9 @@ def _md(summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"agent nice {t['agent_nice']}, RSS {t['agent_rss_mib']:.0f} MiB; calibration "
-            f"{t['calibration']}, buffer updates dropped {t['updates_dropped']}; CPU us per "
+            f"{t['calibration']}, buffer updates dropped {t['updates_dropped']}, output drift "
+            f"scores needing a model pass of their own {t.get('drift_output_rescored')}, "
+            f"last checkpoint {t.get('checkpoint_ms') or 0:.1f} ms; CPU us per "
             f"sample by thread at the target rate: {t['target']['thread_cpu_us_per_sample']}",
             "",
         ]

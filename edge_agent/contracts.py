@@ -44,7 +44,9 @@ class Predictor(Protocol):
 class Calibrator(Protocol[EngineT, ResultT]):
     """Learns from the stream; ``run`` does the oldest due job on ``engine``."""
 
-    def prescore(self, X: np.ndarray) -> None: ...
+    def prescore(
+        self, X: np.ndarray, logits: np.ndarray | None = None, key: tuple[int, str] | None = None
+    ) -> None: ...
 
     def observe(self, x: np.ndarray, label: int | None, seq: int) -> None: ...
 

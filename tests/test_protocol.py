@@ -123,6 +123,9 @@ def test_unknown_keys_are_ignored() -> None:
         (_pack(_good(shape=[100, 6])), "shape"),
         (_pack(_good(shape=[600])), "shape"),
         (_pack(_good(shape="6x100")), "field"),
+        (_pack(_good(shape=[6.0, 100])), "field"),  # integers only
+        (_pack(_good(shape=[6, True])), "field"),  # a bool is no integer here
+        (_pack({**_good(), b"extra": 1}), "msgpack"),  # one bin key among str keys
         (_pack(_good(shape=[6, 100, 1, 1, 1])), "msgpack"),  # more dims than allowed
         (_pack(_good(data="text")), "field"),
         (_pack(_good(data=b"\x00" * 100)), "size"),

@@ -32,7 +32,7 @@ from edge_agent.calibrate.flip_round import (
 from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.calibrate.schedule import Job, StreamScheduler
-from edge_agent.engine.engine import Engine
+from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class CalibrationController:
                 out = OutputReference.fit(self.bundle, np.asarray(anchors, np.float32))
         if out is None or not self.cfg.drift_output:
             return DriftSignal(ref, self.cfg.drift_config())
-        return DriftSignal(ref, self.cfg.drift_config(), out, out.model(self.bundle))
+        eng = out.engine(self.bundle)
+        return DriftSignal(ref, self.cfg.drift_config(), out, eng.predict_logits, eng.model_key)
 
     def burst_wanted(self, started: int | None = None) -> bool:
         """Whether a QAT burst may start: a drift alarm came since the last one started
@@ -165,15 +166,25 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ stream side
 
-    def prescore(self, X: np.ndarray) -> None:
-        """Drift scores of a batch in one call, before its samples are observed in order."""
+    def prescore(
+        self, X: np.ndarray, logits: np.ndarray | None = None, key: ModelKey | None = None
+    ) -> None:
+        """Drift scores of a batch in one call, before its samples are observed in order
+        (``logits``: the inference's, of the model ``key``; reused where they are the
+        drift model's, see :meth:`DriftSignal.score`)."""
         if self.cfg.enabled:
-            self.stream.prescore(X)
+            self.stream.prescore(X, logits, key)
 
     def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
         """Offer one accepted stream sample, in stream order (every one)."""
         if self.cfg.enabled:
             self.stream.observe(x, label, seq)
+
+    def observe_many(self, X: np.ndarray, labels: list[int | None], seqs: list[int]) -> None:
+        """Offer a run of accepted stream samples, in stream order (as :meth:`observe`
+        one by one, cheaper)."""
+        if self.cfg.enabled:
+            self.stream.observe_many(X, labels, seqs)
 
     def feedback(self, seq: int, label: int) -> None:
         """A label for an earlier sample: replaces its pseudo-label (applied by the next

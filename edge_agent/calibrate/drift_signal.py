@@ -51,6 +51,7 @@ about 40 MB; the CUSUM is a few lines.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ from edge_agent.bundle import DRIFT_FEATURE_STD as EXTRA_STD
 from edge_agent.bundle import DRIFT_OUTPUT_LEVEL as EXTRA_OUTPUT
 from edge_agent.bundle import DRIFT_SCORE_LEVEL as EXTRA_LEVEL
 from edge_agent.bundle import Bundle
-from edge_agent.engine.engine import Engine
+from edge_agent.engine.engine import Engine, ModelKey
 
 _EPS = 1e-6
 _MIN_SPREAD = 0.05  # floor of a feature's class spread, as a share of its pooled spread
@@ -206,11 +207,15 @@ class OutputReference:
             return None
         return cls(int(v[0]), (float(v[1]), float(v[2])))
 
-    def model(self, bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
-        """The scoring model: logits of ``bundle`` at the reference's bit-width (the
-        default one if the bundle has no such model)."""
+    def engine(self, bundle: Bundle) -> Engine:
+        """The scoring model: ``bundle`` at the reference's bit-width (the default one if
+        the bundle has no such model)."""
         bits = self.bits if self.bits in bundle.quant else bundle.default_bits
-        return Engine(bundle, bits=bits, scratch=True).predict_logits
+        return Engine(bundle, bits=bits, scratch=True)
+
+    def model(self, bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+        """The scoring model's logits function (see :meth:`engine`)."""
+        return self.engine(bundle).predict_logits
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,11 @@ class DriftSignal:
     cfg: DriftConfig = field(default_factory=DriftConfig)
     output: OutputReference | None = None
     model: Callable[[np.ndarray], np.ndarray] | None = None  # logits of the deployed model
+    # which integer model ``model`` runs: logits another engine computed with the same key
+    # are the same, and :meth:`score` takes them instead of running it again
+    model_key: ModelKey | None = None
     n: int = 0  # samples seen
+    rescored: int = 0  # samples whose output score needed a pass of ``model`` of its own
     alarms: int = 0
     last_alarm: int | None = None
     change_point: int | None = None
@@ -257,7 +266,7 @@ class DriftSignal:
     _up_zero: list[int] = field(default_factory=lambda: [0, 0])  # after the last 0
     _down_zero: list[int] = field(default_factory=lambda: [0, 0])
     _until: int = 0  # end of hold
-    _collected: list[np.ndarray] = field(default_factory=list)
+    _collected: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -270,13 +279,21 @@ class DriftSignal:
         """The input score's current level."""
         return self.levels[_INPUT]
 
-    def score(self, X: np.ndarray) -> np.ndarray:
-        """Scores (N, 2) of a batch: input novelty, output entropy (NaN without one)."""
+    def score(
+        self, X: np.ndarray, logits: np.ndarray | None = None, key: ModelKey | None = None
+    ) -> np.ndarray:
+        """Scores (N, 2) of a batch: input novelty, output entropy (NaN without one).
+        ``logits`` of ``X`` that a model with ``key`` computed (the agent's inference) are
+        reused when ``key`` is the scoring model's own; otherwise (a kept round, another
+        bit-width, another bundle) the scoring model runs on ``X``."""
         out = np.full((len(X), 2), np.nan)
         if len(X):
             out[:, _INPUT] = self.reference.score(X)
             if self.model is not None:
-                out[:, _OUTPUT] = predictive_entropy(self.model(X))
+                if logits is None or key is None or key != self.model_key:
+                    logits = self.model(X)
+                    self.rescored += len(X)
+                out[:, _OUTPUT] = predictive_entropy(logits)
         return out
 
     def update(self, X: np.ndarray) -> list[int]:
@@ -299,53 +316,97 @@ class DriftSignal:
         if s2.ndim == 1:
             s2 = np.stack([s2, np.full(len(s2), np.nan)], axis=1)
         fired: list[int] = []
-        c = self.cfg
-        for row in s2:
-            i = self.n
-            self.n += 1
-            if self.phase == "hold":
-                if self.n >= self._until:
-                    self.phase, self._collected = "baseline", []
-                continue
-            if self.phase == "baseline":
-                self._collected.append(row)
-                if len(self._collected) >= c.baseline:
-                    arr = np.array(self._collected)
-                    self.levels = [
-                        (float(arr[:, j].mean()), max(float(arr[:, j].std()), 1e-3))
-                        if np.all(np.isfinite(arr[:, j]))
-                        else self.levels[j]
-                        for j in range(2)
-                    ]
-                    self.rebaselined = True
-                    self._reset(self.n)
-                    self.phase = "watch"
-                continue
-            hit = None
-            for j in range(2):
-                if not np.isfinite(row[j]) or (j == _OUTPUT and self.output is None):
-                    continue
-                lo, sd = self.levels[j]
-                z = min(max((row[j] - lo) / sd, -c.clip), c.clip)
-                k = self._allowance(j)
-                self._up[j] = max(0.0, self._up[j] + z - k)
-                self._down[j] = max(0.0, self._down[j] - z - k)
-                if self._up[j] == 0.0:
-                    self._up_zero[j] = i + 1
-                if self._down[j] == 0.0:
-                    self._down_zero[j] = i + 1
-                if hit is None and (self._up[j] > c.threshold or self._down[j] > c.threshold):
-                    hit = j
-            if hit is not None:
-                up = self._up[hit] > c.threshold
-                self.change_point = self._up_zero[hit] if up else self._down_zero[hit]
-                self.fired_by = NAMES[hit]
-                self.alarms += 1
-                self.last_alarm = i
-                fired.append(i)
-                self.phase, self._until = "hold", i + 1 + c.hold
-                self._reset(i + 1)
+        # Python floats, not numpy scalars: the same IEEE doubles, several times cheaper
+        # per sample (the agent runs this on its inference thread, for every sample)
+        rows = s2.tolist()
+        i = 0
+        while i < len(rows):
+            if self.phase == "watch":
+                i = self._watch(rows, i, fired)
+            else:
+                self._hold_or_baseline(rows[i])
+                i += 1
         return fired
+
+    def _hold_or_baseline(self, row: list[float]) -> None:
+        """One sample after an alarm: hold, then collect the new baseline."""
+        self.n += 1
+        if self.phase == "hold":
+            if self.n >= self._until:
+                self.phase, self._collected = "baseline", []
+            return
+        self._collected.append(row)
+        if len(self._collected) >= self.cfg.baseline:
+            arr = np.array(self._collected)
+            self.levels = [
+                (float(arr[:, j].mean()), max(float(arr[:, j].std()), 1e-3))
+                if np.all(np.isfinite(arr[:, j]))
+                else self.levels[j]
+                for j in range(2)
+            ]
+            self.rebaselined = True
+            self._reset(self.n)
+            self.phase = "watch"
+
+    def _watch(self, rows: list[list[float]], i: int, fired: list[int]) -> int:
+        """The CUSUMs over ``rows[i:]`` until an alarm (appended to ``fired``) or the
+        end; the index of the next row. The two scores unrolled, the state in locals,
+        ``max(0, s)`` and the clip as comparisons (the same values as min/max)."""
+        c = self.cfg
+        clip, h = c.clip, c.threshold
+        (lo0, sd0), (lo1, sd1) = self.levels
+        k0, k1 = self._allowance(_INPUT), self._allowance(_OUTPUT)
+        out = self.output is not None
+        up0, up1 = self._up
+        dn0, dn1 = self._down
+        uz0, uz1 = self._up_zero
+        dz0, dz1 = self._down_zero
+        n, end, isfinite = self.n, len(rows), math.isfinite
+        hit = -1
+        while i < end and hit < 0:
+            a, b = rows[i]
+            i += 1
+            at = n  # this sample's stream index
+            n += 1
+            if isfinite(a):
+                z = (a - lo0) / sd0
+                z = -clip if z < -clip else clip if z > clip else z
+                up0 = up0 + z - k0
+                up0 = up0 if up0 > 0.0 else 0.0
+                dn0 = dn0 - z - k0
+                dn0 = dn0 if dn0 > 0.0 else 0.0
+                if up0 == 0.0:
+                    uz0 = n
+                if dn0 == 0.0:
+                    dz0 = n
+                if up0 > h or dn0 > h:
+                    hit = _INPUT
+            if out and isfinite(b):
+                z = (b - lo1) / sd1
+                z = -clip if z < -clip else clip if z > clip else z
+                up1 = up1 + z - k1
+                up1 = up1 if up1 > 0.0 else 0.0
+                dn1 = dn1 - z - k1
+                dn1 = dn1 if dn1 > 0.0 else 0.0
+                if up1 == 0.0:
+                    uz1 = n
+                if dn1 == 0.0:
+                    dz1 = n
+                if hit < 0 and (up1 > h or dn1 > h):
+                    hit = _OUTPUT
+        self.n = n
+        self._up, self._down = [up0, up1], [dn0, dn1]
+        self._up_zero, self._down_zero = [uz0, uz1], [dz0, dz1]
+        if hit >= 0:
+            up = self._up[hit] > h
+            self.change_point = self._up_zero[hit] if up else self._down_zero[hit]
+            self.fired_by = NAMES[hit]
+            self.alarms += 1
+            self.last_alarm = at
+            fired.append(at)
+            self.phase, self._until = "hold", at + 1 + c.hold
+            self._reset(at + 1)
+        return i
 
     def _reset(self, at: int) -> None:
         self._up, self._down = [0.0, 0.0], [0.0, 0.0]
@@ -361,6 +422,7 @@ class DriftSignal:
             "fired_by": self.fired_by,
             "phase": self.phase,
             "output_score": self.output is not None,
+            "output_rescored": self.rescored,
             "cusum": [round(self._up[0], 3), round(self._down[0], 3)],
             "output_cusum": [round(self._up[1], 3), round(self._down[1], 3)],
             "level": [round(v, 4) for v in self.levels[_INPUT]],

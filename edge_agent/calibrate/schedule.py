@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.calibrate.drift_signal import DriftSignal
+from edge_agent.engine.engine import ModelKey
 
 log = logging.getLogger(__name__)
 
@@ -164,52 +165,103 @@ class StreamScheduler:
         self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
         self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
         self._labels: list[tuple[int, int]] = []  # feedback since the last job
-        self._scores: deque[np.ndarray] = deque()  # drift scores computed ahead (prescore)
+        self._scores: deque[np.ndarray] = deque()  # (N, 2) blocks scored ahead (prescore)
         self._unlabelled_seen = 0
         self._jobs = JobQueue(cfg.max_backlog)
         self._made = 0
         self._lock = threading.Lock()  # the inference thread writes, the calibration reads
 
-    def prescore(self, X: np.ndarray) -> None:
+    def prescore(
+        self, X: np.ndarray, logits: np.ndarray | None = None, key: ModelKey | None = None
+    ) -> None:
         """Score the next samples for the drift signal in one call (a batch, before its
-        samples go through :meth:`observe` one by one, in the same order)."""
+        samples go through :meth:`observe_many` in the same order); ``logits`` of the
+        model ``key``, see :meth:`DriftSignal.score`."""
         if self.drift is not None and len(X):
-            self._scores.extend(self.drift.score(X))
+            self._scores.append(self.drift.score(X, logits, key))
+
+    def _take_scores(self, X: np.ndarray) -> np.ndarray:
+        """Drift scores of the next ``len(X)`` samples: the prescored ones first, the rest
+        (none when the caller prescored the batch) scored now."""
+        assert self.drift is not None
+        parts: list[np.ndarray] = []
+        n = len(X)
+        while n and self._scores:
+            head = self._scores[0]
+            take = min(n, len(head))
+            parts.append(head[:take])
+            if take == len(head):
+                self._scores.popleft()
+            else:
+                self._scores[0] = head[take:]
+            n -= take
+        if n:
+            parts.append(self.drift.score(X[len(X) - n :]))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def observe(self, x: np.ndarray, label: int | None, seq: int) -> None:
-        """One accepted sample (every one: the drift signal and the statistics window see
-        them all; chunks take labelled ones and one in ``unlabelled_every`` unlabelled
-        ones when label-free)."""
-        x = np.array(x, dtype=np.float32)
-        fired: list[int] = []
-        if self.drift is not None:
-            fired = (
-                self.drift.update_scores(self._scores.popleft()[None])
-                if self._scores
-                else self.drift.update(x[None])
-            )
+        """One accepted sample: :meth:`observe_many` of one."""
+        self.observe_many(np.asarray(x)[None], [label], [seq])
+
+    def observe_many(self, X: np.ndarray, labels: list[int | None], seqs: list[int]) -> None:
+        """Accepted samples in stream order (every one: the drift signal and the
+        statistics window see them all; chunks take labelled ones and one in
+        ``unlabelled_every`` unlabelled ones when label-free). One call per run of
+        samples: one copy, one drift update and one lock for all of them."""
+        if not len(X):
+            return
+        # One copy of the run, owned here (the caller may reuse its array): the window
+        # keeps views of its rows; what lives longer (chunk, recent) copies its row.
+        X = np.array(X, dtype=np.float32)
+        scores = self._take_scores(X) if self.drift is not None else None
+        # After an alarm the signal holds for ``hold`` samples: a piece of hold + 1 has at
+        # most one, so the alarm's change point is still the signal's after the piece.
+        step = len(X) if self.drift is None else max(1, self.drift.cfg.hold + 1)
+        for s in range(0, len(X), step):
+            fired = -1
+            if self.drift is not None and scores is not None:
+                n0 = self.drift.n  # its stream indices -> positions in this piece
+                alarms = self.drift.update_scores(scores[s : s + step])
+                fired = alarms[0] - n0 + s if alarms else -1
+            self._observe_locked(X, labels, seqs, s, min(len(X), s + step), fired)
+
+    def _observe_locked(
+        self,
+        X: np.ndarray,
+        labels: list[int | None],
+        seqs: list[int],
+        start: int,
+        stop: int,
+        fired: int,
+    ) -> None:
+        """The stream side of samples ``start:stop`` (``fired``: the position of the drift
+        alarm among them, -1 for none)."""
+        cfg = self.cfg
+        every, label_free = max(1, cfg.unlabelled_every), cfg.label_free
         with self._lock:
-            n = self.seen
-            self.seen += 1
-            self._window.append((n, x, label))
-            if label is not None:
-                self._recent.append((x, label))
-            if fired:
-                self._alarm(n)
-            ep = self.episode
-            if ep is not None and not ep.stats_done and self.seen >= ep.stats_at:
-                ep.stats_done = True
-                if self.stats:
-                    self._put_stats(ep)
-            if label is None:
-                if not self.cfg.label_free:
-                    return
-                self._unlabelled_seen += 1
-                if self._unlabelled_seen % max(1, self.cfg.unlabelled_every):
-                    return
-            self._chunk.append(Pending(x, label, seq, time.time()))
-            if len(self._chunk) >= max(1, self.cfg.chunk):
-                self._put_chunk()
+            for k in range(start, stop):
+                x, label = X[k], labels[k]
+                n = self.seen
+                self.seen += 1
+                self._window.append((n, x, label))
+                if label is not None:
+                    self._recent.append((x.copy(), label))
+                if k == fired:
+                    self._alarm(n)
+                ep = self.episode
+                if ep is not None and not ep.stats_done and self.seen >= ep.stats_at:
+                    ep.stats_done = True
+                    if self.stats:
+                        self._put_stats(ep)
+                if label is None:
+                    if not label_free:
+                        continue
+                    self._unlabelled_seen += 1
+                    if self._unlabelled_seen % every:
+                        continue
+                self._chunk.append(Pending(x.copy(), label, seqs[k], time.time()))
+                if len(self._chunk) >= max(1, cfg.chunk):
+                    self._put_chunk()
 
     def _alarm(self, n: int) -> None:
         assert self.drift is not None

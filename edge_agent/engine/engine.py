@@ -37,6 +37,22 @@ log = logging.getLogger(__name__)
 
 _F32 = np.dtype(np.float32)
 WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
+ModelKey = tuple[int, str]
+"""Which integer model gave some logits: (bits, version). Two engines with the same key
+give the same logits for the same inputs (the version is the content hash of the integer
+weights, and of the normalization once the statistics rung moved it)."""
+
+
+def top_and_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices (int64) and softmax confidences (float32) of the top class of each
+    row of ``logits``."""
+    top = logits.argmax(axis=1)
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z, dtype=np.float32)
+    conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # exp(0) / sum for the top class
+    return top.astype(np.int64), conf
+
+
 _NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
 
 
@@ -124,6 +140,12 @@ class Engine:
         return self._state.version
 
     @property
+    def model_key(self) -> ModelKey:
+        """(bits, version) of the active model (see :data:`ModelKey`)."""
+        st = self._state
+        return st.bits, st.version
+
+    @property
     def isa(self) -> str:
         """Instruction set the kernels were compiled for."""
         return self._kernels.isa
@@ -142,15 +164,21 @@ class Engine:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Float logits (N, classes) of float inputs (N, *input_shape) or one (*input_shape)."""
+        return self.predict_logits_keyed(x)[0]
+
+    def predict_logits_keyed(self, x: np.ndarray) -> tuple[np.ndarray, ModelKey]:
+        """:meth:`predict_logits` and the key of the model that computed them (read in
+        the same step: a swap on another thread cannot come between them)."""
         st = self._state  # the one read of the shared reference
+        key = (st.bits, st.version)
         if (  # the common case, checked cheaply: a float32 C-contiguous batch
             type(x) is np.ndarray
             and x.dtype == _F32
             and x.shape[1:] == self.input_shape
             and x.flags.c_contiguous
         ):
-            return self._run(st, x.reshape(x.shape[0], self._features))
-        return self._run(st, self._as_batch(x))
+            return self._run(st, x.reshape(x.shape[0], self._features)), key
+        return self._run(st, self._as_batch(x)), key
 
     def _run(
         self,
@@ -196,12 +224,7 @@ class Engine:
         they arrive (:meth:`prepare` applied here) or, ``prepared``, as the model takes them
         (what :meth:`prepare` returned; :meth:`predict_logits`, :meth:`predict_classes`
         and :meth:`trace` take these)."""
-        logits = self.predict_logits(x if prepared else self.prepare(x))
-        top = logits.argmax(axis=1)
-        z = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(z, dtype=np.float32)
-        conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # exp(0) / sum for the top class
-        return top.astype(np.int64), conf
+        return top_and_confidence(self.predict_logits(x if prepared else self.prepare(x)))
 
     def _as_batch(self, x: np.ndarray) -> np.ndarray:
         a = np.asarray(x, dtype=np.float32)

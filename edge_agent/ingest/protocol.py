@@ -178,7 +178,8 @@ def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError("msgpack", f"cannot decode msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("not_map", f"top level is {type(obj).__name__}, not a map")
-    if not all(isinstance(k, str) for k in obj):  # msgpack lets bin keys through as bytes
+    # msgpack lets bin keys through as bytes (the set of key types: one C-level pass)
+    if not set(map(type, obj)) <= _STR_ONLY:
         raise ProtocolError("msgpack", "map keys must be msgpack str, not bin or other types")
     version = obj.get("v")
     if is_int(version) and version == VERSION:
@@ -186,6 +187,9 @@ def unpack_map(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if "v" not in obj:
         raise ProtocolError("version", "missing protocol version 'v'")
     raise ProtocolError("version", f"unsupported protocol version {version!r} (this is v{VERSION})")
+
+
+_STR_ONLY, _INT_ONLY = frozenset((str,)), frozenset((int,))  # msgpack makes no subclasses
 
 
 def is_int(v: object) -> bool:
@@ -244,7 +248,7 @@ def _sample_header(
     if dtype_name not in DTYPES:
         raise ProtocolError("dtype", f"dtype {dtype_name!r} is not one of {sorted(DTYPES)}")
     shape = _field(obj, "shape")
-    if not isinstance(shape, list) or not all(is_int(s) for s in shape):
+    if not isinstance(shape, list) or not set(map(type, shape)) <= _INT_ONLY:  # no bool
         raise ProtocolError("field", "'shape' must be an array of integers")
     if tuple(shape) != input_shape:
         raise ProtocolError("shape", f"shape {shape} differs from the model's {list(input_shape)}")

@@ -70,6 +70,13 @@ class ZmqSource(ThreadWorker):
                     self.sock.bind(ep)
                 else:
                     self.sock.connect(ep)
+            # Read once here: a ZeroMQ socket belongs to one thread at a time (the source's
+            # own from start on), and status asks from another while reloads close it.
+            self._endpoints = (
+                list(cfg.endpoints)
+                if cfg.mode == "connect"
+                else [*cfg.endpoints[:-1], self.sock.getsockopt_string(zmq.LAST_ENDPOINT)]
+            )
             # Connections libzmq closes (a frame over MAXMSGSIZE, a peer gone) are seen only
             # here: counted as ingest_disconnects.
             self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -101,10 +108,7 @@ class ZmqSource(ThreadWorker):
     @property
     def endpoints(self) -> list[str]:
         """The endpoints actually bound (wildcard ports resolved) or connected."""
-        if self.cfg.mode == "connect":
-            return list(self.cfg.endpoints)
-        last = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return [*self.cfg.endpoints[:-1], last]
+        return list(self._endpoints)
 
     def _run(self) -> None:
         poller = zmq.Poller()

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
+from edge_agent.engine.engine import ModelKey, top_and_confidence
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
@@ -87,6 +88,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self.labelled: deque[LabelledSample] = deque(maxlen=cfg.state.labelled_capacity)
         self._recent: OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = OrderedDict()
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
+        self._ckpt_writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._ckpt_writing = None
         self._stopping = False
         self._reload = False
         self._init_fleet()
@@ -102,6 +105,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self.remote_status: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self._output_bound: list[str] = []
+        self._output_endpoints: list[str] = []
         self._topics: dict[str, bytes] = {}
         self.calibration: CalibrationController | None = None
         self._cal_results: queue.SimpleQueue[
@@ -202,8 +206,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             if now >= next_energy:
                 self._energy_tick()
                 next_energy = now + self.cfg.bursts.energy_poll_s
-            if now >= next_ckpt or not self._ckpt_requests.empty():
-                self._checkpoint()
+            self._finish_checkpoint()
+            if (now >= next_ckpt or not self._ckpt_requests.empty()) and self._checkpoint():
                 next_ckpt = now + self.cfg.state.checkpoint_interval_s
             if self._reload:
                 self._reload = False
@@ -273,9 +277,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         classes: list[int] = []
         if samples:
             t0 = time.perf_counter()
-            eng = self.model.engine  # everything after ingest sees the prepared samples only
-            X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-            cls, conf = eng.predict(X, prepared=True)
+            X, logits, key = self._infer(samples)
+            cls, conf = top_and_confidence(logits)
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             classes = cls.tolist()
@@ -306,27 +309,47 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
-            latencies = self._publish(samples, classes, conf.tolist(), done)
+            latencies = self._publish(samples, classes, conf.tolist(), done, key[1])
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
         if self.calibration is not None and heard:
-            self._hear(self.calibration, X if samples else None, heard)
+            self._hear(self.calibration, (X, logits, key) if samples else None, heard)
+
+    def _infer(self, samples: list[Item]) -> tuple[np.ndarray, np.ndarray, ModelKey]:
+        """The inference step, the one place the running model sees samples: the batch
+        as the model takes it, its logits and the key of the model that computed them."""
+        eng = self.model.engine  # everything after ingest sees the prepared samples only
+        X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
+        logits, key = eng.predict_logits_keyed(X)
+        return X, logits, key
 
     @staticmethod
     def _hear(
         cal: CalibrationController,
-        X: np.ndarray | None,
+        inferred: tuple[np.ndarray, np.ndarray, ModelKey] | None,
         heard: list[tuple[int, int | None, int] | Feedback],
     ) -> None:
         """Offer a batch's samples and matched labels to the calibration in arrival order
-        (drift scores of all its samples in one call first)."""
-        if X is not None:
-            cal.prescore(X)
-        for ev in heard:
-            if isinstance(ev, Feedback):
+        (drift scores of all its samples in one call first, from the inference's logits
+        where they are the drift model's)."""
+        if inferred is None:
+            for ev in heard:
+                assert isinstance(ev, Feedback)
                 cal.feedback(ev.seq, ev.label)
-            else:
-                assert X is not None
-                cal.observe(X[ev[0]], ev[1], ev[2])
+            return
+        X = inferred[0]
+        cal.prescore(*inferred)
+        run: list[tuple[int, int | None, int]] = []  # consecutive samples: one call
+        events: list[tuple[int, int | None, int] | Feedback | None] = [*heard, None]
+        for event in events:  # None: flushes the last run
+            if isinstance(event, tuple):
+                run.append(event)
+                continue
+            if run:  # consecutive rows of X: a view
+                X_run = X[run[0][0] : run[-1][0] + 1]
+                cal.observe_many(X_run, [lab for _, lab, _ in run], [s for _, _, s in run])
+                run = []
+            if event is not None:
+                cal.feedback(event.seq, event.label)
 
     def _labelled(
         self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray
@@ -375,7 +398,8 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         if self.bursts is not None:
             self.bursts.close()
         self.energy.close()
-        self._checkpoint()
+        self._checkpoint(wait=True)
+        self._ckpt_writer.shutdown()
         self._stop_exporter()
         self._close_io()
         self.store.close()

@@ -42,6 +42,7 @@ class Sockets:
         model: Model
         pub: zmq.Socket[bytes] | None
         _output_bound: list[str]  # the output endpoints bound (ipc files to remove)
+        _output_endpoints: list[str]  # the same, wildcard ports resolved
         _topics: dict[str, bytes]  # sensor -> its prediction topic frame
         sources: list[SampleSource]
         status_server: StatusServer | None
@@ -72,9 +73,7 @@ class Sockets:
 
     def endpoints(self) -> dict[str, list[str]]:
         """Where the agent listens, with wildcard tcp ports resolved."""
-        out: list[str] = []
-        if self.pub is not None:
-            out = [*self.cfg.output.endpoints[:-1], self.pub.getsockopt_string(zmq.LAST_ENDPOINT)]
+        out = list(self._output_endpoints) if self.pub is not None else []
         ingest = [ep for s in self.sources if isinstance(s, ZmqSource) for ep in s.endpoints]
         metrics = [self.exporter.url] if self.exporter is not None and self.exporter.url else []
         remote = [self.cfg.status.curve.endpoint] if self.remote_status is not None else []
@@ -183,6 +182,9 @@ class Sockets:
                 _bind_retrying(pub, ep)
             except (zmq.ZMQError, OSError) as exc:
                 raise RuntimeError(f"output socket {ep}: {exc}") from None
+        # read once: the main thread sends on this socket while status asks from another
+        last = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._output_endpoints = [*cfg.output.endpoints[:-1], last]
 
     def _close_io(self, with_status: bool = True, with_output: bool = True) -> None:
         for src in self.sources:
@@ -213,12 +215,11 @@ class Sockets:
         log.info("sockets reopened: ingest %s", self._ingest_endpoints())
 
     def _publish(
-        self, samples: list[Item], classes: list[int], conf: list[float], done: float
+        self, samples: list[Item], classes: list[int], conf: list[float], done: float, version: str
     ) -> np.ndarray:
-        """Send one prediction per sample (topic frame, then the message); the latencies
-        from arrival to ``done`` in ms."""
+        """Send one prediction per sample (topic frame, then the message) made by the model
+        ``version``; the latencies from arrival to ``done`` in ms."""
         names = self.model.label_names
-        version = self.model.engine.model_version
         assert self.pub is not None
         send, more = self.pub.send, zmq.SNDMORE
         topics = self._topics

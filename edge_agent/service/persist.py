@@ -11,7 +11,7 @@ import os
 import queue
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from edge_agent.service.config import AgentConfig, ConfigError, load_config
 from edge_agent.service.metrics import Metrics
 from edge_agent.service.model import Model
 from edge_agent.service.notify import Notifier
-from edge_agent.service.state import LabelledSample, StateStore
+from edge_agent.service.state import LabelledSample, PendingCheckpoint, StateStore
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -36,6 +36,12 @@ class Persistence:
         _disk_errors: dict[str, str]
         _unsaved_model: bytes | None
         _ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]]
+        _ckpt_writer: ThreadPoolExecutor
+        # the write under way: its future, what was written, status info, waiting requests
+        _ckpt_writing: (
+            tuple[Future[Path], PendingCheckpoint, dict[str, Any], list[Future[dict[str, Any]]]]
+            | None
+        )
         _last_ckpt: dict[str, Any]
         calibration: CalibrationController | None
         cfg: AgentConfig
@@ -120,43 +126,70 @@ class Persistence:
         self._ckpt_requests.put(fut)
         return fut
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """Snapshot the state on this (the main) thread and write it on the checkpoint
+        thread: its fsyncs take milliseconds (2-16 ms on the development machine), which
+        the inference loop would otherwise stall for. One write at a time: while one is
+        under way, False (the loop tries again). ``wait``: finish the write under way
+        and this one before returning (shutdown)."""
+        if self._ckpt_writing is not None:
+            if not wait:
+                return False
+            self._finish_checkpoint(block=True)
         waiting = []
         while not self._ckpt_requests.empty():
             waiting.append(self._ckpt_requests.get())
         if self._unsaved_model is not None:  # a model save the disk refused earlier
             self._save_model(self._unsaved_model)
-        try:
-            t0 = time.perf_counter()
-            path = self.store.checkpoint(
-                {
-                    "model_version": self.model.engine.model_version,
-                    "base_sha256": self._base_sha,
-                    "counts": self.metrics.counts(),
-                    "sequences": self.intake.sequences(),
-                    "labelled": len(self.labelled),
-                    "calibration": self.calibration.state() if self.calibration else None,
-                }
-            )
-            info = {
-                "path": str(path),
-                "generation": self.store.generation,
+        pending = self.store.prepare_checkpoint(
+            {
+                "model_version": self.model.engine.model_version,
+                "base_sha256": self._base_sha,
+                "counts": self.metrics.counts(),
+                "sequences": self.intake.sequences(),
                 "labelled": len(self.labelled),
-                "ms": (time.perf_counter() - t0) * 1e3,
-                "time": time.time(),  # wall clock: a timestamp, never a duration
-                "monotonic": time.monotonic(),
+                "calibration": self.calibration.state() if self.calibration else None,
             }
-            self._last_ckpt = info
-            self.metrics.inc("checkpoints")
-            log.debug("checkpoint %s written in %.1f ms", path.name, info["ms"])
-            for fut in waiting:
-                fut.set_result(info)
+        )
+        info = {"generation": self.store.generation, "labelled": len(self.labelled)}
+        future = self._ckpt_writer.submit(self.store.write_checkpoint, pending)
+        self._ckpt_writing = (future, pending, info, waiting)
+        if wait:
+            self._finish_checkpoint(block=True)
+        return True
+
+    def _finish_checkpoint(self, block: bool = False) -> None:
+        """Count and report the checkpoint write under way once it is done (main thread;
+        ``block``: wait for it)."""
+        if self._ckpt_writing is None:
+            return
+        future, pending, info, waiting = self._ckpt_writing
+        if not (block or future.done()):
+            return
+        self._ckpt_writing = None
+        try:
+            path = future.result()
         except OSError as exc:
             self.metrics.inc("checkpoint_errors")
             self._disk_failed("checkpoint", exc, every=True)
             for fut in waiting:
                 fut.set_exception(exc)
             return
+        finally:
+            if pending.log_error is not None:
+                self.store.abandon_log()
+        info = {
+            "path": str(path),
+            **info,
+            "ms": pending.ms,
+            "time": time.time(),  # wall clock: a timestamp, never a duration
+            "monotonic": time.monotonic(),
+        }
+        self._last_ckpt = info
+        self.metrics.inc("checkpoints")
+        log.debug("checkpoint %s written in %.1f ms", path.name, pending.ms)
+        for fut in waiting:
+            fut.set_result(info)
         self._disk_ok("checkpoint")
 
     def _reload_config(self) -> str | None:

@@ -10,6 +10,7 @@ from edge_agent.bundle import BundleError
 from edge_agent.bundle_io import load_bundle
 from edge_agent.service.agent import EX_CONFIG, Agent
 from edge_agent.service.config import ConfigError, load_config
+from edge_agent.service.runtime import tune_for_latency
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -40,6 +41,7 @@ def run_agent(config_path: Path, check_only: bool = False) -> int:
         log.error("cannot start: %s", exc)
         agent.notifier.status(f"failed: {exc}")
         return EX_CONFIG if isinstance(exc, BundleError | ConfigError) else 1
+    tune_for_latency()
     try:
         agent.run()
     finally:

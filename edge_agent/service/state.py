@@ -115,8 +115,21 @@ def decode_checkpoint(data: bytes, source: str) -> dict[str, Any]:
     return payload
 
 
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint numbered by its owner and not yet written (see
+    :meth:`StateStore.prepare_checkpoint`)."""
+
+    path: Path
+    body: dict[str, Any]
+    log_fd: int | None  # a duplicate of the log's descriptor, closed once synced
+    log_error: OSError | None = None
+    ms: float = 0.0  # how long the write took
+
+
 class StateStore:
-    """Checkpoints and the labelled-sample log in one directory (single-threaded use)."""
+    """Checkpoints and the labelled-sample log in one directory. Used by one thread,
+    except :meth:`write_checkpoint`, which may run on another (one at a time)."""
 
     def __init__(self, directory: Path, keep: int = 3, capacity: int = 4096) -> None:
         self.dir = Path(directory)
@@ -315,19 +328,53 @@ class StateStore:
     def checkpoint(self, payload: dict[str, Any]) -> Path:
         """Make the log durable, then write the next checkpoint generation atomically and
         remove checkpoints beyond ``keep``."""
-        if self._seg_fd is not None:
-            try:
-                os.fsync(self._seg_fd)
-            except OSError as exc:  # the log's own error; the checkpoint may still work
-                log.error("labelled log: fsync failed: %s", exc)
-                self._abandon_segment()
+        pending = self.prepare_checkpoint(payload)
+        try:
+            return self.write_checkpoint(pending)
+        finally:
+            if pending.log_error is not None:
+                self.abandon_log()
+
+    def prepare_checkpoint(self, payload: dict[str, Any]) -> PendingCheckpoint:
+        """The owning thread's part of a checkpoint: number it and take a duplicate of the
+        log's descriptor, so :meth:`write_checkpoint` can run on another thread while
+        this one goes on appending (and rotating) the log."""
         self.generation += 1
         body = dict(payload, generation=self.generation, written=time.time())
-        path = self.dir / f"checkpoint-{self.generation:012d}.eas"
-        atomic_write_bytes(path, encode_checkpoint(body), FILE_MODE)
-        for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep :]:
-            old.unlink(missing_ok=True)
-        return path
+        log_fd = None
+        if self._seg_fd is not None:
+            try:
+                log_fd = os.dup(self._seg_fd)
+            except OSError as exc:  # out of descriptors: the log waits for the next one
+                log.error("labelled log: cannot sync it with this checkpoint: %s", exc)
+        return PendingCheckpoint(self.dir / f"checkpoint-{self.generation:012d}.eas", body, log_fd)
+
+    def write_checkpoint(self, pending: PendingCheckpoint) -> Path:
+        """The disk's part (any one thread at a time): fsync the log (everything written
+        before :meth:`prepare_checkpoint` and maybe more; a failure is recorded in
+        ``pending.log_error`` for the owner to act on), then write the checkpoint file
+        atomically and remove those beyond ``keep``. Raises OSError if the file fails."""
+        t0 = time.perf_counter()
+        if pending.log_fd is not None:
+            try:
+                os.fsync(pending.log_fd)
+            except OSError as exc:  # the log's own error; the checkpoint may still work
+                log.error("labelled log: fsync failed: %s", exc)
+                pending.log_error = exc
+            finally:
+                os.close(pending.log_fd)
+                pending.log_fd = None
+        try:
+            atomic_write_bytes(pending.path, encode_checkpoint(pending.body), FILE_MODE)
+            for old in sorted(self._files(_CKPT_RE), reverse=True)[self.keep :]:
+                old.unlink(missing_ok=True)
+        finally:
+            pending.ms = (time.perf_counter() - t0) * 1e3
+        return pending.path
+
+    def abandon_log(self) -> None:
+        """After the log failed to sync: close its segment as after a failed write."""
+        self._abandon_segment()
 
     def close(self) -> None:
         """Flush and close the log (a failing disk is logged, not raised)."""

@@ -1,0 +1,149 @@
+"""How long the calibration thread keeps the inference thread waiting for the GIL.
+
+A probe thread (standing in for the inference thread) sleeps 0.5 ms at a time and
+records how late it wakes up; waking up needs the GIL. Beside it the agent's calibration
+code runs for real (:class:`CalibrationController`: QCore buffer updates and a gated
+flip round every chunk, ``trigger = "samples"``, the busiest setting) on a stream of
+BasicMotions samples, fed in the probe's process, in a thread at the agent's
+calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each repeated:
+
+- ``idle``: no calibration thread (what the OS and the machine's load add alone);
+- ``calibration, switch 5 ms``: Python's default GIL switch interval;
+- ``calibration, switch 0.5 ms``: the agent's (:mod:`edge_agent.service.runtime`).
+
+The lateness beyond ``idle`` is the GIL wait; its maximum bounds the calibration
+thread's longest hold. Wall clock by necessity (a wait is not CPU time): the load
+average is printed with the result.
+
+    python -m bench.gil_stall          # bench/results/gil_stall.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# One BLAS thread, as the benchmarks pin the agent to one core (OpenBLAS then starts
+# one): its spinning workers would show up as CPU contention, not as the GIL.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.cputime import loadavg  # noqa: E402
+from edge_agent.bundle_io import load_bundle  # noqa: E402
+from edge_agent.calibrate.calibration_config import CalibrationConfig  # noqa: E402
+from edge_agent.calibrate.controller import CalibrationController  # noqa: E402
+from edge_agent.data import load_dataset  # noqa: E402
+from edge_agent.engine.engine import Engine  # noqa: E402
+from edge_agent.service.agent import CALIBRATION_NICE, lower_thread_priority  # noqa: E402
+from edge_agent.service.runtime import GIL_SWITCH_S  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
+RESULTS = ROOT / "bench" / "results"
+SLEEP_S = 0.0005
+
+
+def _probe(stop: threading.Event, late: list[float]) -> None:
+    while not stop.is_set():
+        t = time.perf_counter()
+        time.sleep(SLEEP_S)
+        late.append((time.perf_counter() - t - SLEEP_S) * 1e3)
+
+
+def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine) -> None:
+    lower_thread_priority(CALIBRATION_NICE)  # as the agent's calibration thread runs
+    X = load_dataset("basicmotions").X_test.astype(np.float32)
+    n = 0
+    while not stop.is_set():
+        if not ctl.due():
+            part = X[(np.arange(n, n + 64) % len(X))]
+            ctl.observe_many(part, [None] * 64, list(range(n, n + 64)))
+            n += 64
+        ctl.run(eng)
+
+
+def case(seconds: float, switch_s: float | None) -> dict[str, Any]:
+    """Probe lateness for ``seconds`` with (``switch_s``) or without a calibration thread."""
+    stop, late = threading.Event(), []
+    old = sys.getswitchinterval()
+    threads = [threading.Thread(target=_probe, args=(stop, late))]
+    ctl = None
+    if switch_s is not None:
+        sys.setswitchinterval(switch_s)
+        bundle = load_bundle(BUNDLE)
+        ctl = CalibrationController(bundle, CalibrationConfig(trigger="samples"))
+        threads.append(threading.Thread(target=_calibrate, args=(stop, ctl, Engine(bundle))))
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    sys.setswitchinterval(old)
+    a = np.array(late)
+    return {
+        "wakeups": len(a),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "p999_ms": float(np.percentile(a, 99.9)),
+        "max_ms": float(a.max()),
+        "rounds": 0
+        if ctl is None
+        else ctl.counts["flip_rounds_kept"] + ctl.counts["flip_rounds_rolled_back"],
+        "loadavg": loadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cases; write bench/results/gil_stall.json."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per case and repetition")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    cases: dict[str, float | None] = {
+        "idle": None,
+        "calibration, switch 5 ms": 0.005,
+        f"calibration, switch {GIL_SWITCH_S * 1e3:g} ms": GIL_SWITCH_S,
+    }
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
+    for _ in range(args.reps):
+        for name, sw in cases.items():
+            runs[name].append(case(args.seconds, sw))
+            r = runs[name][-1]
+            print(
+                f"{name:28s} p99 {r['p99_ms']:7.2f} ms, p99.9 {r['p999_ms']:7.2f} ms, "
+                f"max {r['max_ms']:7.2f} ms, rounds {r['rounds']}, load {r['loadavg'][0]:.1f}",
+                file=sys.stderr,
+            )
+    summary = {
+        name: {
+            k: round(float(np.median([r[k] for r in rs])), 3)
+            for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms")
+        }
+        | {"max_of_reps_ms": round(max(r["max_ms"] for r in rs), 3)}
+        for name, rs in runs.items()
+    }
+    out = {
+        "command": "python -m bench.gil_stall",
+        "probe_sleep_ms": SLEEP_S * 1e3,
+        "median_over_reps": summary,
+        "runs": runs,
+        "loadavg_end": loadavg(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gil_stall.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["median_over_reps"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
