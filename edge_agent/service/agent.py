@@ -275,7 +275,10 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             t0 = time.perf_counter()
             eng = self.model.engine  # everything after ingest sees the prepared samples only
             X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-            cls, conf = eng.predict(X, prepared=True)
+            ctl = self.calibration  # routed to each sample's domain when it keeps a bank
+            cls, conf = (eng if ctl is None else ctl.predictor(eng, count=True)).predict(
+                X, prepared=True
+            )
             self._last_predicted = (samples[-1].msg.sensor, samples[-1].msg.seq)
             done = time.perf_counter()
             classes = cls.tolist()
