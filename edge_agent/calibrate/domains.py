@@ -27,6 +27,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -79,13 +80,13 @@ class Signature:
             weights.append(len(fg) / len(f))
         return cls(np.array(means), np.array(stds), np.log(np.array(weights)))
 
-    def log_likelihood(self, f: np.ndarray) -> np.ndarray:
-        """Log density (N,) of features ``f`` (N, F) under the mixture."""
-        z = (f[:, None, :] - self.mean[None]) / self.std[None]  # (N, K, F)
-        comp = -0.5 * (z * z).sum(axis=2) - np.log(self.std).sum(axis=1)[None]
-        comp += self.log_weight[None] - 0.5 * _LOG_2PI * f.shape[1]
-        top = comp.max(axis=1)
-        return top + np.log(np.exp(comp - top[:, None]).sum(axis=1))
+    def quadratic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each component's weighted log density as ``(f*f) @ A + f @ B + c``: (F, K)
+        ``A``, ``B`` and (K,) ``c`` (two small products score a whole batch)."""
+        prec = 1.0 / (self.std * self.std)
+        c = -0.5 * (self.mean * self.mean * prec).sum(axis=1) - np.log(self.std).sum(axis=1)
+        c += self.log_weight - 0.5 * _LOG_2PI * self.mean.shape[1]
+        return (-0.5 * prec).T.copy(), (self.mean * prec).T.copy(), c
 
     def spread(self) -> np.ndarray:
         """Per-feature spread (F,) of the mixture's components (their mean)."""
@@ -185,13 +186,23 @@ class DomainBank:
         """The training domain."""
         return self.domains[0]
 
+    @cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every domain's components side by side (:meth:`Signature.quadratic`) and the
+        domain each belongs to."""
+        parts = [d.signature.quadratic() for d in self.domains]
+        owner = np.concatenate([np.full(len(p[2]), j) for j, p in enumerate(parts)])
+        a, b, c = (np.concatenate([p[k] for p in parts], axis=-1) for k in range(3))
+        return a, b, c, owner.astype(np.int64)
+
     def route(self, f: np.ndarray) -> np.ndarray:
         """Index (N,) int64 of the domain whose signature gives each feature row the
-        highest likelihood (ties: the earlier domain, the base first)."""
+        highest likelihood, a mixture counting at its most likely component (ties: the
+        earlier domain, the base first)."""
         if len(self.domains) == 1:
             return np.zeros(len(f), np.int64)
-        ll = np.stack([d.signature.log_likelihood(f) for d in self.domains], axis=1)
-        return ll.argmax(axis=1).astype(np.int64)
+        a, b, c, owner = self._table
+        return owner[((f * f) @ a + f @ b + c).argmax(axis=1)]
 
     def floor(self) -> np.ndarray:
         """The smallest feature spread an adapted domain's signature may have."""
