@@ -30,9 +30,9 @@ from bench.real_drift_data import StreamData
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
-from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.calibrate.qcore import QCoreBuffer
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.engine.engine import Engine
 from edge_agent.training.export import quant_model
 from edge_agent.training.fit import normalize
@@ -56,7 +56,9 @@ class Outcome:
     cpu_per_round: float = 0.0
     curve: list[tuple[float, Engine]] = field(default_factory=list)  # back-prop checkpoints
     note: str = ""
-    returned: Engine | RoutedPredictor | None = None  # after the stream went back to the train domain
+    returned: Engine | RoutedPredictor | None = (
+        None  # after the stream went back to the train domain
+    )
     alarms: tuple[int, int, int] = (0, 0, 0)
 
 

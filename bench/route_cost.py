@@ -93,10 +93,15 @@ def main() -> None:
         "panel_bytes_shared": int(engine.weight_bytes()),
     }
     for key, runs in res.items():
-        summary = {name: {"min_us": min(v) * 1e6, "median_us": float(np.median(v)) * 1e6}
-                   for name, v in runs.items()}
+        summary = {
+            name: {"min_us": min(v) * 1e6, "median_us": float(np.median(v)) * 1e6}
+            for name, v in runs.items()
+        }
         ratios = [r / e for r, e in zip(runs["routed"], runs["engine"], strict=True)]
-        summary["ratio_routed_over_engine"] = {"min": min(ratios), "median": float(np.median(ratios))}
+        summary["ratio_routed_over_engine"] = {
+            "min": min(ratios),
+            "median": float(np.median(ratios)),
+        }
         out[key] = summary
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -71,7 +71,9 @@ def test_routing_picks_the_domain_on_offset_and_gain_streams(bundle: Bundle) -> 
         params = DomainParams.of_engine(scratch, hidden)
         bank = bank.add(bank.adapted(window, scratch.predict_classes(window), params, k))
     assert [d.name for d in bank.domains] == ["base", "d1", "d2", "d3"]
-    for want, X in enumerate([ds.X_test, *(Drift.parse(d).apply_stream(ds.X_test) for d in drifts)]):
+    for want, X in enumerate(
+        [ds.X_test, *(Drift.parse(d).apply_stream(ds.X_test) for d in drifts)]
+    ):
         got = bank.route(sample_features(X))
         assert np.mean(got == want) >= 0.85, (want, np.bincount(got, minlength=4))
     # past its capacity the bank drops the domain routed to least recently

@@ -89,7 +89,10 @@ class CalibrationController:
             hidden = stats_rung.hidden_layers(bundle)
             self.routing = DomainRouting(bundle, hidden, ref, cfg.route_domains, self._count)
         self.stream = StreamScheduler(
-            cfg.schedule_config(), self._drift_signal(ref), self.train_stats is not None, self._count
+            cfg.schedule_config(),
+            self._drift_signal(ref),
+            self.train_stats is not None,
+            self._count,
         )
         if carry is not None:  # a QAT burst replaced the model: the stream side goes on
             self.carry_from(carry)

@@ -231,7 +231,7 @@ class DomainBank:
 
     def to_extras(self) -> dict[str, np.ndarray]:
         """The bank as bundle extras (``domains/*``)."""
-        out = {PREFIX + "made": np.array([self.made, self.capacity], np.int64)}
+        out: dict[str, np.ndarray] = {PREFIX + "made": np.array([self.made, self.capacity])}
         for j, d in enumerate(self.domains):
             p = f"{PREFIX}{j}/"
             out[p + "name"] = np.frombuffer(d.name.encode(), np.uint8).copy()
@@ -280,7 +280,9 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         sig_arr = np.asarray(ex[p + "sig"], np.float64)
         sig = Signature(sig_arr[0], sig_arr[1], np.asarray(ex[p + "sig_w"], np.float64))
         made_at = int(np.asarray(ex[p + "made_at"]).reshape(-1)[0])
-        mean, std, layers = {}, {}, {}
+        mean: dict[int, np.ndarray] = {}
+        std: dict[int, np.ndarray] = {}
+        layers: dict[int, dict[int, Layer]] = {}
         c = bundle.input_shape[0]
         for b, quant in bundle.quant.items():
             norm = np.asarray(ex[f"{p}{b}/norm"], np.float32)
