@@ -75,8 +75,11 @@ class RoutedPredictor:
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Float logits (N, classes) of prepared samples, each on its domain's model."""
         domains = self.bank.domains
-        if len(domains) == 1:
-            return self.engine.predict_logits(x)
+        if len(domains) == 1:  # nothing adapted: the engine alone
+            out = self.engine.predict_logits(x)
+            if self.tally is not None:
+                self.tally.add([domains[0].name], np.array([len(out)]))
+            return out
         a = np.asarray(x, np.float32)
         a = a[None] if a.shape == self.input_shape else a
         idx = self.route(a)
