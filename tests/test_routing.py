@@ -147,6 +147,16 @@ def test_a_restart_restores_the_bank_and_a_damaged_one_falls_back(bundle: Bundle
     st = broken.stats()["routing"]
     assert broken.counts["domain_bank_errors"] == 1
     assert st["enabled"] and [d["name"] for d in st["domains"]] == ["base"]
+    # a bank made for other quantization scales (a QAT burst since): not used, not an error
+    q4 = saved.quant[4]
+    layer0 = dataclasses.replace(q4.layers[0], w_scale=q4.layers[0].w_scale * 1.5)
+    other = dataclasses.replace(
+        saved, quant={**saved.quant, 4: dataclasses.replace(q4, layers=[layer0, *q4.layers[1:]])}
+    )
+    stale = CalibrationController(other, CalibrationConfig(episode_rounds=0))
+    st = stale.stats()["routing"]
+    assert stale.counts["domain_bank_errors"] == 0
+    assert [d["name"] for d in st["domains"]] == ["base"]
 
 
 def test_routing_off_predicts_with_the_engine(bundle: Bundle) -> None:

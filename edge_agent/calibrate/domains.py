@@ -24,6 +24,7 @@ section 5, "Domain routing".
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 
 PREFIX = "domains/"
 _MIN_SPREAD = 0.05  # an adapted domain's feature spread: at least this share of the base's
+
+
+class StaleBank(ValueError):
+    """A saved bank made for another model (a QAT burst or a new bundle since)."""
+
+
 _PRIOR = 2.0  # samples' weight of the window's variance in a group's (shrinkage)
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -229,9 +236,10 @@ class DomainBank:
 
     # ------------------------------------------------------------------ persistence
 
-    def to_extras(self) -> dict[str, np.ndarray]:
-        """The bank as bundle extras (``domains/*``)."""
+    def to_extras(self, bundle: Bundle) -> dict[str, np.ndarray]:
+        """The bank as extras of ``bundle`` (``domains/*``, with the model's fingerprint)."""
         out: dict[str, np.ndarray] = {PREFIX + "made": np.array([self.made, self.capacity])}
+        out[PREFIX + "model"] = fingerprint(bundle)
         for j, d in enumerate(self.domains):
             p = f"{PREFIX}{j}/"
             out[p + "name"] = np.frombuffer(d.name.encode(), np.uint8).copy()
@@ -255,6 +263,8 @@ class DomainBank:
         head = np.asarray(head)
         if head.shape != (2,) or head[1] < 1:
             raise ValueError(f"domain bank header {head.tolist()} is not (made, capacity)")
+        if not np.array_equal(np.asarray(ex.get(PREFIX + "model")), fingerprint(bundle)):
+            raise StaleBank("the saved domain bank was made for another model")
         features = 3 * bundle.input_shape[0]
         domains, j = [], 0
         while f"{PREFIX}{j}/sig" in ex:
@@ -300,6 +310,20 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         raise ValueError(f"domain {p!r} incomplete: {exc}") from None
     sig.check(features)
     return Domain(name, sig, DomainParams(mean, std, layers), made_at)
+
+
+def fingerprint(bundle: Bundle) -> np.ndarray:
+    """SHA-256 (32 uint8) of what neither a flip nor a statistics correction changes: the
+    quantization scales and zero points of every bit-width (a QAT burst changes them)."""
+    h = hashlib.sha256()
+    for bits in sorted(bundle.quant):
+        q = bundle.quant[bits]
+        h.update(np.array([bits, q.input_scale, q.input_zp], np.float64).tobytes())
+        for lq in q.layers:
+            scales = [lq.in_scale, lq.in_zp, lq.out_scale or 0.0, lq.out_zp or 0]
+            h.update(np.asarray(lq.w_scale, np.float32).tobytes())
+            h.update(np.array(scales, np.float64).tobytes())
+    return np.frombuffer(h.digest(), np.uint8).copy()
 
 
 def base_domain(bundle: Bundle, hidden: list[int], ref: DriftReference) -> Domain:

@@ -74,7 +74,8 @@ class RoutedPredictor:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Float logits (N, classes) of prepared samples, each on its domain's model."""
-        domains = self.bank.domains
+        bank = self.bank  # one read: another thread may swap in a new bank
+        domains = bank.domains
         if len(domains) == 1:  # nothing adapted: the engine alone
             out = self.engine.predict_logits(x)
             if self.tally is not None:
@@ -82,7 +83,7 @@ class RoutedPredictor:
             return out
         a = np.asarray(x, np.float32)
         a = a[None] if a.shape == self.input_shape else a
-        idx = self.route(a)
+        idx = bank.route(sample_features(a))
         counts = np.bincount(idx, minlength=len(domains))
         if self.tally is not None:
             self.tally.add([d.name for d in domains], counts)

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle
-from edge_agent.calibrate.domains import DomainBank, DomainParams, base_domain, without_bank
+from edge_agent.calibrate.domains import (
+    DomainBank,
+    DomainParams,
+    StaleBank,
+    base_domain,
+    without_bank,
+)
 from edge_agent.calibrate.drift_signal import DriftReference
 from edge_agent.calibrate.routed import RoutedPredictor, Tally
 from edge_agent.engine.engine import Engine
@@ -39,6 +45,8 @@ class DomainRouting:
         self.bank: DomainBank | None = None
         try:
             self.bank = DomainBank.from_extras(bundle, hidden)
+        except StaleBank as exc:  # a QAT burst or another bundle: the old domains do not apply
+            log.info("domain routing: %s: starting from the base domain", exc)
         except ValueError as exc:  # the bundle itself is sealed: this is a bank that does not fit
             count("domain_bank_errors", 1)
             log.error("saved domain bank unusable (%s): routing starts from the base domain", exc)
@@ -98,7 +106,7 @@ class DomainRouting:
         """``bundle`` with the bank in its extras (what the agent saves)."""
         if self.bank is None:
             return bundle
-        extras = {**without_bank(bundle).extras, **self.bank.to_extras()}
+        extras = {**without_bank(bundle).extras, **self.bank.to_extras(bundle)}
         return dataclasses.replace(bundle, extras=extras)
 
     def status(self) -> dict[str, Any]:
