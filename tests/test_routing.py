@@ -22,6 +22,7 @@ from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
+from edge_agent.service.config import ConfigError, parse_config
 
 DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
 GAIN = "gain:0.3@0"
@@ -163,3 +164,13 @@ def test_routing_off_predicts_with_the_engine(bundle: Bundle) -> None:
     ctl = CalibrationController(bundle, CalibrationConfig(route=False))
     eng = Engine(bundle, bits=4)
     assert ctl.predictor(eng) is eng and not ctl.stats()["routing"]["enabled"]
+
+
+def test_route_keys_are_validated_like_the_others() -> None:
+    cfg = parse_config("[calibration]\nroute = false\nroute_domains = 5\n")
+    assert cfg.calibration.route is False and cfg.calibration.route_domains == 5
+    assert parse_config("").calibration.route is True  # on by default
+    with pytest.raises(ConfigError, match="route_domains"):
+        parse_config("[calibration]\nroute_domains = 0\n")
+    with pytest.raises(ConfigError, match="route"):
+        parse_config('[calibration]\nroute = "yes"\n')
