@@ -88,8 +88,11 @@ class RoutedPredictor:
         if self.tally is not None:
             self.tally.add([d.name for d in domains], counts)
         live = self.engine.state()  # one read: every group runs on the same weights
+        used = np.flatnonzero(counts)
+        if len(used) == 1:  # one domain (a single sample, a batch from one sensor): no split
+            return self.engine.predict_logits_with(self._state(domains[used[0]], live), a)
         out = np.empty((len(a), self.num_classes), np.float32)
-        for j in np.flatnonzero(counts):
+        for j in used:
             rows = np.flatnonzero(idx == j)
             out[rows] = self.engine.predict_logits_with(self._state(domains[j], live), a[rows])
         return out
