@@ -18,7 +18,7 @@ from edge_agent.calibrate.stats_rung import Correction, Statistics, apply, propo
 from edge_agent.engine.engine import Engine
 
 log = logging.getLogger(__name__)
-Predict = Callable[[np.ndarray], np.ndarray]
+LogitsFn = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N, classes) logits
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def run_stats_round(
     labelled: tuple[np.ndarray, np.ndarray],
     cfg: StatsConfig | None = None,
     version_of: object = None,
-    predictors: tuple[Predict, Predict] | None = None,
+    predictors: tuple[LogitsFn, LogitsFn] | None = None,
 ) -> tuple[RoundResult, Correction | None]:
     """One statistics round: propose from the unlabelled stream samples ``X`` on
     ``scratch`` (holding the live model: :func:`sync`), gate on ``labelled`` (inputs,
