@@ -146,7 +146,13 @@ def _score(
 
 
 def run_job(
-    name: str, seed: int, bits_list: list[int], cache: str, quick: bool, stats_on: bool
+    name: str,
+    seed: int,
+    bits_list: list[int],
+    cache: str,
+    quick: bool,
+    stats_on: bool,
+    route: bool = True,
 ) -> dict[str, Any]:
     """Train (or load) one bundle and run every case of one (set, seed): a worker's job."""
     import torch
@@ -159,6 +165,7 @@ def run_job(
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     stats, _ = m.stats_rung() if stats_on else (None, "")
+    m.CONFIG.update({} if route else m.no_routing())  # this worker's replays
     split: DriftSplit = load_split(name, Path(cache), seed)
     bundle, qnets, train_s = trained(split, seed, Path(cache))
     t0 = time.time()
@@ -344,6 +351,11 @@ def main() -> None:
         action="store_true",
         help="do not run the statistics rung even if the agent has it",
     )
+    ap.add_argument(
+        "--no-route",
+        action="store_true",
+        help="the agent's replays without domain routing (one global correction)",
+    )
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ap.add_argument(
         "--from-json",
@@ -379,10 +391,16 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futs = {
-            pool.submit(run_job, n, s, bits, str(args.cache), args.quick, not args.no_stats_rung): (
+            pool.submit(
+                run_job,
                 n,
                 s,
-            )
+                bits,
+                str(args.cache),
+                args.quick,
+                not args.no_stats_rung,
+                not args.no_route,
+            ): (n, s)
             for n, s in jobs
         }
         failed = []
@@ -418,6 +436,7 @@ def main() -> None:
         "flips_alone": "run separately"
         if stats and not args.no_stats_rung
         else "the default path is flips alone in this build (no statistics rung)",
+        "routing": "off" if args.no_route else "on (the agent's default)",
         "failed_jobs": failed,
         "train_s_sum": round(sum(r["train_s"] for r in done), 1),
         "cases_s_sum": round(sum(r["cases_s"] for r in done), 1),

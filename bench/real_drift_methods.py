@@ -32,6 +32,7 @@ from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.qcore import QCoreBuffer
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.engine.engine import Engine
 from edge_agent.training.export import quant_model
 from edge_agent.training.fit import normalize
@@ -48,18 +49,20 @@ TENT_STEPS = 10
 class Outcome:
     """A calibrated engine and what it cost."""
 
-    engine: Engine
+    engine: Engine | RoutedPredictor
     cpu_s: float = 0.0
     rounds: int = 0
     kept: int = 0
     cpu_per_round: float = 0.0
     curve: list[tuple[float, Engine]] = field(default_factory=list)  # back-prop checkpoints
     note: str = ""
-    returned: Engine | None = None  # after the stream went back to the train domain
+    returned: Engine | RoutedPredictor | None = (
+        None  # after the stream went back to the train domain
+    )
     alarms: tuple[int, int, int] = (0, 0, 0)
 
 
-def accuracy(engine: Engine, X: np.ndarray, y: np.ndarray) -> float:
+def accuracy(engine: Engine | RoutedPredictor, X: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of the integer engine."""
     return float(np.mean(engine.predict(X)[0] == y)) if len(y) else float("nan")
 
@@ -96,6 +99,15 @@ def stats_rung() -> tuple[dict[str, Any] | None, str]:
     return {"alone": {"stats_rung": True, "episode_rounds": 0}, "off": off}, ""
 
 
+CONFIG: dict[str, Any] = {}  # CalibrationConfig overrides of every replay (a worker's)
+
+
+def no_routing() -> dict[str, Any]:
+    """CalibrationConfig overrides without domain routing (if this build has it)."""
+    names = {f.name for f in dataclasses.fields(CalibrationConfig)}
+    return {"route": False} if "route" in names else {}
+
+
 def every_chunk() -> dict[str, Any]:
     """CalibrationConfig overrides for flip rounds on every chunk, without the drift signal
     and the statistics rung (the agent's path before they came): the reference a flip
@@ -119,7 +131,7 @@ def replay(
     model after ``data`` as a restart from the saved bundle gives it, and the stream goes
     on with both parts (the drift lasts, then goes away): ``returned`` is the model at
     the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end."""
-    cfg = dataclasses.replace(CalibrationConfig(), **(overrides or {}))
+    cfg = dataclasses.replace(CalibrationConfig(), **{**CONFIG, **(overrides or {})})
     controller = CalibrationController(bundle, cfg)
     if buffer == "random":
         controller.buffer = QCoreBuffer.from_bundle(
@@ -129,16 +141,17 @@ def replay(
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
     engine = Engine(bundle, bits=bits)
     cpu, rounds, kept = _stream(controller, engine, data, 0)
-    out = Outcome(engine, cpu, rounds, kept, cpu / max(rounds, 1))
+    # scored as the agent predicts: each sample on its domain's correction (with routing)
+    out = Outcome(controller.predictor(engine), cpu, rounds, kept, cpu / max(rounds, 1))
     if then is not None:  # the model as a restart gives it (the bundle the agent saves)
         saved = controller.bundle.with_codes(engine.bits, engine.codes())
-        out.engine = Engine(saved, bits=bits)
+        out.engine = CalibrationController(saved, cfg).predictor(Engine(saved, bits=bits))
         alarms = controller.counts["drift_alarms"]
         drift_more, back = then
         _stream(controller, engine, drift_more, len(data.y))
         alarms_drift = controller.counts["drift_alarms"]
         _stream(controller, engine, back, len(data.y) + len(drift_more.y))
-        out.returned = engine
+        out.returned = controller.predictor(engine)
         out.alarms = (alarms, alarms_drift, controller.counts["drift_alarms"])
     return out
 
@@ -154,7 +167,8 @@ def _stream(
     cpu += time.thread_time() - t0
     for i in range(len(data.y)):
         x = data.X[i]
-        engine.predict(x[None])  # the agent predicts before it offers the sample
+        # the agent predicts (routed, counted) before it offers the sample
+        controller.predictor(engine, count=True).predict(x[None])
         t0 = time.thread_time()
         controller.observe(x, int(data.y[i]) if data.labelled[i] else None, first + i)
         while controller.due():

@@ -42,6 +42,10 @@ class CalibrationConfig:
     # flip rounds (one per chunk) after each drift alarm
     episode_rounds: int = field(default=8, metadata={"range": (0, 100_000)})
     stats_rung: bool = True  # the label-free statistics round first after an alarm
+    # route each sample to the correction of the domain its inputs look like
+    route: bool = True
+    # adapted domains kept beside the training domain (least recently used evicted)
+    route_domains: int = field(default=3, metadata={"range": (1, 16)})
     # latest stream samples kept for the statistics round
     stats_window: int = field(default=256, metadata={"range": (2, 1_000_000)})
     # samples since the change point before it runs

@@ -31,6 +31,7 @@ from edge_agent.calibrate.flip_round import (
 )
 from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.calibrate.routing import DomainRouting, Predictor
 from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
@@ -82,8 +83,16 @@ class CalibrationController:
                 self.stats_reason,
                 "" if self.train_stats else ": the rung is off",
             )
+        ref = self._reference()
+        self.routing: DomainRouting | None = None
+        if cfg.route and self.train_stats is not None:  # domains differ by their correction
+            hidden = stats_rung.hidden_layers(bundle)
+            self.routing = DomainRouting(bundle, hidden, ref, cfg.route_domains, self._count)
         self.stream = StreamScheduler(
-            cfg.schedule_config(), self._drift_signal(), self.train_stats is not None, self._count
+            cfg.schedule_config(),
+            self._drift_signal(ref),
+            self.train_stats is not None,
+            self._count,
         )
         if carry is not None:  # a QAT burst replaced the model: the stream side goes on
             self.carry_from(carry)
@@ -93,14 +102,18 @@ class CalibrationController:
         """The drift signal (None without a reference: a flip round every chunk)."""
         return self.stream.drift
 
-    def _drift_signal(self) -> DriftSignal | None:
-        """The drift signal from the bundle's reference (else its anchors'), or None."""
+    def _reference(self) -> DriftReference | None:
+        """The bundle's drift reference, else one fitted on its QCore anchors, else None."""
         ref = DriftReference.from_extras(self.bundle.extras)
         if ref is None:
             X, y = self.calibrator.anchor_X, self.calibrator.anchor_y
             if len(y) >= 2:
                 ref = DriftReference.fit(X, y, self.bundle.num_classes)
                 log.info("drift signal: reference from the bundle's %d QCore anchors", len(y))
+        return ref
+
+    def _drift_signal(self, ref: DriftReference | None) -> DriftSignal | None:
+        """The drift signal from the bundle's reference (else its anchors'), or None."""
         if ref is None and self.cfg.trigger == "drift":
             log.warning(
                 "drift signal: the bundle has neither a drift reference nor QCore "
@@ -197,8 +210,15 @@ class CalibrationController:
 
     # ------------------------------------------------------------------ rounds
 
+    def predictor(self, engine: Engine, count: bool = False) -> Predictor:
+        """What predicts with ``engine``: each sample on its domain's correction
+        (:mod:`edge_agent.calibrate.routed`), or ``engine`` itself with routing off.
+        ``count``: the samples count in ``status`` (the agent's predictions)."""
+        return engine if self.routing is None else self.routing.predictor(engine, count)
+
     def _predict_by_bits(self, engine: Engine) -> dict[int, Any]:
-        out: dict[int, Any] = {engine.bits: engine.predict_classes}  # prepared samples
+        # prepared samples; the active width routed as the agent predicts
+        out: dict[int, Any] = {engine.bits: self.predictor(engine).predict_classes}
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
@@ -284,13 +304,23 @@ class CalibrationController:
                 tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
             ),
             version_of=lambda c: self._corrected(c, engine).model_version,
+            predictors=None if self.routing is None else self._gate_predictors(engine, job),
         )
         if corr is not None:
+            if self.routing is not None:
+                self.routing.keep(engine, job.X, job.at)
             self.bundle = self._corrected(corr)
             self.calibrator.set_bundle(self.bundle)
             self.calibrator.anchor_X = self._anchors_for(corr)
             self._neighbours = {}
         return result
+
+    def _gate_predictors(self, engine: Engine, job: Job) -> tuple[Any, Any]:
+        """The stats gate's (before, after) logits: routed through the bank without and
+        with the proposed correction's domain."""
+        assert self.routing is not None and self._scratch is not None and job.X is not None
+        before = self.routing.predictor(engine).predict_logits
+        return before, self.routing.candidate(engine, self._scratch, job.X, job.at)
 
     def _anchors_for(self, corr: stats_rung.Correction) -> np.ndarray:
         """The bundle's anchors moved into the corrected input domain: the corrected
@@ -307,6 +337,8 @@ class CalibrationController:
         """The bundle with a statistics correction in every bit-width (and, given
         ``engine``, its active codes: the bundle the agent saves)."""
         b = stats_rung.corrected_bundle(self.bundle, corr)
+        if self.routing is not None:
+            b = self.routing.saved(b)
         return b if engine is None else b.with_codes(engine.bits, engine.codes())
 
     # ------------------------------------------------------------------ state
@@ -338,5 +370,8 @@ class CalibrationController:
             "method": self.method,
             **self.stream.status(),
             "stats_rung": {"enabled": self.train_stats is not None, "reason": self.stats_reason},
+            "routing": {"enabled": False, "reason": "off ([calibration] route = false)"}
+            if self.routing is None
+            else self.routing.status(),
             "last_round": self.last,
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from edge_agent.calibrate.stats_rung import Correction, Statistics, apply, propo
 from edge_agent.engine.engine import Engine
 
 log = logging.getLogger(__name__)
+LogitsFn = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N, classes) logits
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def run_stats_round(
     labelled: tuple[np.ndarray, np.ndarray],
     cfg: StatsConfig | None = None,
     version_of: object = None,
+    predictors: tuple[LogitsFn, LogitsFn] | None = None,
 ) -> tuple[RoundResult, Correction | None]:
     """One statistics round: propose from the unlabelled stream samples ``X`` on
     ``scratch`` (holding the live model: :func:`sync`), gate on ``labelled`` (inputs,
@@ -63,13 +66,16 @@ def run_stats_round(
     anchors take no part: a correction for drifted inputs is meant to change what
     undrifted ones give.
     ``version_of(correction)``, if given, names the version the engine reports (that of
-    the bundle the agent will save)."""
+    the bundle the agent will save). ``predictors``, if given, are the logits functions
+    the gate compares (before, after) instead of ``engine``'s and ``scratch``'s (the
+    domain-routed models, :mod:`edge_agent.calibrate.routed`)."""
     cfg = cfg or StatsConfig()
     t0 = time.thread_time()
     corr = propose(scratch, bundle, stats, X)
     Xl, yl = labelled
-    before = engine.predict_logits(Xl) if len(yl) else np.zeros((0, engine.num_classes))
-    after = scratch.predict_logits(Xl) if len(yl) else before
+    old, new = predictors or (engine.predict_logits, scratch.predict_logits)
+    before = old(Xl) if len(yl) else np.zeros((0, engine.num_classes))
+    after = new(Xl) if len(yl) else before
     # a correction must get at least one more labelled sample right: a tie keeps the model
     # (a kept correction moves the anchors the flip rounds after it pull towards)
     gain = -0.5 / max(1, len(yl))

@@ -87,6 +87,19 @@ def _qcore(cal: dict[str, Any]) -> str:
     )
 
 
+def _domains(cal: dict[str, Any]) -> str:
+    r = cal.get("routing")
+    if not r:
+        return "n/a (calibration disabled)"
+    if not r["enabled"]:
+        return r["reason"]
+    return ", ".join(
+        f"{d['name']} {d['samples']} samples"
+        + (f" (made at sample {d['made_at_sample']})" if d["made_at_sample"] >= 0 else "")
+        for d in r["domains"]
+    )
+
+
 def _energy(e: dict[str, Any]) -> str:
     if not e:
         return "n/a (not read yet)"
@@ -160,6 +173,7 @@ def format_status(r: dict[str, Any]) -> str:
         f"QCore        {_qcore(cal)}",
         f"calibration  {cal['done']} done, {cal['accepted']} accepted, "
         f"{cal['rolled_back']} rolled back ({cal.get('method', 'disabled')})",
+        f"domains      {_domains(cal)}",
         f"energy       {_energy(energy)}",
         f"QAT bursts   {_bursts(r.get('bursts') or {})}",
         f"queue        {q['depth']} / {q['capacity']}",

@@ -308,32 +308,7 @@ class Engine:
             b = self._state.bits if bits is None else bits
             if b not in self._current:
                 raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
-            old = self._current[b]
-            model, weights = old.model, old.weights
-            h = sha256(old.version.encode())
-            if mean is not None or std is not None:
-                m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
-                s = np.ascontiguousarray(model.std if std is None else std, np.float32)
-                if (
-                    m.shape != model.mean.shape
-                    or s.shape != model.std.shape
-                    or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0))
-                ):
-                    raise ValueError(
-                        f"normalization must be finite, shape {model.mean.shape}, std > 0"
-                    )
-                model = dataclasses.replace(model, mean=m, std=s)
-                h.update(m.tobytes() + s.tobytes())
-            if biases:
-                weights = bias.replace_biases(model, weights, biases)
-                for i in sorted(biases):
-                    h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
-            if requant:
-                weights = bias.replace_requant(model, weights, requant)
-                for i in sorted(requant):
-                    m0, sh = (np.asarray(v, np.int32).tobytes() for v in requant[i])
-                    h.update(i.to_bytes(4, "little") + m0 + sh)
-            new = EngineState(b, model, weights, version or h.hexdigest()[:12], old.codes)
+            new = self._with_params(self._current[b], mean, std, biases, requant, version)
             self._current[b] = new
             if self._state.bits == b:
                 self._state = new
@@ -341,6 +316,60 @@ class Engine:
             self._log_level, "swapped parameters of the %d-bit model: version %s", b, new.version
         )
         return new.version
+
+    def state(self, bits: int | None = None) -> EngineState:
+        """The latest model of the active (or ``bits``) bit-width, as inference reads it."""
+        return self._state if bits is None else self._current[bits]
+
+    def variant(
+        self,
+        base: EngineState,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        biases: Mapping[int, np.ndarray] | None = None,
+        requant: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> EngineState:
+        """``base`` with other parameters (as :meth:`swap_params` takes them), not made
+        active: :meth:`predict_logits_with` runs it. The weight panels are shared."""
+        return self._with_params(base, mean, std, biases, requant, None)
+
+    def predict_logits_with(self, st: EngineState, x: np.ndarray) -> np.ndarray:
+        """:meth:`predict_logits` on a given model state (:meth:`variant`, :meth:`state`)."""
+        return self._run(st, self._as_batch(x))
+
+    @staticmethod
+    def _with_params(
+        old: EngineState,
+        mean: np.ndarray | None,
+        std: np.ndarray | None,
+        biases: Mapping[int, np.ndarray] | None,
+        requant: Mapping[int, tuple[np.ndarray, np.ndarray]] | None,
+        version: str | None,
+    ) -> EngineState:
+        """``old`` with new parameters (see :meth:`swap_params`); the version hashes them."""
+        model, weights = old.model, old.weights
+        h = sha256(old.version.encode())
+        if mean is not None or std is not None:
+            m = np.ascontiguousarray(model.mean if mean is None else mean, np.float32)
+            s = np.ascontiguousarray(model.std if std is None else std, np.float32)
+            if (
+                m.shape != model.mean.shape
+                or s.shape != model.std.shape
+                or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0))
+            ):
+                raise ValueError(f"normalization must be finite, shape {model.mean.shape}, std > 0")
+            model = dataclasses.replace(model, mean=m, std=s)
+            h.update(m.tobytes() + s.tobytes())
+        if biases:
+            weights = bias.replace_biases(model, weights, biases)
+            for i in sorted(biases):
+                h.update(i.to_bytes(4, "little") + np.asarray(biases[i], np.int32).tobytes())
+        if requant:
+            weights = bias.replace_requant(model, weights, requant)
+            for i in sorted(requant):
+                m0, sh = (np.asarray(v, np.int32).tobytes() for v in requant[i])
+                h.update(i.to_bytes(4, "little") + m0 + sh)
+        return EngineState(old.bits, model, weights, version or h.hexdigest()[:12], old.codes)
 
     def normalization(self, bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The input normalization (mean, std) float32 (C,) of the active (or ``bits``) model."""

@@ -319,7 +319,10 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         as the model takes it, its logits and the key of the model that computed them."""
         eng = self.model.engine  # everything after ingest sees the prepared samples only
         X = eng.prepare(np.stack([it.msg.x for it in samples]))  # type: ignore[union-attr]
-        logits, key = eng.predict_logits_keyed(X)
+        ctl = self.calibration  # routed to each sample's domain when it keeps a bank
+        logits, key = (eng if ctl is None else ctl.predictor(eng, count=True)).predict_logits_keyed(
+            X
+        )
         return X, logits, key
 
     @staticmethod

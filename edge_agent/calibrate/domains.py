@@ -1,0 +1,337 @@
+"""The domain bank: the training domain and the few drifted domains the agent adapted to,
+each with its own statistics correction and a label-free signature of its inputs.
+
+A kept statistics correction (:mod:`edge_agent.calibrate.stats_rung`) is global: the
+model adapted to a drifted domain is worse on the training domain. The bank keeps the
+training domain's parameters next to each kept correction, so that each sample can be
+routed to the domain its inputs look like (:mod:`edge_agent.calibrate.routed`); only the
+statistics correction differs between domains (input normalization, hidden biases,
+requantization multipliers), the weights are shared. The maths: ``docs/method.md``
+section 5, "Domain routing".
+
+- :class:`Signature`: a mixture of diagonal Gaussians over the per-sample features of
+  :func:`edge_agent.calibrate.drift_signal.sample_features` (per channel: mean, log std,
+  log mean absolute first difference). The training domain's is the drift reference the
+  bundle records at ``with_statistics`` time (one component per class; from the QCore
+  anchors for a bundle without one); an adapted domain's is fitted on the stream window
+  its correction was proposed on, one component per class the corrected model predicts.
+- :class:`DomainParams`: one domain's parameters at every bit-width.
+- :class:`DomainBank`: the base domain plus at most ``capacity`` adapted ones (least
+  recently used evicted); immutable (a change makes a new bank, swapped as one
+  reference), saved in the calibrated bundle's extras (``domains/*``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from edge_agent.bundle import Bundle
+from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.engine.engine import Engine
+from edge_agent.engine.state import EngineState
+
+log = logging.getLogger(__name__)
+
+PREFIX = "domains/"
+_MIN_SPREAD = 0.05  # an adapted domain's feature spread: at least this share of the base's
+
+
+class StaleBank(ValueError):
+    """A saved bank made for another model (a QAT burst or a new bundle since)."""
+
+
+_PRIOR = 2.0  # samples' weight of the window's variance in a group's (shrinkage)
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A mixture of diagonal Gaussians over per-sample features (K components, F features)."""
+
+    mean: np.ndarray  # (K, F) float64
+    std: np.ndarray  # (K, F) float64, > 0
+    log_weight: np.ndarray  # (K,) log mixture weights
+
+    @classmethod
+    def of_reference(cls, ref: DriftReference) -> Signature:
+        """The training domain's: one equally weighted component per class of the drift
+        reference (class spreads floored as the reference floors them)."""
+        k = len(ref.mean)
+        return cls(
+            np.asarray(ref.mean, np.float64),
+            np.asarray(ref.std, np.float64),
+            np.full(k, -np.log(k)),
+        )
+
+    @classmethod
+    def fit(cls, features: np.ndarray, groups: np.ndarray, floor: np.ndarray) -> Signature:
+        """One component per group of a window's features (the classes the corrected
+        model predicts: label-free), weighted by its share; each group's variance is
+        shrunk towards the window's with the weight of ``_PRIOR`` samples (a group of a
+        few samples has no spread of its own) and its spread is at least ``floor`` (F,)."""
+        f = np.asarray(features, np.float64)
+        pooled = f.var(axis=0)
+        means, stds, weights = [], [], []
+        for g in np.unique(groups):
+            fg = f[groups == g]
+            var = (len(fg) * fg.var(axis=0) + _PRIOR * pooled) / (len(fg) + _PRIOR)
+            means.append(fg.mean(axis=0))
+            stds.append(np.maximum(np.sqrt(var), floor))
+            weights.append(len(fg) / len(f))
+        return cls(np.array(means), np.array(stds), np.log(np.array(weights)))
+
+    def quadratic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each component's weighted log density as ``(f*f) @ A + f @ B + c``: (F, K)
+        ``A``, ``B`` and (K,) ``c`` (two small products score a whole batch)."""
+        prec = 1.0 / (self.std * self.std)
+        c = -0.5 * (self.mean * self.mean * prec).sum(axis=1) - np.log(self.std).sum(axis=1)
+        c += self.log_weight - 0.5 * _LOG_2PI * self.mean.shape[1]
+        return (-0.5 * prec).T.copy(), (self.mean * prec).T.copy(), c
+
+    def spread(self) -> np.ndarray:
+        """Per-feature spread (F,) of the mixture's components (their mean)."""
+        return self.std.mean(axis=0)
+
+    def check(self, features: int) -> None:
+        """ValueError unless the shapes fit ``features`` and the numbers are usable."""
+        k = len(self.log_weight)
+        if self.mean.shape != (k, features) or self.std.shape != (k, features) or k < 1:
+            raise ValueError(f"signature shapes {self.mean.shape}, {self.std.shape} for {features}")
+        good = np.isfinite(self.mean).all() and np.isfinite(self.log_weight).all()
+        if not (good and np.isfinite(self.std).all() and (self.std > 0).all()):
+            raise ValueError("signature holds non-finite numbers or spreads <= 0")
+
+
+Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # int32 bias_q, m0, shift (O,)
+
+
+@dataclass(frozen=True)
+class DomainParams:
+    """One domain's statistics correction at every bit-width: input normalization and
+    every hidden layer's bias and requantization multiplier (complete, not a change)."""
+
+    mean: dict[int, np.ndarray]  # bits -> (C,) float32
+    std: dict[int, np.ndarray]
+    layers: dict[int, dict[int, Layer]]  # bits -> hidden layer -> (bias, m0, shift)
+
+    @classmethod
+    def of_engine(cls, engine: Engine, hidden: list[int]) -> DomainParams:
+        """The parameters ``engine`` runs now, at every bit-width."""
+        mean, std, layers = {}, {}, {}
+        for b in engine.available_bits:
+            mean[b], std[b] = engine.normalization(b)
+            layers[b] = {i: (engine.layer_bias(i, b), *engine.layer_requant(i, b)) for i in hidden}
+        return cls(mean, std, layers)
+
+    @classmethod
+    def of_bundle(cls, bundle: Bundle, hidden: list[int]) -> DomainParams:
+        """The parameters ``bundle`` holds (what an engine built from it runs)."""
+        mean = {b: bundle.norm_mean.astype(np.float32) for b in bundle.quant}
+        std = {b: bundle.norm_std.astype(np.float32) for b in bundle.quant}
+        layers = {
+            b: {
+                i: tuple(np.asarray(a, np.int32) for a in (lq.bias_q, lq.m0, lq.shift))
+                for i, lq in enumerate(q.layers)
+                if i in hidden
+            }
+            for b, q in bundle.quant.items()
+        }
+        return cls(mean, std, layers)  # type: ignore[arg-type]
+
+    def variant(self, engine: Engine, live: EngineState) -> EngineState:
+        """``live`` (the engine's latest model of one bit-width: its weights) with these
+        parameters."""
+        fix = self.layers[live.bits]
+        return engine.variant(
+            live,
+            self.mean[live.bits],
+            self.std[live.bits],
+            {i: v[0] for i, v in fix.items()},
+            {i: (v[1], v[2]) for i, v in fix.items()},
+        )
+
+    def same(self, other: DomainParams) -> bool:
+        """Whether both hold the same numbers."""
+        return all(
+            np.array_equal(a[b], o[b])
+            for a, o in ((self.mean, other.mean), (self.std, other.std))
+            for b in a
+        ) and all(
+            all(np.array_equal(x, y) for x, y in zip(v, other.layers[b][i], strict=True))
+            for b, fix in self.layers.items()
+            for i, v in fix.items()
+        )
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One entry of the bank."""
+
+    name: str  # "base" or "d<number>" (numbered in the order they were made)
+    signature: Signature
+    params: DomainParams
+    made_at: int = -1  # stream sample index of the correction (-1: the training domain)
+
+
+@dataclass(frozen=True)
+class DomainBank:
+    """The base domain first, then the adapted ones, most recently made last."""
+
+    domains: tuple[Domain, ...]
+    capacity: int = 3  # adapted domains kept at most
+    made: int = 0  # adapted domains made so far (names them)
+
+    @property
+    def base(self) -> Domain:
+        """The training domain."""
+        return self.domains[0]
+
+    @cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every domain's components side by side (:meth:`Signature.quadratic`) and the
+        domain each belongs to."""
+        parts = [d.signature.quadratic() for d in self.domains]
+        owner = np.concatenate([np.full(len(p[2]), j) for j, p in enumerate(parts)])
+        a, b, c = (np.concatenate([p[k] for p in parts], axis=-1) for k in range(3))
+        return a, b, c, owner.astype(np.int64)
+
+    def route(self, f: np.ndarray) -> np.ndarray:
+        """Index (N,) int64 of the domain whose signature gives each feature row the
+        highest likelihood, a mixture counting at its most likely component (ties: the
+        earlier domain, the base first)."""
+        if len(self.domains) == 1:
+            return np.zeros(len(f), np.int64)
+        a, b, c, owner = self._table
+        return owner[((f * f) @ a + f @ b + c).argmax(axis=1)]
+
+    def floor(self) -> np.ndarray:
+        """The smallest feature spread an adapted domain's signature may have."""
+        return _MIN_SPREAD * self.base.signature.spread()
+
+    def adapted(self, X: np.ndarray, classes: np.ndarray, params: DomainParams, at: int) -> Domain:
+        """A new domain (not yet in the bank) from the stream window ``X`` (inputs as the
+        model takes them) its correction ``params`` was proposed on, and the classes the
+        corrected model gives them."""
+        sig = Signature.fit(sample_features(X), classes, self.floor())
+        return Domain(f"d{self.made + 1}", sig, params, at)
+
+    def add(self, domain: Domain, used: Mapping[str, int] | None = None) -> DomainBank:
+        """The bank with ``domain`` added; past ``capacity`` the adapted domain that was
+        routed to least recently (``used``: name -> tick of its last routed sample; one
+        never routed to counts from when it was made) goes."""
+        rest = list(self.domains[1:])
+        while len(rest) >= self.capacity:
+            last = used or {}
+            old = min(rest, key=lambda d: (last.get(d.name, -1), d.made_at))
+            log.info("domain bank full: %s (made at sample %d) evicted", old.name, old.made_at)
+            rest.remove(old)
+        return DomainBank((self.base, *rest, domain), self.capacity, self.made + 1)
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_extras(self, bundle: Bundle) -> dict[str, np.ndarray]:
+        """The bank as extras of ``bundle`` (``domains/*``, with the model's fingerprint)."""
+        out: dict[str, np.ndarray] = {PREFIX + "made": np.array([self.made, self.capacity])}
+        out[PREFIX + "model"] = fingerprint(bundle)
+        for j, d in enumerate(self.domains):
+            p = f"{PREFIX}{j}/"
+            out[p + "name"] = np.frombuffer(d.name.encode(), np.uint8).copy()
+            out[p + "made_at"] = np.array([d.made_at], np.int64)
+            out[p + "sig"] = np.stack([d.signature.mean, d.signature.std])
+            out[p + "sig_w"] = d.signature.log_weight
+            for b in sorted(d.params.mean):
+                out[f"{p}{b}/norm"] = np.stack([d.params.mean[b], d.params.std[b]])
+                for i, (bias, m0, shift) in d.params.layers[b].items():
+                    out[f"{p}{b}/{i}"] = np.stack([bias, m0, shift]).astype(np.int32)
+        return out
+
+    @classmethod
+    def from_extras(cls, bundle: Bundle, hidden: list[int]) -> DomainBank | None:
+        """The bank ``bundle`` saved (None if it holds none); ValueError if what it holds
+        does not fit the bundle."""
+        ex = bundle.extras
+        head = ex.get(PREFIX + "made")
+        if head is None:
+            return None
+        head = np.asarray(head)
+        if head.shape != (2,) or head[1] < 1:
+            raise ValueError(f"domain bank header {head.tolist()} is not (made, capacity)")
+        if not np.array_equal(np.asarray(ex.get(PREFIX + "model")), fingerprint(bundle)):
+            raise StaleBank("the saved domain bank was made for another model")
+        features = 3 * bundle.input_shape[0]
+        domains, j = [], 0
+        while f"{PREFIX}{j}/sig" in ex:
+            domains.append(_domain(bundle, f"{PREFIX}{j}/", hidden, features))
+            j += 1
+        if not domains or domains[0].name != "base" or len(domains) > int(head[1]) + 1:
+            raise ValueError(f"domain bank has {len(domains)} domains, base first expected")
+        return cls(tuple(domains), int(head[1]), int(head[0]))
+
+    def status(self, routed: Mapping[str, int]) -> list[dict[str, object]]:
+        """One line per domain for ``status``: name, where it was made, samples routed."""
+        return [
+            {"name": d.name, "made_at_sample": d.made_at, "samples": int(routed.get(d.name, 0))}
+            for d in self.domains
+        ]
+
+
+def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
+    """One saved domain (ValueError if its arrays do not fit ``bundle``)."""
+    ex = bundle.extras
+    try:
+        name = bytes(np.asarray(ex[p + "name"], np.uint8)).decode()
+        sig_arr = np.asarray(ex[p + "sig"], np.float64)
+        sig = Signature(sig_arr[0], sig_arr[1], np.asarray(ex[p + "sig_w"], np.float64))
+        made_at = int(np.asarray(ex[p + "made_at"]).reshape(-1)[0])
+        mean: dict[int, np.ndarray] = {}
+        std: dict[int, np.ndarray] = {}
+        layers: dict[int, dict[int, Layer]] = {}
+        c = bundle.input_shape[0]
+        for b, quant in bundle.quant.items():
+            norm = np.asarray(ex[f"{p}{b}/norm"], np.float32)
+            if norm.shape != (2, c) or not (np.isfinite(norm).all() and (norm[1] > 0).all()):
+                raise ValueError(f"{b}-bit normalization {norm.shape} unusable")
+            mean[b], std[b] = norm[0].copy(), norm[1].copy()
+            layers[b] = {}
+            for i in hidden:
+                arr = np.asarray(ex[f"{p}{b}/{i}"])
+                o = quant.layers[i].out_features
+                if arr.shape != (3, o) or arr.dtype != np.int32:
+                    raise ValueError(f"{b}-bit layer {i}: {arr.shape} {arr.dtype}, (3, {o}) int32")
+                layers[b][i] = (arr[0].copy(), arr[1].copy(), arr[2].copy())
+    except (KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"domain {p!r} incomplete: {exc}") from None
+    sig.check(features)
+    return Domain(name, sig, DomainParams(mean, std, layers), made_at)
+
+
+def fingerprint(bundle: Bundle) -> np.ndarray:
+    """SHA-256 (32 uint8) of what neither a flip nor a statistics correction changes: the
+    quantization scales and zero points of every bit-width (a QAT burst changes them)."""
+    h = hashlib.sha256()
+    for bits in sorted(bundle.quant):
+        q = bundle.quant[bits]
+        h.update(np.array([bits, q.input_scale, q.input_zp], np.float64).tobytes())
+        for lq in q.layers:
+            scales = [lq.in_scale, lq.in_zp, lq.out_scale or 0.0, lq.out_zp or 0]
+            h.update(np.asarray(lq.w_scale, np.float32).tobytes())
+            h.update(np.array(scales, np.float64).tobytes())
+    return np.frombuffer(h.digest(), np.uint8).copy()
+
+
+def base_domain(bundle: Bundle, hidden: list[int], ref: DriftReference) -> Domain:
+    """The training domain: ``bundle``'s own parameters, the drift reference's signature."""
+    return Domain("base", Signature.of_reference(ref), DomainParams.of_bundle(bundle, hidden))
+
+
+def without_bank(bundle: Bundle) -> Bundle:
+    """``bundle`` without its saved bank (the extras of a bank the agent dropped)."""
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith(PREFIX)}
+    return dataclasses.replace(bundle, extras=extras)

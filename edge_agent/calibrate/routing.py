@@ -1,0 +1,120 @@
+"""The controller's part of domain routing: its bank, the routed predictors, what a kept
+statistics correction adds, what ``status`` shows (:mod:`edge_agent.calibrate.domains`,
+:mod:`edge_agent.calibrate.routed`; ``docs/method.md`` section 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bundle import INPUT_CORRECTED, Bundle
+from edge_agent.calibrate.domains import (
+    DomainBank,
+    DomainParams,
+    StaleBank,
+    base_domain,
+    without_bank,
+)
+from edge_agent.calibrate.drift_signal import DriftReference
+from edge_agent.calibrate.routed import RoutedPredictor, Tally
+from edge_agent.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+Predictor = Engine | RoutedPredictor
+
+
+class DomainRouting:
+    """The bank of one running bundle (None: routing off, with the reason)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        hidden: list[int],
+        ref: DriftReference | None,
+        capacity: int,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.hidden = hidden
+        self.tally = Tally()
+        self._predictors: dict[tuple[int, bool], RoutedPredictor] = {}
+        self.bank: DomainBank | None = None
+        try:
+            self.bank = DomainBank.from_extras(bundle, hidden)
+        except StaleBank as exc:  # a QAT burst or another bundle: the old domains do not apply
+            log.info("domain routing: %s: starting from the base domain", exc)
+        except ValueError as exc:  # the bundle itself is sealed: this is a bank that does not fit
+            count("domain_bank_errors", 1)
+            log.error("saved domain bank unusable (%s): routing starts from the base domain", exc)
+        if self.bank is not None:
+            self.bank = dataclasses.replace(self.bank, capacity=capacity)
+            self.reason = f"restored: {len(self.bank.domains)} domains"
+            log.info("domain routing: bank %s", self.reason)
+            return
+        if ref is None:
+            self.reason = "off: no drift reference and no QCore anchors for a signature"
+            log.warning("domain routing %s", self.reason)
+            return
+        self.bank = DomainBank((base_domain(bundle, hidden, ref),), capacity)
+        self.reason = "base domain from the bundle"
+        if bundle.meta.get(INPUT_CORRECTED):
+            self.reason += " (a correction kept before routing: the base holds it)"
+            log.warning("domain routing: the bundle's correction is its base domain")
+
+    def predictor(self, engine: Engine, count: bool = False) -> Predictor:
+        """``engine`` routed through the bank (one cached predictor per engine and
+        counting; it follows the bank), or ``engine`` itself with routing off."""
+        if self.bank is None:
+            return engine
+        key = (id(engine), count)
+        p = self._predictors.get(key)
+        if p is None or p.engine is not engine:
+            p = RoutedPredictor(engine, self.bank, self.tally if count else None)
+            self._predictors[key] = p
+        p.bank = self.bank  # one reference: a predict call reads it once per batch
+        return p
+
+    def candidate(
+        self, engine: Engine, scratch: Engine, X: np.ndarray, at: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """The logits the gate compares after a proposal: the live weights routed through
+        the bank with the domain of ``scratch``'s parameters (read when called, after the
+        proposal) and the window ``X`` added."""
+        assert self.bank is not None
+        bank = self.bank
+
+        def logits(x: np.ndarray) -> np.ndarray:
+            params = DomainParams.of_engine(scratch, self.hidden)
+            dom = bank.adapted(X, scratch.predict_classes(X), params, at)
+            return RoutedPredictor(engine, bank.add(dom, self.tally.last)).predict_logits(x)
+
+        return logits
+
+    def keep(self, engine: Engine, X: np.ndarray, at: int) -> None:
+        """A correction was kept (now ``engine``'s parameters): its domain joins the bank."""
+        assert self.bank is not None
+        params = DomainParams.of_engine(engine, self.hidden)
+        dom = self.bank.adapted(X, engine.predict_classes(X), params, at)
+        self.bank = self.bank.add(dom, self.tally.last)
+        log.info("domain routing: %s added (%d domains)", dom.name, len(self.bank.domains))
+
+    def saved(self, bundle: Bundle) -> Bundle:
+        """``bundle`` with the bank in its extras (what the agent saves)."""
+        if self.bank is None:
+            return bundle
+        extras = {**without_bank(bundle).extras, **self.bank.to_extras(bundle)}
+        return dataclasses.replace(bundle, extras=extras)
+
+    def status(self) -> dict[str, Any]:
+        """Whether routing is on, why, and the domains with their routed samples."""
+        with self.tally.lock:
+            samples = dict(self.tally.samples)
+        return {
+            "enabled": self.bank is not None,
+            "reason": self.reason,
+            "domains": [] if self.bank is None else self.bank.status(samples),
+        }

@@ -1,0 +1,189 @@
+"""Domain routing: each sample goes to the statistics correction of the domain its inputs
+look like. Routing picks the right domain on offset and gain streams, clean samples keep
+the base model's logits bit for bit after an adaptation, a restart restores the bank (a
+damaged one falls back to the base domain, counted), and the drifted domain's accuracy
+is not lower than without routing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.bundle import Bundle
+from edge_agent.bundle_io import from_bytes, load_bundle, to_bytes
+from edge_agent.calibrate import stats_rung as sr
+from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
+from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
+from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.routed import RoutedPredictor
+from edge_agent.data import load_dataset
+from edge_agent.data.drift import Drift
+from edge_agent.engine.engine import Engine
+from edge_agent.service.config import ConfigError, parse_config
+
+DEFAULT = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
+GAIN = "gain:0.3@0"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    ds = load_dataset("basicmotions")
+    return sr.with_statistics(load_bundle(DEFAULT), ds.X_train, ds.y_train)
+
+
+def _stream(drift: str, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    ds = load_dataset("basicmotions")
+    order = np.arange(n) % len(ds.X_test)
+    return Drift.parse(drift).apply_stream(ds.X_test[order]), ds.y_test[order]
+
+
+def _adapted(bundle: Bundle, bits: int = 4) -> tuple[CalibrationController, Engine]:
+    """A controller (statistics rung alone) after a clean then a gain-drifted stream."""
+    ds = load_dataset("basicmotions")
+    X, y = _stream(GAIN)
+    X = np.concatenate([ds.X_train, ds.X_train, X])
+    y = np.concatenate([ds.y_train, ds.y_train, y])
+    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
+    eng = Engine(bundle, bits=bits)
+    for i in range(len(X)):
+        ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["stats_rounds_kept"] == 1, dict(ctl.counts)
+    return ctl, eng
+
+
+def test_routing_picks_the_domain_on_offset_and_gain_streams(bundle: Bundle) -> None:
+    """Domains adapted (statistics rung) on drifted training samples; routed: the test
+    samples, clean and under each drift (none of them fitted any signature)."""
+    ref, stats = DriftReference.from_extras(bundle.extras), sr.statistics_of(bundle)[0]
+    assert ref is not None and stats is not None
+    hidden = sr.hidden_layers(bundle)
+    bank = DomainBank((base_domain(bundle, hidden, ref),), capacity=3)
+    ds = load_dataset("basicmotions")
+    drifts = ("offset:1.5@0", "gain:3.0@0", "gain:0.3@0")
+    for k, drift in enumerate(drifts):
+        window = Drift.parse(drift).apply_stream(ds.X_train)
+        scratch = Engine(bundle, bits=4, scratch=True)
+        sr.propose(scratch, bundle, stats, window)
+        params = DomainParams.of_engine(scratch, hidden)
+        bank = bank.add(bank.adapted(window, scratch.predict_classes(window), params, k))
+    assert [d.name for d in bank.domains] == ["base", "d1", "d2", "d3"]
+    for want, X in enumerate(
+        [ds.X_test, *(Drift.parse(d).apply_stream(ds.X_test) for d in drifts)]
+    ):
+        got = bank.route(sample_features(X))
+        assert np.mean(got == want) >= 0.85, (want, np.bincount(got, minlength=4))
+    # past its capacity the bank drops the domain routed to least recently
+    window = Drift.parse("offset:-2@0").apply_stream(ds.X_train)
+    last = bank.domains[1].params
+    full = bank.add(bank.adapted(window, ds.y_train, last, 9), {"d1": 5, "d2": 1, "d3": 7})
+    assert [d.name for d in full.domains] == ["base", "d1", "d3", "d4"]
+
+
+def test_clean_samples_keep_the_base_models_logits_bit_exactly(bundle: Bundle) -> None:
+    ctl, eng = _adapted(bundle)
+    ds = load_dataset("basicmotions")
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor) and len(routed.bank.domains) == 2
+    clean = ds.X_test
+    to_base = routed.route(clean) == 0
+    assert to_base.mean() >= 0.8
+    base = Engine(bundle, bits=4).predict_logits(clean)
+    got = routed.predict_logits(clean)
+    np.testing.assert_array_equal(got[to_base], base[to_base])
+    # the live (adapted) model alone gives the clean samples other logits
+    assert not np.array_equal(eng.predict_logits(clean)[to_base], base[to_base])
+    status = ctl.stats()["routing"]
+    assert status["enabled"] and [d["name"] for d in status["domains"]] == ["base", "d1"]
+
+
+def test_routed_logits_name_no_single_model(bundle: Bundle) -> None:
+    """The agent reuses inference logits for the output drift score only when their key
+    is the drift model's: with a bank, the key must not be any engine's."""
+    ctl, eng = _adapted(bundle)
+    X = load_dataset("basicmotions").X_test[:8]
+    logits, key = ctl.predictor(eng).predict_logits_keyed(X)
+    assert key != eng.model_key and key != Engine(bundle, bits=4).model_key
+    np.testing.assert_array_equal(logits, ctl.predictor(eng).predict_logits(X))
+    fresh = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
+    plain = Engine(bundle, bits=4)
+    assert fresh.predictor(plain).predict_logits_keyed(X)[1] == plain.model_key
+
+
+def test_counted_predictions_show_in_status(bundle: Bundle) -> None:
+    ctl, eng = _adapted(bundle)
+    ds = load_dataset("basicmotions")
+    drifted = Drift.parse(GAIN).apply_stream(ds.X_test)
+    X = np.concatenate([ds.X_test, drifted])
+    ctl.predictor(eng).predict(X, prepared=True)  # the gate's and the buffer's: not counted
+    p = ctl.predictor(eng, count=True)
+    p.predict(X, prepared=True)
+    p.predict(X[:5], prepared=True)
+    assert isinstance(p, RoutedPredictor)
+    want = np.bincount(np.concatenate([p.route(X), p.route(X[:5])]), minlength=2)
+    counts = {d["name"]: d["samples"] for d in ctl.stats()["routing"]["domains"]}
+    assert [counts["base"], counts["d1"]] == want.tolist() and sum(counts.values()) == 85
+    assert counts["base"] >= 30 and counts["d1"] >= 30
+
+
+def test_drifted_accuracy_is_not_lower_than_without_routing(bundle: Bundle) -> None:
+    ctl, eng = _adapted(bundle)
+    ds = load_dataset("basicmotions")
+    drifted = Drift.parse(GAIN).apply_stream(ds.X_test)
+    routed = float((ctl.predictor(eng).predict(drifted)[0] == ds.y_test).mean())
+    live = float((eng.predict(drifted)[0] == ds.y_test).mean())
+    shipped = float((Engine(bundle, bits=4).predict(drifted)[0] == ds.y_test).mean())
+    assert routed >= live and routed > shipped + 0.3, (routed, live, shipped)
+
+
+def test_a_restart_restores_the_bank_and_a_damaged_one_falls_back(bundle: Bundle) -> None:
+    ctl, eng = _adapted(bundle)
+    saved = from_bytes(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.bank is not None
+    assert ctl.routing is not None and ctl.routing.bank is not None
+    old, new = ctl.routing.bank.domains, again.routing.bank.domains
+    assert [d.name for d in new] == [d.name for d in old] == ["base", "d1"]
+    assert all(a.params.same(b.params) for a, b in zip(old, new, strict=True))
+    ds = load_dataset("basicmotions")
+    X = np.concatenate([ds.X_test, Drift.parse(GAIN).apply_stream(ds.X_test)])
+    eng2 = Engine(saved, bits=4)
+    np.testing.assert_array_equal(
+        again.predictor(eng2).predict_logits(X), ctl.predictor(eng).predict_logits(X)
+    )
+    key = f"{PREFIX}1/4/0"
+    bad = dataclasses.replace(saved, extras={**saved.extras, key: np.zeros((2, 3), np.int32)})
+    broken = CalibrationController(bad, CalibrationConfig(episode_rounds=0))
+    st = broken.stats()["routing"]
+    assert broken.counts["domain_bank_errors"] == 1
+    assert st["enabled"] and [d["name"] for d in st["domains"]] == ["base"]
+    # a bank made for other quantization scales (a QAT burst since): not used, not an error
+    q4 = saved.quant[4]
+    layer0 = dataclasses.replace(q4.layers[0], w_scale=q4.layers[0].w_scale * 1.5)
+    other = dataclasses.replace(
+        saved, quant={**saved.quant, 4: dataclasses.replace(q4, layers=[layer0, *q4.layers[1:]])}
+    )
+    stale = CalibrationController(other, CalibrationConfig(episode_rounds=0))
+    st = stale.stats()["routing"]
+    assert stale.counts["domain_bank_errors"] == 0
+    assert [d["name"] for d in st["domains"]] == ["base"]
+
+
+def test_routing_off_predicts_with_the_engine(bundle: Bundle) -> None:
+    ctl = CalibrationController(bundle, CalibrationConfig(route=False))
+    eng = Engine(bundle, bits=4)
+    assert ctl.predictor(eng) is eng and not ctl.stats()["routing"]["enabled"]
+
+
+def test_route_keys_are_validated_like_the_others() -> None:
+    cfg = parse_config("[calibration]\nroute = false\nroute_domains = 5\n")
+    assert cfg.calibration.route is False and cfg.calibration.route_domains == 5
+    assert parse_config("").calibration.route is True  # on by default
+    with pytest.raises(ConfigError, match="route_domains"):
+        parse_config("[calibration]\nroute_domains = 0\n")
+    with pytest.raises(ConfigError, match="route"):
+        parse_config('[calibration]\nroute = "yes"\n')
