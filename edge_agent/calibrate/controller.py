@@ -71,6 +71,7 @@ class CalibrationController:
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
+        self._stats_kept_in = -1  # the episode (alarm sample) whose statistics round was kept
         self._bursts_seen = 0
         self.last: dict[str, Any] = {}
         self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
@@ -203,8 +204,12 @@ class CalibrationController:
             return None
         t0 = time.thread_time()
         upd = None
+        if job.kind == "stats" and job.episode == self._stats_kept_in:
+            return None  # this episode's correction is in: a later look has nothing to add
         if job.kind == "stats":
             result = self._stats_round(engine, job)
+            if result.version is not None:
+                self._stats_kept_in = job.episode
         else:
             upd = self._update_buffer(engine, job)
             if job.kind == "update":
@@ -269,9 +274,7 @@ class CalibrationController:
             self.train_stats,
             job.X,
             job.recent or empty,
-            stats_round.StatsConfig(
-                tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
-            ),
+            stats_round.StatsConfig(min_labelled=self.cfg.flip.min_holdout),
             version_of=lambda c: self._corrected(c, engine).model_version,
         )
         if corr is not None:
