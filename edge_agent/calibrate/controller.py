@@ -38,6 +38,19 @@ from edge_agent.engine.fp_model import fp_predict_fn
 log = logging.getLogger(__name__)
 
 
+def unseen(
+    labelled: tuple[np.ndarray, np.ndarray] | None, fitted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The labelled samples whose inputs are not among ``fitted`` (a flip round's buffer):
+    what a round can be checked on without having been fitted to it."""
+    if labelled is None or len(fitted) == 0:
+        return labelled
+    X, y = labelled
+    seen = {row.tobytes() for row in np.ascontiguousarray(fitted, np.float32)}
+    keep = np.array([row.tobytes() not in seen for row in np.ascontiguousarray(X, np.float32)])
+    return X[keep], y[keep]
+
+
 class CalibrationController:
     """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
 
@@ -224,6 +237,7 @@ class CalibrationController:
                 seed=job.index if seed is None else seed,
                 labelled=blab,
                 recent=job.recent,
+                unseen=unseen(job.recent, bx) if job.episode >= 0 else None,
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
