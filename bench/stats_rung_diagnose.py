@@ -9,8 +9,8 @@ sample (what the AdaBN anchor sees), with and without the hidden layers, and hel
 accuracy is compared with the AdaBN anchor's. Held-out accuracy is scored on samples never
 streamed, as in ``bench/real_drift.py``.
 
-    python -m bench.stats_rung_diagnose --sets basicmotions,gunpoint,watch_side \
-        --cache ~/.cache/edge-agent-bench --json
+    python -m bench.stats_rung_diagnose          # every set, seed 0, 4 bits (~10 min)
+    python -m bench.stats_rung_diagnose --sets gunpoint,watch_side --out /tmp/d
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.real_drift import KINDS, LABEL_FRACTION, MIN_SCORED  # noqa: E402
-from bench.real_drift_data import StreamData, load_split, stream_items  # noqa: E402
+from bench.real_drift_data import (  # noqa: E402
+    BUNDLED_SETS,
+    REAL_SETS,
+    StreamData,
+    load_split,
+    stream_items,
+)
 
 log = logging.getLogger("bench.stats_rung_diagnose")
 
@@ -163,6 +169,7 @@ def diagnose_case(
         "ungated_all_input_only": acc(_ungated(bundle, bits, data.distinct(), False), Xh, yh),
         "adabn": acc(m.adabn(bundle, qnet, X_src, data).engine, Xh, yh),
         "layers_not_corrected": skips.n,
+        "scored": len(yh),
     }
     logging.getLogger("edge_agent.calibrate.stats_rung").removeHandler(skips)
     return out
@@ -201,6 +208,8 @@ def run_set(name: str, cache: Path, bits: int, kinds: list[str]) -> dict[str, An
             continue
         if kind == "dead_channel" and X.shape[1] < 2:
             continue
+        if kind == "timewarp" and X.ndim == 4:  # images: as bench/real_drift.py
+            continue
         drift = Drift.parse(f"{KINDS[kind]}@0")
         data = stream_items(
             X,
@@ -216,10 +225,49 @@ def run_set(name: str, cache: Path, bits: int, kinds: list[str]) -> dict[str, An
     return out
 
 
+def _old_gate_keeps(c: dict[str, Any]) -> bool:
+    """The rule before this diagnosis (one more labelled item right, higher soft accuracy),
+    on the first statistics job's labelled items."""
+    e = c["evidence"]
+    return bool(e and "wins_losses" in e and e["wins_losses"][0] > e["wins_losses"][1]) and bool(
+        e["soft"][1] > e["soft"][0]
+    )
+
+
+def summarize(res: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Counts over every case with a statistics job (see the module text)."""
+    cases = [c for per in res.values() for c in per.values() if c["evidence"] is not None]
+    step = [1.0 / c["scored"] + 1e-9 for c in cases]
+    pts = lambda key, ref: round(  # noqa: E731
+        100 * float(np.mean([c[key] - c[ref] for c in cases])) if cases else 0.0, 2
+    )
+    return {
+        "cases_with_a_statistics_job": len(cases),
+        "ungated_within_one_sample_of_adabn": sum(
+            abs(c["ungated_job_samples"] - c["adabn"]) <= s
+            for c, s in zip(cases, step, strict=True)
+        ),
+        "ungated_below_right_after": sum(
+            c["ungated_job_samples"] < c["right_after"] for c in cases
+        ),
+        "layers_not_corrected": sum(c["layers_not_corrected"] for c in cases),
+        "old_gate_refused_first_job": sum(not _old_gate_keeps(c) for c in cases),
+        "old_gate_refused_where_ungated_helped": sum(
+            not _old_gate_keeps(c) and c["ungated_job_samples"] > c["right_after"] for c in cases
+        ),
+        "rung_alone_no_correction_kept": sum(
+            not any(r["kept"] for r in c["stats_rounds"]) for c in cases
+        ),
+        "rung_alone_minus_adabn_mean_pts": pts("rung_alone", "adabn"),
+        "default_minus_rung_alone_mean_pts": pts("default", "rung_alone"),
+        "default_below_rung_alone": sum(c["default"] < c["rung_alone"] for c in cases),
+    }
+
+
 def main() -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sets", default="basicmotions,gunpoint,watch_side")
+    ap.add_argument("--sets", default=",".join([*REAL_SETS, *BUNDLED_SETS]))
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-bench")
@@ -234,7 +282,9 @@ def main() -> None:
     load = [load0, os.getloadavg()]
     run = {"bits": args.bits, "wall_s": round(time.time() - t0), "loadavg": load}
     args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"run": run, "cases": res}, indent=1, default=float)
+    summary = summarize(res)
+    log.info("summary: %s", summary)
+    text = json.dumps({"run": run, "summary": summary, "cases": res}, indent=1, default=float)
     (args.out / "stats_rung_diagnose.json").write_text(text)
     if args.json:
         print(text)

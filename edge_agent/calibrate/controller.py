@@ -84,7 +84,8 @@ class CalibrationController:
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
-        self._stats_kept_in = -1  # the episode (alarm sample) whose statistics round was kept
+        # the episode (its alarm sample) whose statistics correction was kept
+        self._stats_kept_in: int | None = None
         self._bursts_seen = 0
         self.last: dict[str, Any] = {}
         self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
@@ -217,7 +218,7 @@ class CalibrationController:
             return None
         t0 = time.thread_time()
         upd = None
-        if job.kind == "stats" and job.episode == self._stats_kept_in:
+        if job.kind == "stats" and self._after_stats(job):
             return None  # this episode's correction is in: a later look has nothing to add
         if job.kind == "stats":
             result = self._stats_round(engine, job)
@@ -237,7 +238,9 @@ class CalibrationController:
                 seed=job.index if seed is None else seed,
                 labelled=blab,
                 recent=job.recent,
-                unseen=unseen(job.recent, bx) if job.episode >= 0 else None,
+                # after this episode's statistics correction: flips must beat it where
+                # they have not looked (the ladder does not end below its first rung)
+                unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
@@ -258,6 +261,10 @@ class CalibrationController:
         if upd is not None:
             self.last.update(new_samples=upd.new, kept_new=upd.kept_new)
         return result
+
+    def _after_stats(self, job: Job) -> bool:
+        """Whether ``job`` belongs to an episode whose statistics correction was kept."""
+        return job.episode >= 0 and job.episode == self._stats_kept_in
 
     def _update_buffer(self, engine: Engine, job: Job) -> Any:
         assert job.X is not None and job.y is not None
