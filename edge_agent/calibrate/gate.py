@@ -7,8 +7,8 @@ with :func:`guard`, if it does not lose accuracy on pre-drift anchor samples (th
 bundle's QCore): after a drift the held-out data is mostly drifted, and a candidate that
 fits it at the cost of what the model knew before must not pass; and, with
 :func:`guard_recent`, if it does not lose accuracy on the latest labelled stream samples;
-and, with :func:`guard_unseen` (inside a drift episode), if it wins more labelled stream
-samples it was not fitted to than it loses.
+and, with :func:`guard_unseen` (after a drift episode's statistics correction was kept), if
+it wins more labelled stream samples it was not fitted to than it loses.
 """
 
 from __future__ import annotations
@@ -181,10 +181,10 @@ def guard_recent(decision: GateDecision, recent: Scored, tolerance: float = 0.0)
 
 
 def guard_unseen(decision: GateDecision, unseen: Scored) -> GateDecision:
-    """Last look at an accepted candidate inside a drift episode: keep it only if, on
-    labelled stream samples since the drift that it was not fitted to, it gets more right
-    that the current model gets wrong than the other way round. After a drift the
-    buffer's held-out part is a handful of samples the round's own flips were chosen
+    """Last look at an accepted candidate after a drift's statistics correction: keep it
+    only if, on labelled stream samples since the drift that it was not fitted to, it gets
+    more right that the current model gets wrong than the other way round. After a drift
+    the buffer's held-out part is a handful of samples the round's own flips were chosen
     around; a change must show it helps where it has not looked (none to look at: not
     kept)."""
     before, after, y = unseen
