@@ -69,6 +69,7 @@ def test_a_calibration_thread_that_falls_behind_skips_rounds_and_counts_them() -
         flip=FlipConfig(min_holdout=2),
         episode_rounds=6,
         stats_min_samples=32,
+        stats_rounds=1,
         max_backlog=1,
     )
     _, counts = _replay(bundle, cfg, 300)

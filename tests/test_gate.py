@@ -64,3 +64,22 @@ def test_a_round_logs_one_verdict(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     text = caplog.text
     assert "gate accepted" not in text, text
     assert "rolled back" in text and "no flip proposed" in text, text
+
+
+def test_guard_unseen_keeps_only_more_wins_than_losses() -> None:
+    y = np.array([0, 1, 2, 0])
+    now = np.eye(3)[[0, 1, 0, 1]]  # right on samples 0 and 1
+    accepted = gate.decide(0.5, 0.75, 8, "accuracy")
+    cases = {
+        "wins": (np.eye(3)[[0, 1, 2, 1]], True),  # wins sample 2
+        "tie": (np.eye(3)[[0, 0, 2, 1]], False),  # wins 2, loses 1
+        "same": (now, False),  # no evidence that it helps
+        "loses": (np.eye(3)[[1, 1, 0, 1]], False),
+    }
+    for name, (new, keep) in cases.items():
+        assert gate.guard_unseen(accepted, (now, new, y)).accepted == keep, name
+    empty = (np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, np.int64))
+    d = gate.guard_unseen(accepted, empty)
+    assert not d.accepted and "wins 0, loses 0" in d.reason
+    refused = gate.decide(0.5, 0.25, 8, "accuracy")
+    assert gate.guard_unseen(refused, (now, np.eye(3)[[0, 1, 2, 0]], y)) is refused

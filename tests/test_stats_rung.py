@@ -162,16 +162,41 @@ def test_restores_held_out_accuracy_under_gain_drift(bundle: Bundle) -> None:
     assert eng.model_version == res.version
 
 
-def test_a_correction_that_does_not_help_is_rolled_back(bundle: Bundle) -> None:
+def test_a_correction_that_loses_labelled_samples_is_rolled_back(bundle: Bundle) -> None:
+    """Proposed from gain-drifted samples, vouched for by undrifted labelled ones: the
+    correction rescales what is not drifted and loses them."""
     stats, _ = sr.statistics_of(bundle)
     assert stats is not None
     ds = load_dataset("basicmotions")
+    Xd = Drift.parse("gain:0.3@0").apply_stream(ds.X_test)
     eng, scratch = _live(bundle, bundle.default_bits)
     version = eng.model_version
-    res, corr = stats_round.run_stats_round(
-        eng, scratch, bundle, stats, ds.X_test, (ds.X_test, ds.y_test)
-    )  # no drift: nothing to win
+    res, corr = stats_round.run_stats_round(eng, scratch, bundle, stats, Xd, (ds.X_test, ds.y_test))
     assert res.version is None and corr is None and eng.model_version == version
+    assert not res.decision.accepted and res.decision.reason.startswith("loses"), res.decision
+
+
+def _logits(classes: list[int]) -> np.ndarray:
+    return np.eye(3)[classes]
+
+
+def test_vouch_keeps_wins_and_ties_and_refuses_losses_or_too_few_labels() -> None:
+    y = np.array([0, 1, 2, 0, 1])
+    live = _logits([0, 1, 0, 1, 1])  # right on 0, 1, 4
+    cases = {
+        "wins": (_logits([0, 1, 2, 1, 1]), True),  # wins sample 2
+        "tie": (_logits([0, 0, 2, 1, 1]), True),  # wins sample 2, loses sample 1
+        "same": (live, True),  # nothing changes: the alarm's re-estimation stands
+        "loses": (_logits([1, 1, 0, 1, 1]), False),  # loses sample 0
+    }
+    won_lost = {"wins": (1, 0), "tie": (1, 1), "same": (0, 0), "loses": (0, 1)}
+    for name, (after, keep) in cases.items():
+        d = stats_round.vouch(live, after, y, min_labelled=4)
+        assert d.accepted == keep, (name, d)
+        won, lost = won_lost[name]
+        assert f"wins {won}" in d.reason and f"loses {lost}" in d.reason, (name, d)
+    d = stats_round.vouch(live[:3], live[:3], y[:3], min_labelled=4)
+    assert not d.accepted and "only 3" in d.reason
 
 
 def test_bundle_without_statistics_uses_anchors_or_turns_the_rung_off(bundle: Bundle) -> None:

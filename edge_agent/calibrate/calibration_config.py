@@ -50,6 +50,8 @@ class CalibrationConfig:
     stats_window: int = field(default=256, metadata={"range": (2, 1_000_000)})
     # samples since the change point before it runs
     stats_min_samples: int = field(default=64, metadata={"range": (2, 1_000_000)})
+    # statistics rounds an alarm may make (each once the samples since it doubled)
+    stats_rounds: int = field(default=4, metadata={"range": (0, 64)})
     # CUSUM k, in standard deviations of the novelty score
     drift_allowance: float = field(default=1.0, metadata={"range": (0.0, 10.0)})
     drift_threshold: float = field(default=20.0, metadata={"range": (0.1, 1e6)})  # CUSUM h

@@ -39,6 +39,19 @@ from edge_agent.engine.fp_model import fp_predict_fn
 log = logging.getLogger(__name__)
 
 
+def unseen(
+    labelled: tuple[np.ndarray, np.ndarray] | None, fitted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The labelled samples whose inputs are not among ``fitted`` (a flip round's buffer):
+    what a round can be checked on without having been fitted to it."""
+    if labelled is None or len(fitted) == 0:
+        return labelled
+    X, y = labelled
+    seen = {row.tobytes() for row in np.ascontiguousarray(fitted, np.float32)}
+    keep = np.array([row.tobytes() not in seen for row in np.ascontiguousarray(X, np.float32)])
+    return X[keep], y[keep]
+
+
 class CalibrationController:
     """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
 
@@ -72,6 +85,8 @@ class CalibrationController:
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
+        # the episode (its alarm sample) whose statistics correction was kept
+        self._stats_kept_in: int | None = None
         self._bursts_seen = 0
         self.last: dict[str, Any] = {}
         self.train_stats, self.stats_reason = (None, "off ([calibration] stats_rung = false)")
@@ -234,8 +249,12 @@ class CalibrationController:
             return None
         t0 = time.thread_time()
         upd = None
+        if job.kind == "stats" and self._after_stats(job):
+            return None  # this episode's correction is in: a later look has nothing to add
         if job.kind == "stats":
             result = self._stats_round(engine, job)
+            if result.version is not None:
+                self._stats_kept_in = job.episode
         else:
             upd = self._update_buffer(engine, job)
             if job.kind == "update":
@@ -250,6 +269,9 @@ class CalibrationController:
                 seed=job.index if seed is None else seed,
                 labelled=blab,
                 recent=job.recent,
+                # after this episode's statistics correction: flips must beat it where
+                # they have not looked (the ladder does not end below its first rung)
+                unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
@@ -270,6 +292,10 @@ class CalibrationController:
         if upd is not None:
             self.last.update(new_samples=upd.new, kept_new=upd.kept_new)
         return result
+
+    def _after_stats(self, job: Job) -> bool:
+        """Whether ``job`` belongs to an episode whose statistics correction was kept."""
+        return job.episode >= 0 and job.episode == self._stats_kept_in
 
     def _update_buffer(self, engine: Engine, job: Job) -> Any:
         assert job.X is not None and job.y is not None
@@ -300,9 +326,7 @@ class CalibrationController:
             self.train_stats,
             job.X,
             job.recent or empty,
-            stats_round.StatsConfig(
-                tolerance=self.cfg.flip.tolerance, min_labelled=self.cfg.flip.min_holdout
-            ),
+            stats_round.StatsConfig(min_labelled=self.cfg.flip.min_holdout),
             version_of=lambda c: self._corrected(c, engine).model_version,
             predictors=None if self.routing is None else self._gate_predictors(engine, job),
         )

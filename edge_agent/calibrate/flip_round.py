@@ -213,13 +213,16 @@ class BitFlipCalibrator:
         seed: int = 0,
         labelled: np.ndarray | None = None,
         recent: tuple[np.ndarray, np.ndarray] | None = None,
+        unseen: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
         ``labelled`` marks the real labels (default: all): the gate scores on labelled
         samples when there are enough of them, as FP pseudo-labels of drifted inputs can
         be wrong together with the model. ``recent``: the latest labelled stream samples
-        (inputs, labels), on which an accepted round may not lose accuracy."""
+        (inputs, labels), on which an accepted round may not lose accuracy.
+        ``unseen``: labelled stream samples since a drift that are not in ``X``; given,
+        an accepted round must win more of them than it loses (:func:`gate.guard_unseen`)."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
@@ -303,6 +306,10 @@ class BitFlipCalibrator:
             Xr, yr = recent
             scored = (engine.predict_logits(Xr), self._load(bits, best).predict_logits(Xr), yr)
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
+        if decision.accepted and unseen is not None:
+            Xu, yu = unseen
+            scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
+            decision = gate.guard_unseen(decision, scored)
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = self.bundle.with_codes(bits, best)

@@ -6,7 +6,9 @@ where they do not. It is kept only if its score is not below the current model's
 with :func:`guard`, if it does not lose accuracy on pre-drift anchor samples (the
 bundle's QCore): after a drift the held-out data is mostly drifted, and a candidate that
 fits it at the cost of what the model knew before must not pass; and, with
-:func:`guard_recent`, if it does not lose accuracy on the latest labelled stream samples.
+:func:`guard_recent`, if it does not lose accuracy on the latest labelled stream samples;
+and, with :func:`guard_unseen` (after a drift episode's statistics correction was kept), if
+it wins more labelled stream samples it was not fitted to than it loses.
 """
 
 from __future__ import annotations
@@ -174,5 +176,27 @@ def guard_recent(decision: GateDecision, recent: Scored, tolerance: float = 0.0)
     if acc[1] < acc[0] - tolerance:
         return dataclasses.replace(
             decision, accepted=False, reason="worse on recent labelled samples"
+        )
+    return decision
+
+
+def guard_unseen(decision: GateDecision, unseen: Scored) -> GateDecision:
+    """Last look at an accepted candidate after a drift's statistics correction: keep it
+    only if, on labelled stream samples since the drift that it was not fitted to, it gets
+    more right that the current model gets wrong than the other way round. After a drift
+    the buffer's held-out part is a handful of samples the round's own flips were chosen
+    around; a change must show it helps where it has not looked (none to look at: not
+    kept)."""
+    before, after, y = unseen
+    if not decision.accepted:
+        return decision
+    won = int(np.sum((after.argmax(axis=1) == y) & (before.argmax(axis=1) != y)))
+    lost = int(np.sum((before.argmax(axis=1) == y) & (after.argmax(axis=1) != y)))
+    log.info("unseen: wins %d, loses %d of %d labelled stream samples", won, lost, len(y))
+    if won <= lost:
+        return dataclasses.replace(
+            decision,
+            accepted=False,
+            reason=f"wins {won}, loses {lost} unseen labelled samples since the drift",
         )
     return decision

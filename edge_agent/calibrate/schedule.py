@@ -17,7 +17,10 @@ Jobs, in stream order:
   the ``episode_rounds`` chunks completed after a drift alarm.
 - ``stats``: one statistics-rung round (:mod:`edge_agent.calibrate.stats_rung`) on the
   stream samples since the alarm's change point, made ``stats_min_samples`` samples after
-  that point (at the alarm if there are already enough).
+  that point (at the alarm if there are already enough), and again each time the samples
+  since that point have doubled, up to ``stats_rounds`` in an episode: a correction the
+  few labels at the first one could not vouch for gets another look with more of them
+  (the controller runs none once one was kept in the episode).
 
 **Falling behind.** When a round job is queued while ``max_backlog`` round jobs already
 wait, the oldest waiting one is *skipped*: it becomes an ``update`` (its chunk still
@@ -55,6 +58,15 @@ def seq_codes(seqs: list[int]) -> np.ndarray:
 MAX_JOBS = 64
 
 
+def distinct(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``(X, y)`` with distinct inputs, in order of their last occurrence: a
+    sample the stream replays is one piece of evidence, however often it comes by."""
+    flat = np.ascontiguousarray(X.reshape(len(X), -1))
+    _, last = np.unique(flat[::-1], axis=0, return_index=True)
+    keep = np.sort(len(X) - 1 - last)
+    return X[keep], y[keep]
+
+
 @dataclass
 class Job:
     """One unit of calibration work, with the data it runs on."""
@@ -66,8 +78,9 @@ class Job:
     y: np.ndarray | None = None  # chunk targets, -1 where unlabelled
     seqs: np.ndarray | None = None
     labels: list[tuple[int, int]] = field(default_factory=list)  # late labels before it
-    recent: tuple[np.ndarray, np.ndarray] | None = None  # latest labelled (X, y)
+    recent: tuple[np.ndarray, np.ndarray] | None = None  # labelled (X, y): see StreamScheduler
     skipped: bool = False
+    episode: int = -1  # the alarm sample of the episode that made it (-1: none)
 
 
 @dataclass
@@ -76,9 +89,9 @@ class Episode:
 
     alarm: int
     change_point: int
-    stats_at: int  # sample count at which the statistics round is made
+    stats_at: int  # sample count at which the next statistics round is made
     flips_left: int
-    stats_done: bool = False
+    stats_left: int = 1  # statistics rounds still to make
 
 
 class JobQueue:
@@ -136,6 +149,7 @@ class ScheduleConfig:
     episode_rounds: int = 8
     stats_window: int = 256
     stats_min_samples: int = 64
+    stats_rounds: int = 4
     max_backlog: int = 4
 
 
@@ -164,6 +178,8 @@ class StreamScheduler:
         self._chunk: list[Pending] = []
         self._recent: deque[tuple[np.ndarray, int]] = deque(maxlen=cfg.recent_labelled)
         self._window: deque[tuple[int, np.ndarray, int | None]] = deque(maxlen=cfg.stats_window)
+        # labelled samples (index, x, label) an episode's rounds are vouched for on
+        self._labelled: deque[tuple[int, np.ndarray, int]] = deque(maxlen=cfg.stats_window)
         self._labels: list[tuple[int, int]] = []  # feedback since the last job
         self._scores: deque[np.ndarray] = deque()  # (N, 2) blocks scored ahead (prescore)
         self._unlabelled_seen = 0
@@ -245,12 +261,15 @@ class StreamScheduler:
                 self.seen += 1
                 self._window.append((n, x, label))
                 if label is not None:
-                    self._recent.append((x.copy(), label))
+                    kept = x.copy()
+                    self._recent.append((kept, label))
+                    self._labelled.append((n, kept, label))
                 if k == fired:
                     self._alarm(n)
                 ep = self.episode
-                if ep is not None and not ep.stats_done and self.seen >= ep.stats_at:
-                    ep.stats_done = True
+                if ep is not None and ep.stats_left > 0 and self.seen >= ep.stats_at:
+                    ep.stats_left -= 1  # next when the samples since the change point doubled
+                    ep.stats_at = ep.change_point + 2 * (self.seen - ep.change_point)
                     if self.stats:
                         self._put_stats(ep)
                 if label is None:
@@ -276,7 +295,11 @@ class StreamScheduler:
             self.drift.fired_by,
         )
         self.episode = Episode(
-            n, cp, max(n + 1, cp + self.cfg.stats_min_samples), self.cfg.episode_rounds
+            n,
+            cp,
+            max(n + 1, cp + self.cfg.stats_min_samples),
+            self.cfg.episode_rounds,
+            max(0, self.cfg.stats_rounds),
         )
 
     def _rounds_due(self) -> bool:
@@ -289,37 +312,43 @@ class StreamScheduler:
         ep.flips_left -= 1
         return True
 
+    def _since(self, ep: Episode) -> tuple[np.ndarray, np.ndarray] | None:
+        """The distinct labelled samples since the episode's change point (the latest
+        ``stats_window`` labelled ones), or None."""
+        rows = [(x, c) for i, x, c in self._labelled if i >= ep.change_point]
+        if not rows:
+            return None
+        return distinct(np.stack([x for x, _ in rows]), np.array([c for _, c in rows], np.int64))
+
     def _put_chunk(self) -> None:
         chunk, self._chunk = self._chunk, []
         labels, self._labels = self._labels, []
-        recent = (
-            (np.stack([x for x, _ in self._recent]), np.array([c for _, c in self._recent]))
-            if self._recent
-            else None
-        )
+        due = self._rounds_due()
+        ep = self.episode if due and self.cfg.trigger == "drift" else None
+        recent = self._since(ep) if ep is not None else None
+        if recent is None and self._recent:  # outside an episode: the latest labelled
+            recent = (
+                np.stack([x for x, _ in self._recent]),
+                np.array([c for _, c in self._recent], np.int64),
+            )
         job = Job(
             self._made,
             self.seen,
-            "flip" if self._rounds_due() else "update",
+            "flip" if due else "update",
             np.stack([p.x for p in chunk]),
             np.array([p.label if p.label is not None else -1 for p in chunk], np.int64),
             seq_codes([p.seq for p in chunk]),
             labels,
             recent,
+            episode=-1 if ep is None else ep.alarm,
         )
         self._put(job)
 
     def _put_stats(self, ep: Episode) -> None:
-        rows = [(x, lab) for i, x, lab in self._window if i >= ep.change_point]
-        lab = [(x, c) for x, c in rows if c is not None]
-        labelled = (
-            (np.stack([x for x, _ in lab]), np.array([c for _, c in lab], np.int64))
-            if lab
-            else None
-        )
-        self._put(
-            Job(self._made, self.seen, "stats", np.stack([x for x, _ in rows]), recent=labelled)
-        )
+        rows = [x for i, x, _ in self._window if i >= ep.change_point]
+        job = Job(self._made, self.seen, "stats", np.stack(rows), recent=self._since(ep))
+        job.episode = ep.alarm
+        self._put(job)
 
     def _put(self, job: Job) -> None:
         self._made += 1

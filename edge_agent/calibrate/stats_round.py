@@ -23,9 +23,8 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]  # (N, *shape) float32 -> (N, clas
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """Gate knobs (the agent's ``calibration`` keys)."""
+    """Gate knob (the agent's ``calibration.min_holdout``)."""
 
-    tolerance: float = 0.0
     min_labelled: int = 4
 
 
@@ -45,6 +44,25 @@ def sync(scratch: Engine, engine: Engine, layers: list[int]) -> None:
     scratch.set_bits(engine.bits)
 
 
+def vouch(
+    before: np.ndarray, after: np.ndarray, y: np.ndarray, min_labelled: int
+) -> gate.GateDecision:
+    """The statistics round's verdict from the live (``before``) and corrected (``after``)
+    logits of labelled samples ``y``: kept when there are at least ``min_labelled`` and
+    the correction wins at least as many of them (right where the live model is wrong)
+    as it loses."""
+    won = int(np.sum((after.argmax(axis=1) == y) & (before.argmax(axis=1) != y)))
+    lost = int(np.sum((before.argmax(axis=1) == y) & (after.argmax(axis=1) != y)))
+    acc = gate.hits(before, y), gate.hits(after, y)
+    if len(y) < min_labelled:
+        why, ok = f"only {len(y)} labelled samples (need {min_labelled})", False
+    elif lost > won:
+        why, ok = f"loses {lost} labelled samples, wins {won}", False
+    else:
+        why, ok = f"wins {won} labelled samples, loses {lost}", True
+    return gate.GateDecision(ok, "accuracy", *acc, len(y), why)
+
+
 def run_stats_round(
     engine: Engine,
     scratch: Engine,
@@ -58,13 +76,15 @@ def run_stats_round(
 ) -> tuple[RoundResult, Correction | None]:
     """One statistics round: propose from the unlabelled stream samples ``X`` on
     ``scratch`` (holding the live model: :func:`sync`), gate on ``labelled`` (inputs,
-    labels: stream samples the correction never used) at the active bit-width, and put
-    the correction into every bit-width of ``engine`` if kept.
+    labels: distinct stream samples, their labels never used by the correction) at the
+    active bit-width, and put the correction into every bit-width of ``engine`` if kept.
 
-    The gate is :mod:`edge_agent.calibrate.gate`'s, stricter: at least one more labelled
-    sample right, and a higher soft accuracy (:func:`gate.guard`). The bundle's pre-drift
-    anchors take no part: a correction for drifted inputs is meant to change what
-    undrifted ones give.
+    The gate (:func:`vouch`): at least ``min_labelled`` labelled samples, and the
+    correction gets at least as many of them right that the live model gets wrong as the
+    other way round. A tie keeps it: the round runs only after a drift alarm, and a
+    re-estimation of the statistics is what that calls for unless labels say otherwise.
+    The bundle's pre-drift anchors take no part: a correction for drifted inputs is meant
+    to change what undrifted ones give.
     ``version_of(correction)``, if given, names the version the engine reports (that of
     the bundle the agent will save). ``predictors``, if given, are the logits functions
     the gate compares (before, after) instead of ``engine``'s and ``scratch``'s (the
@@ -76,28 +96,17 @@ def run_stats_round(
     old, new = predictors or (engine.predict_logits, scratch.predict_logits)
     before = old(Xl) if len(yl) else np.zeros((0, engine.num_classes))
     after = new(Xl) if len(yl) else before
-    # a correction must get at least one more labelled sample right: a tie keeps the model
-    # (a kept correction moves the anchors the flip rounds after it pull towards)
-    gain = -0.5 / max(1, len(yl))
-    decision = gate.decide(
-        gate.hits(before, yl),
-        gate.hits(after, yl),
-        len(yl),
-        "accuracy",
-        min(cfg.tolerance, 0.0) + gain,
-        cfg.min_labelled,
-    )
-    empty = (np.zeros((0, engine.num_classes)),) * 2 + (np.zeros(0, np.int64),)
-    decision = gate.guard(decision, (before, after, yl), empty)
+    decision = vouch(before, after, yl, cfg.min_labelled)
     version = None
     if decision.accepted:
         name = version_of(corr) if callable(version_of) else None
         version = apply(engine, corr, version=name)
     log.info(
-        "statistics round on %d samples: bias steps %s, %s",
+        "statistics round on %d samples: bias steps %s, %s (%s)",
         len(X),
         corr.moved,
         "kept" if version else "rolled back",
+        decision.reason,
     )
     result = RoundResult(
         decision,
