@@ -64,6 +64,9 @@ class FlipTrainConfig:
     batch: int = 4096
     lr: float = 3e-3
     keep_ratio: float = 4.0  # "keep" examples per flip example in the training set
+    # every bit-width's examples weigh alike in the loss (off: each action class weighs
+    # alike over all widths, and 8 bits, with the most proposed flips, dominates)
+    balance_bits: bool = False
 
 
 def _gradient_signs(
@@ -143,22 +146,37 @@ def train_flipper(
     seed: int,
     cfg: FlipTrainConfig | None = None,
     timer: PhaseTimer | None = None,
+    plan: list[EpisodeDrift] | None = None,
 ) -> FlipNet:
     """Train the flipping network on simulated drift episodes of ``ds``'s training split
-    (``timer``: phases "flipper episodes" and "flipper network")."""
+    (``timer``: phases "flipper episodes" and "flipper network"; ``plan``: these episodes
+    instead of :func:`episode_plan`'s)."""
     cfg = cfg or FlipTrainConfig()
     timer = timer or PhaseTimer()
     rng = np.random.default_rng(seed)
     with timer.phase("flipper episodes"):
         bits = sorted(qnets)
-        plan = episode_plan(episode_count(cfg, bits, ds.input_shape), bits, ds.input_shape, rng)
+        if plan is None:
+            count = episode_count(cfg, bits, ds.input_shape)
+            plan = episode_plan(count, bits, ds.input_shape, rng)
         calib = BitFlipCalibrator(bundle, greedy_proposer())  # its engines serve every episode
         parts = [episode_examples(calib, qnets, ds, ep, rng, cfg) for ep in plan]
         log.info("flipper episodes: %s", _plan_summary(plan))
+        for b in bits:
+            t = [p[1] for p, ep in zip(parts, plan, strict=True) if ep.bits == b]
+            n = sum(len(x) for x in t)
+            flips = sum(int((x != 1).sum()) for x in t)
+            log.info("flipper examples at %d bits: %d (%d flips)", b, n, flips)
     feats = np.concatenate([p[0] for p in parts]).astype(np.float32)
     target = np.concatenate([p[1] for p in parts])
+    groups = np.concatenate(
+        [
+            np.full(len(p[1]), ep.bits if cfg.balance_bits else 0)
+            for p, ep in zip(parts, plan, strict=True)
+        ]
+    )
     with timer.phase("flipper network"):
-        net = _fit_network(feats, target, seed, cfg)
+        net = _fit_network(feats, target, groups, seed, cfg)
     return net
 
 
@@ -170,7 +188,18 @@ def _plan_summary(plan: list[EpisodeDrift]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
 
 
-def _fit_network(feats: np.ndarray, target: np.ndarray, seed: int, cfg: FlipTrainConfig) -> FlipNet:
+def example_weights(target: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Loss weight per example: every (group, action) cell weighs alike in total (the
+    groups are bit-widths, or one group), mean weight 1."""
+    cells = groups.astype(np.int64) * 3 + target
+    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
+    w = len(target) / (len(counts) * counts[inverse])
+    return w.astype(np.float32)
+
+
+def _fit_network(
+    feats: np.ndarray, target: np.ndarray, groups: np.ndarray, seed: int, cfg: FlipTrainConfig
+) -> FlipNet:
     """The MLP fitted to the episodes' examples, as a numpy :class:`FlipNet`."""
     mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-6
     torch.manual_seed(seed)
@@ -184,13 +213,13 @@ def _fit_network(feats: np.ndarray, target: np.ndarray, seed: int, cfg: FlipTrai
     )
     x = torch.from_numpy((feats - mean) / std)
     t = torch.from_numpy(target)
-    counts = torch.bincount(t, minlength=3).float().clamp(min=1)
-    weight = counts.sum() / (3 * counts)
+    weight = torch.from_numpy(example_weights(target, groups))
     opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(cfg.steps):
         idx = torch.randint(0, len(x), (min(cfg.batch, len(x)),), generator=gen)
-        loss = F.cross_entropy(mlp(x[idx]), t[idx], weight=weight)
+        w = weight[idx]
+        loss = (F.cross_entropy(mlp(x[idx]), t[idx], reduction="none") * w).sum() / w.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
