@@ -166,7 +166,20 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-flipper")
     ap.add_argument("--json", action="store_true", help="write bench/results/flipper_episodes.*")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument(
+        "--rows", type=Path, help="also write this run's rows to this file (for --merge)"
+    )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="no runs: the report of the rows in these files (runs split over processes)",
+    )
     args = ap.parse_args()
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(f.read_text())["rows"]]
+        write_report(rows, args, {"merged": [str(f) for f in args.merge]})
+        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("edge_agent.training.flip_train").setLevel(logging.INFO)
@@ -196,11 +209,20 @@ def main() -> None:
                     ),
                     os.getloadavg()[0],
                 )
+                if args.rows:  # after every flipper: a stopped run keeps what it did
+                    args.rows.write_text(json.dumps({"rows": rows}, indent=1))
+    meta = {"wall_s": round(time.time() - t0, 1), "loadavg_end": os.getloadavg()}
+    write_report(rows, args, meta)
+
+
+def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, meta: dict) -> None:
+    """Print the table; with ``--json`` write it and the rows to ``--out``."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
     report = table(rows, variants, seeds)
     print(report)
     if args.json:
         args.out.mkdir(parents=True, exist_ok=True)
-        meta = {"wall_s": round(time.time() - t0, 1), "loadavg": os.getloadavg(), "seeds": seeds}
         (args.out / "flipper_episodes.json").write_text(
             json.dumps({"meta": meta, "rows": rows}, indent=1)
         )

@@ -45,9 +45,9 @@ def _positive_int(text: str) -> int:
 
 def _blas_threads(n: int) -> None:
     """numpy's BLAS threads as torch's (``--threads``), unless the environment says: set
-    before numpy loads, as OpenBLAS reads them once. Two BLAS threads doubled the CPU of
-    the flipper episodes' matrix products on this busy 2-core machine
-    (bench/train_time.py, "BLAS threads")."""
+    before numpy loads, as OpenBLAS reads them once. A second BLAS thread cost the
+    flipper episodes' matrix products 3-7x the CPU on a busy 2-core machine
+    (``python -m bench.train_time --blas-check``)."""
     if "numpy" in sys.modules:
         return
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
