@@ -13,8 +13,7 @@ lost to the drift is scored on the evaluation half. Variants:
 - ``previous``: the episodes before the all-kinds change (3ee265b..31000b5): a bit-width
   and a single drift kind drawn at random per episode, strength 0.4-1.2 of the default,
   always in the default's direction; 24 episodes;
-- ``balanced``: the defaults with every bit-width's examples weighing alike in the loss;
-- ``episodes48``: the defaults with 48 episodes instead of 24.
+- ``episodes48`` / ``episodes96``: the defaults with 48 / 96 episodes instead of 24.
 
     python -m bench.flipper_episodes --json         # 2 data sets x 3 seeds x 8/4/2 bits
 """
@@ -76,8 +75,8 @@ VARIANTS: dict[str, Variant] = {
     "current": lambda ds, bits, seed: (FlipTrainConfig(), None, seed),
     "reseeded": lambda ds, bits, seed: (FlipTrainConfig(), None, seed + 1000),
     "previous": lambda ds, bits, seed: (FlipTrainConfig(), previous_plan(ds, bits, seed), seed),
-    "balanced": lambda ds, bits, seed: (FlipTrainConfig(balance_bits=True), None, seed),
     "episodes48": lambda ds, bits, seed: (FlipTrainConfig(episodes=48), None, seed),
+    "episodes96": lambda ds, bits, seed: (FlipTrainConfig(episodes=96), None, seed),
 }
 
 

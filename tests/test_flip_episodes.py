@@ -13,7 +13,7 @@ from edge_agent.training.flip_episodes import (
     episode_kinds,
     episode_plan,
 )
-from edge_agent.training.flip_train import FlipTrainConfig, episode_count, example_weights
+from edge_agent.training.flip_train import FlipTrainConfig, episode_count
 
 SENSOR_ALL = {"offset", "gain", "rotation", "noise", "dropout", "timewarp", MIXTURE}
 
@@ -81,19 +81,3 @@ def test_plan_is_seeded_and_rejects_nothing_to_do() -> None:
     assert a == b
     with pytest.raises(ValueError, match="at least one episode"):
         episode_plan(0, [4], (6, 100), np.random.default_rng(0))
-
-
-def test_example_weights_balance_bit_widths_and_actions() -> None:
-    # 8 bits: 90 keep and 10 flips; 2 bits: 8 keep and 2 flips (the 8-bit examples outnumber)
-    target = np.array([1] * 90 + [2] * 10 + [1] * 8 + [0] * 2)
-    groups = np.array([8] * 100 + [2] * 10)
-    w = example_weights(target, groups)
-    assert w.mean() == pytest.approx(1.0)
-    totals = {
-        (g, t): w[(groups == g) & (target == t)].sum()
-        for g, t in {*zip(groups, target, strict=True)}
-    }
-    assert all(v == pytest.approx(len(target) / 4) for v in totals.values())
-    # one group: the classes alone are balanced
-    w1 = example_weights(target, np.zeros_like(groups))
-    assert w1[target == 0].sum() == pytest.approx(w1[target == 1].sum())

@@ -64,9 +64,6 @@ class FlipTrainConfig:
     batch: int = 4096
     lr: float = 3e-3
     keep_ratio: float = 4.0  # "keep" examples per flip example in the training set
-    # every bit-width's examples weigh alike in the loss (off: each action class weighs
-    # alike over all widths, and 8 bits, with the most proposed flips, dominates)
-    balance_bits: bool = False
 
 
 def _gradient_signs(
@@ -169,14 +166,8 @@ def train_flipper(
             log.info("flipper examples at %d bits: %d (%d flips)", b, n, flips)
     feats = np.concatenate([p[0] for p in parts]).astype(np.float32)
     target = np.concatenate([p[1] for p in parts])
-    groups = np.concatenate(
-        [
-            np.full(len(p[1]), ep.bits if cfg.balance_bits else 0)
-            for p, ep in zip(parts, plan, strict=True)
-        ]
-    )
     with timer.phase("flipper network"):
-        net = _fit_network(feats, target, groups, seed, cfg)
+        net = _fit_network(feats, target, seed, cfg)
     return net
 
 
@@ -188,18 +179,7 @@ def _plan_summary(plan: list[EpisodeDrift]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
 
 
-def example_weights(target: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Loss weight per example: every (group, action) cell weighs alike in total (the
-    groups are bit-widths, or one group), mean weight 1."""
-    cells = groups.astype(np.int64) * 3 + target
-    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
-    w = len(target) / (len(counts) * counts[inverse])
-    return w.astype(np.float32)
-
-
-def _fit_network(
-    feats: np.ndarray, target: np.ndarray, groups: np.ndarray, seed: int, cfg: FlipTrainConfig
-) -> FlipNet:
+def _fit_network(feats: np.ndarray, target: np.ndarray, seed: int, cfg: FlipTrainConfig) -> FlipNet:
     """The MLP fitted to the episodes' examples, as a numpy :class:`FlipNet`."""
     mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-6
     torch.manual_seed(seed)
@@ -213,13 +193,13 @@ def _fit_network(
     )
     x = torch.from_numpy((feats - mean) / std)
     t = torch.from_numpy(target)
-    weight = torch.from_numpy(example_weights(target, groups))
+    counts = torch.bincount(t, minlength=3).float().clamp(min=1)
+    weight = counts.sum() / (3 * counts)
     opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(cfg.steps):
         idx = torch.randint(0, len(x), (min(cfg.batch, len(x)),), generator=gen)
-        w = weight[idx]
-        loss = (F.cross_entropy(mlp(x[idx]), t[idx], reduction="none") * w).sum() / w.sum()
+        loss = F.cross_entropy(mlp(x[idx]), t[idx], weight=weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
