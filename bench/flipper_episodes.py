@@ -86,7 +86,6 @@ def base(ds: Dataset, seed: int, cache: Path) -> tuple[Bundle, dict[int, QuantNe
     if path.exists():
         with path.open("rb") as f:
             return pickle.load(f)
-    torch.set_num_threads(1)
     out = train_base(ds, seed, BITS)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
@@ -179,6 +178,9 @@ def main() -> None:
         rows = [r for f in args.merge for r in json.loads(f.read_text())["rows"]]
         write_report(rows, args, {"merged": [str(f) for f in args.merge]})
         return
+    # one torch thread for the training and the flippers, as bench.calibration's workers:
+    # the flipper is float-order sensitive, and its recovery with it
+    torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("edge_agent.training.flip_train").setLevel(logging.INFO)
