@@ -443,6 +443,11 @@ def main() -> int:
         "the report includes it",
     )
     ap.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="only each case's defaults run (train_time_defaults.json): a rerun at another load",
+    )
+    ap.add_argument(
         "--cached-before",
         action="store_true",
         help="use only cached 'before' runs (a case without one is reported as not run)",
@@ -454,6 +459,14 @@ def main() -> int:
     cache_file = args.out / "train_time_before.json"
     check_file = args.out / "train_time_thread_check.json"
     blas_file = args.out / "train_time_blas_check.json"
+    if args.defaults_only:
+        keep = ("wall_s", "cpu_s", "loadavg_start", "loadavg_end", "metrics", "phases")
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {c: run_train(ROOT, spec, [], Path(tmp)) for c, spec in cases.items()}
+        out = {c: {k: r[k] for k in keep} for c, r in runs.items()}
+        (args.out / "train_time_defaults.json").write_text(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1))
+        return 0
     if args.blas_check:
         with tempfile.TemporaryDirectory() as tmp:
             blas = blas_check(Path(tmp))
