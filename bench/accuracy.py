@@ -8,6 +8,7 @@ fake-quant model. Prints a Markdown table; ``--json FILE`` writes every number.
 
     python -m bench.accuracy                       # 3 data sets x 3 seeds x 8/4/3/2 bits
     python -m bench.accuracy --datasets basicmotions --seeds 0
+    python -m bench.accuracy --datasets PATH/PickupGestureWiimoteZ_TRAIN.ts --bits 4 --threads 2
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bits", default="8,4,3,2")
     ap.add_argument("--json", type=Path, help="write all results to this JSON file")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (training)")
     args = ap.parse_args()
     bits = [int(b) for b in args.bits.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    cfg = TrainConfig(progress=False)
+    cfg = TrainConfig(progress=False, torch_threads=args.threads)
     results: dict[str, dict[int, dict[str, float]]] = {}
     t0 = time.time()
     for name in args.datasets.split(","):

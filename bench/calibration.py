@@ -98,6 +98,12 @@ REPEATS = 2  # every calibration runs this often (identically); its CPU time is 
 
 def train(ds: Dataset, seed: int, bits: list[int]) -> tuple[Bundle, dict[int, QuantNet]]:
     """A bundle with QCore and flipper, and the QAT models (for the back-prop baselines)."""
+    bundle, qnets = train_base(ds, seed, bits)
+    return with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FlipTrainConfig())), qnets
+
+
+def train_base(ds: Dataset, seed: int, bits: list[int]) -> tuple[Bundle, dict[int, QuantNet]]:
+    """A bundle with QCore (no flipper yet) and the QAT models."""
     cfg = TrainConfig(progress=False)
     qcfg = QCoreConfig()
     tracker = MissTracker.for_dataset(ds, qcfg, cfg.act_bits)
@@ -106,7 +112,7 @@ def train(ds: Dataset, seed: int, bits: list[int]) -> tuple[Bundle, dict[int, Qu
     bundle = build_bundle(
         ds, spec, fp, qnets, {"seed": seed}, qcore_extras(ds, tracker, qcfg, seed)
     )
-    return with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FlipTrainConfig())), qnets
+    return bundle, qnets
 
 
 def random_buffer_bundle(bundle: Bundle, ds: Dataset, seed: int) -> Bundle:
@@ -213,6 +219,26 @@ def _backprop_run(
     return curve
 
 
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]  # stream inputs, labels, labelled mask
+
+
+def case_data(
+    ds: Dataset, drift: str, seed: int, label_fraction: float
+) -> tuple[Chunk, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """One case's data: the drifted stream half (inputs, labels, which are labelled), the
+    drifted evaluation half (inputs, labels) and its clean inputs."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ds.X_test))
+    s_idx, e_idx = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    d = Drift.parse(f"{drift}@0")
+    Xs = d.apply_stream(ds.X_test[s_idx], seed=seed)
+    Xe_clean, ye = ds.X_test[e_idx], ds.y_test[e_idx]
+    Xe = d.apply_stream(Xe_clean, seed=seed + 1)
+    ys = ds.y_test[s_idx]
+    labelled = rng.random(len(ys)) < label_fraction
+    return (Xs, ys, labelled), (Xe, ye), Xe_clean
+
+
 def run_case(
     ds: Dataset,
     bundle: Bundle,
@@ -223,15 +249,7 @@ def run_case(
     label_fraction: float,
 ) -> dict[str, dict[str, Any]]:
     """Every method on one (data set, seed, bits, drift) case."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(ds.X_test))
-    s_idx, e_idx = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-    d = Drift.parse(f"{drift}@0")
-    Xs = d.apply_stream(ds.X_test[s_idx], seed=seed)
-    Xe_clean, ye = ds.X_test[e_idx], ds.y_test[e_idx]
-    Xe = d.apply_stream(Xe_clean, seed=seed + 1)
-    ys = ds.y_test[s_idx]
-    labelled = rng.random(len(ys)) < label_fraction
+    (Xs, ys, labelled), (Xe, ye), Xe_clean = case_data(ds, drift, seed, label_fraction)
     fp_pred = fp_predict_fn(bundle)(Xs)
     targets = np.where(labelled, ys, fp_pred)  # what the device knows about the chunk
     base = Engine(bundle, bits=bits)

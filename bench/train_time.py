@@ -67,8 +67,11 @@ def pickup_gesture(cache: Path) -> Path:
     return out / f"{PICKUP}_TRAIN.ts"
 
 
-def run_train(src: Path, data: str, extra: list[str], workdir: Path) -> dict[str, Any]:
-    """One `train` run of ``src`` in a child process: its result, wall, CPU and load."""
+def run_train(
+    src: Path, data: str, extra: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One `train` run of ``src`` in a child process (``env``: added to its environment):
+    its result, wall, CPU and load."""
     result = workdir / "result.json"
     cmd = [
         sys.executable,
@@ -86,7 +89,7 @@ def run_train(src: Path, data: str, extra: list[str], workdir: Path) -> dict[str
         "--quiet",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -280,6 +283,28 @@ def markdown(res: dict[str, Any]) -> str:
                 f"{' / '.join(map(str, t['wall_s']))} | "
                 f"{' / '.join(map(str, t['loadavg_start']))} |"
             )
+    blas = res.get("blas_check")
+    if blas:
+        lines += [
+            "",
+            "## BLAS threads (basicmotions, " + " ".join(blas["args"]) + ", QCore and flipper)",
+            "",
+            "| BLAS threads | flipper episodes CPU s | wall s | whole run CPU s | wall s "
+            "| load 1m at start |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in blas.items():
+            if name == "args":
+                continue
+
+            def col(key: str, part: str, r: dict[str, Any] = r) -> str:
+                return " / ".join(f"{x[key]:.1f}" for x in r[part])
+
+            lines.append(
+                f"| {name.rsplit('_', 1)[1]} | {col('cpu_s', 'episodes')} | "
+                f"{col('wall_s', 'episodes')} | {col('cpu_s', 'run')} | {col('wall_s', 'run')} "
+                f"| {' / '.join(map(str, r['load']))} |"
+            )
     check = res.get("thread_check")
     if check:
         lines += [
@@ -314,6 +339,25 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 CHECK = ["--fp-steps", "100", "--qat-steps", "50", "--qcore-per-class", "0", "--no-flipper"]
+# numpy's BLAS threads, 1 (the train command's default since this change) against 2 (what
+# OpenBLAS took before on this 2-core machine): a short basicmotions run with the flipper
+BLAS_ARGS = ["--fp-steps", "150", "--qat-steps", "75"]
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_check(tmp: Path, repeats: int = 2) -> dict[str, Any]:
+    """CPU and wall of the flipper episodes and the whole run with one and two BLAS
+    threads, interleaved ``repeats`` times."""
+    out: dict[str, Any] = {"args": BLAS_ARGS}
+    for _ in range(repeats):
+        for n in (1, 2):
+            run = run_train(ROOT, "basicmotions", BLAS_ARGS, tmp, dict.fromkeys(BLAS_VARS, str(n)))
+            r = out.setdefault(f"blas_threads_{n}", {k: [] for k in ("episodes", "run", "load")})
+            ep = run["phases"]["flipper episodes"]
+            r["episodes"].append({"cpu_s": ep["cpu_s"], "wall_s": ep["wall_s"]})
+            r["run"].append({"cpu_s": run["cpu_s"], "wall_s": run["wall_s"]})
+            r["load"].append(run["loadavg_start"][0])
+    return out
 
 
 def _codes_digest(path: Path) -> str:
@@ -393,6 +437,17 @@ def main() -> int:
         "report includes it",
     )
     ap.add_argument(
+        "--blas-check",
+        action="store_true",
+        help="only the BLAS-threads comparison on basicmotions (train_time_blas_check.json); "
+        "the report includes it",
+    )
+    ap.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help="only each case's defaults run (train_time_defaults.json): a rerun at another load",
+    )
+    ap.add_argument(
         "--cached-before",
         action="store_true",
         help="use only cached 'before' runs (a case without one is reported as not run)",
@@ -403,6 +458,21 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cache_file = args.out / "train_time_before.json"
     check_file = args.out / "train_time_thread_check.json"
+    blas_file = args.out / "train_time_blas_check.json"
+    if args.defaults_only:
+        keep = ("wall_s", "cpu_s", "loadavg_start", "loadavg_end", "metrics", "phases")
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {c: run_train(ROOT, spec, [], Path(tmp)) for c, spec in cases.items()}
+        out = {c: {k: r[k] for k in keep} for c, r in runs.items()}
+        (args.out / "train_time_defaults.json").write_text(json.dumps(out, indent=1))
+        print(json.dumps(out, indent=1))
+        return 0
+    if args.blas_check:
+        with tempfile.TemporaryDirectory() as tmp:
+            blas = blas_check(Path(tmp))
+        blas_file.write_text(json.dumps(blas, indent=1))
+        print(json.dumps(blas, indent=1))
+        return 0
     if args.thread_check:
         with tempfile.TemporaryDirectory() as tmp:
             check = thread_check(args.baseline, data["pickup_gesture"], Path(tmp))
@@ -434,6 +504,7 @@ def main() -> int:
             for k, runs in threads.items()
         },
         "thread_check": json.loads(check_file.read_text()) if check_file.exists() else None,
+        "blas_check": json.loads(blas_file.read_text()) if blas_file.exists() else None,
         "raw": {"after": after, "threads": threads},
     }
     for case, c in res["cases"].items():

@@ -73,6 +73,10 @@ def main() -> int:
     PhaseTimer = _phase_timer_class()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     from edge_agent import cli
+
+    if hasattr(cli, "_blas_threads"):  # as the train command does, before numpy loads
+        i = train_args.index("--threads") if "--threads" in train_args else -1
+        cli._blas_threads(int(train_args[i + 1]) if i >= 0 else 1)
     from edge_agent.training import pipeline
 
     seen: dict[str, Any] = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from edge_agent.bundle import SERIES_NORM
@@ -148,3 +150,22 @@ def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
         text=True,
     )
     assert res.returncode == 1 and "not one of" in res.stderr
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, "3"), ({"OPENBLAS_NUM_THREADS": "2"}, "2")])
+def test_train_gives_blas_the_torch_thread_count(env: dict[str, str], expected: str) -> None:
+    # a fresh interpreter: numpy must not be loaded yet, as in the edge-agent command
+    code = (
+        "import os, sys; from edge_agent import cli; cli._blas_threads(3); "
+        "import numpy; print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)"
+    )
+    blas_vars = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    base = {k: v for k, v in os.environ.items() if k not in blas_vars}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [expected, "True"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +43,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _blas_threads(n: int) -> None:
+    """numpy's BLAS threads as torch's (``--threads``), unless the environment says: set
+    before numpy loads, as OpenBLAS reads them once. A second BLAS thread cost the
+    flipper episodes' matrix products 3-7x the CPU on a busy 2-core machine
+    (``python -m bench.train_time --blas-check``)."""
+    if "numpy" in sys.modules:
+        return
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train FP + QAT models (with QCore and flipping network) and write a bundle."""
+    _blas_threads(args.threads)
     from edge_agent.bundle import SERIES_NORM
     from edge_agent.bundle_io import save_bundle
     from edge_agent.data import load_dataset

@@ -143,18 +143,27 @@ def train_flipper(
     seed: int,
     cfg: FlipTrainConfig | None = None,
     timer: PhaseTimer | None = None,
+    plan: list[EpisodeDrift] | None = None,
 ) -> FlipNet:
     """Train the flipping network on simulated drift episodes of ``ds``'s training split
-    (``timer``: phases "flipper episodes" and "flipper network")."""
+    (``timer``: phases "flipper episodes" and "flipper network"; ``plan``: these episodes
+    instead of :func:`episode_plan`'s)."""
     cfg = cfg or FlipTrainConfig()
     timer = timer or PhaseTimer()
     rng = np.random.default_rng(seed)
     with timer.phase("flipper episodes"):
         bits = sorted(qnets)
-        plan = episode_plan(episode_count(cfg, bits, ds.input_shape), bits, ds.input_shape, rng)
+        if plan is None:
+            count = episode_count(cfg, bits, ds.input_shape)
+            plan = episode_plan(count, bits, ds.input_shape, rng)
         calib = BitFlipCalibrator(bundle, greedy_proposer())  # its engines serve every episode
         parts = [episode_examples(calib, qnets, ds, ep, rng, cfg) for ep in plan]
         log.info("flipper episodes: %s", _plan_summary(plan))
+        for b in bits:
+            t = [p[1] for p, ep in zip(parts, plan, strict=True) if ep.bits == b]
+            n = sum(len(x) for x in t)
+            flips = sum(int((x != 1).sum()) for x in t)
+            log.info("flipper examples at %d bits: %d (%d flips)", b, n, flips)
     feats = np.concatenate([p[0] for p in parts]).astype(np.float32)
     target = np.concatenate([p[1] for p in parts])
     with timer.phase("flipper network"):
