@@ -55,7 +55,7 @@ log = logging.getLogger("bench.real_drift")
 
 LABEL_FRACTION = 0.2
 SWEEP_FRACTIONS = (0.05, 0.5)
-MIN_SCORED = 20  # injected kinds only where the scoring half has this many samples
+MIN_SCORED = 20  # clean-part cases (injected, no drift, return) need this many to score
 # injected kinds (edge_agent/data/drift.py specs at their default strengths)
 KINDS = {
     "offset": "offset",
@@ -261,7 +261,8 @@ def run_job(
                 "real",
                 ret,
             )
-        if 4 in bits_list:
+        # the no-drift control streams clean_a and scores clean_b: too few there to score
+        if 4 in bits_list and len(split.clean_b) >= MIN_SCORED:
             data = stream_items(
                 X, y, split.clean_a, LABEL_FRACTION, rng("no_drift", "none", LABEL_FRACTION)
             )
@@ -284,8 +285,8 @@ def run_job(
     skipped = []
     if first_seed and 4 in bits_list and len(split.clean_b) < MIN_SCORED:
         skipped.append(
-            f"injected kinds: the clean part's scoring half has "
-            f"{len(split.clean_b)} samples (< {MIN_SCORED})"
+            f"injected kinds, no-drift control and return: the clean part's scoring half "
+            f"has {len(split.clean_b)} samples (< {MIN_SCORED})"
         )
     elif first_seed and 4 in bits_list:
         channels = X.shape[1]
