@@ -18,7 +18,7 @@ from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
 from edge_agent.calibrate.drift_signal import DriftReference, sample_features
-from edge_agent.calibrate.routed import RoutedPredictor
+from edge_agent.calibrate.routed import RoutedPredictor, model_version
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
@@ -108,6 +108,7 @@ def test_routed_logits_name_no_single_model(bundle: Bundle) -> None:
     X = load_dataset("basicmotions").X_test[:8]
     logits, key = ctl.predictor(eng).predict_logits_keyed(X)
     assert key != eng.model_key and key != Engine(bundle, bits=4).model_key
+    assert model_version(key) == eng.model_key[1]  # what predictions report
     np.testing.assert_array_equal(logits, ctl.predictor(eng).predict_logits(X))
     fresh = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
     plain = Engine(bundle, bits=4)

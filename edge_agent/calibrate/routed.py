@@ -23,8 +23,14 @@ from edge_agent.calibrate.drift_signal import sample_features
 from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.state import EngineState
 
-# the version in the key of logits from several domains' models: no engine version is this
-ROUTED = "routed"
+# marks the version in the key of logits from several domains' models: no engine's key
+# equals it (the output drift score then runs its own pass), the live version follows it
+ROUTED = "routed:"
+
+
+def model_version(key: ModelKey) -> str:
+    """The live model's version in ``key`` (what predictions report)."""
+    return key[1].removeprefix(ROUTED)
 
 
 @dataclass
@@ -98,7 +104,7 @@ class RoutedPredictor:
             self.tally.add([d.name for d in domains], counts)
         live = self.engine.state()  # one read: every group runs on the same weights
         used = np.flatnonzero(counts)
-        key = (self.engine.bits, ROUTED)
+        key = (live.bits, ROUTED + live.version)
         if len(used) == 1:  # one domain (a single sample, a batch from one sensor): no split
             return self.engine.predict_logits_with(self._state(domains[used[0]], live), a), key
         out = np.empty((len(a), self.num_classes), np.float32)

@@ -27,6 +27,7 @@ from edge_agent.bundle_io import to_bytes
 from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
+from edge_agent.calibrate.routed import model_version
 from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine.engine import ModelKey, top_and_confidence
@@ -309,7 +310,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             self._log_labelled(fresh)
             self.labelled.extend(fresh)
         if samples:
-            latencies = self._publish(samples, classes, conf.tolist(), done, key[1])
+            latencies = self._publish(samples, classes, conf.tolist(), done, model_version(key))
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
         if self.calibration is not None and heard:
             self._hear(self.calibration, (X, logits, key) if samples else None, heard)
