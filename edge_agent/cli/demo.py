@@ -269,7 +269,7 @@ def _print_table(trace: Trace, y: np.ndarray, drift_at: int, args: argparse.Name
     kept = [seq for seq, ok in trace.calibrations if ok]
     print(
         f"calibration rounds: {len(trace.calibrations)} ({len(kept)} kept"
-        + (f", at samples {', '.join(map(str, kept))}" if kept else "")
+        + (f", at sample{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))}" if kept else "")
         + ")"
     )
 
