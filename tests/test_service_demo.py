@@ -32,7 +32,7 @@ def test_demo_runs_and_writes_table_and_plot(
     # the bundled model is right on every BasicMotions test window: 1.000 before the drift
     assert rows["before drift"][0] >= 0.95 and rows["before drift"][1] == 400, out
     assert rows["after drift"][0] <= rows["before drift"][0] - 0.05, out  # the drift shows
-    m = re.search(r"calibration rounds: (\d+) \((\d+) kept(?:, at samples ([\d, ]+))?\)", out)
+    m = re.search(r"calibration rounds: (\d+) \((\d+) kept(?:, at samples? ([\d, ]+))?\)", out)
     assert m is not None, out
     rounds, kept = int(m.group(1)), int(m.group(2))
     assert rounds >= 1 and 0 <= kept <= rounds, out
