@@ -89,6 +89,59 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 6, 13, 70])
+@pytest.mark.parametrize("out_ch", [5, 37, 64])
+def test_fused_requantizing_gemm_equals_reference(bits: int, rows: int, out_ch: int) -> None:
+    """Hidden-layer GEMM (micro-kernel, requantization and store fused in registers) on
+    every row-tile and block combination against int64 sums and the reference rounding."""
+    rng = np.random.default_rng(bits * 1000 + rows * 10 + out_ch)
+    k = 61
+    lo_q, hi_q = qrange(bits)
+    q = rng.integers(lo_q, hi_q + 1, (out_ch, k)).astype(np.int8)
+    kp = layout.padded_k(k, bits)
+    a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
+    bias = rng.integers(-5000, 5000, out_ch).astype(np.int32)
+    m0s = rng.integers(2**30, 2**31, out_ch).astype(np.int32)
+    shifts = rng.integers(36, 44, out_ch).astype(np.int32)
+    pad = -(-out_ch // 16) * 16 + 16  # parameters padded to whole blocks, as planned
+    fold = bias - (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
+    params = [np.zeros(pad, np.int32) for _ in range(3)]
+    for p, v in zip(params, (fold, m0s, shifts), strict=True):
+        p[:out_ch] = v
+    zo, lo, hi = 7, 7, 255
+    out = np.full(rows * out_ch + 16, 3, np.uint8)
+    gemm_rows(
+        a,
+        kp,
+        rows,
+        layout.to_panel(q, bits),
+        0,
+        bits,
+        k,
+        out_ch,
+        params[0],
+        params[1],
+        params[2],
+        np.ones(pad, np.float32),
+        0,
+        zo,
+        lo,
+        hi,
+        False,
+        identity_map(out_ch),
+        out,
+        np.empty(1, np.float32),
+        np.empty(I32_SCRATCH, np.int32),
+        np.empty(8 + PANEL_ROWS, np.int64),
+    )
+    acc = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
+    v = (acc + bias).astype(np.int32)
+    want = np.clip(zo + requantize_reference(v, m0s, shifts), lo, hi)
+    np.testing.assert_array_equal(out[: rows * out_ch].reshape(rows, out_ch), want)
+    np.testing.assert_array_equal(out[rows * out_ch :], 3)  # nothing written past the end
+
+
 @numba.njit
 def _requant(
     acc: np.ndarray,
