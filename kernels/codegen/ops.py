@@ -48,9 +48,12 @@ def quantize_input(
             for j in range(w):
                 v = np.rint(((src[j] - m) / s) / scale) + zf
                 tmp[j] = np.uint8(min(max(v, zero), top))
-            base = ((i + ph) * wp + pw) * c + ch
+            # unsigned indices: numba adds no negative-index wraparound to the strided
+            # stores (it doubled this loop's instructions)
+            base = np.uint64(((i + ph) * wp + pw) * c + ch)
+            step = np.uint64(c)
             for j in range(w):
-                out[base + j * c] = tmp[j]
+                out[base + np.uint64(j) * step] = tmp[j]
 
 
 @kernel
