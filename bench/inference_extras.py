@@ -107,7 +107,7 @@ def gemm_bench(seconds: float) -> dict[str, float]:
             out,
             np.empty(1, np.float32),
             np.empty(tables.I32_SCRATCH, np.int32),
-            np.empty(8 + tables.PANEL_ROWS + 1, np.int64),
+            np.empty(8 + tables.PANEL_ROWS, np.int64),
         )
         cases[f"engine_{bits}bit"] = (functools.partial(gemm_rows, *args), macs)
     fa = rng.normal(size=(m, k)).astype(np.float32)

@@ -83,7 +83,7 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
         np.empty(1, np.uint8),
         logits,
         np.empty(I32_SCRATCH, np.int32),
-        np.empty(8 + PANEL_ROWS + 1, np.int64),
+        np.empty(8 + PANEL_ROWS, np.int64),
     )
     want = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
@@ -133,7 +133,7 @@ def test_fused_requantizing_gemm_equals_reference(bits: int, rows: int, out_ch: 
         out,
         np.empty(1, np.float32),
         np.empty(I32_SCRATCH, np.int32),
-        np.empty(8 + PANEL_ROWS + 1, np.int64),
+        np.empty(8 + PANEL_ROWS, np.int64),
     )
     acc = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     v = (acc + bias).astype(np.int32)

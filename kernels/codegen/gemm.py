@@ -157,8 +157,7 @@ def gemm_rows(
     ``bias`` must hold ``bias_q - (z_in - offset) * rowsum(q)``, ``offset`` the activation
     offset of the instruction set (:func:`kernels.plan.targets.act_offset`);
     ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256) and
-    ``scratch`` int64 scratch of ``8 + PANEL_ROWS + emap[M_R]``: the caller's, nothing is
-    allocated.
+    ``scratch`` int64 scratch of ``8 + PANEL_ROWS``: the caller's, nothing is allocated.
     """
     tiles = TILES_PER_CHUNK[bits]
     cb = CHUNK_BYTES[bits]
@@ -170,21 +169,9 @@ def gemm_rows(
     wacc = acc  # two blocks of a wide tile; one block's tiles use its first 128
     if not last:  # hidden layer: tiles requantize and store in registers
         step = nchunks * cb
-        # the targets of one sample's rows, once; later samples' are these plus an offset
-        per = emap[M_R]
-        by_pos = scratch[8 + PANEL_ROWS : 8 + PANEL_ROWS + per]
-        _targets(emap, last, out_ch, per, st, by_pos)
-        pos = 0
-        s_off = 0
         for m0_ in range(0, rows_total, PANEL_ROWS):
             m1 = min(rows_total, m0_ + PANEL_ROWS)
-            for t in range(m1 - m0_):
-                g = by_pos[pos]
-                tgt[t] = g + s_off if g >= 0 else -1
-                pos += 1
-                if pos == per:
-                    pos = 0
-                    s_off += 2 * emap[M_SS]
+            _targets(emap, last, out_ch, m1 - m0_, st, tgt)
             b = 0
             while b < nblocks:
                 o0 = b * 16

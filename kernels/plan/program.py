@@ -202,9 +202,8 @@ def build_model(
     act = int(tens[:, tables.T_SS].max())
     per_sample = 2 * (act + _SLACK) + col + _SLACK
     chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_sample))
-    rows = max(r[tables.F_MAP + tables.M_R] for r in ops if r[tables.F_OP] in tables.WEIGHTED_OPS)
     sizes = _sizes(
-        act + _SLACK, col + _SLACK, max(vec, 1), chunk, int(tens[:, tables.T_C].max()), lin, rows
+        act + _SLACK, col + _SLACK, max(vec, 1), chunk, int(tens[:, tables.T_C].max()), lin
     )
     model = Model(
         ops=np.array(ops, dtype=np.int64),
@@ -229,17 +228,14 @@ def _align(n: int) -> int:
     return -(-n // 64) * 64
 
 
-def _sizes(
-    act: int, col: int, vec: int, chunk: int, max_c: int, lin: int, rows: int
-) -> np.ndarray:
+def _sizes(act: int, col: int, vec: int, chunk: int, max_c: int, lin: int) -> np.ndarray:
     """The sizes vector (:mod:`kernels.plan.tables`): per-sample buffer sizes and the
     workspace layout of a whole chunk, every part 64-byte aligned.
 
     The kernel's parts: two activation buffers, the im2col columns, the int32 sums after
     ``gap``, an int32 row for average pooling (``max_c``), one quantized input row, the
-    int32 tile sums and int64 scratch (the GEMM's row cursor, row targets and the targets
-    of one sample's ``rows`` GEMM rows; the int32 linear layer's decoded weights,
-    ``16 * lin``).
+    int32 tile sums and int64 scratch (the GEMM's row cursor and row targets; the
+    int32 linear layer's decoded weights, ``16 * lin``).
     """
     parts = [
         chunk * act,
@@ -249,7 +245,7 @@ def _sizes(
         4 * max_c,
         act,
         4 * tables.I32_SCRATCH,
-        8 * (8 + max(tables.PANEL_ROWS + rows, 16 * lin)),
+        8 * (8 + max(tables.PANEL_ROWS, 16 * lin)),
     ]
     offsets = [0]
     for n in parts:
