@@ -209,6 +209,7 @@ def gemm_rows(
                         o0,
                         n,
                         n2,
+                        emap[M_PREMAX],
                         out,
                     )
                     m += valid
