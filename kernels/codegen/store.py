@@ -48,8 +48,6 @@ def _targets(
     i % PKH, j % PKW, i // PKH, j // PKW`` and is updated without divisions (they would
     cost more than the GEMM).
     """
-    # every map field read once into a local: stores to tgt (also int64) might alias emap
-    # for all LLVM knows, so reads inside the loop were repeated on every row
     pkh = emap[M_PKH]
     pkw = emap[M_PKW]
     ow = emap[M_OW]
@@ -57,10 +55,6 @@ def _targets(
     p_ = emap[M_P]
     poh = emap[M_POH]
     pow_ = emap[M_POW]
-    ss = emap[M_SS]
-    wp = emap[M_WP]
-    ph = emap[M_PH]
-    pw = emap[M_PW]
     s, pos, i, jj, qi, qj, pi, pj = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
     for t in range(nrows):
         if pos >= p_ or pi >= poh or pj >= pow_:
@@ -68,7 +62,7 @@ def _targets(
         elif last:
             tgt[t] = 2 * s * oc + 1
         else:
-            d = s * ss + ((pi + ph) * wp + pj + pw) * oc
+            d = s * emap[M_SS] + ((pi + emap[M_PH]) * emap[M_WP] + pj + emap[M_PW]) * oc
             tgt[t] = 2 * d + (1 if qi == 0 and qj == 0 else 0)
         pos += 1
         jj += 1
