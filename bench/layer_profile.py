@@ -129,9 +129,7 @@ def litert_case(path: Path, shape: tuple[int, ...], batch: int) -> Callable[[], 
     return lambda: run(x)
 
 
-def convert_prefix(
-    bundle: Any, layers: list[dict[str, Any]], out: Path, tf_python: str
-) -> None:
+def convert_prefix(bundle: Any, layers: list[dict[str, Any]], out: Path, tf_python: str) -> None:
     """Full-integer TFLite model of a prefix (bundle FP weights, random closing linear)."""
     from bench import anchor_litert
 
@@ -195,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             us = {k: 1e6 / v["cpu_best"] for k, v in rates.items()}
             result[path.name] = {"us_per_sample": us, "timing": info}
             for nb in range(blocks + 1):
-                row = [us[f"{rt}/p{nb}/b{b}"] for b in (1, 64) for rt in ("engine", "litert")]
+                keys = [(rt, b) for b in (1, 64) for rt in ("engine", "litert")]
+                row = [us[f"{rt}/p{nb}/b{b}"] for rt, b in keys]
                 if nb:
-                    prev = [us[f"{rt}/p{nb - 1}/b{b}"] for b in (1, 64) for rt in ("engine", "litert")]
+                    prev = [us[f"{rt}/p{nb - 1}/b{b}"] for rt, b in keys]
                     diff = [f"{a - p:.2f}" for a, p in zip(row, prev, strict=True)]
                 else:
                     diff = ["(input, gap, linear, call)"] + [""] * 3

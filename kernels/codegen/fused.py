@@ -6,17 +6,18 @@
         bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n, n2, premax, out) -> None
 
 that branches (one LLVM ``switch``) to the variant for ``bits`` (2, 3, 4, 8), ``rows``
-(8, 4, 1) and ``blocks`` (1, 2; other combinations do nothing) and computes the int32 sums of ``rows`` activation rows by ``blocks`` (1 or 2) blocks of
-16 output channels exactly as :func:`kernels.codegen.microkernel.tile_kernel` does, then,
-without leaving registers, requantizes them with the parameters of channels ``c0 ..``
-(loaded and widened once per tile, not once per row: :mod:`kernels.codegen.epilogue`) and
-stores row ``r < valid`` to its target ``g = tgt[t0 + r]`` (:func:`kernels.codegen.store._targets`;
-``g < 0``: dropped): block ``c``'s codes go to ``out[(g >> 1) + o0 + 16 c:]``, its first
-``n`` (block 0) or ``n2`` (block 1) lanes, stored if ``g & 1`` (first position of a
-pooling window) and max-ed with the code there otherwise. Max-pooling the codes is exact
-for any sums: requantization is monotone in the int32 value it is given. With ``premax``
-(the layer's sums never wrap) two rows bound for one pooling cell are max-ed as int32
-sums and requantized once.
+(8, 4, 1) and ``blocks`` (1, 2; other combinations do nothing) and computes the int32
+sums of ``rows`` activation rows by ``blocks`` blocks of 16 output channels exactly as
+:func:`kernels.codegen.microkernel.tile_kernel` does. Then, without leaving registers, it
+requantizes them with the parameters of channels ``c0 ..`` (loaded and widened once per
+tile, not once per row: :mod:`kernels.codegen.epilogue`) and stores row ``r < valid`` to
+its target ``g = tgt[t0 + r]`` (:func:`kernels.codegen.store._targets`; ``g < 0``:
+dropped): block ``c``'s codes go to ``out[(g >> 1) + o0 + 16 c:]``, its first ``n``
+(block 0) or ``n2`` (block 1) lanes, stored if ``g & 1`` (first position of a pooling
+window) and max-ed with the code there otherwise. Max-pooling the codes is exact for any
+sums: requantization is monotone in the int32 value it is given. With ``premax`` (the
+layer's sums never wrap) two rows bound for one pooling cell are max-ed as int32 sums and
+requantized once.
 """
 
 from __future__ import annotations
@@ -36,9 +37,33 @@ _I64 = ir.IntType(64)
 _ROWS = (8, 4, 1)
 #: argument names in order; arrays with their element types, the rest are integers
 _NAMES = (
-    "bits rows blocks a a_off a_stride a_last w w_off nchunks w_step bias m0 shift c0 zo "
-    "lo hi tgt t0 valid o0 n n2 premax out"
-).split()
+    "bits",
+    "rows",
+    "blocks",
+    "a",
+    "a_off",
+    "a_stride",
+    "a_last",
+    "w",
+    "w_off",
+    "nchunks",
+    "w_step",
+    "bias",
+    "m0",
+    "shift",
+    "c0",
+    "zo",
+    "lo",
+    "hi",
+    "tgt",
+    "t0",
+    "valid",
+    "o0",
+    "n",
+    "n2",
+    "premax",
+    "out",
+)
 _ARRAYS = {
     "a": types.uint8,
     "w": types.uint8,
@@ -222,8 +247,9 @@ def tile_requant_kernel(isa: str = ACTIVE_ISA) -> Any:
         premax: Any,
         out: Any,
     ) -> Any:
-        sig_args = (bits, rows, blocks, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step)
-        sig_args += (bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n, n2, premax, out)
+        sig_args: tuple[Any, ...] = (bits, rows, blocks, a, a_off, a_stride, a_last, w, w_off)
+        sig_args += (nchunks, w_step, bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n)
+        sig_args += (n2, premax, out)
         for name, t in zip(_NAMES, sig_args, strict=True):
             if name in _ARRAYS:
                 if not (isinstance(t, types.Array) and t.ndim == 1 and t.dtype == _ARRAYS[name]):

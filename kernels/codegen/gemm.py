@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.codegen.fused import tile_requant_kernel
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.jit import inline_kernel, kernel
-from kernels.codegen.fused import tile_requant_kernel
 from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
 from kernels.codegen.store import _store, _targets
 from kernels.plan.layout import CHUNK
