@@ -24,11 +24,12 @@ class EngineState:
     weights: Weights
     version: str
     codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
-    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
+    parts: tuple[Any, ...] = field(init=False)  # the model's arrays (abi.MODEL_PARTS)
+    args: tuple[Any, ...] = field(init=False)  # run_program's model argument: parts packed
 
     def __post_init__(self) -> None:
         m, w = self.model, self.weights
-        args = (
+        parts = (
             m.ops,
             m.tens,
             w.ltab,
@@ -44,8 +45,9 @@ class EngineState:
             m.act_hi,
             m.sizes,
         )
-        abi.check(args)  # compiled kernels would misread other types
-        object.__setattr__(self, "args", args)
+        # checked, then packed: compiled kernels would misread other types
+        object.__setattr__(self, "parts", parts)
+        object.__setattr__(self, "args", (abi.pack(parts),))
 
 
 def layer_params(quant: QuantModel) -> list[LayerParams]:
