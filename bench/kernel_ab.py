@@ -6,10 +6,9 @@
 ``python -c "from kernels.build import aot; from pathlib import Path;
 aot.build(Path('/tmp/old'))"``); the new one is built here from the current sources unless
 ``--new`` names one. Both are loaded as files (the loader's staleness check would refuse
-the old one), run the same model at batch 1 and 64 (a build from before the packed model
-argument, :func:`kernels.plan.abi.pack`, gets the unpacked parts; both must have the
-workspace argument), must give the same logits bit for bit, and are timed by thread CPU
-time, interleaved (best and median of 7).
+the old one), run the same model arguments at batch 1 and 64 (so both must take the
+current ones: builds that have the workspace argument), must give the same logits bit
+for bit, and are timed by thread CPU time, interleaved (best and median of 7).
 """
 
 from __future__ import annotations
@@ -78,12 +77,6 @@ def main(argv: list[str] | None = None) -> int:
                     fn = functools.partial(
                         mod.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work
                     )
-                    try:
-                        fn()
-                    except TypeError:  # a build from before the packed model argument
-                        fn = functools.partial(
-                            mod.run_program, xs, *st.parts, out, _NO_TRACE, _NO_TRACE_AT, work
-                        )
                     cases[f"{name}/b{n}"] = (fn, n)
             rates, info = interleaved(cases, args.seconds, reps=7)
             for n in (1, 64):

@@ -62,7 +62,7 @@ def engine_case(bundle: Any, layers: list[dict[str, Any]], kernels: Any, batch: 
     """A call of the compiled program of ``layers`` at ``batch`` (8-bit bundle codes)."""
     from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT
     from edge_agent.engine.state import layer_params
-    from kernels.plan import abi, program
+    from kernels.plan import program
     from kernels.plan.model import LayerParams
     from kernels.plan.tables import W_BYTES
 
@@ -93,24 +93,20 @@ def engine_case(bundle: Any, layers: list[dict[str, Any]], kernels: Any, batch: 
         act_offset=kernels.act_offset,
     )
     args = (
-        abi.pack(
-            (
-                model.ops,
-                model.tens,
-                w.ltab,
-                w.panel,
-                w.bias,
-                w.m0,
-                w.shift,
-                w.out_mult,
-                model.mean,
-                model.std,
-                model.in_scale,
-                model.in_zp,
-                model.act_hi,
-                model.sizes,
-            )
-        ),
+        model.ops,
+        model.tens,
+        w.ltab,
+        w.panel,
+        w.bias,
+        w.m0,
+        w.shift,
+        w.out_mult,
+        model.mean,
+        model.std,
+        model.in_scale,
+        model.in_zp,
+        model.act_hi,
+        model.sizes,
     )
     x = rng.normal(size=(batch, int(np.prod(bundle.input_shape)))).astype(np.float32)
     out = np.empty((batch, o), np.float32)

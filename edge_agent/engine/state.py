@@ -24,12 +24,11 @@ class EngineState:
     weights: Weights
     version: str
     codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
-    parts: tuple[Any, ...] = field(init=False)  # the model's arrays (abi.MODEL_PARTS)
-    args: tuple[Any, ...] = field(init=False)  # run_program's model argument: parts packed
+    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
 
     def __post_init__(self) -> None:
         m, w = self.model, self.weights
-        parts = (
+        args = (
             m.ops,
             m.tens,
             w.ltab,
@@ -45,9 +44,8 @@ class EngineState:
             m.act_hi,
             m.sizes,
         )
-        # checked, then packed: compiled kernels would misread other types
-        object.__setattr__(self, "parts", parts)
-        object.__setattr__(self, "args", (abi.pack(parts),))
+        abi.check(args)  # compiled kernels would misread other types
+        object.__setattr__(self, "args", args)
 
 
 def layer_params(quant: QuantModel) -> list[LayerParams]:

@@ -16,7 +16,6 @@ from kernels.codegen.gemm import gemm_rows
 from kernels.codegen.jit import kernel
 from kernels.codegen.linear import linear_i32
 from kernels.codegen.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
-from kernels.plan.abi import HEADER
 from kernels.plan.tables import (
     F_IN,
     F_KH,
@@ -39,17 +38,14 @@ from kernels.plan.tables import (
     L_OUTZP,
     L_P0,
     L_WOFF,
-    LAYER_FIELDS,
     OP_AVGPOOL,
     OP_CONV_DIRECT,
     OP_CONV_IM2COL,
-    OP_FIELDS,
     OP_GAP,
     OP_LINEAR_I32,
     OP_MAXPOOL,
     S_CHUNK,
     T_C,
-    T_FIELDS,
     T_FILL,
     T_H,
     T_PH,
@@ -81,14 +77,26 @@ def _non_finite(bits: np.ndarray) -> bool:
 @kernel
 def run_program(
     x: np.ndarray,
-    model: np.ndarray,
+    ops: np.ndarray,
+    tens: np.ndarray,
+    ltab: np.ndarray,
+    panel: np.ndarray,
+    bias: np.ndarray,
+    m0: np.ndarray,
+    shift: np.ndarray,
+    out_mult: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    in_scale: np.float32,
+    in_zp: int,
+    hi: int,
+    sizes: np.ndarray,
     logits: np.ndarray,
     trace: np.ndarray,
     trace_at: np.ndarray,
     work: np.ndarray,
 ) -> int:
-    """Run the packed ``model`` (:func:`kernels.plan.abi.pack`) on float samples ``x``
-    (N, features); write ``logits`` (N, classes).
+    """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
 
     Returns the number of samples holding a NaN or an infinity (their logits are
     meaningless; the caller rejects the batch). ``work`` is uint8 scratch of at least
@@ -98,24 +106,6 @@ def run_program(
     activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
     :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
     """
-    hdr = model[: HEADER * 8].view(np.int64)
-    ops = model[hdr[0] : hdr[1]].view(np.int64)
-    ops = ops.reshape(ops.shape[0] // OP_FIELDS, OP_FIELDS)
-    tens = model[hdr[2] : hdr[3]].view(np.int64)
-    tens = tens.reshape(tens.shape[0] // T_FIELDS, T_FIELDS)
-    ltab = model[hdr[4] : hdr[5]].view(np.int64)
-    ltab = ltab.reshape(ltab.shape[0] // LAYER_FIELDS, LAYER_FIELDS)
-    panel = model[hdr[6] : hdr[7]]
-    bias = model[hdr[8] : hdr[9]].view(np.int32)
-    m0 = model[hdr[10] : hdr[11]].view(np.int32)
-    shift = model[hdr[12] : hdr[13]].view(np.int32)
-    out_mult = model[hdr[14] : hdr[15]].view(np.float32)
-    mean = model[hdr[16] : hdr[17]].view(np.float32)
-    std = model[hdr[18] : hdr[19]].view(np.float32)
-    sizes = model[hdr[20] : hdr[21]].view(np.int64)
-    in_scale = model[22 * 8 : 22 * 8 + 4].view(np.float32)[0]  # low half: float32 bits
-    in_zp = hdr[23]
-    hi = hdr[24]
     n_all = x.shape[0]
     bad = 0
     xbits = x.view(np.int32)

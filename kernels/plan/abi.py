@@ -3,8 +3,7 @@
 :func:`kernels.codegen.runner.run_program` is compiled ahead of time for exactly these types
 (:mod:`kernels.build.aot`). A compiled module does not check what it is given: an array of
 another dtype or layout is read as if it had the compiled one. :func:`check` is the
-guard, run on a model's arrays whenever the engine makes a new state; :func:`pack` then
-lays them out in the one array the kernel takes.
+guard, run on a model's arrays whenever the engine makes a new state.
 """
 
 from __future__ import annotations
@@ -35,9 +34,8 @@ def _arg(name: str, dtype: type, ndim: int) -> Arg:
     return Arg(name, np.dtype(dtype), ndim)
 
 
-#: what a model fixes, in this order (:class:`edge_agent.engine.state.EngineState` keeps
-#: them): checked by :func:`check`, then packed into one array by :func:`pack`
-MODEL_PARTS = (
+RUN_PROGRAM = (
+    _arg("x", np.float32, 2),
     _arg("ops", np.int64, 2),
     _arg("tens", np.int64, 2),
     _arg("ltab", np.int64, 2),
@@ -52,10 +50,6 @@ MODEL_PARTS = (
     _arg("in_zp", np.int64, 0),
     _arg("hi", np.int64, 0),
     _arg("sizes", np.int64, 1),
-)
-RUN_PROGRAM = (
-    _arg("x", np.float32, 2),
-    _arg("model", np.uint8, 1),
     _arg("logits", np.float32, 2),
     _arg("trace", np.uint8, 1),
     _arg("trace_at", np.int64, 1),
@@ -63,38 +57,6 @@ RUN_PROGRAM = (
 )
 #: the arguments a model fixes: all but the samples (first), logits, trace and workspace
 MODEL_ARGS = RUN_PROGRAM[1:-4]
-#: int64 entries at the start of a packed model: (start, end) byte offsets of its arrays in
-#: MODEL_PARTS order, then the bits of in_scale (as float32), in_zp and hi
-HEADER = 32
-_ALIGN = 64
-
-
-def pack(values: Sequence[object]) -> np.ndarray:
-    """The model's parts (:data:`MODEL_PARTS`, checked here) as one uint8 array.
-
-    One array instead of fourteen arguments: the compiled module's wrapper converts each
-    array argument on every call (an allocation and two atomic reference counts), which
-    was a sixth of a batch-1 call.
-    """
-    check(values, MODEL_PARTS)
-    arrays = [np.asarray(v) for v, a in zip(values, MODEL_PARTS, strict=True) if a.ndim]
-    header = np.zeros(HEADER, np.int64)
-    offset = HEADER * 8
-    spans = []
-    for i, arr in enumerate(arrays):
-        spans.append((offset, offset + arr.nbytes))
-        header[2 * i : 2 * i + 2] = spans[-1]
-        offset = -(-(offset + arr.nbytes) // _ALIGN) * _ALIGN
-    scalars = {a.name: v for v, a in zip(values, MODEL_PARTS, strict=True) if not a.ndim}
-    n = 2 * len(arrays)
-    header[n] = int(np.float32(scalars["in_scale"]).view(np.int32))  # type: ignore[arg-type]
-    header[n + 1] = int(scalars["in_zp"])  # type: ignore[call-overload]
-    header[n + 2] = int(scalars["hi"])  # type: ignore[call-overload]
-    out = np.zeros(offset, np.uint8)
-    out[: HEADER * 8] = header.view(np.uint8)
-    for (start, end), arr in zip(spans, arrays, strict=True):
-        out[start:end] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    return out
 
 
 def pycc_signature(args: Sequence[Arg] = RUN_PROGRAM) -> str:
@@ -103,7 +65,7 @@ def pycc_signature(args: Sequence[Arg] = RUN_PROGRAM) -> str:
     return f"i8({', '.join(a.pycc_type() for a in args)})"
 
 
-def check(values: Sequence[object], args: Sequence[Arg] = MODEL_PARTS) -> None:
+def check(values: Sequence[object], args: Sequence[Arg] = MODEL_ARGS) -> None:
     """Raise TypeError unless ``values`` have exactly the types of ``args``."""
     if len(values) != len(args):
         raise TypeError(f"{len(values)} arguments for {len(args)}")
