@@ -117,7 +117,8 @@ def _fused_gemm(
     m0s = rng.integers(2**30, 2**31, out_ch).astype(np.int32)
     shifts = rng.integers(36, 44, out_ch).astype(np.int32)
     pad = -(-out_ch // 16) * 16 + 16  # parameters padded to whole blocks, as planned
-    fold = bias - (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
+    # the kernel sums (x - offset) * q (signed activations on sdot): the bias adds it back
+    fold = bias + (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
     params = [np.zeros(pad, np.int32) for _ in range(3)]
     for p, v in zip(params, (fold, m0s, shifts), strict=True):
         p[:out_ch] = v
