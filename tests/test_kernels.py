@@ -19,7 +19,20 @@ from kernels.codegen.ops import quantize_input
 from kernels.plan import layout
 from kernels.plan.fixedpoint import quantize_multiplier, requantize_reference
 from kernels.plan.packing import qrange
-from kernels.plan.tables import I32_SCRATCH, PANEL_ROWS
+from kernels.plan.tables import (
+    I32_SCRATCH,
+    M_OW,
+    M_P,
+    M_PKH,
+    M_PKW,
+    M_POH,
+    M_POW,
+    M_PREMAX,
+    M_R,
+    M_SS,
+    M_WP,
+    PANEL_ROWS,
+)
 from kernels.plan.targets import act_offset
 
 
@@ -87,6 +100,91 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
     )
     want = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
     np.testing.assert_array_equal(logits.reshape(rows, out_ch), want.astype(np.float32))
+
+
+def _fused_gemm(
+    bits: int, rows: int, out_ch: int, pool: int, premax: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A hidden layer's GEMM of random operands whose rows max-pool by ``pool`` (1: none)
+    into a 1-D output; (what the kernel stored with 16 bytes of slack, the reference)."""
+    rng = np.random.default_rng(bits * 1000 + rows * 10 + out_ch + pool)
+    k = 61
+    lo_q, hi_q = qrange(bits)
+    q = rng.integers(lo_q, hi_q + 1, (out_ch, k)).astype(np.int8)
+    kp = layout.padded_k(k, bits)
+    a = rng.integers(0, 256, rows * kp + 64).astype(np.uint8)
+    bias = rng.integers(-5000, 5000, out_ch).astype(np.int32)
+    m0s = rng.integers(2**30, 2**31, out_ch).astype(np.int32)
+    shifts = rng.integers(36, 44, out_ch).astype(np.int32)
+    pad = -(-out_ch // 16) * 16 + 16  # parameters padded to whole blocks, as planned
+    # the kernel sums (x - offset) * q (signed activations on sdot): the bias adds it back
+    fold = bias + (act_offset(ACTIVE_ISA) * q.astype(np.int32).sum(axis=1)).astype(np.int32)
+    params = [np.zeros(pad, np.int32) for _ in range(3)]
+    for p, v in zip(params, (fold, m0s, shifts), strict=True):
+        p[:out_ch] = v
+    cells = rows // pool
+    emap = identity_map(out_ch)
+    if pool > 1:  # one sample of `rows` positions in a row, pooled into `cells` cells
+        emap[[M_R, M_P, M_OW, M_POW, M_WP]] = [rows, rows, rows, cells, cells]
+        emap[[M_POH, M_PKH, M_PKW, M_SS]] = [1, 1, pool, cells * out_ch]
+        emap[M_PREMAX] = int(premax)
+    zo, lo, hi = 7, 7, 255
+    n_out = rows * out_ch if pool == 1 else cells * out_ch
+    out = np.full(n_out + 16, 3, np.uint8)
+    gemm_rows(
+        a,
+        kp,
+        rows,
+        layout.to_panel(q, bits),
+        0,
+        bits,
+        k,
+        out_ch,
+        params[0],
+        params[1],
+        params[2],
+        np.ones(pad, np.float32),
+        0,
+        zo,
+        lo,
+        hi,
+        False,
+        emap,
+        out,
+        np.empty(1, np.float32),
+        np.empty(I32_SCRATCH, np.int32),
+        np.empty(8 + PANEL_ROWS, np.int64),
+    )
+    acc = a[: rows * kp].reshape(rows, kp)[:, :k].astype(np.int64) @ q.astype(np.int64).T
+    v = (acc + bias).astype(np.int32)
+    want = np.clip(zo + requantize_reference(v, m0s, shifts), lo, hi)
+    if pool > 1:
+        want = want[: cells * pool].reshape(cells, pool, out_ch).max(axis=1)
+    return out, want.reshape(-1)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("rows", [1, 3, 6, 13, 70])
+@pytest.mark.parametrize("out_ch", [5, 37, 64])
+def test_fused_requantizing_gemm_equals_reference(bits: int, rows: int, out_ch: int) -> None:
+    """Hidden-layer GEMM (micro-kernel, requantization and store fused in registers) on
+    every row-tile and block combination against int64 sums and the reference rounding."""
+    out, want = _fused_gemm(bits, rows, out_ch, 1, False)
+    np.testing.assert_array_equal(out[: want.size], want)
+    np.testing.assert_array_equal(out[want.size :], 3)  # nothing written past the end
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("rows", [2, 7, 13, 70, 131])
+@pytest.mark.parametrize("pool", [2, 3])
+@pytest.mark.parametrize("premax", [False, True])
+def test_fused_gemm_max_pools_rows_exactly(bits: int, rows: int, pool: int, premax: bool) -> None:
+    """Fused max pooling, with ``premax`` (pairs of rows in one cell requantized once, as
+    their int32 max) and without, equals requantize-then-pool; a last partial window and
+    rows past the pooled cells are dropped."""
+    out, want = _fused_gemm(bits, rows, 37, pool, premax)
+    np.testing.assert_array_equal(out[: want.size], want)
+    np.testing.assert_array_equal(out[want.size :], 3)
 
 
 @numba.njit

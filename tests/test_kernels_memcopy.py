@@ -9,12 +9,29 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils
 
-from kernels.codegen.memcopy import copy_bytes
+from kernels.codegen.memcopy import copy_blocks, copy_bytes
 
 
 @numba.njit
 def _copy(dst: np.ndarray, d: int, src: np.ndarray, s: int, n: int) -> None:
     copy_bytes(dst, d, src, s, n)
+
+
+@numba.njit
+def _copy_blocks(dst: np.ndarray, d: int, src: np.ndarray, s: int, n: int) -> None:
+    copy_blocks(dst, d, src, s, n)
+
+
+def test_copy_blocks_copies_whole_blocks_and_nothing_more() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 256, 400).astype(np.uint8)
+    for n in (0, 1, 3, 63, 64, 65, 96, 128, 130):
+        s, d = int(rng.integers(0, 200)), int(rng.integers(0, 50))
+        got = np.zeros(300, np.uint8)
+        _copy_blocks(got, d, src, s, n)
+        m = -(-n // 64) * 64  # whole blocks
+        np.testing.assert_array_equal(got[d : d + m], src[s : s + m])
+        assert not got[:d].any() and not got[d + m :].any(), n
 
 
 def test_copy_bytes_equals_slice_assignment() -> None:

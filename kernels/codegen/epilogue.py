@@ -24,7 +24,7 @@ Numba's loop over at most 16 lanes did not vectorize and cost more than the dot 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from llvmlite import ir
 from numba import types
@@ -77,20 +77,48 @@ def _rows_max(builder: ir.IRBuilder, acc: ir.Value, off: ir.Value, rows: ir.Valu
     return out
 
 
-def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
-    ptrs = {i: context.make_array(sig.args[i])(context, builder, args[i]).data for i in _ARRAYS}
-    acc_off, rows, c0, zo, lo, hi, d, n, first = (
-        context.cast(builder, args[i], sig.args[i], types.int64) for i in _INTS
-    )
-    a = _rows_max(builder, ptrs[0], acc_off, rows)
-    v = builder.add(a, _load(builder, ptrs[3], c0, _V16I32))
-    m0 = builder.sext(_load(builder, ptrs[4], c0, _V16I32), _V16I64)
-    shift = builder.sext(_load(builder, ptrs[5], c0, _V16I32), _V16I64)
-    p = builder.mul(builder.sext(v, _V16I64), m0)
+class Requant(NamedTuple):
+    """Per-channel requantization parameters of 16 lanes, loaded and widened once."""
+
+    bias: ir.Value  # <16 x i32>
+    m0: ir.Value  # <16 x i64>
+    shift: ir.Value  # <16 x i64>
+    half: ir.Value  # <16 x i64>, 2^(shift - 1)
+    lo: ir.Value  # <16 x i32>, lo - zo
+    hi: ir.Value  # <16 x i32>, hi - zo
+    zo: ir.Value  # <16 x i32>
+
+
+def load_params(
+    builder: ir.IRBuilder,
+    bias: ir.Value,
+    m0: ir.Value,
+    shift: ir.Value,
+    c0: ir.Value,
+    zo: ir.Value,
+    lo: ir.Value,
+    hi: ir.Value,
+) -> Requant:
+    """The parameters of channels ``c0 .. c0 + 15`` (int32 pointers, i64 scalars)."""
+    sh = builder.sext(_load(builder, shift, c0, _V16I32), _V16I64)
     one = ir.Constant(_V16I64, [1] * _LANES)
-    half = builder.shl(one, builder.sub(shift, one))
+    return Requant(
+        bias=_load(builder, bias, c0, _V16I32),
+        m0=builder.sext(_load(builder, m0, c0, _V16I32), _V16I64),
+        shift=sh,
+        half=builder.shl(one, builder.sub(sh, one)),
+        lo=_splat(builder, builder.trunc(builder.sub(lo, zo), _I32), _V16I32),
+        hi=_splat(builder, builder.trunc(builder.sub(hi, zo), _I32), _V16I32),
+        zo=_splat(builder, builder.trunc(zo, _I32), _V16I32),
+    )
+
+
+def requant_codes(builder: ir.IRBuilder, a: ir.Value, prm: Requant) -> ir.Value:
+    """The codes (<16 x i8>) of int32 sums ``a`` (the module docstring's arithmetic)."""
+    v = builder.add(a, prm.bias)
+    p = builder.mul(builder.sext(v, _V16I64), prm.m0)
     sign = builder.ashr(p, ir.Constant(_V16I64, [63] * _LANES))  # -1 where p < 0, else 0
-    r = builder.ashr(builder.add(builder.add(p, half), sign), shift)
+    r = builder.ashr(builder.add(builder.add(p, prm.half), sign), prm.shift)
     # the one narrowing: saturate to int32 (vpmovsqd), then clamp, add and pack 16 int32
     # lanes (clamping r to [lo - zo, hi - zo] first: zo + r could wrap int32)
     i32_lo = ir.Constant(_V16I64, [-(2**31)] * _LANES)
@@ -98,20 +126,39 @@ def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
     r = builder.select(builder.icmp_signed("<", r, i32_lo), i32_lo, r)
     r = builder.select(builder.icmp_signed(">", r, i32_hi), i32_hi, r)
     r32 = builder.trunc(r, _V16I32)
-    lo_v = _splat(builder, builder.trunc(builder.sub(lo, zo), _I32), _V16I32)
-    hi_v = _splat(builder, builder.trunc(builder.sub(hi, zo), _I32), _V16I32)
-    r32 = builder.select(builder.icmp_signed("<", r32, lo_v), lo_v, r32)
-    r32 = builder.select(builder.icmp_signed(">", r32, hi_v), hi_v, r32)
-    zo32 = _splat(builder, builder.trunc(zo, _I32), _V16I32)
-    y8 = builder.trunc(builder.add(r32, zo32), _V16I8)
-    old = _load(builder, ptrs[10], d, _V16I8)
-    pooled = builder.select(builder.icmp_unsigned(">", y8, old), y8, old)
-    is_first = builder.icmp_signed("!=", first, ir.Constant(_I64, 0))
-    res = builder.select(is_first, y8, pooled)
+    r32 = builder.select(builder.icmp_signed("<", r32, prm.lo), prm.lo, r32)
+    r32 = builder.select(builder.icmp_signed(">", r32, prm.hi), prm.hi, r32)
+    return builder.trunc(builder.add(r32, prm.zo), _V16I8)
+
+
+def lane_mask(builder: ir.IRBuilder, n: ir.Value) -> ir.Value:
+    """<16 x i1>: lanes below ``n`` (i64)."""
     lanes = ir.Constant(_V16I64, list(range(_LANES)))
-    mask = builder.icmp_signed("<", lanes, _splat(builder, n, _V16I64))
-    ptr = builder.bitcast(builder.gep(ptrs[10], [d]), _V16I8.as_pointer())
+    return builder.icmp_signed("<", lanes, _splat(builder, n, _V16I64))
+
+
+def put_codes(
+    builder: ir.IRBuilder, out: ir.Value, d: ir.Value, y8: ir.Value, first: ir.Value, mask: ir.Value
+) -> None:
+    """Store ``y8`` at ``out[d:]`` (or its max with what is there unless ``first``, an
+    i1: fused max pooling), lanes outside ``mask`` written back unchanged."""
+    old = _load(builder, out, d, _V16I8)
+    pooled = builder.select(builder.icmp_unsigned(">", y8, old), y8, old)
+    res = builder.select(first, y8, pooled)
+    ptr = builder.bitcast(builder.gep(out, [d]), _V16I8.as_pointer())
     builder.store(builder.select(mask, res, old), ptr, align=1)
+
+
+def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
+    ptrs = {i: context.make_array(sig.args[i])(context, builder, args[i]).data for i in _ARRAYS}
+    acc_off, rows, c0, zo, lo, hi, d, n, first = (
+        context.cast(builder, args[i], sig.args[i], types.int64) for i in _INTS
+    )
+    a = _rows_max(builder, ptrs[0], acc_off, rows)
+    prm = load_params(builder, ptrs[3], ptrs[4], ptrs[5], c0, zo, lo, hi)
+    y8 = requant_codes(builder, a, prm)
+    is_first = builder.icmp_signed("!=", first, ir.Constant(_I64, 0))
+    put_codes(builder, ptrs[10], d, y8, is_first, lane_mask(builder, n))
 
 
 def _typer(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.codegen.fused import tile_requant_kernel
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.jit import inline_kernel, kernel
 from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
@@ -42,6 +43,7 @@ mw8, mw4, mw3, mw2 = (
     tile_kernel_wide(3, 8),
     tile_kernel_wide(2, 8),
 )
+mkq = tile_requant_kernel()
 CHUNK_BYTES = np.array(
     [0, 0, CHUNK[2][1], CHUNK[3][1], CHUNK[4][1], 0, 0, 0, CHUNK[8][1]], dtype=np.int64
 )
@@ -165,6 +167,54 @@ def gemm_rows(
     st[:] = 0
     tgt = scratch[8 : 8 + PANEL_ROWS]
     wacc = acc  # two blocks of a wide tile; one block's tiles use its first 128
+    if not last:  # hidden layer: tiles requantize and store in registers
+        step = nchunks * cb
+        for m0_ in range(0, rows_total, PANEL_ROWS):
+            m1 = min(rows_total, m0_ + PANEL_ROWS)
+            _targets(emap, last, out_ch, m1 - m0_, st, tgt)
+            b = 0
+            while b < nblocks:
+                o0 = b * 16
+                n = min(out_ch, o0 + 16) - o0
+                blocks = 2 if WIDE and b + 1 < nblocks else 1
+                n2 = min(out_ch, o0 + 32) - o0 - 16 if blocks == 2 else 0
+                full = 5 if blocks == 2 else 8  # fewest valid rows worth an 8-row tile
+                m = m0_
+                while m < m1:
+                    rem = m1 - m
+                    rows = 8 if rem >= full else (4 if rem >= 3 else 1)
+                    valid = min(rows, rem)
+                    mkq(
+                        bits,
+                        rows,
+                        blocks,
+                        a,
+                        m * a_stride,
+                        a_stride,
+                        valid - 1,
+                        w,
+                        w_off + b * step,
+                        nchunks,
+                        step,
+                        bias,
+                        m0,
+                        shift,
+                        p0 + o0,
+                        zo,
+                        lo,
+                        hi,
+                        tgt,
+                        m - m0_,
+                        valid,
+                        o0,
+                        n,
+                        n2,
+                        emap[M_PREMAX],
+                        out,
+                    )
+                    m += valid
+                b += blocks
+        return
     premax = emap[M_PREMAX] != 0
     for m0_ in range(0, rows_total, PANEL_ROWS):
         m1 = min(rows_total, m0_ + PANEL_ROWS)

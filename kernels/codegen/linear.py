@@ -80,9 +80,15 @@ def linear_i32(
     for b in range((out_ch + 15) // 16):
         o0 = b * 16
         o1 = min(out_ch, o0 + 16)
-        for o in range(o0, o1):
-            for j in range(k):
-                q[(o - o0) * k + j] = np.int64(panel_code(w, w_off, bits, k, o, j))
+        if bits == 8:  # one byte per code, at 4 * (o % 16) + j % 4 of chunk j // 4
+            for o in range(o0, o1):
+                row = w_off + b * ((k + 3) // 4) * 64 + 4 * (o - o0)
+                for j in range(k):
+                    q[(o - o0) * k + j] = np.int64(w[row + (j >> 2) * 64 + (j & 3)]) - 128
+        else:
+            for o in range(o0, o1):
+                for j in range(k):
+                    q[(o - o0) * k + j] = np.int64(panel_code(w, w_off, bits, k, o, j))
         for r in range(nb):
             x = s[r * stride : r * stride + k]
             for o in range(o0, o1):

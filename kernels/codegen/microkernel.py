@@ -113,70 +113,88 @@ def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir
     return tiles
 
 
-def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
+def accumulate(
+    builder: ir.IRBuilder,
+    a_ptr: ir.Value,
+    w_ptr: ir.Value,
+    ints: list[ir.Value],
+    bits: int,
+    rows: int,
+    isa: str,
+    blocks: int = 1,
+) -> list[ir.Value]:
+    """Emit the reduction loop; the int32 sums of row ``r``, block ``c`` at ``r + rows * c``.
+
+    ``ints`` are i64 ``a_off, a_stride, a_last, w_off, nchunks`` and, for two blocks,
+    ``w_step``. The builder is left after the loop, the sums in registers.
+    """
     tiles_per_chunk, chunk_bytes = CHUNK[bits]
     dot = _DOT[isa]
     signed = isa in SIGNED_ACTIVATIONS
+    a_off, a_stride, a_last, w_off, nchunks = ints[:5]
+    row_ptrs = []
+    for r in range(rows):
+        below = builder.icmp_signed("<", ir.Constant(_I64, r), a_last)
+        idx = builder.select(below, ir.Constant(_I64, r), a_last)
+        off = builder.add(a_off, builder.mul(idx, a_stride))
+        row_ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
+    w_bases = [builder.gep(w_ptr, [w_off])]
+    if blocks == 2:
+        w_bases.append(builder.gep(w_ptr, [builder.add(w_off, ints[5])]))
 
+    entry = builder.block
+    loop = builder.append_basic_block("mk_loop")
+    done = builder.append_basic_block("mk_done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(ir.Constant(_I64, 0), entry)
+    accs = []  # accumulator of row r and block c at r + rows * c
+    for _ in range(rows * blocks):
+        phi = builder.phi(_V16I32)
+        phi.add_incoming(ir.Constant(_V16I32, None), entry)
+        accs.append(phi)
+    block_tiles = []
+    for w_base in w_bases:
+        chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
+        planes = []
+        for p in range(chunk_bytes // 64):
+            ptr = builder.bitcast(
+                builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]), _V64I8.as_pointer()
+            )
+            planes.append(builder.load(ptr, align=1))
+        block_tiles.append(_unpack(builder, planes, bits))
+    new = list(accs)
+    k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
+    for g in range(tiles_per_chunk):
+        k4 = builder.add(k4_base, ir.Constant(_I64, g))
+        for r in range(rows):
+            word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
+            if signed:
+                word = builder.xor(word, ir.Constant(_I32, 0x80808080))
+            vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
+            xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
+            for c, tiles in enumerate(block_tiles):
+                new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
+    i_next = builder.add(i, ir.Constant(_I64, 1))
+    i.add_incoming(i_next, builder.block)
+    for phi, val in zip(accs, new, strict=True):
+        phi.add_incoming(val, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
+    builder.position_at_end(done)
+    return new
+
+
+def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
         acc_t, a_t, w_t = sig.args[0], sig.args[1], sig.args[5]
         acc_ptr = context.make_array(acc_t)(context, builder, args[0]).data
         a_ptr = context.make_array(a_t)(context, builder, args[1]).data
         w_ptr = context.make_array(w_t)(context, builder, args[5]).data
-        a_off, a_stride, a_last, w_off, nchunks = _int_args(context, builder, sig, args)
-
-        row_ptrs = []
-        for r in range(rows):
-            below = builder.icmp_signed("<", ir.Constant(_I64, r), a_last)
-            idx = builder.select(below, ir.Constant(_I64, r), a_last)
-            off = builder.add(a_off, builder.mul(idx, a_stride))
-            row_ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
-        w_bases = [builder.gep(w_ptr, [w_off])]
+        ints = _int_args(context, builder, sig, args)
         if blocks == 2:
-            w_step = context.cast(builder, args[8], sig.args[8], types.int64)
-            w_bases.append(builder.gep(w_ptr, [builder.add(w_off, w_step)]))
-
-        entry = builder.block
-        loop = builder.append_basic_block("mk_loop")
-        done = builder.append_basic_block("mk_done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        i = builder.phi(_I64)
-        i.add_incoming(ir.Constant(_I64, 0), entry)
-        accs = []  # accumulator of row r and block c at r + rows * c
-        for _ in range(rows * blocks):
-            phi = builder.phi(_V16I32)
-            phi.add_incoming(ir.Constant(_V16I32, None), entry)
-            accs.append(phi)
-        block_tiles = []
-        for w_base in w_bases:
-            chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
-            planes = []
-            for p in range(chunk_bytes // 64):
-                ptr = builder.bitcast(
-                    builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]), _V64I8.as_pointer()
-                )
-                planes.append(builder.load(ptr, align=1))
-            block_tiles.append(_unpack(builder, planes, bits))
-        new = list(accs)
-        k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
-        for g in range(tiles_per_chunk):
-            k4 = builder.add(k4_base, ir.Constant(_I64, g))
-            for r in range(rows):
-                word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
-                if signed:
-                    word = builder.xor(word, ir.Constant(_I32, 0x80808080))
-                vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
-                xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
-                for c, tiles in enumerate(block_tiles):
-                    new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
-        i_next = builder.add(i, ir.Constant(_I64, 1))
-        i.add_incoming(i_next, builder.block)
-        for phi, val in zip(accs, new, strict=True):
-            phi.add_incoming(val, builder.block)
-        builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
-
-        builder.position_at_end(done)
+            ints.append(context.cast(builder, args[8], sig.args[8], types.int64))
+        new = accumulate(builder, a_ptr, w_ptr, ints, bits, rows, isa, blocks)
         out = builder.bitcast(acc_ptr, _V16I32.as_pointer())
         for r in range(rows * blocks):
             builder.store(new[r], builder.gep(out, [ir.Constant(_I64, r)]), align=4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.codegen.jit import kernel
-from kernels.codegen.memcopy import copy_bytes
+from kernels.codegen.memcopy import copy_blocks
 
 
 @kernel
@@ -48,9 +48,12 @@ def quantize_input(
             for j in range(w):
                 v = np.rint(((src[j] - m) / s) / scale) + zf
                 tmp[j] = np.uint8(min(max(v, zero), top))
-            base = ((i + ph) * wp + pw) * c + ch
+            # unsigned indices: numba adds no negative-index wraparound to the strided
+            # stores (it doubled this loop's instructions)
+            base = np.uint64(((i + ph) * wp + pw) * c + ch)
+            step = np.uint64(c)
             for j in range(w):
-                out[base + j * c] = tmp[j]
+                out[base + np.uint64(j) * step] = tmp[j]
 
 
 @kernel
@@ -70,17 +73,20 @@ def im2col(
     """Gather each receptive field of a padded (., wp, c) buffer into a row of ``dst``.
 
     Row ``oh_i * ow + ow_i`` holds the window in ``[kh, kw, c]`` order; bytes past
-    ``kh * kw * c`` are left as they are (they meet zero weights).
+    ``kh * kw * c`` hold whatever was there or copied past a window row (they meet zero
+    weights). Window rows are copied in whole 64-byte blocks, in increasing order (each
+    overwrites the spill of the one before), so ``src`` and ``dst`` need 64 bytes of slack.
     """
     seg = kw * c
-    # copy_bytes, not slice assignments: each slice is an array view with an atomic
+    # copy_blocks, not slice assignments: each slice is an array view with an atomic
     # reference-count pair, which for rows of a few channels cost more than the copy
-    # (over a third of the digits model's time at batch 64)
+    # (over a third of the digits model's time at batch 64); nor copy_bytes, whose
+    # libc memmove call then cost a fifth of it
     for i in range(oh):
         for j in range(ow):
             row = (i * ow + j) * row_len
             for r in range(kh):
-                copy_bytes(dst, row + r * seg, src, ((i * sh + r) * wp + j * sw) * c, seg)
+                copy_blocks(dst, row + r * seg, src, ((i * sh + r) * wp + j * sw) * c, seg)
 
 
 @kernel
