@@ -21,6 +21,7 @@ from edge_agent.calibrate.flip_features import (
 )
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
+    BaseCheck,
     BitFlipCalibrator,
     FlipConfig,
     RoundResult,
@@ -211,8 +212,41 @@ def test_a_round_that_loses_recent_labelled_samples_is_rolled_back(
     kept, result = round_(None)  # without the window the round is kept ...
     assert result.decision.accepted
     assert (kept.predict(ds.X_test)[0] != current).any()  # ... and changes stream predictions
-    engine, result = round_((ds.X_test, current))  # the same round, the stream as it was
+    _engine, result = round_((ds.X_test, current))  # the same round, the stream as it was
     assert not result.decision.accepted
+
+
+def test_a_round_that_loses_training_domain_samples_through_the_router_is_rolled_back(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith("qcore_")}
+    bundle = dataclasses.replace(bundle, extras=extras)
+    ds = load_dataset("basicmotions")
+    y = np.zeros_like(ds.y_train)  # the buffer pulls everything towards class 0
+    routed: list[Engine] = []
+
+    def router(e: Engine) -> Callable[[np.ndarray], np.ndarray]:
+        routed.append(e)
+        return e.predict_logits
+
+    def round_(base: BaseCheck | None) -> tuple[Engine, RoundResult]:
+        engine = Engine(bundle, bits=4)
+        calib = BitFlipCalibrator(bundle, greedy_proposer(), FlipConfig(0.3, iterations=8))
+        return engine, calib.run_round(engine, ds.X_train, y, seed=1, base=base)
+
+    current = Engine(bundle, bits=4).predict(ds.X_test)[0]
+    kept, result = round_(None)
+    assert result.decision.accepted
+    after = kept.predict(ds.X_test)[0]
+    assert (after != current).any()
+    # the training domain's samples labelled as the current model sees them: any change loses
+    engine, result = round_((ds.X_test, current, router))
+    assert not result.decision.accepted and "training-domain anchors" in result.decision.reason
+    assert len(routed) == 2 and routed[0] is engine and routed[1] is not engine
+    # labelled as the candidate sees them: it wins, the round is kept
+    engine, result = round_((ds.X_test, after, router))
+    assert result.decision.accepted
     assert result.decision.reason == "worse on recent labelled samples"
     assert engine.model_version == bundle.model_version and result.flips == 0
 

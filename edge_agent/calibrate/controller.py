@@ -24,13 +24,15 @@ from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
+    BaseCheck,
     BitFlipCalibrator,
     RoundResult,
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
+from edge_agent.calibrate.qcore import EXTRA_X, EXTRA_Y, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.calibrate.routing import DomainRouting, Predictor
 from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine, ModelKey
@@ -272,6 +274,7 @@ class CalibrationController:
                 # after this episode's statistics correction: flips must beat it where
                 # they have not looked (the ladder does not end below its first rung)
                 unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
+                base=self._base_check(),
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
@@ -292,6 +295,23 @@ class CalibrationController:
         if upd is not None:
             self.last.update(new_samples=upd.new, kept_new=upd.kept_new)
         return result
+
+    def _base_check(self) -> BaseCheck | None:
+        """The training domain's own samples (the bundle's QCore anchors, as recorded:
+        in the training input domain) and the routed predictor a flip round is checked
+        through with routing on: the weights are shared by every domain, the round is
+        fitted to the live one (None: routing off or no anchors)."""
+        if self.routing is None or self.routing.bank is None:
+            return None
+        X, y = self.bundle.extras.get(EXTRA_X), self.bundle.extras.get(EXTRA_Y)
+        if X is None or y is None or len(y) == 0:
+            return None
+        bank = self.routing.bank  # not cached per engine: the candidate is a scratch one
+        return (
+            np.asarray(X, np.float32),
+            np.asarray(y, np.int64),
+            lambda e: RoutedPredictor(e, bank).predict_logits,
+        )
 
     def _after_stats(self, job: Job) -> bool:
         """Whether ``job`` belongs to an episode whose statistics correction was kept."""

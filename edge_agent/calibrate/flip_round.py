@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # per layer: action in {-1, 0, +1} (0: not a candidate) and a score to rank candidates
 Proposal = list[tuple[np.ndarray, np.ndarray]]
 Proposer = Callable[[list[np.ndarray]], Proposal]
+# the training domain's labelled samples and what routes an engine's predictions
+# (engine -> logits function) for the routed check of :func:`gate.guard_base`
+BaseCheck = tuple[np.ndarray, np.ndarray, Callable[[Engine], Callable[[np.ndarray], np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ class BitFlipCalibrator:
         labelled: np.ndarray | None = None,
         recent: tuple[np.ndarray, np.ndarray] | None = None,
         unseen: tuple[np.ndarray, np.ndarray] | None = None,
+        base: BaseCheck | None = None,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
@@ -222,7 +226,9 @@ class BitFlipCalibrator:
         be wrong together with the model. ``recent``: the latest labelled stream samples
         (inputs, labels), on which an accepted round may not lose accuracy.
         ``unseen``: labelled stream samples since a drift that are not in ``X``; given,
-        an accepted round must win more of them than it loses (:func:`gate.guard_unseen`)."""
+        an accepted round must win more of them than it loses (:func:`gate.guard_unseen`).
+        ``base``: the training domain's samples, labels and router (domain routing on);
+        an accepted round may not lose more of them than it wins (:func:`gate.guard_base`)."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
@@ -310,6 +316,10 @@ class BitFlipCalibrator:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
             decision = gate.guard_unseen(decision, scored)
+        if decision.accepted and base is not None and len(base[1]):
+            Xb, yb, routed = base
+            cand = self._load(bits, best)
+            decision = gate.guard_base(decision, (routed(engine)(Xb), routed(cand)(Xb), yb))
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = self.bundle.with_codes(bits, best)
