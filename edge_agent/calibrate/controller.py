@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, array_from_record, array_record
-from edge_agent.calibrate import stats_round, stats_rung
+from edge_agent.calibrate import gate, stats_round, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.domains import Domain
 from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
@@ -39,6 +40,8 @@ from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
 
 log = logging.getLogger(__name__)
+# share of a drift window's samples that must belong to a held domain to return to it
+RETURN_SHARE = 0.8
 
 
 def unseen(
@@ -334,6 +337,9 @@ class CalibrationController:
 
     def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
         assert self.train_stats is not None and job.X is not None
+        back = None if self.routing is None else self.routing.returning(job.X, RETURN_SHARE)
+        if back is not None:  # a domain the bank holds: its correction, not a new one
+            return self._return_to(engine, *back, n=len(job.X))
         if self._scratch is None:  # holds every bit-width: the correction covers them all
             self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
         scratch = self._scratch
@@ -358,6 +364,26 @@ class CalibrationController:
             self.calibrator.anchor_X = self._anchors_for(corr)
             self._neighbours = {}
         return result
+
+    def _return_to(self, engine: Engine, domain: Domain, share: float, n: int) -> RoundResult:
+        """Make ``domain`` live again: its correction into every bit-width of ``engine``
+        and the bundle, as a kept statistics round would (counted ``domain_returns``)."""
+        assert self.routing is not None
+        t0 = time.thread_time()
+        corr = domain.params.correction(engine.bits)
+        saved = self._corrected(corr, engine)
+        version = stats_rung.apply(engine, corr, version=saved.model_version)
+        self.routing.returned(domain)
+        self.bundle = self._corrected(corr)
+        self.calibrator.set_bundle(self.bundle)
+        self.calibrator.anchor_X = self._anchors_for(corr)
+        self._neighbours = {}
+        self._count("domain_returns")
+        why = f"{share:.0%} of the window belongs to {domain.name}: its correction again"
+        log.info("statistics round on %d samples: %s", n, why)
+        decision = gate.GateDecision(True, "routing", share, share, n, why)
+        nan = float("nan")
+        return RoundResult(decision, 0, 1, nan, nan, time.thread_time() - t0, version, "stats")
 
     def _gate_predictors(self, engine: Engine, job: Job) -> tuple[Any, Any]:
         """The stats gate's (before, after) logits: routed through the bank without and

@@ -318,8 +318,8 @@ class BitFlipCalibrator:
             decision = gate.guard_unseen(decision, scored)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base
-            cand = self._load(bits, best)
-            decision = gate.guard_base(decision, (routed(engine)(Xb), routed(cand)(Xb), yb))
+            new = self._load(bits, best)
+            decision = gate.guard_base(decision, (routed(engine)(Xb), routed(new)(Xb), yb))
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = self.bundle.with_codes(bits, best)
