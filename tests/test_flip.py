@@ -212,8 +212,10 @@ def test_a_round_that_loses_recent_labelled_samples_is_rolled_back(
     kept, result = round_(None)  # without the window the round is kept ...
     assert result.decision.accepted
     assert (kept.predict(ds.X_test)[0] != current).any()  # ... and changes stream predictions
-    _engine, result = round_((ds.X_test, current))  # the same round, the stream as it was
+    engine, result = round_((ds.X_test, current))  # the same round, the stream as it was
     assert not result.decision.accepted
+    assert result.decision.reason == "worse on recent labelled samples"
+    assert engine.model_version == bundle.model_version and result.flips == 0
 
 
 def test_a_round_that_loses_training_domain_samples_through_the_router_is_rolled_back(
@@ -247,8 +249,6 @@ def test_a_round_that_loses_training_domain_samples_through_the_router_is_rolled
     # labelled as the candidate sees them: it wins, the round is kept
     engine, result = round_((ds.X_test, after, router))
     assert result.decision.accepted
-    assert result.decision.reason == "worse on recent labelled samples"
-    assert engine.model_version == bundle.model_version and result.flips == 0
 
 
 def test_recent_guard_withdraws_only_a_loss_beyond_the_tolerance() -> None:
@@ -418,3 +418,23 @@ def test_random_proposer_is_seeded() -> None:
     feats = [np.zeros((3, 4, len(FEATURES)))]
     a, b = random_proposer(5)(feats), random_proposer(5)(feats)
     np.testing.assert_array_equal(a[0][0], b[0][0])
+
+
+def test_the_training_domain_check_uses_anchors_the_round_does_not_fit(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    calib = BitFlipCalibrator(bundle, greedy_proposer())
+    n = len(calib.anchor_y)
+    assert n >= 4
+    X = calib.anchor_X * 2.0  # the training-domain rows of the same anchors
+    fit, base = calib._base_split((X, calib.anchor_y, lambda e: e.predict_logits), seed=3)
+    assert base is not None
+    check = np.setdiff1d(np.arange(n), fit)
+    assert 0 < len(fit) < n and len(base[1]) == len(check)
+    np.testing.assert_array_equal(base[0], X[check])  # the rows the round never fits
+    np.testing.assert_array_equal(base[1], calib.anchor_y[check])
+    # no check, or one not aligned with the anchors: every anchor fits
+    assert len(calib._base_split(None, 3)[0]) == n
+    fit, same = calib._base_split((X[:2], calib.anchor_y[:2], lambda e: e.predict_logits), 3)
+    assert len(fit) == n and same is not None and len(same[1]) == 2
