@@ -21,6 +21,7 @@ from edge_agent.calibrate.flip_features import (
 )
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
+    BaseCheck,
     BitFlipCalibrator,
     FlipConfig,
     RoundResult,
@@ -217,6 +218,39 @@ def test_a_round_that_loses_recent_labelled_samples_is_rolled_back(
     assert engine.model_version == bundle.model_version and result.flips == 0
 
 
+def test_a_round_that_loses_training_domain_samples_through_the_router_is_rolled_back(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith("qcore_")}
+    bundle = dataclasses.replace(bundle, extras=extras)
+    ds = load_dataset("basicmotions")
+    y = np.zeros_like(ds.y_train)  # the buffer pulls everything towards class 0
+    routed: list[Engine] = []
+
+    def router(e: Engine) -> Callable[[np.ndarray], np.ndarray]:
+        routed.append(e)
+        return e.predict_logits
+
+    def round_(base: BaseCheck | None) -> tuple[Engine, RoundResult]:
+        engine = Engine(bundle, bits=4)
+        calib = BitFlipCalibrator(bundle, greedy_proposer(), FlipConfig(0.3, iterations=8))
+        return engine, calib.run_round(engine, ds.X_train, y, seed=1, base=base)
+
+    current = Engine(bundle, bits=4).predict(ds.X_test)[0]
+    kept, result = round_(None)
+    assert result.decision.accepted
+    after = kept.predict(ds.X_test)[0]
+    assert (after != current).any()
+    # the training domain's samples labelled as the current model sees them: any change loses
+    engine, result = round_((ds.X_test, current, router))
+    assert not result.decision.accepted and "training-domain anchors" in result.decision.reason
+    assert len(routed) == 2 and routed[0] is engine and routed[1] is not engine
+    # labelled as the candidate sees them: it wins, the round is kept
+    engine, result = round_((ds.X_test, after, router))
+    assert result.decision.accepted
+
+
 def test_recent_guard_withdraws_only_a_loss_beyond_the_tolerance() -> None:
     y = np.array([0, 1, 1, 0])
     right = np.eye(2)[y]
@@ -384,3 +418,23 @@ def test_random_proposer_is_seeded() -> None:
     feats = [np.zeros((3, 4, len(FEATURES)))]
     a, b = random_proposer(5)(feats), random_proposer(5)(feats)
     np.testing.assert_array_equal(a[0][0], b[0][0])
+
+
+def test_the_training_domain_check_uses_anchors_the_round_does_not_fit(
+    basicmotions_bundle: Path,
+) -> None:
+    bundle = load_bundle(basicmotions_bundle)
+    calib = BitFlipCalibrator(bundle, greedy_proposer())
+    n = len(calib.anchor_y)
+    assert n >= 4
+    X = calib.anchor_X * 2.0  # the training-domain rows of the same anchors
+    fit, base = calib._base_split((X, calib.anchor_y, lambda e: e.predict_logits), seed=3)
+    assert base is not None
+    check = np.setdiff1d(np.arange(n), fit)
+    assert 0 < len(fit) < n and len(base[1]) == len(check)
+    np.testing.assert_array_equal(base[0], X[check])  # the rows the round never fits
+    np.testing.assert_array_equal(base[1], calib.anchor_y[check])
+    # no check, or one not aligned with the anchors: every anchor fits
+    assert len(calib._base_split(None, 3)[0]) == n
+    fit, same = calib._base_split((X[:2], calib.anchor_y[:2], lambda e: e.predict_logits), 3)
+    assert len(fit) == n and same is not None and len(same[1]) == 2

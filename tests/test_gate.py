@@ -83,3 +83,23 @@ def test_guard_unseen_keeps_only_more_wins_than_losses() -> None:
     assert not d.accepted and "wins 0, loses 0" in d.reason
     refused = gate.decide(0.5, 0.25, 8, "accuracy")
     assert gate.guard_unseen(refused, (now, np.eye(3)[[0, 1, 2, 0]], y)) is refused
+
+
+def test_guard_base_refuses_a_net_loss_on_the_training_domain() -> None:
+    y = np.array([0, 1, 2, 0])
+    now = np.eye(3)[[0, 1, 0, 1]]  # right on samples 0 and 1
+    accepted = gate.decide(0.5, 0.75, 8, "accuracy")
+    cases = {
+        "wins": (np.eye(3)[[0, 1, 2, 1]], True),
+        "tie": (np.eye(3)[[0, 0, 2, 1]], True),  # wins 2, loses 1: no net loss
+        "same": (now, True),  # unlike the unseen guard: the training domain only may not lose
+        "loses": (np.eye(3)[[1, 1, 0, 1]], False),
+    }
+    for name, (new, keep) in cases.items():
+        assert gate.guard_base(accepted, (now, new, y)).accepted == keep, name
+    d = gate.guard_base(accepted, (now, np.eye(3)[[1, 1, 0, 1]], y))
+    assert "wins 0, loses 1 training-domain anchors" in d.reason
+    empty = (np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, np.int64))
+    assert gate.guard_base(accepted, empty) is accepted
+    refused = gate.decide(0.5, 0.25, 8, "accuracy")
+    assert gate.guard_base(refused, (now, np.eye(3)[[0, 1, 2, 0]], y)) is refused

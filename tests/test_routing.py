@@ -40,13 +40,14 @@ def _stream(drift: str, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     return Drift.parse(drift).apply_stream(ds.X_test[order]), ds.y_test[order]
 
 
-def _adapted(bundle: Bundle, bits: int = 4) -> tuple[CalibrationController, Engine]:
-    """A controller (statistics rung alone) after a clean then a gain-drifted stream."""
+def _adapted(bundle: Bundle, bits: int = 4, **cfg: int) -> tuple[CalibrationController, Engine]:
+    """A controller (statistics rung alone, ``cfg``: other knobs) after a clean then a
+    gain-drifted stream."""
     ds = load_dataset("basicmotions")
     X, y = _stream(GAIN)
     X = np.concatenate([ds.X_train, ds.X_train, X])
     y = np.concatenate([ds.y_train, ds.y_train, y])
-    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
+    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0, **cfg))
     eng = Engine(bundle, bits=bits)
     for i in range(len(X)):
         ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)
@@ -188,3 +189,62 @@ def test_route_keys_are_validated_like_the_others() -> None:
         parse_config("[calibration]\nroute_domains = 0\n")
     with pytest.raises(ConfigError, match="route"):
         parse_config('[calibration]\nroute = "yes"\n')
+
+
+def test_a_window_belongs_to_a_held_domain_only_when_it_is_as_likely_as_its_own(
+    bundle: Bundle,
+) -> None:
+    """Argmax alone would send every window somewhere: a new drift must not be taken for
+    a return to the base or to an adapted domain."""
+    ref, stats = DriftReference.from_extras(bundle.extras), sr.statistics_of(bundle)[0]
+    assert ref is not None and stats is not None
+    hidden = sr.hidden_layers(bundle)
+    ds = load_dataset("basicmotions")
+    base = base_domain(bundle, hidden, ref, ds.X_train)
+    assert np.isfinite(base.typical)
+    bank = DomainBank((base,), capacity=3)
+    window = Drift.parse(GAIN).apply_stream(ds.X_train)
+    scratch = Engine(bundle, bits=4, scratch=True)
+    sr.propose(scratch, bundle, stats, window)
+    params = DomainParams.of_engine(scratch, hidden)
+    bank = bank.add(bank.adapted(window, scratch.predict_classes(window), params, 0))
+    home = bank.home(sample_features(ds.X_test), 0.8)  # clean samples never fitted
+    assert home is not None and home[0] == 0 and home[1] >= 0.8, home
+    home = bank.home(sample_features(Drift.parse(GAIN).apply_stream(ds.X_test)), 0.8)
+    assert home is not None and home[0] == 1, home
+    new = sample_features(Drift.parse("offset:1.5@0").apply_stream(ds.X_test))
+    assert bank.home(new, 0.8) is None
+    assert np.isin(bank.route(new), [0, 1]).all()  # ... though argmax sends it to one of them
+    # without a typical likelihood (a bank saved before it was kept) no return
+    unknown = dataclasses.replace(bank, domains=(dataclasses.replace(base, typical=np.nan),))
+    assert unknown.home(sample_features(ds.X_test), 0.8) is None
+    # the typical likelihood survives a save
+    saved = dataclasses.replace(bundle, extras={**bundle.extras, **bank.to_extras(bundle)})
+    again = DomainBank.from_extras(saved, hidden)
+    assert again is not None and [d.typical for d in again.domains] == [
+        d.typical for d in bank.domains
+    ]
+
+
+def test_a_return_to_the_training_domain_makes_it_live_again(bundle: Bundle) -> None:
+    ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
+    assert ctl.routing is not None and ctl.routing.live == "d1"
+    ds = load_dataset("basicmotions")
+    gain, gain_y = _stream(GAIN, 200)  # the drift goes on (the signal's new baseline) ...
+    X = np.concatenate([gain, *[ds.X_test, ds.X_train] * 4])  # ... then back to clean
+    y = np.concatenate([gain_y, *[ds.y_test, ds.y_train] * 4])
+    for i in range(len(X)):
+        ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, 1000 + i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["domain_returns"] == 1, dict(ctl.counts)
+    assert ctl.counts["stats_rounds_kept"] == 2, dict(ctl.counts)  # the return counts as one
+    assert ctl.routing.live == "base" and ctl.stats()["routing"]["live"] == "base"
+    assert [d.name for d in ctl.routing.bank.domains] == ["base", "d1"]  # nothing new
+    plain = Engine(bundle, bits=4)
+    for b in eng.available_bits:  # the training correction at every bit-width
+        np.testing.assert_array_equal(eng.normalization(b)[0], plain.normalization(b)[0])
+        for i in sr.hidden_layers(bundle):
+            np.testing.assert_array_equal(eng.layer_bias(i, b), plain.layer_bias(i, b))
+    np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))
+    assert ctl.last["reason"].endswith("belongs to base: its correction again")

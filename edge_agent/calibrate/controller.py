@@ -19,24 +19,29 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, array_from_record, array_record
-from edge_agent.calibrate import stats_round, stats_rung
+from edge_agent.calibrate import gate, stats_round, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.domains import Domain
 from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
+    BaseCheck,
     BitFlipCalibrator,
     RoundResult,
     greedy_proposer,
     network_proposer,
 )
-from edge_agent.calibrate.qcore import EXTRA_X, QCoreBuffer
+from edge_agent.calibrate.qcore import EXTRA_X, EXTRA_Y, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
+from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.calibrate.routing import DomainRouting, Predictor
 from edge_agent.calibrate.schedule import Job, StreamScheduler
 from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
 
 log = logging.getLogger(__name__)
+# share of a drift window's samples that must belong to a held domain to return to it
+RETURN_SHARE = 0.8
 
 
 def unseen(
@@ -272,6 +277,7 @@ class CalibrationController:
                 # after this episode's statistics correction: flips must beat it where
                 # they have not looked (the ladder does not end below its first rung)
                 unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
+                base=self._base_check(),
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
@@ -292,6 +298,23 @@ class CalibrationController:
         if upd is not None:
             self.last.update(new_samples=upd.new, kept_new=upd.kept_new)
         return result
+
+    def _base_check(self) -> BaseCheck | None:
+        """The training domain's own samples (the bundle's QCore anchors, as recorded:
+        in the training input domain) and the routed predictor a flip round is checked
+        through with routing on: the weights are shared by every domain, the round is
+        fitted to the live one (None: routing off or no anchors)."""
+        if self.routing is None or self.routing.bank is None:
+            return None
+        X, y = self.bundle.extras.get(EXTRA_X), self.bundle.extras.get(EXTRA_Y)
+        if X is None or y is None or len(y) == 0:
+            return None
+        bank = self.routing.bank  # not cached per engine: the candidate is a scratch one
+        return (
+            np.asarray(X, np.float32),
+            np.asarray(y, np.int64),
+            lambda e: RoutedPredictor(e, bank).predict_logits,
+        )
 
     def _after_stats(self, job: Job) -> bool:
         """Whether ``job`` belongs to an episode whose statistics correction was kept."""
@@ -314,6 +337,9 @@ class CalibrationController:
 
     def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
         assert self.train_stats is not None and job.X is not None
+        back = None if self.routing is None else self.routing.returning(job.X, RETURN_SHARE)
+        if back is not None:  # a domain the bank holds: its correction, not a new one
+            return self._return_to(engine, *back, n=len(job.X))
         if self._scratch is None:  # holds every bit-width: the correction covers them all
             self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
         scratch = self._scratch
@@ -338,6 +364,26 @@ class CalibrationController:
             self.calibrator.anchor_X = self._anchors_for(corr)
             self._neighbours = {}
         return result
+
+    def _return_to(self, engine: Engine, domain: Domain, share: float, n: int) -> RoundResult:
+        """Make ``domain`` live again: its correction into every bit-width of ``engine``
+        and the bundle, as a kept statistics round would (counted ``domain_returns``)."""
+        assert self.routing is not None
+        t0 = time.thread_time()
+        corr = domain.params.correction(engine.bits)
+        saved = self._corrected(corr, engine)
+        version = stats_rung.apply(engine, corr, version=saved.model_version)
+        self.routing.returned(domain)
+        self.bundle = self._corrected(corr)
+        self.calibrator.set_bundle(self.bundle)
+        self.calibrator.anchor_X = self._anchors_for(corr)
+        self._neighbours = {}
+        self._count("domain_returns")
+        why = f"{share:.0%} of the window belongs to {domain.name}: its correction again"
+        log.info("statistics round on %d samples: %s", n, why)
+        decision = gate.GateDecision(True, "routing", share, share, n, why)
+        nan = float("nan")
+        return RoundResult(decision, 0, 1, nan, nan, time.thread_time() - t0, version, "stats")
 
     def _gate_predictors(self, engine: Engine, job: Job) -> tuple[Any, Any]:
         """The stats gate's (before, after) logits: routed through the bank without and

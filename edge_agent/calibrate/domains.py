@@ -34,6 +34,7 @@ import numpy as np
 
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.stats_rung import Correction, LayerFix
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.state import EngineState
 
@@ -49,6 +50,8 @@ class StaleBank(ValueError):
 
 _PRIOR = 2.0  # samples' weight of the window's variance in a group's (shrinkage)
 _LOG_2PI = float(np.log(2.0 * np.pi))
+# a domain's typical likelihood: this quantile of its own samples' (under its signature)
+TYPICAL_QUANTILE = 0.05
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,17 @@ class Signature:
         c = -0.5 * (self.mean * self.mean * prec).sum(axis=1) - np.log(self.std).sum(axis=1)
         c += self.log_weight - 0.5 * _LOG_2PI * self.mean.shape[1]
         return (-0.5 * prec).T.copy(), (self.mean * prec).T.copy(), c
+
+    def score(self, f: np.ndarray) -> np.ndarray:
+        """Log likelihood (N,) of feature rows at their most likely component (weighted),
+        as :meth:`DomainBank.route` scores them."""
+        a, b, c = self.quadratic()
+        return np.asarray(((f * f) @ a + f @ b + c).max(axis=1), np.float64)
+
+    def typical(self, f: np.ndarray) -> float:
+        """The :data:`TYPICAL_QUANTILE` quantile of the scores of the domain's own feature
+        rows ``f`` (nan for none): a window at least this likely is the domain's."""
+        return float(np.quantile(self.score(f), TYPICAL_QUANTILE)) if len(f) else float("nan")
 
     def spread(self) -> np.ndarray:
         """Per-feature spread (F,) of the mixture's components (their mean)."""
@@ -157,6 +171,15 @@ class DomainParams:
             {i: (v[1], v[2]) for i, v in fix.items()},
         )
 
+    def correction(self, bits: int) -> Correction:
+        """These parameters as a statistics correction (the input normalization of
+        ``bits``, shared), to put into an engine and a bundle as a kept one is."""
+        layers = {
+            b: {i: LayerFix(*(np.asarray(a, np.int32) for a in v)) for i, v in fix.items()}
+            for b, fix in self.layers.items()
+        }
+        return Correction(self.mean[bits], self.std[bits], layers, {})
+
     def same(self, other: DomainParams) -> bool:
         """Whether both hold the same numbers."""
         return all(
@@ -178,6 +201,9 @@ class Domain:
     signature: Signature
     params: DomainParams
     made_at: int = -1  # stream sample index of the correction (-1: the training domain)
+    # its own samples' typical log likelihood (:meth:`Signature.typical`; nan: unknown,
+    # a window is never taken for a return to it)
+    typical: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -219,8 +245,25 @@ class DomainBank:
         """A new domain (not yet in the bank) from the stream window ``X`` (inputs as the
         model takes them) its correction ``params`` was proposed on, and the classes the
         corrected model gives them."""
-        sig = Signature.fit(sample_features(X), classes, self.floor())
-        return Domain(f"d{self.made + 1}", sig, params, at)
+        f = sample_features(X)
+        sig = Signature.fit(f, classes, self.floor())
+        return Domain(f"d{self.made + 1}", sig, params, at, sig.typical(f))
+
+    def home(self, f: np.ndarray, share: float) -> tuple[int, float] | None:
+        """The domain (index, share) a window's feature rows ``f`` belong to: at least
+        ``share`` of them route to it and are as likely under its signature as its own
+        samples typically were (argmax alone is not enough: with one other domain
+        every window routes to one of them, however new it is); None if none."""
+        if len(f) == 0:
+            return None
+        idx = self.route(f)
+        for j, d in enumerate(self.domains):
+            if not np.isfinite(d.typical):
+                continue
+            inside = (idx == j) & (d.signature.score(f) >= d.typical)
+            if inside.mean() >= share:
+                return j, float(inside.mean())
+        return None
 
     def add(self, domain: Domain, used: Mapping[str, int] | None = None) -> DomainBank:
         """The bank with ``domain`` added; past ``capacity`` the adapted domain that was
@@ -244,6 +287,7 @@ class DomainBank:
             p = f"{PREFIX}{j}/"
             out[p + "name"] = np.frombuffer(d.name.encode(), np.uint8).copy()
             out[p + "made_at"] = np.array([d.made_at], np.int64)
+            out[p + "typical"] = np.array([d.typical], np.float64)
             out[p + "sig"] = np.stack([d.signature.mean, d.signature.std])
             out[p + "sig_w"] = d.signature.log_weight
             for b in sorted(d.params.mean):
@@ -290,6 +334,7 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         sig_arr = np.asarray(ex[p + "sig"], np.float64)
         sig = Signature(sig_arr[0], sig_arr[1], np.asarray(ex[p + "sig_w"], np.float64))
         made_at = int(np.asarray(ex[p + "made_at"]).reshape(-1)[0])
+        typical = float(np.asarray(ex.get(p + "typical", [np.nan]), np.float64).reshape(-1)[0])
         mean: dict[int, np.ndarray] = {}
         std: dict[int, np.ndarray] = {}
         layers: dict[int, dict[int, Layer]] = {}
@@ -309,7 +354,7 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
     except (KeyError, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"domain {p!r} incomplete: {exc}") from None
     sig.check(features)
-    return Domain(name, sig, DomainParams(mean, std, layers), made_at)
+    return Domain(name, sig, DomainParams(mean, std, layers), made_at, typical)
 
 
 def fingerprint(bundle: Bundle) -> np.ndarray:
@@ -326,9 +371,14 @@ def fingerprint(bundle: Bundle) -> np.ndarray:
     return np.frombuffer(h.digest(), np.uint8).copy()
 
 
-def base_domain(bundle: Bundle, hidden: list[int], ref: DriftReference) -> Domain:
-    """The training domain: ``bundle``'s own parameters, the drift reference's signature."""
-    return Domain("base", Signature.of_reference(ref), DomainParams.of_bundle(bundle, hidden))
+def base_domain(
+    bundle: Bundle, hidden: list[int], ref: DriftReference, samples: np.ndarray | None = None
+) -> Domain:
+    """The training domain: ``bundle``'s own parameters, the drift reference's signature,
+    the typical likelihood of its ``samples`` (training inputs: the QCore anchors)."""
+    sig = Signature.of_reference(ref)
+    typical = float("nan") if samples is None else sig.typical(sample_features(samples))
+    return Domain("base", sig, DomainParams.of_bundle(bundle, hidden), typical=typical)
 
 
 def without_bank(bundle: Bundle) -> Bundle:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # per layer: action in {-1, 0, +1} (0: not a candidate) and a score to rank candidates
 Proposal = list[tuple[np.ndarray, np.ndarray]]
 Proposer = Callable[[list[np.ndarray]], Proposal]
+# the training domain's labelled samples and what routes an engine's predictions
+# (engine -> logits function) for the routed check of :func:`gate.guard_base`
+BaseCheck = tuple[np.ndarray, np.ndarray, Callable[[Engine], Callable[[np.ndarray], np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,16 @@ class BitFlipCalibrator:
         cal, hold = gate.holdout_split(n, cfg.holdout_fraction, seed)
         return cal, hold, labelled is not None and bool(labelled[hold].all())
 
+    def _base_split(self, base: BaseCheck | None, seed: int) -> tuple[np.ndarray, BaseCheck | None]:
+        """The anchors a round fits on, and the training-domain check on the others: a
+        check on samples the flips were chosen to fit would pass them (without a check,
+        or with samples not aligned with the anchors, every anchor fits)."""
+        every = np.arange(len(self.anchor_y))
+        if base is None or len(base[1]) != len(every) or len(every) < 2:
+            return every, base
+        fit, check = gate.holdout_split(len(every), 0.5, seed)
+        return fit, (base[0][check], base[1][check], base[2])
+
     def run_round(
         self,
         engine: Engine,
@@ -214,6 +227,7 @@ class BitFlipCalibrator:
         labelled: np.ndarray | None = None,
         recent: tuple[np.ndarray, np.ndarray] | None = None,
         unseen: tuple[np.ndarray, np.ndarray] | None = None,
+        base: BaseCheck | None = None,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
@@ -222,15 +236,20 @@ class BitFlipCalibrator:
         be wrong together with the model. ``recent``: the latest labelled stream samples
         (inputs, labels), on which an accepted round may not lose accuracy.
         ``unseen``: labelled stream samples since a drift that are not in ``X``; given,
-        an accepted round must win more of them than it loses (:func:`gate.guard_unseen`)."""
+        an accepted round must win more of them than it loses (:func:`gate.guard_unseen`).
+        ``base``: the training domain's samples (the anchors, row by row, in the training
+        input domain), labels and router (domain routing on): the round fits on half of
+        the anchors and may not lose more of the other half, routed, than it wins
+        (:func:`gate.guard_base`)."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
         n_layers = len(self.bundle.quant[bits].layers)
         cal, hold, all_labelled = self._split(len(X), labelled, seed)
         metric = "accuracy" if labelled is None or all_labelled else "target_agreement"
-        Xc = np.concatenate([X[cal], self.anchor_X])
-        yc = np.concatenate([y[cal], self.anchor_y])
+        fit, base = self._base_split(base, seed)
+        Xc = np.concatenate([X[cal], self.anchor_X[fit]])
+        yc = np.concatenate([y[cal], self.anchor_y[fit]])
         anchors = np.arange(len(Xc)) >= len(cal)
         current = [engine.layer_codes(i) for i in range(n_layers)]
         deployed, residuals = self.deployed_codes(bits), self.residuals(bits)
@@ -310,6 +329,10 @@ class BitFlipCalibrator:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
             decision = gate.guard_unseen(decision, scored)
+        if decision.accepted and base is not None and len(base[1]):
+            Xb, yb, routed = base
+            new = self._load(bits, best)
+            decision = gate.guard_base(decision, (routed(engine)(Xb), routed(new)(Xb), yb))
         version = None
         if decision.accepted:  # the version the saved bundle will report after a restart
             saved = self.bundle.with_codes(bits, best)

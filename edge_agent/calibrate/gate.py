@@ -8,7 +8,9 @@ bundle's QCore): after a drift the held-out data is mostly drifted, and a candid
 fits it at the cost of what the model knew before must not pass; and, with
 :func:`guard_recent`, if it does not lose accuracy on the latest labelled stream samples;
 and, with :func:`guard_unseen` (after a drift episode's statistics correction was kept), if
-it wins more labelled stream samples it was not fitted to than it loses.
+it wins more labelled stream samples it was not fitted to than it loses; and, with
+:func:`guard_base` (domain routing on), if it loses no more of the training domain's own
+samples, routed as the agent routes them, than it wins.
 """
 
 from __future__ import annotations
@@ -180,6 +182,15 @@ def guard_recent(decision: GateDecision, recent: Scored, tolerance: float = 0.0)
     return decision
 
 
+def wins_losses(scored: Scored) -> tuple[int, int]:
+    """Samples the candidate gets right that the current model gets wrong, and the other
+    way round."""
+    before, after, y = scored
+    won = int(np.sum((after.argmax(axis=1) == y) & (before.argmax(axis=1) != y)))
+    lost = int(np.sum((before.argmax(axis=1) == y) & (after.argmax(axis=1) != y)))
+    return won, lost
+
+
 def guard_unseen(decision: GateDecision, unseen: Scored) -> GateDecision:
     """Last look at an accepted candidate after a drift's statistics correction: keep it
     only if, on labelled stream samples since the drift that it was not fitted to, it gets
@@ -187,16 +198,33 @@ def guard_unseen(decision: GateDecision, unseen: Scored) -> GateDecision:
     the buffer's held-out part is a handful of samples the round's own flips were chosen
     around; a change must show it helps where it has not looked (none to look at: not
     kept)."""
-    before, after, y = unseen
     if not decision.accepted:
         return decision
-    won = int(np.sum((after.argmax(axis=1) == y) & (before.argmax(axis=1) != y)))
-    lost = int(np.sum((before.argmax(axis=1) == y) & (after.argmax(axis=1) != y)))
-    log.info("unseen: wins %d, loses %d of %d labelled stream samples", won, lost, len(y))
+    won, lost = wins_losses(unseen)
+    log.info("unseen: wins %d, loses %d of %d labelled stream samples", won, lost, len(unseen[2]))
     if won <= lost:
         return dataclasses.replace(
             decision,
             accepted=False,
             reason=f"wins {won}, loses {lost} unseen labelled samples since the drift",
+        )
+    return decision
+
+
+def guard_base(decision: GateDecision, base: Scored) -> GateDecision:
+    """Last look at an accepted flip round with domain routing on: ``base`` scores the
+    training domain's own labelled samples (the bundle's QCore anchors) routed as the
+    agent routes them, on the current and the candidate weights. The weights are shared
+    by every domain, so a round fitted to the live (drifted) domain can cost the domains
+    it never saw; the training domain's must not lose on net (more lost than won)."""
+    if not decision.accepted or len(base[2]) == 0:
+        return decision
+    won, lost = wins_losses(base)
+    log.info("training domain: wins %d, loses %d of %d anchors", won, lost, len(base[2]))
+    if lost > won:
+        return dataclasses.replace(
+            decision,
+            accepted=False,
+            reason=f"wins {won}, loses {lost} training-domain anchors (routed)",
         )
     return decision

@@ -13,13 +13,15 @@ import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle
 from edge_agent.calibrate.domains import (
+    Domain,
     DomainBank,
     DomainParams,
     StaleBank,
     base_domain,
     without_bank,
 )
-from edge_agent.calibrate.drift_signal import DriftReference
+from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.qcore_miss import EXTRA_X
 from edge_agent.calibrate.routed import RoutedPredictor, Tally
 from edge_agent.engine.engine import Engine
 
@@ -43,6 +45,7 @@ class DomainRouting:
         self.tally = Tally()
         self._predictors: dict[tuple[int, bool], RoutedPredictor] = {}
         self.bank: DomainBank | None = None
+        self.live = "base"  # the domain whose correction the engine runs
         try:
             self.bank = DomainBank.from_extras(bundle, hidden)
         except StaleBank as exc:  # a QAT burst or another bundle: the old domains do not apply
@@ -52,6 +55,8 @@ class DomainRouting:
             log.error("saved domain bank unusable (%s): routing starts from the base domain", exc)
         if self.bank is not None:
             self.bank = dataclasses.replace(self.bank, capacity=capacity)
+            own = DomainParams.of_bundle(bundle, hidden)  # the bundle runs the live one
+            self.live = next((d.name for d in self.bank.domains if d.params.same(own)), "base")
             self.reason = f"restored: {len(self.bank.domains)} domains"
             log.info("domain routing: bank %s", self.reason)
             return
@@ -59,7 +64,9 @@ class DomainRouting:
             self.reason = "off: no drift reference and no QCore anchors for a signature"
             log.warning("domain routing %s", self.reason)
             return
-        self.bank = DomainBank((base_domain(bundle, hidden, ref),), capacity)
+        anchors = bundle.extras.get(EXTRA_X)  # training inputs: the base domain's typical
+        samples = None if anchors is None or len(anchors) < 2 else np.asarray(anchors, np.float32)
+        self.bank = DomainBank((base_domain(bundle, hidden, ref, samples),), capacity)
         self.reason = "base domain from the bundle"
         if bundle.meta.get(INPUT_CORRECTED):
             self.reason += " (a correction kept before routing: the base holds it)"
@@ -100,7 +107,24 @@ class DomainRouting:
         params = DomainParams.of_engine(engine, self.hidden)
         dom = self.bank.adapted(X, engine.predict_classes(X), params, at)
         self.bank = self.bank.add(dom, self.tally.last)
+        self.live = dom.name
         log.info("domain routing: %s added (%d domains)", dom.name, len(self.bank.domains))
+
+    def returning(self, X: np.ndarray, share: float) -> tuple[Domain, float] | None:
+        """The domain the bank holds, not the live one, that the stream window ``X``
+        belongs to (:meth:`DomainBank.home`) with the share of its samples, or None."""
+        bank = self.bank
+        if bank is None or len(bank.domains) < 2:
+            return None
+        home = bank.home(sample_features(X), share)
+        if home is None or bank.domains[home[0]].name == self.live:
+            return None
+        return bank.domains[home[0]], home[1]
+
+    def returned(self, domain: Domain) -> None:
+        """The engine runs ``domain``'s correction again."""
+        self.live = domain.name
+        log.info("domain routing: back to %s", domain.name)
 
     def saved(self, bundle: Bundle) -> Bundle:
         """``bundle`` with the bank in its extras (what the agent saves)."""
@@ -116,5 +140,6 @@ class DomainRouting:
         return {
             "enabled": self.bank is not None,
             "reason": self.reason,
+            "live": self.live,
             "domains": [] if self.bank is None else self.bank.status(samples),
         }

@@ -38,6 +38,7 @@ RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
     "drift_alarms_input",  # which score fired (edge_agent.calibrate.drift_signal)
     "drift_alarms_output",
     "rounds_skipped",
+    "domain_returns",  # a drift window back in a held domain (edge_agent.calibrate.routing)
 )
 
 log = logging.getLogger("edge_agent.agent")
