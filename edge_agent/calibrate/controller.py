@@ -87,6 +87,7 @@ class CalibrationController:
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
+        self._state: dict[str, Any] | None = None  # the last state() taken
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
@@ -422,11 +423,23 @@ class CalibrationController:
         """The FP model's classes (pseudo-labels) of raw inputs."""
         return self._fp_predict(X)
 
-    def state(self) -> dict[str, Any]:
-        """The buffer as msgpack-ready array records (for the agent's checkpoint)."""
-        with self._buffer_lock:
+    def state(self, wait: float = -1.0) -> dict[str, Any]:
+        """The buffer as msgpack-ready array records (for the agent's checkpoint).
+        ``wait``: seconds to wait for a buffer update in flight (-1: as long as it
+        takes); past it, the last state taken. The calibration thread runs niced, so on
+        a busy board an update can hold the buffer for seconds: the inference loop and
+        a stop must not wait for it."""
+        if self._state is not None and not self._buffer_lock.acquire(timeout=wait):
+            self.counts["state_snapshots_stale"] += 1
+            return self._state
+        if self._state is None:
+            self._buffer_lock.acquire()
+        try:
             state = self.buffer.to_state()
-        return {k: array_record(v) for k, v in state.items()}
+        finally:
+            self._buffer_lock.release()
+        self._state = {k: array_record(v) for k, v in state.items()}
+        return self._state
 
     def stats(self) -> dict[str, Any]:
         """Buffer fill, the drift signal, the rungs and the last round, for status."""

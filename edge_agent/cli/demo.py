@@ -30,6 +30,7 @@ from edge_agent.data.drift import kinds_help
 from edge_agent.service.config import local_config_text
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "defaults" / "basicmotions.eab"
+STOP_WAIT_S = 15.0  # as the unit's TimeoutStopSec
 ROLLING = 50
 
 
@@ -123,7 +124,12 @@ def demo_main(args: argparse.Namespace) -> int:
             trace = _run_stream(args, ds, drift, d, status_ep)
         finally:
             proc.terminate()
-            proc.wait(15)
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:  # a stop should take well under this
+                proc.kill()
+                proc.wait()
+                print(f"the agent did not stop within {STOP_WAIT_S:.0f} s: killed", file=sys.stderr)
             log.close()
     y = _truth(ds, args)
     _print_table(trace, y, drift.start, args)

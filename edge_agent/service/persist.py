@@ -27,6 +27,11 @@ from edge_agent.service.state import LabelledSample, PendingCheckpoint, StateSto
 
 log = logging.getLogger("edge_agent.agent")
 
+# how long a checkpoint waits for a QCore buffer update in flight before it takes the
+# buffer as last seen (the periodic one runs on the inference loop; the last one at stop)
+STATE_WAIT_S = 0.02
+STOP_STATE_WAIT_S = 2.0
+
 
 class Persistence:
     """Checkpoints of the agent's state and configuration reloads (SIGHUP)."""
@@ -148,7 +153,11 @@ class Persistence:
                 "counts": self.metrics.counts(),
                 "sequences": self.intake.sequences(),
                 "labelled": len(self.labelled),
-                "calibration": self.calibration.state() if self.calibration else None,
+                "calibration": (
+                    self.calibration.state(wait=STOP_STATE_WAIT_S if wait else STATE_WAIT_S)
+                    if self.calibration
+                    else None
+                ),
             }
         )
         info = {"generation": self.store.generation, "labelled": len(self.labelled)}
