@@ -1,4 +1,4 @@
-"""The checkpoint's view of the QCore buffer never waits long for a buffer update in
+"""The checkpoint's and status' view of the QCore buffer never waits long for a buffer update in
 flight: the calibration thread runs niced, and on a busy board one update can hold the
 buffer for seconds (a stop under load then outlasted systemd's TimeoutStopSec)."""
 
@@ -18,6 +18,7 @@ def test_state_during_a_buffer_update_is_the_last_one_taken() -> None:
     bundle = load_bundle(str(DEFAULT_BUNDLE))
     ctl = CalibrationController(bundle, CalibrationConfig())
     first = ctl.state()
+    shown = ctl.stats()["buffer"]
     held, release = threading.Event(), threading.Event()
 
     def update_in_flight() -> None:
@@ -31,7 +32,10 @@ def test_state_during_a_buffer_update_is_the_last_one_taken() -> None:
     t0 = time.monotonic()
     stale = ctl.state(wait=0.05)
     assert time.monotonic() - t0 < 1.0
-    assert stale is first and ctl.counts["state_snapshots_stale"] == 1
+    assert stale is first and ctl.counts["buffer_reads_stale"] == 1
+    t0 = time.monotonic()
+    assert ctl.stats()["buffer"] is shown  # status does not wait for it either
+    assert time.monotonic() - t0 < 1.0 and ctl.counts["buffer_reads_stale"] == 2
     release.set()
     t.join()
     # with the buffer free again a new state is taken, and it holds what the stream added
@@ -42,5 +46,5 @@ def test_state_during_a_buffer_update_is_the_last_one_taken() -> None:
         while ctl.due():
             ctl.run(eng)
     fresh = ctl.state(wait=0.05)
-    assert fresh is not first and ctl.counts["state_snapshots_stale"] == 1
+    assert fresh is not first and ctl.counts["buffer_reads_stale"] == 2
     assert fresh != first

@@ -42,6 +42,7 @@ from edge_agent.engine.fp_model import fp_predict_fn
 log = logging.getLogger(__name__)
 # share of a drift window's samples that must belong to a held domain to return to it
 RETURN_SHARE = 0.8
+STATUS_WAIT_S = 0.2  # status waits this long for a buffer update in flight (see _read_buffer)
 
 
 def unseen(
@@ -87,7 +88,7 @@ class CalibrationController:
         self.buffer = self._restore(state) or QCoreBuffer.from_bundle(bundle, cfg.buffer_config())
         self._fp_predict = fp_predict_fn(bundle)
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
-        self._state: dict[str, Any] | None = None  # the last state() taken
+        self._last_read: dict[str, Any] = {}  # what _read_buffer read last, by reader
         self._neighbours: dict[int, Engine] = {}
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
@@ -424,27 +425,35 @@ class CalibrationController:
         return self._fp_predict(X)
 
     def state(self, wait: float = -1.0) -> dict[str, Any]:
-        """The buffer as msgpack-ready array records (for the agent's checkpoint).
-        ``wait``: seconds to wait for a buffer update in flight (-1: as long as it
-        takes); past it, the last state taken. The calibration thread runs niced, so on
-        a busy board an update can hold the buffer for seconds: the inference loop and
-        a stop must not wait for it."""
-        if self._state is not None and not self._buffer_lock.acquire(timeout=wait):
-            self.counts["state_snapshots_stale"] += 1
-            return self._state
-        if self._state is None:
+        """The buffer as msgpack-ready array records (for the agent's checkpoint);
+        ``wait``: see :meth:`_read_buffer`."""
+        return self._read_buffer(
+            "state",
+            lambda: {k: array_record(v) for k, v in self.buffer.to_state().items()},
+            wait,
+        )
+
+    def _read_buffer(self, what: str, read: Callable[[], Any], wait: float) -> Any:
+        """``read()`` under the buffer lock. ``wait``: seconds to wait for a buffer
+        update in flight (-1: as long as it takes); past it, what ``read`` gave last time
+        (counted in ``buffer_reads_stale``). The calibration thread runs niced, so on a
+        busy board one update can hold the buffer for seconds: the inference loop (a
+        checkpoint), a stop and ``status`` must not wait for it."""
+        last = self._last_read.get(what)
+        if last is not None and not self._buffer_lock.acquire(timeout=wait):
+            self.counts["buffer_reads_stale"] += 1
+            return last
+        if last is None:
             self._buffer_lock.acquire()
         try:
-            state = self.buffer.to_state()
+            self._last_read[what] = out = read()
         finally:
             self._buffer_lock.release()
-        self._state = {k: array_record(v) for k, v in state.items()}
-        return self._state
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Buffer fill, the drift signal, the rungs and the last round, for status."""
-        with self._buffer_lock:
-            buffer = self.buffer.stats()
+        buffer = self._read_buffer("stats", self.buffer.stats, STATUS_WAIT_S)
         pending, jobs = self.stream.waiting()
         return {
             "buffer": buffer,
