@@ -29,7 +29,6 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import pickle  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -40,11 +39,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.calibration import DRIFTS, FLIP, accuracy, case_data, flip_method, train_base  # noqa: E402
+from bench.model_cache import cached_pair, load_pair, save_pair  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.calibrate.flip_round import network_proposer  # noqa: E402
 from edge_agent.data.datasets import Dataset, load_dataset  # noqa: E402
 from edge_agent.data.drift import DEFAULT_STRENGTH, IMAGE_KINDS, SENSOR_KINDS, Drift  # noqa: E402
 from edge_agent.engine.engine import Engine  # noqa: E402
+from edge_agent.training.fit import TrainConfig  # noqa: E402
 from edge_agent.training.flip_episodes import EpisodeDrift  # noqa: E402
 from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper  # noqa: E402
 from edge_agent.training.qnet import QuantNet  # noqa: E402
@@ -82,15 +83,12 @@ VARIANTS: dict[str, Variant] = {
 
 def base(ds: Dataset, seed: int, cache: Path) -> tuple[Bundle, dict[int, QuantNet]]:
     """The deployed bundle (no flipper) and QAT models of one seed, cached."""
-    path = cache / f"{ds.name}-{seed}.pkl"
-    if path.exists():
-        with path.open("rb") as f:
-            return pickle.load(f)
-    out = train_base(ds, seed, BITS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(out, f)
-    return out
+    stem = cache / f"{ds.name}-{seed}"
+    if cached_pair(stem):
+        return load_pair(stem, TrainConfig().act_bits)
+    bundle, qnets = train_base(ds, seed, BITS)
+    save_pair(stem, bundle, qnets)
+    return bundle, qnets
 
 
 def run_variant(

@@ -13,15 +13,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
+from bench.model_cache import load_qnets, save_qnets
 from bench.real_drift_data import DriftSplit
 from edge_agent.bundle import Bundle, acc_std_key
 from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate.drift_signal import OutputReference
 from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset
-from edge_agent.training.arch import FPNet, default_spec
+from edge_agent.training.arch import default_spec
 from edge_agent.training.export import build_bundle
 from edge_agent.training.fit import TrainConfig, fit
 from edge_agent.training.flip_train import FlipTrainConfig, train_flipper, with_flipper
@@ -60,17 +59,6 @@ def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
     return f"{split.name}-s{seed}-{h.hexdigest()[:10]}"
 
 
-def _load_qnets(path: Path, bundle: Bundle) -> dict[int, QuantNet]:
-    """The QAT models of a cached run, rebuilt from their state dicts."""
-    template = FPNet(bundle.arch, folded=True)  # its weights are replaced by the state dicts
-    qnets = {}
-    for bits, sd in torch.load(path, weights_only=True).items():
-        q = QuantNet(template, int(bits), TRAIN.act_bits)
-        q.load_state_dict(sd)
-        qnets[int(bits)] = q.eval()
-    return qnets
-
-
 def _has_statistics(bundle: Bundle) -> bool:
     """Whether the bundle records every statistic the current agent uses (the spreads of
     the hidden accumulators and the output score's level)."""
@@ -94,7 +82,7 @@ def trained(
         if not _has_statistics(bundle):  # cached before the rung recorded all it uses
             bundle = with_statistics(bundle, split.X[split.fit], split.y[split.fit])
             save_bundle(bundle, bpath)
-        return bundle, _load_qnets(qpath, bundle), 0.0
+        return bundle, load_qnets(qpath, bundle, TRAIN.act_bits), 0.0
     t0 = time.time()
     ds = fit_dataset(split)
     tracker = MissTracker.for_dataset(ds, QCORE, TRAIN.act_bits)
@@ -114,8 +102,7 @@ def trained(
     bundle = with_statistics(bundle, ds.X_train, ds.y_train)
     bundle = with_flipper(bundle, train_flipper(bundle, qnets, ds, seed, FLIP))
     save_bundle(bundle, bpath)
-    # tensors only (state dicts), so the cache loads with weights_only=True, without pickle
-    torch.save({b: q.state_dict() for b, q in qnets.items()}, qpath)
+    save_qnets(qpath, qnets)
     log.info(
         "%s seed %d trained in %.0f s: %s",
         split.name,
