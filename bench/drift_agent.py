@@ -27,7 +27,8 @@ import numpy as np
 
 from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
-from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal
+from edge_agent.calibrate.drift_reference import DriftReference
+from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine

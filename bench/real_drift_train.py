@@ -17,7 +17,7 @@ from bench.model_cache import load_qnets, save_qnets
 from bench.real_drift_data import DriftSplit
 from edge_agent.bundle import Bundle, acc_std_key
 from edge_agent.bundle_io import load_bundle, save_bundle
-from edge_agent.calibrate.drift_signal import OutputReference
+from edge_agent.calibrate.drift_reference import OutputReference
 from edge_agent.calibrate.stats_rung import with_statistics
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import default_spec

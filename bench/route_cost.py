@@ -22,7 +22,7 @@ import numpy as np
 from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.domains import DomainBank, DomainParams, base_domain
-from edge_agent.calibrate.drift_signal import DriftReference
+from edge_agent.calibrate.drift_reference import DriftReference
 from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift

@@ -11,7 +11,8 @@ from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import load_bundle
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
-from edge_agent.calibrate.drift_signal import DriftSignal, predictive_entropy
+from edge_agent.calibrate.drift_reference import predictive_entropy
+from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine

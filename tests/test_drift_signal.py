@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.calibrate.drift_signal import (
-    DriftConfig,
-    DriftReference,
-    DriftSignal,
-    OutputReference,
-)
+from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
+from edge_agent.calibrate.drift_signal import DriftConfig, DriftSignal
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 

@@ -17,7 +17,7 @@ from edge_agent.bundle_io import from_bytes, load_bundle, to_bytes
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
-from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.routed import RoutedPredictor, model_version
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift

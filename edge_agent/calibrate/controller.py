@@ -22,7 +22,8 @@ from edge_agent.bundle import Bundle, array_from_record, array_record
 from edge_agent.calibrate import gate, stats_round, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.domains import Domain
-from edge_agent.calibrate.drift_signal import DriftReference, DriftSignal, OutputReference
+from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
+from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.flip_round import (
     BaseCheck,

@@ -10,7 +10,7 @@ requantization multipliers), the weights are shared. The maths: ``docs/method.md
 section 5, "Domain routing".
 
 - :class:`Signature`: a mixture of diagonal Gaussians over the per-sample features of
-  :func:`edge_agent.calibrate.drift_signal.sample_features` (per channel: mean, log std,
+  :func:`edge_agent.calibrate.drift_reference.sample_features` (per channel: mean, log std,
   log mean absolute first difference). The training domain's is the drift reference the
   bundle records at ``with_statistics`` time (one component per class; from the QCore
   anchors for a bundle without one); an adapted domain's is fitted on the stream window
@@ -33,7 +33,7 @@ from functools import cached_property
 import numpy as np
 
 from edge_agent.bundle import Bundle
-from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.stats_rung import Correction, LayerFix
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.state import EngineState

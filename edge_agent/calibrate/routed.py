@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_agent.calibrate.domains import Domain, DomainBank
-from edge_agent.calibrate.drift_signal import sample_features
+from edge_agent.calibrate.drift_reference import sample_features
 from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.state import EngineState
 

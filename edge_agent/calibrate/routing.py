@@ -20,7 +20,7 @@ from edge_agent.calibrate.domains import (
     base_domain,
     without_bank,
 )
-from edge_agent.calibrate.drift_signal import DriftReference, sample_features
+from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.qcore_miss import EXTRA_X
 from edge_agent.calibrate.routed import RoutedPredictor, Tally
 from edge_agent.engine.engine import Engine

@@ -55,7 +55,7 @@ import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, WEIGHTED_OPS, Bundle, acc_mean_key, acc_std_key
 from edge_agent.bundle import STATS_INPUT as EXTRA_INPUT
-from edge_agent.calibrate.drift_signal import DriftReference, OutputReference
+from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.reference import layer_patches

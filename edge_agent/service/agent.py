@@ -28,6 +28,7 @@ from edge_agent.calibrate.burst_scheduler import BurstScheduler
 from edge_agent.calibrate.controller import CalibrationController
 from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.calibrate.routed import model_version
+from edge_agent.calibrate.stream_offer import offer_batch
 from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
 from edge_agent.engine.engine import ModelKey, top_and_confidence
@@ -313,7 +314,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             latencies = self._publish(samples, classes, conf.tolist(), done, model_version(key))
             self.metrics.record_batch(len(samples), (done - t0) * 1e3, latencies)
         if self.calibration is not None and heard:
-            self._hear(self.calibration, (X, logits, key) if samples else None, heard)
+            offer_batch(self.calibration, (X, logits, key) if samples else None, heard)
 
     def _infer(self, samples: list[Item]) -> tuple[np.ndarray, np.ndarray, ModelKey]:
         """The inference step, the one place the running model sees samples: the batch
@@ -325,35 +326,6 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             X
         )
         return X, logits, key
-
-    @staticmethod
-    def _hear(
-        cal: CalibrationController,
-        inferred: tuple[np.ndarray, np.ndarray, ModelKey] | None,
-        heard: list[tuple[int, int | None, int] | Feedback],
-    ) -> None:
-        """Offer a batch's samples and matched labels to the calibration in arrival order
-        (drift scores of all its samples in one call first, from the inference's logits
-        where they are the drift model's)."""
-        if inferred is None:
-            for ev in heard:
-                assert isinstance(ev, Feedback)
-                cal.feedback(ev.seq, ev.label)
-            return
-        X = inferred[0]
-        cal.prescore(*inferred)
-        run: list[tuple[int, int | None, int]] = []  # consecutive samples: one call
-        events: list[tuple[int, int | None, int] | Feedback | None] = [*heard, None]
-        for event in events:  # None: flushes the last run
-            if isinstance(event, tuple):
-                run.append(event)
-                continue
-            if run:  # consecutive rows of X: a view
-                X_run = X[run[0][0] : run[-1][0] + 1]
-                cal.observe_many(X_run, [lab for _, lab, _ in run], [s for _, _, s in run])
-                run = []
-            if event is not None:
-                cal.feedback(event.seq, event.label)
 
     def _labelled(
         self, sensor: str, seq: int, ts: float, label: int, pred: int, x: np.ndarray

@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from edge_agent.container import HEADER, atomic_write_bytes, seal, unseal
+from edge_agent.container import HEADER, atomic_write_bytes, fsync_dir, seal, unseal
 from edge_agent.ingest.protocol import unpack_one
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ class StateStore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._seg_size = os.fstat(fd).st_size
         self._seg_fd = fd
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         for old in self._files(_SEG_RE):  # the previous segment plus this one cover capacity
             if _number(old, _SEG_RE) < self._seg_index - 1:
                 old.unlink(missing_ok=True)
@@ -392,11 +392,3 @@ def _number(path: Path, pattern: re.Pattern[str]) -> int:
     m = pattern.match(path.name)
     assert m is not None
     return int(m.group(1))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
