@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, array_from_record, array_record
-from edge_agent.calibrate import gate, stats_round, stats_rung
+from edge_agent.calibrate import stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
-from edge_agent.calibrate.domains import Domain
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
@@ -37,12 +36,12 @@ from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.calibrate.routing import DomainRouting, Predictor
 from edge_agent.calibrate.schedule import Job, StreamScheduler
+from edge_agent.calibrate.stats_steps import StatsSteps
 from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
 
 log = logging.getLogger(__name__)
 # share of a drift window's samples that must belong to a held domain to return to it
-RETURN_SHARE = 0.8
 STATUS_WAIT_S = 0.2  # status waits this long for a buffer update in flight (see _read_buffer)
 
 
@@ -59,7 +58,7 @@ def unseen(
     return X[keep], y[keep]
 
 
-class CalibrationController:
+class CalibrationController(StatsSteps):
     """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
 
     The stream side (:meth:`observe`, :meth:`feedback`, :meth:`prescore`: stream order,
@@ -337,82 +336,6 @@ class CalibrationController:
                 now=time.time(),
                 seqs=job.seqs,
             )
-
-    def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
-        assert self.train_stats is not None and job.X is not None
-        back = None if self.routing is None else self.routing.returning(job.X, RETURN_SHARE)
-        if back is not None:  # a domain the bank holds: its correction, not a new one
-            return self._return_to(engine, *back, n=len(job.X))
-        if self._scratch is None:  # holds every bit-width: the correction covers them all
-            self._scratch = Engine(self.bundle, bits=engine.bits, scratch=True)
-        scratch = self._scratch
-        stats_round.sync(scratch, engine, stats_rung.hidden_layers(self.bundle))
-        empty = (np.zeros((0, *self.bundle.input_shape), np.float32), np.zeros(0, np.int64))
-        result, corr = stats_round.run_stats_round(
-            engine,
-            scratch,
-            self.bundle,
-            self.train_stats,
-            job.X,
-            job.recent or empty,
-            stats_round.StatsConfig(min_labelled=self.cfg.flip.min_holdout),
-            version_of=lambda c: self._corrected(c, engine).model_version,
-            predictors=None if self.routing is None else self._gate_predictors(engine, job),
-        )
-        if corr is not None:
-            if self.routing is not None:
-                self.routing.keep(engine, job.X, job.at)
-            self.bundle = self._corrected(corr)
-            self.calibrator.set_bundle(self.bundle)
-            self.calibrator.anchor_X = self._anchors_for(corr)
-            self._neighbours = {}
-        return result
-
-    def _return_to(self, engine: Engine, domain: Domain, share: float, n: int) -> RoundResult:
-        """Make ``domain`` live again: its correction into every bit-width of ``engine``
-        and the bundle, as a kept statistics round would (counted ``domain_returns``)."""
-        assert self.routing is not None
-        t0 = time.thread_time()
-        corr = domain.params.correction(engine.bits)
-        saved = self._corrected(corr, engine)
-        version = stats_rung.apply(engine, corr, version=saved.model_version)
-        self.routing.returned(domain)
-        self.bundle = self._corrected(corr)
-        self.calibrator.set_bundle(self.bundle)
-        self.calibrator.anchor_X = self._anchors_for(corr)
-        self._neighbours = {}
-        self._count("domain_returns")
-        why = f"{share:.0%} of the window belongs to {domain.name}: its correction again"
-        log.info("statistics round on %d samples: %s", n, why)
-        decision = gate.GateDecision(True, "routing", share, share, n, why)
-        nan = float("nan")
-        return RoundResult(decision, 0, 1, nan, nan, time.thread_time() - t0, version, "stats")
-
-    def _gate_predictors(self, engine: Engine, job: Job) -> tuple[Any, Any]:
-        """The stats gate's (before, after) logits: routed through the bank without and
-        with the proposed correction's domain."""
-        assert self.routing is not None and self._scratch is not None and job.X is not None
-        before = self.routing.predictor(engine).predict_logits
-        return before, self.routing.candidate(engine, self._scratch, job.X, job.at)
-
-    def _anchors_for(self, corr: stats_rung.Correction) -> np.ndarray:
-        """The bundle's anchors moved into the corrected input domain: the corrected
-        normalization gives them exactly what the training normalization gave them, so
-        they still show the flip rounds what each class looked like before the drift."""
-        assert self.train_stats is not None
-        X = np.asarray(self.bundle.extras.get(EXTRA_X, self.calibrator.anchor_X), np.float32)
-        shape = (1, -1, *(1,) * (X.ndim - 2))
-        st = self.train_stats
-        z = (X - st.norm_mean.reshape(shape)) / st.norm_std.reshape(shape)
-        return (z * corr.std.reshape(shape) + corr.mean.reshape(shape)).astype(np.float32)
-
-    def _corrected(self, corr: stats_rung.Correction, engine: Engine | None = None) -> Bundle:
-        """The bundle with a statistics correction in every bit-width (and, given
-        ``engine``, its active codes: the bundle the agent saves)."""
-        b = stats_rung.corrected_bundle(self.bundle, corr)
-        if self.routing is not None:
-            b = self.routing.saved(b)
-        return b if engine is None else b.with_codes(engine.bits, engine.codes())
 
     # ------------------------------------------------------------------ state
 
