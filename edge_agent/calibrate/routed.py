@@ -21,6 +21,7 @@ import numpy as np
 from edge_agent.calibrate.domains import Domain, DomainBank
 from edge_agent.calibrate.drift_reference import sample_features
 from edge_agent.engine.engine import Engine, ModelKey
+from edge_agent.engine.logits import top_and_confidence
 from edge_agent.engine.state import EngineState
 
 # marks the version in the key of logits from several domains' models: no engine's key
@@ -123,7 +124,4 @@ class RoutedPredictor:
 
     def predict(self, x: np.ndarray, *, prepared: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Class indices and softmax confidences, as :meth:`Engine.predict` gives them."""
-        logits = self.predict_logits(x if prepared else self.prepare(x))
-        z = logits - logits.max(axis=1, keepdims=True)
-        conf = (1.0 / np.exp(z, dtype=np.float32).sum(axis=1)).astype(np.float32)
-        return logits.argmax(axis=1).astype(np.int64), conf
+        return top_and_confidence(self.predict_logits(x if prepared else self.prepare(x)))

@@ -18,39 +18,34 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
 from edge_agent.bundle import SERIES_NORM, Bundle
 from edge_agent.bundle_io import load_bundle
 from edge_agent.data.datasets import normalize_series
-from edge_agent.engine.state import EngineState, frozen_codes, layer_params
+from edge_agent.engine.logits import top_and_confidence
+from edge_agent.engine.state import (
+    EngineState,
+    WeightUpdate,
+    checked_codes,
+    frozen_codes,
+    layer_params,
+)
 from kernels.digest import sha256
 from kernels.exec import backend
 from kernels.plan import bias, program, tables, trace
 from kernels.plan import weights as plan_weights
-from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 log = logging.getLogger(__name__)
 
 _F32 = np.dtype(np.float32)
-WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
+
 ModelKey = tuple[int, str]
 """Which integer model gave some logits: (bits, version). Two engines with the same key
 give the same logits for the same inputs (the version is the content hash of the integer
 weights, and of the normalization once the statistics rung moved it)."""
-
-
-def top_and_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class indices (int64) and softmax confidences (float32) of the top class of each
-    row of ``logits``."""
-    top = logits.argmax(axis=1)
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z, dtype=np.float32)
-    conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # exp(0) / sum for the top class
-    return top.astype(np.int64), conf
 
 
 _NO_TRACE, _NO_TRACE_AT = np.empty(0, np.uint8), np.empty(0, np.int64)  # inference records nothing
@@ -266,7 +261,7 @@ class Engine:
             if b not in self._current:
                 raise ValueError(f"bundle has no {b}-bit model (has {self.available_bits})")
             old = self._current[b]
-            codes = self._codes(old, update)
+            codes = checked_codes(old, update)
             weights = plan_weights.replace_layers(old.model, old.weights, codes)
             if version is None:
                 h = sha256(old.version.encode())
@@ -385,30 +380,6 @@ class Engine:
         """Current requantization multiplier ``(m0, shift)`` (O,) int32 of a hidden layer."""
         st = self._state if bits is None else self._current[bits]
         return bias.layer_requant(st.weights, index)
-
-    def _codes(self, st: EngineState, update: WeightUpdate) -> dict[int, np.ndarray]:
-        items: list[tuple[int, Any]] = (
-            list(update.items()) if isinstance(update, Mapping) else list(enumerate(update))
-        )
-        codes: dict[int, np.ndarray] = {}
-        for i, arr in items:
-            if arr is None:
-                continue
-            if not 0 <= i < len(st.model.slots):
-                raise IndexError(f"no weighted layer {i}")
-            a = np.asarray(arr)
-            k = st.model.slots[i].k
-            if a.dtype == np.uint8:
-                if a.ndim != 2 or a.shape[1] != row_bytes(k, st.bits):
-                    raise ValueError(f"layer {i}: packed rows {a.shape} do not hold {k} codes")
-                a = unpack_rows(a, k, st.bits)
-            elif not np.issubdtype(a.dtype, np.signedinteger):
-                raise ValueError(f"layer {i}: weights must be signed integers or packed uint8")
-            lo, hi = qrange(st.bits)
-            if a.size and (int(a.min()) < lo or int(a.max()) > hi):
-                raise ValueError(f"layer {i}: weights outside the {st.bits}-bit range")
-            codes[i] = np.ascontiguousarray(a, dtype=np.int8) if a.dtype != np.int8 else a
-        return codes
 
     def layer_codes(self, index: int, bits: int | None = None) -> np.ndarray:
         """Current signed weights (O, K) int8 of one weighted layer, torch column order (a

@@ -4,6 +4,7 @@ it is built from."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from edge_agent.bundle import LayerQuant, QuantModel
 from kernels.plan import abi
 from kernels.plan.model import LayerParams, Model, Weights
-from kernels.plan.packing import unpack_rows
+from kernels.plan.packing import qrange, row_bytes, unpack_rows
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,33 @@ def frozen_codes(q: np.ndarray) -> np.ndarray:
     out = np.array(q, dtype=np.int8, order="C", copy=True)
     out.setflags(write=False)
     return out
+
+
+WeightUpdate = Mapping[int, np.ndarray] | Sequence[np.ndarray | None]
+
+
+def checked_codes(st: EngineState, update: WeightUpdate) -> dict[int, np.ndarray]:
+    """The signed int8 codes of a weight update by layer, checked against ``st``'s
+    model (layer, row length, bit range); packed uint8 rows are unpacked."""
+    items: list[tuple[int, Any]] = (
+        list(update.items()) if isinstance(update, Mapping) else list(enumerate(update))
+    )
+    codes: dict[int, np.ndarray] = {}
+    for i, arr in items:
+        if arr is None:
+            continue
+        if not 0 <= i < len(st.model.slots):
+            raise IndexError(f"no weighted layer {i}")
+        a = np.asarray(arr)
+        k = st.model.slots[i].k
+        if a.dtype == np.uint8:
+            if a.ndim != 2 or a.shape[1] != row_bytes(k, st.bits):
+                raise ValueError(f"layer {i}: packed rows {a.shape} do not hold {k} codes")
+            a = unpack_rows(a, k, st.bits)
+        elif not np.issubdtype(a.dtype, np.signedinteger):
+            raise ValueError(f"layer {i}: weights must be signed integers or packed uint8")
+        lo, hi = qrange(st.bits)
+        if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+            raise ValueError(f"layer {i}: weights outside the {st.bits}-bit range")
+        codes[i] = np.ascontiguousarray(a, dtype=np.int8) if a.dtype != np.int8 else a
+    return codes

@@ -31,7 +31,8 @@ from edge_agent.calibrate.routed import model_version
 from edge_agent.calibrate.stream_offer import offer_batch
 from edge_agent.contracts import SampleSource
 from edge_agent.energy import EnergyDecision, EnergyMonitor
-from edge_agent.engine.engine import ModelKey, top_and_confidence
+from edge_agent.engine.engine import ModelKey
+from edge_agent.engine.logits import top_and_confidence
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Feedback, Sample
 from edge_agent.ingest.queue import DropQueue
