@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from test_service_support import AgentProcess, cleanup, make_bundle, short_dir, 
 
 from edge_agent.ingest.queue import DropQueue
 from edge_agent.service.config import AgentConfig, ConfigError, load_config, parse_config
+from edge_agent.service.notify import Notifier
 
 
 @pytest.mark.parametrize(
@@ -152,5 +154,44 @@ def test_sd_notify_ready_watchdog_status_stopping(tmp_path_factory: pytest.TempP
         assert "predicted" in text  # STATUS= summary line with READY=1
     finally:
         a.stop()
+        sock.close()
+        cleanup(d)
+
+
+def test_a_slow_start_asks_systemd_for_more_time_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While starting (a first start JIT-compiles for minutes on a Pi), the notifier sends
+    EXTEND_TIMEOUT_USEC= with the status and elapsed time, stops at its bound, and sends
+    nothing once the start is over."""
+    d = short_dir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(d / "notify"))
+    sock.settimeout(0.5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(d / "notify"))
+    notifier = Notifier()
+    try:
+        notifier.status("loading model")
+        sock.recv(4096)
+        with notifier.starting(every_s=0.05, extend_s=2.5, limit_s=0.6):
+            time.sleep(1.2)  # twice the bound: extensions stop at 0.6 s
+        msgs: list[str] = []
+        try:
+            while True:
+                msgs.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        assert 3 <= len(msgs) <= 13, msgs
+        for m in msgs:
+            extend, status = m.split("\n")
+            assert extend == "EXTEND_TIMEOUT_USEC=2500000"
+            assert status.startswith("STATUS=loading model (") and status.endswith(" s)")
+        with notifier.starting(every_s=0.05):
+            pass
+        time.sleep(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
+    finally:
+        notifier.close()
         sock.close()
         cleanup(d)

@@ -132,6 +132,19 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
     def start(self) -> None:
         """Restore state, load the model, open sockets, start threads, tell systemd."""
         t0 = time.monotonic()
+        with self.notifier.starting():  # JIT compiling can outlast TimeoutStartSec
+            self._start_up(t0)
+        self.notifier.ready(self._status_line())
+        log.info(
+            "ready in %.1f s: ingest %s, predictions %s, status %s",
+            time.monotonic() - t0,
+            self._ingest_endpoints(),
+            ", ".join(self.cfg.output.endpoints),
+            ", ".join(self._status_endpoints(self.cfg)),
+        )
+
+    def _start_up(self, t0: float) -> None:
+        """Everything before READY=1: state, model (JIT-compiled if no AOT), sockets, threads."""
         self.notifier.status("loading model")
         payload, samples = self.store.restore()
         self.model = self._load_model(payload)
@@ -166,14 +179,6 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             target=self._calibration_loop, name="calibration", daemon=True
         )
         self._cal_thread.start()
-        self.notifier.ready(self._status_line())
-        log.info(
-            "ready in %.1f s: ingest %s, predictions %s, status %s",
-            time.monotonic() - t0,
-            self._ingest_endpoints(),
-            ", ".join(self.cfg.output.endpoints),
-            ", ".join(self._status_endpoints(self.cfg)),
-        )
 
     def _load_model(self, payload: dict[str, Any] | None) -> Model:
         base = self._bundle_path(self.cfg)  # a pushed bundle, or the configured one

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
+
+# A first start without AOT kernels JIT-compiles them: minutes on a Pi, longer than the
+# unit's TimeoutStartSec. While starting, the agent asks systemd for more time in steps
+# (EXTEND_TIMEOUT_USEC, systemd >= 236), up to a bound, so a start that hangs still fails.
+EXTEND_EVERY_S = 10.0
+EXTEND_BY_S = 30.0
+EXTEND_LIMIT_S = 1800.0
 
 
 class Notifier:
@@ -23,6 +34,7 @@ class Notifier:
         wanted = usec.isdigit() and (not pid or pid == str(os.getpid()))
         # Ping at half the timeout, as sd_watchdog_enabled(3) recommends.
         self.watchdog_interval_s: float | None = int(usec) / 2e6 if wanted else None
+        self._status = ""
 
     @property
     def enabled(self) -> bool:
@@ -44,7 +56,39 @@ class Notifier:
 
     def status(self, status: str) -> None:
         """Update the one-line status shown by ``systemctl status``."""
+        self._status = status
         self.send(f"STATUS={status}")
+
+    @contextlib.contextmanager
+    def starting(
+        self,
+        every_s: float = EXTEND_EVERY_S,
+        extend_s: float = EXTEND_BY_S,
+        limit_s: float = EXTEND_LIMIT_S,
+    ) -> Iterator[None]:
+        """Keep extending systemd's start timeout while the block runs, for at most
+        ``limit_s``; the status line says how long the start has taken so far."""
+        if self._sock is None:
+            yield
+            return
+        done = threading.Event()
+        t0 = time.monotonic()
+
+        def extend() -> None:
+            while not done.wait(every_s) and time.monotonic() - t0 < limit_s:
+                took = time.monotonic() - t0
+                self.send(
+                    f"EXTEND_TIMEOUT_USEC={int(extend_s * 1e6)}",
+                    f"STATUS={self._status or 'starting'} ({took:.0f} s)",
+                )
+
+        thread = threading.Thread(target=extend, name="start-extend", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def watchdog(self) -> None:
         """Keep the watchdog from firing."""
