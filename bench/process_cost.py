@@ -214,6 +214,9 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
     agent._stopping = True
     assert agent._cal_thread is not None
     agent._cal_thread.join()
+    assert agent.calibration is not None
+    while agent.calibration.due():  # what it left undone
+        agent.calibration.run(agent.model.engine)
     cal: dict[str, list[float]] = {"memo": [], "no memo": []}
     jobs: dict[str, list[int]] = {"memo": [], "no memo": []}
     for _ in range(args.reps):
