@@ -13,13 +13,15 @@ Two models with the same key give the same classes for the same inputs
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.contracts import Predict
-from edge_agent.engine.engine import Engine
+from edge_agent.engine.engine import Engine, ModelKey
+
+Keyed = Callable[[np.ndarray], tuple[np.ndarray, ModelKey]]  # predict_logits_keyed
 
 
 def memo_key(predictor: Engine | RoutedPredictor) -> Hashable | None:
@@ -38,12 +40,13 @@ class ClassMemo:
         self.rows_asked = 0  # rows the wrapped predictions were asked for
         self.rows_predicted = 0  # of which the model ran on
 
-    def wrap(self, bits: int, key: Hashable | None, predict: Predict) -> Predict:
-        """``predict`` (the model ``key`` at ``bits``) run only on rows it has not
-        classified last time; ``key`` None: plain ``predict``, and nothing kept."""
+    def wrap(self, bits: int, key: Hashable | None, keyed: Keyed) -> Predict:
+        """The classes of ``keyed`` (logits and the key of the model that made them, read
+        in one step) for the model ``key`` at ``bits``, run only on rows it has not
+        classified last time; ``key`` None: run on every row, and nothing kept."""
         if key is None:
             self._last.pop(bits, None)
-            return predict
+            return lambda X: _classes(keyed(X)[0])
 
         def classes(X: np.ndarray) -> np.ndarray:
             rows = np.ascontiguousarray(X, np.float32).reshape(len(X), -1)
@@ -52,11 +55,21 @@ class ClassMemo:
             seen = hit[1] if hit is not None and hit[0] == key else {}
             todo = [i for i, d in enumerate(digests) if d not in seen]
             out = np.array([seen.get(d, -1) for d in digests], dtype=np.int64)
-            if todo:
-                out[todo] = np.asarray(predict(X[todo]), dtype=np.int64)
             self.rows_asked += len(out)
             self.rows_predicted += len(todo)
+            if todo:
+                logits, got = keyed(X[todo])
+                if got != key:  # the model changed since key was read (a bit-width switch)
+                    self._last.pop(bits, None)
+                    self.rows_predicted += len(out)
+                    return _classes(keyed(X)[0])
+                out[todo] = _classes(logits)
             self._last[bits] = (key, dict(zip(digests, out.tolist(), strict=True)))
             return out
 
         return classes
+
+
+def _classes(logits: np.ndarray) -> np.ndarray:
+    """Class indices (int64), as ``predict_classes`` gives them."""
+    return np.asarray(logits).argmax(axis=1).astype(np.int64)

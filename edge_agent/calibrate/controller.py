@@ -243,13 +243,13 @@ class CalibrationController(StatsSteps):
     def _predict_by_bits(self, engine: Engine) -> dict[int, Any]:
         # prepared samples; the active width routed as the agent predicts
         live = self.predictor(engine)
-        out = {engine.bits: self._memo.wrap(engine.bits, memo_key(live), live.predict_classes)}
+        out = {engine.bits: self._memo.wrap(engine.bits, memo_key(live), live.predict_logits_keyed)}
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
                     self._neighbours[b] = Engine(self.bundle, bits=b, scratch=True)
                 nb = self._neighbours[b]
-                out[b] = self._memo.wrap(b, nb.model_key, nb.predict_classes)
+                out[b] = self._memo.wrap(b, nb.model_key, nb.predict_logits_keyed)
         return out
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:
