@@ -137,7 +137,7 @@ def _calibration_run(agent: Agent, items: list[Item], batch: int, memo: bool) ->
     assert ctl is not None
     wrap = ClassMemo.wrap
     if not memo:  # every row predicted, as before the memo
-        ClassMemo.wrap = lambda self, bits, key, predict: predict  # type: ignore[method-assign]
+        ClassMemo.wrap = lambda self, bits, key, keyed: wrap(self, bits, None, keyed)  # type: ignore[method-assign]
     try:
         for s in range(0, len(items), batch):
             agent._process(items[s : s + batch])
