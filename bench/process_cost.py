@@ -10,6 +10,16 @@ ingest and calibration threads are not counted), min and median of the repetitio
 - ``second pass``: the drift model run again on every batch (what it did before:
   the drift signal's model key cleared, so the logits never match).
 
+Per stage of ``reuse`` (thread CPU time of each call, summed): inference (``_infer``: the
+engine's pass), publish (``_publish``), the calibration hand-off (``offer_batch``: drift
+scores, chunks) and the rest of ``_process``.
+
+The calibration thread's share, per stream sample: the jobs the batches made (QCore buffer
+updates) run on the calling thread (the agent's calibration thread is stopped), A/B:
+
+- ``memo``: a buffer update predicts only the rows new to each model (what the agent does);
+- ``no memo``: every buffer row predicted again by every model at every update (before).
+
 Also the pause of a full garbage collection with the start-up heap in the collector and
 after ``gc.freeze()`` (what the agent does once started). ``--profile`` prints the
 functions that cost most in ``reuse`` (cProfile, thread CPU time) instead.
@@ -34,9 +44,11 @@ from typing import Any
 import numpy as np
 
 from bench.cputime import loadavg
+from edge_agent.calibrate.class_memo import ClassMemo
 from edge_agent.data import load_dataset
 from edge_agent.ingest.intake import Item
 from edge_agent.ingest.protocol import decode_ingest, encode_sample
+from edge_agent.service import agent as agent_module
 from edge_agent.service.agent import Agent
 from edge_agent.service.config import local_config_text, parse_config
 from edge_agent.service.runtime import tune_for_latency
@@ -52,8 +64,11 @@ def _items(agent: Agent, n: int, start: int) -> list[Item]:
     eng = agent.model.engine
     now = time.perf_counter()
     out = []
+    # the test set has 40 samples: a little noise makes every window distinct, as a
+    # sensor's are (repeated windows would flatter the calibration's class memo)
+    noise = np.random.default_rng(start).normal(0, 0.01, (n, *X.shape[1:])).astype(np.float32)
     for i in range(start, start + n):
-        raw = encode_sample("bench", i, X[i % len(X)], 0.0)
+        raw = encode_sample("bench", i, X[i % len(X)] + noise[i - start], 0.0)
         msg = decode_ingest(raw, tuple(eng.input_shape), eng.num_classes, 1 << 20)
         out.append(Item(msg, now))  # type: ignore[arg-type]
     return out
@@ -65,6 +80,74 @@ def _run(agent: Agent, items: list[Item], batch: int) -> float:
     for s in range(0, len(items), batch):
         agent._process(items[s : s + batch])
     return (time.thread_time_ns() - t0) / len(items) / 1e3
+
+
+class Stages:
+    """Thread CPU time of the inference loop's stages, by wrapping them (one clock read
+    before and after each call: ~1 us per batch, not per sample)."""
+
+    NAMES = ("inference", "publish", "calibration hand-off")
+
+    def __init__(self, agent: Agent) -> None:
+        self.ns = dict.fromkeys(self.NAMES, 0)
+        self._undo = [
+            (agent, "_infer", agent._infer),
+            (agent, "_publish", agent._publish),
+            (agent_module, "offer_batch", agent_module.offer_batch),
+        ]
+        for (obj, attr, fn), name in zip(self._undo, self.NAMES, strict=True):
+            setattr(obj, attr, self._timed(fn, name))
+
+    def _timed(self, fn: Any, name: str) -> Any:
+        def call(*args: Any) -> Any:
+            t0 = time.thread_time_ns()
+            try:
+                return fn(*args)
+            finally:
+                self.ns[name] += time.thread_time_ns() - t0
+
+        return call
+
+    def restore(self) -> None:
+        """Unwrap."""
+        for obj, attr, fn in self._undo:
+            if obj is agent_module:
+                setattr(obj, attr, fn)
+            else:
+                delattr(obj, attr)  # the instance attribute hid the method
+
+
+def _stage_run(agent: Agent, items: list[Item], batch: int) -> dict[str, float]:
+    """Thread CPU us per sample of ``_process`` by stage over ``items``."""
+    stages = Stages(agent)
+    try:
+        total = _run(agent, items, batch)
+    finally:
+        stages.restore()
+    out = {k: v / len(items) / 1e3 for k, v in stages.ns.items()}
+    out["rest of _process"] = total - sum(out.values())
+    out["total"] = total
+    return out
+
+
+def _calibration_run(agent: Agent, items: list[Item], batch: int, memo: bool) -> tuple[float, int]:
+    """Thread CPU us per stream sample of the calibration jobs ``items`` make (run here),
+    and the number of jobs."""
+    ctl = agent.calibration
+    assert ctl is not None
+    wrap = ClassMemo.wrap
+    if not memo:  # every row predicted, as before the memo
+        ClassMemo.wrap = lambda self, bits, key, keyed: wrap(self, bits, None, keyed)  # type: ignore[method-assign]
+    try:
+        for s in range(0, len(items), batch):
+            agent._process(items[s : s + batch])
+        t0, jobs = time.thread_time_ns(), 0
+        while ctl.due():
+            ctl.run(agent.model.engine)
+            jobs += 1
+        return (time.thread_time_ns() - t0) / len(items) / 1e3, jobs
+    finally:
+        ClassMemo.wrap = wrap  # type: ignore[method-assign]
 
 
 def _full_gc_ms() -> float:
@@ -119,17 +202,49 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
         return 0
     times: dict[str, list[float]] = {"reuse": [], "second pass": []}
+    stages: list[dict[str, float]] = []
     for _ in range(args.reps):
         for case in times:
             items = fresh()
             drift.model_key = key if case == "reuse" else None
             times[case].append(_run(agent, items, args.batch))
-    drift.model_key = key
+        drift.model_key = key
+        stages.append(_stage_run(agent, fresh(), args.batch))
+    # the calibration thread's work on the calling thread: stop the agent's own
+    agent._stopping = True
+    assert agent._cal_thread is not None
+    agent._cal_thread.join()
+    assert agent.calibration is not None
+    while agent.calibration.due():  # what it left undone
+        agent.calibration.run(agent.model.engine)
+    cal: dict[str, list[float]] = {"memo": [], "no memo": []}
+    jobs: dict[str, list[int]] = {"memo": [], "no memo": []}
+    for _ in range(args.reps):
+        for case in cal:
+            us, n = _calibration_run(agent, fresh(), args.batch, case == "memo")
+            cal[case].append(us)
+            jobs[case].append(n)
+    agent._stopping = False
     res: dict[str, Any] = {
         k: {"min_us": round(min(v), 2), "median_us": round(statistics.median(v), 2)}
         for k, v in times.items()
     }
     res["saved_us_min"] = round(res["second pass"]["min_us"] - res["reuse"]["min_us"], 2)
+    by_stage = {
+        k: {
+            "min_us": round(min(s[k] for s in stages), 2),
+            "median_us": round(statistics.median(s[k] for s in stages), 2),
+        }
+        for k in stages[0]
+    }
+    cal_res = {
+        k: {
+            "min_us": round(min(v), 2),
+            "median_us": round(statistics.median(v), 2),
+            "jobs": jobs[k],
+        }
+        for k, v in cal.items()
+    }
     # a full collection's pause with the start-up heap in the collector and frozen
     gc.unfreeze()
     pauses = {"unfrozen": _full_gc_ms(), "frozen": (gc.freeze(), _full_gc_ms())[1]}
@@ -139,6 +254,8 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
         "samples_per_rep": args.samples,
         "reps": args.reps,
         "per_sample_main_thread": res,
+        "per_sample_main_thread_by_stage": by_stage,
+        "per_stream_sample_calibration_jobs": cal_res,
         "full_gc_pause_ms_median_of_5": pauses,
         "loadavg": loadavg(),
     }

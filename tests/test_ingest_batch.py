@@ -157,3 +157,68 @@ def test_gaps_restarts_and_duplicates_are_counted_within_one_batch() -> None:
     assert c["counters"]["seq_restarts"] == 1
     assert c["rejected"] == {"duplicate": 1}
     assert c["counters"]["accepted"] == 5 and c["counters"]["received"] == 6
+
+
+def _sample_map(extra: dict[object, object] | None = None, **change: object) -> bytes:
+    """A float32 sample map as a publisher might write it, with ``change`` and ``extra``
+    applied (a value of ... removes the key)."""
+    obj: dict[object, object] = {
+        "v": 1,
+        "type": "sample",
+        "sensor": "a",
+        "seq": 7,
+        "ts": 1.5,
+        "dtype": "float32",
+        "shape": [6, 100],
+        "data": _x(9).tobytes(),
+    }
+    obj.update(change)
+    obj.update(extra or {})
+    return msgpack.packb({k: v for k, v in obj.items() if v is not ...}, use_bin_type=True)
+
+
+# Near misses of the common float32 sample, each a field the batch path's one-step check
+# must reject (or accept) exactly as the full checks do.
+NEAR: list[bytes] = [
+    _sample_map(),
+    _sample_map(v=True),
+    _sample_map(seq=True),
+    _sample_map(seq=-1),
+    _sample_map(seq=2**64 - 1),
+    _sample_map(ts=True),
+    _sample_map(ts=3),
+    _sample_map(ts=float("inf")),
+    _sample_map(ts=...),
+    _sample_map(label=True),
+    _sample_map(label=-1),
+    _sample_map(label=CLASSES),
+    _sample_map(label=None),
+    _sample_map(label=3),
+    _sample_map(label=1.0),
+    _sample_map(shape=[6.0, 100]),
+    _sample_map(shape=[6, 100, 1]),
+    _sample_map(shape=[600]),
+    _sample_map(shape=...),
+    _sample_map(dtype="float64"),
+    _sample_map(dtype=b"float32"),
+    _sample_map(dtype=...),
+    _sample_map(data="x" * 2400),
+    _sample_map(data=b"\x00" * 2396),
+    _sample_map(sensor=""),
+    _sample_map(sensor="s" * 64),
+    _sample_map(sensor="s" * 65),
+    _sample_map(sensor=5),
+    _sample_map(type="label"),
+    _sample_map(type=...),
+    _sample_map({"extra": {"nested": [1, 2]}}),
+    _sample_map({b"bin": 1}),
+]
+
+
+def test_near_misses_of_the_common_sample_decode_in_a_batch_as_alone() -> None:
+    many = decode_ingest_many(NEAR, SHAPE, CLASSES, MAX_BYTES)
+    for raw, got in zip(NEAR, many, strict=True):
+        assert _same(got, _one(raw)), (msgpack.unpackb(raw, strict_map_key=False).keys(), got)
+    accepted = [isinstance(m, Sample) for m in many]
+    # the plain one, seq 2^64-1, an integer ts, labels None and 3, 64 chars, an extra key
+    assert sum(accepted) == 7, accepted

@@ -21,6 +21,7 @@ import numpy as np
 from edge_agent.bundle import Bundle, array_from_record, array_record
 from edge_agent.calibrate import stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
+from edge_agent.calibrate.class_memo import ClassMemo, memo_key
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
@@ -90,6 +91,7 @@ class CalibrationController(StatsSteps):
         self._buffer_lock = threading.Lock()  # guards the buffer (state() vs run())
         self._last_read: dict[str, Any] = {}  # what _read_buffer read last, by reader
         self._neighbours: dict[int, Engine] = {}
+        self._memo = ClassMemo()  # buffer updates predict only what a model has not seen
         self._scratch: Engine | None = None
         self._alarms_at_burst = 0
         # the episode (its alarm sample) whose statistics correction was kept
@@ -240,12 +242,14 @@ class CalibrationController(StatsSteps):
 
     def _predict_by_bits(self, engine: Engine) -> dict[int, Any]:
         # prepared samples; the active width routed as the agent predicts
-        out: dict[int, Any] = {engine.bits: self.predictor(engine).predict_classes}
+        live = self.predictor(engine)
+        out = {engine.bits: self._memo.wrap(engine.bits, memo_key(live), live.predict_logits_keyed)}
         for b in neighbour_bits(engine.available_bits, engine.bits, self.cfg.neighbour_bits):
             if b != engine.bits:
                 if b not in self._neighbours:
                     self._neighbours[b] = Engine(self.bundle, bits=b, scratch=True)
-                out[b] = self._neighbours[b].predict_classes
+                nb = self._neighbours[b]
+                out[b] = self._memo.wrap(b, nb.model_key, nb.predict_logits_keyed)
         return out
 
     def run(self, engine: Engine, seed: int | None = None) -> RoundResult | None:

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -223,6 +224,7 @@ class Sockets:
         assert self.pub is not None
         send, more = self.pub.send, zmq.SNDMORE
         topics = self._topics
+        pack = msgpack.Packer(use_bin_type=True).pack  # one per batch, not per message
         arrived = np.fromiter((it.arrived for it in samples), np.float64, len(samples))
         latencies = (done - arrived) * 1e3
         for it, c, p, lat in zip(samples, classes, conf, latencies.tolist(), strict=True):
@@ -234,7 +236,11 @@ class Sockets:
                     topics.clear()
                 topic = topics[s.sensor] = b"pred/" + s.sensor.encode()
             send(topic, more)
-            send(encode_prediction(s.sensor, s.seq, s.ts, c, names[c], p, version, lat, s.label))
+            send(
+                encode_prediction(
+                    s.sensor, s.seq, s.ts, c, names[c], p, version, lat, s.label, pack
+                )
+            )
         return latencies
 
 
