@@ -1,0 +1,117 @@
+"""The micro-kernel's reduction on AVX2 without VNNI: exact 16-bit multiply-add pairs.
+
+AVX2 has no 4-way u8 x s8 dot product. ``vpmaddubsw`` multiplies u8 by s8 but saturates
+its 16-bit pair sums (255 * -128 * 2 does not fit), so it is not exact for 8-bit weights.
+``vpmaddwd`` is: both operands widened to 16 bits, ``x0 * w0 + x1 * w1`` per int32 lane
+(ruy's and XNNPACK's AVX2 int8 kernels do the same). A tile's 64 weights (16 channels by 4
+inputs, byte ``4*o + j``) widen to four <16 x i16> vectors of 4 channels each; one
+activation word, widened and repeated, multiplies each, so lane ``2o`` holds the sum over
+inputs 0-1 and lane ``2o + 1`` over inputs 2-3 of channel ``o``: the pairs are added once
+per tile, after the loop. That is four <8 x i32> accumulators per row: with AVX2's 16
+vector registers a loop covers two rows (8 accumulators, 4 weight vectors, the activation
+words), and more rows are further passes over the block's chunks (which stay in L1).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils
+
+from kernels.codegen.unpack import chunk_tiles, row_pointers
+from kernels.plan.layout import CHUNK
+
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V16I16 = ir.VectorType(_I16, 16)
+_V8I32 = ir.VectorType(_I32, 8)
+#: rows per reduction loop (registers: 4 accumulators per row, 4 weight vectors)
+PASS_ROWS = 2
+
+
+def _mask(values: list[int]) -> ir.Constant:
+    return ir.Constant(ir.VectorType(_I32, len(values)), values)
+
+
+def _madd(builder: ir.IRBuilder, x: ir.Value, w: ir.Value) -> ir.Value:
+    fnty = ir.FunctionType(_V8I32, [_V16I16, _V16I16])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmadd.wd")
+    return builder.call(fn, [x, w])
+
+
+def _x_words(builder: ir.IRBuilder, word: ir.Value) -> ir.Value:
+    """Four activation bytes (an i32) as <16 x i16>: ``x0 x1 x2 x3`` four times."""
+    x4 = builder.zext(builder.bitcast(word, ir.VectorType(_I8, 4)), ir.VectorType(_I16, 4))
+    return builder.shuffle_vector(x4, x4, _mask([0, 1, 2, 3] * 4))
+
+
+def _weights(builder: ir.IRBuilder, tile: ir.Value) -> list[ir.Value]:
+    """A signed <64 x i8> tile as four <16 x i16> (channels 4q .. 4q + 3 each)."""
+    quarters = [_mask(list(range(16 * q, 16 * q + 16))) for q in range(4)]
+    return [builder.sext(builder.shuffle_vector(tile, tile, m), _V16I16) for m in quarters]
+
+
+def _fold(builder: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
+    """The <16 x i32> sums of one row from its four pair-sum accumulators."""
+    low = builder.shuffle_vector(parts[0], parts[1], _mask(list(range(16))))
+    high = builder.shuffle_vector(parts[2], parts[3], _mask(list(range(16))))
+    even = builder.shuffle_vector(low, high, _mask(list(range(0, 32, 2))))
+    odd = builder.shuffle_vector(low, high, _mask(list(range(1, 32, 2))))
+    return builder.add(even, odd)
+
+
+def _pass(
+    builder: ir.IRBuilder, rows: list[ir.Value], w_base: ir.Value, nchunks: ir.Value, bits: int
+) -> list[ir.Value]:
+    """One reduction loop over a block's chunks for a few rows; their <16 x i32> sums."""
+    tiles_per_chunk = CHUNK[bits][0]
+    entry = builder.block
+    loop = builder.append_basic_block("madd_loop")
+    done = builder.append_basic_block("madd_done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(ir.Constant(_I64, 0), entry)
+    accs = []
+    for _ in range(4 * len(rows)):
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(ir.Constant(_V8I32, None), entry)
+        accs.append(phi)
+    new = list(accs)
+    tiles = chunk_tiles(builder, w_base, i, bits)
+    k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
+    for g, tile in enumerate(tiles):
+        w16 = _weights(builder, tile)
+        k4 = builder.add(k4_base, ir.Constant(_I64, g))
+        for r, row in enumerate(rows):
+            x = _x_words(builder, builder.load(builder.gep(row, [k4]), align=1))
+            for q in range(4):
+                new[4 * r + q] = builder.add(new[4 * r + q], _madd(builder, x, w16[q]))
+    i_next = builder.add(i, ir.Constant(_I64, 1))
+    i.add_incoming(i_next, builder.block)
+    for phi, val in zip(accs, new, strict=True):
+        phi.add_incoming(val, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
+    builder.position_at_end(done)
+    return [_fold(builder, new[4 * r : 4 * r + 4]) for r in range(len(rows))]
+
+
+def accumulate(
+    builder: ir.IRBuilder,
+    a_ptr: ir.Value,
+    w_ptr: ir.Value,
+    ints: list[ir.Value],
+    bits: int,
+    rows: int,
+    blocks: int = 1,
+) -> list[ir.Value]:
+    """:func:`kernels.codegen.microkernel.accumulate` for AVX2 (same arguments and sums)."""
+    w_off, nchunks = ints[3:5]
+    row_ptrs = row_pointers(builder, a_ptr, ints, rows)
+    sums: list[ir.Value] = []
+    for c in range(blocks):
+        w_base = builder.gep(w_ptr, [builder.add(w_off, ints[5]) if c else w_off])
+        for r0 in range(0, rows, PASS_ROWS):
+            sums += _pass(builder, row_ptrs[r0 : r0 + PASS_ROWS], w_base, nchunks, bits)
+    return sums

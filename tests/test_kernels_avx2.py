@@ -1,0 +1,85 @@
+"""The AVX2 micro-kernel path (``vpmaddwd``, :mod:`kernels.codegen.madd`), from any host.
+
+Its choice, that its reduction loop lowers to 16-bit multiply-adds held in registers on a
+CPU without AVX-512, and its bit-exactness at every bit-width in a child process that
+forces it (on this machine's own ISA the kernel tests check it too).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import llvmlite.binding as llvm
+import pytest
+from llvmlite import ir
+from test_engine import _run_snippet
+
+from kernels.codegen import isa, madd
+
+
+def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isa.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(isa, "host_features", lambda: {"avx2", "fma"})  # Zen 3
+    assert isa.detect() == "avx2"
+    monkeypatch.setattr(isa, "host_features", lambda: {"avx2", "avx512f", "avx512bw", "avx512vnni"})
+    assert isa.detect() == "avx512vnni"
+    monkeypatch.setattr(isa, "host_features", lambda: {"sse4.2"})
+    assert isa.detect() == "generic"
+
+
+def _x86_asm(bits: int, rows: int) -> str:
+    """Assembly of an 8-bit accumulate for ``rows`` rows, compiled for a Zen 3 (AVX2)."""
+    module = ir.Module(name="madd_test")
+    module.triple = "x86_64-unknown-linux-gnu"
+    i8p, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
+    v16 = ir.VectorType(ir.IntType(32), 16)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, v16.as_pointer(), i64, i64, i64, i64, i64])
+    fn = ir.Function(module, fnty, "acc")
+    builder = ir.IRBuilder(fn.append_basic_block())
+    a, w, out, *ints = fn.args
+    sums = madd.accumulate(builder, a, w, list(ints), bits, rows)
+    for r, s in enumerate(sums):
+        builder.store(s, builder.gep(out, [ir.Constant(i64, r)]))
+    builder.ret_void()
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    target = llvm.Target.from_triple(module.triple)
+    machine = target.create_target_machine(cpu="znver3", opt=3)
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    return str(machine.emit_assembly(parsed))
+
+
+def test_reduction_is_vpmaddwd_without_spills() -> None:
+    asm = _x86_asm(8, 2)
+    loops = re.findall(r"\.LBB\d+_\d+:.*?\n(.*?)\n\s*j(?:ne|l|b)\s", asm, re.S)
+    body = max(loops, key=lambda b: b.count("vpmaddwd"))
+    # 2 rows by 4 vectors of 4 channels, unrolled at most twice
+    assert body.count("vpmaddwd") in (8, 16), body
+    assert "rsp" not in body, body  # accumulators and weights stay in registers
+
+
+@pytest.mark.skipif("avx2" not in isa.host_features(), reason="needs an AVX2 host")
+def test_avx2_kernels_equal_reference(tmp_path: Path) -> None:
+    """Every bit-width through the whole engine with the AVX2 kernels, in a child process."""
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_engine import random_bundle, _inputs, ARCHS\n"
+        "from edge_agent.engine import reference\n"
+        "from edge_agent.engine.engine import Engine\n"
+        "for arch in sorted(ARCHS):\n"
+        "    b = random_bundle(ARCHS[arch])\n"
+        "    e = Engine(b)\n"
+        "    assert e.isa == 'avx2', e.isa\n"
+        "    x = _inputs(ARCHS[arch], 11)\n"
+        "    for bits in (8, 4, 3, 2):\n"
+        "        e.set_bits(bits)\n"
+        "        want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
+        "                                 b.norm_std, x)\n"
+        "        assert np.array_equal(e.predict_logits(x), want), (arch, bits)\n"
+        "print('ok')\n"
+    )
+    env = {"EDGE_AGENT_KERNEL_ISA": "avx2", "EDGE_AGENT_JIT_CACHE": str(tmp_path / "jit")}
+    assert _run_snippet(code, env).strip() == "ok"
