@@ -29,7 +29,7 @@ def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def _x86_asm(bits: int, rows: int) -> str:
-    """Assembly of an 8-bit accumulate for ``rows`` rows, compiled for a Zen 3 (AVX2)."""
+    """Assembly of a ``bits``-bit accumulate of ``rows`` rows, compiled for a Zen 3 (AVX2)."""
     module = ir.Module(name="madd_test")
     module.triple = "x86_64-unknown-linux-gnu"
     i8p, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
@@ -51,12 +51,13 @@ def _x86_asm(bits: int, rows: int) -> str:
     return str(machine.emit_assembly(parsed))
 
 
-def test_reduction_is_vpmaddwd_without_spills() -> None:
-    asm = _x86_asm(8, 2)
+@pytest.mark.parametrize(("bits", "op", "per_loop"), [(8, "vpmaddwd", 8), (4, "vpmaddubsw", 8)])
+def test_reduction_lowers_to_multiply_adds_in_registers(bits: int, op: str, per_loop: int) -> None:
+    """8 bits: 2 rows by 4 vectors of 4 channels; 4 bits: 2 rows by 2 tiles by 2 halves."""
+    asm = _x86_asm(bits, 2)
     loops = re.findall(r"\.LBB\d+_\d+:.*?\n(.*?)\n\s*j(?:ne|l|b)\s", asm, re.S)
-    body = max(loops, key=lambda b: b.count("vpmaddwd"))
-    # 2 rows by 4 vectors of 4 channels, unrolled at most twice
-    assert body.count("vpmaddwd") in (8, 16), body
+    body = max(loops, key=lambda b: b.count(op))
+    assert body.count(op) in (per_loop, 2 * per_loop), body  # unrolled at most twice
     assert "rsp" not in body, body  # accumulators and weights stay in registers
 
 

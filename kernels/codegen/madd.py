@@ -10,6 +10,12 @@ inputs 0-1 and lane ``2o + 1`` over inputs 2-3 of channel ``o``: the pairs are a
 per tile, after the loop. That is four <8 x i32> accumulators per row: with AVX2's 16
 vector registers a loop covers two rows (8 accumulators, 4 weight vectors, the activation
 words), and more rows are further passes over the block's chunks (which stay in L1).
+
+Sub-byte weights are small enough for ``vpmaddubsw`` (u8 x s8, 32 products per
+instruction): its pair sums are at most ``255 * 2^(b-1) * 2`` in magnitude, and so are
+those of a whole chunk's tiles added in 16 bits (at most 16,320 for 3 bits' eight tiles of
+``|q| <= 4``): no saturation, exact. Once per chunk ``vpmaddwd`` by ones widens them to
+int32 and adds each channel's two pairs, so the accumulators hold channel sums directly.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ _I16 = ir.IntType(16)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V16I16 = ir.VectorType(_I16, 16)
+_V32I8 = ir.VectorType(_I8, 32)
 _V8I32 = ir.VectorType(_I32, 8)
+_ONES = ir.Constant(_V16I16, [1] * 16)
 #: rows per reduction loop (registers: 4 accumulators per row, 4 weight vectors)
 PASS_ROWS = 2
 
@@ -37,6 +45,12 @@ def _mask(values: list[int]) -> ir.Constant:
 def _madd(builder: ir.IRBuilder, x: ir.Value, w: ir.Value) -> ir.Value:
     fnty = ir.FunctionType(_V8I32, [_V16I16, _V16I16])
     fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmadd.wd")
+    return builder.call(fn, [x, w])
+
+
+def _maddubs(builder: ir.IRBuilder, x: ir.Value, w: ir.Value) -> ir.Value:
+    fnty = ir.FunctionType(_V16I16, [_V32I8, _V32I8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmadd.ub.sw")
     return builder.call(fn, [x, w])
 
 
@@ -65,7 +79,7 @@ def _pass(
     builder: ir.IRBuilder, rows: list[ir.Value], w_base: ir.Value, nchunks: ir.Value, bits: int
 ) -> list[ir.Value]:
     """One reduction loop over a block's chunks for a few rows; their <16 x i32> sums."""
-    tiles_per_chunk = CHUNK[bits][0]
+    per_row = 4 if bits == 8 else 2  # <8 x i32> accumulators of a row
     entry = builder.block
     loop = builder.append_basic_block("madd_loop")
     done = builder.append_basic_block("madd_done")
@@ -74,27 +88,66 @@ def _pass(
     i = builder.phi(_I64)
     i.add_incoming(ir.Constant(_I64, 0), entry)
     accs = []
-    for _ in range(4 * len(rows)):
+    for _ in range(per_row * len(rows)):
         phi = builder.phi(_V8I32)
         phi.add_incoming(ir.Constant(_V8I32, None), entry)
         accs.append(phi)
-    new = list(accs)
     tiles = chunk_tiles(builder, w_base, i, bits)
-    k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
-    for g, tile in enumerate(tiles):
-        w16 = _weights(builder, tile)
-        k4 = builder.add(k4_base, ir.Constant(_I64, g))
-        for r, row in enumerate(rows):
-            x = _x_words(builder, builder.load(builder.gep(row, [k4]), align=1))
-            for q in range(4):
-                new[4 * r + q] = builder.add(new[4 * r + q], _madd(builder, x, w16[q]))
+    k4_base = builder.mul(i, ir.Constant(_I64, CHUNK[bits][0]))
+    words = [
+        [
+            builder.load(builder.gep(row, [builder.add(k4_base, ir.Constant(_I64, g))]), align=1)
+            for g in range(len(tiles))
+        ]
+        for row in rows
+    ]
+    chunk = _chunk_wide if bits == 8 else _chunk_bytes
+    new = chunk(builder, accs, tiles, words)
     i_next = builder.add(i, ir.Constant(_I64, 1))
     i.add_incoming(i_next, builder.block)
     for phi, val in zip(accs, new, strict=True):
         phi.add_incoming(val, builder.block)
     builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
     builder.position_at_end(done)
-    return [_fold(builder, new[4 * r : 4 * r + 4]) for r in range(len(rows))]
+    if bits == 8:
+        return [_fold(builder, new[4 * r : 4 * r + 4]) for r in range(len(rows))]
+    cat = _mask(list(range(16)))
+    return [builder.shuffle_vector(new[2 * r], new[2 * r + 1], cat) for r in range(len(rows))]
+
+
+def _chunk_wide(
+    builder: ir.IRBuilder, accs: list[ir.Value], tiles: list[ir.Value], words: list[list[ir.Value]]
+) -> list[ir.Value]:
+    """8-bit weights: ``vpmaddwd`` pair sums of one chunk added to four accumulators a row."""
+    new = list(accs)
+    w16 = _weights(builder, tiles[0])
+    for r, row_words in enumerate(words):
+        x = _x_words(builder, row_words[0])
+        for q in range(4):
+            new[4 * r + q] = builder.add(new[4 * r + q], _madd(builder, x, w16[q]))
+    return new
+
+
+def _chunk_bytes(
+    builder: ir.IRBuilder, accs: list[ir.Value], tiles: list[ir.Value], words: list[list[ir.Value]]
+) -> list[ir.Value]:
+    """Sub-byte weights: a chunk's ``vpmaddubsw`` sums in 16 bits, widened once (channels
+    0-7 and 8-15 of a row in two accumulators)."""
+    halves = [_mask(list(range(32 * h, 32 * h + 32))) for h in range(2)]
+    tile_halves = [[builder.shuffle_vector(t, t, m) for m in halves] for t in tiles]
+    new = list(accs)
+    for r, row_words in enumerate(words):
+        parts: list[ir.Value | None] = [None, None]
+        for word, th in zip(row_words, tile_halves, strict=True):
+            x4 = builder.bitcast(word, ir.VectorType(_I8, 4))
+            xb = builder.shuffle_vector(x4, x4, _mask([0, 1, 2, 3] * 8))
+            for h in range(2):
+                m = _maddubs(builder, xb, th[h])
+                part = parts[h]
+                parts[h] = m if part is None else builder.add(part, m)
+        for h in range(2):
+            new[2 * r + h] = builder.add(new[2 * r + h], _madd(builder, parts[h], _ONES))
+    return new
 
 
 def accumulate(
