@@ -34,6 +34,7 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V32I8 = ir.VectorType(_I8, 32)
 _V8I32 = ir.VectorType(_I32, 8)
 _ONES = ir.Constant(_V16I16, [1] * 16)
+_ZERO8 = ir.Constant(_V32I8, [0] * 32)
 #: rows per reduction loop (registers: 4 accumulators per row, 4 weight vectors)
 PASS_ROWS = 2
 
@@ -55,9 +56,18 @@ def _maddubs(builder: ir.IRBuilder, x: ir.Value, w: ir.Value) -> ir.Value:
 
 
 def _x_words(builder: ir.IRBuilder, word: ir.Value) -> ir.Value:
-    """Four activation bytes (an i32) as <16 x i16>: ``x0 x1 x2 x3`` four times."""
-    x4 = builder.zext(builder.bitcast(word, ir.VectorType(_I8, 4)), ir.VectorType(_I16, 4))
-    return builder.shuffle_vector(x4, x4, _mask([0, 1, 2, 3] * 4))
+    """Four activation bytes (an i32) as <16 x i16>: ``x0 x1 x2 x3`` four times.
+
+    Written as a broadcast word interleaved with zero bytes: one ``vpunpcklbw`` after a
+    ``vpbroadcastd`` from memory (widening first took three instructions).
+    """
+    v8i32 = ir.VectorType(_I32, 8)
+    splat = builder.insert_element(ir.Constant(v8i32, None), word, ir.Constant(_I32, 0))
+    splat = builder.shuffle_vector(splat, splat, _mask([0] * 8))
+    xb = builder.bitcast(splat, _V32I8)
+    # bytes 0..7 of each 128-bit half, each followed by a zero byte (little-endian u16)
+    order = [j for half in (0, 16) for i in range(8) for j in (half + i, 32 + half + i)]
+    return builder.bitcast(builder.shuffle_vector(xb, _ZERO8, _mask(order)), _V16I16)
 
 
 def _weights(builder: ir.IRBuilder, tile: ir.Value) -> list[ir.Value]:
