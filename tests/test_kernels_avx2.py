@@ -28,7 +28,7 @@ def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None
     assert isa.detect() == "generic"
 
 
-def _x86_asm(bits: int, rows: int) -> str:
+def _x86_asm(bits: int, rows: int, codes: bool = False) -> str:
     """Assembly of a ``bits``-bit accumulate of ``rows`` rows, compiled for a Zen 3 (AVX2)."""
     module = ir.Module(name="madd_test")
     module.triple = "x86_64-unknown-linux-gnu"
@@ -38,7 +38,7 @@ def _x86_asm(bits: int, rows: int) -> str:
     fn = ir.Function(module, fnty, "acc")
     builder = ir.IRBuilder(fn.append_basic_block())
     a, w, out, *ints = fn.args
-    sums = madd.accumulate(builder, a, w, list(ints), bits, rows)
+    sums = madd.accumulate(builder, a, w, list(ints), bits, rows, codes=codes)
     for r, s in enumerate(sums):
         builder.store(s, builder.gep(out, [ir.Constant(i64, r)]))
     builder.ret_void()
@@ -51,14 +51,25 @@ def _x86_asm(bits: int, rows: int) -> str:
     return str(machine.emit_assembly(parsed))
 
 
+def _loop(asm: str, op: str) -> str:
+    loops = re.findall(r"\.LBB\d+_\d+:.*?\n(.*?)\n\s*j(?:ne|l|b)\s", asm, re.S)
+    return max(loops, key=lambda b: b.count(op))
+
+
 @pytest.mark.parametrize(("bits", "op", "per_loop"), [(8, "vpmaddwd", 8), (4, "vpmaddubsw", 8)])
 def test_reduction_lowers_to_multiply_adds_in_registers(bits: int, op: str, per_loop: int) -> None:
     """8 bits: 2 rows by 4 vectors of 4 channels; 4 bits: 2 rows by 2 tiles by 2 halves."""
-    asm = _x86_asm(bits, 2)
-    loops = re.findall(r"\.LBB\d+_\d+:.*?\n(.*?)\n\s*j(?:ne|l|b)\s", asm, re.S)
-    body = max(loops, key=lambda b: b.count(op))
+    body = _loop(_x86_asm(bits, 2), op)
     assert body.count(op) in (per_loop, 2 * per_loop), body  # unrolled at most twice
     assert "rsp" not in body, body  # accumulators and weights stay in registers
+
+
+def test_codes_widen_straight_from_memory() -> None:
+    """Sums of the 8-bit codes: four vpmovzxbw loads a chunk, no subtraction, no extracts."""
+    body = _loop(_x86_asm(8, 2, codes=True), "vpmaddwd")
+    chunks = body.count("vpmaddwd") // 8
+    assert re.findall(r"vpmovzxbw\s+-?\d*\(", body) and body.count("vpmovzxbw") == 4 * chunks
+    assert "vpsubb" not in body and "vextracti128" not in body and "rsp" not in body, body
 
 
 @pytest.mark.skipif("avx2" not in isa.host_features(), reason="needs an AVX2 host")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.codegen.fused import tile_requant_kernel
+from kernels.codegen.fused import tile_requant_kernel, uses_codes
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.jit import inline_kernel, kernel
 from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
@@ -54,6 +54,8 @@ TILES_PER_CHUNK = np.array(
 #: 8-row tiles cover two blocks of 16 output channels (16 accumulators: AVX-512 has 32
 #: vector registers; NEON's 32 128-bit registers would spill)
 WIDE = ACTIVE_ISA == "avx512vnni"
+#: the fused 8-bit tiles sum ``x * (q + 128)`` and subtract ``128 * sum(x)`` per row
+CODES = uses_codes(ACTIVE_ISA, 8)
 
 
 @inline_kernel
@@ -123,6 +125,20 @@ def _tile_wide(
         mw2(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step)
 
 
+@inline_kernel
+def _code_offsets(
+    a: np.ndarray, a_stride: int, m0: int, m1: int, kp: int, xsum: np.ndarray
+) -> None:
+    """``xsum[r - m0] = 128 * sum(a[row r][:kp])`` (int32, wrapping) for rows ``m0 .. m1``:
+    what the AVX2 8-bit tiles, which sum ``x * (q + 128)``, subtract."""
+    for r in range(m1 - m0):
+        base = (m0 + r) * a_stride
+        s = np.int32(0)
+        for k in range(kp):
+            s += np.int32(a[base + k])
+        xsum[r] = s * np.int32(128)
+
+
 @kernel
 def gemm_rows(
     a: np.ndarray,
@@ -156,7 +172,8 @@ def gemm_rows(
     ``emap`` (:func:`_targets`, :func:`identity_map`).
     ``bias`` must hold ``bias_q - (z_in - offset) * rowsum(q)``, ``offset`` the activation
     offset of the instruction set (:func:`kernels.plan.targets.act_offset`);
-    ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256) and
+    ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256; the sums of
+    the last layer's tiles, or the hidden layers' row offsets where :data:`CODES`) and
     ``scratch`` int64 scratch of ``8 + PANEL_ROWS``: the caller's, nothing is allocated.
     """
     tiles = TILES_PER_CHUNK[bits]
@@ -172,6 +189,8 @@ def gemm_rows(
         for m0_ in range(0, rows_total, PANEL_ROWS):
             m1 = min(rows_total, m0_ + PANEL_ROWS)
             _targets(emap, last, out_ch, m1 - m0_, st, tgt)
+            if CODES and bits == 8:
+                _code_offsets(a, a_stride, m0_, m1, nchunks * 4, acc)
             b = 0
             while b < nblocks:
                 o0 = b * 16
@@ -210,6 +229,7 @@ def gemm_rows(
                         n,
                         n2,
                         emap[M_PREMAX],
+                        acc,
                         out,
                     )
                     m += valid

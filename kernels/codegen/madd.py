@@ -23,7 +23,7 @@ from __future__ import annotations
 from llvmlite import ir
 from numba.core import cgutils
 
-from kernels.codegen.unpack import chunk_tiles, row_pointers
+from kernels.codegen.unpack import chunk_planes, chunk_tiles, row_pointers
 from kernels.plan.layout import CHUNK
 
 _I8 = ir.IntType(8)
@@ -70,10 +70,12 @@ def _x_words(builder: ir.IRBuilder, word: ir.Value) -> ir.Value:
     return builder.bitcast(builder.shuffle_vector(xb, _ZERO8, _mask(order)), _V16I16)
 
 
-def _weights(builder: ir.IRBuilder, tile: ir.Value) -> list[ir.Value]:
-    """A signed <64 x i8> tile as four <16 x i16> (channels 4q .. 4q + 3 each)."""
+def _weights(builder: ir.IRBuilder, tile: ir.Value, signed: bool) -> list[ir.Value]:
+    """A <64 x i8> tile as four <16 x i16> (channels 4q .. 4q + 3 each), sign- or
+    zero-extended."""
     quarters = [_mask(list(range(16 * q, 16 * q + 16))) for q in range(4)]
-    return [builder.sext(builder.shuffle_vector(tile, tile, m), _V16I16) for m in quarters]
+    widen = builder.sext if signed else builder.zext
+    return [widen(builder.shuffle_vector(tile, tile, m), _V16I16) for m in quarters]
 
 
 def _fold(builder: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
@@ -86,9 +88,15 @@ def _fold(builder: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
 
 
 def _pass(
-    builder: ir.IRBuilder, rows: list[ir.Value], w_base: ir.Value, nchunks: ir.Value, bits: int
+    builder: ir.IRBuilder,
+    rows: list[ir.Value],
+    w_base: ir.Value,
+    nchunks: ir.Value,
+    bits: int,
+    codes: bool,
 ) -> list[ir.Value]:
-    """One reduction loop over a block's chunks for a few rows; their <16 x i32> sums."""
+    """One reduction loop over a block's chunks for a few rows; their <16 x i32> sums
+    (with the 8-bit codes ``q + 128`` as weights where ``codes``)."""
     per_row = 4 if bits == 8 else 2  # <8 x i32> accumulators of a row
     entry = builder.block
     loop = builder.append_basic_block("madd_loop")
@@ -102,7 +110,10 @@ def _pass(
         phi = builder.phi(_V8I32)
         phi.add_incoming(ir.Constant(_V8I32, None), entry)
         accs.append(phi)
-    tiles = chunk_tiles(builder, w_base, i, bits)
+    if codes:  # 8 bits: the plane holds the codes themselves
+        tiles = chunk_planes(builder, w_base, i, bits)
+    else:
+        tiles = chunk_tiles(builder, w_base, i, bits)
     k4_base = builder.mul(i, ir.Constant(_I64, CHUNK[bits][0]))
     words = [
         [
@@ -111,8 +122,10 @@ def _pass(
         ]
         for row in rows
     ]
-    chunk = _chunk_wide if bits == 8 else _chunk_bytes
-    new = chunk(builder, accs, tiles, words)
+    if bits == 8:
+        new = _chunk_wide(builder, accs, tiles[0], words, signed=not codes)
+    else:
+        new = _chunk_bytes(builder, accs, tiles, words)
     i_next = builder.add(i, ir.Constant(_I64, 1))
     i.add_incoming(i_next, builder.block)
     for phi, val in zip(accs, new, strict=True):
@@ -126,11 +139,15 @@ def _pass(
 
 
 def _chunk_wide(
-    builder: ir.IRBuilder, accs: list[ir.Value], tiles: list[ir.Value], words: list[list[ir.Value]]
+    builder: ir.IRBuilder,
+    accs: list[ir.Value],
+    tile: ir.Value,
+    words: list[list[ir.Value]],
+    signed: bool,
 ) -> list[ir.Value]:
     """8-bit weights: ``vpmaddwd`` pair sums of one chunk added to four accumulators a row."""
     new = list(accs)
-    w16 = _weights(builder, tiles[0])
+    w16 = _weights(builder, tile, signed)
     for r, row_words in enumerate(words):
         x = _x_words(builder, row_words[0])
         for q in range(4):
@@ -168,13 +185,20 @@ def accumulate(
     bits: int,
     rows: int,
     blocks: int = 1,
+    codes: bool = False,
 ) -> list[ir.Value]:
-    """:func:`kernels.codegen.microkernel.accumulate` for AVX2 (same arguments and sums)."""
+    """:func:`kernels.codegen.microkernel.accumulate` for AVX2 (same arguments and sums).
+
+    With ``codes`` (8 bits only) the sums are of ``x * (q + 128)``: the weights' codes
+    widen straight from memory (``vpmovzxbw``, no subtraction and no lane extraction),
+    and the caller subtracts ``128 * sum(x)`` of each row (:mod:`kernels.codegen.fused`).
+    """
     w_off, nchunks = ints[3:5]
     row_ptrs = row_pointers(builder, a_ptr, ints, rows)
     sums: list[ir.Value] = []
     for c in range(blocks):
         w_base = builder.gep(w_ptr, [builder.add(w_off, ints[5]) if c else w_off])
         for r0 in range(0, rows, PASS_ROWS):
-            sums += _pass(builder, row_ptrs[r0 : r0 + PASS_ROWS], w_base, nchunks, bits)
+            rs = row_ptrs[r0 : r0 + PASS_ROWS]
+            sums += _pass(builder, rs, w_base, nchunks, bits, codes and bits == 8)
     return sums

@@ -97,14 +97,19 @@ def accumulate(
     rows: int,
     isa: str,
     blocks: int = 1,
+    codes: bool = False,
 ) -> list[ir.Value]:
     """Emit the reduction loop; the int32 sums of row ``r``, block ``c`` at ``r + rows * c``.
 
     ``ints`` are i64 ``a_off, a_stride, a_last, w_off, nchunks`` and, for two blocks,
-    ``w_step``. The builder is left after the loop, the sums in registers.
+    ``w_step``. The builder is left after the loop, the sums in registers. ``codes``: sums
+    of the 8-bit codes ``q + 128`` instead of ``q`` (AVX2 only, see
+    :func:`kernels.codegen.madd.accumulate`).
     """
     if isa == "avx2":
-        return madd.accumulate(builder, a_ptr, w_ptr, ints, bits, rows, blocks)
+        return madd.accumulate(builder, a_ptr, w_ptr, ints, bits, rows, blocks, codes)
+    if codes:
+        raise ValueError(f"sums of codes are an AVX2 path, not {isa!r}")
     tiles_per_chunk = CHUNK[bits][0]
     dot = _DOT[isa]
     signed = isa in SIGNED_ACTIVATIONS

@@ -45,15 +45,20 @@ def unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir.
     return tiles
 
 
-def chunk_tiles(builder: ir.IRBuilder, w_base: ir.Value, i: ir.Value, bits: int) -> list[ir.Value]:
-    """The unpacked tiles of chunk ``i`` (i64) of the block starting at ``w_base`` (i8*)."""
+def chunk_planes(builder: ir.IRBuilder, w_base: ir.Value, i: ir.Value, bits: int) -> list[ir.Value]:
+    """The packed 64-byte planes (<64 x i8>) of chunk ``i`` (i64) of the block at ``w_base``."""
     chunk_bytes = CHUNK[bits][1]
     chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
     planes = []
     for p in range(chunk_bytes // 64):
         ptr = builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)])
         planes.append(builder.load(builder.bitcast(ptr, V64I8.as_pointer()), align=1))
-    return unpack(builder, planes, bits)
+    return planes
+
+
+def chunk_tiles(builder: ir.IRBuilder, w_base: ir.Value, i: ir.Value, bits: int) -> list[ir.Value]:
+    """The unpacked tiles of chunk ``i`` (i64) of the block starting at ``w_base`` (i8*)."""
+    return unpack(builder, chunk_planes(builder, w_base, i, bits), bits)
 
 
 def row_pointers(
