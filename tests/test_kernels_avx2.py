@@ -8,9 +8,10 @@ forces it (on this machine's own ISA the kernel tests check it too).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import llvmlite.binding as llvm
+import numba
+import numpy as np
 import pytest
 from llvmlite import ir
 from test_engine import _run_snippet
@@ -73,7 +74,7 @@ def test_codes_widen_straight_from_memory() -> None:
 
 
 @pytest.mark.skipif("avx2" not in isa.host_features(), reason="needs an AVX2 host")
-def test_avx2_kernels_equal_reference(tmp_path: Path) -> None:
+def test_avx2_kernels_equal_reference() -> None:
     """Every bit-width through the whole engine with the AVX2 kernels, in a child process."""
     code = (
         "import sys, numpy as np\n"
@@ -93,5 +94,23 @@ def test_avx2_kernels_equal_reference(tmp_path: Path) -> None:
         "        assert np.array_equal(e.predict_logits(x), want), (arch, bits)\n"
         "print('ok')\n"
     )
-    env = {"EDGE_AGENT_KERNEL_ISA": "avx2", "EDGE_AGENT_JIT_CACHE": str(tmp_path / "jit")}
-    assert _run_snippet(code, env).strip() == "ok"
+    # the JIT cache is keyed by ISA: on an AVX2 host the child reuses this process's kernels
+    assert _run_snippet(code, {"EDGE_AGENT_KERNEL_ISA": "avx2"}).strip() == "ok"
+
+
+@pytest.mark.parametrize("kp", [4, 28, 32, 36, 64, 100, 768])
+def test_code_offsets_are_128_times_row_sums(kp: int) -> None:
+    """Whole 32-byte blocks and the remaining words, rows at a stride, int32 wrap."""
+
+    @numba.njit
+    def run(a: np.ndarray, stride: int, m0: int, m1: int, kp: int, xsum: np.ndarray) -> None:
+        madd.code_offsets(a, stride, m0, m1, kp, xsum)
+
+    rng = np.random.default_rng(kp)
+    stride = kp + 12
+    a = rng.integers(0, 256, 9 * stride, dtype=np.uint8)
+    xsum = np.full(8, -1, np.int32)
+    run(a, stride, 2, 9, kp, xsum)
+    rows = a.reshape(9, stride)[2:9, :kp].astype(np.int64)
+    np.testing.assert_array_equal(xsum[:7], (128 * rows.sum(axis=1)).astype(np.int32))
+    assert xsum[7] == -1

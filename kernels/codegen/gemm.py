@@ -15,6 +15,7 @@ import numpy as np
 from kernels.codegen.fused import tile_requant_kernel, uses_codes
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.jit import inline_kernel, kernel
+from kernels.codegen.madd import code_offsets
 from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
 from kernels.codegen.store import _store, _targets
 from kernels.plan.layout import CHUNK
@@ -125,20 +126,6 @@ def _tile_wide(
         mw2(acc, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step)
 
 
-@inline_kernel
-def _code_offsets(
-    a: np.ndarray, a_stride: int, m0: int, m1: int, kp: int, xsum: np.ndarray
-) -> None:
-    """``xsum[r - m0] = 128 * sum(a[row r][:kp])`` (int32, wrapping) for rows ``m0 .. m1``:
-    what the AVX2 8-bit tiles, which sum ``x * (q + 128)``, subtract."""
-    for r in range(m1 - m0):
-        base = (m0 + r) * a_stride
-        s = np.int32(0)
-        for k in range(kp):
-            s += np.int32(a[base + k])
-        xsum[r] = s * np.int32(128)
-
-
 @kernel
 def gemm_rows(
     a: np.ndarray,
@@ -190,7 +177,7 @@ def gemm_rows(
             m1 = min(rows_total, m0_ + PANEL_ROWS)
             _targets(emap, last, out_ch, m1 - m0_, st, tgt)
             if CODES and bits == 8:
-                _code_offsets(a, a_stride, m0_, m1, nchunks * 4, acc)
+                code_offsets(a, a_stride, m0_, m1, nchunks * 4, acc)
             b = 0
             while b < nblocks:
                 o0 = b * 16

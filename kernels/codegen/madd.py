@@ -20,8 +20,12 @@ int32 and adds each channel's two pairs, so the accumulators hold channel sums d
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir
+from numba import types
 from numba.core import cgutils
+from numba.extending import intrinsic
 
 from kernels.codegen.unpack import chunk_planes, chunk_tiles, row_pointers
 from kernels.plan.layout import CHUNK
@@ -202,3 +206,76 @@ def accumulate(
             rs = row_ptrs[r0 : r0 + PASS_ROWS]
             sums += _pass(builder, rs, w_base, nchunks, bits, codes and bits == 8)
     return sums
+
+
+def _sum_bytes(
+    builder: ir.IRBuilder, row: ir.Value, start: ir.Value, end: ir.Value, step: int, total: ir.Value
+) -> ir.Value:
+    """``total`` plus the bytes ``row[start:end]`` (i32), ``step`` bytes at a time (``end -
+    start`` a multiple of it), each step a ``reduce.add`` of its bytes widened."""
+    vty = ir.VectorType(_I32, step)
+    red = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_I32, [vty]), f"llvm.vector.reduce.add.v{step}i32"
+    )
+    entry = builder.block
+    loop = builder.append_basic_block(f"xsum{step}")
+    done = builder.append_basic_block(f"xsum{step}_done")
+    builder.cbranch(builder.icmp_signed("<", start, end), loop, done)
+    builder.position_at_end(loop)
+    j = builder.phi(_I64)
+    j.add_incoming(start, entry)
+    acc = builder.phi(_I32)
+    acc.add_incoming(total, entry)
+    ptr = builder.bitcast(builder.gep(row, [j]), ir.VectorType(_I8, step).as_pointer())
+    acc_next = builder.add(acc, builder.call(red, [builder.zext(builder.load(ptr, align=1), vty)]))
+    j_next = builder.add(j, ir.Constant(_I64, step))
+    j.add_incoming(j_next, loop)
+    acc.add_incoming(acc_next, loop)
+    builder.cbranch(builder.icmp_signed("<", j_next, end), loop, done)
+    builder.position_at_end(done)
+    out = builder.phi(_I32)
+    out.add_incoming(total, entry)
+    out.add_incoming(acc_next, loop)
+    return out
+
+
+def _code_offsets_codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
+    a = context.make_array(sig.args[0])(context, builder, args[0]).data
+    xsum = context.make_array(sig.args[5])(context, builder, args[5]).data
+    stride, m0, m1, kp = (
+        context.cast(builder, args[i], sig.args[i], types.int64) for i in (1, 2, 3, 4)
+    )
+    rows = builder.sub(m1, m0)
+    entry = builder.block
+    loop = builder.append_basic_block("xsum_rows")
+    done = builder.append_basic_block("xsum_rows_done")
+    builder.cbranch(builder.icmp_signed(">", rows, ir.Constant(_I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    r = builder.phi(_I64)
+    r.add_incoming(ir.Constant(_I64, 0), entry)
+    row = builder.gep(a, [builder.mul(builder.add(m0, r), stride)])
+    zero64, zero32 = ir.Constant(_I64, 0), ir.Constant(_I32, 0)
+    whole = builder.mul(builder.ashr(kp, ir.Constant(_I64, 5)), ir.Constant(_I64, 32))
+    total = _sum_bytes(builder, row, zero64, whole, 32, zero32)
+    total = _sum_bytes(builder, row, whole, kp, 4, total)
+    builder.store(builder.shl(total, ir.Constant(_I32, 7)), builder.gep(xsum, [r]))
+    r_next = builder.add(r, ir.Constant(_I64, 1))
+    r.add_incoming(r_next, builder.block)
+    builder.cbranch(builder.icmp_signed("<", r_next, rows), loop, done)
+    builder.position_at_end(done)
+
+
+@intrinsic
+def code_offsets(
+    typingctx: Any, a: Any, a_stride: Any, m0: Any, m1: Any, kp: Any, xsum: Any
+) -> Any:
+    """``code_offsets(a, a_stride, m0, m1, kp, xsum)``: ``xsum[r - m0] = 128 * sum(a[row
+    r][:kp])`` (int32, wrapping) for rows ``m0 .. m1`` (row r at ``r * a_stride``; ``kp`` a
+    multiple of 4): what the 8-bit tiles that sum the codes subtract (``vpsadbw`` on x86)."""
+    if not (isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1):
+        return None
+    if not (isinstance(xsum, types.Array) and xsum.dtype == types.int32 and xsum.ndim == 1):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (a_stride, m0, m1, kp)):
+        return None
+    return types.void(a, a_stride, m0, m1, kp, xsum), _code_offsets_codegen
