@@ -120,9 +120,9 @@ def _variant(
     requantized once (fused max pooling at half the epilogue work); else each row alone.
     """
     ints = [val[k] for k in ("a_off", "a_stride", "a_last", "w_off", "nchunks", "w_step")]
-    codes = uses_codes(isa, bits)
-    sums = accumulate(builder, ptr["a"], ptr["w"], ints, bits, rows, isa, blocks, codes)
-    if codes:  # sums of x * (q + 128): subtract each row's 128 * sum(x)
+    offset_codes = uses_codes(isa, bits)
+    sums = accumulate(builder, ptr["a"], ptr["w"], ints, bits, rows, isa, blocks, offset_codes)
+    if offset_codes:  # sums of x * (q + 128): subtract each row's 128 * sum(x)
         for r in range(rows):
             at = builder.gep(ptr["xsum"], [builder.add(val["t0"], ir.Constant(_I64, r))])
             off = splat32(builder, builder.load(at))

@@ -265,8 +265,7 @@ def _code_offsets_codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: A
     builder.position_at_end(done)
 
 
-@intrinsic
-def code_offsets(
+def _code_offsets_typer(
     typingctx: Any, a: Any, a_stride: Any, m0: Any, m1: Any, kp: Any, xsum: Any
 ) -> Any:
     """``code_offsets(a, a_stride, m0, m1, kp, xsum)``: ``xsum[r - m0] = 128 * sum(a[row
@@ -279,3 +278,6 @@ def code_offsets(
     if not all(isinstance(t, types.Integer) for t in (a_stride, m0, m1, kp)):
         return None
     return types.void(a, a_stride, m0, m1, kp, xsum), _code_offsets_codegen
+
+
+code_offsets: Any = intrinsic(_code_offsets_typer)
