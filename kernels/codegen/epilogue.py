@@ -47,6 +47,11 @@ def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Val
     return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, _LANES), [0] * 16))
 
 
+def splat32(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """<16 x i32> of an i32 ``value``."""
+    return _splat(builder, value, _V16I32)
+
+
 def _load(builder: ir.IRBuilder, base: ir.Value, off: ir.Value, vty: ir.VectorType) -> ir.Value:
     ptr = builder.bitcast(builder.gep(base, [off]), vty.as_pointer())
     return builder.load(ptr, align=1)

@@ -3,7 +3,7 @@
 ``tile_requant_kernel()`` returns an intrinsic
 
     mkq(bits, rows, blocks, a, a_off, a_stride, a_last, w, w_off, nchunks, w_step,
-        bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n, n2, premax, out) -> None
+        bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n, n2, premax, xsum, out) -> None
 
 that branches (one LLVM ``switch``) to the variant for ``bits`` (2, 3, 4, 8), ``rows``
 (8, 4, 1) and ``blocks`` (1, 2; other combinations do nothing) and computes the int32
@@ -17,7 +17,10 @@ dropped): block ``c``'s codes go to ``out[(g >> 1) + o0 + 16 c:]``, its first ``
 window) and max-ed with the code there otherwise. Max-pooling the codes is exact for any
 sums: requantization is monotone in the int32 value it is given. With ``premax`` (the
 layer's sums never wrap) two rows bound for one pooling cell are max-ed as int32 sums and
-requantized once.
+requantized once. On AVX2 with 8-bit weights the tiles sum ``x * (q + 128)`` (the codes
+widen straight from memory) and row ``r``'s ``xsum[t0 + r]``, which the caller sets to
+``128 * sum(x)`` over the row's padded inputs, is subtracted (mod 2^32: exact); elsewhere
+``xsum`` is not read.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from kernels.codegen.epilogue import lane_mask, load_params, put_codes, requant_codes
+from kernels.codegen.epilogue import lane_mask, load_params, put_codes, requant_codes, splat32
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.microkernel import accumulate
 from kernels.plan.layout import CHUNK
@@ -62,6 +65,7 @@ _NAMES = (
     "n",
     "n2",
     "premax",
+    "xsum",
     "out",
 )
 _ARRAYS = {
@@ -71,6 +75,7 @@ _ARRAYS = {
     "m0": types.int32,
     "shift": types.int32,
     "tgt": types.int64,
+    "xsum": types.int32,
     "out": types.uint8,
 }
 
@@ -115,7 +120,14 @@ def _variant(
     requantized once (fused max pooling at half the epilogue work); else each row alone.
     """
     ints = [val[k] for k in ("a_off", "a_stride", "a_last", "w_off", "nchunks", "w_step")]
-    sums = accumulate(builder, ptr["a"], ptr["w"], ints, bits, rows, isa, blocks)
+    offset_codes = uses_codes(isa, bits)
+    sums = accumulate(builder, ptr["a"], ptr["w"], ints, bits, rows, isa, blocks, offset_codes)
+    if offset_codes:  # sums of x * (q + 128): subtract each row's 128 * sum(x)
+        for r in range(rows):
+            at = builder.gep(ptr["xsum"], [builder.add(val["t0"], ir.Constant(_I64, r))])
+            off = splat32(builder, builder.load(at))
+            for c in range(blocks):
+                sums[r + rows * c] = builder.sub(sums[r + rows * c], off)
     prms = []
     masks = []
     for c in range(blocks):
@@ -178,6 +190,11 @@ def _variant(
         builder.position_at_end(next_bb)
     builder.branch(end)
     builder.position_at_end(end)
+
+
+def uses_codes(isa: str, bits: int) -> bool:
+    """Whether the tiles sum ``x * (q + 128)`` and need ``xsum`` (AVX2, 8-bit weights)."""
+    return isa == "avx2" and bits == 8
 
 
 def _key(bits: int, rows: int, blocks: int) -> int:
@@ -245,11 +262,12 @@ def tile_requant_kernel(isa: str = ACTIVE_ISA) -> Any:
         n: Any,
         n2: Any,
         premax: Any,
+        xsum: Any,
         out: Any,
     ) -> Any:
         sig_args: tuple[Any, ...] = (bits, rows, blocks, a, a_off, a_stride, a_last, w, w_off)
         sig_args += (nchunks, w_step, bias, m0, shift, c0, zo, lo, hi, tgt, t0, valid, o0, n)
-        sig_args += (n2, premax, out)
+        sig_args += (n2, premax, xsum, out)
         for name, t in zip(_NAMES, sig_args, strict=True):
             if name in _ARRAYS:
                 if not (isinstance(t, types.Array) and t.ndim == 1 and t.dtype == _ARRAYS[name]):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.codegen.fused import tile_requant_kernel
+from kernels.codegen.fused import tile_requant_kernel, uses_codes
 from kernels.codegen.isa import ACTIVE_ISA
 from kernels.codegen.jit import inline_kernel, kernel
+from kernels.codegen.madd import code_offsets
 from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
 from kernels.codegen.store import _store, _targets
 from kernels.plan.layout import CHUNK
@@ -54,6 +55,8 @@ TILES_PER_CHUNK = np.array(
 #: 8-row tiles cover two blocks of 16 output channels (16 accumulators: AVX-512 has 32
 #: vector registers; NEON's 32 128-bit registers would spill)
 WIDE = ACTIVE_ISA == "avx512vnni"
+#: the fused 8-bit tiles sum ``x * (q + 128)`` and subtract ``128 * sum(x)`` per row
+CODES = uses_codes(ACTIVE_ISA, 8)
 
 
 @inline_kernel
@@ -156,7 +159,8 @@ def gemm_rows(
     ``emap`` (:func:`_targets`, :func:`identity_map`).
     ``bias`` must hold ``bias_q - (z_in - offset) * rowsum(q)``, ``offset`` the activation
     offset of the instruction set (:func:`kernels.plan.targets.act_offset`);
-    ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256) and
+    ``acc`` is int32 scratch of :data:`~kernels.plan.tables.I32_SCRATCH` (256; the sums of
+    the last layer's tiles, or the hidden layers' row offsets where :data:`CODES`) and
     ``scratch`` int64 scratch of ``8 + PANEL_ROWS``: the caller's, nothing is allocated.
     """
     tiles = TILES_PER_CHUNK[bits]
@@ -172,6 +176,8 @@ def gemm_rows(
         for m0_ in range(0, rows_total, PANEL_ROWS):
             m1 = min(rows_total, m0_ + PANEL_ROWS)
             _targets(emap, last, out_ch, m1 - m0_, st, tgt)
+            if CODES and bits == 8:
+                code_offsets(a, a_stride, m0_, m1, nchunks * 4, acc)
             b = 0
             while b < nblocks:
                 o0 = b * 16
@@ -210,6 +216,7 @@ def gemm_rows(
                         n,
                         n2,
                         emap[M_PREMAX],
+                        acc,
                         out,
                     )
                     m += valid

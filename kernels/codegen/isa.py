@@ -1,14 +1,15 @@
 """Choice of the instruction set the JIT compiles the dot-product micro-kernel for.
 
 ``avx512vnni``: x86 ``vpdpbusd`` on 512-bit vectors (u8 x s8 -> i32, four products per
-lane). ``neon-sdot``: AArch64 ``sdot`` (s8 x s8 -> i32; Armv8.2 dot product, e.g. the
-Cortex-A76 of a Raspberry Pi 5): activations are shifted to signed (``x - 128``) and the
-shift is folded into the bias (see :func:`kernels.plan.targets.act_offset`). ``generic``: plain
-LLVM vector IR of the u8 x s8 arithmetic, valid on every target (LLVM lowers it to
-SSE/AVX2/NEON). The environment variable ``EDGE_AGENT_KERNEL_ISA`` forces a choice (tests
-use it to keep the portable path checked on any machine). Importing this module imports
-numba; ahead-of-time compiled kernels record their instruction set instead
-(:mod:`kernels.exec.backend`).
+lane). ``avx2``: x86 ``vpmaddwd`` on operands widened to 16 bits
+(:mod:`kernels.codegen.madd`; AVX2 has no exact byte dot product). ``neon-sdot``: AArch64
+``sdot`` (s8 x s8 -> i32; Armv8.2 dot product, e.g. the Cortex-A76 of a Raspberry Pi 5):
+activations are shifted to signed (``x - 128``) and the shift is folded into the bias (see
+:func:`kernels.plan.targets.act_offset`). ``generic``: plain LLVM vector IR of the u8 x s8
+arithmetic, valid on every target (LLVM lowers it to SSE/NEON; the Pi 4's path). The
+environment variable ``EDGE_AGENT_KERNEL_ISA`` forces a choice (tests use it to keep the
+portable path checked on any machine). Importing this module imports numba; ahead-of-time
+compiled kernels record their instruction set instead (:mod:`kernels.exec.backend`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def detect() -> str:
         "dotprod" in feats or target_cpu() in DOTPROD_CPUS
     ):
         return "neon-sdot"
+    if "avx2" in feats:
+        return "avx2"
     return "generic"
 
 
@@ -67,7 +70,9 @@ def select() -> str:
     isa = forced()
     if isa is None:
         return detect()
-    if isa != "generic" and isa != detect():
+    # generic runs anywhere; avx2 on any AVX2 CPU, so that a VNNI host can check it too
+    portable = isa == "generic" or (isa == "avx2" and "avx2" in host_features())
+    if not portable and isa != detect():
         raise ValueError(f"{ENV_VAR}={isa!r} is not supported by this CPU")
     return isa
 

@@ -31,9 +31,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from kernels.codegen import madd
 from kernels.codegen.isa import ACTIVE_ISA
+from kernels.codegen.unpack import chunk_tiles, row_pointers
 from kernels.plan.layout import CHUNK
-from kernels.plan.targets import SIGNED_ACTIVATIONS
+from kernels.plan.targets import ISAS, SIGNED_ACTIVATIONS
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
@@ -41,10 +43,6 @@ _I64 = ir.IntType(64)
 _V64I8 = ir.VectorType(_I8, 64)
 _V16I32 = ir.VectorType(_I32, 16)
 _V64I32 = ir.VectorType(_I32, 64)
-
-
-def _splat8(value: int) -> ir.Constant:
-    return ir.Constant(_V64I8, [value] * 64)
 
 
 def _dot_vnni(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) -> ir.Value:
@@ -90,29 +88,6 @@ def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) ->
 _DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
 
 
-def _unpack(builder: ir.IRBuilder, planes: list[ir.Value], bits: int) -> list[ir.Value]:
-    """Signed int8 tiles (as <64 x i8>) of one chunk, given its 64-byte planes."""
-    if bits == 8:
-        return [builder.sub(planes[0], _splat8(128))]
-    offset = _splat8(1 << (bits - 1))
-    tiles = []
-    if bits in (4, 2):
-        mask = _splat8((1 << bits) - 1)
-        for g in range(8 // bits):
-            field = builder.lshr(planes[0], _splat8(g * bits)) if g else planes[0]
-            tiles.append(builder.sub(builder.and_(field, mask), offset))
-        return tiles
-    three = _splat8(3)
-    one = _splat8(1)
-    for g in range(8):
-        low = planes[g // 4]
-        low = builder.lshr(low, _splat8(2 * (g % 4))) if g % 4 else low
-        high = builder.lshr(planes[2], _splat8(g)) if g else planes[2]
-        high = builder.shl(builder.and_(high, one), _splat8(2))
-        tiles.append(builder.sub(builder.or_(builder.and_(low, three), high), offset))
-    return tiles
-
-
 def accumulate(
     builder: ir.IRBuilder,
     a_ptr: ir.Value,
@@ -122,22 +97,24 @@ def accumulate(
     rows: int,
     isa: str,
     blocks: int = 1,
+    codes: bool = False,
 ) -> list[ir.Value]:
     """Emit the reduction loop; the int32 sums of row ``r``, block ``c`` at ``r + rows * c``.
 
     ``ints`` are i64 ``a_off, a_stride, a_last, w_off, nchunks`` and, for two blocks,
-    ``w_step``. The builder is left after the loop, the sums in registers.
+    ``w_step``. The builder is left after the loop, the sums in registers. ``codes``: sums
+    of the 8-bit codes ``q + 128`` instead of ``q`` (AVX2 only, see
+    :func:`kernels.codegen.madd.accumulate`).
     """
-    tiles_per_chunk, chunk_bytes = CHUNK[bits]
+    if isa == "avx2":
+        return madd.accumulate(builder, a_ptr, w_ptr, ints, bits, rows, blocks, codes)
+    if codes:
+        raise ValueError(f"sums of codes are an AVX2 path, not {isa!r}")
+    tiles_per_chunk = CHUNK[bits][0]
     dot = _DOT[isa]
     signed = isa in SIGNED_ACTIVATIONS
-    a_off, a_stride, a_last, w_off, nchunks = ints[:5]
-    row_ptrs = []
-    for r in range(rows):
-        below = builder.icmp_signed("<", ir.Constant(_I64, r), a_last)
-        idx = builder.select(below, ir.Constant(_I64, r), a_last)
-        off = builder.add(a_off, builder.mul(idx, a_stride))
-        row_ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
+    w_off, nchunks = ints[3:5]
+    row_ptrs = row_pointers(builder, a_ptr, ints, rows)
     w_bases = [builder.gep(w_ptr, [w_off])]
     if blocks == 2:
         w_bases.append(builder.gep(w_ptr, [builder.add(w_off, ints[5])]))
@@ -154,16 +131,7 @@ def accumulate(
         phi = builder.phi(_V16I32)
         phi.add_incoming(ir.Constant(_V16I32, None), entry)
         accs.append(phi)
-    block_tiles = []
-    for w_base in w_bases:
-        chunk_ptr = builder.gep(w_base, [builder.mul(i, ir.Constant(_I64, chunk_bytes))])
-        planes = []
-        for p in range(chunk_bytes // 64):
-            ptr = builder.bitcast(
-                builder.gep(chunk_ptr, [ir.Constant(_I64, 64 * p)]), _V64I8.as_pointer()
-            )
-            planes.append(builder.load(ptr, align=1))
-        block_tiles.append(_unpack(builder, planes, bits))
+    block_tiles = [chunk_tiles(builder, w_base, i, bits) for w_base in w_bases]
     new = list(accs)
     k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
     for g in range(tiles_per_chunk):
@@ -211,7 +179,7 @@ def tile_kernel(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
     """The micro-kernel intrinsic for ``bits``-bit panels and ``rows`` activation rows."""
     if bits not in CHUNK:
         raise ValueError(f"no micro-kernel for {bits}-bit weights")
-    if isa not in _DOT:
+    if isa not in ISAS:
         raise ValueError(f"unknown instruction set {isa!r}")
     codegen = _codegen(bits, rows, isa)
 
@@ -248,7 +216,7 @@ def tile_kernel_wide(bits: int, rows: int, isa: str = ACTIVE_ISA) -> Any:
     """
     if bits not in CHUNK:
         raise ValueError(f"no micro-kernel for {bits}-bit weights")
-    if isa not in _DOT:
+    if isa not in ISAS:
         raise ValueError(f"unknown instruction set {isa!r}")
     codegen = _codegen(bits, rows, isa, blocks=2)
 

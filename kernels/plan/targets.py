@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-ISAS = ("avx512vnni", "neon-sdot", "generic")  # best first
+ISAS = ("avx512vnni", "neon-sdot", "avx2", "generic")  # best first
 ENV_VAR = "EDGE_AGENT_KERNEL_ISA"
 #: dot products that take activations as s8 (``x - 128``): AArch64 ``sdot``
 SIGNED_ACTIVATIONS = frozenset({"neon-sdot"})

@@ -1,0 +1,116 @@
+"""The AVX2 micro-kernel path (``vpmaddwd``, :mod:`kernels.codegen.madd`), from any host.
+
+Its choice, that its reduction loop lowers to 16-bit multiply-adds held in registers on a
+CPU without AVX-512, and its bit-exactness at every bit-width in a child process that
+forces it (on this machine's own ISA the kernel tests check it too).
+"""
+
+from __future__ import annotations
+
+import re
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+import pytest
+from llvmlite import ir
+from test_engine import _run_snippet
+
+from kernels.codegen import isa, madd
+
+
+def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isa.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(isa, "host_features", lambda: {"avx2", "fma"})  # Zen 3
+    assert isa.detect() == "avx2"
+    monkeypatch.setattr(isa, "host_features", lambda: {"avx2", "avx512f", "avx512bw", "avx512vnni"})
+    assert isa.detect() == "avx512vnni"
+    monkeypatch.setattr(isa, "host_features", lambda: {"sse4.2"})
+    assert isa.detect() == "generic"
+
+
+def _x86_asm(bits: int, rows: int, codes: bool = False) -> str:
+    """Assembly of a ``bits``-bit accumulate of ``rows`` rows, compiled for a Zen 3 (AVX2)."""
+    module = ir.Module(name="madd_test")
+    module.triple = "x86_64-unknown-linux-gnu"
+    i8p, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
+    v16 = ir.VectorType(ir.IntType(32), 16)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, v16.as_pointer(), i64, i64, i64, i64, i64])
+    fn = ir.Function(module, fnty, "acc")
+    builder = ir.IRBuilder(fn.append_basic_block())
+    a, w, out, *ints = fn.args
+    sums = madd.accumulate(builder, a, w, list(ints), bits, rows, codes=codes)
+    for r, s in enumerate(sums):
+        builder.store(s, builder.gep(out, [ir.Constant(i64, r)]))
+    builder.ret_void()
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    target = llvm.Target.from_triple(module.triple)
+    machine = target.create_target_machine(cpu="znver3", opt=3)
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    return str(machine.emit_assembly(parsed))
+
+
+def _loop(asm: str, op: str) -> str:
+    loops = re.findall(r"\.LBB\d+_\d+:.*?\n(.*?)\n\s*j(?:ne|l|b)\s", asm, re.S)
+    return max(loops, key=lambda b: b.count(op))
+
+
+@pytest.mark.parametrize(("bits", "op", "per_loop"), [(8, "vpmaddwd", 8), (4, "vpmaddubsw", 8)])
+def test_reduction_lowers_to_multiply_adds_in_registers(bits: int, op: str, per_loop: int) -> None:
+    """8 bits: 2 rows by 4 vectors of 4 channels; 4 bits: 2 rows by 2 tiles by 2 halves."""
+    body = _loop(_x86_asm(bits, 2), op)
+    assert body.count(op) in (per_loop, 2 * per_loop), body  # unrolled at most twice
+    assert "rsp" not in body, body  # accumulators and weights stay in registers
+
+
+def test_codes_widen_straight_from_memory() -> None:
+    """Sums of the 8-bit codes: four vpmovzxbw loads a chunk, no subtraction, no extracts."""
+    body = _loop(_x86_asm(8, 2, codes=True), "vpmaddwd")
+    chunks = body.count("vpmaddwd") // 8
+    assert re.findall(r"vpmovzxbw\s+-?\d*\(", body) and body.count("vpmovzxbw") == 4 * chunks
+    assert "vpsubb" not in body and "vextracti128" not in body and "rsp" not in body, body
+
+
+@pytest.mark.skipif("avx2" not in isa.host_features(), reason="needs an AVX2 host")
+def test_avx2_kernels_equal_reference() -> None:
+    """Every bit-width through the whole engine with the AVX2 kernels, in a child process."""
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_engine import random_bundle, _inputs, ARCHS\n"
+        "from edge_agent.engine import reference\n"
+        "from edge_agent.engine.engine import Engine\n"
+        "for arch in sorted(ARCHS):\n"
+        "    b = random_bundle(ARCHS[arch])\n"
+        "    e = Engine(b)\n"
+        "    assert e.isa == 'avx2', e.isa\n"
+        "    x = _inputs(ARCHS[arch], 11)\n"
+        "    for bits in (8, 4, 3, 2):\n"
+        "        e.set_bits(bits)\n"
+        "        want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
+        "                                 b.norm_std, x)\n"
+        "        assert np.array_equal(e.predict_logits(x), want), (arch, bits)\n"
+        "print('ok')\n"
+    )
+    # the JIT cache is keyed by ISA: on an AVX2 host the child reuses this process's kernels
+    assert _run_snippet(code, {"EDGE_AGENT_KERNEL_ISA": "avx2"}).strip() == "ok"
+
+
+@pytest.mark.parametrize("kp", [4, 28, 32, 36, 64, 100, 768])
+def test_code_offsets_are_128_times_row_sums(kp: int) -> None:
+    """Whole 32-byte blocks and the remaining words, rows at a stride, int32 wrap."""
+
+    @numba.njit
+    def run(a: np.ndarray, stride: int, m0: int, m1: int, kp: int, xsum: np.ndarray) -> None:
+        madd.code_offsets(a, stride, m0, m1, kp, xsum)
+
+    rng = np.random.default_rng(kp)
+    stride = kp + 12
+    a = rng.integers(0, 256, 9 * stride, dtype=np.uint8)
+    xsum = np.full(8, -1, np.int32)
+    run(a, stride, 2, 9, kp, xsum)
+    rows = a.reshape(9, stride)[2:9, :kp].astype(np.int64)
+    np.testing.assert_array_equal(xsum[:7], (128 * rows.sum(axis=1)).astype(np.int32))
+    assert xsum[7] == -1
