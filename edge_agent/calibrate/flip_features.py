@@ -26,6 +26,7 @@ Nothing is propagated backwards through the network: every quantity is local to 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,16 +62,19 @@ class LayerTrace:
 
 
 def layer_traces(
-    bundle: Bundle, bits: int, codes: list[np.ndarray], inputs: list[np.ndarray]
+    bundle: Bundle, bits: int, codes: list[np.ndarray], inputs: list[np.ndarray], first: int = 0
 ) -> list[LayerTrace]:
-    """Every weighted layer's patches and mean accumulators, from its input codes as
-    :meth:`Engine.trace` records them for the ``bits`` model with integer weights ``codes``."""
+    """Every weighted layer's patches and mean accumulators (from layer ``first`` on),
+    from its input codes as :meth:`Engine.trace` records them for the ``bits`` model with
+    integer weights ``codes``."""
     quant = bundle.quant[bits]
     weighted = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS]
     traces: list[LayerTrace] = []
-    for op, x, q, lq, divisor in zip(
-        weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True
+    for i, (op, x, q, lq, divisor) in enumerate(
+        zip(weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True)
     ):
+        if i < first:
+            continue
         if op["op"] == "linear":
             rows = x.astype(np.float32)
             mean_patch = rows.astype(np.float64)
@@ -158,21 +162,27 @@ def layer_features(
     logits: np.ndarray,
     labels: np.ndarray,
     anchors: np.ndarray | None = None,
+    reuse: Sequence[np.ndarray] = (),
 ) -> list[np.ndarray]:
     """Per weighted layer an (O, K, len(FEATURES)) float32 feature array.
 
     ``codes``: current integer weights (O, K); ``deployed``: the bundle's; ``residuals``:
     float rounding residuals in [-0.5, 0.5] (zeros where the bundle has none);
     ``anchors``: which samples are pre-drift references for the hidden layers' class
-    prototypes (none: hidden ``task_step`` is 0).
+    prototypes (none: hidden ``task_step`` is 0); ``reuse``: the features of the first
+    hidden layers as they are (their codes and inputs have not changed since).
     """
     qmin, qmax = qrange(quant.weight_bits)
     divisors = input_divisors(bundle)
-    out = []
     last = len(quant.layers) - 1
+    if len(reuse) > last:
+        raise ValueError("the last layer's features depend on the logits: never reused")
+    out = list(reuse)
     for i, (lq, q, q0, r, tr) in enumerate(
         zip(quant.layers, codes, deployed, residuals, traces, strict=True)
     ):
+        if i < len(reuse):
+            continue
         s_w = lq.w_scale.astype(np.float64)[:, None]
         scale = float(lq.in_scale) / divisors[i]  # patch codes -> real inputs
         cols = tr.patches  # (M, K) float32
