@@ -107,7 +107,9 @@ class Phases:
 
         @functools.wraps(fn)
         def timed(*a: Any, **k: Any) -> Any:
-            with self.phase(name):
+            # a name with "{}" is an engine pass: which phase asked for it goes in
+            where = self._stack[-1] if self._stack else "round"
+            with self.phase(name.format(where.split(" <- ")[-1])):
                 return fn(*a, **k)
 
         setattr(owner, attr, timed)
@@ -128,10 +130,12 @@ def instrument(p: Phases) -> None:
     p.wrap(flip_round.BitFlipCalibrator, "residuals", "weight copies")
     p.wrap(Engine, "layer_codes", "weight copies")
     p.wrap(Engine, "swap_weights", "weight swaps (pack)")
-    p.wrap(Engine, "trace", "traced passes (candidates)")
-    p.wrap(Engine, "predict_logits", "gate evaluations")
-    for name in ("guard_base",):
-        p.wrap(gate, name, "gate: training-domain check")
+    p.wrap(Engine, "trace", "engine trace <- {}")
+    p.wrap(flip_round, "suffix_pass", "candidates from first changed layer")
+    p.wrap(Engine, "predict_logits", "engine predict <- {}")
+    p.wrap(gate, "guard_base", "gate: training-domain check")
+    p.wrap(flip_round.BitFlipCalibrator, "_now_and_new", "gate: held-out, recent, unseen")
+    p.wrap(flip_round.BitFlipCalibrator, "_candidate_pass", "candidates")
     p.wrap(controller.CalibrationController, "_base_check", "gate: training-domain check")
     p.wrap(controller.RoutedPredictor, "predict_logits", "gate: training-domain check")
 
@@ -224,7 +228,6 @@ def main() -> None:
     print(f"{'phase':34s} {'ms/round':>9s} {'peak MB':>8s}")
     for k in sorted(cpu, key=lambda k: -cpu[k]):
         print(f"{k:34s} {cpu[k] / n * 1e3:9.2f} {peak.get(k, 0.0) / 2**20:8.2f}")
-
 
 
 if __name__ == "__main__":
