@@ -22,7 +22,13 @@ import numpy as np
 from edge_agent.bundle import RESIDUAL_SCALE, Bundle, residual_key
 from edge_agent.calibrate import gate
 from edge_agent.calibrate.flip_eval import first_changed, suffix_pass
-from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
+from edge_agent.calibrate.flip_features import (
+    FEATURES,
+    LayerTrace,
+    layer_feature,
+    layer_trace,
+    layer_traces,
+)
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
@@ -279,7 +285,8 @@ class BitFlipCalibrator:
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
-        n_layers = len(self.bundle.quant[bits].layers)
+        quant = self.bundle.quant[bits]
+        n_layers = len(quant.layers)
         cal, hold, all_labelled = self._split(len(X), labelled, seed)
         metric = "accuracy" if labelled is None or all_labelled else "target_agreement"
         fit, base = self._base_split(base, seed)
@@ -296,29 +303,19 @@ class BitFlipCalibrator:
         logits, inputs = engine.trace(Xc)
         logits_before = logits
         best_loss = loss_before = gate.cross_entropy(logits, yc)
-        # features and proposals of the best codes; from layer ``stale`` on out of date
-        traces: list[LayerTrace] = []
-        feats: list[np.ndarray] = []
+        # proposals for the best codes; from layer ``stale`` on out of date. One layer at
+        # a time (its trace and features are freed before the next layer's are made)
         proposal: Proposal = []
         stale, iterations = 0, 0
         for _ in range(cfg.iterations):
             iterations += 1
-            if stale < n_layers:  # the layers before ``stale`` kept their codes and inputs
-                traces = traces[:stale] + layer_traces(self.bundle, bits, best, inputs, stale)
-                feats = layer_features(
-                    self.bundle,
-                    self.bundle.quant[bits],
-                    best,
-                    deployed,
-                    residuals,
-                    traces,
-                    logits,
-                    yc,
-                    anchors,
-                    reuse=feats[:stale],
-                )
-                proposal = proposal[:stale] + self.proposer(feats[stale:])
-                stale = n_layers
+            del proposal[stale:]  # the layers before kept their codes and inputs
+            for i in range(stale, n_layers):
+                tr = layer_trace(self.bundle, bits, i, best[i], inputs[i])
+                w = (best[i], deployed[i], residuals[i])
+                f = layer_feature(self.bundle, quant, i, w, tr, logits, yc, anchors)
+                proposal += self.proposer([f])
+            stale = n_layers
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
