@@ -121,8 +121,8 @@ def instrument(p: Phases) -> None:
     from edge_agent.engine.engine import Engine
 
     p.wrap(qcore.QCoreBuffer, "update", "buffer update")
-    p.wrap(flip_round, "layer_traces", "features: layer traces")
-    p.wrap(flip_round, "layer_features", "features: per-weight")
+    p.wrap(flip_round, "layer_trace", "features: layer traces")
+    p.wrap(flip_round, "layer_feature", "features: per-weight")
     p.wrap(flip_round.FlipNet, "propose", "flip net forward")
     p.wrap(flip_round, "select_flips", "select + apply flips")
     p.wrap(flip_round, "apply_flips", "select + apply flips")
