@@ -315,6 +315,7 @@ class BitFlipCalibrator:
                 w = (best[i], deployed[i], residuals[i])
                 f = layer_feature(self.bundle, quant, i, w, tr, logits, yc, anchors)
                 proposal += self.proposer([f])
+                del tr, f  # not alive beside the next layer's
             stale = n_layers
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
