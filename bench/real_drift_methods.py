@@ -144,6 +144,10 @@ def replay(
         )
     elif buffer == "recent":
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
+    elif buffer == "fp_wrong_as_miss":  # QCore without the favour for FP-wrong labels
+        bc = cfg.buffer_config()
+        bc = dataclasses.replace(bc, fp_wrong_count=bc.miss_count)
+        controller.buffer = QCoreBuffer.from_bundle(bundle, bc, seed=seed)
     engine = Engine(bundle, bits=bits)
     cpu, jobs, rounds, kept = _stream(controller, engine, data, 0)
     # scored as the agent predicts: each sample on its domain's correction (with routing)

@@ -40,7 +40,9 @@ LABEL_FRACTION = 0.2  # as bench/real_drift.py
 DEFAULT_SETS = "japanese_vowels,acsf1,watch_side,seattle_weather"
 
 
-def run_job(name: str, seed: int, streams: int, cache: str) -> list[dict[str, Any]]:
+def run_job(
+    name: str, seed: int, streams: int, cache: str, buffers: tuple[str, ...] = ("random", "recent")
+) -> list[dict[str, Any]]:
     """Every stream of one (set, seed): cases as ``bench/real_drift.py`` records them."""
     import torch
 
@@ -64,9 +66,10 @@ def run_job(name: str, seed: int, streams: int, cache: str) -> list[dict[str, An
         chunk = m.every_chunk()
         out: dict[str, Any] = {"none": m.Outcome(m.Engine(bundle, bits=4))}
         out[REF] = m.replay(bundle, 4, data, chunk, seed=seed)
-        for buf in ("random", "recent"):
+        for buf in buffers:
             out[f"buffer_{buf}"] = m.replay(bundle, 4, data, chunk, buffer=buf, seed=seed)
-        out["numpy_backprop"] = m.numpy_last_layer(bundle, 4, data, seed)
+        if cost:
+            out["numpy_backprop"] = m.numpy_last_layer(bundle, 4, data, seed)
         rows = _score(out, X[split.held], y[split.held], X[split.clean], y[split.clean])
         rows["default"] = rows[REF]  # summarize's forgetting needs one; no key here uses it
         case = {
@@ -80,7 +83,7 @@ def run_job(name: str, seed: int, streams: int, cache: str) -> list[dict[str, An
             "scored_samples": len(split.held),
             "methods": rows,
         }
-        if k == 0:
+        if k == 0 and "numpy_backprop" in out:
             first, later = m.round_peak_memory(bundle, 4, data, chunk)
             case["first_round_peak_mb"], case["round_peak_mb"] = first, later
             peak = m.numpy_last_layer(bundle, 4, data, seed, peak_memory=True)
@@ -113,6 +116,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--streams", type=int, default=4, help="streams per (set, seed)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--buffers",
+        default="random,recent",
+        help="buffers beside QCore (random, recent, fp_wrong_as_miss: QCore whose new "
+        "labelled samples the FP model gets wrong start at miss_count, not 50)",
+    )
+    ap.add_argument("--no-cost", action="store_true", help="buffers only: no back-prop, no peaks")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-bench")
     ap.add_argument("--out", type=Path, help="write the cases and keys here (JSON)")
     ap.add_argument("--json", action="store_true", help="print the keys as one JSON object")
@@ -121,7 +131,11 @@ def main() -> None:
     load0, t0 = os.getloadavg(), time.time()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-        futs = [pool.submit(run_job, n, s, args.streams, str(args.cache)) for n, s in jobs]
+        buffers = tuple(args.buffers.split(","))
+        futs = [
+            pool.submit(run_job, n, s, args.streams, str(args.cache), buffers, not args.no_cost)
+            for n, s in jobs
+        ]
         cases = [c for f in futs for c in f.result()]
     bench_streams = [c for c in cases if c["stream"] == 0]  # the benchmark's own keys
     keys = {
@@ -134,8 +148,8 @@ def main() -> None:
     keys["all_streams_qcore_minus_random_pts"] = every["qcore_minus_random_pts"]
     keys["all_streams_qcore_minus_random_accuracy_pts"] = every["qcore_minus_random_accuracy_pts"]
     keys["all_streams_cpu_ratio_vs_torchfree_backprop"] = every["cpu_ratio_vs_torchfree_backprop"]
-    keys["qcore_minus_random_by_set"] = paired(cases, "random")
-    keys["qcore_minus_recent_by_set"] = paired(cases, "recent")
+    for buf in buffers:
+        keys[f"qcore_minus_{buf}_by_set"] = paired(cases, buf)
     run = {
         "sets": args.sets.split(","),
         "seeds": args.seeds,
