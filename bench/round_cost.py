@@ -41,7 +41,12 @@ DEFAULT_SETS = "japanese_vowels,acsf1,watch_side,seattle_weather"
 
 
 def run_job(
-    name: str, seed: int, streams: int, cache: str, buffers: tuple[str, ...] = ("random", "recent")
+    name: str,
+    seed: int,
+    streams: int,
+    cache: str,
+    buffers: tuple[str, ...] = ("random", "recent"),
+    cost: bool = True,
 ) -> list[dict[str, Any]]:
     """Every stream of one (set, seed): cases as ``bench/real_drift.py`` records them."""
     import torch
