@@ -185,6 +185,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edge-agent-bench")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--cpu-only", action="store_true", help="rounds' CPU alone (no phases: any build)"
+    )
     args = ap.parse_args()
     from bench.real_drift_train import trained
 
@@ -192,6 +195,25 @@ def main() -> None:
     bundle, _, _ = trained(split, args.seed, args.cache)
     load0 = os.getloadavg()
     plain = [replay(split, bundle, args.seed, None) for _ in range(args.reps)]
+    if args.cpu_only:
+        per = [min(r) for r in zip(*(q["round_cpu_s"] for q in plain), strict=True)]
+        print(
+            json.dumps(
+                {
+                    "set": args.set,
+                    "seed": args.seed,
+                    "rounds": len(per),
+                    "round_cpu_s_min_median_mean": [
+                        min(per),
+                        statistics.median(per),
+                        sum(per) / len(per),
+                    ],
+                    "stream_cpu_s_min": min(q["stream_cpu_s"] for q in plain),
+                    "loadavg": [load0, os.getloadavg()],
+                }
+            )
+        )
+        return
     p = Phases(memory=False)
     instrument(p)
     timed = replay(split, bundle, args.seed, p)
