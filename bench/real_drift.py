@@ -91,7 +91,7 @@ def _methods(
             out["stats"] = m.replay(bundle, bits, data, stats["alone"], seed=seed)
     chunk = m.every_chunk()  # {} in a build without the drift trigger: the default path
     if chunk:
-        out[REF] = m.replay(bundle, bits, data, chunk, seed=seed)
+        out[REF] = m.replay(bundle, bits, data, chunk, buffer="qcore", seed=seed)
     if full:  # buffer policies on the every-chunk path (rounds there whatever the signal)
         for buf in ("random", "recent"):
             out[f"buffer_{buf}"] = m.replay(bundle, bits, data, chunk, buffer=buf, seed=seed)

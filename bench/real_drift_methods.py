@@ -127,7 +127,7 @@ def replay(
     bits: int,
     data: StreamData,
     overrides: dict[str, Any] | None = None,
-    buffer: str = "qcore",
+    buffer: str = "config",
     seed: int = 0,
     then: tuple[StreamData, StreamData] | None = None,
 ) -> Outcome:
@@ -135,17 +135,19 @@ def replay(
     ``then`` = (more drifted samples, train-domain samples): the outcome's engine is the
     model after ``data`` as a restart from the saved bundle gives it, and the stream goes
     on with both parts (the drift lasts, then goes away): ``returned`` is the model at
-    the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end."""
+    the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end.
+    ``buffer``: "config" (the agent's configured draw), "qcore", "random", "recent" or
+    "fp_wrong_as_miss"."""
     cfg = dataclasses.replace(CalibrationConfig(), **{**CONFIG, **(overrides or {})})
     controller = CalibrationController(bundle, cfg)
-    if buffer == "random":
+    if buffer in ("qcore", "random"):  # this draw whatever the agent's default ("config")
         controller.buffer = QCoreBuffer.from_bundle(
-            bundle, dataclasses.replace(cfg.buffer_config(), random=True), seed=seed
+            bundle, dataclasses.replace(cfg.buffer_config(), random=buffer == "random"), seed=seed
         )
     elif buffer == "recent":
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
     elif buffer == "fp_wrong_as_miss":  # QCore without the favour for FP-wrong labels
-        bc = cfg.buffer_config()
+        bc = dataclasses.replace(cfg.buffer_config(), random=False)
         bc = dataclasses.replace(bc, fp_wrong_count=bc.miss_count)
         controller.buffer = QCoreBuffer.from_bundle(bundle, bc, seed=seed)
     engine = Engine(bundle, bits=bits)

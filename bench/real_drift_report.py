@@ -184,10 +184,12 @@ the end (`..._mean_pts` the mean, `..._before_return_pts` the same drop measured
 drift was still there); `return_realarm_fraction`: share of those runs with an alarm
 during the drift that raised another once the stream came back. `flips_every_chunk` is a
 flip round on every chunk, without the drift trigger and the statistics rung (the agent's
-path before they came); the buffer policies and a round's cost are measured on it, since
-with the drift trigger a stream may give no round at all. `qcore_minus_random_pts`: 100 x
-(recovery with the QCore buffer - with a random buffer) on that path, mean over real-drift
-sets at 4 bits (`..._accuracy_pts`: the same in held-out accuracy points);
+path before they came), with the QCore draw (the agent's own paths use its configured
+draw, `buffer_draw`, random by default); the buffer policies and a round's cost are
+measured on it, since with the drift trigger a stream may give no round at all.
+`qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random buffer)
+on that path, mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same in
+held-out accuracy points);
 `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy last-layer back-propagation needs
 to first reach that path's held-out accuracy (its one engine pass over the labelled
 samples and the QCore, its steps, and at each checkpoint, every 5 steps, the requantized

@@ -70,7 +70,7 @@ def run_job(
         check_disjoint(data.ids, split.held, f"{name}: held-out")
         chunk = m.every_chunk()
         out: dict[str, Any] = {"none": m.Outcome(m.Engine(bundle, bits=4))}
-        out[REF] = m.replay(bundle, 4, data, chunk, seed=seed)
+        out[REF] = m.replay(bundle, 4, data, chunk, buffer="qcore", seed=seed)
         for buf in buffers:
             out[f"buffer_{buf}"] = m.replay(bundle, 4, data, chunk, buffer=buf, seed=seed)
         if cost:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from support.qcore import calibration_split
 
+from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.qcore import (
     RIGHT,
     SOURCE_STREAM,
@@ -23,6 +24,7 @@ from edge_agent.calibrate.qcore_miss import (
     forgetting_events,
     neighbour_bits,
 )
+from edge_agent.service.config import ConfigError, parse_config
 
 SHAPE = (3, 10)
 
@@ -364,3 +366,11 @@ def test_failed_update_leaves_the_buffer_unchanged() -> None:
         buf.update(x, y, None, {8: _by_feature(0.9), 4: broken}, None)
     for k, v in buf.to_state().items():
         assert np.array_equal(v, before[k]), k
+
+
+def test_the_agent_redraws_its_buffer_at_random_unless_told_qcore() -> None:
+    assert CalibrationConfig().buffer_config().random  # the winner of bench/round_cost.py
+    assert not CalibrationConfig(buffer_draw="qcore").buffer_config().random
+    assert parse_config('[calibration]\nbuffer_draw = "qcore"').calibration.buffer_draw == "qcore"
+    with pytest.raises(ConfigError, match="buffer_draw"):
+        parse_config('[calibration]\nbuffer_draw = "newest"')
