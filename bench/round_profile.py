@@ -151,7 +151,10 @@ def replay(split: Any, bundle: Any, seed: int, p: Phases | None) -> dict[str, An
 
     rng = np.random.default_rng([seed, zlib.crc32(f"real|real|{LABEL_FRACTION}".encode())])
     data = stream_items(split.X, split.y, split.stream, LABEL_FRACTION, rng)
-    cfg = dataclasses.replace(CalibrationConfig(), **m.every_chunk())
+    # the benchmark's flip path: every chunk, the QCore draw (where this build has a choice)
+    names = {f.name for f in dataclasses.fields(CalibrationConfig)}
+    draw = {"buffer_draw": "qcore"} if "buffer_draw" in names else {}
+    cfg = dataclasses.replace(CalibrationConfig(), **m.every_chunk(), **draw)
     ctl = CalibrationController(bundle, cfg)
     engine = Engine(bundle, bits=4)
     stream_cpu, rounds, jobs = 0.0, [], 0
