@@ -91,7 +91,7 @@ def _methods(
             out["stats"] = m.replay(bundle, bits, data, stats["alone"], seed=seed)
     chunk = m.every_chunk()  # {} in a build without the drift trigger: the default path
     if chunk:
-        out[REF] = m.replay(bundle, bits, data, chunk, seed=seed)
+        out[REF] = m.replay(bundle, bits, data, chunk, buffer="qcore", seed=seed)
     if full:  # buffer policies on the every-chunk path (rounds there whatever the signal)
         for buf in ("random", "recent"):
             out[f"buffer_{buf}"] = m.replay(bundle, bits, data, chunk, buffer=buf, seed=seed)
@@ -127,6 +127,7 @@ def _score(
             "rounds": o.rounds,
             "kept": o.kept,
             "cpu_per_round_s": o.cpu_per_round,
+            "stream_cpu_s": o.stream_cpu_s,
             **({"note": o.note} if o.note else {}),
         }
         if o.returned is not None and back is not None:
@@ -138,10 +139,14 @@ def _score(
             }
     target = rows[REF if REF in rows else "default"]["after"]
     for name in ("numpy_backprop", "torch_replay"):
-        if name in outcomes:
-            rows[name]["cpu_s_to_match_flips"] = first_reaching(
-                outcomes[name].curve, target, lambda e: accuracy(e, Xh, yh)
-            )
+        if name not in outcomes:
+            continue
+        if target <= right_after:  # the flips gained nothing: no calibration matches them
+            rows[name]["flips_no_gain"] = True
+            continue
+        rows[name]["cpu_s_to_match_flips"] = first_reaching(
+            outcomes[name].curve, target, lambda e: accuracy(e, Xh, yh)
+        )
     return rows
 
 
@@ -220,7 +225,8 @@ def run_job(
             "methods": rows,
         }
         if kind == "real" and bits == 4:
-            res["round_peak_mb"] = m.round_peak_memory(bundle, bits, data, m.every_chunk())
+            first, later = m.round_peak_memory(bundle, bits, data, m.every_chunk())
+            res["first_round_peak_mb"], res["round_peak_mb"] = first, later
             res["numpy_backprop_peak_mb"] = float(
                 m.numpy_last_layer(bundle, bits, data, seed, peak_memory=True).note.split()[0]
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import time
 import tracemalloc
@@ -53,13 +54,17 @@ class Outcome:
     cpu_s: float = 0.0
     rounds: int = 0
     kept: int = 0
-    cpu_per_round: float = 0.0
-    curve: list[tuple[float, Engine]] = field(default_factory=list)  # back-prop checkpoints
+    cpu_per_round: float = 0.0  # the jobs' CPU (buffer updates and rounds) per round
+    stream_cpu_s: float = 0.0  # of cpu_s: the per-sample stream side (prescore, observe)
+    curve: list[tuple[float, Checkpoint]] = field(default_factory=list)  # back-prop checkpoints
     note: str = ""
     returned: Engine | RoutedPredictor | None = (
         None  # after the stream went back to the train domain
     )
     alarms: tuple[int, int, int] = (0, 0, 0)
+
+
+Checkpoint = Callable[[], Engine]  # builds a back-prop checkpoint's engine (not counted)
 
 
 def accuracy(engine: Engine | RoutedPredictor, X: np.ndarray, y: np.ndarray) -> float:
@@ -122,7 +127,7 @@ def replay(
     bits: int,
     data: StreamData,
     overrides: dict[str, Any] | None = None,
-    buffer: str = "qcore",
+    buffer: str = "config",
     seed: int = 0,
     then: tuple[StreamData, StreamData] | None = None,
 ) -> Outcome:
@@ -130,19 +135,27 @@ def replay(
     ``then`` = (more drifted samples, train-domain samples): the outcome's engine is the
     model after ``data`` as a restart from the saved bundle gives it, and the stream goes
     on with both parts (the drift lasts, then goes away): ``returned`` is the model at
-    the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end."""
+    the end, ``alarms`` the alarm counts after ``data``, after the drift, at the end.
+    ``buffer``: "config" (the agent's configured draw), "qcore", "random", "recent" or
+    "fp_wrong_as_miss"."""
     cfg = dataclasses.replace(CalibrationConfig(), **{**CONFIG, **(overrides or {})})
     controller = CalibrationController(bundle, cfg)
-    if buffer == "random":
+    if buffer in ("qcore", "random"):  # this draw whatever the agent's default ("config")
         controller.buffer = QCoreBuffer.from_bundle(
-            bundle, dataclasses.replace(cfg.buffer_config(), random=True), seed=seed
+            bundle, dataclasses.replace(cfg.buffer_config(), random=buffer == "random"), seed=seed
         )
     elif buffer == "recent":
         controller.buffer = RecentBuffer.from_bundle(bundle, cfg.buffer_config(), seed=seed)
+    elif buffer == "fp_wrong_as_miss":  # QCore without the favour for FP-wrong labels
+        bc = dataclasses.replace(cfg.buffer_config(), random=False)
+        bc = dataclasses.replace(bc, fp_wrong_count=bc.miss_count)
+        controller.buffer = QCoreBuffer.from_bundle(bundle, bc, seed=seed)
     engine = Engine(bundle, bits=bits)
-    cpu, rounds, kept = _stream(controller, engine, data, 0)
+    cpu, jobs, rounds, kept = _stream(controller, engine, data, 0)
     # scored as the agent predicts: each sample on its domain's correction (with routing)
-    out = Outcome(controller.predictor(engine), cpu, rounds, kept, cpu / max(rounds, 1))
+    out = Outcome(
+        controller.predictor(engine), cpu, rounds, kept, jobs / max(rounds, 1), cpu - jobs
+    )
     if then is not None:  # the model as a restart gives it (the bundle the agent saves)
         saved = controller.bundle.with_codes(engine.bits, engine.codes())
         out.engine = CalibrationController(saved, cfg).predictor(Engine(saved, bits=bits))
@@ -158,10 +171,11 @@ def replay(
 
 def _stream(
     controller: CalibrationController, engine: Engine, data: StreamData, first: int
-) -> tuple[float, int, int]:
+) -> tuple[float, float, int, int]:
     """Offer ``data`` sample by sample (stream indices from ``first``), running every due
-    job as the agent's calibration thread would; (thread CPU s, rounds, kept rounds)."""
-    cpu, rounds, kept = 0.0, 0, 0
+    job as the agent's calibration thread would; (thread CPU s, of which the jobs' (buffer
+    updates and rounds), rounds, kept rounds)."""
+    cpu, jobs, rounds, kept = 0.0, 0.0, 0, 0
     t0 = time.thread_time()
     controller.prescore(data.X)  # the agent scores each batch it gets ahead, in one call
     cpu += time.thread_time() - t0
@@ -171,33 +185,41 @@ def _stream(
         controller.predictor(engine, count=True).predict(x[None])
         t0 = time.thread_time()
         controller.observe(x, int(data.y[i]) if data.labelled[i] else None, first + i)
+        t1 = time.thread_time()
         while controller.due():
             result = controller.run(engine)  # seeded as the agent seeds it
             if result is not None:  # None: a buffer update without a round
                 rounds += 1
                 kept += result.version is not None  # the controller's own rule
-        cpu += time.thread_time() - t0
-    return cpu, rounds, kept
+        t2 = time.thread_time()
+        cpu += t2 - t0
+        jobs += t2 - t1
+    return cpu, jobs, rounds, kept
 
 
 def round_peak_memory(
     bundle: Bundle, bits: int, data: StreamData, overrides: dict[str, Any] | None = None
-) -> float:
-    """tracemalloc peak (MB) of the first controller round (buffer update + round) on
-    ``data``; NaN when the stream gives none (e.g. no drift alarm)."""
+) -> tuple[float, float]:
+    """tracemalloc peaks (MB) of the controller's rounds (buffer update + round) on
+    ``data``, above what was allocated before each: (the first round's, the largest of the
+    others'). The first one also builds what the controller keeps for later rounds (the
+    neighbour widths' engines); NaN where the stream gives no such round."""
     cfg = dataclasses.replace(CalibrationConfig(), **(overrides or {}))
     controller = CalibrationController(bundle, cfg)
     engine = Engine(bundle, bits=bits)
+    peaks: list[float] = []
+    tracemalloc.start()
     for i in range(len(data.y)):
         controller.observe(data.X[i], int(data.y[i]) if data.labelled[i] else None, i)
         while controller.due():
-            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
             result = controller.run(engine)
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
             if result is not None:  # a job that was a buffer update alone does not count
-                return peak / 2**20
-    return float("nan")
+                peaks.append((tracemalloc.get_traced_memory()[1] - base) / 2**20)
+    tracemalloc.stop()
+    nan = float("nan")
+    return (peaks[0] if peaks else nan), max(peaks[1:], default=nan)
 
 
 # ---------------------------------------------------------------------- torch anchors
@@ -314,7 +336,7 @@ def torch_replay(bundle: Bundle, qnet: QuantNet, data: StreamData, seed: int) ->
     x, t = normalize(X, bundle.norm_mean, bundle.norm_std), torch.from_numpy(y)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     cpu = time.thread_time() - t0
-    curve: list[tuple[float, Engine]] = []
+    curve: list[tuple[float, Checkpoint]] = []
     for step in range(1, BACKPROP_STEPS + 1):
         t0 = time.thread_time()
         net.train()
@@ -329,8 +351,8 @@ def torch_replay(bundle: Bundle, qnet: QuantNet, data: StreamData, seed: int) ->
             t0 = time.thread_time()
             b = _with_quant(bundle, net)
             cpu += time.thread_time() - t0
-            curve.append((cpu, Engine(b)))
-    return Outcome(curve[-1][1], cpu, curve=curve)
+            curve.append((cpu, functools.partial(Engine, b)))
+    return Outcome(curve[-1][1](), cpu, curve=curve)
 
 
 # ---------------------------------------------------------------------- torch-free back-prop
@@ -342,8 +364,10 @@ def numpy_last_layer(
     """Back-propagation a board can run without torch: the last layer's integer weights get
     a float shadow, Adam on the cross-entropy of the labelled stream samples plus the
     QCore (features from one engine pass that records the last layer's inputs), and are
-    rounded back onto the integer grid (same scales and biases) at every checkpoint.
-    With ``peak_memory`` the note holds the tracemalloc peak (MB) of the whole run."""
+    rounded back onto the integer grid (same scales and biases) and swapped into the
+    engine at every checkpoint (counted, as a board does it; the checkpoint's own engine
+    for scoring is built afterwards, not counted). With ``peak_memory`` the note holds the
+    tracemalloc peak (MB) of the run above what the engine held before it."""
     X, y = _replay_set(bundle, data)
     engine = Engine(bundle, bits=bits)
     last = len(bundle.quant[bits].layers) - 1
@@ -354,14 +378,15 @@ def numpy_last_layer(
     t0 = time.thread_time()
     logits0, inputs = engine.trace(X)
     h = inputs[last].astype(np.float64)
-    W = engine.layer_codes(last).astype(np.float64)
+    inputs_codes = engine.layer_codes(last)
+    W = inputs_codes.astype(np.float64)
     b = lq.bias_q.astype(np.float64)
     mult = np.asarray(lq.out_mult, dtype=np.float64)
     onehot = np.eye(W.shape[0])[y]
     m, v = np.zeros_like(W), np.zeros_like(W)
     lr, b1, b2 = 0.05, 0.9, 0.999
     cpu = time.thread_time() - t0
-    curve: list[tuple[float, Engine]] = []
+    curve: list[tuple[float, Checkpoint]] = []
     for step in range(1, NUMPY_STEPS + 1):
         t0 = time.thread_time()
         z = (h @ W.T + b) * mult
@@ -376,26 +401,31 @@ def numpy_last_layer(
         if step % CHECK_EVERY == 0 or step == NUMPY_STEPS:
             t0 = time.thread_time()
             q = np.clip(np.rint(W), lo, hi).astype(np.int8)
-            e = Engine(bundle, bits=bits)
-            e.swap_weights({last: q})
+            engine.swap_weights({last: q})
             cpu += time.thread_time() - t0
-            curve.append((cpu, e))
+            curve.append((cpu, functools.partial(_checkpoint, bundle, bits, last, q)))
     note = ""
     if peak_memory:
         note = f"{tracemalloc.get_traced_memory()[1] / 2**20:.3f}"
         tracemalloc.stop()
     # the float model above must be the engine's own last layer (checked once per run)
-    z0 = (h @ engine.layer_codes(last).astype(np.float64).T + b) * mult
+    z0 = (h @ inputs_codes.astype(np.float64).T + b) * mult
     if not np.allclose(z0, logits0, rtol=1e-3, atol=1e-3 * float(np.abs(logits0).max() + 1)):
         note += " (float last layer does not match the engine's logits)"
-    return Outcome(curve[-1][1], cpu, curve=curve, note=note)
+    return Outcome(curve[-1][1](), cpu, curve=curve, note=note)
+
+
+def _checkpoint(bundle: Bundle, bits: int, last: int, q: np.ndarray) -> Engine:
+    e = Engine(bundle, bits=bits)
+    e.swap_weights({last: q})
+    return e
 
 
 def first_reaching(
-    curve: list[tuple[float, Engine]], target: float, score: Callable[[Engine], float]
+    curve: list[tuple[float, Checkpoint]], target: float, score: Callable[[Engine], float]
 ) -> float | None:
     """CPU seconds at which a back-prop run first reaches ``target`` held-out accuracy."""
-    for cpu, e in curve:
-        if score(e) >= target - 1e-9:
+    for cpu, make in curve:
+        if score(make()) >= target - 1e-9:
             return cpu
     return None

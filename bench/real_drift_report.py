@@ -112,11 +112,14 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in real.items()
         if k[1] == 4 and "buffer_random" in v
     ]
-    ratios, whole, lower_bound = [], [], 0
+    ratios, whole, lower_bound, no_gain = [], [], 0, 0
     for c in cases:
         if c["kind"] != "real" or c["bits"] != 4 or "numpy_backprop" not in c["methods"]:
             continue
         d, nb = c["methods"][ref(c["methods"])], c["methods"]["numpy_backprop"]
+        if nb.get("flips_no_gain"):  # nothing to reach: no ratio
+            no_gain += 1
+            continue
         match = nb.get("cpu_s_to_match_flips", nb.get("cpu_s_to_match_default"))
         if match is None:
             lower_bound += 1
@@ -156,8 +159,13 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ratio_vs_torchfree_backprop": _mean(ratios),
         "cpu_ratio_vs_torchfree_backprop_whole_stream": _mean(whole),
         "cpu_ratio_cases_backprop_never_matched": lower_bound,
+        "cpu_ratio_cases": len(ratios),
+        "cpu_ratio_cases_flips_no_gain": no_gain,
         "memory_ratio_vs_torchfree_backprop": _mean([a / b for a, b in mem if b > 0]),
         "round_peak_mb": _mean([a for a, _ in mem]),
+        "first_round_peak_mb": _mean(
+            [c["first_round_peak_mb"] for c in cases if "first_round_peak_mb" in c]
+        ),
         "torchfree_backprop_peak_mb": _mean([b for _, b in mem]),
     }
     return {"keys": keys, "real": real, "injected": inj, "no_drift": nod, "sweep": sweep}
@@ -176,17 +184,27 @@ the end (`..._mean_pts` the mean, `..._before_return_pts` the same drop measured
 drift was still there); `return_realarm_fraction`: share of those runs with an alarm
 during the drift that raised another once the stream came back. `flips_every_chunk` is a
 flip round on every chunk, without the drift trigger and the statistics rung (the agent's
-path before they came); the buffer policies and a round's cost are measured on it, since
-with the drift trigger a stream may give no round at all. `qcore_minus_random_pts`: 100 x
-(recovery with the QCore buffer - with a random buffer) on that path, mean over real-drift
-sets at 4 bits (`..._accuracy_pts`: the same in held-out accuracy points);
+path before they came), with the QCore draw (the agent's own paths use its configured
+draw, `buffer_draw`, random by default); the buffer policies and a round's cost are
+measured on it, since with the drift trigger a stream may give no round at all.
+`qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random buffer)
+on that path, mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same in
+held-out accuracy points);
 `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy last-layer back-propagation needs
-to first reach that path's held-out accuracy (checkpoints every 5 steps; all of its steps
-where it never does, counted in `..._never_matched`) over the CPU of one of its rounds,
-`..._whole_stream` over its CPU for the whole stream;
-`memory_ratio_vs_torchfree_backprop`: tracemalloc peak of one such round over that of the
-numpy back-propagation run. onnxruntime on-device training is not the torch-free
-reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on PyPI, none for
+to first reach that path's held-out accuracy (its one engine pass over the labelled
+samples and the QCore, its steps, and at each checkpoint, every 5 steps, the requantized
+layer swapped into its engine; all of its steps where it never does, counted in
+`..._never_matched`) over the CPU of one of its rounds (the chunk's buffer update and the
+round; the per-sample stream side is not a round's), mean over the 4-bit real-drift cases
+where that path gained held-out accuracy over no calibration (`cpu_ratio_cases`; where it
+gained nothing, no calibration reaches it at no cost and there is no ratio:
+`..._flips_no_gain`); `..._whole_stream`: the same CPU over that path's CPU for the whole
+stream (every round and the stream side); `memory_ratio_vs_torchfree_backprop`:
+tracemalloc peak of a round (`round_peak_mb`: the largest over a replay's rounds after its
+first, above what was allocated before it; `first_round_peak_mb`: the first, which also
+builds the neighbour widths' engines the controller keeps) over that of the numpy
+back-propagation run (its engine built before it). onnxruntime on-device training is not
+the torch-free reference: `onnxruntime-training` (1.19.2) has x86-64 wheels only on PyPI, none for
 aarch64, so a board cannot install it."""
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from support.qcore import calibration_split
 
+from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.qcore import (
     RIGHT,
     SOURCE_STREAM,
@@ -23,6 +24,7 @@ from edge_agent.calibrate.qcore_miss import (
     forgetting_events,
     neighbour_bits,
 )
+from edge_agent.service.config import ConfigError, parse_config
 
 SHAPE = (3, 10)
 
@@ -201,6 +203,36 @@ def test_new_sample_counts_and_forgetting_on_buffer() -> None:
     assert res.events == 0
 
 
+def test_a_width_whose_model_kept_its_key_is_asked_only_about_samples_it_has_not_judged() -> None:
+    chunks = [_chunk(np.random.default_rng(step), 6) for step in range(4)]
+    asked: list[int] = []
+
+    def counting(a: np.ndarray) -> np.ndarray:
+        asked.append(len(a))
+        return _by_feature(0.3)(a)
+
+    def run(keys: dict[int, str] | None) -> tuple[QCoreBuffer, list[int]]:
+        asked.clear()
+        buf = QCoreBuffer(SHAPE, (8, 4), BufferConfig(max_samples=10), seed=3)
+        for step, (x, y) in enumerate(chunks):
+            if step == 2:  # a real label: that sample's correctness is unknown again
+                buf.set_label(int(buf.seq[0]), 1)
+            predict = {8: _by_feature(), 4: counting}
+            buf.update(x, y, None, predict, None, seqs=step * 6 + np.arange(6), keys=keys)
+        return buf, list(asked)
+
+    plain, asked_all = run(None)  # no key: every sample at every update
+    keyed, asked_some = run({4: "model-a"})
+    for name in ("X", "y", "misses", "last_correct", "seq"):
+        assert np.array_equal(getattr(plain, name), getattr(keyed, name)), name
+    # after its first update the buffer's samples are known: the new 6 (+ the relabelled)
+    assert asked_all == [6, 12, 16, 16] and asked_some == [6, 6, 7, 6]
+    asked.clear()
+    x, y = chunks[0]
+    keyed.update(x, y, None, {8: _by_feature(), 4: counting}, None, keys={4: "model-b"})
+    assert asked == [16]  # another model at that width: every sample again
+
+
 def test_old_and_new_compete_by_difficulty() -> None:
     rng = np.random.default_rng(5)
     cfg = BufferConfig(max_samples=8, class_balance=False, fill=False)
@@ -334,3 +366,11 @@ def test_failed_update_leaves_the_buffer_unchanged() -> None:
         buf.update(x, y, None, {8: _by_feature(0.9), 4: broken}, None)
     for k, v in buf.to_state().items():
         assert np.array_equal(v, before[k]), k
+
+
+def test_the_agent_redraws_its_buffer_at_random_unless_told_qcore() -> None:
+    assert CalibrationConfig().buffer_config().random  # the winner of bench/round_cost.py
+    assert not CalibrationConfig(buffer_draw="qcore").buffer_config().random
+    assert parse_config('[calibration]\nbuffer_draw = "qcore"').calibration.buffer_draw == "qcore"
+    with pytest.raises(ConfigError, match="buffer_draw"):
+        parse_config('[calibration]\nbuffer_draw = "newest"')

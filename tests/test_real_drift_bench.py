@@ -110,3 +110,14 @@ def test_no_drift_keys() -> None:
     keys = summarize(cases)["keys"]
     assert keys["no_drift_accuracy_drop_pts"] == pytest.approx(1.0)  # (2 + 0) / 2 points
     assert keys["no_drift_kept_fraction"] == pytest.approx(2 / 8)
+
+
+def test_cpu_ratio_leaves_out_cases_where_the_flips_gained_nothing() -> None:
+    gained, flat = _case(0, 0.9, 0.5, 0.7, 0.88), _case(1, 0.9, 0.5, 0.5, 0.88)
+    gained["methods"]["numpy_backprop"] = {**gained["methods"]["none"], "cpu_s_to_match_flips": 2.0}
+    # nothing to reach: the uncalibrated model already has the flips' accuracy
+    flat["methods"]["numpy_backprop"] = {**flat["methods"]["none"], "flips_no_gain": True}
+    keys = summarize([gained, flat])["keys"]
+    assert keys["cpu_ratio_vs_torchfree_backprop"] == pytest.approx(2.0 / 0.25)
+    assert keys["cpu_ratio_vs_torchfree_backprop_whole_stream"] == pytest.approx(2.0 / 1.0)
+    assert keys["cpu_ratio_cases"] == 1 and keys["cpu_ratio_cases_flips_no_gain"] == 1

@@ -35,6 +35,9 @@ class CalibrationConfig:
     neighbour_bits: int = field(default=1, metadata={"range": (0, 3)})
     # the flip-round knobs (budget_fraction ... anchor_tolerance), flat in [calibration]
     flip: FlipConfig = field(default_factory=FlipConfig, metadata={"flatten": True})
+    # how the buffer is redrawn from old and new samples: "random" (uniform) or "qcore"
+    # (by miss count); bench/round_cost.py: random held more accuracy on the real drifts
+    buffer_draw: str = field(default="random", metadata={"choices": ("random", "qcore")})
     # latest labelled stream samples a kept round may not do worse on
     recent_labelled: int = field(default=64, metadata={"range": (0, 100_000)})
     # "drift": rounds only after a drift alarm; "samples": every chunk
@@ -87,4 +90,5 @@ class CalibrationConfig:
             max_samples=self.buffer_samples,
             max_bytes=self.buffer_bytes,
             class_balance=self.class_balance,
+            random=self.buffer_draw == "random",
         )

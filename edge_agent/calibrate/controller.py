@@ -331,14 +331,19 @@ class CalibrationController(StatsSteps):
         with self._buffer_lock:
             for s_, lab in job.labels:
                 self.buffer.set_label(s_, lab)
+            predict = self._predict_by_bits(engine)
+            # the neighbour widths' models change only with the bundle: the buffer keeps
+            # what they said of its samples while their key stays
+            keys = {b: e.model_key for b, e in self._neighbours.items() if b in predict}
             return self.buffer.update(
                 job.X,
                 job.y,
                 job.y >= 0,
-                self._predict_by_bits(engine),
+                predict,
                 self._fp_predict,
                 now=time.time(),
                 seqs=job.seqs,
+                keys=keys,
             )
 
     # ------------------------------------------------------------------ state

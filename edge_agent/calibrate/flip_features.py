@@ -63,23 +63,24 @@ class LayerTrace:
 def layer_traces(
     bundle: Bundle, bits: int, codes: list[np.ndarray], inputs: list[np.ndarray]
 ) -> list[LayerTrace]:
-    """Every weighted layer's patches and mean accumulators, from its input codes as
-    :meth:`Engine.trace` records them for the ``bits`` model with integer weights ``codes``."""
-    quant = bundle.quant[bits]
-    weighted = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS]
-    traces: list[LayerTrace] = []
-    for op, x, q, lq, divisor in zip(
-        weighted, inputs, codes, quant.layers, input_divisors(bundle), strict=True
-    ):
-        if op["op"] == "linear":
-            rows = x.astype(np.float32)
-            mean_patch = rows.astype(np.float64)
-        else:
-            mean_patch, rows = conv_patch_stats(x.astype(np.float32), *conv_geometry(op))
-        acc_mean = mean_patch @ q.T.astype(np.float64) + lq.bias_q
-        real = lq.w_scale.astype(np.float64) * (lq.in_scale / divisor)
-        traces.append(LayerTrace(rows, mean_patch, acc_mean * real))
-    return traces
+    """Every weighted layer's :func:`layer_trace`."""
+    pairs = enumerate(zip(codes, inputs, strict=True))
+    return [layer_trace(bundle, bits, i, q, x) for i, (q, x) in pairs]
+
+
+def layer_trace(bundle: Bundle, bits: int, i: int, q: np.ndarray, x: np.ndarray) -> LayerTrace:
+    """Weighted layer ``i``'s patches and mean accumulators, from its input codes ``x``
+    as :meth:`Engine.trace` records them for the ``bits`` model, its integer weights ``q``."""
+    lq = bundle.quant[bits].layers[i]
+    op = [op for op in bundle.arch["layers"] if op["op"] in WEIGHTED_OPS][i]
+    if op["op"] == "linear":
+        rows = x.astype(np.float32)
+        mean_patch = rows.astype(np.float64)
+    else:
+        mean_patch, rows = conv_patch_stats(x.astype(np.float32), *conv_geometry(op))
+    acc_mean = mean_patch @ q.T.astype(np.float64) + lq.bias_q
+    real = lq.w_scale.astype(np.float64) * (lq.in_scale / input_divisors(bundle)[i])
+    return LayerTrace(rows, mean_patch, acc_mean * real)
 
 
 def conv_patch_stats(
@@ -159,53 +160,69 @@ def layer_features(
     labels: np.ndarray,
     anchors: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Per weighted layer an (O, K, len(FEATURES)) float32 feature array.
+    """Per weighted layer an (O, K, len(FEATURES)) float32 feature array
+    (:func:`layer_feature` of every layer)."""
+    return [
+        layer_feature(bundle, quant, i, (q, q0, r), tr, logits, labels, anchors)
+        for i, (q, q0, r, tr) in enumerate(zip(codes, deployed, residuals, traces, strict=True))
+    ]
 
-    ``codes``: current integer weights (O, K); ``deployed``: the bundle's; ``residuals``:
-    float rounding residuals in [-0.5, 0.5] (zeros where the bundle has none);
-    ``anchors``: which samples are pre-drift references for the hidden layers' class
-    prototypes (none: hidden ``task_step`` is 0).
+
+def layer_feature(
+    bundle: Bundle,
+    quant: QuantModel,
+    i: int,
+    weights: tuple[np.ndarray, np.ndarray, np.ndarray],
+    tr: LayerTrace,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    anchors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Weighted layer ``i``'s (O, K, len(FEATURES)) float32 features.
+
+    ``weights``: its current integer weights (O, K), the bundle's, and the float rounding
+    residuals in [-0.5, 0.5] (zeros where the bundle has none); ``tr``: its trace;
+    ``logits``, ``labels``: of the calibration samples; ``anchors``: which of them are
+    pre-drift references for the hidden layers' class prototypes (none: hidden
+    ``task_step`` is 0). A hidden layer's features depend on its own weights and inputs
+    alone, the last layer's on the logits too.
     """
+    q, q0, r = weights
     qmin, qmax = qrange(quant.weight_bits)
-    divisors = input_divisors(bundle)
-    out = []
     last = len(quant.layers) - 1
-    for i, (lq, q, q0, r, tr) in enumerate(
-        zip(quant.layers, codes, deployed, residuals, traces, strict=True)
+    lq = quant.layers[i]
+    s_w = lq.w_scale.astype(np.float64)[:, None]
+    scale = float(lq.in_scale) / input_divisors(bundle)[i]  # patch codes -> real inputs
+    cols = tr.patches  # (M, K) float32
+    moments = np.einsum("mk,mk->k", cols, cols, dtype=np.float64)  # C_kk, C = cols.T cols
+    diag = moments * (scale * scale / len(cols)) + 1e-12  # real inputs' second moments
+    target = q0.astype(np.float64) + r - q  # latent minus current, in steps
+    rec_step = _times_moments(target.astype(np.float32), cols) / (moments + 1e-12)[None, :]
+    if i == last:
+        x = cols.astype(np.float64) * scale  # (N, K): one position per sample
+        p = _softmax(logits)
+        err = -p
+        err[np.arange(len(labels)), labels] += 1.0
+        curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
+        task_step = (err.T @ x / len(x)) / (s_w * curv)
+    else:
+        xbar = tr.mean_patch * scale
+        task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
+    feats = np.empty((*q.shape, len(FEATURES)), np.float32)
+    for f, value in enumerate(
+        (
+            r,
+            np.clip(q - q0, -2, 2),
+            np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
+            np.clip(task_step, -STEP_CLIP, STEP_CLIP),
+            float(i == last),
+            q <= qmin,
+            q >= qmax,
+            2.0 ** -(quant.weight_bits - 1),
+        )
     ):
-        s_w = lq.w_scale.astype(np.float64)[:, None]
-        scale = float(lq.in_scale) / divisors[i]  # patch codes -> real inputs
-        cols = tr.patches  # (M, K) float32
-        moments = np.einsum("mk,mk->k", cols, cols, dtype=np.float64)  # C_kk, C = cols.T cols
-        diag = moments * (scale * scale / len(cols)) + 1e-12  # real inputs' second moments
-        target = q0.astype(np.float64) + r - q  # latent minus current, in steps
-        rec_step = _times_moments(target.astype(np.float32), cols) / (moments + 1e-12)[None, :]
-        if i == last:
-            x = cols.astype(np.float64) * scale  # (N, K): one position per sample
-            p = _softmax(logits)
-            err = -p
-            err[np.arange(len(labels)), labels] += 1.0
-            curv = (p * (1 - p)).T @ (x * x) / len(x) + 0.1 * diag[None, :]
-            task_step = (err.T @ x / len(x)) / (s_w * curv)
-        else:
-            xbar = tr.mean_patch * scale
-            task_step = _prototype_step(tr.out_mean, xbar, labels, anchors) / s_w
-        feats = np.empty((*q.shape, len(FEATURES)), np.float32)
-        for f, value in enumerate(
-            (
-                r,
-                np.clip(q - q0, -2, 2),
-                np.clip(rec_step, -STEP_CLIP, STEP_CLIP),
-                np.clip(task_step, -STEP_CLIP, STEP_CLIP),
-                float(i == last),
-                q <= qmin,
-                q >= qmax,
-                2.0 ** -(quant.weight_bits - 1),
-            )
-        ):
-            feats[..., f] = value
-        out.append(feats)
-    return out
+        feats[..., f] = value
+    return feats
 
 
 def _times_moments(a: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -21,7 +21,14 @@ import numpy as np
 
 from edge_agent.bundle import RESIDUAL_SCALE, Bundle, residual_key
 from edge_agent.calibrate import gate
-from edge_agent.calibrate.flip_features import FEATURES, LayerTrace, layer_features, layer_traces
+from edge_agent.calibrate.flip_eval import first_changed, suffix_pass
+from edge_agent.calibrate.flip_features import (
+    FEATURES,
+    LayerTrace,
+    layer_feature,
+    layer_trace,
+    layer_traces,
+)
 from edge_agent.calibrate.flip_net import FlipNet
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.engine.engine import Engine
@@ -29,7 +36,9 @@ from kernels.plan.packing import qrange, unpack_rows
 
 log = logging.getLogger(__name__)
 
-# per layer: action in {-1, 0, +1} (0: not a candidate) and a score to rank candidates
+# per layer: action in {-1, 0, +1} (0: not a candidate) and a score to rank candidates;
+# a proposer scores each layer from its own features (a round asks again only for the
+# layers whose features changed)
 Proposal = list[tuple[np.ndarray, np.ndarray]]
 Proposer = Callable[[list[np.ndarray]], Proposal]
 # the training domain's labelled samples and what routes an engine's predictions
@@ -194,6 +203,38 @@ class BitFlipCalibrator:
             self._loaded[bits] = list(codes)
         return self._scratch[bits]
 
+    def _candidate_pass(
+        self,
+        bits: int,
+        codes: list[np.ndarray],
+        traced: tuple[np.ndarray, list[np.ndarray]],
+        cand: list[np.ndarray],
+        X: np.ndarray,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Logits and layer inputs of ``X`` under ``cand``, given ``traced`` = those under
+        ``codes``: from the first layer they differ in (:mod:`flip_eval`), the engine
+        when that is the first layer."""
+        start = first_changed(codes, cand)
+        if start is None:
+            return traced
+        if start == 0:
+            return self._load(bits, cand).trace(X)
+        return suffix_pass(self.bundle, bits, cand, traced[1], start)
+
+    def _now_and_new(
+        self, engine: Engine, current: list[np.ndarray], best: list[np.ndarray], X: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of ``X`` under ``engine``'s weights ``current`` and under ``best`` (one
+        engine pass and the changed layers; the same logits when nothing changed)."""
+        start = first_changed(current, best)
+        if start is None:
+            now = engine.predict_logits(X)
+            return now, now
+        if start == 0:
+            return engine.predict_logits(X), self._load(engine.bits, best).predict_logits(X)
+        now, inputs = engine.trace(X)
+        return now, suffix_pass(self.bundle, engine.bits, best, inputs, start)[0]
+
     def _split(
         self, n: int, labelled: np.ndarray | None, seed: int
     ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -244,7 +285,8 @@ class BitFlipCalibrator:
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
-        n_layers = len(self.bundle.quant[bits].layers)
+        quant = self.bundle.quant[bits]
+        n_layers = len(quant.layers)
         cal, hold, all_labelled = self._split(len(X), labelled, seed)
         metric = "accuracy" if labelled is None or all_labelled else "target_agreement"
         fit, base = self._base_split(base, seed)
@@ -256,55 +298,45 @@ class BitFlipCalibrator:
         budget = max(1, round(cfg.budget_fraction * sum(q.size for q in current)))
 
         best = current
-        # the scratch engine scores every candidate in a traced pass: an accepted one's
-        # features need no further pass
-        logits, inputs = self._load(bits, best).trace(Xc)
+        # the live engine holds ``current``; a candidate's pass starts at its first
+        # changed layer (:meth:`_candidate_pass`), an accepted one's needs no other pass
+        logits, inputs = engine.trace(Xc)
         logits_before = logits
         best_loss = loss_before = gate.cross_entropy(logits, yc)
-        proposal: Proposal | None = None
-        iterations = 0
+        # proposals for the best codes; from layer ``stale`` on out of date. One layer at
+        # a time (its trace and features are freed before the next layer's are made)
+        proposal: Proposal = []
+        stale, iterations = 0, 0
         for _ in range(cfg.iterations):
             iterations += 1
-            if proposal is None:  # features of the current best codes
-                proposal = self.proposer(
-                    layer_features(
-                        self.bundle,
-                        self.bundle.quant[bits],
-                        best,
-                        deployed,
-                        residuals,
-                        layer_traces(self.bundle, bits, best, inputs),
-                        logits,
-                        yc,
-                        anchors,
-                    )
-                )
+            del proposal[stale:]  # the layers before kept their codes and inputs
+            for i in range(stale, n_layers):
+                tr = layer_trace(self.bundle, bits, i, best[i], inputs[i])
+                w = (best[i], deployed[i], residuals[i])
+                f = layer_feature(self.bundle, quant, i, w, tr, logits, yc, anchors)
+                proposal += self.proposer([f])
+                del tr, f  # not alive beside the next layer's
+            stale = n_layers
             deltas = select_flips(proposal, budget)
             if not any(d.any() for d in deltas):
                 break
             cand = apply_flips(best, deltas, bits)
-            cand_logits, cand_inputs = self._load(bits, cand).trace(Xc)
+            cand_logits, cand_inputs = self._candidate_pass(bits, best, (logits, inputs), cand, Xc)
             cand_loss = gate.cross_entropy(cand_logits, yc)
             if cand_loss >= best_loss:
                 budget //= 2  # same proposal, fewer (the most confident) flips
                 if budget < 1:
                     break
                 continue
-            best, best_loss, logits, inputs, proposal = (
-                cand,
-                cand_loss,
-                cand_logits,
-                cand_inputs,
-                None,
-            )
+            stale = first_changed(best, cand) or 0  # a lower loss: some layer changed
+            best, best_loss, logits, inputs = cand, cand_loss, cand_logits, cand_inputs
 
         changed = {
             i: q
             for i, (q, c) in enumerate(zip(best, current, strict=True))
             if not np.array_equal(q, c)
         }
-        held_now = engine.predict_logits(X[hold])
-        held_new = self._load(bits, best).predict_logits(X[hold])
+        held_now, held_new = self._now_and_new(engine, current, best, X[hold])
         decision = gate.decide(
             gate.hits(held_now, y[hold]),
             gate.hits(held_new, y[hold]),
@@ -323,11 +355,11 @@ class BitFlipCalibrator:
         )
         if decision.accepted and recent is not None and len(recent[1]):
             Xr, yr = recent
-            scored = (engine.predict_logits(Xr), self._load(bits, best).predict_logits(Xr), yr)
+            scored = (*self._now_and_new(engine, current, best, Xr), yr)
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
-            scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
+            scored = (*self._now_and_new(engine, current, best, Xu), yu)
             decision = gate.guard_unseen(decision, scored)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base

@@ -12,9 +12,8 @@ FP-vs-quantized disagreement) until :meth:`QCoreBuffer.set_label` brings the rea
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -27,13 +26,13 @@ from edge_agent.calibrate.qcore_miss import (
     NEVER_CORRECT,
     draw_proportional,
 )
+from edge_agent.calibrate.qcore_rows import RIGHT, ROW_FIELDS, UNKNOWN, WRONG, checked_rows
 from edge_agent.contracts import Predict
 
 log = logging.getLogger(__name__)
 
 
 SOURCE_TRAIN, SOURCE_STREAM = 0, 1
-UNKNOWN, WRONG, RIGHT = -1, 0, 1  # values of the per-bit-width last correctness
 
 # ---------------------------------------------------------------- the buffer
 
@@ -78,20 +77,6 @@ class UpdateResult:
     size: int  # buffer size after the update
 
 
-# name -> (dtype, trailing shape after the sample axis: None = input shape, "bits" = (B,))
-_ROW_FIELDS: dict[str, tuple[type, Any]] = {
-    "X": (np.float32, None),
-    "y": (np.int64, ()),
-    "labelled": (np.bool_, ()),
-    "misses": (np.float32, ()),
-    "last_correct": (np.int8, "bits"),
-    "source": (np.uint8, ()),
-    "time": (np.float64, ()),
-    "seq": (np.int64, ()),
-    "train_index": (np.int64, ()),
-}
-
-
 class QCoreBuffer:
     """Bounded buffer of QCore samples with their targets, miss counts and provenance.
 
@@ -123,6 +108,7 @@ class QCoreBuffer:
         self.time = np.zeros(0, dtype=np.float64)
         self.seq = np.zeros(0, dtype=np.int64)
         self.train_index = np.zeros(0, dtype=np.int64)
+        self._keys: dict[int, Hashable] = {}  # per width: the model of its last update
 
     # ------------------------------------------------------------------ construction
 
@@ -162,7 +148,7 @@ class QCoreBuffer:
     def bytes_per_sample(self) -> int:
         """Bytes one sample occupies across every per-sample array."""
         row = int(np.prod(self.input_shape)) * np.dtype(np.float32).itemsize
-        scalars = sum(np.dtype(dt).itemsize for dt, tail in _ROW_FIELDS.values() if tail == ())
+        scalars = sum(np.dtype(dt).itemsize for dt, tail in ROW_FIELDS.values() if tail == ())
         return row + scalars + len(self.bits) * np.dtype(np.int8).itemsize
 
     @property
@@ -173,7 +159,7 @@ class QCoreBuffer:
     @property
     def nbytes(self) -> int:
         """Bytes held by the per-sample arrays."""
-        return int(sum(getattr(self, name).nbytes for name in _ROW_FIELDS))
+        return int(sum(getattr(self, name).nbytes for name in ROW_FIELDS))
 
     def __len__(self) -> int:
         return len(self.y)
@@ -203,6 +189,7 @@ class QCoreBuffer:
         fp_predict: Predict | None = None,
         now: float = 0.0,
         seqs: np.ndarray | None = None,
+        keys: Mapping[int, Hashable] | None = None,
     ) -> UpdateResult:
         """Count misses on the buffer and the chunk ``X`` and redraw the buffer from both.
 
@@ -212,7 +199,10 @@ class QCoreBuffer:
         gives the quantized model's classes at the deployed and neighbouring bit-widths.
         Buffer samples add one miss per correct -> wrong transition against their stored
         correctness; new samples start at ``miss_count`` (target right, quantized wrong) or
-        ``fp_wrong_count`` (FP wrong too) per bit-width. Forward passes only.
+        ``fp_wrong_count`` (FP wrong too) per bit-width. Forward passes only. ``keys``:
+        which model predicts at some widths (e.g. :attr:`Engine.model_key`); where it is
+        the one of this width's previous update, a buffer sample whose correctness is
+        known keeps it without a pass (the integer model gives it the same class).
         """
         X = np.asarray(X, dtype=np.float32)
         m = len(X)
@@ -241,9 +231,18 @@ class QCoreBuffer:
         last[:n_old] = self.last_correct
         init = np.zeros(m, dtype=np.float64)
         events = new_misses = 0
+        targets = np.concatenate([self.y, y_new])
+        keys_now: dict[int, Hashable] = {}
         for b, predict in predict_by_bits.items():
             j = self.bits.index(int(b))
-            right = np.asarray(predict(both), dtype=np.int64) == np.concatenate([self.y, y_new])
+            key = None if keys is None else keys.get(b)
+            ask = np.ones(n_old + m, bool)
+            if key is not None and self._keys.get(int(b)) == key:
+                ask[:n_old] = last[:n_old, j] == UNKNOWN
+            right = last[:, j] == RIGHT
+            if ask.any():
+                right[ask] = np.asarray(predict(both[ask]), dtype=np.int64) == targets[ask]
+            keys_now[int(b)] = key
             ev = (last[:n_old, j] == RIGHT) & ~right[:n_old]
             misses += ev
             events += int(ev.sum())
@@ -257,7 +256,7 @@ class QCoreBuffer:
         self._set_rows(
             {
                 "X": both,
-                "y": np.concatenate([self.y, y_new]),
+                "y": targets,
                 "labelled": np.concatenate([self.labelled, lab]),
                 "misses": np.concatenate([misses, init]),
                 "last_correct": last,
@@ -268,6 +267,7 @@ class QCoreBuffer:
             },
             "update",
         )
+        self._keys.update(keys_now)
         self.rounds += 1
         keep = self._draw(self.misses, self.y)
         self._keep(keep)
@@ -294,7 +294,7 @@ class QCoreBuffer:
 
     def to_state(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the buffer exactly (copies)."""
-        state = {name: getattr(self, name).copy() for name in _ROW_FIELDS}
+        state = {name: getattr(self, name).copy() for name in ROW_FIELDS}
         state["bits"] = np.asarray(self.bits, dtype=np.int64)
         state["input_shape"] = np.asarray(self.input_shape, dtype=np.int64)
         state["seed_rounds"] = np.asarray([self.seed, self.rounds], dtype=np.int64)
@@ -306,7 +306,7 @@ class QCoreBuffer:
     ) -> QCoreBuffer:
         """Restore a buffer saved by :meth:`to_state`; raise ValueError naming a bad field.
         A state larger than the (new) capacity is redrawn down to it."""
-        for key in (*_ROW_FIELDS, "bits", "input_shape", "seed_rounds"):
+        for key in (*ROW_FIELDS, "bits", "input_shape", "seed_rounds"):
             if key not in state:
                 raise ValueError(f"QCore state is missing {key!r}")
         meta = {k: np.asarray(state[k]) for k in ("bits", "input_shape", "seed_rounds")}
@@ -324,7 +324,7 @@ class QCoreBuffer:
         if buf.bits != tuple(int(v) for v in meta["bits"]):
             raise ValueError("QCore state 'bits' must be sorted and unique")
         buf.rounds = int(meta["seed_rounds"][1])
-        buf._set_rows({name: state[name] for name in _ROW_FIELDS}, "QCore state", strict=True)
+        buf._set_rows({name: state[name] for name in ROW_FIELDS}, "QCore state", strict=True)
         if len(buf) > buf.capacity:
             buf._keep(buf._draw(buf.misses, buf.y))
         return buf
@@ -367,34 +367,10 @@ class QCoreBuffer:
         )
 
     def _keep(self, idx: np.ndarray) -> None:
-        for name in _ROW_FIELDS:
+        for name in ROW_FIELDS:
             setattr(self, name, getattr(self, name)[idx])
 
     def _set_rows(self, rows: Mapping[str, np.ndarray], where: str, strict: bool = False) -> None:
         """Validate and install per-sample arrays (cast, or with ``strict`` exact dtypes)."""
-        n = len(rows["y"])
-        out: dict[str, np.ndarray] = {}
-        for name, (dtype, tail) in _ROW_FIELDS.items():
-            a = np.asarray(rows[name])
-            shape = (
-                (n, *self.input_shape)
-                if tail is None
-                else (n, len(self.bits))
-                if tail == "bits"
-                else (n,)
-            )
-            if a.shape != shape:
-                raise ValueError(f"{where}: {name!r} has shape {a.shape}, expected {shape}")
-            if strict and a.dtype != np.dtype(dtype):
-                raise ValueError(
-                    f"{where}: {name!r} has dtype {a.dtype}, expected {np.dtype(dtype)}"
-                )
-            out[name] = np.ascontiguousarray(a, dtype=dtype).copy()
-        if not np.all(np.isfinite(out["X"])):
-            raise ValueError(f"{where}: samples contain NaN or infinity")
-        if np.any(out["misses"] < 0) or not np.all(np.isfinite(out["misses"])):
-            raise ValueError(f"{where}: miss counts must be finite and non-negative")
-        if not np.isin(out["last_correct"], (UNKNOWN, WRONG, RIGHT)).all():
-            raise ValueError(f"{where}: last correctness must be -1, 0 or 1")
-        for name, a in out.items():
+        for name, a in checked_rows(rows, self.input_shape, len(self.bits), where, strict).items():
             setattr(self, name, a)

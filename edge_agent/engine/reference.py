@@ -108,6 +108,12 @@ def conv_geometry(op: dict[str, Any]) -> tuple[Ints, Ints, Ints]:
     return _tuple(op, "kernel", nd), _tuple(op, "stride", nd, 1), _tuple(op, "padding", nd, 0)
 
 
+def pool_geometry(op: dict[str, Any]) -> tuple[Ints, Ints]:
+    """(kernel, stride) of a pooling layer op (the stride defaults to the kernel)."""
+    nd = 1 if op["op"].endswith("1d") else 2
+    return _tuple(op, "kernel", nd), _tuple(op, "stride", nd)
+
+
 def layer_patches(op: dict[str, Any], centred: np.ndarray) -> np.ndarray:
     """What a weighted layer multiplies by its (O, K) weights: the im2col patches
     (N, *S', K) of a convolution's centred input (N, C, *S); a linear layer's (N, K) as is."""
@@ -207,8 +213,7 @@ def forward(
             h = requantize(acc, lq.m0, lq.shift, lq.out_zp, bool(op.get("relu")), a)
             zp = lq.out_zp
         elif kind in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
-            nd = 1 if kind.endswith("1d") else 2
-            h = pool(h, _tuple(op, "kernel", nd), _tuple(op, "stride", nd), kind[:3])
+            h = pool(h, *pool_geometry(op), kind[:3])
         elif kind == "gap":
             h = gap(h, zp)
         elif kind == "flatten":
