@@ -6,7 +6,7 @@ are now named differently: a recording convention changed), no label-free rung c
 it: the inputs look as before. What the labelled stream samples show is which classes
 the model now over- and under-calls. This rung fits one logit offset per class (a
 maximum a posteriori fit of the offsets alone, everything else fixed: a prior-shift
-correction learnt from labels, docs/method.md section 5.6) and puts it on the engine's
+correction learnt from labels; docs/method.md section 5, the label rung) and puts it on the engine's
 grid exactly: class ``c``'s int32 last-layer bias moves by ``rint(offset_c / out_mult_c)``
 steps, so its logit moves by that many steps of its output scale. The last layer's
 accumulators are computed once (one traced pass); every candidate's logits are those
