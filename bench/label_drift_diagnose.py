@@ -15,10 +15,11 @@ stream, the same stream generator):
    held-out class prior, the best offsets; and a new float last layer fitted on every
    stream sample's label (a bound with 100% labels, scored on held-out samples); a last
    layer that beats the best offsets by far means a concept shift;
-4. the agent's path as it is: every round of a replay through the real controller, its
-   rung, the gate's numbers and held-out / clean accuracy after it.
+4. the agent's path without label rounds (as it was) and with them (the default): every
+   round of a replay through the real controller, its rung, the gate's numbers and
+   held-out / clean accuracy after it.
 
-    python -m bench.label_drift_diagnose --json > /tmp/d.json
+    python -m bench.label_drift_diagnose > bench/results/label_drift_diagnose.json
     python -m bench.label_drift_diagnose --sets seattle_weather,watch_side --bits 4
 """
 
@@ -149,14 +150,17 @@ def called_as(eng: Any, X: np.ndarray, y: np.ndarray, k: int) -> list[list[int]]
     return m.tolist()
 
 
-def replay_rounds(bundle: Any, bits: int, split: Any, data: StreamData) -> list[dict[str, Any]]:
-    """Section 4: every round of the agent's default path and its effect."""
-    from bench.real_drift_methods import CONFIG, accuracy
+def replay_rounds(
+    bundle: Any, bits: int, split: Any, data: StreamData, overrides: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Section 4: every round of the agent's path (``overrides`` of its configuration) and
+    its effect."""
+    from bench.real_drift_methods import accuracy
     from edge_agent.calibrate.calibration_config import CalibrationConfig
     from edge_agent.calibrate.controller import CalibrationController
     from edge_agent.engine.engine import Engine
 
-    ctl = CalibrationController(bundle, dataclasses.replace(CalibrationConfig(), **CONFIG))
+    ctl = CalibrationController(bundle, dataclasses.replace(CalibrationConfig(), **overrides))
     eng = Engine(bundle, bits=bits)
     X, y = split.X, split.y
     rows = []
@@ -219,7 +223,11 @@ def main() -> None:
                 "corrections": corrections(bundle, args.bits, split, data),
             }
             if not args.no_replay:
-                case["default_rounds"] = replay_rounds(bundle, args.bits, split, data)
+                # the path as it was (no label rounds), then the default with them
+                case["no_label_rounds"] = replay_rounds(
+                    bundle, args.bits, split, data, {"label_every": 0}
+                )
+                case["default_rounds"] = replay_rounds(bundle, args.bits, split, data, {})
             report[f"{name} seed {seed} {args.bits}-bit"] = case
     report["loadavg_end"] = os.getloadavg()
     print(json.dumps(report, indent=None if args.json else 1))
