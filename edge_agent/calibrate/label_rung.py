@@ -16,7 +16,9 @@ engine gives after the swap (:func:`logits_of`).
 The gate is leave-one-out on the labelled samples themselves (there are few: ten or so
 on a small stream): for each one, the offsets are fitted on the others and it is
 predicted with them; the correction is kept when it wins at least ``margin`` more of
-these held-out predictions than it loses against the live model. The kept correction is
+these held-out predictions than it loses against the live model, and at least
+``sqrt(wins + losses)`` more (one standard deviation of wins minus losses if the
+correction changed nothing but chance). The kept correction is
 then fitted on all of them. The rung refits from the model without its label correction
 each time (the correction is a state, not a sum of steps), and the bundle the agent saves
 carries both the moved bias and the steps (extras ``label/steps/<bits>``).
@@ -187,8 +189,10 @@ def accepted(v: Verdict, cfg: LabelConfig) -> tuple[bool, str]:
     """Whether the gate keeps a correction, and why."""
     if v.n < cfg.min_labelled:
         return False, f"only {v.n} labelled samples (need {cfg.min_labelled})"
-    if v.won - v.lost < cfg.margin:
-        return False, f"held out one at a time it wins {v.won}, loses {v.lost} (need +{cfg.margin})"
+    # the net wins must also exceed their spread under no effect (sqrt of the discordant)
+    need = max(cfg.margin, int(np.ceil(np.sqrt(v.won + v.lost))))
+    if v.won - v.lost < need:
+        return False, f"held out one at a time it wins {v.won}, loses {v.lost} (need +{need})"
     return True, f"held out one at a time it wins {v.won}, loses {v.lost}"
 
 

@@ -39,6 +39,8 @@ class LabelSteps:
         _scratch: Engine | None
         _neighbours: dict[int, Engine]
 
+        def _count(self, name: str, n: int = 1) -> None: ...
+
     def _label_round(self, engine: Engine, job: Job) -> RoundResult:
         """One label round on ``job.recent`` (the latest labelled samples, distinct)."""
         t0 = time.thread_time()
@@ -79,6 +81,20 @@ class LabelSteps:
         nan = float("nan")
         cpu = time.thread_time() - t0
         return RoundResult(decision, 0, 1, nan, nan, cpu, version, rung="label")
+
+    def _drop_labels(self, engine: Engine) -> None:
+        """Take the label correction out of every bit-width of ``engine`` and the bundle
+        (the stream returned to a domain the agent knows: its own labels again)."""
+        current = label_rung.steps_of(self.bundle)
+        if not any(np.any(s) for s in current.values()):
+            return
+        zero = {b: np.zeros_like(s) for b, s in current.items()}
+        none = label_rung.LabelFix(np.zeros(len(next(iter(zero.values())))), zero)
+        new = label_rung.biases(engine, current, none)
+        label_rung.apply(engine, new)
+        self._adopt_labels(label_rung.labelled_bundle(self.bundle, new, none))
+        self._count("label_corrections_dropped")
+        log.info("label correction dropped: the stream is back in a domain the agent knows")
 
     def _adopt_labels(self, bundle: Bundle) -> None:
         """A kept label correction's bundle becomes the controller's: the flip rounds'
