@@ -85,6 +85,8 @@ def _methods(
 
     out: dict[str, Any] = {"none": m.Outcome(m.Engine(bundle, bits=bits))}
     out["default"] = m.replay(bundle, bits, data, seed=seed, then=then)
+    if m.no_label():  # the default path without the label rung (this build has it)
+        out["no_label"] = m.replay(bundle, bits, data, m.no_label(), seed=seed)
     if stats is not None:
         out["flips"] = m.replay(bundle, bits, data, stats["off"], seed=seed)
         if "alone" in stats:

@@ -97,11 +97,11 @@ def stats_rung() -> tuple[dict[str, Any] | None, str]:
     names = {f.name for f in dataclasses.fields(CalibrationConfig)}
     if "stats_rung" not in names:
         return None, "not available: CalibrationConfig has no stats_rung switch"
-    off = {"stats_rung": False}
+    off = {"stats_rung": False, **no_label()}
     # flip rounds off: the rung alone (the controller's episode of flip rounds has 0)
     if "episode_rounds" not in names:
         return {"off": off}, "statistics rung alone: no switch for the flip rounds"
-    return {"alone": {"stats_rung": True, "episode_rounds": 0}, "off": off}, ""
+    return {"alone": {"stats_rung": True, "episode_rounds": 0, **no_label()}, "off": off}, ""
 
 
 CONFIG: dict[str, Any] = {}  # CalibrationConfig overrides of every replay (a worker's)
@@ -113,13 +113,22 @@ def no_routing() -> dict[str, Any]:
     return {"route": False} if "route" in names else {}
 
 
+def no_label() -> dict[str, Any]:
+    """CalibrationConfig overrides without label-rung rounds (if this build has them): the
+    other rungs' methods stay what they were, and ``no_label`` is the default path
+    without the label rung."""
+    names = {f.name for f in dataclasses.fields(CalibrationConfig)}
+    return {"label_every": 0} if "label_every" in names else {}
+
+
 def every_chunk() -> dict[str, Any]:
     """CalibrationConfig overrides for flip rounds on every chunk, without the drift signal
     and the statistics rung (the agent's path before they came): the reference a flip
     round's cost and the buffer policies are measured on, since with the drift trigger a
     stream may give no round at all."""
     names = {f.name for f in dataclasses.fields(CalibrationConfig)}
-    return {k: v for k, v in (("trigger", "samples"), ("stats_rung", False)) if k in names}
+    out = {k: v for k, v in (("trigger", "samples"), ("stats_rung", False)) if k in names}
+    return {**out, **no_label()}
 
 
 def replay(

@@ -20,6 +20,7 @@ REF = "flips_every_chunk"  # the flip path the buffer policies and round costs a
 METHOD_ORDER = [
     "none",
     "default",
+    "no_label",
     "flips",
     "stats",
     REF,
@@ -183,13 +184,14 @@ accuracy on clean held-out samples (`clean_b`, never streamed) from before the d
 the end (`..._mean_pts` the mean, `..._before_return_pts` the same drop measured when the
 drift was still there); `return_realarm_fraction`: share of those runs with an alarm
 during the drift that raised another once the stream came back. `flips_every_chunk` is a
-flip round on every chunk, without the drift trigger and the statistics rung (the agent's
-path before they came), with the QCore draw (the agent's own paths use its configured
-draw, `buffer_draw`, random by default); the buffer policies and a round's cost are
-measured on it, since with the drift trigger a stream may give no round at all.
-`qcore_minus_random_pts`: 100 x (recovery with the QCore buffer - with a random buffer)
-on that path, mean over real-drift sets at 4 bits (`..._accuracy_pts`: the same in
-held-out accuracy points);
+flip round on every chunk, without the drift trigger, the statistics and the label rung
+(the agent's path before they came), with the QCore draw (the agent's own paths use its
+configured draw, `buffer_draw`, random by default); `no_label` is the default path without
+the label rung, and `flips` / `stats` (each rung alone) run without it too; the buffer
+policies and a round's cost are measured on `flips_every_chunk`, since with the drift
+trigger a stream may give no round at all. `qcore_minus_random_pts`: 100 x (recovery with
+the QCore buffer - with a random buffer) on that path, mean over real-drift sets at 4 bits
+(`..._accuracy_pts`: the same in held-out accuracy points);
 `cpu_ratio_vs_torchfree_backprop`: thread CPU the numpy last-layer back-propagation needs
 to first reach that path's held-out accuracy (its one engine pass over the labelled
 samples and the QCore, its steps, and at each checkpoint, every 5 steps, the requantized

@@ -75,7 +75,8 @@ def test_a_calibration_thread_that_falls_behind_skips_rounds_and_counts_them() -
     _, counts = _replay(bundle, cfg, 300)
     rounds = sum(v for k, v in counts.items() if k.endswith(("_kept", "_rolled_back")))
     assert counts["rounds_skipped"] >= 1
-    assert rounds + counts["rounds_skipped"] == 7  # one statistics round, six flip rounds
+    # one statistics round, six flip rounds, two label rounds (180 labels, one per 64)
+    assert rounds + counts["rounds_skipped"] == 9
 
 
 def test_no_rounds_without_drift() -> None:
@@ -89,8 +90,10 @@ def test_no_rounds_without_drift() -> None:
         ctl.observe(ds.X_test[i], int(ds.y_test[i]) if n % 3 == 0 else None, n)
         while ctl.due():
             results.append(ctl.run(eng))
-    assert results and all(r is None for r in results)  # buffer updates only
-    assert ctl.counts["drift_alarms"] == 0
+    # buffer updates, and label rounds (every 64 labels, alarm or not) that keep nothing
+    assert results and all(r is None or (r.rung == "label" and not r.version) for r in results)
+    assert ctl.counts["drift_alarms"] == 0 and ctl.counts["label_rounds_kept"] == 0
+    assert ctl.counts["label_rounds_rolled_back"] == 2000 // 3 // 64
 
 
 AGENT = """
@@ -100,6 +103,7 @@ min_holdout = 2
 episode_rounds = 3
 stats_min_samples = 32
 max_backlog = 8
+label_every = 0  # the counts below are the statistics and flip rounds' (label rounds: _replay)
 """
 
 

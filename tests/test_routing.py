@@ -41,13 +41,13 @@ def _stream(drift: str, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _adapted(bundle: Bundle, bits: int = 4, **cfg: int) -> tuple[CalibrationController, Engine]:
-    """A controller (statistics rung alone, ``cfg``: other knobs) after a clean then a
-    gain-drifted stream."""
+    """A controller (statistics rung alone: no flip or label rounds; ``cfg``: other knobs)
+    after a clean then a gain-drifted stream."""
     ds = load_dataset("basicmotions")
     X, y = _stream(GAIN)
     X = np.concatenate([ds.X_train, ds.X_train, X])
     y = np.concatenate([ds.y_train, ds.y_train, y])
-    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0, **cfg))
+    ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0, label_every=0, **cfg))
     eng = Engine(bundle, bits=bits)
     for i in range(len(X)):
         ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)

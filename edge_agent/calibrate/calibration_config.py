@@ -66,6 +66,8 @@ class CalibrationConfig:
     drift_hold: int = field(default=1024, metadata={"range": (0, 10_000_000)})
     # samples its new level is estimated from
     drift_baseline: int = field(default=256, metadata={"range": (2, 10_000_000)})
+    # labelled stream samples per label-rung round (0: no label rounds)
+    label_every: int = field(default=64, metadata={"range": (0, 1_000_000)})
     # rounds waiting for the calibration thread; more: skip the oldest
     max_backlog: int = field(default=4, metadata={"range": (1, 60)})
 

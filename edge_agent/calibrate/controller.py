@@ -32,6 +32,7 @@ from edge_agent.calibrate.flip_round import (
     greedy_proposer,
     network_proposer,
 )
+from edge_agent.calibrate.label_steps import LabelSteps
 from edge_agent.calibrate.qcore import EXTRA_X, EXTRA_Y, QCoreBuffer
 from edge_agent.calibrate.qcore_miss import neighbour_bits
 from edge_agent.calibrate.routed import RoutedPredictor
@@ -59,7 +60,7 @@ def unseen(
     return X[keep], y[keep]
 
 
-class CalibrationController(StatsSteps):
+class CalibrationController(StatsSteps, LabelSteps):
     """Owns the QCore buffer, the drift signal and the rungs of one running bundle.
 
     The stream side (:meth:`observe`, :meth:`feedback`, :meth:`prescore`: stream order,
@@ -262,7 +263,9 @@ class CalibrationController(StatsSteps):
         upd = None
         if job.kind == "stats" and self._after_stats(job):
             return None  # this episode's correction is in: a later look has nothing to add
-        if job.kind == "stats":
+        if job.kind == "label":
+            result = self._label_round(engine, job)
+        elif job.kind == "stats":
             result = self._stats_round(engine, job)
             if result.version is not None:
                 self._stats_kept_in = job.episode
@@ -292,7 +295,7 @@ class CalibrationController(StatsSteps):
             "rung": result.rung,
             "job": job.index,
             "at_sample": job.at,
-            "method": self.method if result.rung == "flip" else "statistics",
+            "method": {"flip": self.method, "stats": "statistics"}.get(result.rung, result.rung),
             "accepted": result.decision.accepted,
             "reason": result.decision.reason,
             "metric": result.decision.metric,

@@ -76,7 +76,7 @@ class RoundResult:
     loss_after: float
     cpu_seconds: float
     version: str | None  # new engine model version when accepted
-    rung: str = "flip"  # "flip", or "stats" (edge_agent.calibrate.stats_rung)
+    rung: str = "flip"  # "flip", "stats" (stats_rung) or "label" (label_rung)
 
 
 def network_proposer(net: FlipNet, threshold: float) -> Proposer:

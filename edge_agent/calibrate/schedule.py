@@ -15,6 +15,8 @@ Jobs, in stream order:
 - ``flip``: the same, then one gated bit-flip round on the buffer. With
   ``trigger = "samples"`` every chunk is one; with ``trigger = "drift"`` (the default) only
   the ``episode_rounds`` chunks completed after a drift alarm.
+- ``label``: a label-rung round on the latest labelled samples, every ``label_every``
+  of them, alarm or not (a drift in the labels alone raises none).
 - ``stats``: one statistics-rung round (:mod:`edge_agent.calibrate.stats_rung`) on the
   stream samples since the alarm's change point, made ``stats_min_samples`` samples after
   that point (at the alarm if there are already enough), and again each time the samples
@@ -22,12 +24,10 @@ Jobs, in stream order:
   few labels at the first one could not vouch for gets another look with more of them
   (the controller runs none once one was kept in the episode).
 
-**Falling behind.** When a round job is queued while ``max_backlog`` round jobs already
-wait, the oldest waiting one is *skipped*: it becomes an ``update`` (its chunk still
-reaches the buffer) and ``rounds_skipped`` counts it. A skipped round is the only way
-two runs of one stream can give different models, and status says how many there were.
-More than ``MAX_JOBS`` waiting jobs of any kind: the oldest is dropped altogether
-(``updates_dropped``).
+**Falling behind.** A round job queued while ``max_backlog`` wait skips the oldest waiting
+one (a flip becomes an ``update``: its chunk still reaches the buffer; counted in
+``rounds_skipped``, the only way two runs of one stream can give different models). Over
+``MAX_JOBS`` waiting jobs: the oldest is dropped (``updates_dropped``).
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ from edge_agent.engine.engine import ModelKey
 log = logging.getLogger(__name__)
 
 
-def seq_codes(seqs: list[int]) -> np.ndarray:
-    """Stream sequence numbers (0..2^64-1) as the int64 the QCore buffer stores them in:
-    two's complement, so 2^63 and above come out negative (int64 cannot hold them)."""
-    return np.asarray(seqs, dtype=np.uint64).view(np.int64)
-
-
 MAX_JOBS = 64
+
+
+def seq_codes(seqs: list[int]) -> np.ndarray:
+    """Stream sequence numbers (0..2^64-1) as the int64 the QCore buffer stores them in
+    (two's complement: 2^63 and above come out negative)."""
+    return np.asarray(seqs, dtype=np.uint64).view(np.int64)
 
 
 def distinct(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ class Job:
 
     index: int  # 0, 1, ... in stream order: the round's seed
     at: int  # stream samples seen when it was made
-    kind: str  # "update" | "flip" | "stats"
+    kind: str  # "update" | "flip" | "stats" | "label"
     X: np.ndarray | None = None  # the chunk (update, flip) or the stream window (stats)
     y: np.ndarray | None = None  # chunk targets, -1 where unlabelled
     seqs: np.ndarray | None = None
@@ -109,7 +109,7 @@ class JobQueue:
         rounds = [j for j in self.jobs if j.kind != "update"]
         if job.kind != "update" and len(rounds) > self.max_backlog:
             oldest = rounds[0]
-            if oldest.kind == "stats":  # no chunk to give the buffer: nothing left to do
+            if oldest.kind in ("stats", "label"):  # no chunk for the buffer: nothing left
                 self.jobs.remove(oldest)
             else:
                 oldest.kind = "update"
@@ -151,15 +151,14 @@ class ScheduleConfig:
     stats_min_samples: int = 64
     stats_rounds: int = 4
     max_backlog: int = 4
+    label_every: int = 64  # labelled samples per label round (0: none)
 
 
 class StreamScheduler:
-    """The stream side of the calibration: every accepted sample, in stream order, goes
-    through :meth:`observe`; due jobs come out of :meth:`get` (see the module text).
-
-    ``drift`` None means no drift signal: a flip round every chunk. ``stats`` says
-    whether statistics jobs are made. ``count(name, n)`` receives every counter.
-    """
+    """The stream side of the calibration (see the module text): every accepted sample goes
+    through :meth:`observe` in stream order, due jobs come out of :meth:`get`. ``drift``
+    None: a flip round every chunk; ``stats``: whether statistics jobs are made;
+    ``count(name, n)`` receives every counter."""
 
     def __init__(
         self,
@@ -168,10 +167,7 @@ class StreamScheduler:
         stats: bool,
         count: Callable[[str, int], None],
     ) -> None:
-        self.cfg = cfg
-        self.drift = drift
-        self.stats = stats
-        self.count = count
+        self.cfg, self.drift, self.stats, self.count = cfg, drift, stats, count
         self.alarms = 0
         self.episode: Episode | None = None
         self.seen = 0  # accepted stream samples
@@ -183,6 +179,7 @@ class StreamScheduler:
         self._labels: list[tuple[int, int]] = []  # feedback since the last job
         self._scores: deque[np.ndarray] = deque()  # (N, 2) blocks scored ahead (prescore)
         self._unlabelled_seen = 0
+        self._labelled_seen = 0
         self._jobs = JobQueue(cfg.max_backlog)
         self._made = 0
         self._lock = threading.Lock()  # the inference thread writes, the calibration reads
@@ -264,6 +261,9 @@ class StreamScheduler:
                     kept = x.copy()
                     self._recent.append((kept, label))
                     self._labelled.append((n, kept, label))
+                    self._labelled_seen += 1
+                    if cfg.label_every and not self._labelled_seen % cfg.label_every:
+                        self._put(Job(self._made, self.seen, "label", recent=self._latest()))
                 if k == fired:
                     self._alarm(n)
                 ep = self.episode
@@ -320,6 +320,11 @@ class StreamScheduler:
             return None
         return distinct(np.stack([x for x, _ in rows]), np.array([c for _, c in rows], np.int64))
 
+    def _latest(self) -> tuple[np.ndarray, np.ndarray]:
+        """The latest ``recent_labelled`` labelled samples (inputs, labels)."""
+        X = np.array([x for x, _ in self._recent], np.float32)
+        return X, np.array([c for _, c in self._recent], np.int64)
+
     def _put_chunk(self) -> None:
         chunk, self._chunk = self._chunk, []
         labels, self._labels = self._labels, []
@@ -327,10 +332,7 @@ class StreamScheduler:
         ep = self.episode if due and self.cfg.trigger == "drift" else None
         recent = self._since(ep) if ep is not None else None
         if recent is None and self._recent:  # outside an episode: the latest labelled
-            recent = (
-                np.stack([x for x, _ in self._recent]),
-                np.array([c for _, c in self._recent], np.int64),
-            )
+            recent = self._latest()
         job = Job(
             self._made,
             self.seen,

@@ -43,6 +43,8 @@ class StatsSteps:
 
         def _count(self, name: str, n: int = 1) -> None: ...
 
+        def _drop_labels(self, engine: Engine) -> None: ...
+
     def _stats_round(self, engine: Engine, job: Job) -> RoundResult:
         assert self.train_stats is not None and job.X is not None
         back = None if self.routing is None else self.routing.returning(job.X, RETURN_SHARE)
@@ -72,9 +74,11 @@ class StatsSteps:
 
     def _return_to(self, engine: Engine, domain: Domain, share: float, n: int) -> RoundResult:
         """Make ``domain`` live again: its correction into every bit-width of ``engine``
-        and the bundle, as a kept statistics round would (counted ``domain_returns``)."""
+        and the bundle, as a kept statistics round would (counted ``domain_returns``);
+        a label correction learnt meanwhile is dropped (it was fitted to another domain)."""
         assert self.routing is not None
         t0 = time.thread_time()
+        self._drop_labels(engine)
         corr = domain.params.correction(engine.bits)
         saved = self._corrected(corr, engine)
         version = stats_rung.apply(engine, corr, version=saved.model_version)

@@ -34,6 +34,8 @@ RUNG_COUNTERS = (  # per rung (edge_agent.calibrate.controller counts them)
     "stats_rounds_rolled_back",
     "flip_rounds_kept",
     "flip_rounds_rolled_back",
+    "label_rounds_kept",  # edge_agent.calibrate.label_rung
+    "label_rounds_rolled_back",
     "drift_alarms",
     "drift_alarms_input",  # which score fired (edge_agent.calibrate.drift_signal)
     "drift_alarms_output",
