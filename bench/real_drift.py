@@ -152,6 +152,12 @@ def _score(
     return rows
 
 
+def case_rng(seed: int, kind: str, drift: str, fraction: float) -> np.random.Generator:
+    """A case's own stream generator: the same stream at every bit-width, and whichever
+    other cases run (a --quick run replays the full run's streams)."""
+    return np.random.default_rng([seed, zlib.crc32(f"{kind}|{drift}|{fraction}".encode())])
+
+
 def run_job(
     name: str,
     seed: int,
@@ -180,9 +186,7 @@ def run_job(
     t0 = time.time()
 
     def rng(kind: str, drift: str, fraction: float) -> np.random.Generator:
-        """A case's own stream generator: the same stream at every bit-width, and whichever
-        other cases run (a --quick run replays the full run's streams)."""
-        return np.random.default_rng([seed, zlib.crc32(f"{kind}|{drift}|{fraction}".encode())])
+        return case_rng(seed, kind, drift, fraction)
 
     X, y = split.X, split.y
     X_src = X[split.fit]

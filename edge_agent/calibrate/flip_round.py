@@ -321,14 +321,16 @@ class BitFlipCalibrator:
             (logits_before[anchors], logits[anchors], yc[anchors]),
             cfg.anchor_tolerance,
         )
+        rose = False  # the recent labelled samples' accuracy went up
         if decision.accepted and recent is not None and len(recent[1]):
             Xr, yr = recent
             scored = (engine.predict_logits(Xr), self._load(bits, best).predict_logits(Xr), yr)
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
+            rose = gate.hits(scored[1], yr) > gate.hits(scored[0], yr)
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
-            decision = gate.guard_unseen(decision, scored)
+            decision = gate.guard_unseen(decision, scored, rose)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base
             new = self._load(bits, best)
