@@ -321,12 +321,14 @@ class BitFlipCalibrator:
             (logits_before[anchors], logits[anchors], yc[anchors]),
             cfg.anchor_tolerance,
         )
-        rose = False  # the recent labelled samples' accuracy went up
+        rose = False  # the recent labelled samples' accuracy (a tie: soft accuracy) went up
         if decision.accepted and recent is not None and len(recent[1]):
             Xr, yr = recent
             scored = (engine.predict_logits(Xr), self._load(bits, best).predict_logits(Xr), yr)
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
-            rose = gate.hits(scored[1], yr) > gate.hits(scored[0], yr)
+            acc = [gate.hits(z, yr) for z in scored[:2]]
+            soft = [gate.soft_accuracy(z, yr) for z in scored[:2]]
+            rose = acc[1] > acc[0] or (acc[1] == acc[0] and soft[1] > soft[0])
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)

@@ -196,12 +196,13 @@ def guard_unseen(decision: GateDecision, unseen: Scored, recent_rose: bool = Fal
     """Last look at an accepted candidate after a drift's statistics correction: keep it
     only if, on labelled stream samples since the drift that it was not fitted to, it gets
     more right that the current model gets wrong than the other way round, or it loses
-    none of them and ``recent_rose`` (its accuracy on the labelled samples since the drift
-    is higher). After a drift the buffer's held-out part is a handful of samples the
-    round's own flips were chosen around; a change must show it helps where it has not
-    looked, or at least lose nothing there while the drift's labelled samples gain: a
-    short stream that comes round again soon has every labelled sample in the buffer and
-    none unseen (``gunpoint`` time warp: 0 of 10 to win, every flip round refused)."""
+    none of them and ``recent_rose`` (its accuracy on the labelled samples since the
+    drift is higher, or as high with a higher soft accuracy). After a drift the buffer's
+    held-out part is a handful of samples the round's own flips were chosen around; a
+    change must show it helps where it has not looked, or at least lose nothing there
+    while the drift's labelled samples gain: a short stream that comes round again soon
+    has every labelled sample in the buffer and none unseen (``gunpoint`` time warp: 0
+    of 10 to win, every flip round refused)."""
     if not decision.accepted:
         return decision
     won, lost = wins_losses(unseen)
