@@ -83,6 +83,13 @@ def test_guard_unseen_keeps_only_more_wins_than_losses() -> None:
     assert not d.accepted and "wins 0, loses 0" in d.reason
     refused = gate.decide(0.5, 0.25, 8, "accuracy")
     assert gate.guard_unseen(refused, (now, np.eye(3)[[0, 1, 2, 0]], y)) is refused
+    # losing none while the drift's labelled samples gain: kept (nothing unseen, or a
+    # tie at 0); a tie that loses some, or a loss, still refused
+    rose = {"wins": True, "tie": False, "same": True, "loses": False}
+    for name, (new, _) in cases.items():
+        got = gate.guard_unseen(accepted, (now, new, y), recent_rose=True).accepted
+        assert got == rose[name], name
+    assert gate.guard_unseen(accepted, empty, recent_rose=True).accepted
 
 
 def test_guard_base_refuses_a_net_loss_on_the_training_domain() -> None:
