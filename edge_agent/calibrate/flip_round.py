@@ -332,7 +332,7 @@ class BitFlipCalibrator:
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
-            decision = gate.guard_unseen(decision, scored, rose)
+            decision = gate.guard_unseen(decision, scored, rose, cfg.min_holdout)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base
             new = self._load(bits, best)
