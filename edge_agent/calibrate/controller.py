@@ -280,6 +280,7 @@ class CalibrationController(StatsSteps):
                 # they have not looked (the ladder does not end below its first rung)
                 unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
                 base=self._base_check(),
+                lenient=self.routing is not None and self.routing.live != "base",
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")

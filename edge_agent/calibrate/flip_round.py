@@ -228,6 +228,7 @@ class BitFlipCalibrator:
         recent: tuple[np.ndarray, np.ndarray] | None = None,
         unseen: tuple[np.ndarray, np.ndarray] | None = None,
         base: BaseCheck | None = None,
+        lenient: bool = False,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
@@ -240,7 +241,10 @@ class BitFlipCalibrator:
         ``base``: the training domain's samples (the anchors, row by row, in the training
         input domain), labels and router (domain routing on): the round fits on half of
         the anchors and may not lose more of the other half, routed, than it wins
-        (:func:`gate.guard_base`)."""
+        (:func:`gate.guard_base`). ``lenient``: the round changes a drifted domain's
+        weights only (routing on, an adapted domain live): with too few unseen samples to
+        judge on, losing none of them while the drift's labelled samples gain will do
+        (:func:`gate.guard_unseen`)."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
@@ -332,7 +336,7 @@ class BitFlipCalibrator:
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
             scored = (engine.predict_logits(Xu), self._load(bits, best).predict_logits(Xu), yu)
-            decision = gate.guard_unseen(decision, scored, rose, cfg.min_holdout)
+            decision = gate.guard_unseen(decision, scored, lenient and rose, cfg.min_holdout)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base
             new = self._load(bits, best)
