@@ -77,14 +77,21 @@ def _methods(
     full: bool,
     stats: dict[str, Any] | None,
     then: Any = None,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Run the methods on one replay; returns name -> Outcome (or a note string). With
     ``then`` (more drifted samples, train-domain samples) the default path's stream goes
-    on: the drift lasts, then goes away (``return_forgetting``)."""
+    on: the drift lasts, then goes away (``return_forgetting``). ``only``: the agent's
+    paths to run besides "none" (``--methods``: default, flips, stats; a quick look)."""
     from bench import real_drift_methods as m
 
     out: dict[str, Any] = {"none": m.Outcome(m.Engine(bundle, bits=bits))}
     out["default"] = m.replay(bundle, bits, data, seed=seed, then=then)
+    if only is not None:
+        for name, over in (("flips", "off"), ("stats", "alone")):
+            if name in only and stats is not None and over in stats:
+                out[name] = m.replay(bundle, bits, data, stats[over], seed=seed)
+        return out
     if m.no_label():  # the default path without the label rung (this build has it)
         out["no_label"] = m.replay(bundle, bits, data, m.no_label(), seed=seed)
     if stats is not None:
@@ -152,6 +159,12 @@ def _score(
     return rows
 
 
+def case_rng(seed: int, kind: str, drift: str, fraction: float) -> np.random.Generator:
+    """A case's own stream generator: the same stream at every bit-width, and whichever
+    other cases run (a --quick run replays the full run's streams)."""
+    return np.random.default_rng([seed, zlib.crc32(f"{kind}|{drift}|{fraction}".encode())])
+
+
 def run_job(
     name: str,
     seed: int,
@@ -160,6 +173,8 @@ def run_job(
     quick: bool,
     stats_on: bool,
     route: bool = True,
+    only: set[str] | None = None,
+    kinds: set[str] | None = None,
 ) -> dict[str, Any]:
     """Train (or load) one bundle and run every case of one (set, seed): a worker's job."""
     import torch
@@ -178,9 +193,7 @@ def run_job(
     t0 = time.time()
 
     def rng(kind: str, drift: str, fraction: float) -> np.random.Generator:
-        """A case's own stream generator: the same stream at every bit-width, and whichever
-        other cases run (a --quick run replays the full run's streams)."""
-        return np.random.default_rng([seed, zlib.crc32(f"{kind}|{drift}|{fraction}".encode())])
+        return case_rng(seed, kind, drift, fraction)
 
     X, y = split.X, split.y
     X_src = X[split.fit]
@@ -212,7 +225,10 @@ def run_job(
         if ret is not None:  # the drift lasts, then the stream returns to the train domain
             then, back = ret, (X[split.clean_b], y[split.clean_b])
             check_disjoint(ret[1].ids, split.clean_b, f"{name} {drift}: return")
-        outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats, then)
+        wanted = kind in (kinds or ()) or (kind == "injected" and drift in (kinds or ()))
+        if kinds is not None and not wanted:
+            return
+        outcomes = _methods(bundle, qnets[bits], bits, data, X_src, seed, full, stats, then, only)
         rows = _score(outcomes, Xh, y[scored], X[clean], y[clean], back)
         res = {
             "set": name,
@@ -226,7 +242,7 @@ def run_job(
             "scored_samples": len(scored),
             "methods": rows,
         }
-        if kind == "real" and bits == 4:
+        if kind == "real" and bits == 4 and only is None:
             first, later = m.round_peak_memory(bundle, bits, data, m.every_chunk())
             res["first_round_peak_mb"], res["round_peak_mb"] = first, later
             res["numpy_backprop_peak_mb"] = float(
@@ -365,6 +381,15 @@ def main() -> None:
         action="store_true",
         help="the agent's replays without domain routing (one global correction)",
     )
+    ap.add_argument(
+        "--methods",
+        help="only the agent's paths named (default,flips,stats) besides none: a quick look",
+    )
+    ap.add_argument(
+        "--kinds",
+        help="only these cases: drift kinds (offset, ..., timewarp) and/or case kinds "
+        "(real, no_drift, sweep, injected)",
+    )
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ap.add_argument(
         "--from-json",
@@ -409,6 +434,8 @@ def main() -> None:
                 args.quick,
                 not args.no_stats_rung,
                 not args.no_route,
+                set(args.methods.split(",")) if args.methods else None,
+                set(args.kinds.split(",")) if args.kinds else None,
             ): (n, s)
             for n, s in jobs
         }

@@ -251,6 +251,32 @@ def test_a_round_that_loses_training_domain_samples_through_the_router_is_rolled
     assert result.decision.accepted
 
 
+def test_with_nothing_unseen_only_a_lenient_round_is_kept_on_a_recent_gain(
+    basicmotions_bundle: Path,
+) -> None:
+    """After a kept correction with every labelled sample in the buffer (none unseen): a
+    round on an adapted domain (``lenient``) is kept when the drift's labelled samples
+    gain; on the training domain it is not."""
+    bundle = load_bundle(basicmotions_bundle)
+    extras = {k: v for k, v in bundle.extras.items() if not k.startswith("qcore_")}
+    bundle = dataclasses.replace(bundle, extras=extras)
+    ds = load_dataset("basicmotions")
+    y = np.zeros_like(ds.y_train)  # the buffer pulls everything towards class 0
+    recent = (ds.X_train, y)  # ... and so do the drift's labelled samples
+    nothing = (ds.X_train[:0], y[:0])
+
+    def round_(lenient: bool) -> RoundResult:
+        engine = Engine(bundle, bits=4)
+        calib = BitFlipCalibrator(bundle, greedy_proposer(), FlipConfig(0.3, iterations=8))
+        return calib.run_round(
+            engine, ds.X_train, y, seed=1, recent=recent, unseen=nothing, lenient=lenient
+        )
+
+    strict = round_(False)
+    assert not strict.decision.accepted and "wins 0, loses 0" in strict.decision.reason
+    assert round_(True).decision.accepted
+
+
 def test_recent_guard_withdraws_only_a_loss_beyond_the_tolerance() -> None:
     y = np.array([0, 1, 1, 0])
     right = np.eye(2)[y]

@@ -83,6 +83,15 @@ def test_guard_unseen_keeps_only_more_wins_than_losses() -> None:
     assert not d.accepted and "wins 0, loses 0" in d.reason
     refused = gate.decide(0.5, 0.25, 8, "accuracy")
     assert gate.guard_unseen(refused, (now, np.eye(3)[[0, 1, 2, 0]], y)) is refused
+    # with fewer than min_samples unseen to judge on: losing none while the drift's
+    # labelled samples gain is enough; with enough of them, or a loss, it is not
+    assert gate.guard_unseen(accepted, empty, recent_rose=True).accepted
+    assert not gate.guard_unseen(accepted, empty, recent_rose=False).accepted
+    one = (now[:1], now[:1], y[:1])
+    assert gate.guard_unseen(accepted, one, recent_rose=True, min_samples=2).accepted
+    assert not gate.guard_unseen(accepted, (now, now, y), recent_rose=True).accepted
+    lose = (now[:1], np.eye(3)[[1]], y[:1])
+    assert not gate.guard_unseen(accepted, lose, recent_rose=True, min_samples=2).accepted
 
 
 def test_guard_base_refuses_a_net_loss_on_the_training_domain() -> None:

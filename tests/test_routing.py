@@ -248,3 +248,42 @@ def test_a_return_to_the_training_domain_makes_it_live_again(bundle: Bundle) -> 
             np.testing.assert_array_equal(eng.layer_bias(i, b), plain.layer_bias(i, b))
     np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))
     assert ctl.last["reason"].endswith("belongs to base: its correction again")
+
+
+def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+    bundle: Bundle,
+) -> None:
+    """A kept flip changes the live domain's weights only: samples routed to the training
+    domain keep its logits bit for bit, through a restart too, and a return to it runs
+    its own weights again."""
+    ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
+    assert ctl.routing is not None and ctl.routing.live == "d1"
+    ds = load_dataset("basicmotions")
+    X = np.concatenate([ds.X_test, Drift.parse(GAIN).apply_stream(ds.X_test)])
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_base = routed.route(X) == 0
+    assert 0.3 <= to_base.mean() <= 0.7
+    before = routed.predict_logits(X)
+    last = len(eng.codes()) - 1  # a kept flip round, as run_round swaps it in
+    q = eng.layer_codes(last).astype(np.int16)
+    q[:, ::2] = np.clip(q[:, ::2] + 1, -8, 7)
+    eng.swap_weights({last: q.astype(np.int8)})
+    after = routed.predict_logits(X)
+    np.testing.assert_array_equal(after[to_base], before[to_base])
+    assert not np.array_equal(after[~to_base], before[~to_base])
+    saved = from_bytes(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.live == "d1"
+    np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)
+    # the stream goes back to clean: the training domain's correction and weights again
+    clean = np.concatenate([*[ds.X_test, ds.X_train] * 4])
+    labels = np.concatenate([*[ds.y_test, ds.y_train] * 4])
+    for i in range(len(clean)):
+        ctl.observe(clean[i], int(labels[i]) if i % 2 == 0 else None, 1000 + i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["domain_returns"] == 1 and ctl.routing.live == "base"
+    plain = Engine(bundle, bits=4)
+    np.testing.assert_array_equal(eng.codes()[last], plain.codes()[last])
+    np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))

@@ -287,6 +287,7 @@ class CalibrationController(StatsSteps, LabelSteps):
                 # they have not looked (the ladder does not end below its first rung)
                 unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
                 base=self._base_check(),
+                lenient=self.routing is not None and self.routing.live != "base",
             )
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
@@ -311,9 +312,9 @@ class CalibrationController(StatsSteps, LabelSteps):
     def _base_check(self) -> BaseCheck | None:
         """The training domain's own samples (the bundle's QCore anchors, as recorded:
         in the training input domain) and the routed predictor a flip round is checked
-        through with routing on: the weights are shared by every domain, the round is
-        fitted to the live one (None: routing off or no anchors)."""
-        if self.routing is None or self.routing.bank is None:
+        through while the training domain is the live one: a kept round changes the live
+        domain's weights only (None: routing off, an adapted domain live, no anchors)."""
+        if self.routing is None or self.routing.bank is None or self.routing.live != "base":
             return None
         X, y = self.bundle.extras.get(EXTRA_X), self.bundle.extras.get(EXTRA_Y)
         if X is None or y is None or len(y) == 0:

@@ -4,9 +4,11 @@ each with its own statistics correction and a label-free signature of its inputs
 A kept statistics correction (:mod:`edge_agent.calibrate.stats_rung`) is global: the
 model adapted to a drifted domain is worse on the training domain. The bank keeps the
 training domain's parameters next to each kept correction, so that each sample can be
-routed to the domain its inputs look like (:mod:`edge_agent.calibrate.routed`); only the
-statistics correction differs between domains (input normalization, hidden biases,
-requantization multipliers), the weights are shared. The maths: ``docs/method.md``
+routed to the domain its inputs look like (:mod:`edge_agent.calibrate.routed`). Domains
+differ by their statistics correction (input normalization, hidden biases,
+requantization multipliers) and by the flips kept while each was the *live* one (the
+domain the engine runs): the live domain runs the engine's latest weights, every other
+domain the weights it had when it stopped being live. The maths: ``docs/method.md``
 section 5, "Domain routing".
 
 - :class:`Signature`: a mixture of diagonal Gaussians over the per-sample features of
@@ -15,7 +17,8 @@ section 5, "Domain routing".
   bundle records at ``with_statistics`` time (one component per class; from the QCore
   anchors for a bundle without one); an adapted domain's is fitted on the stream window
   its correction was proposed on, one component per class the corrected model predicts.
-- :class:`DomainParams`: one domain's parameters at every bit-width.
+- :class:`DomainParams` (:mod:`edge_agent.calibrate.domain_params`): one domain's
+  parameters and weights at every bit-width.
 - :class:`DomainBank`: the base domain plus at most ``capacity`` adapted ones (least
   recently used evicted); immutable (a change makes a new bank, swapped as one
   reference), saved in the calibrated bundle's extras (``domains/*``).
@@ -32,11 +35,11 @@ from functools import cached_property
 
 import numpy as np
 
-from edge_agent.bundle import Bundle
+from edge_agent.bundle import Bundle, LayerQuant
+from edge_agent.calibrate.domain_params import Codes, DomainParams, Layer
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
-from edge_agent.calibrate.stats_rung import Correction, LayerFix
-from edge_agent.engine.engine import Engine
-from edge_agent.engine.state import EngineState
+from edge_agent.engine.state import frozen_codes
+from kernels.plan.packing import qrange
 
 log = logging.getLogger(__name__)
 
@@ -123,76 +126,6 @@ class Signature:
             raise ValueError("signature holds non-finite numbers or spreads <= 0")
 
 
-Layer = tuple[np.ndarray, np.ndarray, np.ndarray]  # int32 bias_q, m0, shift (O,)
-
-
-@dataclass(frozen=True)
-class DomainParams:
-    """One domain's statistics correction at every bit-width: input normalization and
-    every hidden layer's bias and requantization multiplier (complete, not a change)."""
-
-    mean: dict[int, np.ndarray]  # bits -> (C,) float32
-    std: dict[int, np.ndarray]
-    layers: dict[int, dict[int, Layer]]  # bits -> hidden layer -> (bias, m0, shift)
-
-    @classmethod
-    def of_engine(cls, engine: Engine, hidden: list[int]) -> DomainParams:
-        """The parameters ``engine`` runs now, at every bit-width."""
-        mean, std, layers = {}, {}, {}
-        for b in engine.available_bits:
-            mean[b], std[b] = engine.normalization(b)
-            layers[b] = {i: (engine.layer_bias(i, b), *engine.layer_requant(i, b)) for i in hidden}
-        return cls(mean, std, layers)
-
-    @classmethod
-    def of_bundle(cls, bundle: Bundle, hidden: list[int]) -> DomainParams:
-        """The parameters ``bundle`` holds (what an engine built from it runs)."""
-        mean = {b: bundle.norm_mean.astype(np.float32) for b in bundle.quant}
-        std = {b: bundle.norm_std.astype(np.float32) for b in bundle.quant}
-        layers = {
-            b: {
-                i: tuple(np.asarray(a, np.int32) for a in (lq.bias_q, lq.m0, lq.shift))
-                for i, lq in enumerate(q.layers)
-                if i in hidden
-            }
-            for b, q in bundle.quant.items()
-        }
-        return cls(mean, std, layers)  # type: ignore[arg-type]
-
-    def variant(self, engine: Engine, live: EngineState) -> EngineState:
-        """``live`` (the engine's latest model of one bit-width: its weights) with these
-        parameters."""
-        fix = self.layers[live.bits]
-        return engine.variant(
-            live,
-            self.mean[live.bits],
-            self.std[live.bits],
-            {i: v[0] for i, v in fix.items()},
-            {i: (v[1], v[2]) for i, v in fix.items()},
-        )
-
-    def correction(self, bits: int) -> Correction:
-        """These parameters as a statistics correction (the input normalization of
-        ``bits``, shared), to put into an engine and a bundle as a kept one is."""
-        layers = {
-            b: {i: LayerFix(*(np.asarray(a, np.int32) for a in v)) for i, v in fix.items()}
-            for b, fix in self.layers.items()
-        }
-        return Correction(self.mean[bits], self.std[bits], layers, {})
-
-    def same(self, other: DomainParams) -> bool:
-        """Whether both hold the same numbers."""
-        return all(
-            np.array_equal(a[b], o[b])
-            for a, o in ((self.mean, other.mean), (self.std, other.std))
-            for b in a
-        ) and all(
-            all(np.array_equal(x, y) for x, y in zip(v, other.layers[b][i], strict=True))
-            for b, fix in self.layers.items()
-            for i, v in fix.items()
-        )
-
-
 @dataclass(frozen=True)
 class Domain:
     """One entry of the bank."""
@@ -213,6 +146,7 @@ class DomainBank:
     domains: tuple[Domain, ...]
     capacity: int = 3  # adapted domains kept at most
     made: int = 0  # adapted domains made so far (names them)
+    live: str = "base"  # the domain the engine runs (on the engine's latest weights)
 
     @property
     def base(self) -> Domain:
@@ -265,17 +199,41 @@ class DomainBank:
                 return j, float(inside.mean())
         return None
 
-    def add(self, domain: Domain, used: Mapping[str, int] | None = None) -> DomainBank:
-        """The bank with ``domain`` added; past ``capacity`` the adapted domain that was
-        routed to least recently (``used``: name -> tick of its last routed sample; one
-        never routed to counts from when it was made) goes."""
-        rest = list(self.domains[1:])
+    def add(
+        self,
+        domain: Domain,
+        used: Mapping[str, int] | None = None,
+        live_codes: Mapping[int, Codes] | None = None,
+    ) -> DomainBank:
+        """The bank with ``domain`` added and live; the domain live until now keeps
+        ``live_codes`` (the weights it ran: the engine's) as its own. Past ``capacity``
+        the adapted domain that was routed to least recently (``used``: name -> tick of
+        its last routed sample; one never routed to counts from when it was made) goes."""
+        rest = list(self.snapshot(live_codes).domains[1:])
         while len(rest) >= self.capacity:
             last = used or {}
             old = min(rest, key=lambda d: (last.get(d.name, -1), d.made_at))
             log.info("domain bank full: %s (made at sample %d) evicted", old.name, old.made_at)
             rest.remove(old)
-        return DomainBank((self.base, *rest, domain), self.capacity, self.made + 1)
+        base = self.snapshot(live_codes).base
+        return DomainBank((base, *rest, domain), self.capacity, self.made + 1, domain.name)
+
+    def go_live(self, name: str, live_codes: Mapping[int, Codes] | None) -> DomainBank:
+        """The bank with domain ``name`` live again; the domain live until now keeps
+        ``live_codes`` as its own weights."""
+        return dataclasses.replace(self.snapshot(live_codes), live=name)
+
+    def snapshot(self, live_codes: Mapping[int, Codes] | None) -> DomainBank:
+        """The live domain with ``live_codes`` as its own weights (None: as it is)."""
+        if live_codes is None:
+            return self
+        doms = tuple(
+            dataclasses.replace(d, params=dataclasses.replace(d.params, codes=dict(live_codes)))
+            if d.name == self.live
+            else d
+            for d in self.domains
+        )
+        return dataclasses.replace(self, domains=doms)
 
     # ------------------------------------------------------------------ persistence
 
@@ -294,6 +252,8 @@ class DomainBank:
                 out[f"{p}{b}/norm"] = np.stack([d.params.mean[b], d.params.std[b]])
                 for i, (bias, m0, shift) in d.params.layers[b].items():
                     out[f"{p}{b}/{i}"] = np.stack([bias, m0, shift]).astype(np.int32)
+                for i, q in enumerate(d.params.codes.get(b, ())):
+                    out[f"{p}{b}/q{i}"] = np.asarray(q, np.int8)
         return out
 
     @classmethod
@@ -338,6 +298,7 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         mean: dict[int, np.ndarray] = {}
         std: dict[int, np.ndarray] = {}
         layers: dict[int, dict[int, Layer]] = {}
+        codes: dict[int, Codes] = {}
         c = bundle.input_shape[0]
         for b, quant in bundle.quant.items():
             norm = np.asarray(ex[f"{p}{b}/norm"], np.float32)
@@ -351,10 +312,27 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
                 if arr.shape != (3, o) or arr.dtype != np.int32:
                     raise ValueError(f"{b}-bit layer {i}: {arr.shape} {arr.dtype}, (3, {o}) int32")
                 layers[b][i] = (arr[0].copy(), arr[1].copy(), arr[2].copy())
+            if f"{p}{b}/q0" in ex:  # its own weights (a bank saved before had none: shared)
+                codes[b] = tuple(
+                    _codes(ex[f"{p}{b}/q{i}"], lq, b) for i, lq in enumerate(quant.layers)
+                )
     except (KeyError, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"domain {p!r} incomplete: {exc}") from None
     sig.check(features)
-    return Domain(name, sig, DomainParams(mean, std, layers), made_at, typical)
+    return Domain(name, sig, DomainParams(mean, std, layers, codes), made_at, typical)
+
+
+def _codes(arr: np.ndarray, lq: LayerQuant, bits: int) -> np.ndarray:
+    """A saved domain's codes of one layer, checked against the bundle's layer."""
+    q = np.asarray(arr)
+    lo, hi = qrange(lq.bits)
+    if q.shape != (lq.out_features, lq.k) or q.dtype != np.int8:
+        raise ValueError(
+            f"{bits}-bit weights {q.shape} {q.dtype}, ({lq.out_features}, {lq.k}) int8"
+        )
+    if q.size and (int(q.min()) < lo or int(q.max()) > hi):
+        raise ValueError(f"{bits}-bit weights outside the {lq.bits}-bit range")
+    return frozen_codes(q)
 
 
 def fingerprint(bundle: Bundle) -> np.ndarray:

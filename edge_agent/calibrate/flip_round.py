@@ -269,6 +269,7 @@ class BitFlipCalibrator:
         recent: tuple[np.ndarray, np.ndarray] | None = None,
         unseen: tuple[np.ndarray, np.ndarray] | None = None,
         base: BaseCheck | None = None,
+        lenient: bool = False,
     ) -> RoundResult:
         """Calibrate ``engine``'s active model on ``(X, y)``; swap the weights if the gate
         accepts. ``y`` are labels or, without labels, the FP model's predictions;
@@ -281,7 +282,10 @@ class BitFlipCalibrator:
         ``base``: the training domain's samples (the anchors, row by row, in the training
         input domain), labels and router (domain routing on): the round fits on half of
         the anchors and may not lose more of the other half, routed, than it wins
-        (:func:`gate.guard_base`)."""
+        (:func:`gate.guard_base`). ``lenient``: the round changes a drifted domain's
+        weights only (routing on, an adapted domain live): with too few unseen samples to
+        judge on, losing none of them while the drift's labelled samples gain will do
+        (:func:`gate.guard_unseen`)."""
         t0 = time.thread_time()
         cfg = self.cfg
         bits = engine.bits
@@ -353,14 +357,18 @@ class BitFlipCalibrator:
             (logits_before[anchors], logits[anchors], yc[anchors]),
             cfg.anchor_tolerance,
         )
+        rose = False  # the recent labelled samples' accuracy (a tie: soft accuracy) went up
         if decision.accepted and recent is not None and len(recent[1]):
             Xr, yr = recent
             scored = (*self._now_and_new(engine, current, best, Xr), yr)
             decision = gate.guard_recent(decision, scored, cfg.tolerance)
+            acc = [gate.hits(z, yr) for z in scored[:2]]
+            soft = [gate.soft_accuracy(z, yr) for z in scored[:2]]
+            rose = acc[1] > acc[0] or (acc[1] == acc[0] and soft[1] > soft[0])
         if decision.accepted and unseen is not None:
             Xu, yu = unseen
             scored = (*self._now_and_new(engine, current, best, Xu), yu)
-            decision = gate.guard_unseen(decision, scored)
+            decision = gate.guard_unseen(decision, scored, lenient and rose, cfg.min_holdout)
         if decision.accepted and base is not None and len(base[1]):
             Xb, yb, routed = base
             new = self._load(bits, best)

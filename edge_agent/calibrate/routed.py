@@ -2,9 +2,10 @@
 inputs look like (:mod:`edge_agent.calibrate.domains`).
 
 A batch's per-sample features are scored under every domain's signature; the samples of
-one domain run together on the engine's latest weights with that domain's parameters
-(:meth:`edge_agent.engine.engine.Engine.variant`: the weight panels are shared, each
-domain's model state is built once per change of the live model and cached). With one
+one domain run together with that domain's parameters, on the engine's latest weights
+for the live domain and on its own weights for the others
+(:meth:`edge_agent.engine.engine.Engine.variant`; each domain's model state is built once
+per change of the live model or of the domain and cached). With one
 domain (nothing adapted yet) it is the engine itself. The agent's predictions, the
 statistics round's gate, the QCore buffer's forward passes and the real-drift bench's
 scoring all go through :class:`RoutedPredictor`.
@@ -62,20 +63,21 @@ class RoutedPredictor:
         self.tally = tally  # counted only when given (the agent's predictions)
         self.input_shape = engine.input_shape
         self.num_classes = engine.num_classes
-        self._states: dict[str, tuple[EngineState, EngineState]] = {}
+        self._states: dict[str, tuple[EngineState, Domain, bool, EngineState]] = {}
 
     @property
     def bits(self) -> int:
         """The engine's active bit-width."""
         return self.engine.bits
 
-    def _state(self, domain: Domain, live: EngineState) -> EngineState:
-        """``domain``'s model on the live weights, rebuilt when the live model changed."""
+    def _state(self, domain: Domain, live: EngineState, is_live: bool) -> EngineState:
+        """``domain``'s model (on the live weights if it is the live domain, else on its
+        own), rebuilt when the live model or the domain changed."""
         hit = self._states.get(domain.name)
-        if hit is not None and hit[0] is live:
-            return hit[1]
-        st = domain.params.variant(self.engine, live)
-        self._states[domain.name] = (live, st)
+        if hit is not None and hit[0] is live and hit[1] is domain and hit[2] == is_live:
+            return hit[3]
+        st = domain.params.variant(self.engine, live, own_weights=not is_live)
+        self._states[domain.name] = (live, domain, is_live, st)
         return st
 
     def route(self, x: np.ndarray) -> np.ndarray:
@@ -103,15 +105,19 @@ class RoutedPredictor:
         counts = np.bincount(idx, minlength=len(domains))
         if self.tally is not None:
             self.tally.add([d.name for d in domains], counts)
-        live = self.engine.state()  # one read: every group runs on the same weights
+        live = self.engine.state()  # one read: every group's model is built from the same
         used = np.flatnonzero(counts)
         key = (live.bits, ROUTED + live.version)
         if len(used) == 1:  # one domain (a single sample, a batch from one sensor): no split
-            return self.engine.predict_logits_with(self._state(domains[used[0]], live), a), key
+            d = domains[used[0]]
+            return self.engine.predict_logits_with(
+                self._state(d, live, d.name == bank.live), a
+            ), key
         out = np.empty((len(a), self.num_classes), np.float32)
         for j in used:
             rows = np.flatnonzero(idx == j)
-            out[rows] = self.engine.predict_logits_with(self._state(domains[j], live), a[rows])
+            st = self._state(domains[j], live, domains[j].name == bank.live)
+            out[rows] = self.engine.predict_logits_with(st, a[rows])
         return out, key
 
     def predict_classes(self, x: np.ndarray) -> np.ndarray:

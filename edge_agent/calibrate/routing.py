@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle
+from edge_agent.calibrate.domain_params import engine_codes
 from edge_agent.calibrate.domains import (
     Domain,
     DomainBank,
@@ -45,7 +46,6 @@ class DomainRouting:
         self.tally = Tally()
         self._predictors: dict[tuple[int, bool], RoutedPredictor] = {}
         self.bank: DomainBank | None = None
-        self.live = "base"  # the domain whose correction the engine runs
         try:
             self.bank = DomainBank.from_extras(bundle, hidden)
         except StaleBank as exc:  # a QAT burst or another bundle: the old domains do not apply
@@ -54,9 +54,9 @@ class DomainRouting:
             count("domain_bank_errors", 1)
             log.error("saved domain bank unusable (%s): routing starts from the base domain", exc)
         if self.bank is not None:
-            self.bank = dataclasses.replace(self.bank, capacity=capacity)
             own = DomainParams.of_bundle(bundle, hidden)  # the bundle runs the live one
-            self.live = next((d.name for d in self.bank.domains if d.params.same(own)), "base")
+            live = next((d.name for d in self.bank.domains if d.params.same(own)), "base")
+            self.bank = dataclasses.replace(self.bank, capacity=capacity, live=live)
             self.reason = f"restored: {len(self.bank.domains)} domains"
             log.info("domain routing: bank %s", self.reason)
             return
@@ -71,6 +71,11 @@ class DomainRouting:
         if bundle.meta.get(INPUT_CORRECTED):
             self.reason += " (a correction kept before routing: the base holds it)"
             log.warning("domain routing: the bundle's correction is its base domain")
+
+    @property
+    def live(self) -> str:
+        """The domain whose correction (and weights) the engine runs."""
+        return "base" if self.bank is None else self.bank.live
 
     def predictor(self, engine: Engine, count: bool = False) -> Predictor:
         """``engine`` routed through the bank (one cached predictor per engine and
@@ -90,24 +95,25 @@ class DomainRouting:
     ) -> Callable[[np.ndarray], np.ndarray]:
         """The logits the gate compares after a proposal: the live weights routed through
         the bank with the domain of ``scratch``'s parameters (read when called, after the
-        proposal) and the window ``X`` added."""
+        proposal) and the window ``X`` added as the live one."""
         assert self.bank is not None
         bank = self.bank
 
         def logits(x: np.ndarray) -> np.ndarray:
             params = DomainParams.of_engine(scratch, self.hidden)
             dom = bank.adapted(X, scratch.predict_classes(X), params, at)
-            return RoutedPredictor(engine, bank.add(dom, self.tally.last)).predict_logits(x)
+            added = bank.add(dom, self.tally.last, engine_codes(engine))
+            return RoutedPredictor(engine, added).predict_logits(x)
 
         return logits
 
     def keep(self, engine: Engine, X: np.ndarray, at: int) -> None:
-        """A correction was kept (now ``engine``'s parameters): its domain joins the bank."""
+        """A correction was kept (now ``engine``'s parameters): its domain joins the bank
+        as the live one; the domain live until now keeps the weights it ran."""
         assert self.bank is not None
         params = DomainParams.of_engine(engine, self.hidden)
         dom = self.bank.adapted(X, engine.predict_classes(X), params, at)
-        self.bank = self.bank.add(dom, self.tally.last)
-        self.live = dom.name
+        self.bank = self.bank.add(dom, self.tally.last, engine_codes(engine))
         log.info("domain routing: %s added (%d domains)", dom.name, len(self.bank.domains))
 
     def returning(self, X: np.ndarray, share: float) -> tuple[Domain, float] | None:
@@ -121,9 +127,11 @@ class DomainRouting:
             return None
         return bank.domains[home[0]], home[1]
 
-    def returned(self, domain: Domain) -> None:
-        """The engine runs ``domain``'s correction again."""
-        self.live = domain.name
+    def returned(self, domain: Domain, engine: Engine) -> None:
+        """The engine is about to run ``domain``'s correction and weights again; the
+        domain live until now keeps the weights ``engine`` runs."""
+        assert self.bank is not None
+        self.bank = self.bank.go_live(domain.name, engine_codes(engine))
         log.info("domain routing: back to %s", domain.name)
 
     def saved(self, bundle: Bundle) -> Bundle:

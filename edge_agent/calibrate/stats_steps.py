@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_agent.calibrate import gate, stats_round, stats_rung
+from edge_agent.calibrate.domain_params import load_codes
 from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.calibrate.qcore import EXTRA_X
 from edge_agent.engine.engine import Engine
@@ -73,16 +74,18 @@ class StatsSteps:
         return result
 
     def _return_to(self, engine: Engine, domain: Domain, share: float, n: int) -> RoundResult:
-        """Make ``domain`` live again: its correction into every bit-width of ``engine``
-        and the bundle, as a kept statistics round would (counted ``domain_returns``);
-        a label correction learnt meanwhile is dropped (it was fitted to another domain)."""
+        """Make ``domain`` live again: its correction and its own weights into every
+        bit-width of ``engine`` and the bundle, as a kept statistics round would (counted
+        ``domain_returns``); the domain live until now keeps the weights it ran, and a
+        label correction learnt meanwhile is dropped (it was fitted to another domain)."""
         assert self.routing is not None
         t0 = time.thread_time()
         self._drop_labels(engine)
         corr = domain.params.correction(engine.bits)
+        self.routing.returned(domain, engine)
+        load_codes(engine, domain.params.codes)
         saved = self._corrected(corr, engine)
         version = stats_rung.apply(engine, corr, version=saved.model_version)
-        self.routing.returned(domain)
         self._adopt(corr)
         self._count("domain_returns")
         why = f"{share:.0%} of the window belongs to {domain.name}: its correction again"
