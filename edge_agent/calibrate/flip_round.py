@@ -227,7 +227,7 @@ class BitFlipCalibrator:
         """Logits of ``X`` under ``engine``'s weights ``current`` and under ``best`` (one
         engine pass and the changed layers; the same logits when nothing changed)."""
         start = first_changed(current, best)
-        if start is None:
+        if start is None or not len(X):  # a trace of no samples has no layer inputs
             now = engine.predict_logits(X)
             return now, now
         if start == 0:
