@@ -6,9 +6,11 @@
 ``python -c "from kernels.build import aot; from pathlib import Path;
 aot.build(Path('/tmp/old'))"``); the new one is built here from the current sources unless
 ``--new`` names one. Both are loaded as files (the loader's staleness check would refuse
-the old one), run the same model arguments at batch 1 and 64 (so both must take the
-current ones: builds that have the workspace argument), must give the same logits bit
-for bit, and are timed by thread CPU time, interleaved (best and median of 7).
+the old one), run the same model at batch 1 and 64 (a build from before the model
+descriptor, ``kernels.plan.abi.descriptor``, gets the model's arrays and scalars as
+separate arguments; builds older than the workspace argument cannot be compared), must
+give the same logits bit for bit, and are timed by thread CPU time, interleaved (best and
+median of 7).
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def load_module(directory: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def model_args(mod: ModuleType, st: Any) -> tuple[Any, ...]:
+    """The model arguments ``mod.run_program`` takes: the descriptor, or (a build from
+    before it, 19 arguments) the arrays and scalars themselves. Asked of the wrapper by
+    calling it with none, which it refuses saying how many it expects."""
+    try:
+        mod.run_program()
+    except TypeError as exc:
+        legacy = "expected 19 arguments" in str(exc)
+    return tuple(st.params) if legacy else tuple(st.args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                     out = np.empty((n, bundle.num_classes), np.float32)
                     outs[name, n] = out
                     work = np.empty(st.model.sizes[W_BYTES], np.uint8)
-                    fn = functools.partial(
-                        mod.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work
-                    )
+                    args = (xs, *model_args(mod, st), out, _NO_TRACE, _NO_TRACE_AT, work)
+                    fn = functools.partial(mod.run_program, *args)
                     cases[f"{name}/b{n}"] = (fn, n)
             rates, info = interleaved(cases, args.seconds, reps=7)
             for n in (1, 64):
