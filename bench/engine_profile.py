@@ -74,7 +74,11 @@ def perf_top(
         ],
         check=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # the repository first, then what this process was given (e.g. where ai-edge-litert is)
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=True,
     )
     report = subprocess.run(

@@ -154,7 +154,11 @@ def child_timing(
         args,
         cwd=ROOT,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # the repository first, then what this process was given (e.g. where ai-edge-litert is)
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=bool(prefix),
     )
     result: dict[str, Any] = json.loads(out_path.read_text())

@@ -6,9 +6,12 @@
 ``python -c "from kernels.build import aot; from pathlib import Path;
 aot.build(Path('/tmp/old'))"``); the new one is built here from the current sources unless
 ``--new`` names one. Both are loaded as files (the loader's staleness check would refuse
-the old one), run the same model arguments at batch 1 and 64 (so both must take the
-current ones: builds that have the workspace argument), must give the same logits bit
-for bit, and are timed by thread CPU time, interleaved (best and median of 7).
+the old one), run the same model at batch 1 and 64 (a build from before the model
+descriptor, ``kernels.plan.abi.descriptor``, gets the model's arrays and scalars as
+separate arguments; builds older than the workspace argument cannot be compared), must
+give the same logits bit for bit, and are timed by thread CPU time, interleaved (best and
+median of 7). ``b0`` is a call whose one sample holds a NaN: the kernel rejects it at once,
+so it times the call itself (the wrapper's argument conversion, the prologue).
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ def load_module(directory: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def model_args(mod: ModuleType, st: Any) -> tuple[Any, ...]:
+    """The model arguments ``mod.run_program`` takes: the descriptor, or (a build from
+    before it, 19 arguments) the arrays and scalars themselves. Asked of the wrapper by
+    calling it with none, which it refuses saying how many it expects."""
+    try:
+        mod.run_program()
+    except TypeError as exc:
+        legacy = "expected 19 arguments" in str(exc)
+    return tuple(st.params) if legacy else tuple(st.args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,19 +82,19 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng(0)
             cases: dict[str, tuple[Callable[[], Any], int]] = {}
             outs = {}
-            for n in (1, 64):
-                xs = rng.normal(size=(n, int(np.prod(bundle.input_shape)))).astype(np.float32)
+            for n in (0, 1, 64):  # 0: one NaN sample, which the kernel rejects at once
+                xs = rng.normal(size=(max(n, 1), int(np.prod(bundle.input_shape))))
+                xs = xs.astype(np.float32) if n else np.full_like(xs, np.nan, np.float32)
                 for name, mod in mods.items():
-                    out = np.empty((n, bundle.num_classes), np.float32)
+                    out = np.empty((len(xs), bundle.num_classes), np.float32)
                     outs[name, n] = out
                     work = np.empty(st.model.sizes[W_BYTES], np.uint8)
-                    fn = functools.partial(
-                        mod.run_program, xs, *st.args, out, _NO_TRACE, _NO_TRACE_AT, work
-                    )
-                    cases[f"{name}/b{n}"] = (fn, n)
+                    call = (xs, *model_args(mod, st), out, _NO_TRACE, _NO_TRACE_AT, work)
+                    fn = functools.partial(mod.run_program, *call)
+                    cases[f"{name}/b{n}"] = (fn, max(n, 1))
             rates, info = interleaved(cases, args.seconds, reps=7)
-            for n in (1, 64):
-                same = np.array_equal(outs["old", n], outs["new", n])
+            for n in (0, 1, 64):
+                same = np.array_equal(outs["old", n], outs["new", n]) if n else "n/a"
                 new, old = rates[f"new/b{n}"], rates[f"old/b{n}"]
                 print(
                     f"{path.name} b{n}: new/old {new['cpu_best'] / old['cpu_best']:.3f} (best), "

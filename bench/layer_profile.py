@@ -62,7 +62,7 @@ def engine_case(bundle: Any, layers: list[dict[str, Any]], kernels: Any, batch: 
     """A call of the compiled program of ``layers`` at ``batch`` (8-bit bundle codes)."""
     from edge_agent.engine.engine import _NO_TRACE, _NO_TRACE_AT
     from edge_agent.engine.state import layer_params
-    from kernels.plan import program
+    from kernels.plan import abi, program
     from kernels.plan.model import LayerParams
     from kernels.plan.tables import W_BYTES
 
@@ -92,7 +92,7 @@ def engine_case(bundle: Any, layers: list[dict[str, Any]], kernels: Any, batch: 
         quant.act_bits,
         act_offset=kernels.act_offset,
     )
-    args = (
+    params = (
         model.ops,
         model.tens,
         w.ltab,
@@ -112,8 +112,10 @@ def engine_case(bundle: Any, layers: list[dict[str, Any]], kernels: Any, batch: 
     out = np.empty((batch, o), np.float32)
     work = np.empty(model.sizes[W_BYTES], np.uint8)
 
+    held = (abi.descriptor(params), params)  # the descriptor and the arrays it points to
+
     def call() -> None:
-        kernels.run_program(x, *args, out, _NO_TRACE, _NO_TRACE_AT, work)
+        kernels.run_program(x, held[0], out, _NO_TRACE, _NO_TRACE_AT, work)
 
     return call
 

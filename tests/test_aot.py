@@ -81,11 +81,12 @@ def test_engine_states_have_the_compiled_argument_types(aot_kernels: backend.Ker
     no_trace = (np.empty(0, np.uint8), np.empty(0, np.int64))
     work = engine._workspaces[0] if engine._workspaces else np.empty(0, np.uint8)
     abi.check((x, *st.args, out, *no_trace, work), abi.RUN_PROGRAM)  # what _run passes
-    for i, bad in ((3, st.args[3].astype(np.int64)), (0, np.asfortranarray(st.args[0])), (11, 1.5)):
-        args = list(st.args)
+    p = st.params
+    for i, bad in ((3, p[3].astype(np.int64)), (0, np.asfortranarray(p[0])), (11, 1.5)):
+        args = list(p)
         args[i] = bad
         with pytest.raises(TypeError, match=abi.MODEL_ARGS[i].name):
-            abi.check(args)
+            abi.descriptor(args)
 
 
 _ENGINE_ONLY = """

@@ -69,6 +69,7 @@ class Engine:
     ) -> None:
         self._log_level = logging.DEBUG if scratch else logging.INFO
         self._kernels = backend.default() if kernels is None else kernels
+        self._run_program = self._kernels.run_program  # bound once: read on every call
         self.input_shape: tuple[int, ...] = bundle.input_shape
         self.num_classes: int = bundle.num_classes
         self.label_names: list[str] = list(bundle.label_names)
@@ -159,21 +160,25 @@ class Engine:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Float logits (N, classes) of float inputs (N, *input_shape) or one (*input_shape)."""
-        return self.predict_logits_keyed(x)[0]
+        return self._run(self._state, self._batch(x))
 
     def predict_logits_keyed(self, x: np.ndarray) -> tuple[np.ndarray, ModelKey]:
         """:meth:`predict_logits` and the key of the model that computed them (read in
         the same step: a swap on another thread cannot come between them)."""
         st = self._state  # the one read of the shared reference
-        key = (st.bits, st.version)
-        if (  # the common case, checked cheaply: a float32 C-contiguous batch
+        return self._run(st, self._batch(x)), (st.bits, st.version)
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as the kernels take it: the common case, a float32 C-contiguous batch
+        (checked cheaply: its dtype is numpy's own float32 object), as a view."""
+        if (
             type(x) is np.ndarray
-            and x.dtype == _F32
+            and x.dtype is _F32
             and x.shape[1:] == self.input_shape
             and x.flags.c_contiguous
         ):
-            return self._run(st, x.reshape(x.shape[0], self._features)), key
-        return self._run(st, self._as_batch(x)), key
+            return x.reshape(x.shape[0], self._features)
+        return self._as_batch(x)
 
     def _run(
         self,
@@ -183,10 +188,10 @@ class Engine:
         trace_at: np.ndarray = _NO_TRACE_AT,
     ) -> np.ndarray:
         """``xs``: C-contiguous float32 (N, features), as :meth:`_as_batch` makes it."""
-        out = np.empty((xs.shape[0], self.num_classes), dtype=np.float32)
+        out = np.empty((xs.shape[0], self.num_classes), _F32)
         pool = self._workspaces
         work = pool.pop() if pool else np.empty(self._work_bytes, np.uint8)
-        bad = self._kernels.run_program(xs, *st.args, out, trace_buf, trace_at, work)
+        bad = self._run_program(xs, st.descriptor, out, trace_buf, trace_at, work)
         pool.append(work)
         if bad:
             raise ValueError(f"input contains NaN or infinity ({bad} of {len(xs)} samples)")

@@ -25,11 +25,12 @@ class EngineState:
     weights: Weights
     version: str
     codes: tuple[np.ndarray, ...]  # per weighted layer: read-only (O, K) int8, torch order
-    args: tuple[Any, ...] = field(init=False)  # run_program's model arguments
+    params: tuple[Any, ...] = field(init=False)  # the model's arrays and scalars (abi order)
+    descriptor: np.ndarray = field(init=False)  # run_program's model argument: theirs
 
     def __post_init__(self) -> None:
         m, w = self.model, self.weights
-        args = (
+        params = (
             m.ops,
             m.tens,
             w.ltab,
@@ -45,8 +46,15 @@ class EngineState:
             m.act_hi,
             m.sizes,
         )
-        abi.check(args)  # compiled kernels would misread other types
-        object.__setattr__(self, "args", args)
+        # checked (compiled kernels would misread other types); this state keeps the
+        # arrays the descriptor points to alive
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "descriptor", abi.descriptor(params))
+
+    @property
+    def args(self) -> tuple[np.ndarray]:
+        """The model arguments of ``run_program`` (between the samples and the logits)."""
+        return (self.descriptor,)
 
 
 def layer_params(quant: QuantModel) -> list[LayerParams]:

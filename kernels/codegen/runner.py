@@ -10,12 +10,16 @@ call allocates nothing; an empty workspace makes the call allocate its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from kernels.codegen.gemm import gemm_rows
-from kernels.codegen.jit import kernel
+from kernels.codegen.jit import inline_kernel, kernel
 from kernels.codegen.linear import linear_i32
 from kernels.codegen.ops import avg_pool, global_sum, im2col, max_pool, quantize_input
+from kernels.codegen.raw import array_at, f32_from_bits, keep_alive, matrix_at, unmanaged
+from kernels.plan.abi import slot
 from kernels.plan.tables import (
     F_IN,
     F_KH,
@@ -63,6 +67,12 @@ from kernels.plan.tables import (
     W_VEC,
 )
 
+# the model arguments' places in the descriptor (module constants: numba folds them)
+_OPS, _TENS, _LTAB, _PANEL = slot("ops"), slot("tens"), slot("ltab"), slot("panel")
+_BIAS, _M0, _SHIFT, _OUT_MULT = slot("bias"), slot("m0"), slot("shift"), slot("out_mult")
+_MEAN, _STD, _SIZES = slot("mean"), slot("std"), slot("sizes")
+_IN_SCALE, _IN_ZP, _HI = slot("in_scale"), slot("in_zp"), slot("hi")
+
 
 @kernel
 def _non_finite(bits: np.ndarray) -> bool:
@@ -74,23 +84,22 @@ def _non_finite(bits: np.ndarray) -> bool:
     return bad
 
 
+@inline_kernel
+def _vector(model: np.ndarray, at: int, dtype: Any) -> np.ndarray:
+    """The 1-D model argument whose descriptor words start at ``at``."""
+    return array_at(model[at], model[at + 1], dtype)
+
+
+@inline_kernel
+def _table(model: np.ndarray, at: int) -> np.ndarray:
+    """The 2-D int64 model argument (op, tensor or layer table) at descriptor word ``at``."""
+    return matrix_at(model[at], model[at + 1], model[at + 2], np.int64)
+
+
 @kernel
 def run_program(
     x: np.ndarray,
-    ops: np.ndarray,
-    tens: np.ndarray,
-    ltab: np.ndarray,
-    panel: np.ndarray,
-    bias: np.ndarray,
-    m0: np.ndarray,
-    shift: np.ndarray,
-    out_mult: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    in_scale: np.float32,
-    in_zp: int,
-    hi: int,
-    sizes: np.ndarray,
+    model: np.ndarray,
     logits: np.ndarray,
     trace: np.ndarray,
     trace_at: np.ndarray,
@@ -98,14 +107,37 @@ def run_program(
 ) -> int:
     """Run the program on float samples ``x`` (N, features); write ``logits`` (N, classes).
 
-    Returns the number of samples holding a NaN or an infinity (their logits are
-    meaningless; the caller rejects the batch). ``work`` is uint8 scratch of at least
-    ``sizes[W_BYTES]`` bytes (one call at a time per workspace; an empty one: allocated here).
+    ``model`` is the descriptor of the model's arrays and scalars
+    (:func:`kernels.plan.abi.descriptor`). Returns the number of samples holding a NaN or
+    an infinity (their logits are meaningless; the caller rejects the batch). ``work`` is
+    uint8 scratch of at least ``sizes[W_BYTES]`` bytes (one call at a time per workspace;
+    an empty one: allocated here).
 
     With a non-empty ``trace``, op ``i`` with ``trace_at[i] >= 0`` also copies its input
     activations there: sample ``s`` at ``trace_at[i] * N + s * bytes per sample`` (see
     :func:`kernels.plan.trace.trace_plan`). An empty ``trace`` records nothing.
+
+    Every array below is unmanaged (:mod:`kernels.codegen.raw`): the caller holds the
+    arguments and the model, so views of them need no reference counts.
     """
+    x = unmanaged(x)
+    logits = unmanaged(logits)
+    trace = unmanaged(trace)
+    trace_at = unmanaged(trace_at)
+    ops = _table(model, _OPS)
+    tens = _table(model, _TENS)
+    ltab = _table(model, _LTAB)
+    panel = _vector(model, _PANEL, np.uint8)
+    bias = _vector(model, _BIAS, np.int32)
+    m0 = _vector(model, _M0, np.int32)
+    shift = _vector(model, _SHIFT, np.int32)
+    out_mult = _vector(model, _OUT_MULT, np.float32)
+    mean = _vector(model, _MEAN, np.float32)
+    std = _vector(model, _STD, np.float32)
+    sizes = _vector(model, _SIZES, np.int64)
+    in_scale = f32_from_bits(model[_IN_SCALE])
+    in_zp = model[_IN_ZP]
+    hi = model[_HI]
     n_all = x.shape[0]
     bad = 0
     xbits = x.view(np.int32)
@@ -116,8 +148,10 @@ def run_program(
     classes = logits.shape[1]
     flat = logits.reshape(-1)
     chunk = min(sizes[S_CHUNK], n_all)
-    if work.shape[0] < sizes[W_BYTES]:
-        work = np.empty(sizes[W_BYTES], np.uint8)
+    owned = work
+    if owned.shape[0] < sizes[W_BYTES]:
+        owned = np.empty(sizes[W_BYTES], np.uint8)
+    work = unmanaged(owned)
     act_a = work[: sizes[W_ACT_B]]
     act_b = work[sizes[W_ACT_B] : sizes[W_COLS]]
     cols = work[sizes[W_COLS] : sizes[W_VEC]]
@@ -292,4 +326,5 @@ def run_program(
                         scratch,
                     )
             cur, nxt = nxt, cur
+    keep_alive(owned)  # the workspace allocated here lives until the end
     return 0

@@ -4,6 +4,14 @@
 (:mod:`kernels.build.aot`). A compiled module does not check what it is given: an array of
 another dtype or layout is read as if it had the compiled one. :func:`check` is the
 guard, run on a model's arrays whenever the engine makes a new state.
+
+The model's arrays and scalars (:data:`MODEL_ARGS`) reach the kernel as one int64
+*descriptor* (:func:`descriptor`): three words per argument, an array's address and
+shape or a scalar's value (a float32 as its bits). The compiled wrapper converts each
+array argument on every call (an allocation and reference counts) and the kernel's views
+of it count references atomically; a descriptor is one conversion, and the arrays the
+kernel builds from it (:mod:`kernels.codegen.raw`) count none. Whoever holds a descriptor
+must hold the arrays it points to.
 """
 
 from __future__ import annotations
@@ -34,8 +42,7 @@ def _arg(name: str, dtype: type, ndim: int) -> Arg:
     return Arg(name, np.dtype(dtype), ndim)
 
 
-RUN_PROGRAM = (
-    _arg("x", np.float32, 2),
+MODEL_ARGS = (
     _arg("ops", np.int64, 2),
     _arg("tens", np.int64, 2),
     _arg("ltab", np.int64, 2),
@@ -50,13 +57,39 @@ RUN_PROGRAM = (
     _arg("in_zp", np.int64, 0),
     _arg("hi", np.int64, 0),
     _arg("sizes", np.int64, 1),
+)
+#: the entry point's arguments: samples, the model's descriptor, logits, trace, workspace
+RUN_PROGRAM = (
+    _arg("x", np.float32, 2),
+    _arg("model", np.int64, 1),
     _arg("logits", np.float32, 2),
     _arg("trace", np.uint8, 1),
     _arg("trace_at", np.int64, 1),
     _arg("work", np.uint8, 1),
 )
-#: the arguments a model fixes: all but the samples (first), logits, trace and workspace
-MODEL_ARGS = RUN_PROGRAM[1:-4]
+WORDS = 3  # descriptor words per model argument
+
+
+def slot(name: str) -> int:
+    """Index of the first descriptor word of the model argument ``name``."""
+    return WORDS * [a.name for a in MODEL_ARGS].index(name)
+
+
+def descriptor(values: Sequence[object]) -> np.ndarray:
+    """The int64 descriptor of model arguments (checked first, see :func:`check`): per
+    argument an array's address, rows and columns (0 for a 1-D array), or a scalar's value
+    (a float as its float32 bits) and two zeros."""
+    check(values)
+    words = np.zeros(WORDS * len(values), np.int64)
+    for i, (arg, value) in enumerate(zip(MODEL_ARGS, values, strict=True)):
+        if isinstance(value, np.ndarray):
+            shape = (*value.shape, 0)[:2]
+            words[WORDS * i : WORDS * i + 3] = (value.ctypes.data, *shape)
+        elif arg.dtype.kind == "f":
+            words[WORDS * i] = int(np.float32(value).view(np.int32))  # type: ignore[arg-type]
+        else:
+            words[WORDS * i] = int(value)  # type: ignore[call-overload]
+    return words
 
 
 def pycc_signature(args: Sequence[Arg] = RUN_PROGRAM) -> str:
