@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle_io import load_bundle
-from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController, unseen
+from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
+from edge_agent.calibrate.gate import unseen
 from edge_agent.calibrate.schedule import distinct
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift

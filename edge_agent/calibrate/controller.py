@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import Bundle, array_from_record, array_record
-from edge_agent.calibrate import stats_rung
+from edge_agent.calibrate import gate, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.class_memo import ClassMemo, memo_key
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
@@ -43,21 +43,7 @@ from edge_agent.engine.engine import Engine, ModelKey
 from edge_agent.engine.fp_model import fp_predict_fn
 
 log = logging.getLogger(__name__)
-# share of a drift window's samples that must belong to a held domain to return to it
 STATUS_WAIT_S = 0.2  # status waits this long for a buffer update in flight (see _read_buffer)
-
-
-def unseen(
-    labelled: tuple[np.ndarray, np.ndarray] | None, fitted: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The labelled samples whose inputs are not among ``fitted`` (a flip round's buffer):
-    what a round can be checked on without having been fitted to it."""
-    if labelled is None or len(fitted) == 0:
-        return labelled
-    X, y = labelled
-    seen = {row.tobytes() for row in np.ascontiguousarray(fitted, np.float32)}
-    keep = np.array([row.tobytes() not in seen for row in np.ascontiguousarray(X, np.float32)])
-    return X[keep], y[keep]
 
 
 class CalibrationController(StatsSteps, LabelSteps):
@@ -285,7 +271,7 @@ class CalibrationController(StatsSteps, LabelSteps):
                 recent=job.recent,
                 # after this episode's statistics correction: flips must beat it where
                 # they have not looked (the ladder does not end below its first rung)
-                unseen=unseen(job.recent, bx) if self._after_stats(job) else None,
+                unseen=gate.unseen(job.recent, bx) if self._after_stats(job) else None,
                 base=self._base_check(),
                 lenient=self.routing is not None and self.routing.live != "base",
             )

@@ -237,3 +237,16 @@ def guard_base(decision: GateDecision, base: Scored) -> GateDecision:
             reason=f"wins {won}, loses {lost} training-domain anchors (routed)",
         )
     return decision
+
+
+def unseen(
+    labelled: tuple[np.ndarray, np.ndarray] | None, fitted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The labelled samples whose inputs are not among ``fitted`` (a flip round's buffer):
+    what a round can be checked on without having been fitted to it."""
+    if labelled is None or len(fitted) == 0:
+        return labelled
+    X, y = labelled
+    seen = {row.tobytes() for row in np.ascontiguousarray(fitted, np.float32)}
+    keep = np.array([row.tobytes() not in seen for row in np.ascontiguousarray(X, np.float32)])
+    return X[keep], y[keep]
