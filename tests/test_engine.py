@@ -512,27 +512,33 @@ def test_engine_never_imports_torch(tmp_path: Path) -> None:
     assert _run_snippet(code, {}).strip() == "[]"
 
 
-def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
-    """The portable (non-VNNI) micro-kernel path, compiled in a child process."""
-    code = (
+def reference_snippet(isa: str, archs: list[str], n: int) -> str:
+    """Child-process code: the engine with ``isa``'s kernels equals the reference on ``n``
+    samples of each of ``archs`` at every bit-width; prints ``ok``."""
+    return (
         "import sys, numpy as np\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_engine import random_bundle, _inputs, ARCHS\n"
         "from edge_agent.engine import reference\n"
         "from edge_agent.engine.engine import Engine\n"
-        "b = random_bundle(ARCHS['image'])\n"
-        "e = Engine(b)\n"
-        "assert e.isa == 'generic', e.isa\n"
-        "x = _inputs(ARCHS['image'], 3)\n"
-        "for bits in (8, 4, 3, 2):\n"
-        "    e.set_bits(bits)\n"
-        "    want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
-        "                             b.norm_std, x)\n"
-        "    assert np.array_equal(e.predict_logits(x), want), bits\n"
+        f"for arch in {archs!r}:\n"
+        "    b = random_bundle(ARCHS[arch])\n"
+        "    e = Engine(b)\n"
+        f"    assert e.isa == {isa!r}, e.isa\n"
+        f"    x = _inputs(ARCHS[arch], {n})\n"
+        "    for bits in (8, 4, 3, 2):\n"
+        "        e.set_bits(bits)\n"
+        "        want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
+        "                                 b.norm_std, x)\n"
+        "        assert np.array_equal(e.predict_logits(x), want), (arch, bits)\n"
         "print('ok')\n"
     )
+
+
+def test_generic_kernels_equal_reference(tmp_path: Path) -> None:
+    """The portable (non-VNNI) micro-kernel path, compiled in a child process."""
     env = {"EDGE_AGENT_KERNEL_ISA": "generic", "EDGE_AGENT_JIT_CACHE": str(tmp_path / "jit")}
-    assert _run_snippet(code, env).strip() == "ok"
+    assert _run_snippet(reference_snippet("generic", ["image"], 3), env).strip() == "ok"
 
 
 def _codes_from_panels(engine: Engine, index: int, bits: int) -> np.ndarray:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
-from llvmlite import ir
-from test_engine import _run_snippet
+from test_engine import ARCHS, _run_snippet, reference_snippet
 
+from bench.kernel_asm import assembly
 from kernels.codegen import isa, madd
 
 
@@ -31,25 +30,7 @@ def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None
 
 def _x86_asm(bits: int, rows: int, codes: bool = False) -> str:
     """Assembly of a ``bits``-bit accumulate of ``rows`` rows, compiled for a Zen 3 (AVX2)."""
-    module = ir.Module(name="madd_test")
-    module.triple = "x86_64-unknown-linux-gnu"
-    i8p, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
-    v16 = ir.VectorType(ir.IntType(32), 16)
-    fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, v16.as_pointer(), i64, i64, i64, i64, i64])
-    fn = ir.Function(module, fnty, "acc")
-    builder = ir.IRBuilder(fn.append_basic_block())
-    a, w, out, *ints = fn.args
-    sums = madd.accumulate(builder, a, w, list(ints), bits, rows, codes=codes)
-    for r, s in enumerate(sums):
-        builder.store(s, builder.gep(out, [ir.Constant(i64, r)]))
-    builder.ret_void()
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    target = llvm.Target.from_triple(module.triple)
-    machine = target.create_target_machine(cpu="znver3", opt=3)
-    parsed = llvm.parse_assembly(str(module))
-    parsed.verify()
-    return str(machine.emit_assembly(parsed))
+    return assembly("x86_64-unknown-linux-gnu", "znver3", "avx2", bits, rows, codes)
 
 
 def _loop(asm: str, op: str) -> str:
@@ -76,24 +57,7 @@ def test_codes_widen_straight_from_memory() -> None:
 @pytest.mark.skipif("avx2" not in isa.host_features(), reason="needs an AVX2 host")
 def test_avx2_kernels_equal_reference() -> None:
     """Every bit-width through the whole engine with the AVX2 kernels, in a child process."""
-    code = (
-        "import sys, numpy as np\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from test_engine import random_bundle, _inputs, ARCHS\n"
-        "from edge_agent.engine import reference\n"
-        "from edge_agent.engine.engine import Engine\n"
-        "for arch in sorted(ARCHS):\n"
-        "    b = random_bundle(ARCHS[arch])\n"
-        "    e = Engine(b)\n"
-        "    assert e.isa == 'avx2', e.isa\n"
-        "    x = _inputs(ARCHS[arch], 11)\n"
-        "    for bits in (8, 4, 3, 2):\n"
-        "        e.set_bits(bits)\n"
-        "        want = reference.forward(b.arch['layers'], b.quant[bits], b.norm_mean,\n"
-        "                                 b.norm_std, x)\n"
-        "        assert np.array_equal(e.predict_logits(x), want), (arch, bits)\n"
-        "print('ok')\n"
-    )
+    code = reference_snippet("avx2", sorted(ARCHS), 11)
     # the JIT cache is keyed by ISA: on an AVX2 host the child reuses this process's kernels
     assert _run_snippet(code, {"EDGE_AGENT_KERNEL_ISA": "avx2"}).strip() == "ok"
 
