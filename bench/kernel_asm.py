@@ -19,34 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernels.codegen.listing import accumulate_assembly
+
 _OPS = ("vpmaddwd", "vpmaddubsw", "vpdpbusd", "sdot", "vpermd", "vpblendd")
-
-
-def assembly(triple: str, cpu: str, isa: str, bits: int, rows: int, codes: bool) -> str:
-    """The assembly of one accumulate function."""
-    import llvmlite.binding as llvm
-    from llvmlite import ir
-
-    from kernels.codegen.microkernel import accumulate
-
-    module = ir.Module(name="kernel_asm")
-    module.triple = triple
-    i8p, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
-    v16 = ir.VectorType(ir.IntType(32), 16)
-    fnty = ir.FunctionType(ir.VoidType(), [i8p, i8p, v16.as_pointer(), i64, i64, i64, i64, i64])
-    fn = ir.Function(module, fnty, "acc")
-    builder = ir.IRBuilder(fn.append_basic_block())
-    a, w, out, *ints = fn.args
-    sums = accumulate(builder, a, w, list(ints), bits, rows, isa, codes=codes)
-    for r, s in enumerate(sums):
-        builder.store(s, builder.gep(out, [ir.Constant(i64, r)]))
-    builder.ret_void()
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    machine = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, opt=3)
-    parsed = llvm.parse_assembly(str(module))
-    parsed.verify()
-    return str(machine.emit_assembly(parsed))
 
 
 def loops(asm: str) -> list[list[str]]:
@@ -70,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--asm", action="store_true", help="print the assembly too")
     args = parser.parse_args(argv)
     for bits in args.bits:
-        asm = assembly(args.triple, args.cpu, args.isa, bits, args.rows, args.codes)
+        asm = accumulate_assembly(args.triple, args.cpu, args.isa, bits, args.rows, args.codes)
         for n, body in enumerate(loops(asm)):
             text = "\n".join(body)
             ops = ", ".join(f"{op} {text.count(op)}" for op in _OPS if op in text)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_engine import ARCHS, _run_snippet, reference_snippet
 
-from bench.kernel_asm import assembly
 from kernels.codegen import isa, madd
+from kernels.codegen.listing import accumulate_assembly
 
 
 def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +30,7 @@ def test_detect_picks_avx2_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None
 
 def _x86_asm(bits: int, rows: int, codes: bool = False) -> str:
     """Assembly of a ``bits``-bit accumulate of ``rows`` rows, compiled for a Zen 3 (AVX2)."""
-    return assembly("x86_64-unknown-linux-gnu", "znver3", "avx2", bits, rows, codes)
+    return accumulate_assembly("x86_64-unknown-linux-gnu", "znver3", "avx2", bits, rows, codes)
 
 
 def _loop(asm: str, op: str) -> str:

@@ -7,12 +7,12 @@ for AArch64, the choice of the instruction set, and the bias fold of signed acti
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from llvmlite import ir
 
 from kernels.codegen import isa
+from kernels.codegen.listing import emit_assembly
 from kernels.codegen.microkernel import _V16I32, _V64I8, _dot_sdot
 
 
@@ -22,13 +22,7 @@ def _aarch64_asm(cpu: str, features: str) -> str:
     fn = ir.Function(module, ir.FunctionType(_V16I32, [_V16I32, _V16I32, _V64I8]), "dot")
     builder = ir.IRBuilder(fn.append_basic_block())
     builder.ret(_dot_sdot(builder, *fn.args))
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    target = llvm.Target.from_triple(module.triple)
-    machine = target.create_target_machine(cpu=cpu, features=features, opt=2)
-    parsed = llvm.parse_assembly(str(module))
-    parsed.verify()
-    return str(machine.emit_assembly(parsed))
+    return emit_assembly(module, cpu, features, opt=2)
 
 
 def test_sdot_lowers_to_four_dot_products_on_cortex_a76() -> None:
