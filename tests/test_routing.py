@@ -14,6 +14,7 @@ import pytest
 
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import from_bytes, load_bundle, to_bytes
+from edge_agent.calibrate import label_rung as lr
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
@@ -287,3 +288,36 @@ def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
     plain = Engine(bundle, bits=4)
     np.testing.assert_array_equal(eng.codes()[last], plain.codes()[last])
     np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))
+
+
+def test_a_label_correction_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+    bundle: Bundle,
+) -> None:
+    """A kept label correction moves the live domain's last-layer bias only: samples
+    routed to the training domain keep its logits bit for bit, through a restart too
+    (``watch_subject`` noise: a label round on the drifted domain had cost the clean
+    samples 16 points, ``bench/forget_diagnose.py``)."""
+    ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
+    assert ctl.routing is not None and ctl.routing.live == "d1"
+    ds = load_dataset("basicmotions")
+    X = np.concatenate([ds.X_test, Drift.parse(GAIN).apply_stream(ds.X_test)])
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_base = routed.route(X) == 0
+    assert 0.3 <= to_base.mean() <= 0.7
+    before = routed.predict_logits(X)
+    k = bundle.num_classes  # a kept label round, as the label rung puts it in
+    offsets = np.where(np.arange(k) == 0, 8.0, 0.0)
+    steps = {b: lr.to_steps(offsets, lr.out_mult(ctl.bundle, b)) for b in ctl.bundle.quant}
+    fix = lr.LabelFix(offsets, steps)
+    new = lr.biases(eng, lr.steps_of(ctl.bundle), fix)
+    lr.apply(eng, new)
+    after = routed.predict_logits(X)
+    np.testing.assert_array_equal(after[to_base], before[to_base])
+    moved = after[~to_base] - before[~to_base]  # the live domain runs it: class 0 up 8
+    np.testing.assert_allclose(moved, np.broadcast_to(offsets, moved.shape), atol=0.05)
+    saved = ctl.routing.saved(lr.labelled_bundle(ctl.bundle, new, fix))
+    saved = from_bytes(to_bytes(saved.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.live == "d1"
+    np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle
-from edge_agent.calibrate.domain_params import engine_codes
+from edge_agent.calibrate.domain_params import Held
 from edge_agent.calibrate.domains import (
     Domain,
     DomainBank,
@@ -102,18 +102,19 @@ class DomainRouting:
         def logits(x: np.ndarray) -> np.ndarray:
             params = DomainParams.of_engine(scratch, self.hidden)
             dom = bank.adapted(X, scratch.predict_classes(X), params, at)
-            added = bank.add(dom, self.tally.last, engine_codes(engine))
+            added = bank.add(dom, self.tally.last, Held.of_engine(engine))
             return RoutedPredictor(engine, added).predict_logits(x)
 
         return logits
 
     def keep(self, engine: Engine, X: np.ndarray, at: int) -> None:
         """A correction was kept (now ``engine``'s parameters): its domain joins the bank
-        as the live one; the domain live until now keeps the weights it ran."""
+        as the live one; the domain live until now keeps the weights and last-layer bias
+        it ran."""
         assert self.bank is not None
         params = DomainParams.of_engine(engine, self.hidden)
         dom = self.bank.adapted(X, engine.predict_classes(X), params, at)
-        self.bank = self.bank.add(dom, self.tally.last, engine_codes(engine))
+        self.bank = self.bank.add(dom, self.tally.last, Held.of_engine(engine))
         log.info("domain routing: %s added (%d domains)", dom.name, len(self.bank.domains))
 
     def returning(self, X: np.ndarray, share: float) -> tuple[Domain, float] | None:
@@ -129,9 +130,9 @@ class DomainRouting:
 
     def returned(self, domain: Domain, engine: Engine) -> None:
         """The engine is about to run ``domain``'s correction and weights again; the
-        domain live until now keeps the weights ``engine`` runs."""
+        domain live until now keeps the weights and last-layer bias ``engine`` runs."""
         assert self.bank is not None
-        self.bank = self.bank.go_live(domain.name, engine_codes(engine))
+        self.bank = self.bank.go_live(domain.name, Held.of_engine(engine))
         log.info("domain routing: back to %s", domain.name)
 
     def saved(self, bundle: Bundle) -> Bundle:
