@@ -20,6 +20,7 @@ from edge_agent.calibrate.controller import CalibrationConfig, CalibrationContro
 from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.routed import RoutedPredictor, model_version
+from edge_agent.calibrate.schedule import Job
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
@@ -321,3 +322,25 @@ def test_a_label_correction_kept_on_an_adapted_domain_leaves_the_training_domain
     again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
     assert again.routing is not None and again.routing.live == "d1"
     np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)
+
+
+def test_a_label_round_fits_the_live_domains_samples_only(bundle: Bundle) -> None:
+    """The label rung's window may span a change (the stream back in the training domain,
+    the latest labels still from the drift): the live domain's correction is fitted on
+    the labelled samples routed to it, never on another domain's (``watch_subject`` noise
+    return: a label round on the drift's samples, kept on the training domain, cost the
+    clean samples 27 points)."""
+    ctl, eng = _adapted(bundle)
+    assert ctl.routing is not None and ctl.routing.live == "d1"
+    ds = load_dataset("basicmotions")
+    renamed = np.zeros(len(ds.y_test), np.int64)  # every sample now named class 0
+    drifted = Drift.parse(GAIN).apply_stream(ds.X_test)
+    before = eng.predict_logits(drifted)
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_live = int(np.sum(routed.route(ds.X_test) == 1))  # clean samples the router misses
+    clean = ctl._label_round(eng, Job(0, 0, "label", recent=(ds.X_test, renamed)))
+    assert clean.version is None and clean.decision.n == to_live < 8, clean.decision
+    np.testing.assert_array_equal(eng.predict_logits(drifted), before)
+    live = ctl._label_round(eng, Job(1, 0, "label", recent=(drifted, renamed)))
+    assert live.version is not None, live.decision  # the live domain's own: learnt

@@ -90,6 +90,15 @@ class DomainRouting:
         p.bank = self.bank  # one reference: a predict call reads it once per batch
         return p
 
+    def on_live(self, X: np.ndarray) -> np.ndarray:
+        """Mask (N,) of the samples ``X`` (as the model takes them) that the bank routes
+        to the live domain (every one while it holds the base domain alone)."""
+        bank = self.bank
+        if bank is None or len(bank.domains) == 1:
+            return np.ones(len(X), bool)
+        live = next(j for j, d in enumerate(bank.domains) if d.name == bank.live)
+        return bank.route(sample_features(X)) == live
+
     def candidate(
         self, engine: Engine, scratch: Engine, X: np.ndarray, at: int
     ) -> Callable[[np.ndarray], np.ndarray]:
