@@ -344,3 +344,36 @@ def test_a_label_round_fits_the_live_domains_samples_only(bundle: Bundle) -> Non
     np.testing.assert_array_equal(eng.predict_logits(drifted), before)
     live = ctl._label_round(eng, Job(1, 0, "label", recent=(drifted, renamed)))
     assert live.version is not None, live.decision  # the live domain's own: learnt
+
+
+def test_flips_kept_after_an_alarm_on_the_training_domain_make_a_domain(bundle: Bundle) -> None:
+    """No correction kept (no statistics round here), flip rounds after a drift alarm:
+    a kept one becomes a domain of its own and the training domain keeps its weights, so
+    clean samples keep the shipped logits bit for bit, through a restart too (``rainfall``
+    offset: three such rounds on the training domain had cost the clean samples 4.6
+    points, ``bench/forget_diagnose.py``)."""
+    ds = load_dataset("basicmotions")
+    X, y = _stream(GAIN)
+    X, y = np.concatenate([ds.X_train, ds.X_train, X]), np.concatenate([ds.y_train] * 2 + [y])
+    ctl = CalibrationController(bundle, CalibrationConfig(stats_rounds=0, label_every=0))
+    eng = Engine(bundle, bits=4)
+    for i in range(len(X)):
+        ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["flip_rounds_kept"] >= 1 and ctl.counts["stats_rounds_kept"] == 0
+    assert ctl.routing is not None and ctl.routing.live == "d1", dict(ctl.counts)
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_base = routed.route(ds.X_test) == 0
+    assert to_base.mean() >= 0.8
+    shipped = Engine(bundle, bits=4).predict_logits(ds.X_test)
+    np.testing.assert_array_equal(routed.predict_logits(ds.X_test)[to_base], shipped[to_base])
+    assert not np.array_equal(eng.predict_logits(ds.X_test), shipped)  # the flips: d1's
+    saved = from_bytes(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.live == "d1"
+    np.testing.assert_array_equal(
+        again.predictor(Engine(saved, bits=4)).predict_logits(ds.X_test),
+        routed.predict_logits(ds.X_test),
+    )

@@ -200,14 +200,18 @@ class DomainBank:
         return None
 
     def add(
-        self, domain: Domain, used: Mapping[str, int] | None = None, held: Held | None = None
+        self,
+        domain: Domain,
+        used: Mapping[str, int] | None = None,
+        held: Held | None = None,
+        replace: str | None = None,
     ) -> DomainBank:
         """The bank with ``domain`` added and live; the domain live until now keeps
-        ``held`` (the weights and last-layer bias it ran: the engine's) as its own. Past
-        ``capacity`` the adapted domain that was routed to least recently (``used``: name
-        -> tick of its last routed sample; one never routed to counts from when it was
-        made) goes."""
-        rest = list(self.snapshot(held).domains[1:])
+        ``held`` (the weights and last-layer bias it ran: the engine's) as its own, or
+        goes if it is ``replace``. Past ``capacity`` the adapted domain that was routed to
+        least recently (``used``: name -> tick of its last routed sample; one never
+        routed to counts from when it was made) goes."""
+        rest = [d for d in self.snapshot(held).domains[1:] if d.name != replace]
         while len(rest) >= self.capacity:
             last = used or {}
             old = min(rest, key=lambda d: (last.get(d.name, -1), d.made_at))
@@ -240,6 +244,7 @@ class DomainBank:
     def to_extras(self, bundle: Bundle) -> dict[str, np.ndarray]:
         """The bank as extras of ``bundle`` (``domains/*``, with the model's fingerprint)."""
         out: dict[str, np.ndarray] = {PREFIX + "made": np.array([self.made, self.capacity])}
+        out[PREFIX + "live"] = np.frombuffer(self.live.encode(), np.uint8).copy()
         out[PREFIX + "model"] = fingerprint(bundle)
         for j, d in enumerate(self.domains):
             p = f"{PREFIX}{j}/"
@@ -278,7 +283,13 @@ class DomainBank:
             j += 1
         if not domains or domains[0].name != "base" or len(domains) > int(head[1]) + 1:
             raise ValueError(f"domain bank has {len(domains)} domains, base first expected")
-        return cls(tuple(domains), int(head[1]), int(head[0]))
+        raw = ex.get(PREFIX + "live")  # a bank saved before it named its live one: base
+        live = (
+            "base" if raw is None else bytes(np.asarray(raw, np.uint8)).decode("ascii", "replace")
+        )
+        if live not in {d.name for d in domains}:
+            raise ValueError(f"domain bank's live domain {live!r} is not in it")
+        return cls(tuple(domains), int(head[1]), int(head[0]), live)
 
     def status(self, routed: Mapping[str, int]) -> list[dict[str, object]]:
         """One line per domain for ``status``: name, where it was made, samples routed."""
