@@ -377,3 +377,7 @@ def test_flips_kept_after_an_alarm_on_the_training_domain_make_a_domain(bundle: 
         again.predictor(Engine(saved, bits=4)).predict_logits(ds.X_test),
         routed.predict_logits(ds.X_test),
     )
+    # a correction kept while the forked domain is live takes its place (same drift)
+    ctl.routing.keep(eng, _stream(GAIN, 64)[0], len(X))
+    assert [d.name for d in ctl.routing.bank.domains] == ["base", "d2"]
+    assert ctl.routing.live == "d2"
