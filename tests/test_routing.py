@@ -252,12 +252,11 @@ def test_a_return_to_the_training_domain_makes_it_live_again(bundle: Bundle) -> 
     assert ctl.last["reason"].endswith("belongs to base: its correction again")
 
 
-def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+def _mixed(
     bundle: Bundle,
-) -> None:
-    """A kept flip changes the live domain's weights only: samples routed to the training
-    domain keep its logits bit for bit, through a restart too, and a return to it runs
-    its own weights again."""
+) -> tuple[CalibrationController, Engine, np.ndarray, RoutedPredictor, np.ndarray]:
+    """An adapted controller (d1 live), clean and drifted test samples, its routed
+    predictor and which samples go to the training domain (about half)."""
     ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
     assert ctl.routing is not None and ctl.routing.live == "d1"
     ds = load_dataset("basicmotions")
@@ -266,6 +265,16 @@ def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
     assert isinstance(routed, RoutedPredictor)
     to_base = routed.route(X) == 0
     assert 0.3 <= to_base.mean() <= 0.7
+    return ctl, eng, X, routed, to_base
+
+
+def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+    bundle: Bundle,
+) -> None:
+    """A kept flip changes the live domain's weights only: samples routed to the training
+    domain keep its logits bit for bit, through a restart too, and a return to it runs
+    its own weights again."""
+    ctl, eng, X, routed, to_base = _mixed(bundle)
     before = routed.predict_logits(X)
     last = len(eng.codes()) - 1  # a kept flip round, as run_round swaps it in
     q = eng.layer_codes(last).astype(np.int16)
@@ -279,13 +288,15 @@ def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
     assert again.routing is not None and again.routing.live == "d1"
     np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)
     # the stream goes back to clean: the training domain's correction and weights again
+    ds = load_dataset("basicmotions")
     clean = np.concatenate([*[ds.X_test, ds.X_train] * 4])
     labels = np.concatenate([*[ds.y_test, ds.y_train] * 4])
     for i in range(len(clean)):
         ctl.observe(clean[i], int(labels[i]) if i % 2 == 0 else None, 1000 + i)
         while ctl.due():
             ctl.run(eng)
-    assert ctl.counts["domain_returns"] == 1 and ctl.routing.live == "base"
+    assert ctl.routing is not None and ctl.routing.live == "base"
+    assert ctl.counts["domain_returns"] == 1
     plain = Engine(bundle, bits=4)
     np.testing.assert_array_equal(eng.codes()[last], plain.codes()[last])
     np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))
@@ -298,14 +309,7 @@ def test_a_label_correction_kept_on_an_adapted_domain_leaves_the_training_domain
     routed to the training domain keep its logits bit for bit, through a restart too
     (``watch_subject`` noise: a label round on the drifted domain had cost the clean
     samples 16 points, ``bench/forget_diagnose.py``)."""
-    ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
-    assert ctl.routing is not None and ctl.routing.live == "d1"
-    ds = load_dataset("basicmotions")
-    X = np.concatenate([ds.X_test, Drift.parse(GAIN).apply_stream(ds.X_test)])
-    routed = ctl.predictor(eng)
-    assert isinstance(routed, RoutedPredictor)
-    to_base = routed.route(X) == 0
-    assert 0.3 <= to_base.mean() <= 0.7
+    ctl, eng, X, routed, to_base = _mixed(bundle)
     before = routed.predict_logits(X)
     k = bundle.num_classes  # a kept label round, as the label rung puts it in
     offsets = np.where(np.arange(k) == 0, 8.0, 0.0)
@@ -317,6 +321,7 @@ def test_a_label_correction_kept_on_an_adapted_domain_leaves_the_training_domain
     np.testing.assert_array_equal(after[to_base], before[to_base])
     moved = after[~to_base] - before[~to_base]  # the live domain runs it: class 0 up 8
     np.testing.assert_allclose(moved, np.broadcast_to(offsets, moved.shape), atol=0.05)
+    assert ctl.routing is not None
     saved = ctl.routing.saved(lr.labelled_bundle(ctl.bundle, new, fix))
     saved = from_bytes(to_bytes(saved.with_codes(eng.bits, eng.codes())))
     again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
@@ -379,5 +384,6 @@ def test_flips_kept_after_an_alarm_on_the_training_domain_make_a_domain(bundle: 
     )
     # a correction kept while the forked domain is live takes its place (same drift)
     ctl.routing.keep(eng, _stream(GAIN, 64)[0], len(X))
+    assert ctl.routing.bank is not None
     assert [d.name for d in ctl.routing.bank.domains] == ["base", "d2"]
     assert ctl.routing.live == "d2"
