@@ -93,7 +93,7 @@ def case(
     """Probe lateness for ``seconds`` with a calibration thread (``switch_s``: the GIL
     switch interval, ``nice``: its nice step), or with a busy process at ``nice`` (``hog``),
     or alone."""
-    stop, late = threading.Event(), []
+    stop, late = threading.Event(), list[float]()
     busy = _hog(nice) if hog else None
     old = sys.getswitchinterval()
     threads = [threading.Thread(target=_probe, args=(stop, late))]
