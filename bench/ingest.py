@@ -151,6 +151,7 @@ def stream(
     pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
     assert agent.proc is not None
     cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    batches0 = _batches(agent)
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
         while (time.perf_counter() - t0) * rate < i:
@@ -160,6 +161,7 @@ def stream(
     send_s = time.perf_counter() - t0
     got = sink.take(sensor, count, 10.0 + seconds)
     cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
     span = float(recv.max() - recv.min()) if len(recv) > 1 else float("nan")
@@ -179,6 +181,7 @@ def stream(
         "lost": count - len(got),
         "dropped": sum(st1["losses"].values()) - sum(st0["losses"].values()),
         "agent_cpu_us_per_sample": (cpu1 - cpu0) / max(predicted, 1) * 1e6,
+        "mean_batch": predicted / max(batches, 1),
         "thread_cpu_us_per_sample": {
             name: round((t - th0.get(name, 0.0)) / max(predicted, 1) * 1e6, 1)
             for name, t in th1.items()
@@ -188,6 +191,11 @@ def stream(
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
     }
+
+
+def _batches(agent: Agent) -> int:
+    """Inference batches the agent has run."""
+    return int(status(agent.status_endpoint, "metrics")["counters"].get("inference_batches", 0))
 
 
 def _threads_cpu_s(pid: int) -> dict[str, float]:
@@ -235,7 +243,8 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
             print(
                 f"  {transport} {rate:>8.0f}/s: predicted {r['samples_per_s']:8.0f}/s, "
                 f"p99 {r['p99_ms']:8.2f} ms, lost {r['lost']}, "
-                f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, load {r['loadavg'][0]:.1f}",
+                f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, batch {r['mean_batch']:.1f}, "
+                f"load {r['loadavg'][0]:.1f}",
                 file=sys.stderr,
             )
             return r
@@ -295,8 +304,8 @@ def _md(summary: dict[str, Any]) -> str:
             f"## {t['transport']}: capacity {t['capacity_per_s']:,.0f} samples/s (0 lost)",
             "",
             "| stream | offered /s | predicted /s | p50 ms | p90 ms | p99 ms | lost | "
-            "CPU us/sample | load |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "CPU us/sample | mean batch | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         rows = [("search", r) for r in t["search"]]
         rows += [("50% of capacity", t["at_50"]), ("90% of capacity", t["at_90"])]
@@ -307,7 +316,8 @@ def _md(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['offered_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
                 f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['lost']} | "
-                f"{r['agent_cpu_us_per_sample']:.1f} | {r['loadavg'][0]:.1f} |"
+                f"{r['agent_cpu_us_per_sample']:.1f} | {r.get('mean_batch', 0):.1f} | "
+                f"{r['loadavg'][0]:.1f} |"
             )
         lines += [
             "",
