@@ -55,7 +55,7 @@ P99_TARGET_MS = 10.0
 PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _config(d: Path, bundle: Path, transport: str) -> Path:
+def _config(d: Path, bundle: Path, transport: str, batch_max: int | None = None) -> Path:
     if transport == "ipc":
         ingest, output = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
     else:
@@ -71,6 +71,7 @@ queue_capacity = 4096
 [output]
 endpoints = ["{output}"]
 sndhwm = 1000000
+{f"[inference]{chr(10)}batch_max = {batch_max}" if batch_max else ""}
 [state]
 dir = "{d}/state"
 runtime_dir = "{d}/run"
@@ -225,7 +226,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
-    cfg = _config(d, args.bundle, transport)
+    cfg = _config(d, args.bundle, transport, args.batch_max)
     nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
     # a start under load (the JIT warm-up on a shared core) can take minutes
     agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", agent_cpu, 600.0, nice)
@@ -347,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=-5,
         help="the agent's nice value, as systemd/edge-agent.service sets it (-5; root only)",
+    )
+    p.add_argument(
+        "--batch-max", type=int, help="the agent's inference.batch_max (default: its default)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
