@@ -55,7 +55,9 @@ P99_TARGET_MS = 10.0
 PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _config(d: Path, bundle: Path, transport: str, batch_max: int | None = None) -> Path:
+def _config(
+    d: Path, bundle: Path, transport: str, batch_max: int | None = None, calibration: bool = True
+) -> Path:
     if transport == "ipc":
         ingest, output = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
     else:
@@ -72,6 +74,7 @@ queue_capacity = 4096
 endpoints = ["{output}"]
 sndhwm = 1000000
 {f"[inference]{chr(10)}batch_max = {batch_max}" if batch_max else ""}
+{"" if calibration else f"[calibration]{chr(10)}enabled = false"}
 [state]
 dir = "{d}/state"
 runtime_dir = "{d}/run"
@@ -226,7 +229,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
-    cfg = _config(d, args.bundle, transport, args.batch_max)
+    cfg = _config(d, args.bundle, transport, args.batch_max, not args.no_calibration)
     nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
     # a start under load (the JIT warm-up on a shared core) can take minutes
     agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", agent_cpu, 600.0, nice)
@@ -351,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--batch-max", type=int, help="the agent's inference.batch_max (default: its default)"
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="calibration off: the agent's CPU per sample without its elastic share",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
