@@ -8,8 +8,17 @@ BasicMotions samples, fed in the probe's process, in a thread at the agent's
 calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each repeated:
 
 - ``idle``: no calibration thread (what the OS and the machine's load add alone);
-- ``calibration, switch 5 ms``: Python's default GIL switch interval;
-- ``calibration, switch 0.5 ms``: the agent's (:mod:`edge_agent.service.runtime`).
+- ``calibration, switch 5 ms, nice +10``: Python's default GIL switch interval;
+- ``calibration, switch 0.5 ms, nice +10``: the agent's (:mod:`edge_agent.service.runtime`);
+- ``calibration, switch 0.5 ms, nice +0``: the same at the probe's priority: a thread at
+  nice +10 that the OS preempts while it holds the GIL keeps the probe waiting until the
+  OS runs it again (a priority inversion no switch interval can shorten);
+- ``busy process, nice +10``: no calibration thread, a busy loop in another process at
+  nice +10 instead: what sharing the core costs a waking thread without any GIL.
+
+Run it pinned to one core (``taskset -c 0``), as the agent runs. If the calibration
+cases and the busy process give the same lateness, the tail is the OS's wake-up latency
+on a shared core, not the GIL (what this machine showed: ``bench/results/gil_stall.json``).
 
 The lateness beyond ``idle`` is the GIL wait; its maximum bounds the calibration
 thread's longest hold. Wall clock by necessity (a wait is not CPU time): the load
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 # One BLAS thread, as the benchmarks pin the agent to one core (OpenBLAS then starts
@@ -58,8 +68,8 @@ def _probe(stop: threading.Event, late: list[float]) -> None:
         late.append((time.perf_counter() - t - SLEEP_S) * 1e3)
 
 
-def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine) -> None:
-    lower_thread_priority(CALIBRATION_NICE)  # as the agent's calibration thread runs
+def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine, nice: int) -> None:
+    lower_thread_priority(nice)
     X = load_dataset("basicmotions").X_test.astype(np.float32)
     n = 0
     while not stop.is_set():
@@ -70,9 +80,21 @@ def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine) -
         ctl.run(eng)
 
 
-def case(seconds: float, switch_s: float | None) -> dict[str, Any]:
-    """Probe lateness for ``seconds`` with (``switch_s``) or without a calibration thread."""
-    stop, late = threading.Event(), []
+def _hog(nice: int) -> subprocess.Popen[bytes]:
+    """A busy loop in a process of its own (no GIL shared) on this process's CPUs."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.nice(nice)
+    )
+
+
+def case(
+    seconds: float, switch_s: float | None, nice: int = CALIBRATION_NICE, hog: bool = False
+) -> dict[str, Any]:
+    """Probe lateness for ``seconds`` with a calibration thread (``switch_s``: the GIL
+    switch interval, ``nice``: its nice step), or with a busy process at ``nice`` (``hog``),
+    or alone."""
+    stop, late = threading.Event(), list[float]()
+    busy = _hog(nice) if hog else None
     old = sys.getswitchinterval()
     threads = [threading.Thread(target=_probe, args=(stop, late))]
     ctl = None
@@ -80,13 +102,16 @@ def case(seconds: float, switch_s: float | None) -> dict[str, Any]:
         sys.setswitchinterval(switch_s)
         bundle = load_bundle(BUNDLE)
         ctl = CalibrationController(bundle, CalibrationConfig(trigger="samples"))
-        threads.append(threading.Thread(target=_calibrate, args=(stop, ctl, Engine(bundle))))
+        threads.append(threading.Thread(target=_calibrate, args=(stop, ctl, Engine(bundle), nice)))
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
+    if busy is not None:
+        busy.kill()
+        busy.wait()
     sys.setswitchinterval(old)
     a = np.array(late)
     return {
@@ -109,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    cases: dict[str, float | None] = {
-        "idle": None,
-        "calibration, switch 5 ms": 0.005,
-        f"calibration, switch {GIL_SWITCH_S * 1e3:g} ms": GIL_SWITCH_S,
+    sw = f"switch {GIL_SWITCH_S * 1e3:g} ms"
+    nice = CALIBRATION_NICE
+    cases: dict[str, tuple[float | None, int, bool]] = {
+        "idle": (None, 0, False),
+        f"calibration, switch 5 ms, nice +{nice}": (0.005, nice, False),
+        f"calibration, {sw}, nice +{nice}": (GIL_SWITCH_S, nice, False),
+        f"calibration, {sw}, nice +0": (GIL_SWITCH_S, 0, False),
+        f"busy process, nice +{nice}": (None, nice, True),
     }
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
     for _ in range(args.reps):
-        for name, sw in cases.items():
-            runs[name].append(case(args.seconds, sw))
+        for name, (switch_s, step, hog) in cases.items():
+            runs[name].append(case(args.seconds, switch_s, step, hog))
             r = runs[name][-1]
             print(
                 f"{name:28s} p99 {r['p99_ms']:7.2f} ms, p99.9 {r['p999_ms']:7.2f} ms, "
@@ -133,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in runs.items()
     }
     out = {
-        "command": "python -m bench.gil_stall",
+        "command": "taskset -c 0 python -m bench.gil_stall " + " ".join(argv or sys.argv[1:]),
         "probe_sleep_ms": SLEEP_S * 1e3,
         "median_over_reps": summary,
         "runs": runs,

@@ -55,7 +55,9 @@ P99_TARGET_MS = 10.0
 PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _config(d: Path, bundle: Path, transport: str) -> Path:
+def _config(
+    d: Path, bundle: Path, transport: str, batch_max: int | None = None, calibration: bool = True
+) -> Path:
     if transport == "ipc":
         ingest, output = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
     else:
@@ -71,6 +73,8 @@ queue_capacity = 4096
 [output]
 endpoints = ["{output}"]
 sndhwm = 1000000
+{f"[inference]{chr(10)}batch_max = {batch_max}" if batch_max else ""}
+{"" if calibration else f"[calibration]{chr(10)}enabled = false"}
 [state]
 dir = "{d}/state"
 runtime_dir = "{d}/run"
@@ -151,6 +155,7 @@ def stream(
     pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
     assert agent.proc is not None
     cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    batches0 = _batches(agent)
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
         while (time.perf_counter() - t0) * rate < i:
@@ -160,6 +165,7 @@ def stream(
     send_s = time.perf_counter() - t0
     got = sink.take(sensor, count, 10.0 + seconds)
     cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
     span = float(recv.max() - recv.min()) if len(recv) > 1 else float("nan")
@@ -179,6 +185,7 @@ def stream(
         "lost": count - len(got),
         "dropped": sum(st1["losses"].values()) - sum(st0["losses"].values()),
         "agent_cpu_us_per_sample": (cpu1 - cpu0) / max(predicted, 1) * 1e6,
+        "mean_batch": predicted / max(batches, 1),
         "thread_cpu_us_per_sample": {
             name: round((t - th0.get(name, 0.0)) / max(predicted, 1) * 1e6, 1)
             for name, t in th1.items()
@@ -188,6 +195,11 @@ def stream(
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
     }
+
+
+def _batches(agent: Agent) -> int:
+    """Inference batches the agent has run."""
+    return int(status(agent.status_endpoint, "metrics")["counters"].get("inference_batches", 0))
 
 
 def _threads_cpu_s(pid: int) -> dict[str, float]:
@@ -217,7 +229,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
-    cfg = _config(d, args.bundle, transport)
+    cfg = _config(d, args.bundle, transport, args.batch_max, not args.no_calibration)
     nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
     # a start under load (the JIT warm-up on a shared core) can take minutes
     agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", agent_cpu, 600.0, nice)
@@ -235,7 +247,8 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
             print(
                 f"  {transport} {rate:>8.0f}/s: predicted {r['samples_per_s']:8.0f}/s, "
                 f"p99 {r['p99_ms']:8.2f} ms, lost {r['lost']}, "
-                f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, load {r['loadavg'][0]:.1f}",
+                f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, batch {r['mean_batch']:.1f}, "
+                f"load {r['loadavg'][0]:.1f}",
                 file=sys.stderr,
             )
             return r
@@ -295,8 +308,8 @@ def _md(summary: dict[str, Any]) -> str:
             f"## {t['transport']}: capacity {t['capacity_per_s']:,.0f} samples/s (0 lost)",
             "",
             "| stream | offered /s | predicted /s | p50 ms | p90 ms | p99 ms | lost | "
-            "CPU us/sample | load |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "CPU us/sample | mean batch | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         rows = [("search", r) for r in t["search"]]
         rows += [("50% of capacity", t["at_50"]), ("90% of capacity", t["at_90"])]
@@ -307,7 +320,8 @@ def _md(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['offered_per_s']:,.0f} | {r['samples_per_s']:,.0f} | "
                 f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['lost']} | "
-                f"{r['agent_cpu_us_per_sample']:.1f} | {r['loadavg'][0]:.1f} |"
+                f"{r['agent_cpu_us_per_sample']:.1f} | {r.get('mean_batch', 0):.1f} | "
+                f"{r['loadavg'][0]:.1f} |"
             )
         lines += [
             "",
@@ -337,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=-5,
         help="the agent's nice value, as systemd/edge-agent.service sets it (-5; root only)",
+    )
+    p.add_argument(
+        "--batch-max", type=int, help="the agent's inference.batch_max (default: its default)"
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="calibration off: the agent's CPU per sample without its elastic share",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")

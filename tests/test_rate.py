@@ -30,3 +30,11 @@ def test_a_stopped_stream_decays_to_zero() -> None:
     time.sleep(0.3)
     assert m.snapshot()["prediction_rate_per_s"] < before
     assert Metrics().snapshot()["prediction_rate_per_s"] == 0.0
+
+
+def test_batches_are_counted_beside_predictions() -> None:
+    m = Metrics()
+    _stream(m, per_batch=3, batches=4, gap_s=0.0)
+    m.record_batch(5, 0.1, [1.0] * 5)
+    c = m.snapshot()["counters"]
+    assert (c["predicted"], c["inference_batches"]) == (17, 5)  # mean batch 3.4

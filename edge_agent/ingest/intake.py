@@ -11,8 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edge_agent.ingest.protocol import (
     Feedback,
@@ -49,9 +48,9 @@ class Counters(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True)
-class Item:
-    """An accepted sample or label with its arrival time (``time.perf_counter``)."""
+class Item(NamedTuple):
+    """An accepted sample or label with its arrival time (``time.perf_counter``); a
+    NamedTuple, as :class:`Sample` is."""
 
     msg: Sample | Feedback
     arrived: float

@@ -89,6 +89,7 @@ class Metrics:
         now = time.monotonic()
         with self._lock:
             self.counters["predicted"] += n
+            self.counters["inference_batches"] += 1  # predicted / it: the mean batch
             self._infer_ms.append(infer_ms)
             self._latency_ms.extend(lat.tolist())
             self._pred_times.append((now, n))
