@@ -57,6 +57,7 @@ from edge_agent.bundle import INPUT_CORRECTED, WEIGHTED_OPS, Bundle, acc_mean_ke
 from edge_agent.bundle import STATS_INPUT as EXTRA_INPUT
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.calibrate.stats_signs import EXTRA_CORR, channel_signs, input_corr
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.reference import layer_patches
 from kernels.plan.fixedpoint import quantize_multipliers
@@ -81,6 +82,7 @@ class Statistics:
     acc_mean: dict[int, list[np.ndarray]]  # bits -> per hidden layer (O,) float64
     acc_std: dict[int, list[np.ndarray]] | None  # the same, spreads (None: shift only)
     source: str  # "bundle" or "anchors"
+    in_corr: np.ndarray | None = None  # (C, C) input channel correlations (None: no signs)
 
     @property
     def target(self) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +187,8 @@ def record_statistics(
     out = {
         EXTRA_INPUT: np.stack(
             [bundle.norm_mean.astype(np.float64), bundle.norm_std.astype(np.float64), mean, std]
-        )
+        ),
+        EXTRA_CORR: input_corr(X),
     }
     layers = hidden_layers(bundle)
     for bits in bundle.quant:
@@ -234,7 +237,11 @@ def _from_extras(bundle: Bundle, extras: dict[str, np.ndarray], source: str) -> 
     rows = np.asarray(inp, np.float64)
     if not (np.all(np.isfinite(rows)) and np.all(rows[1] > 0)):
         return None
-    return Statistics(rows[0], rows[1], rows[2], rows[3], acc, spread, source)
+    # signs only from training data: the anchors are the hard samples (their correlations
+    # flipped a wrong watch_side channel)
+    got = extras.get(EXTRA_CORR) if source == "bundle" else None
+    corr = None if got is None or np.shape(got) != (c, c) else np.asarray(got, np.float64)
+    return Statistics(rows[0], rows[1], rows[2], rows[3], acc, spread, source, corr)
 
 
 def statistics_of(bundle: Bundle) -> tuple[Statistics | None, str]:
@@ -312,7 +319,13 @@ def propose(scratch: Engine, bundle: Bundle, stats: Statistics, X: np.ndarray) -
     mu_n, sd_n = stats.target
     m_s, sd_s = channel_stats(X)
     floor = _MIN_RATIO * stats.in_std  # a dead channel must not divide by ~0
-    std = (np.maximum(sd_s, floor) / sd_n).astype(np.float32)
+    # a negative scale turns a channel worn the other way round back (stats_signs)
+    sign = (
+        1.0
+        if stats.in_corr is None
+        else channel_signs(stats.in_corr, stats.in_mean, stats.in_std, X)
+    )
+    std = (sign * np.maximum(sd_s, floor) / sd_n).astype(np.float32)
     mean = (m_s - mu_n * std).astype(np.float32)
     active = scratch.bits
     layers: dict[int, dict[int, LayerFix]] = {}
