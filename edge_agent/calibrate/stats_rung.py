@@ -8,7 +8,8 @@ samples, compared with those the bundle records from training, it corrects
     divides by before the input quantizer (float32, as the engine and
     :mod:`edge_agent.reference` compute), so that the stream's normalized samples have the
     training data's mean and standard deviation again (an offset or gain drift of a
-    sensor is undone exactly);
+    sensor is undone exactly), with a negative scale for a channel whose sign flipped
+    (:mod:`edge_agent.calibrate.stats_signs`: a watch on the other wrist);
 (b) every hidden conv/linear layer, per output channel, shift AND scale of its int32
     accumulators (pre-activation, before requantization): layer by layer, with the
     corrections of the layers before it in place, the scale ratio
@@ -30,8 +31,9 @@ Public API (``bench/real_drift.py`` uses it as a method):
 - :func:`record_statistics` ``(bundle, X, y=None)``: the extras a bundle records from its
   training samples ``X`` (as the model takes them): input mean/std per channel
   (``stats/input``), the mean and standard deviation of every channel's accumulators of
-  every hidden layer at every bit-width (``stats/<bits>/acc_mean|acc_std/<layer>``), and
-  the drift signal's references (:mod:`edge_agent.calibrate.drift_signal`).
+  every hidden layer at every bit-width (``stats/<bits>/acc_mean|acc_std/<layer>``), the
+  input channel correlations (``stats/input_corr``), and the drift signal's references
+  (:mod:`edge_agent.calibrate.drift_signal`).
   :func:`with_statistics` adds them.
 - :func:`statistics_of` ``(bundle)``: the recorded :class:`Statistics`, else statistics
   computed on the device from the bundle's QCore anchors (``source == "anchors"``), else
@@ -57,7 +59,7 @@ from edge_agent.bundle import INPUT_CORRECTED, WEIGHTED_OPS, Bundle, acc_mean_ke
 from edge_agent.bundle import STATS_INPUT as EXTRA_INPUT
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
-from edge_agent.calibrate.stats_signs import EXTRA_CORR, channel_signs, input_corr
+from edge_agent.calibrate.stats_signs import EXTRA_CORR, channel_rows, channel_signs, input_corr
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.reference import layer_patches
 from kernels.plan.fixedpoint import quantize_multipliers
@@ -139,8 +141,7 @@ class Moments:
 
 def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation (float64) over samples and positions."""
-    a = np.asarray(X, np.float64)
-    a = np.moveaxis(a.reshape(a.shape[0], a.shape[1], -1), 1, 0).reshape(a.shape[1], -1)
+    a = channel_rows(X)
     return a.mean(axis=1), a.std(axis=1)
 
 

@@ -23,15 +23,15 @@ EXTRA_CORR = "stats/input_corr"  # (C, C) float64: training input channel correl
 MAX_EXHAUSTIVE = 12  # channels up to which every sign pattern is tried (2^11 patterns)
 
 
-def _rows(X: np.ndarray) -> np.ndarray:
-    """(C, samples x positions) float64."""
+def channel_rows(X: np.ndarray) -> np.ndarray:
+    """Each channel's values over samples and positions: (C, N x positions) float64."""
     a = np.asarray(X, np.float64)
     return np.moveaxis(a.reshape(a.shape[0], a.shape[1], -1), 1, 0).reshape(a.shape[1], -1)
 
 
 def input_corr(X: np.ndarray) -> np.ndarray:
     """Channel correlations (C, C) over samples and positions; 0 for a constant channel."""
-    r = _rows(X)
+    r = channel_rows(X)
     r = r - r.mean(axis=1, keepdims=True)
     sd = np.sqrt((r * r).mean(axis=1))
     live = sd > 1e-12 * max(float(sd.max(initial=0.0)), 1e-30)
@@ -67,7 +67,7 @@ def channel_signs(
             if gains[i] <= best + 1e-12:
                 break
             signs, best = flipped[i], gains[i]
-    r = _rows(X)
+    r = channel_rows(X)
     z_stream = r.mean(axis=1) / np.maximum(r.std(axis=1), 1e-12)
     z_train = np.asarray(train_mean, np.float64) / np.maximum(train_std, 1e-12)
     return signs if float(np.sum(signs * z_stream * z_train)) >= 0 else -signs
