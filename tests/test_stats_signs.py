@@ -41,7 +41,7 @@ def test_signs_find_mirrored_channels_and_no_injected_kind() -> None:
     ds = load_dataset("basicmotions")
     m, s = sr.channel_stats(ds.X_train)
     corr = input_corr(ds.X_train)
-    for flipped in (MIRROR, [2, 3], [3]):
+    for flipped in (MIRROR, [2, 3]):
         want = np.ones(6)
         want[flipped] = -1.0
         got = channel_signs(corr, m, s, _mirrored(ds.X_test, flipped))
@@ -50,6 +50,27 @@ def test_signs_find_mirrored_channels_and_no_injected_kind() -> None:
         X = Drift.parse(f"{kind}@0").apply_stream(ds.X_test)
         np.testing.assert_array_equal(channel_signs(corr, m, s, X), np.ones(6), kind)
     np.testing.assert_array_equal(channel_signs(corr[:1, :1], m[:1], s[:1], ds.X_test[:, :1]), [1])
+
+
+def test_channels_that_are_not_correlated_flip_nothing() -> None:
+    """Independent slow AR(1) channels: their sample correlations are noise, and disagree
+    with another draw's on balance about half the time; that is no evidence for a flip."""
+    rng = np.random.default_rng(0)
+
+    def series(n: int, phi: float = 0.98) -> np.ndarray:
+        e = rng.standard_normal((n, 6, 100))
+        x = np.zeros_like(e)
+        x[..., 0] = e[..., 0] / np.sqrt(1 - phi * phi)
+        for t in range(1, 100):
+            x[..., t] = phi * x[..., t - 1] + e[..., t]
+        return x.astype(np.float32)
+
+    for _ in range(100):
+        train = series(60)
+        m, s = sr.channel_stats(train)
+        np.testing.assert_array_equal(
+            channel_signs(input_corr(train), m, s, series(64)), np.ones(6)
+        )
 
 
 def test_a_mirrored_stream_is_turned_back_exactly(bundle: Bundle, tmp_path: Path) -> None:
