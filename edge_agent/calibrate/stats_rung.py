@@ -313,6 +313,12 @@ def _propose_bits(
     return fixes, moved
 
 
+def dead_channels(stats: Statistics, std: np.ndarray) -> np.ndarray:
+    """(C,) bool: the channels an input scale ``std`` of :func:`propose` treats as dead
+    (the stream's spread was at the floor, a hundredth of the training spread)."""
+    return np.abs(std) <= _MIN_RATIO * stats.norm_std * (1 + 1e-3)
+
+
 def propose(scratch: Engine, bundle: Bundle, stats: Statistics, X: np.ndarray) -> Correction:
     """The correction of every bit-width of ``scratch`` from stream samples ``X``; applied
     to ``scratch`` on return, its active bit-width unchanged (its other parameters are
