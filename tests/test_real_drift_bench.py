@@ -105,6 +105,16 @@ def test_recovery_is_taken_over_seed_means() -> None:
     assert keys["max_forgetting_pts"] == pytest.approx(100 * (0.85 - 0.84))
 
 
+def test_a_set_whose_labels_were_renamed_is_reported_apart() -> None:
+    """``seattle_weather``'s clean part keeps the names its drift changed: what the agent
+    loses there is its own key, not ``max_forgetting_pts``; its injected kinds count."""
+    renamed = {**_case(0, 0.9, 0.5, 0.7, 0.6), "set": "seattle_weather"}
+    injected = {**_case(0, 0.9, 0.5, 0.7, 0.85, "injected"), "set": "seattle_weather"}
+    keys = summarize([_case(0, 0.9, 0.5, 0.7, 0.88), renamed, injected])["keys"]
+    assert keys["max_forgetting_pts"] == pytest.approx(5.0)
+    assert keys["forgetting_renamed_labels_pts"] == pytest.approx(30.0)
+
+
 def test_no_drift_keys() -> None:
     cases = [_case(0, 0.9, 0.9, 0.88, 0.88, "no_drift"), _case(1, 0.8, 0.8, 0.8, 0.8, "no_drift")]
     keys = summarize(cases)["keys"]

@@ -14,11 +14,13 @@ import pytest
 
 from edge_agent.bundle import Bundle
 from edge_agent.bundle_io import from_bytes, load_bundle, to_bytes
+from edge_agent.calibrate import label_rung as lr
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
 from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.routed import RoutedPredictor, model_version
+from edge_agent.calibrate.schedule import Job
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
@@ -250,12 +252,11 @@ def test_a_return_to_the_training_domain_makes_it_live_again(bundle: Bundle) -> 
     assert ctl.last["reason"].endswith("belongs to base: its correction again")
 
 
-def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+def _mixed(
     bundle: Bundle,
-) -> None:
-    """A kept flip changes the live domain's weights only: samples routed to the training
-    domain keep its logits bit for bit, through a restart too, and a return to it runs
-    its own weights again."""
+) -> tuple[CalibrationController, Engine, np.ndarray, RoutedPredictor, np.ndarray]:
+    """An adapted controller (d1 live), clean and drifted test samples, its routed
+    predictor and which samples go to the training domain (about half)."""
     ctl, eng = _adapted(bundle, drift_hold=64, drift_baseline=64)
     assert ctl.routing is not None and ctl.routing.live == "d1"
     ds = load_dataset("basicmotions")
@@ -264,6 +265,16 @@ def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
     assert isinstance(routed, RoutedPredictor)
     to_base = routed.route(X) == 0
     assert 0.3 <= to_base.mean() <= 0.7
+    return ctl, eng, X, routed, to_base
+
+
+def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+    bundle: Bundle,
+) -> None:
+    """A kept flip changes the live domain's weights only: samples routed to the training
+    domain keep its logits bit for bit, through a restart too, and a return to it runs
+    its own weights again."""
+    ctl, eng, X, routed, to_base = _mixed(bundle)
     before = routed.predict_logits(X)
     last = len(eng.codes()) - 1  # a kept flip round, as run_round swaps it in
     q = eng.layer_codes(last).astype(np.int16)
@@ -277,13 +288,102 @@ def test_a_flip_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
     assert again.routing is not None and again.routing.live == "d1"
     np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)
     # the stream goes back to clean: the training domain's correction and weights again
+    ds = load_dataset("basicmotions")
     clean = np.concatenate([*[ds.X_test, ds.X_train] * 4])
     labels = np.concatenate([*[ds.y_test, ds.y_train] * 4])
     for i in range(len(clean)):
         ctl.observe(clean[i], int(labels[i]) if i % 2 == 0 else None, 1000 + i)
         while ctl.due():
             ctl.run(eng)
-    assert ctl.counts["domain_returns"] == 1 and ctl.routing.live == "base"
+    assert ctl.routing is not None and ctl.routing.live == "base"
+    assert ctl.counts["domain_returns"] == 1
     plain = Engine(bundle, bits=4)
     np.testing.assert_array_equal(eng.codes()[last], plain.codes()[last])
     np.testing.assert_array_equal(eng.predict_logits(ds.X_test), plain.predict_logits(ds.X_test))
+
+
+def test_a_label_correction_kept_on_an_adapted_domain_leaves_the_training_domain_alone(
+    bundle: Bundle,
+) -> None:
+    """A kept label correction moves the live domain's last-layer bias only: samples
+    routed to the training domain keep its logits bit for bit, through a restart too
+    (``watch_subject`` noise: a label round on the drifted domain had cost the clean
+    samples 16 points, ``bench/forget_diagnose.py``)."""
+    ctl, eng, X, routed, to_base = _mixed(bundle)
+    before = routed.predict_logits(X)
+    k = bundle.num_classes  # a kept label round, as the label rung puts it in
+    offsets = np.where(np.arange(k) == 0, 8.0, 0.0)
+    steps = {b: lr.to_steps(offsets, lr.out_mult(ctl.bundle, b)) for b in ctl.bundle.quant}
+    fix = lr.LabelFix(offsets, steps)
+    new = lr.biases(eng, lr.steps_of(ctl.bundle), fix)
+    lr.apply(eng, new)
+    after = routed.predict_logits(X)
+    np.testing.assert_array_equal(after[to_base], before[to_base])
+    moved = after[~to_base] - before[~to_base]  # the live domain runs it: class 0 up 8
+    np.testing.assert_allclose(moved, np.broadcast_to(offsets, moved.shape), atol=0.05)
+    assert ctl.routing is not None
+    saved = ctl.routing.saved(lr.labelled_bundle(ctl.bundle, new, fix))
+    saved = from_bytes(to_bytes(saved.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.live == "d1"
+    np.testing.assert_array_equal(again.predictor(Engine(saved, bits=4)).predict_logits(X), after)
+
+
+def test_a_label_round_fits_the_live_domains_samples_only(bundle: Bundle) -> None:
+    """The label rung's window may span a change (the stream back in the training domain,
+    the latest labels still from the drift): the live domain's correction is fitted on
+    the labelled samples routed to it, never on another domain's (``watch_subject`` noise
+    return: a label round on the drift's samples, kept on the training domain, cost the
+    clean samples 27 points)."""
+    ctl, eng = _adapted(bundle)
+    assert ctl.routing is not None and ctl.routing.live == "d1"
+    ds = load_dataset("basicmotions")
+    renamed = np.zeros(len(ds.y_test), np.int64)  # every sample now named class 0
+    drifted = Drift.parse(GAIN).apply_stream(ds.X_test)
+    before = eng.predict_logits(drifted)
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_live = int(np.sum(routed.route(ds.X_test) == 1))  # clean samples the router misses
+    clean = ctl._label_round(eng, Job(0, 0, "label", recent=(ds.X_test, renamed)))
+    assert clean.version is None and clean.decision.n == to_live < 8, clean.decision
+    np.testing.assert_array_equal(eng.predict_logits(drifted), before)
+    live = ctl._label_round(eng, Job(1, 0, "label", recent=(drifted, renamed)))
+    assert live.version is not None, live.decision  # the live domain's own: learnt
+
+
+def test_flips_kept_after_an_alarm_on_the_training_domain_make_a_domain(bundle: Bundle) -> None:
+    """No correction kept (no statistics round here), flip rounds after a drift alarm:
+    a kept one becomes a domain of its own and the training domain keeps its weights, so
+    clean samples keep the shipped logits bit for bit, through a restart too (``rainfall``
+    offset: three such rounds on the training domain had cost the clean samples 4.6
+    points, ``bench/forget_diagnose.py``)."""
+    ds = load_dataset("basicmotions")
+    X, y = _stream(GAIN)
+    X, y = np.concatenate([ds.X_train, ds.X_train, X]), np.concatenate([ds.y_train] * 2 + [y])
+    ctl = CalibrationController(bundle, CalibrationConfig(stats_rounds=0, label_every=0))
+    eng = Engine(bundle, bits=4)
+    for i in range(len(X)):
+        ctl.observe(X[i], int(y[i]) if i % 2 == 0 else None, i)
+        while ctl.due():
+            ctl.run(eng)
+    assert ctl.counts["flip_rounds_kept"] >= 1 and ctl.counts["stats_rounds_kept"] == 0
+    assert ctl.routing is not None and ctl.routing.live == "d1", dict(ctl.counts)
+    routed = ctl.predictor(eng)
+    assert isinstance(routed, RoutedPredictor)
+    to_base = routed.route(ds.X_test) == 0
+    assert to_base.mean() >= 0.8
+    shipped = Engine(bundle, bits=4).predict_logits(ds.X_test)
+    np.testing.assert_array_equal(routed.predict_logits(ds.X_test)[to_base], shipped[to_base])
+    assert not np.array_equal(eng.predict_logits(ds.X_test), shipped)  # the flips: d1's
+    saved = from_bytes(to_bytes(ctl.bundle.with_codes(eng.bits, eng.codes())))
+    again = CalibrationController(saved, CalibrationConfig(episode_rounds=0))
+    assert again.routing is not None and again.routing.live == "d1"
+    np.testing.assert_array_equal(
+        again.predictor(Engine(saved, bits=4)).predict_logits(ds.X_test),
+        routed.predict_logits(ds.X_test),
+    )
+    # a correction kept while the forked domain is live takes its place (same drift)
+    ctl.routing.keep(eng, _stream(GAIN, 64)[0], len(X))
+    assert ctl.routing.bank is not None
+    assert [d.name for d in ctl.routing.bank.domains] == ["base", "d2"]
+    assert ctl.routing.live == "d2"

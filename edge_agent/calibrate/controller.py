@@ -22,6 +22,7 @@ from edge_agent.bundle import Bundle, array_from_record, array_record
 from edge_agent.calibrate import gate, stats_rung
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.class_memo import ClassMemo, memo_key
+from edge_agent.calibrate.domain_params import Held
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.drift_signal import DriftSignal
 from edge_agent.calibrate.flip_net import FlipNet
@@ -262,6 +263,9 @@ class CalibrationController(StatsSteps, LabelSteps):
             with self._buffer_lock:
                 bx, by = self.buffer.X.copy(), self.buffer.y.copy()
                 blab = self.buffer.labelled.copy()
+            # after an alarm, flips kept on the training domain make a domain of their own
+            fork = self.routing is not None and self.routing.live == "base" and job.episode >= 0
+            held = Held.of_engine(engine) if fork else None
             result = self.calibrator.run_round(
                 engine,
                 bx,
@@ -275,6 +279,10 @@ class CalibrationController(StatsSteps, LabelSteps):
                 base=self._base_check(),
                 lenient=self.routing is not None and self.routing.live != "base",
             )
+            if held is not None and result.version is not None:
+                assert self.routing is not None and job.X is not None
+                self.routing.fork(engine, job.X, job.at, held)
+                self.bundle = self.routing.saved(self.bundle)  # what the agent saves
         kept = result.version is not None
         self._count(f"{result.rung}_rounds_{'kept' if kept else 'rolled_back'}")
         self.last = {

@@ -1,10 +1,11 @@
 """One domain's parameters at every bit-width (:mod:`edge_agent.calibrate.domains`): its
-statistics correction (input normalization, hidden biases, requantization multipliers)
-and its own integer weights, and how they make an engine state.
+statistics correction (input normalization, hidden biases, requantization multipliers),
+its own integer weights and its own last-layer bias, and how they make an engine state.
 
-A kept flip round changes the weights of the domain the engine runs (the *live* one)
-only: every other domain keeps the weights it had when it stopped being live, so a round
-fitted to a drifted domain cannot cost the training domain (``docs/method.md`` section 5).
+A kept flip round or label correction changes the weights or the last-layer bias of the
+domain the engine runs (the *live* one) only: every other domain keeps those it had when
+it stopped being live, so a round fitted to a drifted domain cannot cost the training
+domain (``docs/method.md`` section 5).
 """
 
 from __future__ import annotations
@@ -46,6 +47,28 @@ def engine_codes(engine: Engine) -> dict[int, Codes]:
     return {b: engine.state(b).codes for b in engine.available_bits}
 
 
+def engine_out_bias(engine: Engine) -> dict[int, np.ndarray]:
+    """The last layer's int32 bias ``engine`` runs now, at every bit-width (where the
+    label rung's correction lives)."""
+    last = len(engine.codes()) - 1
+    return {b: engine.layer_bias(last, b) for b in engine.available_bits}
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the live domain keeps of the engine when it stops being live: every
+    bit-width's integer weights (its kept flips) and last-layer bias (its kept label
+    correction)."""
+
+    codes: dict[int, Codes]
+    out_bias: dict[int, np.ndarray]
+
+    @classmethod
+    def of_engine(cls, engine: Engine) -> Held:
+        """What ``engine`` runs now."""
+        return cls(engine_codes(engine), engine_out_bias(engine))
+
+
 def load_codes(engine: Engine, codes: dict[int, Codes]) -> None:
     """Swap ``codes`` (bits -> every layer's) into ``engine``: the layers that differ."""
     for b, qs in codes.items():
@@ -59,12 +82,14 @@ def load_codes(engine: Engine, codes: dict[int, Codes]) -> None:
 class DomainParams:
     """One domain's statistics correction at every bit-width: input normalization and
     every hidden layer's bias and requantization multiplier (complete, not a change),
-    and the domain's own integer weights (``codes``; empty: the engine's latest ones)."""
+    and the domain's own integer weights (``codes``) and last-layer int32 bias
+    (``out_bias``; empty: the engine's latest ones)."""
 
     mean: dict[int, np.ndarray]  # bits -> (C,) float32
     std: dict[int, np.ndarray]
     layers: dict[int, dict[int, Layer]]  # bits -> hidden layer -> (bias, m0, shift)
     codes: dict[int, Codes] = field(default_factory=dict)  # bits -> every layer's codes
+    out_bias: dict[int, np.ndarray] = field(default_factory=dict)  # bits -> (K,) int32
 
     @classmethod
     def of_engine(cls, engine: Engine, hidden: list[int]) -> DomainParams:
@@ -73,7 +98,7 @@ class DomainParams:
         for b in engine.available_bits:
             mean[b], std[b] = engine.normalization(b)
             layers[b] = {i: (engine.layer_bias(i, b), *engine.layer_requant(i, b)) for i in hidden}
-        return cls(mean, std, layers, engine_codes(engine))
+        return cls(mean, std, layers, engine_codes(engine), engine_out_bias(engine))
 
     @classmethod
     def of_bundle(cls, bundle: Bundle, hidden: list[int]) -> DomainParams:
@@ -92,18 +117,23 @@ class DomainParams:
             b: tuple(frozen_codes(unpack_rows(lq.packed, lq.k, lq.bits)) for lq in q.layers)
             for b, q in bundle.quant.items()
         }
-        return cls(mean, std, layers, codes)  # type: ignore[arg-type]
+        out = {b: np.asarray(q.layers[-1].bias_q, np.int32) for b, q in bundle.quant.items()}
+        return cls(mean, std, layers, codes, out)  # type: ignore[arg-type]
 
     def variant(self, engine: Engine, live: EngineState, own_weights: bool = True) -> EngineState:
         """``live`` (the engine's latest model of one bit-width) with these parameters
-        and, with ``own_weights`` (a domain that is not the live one), these weights."""
+        and, with ``own_weights`` (a domain that is not the live one), these weights and
+        last-layer bias."""
         fix = self.layers[live.bits]
         codes = self.codes.get(live.bits) if own_weights else None
+        biases = {i: v[0] for i, v in fix.items()}
+        if own_weights and live.bits in self.out_bias:
+            biases[len(live.codes) - 1] = self.out_bias[live.bits]
         return engine.variant(
             live if codes is None else with_codes(live, codes),
             self.mean[live.bits],
             self.std[live.bits],
-            {i: v[0] for i, v in fix.items()},
+            biases,
             {i: (v[1], v[2]) for i, v in fix.items()},
         )
 

@@ -6,10 +6,10 @@ model adapted to a drifted domain is worse on the training domain. The bank keep
 training domain's parameters next to each kept correction, so that each sample can be
 routed to the domain its inputs look like (:mod:`edge_agent.calibrate.routed`). Domains
 differ by their statistics correction (input normalization, hidden biases,
-requantization multipliers) and by the flips kept while each was the *live* one (the
-domain the engine runs): the live domain runs the engine's latest weights, every other
-domain the weights it had when it stopped being live. The maths: ``docs/method.md``
-section 5, "Domain routing".
+requantization multipliers) and by the flips and the label correction kept while each was
+the *live* one (the domain the engine runs): the live domain runs the engine's latest
+weights and last-layer bias, every other domain those it had when it stopped being
+live. The maths: ``docs/method.md`` section 5, "Domain routing".
 
 - :class:`Signature`: a mixture of diagonal Gaussians over the per-sample features of
   :func:`edge_agent.calibrate.drift_reference.sample_features` (per channel: mean, log std,
@@ -18,7 +18,7 @@ section 5, "Domain routing".
   anchors for a bundle without one); an adapted domain's is fitted on the stream window
   its correction was proposed on, one component per class the corrected model predicts.
 - :class:`DomainParams` (:mod:`edge_agent.calibrate.domain_params`): one domain's
-  parameters and weights at every bit-width.
+  parameters, weights and last-layer bias at every bit-width.
 - :class:`DomainBank`: the base domain plus at most ``capacity`` adapted ones (least
   recently used evicted); immutable (a change makes a new bank, swapped as one
   reference), saved in the calibrated bundle's extras (``domains/*``).
@@ -36,7 +36,7 @@ from functools import cached_property
 import numpy as np
 
 from edge_agent.bundle import Bundle, LayerQuant
-from edge_agent.calibrate.domain_params import Codes, DomainParams, Layer
+from edge_agent.calibrate.domain_params import Codes, DomainParams, Held, Layer
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.engine.state import frozen_codes
 from kernels.plan.packing import qrange
@@ -203,32 +203,36 @@ class DomainBank:
         self,
         domain: Domain,
         used: Mapping[str, int] | None = None,
-        live_codes: Mapping[int, Codes] | None = None,
+        held: Held | None = None,
+        replace: str | None = None,
     ) -> DomainBank:
         """The bank with ``domain`` added and live; the domain live until now keeps
-        ``live_codes`` (the weights it ran: the engine's) as its own. Past ``capacity``
-        the adapted domain that was routed to least recently (``used``: name -> tick of
-        its last routed sample; one never routed to counts from when it was made) goes."""
-        rest = list(self.snapshot(live_codes).domains[1:])
+        ``held`` (the weights and last-layer bias it ran: the engine's) as its own, or
+        goes if it is ``replace``. Past ``capacity`` the adapted domain that was routed to
+        least recently (``used``: name -> tick of its last routed sample; one never
+        routed to counts from when it was made) goes."""
+        rest = [d for d in self.snapshot(held).domains[1:] if d.name != replace]
         while len(rest) >= self.capacity:
             last = used or {}
             old = min(rest, key=lambda d: (last.get(d.name, -1), d.made_at))
             log.info("domain bank full: %s (made at sample %d) evicted", old.name, old.made_at)
             rest.remove(old)
-        base = self.snapshot(live_codes).base
+        base = self.snapshot(held).base
         return DomainBank((base, *rest, domain), self.capacity, self.made + 1, domain.name)
 
-    def go_live(self, name: str, live_codes: Mapping[int, Codes] | None) -> DomainBank:
+    def go_live(self, name: str, held: Held | None) -> DomainBank:
         """The bank with domain ``name`` live again; the domain live until now keeps
-        ``live_codes`` as its own weights."""
-        return dataclasses.replace(self.snapshot(live_codes), live=name)
+        ``held`` as its own weights and last-layer bias."""
+        return dataclasses.replace(self.snapshot(held), live=name)
 
-    def snapshot(self, live_codes: Mapping[int, Codes] | None) -> DomainBank:
-        """The live domain with ``live_codes`` as its own weights (None: as it is)."""
-        if live_codes is None:
+    def snapshot(self, held: Held | None) -> DomainBank:
+        """The live domain with ``held`` as its own weights and last-layer bias (None:
+        as it is)."""
+        if held is None:
             return self
+        codes, out = dict(held.codes), dict(held.out_bias)
         doms = tuple(
-            dataclasses.replace(d, params=dataclasses.replace(d.params, codes=dict(live_codes)))
+            dataclasses.replace(d, params=dataclasses.replace(d.params, codes=codes, out_bias=out))
             if d.name == self.live
             else d
             for d in self.domains
@@ -240,6 +244,7 @@ class DomainBank:
     def to_extras(self, bundle: Bundle) -> dict[str, np.ndarray]:
         """The bank as extras of ``bundle`` (``domains/*``, with the model's fingerprint)."""
         out: dict[str, np.ndarray] = {PREFIX + "made": np.array([self.made, self.capacity])}
+        out[PREFIX + "live"] = np.frombuffer(self.live.encode(), np.uint8).copy()
         out[PREFIX + "model"] = fingerprint(bundle)
         for j, d in enumerate(self.domains):
             p = f"{PREFIX}{j}/"
@@ -254,6 +259,8 @@ class DomainBank:
                     out[f"{p}{b}/{i}"] = np.stack([bias, m0, shift]).astype(np.int32)
                 for i, q in enumerate(d.params.codes.get(b, ())):
                     out[f"{p}{b}/q{i}"] = np.asarray(q, np.int8)
+                if b in d.params.out_bias:
+                    out[f"{p}{b}/out"] = np.asarray(d.params.out_bias[b], np.int32)
         return out
 
     @classmethod
@@ -276,7 +283,13 @@ class DomainBank:
             j += 1
         if not domains or domains[0].name != "base" or len(domains) > int(head[1]) + 1:
             raise ValueError(f"domain bank has {len(domains)} domains, base first expected")
-        return cls(tuple(domains), int(head[1]), int(head[0]))
+        raw = ex.get(PREFIX + "live")  # a bank saved before it named its live one: base
+        live = (
+            "base" if raw is None else bytes(np.asarray(raw, np.uint8)).decode("ascii", "replace")
+        )
+        if live not in {d.name for d in domains}:
+            raise ValueError(f"domain bank's live domain {live!r} is not in it")
+        return cls(tuple(domains), int(head[1]), int(head[0]), live)
 
     def status(self, routed: Mapping[str, int]) -> list[dict[str, object]]:
         """One line per domain for ``status``: name, where it was made, samples routed."""
@@ -299,6 +312,7 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         std: dict[int, np.ndarray] = {}
         layers: dict[int, dict[int, Layer]] = {}
         codes: dict[int, Codes] = {}
+        out_bias: dict[int, np.ndarray] = {}
         c = bundle.input_shape[0]
         for b, quant in bundle.quant.items():
             norm = np.asarray(ex[f"{p}{b}/norm"], np.float32)
@@ -316,10 +330,12 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
                 codes[b] = tuple(
                     _codes(ex[f"{p}{b}/q{i}"], lq, b) for i, lq in enumerate(quant.layers)
                 )
+            if f"{p}{b}/out" in ex:  # its own last-layer bias (a bank saved before: shared)
+                out_bias[b] = _out_bias(ex[f"{p}{b}/out"], quant.layers[-1].out_features, b)
     except (KeyError, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"domain {p!r} incomplete: {exc}") from None
     sig.check(features)
-    return Domain(name, sig, DomainParams(mean, std, layers, codes), made_at, typical)
+    return Domain(name, sig, DomainParams(mean, std, layers, codes, out_bias), made_at, typical)
 
 
 def _codes(arr: np.ndarray, lq: LayerQuant, bits: int) -> np.ndarray:
@@ -333,6 +349,14 @@ def _codes(arr: np.ndarray, lq: LayerQuant, bits: int) -> np.ndarray:
     if q.size and (int(q.min()) < lo or int(q.max()) > hi):
         raise ValueError(f"{bits}-bit weights outside the {lq.bits}-bit range")
     return frozen_codes(q)
+
+
+def _out_bias(arr: np.ndarray, classes: int, bits: int) -> np.ndarray:
+    """A saved domain's last-layer bias, checked against the bundle's last layer."""
+    b = np.asarray(arr)
+    if b.shape != (classes,) or b.dtype != np.int32:
+        raise ValueError(f"{bits}-bit last-layer bias {b.shape} {b.dtype}, ({classes},) int32")
+    return b.copy()
 
 
 def fingerprint(bundle: Bundle) -> np.ndarray:

@@ -42,11 +42,17 @@ class LabelSteps:
         def _count(self, name: str, n: int = 1) -> None: ...
 
     def _label_round(self, engine: Engine, job: Job) -> RoundResult:
-        """One label round on ``job.recent`` (the latest labelled samples, distinct)."""
+        """One label round on ``job.recent`` (the latest labelled samples, distinct), those
+        of them routed to the live domain: the correction is the live domain's alone, and
+        a window that spans a change (a return to the training domain after a drift) must
+        not fit the new domain's offsets on the old one's samples."""
         t0 = time.thread_time()
         X, y = job.recent if job.recent is not None else (np.zeros(0), np.zeros(0, np.int64))
         if len(y):
             X, y = distinct(X, y)
+        if len(y) and self.routing is not None:
+            live = self.routing.on_live(X)
+            X, y = X[live], y[live]
         current = label_rung.steps_of(self.bundle)
         if len(y) >= self.label_cfg.min_labelled:
             verdict, fix = label_rung.propose(engine, self.bundle, current, X, y, self.label_cfg)

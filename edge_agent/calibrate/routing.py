@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle import INPUT_CORRECTED, Bundle
-from edge_agent.calibrate.domain_params import engine_codes
+from edge_agent.calibrate.domain_params import Held
 from edge_agent.calibrate.domains import (
+    PREFIX,
     Domain,
     DomainBank,
     DomainParams,
@@ -44,6 +45,8 @@ class DomainRouting:
     ) -> None:
         self.hidden = hidden
         self.tally = Tally()
+        # the live domain if a flip round made it (:meth:`fork`): a correction supersedes it
+        self.forked: str | None = None
         self._predictors: dict[tuple[int, bool], RoutedPredictor] = {}
         self.bank: DomainBank | None = None
         try:
@@ -54,8 +57,10 @@ class DomainRouting:
             count("domain_bank_errors", 1)
             log.error("saved domain bank unusable (%s): routing starts from the base domain", exc)
         if self.bank is not None:
-            own = DomainParams.of_bundle(bundle, hidden)  # the bundle runs the live one
-            live = next((d.name for d in self.bank.domains if d.params.same(own)), "base")
+            live = self.bank.live
+            if PREFIX + "live" not in bundle.extras:  # saved before it named the live one
+                own = DomainParams.of_bundle(bundle, hidden)  # the bundle runs the live one
+                live = next((d.name for d in self.bank.domains if d.params.same(own)), "base")
             self.bank = dataclasses.replace(self.bank, capacity=capacity, live=live)
             self.reason = f"restored: {len(self.bank.domains)} domains"
             log.info("domain routing: bank %s", self.reason)
@@ -90,6 +95,15 @@ class DomainRouting:
         p.bank = self.bank  # one reference: a predict call reads it once per batch
         return p
 
+    def on_live(self, X: np.ndarray) -> np.ndarray:
+        """Mask (N,) of the samples ``X`` (as the model takes them) that the bank routes
+        to the live domain (every one while it holds the base domain alone)."""
+        bank = self.bank
+        if bank is None or len(bank.domains) == 1:
+            return np.ones(len(X), bool)
+        live = next(j for j, d in enumerate(bank.domains) if d.name == bank.live)
+        return bank.route(sample_features(X)) == live
+
     def candidate(
         self, engine: Engine, scratch: Engine, X: np.ndarray, at: int
     ) -> Callable[[np.ndarray], np.ndarray]:
@@ -102,18 +116,36 @@ class DomainRouting:
         def logits(x: np.ndarray) -> np.ndarray:
             params = DomainParams.of_engine(scratch, self.hidden)
             dom = bank.adapted(X, scratch.predict_classes(X), params, at)
-            added = bank.add(dom, self.tally.last, engine_codes(engine))
+            added = bank.add(dom, self.tally.last, Held.of_engine(engine), self._superseded())
             return RoutedPredictor(engine, added).predict_logits(x)
 
         return logits
 
     def keep(self, engine: Engine, X: np.ndarray, at: int) -> None:
         """A correction was kept (now ``engine``'s parameters): its domain joins the bank
-        as the live one; the domain live until now keeps the weights it ran."""
+        as the live one; the domain live until now keeps the weights and last-layer bias
+        it ran (a domain flips alone made for the same drift goes: :meth:`fork`)."""
+        self._add(engine, X, at, Held.of_engine(engine), self._superseded())
+        self.forked = None
+
+    def fork(self, engine: Engine, X: np.ndarray, at: int, held: Held) -> None:
+        """A flip round was kept while the training domain was live (after a drift alarm,
+        no correction kept): its weights (now ``engine``'s) become a domain of their own,
+        its signature from the chunk ``X`` the round ran after, and the training domain
+        keeps ``held``, the weights it ran before the round: flips fitted to a drift must
+        not change what the samples routed to the training domain get."""
+        self._add(engine, X, at, held, None)
+        self.forked = self.live
+
+    def _superseded(self) -> str | None:
+        """The live domain if flips alone made it (a kept correction replaces it)."""
+        return self.forked if self.forked == self.live else None
+
+    def _add(self, engine: Engine, X: np.ndarray, at: int, held: Held, replace: str | None) -> None:
         assert self.bank is not None
         params = DomainParams.of_engine(engine, self.hidden)
         dom = self.bank.adapted(X, engine.predict_classes(X), params, at)
-        self.bank = self.bank.add(dom, self.tally.last, engine_codes(engine))
+        self.bank = self.bank.add(dom, self.tally.last, held, replace)
         log.info("domain routing: %s added (%d domains)", dom.name, len(self.bank.domains))
 
     def returning(self, X: np.ndarray, share: float) -> tuple[Domain, float] | None:
@@ -129,9 +161,9 @@ class DomainRouting:
 
     def returned(self, domain: Domain, engine: Engine) -> None:
         """The engine is about to run ``domain``'s correction and weights again; the
-        domain live until now keeps the weights ``engine`` runs."""
+        domain live until now keeps the weights and last-layer bias ``engine`` runs."""
         assert self.bank is not None
-        self.bank = self.bank.go_live(domain.name, engine_codes(engine))
+        self.bank = self.bank.go_live(domain.name, Held.of_engine(engine))
         log.info("domain routing: back to %s", domain.name)
 
     def saved(self, bundle: Bundle) -> Bundle:
