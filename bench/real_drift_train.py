@@ -19,6 +19,7 @@ from edge_agent.bundle import Bundle, acc_std_key
 from edge_agent.bundle_io import load_bundle, save_bundle
 from edge_agent.calibrate.drift_reference import OutputReference
 from edge_agent.calibrate.stats_rung import with_statistics
+from edge_agent.calibrate.stats_signs import EXTRA_CORR
 from edge_agent.data.datasets import Dataset
 from edge_agent.training.arch import default_spec
 from edge_agent.training.export import build_bundle
@@ -61,10 +62,11 @@ def _key(split: DriftSplit, seed: int, bits: list[int]) -> str:
 
 def _has_statistics(bundle: Bundle) -> bool:
     """Whether the bundle records every statistic the current agent uses (the spreads of
-    the hidden accumulators and the output score's level)."""
+    the hidden accumulators, the output score's level, the input channel correlations)."""
     return (
         all(acc_std_key(b, 0) in bundle.extras for b in bundle.quant)
         and OutputReference.from_extras(bundle.extras) is not None
+        and EXTRA_CORR in bundle.extras
     )
 
 

@@ -191,8 +191,9 @@ def validate(b: Bundle) -> None:
     channels = b.input_shape[0]
     if b.norm_mean.shape != (channels,) or b.norm_std.shape != (channels,):
         raise BundleError(f"normalization stats must have shape ({channels},)")
-    if not (np.all(np.isfinite(b.norm_std)) and np.all(b.norm_std > 0)):
-        raise BundleError("normalization std must be finite and positive")
+    if not (np.all(np.isfinite(b.norm_std)) and np.all(b.norm_std != 0)):
+        # negative: a channel the statistics rung flipped (stats_signs)
+        raise BundleError("normalization std must be finite and non-zero")
     if len(b.label_names) != b.num_classes:
         raise BundleError(f"{len(b.label_names)} label names for {b.num_classes} classes")
     if b.default_bits not in b.quant:

@@ -130,7 +130,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(basicmotions_bundle: Path, tmp_
     target = tmp_path / "m.eab"
     target.write_bytes(b"old")
     b.norm_std = np.zeros_like(b.norm_std)  # invalid: save must refuse before touching the file
-    with pytest.raises(BundleError, match="std must be finite and positive"):
+    with pytest.raises(BundleError, match="std must be finite and non-zero"):
         save_bundle(b, target)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["m.eab"]

@@ -28,6 +28,7 @@ from edge_agent.calibrate.flip_round import (
     apply_flips,
     greedy_proposer,
     random_proposer,
+    recent_gain,
     select_flips,
 )
 from edge_agent.data import load_dataset
@@ -279,6 +280,42 @@ def test_with_nothing_unseen_only_a_lenient_round_is_kept_on_a_recent_gain(
     strict = round_(False)
     assert not strict.decision.accepted and "wins 0, loses 0" in strict.decision.reason
     assert round_(True).decision.accepted
+
+
+def test_a_lenient_round_that_costs_the_anchors_confidence_is_not_kept(
+    basicmotions_bundle: Path,
+) -> None:
+    """Nothing unseen, the drift's labelled samples gain (0.25 -> 1.0), held-out plus
+    anchor soft accuracy higher, but the anchors lose confidence (one of class 1 among
+    class 0, anchor tolerance 1): the round fits the replay; kept before
+    :func:`recent_gain` (issue 17, bench/results/recover.md)."""
+    bundle = load_bundle(basicmotions_bundle)
+    ds = load_dataset("basicmotions")
+    y = np.zeros_like(ds.y_train)  # the buffer and the drift's labels pull towards class 0
+    calib = BitFlipCalibrator(bundle, greedy_proposer(), FlipConfig(0.3, 8, anchor_tolerance=1.0))
+    pick = np.concatenate([np.flatnonzero(ds.y_test == 0), np.flatnonzero(ds.y_test != 0)[:1]])
+    calib.anchor_X, calib.anchor_y = ds.X_test[pick], ds.y_test[pick]
+    engine = Engine(bundle, bits=4)
+    result = calib.run_round(
+        engine,
+        ds.X_train,
+        y,
+        1,
+        recent=(ds.X_train, y),
+        unseen=(ds.X_train[:0], y[:0]),
+        lenient=True,
+    )
+    assert not result.decision.accepted and "wins 0, loses 0" in result.decision.reason
+    assert engine.model_version == bundle.model_version
+
+
+def test_recent_gain_needs_a_strict_rise_and_calm_anchors() -> None:
+    y = np.array([0, 1])
+    sure, unsure = np.array([[4.0, 0.0], [0.0, 4.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert recent_gain([0.5, 0.75], (unsure, sure, y))
+    assert not recent_gain([0.5, 0.5], (unsure, sure, y))  # a tie is no gain
+    assert not recent_gain([0.5, 0.75], (sure, unsure, y))  # the anchors lost confidence
+    assert recent_gain([0.5, 0.75], (sure[:0], sure[:0], y[:0]))  # no anchors: no veto
 
 
 def test_recent_guard_withdraws_only_a_loss_beyond_the_tolerance() -> None:

@@ -239,12 +239,11 @@ def test_shipped_bundle_without_spreads_takes_them_from_its_anchors(shipped: Bun
     assert stats is not None and stats.acc_std is not None and "anchors" in why
 
 
-def test_a_kept_correction_holds_at_every_bit_width_and_after_a_restart(bundle: Bundle) -> None:
-    """The correction lives in one place: after a kept statistics round at 4 bits, the
-    live engine at every bit-width equals an engine built from the bundle the agent would
-    save (a restart), and the 8- and 2-bit models are corrected too."""
+def _rung_alone(bundle: Bundle, drift: str) -> tuple[CalibrationController, Engine]:
+    """The controller (statistics rung, no flip rounds) and 4-bit engine after 200 drifted
+    BasicMotions test samples, half of them labelled; its one correction kept."""
     ds = load_dataset("basicmotions")
-    X = Drift.parse("gain:0.3@0").apply_stream(ds.X_test[np.arange(200) % len(ds.X_test)])
+    X = Drift.parse(drift).apply_stream(ds.X_test[np.arange(200) % len(ds.X_test)])
     y = ds.y_test[np.arange(200) % len(ds.y_test)]
     ctl = CalibrationController(bundle, CalibrationConfig(episode_rounds=0))
     eng = Engine(bundle, bits=4)
@@ -253,6 +252,15 @@ def test_a_kept_correction_holds_at_every_bit_width_and_after_a_restart(bundle: 
         while ctl.due():
             ctl.run(eng)
     assert ctl.counts["stats_rounds_kept"] == 1, dict(ctl.counts)
+    return ctl, eng
+
+
+def test_a_kept_correction_holds_at_every_bit_width_and_after_a_restart(bundle: Bundle) -> None:
+    """The correction lives in one place: after a kept statistics round at 4 bits, the
+    live engine at every bit-width equals an engine built from the bundle the agent would
+    save (a restart), and the 8- and 2-bit models are corrected too."""
+    ds = load_dataset("basicmotions")
+    ctl, eng = _rung_alone(bundle, "gain:0.3@0")
     saved = ctl.bundle.with_codes(eng.bits, eng.codes())
     held = Drift.parse("gain:0.3@0").apply_stream(ds.X_test)
     for bits in (8, 4, 2):
@@ -261,3 +269,21 @@ def test_a_kept_correction_holds_at_every_bit_width_and_after_a_restart(bundle: 
         np.testing.assert_array_equal(live, Engine(saved, bits=bits).predict_logits(held))
         shipped = float((Engine(bundle, bits=bits).predict(held)[0] == ds.y_test).mean())
         assert float((live.argmax(axis=1) == ds.y_test).mean()) > shipped + 0.3, bits
+
+
+def test_the_anchors_read_a_dead_channel_as_the_dead_sensor_does(bundle: Bundle) -> None:
+    """After a kept correction for a dead channel, the flip rounds' anchors read what the
+    dead sensor reads there (the corrected model sees the training mean, as on the
+    stream), and elsewhere what the training normalization gave them. With their own
+    values there (scaled a hundredfold by the correction) they looked drifted, and flip
+    rounds fitted them."""
+    ctl, eng = _rung_alone(bundle, "dropout:0.34@0")
+    anchors, mean, std = ctl.calibrator.anchor_X, *eng.normalization()
+    assert ctl.train_stats is not None
+    dead = sr.dead_channels(ctl.train_stats, std)
+    assert dead.tolist() == [True, True, False, False, False, False]
+    np.testing.assert_allclose(anchors[:, dead], 0.0, atol=1e-5)
+    live = (anchors[:, ~dead] - mean[~dead, None]) / std[~dead, None]
+    x = np.asarray(bundle.extras["qcore_X"], np.float32)[:, ~dead]
+    want = (x - bundle.norm_mean[~dead, None]) / bundle.norm_std[~dead, None]
+    np.testing.assert_allclose(live, want, atol=1e-4)

@@ -316,7 +316,7 @@ def _domain(bundle: Bundle, p: str, hidden: list[int], features: int) -> Domain:
         c = bundle.input_shape[0]
         for b, quant in bundle.quant.items():
             norm = np.asarray(ex[f"{p}{b}/norm"], np.float32)
-            if norm.shape != (2, c) or not (np.isfinite(norm).all() and (norm[1] > 0).all()):
+            if norm.shape != (2, c) or not (np.isfinite(norm).all() and (norm[1] != 0).all()):
                 raise ValueError(f"{b}-bit normalization {norm.shape} unusable")
             mean[b], std[b] = norm[0].copy(), norm[1].copy()
             layers[b] = {}

@@ -8,7 +8,8 @@ samples, compared with those the bundle records from training, it corrects
     divides by before the input quantizer (float32, as the engine and
     :mod:`edge_agent.reference` compute), so that the stream's normalized samples have the
     training data's mean and standard deviation again (an offset or gain drift of a
-    sensor is undone exactly);
+    sensor is undone exactly), with a negative scale for a channel whose sign flipped
+    (:mod:`edge_agent.calibrate.stats_signs`: a watch on the other wrist);
 (b) every hidden conv/linear layer, per output channel, shift AND scale of its int32
     accumulators (pre-activation, before requantization): layer by layer, with the
     corrections of the layers before it in place, the scale ratio
@@ -30,8 +31,9 @@ Public API (``bench/real_drift.py`` uses it as a method):
 - :func:`record_statistics` ``(bundle, X, y=None)``: the extras a bundle records from its
   training samples ``X`` (as the model takes them): input mean/std per channel
   (``stats/input``), the mean and standard deviation of every channel's accumulators of
-  every hidden layer at every bit-width (``stats/<bits>/acc_mean|acc_std/<layer>``), and
-  the drift signal's references (:mod:`edge_agent.calibrate.drift_signal`).
+  every hidden layer at every bit-width (``stats/<bits>/acc_mean|acc_std/<layer>``), the
+  input channel correlations (``stats/input_corr``), and the drift signal's references
+  (:mod:`edge_agent.calibrate.drift_signal`).
   :func:`with_statistics` adds them.
 - :func:`statistics_of` ``(bundle)``: the recorded :class:`Statistics`, else statistics
   computed on the device from the bundle's QCore anchors (``source == "anchors"``), else
@@ -57,6 +59,7 @@ from edge_agent.bundle import INPUT_CORRECTED, WEIGHTED_OPS, Bundle, acc_mean_ke
 from edge_agent.bundle import STATS_INPUT as EXTRA_INPUT
 from edge_agent.calibrate.drift_reference import DriftReference, OutputReference
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
+from edge_agent.calibrate.stats_signs import EXTRA_CORR, channel_rows, channel_signs, input_corr
 from edge_agent.engine.engine import Engine
 from edge_agent.engine.reference import layer_patches
 from kernels.plan.fixedpoint import quantize_multipliers
@@ -81,6 +84,7 @@ class Statistics:
     acc_mean: dict[int, list[np.ndarray]]  # bits -> per hidden layer (O,) float64
     acc_std: dict[int, list[np.ndarray]] | None  # the same, spreads (None: shift only)
     source: str  # "bundle" or "anchors"
+    in_corr: np.ndarray | None = None  # (C, C) input channel correlations (None: no signs)
 
     @property
     def target(self) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +141,7 @@ class Moments:
 
 def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation (float64) over samples and positions."""
-    a = np.asarray(X, np.float64)
-    a = np.moveaxis(a.reshape(a.shape[0], a.shape[1], -1), 1, 0).reshape(a.shape[1], -1)
+    a = channel_rows(X)
     return a.mean(axis=1), a.std(axis=1)
 
 
@@ -185,7 +188,8 @@ def record_statistics(
     out = {
         EXTRA_INPUT: np.stack(
             [bundle.norm_mean.astype(np.float64), bundle.norm_std.astype(np.float64), mean, std]
-        )
+        ),
+        EXTRA_CORR: input_corr(X),
     }
     layers = hidden_layers(bundle)
     for bits in bundle.quant:
@@ -234,7 +238,11 @@ def _from_extras(bundle: Bundle, extras: dict[str, np.ndarray], source: str) -> 
     rows = np.asarray(inp, np.float64)
     if not (np.all(np.isfinite(rows)) and np.all(rows[1] > 0)):
         return None
-    return Statistics(rows[0], rows[1], rows[2], rows[3], acc, spread, source)
+    # signs only from training data: the anchors are the hard samples (their correlations
+    # flipped a wrong watch_side channel)
+    got = extras.get(EXTRA_CORR) if source == "bundle" else None
+    corr = None if got is None or np.shape(got) != (c, c) else np.asarray(got, np.float64)
+    return Statistics(rows[0], rows[1], rows[2], rows[3], acc, spread, source, corr)
 
 
 def statistics_of(bundle: Bundle) -> tuple[Statistics | None, str]:
@@ -305,6 +313,12 @@ def _propose_bits(
     return fixes, moved
 
 
+def dead_channels(stats: Statistics, std: np.ndarray) -> np.ndarray:
+    """(C,) bool: the channels an input scale ``std`` of :func:`propose` treats as dead
+    (the stream's spread was at the floor, a hundredth of the training spread)."""
+    return np.abs(std) <= _MIN_RATIO * stats.norm_std * (1 + 1e-3)
+
+
 def propose(scratch: Engine, bundle: Bundle, stats: Statistics, X: np.ndarray) -> Correction:
     """The correction of every bit-width of ``scratch`` from stream samples ``X``; applied
     to ``scratch`` on return, its active bit-width unchanged (its other parameters are
@@ -312,7 +326,13 @@ def propose(scratch: Engine, bundle: Bundle, stats: Statistics, X: np.ndarray) -
     mu_n, sd_n = stats.target
     m_s, sd_s = channel_stats(X)
     floor = _MIN_RATIO * stats.in_std  # a dead channel must not divide by ~0
-    std = (np.maximum(sd_s, floor) / sd_n).astype(np.float32)
+    # a negative scale turns a channel worn the other way round back (stats_signs)
+    sign = (
+        1.0
+        if stats.in_corr is None
+        else channel_signs(stats.in_corr, stats.in_mean, stats.in_std, X)
+    )
+    std = (sign * np.maximum(sd_s, floor) / sd_n).astype(np.float32)
     mean = (m_s - mu_n * std).astype(np.float32)
     active = scratch.bits
     layers: dict[int, dict[int, LayerFix]] = {}

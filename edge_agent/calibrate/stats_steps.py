@@ -112,12 +112,19 @@ class StatsSteps:
     def _anchors_for(self, corr: stats_rung.Correction) -> np.ndarray:
         """The bundle's anchors moved into the corrected input domain: the corrected
         normalization gives them exactly what the training normalization gave them, so
-        they still show the flip rounds what each class looked like before the drift."""
+        they still show the flip rounds what each class looked like before the drift;
+        except in a dead channel, where they read what the dead sensor reads (the
+        corrected model sees its training mean there, as on the stream). With their own
+        values there, which the correction scales up a hundredfold, the anchors looked
+        drifted and a flip round fitted them (watch_side dead channel: held-out 53.6
+        after the replay, 69.6 with them dead: ``bench/results/recover.md``)."""
         assert self.train_stats is not None
         X = np.asarray(self.bundle.extras.get(EXTRA_X, self.calibrator.anchor_X), np.float32)
         shape = (1, -1, *(1,) * (X.ndim - 2))
         st = self.train_stats
         z = (X - st.norm_mean.reshape(shape)) / st.norm_std.reshape(shape)
+        dead = stats_rung.dead_channels(st, corr.std).reshape(shape)
+        z = np.where(dead, st.target[0].reshape(shape), z)
         return (z * corr.std.reshape(shape) + corr.mean.reshape(shape)).astype(np.float32)
 
     def _corrected(self, corr: stats_rung.Correction, engine: Engine | None = None) -> Bundle:

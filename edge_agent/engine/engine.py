@@ -355,9 +355,9 @@ class Engine:
             if (
                 m.shape != model.mean.shape
                 or s.shape != model.std.shape
-                or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s > 0))
-            ):
-                raise ValueError(f"normalization must be finite, shape {model.mean.shape}, std > 0")
+                or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.all(s != 0))
+            ):  # a negative std flips a channel (the statistics rung's signs)
+                raise ValueError(f"normalization must be finite, shape {model.mean.shape}, std!=0")
             model = dataclasses.replace(model, mean=m, std=s)
             h.update(m.tobytes() + s.tobytes())
         if biases:
