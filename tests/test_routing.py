@@ -17,7 +17,14 @@ from edge_agent.bundle_io import from_bytes, load_bundle, to_bytes
 from edge_agent.calibrate import label_rung as lr
 from edge_agent.calibrate import stats_rung as sr
 from edge_agent.calibrate.controller import CalibrationConfig, CalibrationController
-from edge_agent.calibrate.domains import PREFIX, DomainBank, DomainParams, base_domain
+from edge_agent.calibrate.domains import (
+    PREFIX,
+    Domain,
+    DomainBank,
+    DomainParams,
+    Signature,
+    base_domain,
+)
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.routed import RoutedPredictor, model_version
 from edge_agent.calibrate.schedule import Job
@@ -226,6 +233,27 @@ def test_a_window_belongs_to_a_held_domain_only_when_it_is_as_likely_as_its_own(
     assert again is not None and [d.typical for d in again.domains] == [
         d.typical for d in bank.domains
     ]
+
+
+def test_a_row_typical_of_the_base_only_stays_there(bundle: Bundle) -> None:
+    """A tight adapted domain wins by likelihood rows near its centre that none of its
+    own samples looked like; those the training domain finds typical stay there."""
+    params = DomainParams.of_bundle(bundle, sr.hidden_layers(bundle))
+    rng = np.random.default_rng(0)
+    f = 3 * bundle.input_shape[0]
+
+    def domain(name: str, mean: float, std: float) -> Domain:
+        sig = Signature(np.full((1, f), mean), np.full((1, f), std), np.zeros(1))
+        return Domain(name, sig, params, typical=sig.typical(rng.normal(mean, std, (500, f))))
+
+    bank = DomainBank((domain("base", 0.0, 1.0), domain("d1", 0.5, 0.1)))
+    near, off = np.full((1, f), 0.52), np.full((1, f), 0.65)  # off: atypical of d1
+    base, d1 = (d.signature.score(off)[0] for d in bank.domains)
+    assert d1 > base >= bank.base.typical and d1 < bank.domains[1].typical
+    assert bank.route(near).tolist() == [1] and bank.route(off).tolist() == [0]
+    # of an adapted domain of unknown typical likelihood, no row is typical
+    unknown = dataclasses.replace(bank.domains[1], typical=np.nan)
+    assert DomainBank((bank.base, unknown)).route(near).tolist() == [0]
 
 
 def test_a_return_to_the_training_domain_makes_it_live_again(bundle: Bundle) -> None:
