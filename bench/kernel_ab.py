@@ -85,12 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             for n in (0, 1, 64):  # 0: one NaN sample, which the kernel rejects at once
                 xs = rng.normal(size=(max(n, 1), int(np.prod(bundle.input_shape))))
                 xs = xs.astype(np.float32) if n else np.full_like(xs, np.nan, np.float32)
+                # one workspace and one output for both builds: where they lie in memory
+                # moved a build's batch-64 rate by 3% (a build against a copy of itself)
+                out = np.empty((len(xs), bundle.num_classes), np.float32)
+                work = np.empty(st.model.sizes[W_BYTES], np.uint8)
                 for name, mod in mods.items():
-                    out = np.empty((len(xs), bundle.num_classes), np.float32)
-                    outs[name, n] = out
-                    work = np.empty(st.model.sizes[W_BYTES], np.uint8)
                     call = (xs, *model_args(mod, st), out, _NO_TRACE, _NO_TRACE_AT, work)
                     fn = functools.partial(mod.run_program, *call)
+                    fn()
+                    outs[name, n] = out.copy()
                     cases[f"{name}/b{n}"] = (fn, max(n, 1))
             rates, info = interleaved(cases, args.seconds, reps=7)
             for n in (0, 1, 64):

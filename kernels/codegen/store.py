@@ -48,6 +48,8 @@ def _targets(
     i % PKH, j % PKW, i // PKH, j // PKW`` and is updated without divisions (they would
     cost more than the GEMM).
     """
+    # every field in a local: stores to ``tgt`` may alias ``emap`` for all LLVM knows, so
+    # fields read in the loop were reloaded for every row (over half of this function)
     pkh = emap[M_PKH]
     pkw = emap[M_PKW]
     ow = emap[M_OW]
@@ -55,6 +57,10 @@ def _targets(
     p_ = emap[M_P]
     poh = emap[M_POH]
     pow_ = emap[M_POW]
+    ss = emap[M_SS]
+    ph = emap[M_PH]
+    wp = emap[M_WP]
+    pw = emap[M_PW]
     s, pos, i, jj, qi, qj, pi, pj = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
     for t in range(nrows):
         if pos >= p_ or pi >= poh or pj >= pow_:
@@ -62,7 +68,7 @@ def _targets(
         elif last:
             tgt[t] = 2 * s * oc + 1
         else:
-            d = s * emap[M_SS] + ((pi + emap[M_PH]) * emap[M_WP] + pj + emap[M_PW]) * oc
+            d = s * ss + ((pi + ph) * wp + pj + pw) * oc
             tgt[t] = 2 * d + (1 if qi == 0 and qj == 0 else 0)
         pos += 1
         jj += 1
