@@ -1,6 +1,7 @@
 """A/B of two AOT kernel builds on the same bundles, interleaved in one process.
 
     python bench/kernel_ab.py OLD_AOT_DIR BUNDLE [BUNDLE ...] [--new NEW_AOT_DIR] [--seconds 3]
+                              [--bits B]
 
 ``OLD_AOT_DIR`` holds a module built from other kernel sources (e.g. ``git stash``, then
 ``python -c "from kernels.build import aot; from pathlib import Path;
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundles", type=Path, nargs="+")
     parser.add_argument("--new", type=Path)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--bits", type=int, help="weight bits (default: the bundle's widest)")
     args = parser.parse_args(argv)
 
     from bench.cputime import interleaved
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = backend.load("jit")  # only for the engine's model arguments (act offset)
         for path in args.bundles:
             bundle = load_bundle(path)
-            st = Engine(bundle, bits=max(bundle.quant), kernels=plan)._state
+            st = Engine(bundle, bits=args.bits or max(bundle.quant), kernels=plan)._state
             rng = np.random.default_rng(0)
             cases: dict[str, tuple[Callable[[], Any], int]] = {}
             outs = {}

@@ -17,10 +17,10 @@ from numba import types
 from numba.extending import intrinsic
 
 from kernels.codegen.epilogue import lane_mask, splat32
+from kernels.codegen.unpack import counted_loop
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I32 = ir.VectorType(_I32, 16)
 _INTS = (1, 2, 3, 4, 6, 7)
@@ -33,27 +33,13 @@ def _codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> None:
         context.cast(builder, args[i], sig.args[i], types.int64) for i in _INTS
     )
     start = splat32(builder, builder.trunc(init, _I32))
-    entry = builder.block
-    loop = builder.append_basic_block("colsum_loop")
-    done = builder.append_basic_block("colsum_done")
-    zero = ir.Constant(_I64, 0)
-    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
-    builder.position_at_end(loop)
-    p = builder.phi(_I64)
-    p.add_incoming(zero, entry)
-    acc = builder.phi(_V16I32)
-    acc.add_incoming(start, entry)
-    at = builder.add(off, builder.mul(p, stride))
-    row = builder.load(builder.bitcast(builder.gep(src, [at]), _V16I8.as_pointer()), align=1)
-    new = builder.add(acc, builder.zext(row, _V16I32))
-    p_next = builder.add(p, ir.Constant(_I64, 1))
-    p.add_incoming(p_next, loop)
-    acc.add_incoming(new, loop)
-    builder.cbranch(builder.icmp_signed("<", p_next, count), loop, done)
-    builder.position_at_end(done)
-    total = builder.phi(_V16I32)
-    total.add_incoming(start, entry)
-    total.add_incoming(new, loop)
+
+    def add_row(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+        at = builder.add(off, builder.mul(p, stride))
+        ptr = builder.bitcast(builder.gep(src, [at]), _V16I8.as_pointer())
+        return [builder.add(acc[0], builder.zext(builder.load(ptr, align=1), _V16I32))]
+
+    (total,) = counted_loop(builder, count, [start], add_row, "colsum")
     ptr = builder.bitcast(builder.gep(dst, [d]), _V16I32.as_pointer())
     old = builder.load(ptr, align=1)
     builder.store(builder.select(lane_mask(builder, n), total, old), ptr, align=1)

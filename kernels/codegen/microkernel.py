@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from kernels.codegen import madd
 from kernels.codegen.isa import ACTIVE_ISA
-from kernels.codegen.unpack import chunk_tiles, row_pointers
+from kernels.codegen.unpack import chunk_tiles, counted_loop, row_pointers
 from kernels.plan.layout import CHUNK
 from kernels.plan.targets import ISAS, SIGNED_ACTIVATIONS
 
@@ -123,44 +123,6 @@ def _dot_chunk(
     return new
 
 
-def _loop(
-    builder: ir.IRBuilder,
-    count: ir.Value,
-    init: list[ir.Value],
-    body: Any,
-    name: str,
-) -> list[ir.Value]:
-    """``for m in range(count): vals = body(m, vals)`` (none if ``count <= 0``); the last."""
-    entry = builder.block
-    loop = builder.append_basic_block(f"{name}_loop")
-    done = builder.append_basic_block(f"{name}_done")
-    zero = ir.Constant(_I64, 0)
-    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
-    builder.position_at_end(loop)
-    m = builder.phi(_I64)
-    m.add_incoming(zero, entry)
-    phis = []
-    for v in init:
-        phi = builder.phi(v.type)
-        phi.add_incoming(v, entry)
-        phis.append(phi)
-    new = body(m, list(phis))
-    m_next = builder.add(m, ir.Constant(_I64, 1))
-    last = builder.block
-    m.add_incoming(m_next, last)
-    for phi, val in zip(phis, new, strict=True):
-        phi.add_incoming(val, last)
-    builder.cbranch(builder.icmp_signed("<", m_next, count), loop, done)
-    builder.position_at_end(done)
-    outs = []
-    for v, val in zip(init, new, strict=True):
-        out = builder.phi(v.type)
-        out.add_incoming(v, entry)
-        out.add_incoming(val, last)
-        outs.append(out)
-    return outs
-
-
 def accumulate(
     builder: ir.IRBuilder,
     a_ptr: ir.Value,
@@ -204,16 +166,16 @@ def accumulate(
         return accs
 
     if sets == 1:
-        return _loop(builder, nchunks, [zero] * n, step, "mk")
+        return counted_loop(builder, nchunks, [zero] * n, step, "mk")
     full = builder.sdiv(nchunks, ir.Constant(_I64, sets))
-    accs = _loop(builder, full, [zero] * (n * sets), step, "mk")
+    accs = counted_loop(builder, full, [zero] * (n * sets), step, "mk")
     start = builder.mul(full, ir.Constant(_I64, sets))
 
     def tail(m: ir.Value, first: list[ir.Value]) -> list[ir.Value]:
         i = builder.add(start, m)
         return _dot_chunk(builder, i, row_ptrs, w_bases, first, bits, isa)
 
-    sums = _loop(builder, builder.sub(nchunks, start), accs[:n], tail, "mk_tail")
+    sums = counted_loop(builder, builder.sub(nchunks, start), accs[:n], tail, "mk_tail")
     for u in range(1, sets):
         sums = [builder.add(a, b) for a, b in zip(sums, accs[u * n : (u + 1) * n], strict=True)]
     return sums
