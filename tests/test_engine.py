@@ -353,6 +353,32 @@ def test_views_and_workspaces(engines: dict[str, tuple[Bundle, Engine]]) -> None
     np.testing.assert_array_equal(out, want[:3])
 
 
+def test_weights_and_workspace_layout_on_cache_lines(
+    engines: dict[str, tuple[Bundle, Engine]],
+) -> None:
+    """Weights start on 64-byte lines, after a swap too; a workspace at any offset gives
+    the same logits (the kernel starts its layout on a line inside it)."""
+    bundle, engine = engines["sensor"]
+    engine.set_bits(8)
+    st = engine._state
+    swapped = plan_weights.replace_layers(st.model, st.weights, {0: st.codes[0]})
+    for w in (st.weights, swapped):
+        assert all(a.ctypes.data % 64 == 0 for a in (w.panel, w.bias, w.m0, w.shift))
+    x = _inputs(SENSOR, 20)
+    want = reference.forward(
+        bundle.arch["layers"], bundle.quant[8], bundle.norm_mean, bundle.norm_std, x
+    )
+    xs = np.ascontiguousarray(x.reshape(20, -1))
+    size = int(st.model.sizes[tables.W_BYTES])
+    buf = np.empty(size + 64, np.uint8)
+    empty = np.empty(0, np.uint8)
+    for off in (0, 16, 40, 63):
+        out = np.empty((20, bundle.num_classes), np.float32)
+        work = buf[off : off + size]
+        engine._kernels.run_program(xs, *st.args, out, empty, empty.view(np.int64), work)
+        np.testing.assert_array_equal(out, want)
+
+
 def test_concurrent_callers_never_share_a_workspace(kernels: backend.Kernels) -> None:
     bundle = random_bundle(SENSOR, seed=5, bits=(8,))
     engine = Engine(bundle, kernels=kernels)

@@ -63,10 +63,12 @@ def test_panel_rejects_out_of_range() -> None:
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("rows", [1, 3, 8, 13])
-def test_gemm_equals_numpy(bits: int, rows: int) -> None:
-    """Micro-kernel GEMM (all row-block sizes, odd K and O) against an int64 product."""
-    rng = np.random.default_rng(bits * 100 + rows)
-    out_ch, k = 37, 61
+@pytest.mark.parametrize("k", [61, 44, 20])
+def test_gemm_equals_numpy(bits: int, rows: int, k: int) -> None:
+    """Micro-kernel GEMM (all row-block sizes, odd K and O) against an int64 product; K of
+    16, 11 and 5 8-bit chunks: the 1-row tiles' split reduction with and without a tail."""
+    rng = np.random.default_rng(bits * 100 + rows + k)
+    out_ch = 37
     lo, hi = qrange(bits)
     q = rng.integers(lo, hi + 1, (out_ch, k)).astype(np.int8)
     kp = layout.padded_k(k, bits)
@@ -103,12 +105,11 @@ def test_gemm_equals_numpy(bits: int, rows: int) -> None:
 
 
 def _fused_gemm(
-    bits: int, rows: int, out_ch: int, pool: int, premax: bool
+    bits: int, rows: int, out_ch: int, pool: int, premax: bool, k: int = 61
 ) -> tuple[np.ndarray, np.ndarray]:
     """A hidden layer's GEMM of random operands whose rows max-pool by ``pool`` (1: none)
     into a 1-D output; (what the kernel stored with 16 bytes of slack, the reference)."""
-    rng = np.random.default_rng(bits * 1000 + rows * 10 + out_ch + pool)
-    k = 61
+    rng = np.random.default_rng(bits * 1000 + rows * 10 + out_ch + pool + k)
     lo_q, hi_q = qrange(bits)
     q = rng.integers(lo_q, hi_q + 1, (out_ch, k)).astype(np.int8)
     kp = layout.padded_k(k, bits)
@@ -166,10 +167,14 @@ def _fused_gemm(
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("rows", [1, 3, 6, 13, 70])
 @pytest.mark.parametrize("out_ch", [5, 37, 64])
-def test_fused_requantizing_gemm_equals_reference(bits: int, rows: int, out_ch: int) -> None:
+@pytest.mark.parametrize("k", [61, 44])
+def test_fused_requantizing_gemm_equals_reference(
+    bits: int, rows: int, out_ch: int, k: int
+) -> None:
     """Hidden-layer GEMM (micro-kernel, requantization and store fused in registers) on
-    every row-tile and block combination against int64 sums and the reference rounding."""
-    out, want = _fused_gemm(bits, rows, out_ch, 1, False)
+    every row-tile and block combination against int64 sums and the reference rounding
+    (K = 44: 11 8-bit chunks, a tail after the 1-row tiles' split reduction)."""
+    out, want = _fused_gemm(bits, rows, out_ch, 1, False, k)
     np.testing.assert_array_equal(out[: want.size], want)
     np.testing.assert_array_equal(out[want.size :], 3)  # nothing written past the end
 

@@ -187,9 +187,16 @@ def gemm_rows(
                 full = 5 if blocks == 2 else 8  # fewest valid rows worth an 8-row tile
                 m = m0_
                 while m < m1:
-                    rem = m1 - m
-                    rows = 8 if rem >= full else (4 if rem >= 3 else 1)
-                    valid = min(rows, rem)
+                    # tiles cover runs of kept rows only: rows whose results are dropped
+                    # (straddling two samples, past the pooled cells) cost no tile rows
+                    if tgt[m - m0_] < 0:
+                        m += 1
+                        continue
+                    run = 1
+                    while run < 8 and m + run < m1 and tgt[m + run - m0_] >= 0:
+                        run += 1
+                    rows = 8 if run >= full else (4 if run >= 3 else 1)
+                    valid = min(rows, run)
                     mkq(
                         bits,
                         rows,

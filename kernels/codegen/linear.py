@@ -82,9 +82,14 @@ def linear_i32(
         o1 = min(out_ch, o0 + 16)
         if bits == 8:  # one byte per code, at 4 * (o % 16) + j % 4 of chunk j // 4
             for o in range(o0, o1):
-                row = w_off + b * ((k + 3) // 4) * 64 + 4 * (o - o0)
+                # unsigned indices: numba adds no negative-index wraparound (which took
+                # most of this layer's time at batch 1)
+                row = np.uint64(w_off + b * ((k + 3) // 4) * 64 + 4 * (o - o0))
+                qrow = np.uint64((o - o0) * k)
                 for j in range(k):
-                    q[(o - o0) * k + j] = np.int64(w[row + (j >> 2) * 64 + (j & 3)]) - 128
+                    u = np.uint64(j)
+                    at = row + (u >> np.uint64(2)) * np.uint64(64) + (u & np.uint64(3))
+                    q[qrow + u] = np.int64(w[at]) - 128
         else:
             for o in range(o0, o1):
                 for j in range(k):

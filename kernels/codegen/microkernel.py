@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from kernels.codegen import madd
 from kernels.codegen.isa import ACTIVE_ISA
-from kernels.codegen.unpack import chunk_tiles, row_pointers
+from kernels.codegen.unpack import chunk_tiles, counted_loop, row_pointers
 from kernels.plan.layout import CHUNK
 from kernels.plan.targets import ISAS, SIGNED_ACTIVATIONS
 
@@ -88,6 +88,41 @@ def _dot_sdot(builder: ir.IRBuilder, acc: ir.Value, x: ir.Value, w: ir.Value) ->
 _DOT = {"avx512vnni": _dot_vnni, "neon-sdot": _dot_sdot, "generic": _dot_generic}
 
 
+#: independent accumulator chains a reduction loop keeps at least (the dot product's
+#: latency over its throughput, about 4 on Zen 4): a 1-row tile splits its chunks over
+#: several sets of accumulators, added after the loop
+MIN_CHAINS = 4
+
+
+def _dot_chunk(
+    builder: ir.IRBuilder,
+    i: ir.Value,
+    row_ptrs: list[ir.Value],
+    w_bases: list[ir.Value],
+    accs: list[ir.Value],
+    bits: int,
+    isa: str,
+) -> list[ir.Value]:
+    """``accs`` (row ``r``, block ``c`` at ``r + rows * c``) plus the products of chunk ``i``."""
+    tiles_per_chunk = CHUNK[bits][0]
+    dot = _DOT[isa]
+    rows = len(row_ptrs)
+    block_tiles = [chunk_tiles(builder, w_base, i, bits) for w_base in w_bases]
+    new = list(accs)
+    k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
+    for g in range(tiles_per_chunk):
+        k4 = builder.add(k4_base, ir.Constant(_I64, g))
+        for r in range(rows):
+            word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
+            if isa in SIGNED_ACTIVATIONS:
+                word = builder.xor(word, ir.Constant(_I32, 0x80808080))
+            vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
+            xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
+            for c, tiles in enumerate(block_tiles):
+                new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
+    return new
+
+
 def accumulate(
     builder: ir.IRBuilder,
     a_ptr: ir.Value,
@@ -104,53 +139,46 @@ def accumulate(
     ``ints`` are i64 ``a_off, a_stride, a_last, w_off, nchunks`` and, for two blocks,
     ``w_step``. The builder is left after the loop, the sums in registers. ``codes``: sums
     of the 8-bit codes ``q + 128`` instead of ``q`` (AVX2 only, see
-    :func:`kernels.codegen.madd.accumulate`).
+    :func:`kernels.codegen.madd.accumulate`). Tiles with fewer than :data:`MIN_CHAINS`
+    accumulators run ``sets`` chunks per iteration into as many sets of accumulators (a
+    tail loop takes the last ``nchunks % sets`` into the first), so that consecutive dot
+    products do not wait for each other.
     """
     if isa == "avx2":
         return madd.accumulate(builder, a_ptr, w_ptr, ints, bits, rows, blocks, codes)
     if codes:
         raise ValueError(f"sums of codes are an AVX2 path, not {isa!r}")
-    tiles_per_chunk = CHUNK[bits][0]
-    dot = _DOT[isa]
-    signed = isa in SIGNED_ACTIVATIONS
     w_off, nchunks = ints[3:5]
     row_ptrs = row_pointers(builder, a_ptr, ints, rows)
     w_bases = [builder.gep(w_ptr, [w_off])]
     if blocks == 2:
         w_bases.append(builder.gep(w_ptr, [builder.add(w_off, ints[5])]))
+    n = rows * blocks
+    sets = -(-MIN_CHAINS // n)
+    zero = ir.Constant(_V16I32, None)
 
-    entry = builder.block
-    loop = builder.append_basic_block("mk_loop")
-    done = builder.append_basic_block("mk_done")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    i = builder.phi(_I64)
-    i.add_incoming(ir.Constant(_I64, 0), entry)
-    accs = []  # accumulator of row r and block c at r + rows * c
-    for _ in range(rows * blocks):
-        phi = builder.phi(_V16I32)
-        phi.add_incoming(ir.Constant(_V16I32, None), entry)
-        accs.append(phi)
-    block_tiles = [chunk_tiles(builder, w_base, i, bits) for w_base in w_bases]
-    new = list(accs)
-    k4_base = builder.mul(i, ir.Constant(_I64, tiles_per_chunk))
-    for g in range(tiles_per_chunk):
-        k4 = builder.add(k4_base, ir.Constant(_I64, g))
-        for r in range(rows):
-            word = builder.load(builder.gep(row_ptrs[r], [k4]), align=1)
-            if signed:
-                word = builder.xor(word, ir.Constant(_I32, 0x80808080))
-            vec = builder.insert_element(ir.Constant(_V16I32, None), word, ir.Constant(_I32, 0))
-            xb = builder.shuffle_vector(vec, vec, ir.Constant(_V16I32, [0] * 16))
-            for c, tiles in enumerate(block_tiles):
-                new[r + rows * c] = dot(builder, new[r + rows * c], xb, tiles[g])
-    i_next = builder.add(i, ir.Constant(_I64, 1))
-    i.add_incoming(i_next, builder.block)
-    for phi, val in zip(accs, new, strict=True):
-        phi.add_incoming(val, builder.block)
-    builder.cbranch(builder.icmp_signed("<", i_next, nchunks), loop, done)
-    builder.position_at_end(done)
-    return new
+    def step(m: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+        base = builder.mul(m, ir.Constant(_I64, sets))
+        for u in range(sets):
+            i = builder.add(base, ir.Constant(_I64, u))
+            part = _dot_chunk(builder, i, row_ptrs, w_bases, accs[u * n : (u + 1) * n], bits, isa)
+            accs[u * n : (u + 1) * n] = part
+        return accs
+
+    if sets == 1:
+        return counted_loop(builder, nchunks, [zero] * n, step, "mk")
+    full = builder.sdiv(nchunks, ir.Constant(_I64, sets))
+    accs = counted_loop(builder, full, [zero] * (n * sets), step, "mk")
+    start = builder.mul(full, ir.Constant(_I64, sets))
+
+    def tail(m: ir.Value, first: list[ir.Value]) -> list[ir.Value]:
+        i = builder.add(start, m)
+        return _dot_chunk(builder, i, row_ptrs, w_bases, first, bits, isa)
+
+    sums = counted_loop(builder, builder.sub(nchunks, start), accs[:n], tail, "mk_tail")
+    for u in range(1, sets):
+        sums = [builder.add(a, b) for a, b in zip(sums, accs[u * n : (u + 1) * n], strict=True)]
+    return sums
 
 
 def _codegen(bits: int, rows: int, isa: str, blocks: int = 1) -> Any:

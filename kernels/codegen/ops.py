@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.codegen.colsum import colsum16
 from kernels.codegen.jit import kernel
 from kernels.codegen.memcopy import copy_blocks
 
@@ -153,10 +154,7 @@ def avg_pool(
 
 @kernel
 def global_sum(src: np.ndarray, positions: int, c: int, zp: int, dst: np.ndarray) -> None:
-    """Centred sums ``S_c = sum_p (x[p, c] - zp)`` as int32."""
-    for ch in range(c):
-        dst[ch] = -positions * zp
-    for p in range(positions):
-        base = p * c
-        for ch in range(c):
-            dst[ch] += np.int32(src[base + ch])
+    """Centred sums ``S_c = sum_p (x[p, c] - zp)`` as int32, 16 channels at a time in a
+    register (``src`` needs 16 bytes of slack, ``dst`` 16 int32 past ``c``)."""
+    for ch in range(0, c, 16):
+        colsum16(src, ch, c, positions, -positions * zp, dst, ch, min(16, c - ch))

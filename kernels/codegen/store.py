@@ -33,6 +33,14 @@ mw8, mw4, mw3, mw2 = (
 )
 
 
+@inline_kernel
+def _cell(last: bool, s: int, pi: int, pj: int, oc: int, ss: int, ph: int, wp: int, pw: int) -> int:
+    """Twice the output offset of cell ``(pi, pj)`` of sample ``s`` (see :func:`_targets`)."""
+    if last:
+        return 2 * s * oc
+    return 2 * (s * ss + ((pi + ph) * wp + pj + pw) * oc)
+
+
 @kernel
 def _targets(
     emap: np.ndarray, last: bool, oc: int, nrows: int, st: np.ndarray, tgt: np.ndarray
@@ -48,6 +56,8 @@ def _targets(
     i % PKH, j % PKW, i // PKH, j // PKW`` and is updated without divisions (they would
     cost more than the GEMM).
     """
+    # every field in a local: stores to ``tgt`` may alias ``emap`` for all LLVM knows, so
+    # fields read in the loop were reloaded for every row (over half of this function)
     pkh = emap[M_PKH]
     pkw = emap[M_PKW]
     ow = emap[M_OW]
@@ -55,21 +65,27 @@ def _targets(
     p_ = emap[M_P]
     poh = emap[M_POH]
     pow_ = emap[M_POW]
+    ss = emap[M_SS]
+    ph = emap[M_PH]
+    wp = emap[M_WP]
+    pw = emap[M_PW]
     s, pos, i, jj, qi, qj, pi, pj = st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+    # the target of the current cell, advanced by additions along a row of cells and
+    # recomputed only where a row of positions or a sample ends
+    g = _cell(last, s, pi, pj, oc, ss, ph, wp, pw)
+    step = 0 if last else 2 * oc
     for t in range(nrows):
         if pos >= p_ or pi >= poh or pj >= pow_:
             tgt[t] = -1
-        elif last:
-            tgt[t] = 2 * s * oc + 1
         else:
-            d = s * emap[M_SS] + ((pi + emap[M_PH]) * emap[M_WP] + pj + emap[M_PW]) * oc
-            tgt[t] = 2 * d + (1 if qi == 0 and qj == 0 else 0)
+            tgt[t] = g + (1 if last or (qi == 0 and qj == 0) else 0)
         pos += 1
         jj += 1
         qj += 1
         if qj == pkw:
             qj = 0
             pj += 1
+            g += step
         if jj == ow:
             jj = 0
             qj = 0
@@ -79,8 +95,10 @@ def _targets(
             if qi == pkh:
                 qi = 0
                 pi += 1
+            g = _cell(last, s, pi, pj, oc, ss, ph, wp, pw)
         if pos == r_:
             s, pos, i, jj, qi, qj, pi, pj = s + 1, 0, 0, 0, 0, 0, 0, 0
+            g = _cell(last, s, pi, pj, oc, ss, ph, wp, pw)
     st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7] = s, pos, i, jj, qi, qj, pi, pj
 
 

@@ -7,6 +7,8 @@ offset) into signed int8 tiles of 16 output channels by 4 inputs, byte ``4*o + j
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir
 
 from kernels.plan.layout import CHUNK
@@ -76,3 +78,41 @@ def row_pointers(
         off = builder.add(a_off, builder.mul(idx, a_stride))
         ptrs.append(builder.bitcast(builder.gep(a_ptr, [off]), _I32.as_pointer()))
     return ptrs
+
+
+def counted_loop(
+    builder: ir.IRBuilder,
+    count: ir.Value,
+    init: list[ir.Value],
+    body: Any,
+    name: str,
+) -> list[ir.Value]:
+    """``for m in range(count): vals = body(m, vals)`` (none if ``count <= 0``); the last."""
+    entry = builder.block
+    loop = builder.append_basic_block(f"{name}_loop")
+    done = builder.append_basic_block(f"{name}_done")
+    zero = ir.Constant(_I64, 0)
+    builder.cbranch(builder.icmp_signed(">", count, zero), loop, done)
+    builder.position_at_end(loop)
+    m = builder.phi(_I64)
+    m.add_incoming(zero, entry)
+    phis = []
+    for v in init:
+        phi = builder.phi(v.type)
+        phi.add_incoming(v, entry)
+        phis.append(phi)
+    new = body(m, list(phis))
+    m_next = builder.add(m, ir.Constant(_I64, 1))
+    last = builder.block
+    m.add_incoming(m_next, last)
+    for phi, val in zip(phis, new, strict=True):
+        phi.add_incoming(val, last)
+    builder.cbranch(builder.icmp_signed("<", m_next, count), loop, done)
+    builder.position_at_end(done)
+    outs = []
+    for v, val in zip(init, new, strict=True):
+        out = builder.phi(v.type)
+        out.add_incoming(v, entry)
+        out.add_incoming(val, last)
+        outs.append(out)
+    return outs

@@ -15,6 +15,7 @@ import numpy as np
 from kernels.plan import layout, tables
 from kernels.plan.fixedpoint import MAX_SHIFT
 from kernels.plan.model import Model, Weights
+from kernels.plan.weights import aligned
 
 
 def layer_bias(model: Model, weights: Weights, index: int) -> np.ndarray:
@@ -38,7 +39,7 @@ def replace_biases(model: Model, weights: Weights, biases: Mapping[int, np.ndarr
     requantizing (a fused max pool: ``M_PREMAX``, set when no sum can wrap) refuses a
     bias that could make its sums wrap: ValueError.
     """
-    bias = weights.bias.copy()
+    bias = aligned(weights.bias)
     for index, new in biases.items():
         if not 0 <= index < len(model.slots):
             raise IndexError(f"no weighted layer {index}")
@@ -80,7 +81,7 @@ def replace_requant(
     replaced (index -> (m0, shift), as :func:`kernels.plan.fixedpoint.quantize_multipliers`
     gives them). A multiplier stays positive, so requantization stays monotone in the sums
     (what a fused max pool relies on). ValueError for the last layer or a bad pair."""
-    m0s, shifts = weights.m0.copy(), weights.shift.copy()
+    m0s, shifts = aligned(weights.m0), aligned(weights.shift)
     for index, (m0, shift) in requant.items():
         if not 0 <= index < len(model.slots) - 1:
             raise IndexError(f"no hidden weighted layer {index}")

@@ -253,6 +253,7 @@ def _sizes(act: int, col: int, vec: int, chunk: int, max_c: int, lin: int) -> np
     sizes = np.zeros(tables.SIZES, np.int64)
     sizes[: tables.W_ACT_B] = [act, col, vec, chunk]
     sizes[tables.W_ACT_B :] = offsets[1:]
+    sizes[tables.W_BYTES] += tables.ALIGN  # the kernel aligns the layout's start
     return sizes
 
 

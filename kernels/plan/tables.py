@@ -43,9 +43,11 @@ L_WOFF, L_BITS, L_K, L_OUT, L_P0, L_INZP, L_OUTZP, L_LO, L_KP = range(9)
 LAYER_FIELDS = 9
 # entries of the sizes vector: bytes per sample of the activation, im2col and int32 sum
 # buffers, samples per chunk, then byte offsets into the caller's workspace (laid out for a
-# whole chunk; the first activation buffer at 0) and its size
+# whole chunk; the first activation buffer at 0) and its size, which includes ALIGN bytes
+# the kernel may skip to start the layout on a cache line
 S_ACT, S_COL, S_VEC, S_CHUNK = range(4)
 W_ACT_B, W_COLS, W_VEC, W_TMP, W_ROWQ, W_I32, W_I64, W_BYTES = range(4, 12)
 SIZES = 12
+ALIGN = 64
 PANEL_ROWS = 64  # GEMM rows whose activations stay in L1 across the output blocks
 I32_SCRATCH = 256  # int32 sums of one wide tile (8 rows by two blocks of 16 channels)

@@ -23,6 +23,17 @@ def kernel_order(slot: _Slot, q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
+def aligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` starting on a 64-byte cache line (its buffer is the
+    copy's base). Panel chunks and 16-channel parameter blocks are 64 bytes at multiples
+    of 64: aligned, no vector load of them straddles two lines."""
+    buf = np.empty(a.nbytes + 64, np.uint8)
+    skew = -buf.ctypes.data % 64
+    out = buf[skew : skew + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def _folded_bias(slot: _Slot, p: LayerParams, q: np.ndarray, act_offset: int) -> np.ndarray:
     """``bias_q - (in_zp - act_offset) * rowsum(q)`` (int32, wrapping), ``bias_q`` after gap.
 
@@ -83,10 +94,10 @@ def pack_weights(model: Model, params: Sequence[LayerParams]) -> Weights:
         p0 += o + pad
     ltab = np.array(rows, dtype=np.int64)
     return Weights(
-        panel=np.concatenate(panels),
-        bias=np.concatenate(biases),
-        m0=np.concatenate(m0s),
-        shift=np.concatenate(shifts),
+        panel=aligned(np.concatenate(panels)),
+        bias=aligned(np.concatenate(biases)),
+        m0=aligned(np.concatenate(m0s)),
+        shift=aligned(np.concatenate(shifts)),
         out_mult=np.concatenate(mults),
         ltab=ltab,
     )
@@ -98,8 +109,8 @@ def replace_layers(model: Model, weights: Weights, codes: Mapping[int, np.ndarra
     ``codes`` maps a weighted-layer index to its new (O, K) signed weights in torch order.
     The folded biases of those layers are recomputed; ``weights`` is not modified.
     """
-    panel = weights.panel.copy()
-    bias = weights.bias.copy()
+    panel = aligned(weights.panel)
+    bias = aligned(weights.bias)
     for index, q_new in codes.items():
         if not 0 <= index < len(model.slots):
             raise IndexError(f"no weighted layer {index}")
