@@ -22,12 +22,12 @@ from edge_agent.calibrate.domains import (
     Domain,
     DomainBank,
     DomainParams,
-    Signature,
     base_domain,
 )
 from edge_agent.calibrate.drift_reference import DriftReference, sample_features
 from edge_agent.calibrate.routed import RoutedPredictor, model_version
 from edge_agent.calibrate.schedule import Job
+from edge_agent.calibrate.signature import Signature
 from edge_agent.data import load_dataset
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
@@ -415,3 +415,25 @@ def test_flips_kept_after_an_alarm_on_the_training_domain_make_a_domain(bundle: 
     assert ctl.routing.bank is not None
     assert [d.name for d in ctl.routing.bank.domains] == ["base", "d2"]
     assert ctl.routing.live == "d2"
+
+
+def test_a_mirrored_domain_takes_only_the_samples_its_signs_turn_back(bundle: Bundle) -> None:
+    """A domain whose correction flips channels (the sensor worn the other way round)
+    gets a row only if the flip makes it more like the training data: the clean test
+    samples stay on the training domain, the mirrored ones go to it (by likelihood alone
+    its signature, fitted on one window, won clean samples too)."""
+    ref, stats = DriftReference.from_extras(bundle.extras), sr.statistics_of(bundle)[0]
+    assert ref is not None and stats is not None
+    hidden = sr.hidden_layers(bundle)
+    ds = load_dataset("basicmotions")
+    flip = np.array([-1, 1, 1, 1, -1, -1], np.float32)[None, :, None]  # acc x, gyro y z
+    window = ds.X_train * flip
+    scratch = Engine(bundle, bits=4, scratch=True)
+    sr.propose(scratch, bundle, stats, window)
+    params = DomainParams.of_engine(scratch, hidden)
+    assert (np.sign(params.std[4]) == flip.ravel()).all()  # the rung found the mirror
+    bank = DomainBank((base_domain(bundle, hidden, ref),), capacity=3)
+    bank = bank.add(bank.adapted(window, scratch.predict_classes(window), params, 0))
+    assert np.mean(bank.route(sample_features(ds.X_test)) == 0) >= 0.95
+    # a standing sample's means are near 0 either way: no evidence of a mirror there
+    assert np.mean(bank.route(sample_features(ds.X_test * flip)) == 1) >= 0.75

@@ -137,6 +137,16 @@ class DomainParams:
             {i: (v[1], v[2]) for i, v in fix.items()},
         )
 
+    def mirror(self) -> np.ndarray | None:
+        """(F,) +-1 per routing feature (per channel: mean, log std, log roughness) that
+        turns a sample's features into those of the sample this domain's channel signs
+        make of it (the means of its mirrored channels negated); None without a mirrored
+        channel (:mod:`edge_agent.calibrate.stats_signs`)."""
+        sign = np.sign(self.std[next(iter(self.std))]).astype(np.float64)
+        if (sign > 0).all():
+            return None
+        return np.concatenate([sign, np.ones_like(sign), np.ones_like(sign)])
+
     def correction(self, bits: int) -> Correction:
         """These parameters as a statistics correction (the input normalization of
         ``bits``, shared), to put into an engine and a bundle as a kept one is."""
