@@ -96,8 +96,10 @@ def controller_rows() -> list[dict[str, Any]]:
                 while ctl.due():
                     ctl.run(eng)
             cpu = time.thread_time() - t0
-            acc["drifted_end"] = float((eng.predict(Xh)[0] == yh).mean())
-            acc["clean_end"] = float((eng.predict(ds.X_test[held_i])[0] == yh).mean())
+            live = ctl.predictor(eng)  # routed, as the agent predicts
+            acc["drifted_end"] = float((live.predict_logits(Xh).argmax(1) == yh).mean())
+            clean_logits = live.predict_logits(ds.X_test[held_i])
+            acc["clean_end"] = float((clean_logits.argmax(1) == yh).mean())
             c = ctl.counts
             rows.append(
                 {
