@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,10 @@ import numpy as np
 
 from bench import real_drift_methods as m
 from bench.real_drift import KINDS, LABEL_FRACTION, case_rng
-from bench.real_drift_data import RETURN_BACK, RETURN_DRIFT, StreamData, load_split, stream_items
+from bench.real_drift_data import RETURN_BACK, RETURN_DRIFT, load_split, stream_items
 from bench.real_drift_train import trained
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
-from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.calibrate.routed import RoutedPredictor
 from edge_agent.data.drift import Drift
 from edge_agent.engine.engine import Engine
@@ -70,22 +68,6 @@ def _routes(p: Any, X: np.ndarray) -> dict[str, int]:
     return {d.name: int(np.sum(idx == j)) for j, d in enumerate(p.bank.domains)}
 
 
-def _replay(
-    ctl: CalibrationController, engine: Engine, data: StreamData, first: int
-) -> Iterator[tuple[int, RoundResult]]:
-    """Offer ``data`` as :func:`bench.real_drift_methods.replay` does (stream indices
-    from ``first``); yields (stream index, result) after each round."""
-    ctl.prescore(data.X)
-    for i in range(len(data.y)):
-        x = data.X[i]
-        ctl.predictor(engine, count=True).predict(x[None])
-        ctl.observe(x, int(data.y[i]) if data.labelled[i] else None, first + i)
-        while ctl.due():
-            res = ctl.run(engine)
-            if res is not None:
-                yield first + i, res
-
-
 def diagnose(
     name: str,
     seed: int,
@@ -110,7 +92,7 @@ def diagnose(
     start = {"clean": acc(Xc, yc), "held": acc(Xh, yh)}
     first = 0
     for part, data in enumerate(streams):
-        for at, res in _replay(ctl, engine, data, first):
+        for at, res in m.rounds_of(ctl, engine, data, first):
             p = ctl.predictor(engine)
             rows.append(
                 {

@@ -155,7 +155,7 @@ def replay_rounds(
 ) -> list[dict[str, Any]]:
     """Section 4: every round of the agent's path (``overrides`` of its configuration) and
     its effect."""
-    from bench.real_drift_methods import accuracy
+    from bench.real_drift_methods import accuracy, rounds_of
     from edge_agent.calibrate.calibration_config import CalibrationConfig
     from edge_agent.calibrate.controller import CalibrationController
     from edge_agent.engine.engine import Engine
@@ -164,26 +164,19 @@ def replay_rounds(
     eng = Engine(bundle, bits=bits)
     X, y = split.X, split.y
     rows = []
-    ctl.prescore(data.X)
-    for i in range(len(data.y)):
-        ctl.predictor(eng, count=True).predict(data.X[i][None])
-        ctl.observe(data.X[i], int(data.y[i]) if data.labelled[i] else None, i)
-        while ctl.due():
-            r = ctl.run(eng)
-            if r is None:
-                continue
-            p = ctl.predictor(eng)
-            d = r.decision
-            rows.append(
-                {
-                    "at": i,
-                    "rung": r.rung,
-                    "kept": r.version is not None,
-                    "gate": f"{d.metric} {d.before:.3f} -> {d.after:.3f} on {d.n}: {d.reason}",
-                    "held_after": round(accuracy(p, X[split.held], y[split.held]), 3),
-                    "clean_after": round(accuracy(p, X[split.clean], y[split.clean]), 3),
-                }
-            )
+    for i, r in rounds_of(ctl, eng, data):
+        p = ctl.predictor(eng)
+        d = r.decision
+        rows.append(
+            {
+                "at": i,
+                "rung": r.rung,
+                "kept": r.version is not None,
+                "gate": f"{d.metric} {d.before:.3f} -> {d.after:.3f} on {d.n}: {d.reason}",
+                "held_after": round(accuracy(p, X[split.held], y[split.held]), 3),
+                "clean_after": round(accuracy(p, X[split.clean], y[split.clean]), 3),
+            }
+        )
     return rows
 
 

@@ -19,7 +19,7 @@ import functools
 import importlib
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from bench.real_drift_data import StreamData
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.calibration_config import CalibrationConfig
 from edge_agent.calibrate.controller import CalibrationController
+from edge_agent.calibrate.flip_round import RoundResult
 from edge_agent.calibrate.qcore import QCoreBuffer
 from edge_agent.calibrate.qcore_miss import EXTRA_X, EXTRA_Y
 from edge_agent.calibrate.routed import RoutedPredictor
@@ -204,6 +205,22 @@ def _stream(
         cpu += t2 - t0
         jobs += t2 - t1
     return cpu, jobs, rounds, kept
+
+
+def rounds_of(
+    controller: CalibrationController, engine: Engine, data: StreamData, first: int = 0
+) -> Iterator[tuple[int, RoundResult]]:
+    """Offer ``data`` as :func:`_stream` does (stream indices from ``first``), untimed;
+    yields (stream index, result) after each round, for the round-by-round diagnoses."""
+    controller.prescore(data.X)
+    for i in range(len(data.y)):
+        x = data.X[i]
+        controller.predictor(engine, count=True).predict(x[None])
+        controller.observe(x, int(data.y[i]) if data.labelled[i] else None, first + i)
+        while controller.due():
+            result = controller.run(engine)
+            if result is not None:
+                yield first + i, result
 
 
 def round_peak_memory(

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.real_drift import KINDS, LABEL_FRACTION
 from bench.real_drift_data import StreamData, load_split, stream_items
-from bench.real_drift_methods import accuracy
+from bench.real_drift_methods import accuracy, rounds_of
 from bench.real_drift_train import trained
 from edge_agent.bundle import Bundle
 from edge_agent.calibrate.calibration_config import CalibrationConfig
@@ -80,15 +80,9 @@ def main() -> None:
         return f"held-out {accuracy(p, *held):.3f} clean {accuracy(p, *clean):.3f}"
 
     print(f"start: {scores()}")
-    ctl.prescore(data.X)
-    for i in range(len(data.y)):
-        ctl.predictor(engine, count=True).predict(data.X[i][None])
-        ctl.observe(data.X[i], int(data.y[i]) if data.labelled[i] else None, i)
-        while ctl.due():
-            r = ctl.run(engine)
-            if r is not None:
-                kept = "kept  " if r.version is not None else "refused"
-                print(f"{i:4d} {r.rung:5s} {kept} {r.decision.reason[:64]:64s} {scores()}")
+    for i, r in rounds_of(ctl, engine, data):
+        kept = "kept  " if r.version is not None else "refused"
+        print(f"{i:4d} {r.rung:5s} {kept} {r.decision.reason[:64]:64s} {scores()}")
 
 
 if __name__ == "__main__":
