@@ -103,15 +103,17 @@ class DomainBank:
         if len(self.domains) == 1:
             return np.zeros(len(f), np.int64)
         a, b, c, owner = self._table
+        k0 = len(self.base.signature.log_weight)  # the base's components come first
         scores = (f * f) @ a + f @ b + c
+        base = scores[:, :k0].max(axis=1)
         for j, sign in self._mirrors:  # a mirror that makes a row less like training
-            worse = self.base.signature.score(f * sign) <= self.base.signature.score(f)
-            scores[np.ix_(worse, owner == j)] = -np.inf
+            g = f * sign
+            mirrored = ((g * g) @ a[:, :k0] + g @ b[:, :k0] + c[:k0]).max(axis=1)
+            scores[np.ix_(mirrored <= base, owner == j)] = -np.inf
         top = scores.argmax(axis=1)
         idx = owner[top]
         typical = np.array([d.typical for d in self.domains])
-        # the base's components come first; a domain of unknown typical: never typical
-        base = scores[:, : len(self.base.signature.log_weight)].max(axis=1)
+        # a domain of unknown typical: never typical
         atypical = ~(scores[np.arange(len(f)), top] >= typical[idx])
         idx[(base >= typical[0]) & atypical] = 0
         return idx
@@ -162,14 +164,14 @@ class DomainBank:
         goes if it is ``replace``. Past ``capacity`` the adapted domain that was routed to
         least recently (``used``: name -> tick of its last routed sample; one never
         routed to counts from when it was made) goes."""
-        rest = [d for d in self.snapshot(held).domains[1:] if d.name != replace]
+        snap = self.snapshot(held)
+        rest = [d for d in snap.domains[1:] if d.name != replace]
         while len(rest) >= self.capacity:
             last = used or {}
             old = min(rest, key=lambda d: (last.get(d.name, -1), d.made_at))
             log.info("domain bank full: %s (made at sample %d) evicted", old.name, old.made_at)
             rest.remove(old)
-        base = self.snapshot(held).base
-        return DomainBank((base, *rest, domain), self.capacity, self.made + 1, domain.name)
+        return DomainBank((snap.base, *rest, domain), self.capacity, self.made + 1, domain.name)
 
     def go_live(self, name: str, held: Held | None) -> DomainBank:
         """The bank with domain ``name`` live again; the domain live until now keeps

@@ -37,8 +37,12 @@ def channel_rows(X: np.ndarray) -> np.ndarray:
 
 def input_corr(X: np.ndarray) -> np.ndarray:
     """Channel correlations (C, C) over samples and positions; 0 for a constant channel."""
-    r = channel_rows(X)
-    r = r - r.mean(axis=1, keepdims=True)
+    return _corr(channel_rows(X))
+
+
+def _corr(rows: np.ndarray) -> np.ndarray:
+    """:func:`input_corr` of :func:`channel_rows`' rows."""
+    r = rows - rows.mean(axis=1, keepdims=True)
     sd = np.sqrt((r * r).mean(axis=1))
     live = sd > 1e-12 * max(float(sd.max(initial=0.0)), 1e-30)
     z = np.where(live[:, None], r / np.where(live, sd, 1.0)[:, None], 0.0)
@@ -57,7 +61,8 @@ def channel_signs(
     training orientation (see module); all ones when the evidence is not there."""
     c = len(train_mean)
     signs = np.ones(c)
-    a = input_corr(X) * np.asarray(train_corr, np.float64)
+    r = channel_rows(X)
+    a = _corr(r) * np.asarray(train_corr, np.float64)
     if c < 2 or _agreement(a, signs) > -MIN_DISAGREEMENT:
         return signs
     if c <= MAX_EXHAUSTIVE:  # every pattern with channel 0 kept (the mirror images: below)
@@ -73,7 +78,6 @@ def channel_signs(
             if gains[i] <= best + 1e-12:
                 break
             signs, best = flipped[i], gains[i]
-    r = channel_rows(X)
     z_stream = r.mean(axis=1) / np.maximum(r.std(axis=1), 1e-12)
     z_train = np.asarray(train_mean, np.float64) / np.maximum(train_std, 1e-12)
     return signs if float(np.sum(signs * z_stream * z_train)) >= 0 else -signs
