@@ -437,3 +437,36 @@ def test_a_mirrored_domain_takes_only_the_samples_its_signs_turn_back(bundle: Bu
     assert np.mean(bank.route(sample_features(ds.X_test)) == 0) >= 0.95
     # a standing sample's means are near 0 either way: no evidence of a mirror there
     assert np.mean(bank.route(sample_features(ds.X_test * flip)) == 1) >= 0.75
+
+
+def test_a_clean_window_returns_to_the_base_though_a_tighter_domain_wins_part_of_it(
+    bundle: Bundle,
+) -> None:
+    """An adapted domain fitted on a window inside the training domain's spread wins by
+    likelihood about a third of a clean window that is wholly typical of the training
+    domain; the window is still the training domain's (by routing alone none had 80%,
+    and the agent fitted a new correction to clean data). A window of the adapted
+    domain's own kind, typical of both, still goes to it."""
+    ref = DriftReference.from_extras(bundle.extras)
+    assert ref is not None
+    ds = load_dataset("basicmotions")
+    params = base_domain(bundle, sr.hidden_layers(bundle), ref, ds.X_train).params
+    rng = np.random.default_rng(0)
+    train, own = rng.normal(0.0, 1.0, (2000, 2)), rng.normal(0.6, 0.6, (400, 2))
+    floor = np.full(2, 1e-3)
+    sig = Signature.fit(train, np.zeros(len(train), np.int64), floor)
+    tight = Signature.fit(own, np.zeros(len(own), np.int64), floor)
+    bank = DomainBank(
+        (
+            Domain("base", sig, params, -1, sig.typical(train)),
+            Domain("d1", tight, params, 10, tight.typical(own)),
+        ),
+        made=1,
+        live="d1",
+    )
+    clean = rng.normal(0.0, 1.0, (256, 2))
+    assert 0.2 < np.mean(bank.route(clean) == 1) < 0.5  # the tighter domain wins part
+    home = bank.home(clean, 0.8)
+    assert home is not None and home[0] == 0 and home[1] >= 0.9, home
+    home = bank.home(rng.normal(0.6, 0.6, (256, 2)), 0.8)
+    assert home is not None and home[0] == 1, home
