@@ -99,6 +99,10 @@ def demo_main(args: argparse.Namespace) -> int:
     from edge_agent.data.datasets import trained_data_spec
     from edge_agent.data.drift import Drift
 
+    if args.count < 1 or args.labels_every < 0 or args.rate < 0:
+        raise ValueError("--count must be >= 1, --labels-every and --rate >= 0")
+    if not args.plot.parent.is_dir():  # found now, not after the whole run
+        raise FileNotFoundError(f"--plot {args.plot}: no directory {args.plot.parent}")
     drift = Drift.parse(args.drift)
     bundle = load_bundle(args.bundle)
     args.data = args.data or trained_data_spec(bundle.meta)
@@ -108,6 +112,7 @@ def demo_main(args: argparse.Namespace) -> int:
             f"{args.data}: samples have shape {ds.input_shape}, the model in "
             f"{args.bundle} takes {bundle.input_shape}"
         )
+    drift.check(ds.input_shape, args.count)
     with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
         d = Path(tmp)
         config = d / "agent.toml"
@@ -291,12 +296,15 @@ def _plot(trace: Trace, y: np.ndarray, drift: Any, path: Path) -> None:
             "matplotlib is not installed (pip install 'edge-agent[demo]'): no plot", file=sys.stderr
         )
         return
+    if not trace.pred:
+        print("no predictions came back: no plot", file=sys.stderr)
+        return
     seqs = np.array(sorted(trace.pred))
     hit = np.array([trace.pred[s] == y[s] for s in seqs], dtype=np.float64)
-    kernel = np.ones(ROLLING) / ROLLING
-    rolling = np.convolve(hit, kernel, mode="valid")
+    window = max(1, min(ROLLING, len(hit)))  # a short run: its whole length
+    rolling = np.convolve(hit, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(seqs[ROLLING - 1 :], rolling, lw=1.2, label=f"rolling accuracy ({ROLLING})")
+    ax.plot(seqs[window - 1 :], rolling, lw=1.2, label=f"rolling accuracy ({window})")
     ax.axvline(drift.start, color="tab:red", ls="--", label=f"drift: {drift.kind}")
     labelled: set[bool] = set()
     for seq, ok in trace.calibrations:

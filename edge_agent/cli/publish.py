@@ -86,6 +86,8 @@ def publish_main(args: argparse.Namespace) -> int:
         return 2
     drift = Drift.parse(args.drift) if args.drift else None
     ds = load_dataset(args.data)
+    if drift:
+        drift.check(ds.input_shape, args.count)
     X, y = (ds.X_test, ds.y_test) if args.split == "test" else (ds.X_train, ds.y_train)
     items = stream(
         X,
