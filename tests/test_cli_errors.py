@@ -11,7 +11,7 @@ import pytest
 from edge_agent.cli import main
 from edge_agent.cli.demo import Trace, _plot
 from edge_agent.data.drift import Drift
-from edge_agent.service.config import ConfigError, parse_config
+from edge_agent.service.config import ConfigError, load_config, parse_config
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,23 @@ def test_config_takes_the_endpoints_zeromq_takes() -> None:
         "'ipc:///run/x.sock', 'inproc://x']\n[energy]\nnormal_bits = 8\npressure_bits = 2\n"
     )
     assert len(cfg.ingest.endpoints) == 5 and cfg.energy.pressure_bits == 2
+
+
+def test_every_file_path_in_the_config_is_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ingest.curve's keys and metrics.textfile were read from the working directory (/
+    # under systemd) while the bundle and state paths beside them were the file's
+    (tmp_path / "agent.toml").write_text(
+        "[model]\nbundle = 'model.eab'\n"
+        "[ingest.curve]\nenabled = true\nsecret_key = 'keys/agent.key_secret'\n"
+        "authorized_keys = 'keys/publishers'\n"
+        "[metrics]\ntextfile = 'prom/agent.prom'\n"
+    )
+    monkeypatch.chdir("/")
+    cfg = load_config(tmp_path / "agent.toml")
+    assert cfg.model.bundle == str(tmp_path / "model.eab")
+    assert cfg.ingest.curve.secret_key == str(tmp_path / "keys/agent.key_secret")
+    assert cfg.ingest.curve.authorized_keys == str(tmp_path / "keys/publishers")
+    assert cfg.metrics.textfile == str(tmp_path / "prom/agent.prom")
+    assert cfg.ingest.curve.server_public_key == ""  # empty stays empty (off)

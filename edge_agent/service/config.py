@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import tomllib
 import types
@@ -359,25 +360,28 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     cfg = parse_config(text, str(path))
     base = Path(path).resolve().parent
+    # relative paths are relative to the file, not the working directory (systemd's is /)
+    for section, keys in FILE_PATHS.items():
+        for names in ([*section.split("."), key] for key in keys):
+            value: str = functools.reduce(getattr, names, typing.cast(Any, cfg))
+            if value and not Path(value).is_absolute():
+                cfg = _replaced(cfg, names, str(base / value))
+    return cfg
 
-    def anchored(value: str) -> str:
-        return str(base / value) if value and not Path(value).is_absolute() else value
 
-    # Relative paths in the file are relative to the file, not to the working directory.
-    curve = cfg.status.curve
-    curve = dataclasses.replace(
-        curve,
-        authorized_keys=anchored(curve.authorized_keys),
-        server_key=anchored(curve.server_key),
-    )
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
-        status=dataclasses.replace(cfg.status, curve=curve),
-        state=dataclasses.replace(
-            cfg.state, dir=anchored(cfg.state.dir), runtime_dir=anchored(cfg.state.runtime_dir)
-        ),
-    )
+FILE_PATHS = {  # the keys that name files, by section
+    "model": ("bundle",),
+    "state": ("dir", "runtime_dir"),
+    "status.curve": ("authorized_keys", "server_key"),
+    "ingest.curve": ("secret_key", "authorized_keys", "server_public_key"),
+    "metrics": ("textfile",),
+}
+
+
+def _replaced(obj: Any, names: list[str], value: str) -> Any:
+    """``obj`` with the field at path ``names`` set to ``value`` (frozen dataclasses)."""
+    inner = value if len(names) == 1 else _replaced(getattr(obj, names[0]), names[1:], value)
+    return dataclasses.replace(obj, **{names[0]: inner})
 
 
 def local_config_text(run_dir: Path, bundle: Path, extra: str = "") -> str:
