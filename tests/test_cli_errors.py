@@ -3,13 +3,19 @@ never a traceback, and nothing started before the input is known to be usable.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 
+from edge_agent.bundle import BundleError
+from edge_agent.bundle_io import FORMAT_VERSION, MAGIC, load_bundle
 from edge_agent.cli import main
-from edge_agent.cli.demo import Trace, _plot
+from edge_agent.cli.demo import DEFAULT_BUNDLE, Trace, _plot
+from edge_agent.container import seal, unseal
 from edge_agent.data.drift import Drift
 from edge_agent.service.config import ConfigError, load_config, parse_config
 
@@ -98,3 +104,56 @@ def test_every_file_path_in_the_config_is_relative_to_the_file(
     assert cfg.ingest.curve.authorized_keys == str(tmp_path / "keys/publishers")
     assert cfg.metrics.textfile == str(tmp_path / "prom/agent.prom")
     assert cfg.ingest.curve.server_public_key == ""  # empty stays empty (off)
+
+
+def _resealed(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    """The bundled model with ``change`` applied to its payload and a valid checksum: the
+    damage a checksum cannot see (a buggy exporter, a hand-edited file)."""
+    raw = DEFAULT_BUNDLE.read_bytes()
+    payload = msgpack.unpackb(
+        unseal(raw, MAGIC, FORMAT_VERSION, "bundle", "x", BundleError), strict_map_key=False
+    )
+    change(payload)
+    path = tmp_path / f"{name}.eab"
+    path.write_bytes(seal(MAGIC, FORMAT_VERSION, msgpack.packb(payload, use_bin_type=True)))
+    return path
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(payload: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        obj: Any = payload
+        for key in parents:
+            obj = obj[key] if isinstance(obj, dict) else obj[int(key)]
+        obj[last if isinstance(obj, dict) else int(last)] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("arch.layers.0", {}, "arch.layers[0] must be a map with 'op'"),
+        ("arch.layers.0.op", "conv3d", "arch.layers[0] must be a map with 'op'"),
+        ("arch.layers.0", {"op": "conv1d"}, "is missing ['in_ch', 'out_ch', 'kernel']"),
+        ("arch.layers.0.padding", 10**12, "arch.layers[0].padding must be a whole number"),
+        ("arch.layers.0.in_ch", -1, "arch.layers[0].in_ch must be a whole number in 1.."),
+        ("arch.layers.0.kernel", [3, 3], "arch.layers[0].kernel must be a whole number"),
+        ("arch.input_shape", [], "arch.input_shape must be (C,), (C, T) or (C, H, W)"),
+        ("arch.num_classes", "4", "arch.num_classes must be a whole number"),
+        ("arch", 5, "arch must be a map"),
+        ("quant.4.input_scale", 0.0, "quant[4]: input_scale must be finite and positive"),
+    ],
+)
+def test_a_damaged_bundle_is_refused_with_what_is_wrong(
+    tmp_path: Path, path: str, value: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # these reached the engine: KeyError, IndexError, ZeroDivisionError tracebacks from
+    # `evaluate` and `run` (and `run --check` passed them), or 87 TiB asked of numpy
+    bundle = _resealed(tmp_path, "damaged", _set(path, value))
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle)
+    assert message in str(info.value) and str(bundle) in str(info.value), info.value
+    assert main(["evaluate", str(bundle)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
