@@ -157,3 +157,21 @@ def test_a_damaged_bundle_is_refused_with_what_is_wrong(
     assert main(["evaluate", str(bundle)]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["publish", "--endpoint", "bogus"],
+        ["publish", "--endpoint", "tcp://nohost"],
+        ["status", "--endpoint", "tcp://127.0.0.1:0"],
+    ],
+)
+def test_an_endpoint_zeromq_would_refuse_is_an_argument_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # was: "error: Invalid argument (addr='bogus')", naming no option
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument --endpoint: {argv[-1]!r} is not a" in err, err

@@ -43,6 +43,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def endpoint_arg(text: str) -> str:
+    """A ZeroMQ endpoint option, refused by argparse when ZeroMQ would refuse it."""
+    from edge_agent.service.config import ConfigError, check_endpoint
+
+    try:
+        check_endpoint(text, "endpoint")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("endpoint: ")) from None
+    return text
+
+
 def _blas_threads(n: int) -> None:
     """numpy's BLAS threads as torch's (``--threads``), unless the environment says: set
     before numpy loads, as OpenBLAS reads them once. A second BLAS thread cost the

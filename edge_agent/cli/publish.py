@@ -8,6 +8,7 @@ import time
 
 import zmq
 
+from edge_agent.cli import endpoint_arg
 from edge_agent.client import DEFAULT_INGEST, ClientError, Publisher, replay, stream
 from edge_agent.data.drift import kinds_help
 
@@ -27,6 +28,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--endpoint",
+        type=endpoint_arg,
         default=DEFAULT_INGEST,
         help=f"agent ingest endpoint (default {DEFAULT_INGEST})",
     )

@@ -247,7 +247,7 @@ def _in_range(value: float, key: str, lo: float, hi: float) -> None:
     _need(lo <= value <= hi, key, f"must be in {lo:g}..{hi:g}, not {value!r}")
 
 
-def _endpoint(ep: str, key: str, schemes: tuple[str, ...] = ("tcp", "ipc", "inproc")) -> None:
+def check_endpoint(ep: str, key: str, schemes: tuple[str, ...] = ("tcp", "ipc", "inproc")) -> None:
     """ZeroMQ's syntax, checked here so that ``run --check`` finds what start-up would."""
     scheme, _, address = ep.partition("://")
     host, _, port = address.rpartition(":")
@@ -262,7 +262,7 @@ def _endpoint(ep: str, key: str, schemes: tuple[str, ...] = ("tcp", "ipc", "inpr
 
 def _endpoints(eps: list[str], key: str) -> None:
     for i, ep in enumerate(eps):
-        _endpoint(ep, f"{key}[{i}]")
+        check_endpoint(ep, f"{key}[{i}]")
 
 
 def _check_fields(obj: Any, where: str) -> None:
@@ -301,7 +301,7 @@ def _check(cfg: AgentConfig) -> None:
         _need(bool(getattr(ing.curve, keys)), f"ingest.curve.{keys}", need)
     _endpoints(cfg.output.endpoints, "output.endpoints")
     if st.tcp:
-        _endpoint(st.tcp, "status.tcp", ("tcp",))
+        check_endpoint(st.tcp, "status.tcp", ("tcp",))
         host = st.tcp[len("tcp://") :].rsplit(":", 1)[0]
         _need(
             st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"),
@@ -309,7 +309,7 @@ def _check(cfg: AgentConfig) -> None:
             f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
         )
     if st.curve.endpoint:
-        _endpoint(st.curve.endpoint, "status.curve.endpoint", ("tcp",))
+        check_endpoint(st.curve.endpoint, "status.curve.endpoint", ("tcp",))
         _need(
             bool(st.curve.authorized_keys),
             "status.curve.authorized_keys",
