@@ -175,3 +175,28 @@ def test_an_endpoint_zeromq_would_refuse_is_an_argument_error(
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"argument --endpoint: {argv[-1]!r} is not a" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["train", "--out", "/nonexistent-dir/x.eab"],
+            "--out /nonexistent-dir/x.eab: no directory",
+        ),
+        (["train", "--out", "/tmp"], "--out /tmp: a directory"),
+    ],
+)
+def test_train_refuses_an_output_it_cannot_write_before_training(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # was found only when the bundle was written, after minutes of training, naming a
+    # temporary file (and for a directory, in the directory above it: '/.tmp.*.tmp')
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_seed_numpy_refuses_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:  # was numpy's words after loading the data
+        main(["train", "--out", "x.eab", "--seed", "-1"])
+    assert info.value.code == 2 and "argument --seed" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from edge_agent.cli.args import check_output_file
 from edge_agent.client import ClientError, Publisher, StatusClient, StreamItem, replay, stream
 from edge_agent.data.drift import kinds_help
 from edge_agent.service.config import local_config_text
@@ -101,8 +102,7 @@ def demo_main(args: argparse.Namespace) -> int:
 
     if args.count < 1 or args.labels_every < 0 or args.rate < 0:
         raise ValueError("--count must be >= 1, --labels-every and --rate >= 0")
-    if not args.plot.parent.is_dir():  # found now, not after the whole run
-        raise FileNotFoundError(f"--plot {args.plot}: no directory {args.plot.parent}")
+    check_output_file(args.plot, "--plot")  # found now, not after the whole run
     drift = Drift.parse(args.drift)
     bundle = load_bundle(args.bundle)
     args.data = args.data or trained_data_spec(bundle.meta)

@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from edge_agent.cli import endpoint_arg
+from edge_agent.cli.args import endpoint_arg
 from edge_agent.client import DEFAULT_INGEST, ClientError, Publisher, replay, stream
 from edge_agent.data.drift import kinds_help
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import zmq
 
-from edge_agent.cli import endpoint_arg
+from edge_agent.cli.args import endpoint_arg
 from edge_agent.client import DEFAULT_STATUS, ClientError, StatusClient
 from edge_agent.curve_keys import KeyFileError, load_client_key, parse_public
 
