@@ -200,3 +200,20 @@ def test_a_seed_numpy_refuses_is_an_argument_error(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as info:  # was numpy's words after loading the data
         main(["train", "--out", "x.eab", "--seed", "-1"])
     assert info.value.code == 2 and "argument --seed" in capsys.readouterr().err
+
+
+def test_keys_allow_never_copies_a_secret_key_to_the_board(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `keys allow client.key_secret` (the file beside the right one) copied the client's
+    # secret key, mode 0644, into the agent's allow-list as client.key
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        "[status.curve]\nendpoint = 'tcp://127.0.0.1:5559'\nauthorized_keys = 'clients'\n"
+    )
+    assert main(["keys", "client", "--out", str(tmp_path / "me.key_secret")]) == 0
+    assert main(["keys", "allow", str(tmp_path / "me.key_secret"), "--config", str(config)]) == 2
+    assert "holds the client's secret key: allow the public me.key" in capsys.readouterr().err
+    assert not (tmp_path / "clients").exists() or not any((tmp_path / "clients").iterdir())
+    assert main(["keys", "allow", str(tmp_path / "me.key"), "--config", str(config)]) == 0
+    assert "secret-key" not in (tmp_path / "clients" / "me.key").read_text()
