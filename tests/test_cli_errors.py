@@ -33,6 +33,7 @@ from edge_agent.service.config import ConfigError, load_config, parse_config
         (["publish", "--drift", "rotation:1e999@5"], "STRENGTH must be a finite number"),
         (["publish", "--drift", "noise@5", "--count", "3"], "the stream has 3"),
         (["publish", "--data", "digits", "--drift", "rotation@5"], "'rotation' is not for images"),
+        (["publish", "--data", "gunpoint", "--drift", "rotation@5"], "have 1 channel(s)"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(

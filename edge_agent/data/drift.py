@@ -170,6 +170,11 @@ class Drift:
                 f"drift {self.kind!r} is not for {'images' if images else 'sensor series'} "
                 f"(samples {input_shape}): use one of {', '.join(kinds)}"
             )
+        if self.kind == "rotation" and input_shape[0] < 3:  # rotate_axes would change nothing
+            raise ValueError(
+                f"drift 'rotation' turns 3-axis sensor triplets; these samples have "
+                f"{input_shape[0]} channel(s): use one of {', '.join(kinds[1:])}"
+            )
         if self.start >= count:
             raise ValueError(
                 f"drift starts at sample {self.start}, but the stream has {count}: nothing "
