@@ -14,7 +14,7 @@ import pytest
 from edge_agent.bundle import BundleError
 from edge_agent.bundle_io import FORMAT_VERSION, MAGIC, load_bundle
 from edge_agent.cli import main
-from edge_agent.cli.demo import DEFAULT_BUNDLE, Trace, _plot
+from edge_agent.cli.demo import DEFAULT_BUNDLE, Trace, _plot, default_drift
 from edge_agent.container import seal, unseal
 from edge_agent.data.drift import Drift
 from edge_agent.service.config import ConfigError, load_config, parse_config
@@ -218,3 +218,19 @@ def test_keys_allow_never_copies_a_secret_key_to_the_board(
     assert not (tmp_path / "clients").exists() or not any((tmp_path / "clients").iterdir())
     assert main(["keys", "allow", str(tmp_path / "me.key"), "--config", str(config)]) == 0
     assert "secret-key" not in (tmp_path / "clients" / "me.key").read_text()
+
+
+@pytest.mark.parametrize(
+    "shape, count, drift",
+    [
+        ((6, 100), 3000, "rotation@1000"),  # BasicMotions: the README's demo
+        ((1, 150), 3000, "gain@1000"),  # GunPoint: a rotation would change nothing
+        ((1, 8, 8), 3000, "rotate@1000"),  # digits
+        ((6, 100), 600, "rotation@200"),  # a short demo still drifts
+    ],
+)
+def test_the_demo_default_drift_changes_the_samples(
+    shape: tuple[int, ...], count: int, drift: str
+) -> None:
+    assert default_drift(shape, count) == drift
+    Drift.parse(drift).check(shape, count)

@@ -73,9 +73,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="samples/s (default 300)")
     parser.add_argument(
         "--drift",
-        default="rotation@1000",
+        default=None,
         metavar="KIND[:STRENGTH]@N",
-        help="drift to inject (default rotation@1000); " + kinds_help(),
+        help="drift to inject (default rotation@1000; gain for series of fewer than 3 "
+        "channels, rotate for images; at a third of a --count under 3000); " + kinds_help(),
     )
     parser.add_argument(
         "--labels-every",
@@ -103,7 +104,7 @@ def demo_main(args: argparse.Namespace) -> int:
     if args.count < 1 or args.labels_every < 0 or args.rate < 0:
         raise ValueError("--count must be >= 1, --labels-every and --rate >= 0")
     check_output_file(args.plot, "--plot")  # found now, not after the whole run
-    drift = Drift.parse(args.drift)
+    drift = Drift.parse(args.drift) if args.drift else None
     bundle = load_bundle(args.bundle)
     args.data = args.data or trained_data_spec(bundle.meta)
     ds = load_dataset(args.data)
@@ -112,6 +113,9 @@ def demo_main(args: argparse.Namespace) -> int:
             f"{args.data}: samples have shape {ds.input_shape}, the model in "
             f"{args.bundle} takes {bundle.input_shape}"
         )
+    if drift is None:
+        args.drift = default_drift(ds.input_shape, args.count)
+        drift = Drift.parse(args.drift)
     drift.check(ds.input_shape, args.count)
     with tempfile.TemporaryDirectory(prefix="ea-demo-", dir="/tmp") as tmp:
         d = Path(tmp)
@@ -140,6 +144,13 @@ def demo_main(args: argparse.Namespace) -> int:
     _print_table(trace, y, drift.start, args)
     _plot(trace, y, drift, args.plot)
     return 0
+
+
+def default_drift(shape: tuple[int, ...], count: int) -> str:
+    """The demo's drift for samples of ``shape``: one that changes them (rotation turns
+    3-axis triplets), from sample 1000 or a third of a shorter stream."""
+    kind = "rotate" if len(shape) == 3 else ("rotation" if shape[0] >= 3 else "gain")
+    return f"{kind}@{min(1000, count // 3)}"
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], status_ep: str, log: Path) -> None:
