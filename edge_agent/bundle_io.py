@@ -175,12 +175,56 @@ def _from_payload(p: Any) -> Bundle:
 # ---------------------------------------------------------------- validation
 
 
-def validate(b: Bundle) -> None:
-    """Check internal consistency; raise BundleError naming the first problem."""
-    arch = b.arch
+MAX_DIM = 1 << 20  # a size, count or kernel beyond this is damage, not a model
+_CONV, _POOL = ("in_ch", "out_ch", "kernel"), ("kernel",)
+_GEOMETRY = ("kernel", "stride", "padding")  # an int, or in 2-D a pair (height, width)
+LAYER_KEYS = {  # the layer ops the engine runs, with the keys each needs
+    "conv1d": _CONV,
+    "conv2d": _CONV,
+    "linear": ("in_features", "out_features"),
+    **dict.fromkeys(("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"), _POOL),
+    "gap": (),
+    "flatten": (),
+}
+
+
+def _count(value: Any, where: str, lo: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_DIM:
+        raise BundleError(f"{where} must be a whole number in {lo}..{MAX_DIM}, not {value!r}")
+
+
+def _validate_arch(arch: Any) -> None:
+    """The architecture's types and ranges, so that a damaged one is refused here with
+    what is wrong, not by the engine with a KeyError or an allocation of terabytes."""
+    if not isinstance(arch, dict):
+        raise BundleError("arch must be a map")
     for key in ("name", "input_shape", "num_classes", "layers"):
         if key not in arch:
             raise BundleError(f"arch is missing {key!r}")
+    shape, layers = arch["input_shape"], arch["layers"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
+        raise BundleError(f"arch.input_shape must be (C,), (C, T) or (C, H, W), not {shape!r}")
+    for i, n in enumerate(shape):
+        _count(n, f"arch.input_shape[{i}]")
+    _count(arch["num_classes"], "arch.num_classes")
+    if not isinstance(layers, list) or not layers:
+        raise BundleError("arch.layers must be a non-empty list")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or str(layer.get("op")) not in LAYER_KEYS:
+            raise BundleError(f"arch.layers[{i}] must be a map with 'op' one of {list(LAYER_KEYS)}")
+        missing = [key for key in LAYER_KEYS[layer["op"]] if key not in layer]
+        if missing:
+            raise BundleError(f"arch.layers[{i}] ({layer['op']}) is missing {missing}")
+        for key, value in layer.items():
+            two_d = key in _GEOMETRY and layer["op"].endswith("2d")
+            pair = value if two_d and isinstance(value, list) and len(value) == 2 else [value]
+            for v in pair if key not in ("op", "relu") else []:
+                _count(v, f"arch.layers[{i}].{key}", lo=0 if key == "padding" else 1)
+
+
+def validate(b: Bundle) -> None:
+    """Check internal consistency; raise BundleError naming the first problem."""
+    _validate_arch(b.arch)
     ops = b.weighted_ops()
     if not ops:
         raise BundleError("arch has no conv or linear layer")
@@ -208,6 +252,8 @@ def validate(b: Bundle) -> None:
             raise BundleError(f"{where}: weight_bits is {q.weight_bits}")
         if not 2 <= q.act_bits <= 8:
             raise BundleError(f"{where}: act_bits {q.act_bits} outside 2..8")
+        if not (np.isfinite(q.input_scale) and q.input_scale > 0):
+            raise BundleError(f"{where}: input_scale must be finite and positive")
         if len(q.layers) != len(ops):
             raise BundleError(f"{where}: {len(q.layers)} layers for {len(ops)} weighted ops")
         for i, (layer, op, (w, _)) in enumerate(zip(q.layers, ops, b.fp_weights, strict=True)):

@@ -147,7 +147,7 @@ def test_users_npz_is_checked_before_training(tmp_path: Path) -> None:
     ds = load_dataset(str(path))
     assert ds.input_shape == (2, 16) and ds.num_classes == 3
     for change, message in (
-        ({"y_train": np.array([-1, 0, 2, -1, 0, 2])}, "train: labels -1..2 are not class"),
+        ({"y_train": np.array([-1, 0, 2, -1, 0, 2])}, "train: label -1 is not a class index"),
         ({"y_test": np.array([0, 1])}, "test: 3 samples and 2 labels"),
         ({"X_test": rng.normal(size=(3, 2, 15))}, "the same in both splits"),
         ({"X_train": np.full((6, 2, 16), np.nan)}, "train: NaN or infinite"),

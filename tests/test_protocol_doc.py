@@ -3,11 +3,18 @@ the agent doing otherwise."""
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import msgpack
 import numpy as np
 import pytest
+from test_service_support import AgentProcess, serial_config
 
+from edge_agent.data import load_dataset
 from edge_agent.ingest.protocol import ProtocolError, decode_ingest
+from edge_agent.ingest.serial_source import format_line
 
 SHAPE = (2, 3)
 
@@ -76,3 +83,24 @@ def test_nesting_depth_limit(depth: int, ok: bool) -> None:
         assert decode_ingest(raw, SHAPE, 2).seq == 1
     else:
         assert _reason(raw) == "msgpack"
+
+
+def test_serial_lines_as_the_document_states(agent_bundle: Path, workdir: Path) -> None:
+    # "\r" before "\n" dropped; a line past 65536 bytes without "\n" is `serial`
+    master, slave = os.openpty()
+    agent = AgentProcess(serial_config(workdir, agent_bundle, os.ttyname(slave), "line"))
+    try:
+        agent.wait_ready()
+        time.sleep(0.5)  # the agent opens the port right after start-up
+        x = load_dataset("basicmotions").X_test[0]
+        os.write(master, format_line(x, 1).replace(b"\n", b"\r\n"))  # a Windows sensor
+        for _ in range(18):  # 18 x 4096 bytes: a line that never ends, in pieces
+            os.write(master, b"1," * 2048)
+        os.write(master, b"\n" + format_line(x))
+        st = agent.wait_for(lambda s: s["samples"]["predicted"] >= 2)
+        assert st["samples"]["accepted_labelled"] == 1 and st["samples"]["accepted"] == 2
+        assert st["samples"]["rejected"].get("serial", 0) >= 1, st["samples"]["rejected"]
+    finally:
+        agent.stop()
+        os.close(master)
+        os.close(slave)

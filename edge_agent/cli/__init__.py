@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent import __version__
+from edge_agent.cli.args import bits_list, check_output_file, positive_int, seed
 
 DATA_HELP = (
     "data set: one of basicmotions, gunpoint, digits (bundled), or a path to your own "
@@ -18,29 +19,6 @@ DATA_HELP = (
     "a digits-style .csv/.csv.gz (64 pixels + label per row) "
     "or an .npz with X_train, y_train, X_test, y_test"
 )
-
-
-def _bits_list(text: str) -> list[int]:
-    try:
-        bits = [int(b) for b in text.split(",") if b]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--bits wants numbers like 4 or 8,4,2, got {text!r}"
-        ) from None
-    bad = [b for b in bits if b not in (2, 3, 4, 8)]
-    if not bits or bad:
-        raise argparse.ArgumentTypeError(f"weight bit-widths must be 2, 3, 4 or 8, got {text!r}")
-    return bits
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"want a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"want at least 1, got {value}")
-    return value
 
 
 def _blas_threads(n: int) -> None:
@@ -56,6 +34,7 @@ def _blas_threads(n: int) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train FP + QAT models (with QCore and flipping network) and write a bundle."""
+    check_output_file(args.out, "--out")  # not after minutes of training
     _blas_threads(args.threads)
     from edge_agent.bundle import SERIES_NORM
     from edge_agent.bundle_io import save_bundle
@@ -196,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="basicmotions", help=DATA_HELP)
     p.add_argument(
         "--bits",
-        type=_bits_list,
+        type=bits_list,
         default=[4],
         help="weight bit-width(s), e.g. 4 or 8,4,2 (the first is the default the "
         "agent runs; the others let it switch at run time). Default: 4",
@@ -216,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels of the first conv layer, doubled in later ones (default: 32 for "
         "series, 16 for images; MACs grow about with its square)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--fp-steps", type=int, default=1200, help="FP training steps (default 1200)")
     p.add_argument(
         "--qat-steps", type=int, default=600, help="QAT steps per bit-width (default 600)"
@@ -260,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="torch threads (default 1: the models are small, and more threads cost more "
@@ -268,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--early-stop",
-        type=_positive_int,
+        type=positive_int,
         default=0,
         metavar="N",
         help="stop on a 10%% validation split when the training split has at least N "
@@ -287,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path, help="bundle file written by 'edge-agent train'")
     p.add_argument("--data", help=DATA_HELP + " (default: the data set the bundle was trained on)")
     p.add_argument(
-        "--bits", type=_bits_list, help="bit-width(s) to evaluate (default: all in the bundle)"
+        "--bits", type=bits_list, help="bit-width(s) to evaluate (default: all in the bundle)"
     )
     p.set_defaults(func=cmd_evaluate)
 

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import zmq.auth
+
 from edge_agent.container import atomic_write_bytes
 from edge_agent.curve_keys import (
     CLIENT_KEY_ENV,
@@ -73,6 +75,8 @@ def _allow(key: Path, config: str) -> int:
         raise KeyFileError(f"{config}: [status.curve] authorized_keys is not set")
     public = load_public(key)  # a bad file is refused here, not skipped by the agent later
     name = key.name if key.name.endswith(".key") else f"{key.stem}.key"
+    if zmq.auth.load_certificate(key)[1]:  # it would be copied world-readable to the board
+        raise KeyFileError(f"{key} holds the client's secret key: allow the public {name} instead")
     dest = Path(target) / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dest, key.read_bytes(), 0o644)

@@ -8,6 +8,7 @@ import time
 
 import zmq
 
+from edge_agent.cli.args import endpoint_arg
 from edge_agent.client import DEFAULT_INGEST, ClientError, Publisher, replay, stream
 from edge_agent.data.drift import kinds_help
 
@@ -27,6 +28,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--endpoint",
+        type=endpoint_arg,
         default=DEFAULT_INGEST,
         help=f"agent ingest endpoint (default {DEFAULT_INGEST})",
     )
@@ -86,6 +88,8 @@ def publish_main(args: argparse.Namespace) -> int:
         return 2
     drift = Drift.parse(args.drift) if args.drift else None
     ds = load_dataset(args.data)
+    if drift:
+        drift.check(ds.input_shape, args.count)
     X, y = (ds.X_test, ds.y_test) if args.split == "test" else (ds.X_train, ds.y_train)
     items = stream(
         X,

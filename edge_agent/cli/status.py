@@ -10,6 +10,7 @@ from typing import Any
 
 import zmq
 
+from edge_agent.cli.args import endpoint_arg
 from edge_agent.client import DEFAULT_STATUS, ClientError, StatusClient
 from edge_agent.curve_keys import KeyFileError, load_client_key, parse_public
 
@@ -17,7 +18,10 @@ from edge_agent.curve_keys import KeyFileError, load_client_key, parse_public
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent status``."""
     parser.add_argument(
-        "--endpoint", default=DEFAULT_STATUS, help=f"status socket (default {DEFAULT_STATUS})"
+        "--endpoint",
+        type=endpoint_arg,
+        default=DEFAULT_STATUS,
+        help=f"status socket (default {DEFAULT_STATUS})",
     )
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.add_argument(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,11 +122,14 @@ def stratified_split(
 def load_digits_csv(path: str | Path) -> Dataset:
     """Read a digits-style CSV (64 pixel columns, label last) into 1x8x8 images, split
     stratified."""
-    raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    if raw.ndim != 2 or raw.shape[1] != 65:
+    try:
+        raw = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    except (ValueError, OSError) as exc:  # numpy's words name no file (gzip's: OSError)
+        raise ValueError(f"{path}: not a digits-style CSV (numbers only): {exc}") from None
+    if raw.shape[1] != 65:
         raise ValueError(f"{path}: expected 65 columns (8x8 pixels + label), got {raw.shape}")
-    y = raw[:, 64].astype(np.int64)
-    names = [str(c) for c in range(int(y.max()) + 1)]
+    y = class_indices(raw[:, 64], f"{path}: label column")
+    names = index_names(y)
     return held_out_split("digits", raw[:, :64].reshape(-1, 1, 8, 8), y, names)
 
 
@@ -178,10 +182,7 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
     paths, name = _split_files(Path(train_path))
     raw = []
     for path in paths:
-        try:
-            table = np.loadtxt(path, delimiter="\t", dtype=np.float64, ndmin=2)
-        except ValueError as exc:
-            raise TsFormatError(f"{path}: not a UCR .tsv table: {exc}") from None
+        table = _read_tsv(path)
         if table.shape[1] < 2 or np.isnan(table[:, 0]).any():
             raise TsFormatError(f"{path}: every line needs a class label and values")
         raw.append(table)
@@ -201,26 +202,74 @@ def load_tsv_pair(train_path: str | Path) -> Dataset:
     return Dataset(name, X[0], y[0], X[1], y[1], names)
 
 
+def _read_tsv(path: Path) -> np.ndarray:
+    """A UCR ``.tsv`` as a float table, rows shorter than the longest padded with NaN
+    (filled later as the archive's own padding is)."""
+    rows: list[list[float]] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            if line.strip():
+                rows.append([float(v) for v in line.split("\t")])
+        except ValueError as exc:
+            raise TsFormatError(f"{path}:{lineno}: not tab-separated numbers: {exc}") from None
+    if not rows:
+        raise TsFormatError(f"{path}: no series in it")
+    table = np.full((len(rows), max(len(r) for r in rows)), np.nan)
+    for i, row in enumerate(rows):
+        table[i, : len(row)] = row
+    return table
+
+
+def class_indices(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels ``y`` as int64 class indices; ValueError when they are not whole numbers
+    (strings, fractions, NaN), which a cast would silently change."""
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64)
+    if y.dtype.kind != "f" or not np.array_equal(y, np.round(y)):
+        shown = y.dtype if y.dtype.kind != "f" else next(v for v in y if v != np.round(v))
+        raise ValueError(f"{where}: labels must be class indices (whole numbers), got {shown}")
+    return y.astype(np.int64)
+
+
+def index_names(y: np.ndarray) -> list[str]:
+    """Class names ``"0".."max"`` for labels that are class indices."""
+    return [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
+
+
+def _real(X: np.ndarray, where: str) -> np.ndarray:
+    """Samples as float32; ValueError for a type that is not real numbers (complex values
+    would lose their imaginary part)."""
+    if X.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: samples must be real numbers, got {X.dtype}")
+    return X.astype(np.float32)
+
+
 def load_npz(path: str | Path, name: str | None = None) -> Dataset:
     """Read an ``.npz`` with X_train, y_train, X_test, y_test and a label_names JSON."""
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise ValueError(f"{path}: not an .npz archive (numpy.savez writes one)")
     with np.load(path, allow_pickle=False) as z:
         missing = {"X_train", "y_train", "X_test", "y_test"} - set(z.files)
         if missing:
             raise ValueError(f"{path}: no {', '.join(sorted(missing))} in the archive")
-        names = (
-            json.loads(bytes(z["label_names_json"]).decode()) if "label_names_json" in z else None
-        )
-        y_train = z["y_train"].astype(np.int64)
-        if names is None:
-            names = [str(c) for c in range(int(y_train.max()) + 1)]
-        return Dataset(
-            name or Path(path).stem,
-            z["X_train"].astype(np.float32),
-            y_train,
-            z["X_test"].astype(np.float32),
-            z["y_test"].astype(np.int64),
-            [str(n) for n in names],
-        )
+        try:
+            arrays = {key: z[key] for key in ("X_train", "y_train", "X_test", "y_test")}
+            names = (
+                json.loads(bytes(z["label_names_json"]).decode())
+                if "label_names_json" in z
+                else None
+            )
+        except ValueError as exc:  # object arrays: pickled Python objects, never loaded
+            raise ValueError(f"{path}: holds arrays that are not numbers ({exc})") from None
+    y_train = class_indices(arrays["y_train"], f"{path}: y_train")
+    return Dataset(
+        name or Path(path).stem,
+        _real(arrays["X_train"], f"{path}: X_train"),
+        y_train,
+        _real(arrays["X_test"], f"{path}: X_test"),
+        class_indices(arrays["y_test"], f"{path}: y_test"),
+        [str(n) for n in names] if names is not None else index_names(y_train),
+    )
 
 
 def save_npz(ds: Dataset, path: str | Path) -> None:
@@ -248,13 +297,18 @@ def load_dataset(spec: str) -> Dataset:
         ".ts": load_ts_pair,
         ".tsv": load_tsv_pair,
         ".npz": load_npz,
+        ".csv": load_digits_csv,
     }
-    if path.name.endswith((".csv", ".csv.gz")):
-        return checked(load_digits_csv(path), spec)
-    if path.suffix in loaders:
-        return checked(loaders[path.suffix](path), spec)
-    hint = " (the UEA/UCR archive ships every .arff data set as .ts too)" * (path.suffix == ".arff")
-    raise ValueError(f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}")
+    kind = ".csv" if path.name.endswith((".csv", ".csv.gz")) else path.suffix
+    if kind not in loaders:
+        hint = " (the UEA/UCR archive ships every .arff data set as .ts too)" * (kind == ".arff")
+        raise ValueError(
+            f"{spec}: unknown data file type (use .ts, .tsv, .csv, .csv.gz or .npz){hint}"
+        )
+    try:
+        return checked(loaders[kind](path), spec)
+    except UnicodeDecodeError:  # binary bytes in a text format; the codec's words name no file
+        raise ValueError(f"{spec}: not a text file (UTF-8), as its type must be") from None
 
 
 def data_source(spec: str) -> str:
@@ -288,7 +342,9 @@ def checked(ds: Dataset, source: str) -> Dataset:
     for split, X, y in (("train", ds.X_train, ds.y_train), ("test", ds.X_test, ds.y_test)):
         if len(X) != len(y) or len(X) == 0:
             problems.append(f"{split}: {len(X)} samples and {len(y)} labels")
-        elif y.min() < 0 or y.max() >= ds.num_classes:
+        elif y.min() < 0:
+            problems.append(f"{split}: label {int(y.min())} is not a class index (0 and up)")
+        elif y.max() >= ds.num_classes:
             problems.append(
                 f"{split}: labels {int(y.min())}..{int(y.max())} are not class indices "
                 f"0..{ds.num_classes - 1}"

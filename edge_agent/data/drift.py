@@ -156,7 +156,30 @@ class Drift:
             ) from None
         if start < 0:
             raise ValueError(f"bad drift {spec!r}: START must be >= 0")
+        if not np.isfinite(strength):  # inf or NaN samples: every one rejected by the agent
+            raise ValueError(f"bad drift {spec!r}: STRENGTH must be a finite number")
         return cls(kind, strength, start)
+
+    def check(self, input_shape: tuple[int, ...], count: int) -> None:
+        """ValueError when the drift cannot act on a stream of ``count`` samples of
+        ``input_shape``: a kind for the other sort of data, or a start after the end."""
+        images = len(input_shape) == 3
+        kinds = IMAGE_KINDS if images else SENSOR_KINDS
+        if self.kind not in kinds:
+            raise ValueError(
+                f"drift {self.kind!r} is not for {'images' if images else 'sensor series'} "
+                f"(samples {input_shape}): use one of {', '.join(kinds)}"
+            )
+        if self.kind == "rotation" and input_shape[0] < 3:  # rotate_axes would change nothing
+            raise ValueError(
+                f"drift 'rotation' turns 3-axis sensor triplets; these samples have "
+                f"{input_shape[0]} channel(s): use one of {', '.join(kinds[1:])}"
+            )
+        if self.start >= count:
+            raise ValueError(
+                f"drift starts at sample {self.start}, but the stream has {count}: nothing "
+                "would drift (lower START or raise --count)"
+            )
 
     def transform(self, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
         """A function that applies this drift to one sample."""

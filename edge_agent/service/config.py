@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import tomllib
 import types
@@ -26,6 +27,7 @@ from edge_agent.calibrate.controller import CalibrationConfig
 from edge_agent.energy import EnergyConfig
 from edge_agent.ingest.config import IngestConfig, SerialConfig
 from edge_agent.service.metrics_config import MetricsConfig
+from kernels.plan.packing import SUPPORTED_BITS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -245,13 +247,22 @@ def _in_range(value: float, key: str, lo: float, hi: float) -> None:
     _need(lo <= value <= hi, key, f"must be in {lo:g}..{hi:g}, not {value!r}")
 
 
+def check_endpoint(ep: str, key: str, schemes: tuple[str, ...] = ("tcp", "ipc", "inproc")) -> None:
+    """ZeroMQ's syntax, checked here so that ``run --check`` finds what start-up would."""
+    scheme, _, address = ep.partition("://")
+    host, _, port = address.rpartition(":")
+    tcp_ok = bool(host) and (port == "*" or (port.isdigit() and 0 < int(port) < 65536))
+    _need(
+        scheme in schemes and bool(address) and (scheme != "tcp" or tcp_ok),
+        key,
+        f"{ep!r} is not a {', '.join(s + '://' for s in schemes)} endpoint"
+        + " (tcp://HOST:PORT, PORT 1..65535 or *)" * (scheme == "tcp"),
+    )
+
+
 def _endpoints(eps: list[str], key: str) -> None:
     for i, ep in enumerate(eps):
-        _need(
-            ep.startswith(("tcp://", "ipc://", "inproc://")),
-            f"{key}[{i}]",
-            f"{ep!r} is not a tcp://, ipc:// or inproc:// endpoint",
-        )
+        check_endpoint(ep, f"{key}[{i}]")
 
 
 def _check_fields(obj: Any, where: str) -> None:
@@ -285,21 +296,12 @@ def _check(cfg: AgentConfig) -> None:
         _in_range(len(t.encode()), f"ingest.topics[{i}] (bytes)", 0, 255)
     if ing.curve.enabled:
         _need(bool(ing.curve.secret_key), "ingest.curve.secret_key", "required with CURVE")
-        if ing.mode == "bind":
-            _need(
-                bool(ing.curve.authorized_keys),
-                "ingest.curve.authorized_keys",
-                "required with CURVE in bind mode",
-            )
-        else:
-            _need(
-                bool(ing.curve.server_public_key),
-                "ingest.curve.server_public_key",
-                "required with CURVE in connect mode",
-            )
+        keys = "authorized_keys" if ing.mode == "bind" else "server_public_key"
+        need = f"required with CURVE in {ing.mode} mode"
+        _need(bool(getattr(ing.curve, keys)), f"ingest.curve.{keys}", need)
     _endpoints(cfg.output.endpoints, "output.endpoints")
     if st.tcp:
-        _need(st.tcp.startswith("tcp://"), "status.tcp", f"{st.tcp!r} is not a tcp:// endpoint")
+        check_endpoint(st.tcp, "status.tcp", ("tcp",))
         host = st.tcp[len("tcp://") :].rsplit(":", 1)[0]
         _need(
             st.allow_remote or host in ("127.0.0.1", "localhost", "[::1]"),
@@ -307,11 +309,7 @@ def _check(cfg: AgentConfig) -> None:
             f"host {host!r} is not loopback; set status.allow_remote = true to expose it",
         )
     if st.curve.endpoint:
-        _need(
-            st.curve.endpoint.startswith("tcp://"),
-            "status.curve.endpoint",
-            f"{st.curve.endpoint!r} is not a tcp:// endpoint",
-        )
+        check_endpoint(st.curve.endpoint, "status.curve.endpoint", ("tcp",))
         _need(
             bool(st.curve.authorized_keys),
             "status.curve.authorized_keys",
@@ -327,6 +325,9 @@ def _check(cfg: AgentConfig) -> None:
         "status",
         "enable ipc or give a tcp or curve endpoint",
     )
+    for key in ("normal_bits", "pressure_bits"):  # the energy policy would ignore others
+        bits = getattr(cfg.energy, key)
+        _need(bits in (None, *SUPPORTED_BITS), f"energy.{key}", f"not one of {SUPPORTED_BITS}")
     cal = cfg.calibration
     _need(
         cal.stats_min_samples <= cal.stats_window,
@@ -359,25 +360,28 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     cfg = parse_config(text, str(path))
     base = Path(path).resolve().parent
+    # relative paths are relative to the file, not the working directory (systemd's is /)
+    for section, keys in FILE_PATHS.items():
+        for names in ([*section.split("."), key] for key in keys):
+            value: str = functools.reduce(getattr, names, typing.cast(Any, cfg))
+            if value and not Path(value).is_absolute():
+                cfg = _replaced(cfg, names, str(base / value))
+    return cfg
 
-    def anchored(value: str) -> str:
-        return str(base / value) if value and not Path(value).is_absolute() else value
 
-    # Relative paths in the file are relative to the file, not to the working directory.
-    curve = cfg.status.curve
-    curve = dataclasses.replace(
-        curve,
-        authorized_keys=anchored(curve.authorized_keys),
-        server_key=anchored(curve.server_key),
-    )
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, bundle=anchored(cfg.model.bundle)),
-        status=dataclasses.replace(cfg.status, curve=curve),
-        state=dataclasses.replace(
-            cfg.state, dir=anchored(cfg.state.dir), runtime_dir=anchored(cfg.state.runtime_dir)
-        ),
-    )
+FILE_PATHS = {  # the keys that name files, by section
+    "model": ("bundle",),
+    "state": ("dir", "runtime_dir"),
+    "status.curve": ("authorized_keys", "server_key"),
+    "ingest.curve": ("secret_key", "authorized_keys", "server_public_key"),
+    "metrics": ("textfile",),
+}
+
+
+def _replaced(obj: Any, names: list[str], value: str) -> Any:
+    """``obj`` with the field at path ``names`` set to ``value`` (frozen dataclasses)."""
+    inner = value if len(names) == 1 else _replaced(getattr(obj, names[0]), names[1:], value)
+    return dataclasses.replace(obj, **{names[0]: inner})
 
 
 def local_config_text(run_dir: Path, bundle: Path, extra: str = "") -> str:
