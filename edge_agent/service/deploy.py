@@ -7,7 +7,10 @@ the configured file changes.
 (the bundle it ran before, when that was a pushed one too) and ``deploy.json`` (the
 configured bundle's sha256 at the push, and whether the previous one is a file here or
 the configured bundle). Every file is written to a temporary name, fsynced and renamed;
-the renames between them are atomic, so a crash leaves either bundle whole.
+the renames between them are atomic, so a crash leaves either bundle whole. A pushed
+bundle that no longer loads (a damaged card) is moved to ``damaged.eab`` and the
+configured bundle runs: the unit does not restart an agent that exits for a bad bundle,
+and the configured one is the board's known-good choice.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.bundle import BundleError
+from edge_agent.bundle_io import load_bundle
 from edge_agent.container import atomic_write_bytes
 
 log = logging.getLogger("edge_agent.agent")
 
 CURRENT, PREVIOUS, INCOMING, RECORD = "current.eab", "previous.eab", "incoming.eab", "deploy.json"
+DAMAGED = "damaged.eab"  # the last pushed bundle found damaged, kept to look at
 FILE_MODE = 0o600  # as the state directory's other files
 
 
@@ -37,6 +44,7 @@ class Deployments:
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "deploy"
+        self.damaged: dict[str, Any] | None = None  # the last damaged pushed bundle found
 
     def _record(self) -> dict[str, Any] | None:
         try:
@@ -66,7 +74,26 @@ class Deployments:
             )
             self.clear()
             return configured
+        try:
+            load_bundle(current)
+        except (BundleError, OSError) as exc:
+            self._set_aside_damaged(current, str(exc))
+            log.error(
+                "the pushed bundle is damaged (%s): running the configured bundle %s",
+                exc,
+                configured,
+            )
+            return configured
         return current
+
+    def _set_aside_damaged(self, current: Path, why: str) -> None:
+        """Keep a damaged pushed bundle as :data:`DAMAGED` and forget the push."""
+        self.damaged = {"error": why, "time": time.time()}
+        try:
+            os.replace(current, self.dir / DAMAGED)
+        except OSError as exc:  # a read-only card: the record goes below all the same
+            log.error("cannot move the damaged pushed bundle aside: %s", exc)
+        self.clear()
 
     def incoming(self, data: bytes) -> Path:
         """Write a pushed bundle beside the others, not yet in use (to be loaded and checked)."""
@@ -138,4 +165,5 @@ class Deployments:
             "pushed": pushed,
             "previous": rec.get("previous") if pushed and rec else None,
             "configured": str(configured),
+            "damaged": self.damaged,
         }

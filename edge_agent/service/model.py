@@ -86,7 +86,10 @@ def load_running_model(
                 base,
             )
     elif payload is not None:
-        log.info("the configured bundle changed since the last checkpoint: starting from it")
+        log.info(
+            "the bundle to run (configured or pushed) changed since the last checkpoint: "
+            "starting from it"
+        )
         try:
             store.forget_models()
         except OSError as exc:  # a read-only card: they stay until it is writable
