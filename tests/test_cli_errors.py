@@ -234,3 +234,40 @@ def test_the_demo_default_drift_changes_the_samples(
 ) -> None:
     assert default_drift(shape, count) == drift
     Drift.parse(drift).check(shape, count)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            "[ingest.curve]\nenabled = true\nsecret_key = 'nope.key_secret'\n"
+            "authorized_keys = 'publishers'\n",
+            "ingest.curve.secret_key: ",
+        ),
+        (
+            "[status.curve]\nendpoint = 'tcp://127.0.0.1:5599'\nauthorized_keys = 'clients'\n",
+            "status.curve.authorized_keys: ",
+        ),
+        ("", "conv1d expects 5 channels"),
+    ],
+)
+def test_run_check_refuses_what_start_up_would(
+    tmp_path: Path, extra: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # these passed `run --check` and then stopped `run` at start: a CURVE key file that
+    # is not there, a layer that does not fit its input (the checksum is fine)
+    bundle = DEFAULT_BUNDLE
+    if not extra:
+        bundle = _resealed(tmp_path, "wrong_in_ch", _set("arch.layers.0.in_ch", 5))
+        load_bundle(bundle)  # the bundle itself loads
+    (tmp_path / "agent.toml").write_text(f"[model]\nbundle = '{bundle}'\n{extra}")
+    assert main(["run", "--config", str(tmp_path / "agent.toml"), "--check"]) == 78
+    assert message in caplog.text, caplog.text
+
+
+def test_run_check_passes_a_good_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "agent.toml").write_text(f"[model]\nbundle = '{DEFAULT_BUNDLE}'\n")
+    assert main(["run", "--config", str(tmp_path / "agent.toml"), "--check"]) == 0
+    assert "are valid" in capsys.readouterr().out

@@ -19,7 +19,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="validate the configuration and the model bundle, then exit",
+        help=(
+            "validate the configuration, the model bundle (every bit-width builds an engine) "
+            "and the CURVE key files it names, then exit"
+        ),
     )
 
 

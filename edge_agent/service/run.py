@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from edge_agent.bundle import BundleError
-from edge_agent.bundle_io import load_bundle
+from edge_agent.service import preflight
 from edge_agent.service.agent import EX_CONFIG, Agent
 from edge_agent.service.config import ConfigError, load_config
 from edge_agent.service.runtime import tune_for_latency
@@ -24,12 +24,12 @@ def run_agent(config_path: Path, check_only: bool = False) -> int:
         return EX_CONFIG
     logging.getLogger().setLevel(cfg.log.level.upper())
     if check_only:
-        try:
-            load_bundle(cfg.model.bundle)
-        except BundleError as exc:
-            log.error("%s", exc)
+        found = preflight.problems(cfg)
+        for problem in found:
+            log.error("%s", problem)
+        if found:
             return EX_CONFIG
-        print(f"{config_path}: configuration and model bundle are valid")
+        print(f"{config_path}: configuration, model bundle and key files are valid")
         return 0
     agent = Agent(cfg, config_path)
     signal.signal(signal.SIGTERM, agent.request_stop)
