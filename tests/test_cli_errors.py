@@ -271,3 +271,18 @@ def test_run_check_passes_a_good_configuration(
     (tmp_path / "agent.toml").write_text(f"[model]\nbundle = '{DEFAULT_BUNDLE}'\n")
     assert main(["run", "--config", str(tmp_path / "agent.toml"), "--check"]) == 0
     assert "are valid" in capsys.readouterr().out
+
+
+def test_fleet_commands_name_a_file_that_is_not_what_they_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a garbage --extra printed numpy's advice to load it with pickle; a binary
+    # --agents-file printed "'utf-8' codec can't decode byte 0xf4"
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(bytes(range(256)))
+    code = main(["train", "--extra", str(garbage), "--out", str(tmp_path / "x.eab")])
+    err = capsys.readouterr().err
+    assert code != 0 and "not an .npz archive" in err and "pickle" not in err, err
+    code = main(["collect", "--agents-file", str(garbage), "--out", str(tmp_path / "f.npz")])
+    err = capsys.readouterr().err
+    assert code != 0 and "not a text file of lines" in err and "codec" not in err, err

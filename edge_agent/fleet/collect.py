@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -151,6 +152,8 @@ def save(c: Collected, path: Path) -> None:
 
 def load_field(path: str | Path, pseudo: bool = False) -> dict[str, np.ndarray]:
     """A collected .npz; with ``pseudo`` False only truly labelled samples are kept."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would offer pickle
+        raise ValueError(f"{path}: not an .npz archive (edge-agent collect writes one)")
     try:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}

@@ -26,8 +26,12 @@ def _agents(args: argparse.Namespace) -> tuple[list[AgentAddress], tuple[bytes, 
     if args.agents_file:
         try:
             text = Path(args.agents_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise UsageError(f"{args.agents_file}: cannot read: {exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"{args.agents_file}: not a text file of lines 'ENDPOINT [SERVER_KEY]'"
+            ) from None
         for n, ln in enumerate(text.splitlines(), 1):
             if ln.split("#")[0].strip():
                 lines.append((f"{args.agents_file}:{n}", ln.split("#")[0]))
@@ -211,8 +215,9 @@ def add_fleet_commands(sub: Any) -> None:
         "proxy",
         help="one ZeroMQ fan-in: many publishers to many agents, by topic",
         description="Forward publishers (connecting to --frontend) to agents (connecting "
-        'to --backend with [ingest] mode = "connect") with ZeroMQ\'s own XSUB/XPUB proxy; '
-        "agents subscribe by topic ([ingest] topics). See docs/fleet.md.",
+        'to --backend with [ingest] mode = "connect") (XSUB/XPUB sockets, '
+        "forwarded by a loop of its own that counts what it forwards); agents subscribe by "
+        "topic ([ingest] topics). See docs/fleet.md.",
     )
     add_proxy_arguments(p)
     p.set_defaults(func=proxy_main)
