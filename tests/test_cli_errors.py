@@ -286,3 +286,15 @@ def test_fleet_commands_name_a_file_that_is_not_what_they_read(
     code = main(["collect", "--agents-file", str(garbage), "--out", str(tmp_path / "f.npz")])
     err = capsys.readouterr().err
     assert code != 0 and "not a text file of lines" in err and "codec" not in err, err
+
+
+def test_a_state_directory_that_cannot_be_made_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # was "cannot start: [Errno 2] No such file or directory: '/proc/nope'"
+    (tmp_path / "agent.toml").write_text(
+        f"[model]\nbundle = '{DEFAULT_BUNDLE}'\n[state]\ndir = '/proc/nope'\n"
+        f"runtime_dir = '{tmp_path}/run'\n"
+    )
+    assert main(["run", "--config", str(tmp_path / "agent.toml")]) == 1
+    assert "cannot start: [state] dir /proc/nope: No such file or directory" in caplog.text

@@ -148,7 +148,10 @@ class StateStore:
     def restore(self) -> tuple[dict[str, Any] | None, list[LabelledSample]]:
         """Load the newest valid checkpoint and the newest labelled samples (up to
         ``capacity``); set corrupt checkpoints aside and cut torn log tails."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # named: the bare error did not say which setting it was
+            raise OSError(f"[state] dir {self.dir}: {exc.strerror or exc}") from None
         for tmp in self.dir.glob(".checkpoint-*.tmp"):  # a write cut short by a crash
             log.info("removing unfinished checkpoint %s", tmp.name)
             try:
