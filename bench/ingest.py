@@ -154,7 +154,10 @@ def stream(
     ats = [b.index(TS_KEY) + len(TS_KEY) for b in bufs]
     pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
     assert agent.proc is not None
-    cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    pid, me = agent.proc.pid, os.getpid()
+    cpu0, th0, st0 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
+    wait0, own0 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
+    idle0 = _idle_s(agent.cpus)
     batches0 = _batches(agent)
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
@@ -164,7 +167,10 @@ def stream(
         send(buf)
     send_s = time.perf_counter() - t0
     got = sink.take(sensor, count, 10.0 + seconds)
-    cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    wall_s = time.perf_counter() - t0
+    cpu1, th1, st1 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
+    wait1, own1 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
+    idle1 = _idle_s(agent.cpus)
     batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
@@ -191,6 +197,20 @@ def stream(
             for name, t in th1.items()
             if t - th0.get(name, 0.0) > 0
         },
+        # the agent's share of a core from the first send to the last prediction taken,
+        # and the time its threads were runnable but waited while other jobs had the core
+        "agent_core_share": (cpu1 - cpu0) / wall_s,
+        "agent_runnable_wait_share": (wait1 - wait0) / wall_s,
+        # the agent's core: idle (nothing to run: the agent was not CPU-bound) and used
+        # by other jobs of the machine
+        "core_idle_share": (idle1 - idle0) / wall_s,
+        "core_others_share": 1.0 - (idle1 - idle0 + cpu1 - cpu0) / wall_s,
+        # this process (the publisher's loop, the sink's thread, their libzmq threads)
+        "bench_thread_cpu_us_per_sample": {
+            name: round((t - own0.get(name, 0.0)) / count * 1e6, 1)
+            for name, t in own1.items()
+            if t - own0.get(name, 0.0) > 0
+        },
         "calibration_rounds": cal1["done"] - cal0["done"],
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
@@ -202,18 +222,28 @@ def _batches(agent: Agent) -> int:
     return int(status(agent.status_endpoint, "metrics")["counters"].get("inference_batches", 0))
 
 
-def _threads_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds of each of a process's threads by OS name (the agent names its own;
-    the main thread is "main"; threads of one name are summed)."""
+def _threads_cpu_s(pid: int, field: int = 0) -> dict[str, float]:
+    """Seconds of each of a process's threads by OS name (the agent names its own; the
+    main thread is "main"; threads of one name are summed), from /proc's schedstat:
+    ``field`` 0 = on the CPU, 1 = runnable but waiting for a CPU (other jobs ran)."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
-            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ns = int((task / "schedstat").read_text().split()[field])
         except OSError:  # the thread ended meanwhile
             continue
-        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        out[name] = out.get(name, 0.0) + cpu
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+def _idle_s(cpus: set[int] | None) -> float:
+    """Idle seconds of ``cpus`` (/proc/stat: idle + iowait)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *f = line.split()
+        if cpus and name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            out += (int(f[3]) + int(f[4])) / tick
     return out
 
 
@@ -248,7 +278,9 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
                 f"  {transport} {rate:>8.0f}/s: predicted {r['samples_per_s']:8.0f}/s, "
                 f"p99 {r['p99_ms']:8.2f} ms, lost {r['lost']}, "
                 f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, batch {r['mean_batch']:.1f}, "
-                f"load {r['loadavg'][0]:.1f}",
+                f"core {r['agent_core_share']:.2f} idle {r['core_idle_share']:.2f} others "
+                f"{r['core_others_share']:.2f} waited {r['agent_runnable_wait_share']:.2f}, "
+                f"load {r['loadavg'][0]:.1f}; bench {r['bench_thread_cpu_us_per_sample']}",
                 file=sys.stderr,
             )
             return r
