@@ -157,7 +157,7 @@ def stream(
     pid, me = agent.proc.pid, os.getpid()
     cpu0, th0, st0 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
     wait0, own0 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
-    idle0 = _idle_s(agent.cpus)
+    idle0, sw0 = _idle_s(agent.cpus), _threads_cpu_s(pid, 2)
     batches0 = _batches(agent)
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
@@ -170,7 +170,7 @@ def stream(
     wall_s = time.perf_counter() - t0
     cpu1, th1, st1 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
     wait1, own1 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
-    idle1 = _idle_s(agent.cpus)
+    idle1, sw1 = _idle_s(agent.cpus), _threads_cpu_s(pid, 2)
     batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
@@ -211,6 +211,12 @@ def stream(
             for name, t in own1.items()
             if t - own0.get(name, 0.0) > 0
         },
+        # times each thread was switched in (wake-ups and preemption ends), per sample
+        "thread_switches_per_sample": {
+            name: round((t - sw0.get(name, 0.0)) * 1e9 / max(predicted, 1), 3)
+            for name, t in sw1.items()
+            if t - sw0.get(name, 0.0) > 0
+        },
         "calibration_rounds": cal1["done"] - cal0["done"],
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
@@ -225,7 +231,8 @@ def _batches(agent: Agent) -> int:
 def _threads_cpu_s(pid: int, field: int = 0) -> dict[str, float]:
     """Seconds of each of a process's threads by OS name (the agent names its own; the
     main thread is "main"; threads of one name are summed), from /proc's schedstat:
-    ``field`` 0 = on the CPU, 1 = runnable but waiting for a CPU (other jobs ran)."""
+    ``field`` 0 = on the CPU, 1 = runnable but waiting for a CPU (other jobs ran), 2 =
+    times switched in, / 1e9)."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -280,7 +287,8 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
                 f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, batch {r['mean_batch']:.1f}, "
                 f"core {r['agent_core_share']:.2f} idle {r['core_idle_share']:.2f} others "
                 f"{r['core_others_share']:.2f} waited {r['agent_runnable_wait_share']:.2f}, "
-                f"load {r['loadavg'][0]:.1f}; bench {r['bench_thread_cpu_us_per_sample']}",
+                f"load {r['loadavg'][0]:.1f}; threads {r['thread_cpu_us_per_sample']} us, "
+                f"{r['thread_switches_per_sample']} switches/sample",
                 file=sys.stderr,
             )
             return r
