@@ -156,8 +156,7 @@ def stream(
     assert agent.proc is not None
     pid, me = agent.proc.pid, os.getpid()
     cpu0, th0, st0 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
-    wait0, own0 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
-    idle0, sw0 = _idle_s(agent.cpus), _threads_cpu_s(pid, 2)
+    own0, sw0, core0 = _threads_cpu_s(me), _threads_cpu_s(pid, 2), _core(pid, agent.cpus)
     batches0 = _batches(agent)
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
@@ -166,11 +165,15 @@ def stream(
         pack_into(buf, at, clock())
         send(buf)
     send_s = time.perf_counter() - t0
+    # while the stream came in: the agent's share of its core, the core's idle share
+    # (nothing to run: the agent was not CPU-bound), other jobs' share, and the time the
+    # agent's threads were runnable but waited (for each other or for other jobs)
+    agent_share, idle_share, wait_share = (
+        (b - a) / send_s for a, b in zip(core0, _core(pid, agent.cpus), strict=True)
+    )
     got = sink.take(sensor, count, 10.0 + seconds)
-    wall_s = time.perf_counter() - t0
     cpu1, th1, st1 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
-    wait1, own1 = sum(_threads_cpu_s(pid, 1).values()), _threads_cpu_s(me)
-    idle1, sw1 = _idle_s(agent.cpus), _threads_cpu_s(pid, 2)
+    own1, sw1 = _threads_cpu_s(me), _threads_cpu_s(pid, 2)
     batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
@@ -197,14 +200,10 @@ def stream(
             for name, t in th1.items()
             if t - th0.get(name, 0.0) > 0
         },
-        # the agent's share of a core from the first send to the last prediction taken,
-        # and the time its threads were runnable but waited while other jobs had the core
-        "agent_core_share": (cpu1 - cpu0) / wall_s,
-        "agent_runnable_wait_share": (wait1 - wait0) / wall_s,
-        # the agent's core: idle (nothing to run: the agent was not CPU-bound) and used
-        # by other jobs of the machine
-        "core_idle_share": (idle1 - idle0) / wall_s,
-        "core_others_share": 1.0 - (idle1 - idle0 + cpu1 - cpu0) / wall_s,
+        "agent_core_share": agent_share,
+        "agent_runnable_wait_share": wait_share,
+        "core_idle_share": idle_share,
+        "core_others_share": 1.0 - idle_share - agent_share,
         # this process (the publisher's loop, the sink's thread, their libzmq threads)
         "bench_thread_cpu_us_per_sample": {
             name: round((t - own0.get(name, 0.0)) / count * 1e6, 1)
@@ -242,6 +241,11 @@ def _threads_cpu_s(pid: int, field: int = 0) -> dict[str, float]:
             continue
         out[name] = out.get(name, 0.0) + ns / 1e9
     return out
+
+
+def _core(pid: int, cpus: set[int] | None) -> tuple[float, float, float]:
+    """Seconds so far: the agent's CPU, its core's idle time, its threads' runnable wait."""
+    return _cpu_s(pid), _idle_s(cpus), sum(_threads_cpu_s(pid, 1).values())
 
 
 def _idle_s(cpus: set[int] | None) -> float:
