@@ -14,8 +14,12 @@ Every stream uses its own sensor name, so one agent serves them all. Per stream:
 rate offered and the rate predicted (first to last prediction received), latency
 percentiles, samples lost (sent, never predicted), the agent's queue drops, and the
 agent's CPU time per sample (/proc; with the agent alone on its core, 1 / that is the
-rate the core sustains, whatever the load elsewhere). The load average comes with every
-result: on a shared machine the wall-clock rates depend on it.
+rate the core sustains, whatever the load elsewhere), per thread, and the times each
+thread was switched in; while the stream came in, the agent's share of its core, the
+core's idle share and the share other jobs of the machine took (a stream that loses
+samples with others near 0 and idle 0 is the agent's own CPU limit), and this process's
+own CPU per sample (publisher and subscriber). The load average comes with every result:
+on a shared machine the wall-clock rates depend on it.
 
     python bench/ingest.py                      # table; bench/results/ingest.{md,json}
     python bench/ingest.py --json               # one JSON object on stdout as well
