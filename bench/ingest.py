@@ -60,7 +60,12 @@ PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def _config(
-    d: Path, bundle: Path, transport: str, batch_max: int | None = None, calibration: bool = True
+    d: Path,
+    bundle: Path,
+    transport: str,
+    batch_max: int | None = None,
+    calibration: bool = True,
+    realtime: int = 0,
 ) -> Path:
     if transport == "ipc":
         ingest, output = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
@@ -77,7 +82,9 @@ queue_capacity = 4096
 [output]
 endpoints = ["{output}"]
 sndhwm = 1000000
-{f"[inference]{chr(10)}batch_max = {batch_max}" if batch_max else ""}
+[inference]
+realtime_priority = {realtime}
+{f"batch_max = {batch_max}" if batch_max else ""}
 {"" if calibration else f"[calibration]{chr(10)}enabled = false"}
 [state]
 dir = "{d}/state"
@@ -274,7 +281,9 @@ def run_transport(args: argparse.Namespace, transport: str, cpus: list[int]) -> 
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
-    cfg = _config(d, args.bundle, transport, args.batch_max, not args.no_calibration)
+    cfg = _config(
+        d, args.bundle, transport, args.batch_max, not args.no_calibration, args.realtime_priority
+    )
     nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
     # a start under load (the JIT warm-up on a shared core) can take minutes
     agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", agent_cpu, 600.0, nice)
@@ -323,6 +332,7 @@ def run_transport(args: argparse.Namespace, transport: str, cpus: list[int]) -> 
         "transport": transport,
         "agent_cpu": sorted(agent_cpu),
         "agent_nice": nice,
+        "realtime_priority": args.realtime_priority,
         "capacity_per_s": capacity,
         "search": search,
         "at_50": at50,
@@ -407,6 +417,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-calibration",
         action="store_true",
         help="calibration off: the agent's CPU per sample without its elastic share",
+    )
+    p.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="the agent's inference.realtime_priority (0: off, its default; needs root here)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
