@@ -15,13 +15,12 @@ from edge_agent.service.config import local_config_text, parse_config
 BUNDLE = Path(__file__).resolve().parents[1] / "edge_agent" / "defaults" / "basicmotions.eab"
 
 
-def _policies() -> dict[str, int]:
-    """OS thread name -> scheduling policy, for this process's threads."""
+def _policies() -> dict[int, tuple[str, int]]:
+    """Thread id -> (OS name, scheduling policy) of this process's threads."""
     out = {}
     for task in Path("/proc/self/task").iterdir():
-        name = (task / "comm").read_text().strip()
         policy = os.sched_getscheduler(int(task.name)) & ~os.SCHED_RESET_ON_FORK
-        out["main" if int(task.name) == threading.get_native_id() else name] = policy
+        out[int(task.name)] = ((task / "comm").read_text().strip(), policy)
     return out
 
 
@@ -35,12 +34,15 @@ def test_hot_threads_go_real_time_or_the_refusal_is_counted() -> None:
         refused = agent.metrics.snapshot()["counters"].get("realtime_refused", 0)
         if refused:  # no CAP_SYS_NICE / RLIMIT_RTPRIO here: counted, nothing changed
             assert refused == 1
-            assert os.SCHED_RR not in policies.values()
-        else:
-            for name in ("main", "ingest-zmq", "ZMQbg/IO/0"):
-                assert policies[name] == os.SCHED_RR, name
-            for name in ("calibration", "status"):  # these stay in the fair class
-                assert policies[name] == os.SCHED_OTHER, name
+            assert all(policy != os.SCHED_RR for _, policy in policies.values())
+            return
+        # by thread id: the agent's threads name themselves once running
+        hot = {threading.get_native_id(), *(s.native_id for s in agent.sources)}  # type: ignore[attr-defined]
+        hot |= {tid for tid, (name, _) in policies.items() if name.startswith("ZMQbg/IO/")}
+        assert len(hot) == 3
+        for tid, (name, policy) in policies.items():
+            assert policy == (os.SCHED_RR if tid in hot else os.SCHED_OTHER), name
+        assert agent._cal_thread is not None and agent._cal_thread.native_id not in hot
     finally:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # pytest's thread
         agent.request_stop()
