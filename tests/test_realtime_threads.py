@@ -39,7 +39,7 @@ def test_hot_threads_go_real_time_or_the_refusal_is_counted() -> None:
         # by thread id: the agent's threads name themselves once running
         hot = {threading.get_native_id(), *(s.native_id for s in agent.sources)}  # type: ignore[attr-defined]
         hot |= {tid for tid, (name, _) in policies.items() if name.startswith("ZMQbg/IO/")}
-        assert len(hot) == 3
+        assert len(hot) >= 3  # this process may hold other ZeroMQ contexts: their I/O threads too
         for tid, (name, policy) in policies.items():
             assert policy == (os.SCHED_RR if tid in hot else os.SCHED_OTHER), name
         assert agent._cal_thread is not None and agent._cal_thread.native_id not in hot
