@@ -14,7 +14,11 @@ calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each r
   nice +10 that the OS preempts while it holds the GIL keeps the probe waiting until the
   OS runs it again (a priority inversion no switch interval can shorten);
 - ``busy process, nice +10``: no calibration thread, a busy loop in another process at
-  nice +10 instead: what sharing the core costs a waking thread without any GIL.
+  nice +10 instead: what sharing the core costs a waking thread without any GIL;
+- ``..., probe SCHED_RR`` (root): the two cases before with the probe under SCHED_RR, as
+  ``[inference] realtime_priority`` puts the agent's inference thread: a fair-class thread
+  woken beside a busy one waits for the scheduler's next tick, a real-time one does not,
+  and what remains is the GIL.
 
 Run it pinned to one core (``taskset -c 0``), as the agent runs. If the calibration
 cases and the busy process give the same lateness, the tail is the OS's wake-up latency
@@ -61,7 +65,9 @@ RESULTS = ROOT / "bench" / "results"
 SLEEP_S = 0.0005
 
 
-def _probe(stop: threading.Event, late: list[float]) -> None:
+def _probe(stop: threading.Event, late: list[float], rt: bool) -> None:
+    if rt:  # as [inference] realtime_priority = 1 puts the inference thread
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
     while not stop.is_set():
         t = time.perf_counter()
         time.sleep(SLEEP_S)
@@ -88,15 +94,19 @@ def _hog(nice: int) -> subprocess.Popen[bytes]:
 
 
 def case(
-    seconds: float, switch_s: float | None, nice: int = CALIBRATION_NICE, hog: bool = False
+    seconds: float,
+    switch_s: float | None,
+    nice: int = CALIBRATION_NICE,
+    hog: bool = False,
+    rt: bool = False,
 ) -> dict[str, Any]:
     """Probe lateness for ``seconds`` with a calibration thread (``switch_s``: the GIL
     switch interval, ``nice``: its nice step), or with a busy process at ``nice`` (``hog``),
-    or alone."""
+    or alone; ``rt``: the probe under SCHED_RR (root)."""
     stop, late = threading.Event(), list[float]()
     busy = _hog(nice) if hog else None
     old = sys.getswitchinterval()
-    threads = [threading.Thread(target=_probe, args=(stop, late))]
+    threads = [threading.Thread(target=_probe, args=(stop, late, rt))]
     ctl = None
     if switch_s is not None:
         sys.setswitchinterval(switch_s)
@@ -136,20 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sw = f"switch {GIL_SWITCH_S * 1e3:g} ms"
     nice = CALIBRATION_NICE
-    cases: dict[str, tuple[float | None, int, bool]] = {
-        "idle": (None, 0, False),
-        f"calibration, switch 5 ms, nice +{nice}": (0.005, nice, False),
-        f"calibration, {sw}, nice +{nice}": (GIL_SWITCH_S, nice, False),
-        f"calibration, {sw}, nice +0": (GIL_SWITCH_S, 0, False),
-        f"busy process, nice +{nice}": (None, nice, True),
+    cases: dict[str, tuple[float | None, int, bool, bool]] = {
+        "idle": (None, 0, False, False),
+        f"calibration, switch 5 ms, nice +{nice}": (0.005, nice, False, False),
+        f"calibration, {sw}, nice +{nice}": (GIL_SWITCH_S, nice, False, False),
+        f"calibration, {sw}, nice +0": (GIL_SWITCH_S, 0, False, False),
+        f"busy process, nice +{nice}": (None, nice, True, False),
     }
+    if os.geteuid() == 0:
+        rr = ", probe SCHED_RR"
+        cases[f"calibration, {sw}, nice +{nice}{rr}"] = (GIL_SWITCH_S, nice, False, True)
+        cases[f"busy process, nice +{nice}{rr}"] = (None, nice, True, True)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
     for _ in range(args.reps):
-        for name, (switch_s, step, hog) in cases.items():
-            runs[name].append(case(args.seconds, switch_s, step, hog))
+        for name, (switch_s, step, hog, rt) in cases.items():
+            runs[name].append(case(args.seconds, switch_s, step, hog, rt))
             r = runs[name][-1]
             print(
-                f"{name:28s} p99 {r['p99_ms']:7.2f} ms, p99.9 {r['p999_ms']:7.2f} ms, "
+                f"{name:48s} p99 {r['p99_ms']:7.2f} ms, p99.9 {r['p999_ms']:7.2f} ms, "
                 f"max {r['max_ms']:7.2f} ms, rounds {r['rounds']}, load {r['loadavg'][0]:.1f}",
                 file=sys.stderr,
             )

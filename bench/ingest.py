@@ -14,8 +14,12 @@ Every stream uses its own sensor name, so one agent serves them all. Per stream:
 rate offered and the rate predicted (first to last prediction received), latency
 percentiles, samples lost (sent, never predicted), the agent's queue drops, and the
 agent's CPU time per sample (/proc; with the agent alone on its core, 1 / that is the
-rate the core sustains, whatever the load elsewhere). The load average comes with every
-result: on a shared machine the wall-clock rates depend on it.
+rate the core sustains, whatever the load elsewhere), per thread, and the times each
+thread was switched in; while the stream came in, the agent's share of its core, the
+core's idle share and the share other jobs of the machine took (a stream that loses
+samples with others near 0 and idle 0 is the agent's own CPU limit), and this process's
+own CPU per sample (publisher and subscriber). The load average comes with every result:
+on a shared machine the wall-clock rates depend on it.
 
     python bench/ingest.py                      # table; bench/results/ingest.{md,json}
     python bench/ingest.py --json               # one JSON object on stdout as well
@@ -25,6 +29,7 @@ result: on a shared machine the wall-clock rates depend on it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import struct
@@ -56,7 +61,12 @@ PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def _config(
-    d: Path, bundle: Path, transport: str, batch_max: int | None = None, calibration: bool = True
+    d: Path,
+    bundle: Path,
+    transport: str,
+    batch_max: int | None = None,
+    calibration: bool = True,
+    realtime: int = 0,
 ) -> Path:
     if transport == "ipc":
         ingest, output = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
@@ -73,7 +83,9 @@ queue_capacity = 4096
 [output]
 endpoints = ["{output}"]
 sndhwm = 1000000
-{f"[inference]{chr(10)}batch_max = {batch_max}" if batch_max else ""}
+[inference]
+realtime_priority = {realtime}
+{f"batch_max = {batch_max}" if batch_max else ""}
 {"" if calibration else f"[calibration]{chr(10)}enabled = false"}
 [state]
 dir = "{d}/state"
@@ -111,21 +123,22 @@ class Sink:
                         break
                     got.append((clock(), frames[1]))
 
-    def take(self, sensor: str, count: int, timeout_s: float) -> list[tuple[float, dict[str, Any]]]:
-        """Wait up to ``timeout_s`` for ``count`` predictions of ``sensor``; return them."""
+    def take(
+        self, sensor: str, count: int, timeout_s: float, start: int = 0
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """Wait up to ``timeout_s`` for ``count`` predictions after the ``start``-th kept;
+        return those of ``sensor``. Decoded once they are in (or the time is up): decoding
+        while the last ones arrive would take this process's GIL from the receiving thread
+        and add to their latencies."""
         deadline = time.monotonic() + timeout_s
-        mine: list[tuple[float, dict[str, Any]]] = []
-        seen = 0
-        while True:
-            new = self.got[seen:]
-            seen += len(new)
-            for t, payload in new:
-                msg = msgpack.unpackb(payload)
-                if msg["sensor"] == sensor:
-                    mine.append((t, msg))
-            if len(mine) >= count or time.monotonic() > deadline:
-                return mine
+        while len(self.got) - start < count and time.monotonic() < deadline:
             time.sleep(0.05)
+        mine = []
+        for t, payload in self.got[start:]:
+            msg = msgpack.unpackb(payload)
+            if msg["sensor"] == sensor:
+                mine.append((t, msg))
+        return mine
 
     def close(self) -> None:
         """Stop the thread and close the socket."""
@@ -154,8 +167,16 @@ def stream(
     ats = [b.index(TS_KEY) + len(TS_KEY) for b in bufs]
     pack_into, send, clock = struct.Struct(">d").pack_into, pub.sock.send, time.time
     assert agent.proc is not None
-    cpu0, th0, st0 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    pid, me = agent.proc.pid, os.getpid()
+    cpu0, th0, st0 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
+    own0, sw0, core0 = _threads_cpu_s(me), _threads_cpu_s(pid, 2), _core(pid, agent.cpus)
     batches0 = _batches(agent)
+    start = len(sink.got)
+    # No collection in this process while the stream runs: the sink's list of 10^5 tuples
+    # made a full one stall the receiving thread 20-30 ms, at the same samples each run
+    # (measured latency, not the agent's)
+    gc.collect()
+    gc.disable()
     t0 = time.perf_counter()
     for i, (buf, at) in enumerate(zip(bufs, ats, strict=True)):
         while (time.perf_counter() - t0) * rate < i:
@@ -163,8 +184,16 @@ def stream(
         pack_into(buf, at, clock())
         send(buf)
     send_s = time.perf_counter() - t0
-    got = sink.take(sensor, count, 10.0 + seconds)
-    cpu1, th1, st1 = _cpu_s(agent.proc.pid), _threads_cpu_s(agent.proc.pid), agent.status()
+    # while the stream came in: the agent's share of its core, the core's idle share
+    # (nothing to run: the agent was not CPU-bound), other jobs' share, and the time the
+    # agent's threads were runnable but waited (for each other or for other jobs)
+    agent_share, idle_share, wait_share = (
+        (b - a) / send_s for a, b in zip(core0, _core(pid, agent.cpus), strict=True)
+    )
+    got = sink.take(sensor, count, 10.0 + seconds, start)
+    gc.enable()
+    cpu1, th1, st1 = _cpu_s(pid), _threads_cpu_s(pid), agent.status()
+    own1, sw1 = _threads_cpu_s(me), _threads_cpu_s(pid, 2)
     batches = _batches(agent) - batches0
     recv = np.array([t for t, _ in got])
     lat = (recv - np.array([m["ts"] for _, m in got])) * 1e3
@@ -191,6 +220,22 @@ def stream(
             for name, t in th1.items()
             if t - th0.get(name, 0.0) > 0
         },
+        "agent_core_share": agent_share,
+        "agent_runnable_wait_share": wait_share,
+        "core_idle_share": idle_share,
+        "core_others_share": 1.0 - idle_share - agent_share,
+        # this process (the publisher's loop, the sink's thread, their libzmq threads)
+        "bench_thread_cpu_us_per_sample": {
+            name: round((t - own0.get(name, 0.0)) / count * 1e6, 1)
+            for name, t in own1.items()
+            if t - own0.get(name, 0.0) > 0
+        },
+        # times each thread was switched in (wake-ups and preemption ends), per sample
+        "thread_switches_per_sample": {
+            name: round((t - sw0.get(name, 0.0)) * 1e9 / max(predicted, 1), 3)
+            for name, t in sw1.items()
+            if t - sw0.get(name, 0.0) > 0
+        },
         "calibration_rounds": cal1["done"] - cal0["done"],
         "drift_alarms": cal1["drift_alarms"] - cal0["drift_alarms"],
         "loadavg": loadavg(),
@@ -202,18 +247,34 @@ def _batches(agent: Agent) -> int:
     return int(status(agent.status_endpoint, "metrics")["counters"].get("inference_batches", 0))
 
 
-def _threads_cpu_s(pid: int) -> dict[str, float]:
-    """CPU seconds of each of a process's threads by OS name (the agent names its own;
-    the main thread is "main"; threads of one name are summed)."""
+def _threads_cpu_s(pid: int, field: int = 0) -> dict[str, float]:
+    """Seconds of each of a process's threads by OS name (the agent names its own; the
+    main thread is "main"; threads of one name are summed), from /proc's schedstat:
+    ``field`` 0 = on the CPU, 1 = runnable but waiting for a CPU (other jobs ran), 2 =
+    times switched in, / 1e9)."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
-            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ns = int((task / "schedstat").read_text().split()[field])
         except OSError:  # the thread ended meanwhile
             continue
-        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        out[name] = out.get(name, 0.0) + cpu
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+def _core(pid: int, cpus: set[int] | None) -> tuple[float, float, float]:
+    """Seconds so far: the agent's CPU, its core's idle time, its threads' runnable wait."""
+    return _cpu_s(pid), _idle_s(cpus), sum(_threads_cpu_s(pid, 1).values())
+
+
+def _idle_s(cpus: set[int] | None) -> float:
+    """Idle seconds of ``cpus`` (/proc/stat: idle + iowait)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *f = line.split()
+        if cpus and name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            out += (int(f[3]) + int(f[4])) / tick
     return out
 
 
@@ -223,13 +284,15 @@ def _cpu_s(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
-    """One agent: the rate search, the 50% / 90% streams and the target-rate stream."""
+def run_transport(args: argparse.Namespace, transport: str, cpus: list[int]) -> dict[str, Any]:
+    """One agent: the rate search, the 50% / 90% streams and the target-rate stream;
+    ``cpus``: the CPUs this process may use, read before any run pinned it."""
     d = Path(tempfile.mkdtemp(prefix="eab-", dir="/tmp"))
-    cpus = sorted(os.sched_getaffinity(0))
     agent_cpu = {cpus[args.core % len(cpus)]}
     others = [c for c in cpus if c not in agent_cpu]
-    cfg = _config(d, args.bundle, transport, args.batch_max, not args.no_calibration)
+    cfg = _config(
+        d, args.bundle, transport, args.batch_max, not args.no_calibration, args.realtime_priority
+    )
     nice = args.nice if os.geteuid() == 0 else None  # as the unit runs it (Nice=-5)
     # a start under load (the JIT warm-up on a shared core) can take minutes
     agent = Agent(cfg, f"ipc://{d}/run/status.sock", d / "agent.log", agent_cpu, 600.0, nice)
@@ -248,7 +311,10 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
                 f"  {transport} {rate:>8.0f}/s: predicted {r['samples_per_s']:8.0f}/s, "
                 f"p99 {r['p99_ms']:8.2f} ms, lost {r['lost']}, "
                 f"{r['agent_cpu_us_per_sample']:.1f} us CPU/sample, batch {r['mean_batch']:.1f}, "
-                f"load {r['loadavg'][0]:.1f}",
+                f"core {r['agent_core_share']:.2f} idle {r['core_idle_share']:.2f} others "
+                f"{r['core_others_share']:.2f} waited {r['agent_runnable_wait_share']:.2f}, "
+                f"load {r['loadavg'][0]:.1f}; threads {r['thread_cpu_us_per_sample']} us, "
+                f"{r['thread_switches_per_sample']} switches/sample",
                 file=sys.stderr,
             )
             return r
@@ -275,6 +341,7 @@ def run_transport(args: argparse.Namespace, transport: str) -> dict[str, Any]:
         "transport": transport,
         "agent_cpu": sorted(agent_cpu),
         "agent_nice": nice,
+        "realtime_priority": args.realtime_priority,
         "capacity_per_s": capacity,
         "search": search,
         "at_50": at50,
@@ -360,11 +427,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="calibration off: the agent's CPU per sample without its elastic share",
     )
+    p.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="the agent's inference.realtime_priority (0: off, its default; needs root here)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = p.parse_args(argv)
     transports = ["ipc", "tcp"] if args.transport == "both" else [args.transport]
-    runs = [run_transport(args, t) for t in transports]
+    # Read once: the first run pins this process to the CPUs it leaves the agent, and the
+    # second, reading them again, put its agent on the publisher's and subscriber's core
+    # (session 12's tcp runs: capacity 12,500/s where tcp alone does 19,531/s).
+    cpus = sorted(os.sched_getaffinity(0))
+    runs = [run_transport(args, t, cpus) for t in transports]
     targets = [r["target"] for r in runs]
     summary = {
         "command": "python bench/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=4096, help="samples per repetition")
     p.add_argument("--reps", type=int, default=7, help="repetitions per case (7)")
     p.add_argument("--profile", action="store_true", help="cProfile the reuse case")
+    p.add_argument("--sort", default="tottime", help="--profile: pstats order (tottime)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     d = Path(tempfile.mkdtemp(prefix="eab-pc-", dir="/tmp"))
@@ -199,7 +200,7 @@ def _measure(agent: Agent, args: argparse.Namespace) -> int:
         prof.enable()
         _run(agent, items, args.batch)
         prof.disable()
-        pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof, stream=sys.stdout).sort_stats(args.sort).print_stats(40)
         return 0
     times: dict[str, list[float]] = {"reuse": [], "second pass": []}
     stages: list[dict[str, float]] = []

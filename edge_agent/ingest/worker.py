@@ -35,6 +35,11 @@ class ThreadWorker:
         """Start the thread."""
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The OS thread id once started."""
+        return self._thread.native_id
+
     def alive(self) -> bool:
         """Whether the thread runs."""
         return self._thread.is_alive()

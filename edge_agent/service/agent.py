@@ -56,6 +56,10 @@ DRAIN_DEADLINE_S = 5.0
 STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
 CALIBRATION_POLL_S = 0.2
+# How long the calibration thread waits while inference is behind (more than a batch
+# queued) before it looks again: it starts no job meanwhile, so neither its CPU nor its
+# hold of the GIL delays the backlog.
+CALIBRATION_BACKOFF_S = 0.01
 CALIBRATION_JOIN_S = 2.0
 # Added to the calibration thread's nice value: on a busy core inference and ingest come
 # first and calibration sheds its work (counted: rounds_skipped, updates_dropped). At +5
@@ -242,6 +246,9 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             busy = self.bursts is not None and self.bursts.state != "idle"
             if ctl is None or busy or not ctl.due():
                 time.sleep(CALIBRATION_POLL_S)
+                continue
+            if len(self.queue) > self.cfg.inference.batch_max:
+                time.sleep(CALIBRATION_BACKOFF_S)
                 continue
             try:
                 result: RoundResult | Exception | None = ctl.run(self.model.engine)

@@ -87,6 +87,9 @@ class InferenceConfig:
     feedback_window: int = field(default=4096, metadata={"range": (0, 1_000_000)})
     # labelled predictions in the rolling accuracy
     accuracy_window: int = field(default=200, metadata={"range": (1, 1_000_000)})
+    # SCHED_RR priority of the threads a sample waits for; 0: the fair scheduler
+    # (edge_agent.service.realtime)
+    realtime_priority: int = field(default=0, metadata={"range": (0, 99)})
 
 
 @dataclass(frozen=True)

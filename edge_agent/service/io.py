@@ -22,9 +22,11 @@ from edge_agent.ingest.control import Request
 from edge_agent.ingest.intake import Intake, Item
 from edge_agent.ingest.protocol import Sample, encode_prediction
 from edge_agent.ingest.serial_source import SerialSource
+from edge_agent.ingest.worker import ThreadWorker
 from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig, ConfigError
 from edge_agent.service.model import Model
+from edge_agent.service.realtime import promote_hot_threads
 from edge_agent.service.status import StatusServer
 from edge_agent.service.status_curve import CurveGuard, describe
 
@@ -110,6 +112,10 @@ class Sockets:
             raise
         for src in self.sources:
             src.start()
+        receivers = [s.native_id for s in self.sources if isinstance(s, ThreadWorker)]
+        promote_hot_threads(
+            cfg.inference.realtime_priority, [t for t in receivers if t is not None], self._count
+        )
         if with_status:
             for server in (self.status_server, self.remote_status):
                 if server is not None:
