@@ -32,7 +32,6 @@ from edge_agent.bundle import DRIFT_FEATURE_STD as EXTRA_STD
 from edge_agent.bundle import DRIFT_OUTPUT_LEVEL as EXTRA_OUTPUT
 from edge_agent.bundle import DRIFT_SCORE_LEVEL as EXTRA_LEVEL
 from edge_agent.bundle import Bundle
-from edge_agent.calibrate.feature_kernel import MAX_ROW, channel_stats
 from edge_agent.engine.engine import Engine
 
 _EPS = 1e-6
@@ -43,15 +42,12 @@ def sample_features(X: np.ndarray) -> np.ndarray:
     """Per-channel mean, log std and log mean |first difference| of each sample (N, 3C)."""
     a = np.asarray(X, dtype=np.float32)
     a = a.reshape(a.shape[0], a.shape[1], -1) if a.ndim > 2 else a.reshape(a.shape[0], -1, 1)
-    if a.shape[2] <= MAX_ROW:  # one compiled pass, the same bits (the agent's every batch)
-        stats = np.zeros((3, *a.shape[:2]))
-        channel_stats(np.ascontiguousarray(a), stats)
-        mean, std, rough = stats
+    mean = a.mean(axis=2, dtype=np.float64)
+    logstd = np.log(a.std(axis=2, dtype=np.float64) + _EPS)
+    if a.shape[2] > 1:
+        rough = np.log(np.abs(np.diff(a, axis=2)).mean(axis=2, dtype=np.float64) + _EPS)
     else:
-        mean, std = a.mean(axis=2, dtype=np.float64), a.std(axis=2, dtype=np.float64)
-        rough = np.abs(np.diff(a, axis=2)).mean(axis=2, dtype=np.float64)
-    logstd = np.log(std + _EPS)
-    rough = np.log(rough + _EPS) if a.shape[2] > 1 else np.zeros_like(mean)
+        rough = np.zeros_like(mean)
     return np.concatenate([mean, logstd, rough], axis=1)
 
 
