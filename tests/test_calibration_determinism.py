@@ -138,6 +138,7 @@ def _agent_run(bundle: Path, hog: bool) -> dict[str, object]:
             return (
                 s["samples"]["predicted"] == n  # type: ignore[index]
                 and c["jobs_waiting"] == 0
+                and c["busy"] is False  # no job in flight either
                 and c["episode"] is not None
                 and c["episode"]["flip_rounds_left"] == 0
                 and c["done"] == 4

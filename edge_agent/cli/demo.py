@@ -32,6 +32,7 @@ from edge_agent.service.config import local_config_text
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "defaults" / "basicmotions.eab"
 STOP_WAIT_S = 15.0  # as the unit's TimeoutStopSec
+SETTLE_S = 30.0  # after the stream, the longest wait for calibration work in flight
 ROLLING = 50
 
 
@@ -210,11 +211,11 @@ def _run_stream(args: argparse.Namespace, ds: Any, drift: Any, d: Path, status_e
                 seen = 0
                 while sender.is_alive():
                     time.sleep(1.0)
-                    seen = _poll(status, trace, seen, args.count, drift.start)
+                    seen, _ = _poll(status, trace, seen, args.count, drift.start)
                 deadline = time.monotonic() + 10
                 while len(trace.pred) < args.count and time.monotonic() < deadline:
                     time.sleep(0.05)
-                _poll(status, trace, seen, args.count, drift.start)
+                _settle(status, trace, seen, args.count, drift.start)
             finally:  # Ctrl-C included: the sender stops before its socket closes
                 stop.set()
                 sender.join()
@@ -236,15 +237,30 @@ def _until(stop: threading.Event, items: Iterator[StreamItem]) -> Iterator[Strea
         yield it
 
 
-def _poll(status: StatusClient, trace: Trace, seen: int, count: int, drift_at: int) -> int:
-    """One status poll: the live line, and the rounds finished since the last poll."""
+def _poll(
+    status: StatusClient, trace: Trace, seen: int, count: int, drift_at: int
+) -> tuple[int, dict[str, Any]]:
+    """One status poll: the live line, and the rounds finished since the last poll; the
+    rounds seen so far and the calibration's status."""
     st = status.request("status")
     cal = st["calibration"]
     new = cal["done"] - seen
     if new > 0:
         trace.rounds.extend(cal.get("rounds", [])[-new:])
     _live_line(st, count, drift_at)
-    return max(seen, cal["done"])
+    return max(seen, cal["done"]), cal
+
+
+def _settle(status: StatusClient, trace: Trace, seen: int, count: int, drift_at: int) -> None:
+    """Poll until the calibration has no job in flight or waiting (at most
+    :data:`SETTLE_S`): on a busy machine the niced calibration thread may still be on the
+    round the drift triggered when the stream ends, and the table would miss it."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        seen, cal = _poll(status, trace, seen, count, drift_at)
+        if not (cal.get("busy") or cal.get("jobs_waiting")) or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _live_line(st: dict[str, Any], count: int, drift_at: int) -> None:

@@ -56,22 +56,19 @@ DRAIN_DEADLINE_S = 5.0
 STATUS_EVERY_S = 5.0
 IDLE_WAIT_S = 0.1
 CALIBRATION_POLL_S = 0.2
-# How long the calibration thread waits while inference is behind (more than a batch
-# queued) before it looks again: it starts no job meanwhile, so neither its CPU nor its
-# hold of the GIL delays the backlog.
+# The calibration thread's wait while inference is behind (more than a batch queued): it
+# starts no job meanwhile, so neither its CPU nor its hold of the GIL delays the backlog.
 CALIBRATION_BACKOFF_S = 0.01
 CALIBRATION_JOIN_S = 2.0
 # Added to the calibration thread's nice value: on a busy core inference and ingest come
-# first and calibration sheds its work (counted: rounds_skipped, updates_dropped). At +5
-# (0 under the unit's Nice=-5) a loaded 2-core machine made the queue drop samples in the
-# soak instead (bench/results/soak.md).
+# first and calibration sheds its work (rounds_skipped, updates_dropped). At +5 (0 under
+# Nice=-5) a loaded 2-core machine dropped samples in the soak (bench/results/soak.md).
 CALIBRATION_NICE = 10
 
 
 def lower_thread_priority(step: int) -> None:
-    """Raise the calling thread's nice value by ``step`` (Linux: a thread is a task with
-    its own nice value; lowering a priority needs no privilege). Logged, not fatal, where
-    the system refuses it."""
+    """Raise the calling thread's nice value by ``step`` (Linux: a thread has its own; no
+    privilege needed). Logged, not fatal, where the system refuses it."""
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
@@ -97,8 +94,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self._ckpt_requests: queue.SimpleQueue[Future[dict[str, Any]]] = queue.SimpleQueue()
         self._ckpt_writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
         self._ckpt_writing = None
-        self._stopping = False
-        self._reload = False
+        self._stopping = self._reload = False
         self._init_fleet()
         self._last_ckpt: dict[str, Any] = {}
         self._disk_errors: dict[str, str] = {}  # what -> last error, while it fails
@@ -119,6 +115,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             tuple[CalibrationController, RoundResult | Exception]
         ] = queue.SimpleQueue()
         self._cal_thread: threading.Thread | None = None
+        self.calibration_busy = False  # a job in flight (status: the demo waits for it)
         # the latest rounds with the sample last predicted when each ended (status: the
         # demo marks every round where it took effect)
         self.rounds: deque[dict[str, Any]] = deque(maxlen=64)
@@ -250,11 +247,13 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
             if len(self.queue) > self.cfg.inference.batch_max:
                 time.sleep(CALIBRATION_BACKOFF_S)
                 continue
+            self.calibration_busy = True
             try:
                 result: RoundResult | Exception | None = ctl.run(self.model.engine)
             except Exception as exc:  # a calibration bug must never stop the agent
                 log.exception("calibration round failed; the model is unchanged")
                 result = exc
+            self.calibration_busy = False
             if result is not None:  # None: a buffer update without a round
                 self._cal_results.put((ctl, result))
 

@@ -56,6 +56,7 @@ class StatusReport:
         _last_ckpt: dict[str, Any]
         rounds: deque[dict[str, Any]]
         model_fallback: dict[str, Any] | None
+        calibration_busy: bool
         _stopping: bool
         bursts: BurstScheduler | None
         calibration: CalibrationController | None
@@ -172,6 +173,7 @@ class StatusReport:
                 "accepted": c.get("calibrations_accepted", 0),
                 "rolled_back": c.get("calibrations_rolled_back", 0),
                 "errors": c.get("calibration_errors", 0),
+                "busy": self.calibration_busy,  # a job in flight
                 "rounds": list(self.rounds),  # the latest: kept, and the sample it ended at
                 **{k: c.get(k, 0) for k in RUNG_COUNTERS},
                 **(self.calibration.stats() if self.calibration else {"enabled": False}),
