@@ -36,7 +36,7 @@ import torch
 from edge_agent.data import load_dataset
 from edge_agent.data.datasets import Dataset
 from edge_agent.engine.engine import Engine
-from edge_agent.training.arch import FPNet, default_spec
+from edge_agent.training.arch import FPNet, default_spec, fold_batchnorm
 from edge_agent.training.fit import TrainConfig, normalize, torch_threads, train_fp
 from edge_agent.training.pipeline import train_bundle
 
@@ -96,12 +96,16 @@ def divergence(ds: Dataset, seed: int, first: int) -> dict[str, Any]:
         with torch_threads(threads):
             torch.manual_seed(seed)
             with torch.no_grad():
-                logits[threads] = FPNet(spec).eval()(x)
+                init = FPNet(spec).eval()  # train_fp's initial network: the same seed
+                logits[threads] = init(x)
+                start = _flat(fold_batchnorm(init))
             train_fp(spec, x, y, seed, cfg, keep, 1)
     return {
         "seed": seed,
         "init_logits_max_abs_diff": float((logits[1] - logits[2]).abs().max()),
         "weight_scale": float(snaps[1][max(steps)].abs().max()),
+        # what another batch or augmentation draw would change at step 1: a whole update
+        "first_update_max_abs": float((snaps[1][1] - start).abs().max()),
         "max_abs_weight_diff_by_step": {
             s: float((snaps[1][s] - snaps[2][s]).abs().max()) for s in sorted(steps)
         },
@@ -183,7 +187,13 @@ def report(paths: list[Path]) -> str:
                 "",
                 f"Divergence, seed {d['seed']}, FP training at 1 and 2 threads: untrained logits "
                 f"differ by at most {d['init_logits_max_abs_diff']:.1e}; largest folded-weight "
-                f"difference by step ({shown}; largest weight {d['weight_scale']:.2f}).",
+                f"difference by step ({shown}; largest weight {d['weight_scale']:.2f}"
+                + (
+                    f"; the first update moved a weight by up to {d['first_update_max_abs']:.1e}"
+                    if "first_update_max_abs" in d
+                    else ""
+                )
+                + ").",
             ]
     return "\n".join(lines) + "\n"
 
