@@ -21,7 +21,6 @@ their partition of the work, so their float order, is that of two threads anywhe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -33,20 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.train_time import weights_digest
 from edge_agent.data import load_dataset
 from edge_agent.data.datasets import Dataset
 from edge_agent.engine.engine import Engine
 from edge_agent.training.arch import FPNet, default_spec, fold_batchnorm
 from edge_agent.training.fit import TrainConfig, normalize, torch_threads, train_fp
 from edge_agent.training.pipeline import train_bundle
-
-
-def _digest(bundle: Any) -> str:
-    h = hashlib.sha256()
-    for bits in sorted(bundle.quant):
-        for layer in bundle.quant[bits].layers:
-            h.update(layer.packed.tobytes())
-    return h.hexdigest()[:16]
 
 
 def one_run(ds: Dataset, seed: int, threads: int, bits: list[int]) -> dict[str, Any]:
@@ -63,7 +55,7 @@ def one_run(ds: Dataset, seed: int, threads: int, bits: list[int]) -> dict[str, 
         out[f"int{b}"] = float(np.mean(pred == ds.y_test))
     return {
         **out,
-        "digest": _digest(bundle),
+        "digest": weights_digest(bundle),
         "cpu_s": round(cpu, 1),
         "wall_s": round(wall, 1),
         "load_start": [round(v, 2) for v in load0],
