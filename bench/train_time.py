@@ -360,17 +360,20 @@ def blas_check(tmp: Path, repeats: int = 2) -> dict[str, Any]:
     return out
 
 
-def _codes_digest(path: Path) -> str:
+def weights_digest(bundle: Any) -> str:
     """SHA-256 of a bundle's packed integer weights at every bit-width (the model itself,
     not the metadata a newer revision adds)."""
-    from edge_agent.bundle_io import load_bundle
-
-    bundle = load_bundle(path)
     h = hashlib.sha256()
     for bits in sorted(bundle.quant):
         for layer in bundle.quant[bits].layers:
             h.update(layer.packed.tobytes())
     return h.hexdigest()[:16]
+
+
+def _codes_digest(path: Path) -> str:
+    from edge_agent.bundle_io import load_bundle
+
+    return weights_digest(load_bundle(path))
 
 
 def thread_check(rev: str, spec: str, tmp: Path) -> dict[str, Any]:
