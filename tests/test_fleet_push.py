@@ -23,6 +23,16 @@ from edge_agent.bundle_io import load_bundle, save_bundle, to_bytes
 from edge_agent.client import StatusClient
 from edge_agent.service.deploy import Deployments
 
+# two valid bundles (a pushed one must load, or the configured one runs instead)
+_B: dict[str, bytes] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bundles(tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = make_bundle(tmp_path_factory.mktemp("pushed") / "one.eab")
+    _B["one"] = path.read_bytes()
+    _B["two"] = to_bytes(changed_bundle(load_bundle(path), "bias"))
+
 
 def _files(tmp: Path) -> tuple[Deployments, Path]:
     configured = tmp / "model.eab"
@@ -33,18 +43,19 @@ def _files(tmp: Path) -> tuple[Deployments, Path]:
 def test_the_configured_bundle_runs_until_something_is_pushed(tmp_path: Path) -> None:
     dep, configured = _files(tmp_path)
     assert dep.bundle_path(configured) == configured
-    dep.incoming(b"one")
+    dep.incoming(_B["one"])
     current = dep.install(configured, configured)
-    assert dep.bundle_path(configured) == current and current.read_bytes() == b"one"
+    assert dep.bundle_path(configured) == current and current.read_bytes() == _B["one"]
     assert not (dep.dir / "incoming.eab").exists()
     assert dep.status(configured)["previous"] == "configured"
     # a second push keeps the first as the previous one
-    dep.incoming(b"two")
+    dep.incoming(_B["two"])
     dep.install(current, configured)
-    assert current.read_bytes() == b"two" and (dep.dir / "previous.eab").read_bytes() == b"one"
+    assert current.read_bytes() == _B["two"]
+    assert (dep.dir / "previous.eab").read_bytes() == _B["one"]
     assert json.loads((dep.dir / "deploy.json").read_text())["previous"] == "file"
     # rollback: to the first push; no further (one step is kept)
-    assert dep.rollback(configured) == current and current.read_bytes() == b"one"
+    assert dep.rollback(configured) == current and current.read_bytes() == _B["one"]
     with pytest.raises(ValueError, match="rolled back once already"):
         dep.rollback(configured)
 
@@ -53,7 +64,7 @@ def test_a_rollback_of_the_first_push_runs_the_configured_bundle(tmp_path: Path)
     dep, configured = _files(tmp_path)
     with pytest.raises(ValueError, match="no pushed bundle"):
         dep.rollback(configured)
-    dep.incoming(b"one")
+    dep.incoming(_B["one"])
     dep.install(configured, configured)
     assert dep.rollback(configured) == configured
     assert dep.bundle_path(configured) == configured
@@ -62,7 +73,7 @@ def test_a_rollback_of_the_first_push_runs_the_configured_bundle(tmp_path: Path)
 
 def test_a_replaced_configured_bundle_wins_over_a_push(tmp_path: Path) -> None:
     dep, configured = _files(tmp_path)
-    dep.incoming(b"one")
+    dep.incoming(_B["one"])
     current = dep.install(configured, configured)
     assert dep.bundle_path(configured) == current
     configured.write_bytes(b"the administrator's new one")
@@ -72,7 +83,7 @@ def test_a_replaced_configured_bundle_wins_over_a_push(tmp_path: Path) -> None:
 
 def test_a_damaged_record_falls_back_to_the_configured_bundle(tmp_path: Path) -> None:
     dep, configured = _files(tmp_path)
-    dep.incoming(b"one")
+    dep.incoming(_B["one"])
     dep.install(configured, configured)
     (dep.dir / "deploy.json").write_text("{not json")
     assert dep.bundle_path(configured) == configured

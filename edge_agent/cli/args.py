@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kernels.plan.packing import SUPPORTED_BITS
+from kernels.plan.bitwidths import SUPPORTED_BITS
 
 
 def bits_list(text: str) -> list[int]:

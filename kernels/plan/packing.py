@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SUPPORTED_BITS = (2, 3, 4, 8)
+from kernels.plan.bitwidths import SUPPORTED_BITS
 
 
 def check_bits(bits: int) -> None:
