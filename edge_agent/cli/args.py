@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_agent.endpoints import endpoint_problem
 from kernels.plan.bitwidths import SUPPORTED_BITS
 
 
@@ -36,12 +37,9 @@ def positive_int(text: str) -> int:
 
 def endpoint_arg(text: str) -> str:
     """A ZeroMQ endpoint option, refused by argparse when ZeroMQ would refuse it."""
-    from edge_agent.service.config import ConfigError, check_endpoint
-
-    try:
-        check_endpoint(text, "endpoint")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("endpoint: ")) from None
+    problem = endpoint_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from edge_agent.calibrate.burst_scheduler import SchedulerConfig
 from edge_agent.calibrate.controller import CalibrationConfig
+from edge_agent.endpoints import SCHEMES, endpoint_problem
 from edge_agent.energy import EnergyConfig
 from edge_agent.ingest.config import IngestConfig, SerialConfig
 from edge_agent.service.metrics_config import MetricsConfig
-from kernels.plan.packing import SUPPORTED_BITS
+from kernels.plan.bitwidths import SUPPORTED_BITS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -250,17 +251,10 @@ def _in_range(value: float, key: str, lo: float, hi: float) -> None:
     _need(lo <= value <= hi, key, f"must be in {lo:g}..{hi:g}, not {value!r}")
 
 
-def check_endpoint(ep: str, key: str, schemes: tuple[str, ...] = ("tcp", "ipc", "inproc")) -> None:
+def check_endpoint(ep: str, key: str, schemes: tuple[str, ...] = SCHEMES) -> None:
     """ZeroMQ's syntax, checked here so that ``run --check`` finds what start-up would."""
-    scheme, _, address = ep.partition("://")
-    host, _, port = address.rpartition(":")
-    tcp_ok = bool(host) and (port == "*" or (port.isdigit() and 0 < int(port) < 65536))
-    _need(
-        scheme in schemes and bool(address) and (scheme != "tcp" or tcp_ok),
-        key,
-        f"{ep!r} is not a {', '.join(s + '://' for s in schemes)} endpoint"
-        + " (tcp://HOST:PORT, PORT 1..65535 or *)" * (scheme == "tcp"),
-    )
+    problem = endpoint_problem(ep, schemes)
+    _need(problem is None, key, problem or "")
 
 
 def _endpoints(eps: list[str], key: str) -> None:
