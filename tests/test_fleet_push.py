@@ -23,15 +23,12 @@ from edge_agent.bundle_io import load_bundle, save_bundle, to_bytes
 from edge_agent.client import StatusClient
 from edge_agent.service.deploy import Deployments
 
-# two valid bundles (a pushed one must load, or the configured one runs instead)
-_B: dict[str, bytes] = {}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _bundles(tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Two valid bundles to push (a pushed one must load, or the configured one runs)."""
     path = make_bundle(tmp_path_factory.mktemp("pushed") / "one.eab")
-    _B["one"] = path.read_bytes()
-    _B["two"] = to_bytes(changed_bundle(load_bundle(path), "bias"))
+    return {"one": path.read_bytes(), "two": to_bytes(changed_bundle(load_bundle(path), "bias"))}
 
 
 def _files(tmp: Path) -> tuple[Deployments, Path]:
@@ -40,40 +37,46 @@ def _files(tmp: Path) -> tuple[Deployments, Path]:
     return Deployments(tmp / "state"), configured
 
 
-def test_the_configured_bundle_runs_until_something_is_pushed(tmp_path: Path) -> None:
+def test_the_configured_bundle_runs_until_something_is_pushed(
+    tmp_path: Path, pushed: dict[str, bytes]
+) -> None:
     dep, configured = _files(tmp_path)
     assert dep.bundle_path(configured) == configured
-    dep.incoming(_B["one"])
+    dep.incoming(pushed["one"])
     current = dep.install(configured, configured)
-    assert dep.bundle_path(configured) == current and current.read_bytes() == _B["one"]
+    assert dep.bundle_path(configured) == current and current.read_bytes() == pushed["one"]
     assert not (dep.dir / "incoming.eab").exists()
     assert dep.status(configured)["previous"] == "configured"
     # a second push keeps the first as the previous one
-    dep.incoming(_B["two"])
+    dep.incoming(pushed["two"])
     dep.install(current, configured)
-    assert current.read_bytes() == _B["two"]
-    assert (dep.dir / "previous.eab").read_bytes() == _B["one"]
+    assert current.read_bytes() == pushed["two"]
+    assert (dep.dir / "previous.eab").read_bytes() == pushed["one"]
     assert json.loads((dep.dir / "deploy.json").read_text())["previous"] == "file"
     # rollback: to the first push; no further (one step is kept)
-    assert dep.rollback(configured) == current and current.read_bytes() == _B["one"]
+    assert dep.rollback(configured) == current and current.read_bytes() == pushed["one"]
     with pytest.raises(ValueError, match="rolled back once already"):
         dep.rollback(configured)
 
 
-def test_a_rollback_of_the_first_push_runs_the_configured_bundle(tmp_path: Path) -> None:
+def test_a_rollback_of_the_first_push_runs_the_configured_bundle(
+    tmp_path: Path, pushed: dict[str, bytes]
+) -> None:
     dep, configured = _files(tmp_path)
     with pytest.raises(ValueError, match="no pushed bundle"):
         dep.rollback(configured)
-    dep.incoming(_B["one"])
+    dep.incoming(pushed["one"])
     dep.install(configured, configured)
     assert dep.rollback(configured) == configured
     assert dep.bundle_path(configured) == configured
     assert not dep.status(configured)["pushed"]
 
 
-def test_a_replaced_configured_bundle_wins_over_a_push(tmp_path: Path) -> None:
+def test_a_replaced_configured_bundle_wins_over_a_push(
+    tmp_path: Path, pushed: dict[str, bytes]
+) -> None:
     dep, configured = _files(tmp_path)
-    dep.incoming(_B["one"])
+    dep.incoming(pushed["one"])
     current = dep.install(configured, configured)
     assert dep.bundle_path(configured) == current
     configured.write_bytes(b"the administrator's new one")
@@ -81,9 +84,11 @@ def test_a_replaced_configured_bundle_wins_over_a_push(tmp_path: Path) -> None:
     assert not current.exists() and not (dep.dir / "deploy.json").exists()
 
 
-def test_a_damaged_record_falls_back_to_the_configured_bundle(tmp_path: Path) -> None:
+def test_a_damaged_record_falls_back_to_the_configured_bundle(
+    tmp_path: Path, pushed: dict[str, bytes]
+) -> None:
     dep, configured = _files(tmp_path)
-    dep.incoming(_B["one"])
+    dep.incoming(pushed["one"])
     dep.install(configured, configured)
     (dep.dir / "deploy.json").write_text("{not json")
     assert dep.bundle_path(configured) == configured

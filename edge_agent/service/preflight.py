@@ -6,7 +6,6 @@ the CURVE key files the configuration names are readable certificates."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from edge_agent.bundle import BundleError
 from edge_agent.bundle_io import load_bundle
@@ -34,7 +33,9 @@ def _key_problems(cfg: AgentConfig) -> list[tuple[str, KeyFileError]]:
     if ing.enabled:
         checks.append(("ingest.curve.secret_key", lambda: load_secret(ing.secret_key)))
         if cfg.ingest.mode == "bind":
-            checks.append(("ingest.curve.authorized_keys", lambda: _dir(ing.authorized_keys)))
+            checks.append(
+                ("ingest.curve.authorized_keys", lambda: load_allowed(ing.authorized_keys))
+            )
         else:
             checks.append(
                 ("ingest.curve.server_public_key", lambda: load_public(ing.server_public_key))
@@ -51,8 +52,3 @@ def _key_problems(cfg: AgentConfig) -> list[tuple[str, KeyFileError]]:
         except KeyFileError as exc:
             out.append((key, exc))
     return out
-
-
-def _dir(path: str) -> None:
-    if not Path(path).is_dir():
-        raise KeyFileError(f"{path}: not a directory of client certificates")
