@@ -4,8 +4,8 @@ A probe thread (standing in for the inference thread) sleeps 0.5 ms at a time an
 records how late it wakes up; waking up needs the GIL. Beside it the agent's calibration
 code runs for real (:class:`CalibrationController`: QCore buffer updates and a gated
 flip round every chunk, ``trigger = "samples"``, the busiest setting) on a stream of
-BasicMotions samples, fed in the probe's process, in a thread at the agent's
-calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each repeated:
+BasicMotions samples, fed in the probe's process, in a thread of its own with one BLAS
+thread. Cases, interleaved, each repeated:
 
 - ``idle``: no calibration thread (what the OS and the machine's load add alone);
 - ``calibration, switch 5 ms, nice +10``: Python's default GIL switch interval;
@@ -13,8 +13,14 @@ calibration priority (nice +10) with one BLAS thread. Cases, interleaved, each r
 - ``calibration, switch 0.5 ms, nice +0``: the same at the probe's priority: a thread at
   nice +10 that the OS preempts while it holds the GIL keeps the probe waiting until the
   OS runs it again (a priority inversion no switch interval can shorten);
+- ``calibration, switch 0.5 ms, SCHED_IDLE``: as the agent runs it
+  (:mod:`edge_agent.service.scheduling`): the probe preempts it at once;
 - ``busy process, nice +10``: no calibration thread, a busy loop in another process at
   nice +10 instead: what sharing the core costs a waking thread without any GIL;
+- ``..., busy process nice +0``: the calibration thread (nice +10 or SCHED_IDLE) and a
+  busy process of the probe's priority: while the busy process keeps the calibration
+  thread off the CPU, a GIL it holds keeps the probe waiting (the price of SCHED_IDLE on
+  a core other jobs keep busy);
 - ``..., probe SCHED_RR`` (root): the two cases before with the probe under SCHED_RR, as
   ``[inference] realtime_priority`` puts the agent's inference thread: a fair-class thread
   woken beside a busy one waits for the scheduler's next tick, a real-time one does not,
@@ -56,13 +62,15 @@ from edge_agent.calibrate.calibration_config import CalibrationConfig  # noqa: E
 from edge_agent.calibrate.controller import CalibrationController  # noqa: E402
 from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.engine.engine import Engine  # noqa: E402
-from edge_agent.service.agent import CALIBRATION_NICE, lower_thread_priority  # noqa: E402
+from edge_agent.service.agent import CALIBRATION_NICE  # noqa: E402
 from edge_agent.service.runtime import GIL_SWITCH_S  # noqa: E402
+from edge_agent.service.scheduling import run_in_idle_time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
 RESULTS = ROOT / "bench" / "results"
 SLEEP_S = 0.0005
+IDLE = -1  # the calibration thread's "nice" in a case: SCHED_IDLE, as the agent runs it
 
 
 def _probe(stop: threading.Event, late: list[float], rt: bool) -> None:
@@ -75,7 +83,13 @@ def _probe(stop: threading.Event, late: list[float], rt: bool) -> None:
 
 
 def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine, nice: int) -> None:
-    lower_thread_priority(nice)
+    """The calibration loop at ``nice`` (its step over this process), or in idle time as
+    the agent runs it (``IDLE``)."""
+    if nice == IDLE:
+        run_in_idle_time(CALIBRATION_NICE)
+    else:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     X = load_dataset("basicmotions").X_test.astype(np.float32)
     n = 0
     while not stop.is_set():
@@ -96,15 +110,15 @@ def _hog(nice: int) -> subprocess.Popen[bytes]:
 def case(
     seconds: float,
     switch_s: float | None,
-    nice: int = CALIBRATION_NICE,
-    hog: bool = False,
+    nice: int = IDLE,
+    hog: int | None = None,
     rt: bool = False,
 ) -> dict[str, Any]:
     """Probe lateness for ``seconds`` with a calibration thread (``switch_s``: the GIL
-    switch interval, ``nice``: its nice step), or with a busy process at ``nice`` (``hog``),
-    or alone; ``rt``: the probe under SCHED_RR (root)."""
+    switch interval, ``nice``: its nice step or ``IDLE``) and/or a busy process at nice
+    ``hog``; ``rt``: the probe under SCHED_RR (root)."""
     stop, late = threading.Event(), list[float]()
-    busy = _hog(nice) if hog else None
+    busy = None if hog is None else _hog(hog)
     old = sys.getswitchinterval()
     threads = [threading.Thread(target=_probe, args=(stop, late, rt))]
     ctl = None
@@ -146,17 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sw = f"switch {GIL_SWITCH_S * 1e3:g} ms"
     nice = CALIBRATION_NICE
-    cases: dict[str, tuple[float | None, int, bool, bool]] = {
-        "idle": (None, 0, False, False),
-        f"calibration, switch 5 ms, nice +{nice}": (0.005, nice, False, False),
-        f"calibration, {sw}, nice +{nice}": (GIL_SWITCH_S, nice, False, False),
-        f"calibration, {sw}, nice +0": (GIL_SWITCH_S, 0, False, False),
-        f"busy process, nice +{nice}": (None, nice, True, False),
+    # name: (GIL switch interval or no calibration thread, its nice step or IDLE,
+    # a busy process's nice or none, probe under SCHED_RR)
+    cases: dict[str, tuple[float | None, int, int | None, bool]] = {
+        "idle": (None, 0, None, False),
+        f"calibration, switch 5 ms, nice +{nice}": (0.005, nice, None, False),
+        f"calibration, {sw}, nice +{nice}": (GIL_SWITCH_S, nice, None, False),
+        f"calibration, {sw}, nice +0": (GIL_SWITCH_S, 0, None, False),
+        f"calibration, {sw}, SCHED_IDLE": (GIL_SWITCH_S, IDLE, None, False),
+        f"busy process, nice +{nice}": (None, 0, nice, False),
+        # a priority inversion: the calibration thread holding the GIL while a busy
+        # process of the core's own class keeps it off the CPU
+        f"calibration, {sw}, nice +{nice}, busy process nice +0": (GIL_SWITCH_S, nice, 0, False),
+        f"calibration, {sw}, SCHED_IDLE, busy process nice +0": (GIL_SWITCH_S, IDLE, 0, False),
     }
     if os.geteuid() == 0:
         rr = ", probe SCHED_RR"
-        cases[f"calibration, {sw}, nice +{nice}{rr}"] = (GIL_SWITCH_S, nice, False, True)
-        cases[f"busy process, nice +{nice}{rr}"] = (None, nice, True, True)
+        cases[f"calibration, {sw}, nice +{nice}{rr}"] = (GIL_SWITCH_S, nice, None, True)
+        cases[f"busy process, nice +{nice}{rr}"] = (None, 0, nice, True)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
     for _ in range(args.reps):
         for name, (switch_s, step, hog, rt) in cases.items():

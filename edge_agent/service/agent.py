@@ -46,6 +46,7 @@ from edge_agent.service.model import Model, load_running_model
 from edge_agent.service.notify import Notifier
 from edge_agent.service.persist import Persistence
 from edge_agent.service.report import StatusReport
+from edge_agent.service.scheduling import run_in_idle_time
 from edge_agent.service.state import LabelledSample, StateStore
 from edge_agent.service.status import StatusServer
 
@@ -60,20 +61,10 @@ CALIBRATION_POLL_S = 0.2
 # starts no job meanwhile, so neither its CPU nor its hold of the GIL delays the backlog.
 CALIBRATION_BACKOFF_S = 0.01
 CALIBRATION_JOIN_S = 2.0
-# Added to the calibration thread's nice value: on a busy core inference and ingest come
-# first and calibration sheds its work (rounds_skipped, updates_dropped). At +5 (0 under
-# Nice=-5) a loaded 2-core machine dropped samples in the soak (bench/results/soak.md).
+# Where SCHED_IDLE is refused, added to the calibration thread's nice value instead. At
+# +5 (0 under Nice=-5) a loaded 2-core machine dropped samples in the soak
+# (bench/results/soak.md).
 CALIBRATION_NICE = 10
-
-
-def lower_thread_priority(step: int) -> None:
-    """Raise the calling thread's nice value by ``step`` (Linux: a thread has its own; no
-    privilege needed). Logged, not fatal, where the system refuses it."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
-    except (OSError, AttributeError) as exc:  # AttributeError: no setpriority (not Linux)
-        log.warning("calibration thread keeps the agent's priority: %s", exc)
 
 
 class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
@@ -234,10 +225,10 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         """The calibration thread: QCore updates and flip rounds whenever a chunk is
         ready. Inference never waits for it (the engine swap is one reference
         assignment); its results go back to the main thread, which owns the state store.
-        It runs at a lower priority, so on a busy core inference and ingest come first and
-        the calibration thread takes the CPU time they leave."""
+        It runs in idle time (:func:`run_in_idle_time`), so on a busy core inference and
+        ingest come first and the calibration thread takes the CPU time they leave."""
         name_os_thread("calibration")
-        lower_thread_priority(CALIBRATION_NICE)
+        log.info("calibration thread: %s", run_in_idle_time(CALIBRATION_NICE))
         while not self._stopping:
             ctl = self.calibration
             busy = self.bursts is not None and self.bursts.state != "idle"

@@ -89,7 +89,7 @@ class InferenceConfig:
     # labelled predictions in the rolling accuracy
     accuracy_window: int = field(default=200, metadata={"range": (1, 1_000_000)})
     # SCHED_RR priority of the threads a sample waits for; 0: the fair scheduler
-    # (edge_agent.service.realtime)
+    # (edge_agent.service.scheduling)
     realtime_priority: int = field(default=0, metadata={"range": (0, 99)})
 
 

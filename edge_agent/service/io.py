@@ -26,7 +26,7 @@ from edge_agent.ingest.worker import ThreadWorker
 from edge_agent.ingest.zmq_source import ZmqSource
 from edge_agent.service.config import AgentConfig, ConfigError
 from edge_agent.service.model import Model
-from edge_agent.service.realtime import promote_hot_threads
+from edge_agent.service.scheduling import promote_hot_threads
 from edge_agent.service.status import StatusServer
 from edge_agent.service.status_curve import CurveGuard, describe
 

@@ -9,7 +9,7 @@
   the calibration is 5 ms late at p99 with either, as late as beside a busy process that
   shares no GIL, i.e. the OS's wake-up latency on a shared core dominates (a thread
   of the fair class waits for the scheduler's tick; ``[inference] realtime_priority``,
-  :mod:`edge_agent.service.realtime`, takes the inference thread out of that wait).
+  :mod:`edge_agent.service.scheduling`, takes the inference thread out of that wait).
 - **gc.freeze()**: everything allocated by start-up (modules, the engine, numba's and
   numpy's objects: most of the heap) moves to the permanent generation, so the full
   collections that still happen while serving scan only what was allocated since

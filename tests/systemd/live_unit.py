@@ -137,6 +137,22 @@ def test_reaches_ready_and_answers_status() -> None:
     assert got["bursts"]["state"] in ("idle", "starting", "running", "gating")
 
 
+def test_the_calibration_thread_runs_in_idle_time() -> None:
+    # The unit's seccomp filter and RestrictRealtime= must let a thread lower its own
+    # policy: else the calibration thread competes with the sample's threads.
+    pid = show("MainPID")["MainPID"]
+    policies = box(
+        "python3",
+        "-c",
+        "import os, pathlib\n"
+        f"for t in pathlib.Path('/proc/{pid}/task').iterdir():\n"
+        "    print((t / 'comm').read_text().strip(), os.sched_getscheduler(int(t.name)))",
+    )
+    threads = dict(line.rsplit(" ", 1) for line in policies.splitlines())
+    assert threads.get("calibration") == "5", policies  # 5: SCHED_IDLE
+    assert threads.get("ingest-zmq") == "0", policies  # 0: SCHED_OTHER
+
+
 def test_predicts_what_a_publisher_sends() -> None:
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
