@@ -13,14 +13,13 @@ thread. Cases, interleaved, each repeated:
 - ``calibration, switch 0.5 ms, nice +0``: the same at the probe's priority: a thread at
   nice +10 that the OS preempts while it holds the GIL keeps the probe waiting until the
   OS runs it again (a priority inversion no switch interval can shorten);
-- ``calibration, switch 0.5 ms, SCHED_IDLE``: as the agent runs it
-  (:mod:`edge_agent.service.scheduling`): the probe preempts it at once;
+- ``calibration, switch 0.5 ms, SCHED_IDLE``: the probe preempts it at once;
 - ``busy process, nice +10``: no calibration thread, a busy loop in another process at
   nice +10 instead: what sharing the core costs a waking thread without any GIL;
 - ``..., busy process nice +0``: the calibration thread (nice +10 or SCHED_IDLE) and a
   busy process of the probe's priority: while the busy process keeps the calibration
-  thread off the CPU, a GIL it holds keeps the probe waiting (the price of SCHED_IDLE on
-  a core other jobs keep busy);
+  thread off the CPU, a GIL it holds keeps the probe waiting (why the agent's calibration
+  thread is not SCHED_IDLE: starved, it held the GIL for 200 ms);
 - ``..., probe SCHED_RR`` (root): the two cases before with the probe under SCHED_RR, as
   ``[inference] realtime_priority`` puts the agent's inference thread: a fair-class thread
   woken beside a busy one waits for the scheduler's next tick, a real-time one does not,
@@ -64,13 +63,13 @@ from edge_agent.data import load_dataset  # noqa: E402
 from edge_agent.engine.engine import Engine  # noqa: E402
 from edge_agent.service.agent import CALIBRATION_NICE  # noqa: E402
 from edge_agent.service.runtime import GIL_SWITCH_S  # noqa: E402
-from edge_agent.service.scheduling import run_in_idle_time  # noqa: E402
+from edge_agent.service.scheduling import lower_own_priority  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "edge_agent" / "defaults" / "basicmotions.eab"
 RESULTS = ROOT / "bench" / "results"
 SLEEP_S = 0.0005
-IDLE = -1  # the calibration thread's "nice" in a case: SCHED_IDLE, as the agent runs it
+IDLE = -1  # the calibration thread's "nice" in a case: SCHED_IDLE
 
 
 def _probe(stop: threading.Event, late: list[float], rt: bool) -> None:
@@ -83,13 +82,12 @@ def _probe(stop: threading.Event, late: list[float], rt: bool) -> None:
 
 
 def _calibrate(stop: threading.Event, ctl: CalibrationController, eng: Engine, nice: int) -> None:
-    """The calibration loop at ``nice`` (its step over this process), or in idle time as
-    the agent runs it (``IDLE``)."""
+    """The calibration loop at ``nice`` (its step over this process) or under SCHED_IDLE
+    (``IDLE``)."""
     if nice == IDLE:
-        run_in_idle_time(CALIBRATION_NICE)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     else:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        lower_own_priority(nice)
     X = load_dataset("basicmotions").X_test.astype(np.float32)
     n = 0
     while not stop.is_set():

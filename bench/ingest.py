@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,10 @@ DEFAULT_BUNDLE = REPO / "edge_agent" / "defaults" / "basicmotions.eab"
 RESULTS = REPO / "bench" / "results"
 TS_KEY = b"\xa2ts\xcb"  # msgpack: the str "ts", then a float64 (8 bytes, big-endian)
 P99_TARGET_MS = 10.0
+# the installed configuration's; the shipped unit grants it (LimitRTPRIO=1)
+INSTALLED_REALTIME = int(
+    tomllib.loads((REPO / "deploy" / "agent.toml").read_text())["inference"]["realtime_priority"]
+)
 PCTS = ("p50_ms", "p90_ms", "p99_ms")
 
 
@@ -342,6 +347,7 @@ def run_transport(args: argparse.Namespace, transport: str, cpus: list[int]) -> 
         "agent_cpu": sorted(agent_cpu),
         "agent_nice": nice,
         "realtime_priority": args.realtime_priority,
+        "scheduling": st["scheduling"],  # whether the system granted it
         "capacity_per_s": capacity,
         "search": search,
         "at_50": at50,
@@ -392,7 +398,9 @@ def _md(summary: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"agent nice {t['agent_nice']}, RSS {t['agent_rss_mib']:.0f} MiB; calibration "
+            f"agent nice {t['agent_nice']}, realtime_priority {t['realtime_priority']} "
+            f"(threads under SCHED_RR: {t['scheduling']['realtime_threads']}), "
+            f"RSS {t['agent_rss_mib']:.0f} MiB; calibration "
             f"{t['calibration']}, buffer updates dropped {t['updates_dropped']}, output drift "
             f"scores needing a model pass of their own {t.get('drift_output_rescored')}, "
             f"last checkpoint {t.get('checkpoint_ms') or 0:.1f} ms; CPU us per "
@@ -430,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--realtime-priority",
         type=int,
-        default=0,
-        help="the agent's inference.realtime_priority (0: off, its default; needs root here)",
+        default=INSTALLED_REALTIME,
+        help="the agent's inference.realtime_priority (default: the installed configuration's,"
+        f" deploy/agent.toml: {INSTALLED_REALTIME}; 0: off; needs LimitRTPRIO= or root)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -78,7 +79,13 @@ def test_unit_allows_what_libzmq_and_the_burst_child_call() -> None:
 
 
 def test_default_config_template_matches_the_defaults() -> None:
-    assert load_config(REPO / "deploy" / "agent.toml") == AgentConfig()
+    """The installed configuration is the defaults, but for real-time threads: the unit
+    grants them (LimitRTPRIO=1), an agent run by hand would only be refused."""
+    defaults = AgentConfig()
+    installed = dataclasses.replace(
+        defaults, inference=dataclasses.replace(defaults.inference, realtime_priority=1)
+    )
+    assert load_config(REPO / "deploy" / "agent.toml") == installed
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

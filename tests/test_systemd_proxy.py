@@ -88,6 +88,8 @@ def test_proxy_unit_is_at_least_as_hardened_as_the_agent() -> None:
         "StateDirectoryMode",
         "CacheDirectoryMode",
         "Environment=OPENBLAS",  # the proxy does no numpy work
+        "RestrictRealtime",  # the agent's real-time grant; the proxy refuses it (below)
+        "LimitRTPRIO",
     )
     proxy = set(UNIT.read_text().splitlines())
     missing = [
@@ -99,6 +101,7 @@ def test_proxy_unit_is_at_least_as_hardened_as_the_agent() -> None:
         and line not in proxy
     ]
     assert not missing, missing
+    assert "RestrictRealtime=yes" in proxy
     agent_filters = re.findall(r"^SystemCallFilter=(.*)$", AGENT_UNIT.read_text(), re.M)
     proxy_filters = re.findall(r"^SystemCallFilter=(.*)$", UNIT.read_text(), re.M)
     # the same groups and deny list; what comes back from the deny list is no more than

@@ -46,7 +46,7 @@ from edge_agent.service.model import Model, load_running_model
 from edge_agent.service.notify import Notifier
 from edge_agent.service.persist import Persistence
 from edge_agent.service.report import StatusReport
-from edge_agent.service.scheduling import run_in_idle_time
+from edge_agent.service.scheduling import lower_own_priority
 from edge_agent.service.state import LabelledSample, StateStore
 from edge_agent.service.status import StatusServer
 
@@ -61,9 +61,9 @@ CALIBRATION_POLL_S = 0.2
 # starts no job meanwhile, so neither its CPU nor its hold of the GIL delays the backlog.
 CALIBRATION_BACKOFF_S = 0.01
 CALIBRATION_JOIN_S = 2.0
-# Where SCHED_IDLE is refused, added to the calibration thread's nice value instead. At
-# +5 (0 under Nice=-5) a loaded 2-core machine dropped samples in the soak
-# (bench/results/soak.md).
+# Added to the calibration thread's nice value: on a busy core inference and ingest come
+# first and calibration sheds its work (rounds_skipped, updates_dropped). At +5 (0 under
+# Nice=-5) a loaded 2-core machine dropped samples in the soak (bench/results/soak.md).
 CALIBRATION_NICE = 10
 
 
@@ -95,6 +95,7 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         self.model: Model
         self.intake: Intake
         self.sources: list[SampleSource] = []
+        self.realtime_threads: list[int] = []
         self.status_server: StatusServer | None = None
         self.remote_status: StatusServer | None = None
         self.pub: zmq.Socket[bytes] | None = None
@@ -225,10 +226,10 @@ class Agent(Sockets, Persistence, StatusReport, FleetOps, EnergyOps):
         """The calibration thread: QCore updates and flip rounds whenever a chunk is
         ready. Inference never waits for it (the engine swap is one reference
         assignment); its results go back to the main thread, which owns the state store.
-        It runs in idle time (:func:`run_in_idle_time`), so on a busy core inference and
-        ingest come first and the calibration thread takes the CPU time they leave."""
+        It runs at a lower priority, so on a busy core inference and ingest come first and
+        the calibration thread takes the CPU time they leave."""
         name_os_thread("calibration")
-        log.info("calibration thread: %s", run_in_idle_time(CALIBRATION_NICE))
+        lower_own_priority(CALIBRATION_NICE)
         while not self._stopping:
             ctl = self.calibration
             busy = self.bursts is not None and self.bursts.state != "idle"

@@ -48,6 +48,7 @@ class Sockets:
         _output_endpoints: list[str]  # the same, wildcard ports resolved
         _topics: dict[str, bytes]  # sensor -> its prediction topic frame
         sources: list[SampleSource]
+        realtime_threads: list[int]  # the thread ids under SCHED_RR
         status_server: StatusServer | None
         remote_status: StatusServer | None  # the CURVE one
         exporter: Any
@@ -113,7 +114,7 @@ class Sockets:
         for src in self.sources:
             src.start()
         receivers = [s.native_id for s in self.sources if isinstance(s, ThreadWorker)]
-        promote_hot_threads(
+        self.realtime_threads = promote_hot_threads(
             cfg.inference.realtime_priority, [t for t in receivers if t is not None], self._count
         )
         if with_status:

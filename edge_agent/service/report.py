@@ -58,6 +58,7 @@ class StatusReport:
         model_fallback: dict[str, Any] | None
         calibration_busy: bool
         _stopping: bool
+        realtime_threads: list[int]
         bursts: BurstScheduler | None
         calibration: CalibrationController | None
         cfg: AgentConfig
@@ -191,6 +192,11 @@ class StatusReport:
                 "failing": dict(self._disk_errors),
             },
             "threads": self.threads(),
+            "scheduling": {  # [inference] realtime_priority: asked, threads granted, refusals
+                "realtime_priority": self.cfg.inference.realtime_priority,
+                "realtime_threads": len(self.realtime_threads),
+                "realtime_refused": c.get("realtime_refused", 0),
+            },
             "serial": self._serial(c),
             "fleet": {
                 "reloads": c.get("model_reloads", 0),

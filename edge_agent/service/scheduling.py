@@ -1,25 +1,24 @@
-"""Scheduling classes of the agent's threads: a sample's threads run at once when it
-arrives, background work takes the CPU time they leave.
+"""Scheduling of the agent's threads: a sample's threads first, background work after.
 
 On a core that is never idle, a thread of the fair class that a frame wakes can wait for
 the next scheduler tick, 4 ms at 250 Hz (``bench/results/ingest_s13/README.md``): the
-p99 latency and, near capacity, lost samples came from that wait. Two remedies:
+p99 latency and, near capacity, lost samples came from that wait.
 
-- **Background threads under ``SCHED_IDLE``** (always): the calibration thread. A fair
-  thread woken beside a ``SCHED_IDLE`` one preempts it at once, and ``SCHED_IDLE`` gets
-  only what the others leave. Lowering its own policy needs no privilege and no more
-  than the scheduling calls the unit's seccomp filter allows; refused, the thread takes
-  a higher nice value instead. ``bench/results/ingest_idle/`` measures the difference.
-- **Hot threads under ``SCHED_RR``** (opt-in): ``[inference] realtime_priority = N``
-  (1-99; 0, the default, leaves them alone) puts the inference loop (the calling
-  thread), the receive threads and libzmq's I/O threads (``ZMQbg/IO/*``) under
-  ``SCHED_RR`` priority N; they then run at once beside any fair thread, other
-  processes' included. It needs ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` of at least N
-  (systemd: ``LimitRTPRIO=``) and the scheduling calls allowed by the seccomp filter;
-  refused, the agent runs on as before, with one log line and ``realtime_refused``
-  counted. The kernel's real-time throttling (``sched_rt_runtime_us``, 95% by default)
-  leaves the other threads and processes of the core a share even when the agent is
-  overloaded.
+- **Hot threads under ``SCHED_RR``**: ``[inference] realtime_priority = N`` (1-99; 0
+  leaves them alone; the installed configuration sets 1 and the shipped unit grants it
+  with ``LimitRTPRIO=1``) puts the inference loop (the calling thread), the receive
+  threads and libzmq's I/O threads (``ZMQbg/IO/*``) under ``SCHED_RR`` priority N; they
+  then run at once beside any fair thread, other processes' included. It needs
+  ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` of at least N and the scheduling calls allowed
+  by the seccomp filter; refused, the agent runs on as before, with one log line and
+  ``realtime_refused`` counted. The kernel's real-time throttling
+  (``sched_rt_runtime_us``, 95% by default) leaves the other threads and processes of
+  the core a share even when the agent is overloaded.
+- **Background threads at a higher nice value** (:func:`lower_own_priority`): the
+  calibration thread. Not ``SCHED_IDLE``, although a thread woken beside it would preempt
+  it at once: a busy process of the normal class on the same core starves a
+  ``SCHED_IDLE`` thread while it holds the GIL, and the inference thread then waits
+  100-250 ms for it (``bench/results/ingest_idle/``).
 """
 
 from __future__ import annotations
@@ -35,22 +34,14 @@ log = logging.getLogger(__name__)
 ZMQ_IO = "ZMQbg/IO/"  # libzmq names its I/O threads so when it starts them
 
 
-def run_in_idle_time(fallback_nice: int) -> str:
-    """Put the calling thread under ``SCHED_IDLE``; where that is refused (not Linux, a
-    filter), raise its nice value by ``fallback_nice``. Returns what it got, for the log."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return "SCHED_IDLE"
-    except (OSError, AttributeError):  # AttributeError: no sched_setscheduler (not Linux)
-        pass
+def lower_own_priority(step: int) -> None:
+    """Raise the calling thread's nice value by ``step`` (Linux: a thread has its own; no
+    privilege needed). Logged, not fatal, where the system refuses it."""
     try:
         tid = threading.get_native_id()
-        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + fallback_nice)
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-        return f"nice {nice}"
-    except (OSError, AttributeError) as exc:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (OSError, AttributeError) as exc:  # AttributeError: no setpriority (not Linux)
         log.warning("background thread keeps the agent's priority: %s", exc)
-        return "unchanged"
 
 
 def promote_hot_threads(
