@@ -462,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         "latency_at_50pct_ms": _worst(runs, "at_50"),
         "latency_at_90pct_ms": _worst(runs, "at_90"),
         "agent_cpu_us_per_sample": max(r["agent_cpu_us_per_sample"] for r in targets),
+        "realtime_priority": args.realtime_priority,
+        # threads the system let run under SCHED_RR (0: refused or off), fewest of the runs
+        "realtime_threads": min(r["scheduling"]["realtime_threads"] for r in runs),
         "rate_target": args.rate,
         "p99_target_ms": P99_TARGET_MS,
         "loadavg_end": loadavg(),
