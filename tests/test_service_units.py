@@ -49,6 +49,17 @@ from edge_agent.service.notify import Notifier
         ("[serial]\nsensor = ''", "serial.sensor (length): must be in 1..64, not 0"),
         ("[state]\nkeep = 101", "state.keep: must be in 1..100, not 101"),
         ("[bursts]\nenergy_poll_s = 0.01", "bursts.energy_poll_s: must be in 0.1..3600, not 0.01"),
+        # these passed `run --check` and stopped the agent at start (or were ignored: a
+        # bit-width no bundle can hold)
+        ("[ingest]\nendpoints = ['tcp://nohost']", "ingest.endpoints[0]: 'tcp://nohost'"),
+        ("[ingest]\nendpoints = ['tcp://h:0']", "PORT 1..65535"),
+        ("[ingest]\nendpoints = ['tcp://h:99999']", "PORT 1..65535"),
+        ("[ingest]\nendpoints = ['ipc://']", "ingest.endpoints[0]: 'ipc://' is not a"),
+        ("[output]\nendpoints = ['tcp://:5557']", "output.endpoints[0]"),
+        ("[status]\ntcp = 'tcp://127.0.0.1'", "status.tcp: 'tcp://127.0.0.1' is not a tcp://"),
+        ("[status]\ntcp = 'ipc:///x'", "status.tcp: 'ipc:///x' is not a tcp:// endpoint"),
+        ("[energy]\nnormal_bits = 7", "energy.normal_bits: not one of (2, 3, 4, 8)"),
+        ("[energy]\npressure_bits = 1", "energy.pressure_bits: not one of"),
     ],
 )
 def test_config_errors_name_the_key(text: str, key: str) -> None:
