@@ -223,16 +223,17 @@ def test_watchdog_is_fed_past_watchdog_sec() -> None:
 def test_reload_on_sighup_keeps_the_process() -> None:
     pid = show("MainPID")["MainPID"]
     box("systemctl", "reload", UNIT, timeout=60)
-    # `kill -HUP` returns at once; the agent then sends RELOADING=1 and READY=1 from its loop,
-    # so the unit may pass through "reloading" after systemctl has returned.
-    wait_for("active after the reload", lambda: show("ActiveState")["ActiveState"] == "active", 30)
-    st = show("ActiveState", "MainPID", "NRestarts")
-    assert st == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}, st
+    # `kill -HUP` returns at once; the agent then sends RELOADING=1, logs the reload and
+    # sends READY=1 from its loop. "active" seen before the log line can be the state
+    # before RELOADING=1 (CI once read "reloading" right after it), so the log comes first.
     wait_for(
         "the reload",
         lambda: "configuration reloaded from /etc/edge-agent/agent.toml" in journal(),
         timeout=30,
     )
+    wait_for("active after the reload", lambda: show("ActiveState")["ActiveState"] == "active", 30)
+    st = show("ActiveState", "MainPID", "NRestarts")
+    assert st == {"ActiveState": "active", "MainPID": pid, "NRestarts": "0"}, st
 
 
 def test_a_qat_burst_runs_inside_the_units_sandbox() -> None:
