@@ -379,6 +379,36 @@ def test_weights_and_workspace_layout_on_cache_lines(
         np.testing.assert_array_equal(out, want)
 
 
+def test_the_kernel_writes_nothing_past_its_workspace(kernels: backend.Kernels) -> None:
+    """A linear layer after gap with a full block of 16 outputs decodes 16 rows of weights
+    into the int64 scratch, the workspace's last part: the plan must leave room for them
+    (they once ran 64 bytes past it, into whatever the caller's buffer held next)."""
+    spec = {**SENSOR, "num_classes": 16}
+    spec["layers"] = [*SENSOR["layers"][:-1], {**SENSOR["layers"][-1], "out_features": 16}]
+    bundle = random_bundle(spec, seed=3, bits=(8,))
+    engine = Engine(bundle, kernels=kernels)
+    st = engine._state
+    x = _inputs(SENSOR, 4)
+    want = reference.forward(
+        bundle.arch["layers"], bundle.quant[8], bundle.norm_mean, bundle.norm_std, x
+    )
+    size = int(st.model.sizes[tables.W_BYTES])
+    empty = np.empty(0, np.uint8)
+    for off in (0, 16, 40, 63):
+        buf = np.full(size + 128, 0xA5, np.uint8)
+        out = np.empty((4, 16), np.float32)
+        engine._kernels.run_program(
+            np.ascontiguousarray(x.reshape(4, -1)),
+            *st.args,
+            out,
+            empty,
+            empty.view(np.int64),
+            buf[off : off + size],
+        )
+        np.testing.assert_array_equal(out, want)
+        assert np.all(buf[off + size :] == 0xA5), f"written past the workspace (offset {off})"
+
+
 def test_concurrent_callers_never_share_a_workspace(kernels: backend.Kernels) -> None:
     bundle = random_bundle(SENSOR, seed=5, bits=(8,))
     engine = Engine(bundle, kernels=kernels)

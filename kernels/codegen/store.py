@@ -6,7 +6,6 @@ import numpy as np
 
 from kernels.codegen.epilogue import requant_store
 from kernels.codegen.jit import inline_kernel, kernel
-from kernels.codegen.microkernel import tile_kernel, tile_kernel_wide
 from kernels.plan.tables import (
     M_OW,
     M_P,
@@ -19,17 +18,6 @@ from kernels.plan.tables import (
     M_R,
     M_SS,
     M_WP,
-)
-
-mk8_8, mk8_4, mk8_1 = (tile_kernel(8, 8), tile_kernel(8, 4), tile_kernel(8, 1))
-mk4_8, mk4_4, mk4_1 = (tile_kernel(4, 8), tile_kernel(4, 4), tile_kernel(4, 1))
-mk3_8, mk3_4, mk3_1 = (tile_kernel(3, 8), tile_kernel(3, 4), tile_kernel(3, 1))
-mk2_8, mk2_4, mk2_1 = (tile_kernel(2, 8), tile_kernel(2, 4), tile_kernel(2, 1))
-mw8, mw4, mw3, mw2 = (
-    tile_kernel_wide(8, 8),
-    tile_kernel_wide(4, 8),
-    tile_kernel_wide(3, 8),
-    tile_kernel_wide(2, 8),
 )
 
 

@@ -234,8 +234,9 @@ def _sizes(act: int, col: int, vec: int, chunk: int, max_c: int, lin: int) -> np
 
     The kernel's parts: two activation buffers, the im2col columns, the int32 sums after
     ``gap``, an int32 row for average pooling (``max_c``), one quantized input row, the
-    int32 tile sums and int64 scratch (the GEMM's row cursor and row targets; the
-    int32 linear layer's decoded weights, ``16 * lin``).
+    int32 tile sums and int64 scratch (the GEMM's row cursor and row targets, 8 +
+    ``PANEL_ROWS``; the int32 linear layer's cursor, target and decoded weights, 16 +
+    ``16 * lin``).
     """
     parts = [
         chunk * act,
@@ -245,7 +246,7 @@ def _sizes(act: int, col: int, vec: int, chunk: int, max_c: int, lin: int) -> np
         4 * max_c,
         act,
         4 * tables.I32_SCRATCH,
-        8 * (8 + max(tables.PANEL_ROWS, 16 * lin)),
+        8 * (16 + max(tables.PANEL_ROWS, 16 * lin)),
     ]
     offsets = [0]
     for n in parts:
