@@ -223,30 +223,39 @@ def _requant(
         )
 
 
-def _wide(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Low byte of the epilogue result saturated to int32 (clamp bounds at its limits)."""
+def _codes(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zo: int = 128) -> np.ndarray:
+    """The epilogue's codes of ``acc`` with zero point ``zo`` and the full 8-bit range."""
     out = np.zeros(acc.size + 16, np.uint8)
-    _requant(acc, m0, shift, 0, -(2**31), 2**31 - 1, out, acc.size, True)
+    _requant(acc, m0, shift, zo, 0, 255, out, acc.size, True)
     return out[: acc.size]
 
 
-def test_requantize_rounds_half_away_from_zero() -> None:
+def test_requantize_rounds_half_to_even() -> None:
     acc = np.array([1, -1, 3, -3, 2, -2, 0, 5, -5, 7, -7, 9, -9, 11, -11, 4], np.int32)
     m0 = np.full(16, 1 << 30, np.int32)  # multiplier 0.5: every odd accumulator is a tie
     shift = np.full(16, 31, np.int32)
-    want = np.array([1, -1, 2, -2, 1, -1, 0, 3, -3, 4, -4, 5, -5, 6, -6, 2])
-    np.testing.assert_array_equal(_wide(acc, m0, shift), want.astype(np.uint8))
+    want = np.array([0, 0, 2, -2, 1, -1, 0, 2, -2, 4, -4, 4, -4, 6, -6, 2])
+    np.testing.assert_array_equal(_codes(acc, m0, shift), 128 + want)
     rng = np.random.default_rng(0)
     acc = rng.integers(-(2**31), 2**31, 2048, dtype=np.int64).astype(np.int32)
     m0s = rng.integers(2**30, 2**31, 2048).astype(np.int32)
     shifts = rng.integers(1, 63, 2048).astype(np.int32)
-    exact = requantize_reference(acc, m0s, shifts)  # int64: most exceed int32 here
-    want = np.clip(exact, -(2**31), 2**31 - 1).astype(np.uint8)  # low byte
-    np.testing.assert_array_equal(_wide(acc, m0s, shifts), want)
+    exact = requantize_reference(acc, m0s, shifts)  # int64: many far outside the codes
     for zo, lo, hi in ((0, 0, 255), (128, 0, 255), (37, 37, 255), (5, 0, 15)):
-        out = np.zeros(acc.size + 16, np.uint8)  # saturating to int32 never changes a code
+        out = np.zeros(acc.size + 16, np.uint8)
         _requant(acc, m0s, shifts, zo, lo, hi, out, acc.size, True)
         np.testing.assert_array_equal(out[: acc.size], np.clip(zo + exact, lo, hi))
+
+
+def test_requantize_reference_is_float32_arithmetic() -> None:
+    """One float32 product of float32(acc) and float32(m0) * 2^-shift, rounded ties to even:
+    m0 = 2^31 - 1 rounds to 2^31 as a float32, which an int64 product would not."""
+    acc = np.array([3, 2**24 + 1, -(2**31), 12345], np.int64)
+    m0 = np.full(4, 2**31 - 1, np.int32)
+    shift = np.full(4, 32, np.int32)
+    want = np.rint(np.float32(acc.astype(np.float32)) * np.float32(0.5)).astype(np.int64)
+    np.testing.assert_array_equal(requantize_reference(acc, m0, shift), want)
+    assert requantize_reference(np.array([3]), np.array([2**31 - 1]), np.array([32]))[0] == 2
 
 
 def test_requantize_extremes_clamp_and_zero_multiplier() -> None:
@@ -255,7 +264,7 @@ def test_requantize_extremes_clamp_and_zero_multiplier() -> None:
     m0s = np.array([m0, m0, 0, m0] + [m0] * 12, np.int32)
     shifts = np.array([shift, shift, 1, shift] + [shift] * 12, np.int32)
     want = requantize_reference(acc, m0s, shifts)
-    np.testing.assert_array_equal(_wide(acc, m0s, shifts), want.astype(np.uint8))
+    np.testing.assert_array_equal(_codes(acc, m0s, shifts), np.clip(128 + want, 0, 255))
     out = np.zeros(32, np.uint8)
     _requant(acc, m0s, shifts, 100, 100, 250, out, 16, True)
     np.testing.assert_array_equal(out[:16], np.clip(100 + want, 100, 250))

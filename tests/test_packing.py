@@ -69,8 +69,8 @@ def test_tiny_and_invalid_multipliers() -> None:
             quantize_multiplier(bad)
 
 
-def test_requantize_rounds_half_away_from_zero() -> None:
+def test_requantize_rounds_half_to_even() -> None:
     m0, shift = 1 << 30, 31  # exactly 0.5
-    acc = np.array([1, -1, 3, -3, 4, -4, 0])
-    out = requantize_reference(acc, np.full(7, m0), np.full(7, shift))
-    assert out.tolist() == [1, -1, 2, -2, 2, -2, 0]
+    acc = np.array([1, -1, 3, -3, 4, -4, 0, 5])
+    out = requantize_reference(acc, np.full(8, m0), np.full(8, shift))
+    assert out.tolist() == [0, 0, 2, -2, 2, -2, 0, 2]

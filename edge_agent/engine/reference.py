@@ -139,7 +139,8 @@ def _linear(centred: np.ndarray, q: np.ndarray, bias_q: np.ndarray) -> np.ndarra
 def requantize(
     acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, out_zp: int, relu: bool, act_bits: int
 ) -> np.ndarray:
-    """Fixed-point requantization to uint8 codes, per output channel on axis 1."""
+    """Requantization to uint8 codes, per output channel on axis 1 (float32, ties to even:
+    :func:`kernels.plan.fixedpoint.requantize_reference`)."""
     shape = (1, -1, *(1,) * (acc.ndim - 2))
     r = requantize_reference(acc, m0.reshape(shape), shift.reshape(shape))
     lo = out_zp if relu else 0

@@ -6,19 +6,23 @@ computes, for the 16 lanes ``j`` of ``a = max(acc[acc_off + 16 * i:] for i < row
 them: a fused max pool before requantizing) and per-channel parameters at ``c0 + j``::
 
     v = int32(a + bias)                                     # wraps like the reference
-    p = int64(v) * int64(m0)                                # one widening multiply
-    r = sat32((p + 2^(shift-1) - [p < 0]) >> shift)         # round half away from zero
-    y = zo + clamp(r, lo - zo, hi - zo)                     # = clamp(zo + r, lo, hi)
+    y = float32(v) * (float32(m0) * 2^-shift)               # one float32 product
+    r = rint(clamp(y, lo - zo, hi - zo))                    # ties to even
+    code = zo + r                                           # = clamp(zo + rint(y), lo, hi)
 
-and writes ``y`` (or ``max(out, y)`` unless ``first``: fused max pooling) to the first
+and writes ``code`` (or ``max(out, code)`` unless ``first``: fused max pooling) to the first
 ``n`` bytes of ``out[d:]``; the other lanes of those 16 bytes are written back unchanged.
-Only the product and its rounding shift are 64-bit; saturating to int32 there (exact:
-``lo - zo`` and ``hi - zo`` must fit int32, as codes' bounds do) leaves the clamps and the
-packing to 16 int32 lanes, one narrowing instead of two. gemmlowp's all-int32 fixed point
-(rounding doubling high multiply, then a rounding right shift) rounds twice and measured
-slower here (bench/results/kernel_ab_epilogue.md). So the caller guarantees 16 readable
-entries of every array at the given offsets (parameters are padded to whole blocks of 16
-channels, activation buffers have slack).
+Every step is one IEEE float32 operation, which numpy and every target round the same
+way, so the numpy reference (:func:`kernels.plan.fixedpoint.requantize_reference`) stays
+bit-exact. The integer bounds make clamping before rounding the same as after, and keep the
+conversion inside int32 (``lo``, ``hi`` and ``zo`` are codes). The earlier exact int64
+product (``int64(v) * m0``, rounded half away from zero by a shift) took about 20 512-bit
+operations per 16 lanes, several of them 64-bit multiplies and variable shifts that compete
+with ``vpdpbusd`` for its pipes: even interleaved with the dot products it cost about 2 ns
+of them per 16 lanes on the Zen 4, the float32 form (8 operations) about 0.2 ns
+(``bench/results/epilogue_overlap.md``); XNNPACK requantizes the same way.
+The caller guarantees 16 readable entries of every array at the given offsets (parameters
+are padded to whole blocks of 16 channels, activation buffers have slack).
 Numba's loop over at most 16 lanes did not vectorize and cost more than the dot products.
 """
 
@@ -28,6 +32,7 @@ from typing import Any, NamedTuple
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _I1 = ir.IntType(1)
@@ -38,6 +43,8 @@ _LANES = 16
 _V16I8 = ir.VectorType(_I8, _LANES)
 _V16I32 = ir.VectorType(_I32, _LANES)
 _V16I64 = ir.VectorType(_I64, _LANES)
+_F32 = ir.FloatType()
+_V16F32 = ir.VectorType(_F32, _LANES)
 _ARRAYS = {0: types.int32, 3: types.int32, 4: types.int32, 5: types.int32, 10: types.uint8}
 _INTS = (1, 2, 6, 7, 8, 9, 11, 12, 13)
 
@@ -83,14 +90,12 @@ def _rows_max(builder: ir.IRBuilder, acc: ir.Value, off: ir.Value, rows: ir.Valu
 
 
 class Requant(NamedTuple):
-    """Per-channel requantization parameters of 16 lanes, loaded and widened once."""
+    """Per-channel requantization parameters of 16 lanes, loaded and converted once."""
 
     bias: ir.Value  # <16 x i32>
-    m0: ir.Value  # <16 x i64>
-    shift: ir.Value  # <16 x i64>
-    half: ir.Value  # <16 x i64>, 2^(shift - 1)
-    lo: ir.Value  # <16 x i32>, lo - zo
-    hi: ir.Value  # <16 x i32>, hi - zo
+    scale: ir.Value  # <16 x float>, float32(m0) * 2^-shift
+    lo: ir.Value  # <16 x float>, lo - zo
+    hi: ir.Value  # <16 x float>, hi - zo
     zo: ir.Value  # <16 x i32>
 
 
@@ -105,35 +110,39 @@ def load_params(
     hi: ir.Value,
 ) -> Requant:
     """The parameters of channels ``c0 .. c0 + 15`` (int32 pointers, i64 scalars)."""
-    sh = builder.sext(_load(builder, shift, c0, _V16I32), _V16I64)
-    one = ir.Constant(_V16I64, [1] * _LANES)
+    # 2^-shift as float32 bits: exponent field 127 - shift (1 <= shift <= 62: a normal number)
+    exp = builder.sub(ir.Constant(_V16I32, [127] * _LANES), _load(builder, shift, c0, _V16I32))
+    pow2 = builder.bitcast(builder.shl(exp, ir.Constant(_V16I32, [23] * _LANES)), _V16F32)
+    scale = builder.fmul(builder.sitofp(_load(builder, m0, c0, _V16I32), _V16F32), pow2)
+    zo32 = builder.trunc(zo, _I32)
+
+    def bound(v: ir.Value) -> ir.Value:  # v - zo as <16 x float>
+        return _splat(
+            builder, builder.sitofp(builder.sub(builder.trunc(v, _I32), zo32), _F32), _V16F32
+        )
+
     return Requant(
         bias=_load(builder, bias, c0, _V16I32),
-        m0=builder.sext(_load(builder, m0, c0, _V16I32), _V16I64),
-        shift=sh,
-        half=builder.shl(one, builder.sub(sh, one)),
-        lo=_splat(builder, builder.trunc(builder.sub(lo, zo), _I32), _V16I32),
-        hi=_splat(builder, builder.trunc(builder.sub(hi, zo), _I32), _V16I32),
-        zo=_splat(builder, builder.trunc(zo, _I32), _V16I32),
+        scale=scale,
+        lo=bound(lo),
+        hi=bound(hi),
+        zo=_splat(builder, zo32, _V16I32),
     )
 
 
 def requant_codes(builder: ir.IRBuilder, a: ir.Value, prm: Requant) -> ir.Value:
     """The codes (<16 x i8>) of int32 sums ``a`` (the module docstring's arithmetic)."""
     v = builder.add(a, prm.bias)
-    p = builder.mul(builder.sext(v, _V16I64), prm.m0)
-    sign = builder.ashr(p, ir.Constant(_V16I64, [63] * _LANES))  # -1 where p < 0, else 0
-    r = builder.ashr(builder.add(builder.add(p, prm.half), sign), prm.shift)
-    # the one narrowing: saturate to int32 (vpmovsqd), then clamp, add and pack 16 int32
-    # lanes (clamping r to [lo - zo, hi - zo] first: zo + r could wrap int32)
-    i32_lo = ir.Constant(_V16I64, [-(2**31)] * _LANES)
-    i32_hi = ir.Constant(_V16I64, [2**31 - 1] * _LANES)
-    r = builder.select(builder.icmp_signed("<", r, i32_lo), i32_lo, r)
-    r = builder.select(builder.icmp_signed(">", r, i32_hi), i32_hi, r)
-    r32 = builder.trunc(r, _V16I32)
-    r32 = builder.select(builder.icmp_signed("<", r32, prm.lo), prm.lo, r32)
-    r32 = builder.select(builder.icmp_signed(">", r32, prm.hi), prm.hi, r32)
-    return builder.trunc(builder.add(r32, prm.zo), _V16I8)
+    y = builder.fmul(builder.sitofp(v, _V16F32), prm.scale)
+    # clamp first (integer bounds: the same as clamping after rounding), so the conversion
+    # never leaves int32; ordered compares lower to plain vmaxps / vminps
+    y = builder.select(builder.fcmp_ordered("<", y, prm.lo), prm.lo, y)
+    y = builder.select(builder.fcmp_ordered(">", y, prm.hi), prm.hi, y)
+    rint = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16F32, [_V16F32]), "llvm.rint.v16f32"
+    )
+    r = builder.fptosi(builder.call(rint, [y]), _V16I32)  # nearest, ties to even
+    return builder.trunc(builder.add(r, prm.zo), _V16I8)
 
 
 def lane_mask(builder: ir.IRBuilder, n: ir.Value) -> ir.Value:

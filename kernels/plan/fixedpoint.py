@@ -39,14 +39,16 @@ def quantize_multipliers(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m0, shift
 
 
+def requant_scale(m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The float32 multiplier the kernels apply: ``float32(m0) * 2^-shift`` (m0 rounded to
+    float32's 24 bits once; the power of two is exact for every shift the plans hold)."""
+    m = np.asarray(m0).astype(np.float32)
+    return np.ldexp(m, -np.asarray(shift).astype(np.int32)).astype(np.float32)
+
+
 def requantize_reference(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Round-half-away-from-zero ``acc * m0 * 2^-shift`` in int64 (numpy reference)."""
-    p = acc.astype(np.int64)
-    p *= m0.astype(np.int64)
-    negative = p < 0
-    s = shift.astype(np.int64)
-    np.abs(p, out=p)
-    p += np.left_shift(np.int64(1), s - 1)  # half
-    p >>= s
-    np.negative(p, out=p, where=negative)
-    return p
+    """``acc * m0 * 2^-shift`` as the kernels compute it (numpy reference, int64):
+    ``float32(acc) * requant_scale(m0, shift)`` in float32, rounded to the nearest integer,
+    ties to even. Every step is one IEEE operation, so any machine gets the same codes."""
+    y = np.asarray(acc).astype(np.float32) * requant_scale(m0, shift)
+    return np.rint(y).astype(np.int64)
