@@ -15,13 +15,19 @@ gave the same logits, and the load average.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.inference_extras import json_child  # noqa: E402
 
 _CHILD = """
 import json, sys, time
@@ -68,18 +74,9 @@ def _build(checkout: Path, cache: Path) -> None:
         raise SystemExit(f"compile-kernels failed in {checkout}:\n{done.stderr[-2000:]}")
 
 
-def _time(checkout: Path, cache: Path, bundle: Path, bits: int) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(bundle), str(bits)],
-        cwd=checkout,
-        env=_env(checkout, cache),
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the engine failed in {checkout}:\n{done.stderr[-2000:]}")
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def _time(checkout: Path, cache: Path, bundle: Path, bits: int) -> dict[str, Any]:
+    argv = ["-c", _CHILD, str(bundle), str(bits)]
+    return json_child(argv, checkout, _env(checkout, cache), f"the engine in {checkout}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, default=8)
     args = parser.parse_args(argv)
     sides = {"old": args.old.resolve(), "new": args.new.resolve()}
-    runs: dict[str, list[dict[str, object]]] = {"old": [], "new": []}
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory() as tmp:
         caches = {name: Path(tmp) / name for name in sides}
         for name, checkout in sides.items():
@@ -105,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"{args.bundle.name}, {args.bits}-bit, {args.reps} alternations; load average {load}")
     for b in ("b1", "b64"):
-        old = [float(d[b]) for d in runs["old"]]  # type: ignore[arg-type]
-        new = [float(d[b]) for d in runs["new"]]  # type: ignore[arg-type]
+        old = [float(d[b]) for d in runs["old"]]
+        new = [float(d[b]) for d in runs["new"]]
         print(
             f"{b}: us/sample old {min(old):.3f} / {statistics.median(old):.3f}, new "
             f"{min(new):.3f} / {statistics.median(new):.3f} (best / median); new/old "

@@ -118,14 +118,15 @@ def loop(requants: int, form: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Print ``vpdpbusd`` per second with 0, 1 and 2 requantizations of each form."""
+    from bench.kernel_rate import vnni_refusal
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iters", type=int, default=200_000)
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args(argv)
-    from kernels.codegen.isa import ACTIVE_ISA
-
-    if ACTIVE_ISA != "avx512vnni":
-        print(f"needs AVX-512 VNNI (this CPU's kernels: {ACTIVE_ISA})")
+    refusal = vnni_refusal()
+    if refusal:
+        print(refusal)
         return 1
     rng = np.random.default_rng(0)
     arrays = (

@@ -185,15 +185,17 @@ def engine_child(bundle_path: Path, kernels: str, env: dict[str, str]) -> dict[s
     Peak RSS is the process's ``VmHWM``: ``ru_maxrss`` would carry over the parent's
     high-water mark from before ``exec`` (the parent holds torch and onnxruntime).
     """
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(bundle_path), kernels],
-        cwd=ROOT,
-        env={**os.environ, **env, "EDGE_AGENT_KERNELS": kernels},
-        capture_output=True,
-        text=True,
-    )
+    env = {**os.environ, **env, "EDGE_AGENT_KERNELS": kernels}
+    argv = ["-c", _CHILD, str(bundle_path), kernels]
+    return json_child(argv, ROOT, env, f"engine-only child ({kernels})")
+
+
+def json_child(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run this interpreter with ``argv`` and return the JSON object its last line prints;
+    a failure raises RuntimeError naming ``what`` with the end of its stderr."""
+    done = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"engine-only child ({kernels}) failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

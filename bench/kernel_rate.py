@@ -89,10 +89,18 @@ def gemm_case(k: int, out_ch: int, rows: int) -> tuple[Any, int]:
     return (lambda: gemm_rows(*args)), dots
 
 
+def vnni_refusal() -> str | None:
+    """Why a ``vpdpbusd`` measurement cannot run here (kernels of another ISA), or None."""
+    from kernels.codegen.isa import ACTIVE_ISA
+
+    if ACTIVE_ISA == "avx512vnni":
+        return None
+    return f"needs AVX-512 VNNI kernels; this machine's are {ACTIVE_ISA}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the peak and each K's GEMM rate."""
     from bench.cputime import interleaved
-    from kernels.codegen.isa import ACTIVE_ISA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, nargs="+", default=[32, 160, 192, 640, 1024])
@@ -100,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args(argv)
-    if ACTIVE_ISA != "avx512vnni":
-        print(f"kernel_rate needs AVX-512 VNNI kernels; this machine's are {ACTIVE_ISA}")
+    if refusal := vnni_refusal():
+        print(refusal)
         return 1
     loops = 20000
     cases: dict[str, tuple[Any, int]] = {"peak": ((lambda: _peak(loops)), loops * _CHAINS)}
