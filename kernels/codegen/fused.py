@@ -9,7 +9,7 @@ that branches (one LLVM ``switch``) to the variant for ``bits`` (2, 3, 4, 8), ``
 (8, 4, 1) and ``blocks`` (1, 2; other combinations do nothing) and computes the int32
 sums of ``rows`` activation rows by ``blocks`` blocks of 16 output channels exactly as
 :func:`kernels.codegen.microkernel.tile_kernel` does. Then, without leaving registers, it
-requantizes them with the parameters of channels ``c0 ..`` (loaded and widened once per
+requantizes them with the parameters of channels ``c0 ..`` (loaded and converted once per
 tile, not once per row: :mod:`kernels.codegen.epilogue`) and stores row ``r < valid`` to
 its target ``g = tgt[t0 + r]`` (:func:`kernels.codegen.store._targets`; ``g < 0``:
 dropped): block ``c``'s codes go to ``out[(g >> 1) + o0 + 16 c:]``, its first ``n``
