@@ -19,7 +19,7 @@ conversion inside int32 (``lo``, ``hi`` and ``zo`` are codes). The earlier exact
 product (``int64(v) * m0``, rounded half away from zero by a shift) took about 20 512-bit
 operations per 16 lanes, several of them 64-bit multiplies and variable shifts that compete
 with ``vpdpbusd`` for its pipes: even interleaved with the dot products it cost about 2 ns
-of them per 16 lanes on the Zen 4, the float32 form (8 operations) about 0.2 ns
+of them per 16 lanes on the Zen 4, the float32 form (8 or 9 operations) about 0.2 ns
 (``bench/results/epilogue_overlap.md``); XNNPACK requantizes the same way.
 The caller guarantees 16 readable entries of every array at the given offsets (parameters
 are padded to whole blocks of 16 channels, activation buffers have slack).
